@@ -1,0 +1,1 @@
+//! lb (placeholder while the crate is written)

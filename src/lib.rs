@@ -1,0 +1,1 @@
+//! vxmesh: the node.

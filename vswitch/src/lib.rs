@@ -1,0 +1,1 @@
+//! vswitch (placeholder while the crate is written)

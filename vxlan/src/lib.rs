@@ -1,0 +1,1 @@
+//! vxlan (placeholder while the crate is written)
