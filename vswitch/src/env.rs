@@ -1,0 +1,177 @@
+//! The switch's shared state: the tables every stage may read, owned by the worker thread.
+//!
+//! `Env` is what a stage sees besides its batch: the clock, the bridge domains (networks) with
+//! their local ports, VNI, MTU, remote VTEPs and known endpoint addresses, the FDB, and the tracer.
+//! Stages with tables of their own (the load balancer's conntrack, say) keep them inside the
+//! stage; what several stages share lives here. The control plane changes it only between
+//! batches, so the packet path reads it without locks.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use crate::fdb::{Fdb, FdbConfig};
+use crate::packet::{Mac, NetId, PortId, VtepId};
+use crate::trace::Tracer;
+
+/// Default IP MTU of an overlay network: 1500 minus the 50 bytes of VXLAN overhead.
+pub const DEFAULT_MTU: u16 = 1450;
+/// Ethernet header length.
+pub const ETH_HDR_LEN: usize = 14;
+/// 802.1Q tag length.
+pub const VLAN_TAG_LEN: usize = 4;
+
+/// A point in time: nanoseconds on a monotonic clock with an arbitrary start. Passed in, never
+/// read by the tables themselves, so tests drive aging and timeouts with a fake clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub u64);
+
+impl Time {
+    /// Nanoseconds per second.
+    pub const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+    /// `s` seconds after the start.
+    pub const fn from_secs(s: u64) -> Time {
+        Time(s * Time::NANOS_PER_SEC)
+    }
+
+    /// Whole seconds since the start.
+    #[inline]
+    pub const fn secs(self) -> u64 {
+        self.0 / Time::NANOS_PER_SEC
+    }
+
+    /// Now on the process's monotonic clock (for the node's poll loop; tables never call it).
+    pub fn monotonic() -> Time {
+        use std::sync::OnceLock;
+        use std::time::Instant;
+        static START: OnceLock<Instant> = OnceLock::new();
+        let start = *START.get_or_init(Instant::now);
+        // A day has 8.6e13 ns; u64 holds 584 years of nanoseconds.
+        Time(start.elapsed().as_nanos() as u64 + Time::NANOS_PER_SEC)
+    }
+}
+
+/// A bridge domain: one overlay network, one VNI.
+#[derive(Clone, Debug)]
+pub struct Network {
+    /// Its name in the cluster file.
+    pub name: String,
+    /// Its VXLAN network identifier.
+    pub vni: u32,
+    /// Containers' IP MTU: frames up to `mtu + 14` bytes (18 with a VLAN tag) are switched.
+    pub mtu: u16,
+    /// Local ports attached to it (flood targets).
+    pub ports: Vec<PortId>,
+    /// Remote VTEPs of the network: VXLAN is accepted only from them, and broadcast or unknown
+    /// unicast from a local port is replicated once to each.
+    pub peers: Vec<VtepId>,
+    /// Known endpoint and service addresses: the proxy-ARP table (IP -> MAC).
+    pub arp: HashMap<Ipv4Addr, Mac>,
+}
+
+impl Network {
+    /// A network with no ports, peers or addresses yet.
+    pub fn new(name: impl Into<String>, vni: u32, mtu: u16) -> Network {
+        Network {
+            name: name.into(),
+            vni,
+            mtu,
+            ports: Vec::new(),
+            peers: Vec::new(),
+            arp: HashMap::new(),
+        }
+    }
+
+    /// Largest untagged frame the network switches.
+    #[inline]
+    pub fn max_frame(&self) -> usize {
+        self.mtu as usize + ETH_HDR_LEN
+    }
+}
+
+/// A remote VTEP: another node's underlay address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vtep {
+    /// Its underlay IPv4 address.
+    pub addr: Ipv4Addr,
+    /// The node's name, for listings.
+    pub node: String,
+}
+
+/// The state the stages share.
+pub struct Env {
+    /// The current time, set by the worker before each batch.
+    pub now: Time,
+    /// Bridge domains, indexed by [`NetId`].
+    pub nets: Vec<Network>,
+    /// Remote VTEPs, indexed by [`VtepId`].
+    pub vteps: Vec<Vtep>,
+    /// This node's own VTEP address, if it has an underlay.
+    pub local_vtep: Option<Ipv4Addr>,
+    /// The forwarding database.
+    pub fdb: Fdb,
+    /// Trace of marked packets.
+    pub tracer: Tracer,
+}
+
+impl Env {
+    /// An empty environment with an FDB of the given configuration.
+    pub fn new(fdb: FdbConfig) -> Env {
+        Env {
+            now: Time::default(),
+            nets: Vec::new(),
+            vteps: Vec::new(),
+            local_vtep: None,
+            fdb: Fdb::new(fdb),
+            tracer: Tracer::default(),
+        }
+    }
+
+    /// Add a network; its id is its index.
+    pub fn add_network(&mut self, net: Network) -> NetId {
+        self.nets.push(net);
+        NetId((self.nets.len() - 1) as u16)
+    }
+
+    /// The network with this VNI.
+    pub fn net_by_vni(&self, vni: u32) -> Option<NetId> {
+        self.nets
+            .iter()
+            .position(|n| n.vni == vni)
+            .map(|i| NetId(i as u16))
+    }
+
+    /// The network called `name`.
+    pub fn net_by_name(&self, name: &str) -> Option<NetId> {
+        self.nets
+            .iter()
+            .position(|n| n.name == name)
+            .map(|i| NetId(i as u16))
+    }
+
+    /// Add a remote VTEP (or return the existing one with this address).
+    pub fn add_vtep(&mut self, addr: Ipv4Addr, node: impl Into<String>) -> VtepId {
+        if let Some(i) = self.vteps.iter().position(|v| v.addr == addr) {
+            return VtepId(i as u16);
+        }
+        self.vteps.push(Vtep {
+            addr,
+            node: node.into(),
+        });
+        VtepId((self.vteps.len() - 1) as u16)
+    }
+
+    /// The VTEP with this underlay address.
+    pub fn vtep_by_addr(&self, addr: Ipv4Addr) -> Option<VtepId> {
+        self.vteps
+            .iter()
+            .position(|v| v.addr == addr)
+            .map(|i| VtepId(i as u16))
+    }
+
+    /// The network of `id`.
+    #[inline]
+    pub fn net(&self, id: NetId) -> &Network {
+        &self.nets[id.0 as usize]
+    }
+}

@@ -1,0 +1,355 @@
+//! The L2 stages of every path: `l2-parse` (validate the Ethernet header), `l2-learn` (source
+//! MACs of local ports into the FDB) and `l2-fwd` (destination MAC -> port, VTEP or flood).
+//!
+//! ```text
+//! local port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [lb] ─► l2-fwd ─► output / flood / remote
+//! underlay ─► vxlan-decap ─► l2-parse ─► l2-learn (skips) ─► [lb] ─► l2-fwd ─► local output
+//! ```
+//!
+//! Semantics are the Linux bridge's: frames with a group or all-zero source MAC are invalid and
+//! dropped (`br_handle_frame`); a frame whose destination is behind its own input port is not
+//! sent back (no hairpin); group destinations and unknown unicast are flooded. The overlay adds
+//! split horizon: a frame that came from a remote VTEP is never sent to another one.
+//! `l2-learn` and `l2-fwd` hash the batch's keys first and prefetch their FDB slots before any
+//! probe, so the memory latency of a large table is overlapped across the batch.
+
+use std::any::Any;
+
+use crate::batch::{Batch, MAX_BATCH};
+use crate::env::{ETH_HDR_LEN, Env, VLAN_TAG_LEN};
+use crate::fdb::{FdbDest, FdbKey, Learned};
+use crate::packet::{DropReason, Mac, Next, Packet};
+use crate::stage::Stage;
+
+/// EtherType of an 802.1Q tag.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// EtherType of IPv4.
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+/// EtherType of ARP.
+pub const ETHERTYPE_ARP: u16 = 0x0806;
+
+/// The destination MAC of a frame of at least 6 bytes.
+#[inline]
+pub fn dst_mac(frame: &[u8]) -> Mac {
+    Mac::from_slice(&frame[0..6])
+}
+
+/// The source MAC of a frame of at least 12 bytes.
+#[inline]
+pub fn src_mac(frame: &[u8]) -> Mac {
+    Mac::from_slice(&frame[6..12])
+}
+
+/// `l2-parse`: checks the Ethernet header and the frame size against the network's MTU, and
+/// records where L3 starts.
+#[derive(Debug, Default)]
+pub struct L2Parse;
+
+impl L2Parse {
+    /// Shorter than an Ethernet header.
+    pub const DROP_RUNT: DropReason = DropReason(0);
+    /// 802.1Q EtherType but no room for the tag.
+    pub const DROP_VLAN_TRUNCATED: DropReason = DropReason(1);
+    /// Larger than the network's MTU allows.
+    pub const DROP_OVERSIZE: DropReason = DropReason(2);
+    /// Group or all-zero source MAC.
+    pub const DROP_INVALID_SRC_MAC: DropReason = DropReason(3);
+    const DROPS: &'static [&'static str] = &[
+        "drop_runt",
+        "drop_vlan_truncated",
+        "drop_oversize",
+        "drop_invalid_src_mac",
+    ];
+
+    /// Decide on one frame of a network whose largest untagged frame is `max_frame` bytes.
+    #[inline]
+    pub fn check(frame: &[u8], max_frame: usize) -> Result<(u16, u16), DropReason> {
+        if frame.len() < ETH_HDR_LEN {
+            return Err(Self::DROP_RUNT);
+        }
+        let mut ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        let mut l3 = ETH_HDR_LEN;
+        if ethertype == ETHERTYPE_VLAN {
+            if frame.len() < ETH_HDR_LEN + VLAN_TAG_LEN {
+                return Err(Self::DROP_VLAN_TRUNCATED);
+            }
+            ethertype = u16::from_be_bytes([frame[16], frame[17]]);
+            l3 += VLAN_TAG_LEN;
+        }
+        if frame.len() > max_frame + (l3 - ETH_HDR_LEN) {
+            return Err(Self::DROP_OVERSIZE);
+        }
+        if !src_mac(frame).is_unicast() {
+            return Err(Self::DROP_INVALID_SRC_MAC);
+        }
+        Ok((l3 as u16, ethertype))
+    }
+}
+
+impl Stage for L2Parse {
+    fn name(&self) -> &'static str {
+        "l2-parse"
+    }
+    fn drop_names(&self) -> &'static [&'static str] {
+        Self::DROPS
+    }
+    fn process(&mut self, batch: &mut Batch, env: &mut Env) {
+        for (_, p) in batch.active_mut() {
+            let max = env.nets[p.meta.net.0 as usize].max_frame();
+            match Self::check(p.data(), max) {
+                Ok((l3, et)) => {
+                    p.meta.l3_offset = l3;
+                    p.meta.ethertype = et;
+                }
+                Err(r) => p.meta.next = Next::Drop(r),
+            }
+        }
+    }
+    fn describe(&self, pkt: &Packet, _env: &Env) -> String {
+        format!(
+            "{}, {} bytes",
+            crate::trace::Summary::of(pkt.data()),
+            pkt.len()
+        )
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// `l2-learn`: source MAC of frames from local ports -> the FDB.
+#[derive(Debug)]
+pub struct L2Learn {
+    hashes: [u64; MAX_BATCH],
+}
+
+impl Default for L2Learn {
+    fn default() -> Self {
+        L2Learn {
+            hashes: [0; MAX_BATCH],
+        }
+    }
+}
+
+impl L2Learn {
+    /// The source MAC is a static entry elsewhere (a remote endpoint's, or another port's):
+    /// a spoofed frame, never allowed to move the entry.
+    pub const DROP_SRC_MAC_STATIC: DropReason = DropReason(0);
+    const DROPS: &'static [&'static str] = &["drop_src_mac_static"];
+}
+
+impl Stage for L2Learn {
+    fn name(&self) -> &'static str {
+        "l2-learn"
+    }
+    fn drop_names(&self) -> &'static [&'static str] {
+        Self::DROPS
+    }
+    fn process(&mut self, batch: &mut Batch, env: &mut Env) {
+        let fdb = &mut env.fdb;
+        for (i, p) in batch.active_mut() {
+            if p.meta.from_vtep.is_none() {
+                let h = fdb.hash(FdbKey::new(p.meta.net, src_mac(p.data())));
+                fdb.prefetch(h);
+                self.hashes[i] = h;
+            }
+        }
+        let now = env.now;
+        for (i, p) in batch.active_mut() {
+            if p.meta.from_vtep.is_some() {
+                continue; // remote sources are static, or learned by vxlan-decap when enabled
+            }
+            let key = FdbKey::new(p.meta.net, src_mac(p.data()));
+            if fdb.learn_hashed(key, self.hashes[i], p.meta.in_port, now) == Learned::StaticConflict
+            {
+                p.meta.next = Next::Drop(Self::DROP_SRC_MAC_STATIC);
+            }
+        }
+    }
+    fn describe(&self, pkt: &Packet, env: &Env) -> String {
+        let mac = src_mac(pkt.data());
+        match (pkt.meta.from_vtep, env.fdb.entry(pkt.meta.net, mac)) {
+            (Some(_), _) => "from a remote VTEP: not learned".into(),
+            (None, Some(v)) => format!(
+                "fdb {mac} -> {:?}{}",
+                v.dest(),
+                if v.is_static() { " static" } else { " learned" }
+            ),
+            (None, None) => format!("fdb {mac}: not learned (table full)"),
+        }
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// `l2-fwd`: destination MAC -> local port, remote VTEP, or flood.
+#[derive(Debug)]
+pub struct L2Fwd {
+    hashes: [u64; MAX_BATCH],
+    /// Unknown unicast frames flooded.
+    pub unknown_unicast: u64,
+    /// Broadcast and multicast frames flooded.
+    pub group: u64,
+}
+
+impl Default for L2Fwd {
+    fn default() -> Self {
+        L2Fwd {
+            hashes: [0; MAX_BATCH],
+            unknown_unicast: 0,
+            group: 0,
+        }
+    }
+}
+
+impl L2Fwd {
+    /// The destination is behind the input port.
+    pub const DROP_HAIRPIN: DropReason = DropReason(0);
+    /// From a remote VTEP to another remote VTEP (split horizon).
+    pub const DROP_REMOTE_TO_REMOTE: DropReason = DropReason(1);
+    const DROPS: &'static [&'static str] = &["drop_hairpin", "drop_remote_to_remote"];
+}
+
+impl Stage for L2Fwd {
+    fn name(&self) -> &'static str {
+        "l2-fwd"
+    }
+    fn drop_names(&self) -> &'static [&'static str] {
+        Self::DROPS
+    }
+    fn process(&mut self, batch: &mut Batch, env: &mut Env) {
+        let fdb = &env.fdb;
+        for (i, p) in batch.active_mut() {
+            let dst = dst_mac(p.data());
+            if !dst.is_multicast() {
+                let h = fdb.hash(FdbKey::new(p.meta.net, dst));
+                fdb.prefetch(h);
+                self.hashes[i] = h;
+            }
+        }
+        let now = env.now;
+        for (i, p) in batch.active_mut() {
+            let dst = dst_mac(p.data());
+            if dst.is_multicast() {
+                self.group += 1;
+                p.meta.next = Next::Flood;
+                continue;
+            }
+            p.meta.next = match fdb.lookup_hashed(FdbKey::new(p.meta.net, dst), self.hashes[i], now)
+            {
+                Some(FdbDest::Local(port)) if port == p.meta.in_port => {
+                    Next::Drop(Self::DROP_HAIRPIN)
+                }
+                Some(FdbDest::Local(port)) => Next::Output(port),
+                Some(FdbDest::Remote(_)) if p.meta.from_vtep.is_some() => {
+                    Next::Drop(Self::DROP_REMOTE_TO_REMOTE)
+                }
+                Some(FdbDest::Remote(v)) => Next::Remote(v),
+                None => {
+                    self.unknown_unicast += 1;
+                    Next::Flood
+                }
+            };
+        }
+    }
+    fn describe(&self, pkt: &Packet, env: &Env) -> String {
+        let dst = dst_mac(pkt.data());
+        if dst.is_multicast() {
+            return format!("{dst} is a group address: flood");
+        }
+        match env.fdb.entry(pkt.meta.net, dst) {
+            Some(v) => {
+                let d = match v.dest() {
+                    FdbDest::Local(p) => format!("port #{}", p.0),
+                    FdbDest::Remote(id) => match env.vteps.get(id.0 as usize) {
+                        Some(vt) => format!("vtep {} ({})", vt.addr, vt.node),
+                        None => format!("vtep #{}", id.0),
+                    },
+                };
+                format!(
+                    "fdb {dst} -> {d}{}",
+                    if v.is_static() { " static" } else { " learned" }
+                )
+            }
+            None => format!("fdb {dst}: miss, flood"),
+        }
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("unknown_unicast", self.unknown_unicast),
+            ("group_flooded", self.group),
+        ]
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(dst: [u8; 6], src: [u8; 6], et: u16, len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; len.max(14)];
+        f[0..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f[12..14].copy_from_slice(&et.to_be_bytes());
+        f
+    }
+
+    const A: [u8; 6] = [0x02, 0x42, 10, 0, 9, 11];
+
+    #[test]
+    fn parse_checks_sizes_and_sources() {
+        let max = 1450 + 14;
+        assert_eq!(
+            L2Parse::check(&frame(A, A, ETHERTYPE_IPV4, 60), max),
+            Ok((14, ETHERTYPE_IPV4))
+        );
+        assert_eq!(
+            L2Parse::check(&frame(A, A, ETHERTYPE_IPV4, max), max),
+            Ok((14, ETHERTYPE_IPV4))
+        );
+        assert_eq!(
+            L2Parse::check(&frame(A, A, ETHERTYPE_IPV4, max + 1), max),
+            Err(L2Parse::DROP_OVERSIZE)
+        );
+        let mut tagged = frame(A, A, ETHERTYPE_VLAN, max + 4);
+        tagged[16..18].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        assert_eq!(L2Parse::check(&tagged, max), Ok((18, ETHERTYPE_ARP)));
+        tagged.push(0);
+        assert_eq!(L2Parse::check(&tagged, max), Err(L2Parse::DROP_OVERSIZE));
+        assert_eq!(
+            L2Parse::check(&frame(A, A, ETHERTYPE_VLAN, 17), max),
+            Err(L2Parse::DROP_VLAN_TRUNCATED)
+        );
+        assert_eq!(
+            L2Parse::check(&frame(A, [0xff; 6], ETHERTYPE_IPV4, 60), max),
+            Err(L2Parse::DROP_INVALID_SRC_MAC)
+        );
+        assert_eq!(
+            L2Parse::check(&frame(A, [0; 6], ETHERTYPE_IPV4, 60), max),
+            Err(L2Parse::DROP_INVALID_SRC_MAC)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_and_refuses_every_truncated_header(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            for n in 0..=bytes.len() {
+                let r = L2Parse::check(&bytes[..n], 1464);
+                if n < 14 {
+                    prop_assert_eq!(r, Err(L2Parse::DROP_RUNT));
+                }
+                if let Ok((l3, _)) = r {
+                    prop_assert!(l3 as usize <= n);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Packet buffers and per-packet metadata: what every stage of the pipeline works on.
+//!
+//! A [`Packet`] owns one fixed-size buffer for its whole life (buffers are allocated once, when a
+//! [`Batch`](crate::Batch) is created, and then only swapped between batches). The frame starts
+//! [`HEADROOM`] bytes into the buffer, so VXLAN encapsulation prepends its 50 outer bytes with
+//! [`Packet::push_front`] instead of copying the frame, and decapsulation strips them with
+//! [`Packet::pull_front`]. Alongside the bytes travels a small [`Meta`]: where the packet came
+//! from, which bridge domain it is in, and its disposition ([`Next`]) as decided by the stages.
+
+use core::fmt;
+use core::str::FromStr;
+use std::net::Ipv4Addr;
+
+/// Bytes reserved in front of every frame for headers pushed later (VXLAN needs 50).
+pub const HEADROOM: usize = 128;
+/// Default buffer size: headroom plus room for a 1500-byte-MTU frame with a VLAN tag and then some.
+pub const DEFAULT_BUF_SIZE: usize = 2048 + HEADROOM;
+
+/// Index of a port in the switch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub u16);
+
+/// Index of a network (a bridge domain, one VNI) in the switch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetId(pub u16);
+
+/// Index of a remote VTEP (another node's underlay address) in [`Env::vteps`](crate::Env).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VtepId(pub u16);
+
+/// A drop reason: an index into the dropping stage's [`Stage::drop_names`](crate::Stage::drop_names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DropReason(pub u8);
+
+/// The disposition of a packet, set by the stages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Next {
+    /// Not decided yet: the next stage of the path looks at it.
+    #[default]
+    Continue,
+    /// Transmit on this port.
+    Output(PortId),
+    /// Copy to every local port of the network but the input, and replicate to remote VTEPs.
+    Flood,
+    /// Encapsulate and send to this remote VTEP.
+    Remote(VtepId),
+    /// Drop, counted under the dropping stage's reason.
+    Drop(DropReason),
+}
+
+/// Per-packet metadata, reset on receive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// The port the packet was received on.
+    pub in_port: PortId,
+    /// The bridge domain the packet is switched in.
+    pub net: NetId,
+    /// Its disposition.
+    pub next: Next,
+    /// Offset of the L3 header in the frame (after Ethernet and any VLAN tag), set by `l2-parse`.
+    pub l3_offset: u16,
+    /// The EtherType of the L3 payload (inner one if VLAN tagged), set by `l2-parse`.
+    pub ethertype: u16,
+    /// For a frame that arrived through a tunnel: the VTEP it came from.
+    pub from_vtep: Option<VtepId>,
+    /// Trace id when the packet is marked for tracing (stages then record their decisions for
+    /// it); 0 when it is not.
+    pub trace: u32,
+}
+
+/// One frame in a buffer with headroom, plus its metadata.
+pub struct Packet {
+    buf: Box<[u8]>,
+    head: usize,
+    len: usize,
+    /// Metadata the stages read and write.
+    pub meta: Meta,
+}
+
+impl Packet {
+    /// A packet with an empty frame in a buffer of `buf_size` bytes (at least `HEADROOM + 64`).
+    pub fn with_capacity(buf_size: usize) -> Self {
+        let buf_size = buf_size.max(HEADROOM + 64);
+        Packet {
+            buf: vec![0u8; buf_size].into_boxed_slice(),
+            head: HEADROOM,
+            len: 0,
+            meta: Meta::default(),
+        }
+    }
+
+    /// A packet holding a copy of `frame` (for tests and examples).
+    pub fn from_frame(frame: &[u8]) -> Self {
+        let mut p = Packet::with_capacity(DEFAULT_BUF_SIZE.max(HEADROOM + frame.len()));
+        p.set_frame(frame).expect("sized for the frame");
+        p
+    }
+
+    /// The frame.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.head..self.head + self.len]
+    }
+
+    /// The frame, writable.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.head..self.head + self.len]
+    }
+
+    /// Frame length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the frame is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes free in front of the frame.
+    #[inline]
+    pub fn headroom(&self) -> usize {
+        self.head
+    }
+
+    /// Largest frame this buffer holds when the frame starts at the standard headroom.
+    #[inline]
+    pub fn data_room(&self) -> usize {
+        self.buf.len() - HEADROOM
+    }
+
+    /// Grow the frame by `n` bytes at the front (into headroom) and return them, or `None`
+    /// when the headroom is too small.
+    #[inline]
+    pub fn push_front(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > self.head {
+            return None;
+        }
+        self.head -= n;
+        self.len += n;
+        Some(&mut self.buf[self.head..self.head + n])
+    }
+
+    /// Strip `n` bytes from the front; false (and no change) if the frame is shorter.
+    #[inline]
+    pub fn pull_front(&mut self, n: usize) -> bool {
+        if n > self.len {
+            return false;
+        }
+        self.head += n;
+        self.len -= n;
+        true
+    }
+
+    /// Set the frame length (the frame keeps its start); false if it does not fit the buffer.
+    #[inline]
+    pub fn set_len(&mut self, len: usize) -> bool {
+        if self.head + len > self.buf.len() {
+            return false;
+        }
+        self.len = len;
+        true
+    }
+
+    /// Reset to an empty frame at the standard headroom, with default metadata.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.head = HEADROOM;
+        self.len = 0;
+        self.meta = Meta::default();
+    }
+
+    /// The whole writable area after the standard headroom, for a port's receive path to fill;
+    /// follow with [`Packet::set_len`].
+    #[inline]
+    pub fn rx_area(&mut self) -> &mut [u8] {
+        self.head = HEADROOM;
+        &mut self.buf[HEADROOM..]
+    }
+
+    /// Replace the frame with a copy of `frame` at the standard headroom; metadata is reset.
+    #[inline]
+    pub fn set_frame(&mut self, frame: &[u8]) -> Result<(), FrameTooBig> {
+        if HEADROOM + frame.len() > self.buf.len() {
+            return Err(FrameTooBig {
+                len: frame.len(),
+                room: self.data_room(),
+            });
+        }
+        self.reset();
+        self.buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
+        self.len = frame.len();
+        Ok(())
+    }
+
+    /// Copy another packet's frame and metadata into this one (used for flood copies).
+    #[inline]
+    pub fn copy_from(&mut self, other: &Packet) -> Result<(), FrameTooBig> {
+        self.set_frame(other.data())?;
+        self.meta = other.meta;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Packet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Packet")
+            .field("len", &self.len)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+/// A frame does not fit in a packet buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("frame of {len} bytes does not fit a buffer with {room} bytes of data room")]
+pub struct FrameTooBig {
+    /// The frame's length.
+    pub len: usize,
+    /// The buffer's room.
+    pub room: usize,
+}
+
+/// An Ethernet MAC address.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// ff:ff:ff:ff:ff:ff.
+    pub const BROADCAST: Mac = Mac([0xff; 6]);
+    /// 00:00:00:00:00:00.
+    pub const ZERO: Mac = Mac([0; 6]);
+
+    /// The MAC at the start of `b` (which must hold 6 bytes).
+    #[inline]
+    pub fn from_slice(b: &[u8]) -> Mac {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&b[..6]);
+        Mac(m)
+    }
+
+    /// Group (multicast or broadcast) address: the I/G bit is set.
+    #[inline]
+    pub fn is_multicast(self) -> bool {
+        self.0[0] & 1 == 1
+    }
+
+    /// ff:ff:ff:ff:ff:ff.
+    #[inline]
+    pub fn is_broadcast(self) -> bool {
+        self == Mac::BROADCAST
+    }
+
+    /// All zero.
+    #[inline]
+    pub fn is_zero(self) -> bool {
+        self == Mac::ZERO
+    }
+
+    /// A valid unicast station address (not group, not zero): the only kind a switch learns.
+    #[inline]
+    pub fn is_unicast(self) -> bool {
+        !self.is_multicast() && !self.is_zero()
+    }
+
+    /// The 48 bits as an integer.
+    #[inline]
+    pub fn to_u64(self) -> u64 {
+        let b = self.0;
+        u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+    }
+
+    /// Docker's default container MAC: 02:42 followed by the IPv4 address.
+    pub fn docker_default(ip: Ipv4Addr) -> Mac {
+        let o = ip.octets();
+        Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A string is not a MAC address of the form `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?}: expected six hex bytes separated by ':'")]
+pub struct MacParseError(pub String);
+
+impl FromStr for Mac {
+    type Err = MacParseError;
+    fn from_str(s: &str) -> Result<Mac, MacParseError> {
+        let err = || MacParseError(s.to_string());
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in out.iter_mut() {
+            let p = parts.next().ok_or_else(err)?;
+            if p.is_empty() || p.len() > 2 {
+                return Err(err());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| err())?;
+        }
+        if parts.next().is_some() {
+            return Err(err());
+        }
+        Ok(Mac(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_and_pull_use_headroom_without_moving_the_frame() {
+        let mut p = Packet::from_frame(&[1, 2, 3, 4]);
+        assert_eq!(p.headroom(), HEADROOM);
+        let hdr = p.push_front(50).unwrap();
+        hdr.fill(9);
+        assert_eq!(p.len(), 54);
+        assert_eq!(&p.data()[50..], &[1, 2, 3, 4]);
+        assert!(p.pull_front(50));
+        assert_eq!(p.data(), &[1, 2, 3, 4]);
+        assert!(!p.pull_front(5));
+        assert!(p.push_front(HEADROOM + 1).is_none());
+        assert_eq!(p.data(), &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn set_frame_refuses_frames_larger_than_the_buffer() {
+        let mut p = Packet::with_capacity(HEADROOM + 100);
+        assert!(p.set_frame(&[0u8; 100]).is_ok());
+        assert_eq!(
+            p.set_frame(&[0u8; 101]),
+            Err(FrameTooBig {
+                len: 101,
+                room: 100
+            })
+        );
+        assert!(!p.set_len(101));
+    }
+
+    #[test]
+    fn mac_parse_and_print() {
+        let m: Mac = "02:42:0a:00:09:0b".parse().unwrap();
+        assert_eq!(m, Mac::docker_default(Ipv4Addr::new(10, 0, 9, 11)));
+        assert_eq!(m.to_string(), "02:42:0a:00:09:0b");
+        for bad in [
+            "",
+            "02:42:0a:00:09",
+            "02:42:0a:00:09:0b:00",
+            "02:42:0a:00:09:zz",
+            "02:42:0a:00:09:123",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
+        assert!(Mac::BROADCAST.is_multicast() && Mac::BROADCAST.is_broadcast());
+        assert!(!Mac::ZERO.is_unicast() && m.is_unicast());
+        assert_eq!(m.to_u64(), 0x0242_0a00_090b);
+    }
+}

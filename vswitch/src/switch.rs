@@ -1,0 +1,568 @@
+//! The switch: ports, the stage graph, and the output step that moves every decided packet to
+//! where it goes. One `Switch` is one worker's whole dataplane; the node's poll thread calls
+//! [`Switch::poll`] in a loop and applies control-plane changes between calls.
+//!
+//! ```text
+//! port.rx_burst ─► mark for trace ─► the port's path of stages ─► output:
+//!     Output(p)  ─► p's transmit batch (buffer swapped, no copy)
+//!     Remote(v)  ─► tunnel port's transmit batch, encapsulated in place by the Tunnel
+//!     Flood      ─► a copy to each other local port of the network, and, for frames from local
+//!                   ports, a copy per remote VTEP of the network (head-end replication)
+//!     Drop       ─► already counted by the stage that dropped it
+//! ```
+//! Transmit batches are flushed when full and after every round, one `tx_burst` per batch.
+//! The output step is counted like a stage (`output`), and the tunnel's encapsulation too,
+//! so packets in = sum of outcomes holds end to end.
+
+use crate::arp::ArpProxy;
+use crate::batch::{BATCH_SIZE, Batch};
+use crate::env::{Env, Network};
+use crate::fdb::FdbStats;
+use crate::l2::{L2Fwd, L2Learn, L2Parse};
+use crate::packet::{DEFAULT_BUF_SIZE, DropReason, Meta, NetId, Next, Packet, PortId, VtepId};
+use crate::port::Port;
+use crate::stage::{Stage, StageStats, mask_of, run_stage};
+use crate::trace::{Summary, TraceRecord};
+
+/// Index of a stage in the switch.
+pub type StageIdx = usize;
+
+/// What a port is for: it picks the frames' bridge domain and what the output step may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortRole {
+    /// A container's port in a network.
+    Local(NetId),
+    /// The underlay: frames arrive encapsulated; the path's decap stage sets the network.
+    Underlay,
+    /// A routing-mesh ingress interface: the path decides everything.
+    Ingress,
+}
+
+/// Per-port counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames the port accepted for transmit.
+    pub tx_packets: u64,
+    /// Bytes the port accepted for transmit.
+    pub tx_bytes: u64,
+    /// Frames the port refused (ring or socket full).
+    pub tx_dropped: u64,
+}
+
+/// Encapsulation toward remote VTEPs: the VXLAN crate implements it.
+pub trait Tunnel: Send {
+    /// Graph name (`vxlan-encap`).
+    fn name(&self) -> &'static str;
+    /// The port encapsulated frames leave on.
+    fn port(&self) -> PortId;
+    /// Names of the encapsulation's drop reasons.
+    fn drop_names(&self) -> &'static [&'static str];
+    /// Encapsulate `pkt` (already in the tunnel port's transmit batch) toward `vtep`.
+    fn encap(&mut self, pkt: &mut Packet, vtep: VtepId, env: &Env) -> Result<(), DropReason>;
+    /// For the control plane.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+struct PortSlot {
+    name: String,
+    port: Box<dyn Port>,
+    role: PortRole,
+    path: Vec<StageIdx>,
+    tx: Batch,
+    stats: PortStats,
+}
+
+/// A snapshot of every counter.
+#[derive(Clone, Debug, Default)]
+pub struct SwitchStats {
+    /// Per port: name, counters, the port's own counters.
+    pub ports: Vec<(String, PortStats, Vec<(&'static str, u64)>)>,
+    /// Per stage, in registration order, then `output`, then the tunnel's encapsulation.
+    pub stages: Vec<StageStats>,
+    /// FDB events.
+    pub fdb: FdbStats,
+    /// FDB sizes: learned, static.
+    pub fdb_entries: (usize, usize),
+}
+
+impl SwitchStats {
+    /// A stage's counters by name.
+    pub fn stage(&self, name: &str) -> Option<&StageStats> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+    /// A port's counters by name.
+    pub fn port(&self, name: &str) -> Option<&PortStats> {
+        self.ports.iter().find(|p| p.0 == name).map(|p| &p.1)
+    }
+}
+
+/// The stage indices of the L2 stages, as registered by [`Switch::with_l2`].
+#[derive(Clone, Copy, Debug)]
+pub struct L2Stages {
+    /// `l2-parse`.
+    pub parse: StageIdx,
+    /// `l2-learn`.
+    pub learn: StageIdx,
+    /// `arp-proxy`.
+    pub arp: StageIdx,
+    /// `l2-fwd`.
+    pub fwd: StageIdx,
+}
+
+impl L2Stages {
+    /// The path of a local port, with `extra` stages (the load balancer) before `l2-fwd`.
+    pub fn local_path(&self, extra: &[StageIdx]) -> Vec<StageIdx> {
+        let mut p = vec![self.parse, self.learn, self.arp];
+        p.extend_from_slice(extra);
+        p.push(self.fwd);
+        p
+    }
+}
+
+const OUTPUT_DROPS: &[&str] = &[
+    "drop_undecided",
+    "drop_no_tunnel",
+    "drop_flood_copy_too_big",
+];
+const DROP_UNDECIDED: usize = 0;
+const DROP_NO_TUNNEL: usize = 1;
+const DROP_FLOOD_TOO_BIG: usize = 2;
+
+/// One worker's dataplane.
+pub struct Switch {
+    /// The shared tables.
+    pub env: Env,
+    ports: Vec<PortSlot>,
+    stages: Vec<Box<dyn Stage>>,
+    stage_stats: Vec<StageStats>,
+    tunnel: Option<(Box<dyn Tunnel>, StageStats)>,
+    output: StageStats,
+    flood_copies: u64,
+    flood_remote_copies: u64,
+    rx: Batch,
+    batch_size: usize,
+    buf_size: usize,
+}
+
+impl Switch {
+    /// An empty switch.
+    pub fn new(env: Env) -> Switch {
+        Switch::with_batch(env, BATCH_SIZE, DEFAULT_BUF_SIZE)
+    }
+
+    /// An empty switch with `batch_size`-packet batches of `buf_size`-byte buffers.
+    pub fn with_batch(env: Env, batch_size: usize, buf_size: usize) -> Switch {
+        let mut output = StageStats {
+            name: "output",
+            ..StageStats::default()
+        };
+        output.drops = OUTPUT_DROPS.iter().map(|n| (*n, 0)).collect();
+        Switch {
+            env,
+            ports: Vec::new(),
+            stages: Vec::new(),
+            stage_stats: Vec::new(),
+            tunnel: None,
+            output,
+            flood_copies: 0,
+            flood_remote_copies: 0,
+            rx: Batch::with_buf_size(batch_size, buf_size),
+            batch_size,
+            buf_size,
+        }
+    }
+
+    /// A switch with the L2 stages registered.
+    pub fn with_l2(env: Env) -> (Switch, L2Stages) {
+        let mut sw = Switch::new(env);
+        let l2 = sw.add_l2_stages();
+        (sw, l2)
+    }
+
+    /// Register `l2-parse`, `l2-learn`, `arp-proxy` and `l2-fwd`.
+    pub fn add_l2_stages(&mut self) -> L2Stages {
+        L2Stages {
+            parse: self.add_stage(Box::new(L2Parse)),
+            learn: self.add_stage(Box::new(L2Learn::default())),
+            arp: self.add_stage(Box::new(ArpProxy::default())),
+            fwd: self.add_stage(Box::new(L2Fwd::default())),
+        }
+    }
+
+    /// Register a stage.
+    pub fn add_stage(&mut self, stage: Box<dyn Stage>) -> StageIdx {
+        self.stage_stats.push(StageStats::for_stage(&*stage));
+        self.stages.push(stage);
+        self.stages.len() - 1
+    }
+
+    /// The stage registered under `name`.
+    pub fn stage_idx(&self, name: &str) -> Option<StageIdx> {
+        self.stages.iter().position(|s| s.name() == name)
+    }
+
+    /// The stage of concrete type `T`, for the control plane.
+    pub fn stage_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.stages
+            .iter_mut()
+            .find_map(|s| s.as_any_mut().downcast_mut::<T>())
+    }
+
+    /// The tunnel of concrete type `T`, for the control plane.
+    pub fn tunnel_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.tunnel
+            .as_mut()
+            .and_then(|t| t.0.as_any_mut().downcast_mut::<T>())
+    }
+
+    /// Add a port with its role and path; a local port joins its network's flood set.
+    pub fn add_port(
+        &mut self,
+        name: impl Into<String>,
+        port: Box<dyn Port>,
+        role: PortRole,
+        path: Vec<StageIdx>,
+    ) -> PortId {
+        let id = PortId(self.ports.len() as u16);
+        if let PortRole::Local(net) = role {
+            self.env.nets[net.0 as usize].ports.push(id);
+        }
+        self.ports.push(PortSlot {
+            name: name.into(),
+            port,
+            role,
+            path,
+            tx: Batch::with_buf_size(self.batch_size, self.buf_size),
+            stats: PortStats::default(),
+        });
+        id
+    }
+
+    /// Add a network (bridge domain).
+    pub fn add_network(&mut self, net: Network) -> NetId {
+        self.env.add_network(net)
+    }
+
+    /// Set the encapsulation used for `Next::Remote` and remote flood replication.
+    pub fn set_tunnel(&mut self, tunnel: Box<dyn Tunnel>) {
+        let mut st = StageStats {
+            name: tunnel.name(),
+            ..StageStats::default()
+        };
+        st.drops = tunnel.drop_names().iter().map(|n| (*n, 0)).collect();
+        self.tunnel = Some((tunnel, st));
+    }
+
+    /// The port called `name`.
+    pub fn port_id(&self, name: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| PortId(i as u16))
+    }
+
+    /// The name of a port.
+    pub fn port_name(&self, id: PortId) -> &str {
+        self.ports.get(id.0 as usize).map_or("?", |p| &p.name)
+    }
+
+    /// Number of ports.
+    pub fn port_count(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// One round: receive a batch from every port, run it through the port's path, output it,
+    /// then flush every transmit batch. Returns the frames received.
+    pub fn poll(&mut self, now: crate::env::Time) -> usize {
+        self.env.now = now;
+        let mut total = 0;
+        for i in 0..self.ports.len() {
+            self.rx.clear();
+            let n = self.ports[i].port.rx_burst(&mut self.rx);
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            self.process_rx(PortId(i as u16));
+        }
+        self.flush_all();
+        total
+    }
+
+    /// Run the batch in `self.rx` (received on `in_port`) through its path and output it.
+    fn process_rx(&mut self, in_port: PortId) {
+        let slot = &mut self.ports[in_port.0 as usize];
+        let net = match slot.role {
+            PortRole::Local(n) => n,
+            PortRole::Underlay | PortRole::Ingress => NetId(0),
+        };
+        for p in self.rx.pkts_mut() {
+            slot.stats.rx_bytes += p.len() as u64;
+            p.meta = Meta {
+                in_port,
+                net,
+                ..Meta::default()
+            };
+        }
+        slot.stats.rx_packets += self.rx.len() as u64;
+        if self.env.tracer.armed() {
+            self.mark_for_trace(in_port);
+        }
+        let mut live = mask_of(self.rx.len());
+        for k in 0..self.ports[in_port.0 as usize].path.len() {
+            let s = self.ports[in_port.0 as usize].path[k];
+            live = run_stage(
+                &mut *self.stages[s],
+                &mut self.stage_stats[s],
+                &mut self.rx,
+                &mut self.env,
+                live,
+            );
+        }
+        self.output_batch();
+    }
+
+    #[cold]
+    fn mark_for_trace(&mut self, in_port: PortId) {
+        let name = &self.ports[in_port.0 as usize].name;
+        let mut any = false;
+        for p in self.rx.pkts_mut() {
+            if let Some(id) = self.env.tracer.try_mark(p.data()) {
+                p.meta.trace = id;
+                any = true;
+                let detail = format!("port {name}: {}, {} bytes", Summary::of(p.data()), p.len());
+                self.env.tracer.record(TraceRecord {
+                    id,
+                    stage: "rx",
+                    next: Next::Continue,
+                    drop: None,
+                    detail,
+                });
+            }
+        }
+        self.rx.traced |= any;
+    }
+
+    /// Make room in `port`'s transmit batch, flushing it if full.
+    #[inline]
+    fn room(&mut self, port: PortId) {
+        if self.ports[port.0 as usize].tx.is_full() {
+            self.flush(port);
+        }
+    }
+
+    fn output_batch(&mut self) {
+        for i in 0..self.rx.len() {
+            let next = self.rx[i].meta.next;
+            let traced = self.rx[i].meta.trace != 0;
+            self.output.rx += 1;
+            match next {
+                Next::Output(p) if (p.0 as usize) < self.ports.len() => {
+                    self.output.output += 1;
+                    if traced {
+                        let id = self.rx[i].meta.trace;
+                        let detail = format!("to port {}", self.ports[p.0 as usize].name);
+                        self.env.tracer.record(TraceRecord {
+                            id,
+                            stage: "output",
+                            next,
+                            drop: None,
+                            detail,
+                        });
+                    }
+                    self.room(p);
+                    self.ports[p.0 as usize].tx.push_swap(&mut self.rx[i]);
+                }
+                Next::Output(_) => self.output.drops[DROP_UNDECIDED].1 += 1,
+                Next::Remote(v) => {
+                    if self.tunnel.is_none() {
+                        self.output.drops[DROP_NO_TUNNEL].1 += 1;
+                        continue;
+                    }
+                    self.output.remote += 1;
+                    self.send_remote(i, v, true);
+                }
+                Next::Flood => {
+                    self.output.flood += 1;
+                    self.flood(i);
+                }
+                Next::Drop(_) => self.output.rx -= 1, // counted by its stage, not offered here
+                Next::Continue => self.output.drops[DROP_UNDECIDED].1 += 1,
+            }
+        }
+        self.rx.clear();
+    }
+
+    /// Queue rx packet `i` toward `vtep` through the tunnel: moved (`swap`) or copied.
+    fn send_remote(&mut self, i: usize, vtep: VtepId, swap: bool) {
+        let Some((tunnel, _)) = self.tunnel.as_ref() else {
+            return;
+        };
+        let tp = tunnel.port();
+        if tp.0 as usize >= self.ports.len() {
+            self.output.drops[DROP_NO_TUNNEL].1 += 1;
+            return;
+        }
+        self.room(tp);
+        let tx = &mut self.ports[tp.0 as usize].tx;
+        if swap {
+            tx.push_swap(&mut self.rx[i]);
+        } else if tx.push_copy(&self.rx[i]).is_err() {
+            self.output.drops[DROP_FLOOD_TOO_BIG].1 += 1;
+            return;
+        }
+        let (tunnel, st) = self.tunnel.as_mut().expect("checked above");
+        st.rx += 1;
+        let pkt = tx.last_mut().expect("just pushed");
+        let traced = pkt.meta.trace;
+        match tunnel.encap(pkt, vtep, &self.env) {
+            Ok(()) => {
+                st.output += 1;
+                if traced != 0 {
+                    let detail = match self.env.vteps.get(vtep.0 as usize) {
+                        Some(v) => format!(
+                            "encapsulated to vtep {} ({}), {} bytes",
+                            v.addr,
+                            v.node,
+                            pkt.len()
+                        ),
+                        None => format!("encapsulated to vtep #{}", vtep.0),
+                    };
+                    self.env.tracer.record(TraceRecord {
+                        id: traced,
+                        stage: tunnel.name(),
+                        next: Next::Remote(vtep),
+                        drop: None,
+                        detail,
+                    });
+                }
+            }
+            Err(r) => {
+                match st.drops.get_mut(r.0 as usize) {
+                    Some(d) => d.1 += 1,
+                    None => st.drop_unnamed += 1,
+                }
+                if traced != 0 {
+                    let drop = tunnel.drop_names().get(r.0 as usize).copied();
+                    self.env.tracer.record(TraceRecord {
+                        id: traced,
+                        stage: tunnel.name(),
+                        next: Next::Drop(r),
+                        drop,
+                        detail: String::new(),
+                    });
+                }
+                let n = tx.len();
+                tx.truncate(n - 1);
+            }
+        }
+    }
+
+    fn flood(&mut self, i: usize) {
+        let meta = self.rx[i].meta;
+        let net = &self.env.nets[meta.net.0 as usize];
+        let (n_local, n_remote) = (net.ports.len(), net.peers.len());
+        let mut copies = 0;
+        for k in 0..n_local {
+            let q = self.env.nets[meta.net.0 as usize].ports[k];
+            if q == meta.in_port {
+                continue;
+            }
+            self.room(q);
+            if self.ports[q.0 as usize].tx.push_copy(&self.rx[i]).is_err() {
+                self.output.drops[DROP_FLOOD_TOO_BIG].1 += 1;
+            } else {
+                copies += 1;
+            }
+        }
+        self.flood_copies += copies;
+        // Head-end replication, only for frames that came from local ports (split horizon).
+        let from_local = meta.from_vtep.is_none()
+            && matches!(self.ports[meta.in_port.0 as usize].role, PortRole::Local(_));
+        if from_local && self.tunnel.is_some() {
+            for k in 0..n_remote {
+                let v = self.env.nets[meta.net.0 as usize].peers[k];
+                self.send_remote(i, v, false);
+                self.flood_remote_copies += 1;
+            }
+        }
+        if meta.trace != 0 {
+            let detail = format!(
+                "flood: {copies} local port(s){}",
+                if from_local {
+                    format!(", {n_remote} remote VTEP(s)")
+                } else {
+                    String::new()
+                }
+            );
+            self.env.tracer.record(TraceRecord {
+                id: meta.trace,
+                stage: "output",
+                next: Next::Flood,
+                drop: None,
+                detail,
+            });
+        }
+    }
+
+    /// Transmit `port`'s queued batch now.
+    pub fn flush(&mut self, port: PortId) {
+        let slot = &mut self.ports[port.0 as usize];
+        if slot.tx.is_empty() {
+            return;
+        }
+        let n = slot.tx.len();
+        let sent = slot.port.tx_burst(&mut slot.tx).min(n);
+        slot.stats.tx_packets += sent as u64;
+        slot.stats.tx_bytes += slot.tx.pkts()[..sent]
+            .iter()
+            .map(|p| p.len() as u64)
+            .sum::<u64>();
+        slot.stats.tx_dropped += (n - sent) as u64;
+        slot.tx.clear();
+    }
+
+    /// Transmit every queued batch.
+    pub fn flush_all(&mut self) {
+        for i in 0..self.ports.len() {
+            self.flush(PortId(i as u16));
+        }
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> SwitchStats {
+        let mut stages: Vec<StageStats> = self
+            .stage_stats
+            .iter()
+            .zip(&self.stages)
+            .map(|(st, s)| {
+                let mut st = st.clone();
+                st.events = s.counters();
+                st
+            })
+            .collect();
+        let mut out = self.output.clone();
+        out.events = vec![
+            ("flood_copies", self.flood_copies),
+            ("flood_remote_copies", self.flood_remote_copies),
+        ];
+        stages.push(out);
+        if let Some((_, st)) = &self.tunnel {
+            stages.push(st.clone());
+        }
+        SwitchStats {
+            ports: self
+                .ports
+                .iter()
+                .map(|p| (p.name.clone(), p.stats, p.port.counters()))
+                .collect(),
+            stages,
+            fdb: self.env.fdb.stats,
+            fdb_entries: (self.env.fdb.learned_len(), self.env.fdb.static_len()),
+        }
+    }
+}

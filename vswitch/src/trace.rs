@@ -1,0 +1,344 @@
+//! Tracing of marked packets, like VPP's `show trace`: what `vxmesh trace` prints.
+//!
+//! The receive step marks up to `count` packets that match a [`TraceFilter`]; after every stage
+//! the pipeline records, for each marked packet of the batch, the stage's decision and the table
+//! entry it used (the stage's own description). Nothing is recorded, and nothing is looked at per
+//! packet beyond one branch, while no trace is armed; a batch is processed on the recording
+//! variant only when one of its packets is marked. Records go into a bounded ring: tracing can
+//! allocate (strings), but only for marked packets.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use crate::packet::{Mac, Next};
+
+/// Most records kept; older ones are dropped first.
+pub const TRACE_RING: usize = 4096;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// One stage's decision for one marked packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// The packet's trace id.
+    pub id: u32,
+    /// Where: a stage name, or `rx` / `tx` at the ports.
+    pub stage: &'static str,
+    /// The decision after this stage.
+    pub next: Next,
+    /// The drop reason's name when `next` is a drop.
+    pub drop: Option<&'static str>,
+    /// What the stage looked at: the table entry it used, the header it read.
+    pub detail: String,
+}
+
+/// Which packets to mark: every term must match (an empty filter matches everything).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceFilter {
+    terms: Vec<FilterTerm>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum FilterTerm {
+    Arp,
+    Ip,
+    Icmp,
+    Tcp,
+    Udp,
+    Host(Ipv4Addr),
+    Port(u16),
+    Mac(Mac),
+}
+
+/// A trace filter expression did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid trace filter {expr:?}: {why} (terms: arp, ip, icmp, tcp, udp, host IP, port N, mac MAC; all must match)"
+)]
+pub struct FilterError {
+    /// The expression.
+    pub expr: String,
+    /// What is wrong.
+    pub why: String,
+}
+
+impl TraceFilter {
+    /// Parse `tcp port 80 host 10.0.9.11`-style expressions (terms are ANDed; `and` is allowed).
+    pub fn parse(expr: &str) -> Result<TraceFilter, FilterError> {
+        let err = |why: String| FilterError {
+            expr: expr.to_string(),
+            why,
+        };
+        let mut terms = Vec::new();
+        let mut words = expr.split_whitespace();
+        while let Some(w) = words.next() {
+            let mut arg = |what: &str| {
+                words
+                    .next()
+                    .ok_or_else(|| err(format!("`{what}` needs a value")))
+            };
+            terms.push(match w {
+                "and" => continue,
+                "arp" => FilterTerm::Arp,
+                "ip" => FilterTerm::Ip,
+                "icmp" => FilterTerm::Icmp,
+                "tcp" => FilterTerm::Tcp,
+                "udp" => FilterTerm::Udp,
+                "host" => FilterTerm::Host(
+                    arg("host")?
+                        .parse()
+                        .map_err(|_| err("bad IPv4 address after `host`".into()))?,
+                ),
+                "port" => FilterTerm::Port(
+                    arg("port")?
+                        .parse()
+                        .map_err(|_| err("bad port after `port`".into()))?,
+                ),
+                "mac" => FilterTerm::Mac(arg("mac")?.parse().map_err(|e| err(format!("{e}")))?),
+                other => return Err(err(format!("unknown term `{other}`"))),
+            });
+        }
+        Ok(TraceFilter { terms })
+    }
+
+    /// Whether the Ethernet frame matches.
+    pub fn matches(&self, frame: &[u8]) -> bool {
+        let f = Summary::of(frame);
+        self.terms.iter().all(|t| match *t {
+            FilterTerm::Arp => f.ethertype == ETHERTYPE_ARP,
+            FilterTerm::Ip => f.ethertype == ETHERTYPE_IPV4,
+            FilterTerm::Icmp => f.proto == Some(IPPROTO_ICMP),
+            FilterTerm::Tcp => f.proto == Some(IPPROTO_TCP),
+            FilterTerm::Udp => f.proto == Some(IPPROTO_UDP),
+            FilterTerm::Host(ip) => f.src_ip == Some(ip) || f.dst_ip == Some(ip),
+            FilterTerm::Port(p) => f.ports.is_some_and(|(s, d)| s == p || d == p),
+            FilterTerm::Mac(m) => f.src == Some(m) || f.dst == Some(m),
+        })
+    }
+}
+
+/// What a trace shows of a frame's headers (best effort, never panics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Destination MAC.
+    pub dst: Option<Mac>,
+    /// Source MAC.
+    pub src: Option<Mac>,
+    /// EtherType (after a VLAN tag).
+    pub ethertype: u16,
+    /// IPv4 source (or ARP sender) address.
+    pub src_ip: Option<Ipv4Addr>,
+    /// IPv4 destination (or ARP target) address.
+    pub dst_ip: Option<Ipv4Addr>,
+    /// IP protocol.
+    pub proto: Option<u8>,
+    /// TCP/UDP ports.
+    pub ports: Option<(u16, u16)>,
+}
+
+impl Summary {
+    /// Read what can be read of an Ethernet frame.
+    pub fn of(frame: &[u8]) -> Summary {
+        let mut s = Summary::default();
+        if frame.len() < 14 {
+            return s;
+        }
+        s.dst = Some(Mac::from_slice(&frame[0..6]));
+        s.src = Some(Mac::from_slice(&frame[6..12]));
+        let mut et = u16::from_be_bytes([frame[12], frame[13]]);
+        let mut off = 14;
+        if et == ETHERTYPE_VLAN && frame.len() >= 18 {
+            et = u16::from_be_bytes([frame[16], frame[17]]);
+            off = 18;
+        }
+        s.ethertype = et;
+        let l3 = &frame[off..];
+        let ip4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+        match et {
+            ETHERTYPE_ARP if l3.len() >= 28 => {
+                s.src_ip = Some(ip4(&l3[14..18]));
+                s.dst_ip = Some(ip4(&l3[24..28]));
+            }
+            ETHERTYPE_IPV4 if l3.len() >= 20 => {
+                s.proto = Some(l3[9]);
+                s.src_ip = Some(ip4(&l3[12..16]));
+                s.dst_ip = Some(ip4(&l3[16..20]));
+                let ihl = ((l3[0] & 0x0f) as usize) * 4;
+                let first_fragment = u16::from_be_bytes([l3[6], l3[7]]) & 0x1fff == 0;
+                if first_fragment
+                    && (l3[9] == IPPROTO_TCP || l3[9] == IPPROTO_UDP)
+                    && l3.len() >= ihl + 4
+                {
+                    let l4 = &l3[ihl..];
+                    s.ports = Some((
+                        u16::from_be_bytes([l4[0], l4[1]]),
+                        u16::from_be_bytes([l4[2], l4[3]]),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        s
+    }
+}
+
+impl core::fmt::Display for Summary {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (Some(src), Some(dst)) = (self.src, self.dst) else {
+            return write!(f, "runt frame");
+        };
+        write!(f, "{src} > {dst}")?;
+        match (self.ethertype, self.src_ip, self.dst_ip) {
+            (ETHERTYPE_ARP, Some(s), Some(d)) => write!(f, " arp {s} asks/tells {d}"),
+            (ETHERTYPE_IPV4, Some(s), Some(d)) => {
+                let proto = match self.proto {
+                    Some(IPPROTO_ICMP) => "icmp".to_string(),
+                    Some(IPPROTO_TCP) => "tcp".to_string(),
+                    Some(IPPROTO_UDP) => "udp".to_string(),
+                    Some(p) => format!("proto {p}"),
+                    None => String::new(),
+                };
+                match self.ports {
+                    Some((sp, dp)) => write!(f, " {proto} {s}:{sp} > {d}:{dp}"),
+                    None => write!(f, " {proto} {s} > {d}"),
+                }
+            }
+            (et, _, _) => write!(f, " ethertype 0x{et:04x}"),
+        }
+    }
+}
+
+/// The trace state: armed or not, and the records so far.
+#[derive(Debug, Default)]
+pub struct Tracer {
+    remaining: u32,
+    filter: TraceFilter,
+    next_id: u32,
+    records: VecDeque<TraceRecord>,
+}
+
+impl Tracer {
+    /// Mark the next `count` packets that match `filter`.
+    pub fn arm(&mut self, count: u32, filter: TraceFilter) {
+        self.remaining = count;
+        self.filter = filter;
+    }
+
+    /// Stop marking.
+    pub fn disarm(&mut self) {
+        self.remaining = 0;
+    }
+
+    /// Whether packets are being marked.
+    #[inline]
+    pub fn armed(&self) -> bool {
+        self.remaining > 0
+    }
+
+    /// How many more packets will be marked.
+    pub fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// Called on receive while armed: a trace id if this frame is to be marked.
+    pub fn try_mark(&mut self, frame: &[u8]) -> Option<u32> {
+        if self.remaining == 0 || !self.filter.matches(frame) {
+            return None;
+        }
+        self.remaining -= 1;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        Some(self.next_id)
+    }
+
+    /// Append a record, dropping the oldest beyond [`TRACE_RING`].
+    pub fn record(&mut self, rec: TraceRecord) {
+        if self.records.len() == TRACE_RING {
+            self.records.pop_front();
+        }
+        self.records.push_back(rec);
+    }
+
+    /// Take every record so far.
+    pub fn drain(&mut self) -> Vec<TraceRecord> {
+        self.records.drain(..).collect()
+    }
+
+    /// The records so far.
+    pub fn records(&self) -> impl Iterator<Item = &TraceRecord> {
+        self.records.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 42];
+        f[0..6].copy_from_slice(&[0x02, 0x42, 10, 0, 9, 12]);
+        f[6..12].copy_from_slice(&[0x02, 0x42, 10, 0, 9, 11]);
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f[14] = 0x45;
+        f[23] = IPPROTO_UDP;
+        f[26..30].copy_from_slice(&[10, 0, 9, 11]);
+        f[30..34].copy_from_slice(&[10, 0, 9, 12]);
+        f[34..36].copy_from_slice(&5000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&53u16.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn filters_match_headers() {
+        let f = udp_frame();
+        for (expr, want) in [
+            ("", true),
+            ("udp", true),
+            ("tcp", false),
+            ("udp and port 53", true),
+            ("udp port 54", false),
+            ("host 10.0.9.12", true),
+            ("host 10.0.9.13", false),
+            ("mac 02:42:0a:00:09:0b", true),
+            ("arp", false),
+            ("ip", true),
+        ] {
+            assert_eq!(
+                TraceFilter::parse(expr).unwrap().matches(&f),
+                want,
+                "{expr}"
+            );
+        }
+        assert!(TraceFilter::parse("port").is_err());
+        assert!(TraceFilter::parse("bogus").is_err());
+        assert!(TraceFilter::parse("host 10.0.9").is_err());
+    }
+
+    #[test]
+    fn summary_never_panics_on_truncation() {
+        let f = udp_frame();
+        for n in 0..=f.len() {
+            let _ = Summary::of(&f[..n]).to_string();
+        }
+        assert_eq!(
+            Summary::of(&f).to_string(),
+            "02:42:0a:00:09:0b > 02:42:0a:00:09:0c udp 10.0.9.11:5000 > 10.0.9.12:53"
+        );
+    }
+
+    #[test]
+    fn marks_only_count_matching_packets() {
+        let mut t = Tracer::default();
+        assert!(t.try_mark(&udp_frame()).is_none());
+        t.arm(2, TraceFilter::parse("udp").unwrap());
+        assert_eq!(t.try_mark(&udp_frame()), Some(1));
+        assert_eq!(t.try_mark(&[0u8; 10]), None);
+        assert_eq!(t.try_mark(&udp_frame()), Some(2));
+        assert!(!t.armed());
+        assert_eq!(t.try_mark(&udp_frame()), None);
+    }
+}
