@@ -76,11 +76,22 @@ struct PortSlot {
     stats: PortStats,
 }
 
+/// One port's counters in a [`SwitchStats`].
+#[derive(Clone, Debug, Default)]
+pub struct PortSnapshot {
+    /// The port's name.
+    pub name: String,
+    /// The switch's counters of it.
+    pub stats: PortStats,
+    /// The port's own counters (ring and socket errors, say).
+    pub port: Vec<(&'static str, u64)>,
+}
+
 /// A snapshot of every counter.
 #[derive(Clone, Debug, Default)]
 pub struct SwitchStats {
-    /// Per port: name, counters, the port's own counters.
-    pub ports: Vec<(String, PortStats, Vec<(&'static str, u64)>)>,
+    /// Per port.
+    pub ports: Vec<PortSnapshot>,
     /// Per stage, in registration order, then `output`, then the tunnel's encapsulation.
     pub stages: Vec<StageStats>,
     /// FDB events.
@@ -96,7 +107,7 @@ impl SwitchStats {
     }
     /// A port's counters by name.
     pub fn port(&self, name: &str) -> Option<&PortStats> {
-        self.ports.iter().find(|p| p.0 == name).map(|p| &p.1)
+        self.ports.iter().find(|p| p.name == name).map(|p| &p.stats)
     }
 }
 
@@ -558,7 +569,11 @@ impl Switch {
             ports: self
                 .ports
                 .iter()
-                .map(|p| (p.name.clone(), p.stats, p.port.counters()))
+                .map(|p| PortSnapshot {
+                    name: p.name.clone(),
+                    stats: p.stats,
+                    port: p.port.counters(),
+                })
                 .collect(),
             stages,
             fdb: self.env.fdb.stats,

@@ -1,0 +1,162 @@
+//! Frame builders for tests, benches, examples and the demo's in-memory tour: whole Ethernet
+//! frames with correct checksums (built with etherparse), so every test feeds the switch what a
+//! real container's stack would send. Not used on the packet path.
+
+use std::net::Ipv4Addr;
+
+use etherparse::PacketBuilder;
+
+use crate::arp::{ArpRepr, OP_REQUEST};
+use crate::l2::ETHERTYPE_ARP;
+use crate::packet::Mac;
+
+/// Default IPv4 TTL of the frames built here.
+pub const TTL: u8 = 64;
+
+/// An Ethernet/IPv4/UDP frame with `payload`.
+pub fn udp(
+    src: Mac,
+    dst: Mac,
+    sip: Ipv4Addr,
+    dip: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src.0, dst.0)
+        .ipv4(sip.octets(), dip.octets(), TTL)
+        .udp(sport, dport);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload).expect("writing to a Vec");
+    v
+}
+
+/// An Ethernet/IPv4/TCP frame with the given flags, sequence numbers and payload.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp(
+    src: Mac,
+    dst: Mac,
+    sip: Ipv4Addr,
+    dip: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: TcpFlags,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(src.0, dst.0)
+        .ipv4(sip.octets(), dip.octets(), TTL)
+        .tcp(sport, dport, seq, 64240);
+    if flags.syn {
+        b = b.syn();
+    }
+    if flags.ack {
+        b = b.ack(ack);
+    }
+    if flags.fin {
+        b = b.fin();
+    }
+    if flags.rst {
+        b = b.rst();
+    }
+    if flags.psh {
+        b = b.psh();
+    }
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload).expect("writing to a Vec");
+    v
+}
+
+/// TCP flags for [`tcp`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlags {
+    /// SYN.
+    pub syn: bool,
+    /// ACK.
+    pub ack: bool,
+    /// FIN.
+    pub fin: bool,
+    /// RST.
+    pub rst: bool,
+    /// PSH.
+    pub psh: bool,
+}
+
+impl TcpFlags {
+    /// SYN.
+    pub const SYN: TcpFlags = TcpFlags {
+        syn: true,
+        ack: false,
+        fin: false,
+        rst: false,
+        psh: false,
+    };
+    /// SYN+ACK.
+    pub const SYN_ACK: TcpFlags = TcpFlags {
+        syn: true,
+        ack: true,
+        fin: false,
+        rst: false,
+        psh: false,
+    };
+    /// ACK.
+    pub const ACK: TcpFlags = TcpFlags {
+        syn: false,
+        ack: true,
+        fin: false,
+        rst: false,
+        psh: false,
+    };
+    /// FIN+ACK.
+    pub const FIN_ACK: TcpFlags = TcpFlags {
+        syn: false,
+        ack: true,
+        fin: true,
+        rst: false,
+        psh: false,
+    };
+    /// RST.
+    pub const RST: TcpFlags = TcpFlags {
+        syn: false,
+        ack: false,
+        fin: false,
+        rst: true,
+        psh: false,
+    };
+}
+
+/// An ICMP echo request frame.
+pub fn icmp_echo(src: Mac, dst: Mac, sip: Ipv4Addr, dip: Ipv4Addr, id: u16, seq: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src.0, dst.0)
+        .ipv4(sip.octets(), dip.octets(), TTL)
+        .icmpv4_echo_request(id, seq);
+    let payload = [0x5au8; 56];
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, &payload).expect("writing to a Vec");
+    v
+}
+
+/// A broadcast ARP request: who has `tpa`, tell `spa` (at `sha`).
+pub fn arp_request(sha: Mac, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
+    arp(
+        Mac::BROADCAST,
+        ArpRepr {
+            op: OP_REQUEST,
+            sha,
+            spa,
+            tha: Mac::ZERO,
+            tpa,
+        },
+    )
+}
+
+/// An Ethernet frame carrying `repr`, sent to `dst` from `repr.sha`.
+pub fn arp(dst: Mac, repr: ArpRepr) -> Vec<u8> {
+    let mut v = vec![0u8; 14 + crate::arp::ARP_LEN];
+    v[0..6].copy_from_slice(&dst.0);
+    v[6..12].copy_from_slice(&repr.sha.0);
+    v[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    repr.emit(&mut v[14..]);
+    v
+}
