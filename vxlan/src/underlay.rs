@@ -1,0 +1,793 @@
+//! The UDP underlay: VXLAN over a plain UDP socket on the node's VTEP address, port 4789.
+//!
+//! Where it sits: at both ends of the cross-node path. `vxlan-decap` gets its input from
+//! [`UdpUnderlay::recv`] (source VTEP and UDP payload = VXLAN header + inner frame), and
+//! `vxlan-encap`'s output goes out through [`UdpUnderlay::send`] or
+//! [`UdpUnderlay::send_slices`]. The kernel adds outer IPv4 and UDP, so no kernel vxlan device
+//! (and no `CAP_NET_ADMIN`) is needed; the full outer header of [`crate::outer`] is for the
+//! AF_XDP underlay that comes later.
+//!
+//! One syscall per batch: `recvmmsg`/`sendmmsg` over `mmsghdr`, `iovec` and `sockaddr_in`
+//! arrays allocated once at bind time; receive buffers are a [`PacketBufs`] of N fixed-size
+//! slots allocated once. Nothing is allocated per packet. The socket is non-blocking, so a call
+//! with nothing to do returns at once (the poll loop decides when to call again).
+//!
+//! The socket sets `IP_PMTUDISC_DO`: the outer packet carries DF and is never fragmented (a
+//! datagram above the path MTU fails with `EMSGSIZE` and is counted as failed). With one socket
+//! every outer packet leaves from port 4789, not from a per-flow source port as the kernel's
+//! vxlan device does; receivers (the kernel included) do not care, and the AF_XDP underlay will
+//! use [`crate::outer`] to spread flows.
+//!
+//! The socket is created in the network namespace of the calling thread.
+
+use core::mem::{size_of, zeroed};
+use core::net::{Ipv4Addr, SocketAddrV4};
+use core::ptr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+pub use crate::outer::VXLAN_PORT;
+
+/// Default batch size (as OVS and VPP use).
+pub const DEFAULT_BATCH: usize = 32;
+
+/// Largest batch: the kernel's `UIO_MAXIOV`, the most `recvmmsg`/`sendmmsg` take at once.
+pub const MAX_BATCH: usize = 1024;
+
+/// Default slot size: a 1500-byte underlay MTU less IPv4 and UDP headers, rounded up.
+pub const DEFAULT_BUF_SIZE: usize = 2048;
+
+/// Why the underlay could not be set up or used.
+#[derive(Debug, thiserror::Error)]
+pub enum UnderlayError {
+    /// `socket(2)` failed.
+    #[error("creating the underlay UDP socket: {0}")]
+    Socket(#[source] io::Error),
+    /// A socket option could not be set.
+    #[error("setting {option} on the underlay socket: {source}")]
+    SetOption {
+        /// The option's name.
+        option: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `bind(2)` failed (address not on this namespace's interfaces, port in use, ...).
+    #[error("binding the underlay socket to {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddrV4,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `getsockname(2)` failed.
+    #[error("reading the underlay socket's address: {0}")]
+    LocalAddr(#[source] io::Error),
+    /// `recvmmsg(2)` failed with something other than "nothing to read".
+    #[error("receiving on the underlay socket: {0}")]
+    Recv(#[source] io::Error),
+    /// A batch or buffer size of 0 or above the limits.
+    #[error("invalid underlay size: {what} = {value}")]
+    BadSize {
+        /// Which size.
+        what: &'static str,
+        /// The value given.
+        value: usize,
+    },
+}
+
+/// Why a datagram could not be queued into a [`PacketBufs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// Every slot is in use.
+    #[error("all {capacity} slots are in use")]
+    Full {
+        /// Number of slots.
+        capacity: usize,
+    },
+    /// The payload does not fit one slot.
+    #[error("payload of {len} bytes exceeds the {buf_size}-byte slot")]
+    TooLarge {
+        /// Payload length.
+        len: usize,
+        /// Slot size.
+        buf_size: usize,
+    },
+}
+
+/// N fixed-size datagram slots, allocated once: filled by a receive or by the caller to send.
+#[derive(Debug)]
+pub struct PacketBufs {
+    data: Box<[u8]>,
+    buf_size: usize,
+    lens: Box<[usize]>,
+    addrs: Box<[SocketAddrV4]>,
+    truncated: Box<[bool]>,
+    filled: usize,
+}
+
+impl PacketBufs {
+    /// `count` slots of `buf_size` bytes each.
+    pub fn new(count: usize, buf_size: usize) -> Result<PacketBufs, UnderlayError> {
+        if count == 0 || count > MAX_BATCH {
+            return Err(UnderlayError::BadSize {
+                what: "slot count",
+                value: count,
+            });
+        }
+        if buf_size == 0 {
+            return Err(UnderlayError::BadSize {
+                what: "slot size",
+                value: buf_size,
+            });
+        }
+        let total = count.checked_mul(buf_size).ok_or(UnderlayError::BadSize {
+            what: "slot size",
+            value: buf_size,
+        })?;
+        Ok(PacketBufs {
+            data: vec![0; total].into_boxed_slice(),
+            buf_size,
+            lens: vec![0; count].into_boxed_slice(),
+            addrs: vec![SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0); count].into_boxed_slice(),
+            truncated: vec![false; count].into_boxed_slice(),
+            filled: 0,
+        })
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Size of each slot in bytes.
+    pub fn buf_size(&self) -> usize {
+        self.buf_size
+    }
+
+    /// Number of filled slots (truncated receives included).
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    /// Whether no slot is filled.
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Empties every slot (the memory stays allocated).
+    pub fn clear(&mut self) {
+        self.filled = 0;
+    }
+
+    /// Slot `i`: its peer address (source on receive, destination to send) and its bytes;
+    /// `None` past the filled slots or for a datagram that was larger than a slot.
+    pub fn get(&self, i: usize) -> Option<(SocketAddrV4, &[u8])> {
+        if i >= self.filled || self.truncated[i] {
+            return None;
+        }
+        let start = i * self.buf_size;
+        Some((self.addrs[i], &self.data[start..start + self.lens[i]]))
+    }
+
+    /// The whole datagrams held, in order (truncated receives skipped).
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddrV4, &[u8])> + '_ {
+        (0..self.filled).filter_map(|i| self.get(i))
+    }
+
+    /// Slot `i`'s bytes, writable (e.g. to rewrite a header in place before sending it back).
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        if i >= self.filled || self.truncated[i] {
+            return None;
+        }
+        let start = i * self.buf_size;
+        Some(&mut self.data[start..start + self.lens[i]])
+    }
+
+    /// Number of filled slots whose datagram did not fit and was cut (to drop and count).
+    pub fn truncated(&self) -> usize {
+        self.truncated[..self.filled].iter().filter(|&&t| t).count()
+    }
+
+    /// Queues a copy of `payload` for `dst`.
+    pub fn push(&mut self, dst: SocketAddrV4, payload: &[u8]) -> Result<(), PushError> {
+        self.push_with(dst, payload.len(), |slot| slot.copy_from_slice(payload))
+    }
+
+    /// Queues a `len`-byte datagram for `dst`, written in place by `fill`.
+    pub fn push_with(
+        &mut self,
+        dst: SocketAddrV4,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), PushError> {
+        if self.filled == self.capacity() {
+            return Err(PushError::Full {
+                capacity: self.capacity(),
+            });
+        }
+        if len > self.buf_size {
+            return Err(PushError::TooLarge {
+                len,
+                buf_size: self.buf_size,
+            });
+        }
+        let i = self.filled;
+        let start = i * self.buf_size;
+        fill(&mut self.data[start..start + len]);
+        self.lens[i] = len;
+        self.addrs[i] = dst;
+        self.truncated[i] = false;
+        self.filled += 1;
+        Ok(())
+    }
+
+    /// Pointer to slot `i` (for the iovec the kernel writes into).
+    fn slot_ptr(&mut self, i: usize) -> *mut u8 {
+        self.data[i * self.buf_size..].as_mut_ptr()
+    }
+}
+
+/// What happened to one receive call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecvReport {
+    /// Datagrams received (filled slots, truncated ones included).
+    pub received: usize,
+    /// Of those, datagrams larger than a slot (cut, to drop and count).
+    pub truncated: usize,
+}
+
+/// What happened to one send call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SendReport {
+    /// Datagrams handed to the kernel.
+    pub sent: usize,
+    /// Datagrams not sent because the socket buffer was full (the caller drops or retries).
+    pub unsent: usize,
+    /// Datagrams the kernel refused (`EMSGSIZE` above the path MTU, no route, ...).
+    pub failed: usize,
+    /// The errno of the last refusal, if any.
+    pub last_errno: Option<i32>,
+}
+
+/// A non-blocking UDP socket on the VTEP address that receives and sends in batches.
+pub struct UdpUnderlay {
+    fd: OwnedFd,
+    local: SocketAddrV4,
+    msgs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+    names: Box<[libc::sockaddr_in]>,
+}
+
+// SAFETY: the raw pointers inside `msgs`/`iovs` are only written and read within a single
+// `&mut self` call (set up right before the syscall, never dereferenced afterwards), so moving
+// the underlay to another thread (the poll worker) moves no live borrow.
+unsafe impl Send for UdpUnderlay {}
+
+impl core::fmt::Debug for UdpUnderlay {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UdpUnderlay")
+            .field("fd", &self.fd)
+            .field("local", &self.local)
+            .field("batch", &self.msgs.len())
+            .finish()
+    }
+}
+
+/// The last OS error.
+fn last_error() -> io::Error {
+    io::Error::last_os_error()
+}
+
+/// A `sockaddr_in` for an IPv4 socket address.
+fn to_sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid (unspecified) value.
+    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = addr.port().to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes(addr.ip().octets());
+    sa
+}
+
+/// The IPv4 socket address in a `sockaddr_in`.
+fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
+    SocketAddrV4::new(
+        Ipv4Addr::from(sa.sin_addr.s_addr.to_ne_bytes()),
+        u16::from_be(sa.sin_port),
+    )
+}
+
+/// Sets an integer socket option.
+fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+    option: &'static str,
+) -> Result<(), UnderlayError> {
+    // SAFETY: `value` outlives the call and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            ptr::from_ref(&value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(UnderlayError::SetOption {
+            option,
+            source: last_error(),
+        });
+    }
+    Ok(())
+}
+
+impl UdpUnderlay {
+    /// Binds a non-blocking UDP socket to `addr` (the VTEP, port [`VXLAN_PORT`]) with
+    /// `SO_REUSEADDR` and DF on, ready for batches of up to `batch` datagrams.
+    pub fn bind(addr: SocketAddrV4, batch: usize) -> Result<UdpUnderlay, UnderlayError> {
+        if batch == 0 || batch > MAX_BATCH {
+            return Err(UnderlayError::BadSize {
+                what: "batch",
+                value: batch,
+            });
+        }
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_UDP,
+            )
+        };
+        if raw < 0 {
+            return Err(UnderlayError::Socket(last_error()));
+        }
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
+        set_int_option(
+            raw,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+            "IP_MTU_DISCOVER",
+        )?;
+        let sa = to_sockaddr(addr);
+        // SAFETY: `sa` is a valid sockaddr_in and the length passed is its size.
+        let rc = unsafe {
+            libc::bind(
+                raw,
+                ptr::from_ref(&sa).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(UnderlayError::Bind {
+                addr,
+                source: last_error(),
+            });
+        }
+        // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+        let mut bound: libc::sockaddr_in = unsafe { zeroed() };
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `bound` and `len` are valid for writes and `len` holds `bound`'s size.
+        let rc = unsafe { libc::getsockname(raw, ptr::from_mut(&mut bound).cast(), &mut len) };
+        if rc < 0 {
+            return Err(UnderlayError::LocalAddr(last_error()));
+        }
+        Ok(UdpUnderlay {
+            fd,
+            local: from_sockaddr(&bound),
+            // SAFETY: mmsghdr, iovec and sockaddr_in are plain old data; null pointers and
+            // zero lengths are valid values, overwritten before each syscall.
+            msgs: (0..batch).map(|_| unsafe { zeroed() }).collect(),
+            // SAFETY: as above.
+            iovs: (0..batch).map(|_| unsafe { zeroed() }).collect(),
+            // SAFETY: as above.
+            names: (0..batch).map(|_| unsafe { zeroed() }).collect(),
+        })
+    }
+
+    /// The bound address (with the port the kernel chose when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// The most datagrams one call receives or sends.
+    pub fn batch(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Receives up to `min(batch, bufs.capacity())` datagrams in one `recvmmsg`, replacing
+    /// what `bufs` held; returns at once with 0 when nothing is waiting.
+    pub fn recv(&mut self, bufs: &mut PacketBufs) -> Result<RecvReport, UnderlayError> {
+        bufs.clear();
+        let n = self.batch().min(bufs.capacity());
+        let buf_size = bufs.buf_size();
+        for i in 0..n {
+            self.iovs[i] = libc::iovec {
+                iov_base: bufs.slot_ptr(i).cast(),
+                iov_len: buf_size,
+            };
+            let hdr = &mut self.msgs[i].msg_hdr;
+            hdr.msg_name = ptr::from_mut(&mut self.names[i]).cast();
+            hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            hdr.msg_iov = ptr::from_mut(&mut self.iovs[i]);
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = ptr::null_mut();
+            hdr.msg_controllen = 0;
+            hdr.msg_flags = 0;
+            self.msgs[i].msg_len = 0;
+        }
+        // SAFETY: the first `n` mmsghdrs point at `n` live iovecs, each covering one distinct
+        // `buf_size` slot of `bufs` (exclusively borrowed for this call), and at `n` live
+        // sockaddr_in; `n` <= MAX_BATCH fits c_uint. Nothing is retained after the call.
+        let rc = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let err = last_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(RecvReport::default()),
+                _ => Err(UnderlayError::Recv(err)),
+            };
+        }
+        // rc >= 0 was just checked and is at most n.
+        let received = rc as usize;
+        let mut truncated = 0;
+        for i in 0..received {
+            let msg = &self.msgs[i];
+            let cut = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            truncated += usize::from(cut);
+            bufs.lens[i] = (msg.msg_len as usize).min(buf_size);
+            bufs.truncated[i] = cut;
+            bufs.addrs[i] = from_sockaddr(&self.names[i]);
+        }
+        bufs.filled = received;
+        Ok(RecvReport {
+            received,
+            truncated,
+        })
+    }
+
+    /// Sends every datagram queued in `bufs` (to the address of its slot), in batches.
+    pub fn send(&mut self, bufs: &PacketBufs) -> SendReport {
+        let mut report = SendReport::default();
+        let mut next = 0;
+        while next < bufs.len() {
+            let chunk = self.batch().min(bufs.len() - next);
+            let items = (next..next + chunk).filter_map(|i| bufs.get(i));
+            let part = self.send_chunk(items);
+            next += chunk;
+            report.sent += part.sent;
+            report.failed += part.failed;
+            report.last_errno = part.last_errno.or(report.last_errno);
+            if part.unsent > 0 {
+                report.unsent = part.unsent + (bufs.len() - next);
+                break;
+            }
+        }
+        report
+    }
+
+    /// Sends caller-owned datagrams without copying them (e.g. straight from packet buffers
+    /// with the VXLAN header prepended); takes at most [`UdpUnderlay::batch`] items.
+    pub fn send_slices<'a, I>(&mut self, datagrams: I) -> SendReport
+    where
+        I: IntoIterator<Item = (SocketAddrV4, &'a [u8])>,
+    {
+        self.send_chunk(datagrams.into_iter())
+    }
+
+    /// One batch: fills up to `batch` mmsghdrs and calls `sendmmsg` until all are sent, the
+    /// socket buffer is full, or each refused datagram has been skipped.
+    fn send_chunk<'a>(
+        &mut self,
+        items: impl Iterator<Item = (SocketAddrV4, &'a [u8])>,
+    ) -> SendReport {
+        let mut n = 0;
+        for (dst, payload) in items.take(self.batch()) {
+            self.names[n] = to_sockaddr(dst);
+            self.iovs[n] = libc::iovec {
+                // sendmmsg only reads through this pointer.
+                iov_base: payload.as_ptr().cast_mut().cast(),
+                iov_len: payload.len(),
+            };
+            let hdr = &mut self.msgs[n].msg_hdr;
+            hdr.msg_name = ptr::from_mut(&mut self.names[n]).cast();
+            hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            hdr.msg_iov = ptr::from_mut(&mut self.iovs[n]);
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = ptr::null_mut();
+            hdr.msg_controllen = 0;
+            hdr.msg_flags = 0;
+            n += 1;
+        }
+        let mut report = SendReport::default();
+        let mut start = 0;
+        while start < n {
+            // SAFETY: mmsghdrs `start..n` point at live iovecs and sockaddr_in in `self`, and
+            // the iovecs at payload slices borrowed for 'a, which outlives this call; the kernel
+            // only reads them. `n - start` <= MAX_BATCH fits c_uint.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    self.msgs[start..].as_mut_ptr(),
+                    (n - start) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if rc > 0 {
+                // rc > 0 was just checked.
+                let sent = rc as usize;
+                report.sent += sent;
+                start += sent;
+                continue;
+            }
+            let err = last_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    report.unsent = n - start;
+                    break;
+                }
+                _ if rc == 0 => {
+                    report.unsent = n - start;
+                    break;
+                }
+                _ => {
+                    // The datagram at `start` was refused; skip it and send the rest.
+                    report.failed += 1;
+                    report.last_errno = err.raw_os_error();
+                    start += 1;
+                }
+            }
+        }
+        report
+    }
+}
+
+impl AsRawFd for UdpUnderlay {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{self, Repr, Vni};
+    use std::time::{Duration, Instant};
+
+    const LOOPBACK_ANY_PORT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+    const BATCH: usize = 32;
+    const SMALL_SLOT: usize = 128;
+    /// Loopback delivery is synchronous, but allow for a slow CI machine.
+    const DEADLINE: Duration = Duration::from_secs(5);
+
+    fn vxlan_datagram(vni: u32, seq: u8, len: usize) -> Vec<u8> {
+        let mut datagram = vec![seq; len];
+        Repr {
+            vni: Vni::new(vni).unwrap(),
+        }
+        .emit(&mut wire::Packet::new_unchecked(&mut datagram[..]));
+        datagram
+    }
+
+    /// Receives until `want` datagrams arrived or the deadline passes.
+    fn recv_all(
+        rx: &mut UdpUnderlay,
+        bufs: &mut PacketBufs,
+        want: usize,
+    ) -> Vec<(SocketAddrV4, Vec<u8>)> {
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while got.len() < want && start.elapsed() < DEADLINE {
+            let report = rx.recv(bufs).unwrap();
+            assert_eq!(report.received, bufs.len());
+            got.extend(bufs.iter().map(|(a, p)| (a, p.to_vec())));
+            if report.received == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn empty_socket_returns_at_once() {
+        let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let mut bufs = PacketBufs::new(BATCH, DEFAULT_BUF_SIZE).unwrap();
+        let start = Instant::now();
+        assert_eq!(rx.recv(&mut bufs).unwrap(), RecvReport::default());
+        assert!(bufs.is_empty());
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_ne!(rx.local_addr().port(), 0);
+        assert_eq!(*rx.local_addr().ip(), Ipv4Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn batch_round_trip_over_loopback() {
+        let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let dst = rx.local_addr();
+        let sent: Vec<Vec<u8>> = (0..BATCH as u8)
+            .map(|i| vxlan_datagram(4097 + u32::from(i), i, 64 + usize::from(i)))
+            .collect();
+        let report = tx.send_slices(sent.iter().map(|d| (dst, &d[..])));
+        assert_eq!(
+            report,
+            SendReport {
+                sent: BATCH,
+                ..SendReport::default()
+            }
+        );
+        let mut bufs = PacketBufs::new(BATCH, DEFAULT_BUF_SIZE).unwrap();
+        let got = recv_all(&mut rx, &mut bufs, BATCH);
+        assert_eq!(got.len(), BATCH);
+        for (i, (src, payload)) in got.iter().enumerate() {
+            assert_eq!(*src, tx.local_addr());
+            assert_eq!(payload, &sent[i]);
+            let packet = wire::Packet::new_checked(&payload[..]).unwrap();
+            assert_eq!(Repr::parse(&packet).unwrap().vni.get(), 4097 + i as u32);
+        }
+    }
+
+    #[test]
+    fn send_from_owned_buffers_in_several_batches() {
+        const SMALL_BATCH: usize = 4;
+        const COUNT: usize = 10;
+        let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, SMALL_BATCH).unwrap();
+        let mut out = PacketBufs::new(COUNT, SMALL_SLOT).unwrap();
+        for i in 0..COUNT as u8 {
+            out.push(rx.local_addr(), &vxlan_datagram(1, i, 20))
+                .unwrap();
+        }
+        assert_eq!(
+            out.push(rx.local_addr(), &[0]),
+            Err(PushError::Full { capacity: COUNT })
+        );
+        // 10 datagrams through a batch of 4: three sendmmsg calls, all sent.
+        assert_eq!(tx.send(&out).sent, COUNT);
+        let mut bufs = PacketBufs::new(BATCH, SMALL_SLOT).unwrap();
+        let got = recv_all(&mut rx, &mut bufs, COUNT);
+        let seqs: Vec<u8> = got.iter().map(|(_, p)| p[wire::HEADER_LEN]).collect();
+        assert_eq!(seqs, (0..COUNT as u8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn receive_is_capped_by_the_buffer_count() {
+        const FEW: usize = 3;
+        let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let datagram = vxlan_datagram(1, 0, 30);
+        let dst = rx.local_addr();
+        assert_eq!(
+            tx.send_slices((0..FEW * 2).map(|_| (dst, &datagram[..])))
+                .sent,
+            FEW * 2
+        );
+        let mut bufs = PacketBufs::new(FEW, SMALL_SLOT).unwrap();
+        let got = recv_all(&mut rx, &mut bufs, FEW);
+        assert_eq!(got.len(), FEW);
+        // The rest is still queued for the next call.
+        assert_eq!(recv_all(&mut rx, &mut bufs, FEW).len(), FEW);
+    }
+
+    #[test]
+    fn oversized_datagram_is_flagged_truncated() {
+        let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let big = vxlan_datagram(1, 1, SMALL_SLOT + 1);
+        let fits = vxlan_datagram(1, 2, SMALL_SLOT);
+        let dst = rx.local_addr();
+        assert_eq!(tx.send_slices([(dst, &big[..]), (dst, &fits[..])]).sent, 2);
+        let mut bufs = PacketBufs::new(BATCH, SMALL_SLOT).unwrap();
+        let start = Instant::now();
+        let mut seen = 0;
+        let mut truncated = 0;
+        let mut whole = Vec::new();
+        while seen < 2 && start.elapsed() < DEADLINE {
+            let report = rx.recv(&mut bufs).unwrap();
+            seen += report.received;
+            truncated += report.truncated;
+            assert_eq!(report.truncated, bufs.truncated());
+            whole.extend(bufs.iter().map(|(_, p)| p.to_vec()));
+        }
+        assert_eq!((seen, truncated), (2, 1));
+        assert_eq!(whole, vec![fits]);
+    }
+
+    #[test]
+    fn refused_datagram_is_skipped_and_counted() {
+        let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let dst = rx.local_addr();
+        // Above the 64 KiB UDP limit: the kernel refuses it with EMSGSIZE, never fragments it.
+        let too_big = vec![0u8; usize::from(u16::MAX)];
+        let ok = vxlan_datagram(1, 7, 40);
+        let report = tx.send_slices([(dst, &ok[..]), (dst, &too_big[..]), (dst, &ok[..])]);
+        assert_eq!(report.sent, 2);
+        assert_eq!(report.failed, 1);
+        assert_eq!(report.last_errno, Some(libc::EMSGSIZE));
+        let mut bufs = PacketBufs::new(BATCH, DEFAULT_BUF_SIZE).unwrap();
+        assert_eq!(recv_all(&mut rx, &mut bufs, 2).len(), 2);
+    }
+
+    #[test]
+    fn push_with_writes_in_place_and_checks_sizes() {
+        let mut bufs = PacketBufs::new(2, SMALL_SLOT).unwrap();
+        let dst = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), VXLAN_PORT);
+        bufs.push_with(dst, 8, |slot| {
+            Repr {
+                vni: Vni::new(4097).unwrap(),
+            }
+            .emit(&mut wire::Packet::new_unchecked(slot))
+        })
+        .unwrap();
+        assert_eq!(
+            bufs.get(0),
+            Some((dst, &[8, 0, 0, 0, 0, 0x10, 0x01, 0][..]))
+        );
+        bufs.get_mut(0).unwrap()[7] = 1;
+        assert_eq!(bufs.get(0).unwrap().1[7], 1);
+        assert_eq!(bufs.get(1), None);
+        assert_eq!(
+            bufs.push(dst, &[0; SMALL_SLOT + 1]),
+            Err(PushError::TooLarge {
+                len: SMALL_SLOT + 1,
+                buf_size: SMALL_SLOT
+            })
+        );
+        assert_eq!(bufs.len(), 1);
+        bufs.clear();
+        assert!(bufs.is_empty());
+        assert_eq!(bufs.iter().count(), 0);
+    }
+
+    #[test]
+    fn refuses_bad_sizes() {
+        assert!(matches!(
+            UdpUnderlay::bind(LOOPBACK_ANY_PORT, 0),
+            Err(UnderlayError::BadSize { what: "batch", .. })
+        ));
+        assert!(matches!(
+            UdpUnderlay::bind(LOOPBACK_ANY_PORT, MAX_BATCH + 1),
+            Err(UnderlayError::BadSize { what: "batch", .. })
+        ));
+        assert!(PacketBufs::new(0, SMALL_SLOT).is_err());
+        assert!(PacketBufs::new(1, 0).is_err());
+        assert!(PacketBufs::new(MAX_BATCH + 1, 1).is_err());
+    }
+
+    #[test]
+    fn bind_to_a_foreign_address_fails_cleanly() {
+        // TEST-NET-3 is on no interface of the test's namespace.
+        let foreign = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 0);
+        let err = UdpUnderlay::bind(foreign, BATCH).unwrap_err();
+        assert!(
+            matches!(err, UnderlayError::Bind { addr, .. } if addr == foreign),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reuseaddr_lets_a_second_socket_share_the_port() {
+        // Without SO_REUSEADDR on both, the second bind fails with EADDRINUSE.
+        let first = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let addr = first.local_addr();
+        let second = UdpUnderlay::bind(addr, BATCH).unwrap();
+        assert_eq!(second.local_addr(), addr);
+        assert_ne!(first.as_raw_fd(), second.as_raw_fd());
+    }
+}
