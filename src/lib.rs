@@ -1,1 +1,7 @@
-//! vxmesh: the node.
+//! vxmesh: the node. Assembles the dataplane from the `vswitch`, `vxlan` and `lb` crates and
+//! presents it to the user: the `vxmesh` command line, the demo, and the renderings of the
+//! switch's state that the control commands print.
+#![warn(missing_docs)]
+
+pub mod demo;
+pub mod show;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need on a fresh Debian machine, then runs
+# formatting and lint checks and every test of the workspace. Namespace tests need root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: iproute2 (namespaces, veth, the kernel VXLAN/bridge peer), tshark (decodes
+# what went on the underlay), python3 (small TCP peers inside container namespaces).
+need=(iproute2 tshark python3 procps)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for c in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+done
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
