@@ -174,10 +174,12 @@ impl Packet {
     }
 
     /// The whole writable area after the standard headroom, for a port's receive path to fill;
-    /// follow with [`Packet::set_len`].
+    /// follow with [`Packet::set_len`]. Metadata is reset: the port may then record what it
+    /// knows of the frame (the switch sets only `in_port` and `net` after receive).
     #[inline]
     pub fn rx_area(&mut self) -> &mut [u8] {
         self.head = HEADROOM;
+        self.meta = Meta::default();
         &mut self.buf[HEADROOM..]
     }
 

@@ -19,7 +19,7 @@ use crate::batch::{BATCH_SIZE, Batch};
 use crate::env::{Env, Network};
 use crate::fdb::FdbStats;
 use crate::l2::{L2Fwd, L2Learn, L2Parse};
-use crate::packet::{DEFAULT_BUF_SIZE, DropReason, Meta, NetId, Next, Packet, PortId, VtepId};
+use crate::packet::{DEFAULT_BUF_SIZE, DropReason, NetId, Next, Packet, PortId, VtepId};
 use crate::port::Port;
 use crate::stage::{Stage, StageStats, mask_of, run_stage};
 use crate::trace::{Summary, TraceRecord};
@@ -313,11 +313,10 @@ impl Switch {
         };
         for p in self.rx.pkts_mut() {
             slot.stats.rx_bytes += p.len() as u64;
-            p.meta = Meta {
-                in_port,
-                net,
-                ..Meta::default()
-            };
+            // Ports reset the metadata when they fill a slot and may have recorded what they
+            // know of the frame (the underlay: the sender); the switch adds where it came in.
+            p.meta.in_port = in_port;
+            p.meta.net = net;
         }
         slot.stats.rx_packets += self.rx.len() as u64;
         if self.env.tracer.armed() {
@@ -370,6 +369,9 @@ impl Switch {
         for i in 0..self.rx.len() {
             let next = self.rx[i].meta.next;
             let traced = self.rx[i].meta.trace != 0;
+            if let Next::Drop(_) = next {
+                continue; // counted by the stage that dropped it; never offered to the output
+            }
             self.output.rx += 1;
             match next {
                 Next::Output(p) if (p.0 as usize) < self.ports.len() => {
@@ -401,7 +403,7 @@ impl Switch {
                     self.output.flood += 1;
                     self.flood(i);
                 }
-                Next::Drop(_) => self.output.rx -= 1, // counted by its stage, not offered here
+                Next::Drop(_) => {}
                 Next::Continue => self.output.drops[DROP_UNDECIDED].1 += 1,
             }
         }
