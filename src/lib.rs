@@ -3,5 +3,6 @@
 //! switch's state that the control commands print.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod demo;
 pub mod show;

@@ -1,0 +1,992 @@
+//! The cluster file (SPEC.md, "The cluster file"): parsed, checked whole, and turned into typed
+//! values the node builds its switch from. Read at start and at `reload`; a file that fails any
+//! check is refused with one message naming the file, the item and the problem, and (at reload)
+//! leaves the running configuration alone, because nothing is applied until the whole file passed.
+//!
+//! Every node reads the same file and acts on its own part. Checks: unknown keys, duplicate
+//! names, IPs and MACs, VNI range, addresses outside their subnet, backends that are unknown or
+//! in another network, a published port used twice, unknown nodes and networks, malformed
+//! `attach`, unknown schedulers, load-balancer addresses colliding with endpoints or VIPs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use vswitch::Mac;
+
+/// Largest VNI (24 bits).
+pub const VNI_MAX: u32 = (1 << 24) - 1;
+/// Default containers' IP MTU: 1500 minus the 50 bytes of VXLAN overhead.
+pub const DEFAULT_MTU: u16 = 1450;
+/// Smallest IPv4 MTU (RFC 791).
+pub const MIN_MTU: u16 = 68;
+/// Largest inner MTU: a 9000-byte jumbo underlay minus the VXLAN overhead.
+pub const MAX_MTU: u16 = 9000 - 50;
+/// Schedulers a service may name (IPVS's names).
+pub const SCHEDULERS: &[&str] = &["rr", "wrr", "lc", "wlc", "sh", "mh"];
+
+/// A cluster file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {item}: {problem}")]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// The item (`network "appnet"`, `endpoint "c11"`, or the TOML position).
+    pub item: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// An IPv4 subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    /// The network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    /// Parse `a.b.c.d/n`; host bits must be zero when `strict`.
+    pub fn parse(s: &str, strict: bool) -> Result<(Ipv4Net, Ipv4Addr), String> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{p:?} is not a prefix length 0..=32"))?;
+        let net = Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(addr) & Self::mask_of(prefix)),
+            prefix,
+        };
+        if strict && net.addr != addr {
+            return Err(format!(
+                "{s} has host bits set (the network is {}/{prefix})",
+                net.addr
+            ));
+        }
+        Ok((net, addr))
+    }
+    fn mask_of(prefix: u8) -> u32 {
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        }
+    }
+    /// Whether `ip` is a host address of this subnet (not the network or broadcast address,
+    /// for prefixes up to /30).
+    pub fn contains_host(&self, ip: Ipv4Addr) -> bool {
+        let m = Self::mask_of(self.prefix);
+        let i = u32::from(ip);
+        if i & m != u32::from(self.addr) {
+            return false;
+        }
+        self.prefix >= 31 || (i != u32::from(self.addr) && i != self.broadcast_u32())
+    }
+    fn broadcast_u32(&self) -> u32 {
+        u32::from(self.addr) | !Self::mask_of(self.prefix)
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// How an endpoint or ingress is attached to the switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attach {
+    /// AF_XDP on the host side of a veth.
+    Afxdp(String),
+    /// A TAP device.
+    Tap(String),
+}
+
+impl Attach {
+    fn parse(s: &str) -> Result<Attach, String> {
+        let bad = || {
+            format!(
+                "attach {s:?} must be afxdp:IFNAME or tap:IFNAME (IFNAME 1..=15 characters, no '/' or whitespace)"
+            )
+        };
+        let (kind, ifname) = s.split_once(':').ok_or_else(bad)?;
+        if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ', '\t', ':']) {
+            return Err(bad());
+        }
+        match kind {
+            "afxdp" => Ok(Attach::Afxdp(ifname.into())),
+            "tap" => Ok(Attach::Tap(ifname.into())),
+            _ => Err(bad()),
+        }
+    }
+    /// The interface name.
+    pub fn ifname(&self) -> &str {
+        match self {
+            Attach::Afxdp(n) | Attach::Tap(n) => n,
+        }
+    }
+}
+
+/// A node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Its name.
+    pub name: String,
+    /// Its underlay address (VXLAN on UDP 4789).
+    pub vtep: Ipv4Addr,
+    /// Its load-balancer address in each network (explicit or the default).
+    pub lb: BTreeMap<String, Ipv4Addr>,
+}
+
+/// A network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkCfg {
+    /// Its name.
+    pub name: String,
+    /// Its VNI.
+    pub vni: u32,
+    /// Its subnet.
+    pub subnet: Ipv4Net,
+    /// The containers' IP MTU.
+    pub mtu: u16,
+}
+
+/// A container attached to a network on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its name.
+    pub name: String,
+    /// Its node.
+    pub node: String,
+    /// Its network.
+    pub network: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its MAC (given, or Docker's default from the IP).
+    pub mac: Mac,
+    /// How it is attached (only its own node uses it).
+    pub attach: Option<Attach>,
+    /// Its named network namespace.
+    pub netns: Option<String>,
+}
+
+/// Transport protocol of a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Protocol.
+    pub protocol: Proto,
+    /// The VIP's port.
+    pub port: u16,
+    /// The backends' port.
+    pub target: u16,
+    /// The routing-mesh port on every ingress, if published.
+    pub published: Option<u16>,
+}
+
+/// A load-balanced service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Its name.
+    pub name: String,
+    /// Its network.
+    pub network: String,
+    /// Its virtual IP.
+    pub vip: Ipv4Addr,
+    /// Scheduler name (IPVS's).
+    pub scheduler: String,
+    /// Backends: endpoint name and weight (0 drains).
+    pub backends: Vec<(String, u32)>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+}
+
+/// An ingress interface on a node, for published ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingress {
+    /// Its node.
+    pub node: String,
+    /// How it is attached.
+    pub attach: Attach,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its subnet.
+    pub subnet: Ipv4Net,
+}
+
+/// A checked cluster file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Nodes, in file order.
+    pub nodes: Vec<Node>,
+    /// Networks.
+    pub networks: Vec<NetworkCfg>,
+    /// Endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Services.
+    pub services: Vec<Service>,
+    /// Ingress interfaces.
+    pub ingresses: Vec<Ingress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    node: Vec<RawNode>,
+    #[serde(default)]
+    network: Vec<RawNetwork>,
+    #[serde(default)]
+    endpoint: Vec<RawEndpoint>,
+    #[serde(default)]
+    service: Vec<RawService>,
+    #[serde(default)]
+    ingress: Vec<RawIngress>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    vtep: Ipv4Addr,
+    #[serde(default)]
+    lb: BTreeMap<String, Ipv4Addr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    name: String,
+    vni: i64,
+    subnet: String,
+    mtu: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    name: String,
+    node: String,
+    network: String,
+    ip: Ipv4Addr,
+    mac: Option<String>,
+    attach: Option<String>,
+    netns: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    network: String,
+    vip: Ipv4Addr,
+    scheduler: Option<String>,
+    backends: Vec<String>,
+    #[serde(default)]
+    ports: Vec<RawPort>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    protocol: String,
+    port: u16,
+    target: Option<u16>,
+    published: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngress {
+    node: String,
+    attach: String,
+    ip: String,
+}
+
+impl Cluster {
+    /// Read and check a cluster file.
+    pub fn load(path: &Path) -> Result<Cluster, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            item: "file".into(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        Cluster::parse(path, &text)
+    }
+
+    /// Check the text of a cluster file read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Cluster, ConfigError> {
+        let file = path.display().to_string();
+        let raw: RawCluster = toml::from_str(text).map_err(|e| {
+            let item = match e.span() {
+                Some(sp) => {
+                    let line = text[..sp.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}")
+                }
+                None => "file".to_string(),
+            };
+            ConfigError {
+                file: file.clone(),
+                item,
+                problem: e.message().to_string(),
+            }
+        })?;
+        Checker { file, errs: None }.check(path, raw)
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The network called `name`.
+    pub fn network(&self, name: &str) -> Option<&NetworkCfg> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    /// The endpoint called `name`.
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    /// Whether any service of `network` publishes a port.
+    pub fn has_published(&self, network: &str) -> bool {
+        self.services
+            .iter()
+            .any(|s| s.network == network && s.ports.iter().any(|p| p.published.is_some()))
+    }
+
+    /// The peers of a network: nodes with endpoints in it, plus every node with an ingress when
+    /// the network has published ports (file order).
+    pub fn peers(&self, network: &str) -> Vec<&Node> {
+        let published = self.has_published(network);
+        self.nodes
+            .iter()
+            .filter(|n| {
+                self.endpoints
+                    .iter()
+                    .any(|e| e.network == network && e.node == n.name)
+                    || (published && self.ingresses.iter().any(|i| i.node == n.name))
+            })
+            .collect()
+    }
+}
+
+struct Checker {
+    file: String,
+    errs: Option<ConfigError>,
+}
+
+impl Checker {
+    fn err(&self, item: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            item: item.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn check(mut self, path: &Path, raw: RawCluster) -> Result<Cluster, ConfigError> {
+        self.errs = None;
+        let mut names = HashSet::new();
+        for n in &raw.node {
+            if !names.insert(n.name.as_str()) {
+                return Err(self.err(format!("node {:?}", n.name), "duplicate node name"));
+            }
+        }
+        let mut vteps = HashMap::new();
+        for n in &raw.node {
+            if let Some(other) = vteps.insert(n.vtep, &n.name) {
+                return Err(self.err(
+                    format!("node {:?}", n.name),
+                    format!("vtep {} is already node {other:?}'s", n.vtep),
+                ));
+            }
+        }
+        let mut networks = Vec::new();
+        let mut names = HashSet::new();
+        let mut vnis = HashMap::new();
+        for n in &raw.network {
+            let item = format!("network {:?}", n.name);
+            if !names.insert(n.name.as_str()) {
+                return Err(self.err(item, "duplicate network name"));
+            }
+            if n.vni < 1 || n.vni > i64::from(VNI_MAX) {
+                return Err(self.err(item, format!("vni {} is out of range 1..={VNI_MAX}", n.vni)));
+            }
+            let vni = n.vni as u32;
+            if let Some(other) = vnis.insert(vni, &n.name) {
+                return Err(self.err(item, format!("vni {vni} is already network {other:?}'s")));
+            }
+            let (subnet, _) = Ipv4Net::parse(&n.subnet, true)
+                .map_err(|p| self.err(&item, format!("subnet: {p}")))?;
+            if subnet.prefix > 30 {
+                return Err(self.err(
+                    item,
+                    format!("subnet {subnet} is too small for endpoints (at most /30)"),
+                ));
+            }
+            let mtu = n.mtu.unwrap_or(DEFAULT_MTU);
+            if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+                return Err(self.err(
+                    item,
+                    format!("mtu {mtu} is out of range {MIN_MTU}..={MAX_MTU}"),
+                ));
+            }
+            networks.push(NetworkCfg {
+                name: n.name.clone(),
+                vni,
+                subnet,
+                mtu,
+            });
+        }
+        for (a, b) in networks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, a)| networks[i + 1..].iter().map(move |b| (a, b)))
+        {
+            let (short, long) = if a.subnet.prefix <= b.subnet.prefix {
+                (a, b)
+            } else {
+                (b, a)
+            };
+            if short.subnet.contains_host(long.subnet.addr) || short.subnet.addr == long.subnet.addr
+            {
+                return Err(self.err(
+                    format!("network {:?}", b.name),
+                    format!(
+                        "subnet {} overlaps network {:?}'s {}",
+                        b.subnet, a.name, a.subnet
+                    ),
+                ));
+            }
+        }
+        let net_of = |name: &str| networks.iter().find(|n| n.name == name);
+        let node_known = |name: &str| raw.node.iter().any(|n| n.name == name);
+
+        let mut endpoints = Vec::new();
+        let mut names = HashSet::new();
+        let mut ips: HashMap<Ipv4Addr, String> = HashMap::new();
+        let mut macs: HashMap<Mac, String> = HashMap::new();
+        let mut attaches: HashMap<(String, String), String> = HashMap::new();
+        for e in &raw.endpoint {
+            let item = format!("endpoint {:?}", e.name);
+            if !names.insert(e.name.as_str()) {
+                return Err(self.err(item, "duplicate endpoint name"));
+            }
+            if !node_known(&e.node) {
+                return Err(self.err(item, format!("unknown node {:?}", e.node)));
+            }
+            let net = net_of(&e.network)
+                .ok_or_else(|| self.err(&item, format!("unknown network {:?}", e.network)))?;
+            if !net.subnet.contains_host(e.ip) {
+                return Err(self.err(
+                    item,
+                    format!(
+                        "ip {} is not a host address of network {:?}'s subnet {}",
+                        e.ip, net.name, net.subnet
+                    ),
+                ));
+            }
+            if let Some(other) = ips.insert(e.ip, e.name.clone()) {
+                return Err(self.err(item, format!("ip {} is already endpoint {other:?}'s", e.ip)));
+            }
+            let mac = match &e.mac {
+                Some(m) => m
+                    .parse::<Mac>()
+                    .map_err(|x| self.err(&item, x.to_string()))?,
+                None => Mac::docker_default(e.ip),
+            };
+            if !mac.is_unicast() {
+                return Err(self.err(item, format!("mac {mac} is not a unicast address")));
+            }
+            if let Some(other) = macs.insert(mac, e.name.clone()) {
+                return Err(self.err(item, format!("mac {mac} is already endpoint {other:?}'s")));
+            }
+            let attach = e
+                .attach
+                .as_deref()
+                .map(Attach::parse)
+                .transpose()
+                .map_err(|p| self.err(&item, p))?;
+            if let Some(a) = &attach {
+                if let Some(other) =
+                    attaches.insert((e.node.clone(), a.ifname().to_string()), e.name.clone())
+                {
+                    return Err(self.err(
+                        item,
+                        format!(
+                            "interface {} on node {:?} is already endpoint {other:?}'s",
+                            a.ifname(),
+                            e.node
+                        ),
+                    ));
+                }
+            }
+            if let Some(ns) = &e.netns {
+                if ns.is_empty() || ns.contains(['/', ' ']) {
+                    return Err(self.err(item, format!("netns {ns:?} is not a namespace name")));
+                }
+            }
+            endpoints.push(Endpoint {
+                name: e.name.clone(),
+                node: e.node.clone(),
+                network: e.network.clone(),
+                ip: e.ip,
+                mac,
+                attach,
+                netns: e.netns.clone(),
+            });
+        }
+
+        let mut services = Vec::new();
+        let mut names = HashSet::new();
+        let mut published: HashMap<(Proto, u16), String> = HashMap::new();
+        for s in &raw.service {
+            let item = format!("service {:?}", s.name);
+            if !names.insert(s.name.as_str()) {
+                return Err(self.err(item, "duplicate service name"));
+            }
+            let net = net_of(&s.network)
+                .ok_or_else(|| self.err(&item, format!("unknown network {:?}", s.network)))?;
+            if !net.subnet.contains_host(s.vip) {
+                return Err(self.err(
+                    item,
+                    format!(
+                        "vip {} is not a host address of network {:?}'s subnet {}",
+                        s.vip, net.name, net.subnet
+                    ),
+                ));
+            }
+            if let Some(other) = ips.insert(s.vip, format!("service {:?}", s.name)) {
+                return Err(self.err(item, format!("vip {} is already used by {other}", s.vip)));
+            }
+            let scheduler = s.scheduler.clone().unwrap_or_else(|| "rr".into());
+            if !SCHEDULERS.contains(&scheduler.as_str()) {
+                return Err(self.err(
+                    item,
+                    format!(
+                        "unknown scheduler {scheduler:?} (known: {})",
+                        SCHEDULERS.join(", ")
+                    ),
+                ));
+            }
+            let mut backends = Vec::new();
+            for b in &s.backends {
+                let (name, weight) = match b.split_once('=') {
+                    Some((n, w)) => (
+                        n,
+                        w.parse::<u32>().map_err(|_| {
+                            self.err(
+                                &item,
+                                format!("backend {b:?}: weight {w:?} is not a number"),
+                            )
+                        })?,
+                    ),
+                    None => (b.as_str(), 1),
+                };
+                let ep = endpoints.iter().find(|e| e.name == name).ok_or_else(|| {
+                    self.err(&item, format!("backend {name:?} is not an endpoint"))
+                })?;
+                if ep.network != s.network {
+                    return Err(self.err(
+                        item,
+                        format!(
+                            "backend {name:?} is in network {:?}, not {:?}",
+                            ep.network, s.network
+                        ),
+                    ));
+                }
+                if backends.iter().any(|(n, _)| n == name) {
+                    return Err(self.err(item, format!("backend {name:?} is listed twice")));
+                }
+                backends.push((name.to_string(), weight));
+            }
+            let mut ports = Vec::new();
+            for p in &s.ports {
+                let protocol = match p.protocol.as_str() {
+                    "tcp" => Proto::Tcp,
+                    "udp" => Proto::Udp,
+                    other => {
+                        return Err(self.err(item, format!("protocol {other:?} is not tcp or udp")));
+                    }
+                };
+                if p.port == 0 || p.target == Some(0) || p.published == Some(0) {
+                    return Err(self.err(item, "ports must be 1..=65535"));
+                }
+                if ports
+                    .iter()
+                    .any(|q: &ServicePort| q.protocol == protocol && q.port == p.port)
+                {
+                    return Err(
+                        self.err(item, format!("{protocol} port {} is listed twice", p.port))
+                    );
+                }
+                if let Some(pp) = p.published {
+                    if let Some(other) = published.insert((protocol, pp), s.name.clone()) {
+                        return Err(self.err(
+                            item,
+                            format!(
+                                "published {protocol} port {pp} is already service {other:?}'s"
+                            ),
+                        ));
+                    }
+                }
+                ports.push(ServicePort {
+                    protocol,
+                    port: p.port,
+                    target: p.target.unwrap_or(p.port),
+                    published: p.published,
+                });
+            }
+            services.push(Service {
+                name: s.name.clone(),
+                network: s.network.clone(),
+                vip: s.vip,
+                scheduler,
+                backends,
+                ports,
+            });
+        }
+
+        let mut ingresses = Vec::new();
+        for (k, i) in raw.ingress.iter().enumerate() {
+            let item = format!("ingress #{} (node {:?})", k + 1, i.node);
+            if !node_known(&i.node) {
+                return Err(self.err(item, format!("unknown node {:?}", i.node)));
+            }
+            if ingresses.iter().any(|x: &Ingress| x.node == i.node) {
+                return Err(self.err(item, "a node has at most one ingress"));
+            }
+            let attach = Attach::parse(&i.attach).map_err(|p| self.err(&item, p))?;
+            let (subnet, ip) =
+                Ipv4Net::parse(&i.ip, false).map_err(|p| self.err(&item, format!("ip: {p}")))?;
+            if !subnet.contains_host(ip) {
+                return Err(self.err(item, format!("ip {ip} is not a host address of {subnet}")));
+            }
+            if let Some(other) = attaches.insert(
+                (i.node.clone(), attach.ifname().to_string()),
+                "an ingress".into(),
+            ) {
+                return Err(self.err(
+                    item,
+                    format!(
+                        "interface {} is already endpoint {other:?}'s",
+                        attach.ifname()
+                    ),
+                ));
+            }
+            ingresses.push(Ingress {
+                node: i.node.clone(),
+                attach,
+                ip,
+                subnet,
+            });
+        }
+
+        let mut nodes = Vec::new();
+        for (idx, n) in raw.node.iter().enumerate() {
+            let item = format!("node {:?}", n.name);
+            for k in n.lb.keys() {
+                if net_of(k).is_none() {
+                    return Err(self.err(&item, format!("lb: unknown network {k:?}")));
+                }
+            }
+            let mut lb = BTreeMap::new();
+            for net in &networks {
+                let addr = match n.lb.get(&net.name) {
+                    Some(a) => *a,
+                    None => {
+                        // Default: the top of the subnet in node order (first node .254 in a /24).
+                        let top = u32::from(net.subnet.addr) | !Ipv4Net::mask_of(net.subnet.prefix);
+                        Ipv4Addr::from(top.wrapping_sub(1 + idx as u32))
+                    }
+                };
+                if !net.subnet.contains_host(addr) {
+                    return Err(self.err(&item, format!("load-balancer address {addr} in network {:?} is not a host address of {}", net.name, net.subnet)));
+                }
+                if let Some(other) = ips.get(&addr) {
+                    return Err(self.err(&item, format!("load-balancer address {addr} in network {:?} collides with {other} (set `lb = {{ {} = \"...\" }}` on the node)", net.name, net.name)));
+                }
+                lb.insert(net.name.clone(), addr);
+            }
+            for (net, addr) in &lb {
+                ips.insert(
+                    *addr,
+                    format!("node {:?}'s load-balancer address in {net:?}", n.name),
+                );
+            }
+            nodes.push(Node {
+                name: n.name.clone(),
+                vtep: n.vtep,
+                lb,
+            });
+        }
+        Ok(Cluster {
+            path: path.to_path_buf(),
+            nodes,
+            networks,
+            endpoints,
+            services,
+            ingresses,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of SPEC.md, with a fourth endpoint.
+    pub const EXAMPLE: &str = r#"
+[[node]]
+name = "n1"
+vtep = "198.18.0.1"
+
+[[node]]
+name = "n2"
+vtep = "198.18.0.2"
+
+[[network]]
+name = "appnet"
+vni = 4097
+subnet = "10.0.9.0/24"
+mtu = 1450
+
+[[endpoint]]
+name = "c11"
+node = "n1"
+network = "appnet"
+ip = "10.0.9.11"
+mac = "02:42:0a:00:09:0b"
+attach = "afxdp:vc11"
+netns = "c11"
+
+[[endpoint]]
+name = "c12"
+node = "n1"
+network = "appnet"
+ip = "10.0.9.12"
+attach = "tap:eth0"
+netns = "c12"
+
+[[endpoint]]
+name = "c21"
+node = "n2"
+network = "appnet"
+ip = "10.0.9.21"
+
+[[endpoint]]
+name = "c22"
+node = "n2"
+network = "appnet"
+ip = "10.0.9.22"
+
+[[service]]
+name = "web"
+network = "appnet"
+vip = "10.0.9.100"
+scheduler = "rr"
+backends = ["c12", "c21=3", "c22=0"]
+ports = [{ protocol = "tcp", port = 80, target = 80, published = 8080 }]
+
+[[ingress]]
+node = "n1"
+attach = "afxdp:ext0"
+ip = "192.0.2.1/24"
+"#;
+
+    fn parse(text: &str) -> Result<Cluster, ConfigError> {
+        Cluster::parse(Path::new("cluster.toml"), text)
+    }
+
+    #[test]
+    fn the_spec_example_parses_with_docker_defaults() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(
+            c.endpoint("c12").unwrap().mac.to_string(),
+            "02:42:0a:00:09:0c"
+        );
+        assert_eq!(
+            c.node("n1").unwrap().lb["appnet"],
+            Ipv4Addr::new(10, 0, 9, 254)
+        );
+        assert_eq!(
+            c.node("n2").unwrap().lb["appnet"],
+            Ipv4Addr::new(10, 0, 9, 253)
+        );
+        assert_eq!(
+            c.services[0].backends,
+            vec![("c12".into(), 1), ("c21".into(), 3), ("c22".into(), 0)]
+        );
+        assert_eq!(
+            c.services[0].ports[0],
+            ServicePort {
+                protocol: Proto::Tcp,
+                port: 80,
+                target: 80,
+                published: Some(8080)
+            }
+        );
+        assert_eq!(
+            c.peers("appnet")
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["n1", "n2"]
+        );
+        assert_eq!(c.ingresses[0].ip, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(
+            c.endpoint("c11").unwrap().attach,
+            Some(Attach::Afxdp("vc11".into()))
+        );
+    }
+
+    #[test]
+    fn every_invalid_case_is_refused_with_one_clear_message() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "vtep = \"198.18.0.1\"",
+                "vtep = \"198.18.0.1\"\ncolor = \"red\"",
+                "line 5: unknown field `color`, expected one of `name`, `vtep`, `lb`",
+            ),
+            (
+                "name = \"n2\"",
+                "name = \"n1\"",
+                "node \"n1\": duplicate node name",
+            ),
+            (
+                "ip = \"10.0.9.22\"",
+                "ip = \"10.0.9.21\"",
+                "endpoint \"c22\": ip 10.0.9.21 is already endpoint \"c21\"'s",
+            ),
+            (
+                "ip = \"10.0.9.12\"",
+                "ip = \"10.0.9.12\"\nmac = \"02:42:0a:00:09:0b\"",
+                "endpoint \"c12\": mac 02:42:0a:00:09:0b is already endpoint \"c11\"'s",
+            ),
+            (
+                "vni = 4097",
+                "vni = 0",
+                "network \"appnet\": vni 0 is out of range 1..=16777215",
+            ),
+            (
+                "vni = 4097",
+                "vni = 16777216",
+                "network \"appnet\": vni 16777216 is out of range",
+            ),
+            (
+                "ip = \"10.0.9.21\"",
+                "ip = \"10.0.8.21\"",
+                "endpoint \"c21\": ip 10.0.8.21 is not a host address of network \"appnet\"'s subnet 10.0.9.0/24",
+            ),
+            (
+                "vip = \"10.0.9.100\"",
+                "vip = \"10.0.9.255\"",
+                "service \"web\": vip 10.0.9.255 is not a host address",
+            ),
+            (
+                "node = \"n2\"\nnetwork = \"appnet\"\nip = \"10.0.9.22\"",
+                "node = \"n3\"\nnetwork = \"appnet\"\nip = \"10.0.9.22\"",
+                "endpoint \"c22\": unknown node \"n3\"",
+            ),
+            (
+                "backends = [\"c12\", \"c21=3\", \"c22=0\"]",
+                "backends = [\"c12\", \"c99\"]",
+                "service \"web\": backend \"c99\" is not an endpoint",
+            ),
+            (
+                "scheduler = \"rr\"",
+                "scheduler = \"fifo\"",
+                "service \"web\": unknown scheduler \"fifo\"",
+            ),
+            (
+                "attach = \"afxdp:vc11\"",
+                "attach = \"xdp:vc11\"",
+                "endpoint \"c11\": attach \"xdp:vc11\" must be afxdp:IFNAME or tap:IFNAME",
+            ),
+            (
+                "vip = \"10.0.9.100\"",
+                "vip = \"10.0.9.254\"",
+                "node \"n1\": load-balancer address 10.0.9.254 in network \"appnet\" collides with service \"web\"",
+            ),
+            (
+                "node = \"n1\"\nattach = \"afxdp:ext0\"",
+                "node = \"n9\"\nattach = \"afxdp:ext0\"",
+                "unknown node \"n9\"",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(EXAMPLE.contains(from), "{from}");
+            let text = EXAMPLE.replacen(from, to, 1);
+            let e = parse(&text).expect_err(want);
+            let msg = e.to_string();
+            assert!(msg.starts_with("cluster.toml: "), "{msg}");
+            assert!(msg.contains(want), "want {want:?}, got {msg:?}");
+            assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+        }
+    }
+
+    #[test]
+    fn backends_in_another_network_and_published_ports_used_twice_are_refused() {
+        let other = format!(
+            "{EXAMPLE}\n[[network]]\nname = \"other\"\nvni = 4098\nsubnet = \"10.0.10.0/24\"\n\n[[endpoint]]\nname = \"d1\"\nnode = \"n1\"\nnetwork = \"other\"\nip = \"10.0.10.5\"\n"
+        );
+        let bad = format!(
+            "{other}\n[[service]]\nname = \"x\"\nnetwork = \"appnet\"\nvip = \"10.0.9.101\"\nbackends = [\"d1\"]\n"
+        );
+        assert!(
+            parse(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("backend \"d1\" is in network \"other\", not \"appnet\"")
+        );
+        let twice = format!(
+            "{other}\n[[service]]\nname = \"x\"\nnetwork = \"other\"\nvip = \"10.0.10.100\"\nbackends = [\"d1\"]\nports = [{{ protocol = \"tcp\", port = 81, published = 8080 }}]\n"
+        );
+        assert!(
+            parse(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("published tcp port 8080 is already service \"web\"'s")
+        );
+        let ok = format!(
+            "{other}\n[[service]]\nname = \"x\"\nnetwork = \"other\"\nvip = \"10.0.10.100\"\nbackends = [\"d1\"]\nports = [{{ protocol = \"tcp\", port = 81, published = 8081 }}]\n"
+        );
+        let c = parse(&ok).unwrap();
+        // n1 serves both networks; "other" has published ports, so every ingress node is a peer
+        assert_eq!(
+            c.node("n1").unwrap().lb["other"],
+            Ipv4Addr::new(10, 0, 10, 254)
+        );
+        assert_eq!(c.peers("other").len(), 1);
+    }
+}
