@@ -7,7 +7,10 @@ use std::net::Ipv4Addr;
 use vswitch::arp::{ArpRepr, OP_REPLY};
 use vswitch::frames::{self, TcpFlags};
 use vswitch::packet::DropReason;
-use vswitch::{Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, NetId, Network, Packet, PortId, PortRole, Switch, Time, Tunnel, VtepId};
+use vswitch::{
+    Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, NetId, Network, Packet, PortId, PortRole,
+    Switch, Time, Tunnel, VtepId,
+};
 
 /// Test tunnel: prefixes the frame with `VTEP` and the VTEP id, so the expected output on the
 /// "underlay" port is visible byte for byte.
@@ -61,7 +64,13 @@ impl Lab {
     fn new(fdb: FdbConfig) -> Lab {
         let mut env = Env::new(fdb);
         let mut app = Network::new("appnet", 4097, 1450);
-        for (i, m) in [(11, mac(11)), (12, mac(12)), (13, mac(13)), (21, mac(21)), (31, mac(31))] {
+        for (i, m) in [
+            (11, mac(11)),
+            (12, mac(12)),
+            (13, mac(13)),
+            (21, mac(21)),
+            (31, mac(31)),
+        ] {
             app.arp.insert(ip(i), m);
         }
         let app = env.add_network(app);
@@ -69,20 +78,33 @@ impl Lab {
         let v0 = env.add_vtep(Ipv4Addr::new(198, 18, 0, 2), "n2");
         let v1 = env.add_vtep(Ipv4Addr::new(198, 18, 0, 3), "n3");
         env.nets[app.0 as usize].peers = vec![v0, v1];
-        env.fdb.add_static(app, mac(21), FdbDest::Remote(v0)).unwrap();
-        env.fdb.add_static(app, mac(31), FdbDest::Remote(v1)).unwrap();
+        env.fdb
+            .add_static(app, mac(21), FdbDest::Remote(v0))
+            .unwrap();
+        env.fdb
+            .add_static(app, mac(31), FdbDest::Remote(v1))
+            .unwrap();
         let (mut sw, l2) = Switch::with_l2(env);
         let mut h = Vec::new();
         for (name, net) in [("p1", app), ("p2", app), ("p3", app), ("q1", other)] {
             let (port, handle) = MemPort::new();
-            sw.add_port(name, Box::new(port), PortRole::Local(net), l2.local_path(&[]));
+            sw.add_port(
+                name,
+                Box::new(port),
+                PortRole::Local(net),
+                l2.local_path(&[]),
+            );
             h.push((name, handle));
         }
         let (ul, ul_h) = MemPort::new();
         let ul_id = sw.add_port("ul", Box::new(ul), PortRole::Underlay, vec![]);
         h.push(("ul", ul_h));
         sw.set_tunnel(Box::new(MarkTunnel { port: ul_id }));
-        Lab { sw, h, now: Time::from_secs(100) }
+        Lab {
+            sw,
+            h,
+            now: Time::from_secs(100),
+        }
     }
 
     fn handle(&self, port: &str) -> &MemHandle {
@@ -93,14 +115,24 @@ impl Lab {
     fn send(&mut self, port: &str, frame: &[u8]) -> Vec<(&'static str, Vec<Vec<u8>>)> {
         self.handle(port).inject(frame);
         self.sw.poll(self.now);
-        let out = self.h.iter().map(|(n, h)| (*n, h.take_tx())).filter(|(_, v)| !v.is_empty()).collect();
+        let out = self
+            .h
+            .iter()
+            .map(|(n, h)| (*n, h.take_tx()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
         self.assert_conservation();
         out
     }
 
     fn assert_conservation(&self) {
         for st in self.sw.stats().stages {
-            assert_eq!(st.rx, st.outcomes(), "stage {} does not conserve packets: {st:?}", st.name);
+            assert_eq!(
+                st.rx,
+                st.outcomes(),
+                "stage {} does not conserve packets: {st:?}",
+                st.name
+            );
         }
     }
 
@@ -117,7 +149,18 @@ fn switching_table() {
     let u_11_to_12 = frames::udp(mac(11), mac(12), ip(11), ip(12), 53, 5000, b"ho");
     let u_11_to_21 = frames::udp(mac(11), mac(21), ip(11), ip(21), 1, 2, b"remote");
     let u_11_to_unknown = frames::udp(mac(11), mac(77), ip(11), ip(77), 1, 2, b"?");
-    let tcp_11_to_31 = frames::tcp(mac(11), mac(31), ip(11), ip(31), 40000, 80, TcpFlags::SYN, 1, 0, b"");
+    let tcp_11_to_31 = frames::tcp(
+        mac(11),
+        mac(31),
+        ip(11),
+        ip(31),
+        40000,
+        80,
+        TcpFlags::SYN,
+        1,
+        0,
+        b"",
+    );
     let grat = frames::arp_request(mac(13), ip(13), ip(13));
 
     type Case<'a> = (&'a str, &'a str, Vec<u8>, Vec<(&'static str, Vec<Vec<u8>>)>);
@@ -126,32 +169,75 @@ fn switching_table() {
             "broadcast ARP for an unknown IP floods to the other local ports and each remote VTEP",
             "p1",
             arp_unknown.clone(),
-            vec![("p2", vec![arp_unknown.clone()]), ("p3", vec![arp_unknown.clone()]), ("ul", vec![encap(0, &arp_unknown), encap(1, &arp_unknown)])],
+            vec![
+                ("p2", vec![arp_unknown.clone()]),
+                ("p3", vec![arp_unknown.clone()]),
+                ("ul", vec![encap(0, &arp_unknown), encap(1, &arp_unknown)]),
+            ],
         ),
-        ("unicast to a learned MAC goes to its port only", "p2", u_12_to_11.clone(), vec![("p1", vec![u_12_to_11.clone()])]),
-        ("and back, now that .12 is learned on p2", "p1", u_11_to_12.clone(), vec![("p2", vec![u_11_to_12.clone()])]),
-        ("unicast to a remote endpoint goes to its VTEP only", "p1", u_11_to_21.clone(), vec![("ul", vec![encap(0, &u_11_to_21)])]),
-        ("TCP to the other remote endpoint goes to its VTEP", "p1", tcp_11_to_31.clone(), vec![("ul", vec![encap(1, &tcp_11_to_31)])]),
+        (
+            "unicast to a learned MAC goes to its port only",
+            "p2",
+            u_12_to_11.clone(),
+            vec![("p1", vec![u_12_to_11.clone()])],
+        ),
+        (
+            "and back, now that .12 is learned on p2",
+            "p1",
+            u_11_to_12.clone(),
+            vec![("p2", vec![u_11_to_12.clone()])],
+        ),
+        (
+            "unicast to a remote endpoint goes to its VTEP only",
+            "p1",
+            u_11_to_21.clone(),
+            vec![("ul", vec![encap(0, &u_11_to_21)])],
+        ),
+        (
+            "TCP to the other remote endpoint goes to its VTEP",
+            "p1",
+            tcp_11_to_31.clone(),
+            vec![("ul", vec![encap(1, &tcp_11_to_31)])],
+        ),
         (
             "unknown unicast floods like broadcast",
             "p1",
             u_11_to_unknown.clone(),
-            vec![("p2", vec![u_11_to_unknown.clone()]), ("p3", vec![u_11_to_unknown.clone()]), ("ul", vec![encap(0, &u_11_to_unknown), encap(1, &u_11_to_unknown)])],
+            vec![
+                ("p2", vec![u_11_to_unknown.clone()]),
+                ("p3", vec![u_11_to_unknown.clone()]),
+                (
+                    "ul",
+                    vec![encap(0, &u_11_to_unknown), encap(1, &u_11_to_unknown)],
+                ),
+            ],
         ),
         (
             "gratuitous ARP is switched, not answered",
             "p3",
             grat.clone(),
-            vec![("p1", vec![grat.clone()]), ("p2", vec![grat.clone()]), ("ul", vec![encap(0, &grat), encap(1, &grat)])],
+            vec![
+                ("p1", vec![grat.clone()]),
+                ("p2", vec![grat.clone()]),
+                ("ul", vec![encap(0, &grat), encap(1, &grat)]),
+            ],
         ),
-        ("another network is another bridge domain: nothing reaches appnet", "q1", arp_unknown.clone(), vec![]),
+        (
+            "another network is another bridge domain: nothing reaches appnet",
+            "q1",
+            arp_unknown.clone(),
+            vec![],
+        ),
     ];
     for (what, port, frame, want) in table {
         let got = lab.send(port, &frame);
         assert_eq!(got, want, "{what}");
     }
     let st = lab.sw.stats();
-    assert_eq!(st.stage("l2-fwd").unwrap().events, vec![("unknown_unicast", 1), ("group_flooded", 3)]);
+    assert_eq!(
+        st.stage("l2-fwd").unwrap().events,
+        vec![("unknown_unicast", 1), ("group_flooded", 3)]
+    );
     assert_eq!(st.port("p1").unwrap().rx_packets, 5);
 }
 
@@ -160,13 +246,30 @@ fn proxy_arp_answers_for_local_and_remote_endpoints_and_never_floods_them() {
     let mut lab = Lab::new(FdbConfig::default());
     for target in [12, 21, 31] {
         let req = frames::arp_request(mac(11), ip(11), ip(target));
-        let want = frames::arp(mac(11), ArpRepr { op: OP_REPLY, sha: mac(target), spa: ip(target), tha: mac(11), tpa: ip(11) });
-        assert_eq!(lab.send("p1", &req), vec![("p1", vec![want])], "who-has {}", ip(target));
+        let want = frames::arp(
+            mac(11),
+            ArpRepr {
+                op: OP_REPLY,
+                sha: mac(target),
+                spa: ip(target),
+                tha: mac(11),
+                tpa: ip(11),
+            },
+        );
+        assert_eq!(
+            lab.send("p1", &req),
+            vec![("p1", vec![want])],
+            "who-has {}",
+            ip(target)
+        );
     }
     // the owner probing its own address (RFC 5227) is switched, not answered
     let probe = frames::arp_request(mac(12), Ipv4Addr::UNSPECIFIED, ip(12));
     let out = lab.send("p2", &probe);
-    assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec!["p1", "p3", "ul"]);
+    assert_eq!(
+        out.iter().map(|o| o.0).collect::<Vec<_>>(),
+        vec!["p1", "p3", "ul"]
+    );
     let mut bad = frames::arp_request(mac(11), ip(11), ip(12));
     bad[14 + 5] = 16; // protocol address length 16: not IPv4 ARP
     assert_eq!(lab.send("p1", &bad), vec![]);
@@ -189,11 +292,23 @@ fn bad_frames_are_dropped_by_name() {
     let mut vlan = frames::udp(mac(11), mac(12), ip(11), ip(12), 1, 2, b"")[..16].to_vec();
     vlan[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
     assert_eq!(lab.send("p1", &vlan), vec![]);
-    let oversize = frames::udp(mac(11), mac(12), ip(11), ip(12), 1, 2, &[0u8; 1450 - 28 + 1]);
+    let oversize = frames::udp(
+        mac(11),
+        mac(12),
+        ip(11),
+        ip(12),
+        1,
+        2,
+        &[0u8; 1450 - 28 + 1],
+    );
     assert_eq!(oversize.len(), 1450 + 14 + 1);
     assert_eq!(lab.send("p1", &oversize), vec![]);
     let max = frames::udp(mac(11), mac(12), ip(11), ip(12), 1, 2, &[0u8; 1450 - 28]);
-    assert_eq!(lab.send("p1", &max).len(), 3, "a frame of exactly the MTU is flooded (.12 not yet learned)");
+    assert_eq!(
+        lab.send("p1", &max).len(),
+        3,
+        "a frame of exactly the MTU is flooded (.12 not yet learned)"
+    );
     let spoof_src = frames::udp(mac(21), mac(12), ip(21), ip(12), 1, 2, b"");
     assert_eq!(lab.send("p1", &spoof_src), vec![]);
     let bcast_src = frames::udp(Mac::BROADCAST, mac(12), ip(11), ip(12), 1, 2, b"");
@@ -204,19 +319,32 @@ fn bad_frames_are_dropped_by_name() {
     assert_eq!(lab.drops("l2-parse", "drop_invalid_src_mac"), 1);
     assert_eq!(lab.drops("l2-learn", "drop_src_mac_static"), 1);
     // the spoofed frame did not move the remote endpoint's static entry
-    assert_eq!(lab.sw.env.fdb.lookup(NetId(0), mac(21), lab.now), Some(FdbDest::Remote(VtepId(0))));
+    assert_eq!(
+        lab.sw.env.fdb.lookup(NetId(0), mac(21), lab.now),
+        Some(FdbDest::Remote(VtepId(0)))
+    );
 }
 
 #[test]
 fn mac_moves_hairpin_aging_and_a_full_table() {
-    let mut lab = Lab::new(FdbConfig { max_learned: 2, max_static: 16, aging_secs: 300 });
+    let mut lab = Lab::new(FdbConfig {
+        max_learned: 2,
+        max_static: 16,
+        aging_secs: 300,
+    });
     let from = |s: u8, d: u8| frames::udp(mac(s), mac(d), ip(s), ip(d), 1, 2, b"x");
     lab.send("p1", &from(11, 12));
     lab.send("p2", &from(12, 11));
     // .11 moves from p1 to p3
-    assert_eq!(lab.send("p3", &from(11, 12)), vec![("p2", vec![from(11, 12)])]);
+    assert_eq!(
+        lab.send("p3", &from(11, 12)),
+        vec![("p2", vec![from(11, 12)])]
+    );
     assert_eq!(lab.sw.stats().fdb.moves, 1);
-    assert_eq!(lab.send("p2", &from(12, 11)), vec![("p3", vec![from(12, 11)])]);
+    assert_eq!(
+        lab.send("p2", &from(12, 11)),
+        vec![("p3", vec![from(12, 11)])]
+    );
     // a frame to a MAC behind its own input port is not sent back
     assert_eq!(lab.send("p3", &from(13, 11)), vec![]);
     assert_eq!(lab.drops("l2-fwd", "drop_hairpin"), 1);
@@ -231,8 +359,15 @@ fn mac_moves_hairpin_aging_and_a_full_table() {
     assert_eq!(lab.sw.env.fdb.age(lab.now, usize::MAX), 2);
     assert_eq!(lab.sw.stats().fdb.aged, 2);
     lab.send("p2", &from(13, 11));
-    assert_eq!(lab.sw.env.fdb.learned_len(), 1, "only .13, learned just now");
-    assert_eq!(lab.send("p1", &from(11, 13)), vec![("p2", vec![from(11, 13)])]);
+    assert_eq!(
+        lab.sw.env.fdb.learned_len(),
+        1,
+        "only .13, learned just now"
+    );
+    assert_eq!(
+        lab.send("p1", &from(11, 13)),
+        vec![("p2", vec![from(11, 13)])]
+    );
 }
 
 #[test]
@@ -246,14 +381,22 @@ fn frames_from_the_underlay_never_go_back_to_the_underlay() {
     let learn = lab.sw.stage_idx("l2-learn").unwrap();
     let fwd = lab.sw.stage_idx("l2-fwd").unwrap();
     let (port, h) = MemPort::new();
-    lab.sw.add_port("ul-in", Box::new(port), PortRole::Underlay, vec![idx, l2, learn, fwd]);
+    lab.sw.add_port(
+        "ul-in",
+        Box::new(port),
+        PortRole::Underlay,
+        vec![idx, l2, learn, fwd],
+    );
     lab.h.push(("ul-in", h));
     let to_remote = frames::udp(mac(31), mac(21), ip(31), ip(21), 1, 2, b"");
     assert_eq!(lab.send("ul-in", &to_remote), vec![]);
     assert_eq!(lab.drops("l2-fwd", "drop_remote_to_remote"), 1);
     let bcast = frames::arp_request(mac(31), ip(31), ip(99));
     let out = lab.send("ul-in", &bcast);
-    assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec!["p1", "p2", "p3"]);
+    assert_eq!(
+        out.iter().map(|o| o.0).collect::<Vec<_>>(),
+        vec!["p1", "p2", "p3"]
+    );
 }
 
 /// Stands in for vxlan-decap: every frame is from VTEP 1, in appnet.
@@ -276,13 +419,35 @@ impl vswitch::Stage for DecapMark {
 #[test]
 fn trace_records_every_stage_for_marked_packets_only() {
     let mut lab = Lab::new(FdbConfig::default());
-    lab.sw.env.tracer.arm(1, vswitch::trace::TraceFilter::parse("udp port 53").unwrap());
-    lab.send("p1", &frames::udp(mac(11), mac(12), ip(11), ip(12), 1, 2, b""));
-    lab.send("p1", &frames::udp(mac(11), mac(21), ip(11), ip(21), 1, 53, b""));
-    lab.send("p1", &frames::udp(mac(11), mac(21), ip(11), ip(21), 1, 53, b""));
+    lab.sw.env.tracer.arm(
+        1,
+        vswitch::trace::TraceFilter::parse("udp port 53").unwrap(),
+    );
+    lab.send(
+        "p1",
+        &frames::udp(mac(11), mac(12), ip(11), ip(12), 1, 2, b""),
+    );
+    lab.send(
+        "p1",
+        &frames::udp(mac(11), mac(21), ip(11), ip(21), 1, 53, b""),
+    );
+    lab.send(
+        "p1",
+        &frames::udp(mac(11), mac(21), ip(11), ip(21), 1, 53, b""),
+    );
     let recs = lab.sw.env.tracer.drain();
     let stages: Vec<&str> = recs.iter().map(|r| r.stage).collect();
-    assert_eq!(stages, vec!["rx", "l2-parse", "l2-learn", "arp-proxy", "l2-fwd", "mark-encap"]);
+    assert_eq!(
+        stages,
+        vec![
+            "rx",
+            "l2-parse",
+            "l2-learn",
+            "arp-proxy",
+            "l2-fwd",
+            "mark-encap"
+        ]
+    );
     assert!(recs.iter().all(|r| r.id == recs[0].id));
     assert!(recs[4].detail.contains("vtep 198.18.0.2"), "{:?}", recs[4]);
 }
