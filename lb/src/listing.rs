@@ -1,0 +1,248 @@
+//! Text listings in the shape of `ipvsadm -Ln` (with `--stats` / `--rate`) and `ipvsadm -Lnc`.
+//!
+//! Off the packet path: the node's control socket turns [`Balancer::services`] and
+//! [`Balancer::conns`] snapshots into these tables (or into JSON, in the root crate).
+//!
+//! [`Balancer::services`]: crate::Balancer::services
+//! [`Balancer::conns`]: crate::Balancer::conns
+
+use core::fmt::Write;
+
+use crate::balancer::{ConnInfo, ServiceInfo, ServiceKey};
+
+/// ipvsadm's version banner.
+pub const IPVS_BANNER: &str = "IP Virtual Server version 1.2.1 (vxmesh)";
+
+/// Which columns an `-Ln` listing shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListMode {
+    /// Weight, ActiveConn, InActConn.
+    #[default]
+    Plain,
+    /// Conns, InPkts, OutPkts, InBytes, OutBytes.
+    Stats,
+    /// CPS, InPPS, OutPPS, InBPS, OutBPS.
+    Rate,
+}
+
+fn service_name(s: &ServiceInfo) -> String {
+    match s.key {
+        ServiceKey::Addr {
+            proto, addr, port, ..
+        } => format!("{}  {}:{}", proto.name(), addr, port),
+        ServiceKey::Fwmark { mark, .. } => format!("FWM  {mark}"),
+    }
+}
+
+/// Format services like `ipvsadm -Ln` (`--stats`, `--rate` with `mode`).
+pub fn format_services(services: &[ServiceInfo], mode: ListMode) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{IPVS_BANNER}");
+    match mode {
+        ListMode::Plain => {
+            let _ = writeln!(o, "Prot LocalAddress:Port Scheduler Flags");
+            let _ = writeln!(
+                o,
+                "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
+            );
+        }
+        ListMode::Stats => {
+            let _ = writeln!(
+                o,
+                "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+            );
+            let _ = writeln!(o, "  -> RemoteAddress:Port");
+        }
+        ListMode::Rate => {
+            let _ = writeln!(
+                o,
+                "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
+            );
+            let _ = writeln!(o, "  -> RemoteAddress:Port");
+        }
+    }
+    for s in services {
+        let name = service_name(s);
+        match mode {
+            ListMode::Plain => {
+                let snat = s.snat.map(|a| format!(" snat {a}")).unwrap_or_default();
+                let _ = writeln!(o, "{name} {}{snat}", s.scheduler);
+            }
+            ListMode::Stats => {
+                let t = &s.stats;
+                let _ = writeln!(
+                    o,
+                    "{name:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                    t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes
+                );
+            }
+            ListMode::Rate => {
+                let r = &s.rates;
+                let _ = writeln!(
+                    o,
+                    "{name:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                    r.cps, r.inpps, r.outpps, r.inbps, r.outbps
+                );
+            }
+        }
+        for b in &s.backends {
+            let dname = format!("{}:{}", b.addr, b.port);
+            match mode {
+                ListMode::Plain => {
+                    let _ = writeln!(
+                        o,
+                        "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
+                        b.forward, b.weight, b.active_conns, b.inact_conns
+                    );
+                }
+                ListMode::Stats => {
+                    let t = &b.stats;
+                    let _ = writeln!(
+                        o,
+                        "  -> {dname:<28} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                        t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes
+                    );
+                }
+                ListMode::Rate => {
+                    let r = &b.rates;
+                    let _ = writeln!(
+                        o,
+                        "  -> {dname:<28} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                        r.cps, r.inpps, r.outpps, r.inbps, r.outbps
+                    );
+                }
+            }
+        }
+    }
+    o
+}
+
+/// Format connections like `ipvsadm -Lnc` (a `snat` column is added for routing-mesh entries).
+pub fn format_conns(conns: &[ConnInfo]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "IPVS connection entries");
+    let _ = writeln!(
+        o,
+        "pro expire state       source             virtual            destination"
+    );
+    for c in conns {
+        let sa = |(a, p): (std::net::Ipv4Addr, u16)| format!("{a}:{p}");
+        let _ = write!(
+            o,
+            "{:<3} {:02}:{:02}  {:<11} {:<18} {:<18} {}",
+            c.proto.name(),
+            c.expires_in / 60,
+            c.expires_in % 60,
+            c.state,
+            sa(c.client),
+            sa(c.virtual_),
+            sa(c.dest)
+        );
+        if let Some(s) = c.snat {
+            let _ = write!(o, " snat {}", sa(s));
+        }
+        o.push('\n');
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::{BackendInfo, Protocol, Rates, Stats};
+    use crate::sched::SchedulerKind;
+    use std::net::Ipv4Addr;
+    use vswitch::NetId;
+
+    fn svc() -> ServiceInfo {
+        ServiceInfo {
+            key: ServiceKey::Addr {
+                net: NetId(0),
+                proto: Protocol::Tcp,
+                addr: Ipv4Addr::new(10, 0, 9, 100),
+                port: 80,
+            },
+            scheduler: SchedulerKind::Rr,
+            snat: None,
+            backends: vec![BackendInfo {
+                addr: Ipv4Addr::new(10, 0, 9, 12),
+                port: 80,
+                forward: "Masq",
+                weight: 1,
+                active_conns: 2,
+                inact_conns: 3,
+                stats: Stats {
+                    conns: 5,
+                    inpkts: 50,
+                    outpkts: 40,
+                    inbytes: 5000,
+                    outbytes: 4000,
+                },
+                rates: Rates::default(),
+            }],
+            stats: Stats {
+                conns: 5,
+                inpkts: 50,
+                outpkts: 40,
+                inbytes: 5000,
+                outbytes: 4000,
+            },
+            rates: Rates {
+                cps: 1,
+                inpps: 2,
+                outpps: 3,
+                inbps: 4,
+                outbps: 5,
+            },
+        }
+    }
+
+    #[test]
+    fn plain_listing_matches_ipvsadm_layout() {
+        let text = format_services(&[svc()], ListMode::Plain);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[3], "TCP  10.0.9.100:80 rr");
+        assert_eq!(
+            lines[4],
+            "  -> 10.0.9.12:80                 Masq    1      2          3         "
+        );
+    }
+
+    #[test]
+    fn stats_and_rate_columns() {
+        let text = format_services(&[svc()], ListMode::Stats);
+        assert!(
+            text.lines().any(|l| l.starts_with("TCP  10.0.9.100:80")
+                && l.split_whitespace()
+                    .skip(2)
+                    .eq(["5", "50", "40", "5000", "4000"])),
+            "{text}"
+        );
+        let text = format_services(&[svc()], ListMode::Rate);
+        assert!(
+            text.lines().any(|l| l.starts_with("TCP  10.0.9.100:80")
+                && l.split_whitespace().skip(2).eq(["1", "2", "3", "4", "5"])),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn conn_listing_line() {
+        let c = ConnInfo {
+            proto: Protocol::Tcp,
+            expires_in: 899,
+            state: "ESTABLISHED",
+            client: (Ipv4Addr::new(10, 0, 9, 11), 40000),
+            virtual_: (Ipv4Addr::new(10, 0, 9, 100), 80),
+            dest: (Ipv4Addr::new(10, 0, 9, 12), 80),
+            snat: None,
+        };
+        let text = format_conns(&[c]);
+        assert_eq!(
+            text.lines().nth(2),
+            Some("TCP 14:59  ESTABLISHED 10.0.9.11:40000    10.0.9.100:80      10.0.9.12:80")
+        );
+    }
+}
