@@ -163,9 +163,9 @@ impl ConnTable {
         let capacity = capacity.clamp(1, EMPTY as usize / 2);
         let nslots = (capacity * KEYS_PER_CONN * SLOTS_PER_KEY).next_power_of_two();
         ConnTable {
-            conns: vec![Conn::default(); capacity].into_boxed_slice(),
+            conns: vswitch::table::alloc_table(capacity, Conn::default()),
             free: (0..capacity as u32).rev().collect(),
-            slots: vec![Slot { tag: 0, val: EMPTY }; nslots].into_boxed_slice(),
+            slots: vswitch::table::alloc_table(nslots, Slot { tag: 0, val: EMPTY }),
             mask: (nslots - 1) as u32,
             hasher: foldhash::fast::FixedState::with_seed(seed),
             len: 0,

@@ -29,6 +29,17 @@ fn macs(n: usize, seed: u64) -> Vec<Mac> {
         .collect()
 }
 
+/// Fisher-Yates with a fixed xorshift sequence: the same order on every run.
+fn shuffle<T>(v: &mut [T]) {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+}
+
 fn fdb_lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("fdb");
     let now = Time::from_secs(1);
@@ -47,17 +58,23 @@ fn fdb_lookup(c: &mut Criterion) {
             fdb.memory_bytes(),
             fdb.memory_bytes() as f64 / n as f64
         );
-        let absent = macs(4096, 0x1234_5678_9abc_def1);
-        // Look up keys spread over the whole table, 32 at a time.
-        let hit_keys: Vec<FdbKey> = present
+        // Three access patterns: every key of the table in shuffled order (each lookup lands on
+        // a random slot: memory-bound once the table outgrows the caches); a warm working set of
+        // 4096 active MACs spread over the table (what a switch with many idle entries sees);
+        // and absent keys, uniform.
+        let mut uniform: Vec<FdbKey> = present.iter().map(|m| FdbKey::new(NetId(0), *m)).collect();
+        shuffle(&mut uniform);
+        let hot: Vec<FdbKey> = uniform.iter().take(4096).copied().collect();
+        let miss: Vec<FdbKey> = macs(n.max(4096), 0x1234_5678_9abc_def1)
             .iter()
-            .step_by((n / 4096).max(1))
-            .take(4096)
             .map(|m| FdbKey::new(NetId(0), *m))
             .collect();
-        let miss_keys: Vec<FdbKey> = absent.iter().map(|m| FdbKey::new(NetId(0), *m)).collect();
         g.throughput(Throughput::Elements(LOOKUP_BATCH as u64));
-        for (what, keys) in [("hit", &hit_keys), ("miss", &miss_keys)] {
+        for (what, keys) in [
+            ("hit_uniform", &uniform),
+            ("hit_hot4k", &hot),
+            ("miss_uniform", &miss),
+        ] {
             let mut at = 0;
             g.bench_with_input(BenchmarkId::new(format!("lookup_{what}"), n), &n, |b, _| {
                 b.iter(|| {

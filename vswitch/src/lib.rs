@@ -24,6 +24,7 @@ pub mod port;
 pub mod stage;
 pub mod switch;
 pub mod table;
+pub mod tap;
 pub mod trace;
 
 pub use batch::{BATCH_SIZE, Batch, MAX_BATCH};

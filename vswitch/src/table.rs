@@ -15,6 +15,34 @@ use core::hash::{BuildHasher, Hash};
 
 use foldhash::fast::RandomState;
 
+/// Tables at least this large ask for transparent huge pages.
+pub const HUGE_PAGE_THRESHOLD: usize = 2 << 20;
+
+/// `n` copies of `init` in memory that, for large tables, is backed by transparent huge pages
+/// where the kernel offers them (`madvise` mode): a table of tens of megabytes probed at random
+/// otherwise pays a TLB miss on nearly every lookup. The advice is given before the memory is
+/// first touched, so the faults that fill it already map 2 MiB pages. Allocated once, at setup.
+pub fn alloc_table<T: Copy>(n: usize, init: T) -> Box<[T]> {
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    let bytes = n * size_of::<T>();
+    if bytes >= HUGE_PAGE_THRESHOLD {
+        const PAGE: usize = 4096;
+        let start = v.as_mut_ptr() as usize;
+        let aligned = (start + PAGE - 1) & !(PAGE - 1);
+        let len = (start + bytes).saturating_sub(aligned) & !(PAGE - 1);
+        if len > 0 {
+            // SAFETY: the range lies inside the allocation just made (page-aligned start, length
+            // rounded down); MADV_HUGEPAGE is only advice and does not change the memory's contents
+            // or validity. A refusal (no THP support) is harmless and ignored.
+            unsafe {
+                libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    v.resize(n, init);
+    v.into_boxed_slice()
+}
+
 /// A key type for [`FlatTable`]: one value is reserved to mark a free slot.
 pub trait TableKey: Copy + Eq + Hash {
     /// The reserved value; never inserted.
@@ -45,7 +73,7 @@ impl<K: TableKey, V: Copy + Default> FlatTable<K, V> {
     pub fn with_capacity(capacity: usize) -> Self {
         let slots = (capacity.max(8) * 2).next_power_of_two();
         FlatTable {
-            slots: vec![(K::EMPTY, V::default()); slots].into_boxed_slice(),
+            slots: alloc_table(slots, (K::EMPTY, V::default())),
             mask: slots - 1,
             len: 0,
             capacity,

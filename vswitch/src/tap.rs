@@ -1,0 +1,608 @@
+//! TAP ports: a container's `eth0` as a TAP device whose other end is the switch.
+//!
+//! Where it sits: a local port ([`PortRole::Local`](crate::PortRole)) at both ends of a
+//! container's path. What the container sends is read by [`TapPort`]'s `rx_burst` and goes
+//! through `l2-parse`, `l2-learn`, ...; what the switch outputs to it is written by `tx_burst`
+//! and arrives in the container's stack as if from a wire.
+//!
+//! ```text
+//! container netns: eth0 (TAP) ══fd══► TapPort.rx_burst ─► l2-parse ─► ... ─► l2-fwd
+//!                  eth0 (TAP) ◄══fd══ TapPort.tx_burst ◄─ output ◄──────────┘
+//! ```
+//!
+//! Creation does what a CNI plugin does for the container: [`TapPort::create`] switches the
+//! calling thread into the container's named network namespace (`/run/netns/NAME`, as
+//! `ip netns` makes them), opens `/dev/net/tun` with `TUNSETIFF` (`IFF_TAP | IFF_NO_PI`,
+//! non-blocking), sets the MAC, the MTU, the IPv4 address and prefix, brings the device up
+//! (all by ioctl on a socket opened in that namespace, no `ip` command), and switches the thread
+//! back. The file descriptor keeps working from any namespace. The TAP is not persistent:
+//! dropping the port closes the descriptor and the kernel removes the device.
+//!
+//! Batching: a TAP has no batch syscall (without `IFF_VNET_HDR` and io_uring), so `rx_burst` is
+//! one `read` per frame until `EAGAIN` or the batch is full, and `tx_burst` one `write` per
+//! frame. No `vnet_hdr` offloads yet: the kernel then hands over and expects frames with full
+//! checksums, so TCP works without any checksum completion here.
+//!
+//! Why libc and not tun-rs: the device has to be created inside another namespace with the
+//! thread switched around the creation, which tun-rs does not do (its configuration runs in the
+//! caller's namespace); what the packet path needs is a non-blocking fd with `read`/`write`, and
+//! the rest is five ioctls. Raw libc keeps the dataplane core free of a large dependency for that.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::mem::zeroed;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use crate::batch::Batch;
+use crate::packet::{Mac, Meta};
+use crate::port::Port;
+
+/// The TUN/TAP clone device.
+pub const TUN_DEVICE: &str = "/dev/net/tun";
+/// Where `ip netns` keeps named network namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+/// The calling thread's own network namespace.
+const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+/// Longest interface name (IFNAMSIZ less the NUL).
+pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
+/// Longest IPv4 prefix.
+const MAX_PREFIX_LEN: u8 = 32;
+/// Smallest IPv4 MTU (RFC 791 minimum datagram a host must accept).
+pub const MIN_MTU: u16 = 68;
+/// ARPHRD_ETHER: the hardware address family of an Ethernet MAC.
+const ARPHRD_ETHER: libc::sa_family_t = 1;
+
+/// How to make a container's TAP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapConfig {
+    /// The interface name in the container (`eth0`).
+    pub name: String,
+    /// The container's named network namespace; `None` for the calling thread's own.
+    pub netns: Option<String>,
+    /// The container's MAC address.
+    pub mac: Mac,
+    /// The container's IP MTU (the network's, 1450 by default).
+    pub mtu: u16,
+    /// The container's IPv4 address and prefix length, if it gets one.
+    pub addr: Option<(Ipv4Addr, u8)>,
+}
+
+/// Why a TAP could not be created or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    /// The interface name is empty, too long, or holds a NUL or '/'.
+    #[error("TAP name {0:?} must be 1 to {MAX_IFNAME_LEN} bytes without NUL or '/'")]
+    BadName(String),
+    /// The namespace name is not a plain file name.
+    #[error("network namespace name {0:?} is not a plain name")]
+    BadNetns(String),
+    /// The prefix length is above 32, or the MTU below the IPv4 minimum.
+    #[error("invalid TAP setting: {0}")]
+    BadSetting(String),
+    /// The namespace could not be entered.
+    #[error("entering network namespace {netns}: {source}")]
+    EnterNetns {
+        /// Its name.
+        netns: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The thread could not return to its namespace.
+    #[error("returning to the original network namespace: {0}")]
+    LeaveNetns(#[source] io::Error),
+    /// `/dev/net/tun` could not be opened.
+    #[error("opening {TUN_DEVICE}: {0}")]
+    Open(#[source] io::Error),
+    /// `TUNSETIFF` failed.
+    #[error("creating TAP {name}: {source}")]
+    Create {
+        /// The interface name.
+        name: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A configuration ioctl failed.
+    #[error("setting {what} on TAP {name}: {source}")]
+    Configure {
+        /// What was being set.
+        what: &'static str,
+        /// The interface name.
+        name: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The thread is in another network namespace until this is left (or dropped).
+struct NetnsSwitch {
+    orig: File,
+    left: bool,
+}
+
+impl NetnsSwitch {
+    /// Move the calling thread into the named namespace.
+    fn enter(netns: &str) -> Result<NetnsSwitch, TapError> {
+        let err = |source| TapError::EnterNetns {
+            netns: netns.to_string(),
+            source,
+        };
+        let orig = File::open(THREAD_NETNS).map_err(err)?;
+        let target = File::open(PathBuf::from(NETNS_DIR).join(netns)).map_err(err)?;
+        // SAFETY: setns on a descriptor we own; it changes only this thread's namespace.
+        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+            return Err(err(io::Error::last_os_error()));
+        }
+        Ok(NetnsSwitch { orig, left: false })
+    }
+
+    /// Move the thread back.
+    fn leave(mut self) -> Result<(), TapError> {
+        self.left = true;
+        // SAFETY: setns on a descriptor we own, back to where the thread was.
+        if unsafe { libc::setns(self.orig.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+            return Err(TapError::LeaveNetns(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NetnsSwitch {
+    fn drop(&mut self) {
+        if self.left {
+            return;
+        }
+        // SAFETY: as in `leave`.
+        if unsafe { libc::setns(self.orig.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+            // A thread left in a container's namespace would open the node's sockets there:
+            // nothing after this point could be trusted.
+            eprintln!(
+                "vxmesh: cannot return to the original network namespace: {}",
+                io::Error::last_os_error()
+            );
+            std::process::abort();
+        }
+    }
+}
+
+/// An `ifreq` naming `name` (checked to fit), everything else zero.
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    req
+}
+
+/// A `sockaddr` holding an IPv4 address (as SIOCSIFADDR and SIOCSIFNETMASK take it).
+fn sockaddr_v4(ip: Ipv4Addr) -> libc::sockaddr {
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+    let mut sin: libc::sockaddr_in = unsafe { zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+    // SAFETY: sockaddr_in and sockaddr are both 16 bytes, and any bytes are a valid sockaddr.
+    unsafe { core::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// The netmask of a prefix length (at most 32).
+fn netmask(prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(u32::from(MAX_PREFIX_LEN - prefix))
+            .unwrap_or(0),
+    )
+}
+
+/// Issue an interface ioctl on `sock`.
+fn if_ioctl(
+    sock: &OwnedFd,
+    req: libc::Ioctl,
+    ifr: &mut libc::ifreq,
+    what: &'static str,
+    name: &str,
+) -> Result<(), TapError> {
+    // SAFETY: `ifr` is a valid, exclusively borrowed ifreq for the duration of the call, which
+    // is what every SIOC[GS]IF* request reads or writes.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), req, ifr as *mut libc::ifreq) } < 0 {
+        return Err(TapError::Configure {
+            what,
+            name: name.to_string(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Counters of a [`TapPort`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TapStats {
+    /// `read` failures other than "nothing to read".
+    pub rx_errors: u64,
+    /// Frames that filled a whole buffer (possibly cut), dropped.
+    pub rx_truncated: u64,
+    /// `write` failures (device down, frame refused).
+    pub tx_errors: u64,
+    /// Frames not written because the device queue was full.
+    pub tx_would_block: u64,
+    /// The errno of the last error, 0 if none.
+    pub last_errno: i32,
+}
+
+/// A container's TAP device as a switch port.
+#[derive(Debug)]
+pub struct TapPort {
+    fd: OwnedFd,
+    name: String,
+    netns: Option<String>,
+    /// Its counters.
+    pub stats: TapStats,
+}
+
+impl TapPort {
+    /// Create and configure the TAP of `cfg` (needs `CAP_NET_ADMIN`), in its namespace.
+    pub fn create(cfg: &TapConfig) -> Result<TapPort, TapError> {
+        let name = &cfg.name;
+        if name.is_empty()
+            || name.len() > MAX_IFNAME_LEN
+            || name.bytes().any(|b| b == 0 || b == b'/')
+        {
+            return Err(TapError::BadName(name.clone()));
+        }
+        if let Some(ns) = &cfg.netns
+            && (ns.is_empty() || ns == "." || ns == ".." || ns.contains(['/', '\0']))
+        {
+            return Err(TapError::BadNetns(ns.clone()));
+        }
+        if let Some((_, prefix)) = cfg.addr
+            && prefix > MAX_PREFIX_LEN
+        {
+            return Err(TapError::BadSetting(format!("prefix length /{prefix}")));
+        }
+        if cfg.mtu < MIN_MTU {
+            return Err(TapError::BadSetting(format!("MTU {}", cfg.mtu)));
+        }
+        let switch = cfg.netns.as_deref().map(NetnsSwitch::enter).transpose()?;
+        let made = Self::create_here(cfg);
+        if let Some(s) = switch {
+            s.leave()?;
+        }
+        made
+    }
+
+    /// Create and configure the TAP in the calling thread's current namespace.
+    fn create_here(cfg: &TapConfig) -> Result<TapPort, TapError> {
+        let name = &cfg.name;
+        let tun = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(TUN_DEVICE)
+            .map_err(TapError::Open)?;
+        let fd = OwnedFd::from(tun);
+        let mut req = ifreq(name);
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF reads and writes the ifreq, valid and exclusively borrowed here.
+        if unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                libc::TUNSETIFF,
+                &mut req as *mut libc::ifreq,
+            )
+        } < 0
+        {
+            return Err(TapError::Create {
+                name: name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        // Interface ioctls go through any socket of the namespace the device is in.
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(TapError::Configure {
+                what: "a control socket",
+                name: name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+
+        let mut r = ifreq(name);
+        // SAFETY: writing plain data into the union's hwaddr member.
+        unsafe {
+            r.ifr_ifru.ifru_hwaddr.sa_family = ARPHRD_ETHER;
+            for (d, s) in r.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(cfg.mac.0) {
+                *d = s as libc::c_char;
+            }
+        }
+        if_ioctl(&sock, libc::SIOCSIFHWADDR, &mut r, "MAC", name)?;
+
+        let mut r = ifreq(name);
+        r.ifr_ifru.ifru_mtu = libc::c_int::from(cfg.mtu);
+        if_ioctl(&sock, libc::SIOCSIFMTU, &mut r, "MTU", name)?;
+
+        if let Some((ip, prefix)) = cfg.addr {
+            let mut r = ifreq(name);
+            r.ifr_ifru.ifru_addr = sockaddr_v4(ip);
+            if_ioctl(&sock, libc::SIOCSIFADDR, &mut r, "IPv4 address", name)?;
+            let mut r = ifreq(name);
+            r.ifr_ifru.ifru_netmask = sockaddr_v4(netmask(prefix));
+            if_ioctl(&sock, libc::SIOCSIFNETMASK, &mut r, "netmask", name)?;
+        }
+
+        let mut r = ifreq(name);
+        if_ioctl(&sock, libc::SIOCGIFFLAGS, &mut r, "flags (read)", name)?;
+        // SAFETY: SIOCGIFFLAGS just filled the flags member.
+        unsafe { r.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        if_ioctl(&sock, libc::SIOCSIFFLAGS, &mut r, "up", name)?;
+
+        Ok(TapPort {
+            fd,
+            name: name.clone(),
+            netns: cfg.netns.clone(),
+            stats: TapStats::default(),
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace the TAP lives in (`None`: the creating thread's).
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+}
+
+impl AsRawFd for TapPort {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Port for TapPort {
+    fn rx_burst(&mut self, batch: &mut Batch) -> usize {
+        let spare = batch.spare_mut();
+        let mut n = 0;
+        while n < spare.len() {
+            let area = spare[n].rx_area();
+            // SAFETY: `area` is a valid, exclusively borrowed buffer of `area.len()` bytes.
+            let rc =
+                unsafe { libc::read(self.fd.as_raw_fd(), area.as_mut_ptr().cast(), area.len()) };
+            if rc < 0 {
+                let err = io::Error::last_os_error();
+                match err.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => {}
+                    _ => {
+                        self.stats.rx_errors += 1;
+                        self.stats.last_errno = err.raw_os_error().unwrap_or(0);
+                    }
+                }
+                break;
+            }
+            // rc >= 0 was just checked.
+            let len = rc as usize;
+            if len == 0 {
+                break;
+            }
+            if len >= area.len() {
+                // A frame as large as the buffer may have been cut: never pass on a partial one.
+                self.stats.rx_truncated += 1;
+                continue;
+            }
+            let p = &mut spare[n];
+            p.set_len(len);
+            p.meta = Meta::default();
+            n += 1;
+        }
+        batch.grow(n);
+        n
+    }
+
+    fn tx_burst(&mut self, batch: &mut Batch) -> usize {
+        let mut sent = 0;
+        for p in batch.pkts() {
+            let frame = p.data();
+            // SAFETY: `frame` is a valid buffer of `frame.len()` bytes; write only reads it.
+            let rc =
+                unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+            if rc >= 0 {
+                sent += 1;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            self.stats.last_errno = err.raw_os_error().unwrap_or(0);
+            if err.kind() == io::ErrorKind::WouldBlock {
+                self.stats.tx_would_block += (batch.len() - sent) as u64;
+                break;
+            }
+            self.stats.tx_errors += 1;
+        }
+        sent
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats;
+        vec![
+            ("rx_errors", s.rx_errors),
+            ("rx_truncated", s.rx_truncated),
+            ("tx_errors", s.tx_errors),
+            ("tx_would_block", s.tx_would_block),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arp::{ARP_LEN, ArpRepr, OP_REPLY};
+    use crate::env::ETH_HDR_LEN;
+    use crate::frames;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    const MTU: u16 = 1450;
+    const DEADLINE: Duration = Duration::from_secs(5);
+
+    fn cfg(name: &str) -> TapConfig {
+        TapConfig {
+            name: name.into(),
+            netns: None,
+            mac: Mac::docker_default(Ipv4Addr::new(10, 0, 9, 11)),
+            mtu: MTU,
+            addr: Some((Ipv4Addr::new(10, 0, 9, 11), 24)),
+        }
+    }
+
+    #[test]
+    fn netmasks() {
+        assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(netmask(32), Ipv4Addr::BROADCAST);
+        assert_eq!(netmask(0), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(netmask(17), Ipv4Addr::new(255, 255, 128, 0));
+    }
+
+    #[test]
+    fn refuses_bad_settings_before_touching_anything() {
+        for bad in ["", "a-name-far-too-long", "a/b", "x\0y"] {
+            assert!(
+                matches!(TapPort::create(&cfg(bad)), Err(TapError::BadName(_))),
+                "{bad:?}"
+            );
+        }
+        for bad in ["", "..", "a/b"] {
+            let c = TapConfig {
+                netns: Some(bad.into()),
+                ..cfg("eth0")
+            };
+            assert!(
+                matches!(TapPort::create(&c), Err(TapError::BadNetns(_))),
+                "{bad:?}"
+            );
+        }
+        let c = TapConfig {
+            addr: Some((Ipv4Addr::LOCALHOST, 33)),
+            ..cfg("eth0")
+        };
+        assert!(matches!(TapPort::create(&c), Err(TapError::BadSetting(_))));
+        let c = TapConfig {
+            mtu: MIN_MTU - 1,
+            ..cfg("eth0")
+        };
+        assert!(matches!(TapPort::create(&c), Err(TapError::BadSetting(_))));
+        let c = TapConfig {
+            netns: Some("vxmesh-no-such-netns".into()),
+            ..cfg("eth0")
+        };
+        assert!(matches!(
+            TapPort::create(&c),
+            Err(TapError::EnterNetns { .. })
+        ));
+    }
+
+    /// A namespace made by this test and deleted by name when dropped, on failure too.
+    struct TestNetns(String);
+    impl Drop for TestNetns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    fn ip(args: &[&str]) -> String {
+        let out = Command::new("ip").args(args).output().expect("running ip");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Needs root (CI runs as root): creates a TAP in a fresh namespace, checks its settings,
+    /// and has the container's kernel answer an ARP request written into it.
+    #[test]
+    fn tap_in_a_namespace_answers_arp() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || !std::path::Path::new(TUN_DEVICE).exists() {
+            eprintln!("skipping: creating a TAP in a namespace needs root and {TUN_DEVICE}");
+            return;
+        }
+        let ns = TestNetns(format!("vxt{}", std::process::id()));
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &ns.0])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let before = std::fs::read_link(THREAD_NETNS).unwrap();
+        let mut tap = TapPort::create(&TapConfig {
+            netns: Some(ns.0.clone()),
+            ..cfg("eth0")
+        })
+        .unwrap();
+        assert_eq!(
+            std::fs::read_link(THREAD_NETNS).unwrap(),
+            before,
+            "thread is back home"
+        );
+        assert_eq!((tap.name(), tap.netns()), ("eth0", Some(ns.0.as_str())));
+        let link = ip(&["-n", &ns.0, "-d", "link", "show", "eth0"]);
+        assert!(
+            link.contains("mtu 1450") && link.contains("02:42:0a:00:09:0b"),
+            "{link}"
+        );
+        assert!(
+            link.contains("tun type tap") && link.contains("UP"),
+            "{link}"
+        );
+        let addr = ip(&["-n", &ns.0, "addr", "show", "eth0"]);
+        assert!(addr.contains("10.0.9.11/24"), "{addr}");
+
+        let peer = Mac([0x02, 0x42, 10, 0, 9, 21]);
+        let peer_ip = Ipv4Addr::new(10, 0, 9, 21);
+        let mut tx = Batch::new(4);
+        tx.push_frame(&frames::arp_request(
+            peer,
+            peer_ip,
+            Ipv4Addr::new(10, 0, 9, 11),
+        ))
+        .unwrap();
+        assert_eq!(tap.tx_burst(&mut tx), 1);
+        let mut rx = Batch::new(32);
+        let start = Instant::now();
+        let mut reply = None;
+        while reply.is_none() && start.elapsed() < DEADLINE {
+            rx.clear();
+            tap.rx_burst(&mut rx);
+            reply = rx.pkts().iter().find_map(|p| {
+                let f = p.data();
+                (f.len() >= ETH_HDR_LEN + ARP_LEN && f[12..14] == [0x08, 0x06])
+                    .then(|| ArpRepr::parse(&f[ETH_HDR_LEN..]).ok())
+                    .flatten()
+            });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let reply = reply.expect("the container's kernel answers ARP through the TAP");
+        assert_eq!(reply.op, OP_REPLY);
+        assert_eq!(
+            (reply.sha, reply.spa),
+            (cfg("x").mac, Ipv4Addr::new(10, 0, 9, 11))
+        );
+        assert_eq!((reply.tha, reply.tpa), (peer, peer_ip));
+        assert_eq!(tap.stats, TapStats::default());
+        drop(tap);
+        assert!(
+            !ip(&["-n", &ns.0, "link"]).contains("eth0"),
+            "closing the fd removes the TAP"
+        );
+    }
+}
