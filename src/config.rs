@@ -359,7 +359,7 @@ impl Cluster {
                 problem: e.message().to_string(),
             }
         })?;
-        Checker { file, errs: None }.check(path, raw)
+        Checker { file }.check(path, raw)
     }
 
     /// The node called `name`.
@@ -402,7 +402,6 @@ impl Cluster {
 
 struct Checker {
     file: String,
-    errs: Option<ConfigError>,
 }
 
 impl Checker {
@@ -414,8 +413,7 @@ impl Checker {
         }
     }
 
-    fn check(mut self, path: &Path, raw: RawCluster) -> Result<Cluster, ConfigError> {
-        self.errs = None;
+    fn check(self, path: &Path, raw: RawCluster) -> Result<Cluster, ConfigError> {
         let mut names = HashSet::new();
         for n in &raw.node {
             if !names.insert(n.name.as_str()) {
@@ -537,24 +535,23 @@ impl Checker {
                 .map(Attach::parse)
                 .transpose()
                 .map_err(|p| self.err(&item, p))?;
-            if let Some(a) = &attach {
-                if let Some(other) =
+            if let Some(a) = &attach
+                && let Some(other) =
                     attaches.insert((e.node.clone(), a.ifname().to_string()), e.name.clone())
-                {
-                    return Err(self.err(
-                        item,
-                        format!(
-                            "interface {} on node {:?} is already endpoint {other:?}'s",
-                            a.ifname(),
-                            e.node
-                        ),
-                    ));
-                }
+            {
+                return Err(self.err(
+                    item,
+                    format!(
+                        "interface {} on node {:?} is already endpoint {other:?}'s",
+                        a.ifname(),
+                        e.node
+                    ),
+                ));
             }
-            if let Some(ns) = &e.netns {
-                if ns.is_empty() || ns.contains(['/', ' ']) {
-                    return Err(self.err(item, format!("netns {ns:?} is not a namespace name")));
-                }
+            if let Some(ns) = &e.netns
+                && (ns.is_empty() || ns.contains(['/', ' ']))
+            {
+                return Err(self.err(item, format!("netns {ns:?} is not a namespace name")));
             }
             endpoints.push(Endpoint {
                 name: e.name.clone(),
@@ -650,15 +647,13 @@ impl Checker {
                         self.err(item, format!("{protocol} port {} is listed twice", p.port))
                     );
                 }
-                if let Some(pp) = p.published {
-                    if let Some(other) = published.insert((protocol, pp), s.name.clone()) {
-                        return Err(self.err(
-                            item,
-                            format!(
-                                "published {protocol} port {pp} is already service {other:?}'s"
-                            ),
-                        ));
-                    }
+                if let Some(pp) = p.published
+                    && let Some(other) = published.insert((protocol, pp), s.name.clone())
+                {
+                    return Err(self.err(
+                        item,
+                        format!("published {protocol} port {pp} is already service {other:?}'s"),
+                    ));
                 }
                 ports.push(ServicePort {
                     protocol,
