@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: iproute2 (namespaces, veth, the kernel VXLAN/bridge peer), tshark (decodes
-# what went on the underlay), python3 (small TCP peers inside container namespaces).
-need=(iproute2 tshark python3 procps)
+# Debian packages: iproute2 (namespaces, veth, the kernel VXLAN/bridge peer), iputils-ping, tshark (decodes
+# what went on the underlay), procps (ps, for cleanup of what tests started).
+need=(iproute2 iputils-ping tshark procps)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,14 +6,28 @@
 //!   kernel's vxlan device builds it, for an underlay that sends whole frames (AF_XDP).
 //! - [`underlay`]: the UDP underlay on port 4789, batched with `recvmmsg`/`sendmmsg`; the
 //!   kernel adds outer IP and UDP, so no kernel vxlan device is needed.
+//! - [`udp_port`]: that underlay as a switch port ([`UdpPort`]), one syscall per batch.
+//! - [`peer`]: the 8-byte peer-address prefix the port and the stages pass the remote VTEP in.
+//! - [`stage`]: `vxlan-decap` ([`VxlanDecap`], strict, every refusal counted by name) and
+//!   `vxlan-encap` ([`VxlanEncap`], the switch's tunnel).
+//!
+//! ```text
+//! underlay (UdpPort) ─► vxlan-decap ─► l2-parse ─► l2-learn ─► l2-fwd ─► local port
+//! local port ─► l2 stages ─► l2-fwd ─► vxlan-encap ─► underlay (UdpPort) ─► remote VTEP
+//! ```
 
 #![warn(missing_docs)]
 
 pub mod outer;
+pub mod peer;
+pub mod stage;
+pub mod udp_port;
 pub mod underlay;
 pub mod wire;
 
 pub use outer::{
     OUTER_HEADER_LEN, OuterConfig, OuterError, OuterTemplate, SrcPortRange, VXLAN_PORT,
 };
+pub use stage::{ENCAP_LEN, VxlanDecap, VxlanEncap};
+pub use udp_port::{UdpPort, UdpPortStats};
 pub use wire::{HeaderError, Repr, Vni, VniError};

@@ -1,9 +1,11 @@
 //! The UDP underlay: VXLAN over a plain UDP socket on the node's VTEP address, port 4789.
 //!
-//! Where it sits: at both ends of the cross-node path. `vxlan-decap` gets its input from
-//! [`UdpUnderlay::recv`] (source VTEP and UDP payload = VXLAN header + inner frame), and
-//! `vxlan-encap`'s output goes out through [`UdpUnderlay::send`] or
-//! [`UdpUnderlay::send_slices`]. The kernel adds outer IPv4 and UDP, so no kernel vxlan device
+//! Where it sits: at both ends of the cross-node path, inside [`UdpPort`](crate::UdpPort), the
+//! switch port: `vxlan-decap` gets its input from [`UdpUnderlay::recv_slots`] (straight into
+//! the batch's packet buffers; source VTEP and UDP payload = VXLAN header + inner frame), and
+//! `vxlan-encap`'s output goes out through [`UdpUnderlay::send_slices`] (straight from them).
+//! [`UdpUnderlay::recv`]/[`UdpUnderlay::send`] with [`PacketBufs`] serve callers without packet
+//! buffers of their own. The kernel adds outer IPv4 and UDP, so no kernel vxlan device
 //! (and no `CAP_NET_ADMIN`) is needed; the full outer header of [`crate::outer`] is for the
 //! AF_XDP underlay that comes later.
 //!
@@ -458,6 +460,66 @@ impl UdpUnderlay {
             received,
             truncated,
         })
+    }
+
+    /// Receives up to [`UdpUnderlay::batch`] datagrams in one `recvmmsg` straight into
+    /// caller-owned buffers (the packet buffers of a batch, at their headroom), one datagram per
+    /// slot in order; returns how many arrived (0 at once when nothing is waiting). Read each
+    /// one's length, truncation and source with [`UdpUnderlay::received`].
+    pub fn recv_slots<'a, I>(&mut self, slots: I) -> Result<usize, UnderlayError>
+    where
+        I: IntoIterator<Item = &'a mut [u8]>,
+    {
+        let mut n = 0;
+        for slot in slots.into_iter().take(self.batch()) {
+            self.iovs[n] = libc::iovec {
+                iov_base: slot.as_mut_ptr().cast(),
+                iov_len: slot.len(),
+            };
+            let hdr = &mut self.msgs[n].msg_hdr;
+            hdr.msg_name = ptr::from_mut(&mut self.names[n]).cast();
+            hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            hdr.msg_iov = ptr::from_mut(&mut self.iovs[n]);
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = ptr::null_mut();
+            hdr.msg_controllen = 0;
+            hdr.msg_flags = 0;
+            self.msgs[n].msg_len = 0;
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        // SAFETY: the first `n` mmsghdrs point at `n` live iovecs, each covering one distinct
+        // slot exclusively borrowed for 'a (which outlives this call), and at `n` live
+        // sockaddr_in in `self`; `n` <= MAX_BATCH fits c_uint. Nothing is retained after it.
+        let rc = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let err = last_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(UnderlayError::Recv(err)),
+            };
+        }
+        // rc >= 0 was just checked and is at most n.
+        Ok(rc as usize)
+    }
+
+    /// Datagram `i` of the last [`UdpUnderlay::recv_slots`]: its length in the slot, whether
+    /// it was larger than the slot (cut, to drop and count), and its source address.
+    pub fn received(&self, i: usize) -> (usize, bool, SocketAddrV4) {
+        let msg = &self.msgs[i];
+        let cut = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        let len = (msg.msg_len as usize).min(self.iovs[i].iov_len);
+        (len, cut, from_sockaddr(&self.names[i]))
     }
 
     /// Sends every datagram queued in `bufs` (to the address of its slot), in batches.

@@ -1,0 +1,892 @@
+//! Interop with the real peer: vxmesh's userspace VXLAN against the Linux kernel's bridge and
+//! VXLAN device, built in network namespaces the way Docker Swarm builds an overlay.
+//!
+//! ```text
+//!  c11 (netns)                n1 (netns): vxmesh                  n2 (netns): Linux kernel
+//!  eth0 TAP 10.0.9.11 ══fd══► Switch: l2 + vxlan-decap/encap       br0 ── vx0 (vxlan id 4097
+//!                             UdpPort 198.18.0.1:4789                      dstport 4789 nolearning)
+//!                             ul1 198.18.0.1/24 ◄══ veth ══► ul2 198.18.0.2/24 (+ .3 for the spoof)
+//!                                                                  br0 ── vc21 ══ veth ══ c21 eth0 10.0.9.21
+//! ```
+//!
+//! Needs root (CI runs as root); without it the test says why and returns. Needs `ip`/`bridge`
+//! (iproute2), `ping` (iputils-ping) and `tshark`. Every namespace carries a per-run prefix
+//! (`vxi<pid>`), nothing is added to the root namespace, all traffic stays between the lab's
+//! namespaces, every wait is bounded, and a guard deletes exactly the namespaces it created (after
+//! stopping the switch and killing what it started), on failure too.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use vswitch::fdb::FdbDest;
+use vswitch::frames;
+use vswitch::tap::{TapConfig, TapPort};
+use vswitch::{Env, FdbConfig, Mac, Network, Port, PortRole, Switch, SwitchStats, Time};
+use vxlan::{Repr, UdpPort, VXLAN_PORT, Vni, VxlanDecap, VxlanEncap};
+
+const VNI: u32 = 4097;
+const UNKNOWN_VNI: u32 = 4098;
+const MTU: u16 = 1450;
+const PREFIX_LEN: u8 = 24;
+const N1_VTEP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const N2_VTEP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// A secondary address of n2's underlay: on the wire, but not a VTEP of the network.
+const SPOOF_SRC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+const C11_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 11);
+const C21_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 21);
+const C11_MAC: &str = "02:42:0a:00:09:0b";
+const C21_MAC: &str = "02:42:0a:00:09:15";
+/// The container's interface name.
+const CIF: &str = "eth0";
+/// The switch thread stops by itself after this, whatever happens to the test.
+const SWITCH_LIFETIME: Duration = Duration::from_secs(120);
+/// tshark stops by itself after this many seconds.
+const TSHARK_DURATION_SECS: u32 = 120;
+/// Bound on every wait for something to happen.
+const WAIT: Duration = Duration::from_secs(15);
+/// How often the switch thread publishes its counters.
+const STATS_EVERY: Duration = Duration::from_millis(20);
+/// Idle wait of the switch thread on its ports' descriptors.
+const IDLE_POLL_MS: libc::c_int = 5;
+/// ICMP echoes per ping check.
+const PINGS: u32 = 3;
+/// Largest ICMP payload of an IP packet of exactly the overlay MTU (20 IP + 8 ICMP).
+const MAX_PING_PAYLOAD: u16 = MTU - 28;
+/// Bytes sent each way in the TCP exchange: many full segments.
+const TCP_BYTES: usize = 256 * 1024;
+const TCP_PORT: u16 = 8080;
+/// Spoofed datagrams sent from the non-peer address.
+const SPOOFS: u64 = 5;
+/// `ETHTOOL_STXCSUM` (include/uapi/linux/ethtool.h).
+const ETHTOOL_STXCSUM: u32 = 0x17;
+/// `SIOCETHTOOL`.
+const SIOCETHTOOL: libc::Ioctl = 0x8946;
+
+fn mac(s: &str) -> Mac {
+    s.parse().unwrap()
+}
+
+/// The switch running in n1, on its own thread.
+struct SwitchThread {
+    stop: Arc<AtomicBool>,
+    snapshot: Arc<Mutex<Option<SwitchStats>>>,
+    handle: Option<JoinHandle<Result<SwitchStats, String>>>,
+}
+
+/// The lab: what the test created, removed by name when dropped.
+struct Lab {
+    prefix: String,
+    netns: Vec<String>,
+    children: Vec<(String, Child)>,
+    switch: Option<SwitchThread>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        Lab {
+            prefix: format!("vxi{}", std::process::id()),
+            netns: Vec::new(),
+            children: Vec::new(),
+            switch: None,
+        }
+    }
+
+    fn name(&self, short: &str) -> String {
+        format!("{}{short}", self.prefix)
+    }
+
+    fn add_netns(&mut self, short: &str) -> String {
+        let ns = self.name(short);
+        run(Command::new("ip").args(["netns", "add", &ns]));
+        self.netns.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Stop the switch and return its final counters.
+    fn stop_switch(&mut self) -> SwitchStats {
+        let mut sw = self.switch.take().expect("switch running");
+        sw.stop.store(true, Ordering::Relaxed);
+        sw.handle
+            .take()
+            .unwrap()
+            .join()
+            .expect("switch thread panicked")
+            .expect("switch thread failed")
+    }
+
+    /// The counters the switch published last.
+    fn stats(&self) -> SwitchStats {
+        self.switch
+            .as_ref()
+            .and_then(|s| s.snapshot.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut sw) = self.switch.take() {
+            sw.stop.store(true, Ordering::Relaxed);
+            if let Some(h) = sw.handle.take() {
+                let _ = h.join();
+            }
+        }
+        for (_, child) in &mut self.children {
+            stop_child(child);
+        }
+        let me = std::process::id();
+        for ns in self.netns.iter().rev() {
+            // Anything still running inside a namespace this test created was started by it.
+            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
+            if let Ok(out) = pids {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<libc::pid_t>()
+                        && pid as u32 != me
+                    {
+                        // SAFETY: kill(2) on a pid that lives in one of this test's namespaces.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// SIGINT, a bounded wait, then SIGKILL.
+fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SAFETY: kill(2) on our own child's pid, which try_wait just showed has not been reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ip(args: &[&str]) -> String {
+    String::from_utf8_lossy(&run(Command::new("ip").args(args)).stdout).into_owned()
+}
+
+fn bridge(args: &[&str]) {
+    run(Command::new("bridge").args(args));
+}
+
+/// Run `cmd args` inside `ns`; its output, successful or not.
+fn nsexec(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?} in {ns}: {e}"))
+}
+
+/// Run `f` on a new thread that has moved into `ns` (and dies with it).
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<Result<T, String>> {
+    let path = format!("/run/netns/{ns}");
+    thread::spawn(move || {
+        enter_netns(&path)?;
+        Ok(f())
+    })
+}
+
+fn enter_netns(path: &str) -> Result<(), String> {
+    let f = File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    // SAFETY: setns on a descriptor we own; it changes only the calling thread's namespace.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Turn transmit checksum offload off on `ifname` in `ns` (what `ethtool -K IF tx off` does).
+///
+/// Why: in a lab, a partial checksum left for "the NIC" crosses veths and the kernel VXLAN
+/// device as is and reaches vxmesh's UDP socket unfinished, where a real NIC would have
+/// completed it on the wire. The container's stack then computes full checksums, as it would
+/// in front of a NIC.
+fn tx_checksum_off(ns: &str, ifname: &str) {
+    let ifname = ifname.to_string();
+    in_netns(ns, move || {
+        // SAFETY: plain socket(2) call; the result is checked.
+        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(sock >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut val = [ETHTOOL_STXCSUM, 0u32];
+        // SAFETY: ifreq is plain old data; all-zero is valid.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(ifname.as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        req.ifr_ifru.ifru_data = val.as_mut_ptr().cast();
+        // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points at, both live.
+        let rc = unsafe { libc::ioctl(sock, SIOCETHTOOL, &mut req as *mut libc::ifreq) };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing the socket opened above.
+        unsafe { libc::close(sock) };
+        assert_eq!(rc, 0, "ETHTOOL_STXCSUM on {ifname}: {err}");
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+}
+
+/// Wait until `cond` holds, at most [`WAIT`].
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn has_tool(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The vxmesh node n1: builds its switch in n1 (TAP in c11) and polls it until told to stop.
+fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let snapshot = Arc::new(Mutex::new(None));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (n1_path, c11) = (format!("/run/netns/{n1}"), c11.to_string());
+    let (stop2, snap2) = (stop.clone(), snapshot.clone());
+    let handle = thread::spawn(move || -> Result<SwitchStats, String> {
+        // The switch and the descriptors to sleep on when idle (read before the ports are boxed).
+        let setup = || -> Result<(Switch, Vec<RawFd>), String> {
+            enter_netns(&n1_path)?;
+            let ul =
+                UdpPort::bind(SocketAddrV4::new(N1_VTEP, VXLAN_PORT)).map_err(|e| e.to_string())?;
+            let tap = TapPort::create(&TapConfig {
+                name: CIF.into(),
+                netns: Some(c11),
+                mac: mac(C11_MAC),
+                mtu: MTU,
+                addr: Some((C11_IP, PREFIX_LEN)),
+            })
+            .map_err(|e| e.to_string())?;
+            let fds: Vec<RawFd> = [tap.poll_fd(), ul.poll_fd()]
+                .into_iter()
+                .flatten()
+                .collect();
+            let mut env = Env::new(FdbConfig::default());
+            let mut app = Network::new("appnet", VNI, MTU);
+            app.arp.insert(C11_IP, mac(C11_MAC));
+            app.arp.insert(C21_IP, mac(C21_MAC));
+            let net = env.add_network(app);
+            let n2 = env.add_vtep(N2_VTEP, "n2");
+            env.nets[net.0 as usize].peers = vec![n2];
+            env.local_vtep = Some(N1_VTEP);
+            env.fdb
+                .add_static(net, mac(C21_MAC), FdbDest::Remote(n2))
+                .map_err(|e| e.to_string())?;
+            let (mut sw, l2) = Switch::with_l2(env);
+            let decap = sw.add_stage(Box::new(VxlanDecap::new()));
+            let c11_port = sw.add_port(
+                "c11",
+                Box::new(tap),
+                PortRole::Local(net),
+                l2.local_path(&[]),
+            );
+            sw.env
+                .fdb
+                .add_static(net, mac(C11_MAC), FdbDest::Local(c11_port))
+                .map_err(|e| e.to_string())?;
+            let ul_port = sw.add_port(
+                "underlay",
+                Box::new(ul),
+                PortRole::Underlay,
+                vec![decap, l2.parse, l2.learn, l2.fwd],
+            );
+            sw.set_tunnel(Box::new(VxlanEncap::new(ul_port)));
+            Ok((sw, fds))
+        };
+        let (mut sw, fds) = match setup() {
+            Ok(made) => made,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.clone()));
+                return Err(e);
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        let mut pfds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let start = Instant::now();
+        let mut published = Instant::now();
+        while !stop2.load(Ordering::Relaxed) && start.elapsed() < SWITCH_LIFETIME {
+            let n = sw.poll(Time::monotonic());
+            if published.elapsed() >= STATS_EVERY {
+                *snap2.lock().unwrap() = Some(sw.stats());
+                published = Instant::now();
+            }
+            if n == 0 {
+                // SAFETY: `pfds` is a live array of `pfds.len()` pollfd entries.
+                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, IDLE_POLL_MS) };
+            }
+        }
+        let stats = sw.stats();
+        *snap2.lock().unwrap() = Some(stats.clone());
+        Ok(stats)
+        // The switch drops here: the UDP socket closes and the TAP disappears with its fd.
+    });
+    lab.switch = Some(SwitchThread {
+        stop,
+        snapshot,
+        handle: Some(handle),
+    });
+    match ready_rx.recv_timeout(WAIT) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("the vxmesh node did not start: {e}"),
+        Err(e) => panic!("the vxmesh node did not start: {e}"),
+    }
+}
+
+/// One TCP exchange: a client in `client_ns` sends [`TCP_BYTES`] to a server in `server_ns`
+/// on `server_ip`, which answers with how many it got. Both sides bounded in time.
+fn tcp_exchange(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str) {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let server = in_netns(server_ns, move || -> Result<usize, String> {
+        let l = TcpListener::bind((server_ip, TCP_PORT)).map_err(|e| format!("bind: {e}"))?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        ready_tx.send(()).unwrap();
+        let start = Instant::now();
+        let (mut s, _) = loop {
+            match l.accept() {
+                Ok(c) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if start.elapsed() > WAIT {
+                        return Err("no connection".into());
+                    }
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(format!("accept: {e}")),
+            }
+        };
+        s.set_nonblocking(false).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0;
+        while got < TCP_BYTES {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(format!("server read after {got} bytes: {e}")),
+            }
+        }
+        s.write_all(format!("got {got}").as_bytes())
+            .map_err(|e| format!("server write: {e}"))?;
+        Ok(got)
+    });
+    ready_rx.recv_timeout(WAIT).expect("server listening");
+    let client = in_netns(client_ns, move || -> Result<String, String> {
+        let addr = SocketAddrV4::new(server_ip, TCP_PORT).into();
+        let mut s = TcpStream::connect_timeout(&addr, WAIT).map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+        let payload: Vec<u8> = (0..TCP_BYTES).map(|i| (i % 251) as u8).collect();
+        s.write_all(&payload)
+            .map_err(|e| format!("client write: {e}"))?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)
+            .map_err(|e| format!("client read: {e}"))?;
+        Ok(reply)
+    });
+    let reply = client.join().unwrap().unwrap();
+    let got = server.join().unwrap().unwrap();
+    let reply = reply.expect("client side of the TCP exchange");
+    let got = got.expect("server side of the TCP exchange");
+    assert_eq!(got, TCP_BYTES);
+    assert_eq!(reply, format!("got {TCP_BYTES}"));
+}
+
+fn ping(from: &str, to: Ipv4Addr, extra: &[&str]) -> String {
+    let count = PINGS.to_string();
+    let to = to.to_string();
+    let mut args = vec![
+        "ping", "-n", "-c", &count, "-i", "0.2", "-W", "2", "-w", "10",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&to);
+    let out = nsexec(from, &args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains(&format!("{PINGS} received")),
+        "ping {to} from {from} {extra:?} failed:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// A VXLAN datagram for appnet's VNI (or `vni`) carrying a UDP frame "from c21 to c11".
+fn vxlan_datagram(vni: u32, i_flag: bool) -> Vec<u8> {
+    let mut d = Repr {
+        vni: Vni::new(vni).unwrap(),
+    }
+    .to_bytes()
+    .to_vec();
+    if !i_flag {
+        d[0] = 0;
+    }
+    d.extend(frames::udp(
+        mac(C21_MAC),
+        mac(C11_MAC),
+        C21_IP,
+        C11_IP,
+        5555,
+        9,
+        b"not from a peer",
+    ));
+    d
+}
+
+/// Send `datagrams` to n1's VTEP from `src` (an address of n2's underlay).
+fn send_from_n2(lab: &Lab, src: Ipv4Addr, datagrams: Vec<Vec<u8>>) {
+    in_netns(&lab.name("n2"), move || {
+        let s = UdpSocket::bind((src, 0)).expect("bind in n2");
+        for d in &datagrams {
+            s.send_to(d, (N1_VTEP, VXLAN_PORT)).expect("send");
+        }
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+}
+
+#[test]
+fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "skipping vxlan_interop: it builds network namespaces, TAPs and veths, which needs root"
+        );
+        return;
+    }
+    for tool in ["ip", "bridge", "ping", "tshark"] {
+        assert!(
+            has_tool(tool),
+            "vxlan_interop needs `{tool}` (Debian packages: iproute2 iputils-ping tshark)"
+        );
+    }
+    let mut lab = Lab::new();
+    let root_links_before = ip(&["-o", "link"]);
+    assert!(!root_links_before.contains(&lab.prefix));
+
+    let n1 = lab.add_netns("n1");
+    let n2 = lab.add_netns("n2");
+    let c11 = lab.add_netns("c11");
+    let c21 = lab.add_netns("c21");
+
+    // Underlay: a veth made inside n1, its peer moved straight into n2.
+    ip(&[
+        "-n", &n1, "link", "add", "ul1", "type", "veth", "peer", "name", "ul2", "netns", &n2,
+    ]);
+    ip(&[
+        "-n",
+        &n1,
+        "addr",
+        "add",
+        &format!("{N1_VTEP}/24"),
+        "dev",
+        "ul1",
+    ]);
+    ip(&[
+        "-n",
+        &n2,
+        "addr",
+        "add",
+        &format!("{N2_VTEP}/24"),
+        "dev",
+        "ul2",
+    ]);
+    ip(&[
+        "-n",
+        &n2,
+        "addr",
+        "add",
+        &format!("{SPOOF_SRC}/24"),
+        "dev",
+        "ul2",
+    ]);
+    ip(&["-n", &n1, "link", "set", "ul1", "up"]);
+    ip(&["-n", &n2, "link", "set", "ul2", "up"]);
+
+    // n2: Docker's overlay sandbox from kernel parts.
+    ip(&["-n", &n2, "link", "add", "br0", "type", "bridge"]);
+    ip(&[
+        "-n",
+        &n2,
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        &VNI.to_string(),
+        "dstport",
+        &VXLAN_PORT.to_string(),
+        "local",
+        &N2_VTEP.to_string(),
+        "dev",
+        "ul2",
+        "nolearning",
+    ]);
+    ip(&[
+        "-n",
+        &n2,
+        "link",
+        "set",
+        "vx0",
+        "mtu",
+        &MTU.to_string(),
+        "master",
+        "br0",
+    ]);
+    ip(&["-n", &n2, "link", "set", "vx0", "up"]);
+    ip(&["-n", &n2, "link", "set", "br0", "up"]);
+    ip(&[
+        "-n", &n2, "link", "add", "vc21", "type", "veth", "peer", "name", CIF, "netns", &c21,
+    ]);
+    ip(&[
+        "-n",
+        &n2,
+        "link",
+        "set",
+        "vc21",
+        "mtu",
+        &MTU.to_string(),
+        "master",
+        "br0",
+        "up",
+    ]);
+    ip(&[
+        "-n",
+        &c21,
+        "link",
+        "set",
+        CIF,
+        "address",
+        C21_MAC,
+        "mtu",
+        &MTU.to_string(),
+        "up",
+    ]);
+    ip(&[
+        "-n",
+        &c21,
+        "addr",
+        "add",
+        &format!("{C21_IP}/{PREFIX_LEN}"),
+        "dev",
+        CIF,
+    ]);
+    tx_checksum_off(&c21, CIF);
+    let n1_vtep = N1_VTEP.to_string();
+    bridge(&[
+        "-n",
+        &n2,
+        "fdb",
+        "append",
+        "00:00:00:00:00:00",
+        "dev",
+        "vx0",
+        "dst",
+        &n1_vtep,
+        "self",
+        "permanent",
+    ]);
+    bridge(&[
+        "-n",
+        &n2,
+        "fdb",
+        "append",
+        C11_MAC,
+        "dev",
+        "vx0",
+        "dst",
+        &n1_vtep,
+        "self",
+        "permanent",
+    ]);
+
+    // tshark on n1's underlay, running before any overlay traffic.
+    let mut tshark = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &n1,
+            "tshark",
+            "-l",
+            "-n",
+            "-i",
+            "ul1",
+            "-f",
+            "udp port 4789",
+        ])
+        .args(["-a", &format!("duration:{TSHARK_DURATION_SECS}")])
+        .args([
+            "-d",
+            "udp.port==4789,vxlan",
+            "-T",
+            "fields",
+            "-E",
+            "separator=/t",
+        ])
+        .args([
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "vxlan.vni",
+            "-e",
+            "ip.proto",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tshark");
+    let stdout = tshark.stdout.take().unwrap();
+    let stderr = tshark.stderr.take().unwrap();
+    lab.children.push(("tshark".into(), tshark));
+    let (cap_tx, cap_rx) = mpsc::channel();
+    let err_reader = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("Capturing on") {
+                let _ = cap_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let out_reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stdout).read_to_string(&mut s);
+        s
+    });
+    cap_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("tshark started capturing");
+
+    // n1: vxmesh, with c11's TAP created by it.
+    start_switch(&mut lab, &n1, &c11);
+
+    // n1 is a vxmesh node: no kernel bridge or VXLAN device in it.
+    for kind in ["bridge", "vxlan"] {
+        let links = ip(&["-n", &n1, "-d", "link", "show", "type", kind]);
+        assert!(
+            links.trim().is_empty(),
+            "n1 holds a {kind} device:\n{links}"
+        );
+    }
+    let n1_links = ip(&["-n", &n1, "-d", "link"]);
+    assert!(
+        !n1_links.contains("vxlan") && !n1_links.contains("bridge"),
+        "{n1_links}"
+    );
+    let c11_link = ip(&["-n", &c11, "-d", "addr", "show", CIF]);
+    assert!(
+        c11_link.contains("tun type tap")
+            && c11_link.contains(C11_MAC)
+            && c11_link.contains("mtu 1450")
+            && c11_link.contains(&format!("{C11_IP}/{PREFIX_LEN}")),
+        "{c11_link}"
+    );
+
+    // ARP and ping, both ways (c21 first: its ARP request crosses the overlay as a flood).
+    ping(&c21, C11_IP, &[]);
+    ping(&c11, C21_IP, &[]);
+    let neigh = ip(&["-n", &c11, "neigh", "show", &C21_IP.to_string()]);
+    assert!(neigh.contains(C21_MAC), "c11 resolved c21: {neigh}");
+    let neigh = ip(&["-n", &c21, "neigh", "show", &C11_IP.to_string()]);
+    assert!(neigh.contains(C11_MAC), "c21 resolved c11: {neigh}");
+    // A packet of exactly the overlay MTU, DF set, both ways: 1500 bytes on the underlay.
+    let size = MAX_PING_PAYLOAD.to_string();
+    ping(&c11, C21_IP, &["-M", "do", "-s", &size]);
+    ping(&c21, C11_IP, &["-M", "do", "-s", &size]);
+
+    // TCP, both ways.
+    tcp_exchange(&c21, C21_IP, &c11);
+    tcp_exchange(&c11, C11_IP, &c21);
+
+    // VXLAN from an address that is not a peer is dropped and counted; so are an unknown VNI
+    // and a header without the I flag from the real peer.
+    let decap_before = lab
+        .stats()
+        .stage("vxlan-decap")
+        .cloned()
+        .unwrap_or_default();
+    send_from_n2(
+        &lab,
+        SPOOF_SRC,
+        (0..SPOOFS).map(|_| vxlan_datagram(VNI, true)).collect(),
+    );
+    send_from_n2(
+        &lab,
+        N2_VTEP,
+        vec![
+            vxlan_datagram(UNKNOWN_VNI, true),
+            vxlan_datagram(VNI, false),
+        ],
+    );
+    wait_for("the spoofed datagrams to be counted", || {
+        let s = lab.stats();
+        let d = s.stage("vxlan-decap").unwrap();
+        d.drop_count("drop_unknown_vtep") == SPOOFS
+            && d.drop_count("drop_unknown_vni") == 1
+            && d.drop_count("drop_vxlan_no_i_flag") == 1
+    });
+    for reason in [
+        "drop_unknown_vtep",
+        "drop_unknown_vni",
+        "drop_vxlan_no_i_flag",
+    ] {
+        assert_eq!(
+            decap_before.drop_count(reason),
+            0,
+            "{reason} before the spoofing"
+        );
+    }
+
+    // Stop the capture and the switch.
+    let (_, tshark) = lab
+        .children
+        .iter_mut()
+        .find(|(w, _)| w == "tshark")
+        .unwrap();
+    stop_child(tshark);
+    let fields = out_reader.join().unwrap();
+    let tshark_err = err_reader.join().unwrap();
+    let stats = lab.stop_switch();
+
+    // tshark decodes the underlay as VXLAN 4097 carrying ICMP and TCP, both directions.
+    let lines: Vec<Vec<&str>> = fields.lines().map(|l| l.split('\t').collect()).collect();
+    let seen = |outer_src: Ipv4Addr, inner_proto: &str| {
+        lines.iter().any(|f| {
+            f.len() == 4
+                && f[0].split(',').next() == Some(&outer_src.to_string()[..])
+                && f[2] == VNI.to_string()
+                && f[3].split(',').nth(1) == Some(inner_proto)
+        })
+    };
+    for (src, proto, what) in [
+        (N1_VTEP, "1", "ICMP from vxmesh"),
+        (N2_VTEP, "1", "ICMP from the kernel"),
+        (N1_VTEP, "6", "TCP from vxmesh"),
+        (N2_VTEP, "6", "TCP from the kernel"),
+    ] {
+        assert!(
+            seen(src, proto),
+            "tshark saw no VXLAN {VNI} packet with {what}; {} lines, first ones:\n{}\n{tshark_err}",
+            lines.len(),
+            fields.lines().take(20).collect::<Vec<_>>().join("\n")
+        );
+    }
+    assert!(
+        lines.iter().all(|f| f.len() == 4 && !f[2].is_empty()),
+        "every datagram on 4789 decodes as VXLAN"
+    );
+
+    // Counters: every stage conserves packets, and the VXLAN stages did their work.
+    for st in &stats.stages {
+        assert_eq!(
+            st.rx,
+            st.outcomes(),
+            "stage {} does not conserve packets: {st:?}",
+            st.name
+        );
+    }
+    let decap = stats.stage("vxlan-decap").unwrap();
+    let encap = stats.stage("vxlan-encap").unwrap();
+    assert!(decap.cont > 2 * TCP_BYTES as u64 / 1500, "{decap:?}");
+    assert!(encap.output > 2 * TCP_BYTES as u64 / 1500 / 2, "{encap:?}");
+    assert_eq!(decap.drop_count("drop_inner_src_spoofed"), 0, "{decap:?}");
+    assert_eq!(encap.dropped(), 0, "{encap:?}");
+    let ul_counters = &stats
+        .ports
+        .iter()
+        .find(|p| p.name == "underlay")
+        .unwrap()
+        .port;
+    assert!(
+        ul_counters.iter().all(|(_, v)| *v == 0),
+        "underlay socket errors: {ul_counters:?}"
+    );
+    eprintln!("vxmesh n1 counters:");
+    for st in &stats.stages {
+        eprintln!(
+            "  {:<12} rx {:>6} cont {:>6} output {:>6} flood {:>4} remote {:>6} drops {:?}",
+            st.name,
+            st.rx,
+            st.cont,
+            st.output,
+            st.flood,
+            st.remote,
+            st.drops.iter().filter(|d| d.1 > 0).collect::<Vec<_>>()
+        );
+    }
+    for p in &stats.ports {
+        eprintln!("  port {:<9} {:?} {:?}", p.name, p.stats, p.port);
+    }
+
+    // Nothing in the root namespace, and after cleanup, none of the lab's namespaces.
+    let root_links_after = ip(&["-o", "link"]);
+    assert!(!root_links_after.contains(&lab.prefix));
+    let root_addrs = ip(&["-o", "addr"]);
+    assert!(
+        !root_addrs.contains("198.18.0.") && !root_addrs.contains("10.0.9."),
+        "{root_addrs}"
+    );
+    let names = lab.netns.clone();
+    drop(lab);
+    let left = ip(&["netns", "list"]);
+    for ns in names {
+        assert!(
+            !left.split_whitespace().any(|n| n == ns),
+            "{ns} left behind"
+        );
+    }
+}

@@ -1,0 +1,660 @@
+//! The VXLAN stages: `vxlan-decap` (a [`Stage`] at the head of the underlay port's path) and
+//! `vxlan-encap` (the switch's [`Tunnel`], run on every frame sent to a remote VTEP, remote
+//! flood copies included).
+//!
+//! ```text
+//! underlay (UdpPort) ─► vxlan-decap ─► l2-parse ─► l2-learn (skips) ─► [lb] ─► l2-fwd ─► local port
+//! local port ─► l2-parse ─► ... ─► l2-fwd ─► Remote(v) / Flood ─► vxlan-encap ─► underlay (UdpPort)
+//! ```
+//!
+//! Both work on frames that carry the [peer-address prefix](crate::peer) in front of the VXLAN
+//! header, which is how the UDP underlay port passes the remote VTEP's address.
+//!
+//! `vxlan-decap` is strict, each refusal a named drop, checked in this order (the sender first,
+//! so an unknown sender learns nothing about which VNIs exist):
+//! 1. the prefix is there (`drop_peer_prefix_missing`: a frame not from the UDP underlay port);
+//! 2. the VXLAN header parses strictly ([`HeaderError::counter_name`]: `drop_vxlan_truncated`,
+//!    `drop_vxlan_no_i_flag`, `drop_vxlan_reserved_flags`, `drop_vxlan_reserved_bits`);
+//! 3. the sender is a VTEP of [`Env::vteps`] (`drop_unknown_vtep`), the VNI is a network's
+//!    (`drop_unknown_vni`), and the sender is a peer of that network (`drop_unknown_vtep` again:
+//!    Docker's unencrypted overlay accepts VXLAN from anyone, GHSA-vwm3-crmr-xfxw);
+//! 4. the inner frame is a whole Ethernet header (`drop_inner_runt`) and no larger than the
+//!    network's MTU + 14, + 4 more when 802.1Q tagged, as `l2-parse` allows
+//!    (`drop_inner_oversize`);
+//! 5. its source MAC is not another node's endpoint (a static FDB entry toward another VTEP)
+//!    nor behind a local port (`drop_inner_src_spoofed`).
+//!
+//! Then the prefix and VXLAN header are stripped (one `pull_front`, no copy) and `meta.net` and
+//! `meta.from_vtep` are set. Learning remote MACs from decapsulated traffic is not done here:
+//! Docker runs its VTEP with `nolearning`, and the FDB has no learned-remote entry kind yet.
+//!
+//! The hot path allocates nothing and takes no lock: the sender/VNI checks are remembered for
+//! the rest of the batch (a batch usually comes from one peer), and the spoof check is one FDB
+//! probe.
+
+use std::any::Any;
+use std::net::SocketAddrV4;
+
+use vswitch::env::{ETH_HDR_LEN, VLAN_TAG_LEN};
+use vswitch::fdb::FdbDest;
+use vswitch::l2::{ETHERTYPE_VLAN, src_mac};
+use vswitch::{
+    Batch, DropReason, Env, NetId, Network, Next, Packet, PortId, Stage, Tunnel, VtepId,
+};
+
+use crate::outer::VXLAN_PORT;
+use crate::peer::{PEER_PREFIX_LEN, read_peer, write_peer};
+use crate::wire::{self, HEADER_LEN, HeaderError, Repr, Vni};
+
+/// Bytes `vxlan-encap` prepends and `vxlan-decap` strips: the peer prefix and the VXLAN header.
+pub const ENCAP_LEN: usize = PEER_PREFIX_LEN + HEADER_LEN;
+
+/// Offset of the EtherType in an Ethernet header.
+const ETHERTYPE_AT: usize = 12;
+
+/// Largest inner frame `net` carries: MTU + 14, and 4 more for an 802.1Q-tagged frame.
+#[inline]
+fn max_inner(frame: &[u8], net: &Network) -> usize {
+    let tagged = frame
+        .get(ETHERTYPE_AT..ETHERTYPE_AT + 2)
+        .is_some_and(|t| u16::from_be_bytes([t[0], t[1]]) == ETHERTYPE_VLAN);
+    net.max_frame() + if tagged { VLAN_TAG_LEN } else { 0 }
+}
+
+/// `vxlan-decap`: validates and strips the VXLAN encapsulation of frames from the underlay.
+#[derive(Debug, Default)]
+pub struct VxlanDecap {
+    /// Frames decapsulated into a network.
+    pub decapsulated: u64,
+}
+
+/// The sender/VNI pair last accepted in the current batch.
+#[derive(Clone, Copy)]
+struct Accepted {
+    peer: SocketAddrV4,
+    vni: Vni,
+    vtep: VtepId,
+    net: NetId,
+}
+
+impl VxlanDecap {
+    /// No peer prefix: the frame did not come from the UDP underlay port.
+    pub const DROP_PEER_PREFIX_MISSING: DropReason = DropReason(0);
+    /// Shorter than the VXLAN header.
+    pub const DROP_VXLAN_TRUNCATED: DropReason = DropReason(1);
+    /// The I flag is clear.
+    pub const DROP_VXLAN_NO_I_FLAG: DropReason = DropReason(2);
+    /// A reserved flag bit is set.
+    pub const DROP_VXLAN_RESERVED_FLAGS: DropReason = DropReason(3);
+    /// A reserved field bit is set.
+    pub const DROP_VXLAN_RESERVED_BITS: DropReason = DropReason(4);
+    /// The sender is not a known VTEP, or not a peer of the VNI's network.
+    pub const DROP_UNKNOWN_VTEP: DropReason = DropReason(5);
+    /// No network has this VNI.
+    pub const DROP_UNKNOWN_VNI: DropReason = DropReason(6);
+    /// The inner frame is shorter than an Ethernet header.
+    pub const DROP_INNER_RUNT: DropReason = DropReason(7);
+    /// The inner frame is larger than the network's MTU allows.
+    pub const DROP_INNER_OVERSIZE: DropReason = DropReason(8);
+    /// The inner source MAC is another node's endpoint or behind a local port.
+    pub const DROP_INNER_SRC_SPOOFED: DropReason = DropReason(9);
+    const DROPS: &'static [&'static str] = &[
+        "drop_peer_prefix_missing",
+        HeaderError::Truncated { len: 0 }.counter_name(),
+        HeaderError::NoIFlag.counter_name(),
+        HeaderError::ReservedFlags { flags: 0 }.counter_name(),
+        HeaderError::ReservedBits.counter_name(),
+        "drop_unknown_vtep",
+        "drop_unknown_vni",
+        "drop_inner_runt",
+        "drop_inner_oversize",
+        "drop_inner_src_spoofed",
+    ];
+
+    /// A decap stage.
+    pub fn new() -> VxlanDecap {
+        VxlanDecap::default()
+    }
+
+    /// The drop reason of a header refusal.
+    #[inline]
+    fn header_drop(e: HeaderError) -> DropReason {
+        match e {
+            HeaderError::Truncated { .. } => Self::DROP_VXLAN_TRUNCATED,
+            HeaderError::NoIFlag => Self::DROP_VXLAN_NO_I_FLAG,
+            HeaderError::ReservedFlags { .. } => Self::DROP_VXLAN_RESERVED_FLAGS,
+            HeaderError::ReservedBits => Self::DROP_VXLAN_RESERVED_BITS,
+        }
+    }
+
+    /// Decide on one frame (peer prefix + VXLAN header + inner frame): the sending VTEP and
+    /// the network, or why it is dropped. `last` remembers the sender/VNI accepted last.
+    #[inline]
+    fn classify(
+        frame: &[u8],
+        env: &Env,
+        last: &mut Option<Accepted>,
+    ) -> Result<(VtepId, NetId), DropReason> {
+        let peer = read_peer(frame).ok_or(Self::DROP_PEER_PREFIX_MISSING)?;
+        let vx = &frame[PEER_PREFIX_LEN..];
+        let repr = Repr::parse(&wire::Packet::new_unchecked(vx)).map_err(Self::header_drop)?;
+        let (vtep, net) = match *last {
+            Some(a) if a.peer == peer && a.vni == repr.vni => (a.vtep, a.net),
+            _ => {
+                let vtep = env
+                    .vtep_by_addr(*peer.ip())
+                    .ok_or(Self::DROP_UNKNOWN_VTEP)?;
+                let net = env
+                    .net_by_vni(repr.vni.get())
+                    .ok_or(Self::DROP_UNKNOWN_VNI)?;
+                if !env.net(net).peers.contains(&vtep) {
+                    return Err(Self::DROP_UNKNOWN_VTEP);
+                }
+                *last = Some(Accepted {
+                    peer,
+                    vni: repr.vni,
+                    vtep,
+                    net,
+                });
+                (vtep, net)
+            }
+        };
+        let inner = &vx[HEADER_LEN..];
+        if inner.len() < ETH_HDR_LEN {
+            return Err(Self::DROP_INNER_RUNT);
+        }
+        if inner.len() > max_inner(inner, env.net(net)) {
+            return Err(Self::DROP_INNER_OVERSIZE);
+        }
+        let src = src_mac(inner);
+        if let Some(e) = env.fdb.entry(net, src) {
+            let spoofed = match e.dest() {
+                FdbDest::Remote(owner) => e.is_static() && owner != vtep,
+                // A live local entry, static or learned: that MAC is here, not there.
+                FdbDest::Local(_) => e.is_static() || env.fdb.lookup(net, src, env.now).is_some(),
+            };
+            if spoofed {
+                return Err(Self::DROP_INNER_SRC_SPOOFED);
+            }
+        }
+        Ok((vtep, net))
+    }
+}
+
+impl Stage for VxlanDecap {
+    fn name(&self) -> &'static str {
+        "vxlan-decap"
+    }
+    fn drop_names(&self) -> &'static [&'static str] {
+        Self::DROPS
+    }
+    fn process(&mut self, batch: &mut Batch, env: &mut Env) {
+        // Valid for this batch only: the control plane changes `env` between batches.
+        let mut last = None;
+        for (_, p) in batch.active_mut() {
+            match Self::classify(p.data(), env, &mut last) {
+                Ok((vtep, net)) => {
+                    // classify checked the frame holds ENCAP_LEN + an Ethernet header.
+                    p.pull_front(ENCAP_LEN);
+                    p.meta.net = net;
+                    p.meta.from_vtep = Some(vtep);
+                    self.decapsulated += 1;
+                }
+                Err(r) => p.meta.next = Next::Drop(r),
+            }
+        }
+    }
+    fn describe(&self, pkt: &Packet, env: &Env) -> String {
+        match pkt.meta.from_vtep.and_then(|v| env.vteps.get(v.0 as usize)) {
+            Some(v) if pkt.meta.next == Next::Continue => format!(
+                "from vtep {} ({}), vni {} -> network {}",
+                v.addr,
+                v.node,
+                env.net(pkt.meta.net).vni,
+                env.net(pkt.meta.net).name
+            ),
+            _ => match read_peer(pkt.data()) {
+                Some(peer) => format!("from {peer}, {} bytes", pkt.len() - PEER_PREFIX_LEN),
+                None => format!("{} bytes, no peer prefix", pkt.len()),
+            },
+        }
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("decapsulated", self.decapsulated)]
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// `vxlan-encap`: prepends the VXLAN header with the network's VNI and the destination VTEP's
+/// [peer prefix](crate::peer), for the UDP underlay port.
+#[derive(Debug)]
+pub struct VxlanEncap {
+    port: PortId,
+    dst_port: u16,
+}
+
+impl VxlanEncap {
+    /// The inner frame is larger than the network's MTU allows (the outer packet is never
+    /// fragmented, so it cannot go).
+    pub const DROP_MTU_EXCEEDED: DropReason = DropReason(0);
+    /// The VTEP id is not in [`Env::vteps`].
+    pub const DROP_UNKNOWN_VTEP: DropReason = DropReason(1);
+    /// The frame's network does not exist or its VNI does not fit 24 bits.
+    pub const DROP_BAD_NETWORK: DropReason = DropReason(2);
+    /// Not enough headroom for the prefix and the header (a buffer bug; never on the real path).
+    pub const DROP_NO_HEADROOM: DropReason = DropReason(3);
+    const DROPS: &'static [&'static str] = &[
+        "drop_mtu_exceeded",
+        "drop_unknown_vtep",
+        "drop_bad_network",
+        "drop_no_headroom",
+    ];
+
+    /// Encapsulation toward VTEPs on the standard VXLAN port, leaving on `port` (the underlay).
+    pub fn new(port: PortId) -> VxlanEncap {
+        VxlanEncap::with_dst_port(port, VXLAN_PORT)
+    }
+
+    /// Encapsulation toward VTEPs listening on `dst_port` (tests on unprivileged ports).
+    pub fn with_dst_port(port: PortId, dst_port: u16) -> VxlanEncap {
+        VxlanEncap { port, dst_port }
+    }
+}
+
+impl Tunnel for VxlanEncap {
+    fn name(&self) -> &'static str {
+        "vxlan-encap"
+    }
+    fn port(&self) -> PortId {
+        self.port
+    }
+    fn drop_names(&self) -> &'static [&'static str] {
+        Self::DROPS
+    }
+    #[inline]
+    fn encap(&mut self, pkt: &mut Packet, vtep: VtepId, env: &Env) -> Result<(), DropReason> {
+        let net = env
+            .nets
+            .get(pkt.meta.net.0 as usize)
+            .ok_or(Self::DROP_BAD_NETWORK)?;
+        if pkt.len() > max_inner(pkt.data(), net) {
+            return Err(Self::DROP_MTU_EXCEEDED);
+        }
+        let vni = Vni::new(net.vni).map_err(|_| Self::DROP_BAD_NETWORK)?;
+        let addr = env
+            .vteps
+            .get(vtep.0 as usize)
+            .ok_or(Self::DROP_UNKNOWN_VTEP)?
+            .addr;
+        let head = pkt.push_front(ENCAP_LEN).ok_or(Self::DROP_NO_HEADROOM)?;
+        write_peer(head, SocketAddrV4::new(addr, self.dst_port));
+        head[PEER_PREFIX_LEN..].copy_from_slice(&Repr { vni }.to_bytes());
+        Ok(())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use vswitch::frames;
+    use vswitch::stage::{StageStats, mask_of, run_stage};
+    use vswitch::{FdbConfig, Mac, Time};
+
+    const VNI: u32 = 4097;
+    const OTHER_VNI: u32 = 4098;
+    const UNKNOWN_VNI: u32 = 5000;
+    const N2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    const N3: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+    const STRANGER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 9, last)
+    }
+    fn mac(last: u8) -> Mac {
+        Mac::docker_default(ip(last))
+    }
+
+    /// appnet (4097): peers n2 (vtep 0, endpoint .21) and n3 (vtep 1, endpoint .31), local
+    /// endpoint .11 on port 0 (static). othernet (4098): peer n3 only.
+    fn lab_env() -> Env {
+        let mut env = Env::new(FdbConfig::default());
+        let app = env.add_network(Network::new("appnet", VNI, 1450));
+        let other = env.add_network(Network::new("othernet", OTHER_VNI, 1450));
+        let v2 = env.add_vtep(N2, "n2");
+        let v3 = env.add_vtep(N3, "n3");
+        env.nets[app.0 as usize].peers = vec![v2, v3];
+        env.nets[other.0 as usize].peers = vec![v3];
+        env.fdb
+            .add_static(app, mac(21), FdbDest::Remote(v2))
+            .unwrap();
+        env.fdb
+            .add_static(app, mac(31), FdbDest::Remote(v3))
+            .unwrap();
+        env.fdb
+            .add_static(app, mac(11), FdbDest::Local(PortId(0)))
+            .unwrap();
+        env.fdb.learn(app, mac(12), PortId(1), Time::from_secs(1));
+        env.now = Time::from_secs(1);
+        env
+    }
+
+    /// A datagram as the UDP port hands it over: prefix, VXLAN header with `vni`, `inner`.
+    fn datagram(from: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
+        let mut d = vec![0u8; ENCAP_LEN];
+        write_peer(&mut d, SocketAddrV4::new(from, VXLAN_PORT));
+        d[PEER_PREFIX_LEN..].copy_from_slice(
+            &Repr {
+                vni: Vni::new(vni).unwrap(),
+            }
+            .to_bytes(),
+        );
+        d.extend_from_slice(inner);
+        d
+    }
+
+    fn udp(src: u8, dst: u8, payload: usize) -> Vec<u8> {
+        frames::udp(
+            mac(src),
+            mac(dst),
+            ip(src),
+            ip(dst),
+            1,
+            2,
+            &vec![0; payload],
+        )
+    }
+
+    /// Run decap over `frames` and return each one's outcome and the stats.
+    fn decap(env: &mut Env, frames: &[Vec<u8>]) -> (Vec<Packet>, StageStats) {
+        let mut stage = VxlanDecap::new();
+        let mut stats = StageStats::for_stage(&stage);
+        let mut batch = Batch::new(frames.len());
+        for f in frames {
+            batch.push_frame(f).unwrap();
+        }
+        run_stage(
+            &mut stage,
+            &mut stats,
+            &mut batch,
+            env,
+            mask_of(frames.len()),
+        );
+        assert_eq!(stats.rx, stats.outcomes());
+        let out = batch
+            .pkts()
+            .iter()
+            .map(|p| {
+                let mut q = Packet::from_frame(p.data());
+                q.meta = p.meta;
+                q
+            })
+            .collect();
+        (out, stats)
+    }
+
+    #[test]
+    fn drop_names_match_the_header_error_counters() {
+        let names = VxlanDecap::new().drop_names();
+        for (e, r) in [
+            (
+                HeaderError::Truncated { len: 3 },
+                VxlanDecap::DROP_VXLAN_TRUNCATED,
+            ),
+            (HeaderError::NoIFlag, VxlanDecap::DROP_VXLAN_NO_I_FLAG),
+            (
+                HeaderError::ReservedFlags { flags: 0x88 },
+                VxlanDecap::DROP_VXLAN_RESERVED_FLAGS,
+            ),
+            (
+                HeaderError::ReservedBits,
+                VxlanDecap::DROP_VXLAN_RESERVED_BITS,
+            ),
+        ] {
+            assert_eq!(VxlanDecap::header_drop(e), r);
+            assert_eq!(names[r.0 as usize], e.counter_name());
+        }
+    }
+
+    #[test]
+    fn decap_table() {
+        let mut env = lab_env();
+        let ok = udp(21, 11, 10);
+        let max = udp(21, 11, 1450 - 28);
+        let mut no_i = datagram(N2, VNI, &ok);
+        no_i[PEER_PREFIX_LEN] = 0;
+        let mut rsv_flags = datagram(N2, VNI, &ok);
+        rsv_flags[PEER_PREFIX_LEN] |= 0x80;
+        let mut rsv_bits = datagram(N2, VNI, &ok);
+        rsv_bits[PEER_PREFIX_LEN + 7] = 1;
+        let mut tagged = ok.clone();
+        tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        /// What, the datagram, and Ok((vtep, network)) or the drop reason's name.
+        type Case = (&'static str, Vec<u8>, Result<(u16, u16), &'static str>);
+        let table: Vec<Case> = vec![
+            (
+                "from n2 to a local endpoint",
+                datagram(N2, VNI, &ok),
+                Ok((0, 0)),
+            ),
+            (
+                "from n3 (also a peer)",
+                datagram(N3, VNI, &udp(31, 11, 0)),
+                Ok((1, 0)),
+            ),
+            ("exactly the MTU", datagram(N2, VNI, &max), Ok((0, 0))),
+            (
+                "exactly the MTU, tagged",
+                datagram(N2, VNI, &{
+                    let mut t = max.clone();
+                    t.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+                    t
+                }),
+                Ok((0, 0)),
+            ),
+            (
+                "othernet from n3",
+                datagram(N3, OTHER_VNI, &udp(41, 42, 0)),
+                Ok((1, 1)),
+            ),
+            (
+                "no prefix",
+                vec![198, 18, 0],
+                Err("drop_peer_prefix_missing"),
+            ),
+            (
+                "no VXLAN header",
+                datagram(N2, VNI, &[])[..ENCAP_LEN - 1].to_vec(),
+                Err("drop_vxlan_truncated"),
+            ),
+            ("I flag clear", no_i, Err("drop_vxlan_no_i_flag")),
+            ("reserved flag", rsv_flags, Err("drop_vxlan_reserved_flags")),
+            ("reserved bits", rsv_bits, Err("drop_vxlan_reserved_bits")),
+            (
+                "unknown sender",
+                datagram(STRANGER, VNI, &ok),
+                Err("drop_unknown_vtep"),
+            ),
+            (
+                "unknown sender, unknown VNI",
+                datagram(STRANGER, UNKNOWN_VNI, &ok),
+                Err("drop_unknown_vtep"),
+            ),
+            (
+                "known sender, not a peer of othernet",
+                datagram(N2, OTHER_VNI, &ok),
+                Err("drop_unknown_vtep"),
+            ),
+            (
+                "unknown VNI",
+                datagram(N2, UNKNOWN_VNI, &ok),
+                Err("drop_unknown_vni"),
+            ),
+            (
+                "empty inner frame",
+                datagram(N2, VNI, &[]),
+                Err("drop_inner_runt"),
+            ),
+            (
+                "13-byte inner frame",
+                datagram(N2, VNI, &ok[..13]),
+                Err("drop_inner_runt"),
+            ),
+            (
+                "one byte over the MTU",
+                datagram(N2, VNI, &udp(21, 11, 1450 - 28 + 1)),
+                Err("drop_inner_oversize"),
+            ),
+            (
+                "tagged, one byte over",
+                datagram(N2, VNI, &{
+                    let mut t = max.clone();
+                    t.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+                    t.push(0);
+                    t
+                }),
+                Err("drop_inner_oversize"),
+            ),
+            (
+                "n3 claiming n2's endpoint",
+                datagram(N3, VNI, &udp(21, 11, 0)),
+                Err("drop_inner_src_spoofed"),
+            ),
+            (
+                "n2 claiming a local static endpoint",
+                datagram(N2, VNI, &udp(11, 12, 0)),
+                Err("drop_inner_src_spoofed"),
+            ),
+            (
+                "n2 claiming a locally learned MAC",
+                datagram(N2, VNI, &udp(12, 11, 0)),
+                Err("drop_inner_src_spoofed"),
+            ),
+            (
+                "n2 with a MAC nobody owns",
+                datagram(N2, VNI, &udp(99, 11, 0)),
+                Ok((0, 0)),
+            ),
+            ("tagged", datagram(N2, VNI, &tagged), Ok((0, 0))),
+        ];
+        let frames: Vec<Vec<u8>> = table.iter().map(|t| t.1.clone()).collect();
+        // In batches of varied composition, so the per-batch sender cache is exercised.
+        for chunk in [1, 3, 7, frames.len()] {
+            let mut env_c = lab_env();
+            for (idxs, fs) in (0..frames.len())
+                .collect::<Vec<_>>()
+                .chunks(chunk)
+                .zip(frames.chunks(chunk))
+            {
+                let (out, _) = decap(&mut env_c, fs);
+                for (k, p) in idxs.iter().zip(out) {
+                    let (what, input, want) = &table[*k];
+                    match want {
+                        Ok((vtep, net)) => {
+                            assert_eq!(p.meta.next, Next::Continue, "{what}");
+                            assert_eq!(p.meta.from_vtep, Some(VtepId(*vtep)), "{what}");
+                            assert_eq!(p.meta.net, NetId(*net), "{what}");
+                            assert_eq!(p.data(), &input[ENCAP_LEN..], "{what}");
+                        }
+                        Err(name) => {
+                            let Next::Drop(r) = p.meta.next else {
+                                panic!("{what}: not dropped: {:?}", p.meta)
+                            };
+                            assert_eq!(VxlanDecap::DROPS[r.0 as usize], *name, "{what}");
+                            assert_eq!(
+                                p.data(),
+                                &input[..],
+                                "{what}: a dropped frame is untouched"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let (_, stats) = decap(&mut env, &frames);
+        assert_eq!(stats.cont, 7);
+        assert_eq!(stats.drop_count("drop_unknown_vtep"), 3);
+        assert_eq!(stats.drop_count("drop_inner_src_spoofed"), 3);
+    }
+
+    #[test]
+    fn an_aged_out_local_mac_may_come_from_a_peer() {
+        let mut env = lab_env();
+        env.now = Time::from_secs(1 + 300);
+        let (out, _) = decap(&mut env, &[datagram(N2, VNI, &udp(12, 11, 0))]);
+        assert_eq!(out[0].meta.next, Next::Continue);
+    }
+
+    #[test]
+    fn encap_prepends_prefix_and_header_in_headroom() {
+        let env = lab_env();
+        let mut enc = VxlanEncap::new(PortId(7));
+        assert_eq!(enc.port(), PortId(7));
+        // (from .21 to .11: so that, sent back at us from n2, it passes the spoof check too)
+        let inner = udp(21, 11, 10);
+        let mut p = Packet::from_frame(&inner);
+        let before = p.headroom();
+        enc.encap(&mut p, VtepId(0), &env).unwrap();
+        assert_eq!(p.headroom(), before - ENCAP_LEN);
+        assert_eq!(p.data(), &datagram(N2, VNI, &inner)[..]);
+        // and decap takes it back, as if the peer had sent it to us
+        let mut env2 = lab_env();
+        let (out, _) = decap(&mut env2, &[p.data().to_vec()]);
+        assert_eq!(out[0].data(), &inner[..]);
+    }
+
+    #[test]
+    fn encap_refuses_frames_over_the_mtu_and_unknown_vteps() {
+        let env = lab_env();
+        let mut enc = VxlanEncap::with_dst_port(PortId(7), 14789);
+        let names = enc.drop_names();
+        let mut at_mtu = Packet::from_frame(&udp(11, 21, 1450 - 28));
+        enc.encap(&mut at_mtu, VtepId(1), &env).unwrap();
+        assert_eq!(read_peer(at_mtu.data()), Some(SocketAddrV4::new(N3, 14789)));
+        let big = udp(11, 21, 1450 - 28 + 1);
+        let mut p = Packet::from_frame(&big);
+        let r = enc.encap(&mut p, VtepId(0), &env).unwrap_err();
+        assert_eq!(names[r.0 as usize], "drop_mtu_exceeded");
+        assert_eq!(p.data(), &big[..], "a refused frame is untouched");
+        let mut p = Packet::from_frame(&udp(11, 21, 0));
+        let r = enc.encap(&mut p, VtepId(9), &env).unwrap_err();
+        assert_eq!(names[r.0 as usize], "drop_unknown_vtep");
+        let mut p = Packet::from_frame(&udp(11, 21, 0));
+        p.meta.net = NetId(9);
+        let r = enc.encap(&mut p, VtepId(0), &env).unwrap_err();
+        assert_eq!(names[r.0 as usize], "drop_bad_network");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any bytes after a valid prefix, at every length: no panic, conservation, and an
+            /// accepted frame is exactly the input minus the 16 bytes.
+            #[test]
+            fn decap_never_panics(body in proptest::collection::vec(any::<u8>(), 0..80), vni in prop_oneof![Just(VNI), Just(OTHER_VNI), any::<u32>().prop_map(|v| v & 0xff_ffff)]) {
+                let mut env = lab_env();
+                let full = datagram(N2, vni, &body);
+                let mut garbage = full.clone();
+                garbage[PEER_PREFIX_LEN..].iter_mut().zip(body.iter().cycle()).for_each(|(b, x)| *b ^= *x);
+                for f in [&full, &garbage] {
+                    let frames: Vec<Vec<u8>> = (0..=f.len()).map(|n| f[..n].to_vec()).collect();
+                    for chunk in frames.chunks(32) {
+                        let (out, _) = decap(&mut env, chunk);
+                        for (p, input) in out.iter().zip(chunk) {
+                            if p.meta.next == Next::Continue {
+                                prop_assert_eq!(p.data(), &input[ENCAP_LEN..]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The UDP underlay as a switch port: [`UdpPort`] wraps a [`UdpUnderlay`] in the
+//! [`vswitch::Port`] trait, so the node's switch polls it like any other port.
+//!
+//! Where it sits: it is the port of role [`PortRole::Underlay`](vswitch::PortRole): what it
+//! receives goes to `vxlan-decap`, and `vxlan-encap` queues its output on it.
+//!
+//! ```text
+//! UDP 4789 ─recvmmsg─► UdpPort.rx_burst ─► vxlan-decap ─► l2 stages ─► local ports
+//! local ports ─► l2-fwd ─► vxlan-encap ─► UdpPort.tx_burst ─sendmmsg─► UDP 4789
+//! ```
+//!
+//! One syscall per batch each way. `rx_burst` is one `recvmmsg` straight into the batch's
+//! packet buffers at the standard headroom (no copy through [`PacketBufs`](crate::underlay::PacketBufs)),
+//! then writes each datagram's source address into the 8 bytes of headroom in front of it as
+//! the [peer prefix](crate::peer). `tx_burst` is one `sendmmsg` of every frame minus its prefix,
+//! each to the address in its prefix, read straight from the packet buffers. A datagram larger
+//! than a buffer is dropped and counted (`rx_truncated`); socket errors are counted, never
+//! fatal: the switch keeps running.
+
+use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, RawFd};
+
+use vswitch::{Batch, MAX_BATCH, Meta, Port};
+
+use crate::peer::{PEER_PREFIX_LEN, read_peer, write_peer};
+use crate::underlay::{UdpUnderlay, UnderlayError};
+
+/// Counters of a [`UdpPort`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpPortStats {
+    /// Datagrams larger than a packet buffer, dropped.
+    pub rx_truncated: u64,
+    /// `recvmmsg` failures other than "nothing to read".
+    pub rx_errors: u64,
+    /// Datagrams the kernel refused to send (`EMSGSIZE` above the path MTU, no route, ...).
+    pub tx_errors: u64,
+    /// Datagrams not sent because the socket buffer was full.
+    pub tx_would_block: u64,
+    /// Frames queued for transmit without a peer prefix (a pipeline bug), not sent.
+    pub tx_no_peer: u64,
+    /// The errno of the last socket error, 0 if none.
+    pub last_errno: i32,
+}
+
+/// The UDP underlay as a switch port.
+#[derive(Debug)]
+pub struct UdpPort {
+    ul: UdpUnderlay,
+    /// Its counters.
+    pub stats: UdpPortStats,
+}
+
+impl UdpPort {
+    /// A port on a UDP socket bound to `addr` (the VTEP address, port 4789), created in the
+    /// calling thread's network namespace.
+    pub fn bind(addr: SocketAddrV4) -> Result<UdpPort, UnderlayError> {
+        Ok(UdpPort::new(UdpUnderlay::bind(addr, MAX_BATCH)?))
+    }
+
+    /// A port on an already bound underlay (whose batch should cover the switch's batches).
+    pub fn new(ul: UdpUnderlay) -> UdpPort {
+        UdpPort {
+            ul,
+            stats: UdpPortStats::default(),
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.ul.local_addr()
+    }
+}
+
+impl Port for UdpPort {
+    fn rx_burst(&mut self, batch: &mut Batch) -> usize {
+        let spare = batch.spare_mut();
+        let got = match self.ul.recv_slots(spare.iter_mut().map(|p| p.rx_area())) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stats.rx_errors += 1;
+                if let UnderlayError::Recv(io) = e {
+                    self.stats.last_errno = io.raw_os_error().unwrap_or(0);
+                }
+                return 0;
+            }
+        };
+        let mut kept = 0;
+        for i in 0..got {
+            let (len, cut, src) = self.ul.received(i);
+            if cut {
+                self.stats.rx_truncated += 1;
+                continue;
+            }
+            let p = &mut spare[i];
+            p.meta = Meta::default();
+            // rx_area put the frame at the standard headroom, which holds the prefix, and the
+            // kernel wrote at most the area's length.
+            p.set_len(len);
+            if let Some(prefix) = p.push_front(PEER_PREFIX_LEN) {
+                write_peer(prefix, src);
+            }
+            if i != kept {
+                spare.swap(i, kept);
+            }
+            kept += 1;
+        }
+        batch.grow(kept);
+        kept
+    }
+
+    fn tx_burst(&mut self, batch: &mut Batch) -> usize {
+        let no_peer = &mut self.stats.tx_no_peer;
+        let report = self.ul.send_slices(batch.pkts().iter().filter_map(|p| {
+            let frame = p.data();
+            match read_peer(frame) {
+                Some(dst) => Some((dst, &frame[PEER_PREFIX_LEN..])),
+                None => {
+                    *no_peer += 1;
+                    None
+                }
+            }
+        }));
+        self.stats.tx_errors += report.failed as u64;
+        self.stats.tx_would_block += report.unsent as u64;
+        if let Some(errno) = report.last_errno {
+            self.stats.last_errno = errno;
+        }
+        report.sent
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.ul.as_raw_fd())
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats;
+        vec![
+            ("rx_truncated", s.rx_truncated),
+            ("rx_errors", s.rx_errors),
+            ("tx_errors", s.tx_errors),
+            ("tx_would_block", s.tx_would_block),
+            ("tx_no_peer", s.tx_no_peer),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::ENCAP_LEN;
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+    use vswitch::Packet;
+    use vswitch::packet::HEADROOM;
+
+    const LOOPBACK_ANY_PORT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+    const DEADLINE: Duration = Duration::from_secs(5);
+    const BATCH: usize = 32;
+
+    /// Receive until `want` frames arrived or the deadline passes.
+    fn rx_all(port: &mut UdpPort, want: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let start = Instant::now();
+        let mut batch = Batch::new(BATCH);
+        while got.len() < want && start.elapsed() < DEADLINE {
+            batch.clear();
+            let n = port.rx_burst(&mut batch);
+            assert_eq!(n, batch.len());
+            got.extend(batch.pkts().iter().map(|p| p.data().to_vec()));
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        got
+    }
+
+    fn frame_to(dst: SocketAddrV4, body: &[u8]) -> Packet {
+        let mut p = Packet::from_frame(body);
+        write_peer(p.push_front(PEER_PREFIX_LEN).unwrap(), dst);
+        p
+    }
+
+    #[test]
+    fn a_batch_goes_out_in_one_call_and_comes_in_with_the_sender_in_the_prefix() {
+        let mut a = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let mut b = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let mut tx = Batch::new(BATCH + 1);
+        let bodies: Vec<Vec<u8>> = (0..BATCH as u8)
+            .map(|i| vec![i; 20 + usize::from(i)])
+            .collect();
+        for body in &bodies {
+            assert!(tx.push_swap(&mut frame_to(b.local_addr(), body)));
+        }
+        // one frame without a prefix is counted and skipped
+        assert!(tx.push_swap(&mut Packet::from_frame(&[1, 2, 3])));
+        assert_eq!(a.tx_burst(&mut tx), BATCH);
+        assert_eq!(a.stats.tx_no_peer, 1);
+        let got = rx_all(&mut b, BATCH);
+        assert_eq!(got.len(), BATCH);
+        for (g, body) in got.iter().zip(&bodies) {
+            assert_eq!(read_peer(g), Some(a.local_addr()));
+            assert_eq!(&g[PEER_PREFIX_LEN..], &body[..]);
+        }
+        assert!(b.poll_fd().is_some());
+    }
+
+    #[test]
+    fn received_frames_leave_room_for_decap_to_strip_without_copying() {
+        let mut a = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let mut b = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let mut tx = Batch::new(BATCH);
+        assert!(tx.push_swap(&mut frame_to(b.local_addr(), &[7; 100])));
+        assert_eq!(a.tx_burst(&mut tx), 1);
+        let start = Instant::now();
+        let mut batch = Batch::new(BATCH);
+        while batch.is_empty() && start.elapsed() < DEADLINE {
+            b.rx_burst(&mut batch);
+        }
+        let p = &batch[0];
+        assert_eq!(p.headroom(), HEADROOM - PEER_PREFIX_LEN);
+        assert!(ENCAP_LEN < p.len());
+    }
+
+    #[test]
+    fn oversized_datagrams_are_dropped_and_counted() {
+        const SMALL_BUF: usize = HEADROOM + 256;
+        let mut a = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let mut b = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let mut tx = Batch::new(BATCH);
+        for body in [
+            vec![1u8; 300],
+            vec![2u8; 50],
+            vec![3u8; 257],
+            vec![4u8; 256],
+        ] {
+            assert!(tx.push_swap(&mut frame_to(b.local_addr(), &body)));
+        }
+        assert_eq!(a.tx_burst(&mut tx), 4);
+        let mut got = Vec::new();
+        let start = Instant::now();
+        let mut batch = Batch::with_buf_size(BATCH, SMALL_BUF);
+        while got.len() < 2 && start.elapsed() < DEADLINE {
+            batch.clear();
+            b.rx_burst(&mut batch);
+            got.extend(
+                batch
+                    .pkts()
+                    .iter()
+                    .map(|p| p.data()[PEER_PREFIX_LEN..].to_vec()),
+            );
+        }
+        assert_eq!(got, vec![vec![2u8; 50], vec![4u8; 256]]);
+        assert_eq!(b.stats.rx_truncated, 2);
+        assert!(b.counters().contains(&("rx_truncated", 2)));
+    }
+
+    #[test]
+    fn refused_sends_are_counted() {
+        let mut a = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let mut tx = Batch::with_buf_size(BATCH, HEADROOM + usize::from(u16::MAX) + 16);
+        // Above the 64 KiB UDP limit: EMSGSIZE.
+        let dst = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
+        let mut big = Packet::with_capacity(HEADROOM + usize::from(u16::MAX) + 16);
+        big.set_frame(&vec![0u8; usize::from(u16::MAX)]).unwrap();
+        write_peer(big.push_front(PEER_PREFIX_LEN).unwrap(), dst);
+        assert!(tx.push_swap(&mut big));
+        assert_eq!(a.tx_burst(&mut tx), 0);
+        assert_eq!(a.stats.tx_errors, 1);
+        assert_eq!(a.stats.last_errno, libc::EMSGSIZE);
+    }
+}
