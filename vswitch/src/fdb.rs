@@ -268,12 +268,24 @@ impl Fdb {
     /// [`learn`](Self::learn) with the hash known.
     #[inline]
     pub fn learn_hashed(&mut self, key: FdbKey, hash: u64, port: PortId, now: Time) -> Learned {
+        self.learn_dest(key, hash, FdbDest::Local(port), now)
+    }
+
+    /// Learn that `mac` in `net` is behind remote VTEP `vtep` (learning from decapsulated
+    /// traffic, as a kernel VXLAN device without `nolearning` does). Ages like any learned entry.
+    pub fn learn_remote(&mut self, net: NetId, mac: Mac, vtep: VtepId, now: Time) -> Learned {
+        let k = FdbKey::new(net, mac);
+        let h = self.hash(k);
+        self.learn_dest(k, h, FdbDest::Remote(vtep), now)
+    }
+
+    #[inline]
+    fn learn_dest(&mut self, key: FdbKey, hash: u64, here: FdbDest, now: Time) -> Learned {
         if !key.mac().is_unicast() {
             return Learned::Invalid;
         }
         let now_secs = now.secs() as u32;
         let aging = self.cfg.aging_secs;
-        let here = FdbDest::Local(port);
         if let Some(v) = self.table.get_mut_hashed(&key, hash) {
             if v.is_static() {
                 return if v.dest() == here {
@@ -542,6 +554,26 @@ mod tests {
         assert_eq!((f.learned_len(), f.static_len()), (0, 3));
         assert_eq!(f.remove_static_where(|_, m, _| m == mac(4)), 1);
         assert_eq!(f.static_len(), 2);
+    }
+
+    #[test]
+    fn remote_learning_ages_and_moves_but_never_overrides_static() {
+        let mut f = Fdb::new(FdbConfig::default());
+        let t = Time::from_secs(5);
+        assert_eq!(f.learn_remote(N, mac(1), VtepId(2), t), Learned::New);
+        assert_eq!(f.lookup(N, mac(1), t), Some(FdbDest::Remote(VtepId(2))));
+        assert_eq!(
+            f.learn_remote(N, mac(1), VtepId(3), t),
+            Learned::Moved {
+                from: FdbDest::Remote(VtepId(2))
+            }
+        );
+        assert_eq!(f.lookup(N, mac(1), Time::from_secs(5 + 300)), None);
+        f.add_static(N, mac(2), FdbDest::Remote(VtepId(2))).unwrap();
+        assert_eq!(
+            f.learn_remote(N, mac(2), VtepId(3), t),
+            Learned::StaticConflict
+        );
     }
 
     #[test]

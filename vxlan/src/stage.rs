@@ -36,7 +36,7 @@ use std::any::Any;
 use std::net::SocketAddrV4;
 
 use vswitch::env::{ETH_HDR_LEN, VLAN_TAG_LEN};
-use vswitch::fdb::FdbDest;
+use vswitch::fdb::{FdbDest, Learned};
 use vswitch::l2::{ETHERTYPE_VLAN, src_mac};
 use vswitch::{
     Batch, DropReason, Env, NetId, Network, Next, Packet, PortId, Stage, Tunnel, VtepId,
@@ -66,6 +66,11 @@ fn max_inner(frame: &[u8], net: &Network) -> usize {
 pub struct VxlanDecap {
     /// Frames decapsulated into a network.
     pub decapsulated: u64,
+    /// Learn inner source MAC -> sending VTEP (off by default: Docker runs its VTEP with
+    /// `nolearning` and programs remote MACs statically).
+    pub learning: bool,
+    /// Inner source MACs learned (when `learning` is on).
+    pub learned: u64,
 }
 
 /// The sender/VNI pair last accepted in the current batch.
@@ -199,6 +204,12 @@ impl Stage for VxlanDecap {
                     p.meta.net = net;
                     p.meta.from_vtep = Some(vtep);
                     self.decapsulated += 1;
+                    if self.learning {
+                        let src = src_mac(p.data());
+                        if env.fdb.learn_remote(net, src, vtep, env.now) == Learned::New {
+                            self.learned += 1;
+                        }
+                    }
                 }
                 Err(r) => p.meta.next = Next::Drop(r),
             }
@@ -220,7 +231,10 @@ impl Stage for VxlanDecap {
         }
     }
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("decapsulated", self.decapsulated)]
+        vec![
+            ("decapsulated", self.decapsulated),
+            ("learned", self.learned),
+        ]
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -580,6 +594,36 @@ mod tests {
         assert_eq!(stats.cont, 7);
         assert_eq!(stats.drop_count("drop_unknown_vtep"), 3);
         assert_eq!(stats.drop_count("drop_inner_src_spoofed"), 3);
+    }
+
+    #[test]
+    fn learning_is_off_by_default_and_learns_the_sending_vtep_when_on() {
+        let mut env = lab_env();
+        let unknown_src = datagram(N2, VNI, &udp(77, 11, 10));
+        let (out, _) = decap(&mut env, std::slice::from_ref(&unknown_src));
+        assert_eq!(out[0].meta.next, Next::Continue);
+        assert_eq!(
+            env.fdb.lookup(NetId(0), mac(77), env.now),
+            None,
+            "nolearning by default"
+        );
+
+        let mut stage = VxlanDecap {
+            learning: true,
+            ..VxlanDecap::default()
+        };
+        let mut stats = StageStats::for_stage(&stage);
+        let mut batch = Batch::new(1);
+        batch.push_frame(&unknown_src).unwrap();
+        run_stage(&mut stage, &mut stats, &mut batch, &mut env, mask_of(1));
+        assert_eq!(
+            env.fdb.lookup(NetId(0), mac(77), env.now),
+            Some(FdbDest::Remote(env.vtep_by_addr(N2).unwrap()))
+        );
+        assert_eq!(stage.learned, 1);
+        // learned remote entries age like any other
+        let later = Time::from_secs(1 + 300);
+        assert_eq!(env.fdb.lookup(NetId(0), mac(77), later), None);
     }
 
     #[test]
