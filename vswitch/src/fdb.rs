@@ -9,8 +9,6 @@
 //! the frame is still forwarded, as unknown unicast to it is flooded); static entries have their
 //! own budget and are exempt. One entry is 16 bytes in a table kept at most half full.
 
-use std::net::Ipv4Addr;
-
 use crate::env::Time;
 use crate::packet::{Mac, NetId, PortId, VtepId};
 use crate::table::{FlatTable, TableKey};
@@ -439,21 +437,6 @@ impl Fdb {
             .collect();
         v.sort_by_key(|e| (e.net, e.mac));
         v
-    }
-}
-
-/// A remote endpoint's static entry needs its VTEP's address for listings; this pairs them.
-pub fn describe_dest(
-    dest: FdbDest,
-    vtep_addr: impl Fn(VtepId) -> Option<Ipv4Addr>,
-    port_name: impl Fn(PortId) -> String,
-) -> String {
-    match dest {
-        FdbDest::Local(p) => format!("port {}", port_name(p)),
-        FdbDest::Remote(v) => match vtep_addr(v) {
-            Some(a) => format!("dst {a}"),
-            None => format!("vtep #{}", v.0),
-        },
     }
 }
 

@@ -178,9 +178,6 @@ impl Stage for L2Learn {
             (None, None) => format!("fdb {mac}: not learned (table full)"),
         }
     }
-    fn counters(&self) -> Vec<(&'static str, u64)> {
-        Vec::new()
-    }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }

@@ -415,37 +415,10 @@ impl UdpUnderlay {
                 iov_base: bufs.slot_ptr(i).cast(),
                 iov_len: buf_size,
             };
-            let hdr = &mut self.msgs[i].msg_hdr;
-            hdr.msg_name = ptr::from_mut(&mut self.names[i]).cast();
-            hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            hdr.msg_iov = ptr::from_mut(&mut self.iovs[i]);
-            hdr.msg_iovlen = 1;
-            hdr.msg_control = ptr::null_mut();
-            hdr.msg_controllen = 0;
-            hdr.msg_flags = 0;
-            self.msgs[i].msg_len = 0;
         }
-        // SAFETY: the first `n` mmsghdrs point at `n` live iovecs, each covering one distinct
-        // `buf_size` slot of `bufs` (exclusively borrowed for this call), and at `n` live
-        // sockaddr_in; `n` <= MAX_BATCH fits c_uint. Nothing is retained after the call.
-        let rc = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                self.msgs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                ptr::null_mut(),
-            )
-        };
-        if rc < 0 {
-            let err = last_error();
-            return match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(RecvReport::default()),
-                _ => Err(UnderlayError::Recv(err)),
-            };
-        }
-        // rc >= 0 was just checked and is at most n.
-        let received = rc as usize;
+        // SAFETY: the first `n` iovecs each cover one distinct `buf_size` slot of `bufs`,
+        // exclusively borrowed for this call.
+        let received = unsafe { self.recvmmsg_prepared(n) }?;
         let mut truncated = 0;
         for i in 0..received {
             let msg = &self.msgs[i];
@@ -476,23 +449,38 @@ impl UdpUnderlay {
                 iov_base: slot.as_mut_ptr().cast(),
                 iov_len: slot.len(),
             };
-            let hdr = &mut self.msgs[n].msg_hdr;
-            hdr.msg_name = ptr::from_mut(&mut self.names[n]).cast();
+            n += 1;
+        }
+        // SAFETY: the first `n` iovecs each cover one distinct slot exclusively borrowed for 'a,
+        // which outlives this call.
+        unsafe { self.recvmmsg_prepared(n) }
+    }
+
+    /// One `recvmmsg` into the first `n` iovecs (already pointed at the receive buffers):
+    /// points the message headers at them and at the address slots, and returns how many
+    /// datagrams arrived (0 when nothing is waiting).
+    ///
+    /// # Safety
+    /// The first `n` entries of `self.iovs` must describe distinct, live, writable buffers that
+    /// nothing else accesses during the call.
+    unsafe fn recvmmsg_prepared(&mut self, n: usize) -> Result<usize, UnderlayError> {
+        if n == 0 {
+            return Ok(0);
+        }
+        for i in 0..n {
+            let hdr = &mut self.msgs[i].msg_hdr;
+            hdr.msg_name = ptr::from_mut(&mut self.names[i]).cast();
             hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            hdr.msg_iov = ptr::from_mut(&mut self.iovs[n]);
+            hdr.msg_iov = ptr::from_mut(&mut self.iovs[i]);
             hdr.msg_iovlen = 1;
             hdr.msg_control = ptr::null_mut();
             hdr.msg_controllen = 0;
             hdr.msg_flags = 0;
-            self.msgs[n].msg_len = 0;
-            n += 1;
+            self.msgs[i].msg_len = 0;
         }
-        if n == 0 {
-            return Ok(0);
-        }
-        // SAFETY: the first `n` mmsghdrs point at `n` live iovecs, each covering one distinct
-        // slot exclusively borrowed for 'a (which outlives this call), and at `n` live
-        // sockaddr_in in `self`; `n` <= MAX_BATCH fits c_uint. Nothing is retained after it.
+        // SAFETY: the first `n` mmsghdrs point at `n` live iovecs (valid buffers, by this
+        // function's contract) and at `n` live sockaddr_in in `self`; `n` <= MAX_BATCH fits
+        // c_uint. Nothing is retained after the call.
         let rc = unsafe {
             libc::recvmmsg(
                 self.fd.as_raw_fd(),
