@@ -1,7 +1,14 @@
-//! `vxmesh demo`: the tour. Until the node's AF_XDP and TAP ports land, it is an in-memory tour
-//! of the real switch: two container ports on one network, MAC learning, flooding, forwarding,
-//! proxy ARP, a trace of one packet, and every counter. Every line it prints comes from the
-//! switch's own state after it processed the frames; nothing is canned.
+//! `vxmesh demo`: the tour of SPEC.md on a real lab. It builds two nodes and four containers in
+//! network namespaces (per node one container on AF_XDP and one on a TAP), starts a `vxmesh run`
+//! per node, starts three small HTTP backends behind a service VIP published on 8080, and shows
+//! what an operator would look at: `network inspect`, `fdb show` on each node, pings across
+//! nodes, six requests to the VIP answered round robin, requests through the published port
+//! from clients outside the overlay, `lb show`, `conntrack show` and the per-stage trace of one
+//! request. Every line comes from the running nodes; nothing is canned. The lab is removed at
+//! the end, also on failure and on Ctrl-C.
+//!
+//! `vxmesh demo --memory` is the same switch in memory (no root needed): learning, flooding,
+//! proxy ARP, a trace and the counters, frame by frame.
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -10,6 +17,11 @@ use vswitch::frames;
 use vswitch::trace::{Summary, TraceFilter};
 use vswitch::{Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, Network, PortRole, Switch, Time};
 
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::labrun::{HttpServer, Running, http_get};
 use crate::show;
 
 fn ip(last: u8) -> Ipv4Addr {
@@ -50,6 +62,259 @@ impl Tour {
             let _ = writeln!(self.out, "  (nothing transmitted)");
         }
     }
+}
+
+/// Set by SIGINT/SIGTERM during the demo: stop after the current step and clean up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// The demo's cluster file; `{P}` is the per-run prefix (the containers' namespaces).
+const DEMO_CLUSTER: &str = r#"
+[[node]]
+name = "n1"
+vtep = "198.18.0.1"
+
+[[node]]
+name = "n2"
+vtep = "198.18.0.2"
+
+[[network]]
+name = "appnet"
+vni = 4097
+subnet = "10.0.9.0/24"
+mtu = 1450
+
+[[endpoint]]
+name = "c11"
+node = "n1"
+network = "appnet"
+ip = "10.0.9.11"
+attach = "afxdp:vc11"
+netns = "{P}c11"
+
+[[endpoint]]
+name = "c12"
+node = "n1"
+network = "appnet"
+ip = "10.0.9.12"
+attach = "tap:eth0"
+netns = "{P}c12"
+
+[[endpoint]]
+name = "c21"
+node = "n2"
+network = "appnet"
+ip = "10.0.9.21"
+attach = "afxdp:vc21"
+netns = "{P}c21"
+
+[[endpoint]]
+name = "c22"
+node = "n2"
+network = "appnet"
+ip = "10.0.9.22"
+attach = "tap:eth0"
+netns = "{P}c22"
+
+[[service]]
+name = "web"
+network = "appnet"
+vip = "10.0.9.100"
+scheduler = "rr"
+backends = ["c12", "c21", "c22"]
+ports = [{ protocol = "tcp", port = 80, target = 80, published = 8080 }]
+
+[[ingress]]
+node = "n1"
+attach = "afxdp:ext0"
+ip = "192.0.2.1/24"
+
+[[ingress]]
+node = "n2"
+attach = "afxdp:ext0"
+ip = "192.0.2.2/24"
+"#;
+
+/// `vxmesh demo`: the tour on a real lab (root), or in memory with `memory`; the exit code.
+pub fn run(memory: bool) -> u8 {
+    if memory {
+        print!("{}", memory_tour());
+        return 0;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "vxmesh demo: needs root (it builds network namespaces, veths, TAPs and AF_XDP sockets); run it as root, or `vxmesh demo --memory` for the in-memory tour"
+        );
+        return 2;
+    }
+    // SAFETY: installs an async-signal-safe handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    match lab_tour() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("vxmesh demo: {e:#}");
+            1
+        }
+    }
+}
+
+fn step(title: &str) -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        anyhow::bail!("interrupted; the lab was removed");
+    }
+    println!("\n=== {title}");
+    Ok(())
+}
+
+fn shell(cmd: &str, out: &str) {
+    println!("$ {cmd}");
+    print!("{out}");
+    if !out.ends_with('\n') {
+        println!();
+    }
+}
+
+fn lab_tour() -> anyhow::Result<()> {
+    let prefix = format!("vxd{}-", std::process::id());
+    let text = DEMO_CLUSTER.replace("{P}", &prefix);
+    let exe = std::env::current_exe()?;
+    step("building the lab: 2 nodes, 4 containers, 2 external clients, in network namespaces")?;
+    let run = Running::start(&exe, &prefix, &text, &["n1", "n2"])?;
+    print!("{}", run.lab.describe());
+    println!(
+        "nodes running: `vxmesh run --node n1` in {}, `--node n2` in {} (logs: {})",
+        run.lab.node_netns("n1"),
+        run.lab.node_netns("n2"),
+        run.logs.display()
+    );
+    let ns = |e: &str| run.lab.endpoint_netns(e);
+    let mut servers = Vec::new();
+    for b in ["c12", "c21", "c22"] {
+        servers.push(HttpServer::start(&ns(b), 80, b)?);
+    }
+    println!("HTTP backends listening on port 80 in c12, c21 and c22");
+
+    step("network inspect (on n1)")?;
+    shell(
+        "vxmesh --node n1 network inspect appnet",
+        &run.ctl_ok("n1", &["network", "inspect", "appnet"])?,
+    );
+    for n in ["n1", "n2"] {
+        step(&format!("fdb show on {n}"))?;
+        shell(
+            &format!("vxmesh --node {n} fdb show"),
+            &run.ctl_ok(n, &["fdb", "show"])?,
+        );
+    }
+
+    step("pings across nodes (AF_XDP and TAP containers, VXLAN between the nodes)")?;
+    for (from, to) in [
+        ("c11", "10.0.9.21"),
+        ("c12", "10.0.9.22"),
+        ("c21", "10.0.9.12"),
+    ] {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns(from),
+                "ping",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                to,
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        let summary: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("packets transmitted") || l.starts_with("rtt"))
+            .collect();
+        println!("{from} -> {to}: {}", summary.join("; "));
+    }
+
+    step("six requests from c11 to the VIP 10.0.9.100:80 (round robin over c12, c21, c22)")?;
+    let vip = SocketAddr::from(([10, 0, 9, 100], 80));
+    for i in 1..=6 {
+        let body = http_get(&ns("c11"), vip)?;
+        println!("request {i}: {body}");
+    }
+
+    step("the routing mesh: the published port 8080 from clients outside the overlay")?;
+    for n in ["n1", "n2"] {
+        let client = run.lab.client_netns(n);
+        let ing = run
+            .cluster
+            .ingresses
+            .iter()
+            .find(|i| i.node == n)
+            .map(|i| i.ip)
+            .expect("demo ingress");
+        for i in 1..=3 {
+            let body = http_get(&client, SocketAddr::from((ing, 8080)))?;
+            println!("external client of {n} -> {ing}:8080, request {i}: {body}");
+        }
+    }
+
+    step("lb show on n1 (like ipvsadm -Ln)")?;
+    shell(
+        "vxmesh --node n1 lb show",
+        &run.ctl_ok("n1", &["lb", "show"])?,
+    );
+    shell(
+        "vxmesh --node n1 lb show --stats",
+        &run.ctl_ok("n1", &["lb", "show", "--stats"])?,
+    );
+    step("conntrack show on n1 (like ipvsadm -Lnc)")?;
+    shell(
+        "vxmesh --node n1 conntrack show",
+        &run.ctl_ok("n1", &["conntrack", "show"])?,
+    );
+
+    step("the per-stage trace of one request (c11 -> VIP, on n1)")?;
+    let (exe2, ctl) = (exe.clone(), run.control("n1"));
+    let tracer = std::thread::spawn(move || {
+        Command::new(exe2)
+            .arg("--control")
+            .arg(ctl)
+            .args([
+                "trace",
+                "--count",
+                "2",
+                "--filter",
+                "tcp port 80 host 10.0.9.11",
+            ])
+            .output()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let body = http_get(&ns("c11"), vip)?;
+    let out = tracer
+        .join()
+        .map_err(|_| anyhow::anyhow!("trace thread panicked"))??;
+    shell(
+        "vxmesh --node n1 trace --count 2 --filter 'tcp port 80 host 10.0.9.11'",
+        &String::from_utf8_lossy(&out.stdout),
+    );
+    println!("(the request was answered: {body})");
+
+    step("stats on n1: every port and stage, every drop by name")?;
+    shell("vxmesh --node n1 stats", &run.ctl_ok("n1", &["stats"])?);
+
+    step("tearing down: nodes stopped with SIGTERM, namespaces removed")?;
+    drop(servers);
+    drop(run);
+    println!("done");
+    Ok(())
 }
 
 /// Run the in-memory tour and return its transcript.

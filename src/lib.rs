@@ -4,5 +4,12 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod daemon;
 pub mod demo;
+pub mod lab;
+pub mod labrun;
+pub mod node;
+pub mod own_addr;
+pub mod pcap;
 pub mod show;
+pub mod sys;

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vxmesh::config::{Cluster, ConfigError};
+use vxmesh::daemon::{self, Request};
+use vxmesh::lab::Lab;
 
 /// Exit code for usage and configuration errors (SPEC.md).
 const EXIT_USAGE: u8 = 2;
@@ -33,8 +36,12 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// The one-command tour.
-    Demo,
+    /// The one-command tour (root: a real lab of two nodes in network namespaces).
+    Demo {
+        /// The in-memory tour of the switch instead (no root needed).
+        #[arg(long)]
+        memory: bool,
+    },
     /// Build or remove a network-namespace lab for a cluster file.
     Lab {
         /// up or down.
@@ -42,6 +49,9 @@ enum Cmd {
         /// The cluster file.
         #[arg(long)]
         config: PathBuf,
+        /// Prefix of every namespace the lab creates.
+        #[arg(long, default_value = "vxm-")]
+        prefix: String,
     },
     /// Show a network: VNI, subnet, MTU, peers, endpoints.
     Network {
@@ -49,6 +59,9 @@ enum Cmd {
         action: String,
         /// The network.
         name: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the forwarding database.
     Fdb {
@@ -97,6 +110,9 @@ enum Cmd {
         /// Which packets (e.g. "tcp port 80 host 10.0.9.11").
         #[arg(long)]
         filter: Option<String>,
+        /// JSON output (one object per stage record).
+        #[arg(long)]
+        json: bool,
     },
     /// Capture a port to a pcap file.
     Capture {
@@ -116,29 +132,142 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Demo => {
-            print!("{}", vxmesh::demo::memory_tour());
-            ExitCode::SUCCESS
+    let control = || -> Result<PathBuf, ExitCode> {
+        match (&cli.control, &cli.node) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(n)) => Ok(daemon::default_control(n)),
+            (None, None) => {
+                eprintln!("vxmesh: say which node: --node NAME or --control PATH");
+                Err(ExitCode::from(EXIT_USAGE))
+            }
         }
-        other => {
-            let what = match other {
-                Cmd::Run { .. } => "run",
-                Cmd::Lab { .. } => "lab",
-                Cmd::Network { .. } => "network inspect",
-                Cmd::Fdb { .. } => "fdb show",
-                Cmd::Lb { .. } => "lb show",
-                Cmd::Conntrack { .. } => "conntrack show",
-                Cmd::Stats { .. } => "stats",
-                Cmd::Trace { .. } => "trace",
-                Cmd::Capture { .. } => "capture",
-                Cmd::Reload => "reload",
-                Cmd::Demo => unreachable!("handled above"),
+    };
+    let usage = |msg: String| {
+        eprintln!("vxmesh: {msg}");
+        ExitCode::from(EXIT_USAGE)
+    };
+    let req = match &cli.cmd {
+        Cmd::Demo { memory } => return ExitCode::from(vxmesh::demo::run(*memory)),
+        Cmd::Run { config } => {
+            let Some(node) = cli.node.as_deref() else {
+                return usage("run: --node NAME is required".into());
             };
-            eprintln!(
-                "vxmesh: `{what}` is not available in this build: the node daemon (AF_XDP/TAP ports, control socket) is not built yet; `vxmesh demo` runs the switch in memory"
-            );
-            ExitCode::from(EXIT_USAGE)
+            return match daemon::run(config, node, cli.control.clone()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vxmesh: {e:#}");
+                    if e.downcast_ref::<ConfigError>().is_some() {
+                        ExitCode::from(EXIT_USAGE)
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+            };
+        }
+        Cmd::Lab {
+            action,
+            config,
+            prefix,
+        } => return lab_cmd(action, config, prefix),
+        Cmd::Network { action, name, json } => {
+            if action != "inspect" {
+                return usage(format!(
+                    "network {action}: the command is `network inspect NET`"
+                ));
+            }
+            Request::NetworkInspect {
+                network: name.clone(),
+                json: *json,
+            }
+        }
+        Cmd::Fdb {
+            action,
+            network,
+            json,
+        } => {
+            if action != "show" {
+                return usage(format!("fdb {action}: the command is `fdb show`"));
+            }
+            Request::FdbShow {
+                network: network.clone(),
+                json: *json,
+            }
+        }
+        Cmd::Lb {
+            action,
+            stats,
+            rate,
+            json,
+        } => {
+            if action != "show" {
+                return usage(format!("lb {action}: the command is `lb show`"));
+            }
+            Request::LbShow {
+                stats: *stats,
+                rate: *rate,
+                json: *json,
+            }
+        }
+        Cmd::Conntrack { action, json } => {
+            if action != "show" {
+                return usage(format!(
+                    "conntrack {action}: the command is `conntrack show`"
+                ));
+            }
+            Request::ConntrackShow { json: *json }
+        }
+        Cmd::Stats { json } => Request::Stats { json: *json },
+        Cmd::Trace {
+            count,
+            filter,
+            json,
+        } => Request::Trace {
+            count: *count,
+            filter: filter.clone(),
+            json: *json,
+        },
+        Cmd::Capture { port, file, count } => {
+            let file = match std::path::absolute(file) {
+                Ok(f) => f,
+                Err(e) => return usage(format!("capture: {}: {e}", file.display())),
+            };
+            Request::Capture {
+                port: port.clone(),
+                file,
+                count: *count,
+            }
+        }
+        Cmd::Reload => Request::Reload,
+    };
+    let path = match control() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    ExitCode::from(daemon::client(&path, &req))
+}
+
+fn lab_cmd(action: &str, config: &std::path::Path, prefix: &str) -> ExitCode {
+    let cluster = match Cluster::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vxmesh: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let lab = Lab::new(&cluster, prefix);
+    let r = match action {
+        "up" => lab.up().map(|()| print!("{}", lab.describe())),
+        "down" => lab.down(),
+        other => {
+            eprintln!("vxmesh: lab {other}: the command is `lab up` or `lab down`");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vxmesh: lab {action}: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

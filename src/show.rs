@@ -4,9 +4,14 @@
 
 use std::fmt::Write;
 
+use lb::ServiceKey;
+use lb::listing::ListMode;
+use serde_json::{Value, json};
 use vswitch::fdb::FdbDest;
 use vswitch::trace::TraceRecord;
 use vswitch::{Next, Switch};
+
+use crate::node::Node;
 
 /// `vxmesh stats`: per-port counters, then per-stage outcomes, drops by name, and events.
 pub fn stats(sw: &Switch) -> String {
@@ -103,18 +108,396 @@ pub fn trace(sw: &Switch, recs: &[TraceRecord]) -> String {
             let _ = writeln!(o, "--- packet {}", r.id);
             last = r.id;
         }
-        let decision = match (r.next, r.drop) {
-            (_, Some(d)) => format!("DROP {d}"),
-            (Next::Continue, _) => "continue".to_string(),
-            (Next::Output(p), _) => format!("output {}", sw.port_name(p)),
-            (Next::Flood, _) => "flood".to_string(),
-            (Next::Remote(v), _) => match sw.env.vteps.get(v.0 as usize) {
-                Some(vt) => format!("remote {}", vt.addr),
-                None => format!("remote #{}", v.0),
-            },
-            (Next::Drop(_), None) => "DROP".to_string(),
-        };
+        let decision = decision(sw, r);
         let _ = writeln!(o, "  {:<12} {:<22} {}", r.stage, decision, r.detail);
     }
     o
+}
+
+fn decision(sw: &Switch, r: &TraceRecord) -> String {
+    match (r.next, r.drop) {
+        (_, Some(d)) => format!("DROP {d}"),
+        (Next::Continue, _) => "continue".to_string(),
+        (Next::Output(p), _) => format!("output {}", sw.port_name(p)),
+        (Next::Flood, _) => "flood".to_string(),
+        (Next::Remote(v), _) => match sw.env.vteps.get(v.0 as usize) {
+            Some(vt) => format!("remote {}", vt.addr),
+            None => format!("remote #{}", v.0),
+        },
+        (Next::Drop(_), None) => "DROP".to_string(),
+    }
+}
+
+/// `vxmesh trace --json`: one object per record.
+pub fn trace_json(sw: &Switch, recs: &[TraceRecord]) -> String {
+    let v: Vec<Value> = recs
+        .iter()
+        .map(|r| {
+            json!({
+                "packet": r.id,
+                "stage": r.stage,
+                "decision": decision(sw, r),
+                "drop": r.drop,
+                "detail": r.detail,
+            })
+        })
+        .collect();
+    lines(&v)
+}
+
+fn lines(v: &[Value]) -> String {
+    let mut o = String::new();
+    for x in v {
+        let _ = writeln!(o, "{x}");
+    }
+    o
+}
+
+fn pretty(v: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn dest_json(sw: &Switch, d: FdbDest) -> Value {
+    match d {
+        FdbDest::Local(p) => json!({ "port": sw.port_name(p) }),
+        FdbDest::Remote(v) => match sw.env.vteps.get(v.0 as usize) {
+            Some(vt) => json!({ "vtep": vt.addr.to_string(), "node": vt.node }),
+            None => json!({ "vtep_id": v.0 }),
+        },
+    }
+}
+
+/// `vxmesh fdb show --json`.
+pub fn fdb_json(sw: &Switch, network: Option<&str>) -> String {
+    let v: Vec<Value> = sw
+        .env
+        .fdb
+        .entries(sw.env.now)
+        .into_iter()
+        .filter_map(|e| {
+            let net = &sw.env.nets[e.net.0 as usize];
+            if network.is_some_and(|n| n != net.name) {
+                return None;
+            }
+            Some(json!({
+                "mac": e.mac.to_string(),
+                "network": net.name,
+                "vni": net.vni,
+                "dest": dest_json(sw, e.dest),
+                "static": e.is_static,
+                "age_secs": e.age_secs,
+            }))
+        })
+        .collect();
+    pretty(&Value::Array(v))
+}
+
+fn counters_json(c: &[(&'static str, u64)]) -> Value {
+    Value::Object(c.iter().map(|(k, v)| (k.to_string(), json!(v))).collect())
+}
+
+/// `vxmesh stats --json`.
+pub fn stats_json(sw: &Switch) -> String {
+    let st = sw.stats();
+    let ports: Vec<Value> = st
+        .ports
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "rx_packets": p.stats.rx_packets,
+                "rx_bytes": p.stats.rx_bytes,
+                "tx_packets": p.stats.tx_packets,
+                "tx_bytes": p.stats.tx_bytes,
+                "tx_dropped": p.stats.tx_dropped,
+                "counters": counters_json(&p.port),
+            })
+        })
+        .collect();
+    let stages: Vec<Value> = st
+        .stages
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "in": s.rx,
+                "continue": s.cont,
+                "output": s.output,
+                "flood": s.flood,
+                "remote": s.remote,
+                "dropped": s.dropped(),
+                "drops": counters_json(&s.drops),
+                "drop_unnamed": s.drop_unnamed,
+                "events": counters_json(&s.events),
+            })
+        })
+        .collect();
+    let f = st.fdb;
+    pretty(&json!({
+        "ports": ports,
+        "stages": stages,
+        "fdb": {
+            "learned_entries": st.fdb_entries.0,
+            "static_entries": st.fdb_entries.1,
+            "learned": f.learned,
+            "moves": f.moves,
+            "refused_full": f.full,
+            "aged": f.aged,
+        },
+    }))
+}
+
+/// `vxmesh network inspect NET` (text or JSON), from the cluster file in force and the switch.
+pub fn network(node: &Node, name: &str, as_json: bool) -> Result<String, String> {
+    let c = &node.cluster;
+    let Some(net) = c.network(name) else {
+        let names: Vec<&str> = c.networks.iter().map(|n| n.name.as_str()).collect();
+        return Err(format!(
+            "no network {name:?} (networks: {})",
+            names.join(", ")
+        ));
+    };
+    let served = node.sw.env.net_by_name(name).is_some();
+    let peers: Vec<Value> = c
+        .peers(name)
+        .iter()
+        .map(|n| {
+            json!({
+                "node": n.name,
+                "vtep": n.vtep.to_string(),
+                "lb": n.lb.get(name).map(|a| a.to_string()),
+                "this_node": n.name == node.plan.node,
+            })
+        })
+        .collect();
+    let endpoints: Vec<Value> = c
+        .endpoints
+        .iter()
+        .filter(|e| e.network == name)
+        .map(|e| {
+            let local = e.node == node.plan.node;
+            json!({
+                "name": e.name,
+                "node": e.node,
+                "ip": e.ip.to_string(),
+                "mac": e.mac.to_string(),
+                "attach": if local { e.attach.as_ref().map(|a| match a {
+                    crate::config::Attach::Afxdp(i) => format!("afxdp:{i}"),
+                    crate::config::Attach::Tap(i) => format!("tap:{i}"),
+                }) } else { None },
+                "local": local,
+            })
+        })
+        .collect();
+    let services: Vec<Value> = c
+        .services
+        .iter()
+        .filter(|s| s.network == name)
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "vip": s.vip.to_string(),
+                "scheduler": s.scheduler,
+                "backends": s.backends.iter().map(|(b, w)| json!({"endpoint": b, "weight": w})).collect::<Vec<_>>(),
+                "ports": s.ports.iter().map(|p| json!({
+                    "protocol": p.protocol.to_string(),
+                    "port": p.port,
+                    "target": p.target,
+                    "published": p.published,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let v = json!({
+        "name": net.name,
+        "vni": net.vni,
+        "subnet": net.subnet.to_string(),
+        "mtu": net.mtu,
+        "served_by_this_node": served,
+        "peers": peers,
+        "endpoints": endpoints,
+        "services": services,
+    });
+    if as_json {
+        return Ok(pretty(&v));
+    }
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "network {}  vni {}  subnet {}  mtu {}{}",
+        net.name,
+        net.vni,
+        net.subnet,
+        net.mtu,
+        if served {
+            ""
+        } else {
+            "  (not served by this node)"
+        }
+    );
+    let _ = writeln!(o, "peers (VTEPs):");
+    for p in c.peers(name) {
+        let _ = writeln!(
+            o,
+            "  {:<8} {:<15} lb {}{}",
+            p.name,
+            p.vtep,
+            p.lb.get(name).map(|a| a.to_string()).unwrap_or_default(),
+            if p.name == node.plan.node {
+                "  (this node)"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(o, "endpoints:");
+    for e in c.endpoints.iter().filter(|e| e.network == name) {
+        let where_ = if e.node == node.plan.node {
+            match &e.attach {
+                Some(a) => format!(
+                    "local port {} ({})",
+                    e.name,
+                    match a {
+                        crate::config::Attach::Afxdp(i) => format!("afxdp:{i}"),
+                        crate::config::Attach::Tap(i) => format!("tap:{i}"),
+                    }
+                ),
+                None => "local".into(),
+            }
+        } else {
+            format!("on {}", e.node)
+        };
+        let _ = writeln!(o, "  {:<8} {:<15} {}  {where_}", e.name, e.ip, e.mac);
+    }
+    let svcs: Vec<_> = c.services.iter().filter(|s| s.network == name).collect();
+    if !svcs.is_empty() {
+        let _ = writeln!(o, "services:");
+    }
+    for s in svcs {
+        let ports: Vec<String> = s
+            .ports
+            .iter()
+            .map(|p| {
+                let mut t = format!("{}/{}->{}", p.protocol, p.port, p.target);
+                if let Some(pb) = p.published {
+                    let _ = write!(t, " published {pb}");
+                }
+                t
+            })
+            .collect();
+        let backends: Vec<String> = s
+            .backends
+            .iter()
+            .map(|(b, w)| {
+                if *w == 1 {
+                    b.clone()
+                } else {
+                    format!("{b}={w}")
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "  {:<8} vip {:<15} {} ({}) backends {}",
+            s.name,
+            s.vip,
+            ports.join(", "),
+            s.scheduler,
+            backends.join(" ")
+        );
+    }
+    Ok(o)
+}
+
+fn key_json(n: &Node, k: &ServiceKey) -> Value {
+    match *k {
+        ServiceKey::Addr {
+            net,
+            proto,
+            addr,
+            port,
+        } => json!({
+            "network": n.sw.env.nets.get(usize::from(net.0)).map(|x| x.name.clone()),
+            "protocol": proto.name(),
+            "addr": addr.to_string(),
+            "port": port,
+        }),
+        ServiceKey::Fwmark { net, mark } => json!({
+            "network": n.sw.env.nets.get(usize::from(net.0)).map(|x| x.name.clone()),
+            "fwmark": mark,
+        }),
+    }
+}
+
+/// `vxmesh lb show [--stats|--rate] [--json]`.
+pub fn lb(node: &mut Node, stats: bool, rate: bool, as_json: bool) -> String {
+    let services = node.lb().services();
+    if !as_json {
+        let mode = if rate {
+            ListMode::Rate
+        } else if stats {
+            ListMode::Stats
+        } else {
+            ListMode::Plain
+        };
+        return lb::listing::format_services(&services, mode);
+    }
+    let v: Vec<Value> = services
+        .iter()
+        .map(|s| {
+            json!({
+                "service": key_json(node, &s.key),
+                "scheduler": s.scheduler.name(),
+                "snat": s.snat.map(|a| a.to_string()),
+                "stats": stats_of(&s.stats),
+                "rates": rates_of(&s.rates),
+                "backends": s.backends.iter().map(|b| json!({
+                    "addr": b.addr.to_string(),
+                    "port": b.port,
+                    "forward": b.forward,
+                    "weight": b.weight,
+                    "active_conns": b.active_conns,
+                    "inact_conns": b.inact_conns,
+                    "stats": stats_of(&b.stats),
+                    "rates": rates_of(&b.rates),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    pretty(&Value::Array(v))
+}
+
+fn stats_of(s: &lb::Stats) -> Value {
+    json!({"conns": s.conns, "inpkts": s.inpkts, "outpkts": s.outpkts, "inbytes": s.inbytes, "outbytes": s.outbytes})
+}
+
+fn rates_of(r: &lb::Rates) -> Value {
+    json!({"cps": r.cps, "inpps": r.inpps, "outpps": r.outpps, "inbps": r.inbps, "outbps": r.outbps})
+}
+
+/// `vxmesh conntrack show [--json]`.
+pub fn conntrack(node: &mut Node, as_json: bool) -> String {
+    let now = node.sw.env.now;
+    let conns = node.lb().conns(now);
+    if !as_json {
+        return lb::listing::format_conns(&conns);
+    }
+    let ep = |a: (std::net::Ipv4Addr, u16)| format!("{}:{}", a.0, a.1);
+    let v: Vec<Value> = conns
+        .iter()
+        .map(|c| {
+            json!({
+                "protocol": c.proto.name(),
+                "expires_in": c.expires_in,
+                "state": c.state,
+                "client": ep(c.client),
+                "virtual": ep(c.virtual_),
+                "dest": ep(c.dest),
+                "snat": c.snat.map(ep),
+            })
+        })
+        .collect();
+    pretty(&Value::Array(v))
 }

@@ -15,8 +15,8 @@ fn vxmesh(args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
-fn demo_runs_the_tour_and_exits_0() {
-    let (code, out, _) = vxmesh(&["demo"]);
+fn memory_demo_runs_the_tour_and_exits_0() {
+    let (code, out, _) = vxmesh(&["demo", "--memory"]);
     assert_eq!(code, 0);
     assert!(out.contains("$ vxmesh fdb show"), "{out}");
     assert!(out.contains("$ vxmesh stats"), "{out}");
@@ -31,8 +31,37 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn commands_that_are_not_built_yet_say_so_plainly() {
+fn talking_to_a_node_that_is_not_running_fails_with_1() {
+    let (code, _, err) = vxmesh(&["--control", "/nonexistent/vxmesh.sock", "stats"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot reach a node at /nonexistent/vxmesh.sock"),
+        "{err}"
+    );
     let (code, _, err) = vxmesh(&["stats"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("not available in this build"), "{err}");
+    assert_eq!(code, 2, "no node named: {err}");
+}
+
+#[test]
+fn run_refuses_an_invalid_cluster_file_with_2() {
+    let dir = std::env::temp_dir().join(format!("vxmesh-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.toml");
+    std::fs::write(
+        &f,
+        "[[node]]\nname = \"n1\"\nvtep = \"198.18.0.1\"\ncolor = 1\n",
+    )
+    .unwrap();
+    let (code, _, err) = vxmesh(&[
+        "run",
+        "--config",
+        f.to_str().unwrap(),
+        "--node",
+        "n1",
+        "--control",
+        dir.join("n1.sock").to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.toml") && err.contains("color"), "{err}");
 }

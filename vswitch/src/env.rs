@@ -112,6 +112,8 @@ pub struct Env {
     pub fdb: Fdb,
     /// Trace of marked packets.
     pub tracer: Tracer,
+    /// Port names, indexed by [`PortId`] (kept by the switch, for traces).
+    pub port_names: Vec<String>,
 }
 
 impl Env {
@@ -124,6 +126,21 @@ impl Env {
             local_vtep: None,
             fdb: Fdb::new(fdb),
             tracer: Tracer::default(),
+            port_names: Vec::new(),
+        }
+    }
+
+    /// An FDB destination in words, for traces: `port c11`, `vtep 198.18.0.2 (n2)`.
+    pub fn describe_dest(&self, d: crate::FdbDest) -> String {
+        match d {
+            crate::FdbDest::Local(p) => match self.port_names.get(usize::from(p.0)) {
+                Some(n) => format!("port {n}"),
+                None => format!("port #{}", p.0),
+            },
+            crate::FdbDest::Remote(id) => match self.vteps.get(usize::from(id.0)) {
+                Some(vt) => format!("vtep {} ({})", vt.addr, vt.node),
+                None => format!("vtep #{}", id.0),
+            },
         }
     }
 

@@ -171,8 +171,8 @@ impl Stage for L2Learn {
         match (pkt.meta.from_vtep, env.fdb.entry(pkt.meta.net, mac)) {
             (Some(_), _) => "from a remote VTEP: not learned".into(),
             (None, Some(v)) => format!(
-                "fdb {mac} -> {:?}{}",
-                v.dest(),
+                "fdb {mac} -> {}{}",
+                env.describe_dest(v.dest()),
                 if v.is_static() { " static" } else { " learned" }
             ),
             (None, None) => format!("fdb {mac}: not learned (table full)"),
@@ -259,19 +259,11 @@ impl Stage for L2Fwd {
             return format!("{dst} is a group address: flood");
         }
         match env.fdb.entry(pkt.meta.net, dst) {
-            Some(v) => {
-                let d = match v.dest() {
-                    FdbDest::Local(p) => format!("port #{}", p.0),
-                    FdbDest::Remote(id) => match env.vteps.get(id.0 as usize) {
-                        Some(vt) => format!("vtep {} ({})", vt.addr, vt.node),
-                        None => format!("vtep #{}", id.0),
-                    },
-                };
-                format!(
-                    "fdb {dst} -> {d}{}",
-                    if v.is_static() { " static" } else { " learned" }
-                )
-            }
+            Some(v) => format!(
+                "fdb {dst} -> {}{}",
+                env.describe_dest(v.dest()),
+                if v.is_static() { " static" } else { " learned" }
+            ),
             None => format!("fdb {dst}: miss, flood"),
         }
     }

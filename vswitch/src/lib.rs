@@ -13,12 +13,16 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod afxdp;
 pub mod arp;
 pub mod batch;
+pub mod bpf;
 pub mod env;
+pub mod ethtool;
 pub mod fdb;
 pub mod frames;
 pub mod l2;
+pub mod netns;
 pub mod packet;
 pub mod port;
 pub mod stage;
@@ -27,10 +31,13 @@ pub mod table;
 pub mod tap;
 pub mod trace;
 
+pub use afxdp::{AfxdpConfig, AfxdpError, AfxdpPort, XdpMode};
 pub use batch::{BATCH_SIZE, Batch, MAX_BATCH};
 pub use env::{Env, Network, Time, Vtep};
 pub use fdb::{Fdb, FdbConfig, FdbDest};
 pub use packet::{DropReason, HEADROOM, Mac, Meta, NetId, Next, Packet, PortId, VtepId};
 pub use port::{GenPort, MemHandle, MemPort, Port, SinkPort};
 pub use stage::{Stage, StageStats};
-pub use switch::{L2Stages, PortRole, PortSnapshot, PortStats, Switch, SwitchStats, Tunnel};
+pub use switch::{
+    CapturedFrame, L2Stages, PortRole, PortSnapshot, PortStats, Switch, SwitchStats, Tunnel,
+};

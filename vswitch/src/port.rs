@@ -28,6 +28,12 @@ pub trait Port: Send {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// For `capture`: append `frame` (received, or queued for transmit when `tx`) to `out` as an
+    /// Ethernet frame. Ports whose frames are not Ethernet on the wire (the UDP underlay) rebuild
+    /// the headers the kernel adds, so a pcap of any port reads the same in tshark.
+    fn capture_frame(&self, frame: &[u8], _tx: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(frame);
+    }
 }
 
 #[derive(Default)]

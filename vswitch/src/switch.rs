@@ -157,6 +157,31 @@ pub struct Switch {
     rx: Batch,
     batch_size: usize,
     buf_size: usize,
+    capture: Option<Capture>,
+}
+
+/// Most frames a capture holds between two [`Switch::take_capture`] calls; beyond it frames
+/// are counted as missed, never queued without bound.
+pub const CAPTURE_BACKLOG: usize = 4096;
+
+/// One captured frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedFrame {
+    /// When, in nanoseconds of [`Time`](crate::env::Time).
+    pub time_ns: u64,
+    /// Transmitted (else received).
+    pub tx: bool,
+    /// The Ethernet frame.
+    pub data: Vec<u8>,
+}
+
+/// A capture in progress on one port: what `vxmesh capture` drains into a pcap file.
+#[derive(Debug)]
+struct Capture {
+    port: PortId,
+    remaining: u64,
+    frames: Vec<CapturedFrame>,
+    missed: u64,
 }
 
 impl Switch {
@@ -184,6 +209,7 @@ impl Switch {
             rx: Batch::with_buf_size(batch_size, buf_size),
             batch_size,
             buf_size,
+            capture: None,
         }
     }
 
@@ -223,6 +249,18 @@ impl Switch {
             .find_map(|s| s.as_any_mut().downcast_mut::<T>())
     }
 
+    /// Run stage `idx` alone over the packets of `batch` in the `live` mask, counting into its
+    /// statistics; returns the packets still undecided (for benches and tests of single stages).
+    pub fn run_stage_on(&mut self, idx: StageIdx, batch: &mut Batch, live: u64) -> u64 {
+        run_stage(
+            &mut *self.stages[idx],
+            &mut self.stage_stats[idx],
+            batch,
+            &mut self.env,
+            live,
+        )
+    }
+
     /// The tunnel of concrete type `T`, for the control plane.
     pub fn tunnel_mut<T: 'static>(&mut self) -> Option<&mut T> {
         self.tunnel
@@ -242,8 +280,10 @@ impl Switch {
         if let PortRole::Local(net) = role {
             self.env.nets[net.0 as usize].ports.push(id);
         }
+        let name = name.into();
+        self.env.port_names.push(name.clone());
         self.ports.push(PortSlot {
-            name: name.into(),
+            name,
             port,
             role,
             path,
@@ -298,6 +338,9 @@ impl Switch {
                 continue;
             }
             total += n;
+            if self.capture.is_some() {
+                self.capture_batch(PortId(i as u16), false);
+            }
             self.process_rx(PortId(i as u16));
         }
         self.flush_all();
@@ -528,6 +571,10 @@ impl Switch {
         if slot.tx.is_empty() {
             return;
         }
+        if self.capture.is_some() {
+            self.capture_batch(port, true);
+        }
+        let slot = &mut self.ports[port.0 as usize];
         let n = slot.tx.len();
         let sent = slot.port.tx_burst(&mut slot.tx).min(n);
         slot.stats.tx_packets += sent as u64;
@@ -543,6 +590,74 @@ impl Switch {
     pub fn flush_all(&mut self) {
         for i in 0..self.ports.len() {
             self.flush(PortId(i as u16));
+        }
+    }
+
+    /// Descriptors to sleep on when every port is idle (one per port that has one).
+    pub fn poll_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.ports.iter().filter_map(|p| p.port.poll_fd()).collect()
+    }
+
+    /// Start capturing `count` frames (received and transmitted) on `port`, replacing any
+    /// capture in progress.
+    pub fn start_capture(&mut self, port: PortId, count: u64) {
+        self.capture = Some(Capture {
+            port,
+            remaining: count,
+            frames: Vec::new(),
+            missed: 0,
+        });
+    }
+
+    /// Stop capturing.
+    pub fn stop_capture(&mut self) {
+        self.capture = None;
+    }
+
+    /// The frames captured since the last call, frames missed because the backlog was full,
+    /// and whether the capture is still running.
+    pub fn take_capture(&mut self) -> (Vec<CapturedFrame>, u64, bool) {
+        match &mut self.capture {
+            Some(c) => {
+                let frames = core::mem::take(&mut c.frames);
+                let missed = core::mem::take(&mut c.missed);
+                let running = c.remaining > 0;
+                if !running {
+                    self.capture = None;
+                }
+                (frames, missed, running)
+            }
+            None => (Vec::new(), 0, false),
+        }
+    }
+
+    /// Copy the frames of `port`'s rx batch (or tx batch) into the capture, if it is the port.
+    #[cold]
+    fn capture_batch(&mut self, port: PortId, tx: bool) {
+        let Some(c) = self.capture.as_mut() else {
+            return;
+        };
+        if c.port != port || c.remaining == 0 {
+            return;
+        }
+        let slot = &self.ports[port.0 as usize];
+        let batch = if tx { &slot.tx } else { &self.rx };
+        for p in batch.pkts() {
+            if c.remaining == 0 {
+                break;
+            }
+            if c.frames.len() >= CAPTURE_BACKLOG {
+                c.missed += 1;
+                continue;
+            }
+            let mut data = Vec::with_capacity(p.len() + 64);
+            slot.port.capture_frame(p.data(), tx, &mut data);
+            c.frames.push(CapturedFrame {
+                time_ns: self.env.now.0,
+                tx,
+                data,
+            });
+            c.remaining -= 1;
         }
     }
 

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Creation does what a CNI plugin does for the container: [`TapPort::create`] switches the
-//! calling thread into the container's named network namespace (`/run/netns/NAME`, as
+//! calling thread (with [`NetnsSwitch`]) into the container's named network namespace (`/run/netns/NAME`, as
 //! `ip netns` makes them), opens `/dev/net/tun` with `TUNSETIFF` (`IFF_TAP | IFF_NO_PI`,
 //! non-blocking), sets the MAC, the MTU, the IPv4 address and prefix, brings the device up
 //! (all by ioctl on a socket opened in that namespace, no `ip` command), and switches the thread
@@ -28,24 +28,21 @@
 //! caller's namespace); what the packet path needs is a non-blocking fd with `read`/`write`, and
 //! the rest is five ioctls. Raw libc keeps the dataplane core free of a large dependency for that.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::mem::zeroed;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
 
 use crate::batch::Batch;
+pub use crate::netns::NETNS_DIR;
+use crate::netns::{NetnsError, NetnsSwitch};
 use crate::packet::{Mac, Meta};
 use crate::port::Port;
 
 /// The TUN/TAP clone device.
 pub const TUN_DEVICE: &str = "/dev/net/tun";
-/// Where `ip netns` keeps named network namespaces.
-pub const NETNS_DIR: &str = "/run/netns";
-/// The calling thread's own network namespace.
-const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 /// Longest interface name (IFNAMSIZ less the NUL).
 pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
 /// Longest IPv4 prefix.
@@ -119,53 +116,12 @@ pub enum TapError {
     },
 }
 
-/// The thread is in another network namespace until this is left (or dropped).
-struct NetnsSwitch {
-    orig: File,
-    left: bool,
-}
-
-impl NetnsSwitch {
-    /// Move the calling thread into the named namespace.
-    fn enter(netns: &str) -> Result<NetnsSwitch, TapError> {
-        let err = |source| TapError::EnterNetns {
-            netns: netns.to_string(),
-            source,
-        };
-        let orig = File::open(THREAD_NETNS).map_err(err)?;
-        let target = File::open(PathBuf::from(NETNS_DIR).join(netns)).map_err(err)?;
-        // SAFETY: setns on a descriptor we own; it changes only this thread's namespace.
-        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-            return Err(err(io::Error::last_os_error()));
-        }
-        Ok(NetnsSwitch { orig, left: false })
-    }
-
-    /// Move the thread back.
-    fn leave(mut self) -> Result<(), TapError> {
-        self.left = true;
-        // SAFETY: setns on a descriptor we own, back to where the thread was.
-        if unsafe { libc::setns(self.orig.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-            return Err(TapError::LeaveNetns(io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for NetnsSwitch {
-    fn drop(&mut self) {
-        if self.left {
-            return;
-        }
-        // SAFETY: as in `leave`.
-        if unsafe { libc::setns(self.orig.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-            // A thread left in a container's namespace would open the node's sockets there:
-            // nothing after this point could be trusted.
-            eprintln!(
-                "vxmesh: cannot return to the original network namespace: {}",
-                io::Error::last_os_error()
-            );
-            std::process::abort();
+impl From<NetnsError> for TapError {
+    fn from(e: NetnsError) -> TapError {
+        match e {
+            NetnsError::BadName(n) => TapError::BadNetns(n),
+            NetnsError::Enter { netns, source } => TapError::EnterNetns { netns, source },
+            NetnsError::Leave(source) => TapError::LeaveNetns(source),
         }
     }
 }
@@ -267,10 +223,15 @@ impl TapPort {
         if cfg.mtu < MIN_MTU {
             return Err(TapError::BadSetting(format!("MTU {}", cfg.mtu)));
         }
-        let switch = cfg.netns.as_deref().map(NetnsSwitch::enter).transpose()?;
+        let switch = cfg
+            .netns
+            .as_deref()
+            .map(NetnsSwitch::enter)
+            .transpose()
+            .map_err(TapError::from)?;
         let made = Self::create_here(cfg);
         if let Some(s) = switch {
-            s.leave()?;
+            s.leave().map_err(TapError::from)?;
         }
         made
     }
@@ -451,6 +412,7 @@ mod tests {
     use crate::arp::{ARP_LEN, ArpRepr, OP_REPLY};
     use crate::env::ETH_HDR_LEN;
     use crate::frames;
+    use crate::netns::THREAD_NETNS;
     use std::process::Command;
     use std::time::{Duration, Instant};
 

@@ -25,6 +25,9 @@ use vswitch::{Batch, MAX_BATCH, Meta, Port};
 use crate::peer::{PEER_PREFIX_LEN, read_peer, write_peer};
 use crate::underlay::{UdpUnderlay, UnderlayError};
 
+/// TTL shown on captured underlay packets.
+const CAPTURE_TTL: u8 = 64;
+
 /// Counters of a [`UdpPort`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdpPortStats {
@@ -130,6 +133,23 @@ impl Port for UdpPort {
 
     fn poll_fd(&self) -> Option<RawFd> {
         Some(self.ul.as_raw_fd())
+    }
+
+    /// The datagram as it was on the wire: the kernel's Ethernet, IPv4 and UDP headers (MACs
+    /// zero: the socket never sees them) rebuilt around the VXLAN payload, the peer prefix gone.
+    fn capture_frame(&self, frame: &[u8], tx: bool, out: &mut Vec<u8>) {
+        let (Some(peer), Some(payload)) = (read_peer(frame), frame.get(PEER_PREFIX_LEN..)) else {
+            return out.extend_from_slice(frame);
+        };
+        let me = self.local_addr();
+        let (src, dst) = if tx { (me, peer) } else { (peer, me) };
+        let b = etherparse::PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4(src.ip().octets(), dst.ip().octets(), CAPTURE_TTL)
+            .udp(src.port(), dst.port());
+        if b.write(out, payload).is_err() {
+            out.clear();
+            out.extend_from_slice(frame);
+        }
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

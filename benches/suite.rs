@@ -1,0 +1,373 @@
+//! The criterion suite of the node's packet path, at bursts 1, 8 and 32 (packets per second and,
+//! from criterion's time per iteration, ns per packet):
+//!
+//! - `stage/*`: each stage alone over a batch (`l2-parse`, `l2-learn`, `arp-proxy`, `l2-fwd`,
+//!   `vxlan-decap`, `vxlan-encap`, `lb-nat` on established flows). Each iteration refills the batch
+//!   from template frames first (stages rewrite packets); `stage/refill` measures that refill
+//!   alone, so a stage's own cost is its time minus refill's.
+//! - `node/*`: the whole pipeline of a node built by `Node::build` from a cluster file, with
+//!   in-memory ports instead of AF_XDP/TAP/UDP: a container to the VIP with its backends on the
+//!   other node (parse, learn, ARP, DNAT, own-addr, forward, VXLAN encap), VXLAN from the other
+//!   node to a container (decap, learn, un-NAT, forward), and plain L2 between two containers.
+//!
+//! Run everything (this, the L2/FDB, VXLAN and load-balancer benches with conntrack at 1K/100K/1M)
+//! with `scripts/bench.sh`; HTML reports land in `target/criterion/report/index.html`.
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use vswitch::frames::{self, TcpFlags};
+use vswitch::stage::mask_of;
+use vswitch::{Batch, Env, Mac, Port, PortId, SinkPort, Switch, Time, Tunnel, VtepId};
+use vxmesh::config::Cluster;
+use vxmesh::node::{Node, PortOpener, PortPlan};
+
+const BURSTS: [usize; 3] = [1, 8, 32];
+const FLOWS: u16 = 64;
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 9, last)
+}
+fn mac(last: u8) -> Mac {
+    Mac::docker_default(ip(last))
+}
+
+const CLUSTER: &str = r#"
+[[node]]
+name = "n1"
+vtep = "198.18.0.1"
+[[node]]
+name = "n2"
+vtep = "198.18.0.2"
+[[network]]
+name = "appnet"
+vni = 4097
+subnet = "10.0.9.0/24"
+mtu = 1450
+[[endpoint]]
+name = "c11"
+node = "n1"
+network = "appnet"
+ip = "10.0.9.11"
+attach = "afxdp:vc11"
+[[endpoint]]
+name = "c12"
+node = "n1"
+network = "appnet"
+ip = "10.0.9.12"
+attach = "tap:eth0"
+[[endpoint]]
+name = "c21"
+node = "n2"
+network = "appnet"
+ip = "10.0.9.21"
+attach = "afxdp:vc21"
+[[endpoint]]
+name = "c22"
+node = "n2"
+network = "appnet"
+ip = "10.0.9.22"
+attach = "tap:eth0"
+[[service]]
+name = "web"
+network = "appnet"
+vip = "10.0.9.100"
+backends = ["c21", "c22"]
+ports = [{ protocol = "tcp", port = 80, target = 80 }]
+"#;
+
+/// A port that first delivers `prime` once, then replays `steady` forever, `burst` at a time.
+struct Replay {
+    prime: Vec<Vec<u8>>,
+    steady: Vec<Vec<u8>>,
+    next: usize,
+    burst: usize,
+}
+
+impl Port for Replay {
+    fn rx_burst(&mut self, batch: &mut Batch) -> usize {
+        let spare = batch.spare_mut();
+        let want = self.burst.min(spare.len());
+        let mut n = 0;
+        while n < want {
+            let f = if let Some(f) = self.prime.pop() {
+                f
+            } else {
+                let i = self.next;
+                self.next = (self.next + 1) % self.steady.len();
+                if spare[n].set_frame(&self.steady[i]).is_ok() {
+                    n += 1;
+                }
+                continue;
+            };
+            if spare[n].set_frame(&f).is_ok() {
+                n += 1;
+            }
+        }
+        batch.grow(n);
+        n
+    }
+    fn tx_burst(&mut self, batch: &mut Batch) -> usize {
+        batch.len()
+    }
+}
+
+/// TCP from c11 to the VIP, one frame per flow.
+fn to_vip(flags: TcpFlags) -> Vec<Vec<u8>> {
+    (0..FLOWS)
+        .map(|i| {
+            frames::tcp(
+                mac(11),
+                Mac::docker_default(ip(100)),
+                ip(11),
+                ip(100),
+                40000 + i,
+                80,
+                flags,
+                1,
+                1,
+                b"",
+            )
+        })
+        .collect()
+}
+
+/// VXLAN datagrams from n2 (with the underlay port's peer prefix) carrying `inner`.
+fn from_n2(inner: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    inner
+        .iter()
+        .map(|f| {
+            let mut d = vec![198, 18, 0, 2, 0x12, 0xb5, 0, 0];
+            d.extend_from_slice(&[0x08, 0, 0, 0, 0x00, 0x10, 0x01, 0]);
+            d.extend_from_slice(f);
+            d
+        })
+        .collect()
+}
+
+struct BenchPorts {
+    c11: Option<Replay>,
+    underlay: Option<Replay>,
+}
+
+impl PortOpener for BenchPorts {
+    fn open(&mut self, p: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
+        Ok(match (p.name.as_str(), self.c11.take()) {
+            ("c11", Some(r)) => Box::new(r),
+            _ => Box::new(SinkPort::default()),
+        })
+    }
+    fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        Ok(match self.underlay.take() {
+            Some(r) => Box::new(r),
+            None => Box::new(SinkPort::default()),
+        })
+    }
+}
+
+fn node(ports: BenchPorts) -> Node {
+    let cluster = Cluster::parse(Path::new("bench.toml"), CLUSTER).expect("bench cluster");
+    let mut ports = ports;
+    Node::build(cluster, "n1", &mut ports).expect("bench node")
+}
+
+fn replay(prime: Vec<Vec<u8>>, steady: Vec<Vec<u8>>, burst: usize) -> Replay {
+    Replay {
+        prime,
+        steady,
+        next: 0,
+        burst,
+    }
+}
+
+fn node_pipeline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("node");
+    for burst in BURSTS {
+        g.throughput(Throughput::Elements(burst as u64));
+        // Container -> VIP -> backend on n2: every stage of the local path plus encap.
+        let mut n = node(BenchPorts {
+            c11: Some(replay(to_vip(TcpFlags::SYN), to_vip(TcpFlags::ACK), burst)),
+            underlay: None,
+        });
+        for _ in 0..FLOWS {
+            n.sw.poll(Time::from_secs(1)); // prime: one SYN per flow creates the connections
+        }
+        g.bench_with_input(
+            BenchmarkId::new("c11_to_vip_to_n2", burst),
+            &burst,
+            |b, _| b.iter(|| black_box(n.sw.poll(Time::from_secs(2)))),
+        );
+        assert!(
+            n.sw.stats()
+                .stage("lb-nat")
+                .is_some_and(|s| s.dropped() == 0)
+        );
+
+        // VXLAN from n2 to c11: plain L2 replies from c21 (no connection: lb-nat passes).
+        let inner: Vec<Vec<u8>> = (0..FLOWS)
+            .map(|i| frames::udp(mac(21), mac(11), ip(21), ip(11), 7, 40000 + i, b"x"))
+            .collect();
+        let mut n = node(BenchPorts {
+            c11: None,
+            underlay: Some(replay(Vec::new(), from_n2(&inner), burst)),
+        });
+        g.bench_with_input(
+            BenchmarkId::new("n2_to_c11_decap", burst),
+            &burst,
+            |b, _| b.iter(|| black_box(n.sw.poll(Time::from_secs(2)))),
+        );
+        let st = n.sw.stats();
+        assert_eq!(st.stage("vxlan-decap").map(|s| s.dropped()), Some(0));
+
+        // Plain L2 between two containers of n1.
+        let l2: Vec<Vec<u8>> = (0..FLOWS)
+            .map(|i| frames::udp(mac(11), mac(12), ip(11), ip(12), 40000 + i, 7, b"x"))
+            .collect();
+        let mut n = node(BenchPorts {
+            c11: Some(replay(Vec::new(), l2, burst)),
+            underlay: None,
+        });
+        g.bench_with_input(BenchmarkId::new("c11_to_c12_l2", burst), &burst, |b, _| {
+            b.iter(|| black_box(n.sw.poll(Time::from_secs(2))))
+        });
+    }
+    g.finish();
+}
+
+/// A batch of `burst` packets refilled from `frames`, every packet from port `in_port`.
+fn refill(b: &mut Batch, frames: &[Vec<u8>], burst: usize, in_port: PortId, k: &mut usize) {
+    b.clear();
+    for _ in 0..burst {
+        let f = &frames[*k % frames.len()];
+        *k += 1;
+        let slot = &mut b.spare_mut()[0];
+        slot.set_frame(f).expect("bench frame fits");
+        slot.meta.in_port = in_port;
+        b.grow(1);
+    }
+}
+
+/// Time `stages` (in order) over a refilled batch of `frames` from `in_port`.
+fn bench_stages(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    sw: &mut Switch,
+    stages: &[&str],
+    frames: &[Vec<u8>],
+    in_port: PortId,
+) {
+    for burst in BURSTS {
+        g.throughput(Throughput::Elements(burst as u64));
+        let mut b = Batch::with_buf_size(32, 2176);
+        let mut k = 0;
+        let idx: Vec<usize> = stages
+            .iter()
+            .map(|s| sw.stage_idx(s).expect("stage"))
+            .collect();
+        g.bench_with_input(BenchmarkId::new(name, burst), &burst, |bch, _| {
+            bch.iter(|| {
+                refill(&mut b, frames, burst, in_port, &mut k);
+                let mut live = mask_of(burst);
+                for &i in &idx {
+                    live = sw.run_stage_on(i, &mut b, live);
+                }
+                black_box(live)
+            })
+        });
+    }
+}
+
+fn stages(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stage");
+    let l2: Vec<Vec<u8>> = (0..FLOWS)
+        .map(|i| frames::udp(mac(11), mac(12), ip(11), ip(12), 40000 + i, 7, b"x"))
+        .collect();
+    let mut n = node(BenchPorts {
+        c11: None,
+        underlay: None,
+    });
+    let c11 = n.sw.port_id("c11").expect("c11");
+    bench_stages(&mut g, "refill", &mut n.sw, &[], &l2, c11);
+    bench_stages(&mut g, "l2-parse", &mut n.sw, &["l2-parse"], &l2, c11);
+    bench_stages(
+        &mut g,
+        "l2-parse+l2-learn",
+        &mut n.sw,
+        &["l2-parse", "l2-learn"],
+        &l2,
+        c11,
+    );
+    bench_stages(
+        &mut g,
+        "l2-parse+arp-proxy",
+        &mut n.sw,
+        &["l2-parse", "arp-proxy"],
+        &l2,
+        c11,
+    );
+    bench_stages(
+        &mut g,
+        "l2-parse+l2-fwd",
+        &mut n.sw,
+        &["l2-parse", "l2-fwd"],
+        &l2,
+        c11,
+    );
+    // lb-nat on established flows: prime one SYN per flow, then ACKs.
+    let syn = to_vip(TcpFlags::SYN);
+    let mut b = Batch::with_buf_size(32, 2176);
+    let mut k = 0;
+    let (parse, lb) = (
+        n.sw.stage_idx("l2-parse").unwrap(),
+        n.sw.stage_idx("lb-nat").unwrap(),
+    );
+    for _ in 0..(FLOWS as usize).div_ceil(32) {
+        refill(&mut b, &syn, 32, c11, &mut k);
+        let live = n.sw.run_stage_on(parse, &mut b, mask_of(32));
+        n.sw.run_stage_on(lb, &mut b, live);
+    }
+    bench_stages(
+        &mut g,
+        "l2-parse+lb-nat_established",
+        &mut n.sw,
+        &["l2-parse", "lb-nat"],
+        &to_vip(TcpFlags::ACK),
+        c11,
+    );
+    // vxlan-decap on datagrams from n2.
+    let ul = n.sw.port_id("underlay").expect("underlay");
+    bench_stages(
+        &mut g,
+        "vxlan-decap",
+        &mut n.sw,
+        &["vxlan-decap"],
+        &from_n2(&l2),
+        ul,
+    );
+    g.finish();
+
+    // vxlan-encap: the tunnel on each packet of a refilled batch.
+    let mut g = c.benchmark_group("stage");
+    let mut enc = vxlan::VxlanEncap::new(ul);
+    let env: &Env = &n.sw.env;
+    let v = VtepId(0);
+    for burst in BURSTS {
+        g.throughput(Throughput::Elements(burst as u64));
+        let mut b = Batch::with_buf_size(32, 2176);
+        let mut k = 0;
+        g.bench_with_input(BenchmarkId::new("vxlan-encap", burst), &burst, |bch, _| {
+            bch.iter(|| {
+                refill(&mut b, &l2, burst, c11, &mut k);
+                for (_, p) in b.active_mut() {
+                    let _ = black_box(enc.encap(p, v, env));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, stages, node_pipeline);
+criterion_main!(benches);

@@ -1,0 +1,608 @@
+//! The daemon (`vxmesh run`) and its control socket.
+//!
+//! Two threads. The poll thread owns the [`Node`] (the switch, its ports and tables) and runs it
+//! to completion, batch after batch; it busy-polls while traffic flows and, after
+//! [`BUSY_POLL`] without a frame, sleeps in `poll(2)` on every port's descriptor plus an eventfd,
+//! so an idle node costs no CPU. The control side is a single-threaded tokio runtime serving the
+//! control socket (`/run/vxmesh/NODE.sock`): each command becomes a closure sent to the poll
+//! thread over a channel (plus a wake-up on the eventfd) and runs there between two batches, so
+//! the tables have one owner, need no lock, and traffic never stops for a command.
+//!
+//! The protocol is one JSON request line ([`Request`]) and a stream of JSON reply lines
+//! ([`Reply`]), the last of which is the exit code the client exits with (SPEC.md: 0 success,
+//! 1 runtime failure, 2 usage or configuration error).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use vswitch::Time;
+use vswitch::trace::TraceFilter;
+
+use crate::config::Cluster;
+use crate::node::{Node, SystemPorts};
+use crate::sys::{EventFd, Poller};
+use crate::{pcap, show};
+
+/// Default directory of control sockets.
+pub const CONTROL_DIR: &str = "/run/vxmesh";
+/// Keep polling without sleeping for this long after the last frame.
+pub const BUSY_POLL: Duration = Duration::from_micros(200);
+/// Longest sleep when idle (housekeeping still runs).
+pub const IDLE_SLEEP_MS: i32 = 100;
+/// Housekeeping period: FDB aging, connection expiry, rate estimation.
+pub const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// Rate estimator period (IPVS estimates every 2 s).
+pub const ESTIMATE_EVERY: Duration = Duration::from_secs(2);
+/// FDB entries examined per housekeeping tick.
+pub const FDB_AGE_BUDGET: usize = 4096;
+/// Connection-table slots examined per housekeeping tick.
+pub const CONN_EXPIRE_BUDGET: usize = 4096;
+/// How often a running trace or capture collects what the switch recorded.
+pub const COLLECT_EVERY: Duration = Duration::from_millis(50);
+/// Longest a `trace` waits for its packets.
+pub const TRACE_WAIT: Duration = Duration::from_secs(30);
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// The default control socket of node `name`.
+pub fn default_control(name: &str) -> PathBuf {
+    Path::new(CONTROL_DIR).join(format!("{name}.sock"))
+}
+
+/// A command sent to a running node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    /// `network inspect NET`.
+    NetworkInspect {
+        /// The network.
+        network: String,
+        /// JSON output.
+        json: bool,
+    },
+    /// `fdb show`.
+    FdbShow {
+        /// Only this network.
+        network: Option<String>,
+        /// JSON output.
+        json: bool,
+    },
+    /// `lb show`.
+    LbShow {
+        /// `--stats`.
+        stats: bool,
+        /// `--rate`.
+        rate: bool,
+        /// JSON output.
+        json: bool,
+    },
+    /// `conntrack show`.
+    ConntrackShow {
+        /// JSON output.
+        json: bool,
+    },
+    /// `stats`.
+    Stats {
+        /// JSON output.
+        json: bool,
+    },
+    /// `trace`.
+    Trace {
+        /// Packets to trace.
+        count: u32,
+        /// Filter expression.
+        filter: Option<String>,
+        /// JSON output.
+        json: bool,
+    },
+    /// `capture`.
+    Capture {
+        /// Port name.
+        port: String,
+        /// Absolute path of the pcap file to write.
+        file: PathBuf,
+        /// Frames to capture (until the client goes away if none).
+        count: Option<u64>,
+    },
+    /// `reload`.
+    Reload,
+}
+
+/// One reply line.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    /// Text for standard output.
+    Out(String),
+    /// Text for standard error.
+    Err(String),
+    /// The end, with the client's exit code.
+    Exit(u8),
+}
+
+type Job = Box<dyn FnOnce(&mut Node) + Send>;
+
+/// The control side's handle on the poll thread.
+#[derive(Clone)]
+struct Handle {
+    jobs: mpsc::Sender<Job>,
+    wake: Arc<EventFd>,
+}
+
+impl Handle {
+    /// Run `f` on the poll thread between two batches and return its result.
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node) -> R + Send + 'static,
+    ) -> anyhow::Result<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |n: &mut Node| {
+                let _ = tx.send(f(n));
+            }))
+            .map_err(|_| anyhow!("the poll thread has stopped"))?;
+        self.wake.wake();
+        rx.await.map_err(|_| anyhow!("the poll thread has stopped"))
+    }
+}
+
+/// The poll thread: run the switch until `stop`, applying control jobs between batches.
+fn poll_loop(mut node: Node, jobs: mpsc::Receiver<Job>, wake: Arc<EventFd>, stop: Arc<AtomicBool>) {
+    let mut fds = node.sw.poll_fds();
+    fds.push(wake.fd());
+    let mut poller = Poller::new(&fds);
+    let busy_ns = BUSY_POLL.as_nanos() as u64;
+    let mut last_rx = Time::monotonic();
+    let mut next_housekeeping = last_rx;
+    let mut next_estimate = last_rx;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Time::monotonic();
+        if node.sw.poll(now) > 0 {
+            last_rx = now;
+        }
+        while let Ok(job) = jobs.try_recv() {
+            job(&mut node);
+        }
+        if now >= next_housekeeping {
+            next_housekeeping = Time(now.0 + HOUSEKEEPING.as_nanos() as u64);
+            node.sw.env.fdb.age(now, FDB_AGE_BUDGET);
+            let lb = node.lb();
+            lb.expire(now, CONN_EXPIRE_BUDGET);
+            if now >= next_estimate {
+                next_estimate = Time(now.0 + ESTIMATE_EVERY.as_nanos() as u64);
+                lb.estimate(now);
+            }
+        }
+        if now.0.saturating_sub(last_rx.0) > busy_ns {
+            poller.wait(IDLE_SLEEP_MS);
+            wake.drain();
+        }
+    }
+}
+
+/// `vxmesh run`: build the node, serve the control socket, stop cleanly on SIGINT/SIGTERM.
+/// Errors in the cluster file come back as [`crate::config::ConfigError`] (exit 2).
+pub fn run(config: &Path, node_name: &str, control: Option<PathBuf>) -> anyhow::Result<()> {
+    let cluster = Cluster::load(config)?;
+    let control = control.unwrap_or_else(|| default_control(node_name));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    // Bind the control socket first: a second node with the same socket must fail before it
+    // touches any port.
+    let listener = rt.block_on(bind_control(&control))?;
+    let node = match Node::build(cluster, node_name, &mut SystemPorts) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&control);
+            return Err(e);
+        }
+    };
+    let ports: Vec<String> = node
+        .sw
+        .stats()
+        .ports
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let (jobs_tx, jobs_rx) = mpsc::channel();
+    let wake = Arc::new(EventFd::new().context("eventfd")?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let poll = {
+        let (wake, stop) = (wake.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("vxmesh-poll".into())
+            .spawn(move || poll_loop(node, jobs_rx, wake, stop))
+            .context("starting the poll thread")?
+    };
+    eprintln!(
+        "vxmesh: node {node_name} running: ports {}; control socket {}",
+        ports.join(", "),
+        control.display()
+    );
+    let handle = Handle {
+        jobs: jobs_tx,
+        wake: wake.clone(),
+    };
+    let served = rt.block_on(serve(listener, handle));
+    stop.store(true, Ordering::Relaxed);
+    wake.wake();
+    let joined = poll.join();
+    let _ = std::fs::remove_file(&control);
+    served?;
+    joined.map_err(|_| anyhow!("the poll thread panicked"))?;
+    eprintln!("vxmesh: node {node_name} stopped");
+    Ok(())
+}
+
+async fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating control directory {}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!(
+                "control socket {} is in use: another vxmesh node is running there",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale control socket {}", path.display()))?;
+    }
+    UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))
+}
+
+async fn serve(listener: UnixListener, handle: Handle) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            loop {
+                tokio::select! {
+                    _ = int.recv() => return Ok(()),
+                    _ = term.recv() => return Ok(()),
+                    acc = listener.accept() => {
+                        let (stream, _) = acc.context("accepting a control connection")?;
+                        let h = handle.clone();
+                        tokio::task::spawn_local(async move {
+                            let _ = session(stream, h).await;
+                        });
+                    }
+                }
+            }
+        })
+        .await
+}
+
+/// Where replies go: the control connection.
+struct Replies {
+    w: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Replies {
+    async fn send(&mut self, r: &Reply) -> std::io::Result<()> {
+        let mut line = serde_json::to_string(r).map_err(std::io::Error::other)?;
+        line.push('\n');
+        self.w.write_all(line.as_bytes()).await
+    }
+    async fn out(&mut self, s: impl Into<String>) -> std::io::Result<()> {
+        self.send(&Reply::Out(s.into())).await
+    }
+}
+
+async fn session(stream: UnixStream, h: Handle) -> std::io::Result<()> {
+    let (r, w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let mut rep = Replies { w };
+    let Some(line) = lines.next_line().await? else {
+        return Ok(());
+    };
+    let code = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => match handle_request(req, &h, &mut rep).await {
+            Ok(code) => code,
+            Err(e) => {
+                rep.send(&Reply::Err(format!("{e:#}"))).await?;
+                EXIT_FAILURE
+            }
+        },
+        Err(e) => {
+            rep.send(&Reply::Err(format!("bad request: {e}"))).await?;
+            EXIT_USAGE
+        }
+    };
+    rep.send(&Reply::Exit(code)).await
+}
+
+async fn handle_request(req: Request, h: &Handle, rep: &mut Replies) -> anyhow::Result<u8> {
+    match req {
+        Request::NetworkInspect { network, json } => {
+            match h.call(move |n| show::network(n, &network, json)).await? {
+                Ok(s) => rep.out(s).await?,
+                Err(e) => {
+                    rep.send(&Reply::Err(e)).await?;
+                    return Ok(EXIT_USAGE);
+                }
+            }
+        }
+        Request::FdbShow { network, json } => {
+            let s = h
+                .call(move |n| {
+                    if let Some(net) = &network
+                        && n.sw.env.net_by_name(net).is_none()
+                    {
+                        return Err(format!("no network {net:?} on this node"));
+                    }
+                    Ok(if json {
+                        show::fdb_json(&n.sw, network.as_deref())
+                    } else {
+                        show::fdb(&n.sw, network.as_deref())
+                    })
+                })
+                .await?;
+            match s {
+                Ok(s) => rep.out(s).await?,
+                Err(e) => {
+                    rep.send(&Reply::Err(e)).await?;
+                    return Ok(EXIT_USAGE);
+                }
+            }
+        }
+        Request::LbShow { stats, rate, json } => {
+            let s = h.call(move |n| show::lb(n, stats, rate, json)).await?;
+            rep.out(s).await?;
+        }
+        Request::ConntrackShow { json } => {
+            let s = h.call(move |n| show::conntrack(n, json)).await?;
+            rep.out(s).await?;
+        }
+        Request::Stats { json } => {
+            let s = h
+                .call(move |n| {
+                    if json {
+                        show::stats_json(&n.sw)
+                    } else {
+                        show::stats(&n.sw)
+                    }
+                })
+                .await?;
+            rep.out(s).await?;
+        }
+        Request::Trace {
+            count,
+            filter,
+            json,
+        } => return trace(count, filter, json, h, rep).await,
+        Request::Capture { port, file, count } => return capture(port, file, count, h, rep).await,
+        Request::Reload => {
+            let r = h
+                .call(|n| -> Result<String, (u8, String)> {
+                    let path = n.cluster.path.clone();
+                    let cluster = Cluster::load(&path).map_err(|e| (EXIT_USAGE, e.to_string()))?;
+                    n.reload(cluster)
+                        .map_err(|e| (EXIT_USAGE, format!("{e:#}")))
+                })
+                .await?;
+            match r {
+                Ok(log) => rep.out(log).await?,
+                Err((code, e)) => {
+                    rep.send(&Reply::Err(e)).await?;
+                    return Ok(code);
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+async fn trace(
+    count: u32,
+    filter: Option<String>,
+    json: bool,
+    h: &Handle,
+    rep: &mut Replies,
+) -> anyhow::Result<u8> {
+    let filter = match TraceFilter::parse(filter.as_deref().unwrap_or("")) {
+        Ok(f) => f,
+        Err(e) => {
+            rep.send(&Reply::Err(format!("trace: {e}"))).await?;
+            return Ok(EXIT_USAGE);
+        }
+    };
+    h.call(move |n| {
+        n.sw.env.tracer.drain();
+        n.sw.env.tracer.arm(count, filter);
+    })
+    .await?;
+    let deadline = tokio::time::Instant::now() + TRACE_WAIT;
+    let mut seen = 0u32;
+    let mut ids = std::collections::HashSet::new();
+    loop {
+        tokio::time::sleep(COLLECT_EVERY).await;
+        let (text, n_ids, remaining) = h
+            .call(move |n| {
+                let recs = n.sw.env.tracer.drain();
+                let ids: Vec<u32> = recs.iter().map(|r| r.id).collect();
+                let text = if recs.is_empty() {
+                    String::new()
+                } else if json {
+                    show::trace_json(&n.sw, &recs)
+                } else {
+                    show::trace(&n.sw, &recs)
+                };
+                (text, ids, n.sw.env.tracer.remaining())
+            })
+            .await?;
+        ids.extend(n_ids);
+        seen = seen.max(ids.len() as u32);
+        if !text.is_empty() && rep.out(text).await.is_err() {
+            break; // the client went away
+        }
+        if remaining == 0 || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+    }
+    h.call(|n| n.sw.env.tracer.disarm()).await?;
+    if seen < count && !json {
+        let _ = rep
+            .send(&Reply::Err(format!(
+                "trace: {seen} of {count} packets seen in {} s",
+                TRACE_WAIT.as_secs()
+            )))
+            .await;
+    }
+    Ok(EXIT_OK)
+}
+
+async fn capture(
+    port: String,
+    file: PathBuf,
+    count: Option<u64>,
+    h: &Handle,
+    rep: &mut Replies,
+) -> anyhow::Result<u8> {
+    let want = count.unwrap_or(u64::MAX);
+    let started = h
+        .call(move |n| match n.port(&port) {
+            Some(p) => {
+                n.sw.start_capture(p, want);
+                Ok((Time::monotonic(), SystemTime::now()))
+            }
+            None => {
+                let names: Vec<String> = n.sw.stats().ports.into_iter().map(|p| p.name).collect();
+                Err(format!(
+                    "capture: no port {port:?} (ports: {})",
+                    names.join(", ")
+                ))
+            }
+        })
+        .await?;
+    let (mono0, wall0) = match started {
+        Ok(t) => t,
+        Err(e) => {
+            rep.send(&Reply::Err(e)).await?;
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let wall0 = wall0
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let opened = File::create(&file)
+        .map(BufWriter::new)
+        .and_then(pcap::PcapWriter::new);
+    let mut w = match opened {
+        Ok(w) => w,
+        Err(e) => {
+            h.call(|n| n.sw.stop_capture()).await?;
+            rep.send(&Reply::Err(format!("capture: {}: {e}", file.display())))
+                .await?;
+            return Ok(EXIT_FAILURE);
+        }
+    };
+    let (mut written, mut missed) = (0u64, 0u64);
+    loop {
+        tokio::time::sleep(COLLECT_EVERY).await;
+        let (frames, m, running) = h.call(|n| n.sw.take_capture()).await?;
+        missed += m;
+        for f in &frames {
+            w.frame(wall0 + f.time_ns.saturating_sub(mono0.0), &f.data)?;
+        }
+        written += frames.len() as u64;
+        w.flush()?;
+        // An empty progress line each round: a client gone (Ctrl-C) ends the capture.
+        if !running || rep.out("").await.is_err() {
+            break;
+        }
+    }
+    h.call(|n| n.sw.stop_capture()).await?;
+    let _ = rep
+        .send(&Reply::Err(format!(
+            "capture: {written} frames written to {}{}",
+            file.display(),
+            if missed > 0 {
+                format!(" ({missed} missed: the backlog was full)")
+            } else {
+                String::new()
+            }
+        )))
+        .await;
+    Ok(EXIT_OK)
+}
+
+/// The client side: send `req` to the node at `control`, print its replies, return the exit
+/// code.
+pub fn client(control: &Path, req: &Request) -> u8 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vxmesh: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let stream = match UnixStream::connect(control).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "vxmesh: cannot reach a node at {}: {e} (is `vxmesh run` running with this control socket?)",
+                    control.display()
+                );
+                return EXIT_FAILURE;
+            }
+        };
+        let (r, mut w) = stream.into_split();
+        let mut line = serde_json::to_string(req).expect("requests serialize");
+        line.push('\n');
+        if let Err(e) = w.write_all(line.as_bytes()).await {
+            eprintln!("vxmesh: {}: {e}", control.display());
+            return EXIT_FAILURE;
+        }
+        let mut lines = BufReader::new(r).lines();
+        use std::io::Write;
+        loop {
+            match lines.next_line().await {
+                Ok(Some(l)) => match serde_json::from_str::<Reply>(&l) {
+                    Ok(Reply::Out(s)) => {
+                        let mut o = std::io::stdout().lock();
+                        let _ = o.write_all(s.as_bytes());
+                        let _ = o.flush();
+                    }
+                    Ok(Reply::Err(s)) => eprintln!("vxmesh: {s}"),
+                    Ok(Reply::Exit(code)) => return code,
+                    Err(e) => {
+                        eprintln!("vxmesh: bad reply from the node: {e}");
+                        return EXIT_FAILURE;
+                    }
+                },
+                Ok(None) => {
+                    eprintln!("vxmesh: the node closed the connection");
+                    return EXIT_FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("vxmesh: {e}");
+                    return EXIT_FAILURE;
+                }
+            }
+        }
+    })
+}

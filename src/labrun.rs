@@ -1,0 +1,366 @@
+//! A running lab: the [`Lab`]'s namespaces plus a `vxmesh run` process in each vxmesh node,
+//! for `vxmesh demo` and the end-to-end tests. Off the packet path: this is the harness around
+//! real nodes.
+//!
+//! [`Running::start`] writes the cluster file, builds the lab, starts the nodes (each in its
+//! namespace, with a control socket named after the lab's prefix so two runs never collide) and
+//! waits, bounded, until each node answers on its socket. Dropping it stops the nodes with
+//! SIGTERM (as an operator would), waits for them, and removes the lab and the file: cleanup by
+//! name, also when a test fails half-way.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Cluster;
+use crate::lab::Lab;
+
+/// How long a node may take to answer on its control socket after starting.
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a node may take to exit after SIGTERM before it is killed.
+pub const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A lab with its vxmesh nodes running.
+pub struct Running {
+    /// The lab.
+    pub lab: Lab,
+    /// The cluster file.
+    pub config: PathBuf,
+    /// The parsed cluster.
+    pub cluster: Cluster,
+    /// The `vxmesh` executable.
+    pub exe: PathBuf,
+    /// Node name, control socket, process.
+    nodes: Vec<(String, PathBuf, Option<Child>)>,
+    /// Where the nodes' stderr goes.
+    pub logs: PathBuf,
+}
+
+impl Running {
+    /// Write `cluster_text` to a file, build the lab with `prefix`, start `vxmesh run` for each
+    /// of `nodes` with the executable `exe`.
+    pub fn start(exe: &Path, prefix: &str, cluster_text: &str, nodes: &[&str]) -> Result<Running> {
+        let dir = std::env::temp_dir();
+        let config = dir.join(format!("{prefix}cluster.toml"));
+        std::fs::write(&config, cluster_text)
+            .with_context(|| format!("writing {}", config.display()))?;
+        let cluster = match Cluster::load(&config) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&config);
+                return Err(e.into());
+            }
+        };
+        let lab = Lab::new(&cluster, prefix);
+        let mut run = Running {
+            lab,
+            config,
+            cluster,
+            exe: exe.to_path_buf(),
+            nodes: Vec::new(),
+            logs: dir.join(format!("{prefix}nodes.log")),
+        };
+        run.lab.up()?;
+        for n in nodes {
+            run.start_node(n)?;
+        }
+        Ok(run)
+    }
+
+    /// The control socket of `node`.
+    pub fn control(&self, node: &str) -> PathBuf {
+        Path::new(crate::daemon::CONTROL_DIR).join(format!("{}.sock", self.lab.node_netns(node)))
+    }
+
+    /// Start `vxmesh run` for `node` in its namespace and wait until it answers.
+    pub fn start_node(&mut self, node: &str) -> Result<()> {
+        let control = self.control(node);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.logs)
+            .with_context(|| format!("opening {}", self.logs.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.lab.node_netns(node)])
+            .arg(&self.exe)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--node", node, "--control"])
+            .arg(&control)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {node}"))?;
+        self.nodes
+            .push((node.to_string(), control.clone(), Some(child)));
+        let deadline = Instant::now() + NODE_START_TIMEOUT;
+        loop {
+            if std::os::unix::net::UnixStream::connect(&control).is_ok() {
+                return Ok(());
+            }
+            let child = self
+                .nodes
+                .last_mut()
+                .and_then(|n| n.2.as_mut())
+                .expect("just pushed");
+            if let Some(st) = child.try_wait()? {
+                bail!(
+                    "node {node} exited ({st}) before its control socket came up:\n{}",
+                    self.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {node}: no control socket at {} after {:?}:\n{}",
+                    control.display(),
+                    NODE_START_TIMEOUT,
+                    self.log_tail()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines the nodes wrote.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.logs).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Run `vxmesh --control <node's socket> ARGS`.
+    pub fn ctl(&self, node: &str, args: &[&str]) -> Result<Output> {
+        Command::new(&self.exe)
+            .arg("--control")
+            .arg(self.control(node))
+            .args(args)
+            .output()
+            .with_context(|| format!("vxmesh {}", args.join(" ")))
+    }
+
+    /// `ctl`, requiring success; its standard output.
+    pub fn ctl_ok(&self, node: &str, args: &[&str]) -> Result<String> {
+        let o = self.ctl(node, args)?;
+        if !o.status.success() {
+            bail!(
+                "vxmesh --node {node} {} failed ({}): {}",
+                args.join(" "),
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// Stop `node` with SIGTERM; its exit status (killed after [`NODE_STOP_TIMEOUT`]).
+    pub fn stop_node(&mut self, node: &str) -> Result<std::process::ExitStatus> {
+        let Some(entry) = self.nodes.iter_mut().find(|n| n.0 == node) else {
+            bail!("node {node} is not running");
+        };
+        let Some(mut child) = entry.2.take() else {
+            bail!("node {node} was stopped already");
+        };
+        stop_child(&mut child)
+    }
+}
+
+fn stop_child(child: &mut Child) -> Result<std::process::ExitStatus> {
+    // `ip netns exec` execs the program, so the child's pid is the node's.
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + NODE_STOP_TIMEOUT;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let st = child.wait()?;
+            bail!("did not stop within {NODE_STOP_TIMEOUT:?} of SIGTERM (killed: {st})");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for (_, control, child) in &mut self.nodes {
+            if let Some(c) = child.as_mut() {
+                let _ = stop_child(c);
+            }
+            let _ = std::fs::remove_file(control);
+        }
+        let _ = self.lab.down();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// Run `f` on a thread that has entered the named namespace `netns`; sockets it creates stay
+/// in that namespace.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>> {
+    let ns = std::fs::File::open(format!("{}/{netns}", vswitch::netns::NETNS_DIR))
+        .with_context(|| format!("netns {netns}"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = thread::spawn(move || {
+        // SAFETY: setns on a descriptor we own; it changes only this thread.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        let _ = tx.send(if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        });
+        if rc < 0 {
+            // Never run `f` in the wrong namespace.
+            loop {
+                thread::park();
+            }
+        }
+        f()
+    });
+    match rx.recv() {
+        Ok(Ok(())) => Ok(h),
+        Ok(Err(e)) => bail!("netns {netns}: setns: {e}"),
+        Err(_) => bail!("netns {netns}: thread died"),
+    }
+}
+
+/// A tiny HTTP/1.1 server for the demo: answers every request with `served by NAME`.
+pub struct HttpServer {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    netns: String,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// Serve on `port` in namespace `netns`.
+    pub fn start(netns: &str, port: u16, name: &str) -> Result<HttpServer> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop2, name) = (stop.clone(), name.to_string());
+        let h = in_netns(netns, move || {
+            let l = match TcpListener::bind(("0.0.0.0", port)) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(l.local_addr());
+            for conn in l.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut s) = conn else { continue };
+                let name = name.clone();
+                thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut r = BufReader::new(match s.try_clone() {
+                        Ok(c) => c,
+                        Err(_) => return,
+                    });
+                    loop {
+                        let mut line = String::new();
+                        // Read one request head.
+                        let mut n = 0;
+                        loop {
+                            line.clear();
+                            match r.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" || line == "\n" => break,
+                                Ok(_) => n += 1,
+                            }
+                        }
+                        if n == 0 {
+                            return;
+                        }
+                        let body = format!("served by {name}\n");
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })?;
+        let addr = rx
+            .recv_timeout(Duration::from_secs(5))
+            .context("http server did not start")?
+            .with_context(|| format!("http server in {netns}: bind port {port}"))?;
+        Ok(HttpServer {
+            stop,
+            addr,
+            netns: netns.to_string(),
+            thread: Some(h),
+        })
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop with one connection from inside its namespace.
+        let port = self.addr.port();
+        if let Ok(h) = in_netns(&self.netns, move || {
+            let _ = TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(1),
+            );
+        }) {
+            let _ = h.join();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One HTTP GET from namespace `netns` to `addr` on a new connection; the response body.
+pub fn http_get(netns: &str, addr: SocketAddr) -> Result<String> {
+    let h = in_netns(netns, move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut resp = String::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf)? {
+                0 => break,
+                n => resp.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+            if let Some(i) = resp.find("\r\n\r\n")
+                && resp.contains("served by")
+                && resp[i..].contains('\n')
+                && resp.ends_with('\n')
+            {
+                break;
+            }
+        }
+        Ok(resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.trim().to_string())
+            .unwrap_or(resp))
+    })?;
+    h.join()
+        .map_err(|_| anyhow::anyhow!("http client thread panicked"))?
+        .with_context(|| format!("GET http://{addr}/ from {netns}"))
+}

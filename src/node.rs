@@ -1,0 +1,820 @@
+//! The node: turns this node's part of the cluster file into a running switch.
+//!
+//! Two steps. [`Plan::of`] reads the checked [`Cluster`] and computes, without touching the
+//! system, everything the node's dataplane holds: the networks it serves (with their ARP tables
+//! and peer VTEPs), the static FDB entries (every other node's endpoints and load-balancer MACs
+//! point at that node's VTEP, this node's endpoints at their ports), the load-balancer services
+//! (each VIP port, and on a node with an ingress each published port, source-NATed to the node's
+//! load-balancer address), and the ports to open. [`Node::build`] then opens the ports (AF_XDP,
+//! TAP, the UDP underlay) and assembles the pipeline:
+//!
+//! ```text
+//! container port: l2-parse ─► l2-learn ─► arp-proxy ─► lb-nat ─► own-addr ─► l2-fwd
+//! underlay:       vxlan-decap ─► l2-parse ─► l2-learn ─► lb-nat ─► own-addr ─► l2-fwd
+//! ingress:        l2-parse ─► l2-learn ─► arp-proxy ─► lb-nat ─► own-addr ─► l2-fwd
+//! ```
+//!
+//! A reload computes the new plan and applies the difference between batches ([`Node::reload`]):
+//! services, backends and weights, remote endpoints, peers. Changes that need ports opened or
+//! closed, or the VTEP set renumbered, are refused with a message saying so, and the running
+//! configuration stays as it was.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use anyhow::{Context, bail};
+use lb::{
+    BackendConfig, Balancer, BalancerConfig, LbStage, Protocol, SchedulerKind, ServiceConfig,
+    ServiceKey, Snat,
+};
+use vswitch::{Env, FdbConfig, FdbDest, Mac, NetId, Network, Port, PortId, PortRole, Switch};
+
+use crate::config::{Attach, Cluster, Proto};
+use crate::own_addr::OwnAddr;
+
+/// VNI given to routing-mesh ingress networks: outside the 24-bit VXLAN range, so no VXLAN
+/// packet can ever be decapsulated into one.
+pub const INGRESS_VNI: u32 = u32::MAX;
+/// The MTU of an ingress interface.
+pub const INGRESS_MTU: u16 = 1500;
+/// Name of the underlay port.
+pub const UNDERLAY_PORT: &str = "underlay";
+
+/// A network the node serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetPlan {
+    /// Network name (`ingress:IFNAME` for an ingress network).
+    pub name: String,
+    /// VNI ([`INGRESS_VNI`] for an ingress network).
+    pub vni: u32,
+    /// IP MTU.
+    pub mtu: u16,
+    /// Addresses the switch answers ARP for, with their MACs.
+    pub arp: BTreeMap<Ipv4Addr, Mac>,
+    /// Peer VTEPs (indexes into [`Plan::vteps`]).
+    pub peers: Vec<usize>,
+    /// Whether this is a routing-mesh ingress network.
+    pub ingress: bool,
+}
+
+/// What a port attaches to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// A container endpoint.
+    Endpoint {
+        /// Its MAC.
+        mac: Mac,
+        /// Its address and prefix length.
+        addr: (Ipv4Addr, u8),
+        /// Its named namespace.
+        netns: Option<String>,
+    },
+    /// A routing-mesh ingress interface.
+    Ingress,
+}
+
+/// A port to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortPlan {
+    /// Port name in the switch (the endpoint's name, or the ingress interface's).
+    pub name: String,
+    /// How it attaches.
+    pub attach: Attach,
+    /// Its network (index into [`Plan::nets`]).
+    pub net: usize,
+    /// The network's IP MTU.
+    pub mtu: u16,
+    /// Endpoint or ingress.
+    pub kind: PortKind,
+}
+
+/// Where a static FDB entry points.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DestPlan {
+    /// A port of this node, by name.
+    Port(String),
+    /// A remote VTEP (index into [`Plan::vteps`]).
+    Vtep(usize),
+}
+
+/// One backend of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendPlan {
+    /// Endpoint name.
+    pub name: String,
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// Target port.
+    pub port: u16,
+    /// Weight (0 drains).
+    pub weight: u32,
+    /// MAC.
+    pub mac: Mac,
+}
+
+/// One load-balanced service port (a VIP port, or a published port on an ingress).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePlan {
+    /// Service name.
+    pub service: String,
+    /// Network of the clients (index into [`Plan::nets`]).
+    pub net: usize,
+    /// Protocol.
+    pub proto: Protocol,
+    /// Virtual address.
+    pub addr: Ipv4Addr,
+    /// Virtual port.
+    pub port: u16,
+    /// Scheduler.
+    pub scheduler: SchedulerKind,
+    /// Network of the backends.
+    pub backend_net: usize,
+    /// Source NAT to this node's load-balancer address and its MAC (routing mesh).
+    pub snat: Option<(Ipv4Addr, Mac)>,
+    /// Backends.
+    pub backends: Vec<BackendPlan>,
+}
+
+/// Everything this node's dataplane holds, computed from the cluster file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// This node's name.
+    pub node: String,
+    /// This node's VTEP address.
+    pub vtep: Ipv4Addr,
+    /// Every other node: (name, VTEP address), in file order.
+    pub vteps: Vec<(String, Ipv4Addr)>,
+    /// Networks served, then ingress networks.
+    pub nets: Vec<NetPlan>,
+    /// Ports to open.
+    pub ports: Vec<PortPlan>,
+    /// Static FDB entries: (network, MAC) -> destination.
+    pub fdb: BTreeMap<(usize, Mac), DestPlan>,
+    /// Load-balanced service ports.
+    pub services: Vec<ServicePlan>,
+    /// MACs the switch owns, per network (VIPs, the node's LB address, ingress addresses).
+    pub own_macs: Vec<(usize, Mac)>,
+}
+
+fn proto_of(p: Proto) -> Protocol {
+    match p {
+        Proto::Tcp => Protocol::Tcp,
+        Proto::Udp => Protocol::Udp,
+    }
+}
+
+impl Plan {
+    /// This node's plan.
+    pub fn of(cluster: &Cluster, node: &str) -> anyhow::Result<Plan> {
+        let me = cluster.node(node).with_context(|| {
+            let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!(
+                "{}: node {node:?} is not in the cluster file (nodes: {})",
+                cluster.path.display(),
+                names.join(", ")
+            )
+        })?;
+        let vteps: Vec<(String, Ipv4Addr)> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.name != node)
+            .map(|n| (n.name.clone(), n.vtep))
+            .collect();
+        let vtep_of = |name: &str| vteps.iter().position(|v| v.0 == name);
+        let mut plan = Plan {
+            node: node.into(),
+            vtep: me.vtep,
+            vteps: vteps.clone(),
+            nets: Vec::new(),
+            ports: Vec::new(),
+            fdb: BTreeMap::new(),
+            services: Vec::new(),
+            own_macs: Vec::new(),
+        };
+        for net in &cluster.networks {
+            let peers = cluster.peers(&net.name);
+            if !peers.iter().any(|p| p.name == node) {
+                continue;
+            }
+            let id = plan.nets.len();
+            let mut arp = BTreeMap::new();
+            for e in cluster.endpoints.iter().filter(|e| e.network == net.name) {
+                arp.insert(e.ip, e.mac);
+                let dest = if e.node == node {
+                    DestPlan::Port(e.name.clone())
+                } else {
+                    DestPlan::Vtep(vtep_of(&e.node).expect("endpoint nodes are checked"))
+                };
+                plan.fdb.insert((id, e.mac), dest);
+            }
+            for s in cluster.services.iter().filter(|s| s.network == net.name) {
+                let mac = Mac::docker_default(s.vip);
+                arp.insert(s.vip, mac);
+                plan.own_macs.push((id, mac));
+            }
+            for p in &peers {
+                let Some(&lb) = p.lb.get(&net.name) else {
+                    continue;
+                };
+                let mac = Mac::docker_default(lb);
+                arp.insert(lb, mac);
+                if p.name == node {
+                    plan.own_macs.push((id, mac));
+                } else {
+                    let v = vtep_of(&p.name).expect("peers are nodes");
+                    plan.fdb.insert((id, mac), DestPlan::Vtep(v));
+                }
+            }
+            plan.nets.push(NetPlan {
+                name: net.name.clone(),
+                vni: net.vni,
+                mtu: net.mtu,
+                arp,
+                peers: peers.iter().filter_map(|p| vtep_of(&p.name)).collect(),
+                ingress: false,
+            });
+            for e in cluster
+                .endpoints
+                .iter()
+                .filter(|e| e.network == net.name && e.node == node)
+            {
+                let attach = e.attach.clone().with_context(|| {
+                    format!(
+                        "{}: endpoint {:?}: runs on this node ({node}) but has no `attach`",
+                        cluster.path.display(),
+                        e.name
+                    )
+                })?;
+                plan.ports.push(PortPlan {
+                    name: e.name.clone(),
+                    attach,
+                    net: id,
+                    mtu: net.mtu,
+                    kind: PortKind::Endpoint {
+                        mac: e.mac,
+                        addr: (e.ip, net.subnet.prefix),
+                        netns: e.netns.clone(),
+                    },
+                });
+            }
+        }
+        for s in &cluster.services {
+            let Some(net) = plan.nets.iter().position(|n| n.name == s.network) else {
+                continue;
+            };
+            let scheduler: SchedulerKind = s
+                .scheduler
+                .parse()
+                .map_err(|e| anyhow::anyhow!("service {:?}: {e}", s.name))?;
+            for p in &s.ports {
+                let backends = s
+                    .backends
+                    .iter()
+                    .map(|(name, weight)| {
+                        let e = cluster.endpoint(name).expect("backends are checked");
+                        BackendPlan {
+                            name: name.clone(),
+                            addr: e.ip,
+                            port: p.target,
+                            weight: *weight,
+                            mac: e.mac,
+                        }
+                    })
+                    .collect();
+                plan.services.push(ServicePlan {
+                    service: s.name.clone(),
+                    net,
+                    proto: proto_of(p.protocol),
+                    addr: s.vip,
+                    port: p.port,
+                    scheduler,
+                    backend_net: net,
+                    snat: None,
+                    backends,
+                });
+            }
+        }
+        for ing in cluster.ingresses.iter().filter(|i| i.node == node) {
+            let id = plan.nets.len();
+            let mac = Mac::docker_default(ing.ip);
+            plan.nets.push(NetPlan {
+                name: format!("ingress:{}", ing.attach.ifname()),
+                vni: INGRESS_VNI,
+                mtu: INGRESS_MTU,
+                arp: BTreeMap::from([(ing.ip, mac)]),
+                peers: Vec::new(),
+                ingress: true,
+            });
+            plan.own_macs.push((id, mac));
+            plan.ports.push(PortPlan {
+                name: ing.attach.ifname().into(),
+                attach: ing.attach.clone(),
+                net: id,
+                mtu: INGRESS_MTU,
+                kind: PortKind::Ingress,
+            });
+            let published: Vec<ServicePlan> = plan
+                .services
+                .iter()
+                .filter(|s| !plan.nets[s.net].ingress)
+                .filter_map(|s| {
+                    let svc = cluster.services.iter().find(|c| c.name == s.service)?;
+                    let sp = svc.ports.iter().find(|p| {
+                        proto_of(p.protocol) == s.proto && p.port == s.port && p.target > 0
+                    })?;
+                    let lb = *me.lb.get(&svc.network)?;
+                    Some(ServicePlan {
+                        net: id,
+                        addr: ing.ip,
+                        port: sp.published?,
+                        backend_net: s.net,
+                        snat: Some((lb, Mac::docker_default(lb))),
+                        ..s.clone()
+                    })
+                })
+                .collect();
+            plan.services.extend(published);
+        }
+        Ok(plan)
+    }
+
+    /// The switch's networks, ARP tables and VTEPs for this plan.
+    fn env(&self) -> Env {
+        let mut env = Env::new(FdbConfig::default());
+        for (name, addr) in &self.vteps {
+            env.add_vtep(*addr, name.clone());
+        }
+        env.local_vtep = Some(self.vtep);
+        for n in &self.nets {
+            let mut net = Network::new(n.name.clone(), n.vni, n.mtu);
+            net.arp = n.arp.iter().map(|(ip, mac)| (*ip, *mac)).collect();
+            net.peers = n.peers.iter().map(|&v| vswitch::VtepId(v as u16)).collect();
+            env.add_network(net);
+        }
+        env
+    }
+
+    /// Whether this plan differs from `old` in ways a reload cannot apply (ports to open or
+    /// close, VTEPs renumbered, networks added or changed): the reason, if so.
+    pub fn restart_needed(&self, old: &Plan) -> Option<String> {
+        if self.vtep != old.vtep || self.vteps != old.vteps {
+            return Some("the nodes or their VTEP addresses changed".into());
+        }
+        if self.nets.len() != old.nets.len()
+            || self
+                .nets
+                .iter()
+                .zip(&old.nets)
+                .any(|(a, b)| (&a.name, a.vni, a.mtu) != (&b.name, b.vni, b.mtu))
+        {
+            return Some("the networks this node serves (name, VNI or MTU) changed".into());
+        }
+        if self.ports != old.ports {
+            return Some("this node's own endpoints or ingress interfaces changed".into());
+        }
+        None
+    }
+}
+
+/// Opens the kernel-backed ports; tests substitute in-memory ones.
+pub trait PortOpener {
+    /// Open the port of `plan`.
+    fn open(&mut self, plan: &PortPlan) -> anyhow::Result<Box<dyn Port>>;
+    /// Open the UDP underlay at `vtep`.
+    fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>>;
+}
+
+/// The real ports: AF_XDP on veths, TAPs in the containers' namespaces, a UDP socket on 4789.
+pub struct SystemPorts;
+
+impl PortOpener for SystemPorts {
+    fn open(&mut self, p: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
+        match (&p.attach, &p.kind) {
+            (Attach::Tap(ifname), PortKind::Endpoint { mac, addr, netns }) => {
+                let tap = vswitch::tap::TapPort::create(&vswitch::tap::TapConfig {
+                    name: ifname.clone(),
+                    netns: netns.clone(),
+                    mac: *mac,
+                    mtu: p.mtu,
+                    addr: Some(*addr),
+                })
+                .with_context(|| format!("endpoint {}: tap {ifname}", p.name))?;
+                Ok(Box::new(tap))
+            }
+            (Attach::Tap(ifname), PortKind::Ingress) => {
+                let tap = vswitch::tap::TapPort::create(&vswitch::tap::TapConfig {
+                    name: ifname.clone(),
+                    netns: None,
+                    mac: Mac::docker_default(Ipv4Addr::UNSPECIFIED),
+                    mtu: p.mtu,
+                    addr: None,
+                })
+                .with_context(|| format!("ingress: tap {ifname}"))?;
+                Ok(Box::new(tap))
+            }
+            (Attach::Afxdp(ifname), kind) => {
+                if let PortKind::Endpoint {
+                    netns: Some(ns), ..
+                } = kind
+                {
+                    crate::sys::disable_peer_offloads(ifname, ns).with_context(|| {
+                        format!("endpoint {}: turning offloads off in netns {ns}", p.name)
+                    })?;
+                }
+                let port = vswitch::afxdp::AfxdpPort::open(&vswitch::afxdp::AfxdpConfig {
+                    ifname: ifname.clone(),
+                    ..Default::default()
+                })
+                .with_context(|| format!("port {}", p.name))?;
+                Ok(Box::new(port))
+            }
+        }
+    }
+
+    fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        let port = vxlan::UdpPort::bind(SocketAddrV4::new(vtep, vxlan::VXLAN_PORT))
+            .with_context(|| format!("underlay: binding UDP {vtep}:{}", vxlan::VXLAN_PORT))?;
+        Ok(Box::new(port))
+    }
+}
+
+/// A node's running dataplane: the switch and the plan it was built from.
+pub struct Node {
+    /// The switch.
+    pub sw: Switch,
+    /// The plan in force.
+    pub plan: Plan,
+    /// The cluster file in force.
+    pub cluster: Cluster,
+}
+
+/// Connection-table size of a node.
+pub const MAX_CONNS: usize = 1 << 18;
+
+impl Node {
+    /// Build this node's switch: plan, open every port, assemble the pipeline.
+    pub fn build(cluster: Cluster, node: &str, ports: &mut dyn PortOpener) -> anyhow::Result<Node> {
+        let plan = Plan::of(&cluster, node)?;
+        let env = plan.env();
+        let (mut sw, l2) = Switch::with_l2(env);
+        let decap = sw.add_stage(Box::new(vxlan::VxlanDecap::new()));
+        let lb_stage = sw.add_stage(Box::new(LbStage::new(Balancer::new(BalancerConfig {
+            max_conns: MAX_CONNS,
+            seed: seed(),
+            ..BalancerConfig::default()
+        }))));
+        let own = sw.add_stage(Box::new(OwnAddr {
+            macs: plan
+                .own_macs
+                .iter()
+                .map(|&(n, m)| (NetId(n as u16), m))
+                .collect(),
+            ingress: Vec::new(),
+        }));
+        let path = l2.local_path(&[lb_stage, own]);
+        let mut ingress = Vec::new();
+        for p in &plan.ports {
+            let port = ports.open(p)?;
+            let net = NetId(p.net as u16);
+            let id = sw.add_port(p.name.clone(), port, PortRole::Local(net), path.clone());
+            if p.kind == PortKind::Ingress {
+                ingress.push((id, net));
+            }
+        }
+        sw.stage_mut::<OwnAddr>().expect("just added").ingress = ingress;
+        let ul = ports.underlay(plan.vtep)?;
+        let ul = sw.add_port(
+            UNDERLAY_PORT,
+            ul,
+            PortRole::Underlay,
+            vec![decap, l2.parse, l2.learn, lb_stage, own, l2.fwd],
+        );
+        sw.set_tunnel(Box::new(vxlan::VxlanEncap::new(ul)));
+        let mut node = Node {
+            sw,
+            plan: Plan {
+                fdb: BTreeMap::new(),
+                services: Vec::new(),
+                ..plan.clone()
+            },
+            cluster,
+        };
+        node.apply(plan)?;
+        Ok(node)
+    }
+
+    /// The load balancer of the `lb-nat` stage.
+    pub fn lb(&mut self) -> &mut Balancer {
+        &mut self
+            .sw
+            .stage_mut::<LbStage>()
+            .expect("the node has an lb-nat stage")
+            .lb
+    }
+
+    fn service_key(s: &ServicePlan) -> ServiceKey {
+        ServiceKey::Addr {
+            net: NetId(s.net as u16),
+            proto: s.proto,
+            addr: s.addr,
+            port: s.port,
+        }
+    }
+
+    fn backend_config(b: &BackendPlan) -> BackendConfig {
+        BackendConfig {
+            addr: b.addr,
+            port: b.port,
+            weight: b.weight,
+            mac: b.mac.0,
+        }
+    }
+
+    /// Move the running tables from `self.plan` to `new` (same ports and VTEPs). Returns a
+    /// summary of what changed.
+    fn apply(&mut self, new: Plan) -> anyhow::Result<String> {
+        let mut log = String::new();
+        // ARP tables and peers.
+        for (i, n) in new.nets.iter().enumerate() {
+            let net = &mut self.sw.env.nets[i];
+            let arp = n.arp.iter().map(|(ip, mac)| (*ip, *mac)).collect();
+            if net.arp != arp {
+                net.arp = arp;
+                let _ = writeln!(log, "network {}: ARP table updated", n.name);
+            }
+            let peers: Vec<_> = n.peers.iter().map(|&v| vswitch::VtepId(v as u16)).collect();
+            if net.peers != peers {
+                net.peers = peers;
+                let _ = writeln!(log, "network {}: peers updated", n.name);
+            }
+        }
+        // Static FDB entries.
+        for (&(net, mac), dest) in &self.plan.fdb {
+            if new.fdb.get(&(net, mac)) != Some(dest) {
+                self.sw.env.fdb.remove(NetId(net as u16), mac);
+                let _ = writeln!(log, "fdb: removed {mac} in {}", new.nets[net].name);
+            }
+        }
+        for (&(net, mac), dest) in &new.fdb {
+            if self.plan.fdb.get(&(net, mac)) == Some(dest) {
+                continue;
+            }
+            let d = match dest {
+                DestPlan::Port(name) => match self.sw.port_id(name) {
+                    Some(p) => FdbDest::Local(p),
+                    None => bail!("fdb: endpoint {name} has no port on this node"),
+                },
+                DestPlan::Vtep(v) => FdbDest::Remote(vswitch::VtepId(*v as u16)),
+            };
+            self.sw
+                .env
+                .fdb
+                .add_static(NetId(net as u16), mac, d)
+                .with_context(|| format!("fdb: static entry {mac}"))?;
+            if !self.plan.fdb.is_empty() {
+                let _ = writeln!(log, "fdb: added {mac} in {}", new.nets[net].name);
+            }
+        }
+        // Services.
+        let old_services = self.plan.services.clone();
+        for old in &old_services {
+            let key = Self::service_key(old);
+            let keep = new
+                .services
+                .iter()
+                .any(|s| Self::service_key(s) == key && s.scheduler == old.scheduler);
+            if !keep {
+                self.lb()
+                    .remove_service(&key)
+                    .map_err(|e| anyhow::anyhow!("service {}: {e}", old.service))?;
+                let _ = writeln!(
+                    log,
+                    "service {} {}:{}: removed",
+                    old.service, old.addr, old.port
+                );
+            }
+        }
+        for s in &new.services {
+            let key = Self::service_key(s);
+            let old = old_services
+                .iter()
+                .find(|o| Self::service_key(o) == key && o.scheduler == s.scheduler);
+            let Some(old) = old else {
+                self.lb()
+                    .add_service(ServiceConfig {
+                        key,
+                        scheduler: s.scheduler,
+                        backend_net: NetId(s.backend_net as u16),
+                        snat: s.snat.map(|(addr, mac)| Snat {
+                            addr,
+                            mac: mac.0,
+                            port_min: lb::balancer::SNAT_PORT_MIN,
+                        }),
+                    })
+                    .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
+                for b in &s.backends {
+                    self.lb()
+                        .add_backend(&key, Self::backend_config(b))
+                        .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
+                }
+                if !old_services.is_empty() {
+                    let _ = writeln!(log, "service {} {}:{}: added", s.service, s.addr, s.port);
+                }
+                continue;
+            };
+            for ob in &old.backends {
+                if !s
+                    .backends
+                    .iter()
+                    .any(|b| (b.addr, b.port) == (ob.addr, ob.port))
+                {
+                    self.lb()
+                        .remove_backend(&key, ob.addr, ob.port)
+                        .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
+                    let _ = writeln!(
+                        log,
+                        "service {} {}:{}: backend {} removed",
+                        s.service, s.addr, s.port, ob.name
+                    );
+                }
+            }
+            for b in &s.backends {
+                match old
+                    .backends
+                    .iter()
+                    .find(|ob| (ob.addr, ob.port) == (b.addr, b.port))
+                {
+                    None => {
+                        self.lb()
+                            .add_backend(&key, Self::backend_config(b))
+                            .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
+                        let _ = writeln!(
+                            log,
+                            "service {} {}:{}: backend {} added",
+                            s.service, s.addr, s.port, b.name
+                        );
+                    }
+                    Some(ob) if ob.weight != b.weight => {
+                        self.lb()
+                            .set_weight(&key, b.addr, b.port, b.weight)
+                            .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
+                        let _ = writeln!(
+                            log,
+                            "service {} {}:{}: backend {} weight {} -> {}",
+                            s.service, s.addr, s.port, b.name, ob.weight, b.weight
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        self.plan = new;
+        Ok(log)
+    }
+
+    /// Apply a new cluster file: refused (running configuration untouched) if it is not for
+    /// this node or needs a restart; otherwise the difference is applied. Returns what changed.
+    pub fn reload(&mut self, cluster: Cluster) -> anyhow::Result<String> {
+        let new = Plan::of(&cluster, &self.plan.node)?;
+        if let Some(why) = new.restart_needed(&self.plan) {
+            bail!(
+                "{}: refused: {why}; restart the node to apply that (the running configuration is unchanged)",
+                cluster.path.display()
+            );
+        }
+        let log = self.apply(new)?;
+        self.cluster = cluster;
+        Ok(if log.is_empty() {
+            "no changes\n".into()
+        } else {
+            log
+        })
+    }
+
+    /// The switch's port id of a port name.
+    pub fn port(&self, name: &str) -> Option<PortId> {
+        self.sw.port_id(name)
+    }
+}
+
+/// A hash seed for the connection table, different in every process (remote clients must not
+/// be able to predict probe chains).
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use vswitch::MemPort;
+
+    const FILE: &str = r#"
+[[node]]
+name = "n1"
+vtep = "198.18.0.1"
+[[node]]
+name = "n2"
+vtep = "198.18.0.2"
+[[network]]
+name = "appnet"
+vni = 4097
+subnet = "10.0.9.0/24"
+mtu = 1450
+[[endpoint]]
+name = "c11"
+node = "n1"
+network = "appnet"
+ip = "10.0.9.11"
+attach = "tap:eth0"
+netns = "c11"
+[[endpoint]]
+name = "c12"
+node = "n1"
+network = "appnet"
+ip = "10.0.9.12"
+attach = "afxdp:vc12"
+[[endpoint]]
+name = "c21"
+node = "n2"
+network = "appnet"
+ip = "10.0.9.21"
+attach = "afxdp:vc21"
+[[service]]
+name = "web"
+network = "appnet"
+vip = "10.0.9.100"
+backends = ["c12", "c21"]
+ports = [{ protocol = "tcp", port = 80, target = 8080, published = 8080 }]
+[[ingress]]
+node = "n1"
+attach = "afxdp:ext0"
+ip = "192.0.2.1/24"
+"#;
+
+    struct Mem;
+    impl PortOpener for Mem {
+        fn open(&mut self, _: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
+            Ok(Box::new(MemPort::new().0))
+        }
+        fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+            Ok(Box::new(MemPort::new().0))
+        }
+    }
+
+    fn cluster(text: &str) -> Cluster {
+        Cluster::parse(Path::new("test.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn plan_of_a_node_with_an_ingress() {
+        let p = Plan::of(&cluster(FILE), "n1").unwrap();
+        assert_eq!(p.vteps, vec![("n2".into(), Ipv4Addr::new(198, 18, 0, 2))]);
+        assert_eq!(p.nets.len(), 2);
+        assert_eq!(p.nets[0].peers, vec![0]);
+        assert!(p.nets[1].ingress);
+        let names: Vec<&str> = p.ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["c11", "c12", "ext0"]);
+        let c21 = Mac::docker_default(Ipv4Addr::new(10, 0, 9, 21));
+        assert_eq!(p.fdb[&(0, c21)], DestPlan::Vtep(0));
+        // n2's LB address (second node: .253) points at n2; ours is owned by the switch.
+        let lb2 = Mac::docker_default(Ipv4Addr::new(10, 0, 9, 253));
+        assert_eq!(p.fdb[&(0, lb2)], DestPlan::Vtep(0));
+        let lb1 = Mac::docker_default(Ipv4Addr::new(10, 0, 9, 254));
+        assert!(p.own_macs.contains(&(0, lb1)));
+        assert_eq!(p.services.len(), 2);
+        let publ = &p.services[1];
+        assert_eq!((publ.net, publ.port, publ.backend_net), (1, 8080, 0));
+        assert_eq!(publ.snat.unwrap().0, Ipv4Addr::new(10, 0, 9, 254));
+        assert!(Plan::of(&cluster(FILE), "n9").is_err());
+    }
+
+    #[test]
+    fn reload_applies_weights_and_refuses_port_changes() {
+        let mut node = Node::build(cluster(FILE), "n1", &mut Mem).unwrap();
+        assert_eq!(
+            node.sw.env.fdb.static_len(),
+            4,
+            "3 endpoints and n2's LB MAC"
+        );
+        let drained = FILE.replace(r#"["c12", "c21"]"#, r#"["c12=0", "c21"]"#);
+        let log = node.reload(cluster(&drained)).unwrap();
+        assert!(log.contains("backend c12 weight 1 -> 0"), "{log}");
+        let w: Vec<u32> = node.lb().services()[0]
+            .backends
+            .iter()
+            .map(|b| b.weight)
+            .collect();
+        assert_eq!(w, [0, 1]);
+        assert_eq!(node.reload(cluster(&drained)).unwrap(), "no changes\n");
+        let moved = drained.replace("afxdp:vc12", "afxdp:vc99");
+        let err = node.reload(cluster(&moved)).unwrap_err().to_string();
+        assert!(err.contains("restart"), "{err}");
+        assert_eq!(node.cluster, cluster(&drained));
+        let removed = drained.replace(r#"["c12=0", "c21"]"#, r#"["c21"]"#);
+        let log = node.reload(cluster(&removed)).unwrap();
+        assert!(log.contains("backend c12 removed"), "{log}");
+    }
+}

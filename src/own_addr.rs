@@ -1,0 +1,130 @@
+//! The `own-addr` stage: what the switch does with frames addressed to itself that no earlier
+//! stage consumed.
+//!
+//! Where it sits: after `lb-nat`, before `l2-fwd`, on every path. The switch answers ARP for
+//! addresses it owns (service VIPs, this node's load-balancer address in each network, the
+//! routing-mesh ingress address), so containers and external clients send frames to those MACs.
+//! `arp-proxy` answers ARP and `lb-nat` translates service traffic; anything left over would
+//! otherwise reach `l2-fwd` as unknown unicast and be flooded to containers. Here it is dropped
+//! and counted instead:
+//!
+//! - from an ingress port (the routing mesh), every frame still undecided and still in the
+//!   ingress network: only ARP for the ingress address and published ports are served there
+//!   (`drop_ingress_not_published`); replies un-NATed towards the external client come from
+//!   other ports and pass;
+//! - elsewhere, a frame to one of the switch's own MACs (`drop_to_switch_addr`), e.g. a ping to
+//!   a VIP or a port the service does not have.
+
+use std::any::Any;
+
+use vswitch::l2::dst_mac;
+use vswitch::{Batch, DropReason, Env, Mac, NetId, Next, PortId, Stage};
+
+/// Stage name in the graph.
+pub const STAGE_NAME: &str = "own-addr";
+/// Drop names.
+const DROPS: [&str; 2] = ["drop_ingress_not_published", "drop_to_switch_addr"];
+const DROP_INGRESS: DropReason = DropReason(0);
+const DROP_TO_SWITCH: DropReason = DropReason(1);
+
+/// The `own-addr` stage.
+#[derive(Debug, Default, Clone)]
+pub struct OwnAddr {
+    /// MACs the switch owns, per network.
+    pub macs: Vec<(NetId, Mac)>,
+    /// Routing-mesh ingress ports and their ingress networks.
+    pub ingress: Vec<(PortId, NetId)>,
+}
+
+impl Stage for OwnAddr {
+    fn name(&self) -> &'static str {
+        STAGE_NAME
+    }
+
+    fn drop_names(&self) -> &'static [&'static str] {
+        &DROPS
+    }
+
+    fn process(&mut self, batch: &mut Batch, _env: &mut Env) {
+        for (_, p) in batch.active_mut() {
+            let net = p.meta.net;
+            if self.ingress.contains(&(p.meta.in_port, net)) {
+                p.meta.next = Next::Drop(DROP_INGRESS);
+            } else if !self.macs.is_empty() {
+                let dst = dst_mac(p.data());
+                if self.macs.iter().any(|&(n, m)| n == net && m == dst) {
+                    p.meta.next = Next::Drop(DROP_TO_SWITCH);
+                }
+            }
+        }
+    }
+
+    fn describe(&self, pkt: &vswitch::Packet, _env: &Env) -> String {
+        match pkt.meta.next {
+            Next::Drop(r) => DROPS
+                .get(usize::from(r.0))
+                .copied()
+                .unwrap_or("drop")
+                .into(),
+            _ => "not for the switch".into(),
+        }
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use vswitch::Packet;
+    use vswitch::frames;
+
+    fn batch_of(frames: &[(PortId, NetId, Vec<u8>)]) -> Batch {
+        let mut b = Batch::with_buf_size(64, 2048);
+        for (port, net, f) in frames {
+            let mut p = Packet::with_capacity(2048);
+            p.set_frame(f).unwrap();
+            p.meta.net = *net;
+            p.meta.in_port = *port;
+            b.push_copy(&p).unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn drops_leftovers_to_own_macs_and_on_ingress() {
+        let ip = |l| Ipv4Addr::new(10, 0, 9, l);
+        let vip_mac = Mac::docker_default(ip(100));
+        let c = Mac::docker_default(ip(11));
+        let d = Mac::docker_default(ip(12));
+        let mut st = OwnAddr {
+            macs: vec![(NetId(0), vip_mac)],
+            ingress: vec![(PortId(2), NetId(1))],
+        };
+        let (p0, p2) = (PortId(0), PortId(2));
+        let mut b = batch_of(&[
+            (
+                p0,
+                NetId(0),
+                frames::icmp_echo(c, vip_mac, ip(11), ip(100), 1, 1),
+            ),
+            (p0, NetId(0), frames::icmp_echo(c, d, ip(11), ip(12), 1, 1)),
+            // From the ingress port, untranslated: dropped.
+            (p2, NetId(1), frames::icmp_echo(c, d, ip(11), ip(12), 1, 1)),
+            // From the ingress port, translated into the overlay: passes.
+            (p2, NetId(0), frames::icmp_echo(c, d, ip(11), ip(12), 1, 1)),
+            // Un-NATed towards the external client, from another port: passes.
+            (p0, NetId(1), frames::icmp_echo(c, d, ip(11), ip(12), 1, 1)),
+        ]);
+        let mut env = Env::new(vswitch::FdbConfig::default());
+        st.process(&mut b, &mut env);
+        assert_eq!(b[0].meta.next, Next::Drop(DROP_TO_SWITCH));
+        assert_eq!(b[1].meta.next, Next::Continue);
+        assert_eq!(b[2].meta.next, Next::Drop(DROP_INGRESS));
+        assert_eq!(b[3].meta.next, Next::Continue);
+        assert_eq!(b[4].meta.next, Next::Continue);
+    }
+}
