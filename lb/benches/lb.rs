@@ -1,5 +1,7 @@
-//! Load balancer benches: established-flow NAT at burst 32, new connections (schedule +
-//! insert), conntrack lookups at 1K / 100K / 1M entries, and bytes per entry at 1M.
+//! Load balancer benches: established-flow NAT at burst 32 (per packet, and through the `lb-nat`
+//! stage with 4K and with 1M connections), new connections (schedule + insert), conntrack
+//! lookups at 1K / 100K / 1M entries with bytes per connection, and the memory floor (DRAM
+//! latency, random cache lines per burst) that the 1M numbers run into.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -8,9 +10,11 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use lb::conntrack::{Conn, ConnTable, Dir};
 use lb::packet::{PROTO_TCP, TCP_ACK, TCP_SYN};
 use lb::{
-    BackendConfig, Balancer, BalancerConfig, Protocol, SchedulerKind, ServiceConfig, ServiceKey,
+    BackendConfig, Balancer, BalancerConfig, LbStage, Protocol, SchedulerKind, ServiceConfig,
+    ServiceKey,
 };
-use vswitch::{NetId, Time};
+use vswitch::l2::ETHERTYPE_IPV4;
+use vswitch::{Batch, Env, FdbConfig, NetId, Stage, Time};
 
 const BURST: usize = 32;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
@@ -113,6 +117,55 @@ fn established(c: &mut Criterion) {
     g.finish();
 }
 
+/// Established flows through the `lb-nat` stage itself (its three passes over each burst of
+/// 32), with 4096 connections, and with 1M connections of which 64K, spread over the whole
+/// table, are sending: there every packet's bucket and entry come from DRAM.
+fn stage_established(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lb");
+    g.throughput(Throughput::Elements(BURST as u64));
+    for (conns, active) in [(4096u32, 4096u32), (1_000_000, 65536)] {
+        let (mut lb, _) = balancer(1 << 20);
+        let now = Time::from_secs(1);
+        for i in 0..conns {
+            let (a, p) = client(i);
+            lb.process(&mut frame(a, p, TCP_SYN), 14, NetId(0), now);
+            lb.process(&mut frame(a, p, TCP_ACK), 14, NetId(0), now);
+        }
+        let pristine: Vec<Vec<u8>> = shuffled(conns as usize, false)
+            .iter()
+            .take(active as usize)
+            .map(|&i| {
+                let (a, p) = client(i as u32);
+                frame(a, p, TCP_ACK)
+            })
+            .collect();
+        let mut stage = LbStage::new(lb);
+        let mut env = Env::new(FdbConfig::default());
+        env.now = now;
+        let mut batch = Batch::new(BURST);
+        let mut next = 0usize;
+        let name = if conns == 4096 {
+            "stage_established_burst32".to_string()
+        } else {
+            format!("stage_established_burst32_{}k_active_of_1M", active / 1024)
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                batch.clear();
+                for _ in 0..BURST {
+                    let p = batch.push_frame(&pristine[next]).unwrap();
+                    p.meta.l3_offset = 14;
+                    p.meta.ethertype = ETHERTYPE_IPV4;
+                    next = (next + 1) % pristine.len();
+                }
+                stage.process(&mut batch, &mut env);
+                black_box(batch.pkts()[0].meta.next)
+            })
+        });
+    }
+    g.finish();
+}
+
 fn new_conns(c: &mut Criterion) {
     const N: u32 = 32 * 1024;
     let frames: Vec<Vec<u8>> = (0..N)
@@ -139,6 +192,26 @@ fn new_conns(c: &mut Criterion) {
     g.finish();
 }
 
+/// A shuffled order of `0..n` (xorshift, fixed seed: the same order every run).
+fn shuffled(n: usize, cycle: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Sattolo's variant (j < i) makes one cycle through all elements, for pointer chasing.
+        let bound = if cycle { i } else { i + 1 } as u64;
+        order.swap(i, (x % bound) as usize);
+    }
+    order
+}
+
+/// Conntrack lookups as the `lb-nat` stage does them, per burst of 32 keys: hash every key and
+/// prefetch its bucket, then probe all the buckets ([`ConnTable::lookup_burst`]): `lookup`.
+/// `lookup_entry` then also prefetches each hit's entry and reads it, as the stage does before
+/// translating: the table's whole part of a packet. Reported per key; every size runs the same
+/// code.
 fn lookups(c: &mut Criterion) {
     let mut g = c.benchmark_group("conntrack_lookup");
     for n in [1_000u32, 100_000, 1_000_000] {
@@ -161,51 +234,107 @@ fn lookups(c: &mut Criterion) {
             t.insert(conn).unwrap();
             keys.push(conn.key(if i % 2 == 0 { Dir::Orig } else { Dir::Reply }));
         }
-        if n == 1_000_000 {
-            eprintln!(
-                "conntrack bytes per entry at 1M: {:.1}",
-                t.memory_bytes() as f64 / f64::from(n)
-            );
-        }
-        // Random order defeats the cache as real traffic does.
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        for i in (1..order.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            order.swap(i, (x % (i as u64 + 1)) as usize);
-        }
-        // The keys themselves are laid out in that order, so reading the next burst's keys is
-        // sequential: the bench measures the table's random accesses, not its own.
-        let keys: Vec<_> = order.iter().map(|&i| keys[i]).collect();
+        eprintln!(
+            "conntrack bytes per connection at {n}: {:.1}",
+            t.memory_bytes() as f64 / f64::from(n)
+        );
+        // Random order defeats the cache as real traffic does. The keys themselves are laid out
+        // in that order, so reading the next burst's keys is sequential (as reading them from
+        // the burst's packet headers is): the bench measures the table's random accesses.
+        let keys: Vec<_> = shuffled(keys.len(), false)
+            .iter()
+            .map(|&i| keys[i])
+            .collect();
         // A warm working set: 4096 active connections spread over the table (most of a large
         // table is idle connections waiting to expire).
         let hot: Vec<_> = keys.iter().take(4096.min(keys.len())).copied().collect();
         for (what, keys) in [("uniform", &keys), ("hot4k", &hot)] {
-            let mut pos = 0usize;
             g.throughput(Throughput::Elements(BURST as u64));
-            g.bench_function(format!("{n}_{what}_burst32_prefetch"), |b| {
-                b.iter(|| {
-                    let ks = &keys[pos..pos + BURST];
-                    let mut hs = [0u32; BURST];
-                    for (h, k) in hs.iter_mut().zip(ks) {
-                        *h = t.hash(k);
-                        t.prefetch(*h);
-                    }
-                    for h in hs.iter() {
-                        t.prefetch_entry(*h);
-                    }
-                    for (h, k) in hs.iter().zip(ks) {
-                        black_box(t.lookup_hashed(k, *h));
-                    }
-                    pos = (pos + BURST) % (keys.len() - BURST);
-                })
-            });
+            for entry in [false, true] {
+                let name = if entry { "lookup_entry" } else { "lookup" };
+                let mut pos = 0usize;
+                g.bench_function(format!("{n}_{what}_burst32_{name}"), |b| {
+                    b.iter(|| {
+                        let ks = &keys[pos..pos + BURST];
+                        let mut hs = [0u32; BURST];
+                        for (h, k) in hs.iter_mut().zip(ks) {
+                            *h = t.hash(k);
+                            t.prefetch(*h);
+                        }
+                        let mut found = [None; BURST];
+                        t.lookup_burst(ks, &hs, &mut found);
+                        if entry {
+                            for &(idx, _) in found.iter().flatten() {
+                                t.prefetch_conn(idx);
+                            }
+                            for &(idx, dir) in found.iter().flatten() {
+                                black_box(t.get(idx).key(dir));
+                            }
+                        } else {
+                            black_box(&found);
+                        }
+                        pos = (pos + BURST) % (keys.len() - BURST);
+                    })
+                });
+            }
         }
     }
     g.finish();
 }
 
-criterion_group!(benches, established, new_conns, lookups);
+/// What the memory allows, for reading the 1M numbers: a 64 MiB table (the size of the bucket
+/// array at 1M connections) read at random, one cache line per access. `pointer_chase`: each
+/// load's address comes from the previous one (the DRAM latency). `burst32`: 32 independent
+/// random lines, all prefetched first and then read, as a lookup burst does; no table can do a
+/// one-line-per-key burst faster.
+fn memory_floor(c: &mut Criterion) {
+    const LINES: usize = (64 << 20) / 64;
+    let mut g = c.benchmark_group("memory_floor");
+    g.throughput(Throughput::Elements(BURST as u64));
+    let next = shuffled(LINES, true);
+    let mut mem = vswitch::table::alloc_table(LINES, [0u64; 8]);
+    for (i, line) in mem.iter_mut().enumerate() {
+        line[0] = next[i] as u64;
+    }
+    let mut p = 0usize;
+    g.bench_function("64MiB_pointer_chase", |b| {
+        b.iter(|| {
+            for _ in 0..BURST {
+                p = mem[p][0] as usize;
+            }
+            black_box(p)
+        })
+    });
+    let order = shuffled(LINES, false);
+    let mut pos = 0usize;
+    g.bench_function("64MiB_random_lines_burst32", |b| {
+        b.iter(|| {
+            let ls = &order[pos..pos + BURST];
+            for &l in ls {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: prefetch never faults; `l < LINES` anyway.
+                unsafe {
+                    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+                    _mm_prefetch::<_MM_HINT_T0>(mem.as_ptr().add(l).cast());
+                }
+            }
+            let mut s = 0u64;
+            for &l in ls {
+                s = s.wrapping_add(mem[l][1]);
+            }
+            pos = (pos + BURST) % (LINES - BURST);
+            black_box(s)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    established,
+    stage_established,
+    new_conns,
+    lookups,
+    memory_floor
+);
 criterion_main!(benches);

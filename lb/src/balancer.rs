@@ -5,14 +5,16 @@
 //! un-NAT backend -> client, plus SNAT for routing-mesh services) and advance the TCP state; on
 //! a miss for a service, schedule a backend, track the new connection and translate; otherwise
 //! let it pass untouched. ICMP errors about a tracked connection are translated the same way.
-//! Every packet ends in exactly one [`Verdict`] and one counter. The control plane
+//! Every packet ends in exactly one [`Verdict`] and one counter. A batch goes through
+//! [`Balancer::prepare`] first (hash each key and start fetching its bucket), so the table's
+//! cache misses overlap instead of stalling each packet in turn. The control plane
 //! (`add_service`, `add_backend`, `set_weight`, ...) runs between batches on the same owner.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
-use vswitch::{NetId, Time};
+use vswitch::{MAX_BATCH, NetId, Time};
 
 use crate::conntrack::{Conn, ConnTable, Dir, F_INACTIVE, F_SNAT, Key};
 use crate::packet::{
@@ -465,6 +467,43 @@ pub struct ConnInfo {
     pub snat: Option<(Ipv4Addr, u16)>,
 }
 
+/// What the passes before translation learned about a TCP/UDP frame: its connection key and
+/// the key's hash ([`Balancer::prepare`], which also starts fetching the key's bucket), then
+/// the key's entry as of a table generation ([`Balancer::lookup_prepared`], which also starts
+/// fetching the entry). [`Balancer::process_prepared`] uses what is still true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    key: Key,
+    hash: u32,
+    /// Where the frame's IPv4 header starts, its length, and (from parsing it) the transport
+    /// header's offset in the IPv4 packet and the TCP flags: translation needs no second parse.
+    l3: u16,
+    len: u16,
+    l4: u16,
+    tcp_flags: u8,
+    found: Option<(u32, Dir)>,
+    /// The table generation `found` was taken at ([`NOT_LOOKED_UP`] before).
+    generation: u64,
+}
+
+/// [`Prepared::generation`] of a key not looked up yet (no table reaches it).
+const NOT_LOOKED_UP: u64 = u64::MAX;
+
+impl Default for Prepared {
+    fn default() -> Prepared {
+        Prepared {
+            key: Key::default(),
+            hash: 0,
+            l3: 0,
+            len: 0,
+            l4: 0,
+            tcp_flags: 0,
+            found: None,
+            generation: NOT_LOOKED_UP,
+        }
+    }
+}
+
 /// Services, backends and connection tracking: the whole load balancer of one worker.
 pub struct Balancer {
     services: Vec<Service>,
@@ -756,11 +795,89 @@ impl Balancer {
         }
     }
 
+    /// First pass over a batch: the connection key of a TCP/UDP frame with its hash, and a
+    /// prefetch of the key's bucket line. `None` for anything else (those are not looked up
+    /// by their own tuple).
+    #[inline]
+    pub fn prepare(&self, frame: &[u8], l3: usize, net: NetId) -> Option<Prepared> {
+        let Ok(Flow::Transport {
+            tuple,
+            l4,
+            tcp_flags,
+        }) = packet::parse(frame.get(l3..)?)
+        else {
+            return None;
+        };
+        let key = Key { net: net.0, tuple };
+        let hash = self.ct.hash(&key);
+        self.ct.prefetch(hash);
+        Some(Prepared {
+            key,
+            hash,
+            l3: u16::try_from(l3).ok()?,
+            len: u16::try_from(frame.len()).ok()?,
+            l4: l4 as u16,
+            tcp_flags,
+            found: None,
+            generation: NOT_LOOKED_UP,
+        })
+    }
+
+    /// Second pass over a batch: look all the prepared keys up together (their bucket lines
+    /// arrive together) and start fetching each hit's entry, which translation reads next.
+    pub fn lookup_prepared(&self, preps: &mut [Prepared]) {
+        let mut keys = [Key::default(); MAX_BATCH];
+        let mut hashes = [0u32; MAX_BATCH];
+        let mut found = [None; MAX_BATCH];
+        for preps in preps.chunks_mut(MAX_BATCH) {
+            let n = preps.len();
+            for (i, p) in preps.iter().enumerate() {
+                (keys[i], hashes[i]) = (p.key, p.hash);
+            }
+            self.ct
+                .lookup_burst(&keys[..n], &hashes[..n], &mut found[..n]);
+            let generation = self.ct.generation();
+            for (p, f) in preps.iter_mut().zip(&found[..n]) {
+                if let Some((idx, _)) = *f {
+                    self.ct.prefetch_conn(idx);
+                }
+                (p.found, p.generation) = (*f, generation);
+            }
+        }
+    }
+
     /// Process one frame: `frame[l3..]` is an IPv4 packet, `frame[..12]` its Ethernet addresses
     /// when `l3 >= 14`. Translates in place and says what became of it.
     #[inline]
     pub fn process(&mut self, frame: &mut [u8], l3: usize, net: NetId, now: Time) -> Verdict {
-        let v = self.process_inner(frame, l3, net, now);
+        self.process_prepared(frame, l3, net, now, None)
+    }
+
+    /// As [`Balancer::process`], with what this balancer's earlier passes learned about this
+    /// same, unmodified frame: its parse and hash are reused, and its lookup too unless a
+    /// connection was added or removed since (by an earlier packet of the batch). A `prep`
+    /// whose IPv4 offset, frame length or network differ from the call's is ignored.
+    #[inline]
+    pub fn process_prepared(
+        &mut self,
+        frame: &mut [u8],
+        l3: usize,
+        net: NetId,
+        now: Time,
+        prep: Option<&Prepared>,
+    ) -> Verdict {
+        let v = match prep {
+            // Parsed by `prepare`; the frame is unchanged since (same place, length, network).
+            Some(p)
+                if usize::from(p.l3) == l3
+                    && usize::from(p.len) == frame.len()
+                    && p.key.net == net.0 =>
+            {
+                let (l4, flags) = (usize::from(p.l4), p.tcp_flags);
+                self.transport(frame, l3, l4, net, p.key.tuple, flags, now, prep)
+            }
+            _ => self.process_inner(frame, l3, net, now, prep),
+        };
         let c = &mut self.counters;
         c.packets += 1;
         match v {
@@ -773,7 +890,14 @@ impl Balancer {
     }
 
     #[inline]
-    fn process_inner(&mut self, frame: &mut [u8], l3: usize, net: NetId, now: Time) -> Verdict {
+    fn process_inner(
+        &mut self,
+        frame: &mut [u8],
+        l3: usize,
+        net: NetId,
+        now: Time,
+        prep: Option<&Prepared>,
+    ) -> Verdict {
         let Some(ip) = frame.get(l3..) else {
             return Verdict::Drop(LbDrop::Malformed);
         };
@@ -791,7 +915,7 @@ impl Balancer {
                 tuple,
                 l4,
                 tcp_flags,
-            }) => self.transport(frame, l3, l4, net, tuple, tcp_flags, now),
+            }) => self.transport(frame, l3, l4, net, tuple, tcp_flags, now, prep),
             Ok(Flow::Icmp(e)) => self.icmp(frame, l3, net, &e, now),
         }
     }
@@ -895,9 +1019,15 @@ impl Balancer {
         tuple: Tuple,
         flags: u8,
         now: Time,
+        prep: Option<&Prepared>,
     ) -> Verdict {
         let key = Key { net: net.0, tuple };
-        if let Some((idx, dir)) = self.ct.lookup(&key) {
+        let found = match prep {
+            Some(p) if p.key == key && p.generation == self.ct.generation() => p.found,
+            Some(p) if p.key == key => self.ct.lookup_hashed(&key, p.hash),
+            _ => self.ct.lookup(&key),
+        };
+        if let Some((idx, dir)) = found {
             let c = self.ct.get(idx);
             let expired = secs(now) >= c.expires;
             let stale = match dir {

@@ -19,8 +19,8 @@ pub mod state;
 
 pub use balancer::{
     BackendConfig, BackendInfo, Balancer, BalancerConfig, BalancerError, ConnInfo, LbCounters,
-    LbDrop, Mac, MarkRule, Protocol, Rates, ServiceConfig, ServiceInfo, ServiceKey, Snat, Stats,
-    Verdict,
+    LbDrop, Mac, MarkRule, Prepared, Protocol, Rates, ServiceConfig, ServiceInfo, ServiceKey, Snat,
+    Stats, Verdict,
 };
 pub use listing::{ListMode, format_conns, format_services};
 pub use sched::SchedulerKind;
