@@ -20,7 +20,7 @@ use vswitch::l2::ETHERTYPE_IPV4;
 use vswitch::{Batch, DropReason, Env, MAX_BATCH, NetId, Next, Packet, Stage};
 
 use crate::balancer::{Balancer, LbDrop, Mac, Prepared, Verdict};
-use crate::conntrack::Key;
+use crate::conntrack::{Dir, Key};
 use crate::packet::{self, Flow};
 use crate::state::TcpState;
 
@@ -131,36 +131,49 @@ impl Stage for LbStage {
             Ipv4Addr::from(t.dst),
             t.dport
         );
-        // Before translation the packet's tuple is a key; after it, its reverse is.
+        // The stage has run: a translated packet's own tuple is no key, its reverse is. Toward a
+        // backend, the reverse is the reply key; toward a client, the original key.
         let ct = self.lb.conn_table();
-        let found = ct
-            .lookup(&Key {
-                net: pkt.meta.net.0,
-                tuple: t,
-            })
-            .or_else(|| {
+        let net = pkt.meta.net.0;
+        let (found, translated) = match ct.lookup(&Key { net, tuple: t }) {
+            Some(hit) => (Some(hit), false),
+            None => (
                 ct.lookup(&Key {
-                    net: pkt.meta.net.0,
+                    net,
                     tuple: t.reversed(),
-                })
-            });
+                }),
+                true,
+            ),
+        };
         match found {
             Some((idx, dir)) => {
-                let c = self.lb.conn_table().get(idx);
+                let c = ct.get(idx);
                 let state = if c.proto == packet::PROTO_TCP {
                     TcpState::from_u8(c.state).name()
                 } else {
                     "UDP"
                 };
-                format!(
-                    "{hdr} conn #{idx} {dir:?} {state} client {}:{} vip {}:{} backend {}:{}",
-                    Ipv4Addr::from(c.caddr),
-                    c.cport,
-                    Ipv4Addr::from(c.vaddr),
-                    c.vport,
-                    Ipv4Addr::from(c.daddr),
-                    c.dport
-                )
+                let ep = |a: u32, p: u16| format!("{}:{p}", Ipv4Addr::from(a));
+                let what = match (translated, dir) {
+                    (true, Dir::Reply) => format!(
+                        "DNAT {} -> backend {}{}",
+                        ep(c.vaddr, c.vport),
+                        ep(c.daddr, c.dport),
+                        if c.laddr != c.caddr {
+                            format!(", SNAT to {}", ep(c.laddr, c.lport))
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    (true, Dir::Orig) => format!(
+                        "reply from backend {} un-NATed to {} for client {}",
+                        ep(c.daddr, c.dport),
+                        ep(c.vaddr, c.vport),
+                        ep(c.caddr, c.cport)
+                    ),
+                    (false, _) => "untranslated".to_string(),
+                };
+                format!("{hdr}: {what} (conn #{idx}, {state})")
             }
             None => format!("{hdr} no connection"),
         }
