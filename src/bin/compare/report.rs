@@ -1,0 +1,551 @@
+//! Medians, spreads and ratios; the table, the JSON and the SVG chart.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::topo::Side;
+
+/// One figure the comparison reports.
+pub struct Metric {
+    /// Key in the JSON and in each run's values.
+    pub key: &'static str,
+    /// What it is.
+    pub label: &'static str,
+    /// Unit.
+    pub unit: &'static str,
+    /// Whether more is better.
+    pub higher_better: bool,
+    /// In the main table and the chart (else: supporting figures).
+    pub headline: bool,
+}
+
+const fn m(
+    key: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    higher_better: bool,
+    headline: bool,
+) -> Metric {
+    Metric {
+        key,
+        label,
+        unit,
+        higher_better,
+        headline,
+    }
+}
+
+/// Every figure, in table order.
+pub const METRICS: &[Metric] = &[
+    m(
+        "tcp_gbps",
+        "TCP throughput c11 -> c21 (iperf3)",
+        "Gbit/s",
+        true,
+        true,
+    ),
+    m(
+        "udp64_rx_pps",
+        "UDP 64 B rx c11 -> c21 (iperf3, server-counted)",
+        "pkt/s",
+        true,
+        true,
+    ),
+    m(
+        "udp64_cpu_s_per_mpkt",
+        "CPU per million UDP packets (whole machine)",
+        "CPU s/Mpkt",
+        false,
+        true,
+    ),
+    m("ping_p50_us", "ping RTT p50 c11 -> c21", "us", false, true),
+    m("ping_p99_us", "ping RTT p99 c11 -> c21", "us", false, true),
+    m(
+        "http_ka_rps",
+        "HTTP via VIP, keep-alive (wrk -c32)",
+        "req/s",
+        true,
+        true,
+    ),
+    m(
+        "http_ka_p99_us",
+        "HTTP via VIP, keep-alive, latency p99",
+        "us",
+        false,
+        true,
+    ),
+    m(
+        "http_close_rps",
+        "HTTP via VIP, new connection per request",
+        "req/s",
+        true,
+        true,
+    ),
+    m(
+        "http_close_p99_us",
+        "HTTP via VIP, new connection, latency p99",
+        "us",
+        false,
+        true,
+    ),
+    // Supporting figures.
+    m(
+        "udp64_tx_pps",
+        "UDP 64 B sent by iperf3 (client-counted)",
+        "pkt/s",
+        true,
+        false,
+    ),
+    m("udp64_loss_pct", "UDP 64 B loss", "%", false, false),
+    m(
+        "udp64_cpu_cores",
+        "CPU busy during the UDP test (whole machine)",
+        "cores",
+        false,
+        false,
+    ),
+    m(
+        "udp64_window_rx_pps",
+        "UDP 64 B frames into c21's eth0 (steady window)",
+        "pkt/s",
+        true,
+        false,
+    ),
+    m(
+        "udp64_cpu_s_per_mpkt_excl_other",
+        "CPU per million UDP packets, other sessions' CPU subtracted",
+        "CPU s/Mpkt",
+        false,
+        false,
+    ),
+    m(
+        "udp64_cpu_s_per_mpkt_iperf",
+        "CPU per million UDP packets, whole iperf3 run / iperf3-received",
+        "CPU s/Mpkt",
+        false,
+        false,
+    ),
+    m(
+        "http_ka_p50_us",
+        "HTTP via VIP, keep-alive, latency p50",
+        "us",
+        false,
+        false,
+    ),
+    m(
+        "http_close_p50_us",
+        "HTTP via VIP, new connection, latency p50",
+        "us",
+        false,
+        false,
+    ),
+    m(
+        "http_ka_errors",
+        "HTTP keep-alive: socket errors + non-2xx",
+        "count",
+        false,
+        false,
+    ),
+    m(
+        "http_close_errors",
+        "HTTP new connection: socket errors + non-2xx",
+        "count",
+        false,
+        false,
+    ),
+    m("ping_replies", "ping replies", "count", true, false),
+];
+
+/// Median (mean of the middle two for an even count), min, max.
+pub fn stats(v: &[f64]) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let med = if !n.is_multiple_of(2) {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    Some((med, s[0], s[n - 1]))
+}
+
+/// A number for people: thousands separated, about three significant digits.
+pub fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 1000.0 {
+        let r = v.round() as i64;
+        let digits = r.unsigned_abs().to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if r < 0 { format!("-{out}") } else { out }
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// One metric compared.
+pub struct Row<'a> {
+    /// The metric.
+    pub metric: &'a Metric,
+    /// vxmesh: values, (median, min, max).
+    pub vx: (Vec<f64>, Option<(f64, f64, f64)>),
+    /// kernel.
+    pub k: (Vec<f64>, Option<(f64, f64, f64)>),
+}
+
+impl Row<'_> {
+    /// vxmesh median / kernel median, and its spread (vx min / k max, vx max / k min).
+    pub fn ratio(&self) -> Option<(f64, f64, f64)> {
+        let (vm, vlo, vhi) = self.vx.1?;
+        let (km, klo, khi) = self.k.1?;
+        if km == 0.0 || klo == 0.0 || khi == 0.0 {
+            return None;
+        }
+        Some((vm / km, vlo / khi, vhi / klo))
+    }
+
+    /// "better"/"worse"/"same" for vxmesh, and by what factor (>= 1).
+    pub fn verdict(&self) -> Option<(&'static str, f64)> {
+        let (r, ..) = self.ratio()?;
+        if r <= 0.0 || !r.is_finite() {
+            return None;
+        }
+        let good = if self.metric.higher_better {
+            r
+        } else {
+            1.0 / r
+        };
+        Some(if (good - 1.0).abs() < 0.005 {
+            ("same", 1.0)
+        } else if good > 1.0 {
+            ("better", good)
+        } else {
+            ("worse", 1.0 / good)
+        })
+    }
+}
+
+/// The rows for `samples` (side, values of one run).
+pub fn rows<'a>(samples: &[(Side, BTreeMap<String, f64>)], metrics: &[&'a Metric]) -> Vec<Row<'a>> {
+    metrics
+        .iter()
+        .map(|&metric| {
+            let vals = |side: Side| -> Vec<f64> {
+                samples
+                    .iter()
+                    .filter(|(s, _)| *s == side)
+                    .filter_map(|(_, v)| v.get(metric.key).copied())
+                    .filter(|x| x.is_finite())
+                    .collect()
+            };
+            let (v, k) = (vals(Side::Vxmesh), vals(Side::Kernel));
+            let (sv, sk) = (stats(&v), stats(&k));
+            Row {
+                metric,
+                vx: (v, sv),
+                k: (k, sk),
+            }
+        })
+        .collect()
+}
+
+fn cell(s: Option<(f64, f64, f64)>, n: usize) -> String {
+    match s {
+        None => "—".into(),
+        Some((med, lo, hi)) if n > 1 => {
+            format!("{} ({}–{})", fmt_num(med), fmt_num(lo), fmt_num(hi))
+        }
+        Some((med, ..)) => fmt_num(med),
+    }
+}
+
+/// The markdown table of `rows` (headline or supporting).
+pub fn table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    s += "| metric | unit | better | vxmesh median (min–max) | kernel median (min–max) | vxmesh / kernel (spread) | vxmesh is |\n";
+    s += "|---|---|---|---|---|---|---|\n";
+    for r in rows {
+        let ratio = match r.ratio() {
+            Some((m, lo, hi)) if r.vx.0.len() > 1 || r.k.0.len() > 1 => {
+                format!("{:.2} ({:.2}–{:.2})", m, lo, hi)
+            }
+            Some((m, ..)) => format!("{m:.2}"),
+            None => "—".into(),
+        };
+        let verdict = match r.verdict() {
+            Some(("same", _)) => "the same".to_string(),
+            Some((w, f)) => format!("{f:.2}× {w}"),
+            None => "—".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.metric.label,
+            r.metric.unit,
+            if r.metric.higher_better {
+                "higher"
+            } else {
+                "lower"
+            },
+            cell(r.vx.1, r.vx.0.len()),
+            cell(r.k.1, r.k.0.len()),
+            ratio,
+            verdict
+        );
+    }
+    s
+}
+
+/// The figures of `rows` for the JSON.
+pub fn rows_json(rows: &[Row]) -> Value {
+    let side = |v: &(Vec<f64>, Option<(f64, f64, f64)>)| match v.1 {
+        Some((med, lo, hi)) => json!({"median": med, "min": lo, "max": hi, "values": v.0}),
+        None => Value::Null,
+    };
+    Value::Array(
+        rows.iter()
+            .map(|r| {
+                let (ratio, rlo, rhi) = r
+                    .ratio()
+                    .map_or((Value::Null, Value::Null, Value::Null), |(a, b, c)| {
+                        (json!(a), json!(b), json!(c))
+                    });
+                let (verdict, factor) = r
+                    .verdict()
+                    .map_or((Value::Null, Value::Null), |(v, f)| (json!(v), json!(f)));
+                json!({
+                    "key": r.metric.key,
+                    "label": r.metric.label,
+                    "unit": r.metric.unit,
+                    "better": if r.metric.higher_better { "higher" } else { "lower" },
+                    "headline": r.metric.headline,
+                    "vxmesh": side(&r.vx),
+                    "kernel": side(&r.k),
+                    "ratio_vxmesh_over_kernel": ratio,
+                    "ratio_min": rlo,
+                    "ratio_max": rhi,
+                    "vxmesh_is": verdict,
+                    "factor": factor,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A horizontal bar chart of the vxmesh / kernel ratios on a log2 axis centred on 1: green
+/// where vxmesh is better, red where it is worse, whiskers for the spread (vxmesh min / kernel
+/// max .. vxmesh max / kernel min). Written by hand: no plotting dependency.
+pub fn svg(rows: &[Row], title: &str, subtitle: &str) -> String {
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.ratio().is_some()).collect();
+    // Axis: 2^-k .. 2^k, k the smallest that holds every ratio and whisker (2..=7).
+    let mut k = 2i32;
+    for r in &rows {
+        let (a, b, c) = r.ratio().expect("filtered");
+        for x in [a, b, c] {
+            if x > 0.0 && x.is_finite() {
+                k = k.max(x.log2().abs().ceil() as i32);
+            }
+        }
+    }
+    let k = k.min(7);
+    let (label_w, chart_w, right_w) = (330.0, 480.0, 150.0);
+    let (top, row_h, bottom) = (78.0, 34.0, 70.0);
+    let width = label_w + chart_w + right_w;
+    let height = top + row_h * rows.len() as f64 + bottom;
+    let x_of = |r: f64| {
+        let l = r.max(f64::MIN_POSITIVE).log2().clamp(-(k as f64), k as f64);
+        label_w + chart_w * (l + k as f64) / (2.0 * k as f64)
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="0" y="0" width="{width:.0}" height="{height:.0}" fill="#ffffff"/>"##
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.0}" y="24" font-size="16" font-weight="bold">{}</text>"#,
+        12.0,
+        xml(title)
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="12" y="44" fill="#555555">{}</text>"##,
+        xml(subtitle)
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="12" y="62" fill="#555555">bar: vxmesh median / kernel median (log scale); whisker: vxmesh min / kernel max .. vxmesh max / kernel min</text>"##
+    );
+    let y_axis_bottom = top + row_h * rows.len() as f64;
+    // Grid lines and tick labels at powers of two.
+    for e in -k..=k {
+        let r = 2f64.powi(e);
+        let x = x_of(r);
+        let (stroke, w) = if e == 0 {
+            ("#000000", 1.5)
+        } else {
+            ("#dddddd", 1.0)
+        };
+        let _ = writeln!(
+            s,
+            r#"<line x1="{x:.1}" y1="{top:.1}" x2="{x:.1}" y2="{y_axis_bottom:.1}" stroke="{stroke}" stroke-width="{w}"/>"#
+        );
+        let lbl = if e >= 0 {
+            format!("{}", 1u32 << e)
+        } else {
+            format!("1/{}", 1u32 << (-e))
+        };
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{lbl}</text>"#,
+            y_axis_bottom + 16.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">vxmesh / kernel</text>"#,
+        label_w + chart_w / 2.0,
+        y_axis_bottom + 34.0
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let (ratio, lo, hi) = r.ratio().expect("filtered");
+        let y = top + row_h * i as f64;
+        let mid = y + row_h / 2.0;
+        let (verdict, factor) = r.verdict().unwrap_or(("same", 1.0));
+        let color = match verdict {
+            "better" => "#2e8b57",
+            "worse" => "#c0392b",
+            _ => "#7f8c8d",
+        };
+        let (x0, x1) = (x_of(1.0), x_of(ratio));
+        let (bx, bw) = if x1 >= x0 {
+            (x0, x1 - x0)
+        } else {
+            (x1, x0 - x1)
+        };
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            label_w - 10.0,
+            mid - 2.0,
+            xml(r.metric.label)
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="end" font-size="10" fill="#666666">{} is better</text>"##,
+            label_w - 10.0,
+            mid + 11.0,
+            if r.metric.higher_better {
+                "higher"
+            } else {
+                "lower"
+            }
+        );
+        let _ = writeln!(
+            s,
+            r#"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}" fill-opacity="0.85"/>"#,
+            y + 7.0,
+            bw.max(1.0),
+            row_h - 14.0
+        );
+        let (wl, wh) = (x_of(lo), x_of(hi));
+        if (wh - wl).abs() > 0.5 {
+            let _ = writeln!(
+                s,
+                r##"<line x1="{wl:.1}" y1="{mid:.1}" x2="{wh:.1}" y2="{mid:.1}" stroke="#222222" stroke-width="1.2"/>"##
+            );
+            for wx in [wl, wh] {
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{wx:.1}" y1="{:.1}" x2="{wx:.1}" y2="{:.1}" stroke="#222222" stroke-width="1.2"/>"##,
+                    mid - 5.0,
+                    mid + 5.0
+                );
+            }
+        }
+        let words = match verdict {
+            "same" => "same".to_string(),
+            w => format!("{factor:.2}× {w}"),
+        };
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" fill="{color}">{:.2} ({words})</text>"#,
+            label_w + chart_w + 8.0,
+            mid + 4.0,
+            ratio
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="12" y="{:.1}" fill="#555555"><tspan fill="#2e8b57">■</tspan> vxmesh better   <tspan fill="#c0392b">■</tspan> vxmesh worse</text>"##,
+        height - 12.0
+    );
+    s += "</svg>\n";
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_numbers() {
+        assert_eq!(stats(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(stats(&[4.0, 1.0, 2.0, 3.0]), Some((2.5, 1.0, 4.0)));
+        assert_eq!(fmt_num(1234567.4), "1,234,567");
+        assert_eq!(fmt_num(12.345), "12.3");
+        assert_eq!(fmt_num(0.1234), "0.123");
+    }
+
+    #[test]
+    fn verdicts_follow_direction() {
+        let mut a = BTreeMap::new();
+        a.insert("tcp_gbps".to_string(), 2.0);
+        a.insert("ping_p50_us".to_string(), 20.0);
+        let mut b = BTreeMap::new();
+        b.insert("tcp_gbps".to_string(), 4.0);
+        b.insert("ping_p50_us".to_string(), 10.0);
+        let samples = vec![(Side::Vxmesh, a), (Side::Kernel, b)];
+        let all: Vec<&Metric> = METRICS.iter().collect();
+        let rs = rows(&samples, &all);
+        let tcp = rs.iter().find(|r| r.metric.key == "tcp_gbps").unwrap();
+        assert_eq!(tcp.verdict(), Some(("worse", 2.0)));
+        let ping = rs.iter().find(|r| r.metric.key == "ping_p50_us").unwrap();
+        assert_eq!(ping.ratio().unwrap().0, 2.0);
+        assert_eq!(ping.verdict(), Some(("worse", 2.0)));
+        let svg = svg(&rs, "t", "s");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+}

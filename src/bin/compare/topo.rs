@@ -1,0 +1,418 @@
+//! The two sides' topology: the same nodes, containers, addresses and MACs, built by
+//! `vxmesh::lab::Lab` from a cluster file, switched either by `vxmesh run` (with `attach`) or by
+//! the kernel's bridge + VXLAN device as Docker's overlay driver programs them (without).
+//!
+//! ```text
+//!   [P-ul] br0: the underlay switch      198.18.0.0/24
+//!   [P-n1] ul0 198.18.0.1                [P-n2] ul0 198.18.0.2
+//!     c11 10.0.9.11 (afxdp:vc11 | vc11 on br0)   c21 10.0.9.21 (afxdp:vc21 | vc21 on br0)
+//!     c12 10.0.9.12 (tap:eth0   | vc12 on br0)   c22 10.0.9.22 (tap:eth0   | vc22 on br0)
+//!   service web 10.0.9.100:80 -> c12, c21, c22 (rr): vxmesh's LB | nft numgen DNAT in c11
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use vxmesh::config::Cluster;
+use vxmesh::lab::Lab;
+
+use crate::measure::{host, nap, sh};
+
+/// Which dataplane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Side {
+    /// `vxmesh run` on each node.
+    Vxmesh,
+    /// The kernel's bridge + VXLAN device, nftables DNAT for the VIP.
+    Kernel,
+}
+
+impl Side {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Vxmesh => "vxmesh",
+            Side::Kernel => "kernel",
+        }
+    }
+}
+
+/// The nodes.
+pub const NODES: [(&str, &str); 2] = [("n1", "198.18.0.1"), ("n2", "198.18.0.2")];
+/// The containers: name, node, address, vxmesh attach.
+pub const ENDPOINTS: [(&str, &str, &str, &str); 4] = [
+    ("c11", "n1", "10.0.9.11", "afxdp:vc11"),
+    ("c12", "n1", "10.0.9.12", "tap:eth0"),
+    ("c21", "n2", "10.0.9.21", "afxdp:vc21"),
+    ("c22", "n2", "10.0.9.22", "tap:eth0"),
+];
+/// The service VIP.
+pub const VIP: &str = "10.0.9.100";
+/// The service's backends.
+pub const BACKENDS: [&str; 3] = ["c12", "c21", "c22"];
+/// The VNI.
+const VNI: u32 = 4097;
+/// The overlay MTU.
+const MTU: u16 = 1450;
+
+/// The address of endpoint `name`.
+pub fn ip_of(name: &str) -> &'static str {
+    ENDPOINTS
+        .iter()
+        .find(|e| e.0 == name)
+        .map(|e| e.2)
+        .expect("known endpoint")
+}
+
+/// The cluster file of a side, with endpoint namespaces `{prefix}{name}`.
+pub fn cluster_text(side: Side, prefix: &str) -> String {
+    let mut s = String::new();
+    for (name, vtep) in NODES {
+        s += &format!("[[node]]\nname = \"{name}\"\nvtep = \"{vtep}\"\n\n");
+    }
+    s += &format!(
+        "[[network]]\nname = \"appnet\"\nvni = {VNI}\nsubnet = \"10.0.9.0/24\"\nmtu = {MTU}\n\n"
+    );
+    for (name, node, ip, attach) in ENDPOINTS {
+        s += &format!(
+            "[[endpoint]]\nname = \"{name}\"\nnode = \"{node}\"\nnetwork = \"appnet\"\nip = \"{ip}\"\nnetns = \"{prefix}{name}\"\n"
+        );
+        if side == Side::Vxmesh {
+            s += &format!("attach = \"{attach}\"\n");
+        }
+        s += "\n";
+    }
+    let backends: Vec<String> = BACKENDS.iter().map(|b| format!("\"{b}\"")).collect();
+    s += &format!(
+        "[[service]]\nname = \"web\"\nnetwork = \"appnet\"\nvip = \"{VIP}\"\nscheduler = \"rr\"\nbackends = [{}]\nports = [{{ protocol = \"tcp\", port = 80, target = 80 }}]\n",
+        backends.join(", ")
+    );
+    s
+}
+
+/// The kernel side: the lab (no vxmesh anywhere) plus, per node, `br0` + `vxlan0` with a static
+/// FDB, as `build_kernel_node` in tests/e2e.rs and the reference's topo.sh do. Removed (by
+/// name) when dropped.
+pub struct KernelLab {
+    /// The lab.
+    pub lab: Lab,
+    /// The parsed cluster.
+    pub cluster: Cluster,
+    config: PathBuf,
+}
+
+impl KernelLab {
+    /// Write the file, build the lab, switch each node with the kernel's parts.
+    pub fn start(prefix: &str) -> Result<KernelLab> {
+        let config = std::env::temp_dir().join(format!("{prefix}cluster.toml"));
+        std::fs::write(&config, cluster_text(Side::Kernel, prefix))
+            .with_context(|| format!("writing {}", config.display()))?;
+        let cluster = match Cluster::load(&config) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&config);
+                return Err(e.into());
+            }
+        };
+        let k = KernelLab {
+            lab: Lab::new(&cluster, prefix),
+            cluster,
+            config,
+        };
+        k.lab.up()?;
+        for (node, _) in NODES {
+            k.build_node(node)?;
+        }
+        // Docker leaves a container's offloads at the veth defaults (TSO/GSO and TX checksum
+        // on); the lab turns them off for every veth endpoint (what AF_XDP needs), so turn
+        // them back on here.
+        for (name, ..) in ENDPOINTS {
+            let ns = k.lab.endpoint_netns(name);
+            for o in [
+                vswitch::ethtool::Offload::TxChecksum,
+                vswitch::ethtool::Offload::Tso,
+                vswitch::ethtool::Offload::Gso,
+            ] {
+                vswitch::ethtool::set_offload(Some(&ns), "eth0", o, true)
+                    .with_context(|| format!("turning {} back on in {ns}", o.name()))?;
+            }
+        }
+        Ok(k)
+    }
+
+    fn build_node(&self, node: &str) -> Result<()> {
+        let ns = self.lab.node_netns(node);
+        let me = self.cluster.node(node).context("node")?;
+        let vtep = me.vtep.to_string();
+        let vni = VNI.to_string();
+        let mtu = MTU.to_string();
+        let ipn = |args: &[&str]| -> Result<String> {
+            let mut v = vec!["ip", "-n", &ns];
+            v.extend_from_slice(args);
+            host(&v)
+        };
+        ipn(&["link", "add", "br0", "type", "bridge"])?;
+        ipn(&[
+            "link",
+            "add",
+            "vxlan0",
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "dstport",
+            "4789",
+            "local",
+            &vtep,
+            "dev",
+            "ul0",
+            "nolearning",
+        ])?;
+        ipn(&["link", "set", "vxlan0", "mtu", &mtu, "master", "br0", "up"])?;
+        for e in self.cluster.endpoints.iter().filter(|e| e.node == node) {
+            let port = format!("v{}", e.name);
+            ipn(&["link", "set", &port, "master", "br0", "up"])?;
+        }
+        ipn(&["link", "set", "br0", "up"])?;
+        let bridge = |args: &[&str]| -> Result<String> {
+            let mut v = vec!["bridge", "-n", &ns];
+            v.extend_from_slice(args);
+            host(&v)
+        };
+        for peer in self.cluster.nodes.iter().filter(|n| n.name != node) {
+            let dst = peer.vtep.to_string();
+            bridge(&[
+                "fdb",
+                "append",
+                "00:00:00:00:00:00",
+                "dev",
+                "vxlan0",
+                "dst",
+                &dst,
+                "self",
+                "permanent",
+            ])?;
+            for e in self
+                .cluster
+                .endpoints
+                .iter()
+                .filter(|e| e.node == peer.name)
+            {
+                let mac = e.mac.to_string();
+                bridge(&[
+                    "fdb",
+                    "append",
+                    &mac,
+                    "dev",
+                    "vxlan0",
+                    "dst",
+                    &dst,
+                    "self",
+                    "permanent",
+                ])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The service VIP the way the reference's bench_lb.sh "client" mode does it: a
+    /// kube-proxy-style nftables ruleset in c11's own namespace (Docker swarm's per-sandbox
+    /// LB), `numgen inc mod 3` DNAT with conntrack.
+    pub fn lb_up(&self) -> Result<()> {
+        let ns = self.lab.endpoint_netns("c11");
+        let rules = nft_ruleset();
+        let mut child = crate::measure::ns_command(&ns, &["nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running nft")?;
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().context("nft stdin")?;
+            stdin.write_all(rules.as_bytes())?;
+        }
+        let o = child.wait_with_output()?;
+        if !o.status.success() {
+            bail!(
+                "nft -f in {ns} failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Flush c11's conntrack table (before each wrk run, as the reference does), if the
+    /// `conntrack` tool is there.
+    pub fn flush_conntrack(&self) {
+        if crate::measure::have("conntrack") {
+            let _ = sh(&self.lab.endpoint_netns("c11"), &["conntrack", "-F"]);
+        }
+    }
+
+    /// The bridge-netfilter setting in the node namespaces (None if br_netfilter is absent).
+    pub fn br_nf(&self) -> Option<String> {
+        sh(
+            &self.lab.node_netns("n1"),
+            &["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"],
+        )
+        .ok()
+        .map(|s| s.trim().to_string())
+    }
+}
+
+impl Drop for KernelLab {
+    fn drop(&mut self) {
+        if let Err(e) = self.lab.down() {
+            eprintln!("vxmesh-compare: removing the kernel lab: {e:#}");
+        }
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// kube-proxy's nftables layout (service-ips verdict map -> service chain -> numgen vmap ->
+/// endpoint chains doing `dnat to`), as the reference's bench_lb.sh writes it, with
+/// `numgen inc` so that round robin can be checked.
+fn nft_ruleset() -> String {
+    let [b0, b1, b2] = BACKENDS.map(ip_of);
+    format!(
+        r#"table ip vxc_kube_proxy {{
+  map service-ips {{
+    type ipv4_addr . inet_proto . inet_service : verdict
+    elements = {{ {VIP} . tcp . 80 : goto svc-web-tcp-80 }}
+  }}
+  chain mark-for-masquerade {{
+    meta mark set meta mark | 0x4000
+  }}
+  chain masquerading {{
+    meta mark & 0x4000 == 0 return
+    meta mark set meta mark ^ 0x4000
+    masquerade fully-random
+  }}
+  chain services {{
+    ip daddr . meta l4proto . th dport vmap @service-ips
+  }}
+  chain nat-prerouting {{
+    type nat hook prerouting priority -100; policy accept;
+    jump services
+  }}
+  chain nat-output {{
+    type nat hook output priority -100; policy accept;
+    jump services
+  }}
+  chain nat-postrouting {{
+    type nat hook postrouting priority 100; policy accept;
+    jump masquerading
+  }}
+  chain svc-web-tcp-80 {{
+    ip daddr {VIP} tcp dport 80 ip saddr != 10.0.9.0/24 jump mark-for-masquerade
+    numgen inc mod 3 vmap {{ 0 : goto ep-c12, 1 : goto ep-c21, 2 : goto ep-c22 }}
+  }}
+  chain ep-c12 {{
+    ip saddr {b0} jump mark-for-masquerade
+    meta l4proto tcp dnat to {b0}:80
+  }}
+  chain ep-c21 {{
+    ip saddr {b1} jump mark-for-masquerade
+    meta l4proto tcp dnat to {b1}:80
+  }}
+  chain ep-c22 {{
+    ip saddr {b2} jump mark-for-masquerade
+    meta l4proto tcp dnat to {b2}:80
+  }}
+}}
+"#
+    )
+}
+
+/// Wait (bounded) until `from` reaches every address in `to`, then check that a full-size
+/// 1450-byte IP packet with DF crosses to c21.
+pub fn wait_connectivity(from: &str, to: &[&str]) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(20);
+    for ip in to {
+        loop {
+            if sh(from, &["ping", "-c", "1", "-W", "1", ip]).is_ok() {
+                break;
+            }
+            if Instant::now() > end {
+                bail!("{from} cannot reach {ip} after 20 s");
+            }
+            nap(Duration::from_millis(200))?;
+        }
+    }
+    sh(
+        from,
+        &[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1422",
+            ip_of("c21"),
+        ],
+    )
+    .context("a 1450-byte DF packet does not cross the overlay")?;
+    Ok(())
+}
+
+/// Write an nginx configuration for backend `name` under `dir`: one worker, no access log,
+/// keep-alive for the whole test, each request answered with the backend's name.
+pub fn nginx_conf(dir: &Path, name: &str) -> Result<PathBuf> {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    let conf = d.join("nginx.conf");
+    let p = d.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; user root; pid {p}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fastcgi;
+  uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
+  tcp_nodelay on;
+  keepalive_timeout 120s; keepalive_requests 100000000;
+  server {{ listen 80 backlog=4096; location / {{ default_type text/plain; return 200 \"{name}\\n\"; }} }}
+}}
+"
+        ),
+    )
+    .with_context(|| format!("writing {}", conf.display()))?;
+    Ok(conf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_files_parse_and_differ_only_in_attach() {
+        let dir = std::env::temp_dir();
+        for side in [Side::Vxmesh, Side::Kernel] {
+            let text = cluster_text(side, "t-");
+            let c = Cluster::parse(&dir.join("x.toml"), &text).unwrap();
+            assert_eq!(c.endpoints.len(), 4);
+            assert_eq!(
+                c.endpoints.iter().all(|e| e.attach.is_some()),
+                side == Side::Vxmesh
+            );
+        }
+        let strip = |s: String| -> String {
+            s.lines()
+                .filter(|l| !l.starts_with("attach"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            strip(cluster_text(Side::Vxmesh, "t-")),
+            strip(cluster_text(Side::Kernel, "t-"))
+        );
+    }
+}
