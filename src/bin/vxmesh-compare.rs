@@ -823,7 +823,9 @@ fn udp_test(
         .into_iter()
         .filter(|(k, _)| k.contains("Errors"))
         .collect();
-    let deltas = c0.zip(c1).map(|(a, b)| measure::counter_deltas(&a, &b, 40));
+    let deltas = c0
+        .zip(c1)
+        .map(|(a, b)| measure::counter_deltas(&a, &b, 100));
     let udp = measure::parse_iperf_udp(&std::fs::read_to_string(&f)?)?;
     let frames = rx1.saturating_sub(rx0) as f64;
     let wsecs = w0.secs(&w1);
