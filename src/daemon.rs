@@ -479,7 +479,7 @@ async fn capture(
 ) -> anyhow::Result<u8> {
     let want = count.unwrap_or(u64::MAX);
     let started = h
-        .call(move |n| match n.port(&port) {
+        .call(move |n| match n.sw.port_id(&port) {
             Some(p) => {
                 n.sw.start_capture(p, want);
                 Ok((Time::monotonic(), SystemTime::now()))

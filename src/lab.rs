@@ -50,8 +50,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::{Attach, Cluster, Ingress, Ipv4Net};
 
-/// Where `ip netns` keeps its named namespaces.
-const NETNS_DIR: &str = "/run/netns";
+use vswitch::netns::NETNS_DIR;
 /// The underlay's MTU (and the clients').
 const UNDERLAY_MTU: u16 = 1500;
 /// The underlay's prefix length (198.18.0.0/24 in the SPEC).
@@ -484,6 +483,94 @@ impl Lab {
 }
 
 /// The highest host address of `ing`'s subnet that is no ingress's address.
+/// Make `node` of a built lab a Linux-kernel overlay node, as Docker's overlay driver programs
+/// one: bridge `br0` with the node's endpoints' veths (`v{name}`, the lab's name for endpoints
+/// without `attach`), VXLAN device `vxlan0` (the network's VNI, dstport 4789, `nolearning`, the
+/// network's MTU) on `ul0`, a flood entry `00:00:00:00:00:00` per peer VTEP and a static entry per
+/// remote endpoint. The kernel peer of the end-to-end test and the kernel side of `vxmesh-compare`.
+pub fn build_kernel_node(lab: &Lab, cluster: &Cluster, node: &str) -> Result<()> {
+    let ns = lab.node_netns(node);
+    let me = cluster
+        .node(node)
+        .with_context(|| format!("no node {node:?} in the cluster"))?;
+    let mine: Vec<_> = cluster
+        .endpoints
+        .iter()
+        .filter(|e| e.node == node)
+        .collect();
+    let Some(first) = mine.first() else {
+        bail!("node {node} has no endpoints to bridge");
+    };
+    if mine.iter().any(|e| e.network != first.network) {
+        bail!("node {node}: a kernel node in the lab bridges one network only");
+    }
+    let net = cluster
+        .network(&first.network)
+        .with_context(|| format!("no network {:?}", first.network))?;
+    let (vni, mtu, vtep) = (
+        net.vni.to_string(),
+        net.mtu.to_string(),
+        me.vtep.to_string(),
+    );
+    ip(&ns, &["link", "add", "br0", "type", "bridge"])?;
+    ip(
+        &ns,
+        &[
+            "link",
+            "add",
+            "vxlan0",
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "dstport",
+            "4789",
+            "local",
+            &vtep,
+            "dev",
+            NODE_UL_IF,
+            "nolearning",
+        ],
+    )?;
+    ip(
+        &ns,
+        &["link", "set", "vxlan0", "mtu", &mtu, "master", "br0", "up"],
+    )?;
+    for e in &mine {
+        let port = truncate_ifname(&format!("v{}", e.name));
+        ip(&ns, &["link", "set", &port, "master", "br0", "up"])?;
+    }
+    ip(&ns, &["link", "set", "br0", "up"])?;
+    for peer in cluster.peers(&net.name).iter().filter(|n| n.name != node) {
+        let dst = peer.vtep.to_string();
+        let fdb = |mac: &str| {
+            run(&[
+                "bridge",
+                "-n",
+                &ns,
+                "fdb",
+                "append",
+                mac,
+                "dev",
+                "vxlan0",
+                "dst",
+                &dst,
+                "self",
+                "permanent",
+            ])
+        };
+        fdb("00:00:00:00:00:00")?;
+        for e in cluster
+            .endpoints
+            .iter()
+            .filter(|e| e.node == peer.name && e.network == net.name)
+        {
+            fdb(&e.mac.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 fn client_addr_for(ing: &Ingress, all: &[Ingress]) -> Option<Ipv4Addr> {
     let mask = if ing.subnet.prefix == 0 {
         0

@@ -10,7 +10,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -211,19 +210,14 @@ pub fn in_netns<T: Send + 'static>(
     netns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>> {
-    let ns = std::fs::File::open(format!("{}/{netns}", vswitch::netns::NETNS_DIR))
-        .with_context(|| format!("netns {netns}"))?;
     let (tx, rx) = std::sync::mpsc::channel();
+    let name = netns.to_string();
     let h = thread::spawn(move || {
-        // SAFETY: setns on a descriptor we own; it changes only this thread.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        let _ = tx.send(if rc < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        });
-        if rc < 0 {
-            // Never run `f` in the wrong namespace.
+        // Held for the thread's whole life: `f` runs in the namespace, never anywhere else.
+        let entered = vswitch::netns::NetnsSwitch::enter(&name);
+        let ok = entered.is_ok();
+        let _ = tx.send(entered.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        if !ok {
             loop {
                 thread::park();
             }
@@ -232,7 +226,7 @@ pub fn in_netns<T: Send + 'static>(
     });
     match rx.recv() {
         Ok(Ok(())) => Ok(h),
-        Ok(Err(e)) => bail!("netns {netns}: setns: {e}"),
+        Ok(Err(e)) => bail!("{e}"),
         Err(_) => bail!("netns {netns}: thread died"),
     }
 }
@@ -363,4 +357,32 @@ pub fn http_get(netns: &str, addr: SocketAddr) -> Result<String> {
     h.join()
         .map_err(|_| anyhow::anyhow!("http client thread panicked"))?
         .with_context(|| format!("GET http://{addr}/ from {netns}"))
+}
+
+/// Write an nginx configuration for backend `name` under `dir`: one worker, no access log,
+/// keep-alive for the whole test, each request answered with the backend's name.
+pub fn nginx_conf(dir: &Path, name: &str) -> Result<PathBuf> {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    let conf = d.join("nginx.conf");
+    let p = d.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; user root; pid {p}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fastcgi;
+  uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
+  tcp_nodelay on;
+  keepalive_timeout 120s; keepalive_requests 100000000;
+  server {{ listen 80 backlog=4096; location / {{ default_type text/plain; return 200 \"{name}\\n\"; }} }}
+}}
+"
+        ),
+    )
+    .with_context(|| format!("writing {}", conf.display()))?;
+    Ok(conf)
 }

@@ -28,7 +28,7 @@ use lb::{
     BackendConfig, Balancer, BalancerConfig, LbStage, Protocol, SchedulerKind, ServiceConfig,
     ServiceKey, Snat,
 };
-use vswitch::{Env, FdbConfig, FdbDest, Mac, NetId, Network, Port, PortId, PortRole, Switch};
+use vswitch::{Env, FdbConfig, FdbDest, Mac, NetId, Network, Port, PortRole, Switch};
 
 use crate::config::{Attach, Cluster, Proto};
 use crate::own_addr::OwnAddr;
@@ -690,11 +690,6 @@ impl Node {
         } else {
             log
         })
-    }
-
-    /// The switch's port id of a port name.
-    pub fn port(&self, name: &str) -> Option<PortId> {
-        self.sw.port_id(name)
     }
 }
 

@@ -1,11 +1,10 @@
 //! Small system helpers of the node, off the packet path: finding the container side of a
 //! veth, turning its offloads off, an eventfd to wake the poll thread, and `poll(2)`.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 /// The container side of the veth whose node side is `host_if` (in the calling thread's
 /// namespace): its name inside namespace `netns`.
@@ -16,27 +15,16 @@ pub fn veth_peer_name(host_if: &str, netns: &str) -> anyhow::Result<String> {
         .trim()
         .parse()
         .with_context(|| format!("{host_if}: {path} is not a number"))?;
-    let ns = File::open(format!("{}/{netns}", vswitch::netns::NETNS_DIR))
-        .with_context(|| format!("netns {netns}: not found"))?;
-    // setns applies to the calling thread only: do it on a thread of its own, which ends there.
-    std::thread::scope(|s| {
-        s.spawn(|| -> anyhow::Result<String> {
-            // SAFETY: setns on a descriptor we own; it changes only this short-lived thread.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-                bail!("netns {netns}: setns: {}", io::Error::last_os_error());
-            }
-            let mut buf = [0u8; libc::IF_NAMESIZE];
-            // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
-            let p = unsafe { libc::if_indextoname(iflink, buf.as_mut_ptr().cast()) };
-            if p.is_null() {
-                bail!("{host_if}: its peer (ifindex {iflink}) is not in netns {netns}");
-            }
+    let name = vswitch::netns::run_in(Some(netns), || {
+        let mut buf = [0u8; libc::IF_NAMESIZE];
+        // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
+        let p = unsafe { libc::if_indextoname(iflink, buf.as_mut_ptr().cast()) };
+        (!p.is_null()).then(|| {
             let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+            String::from_utf8_lossy(&buf[..len]).into_owned()
         })
-        .join()
-        .unwrap_or_else(|_| bail!("netns {netns}: helper thread panicked"))
-    })
+    })?;
+    name.with_context(|| format!("{host_if}: its peer (ifindex {iflink}) is not in netns {netns}"))
 }
 
 /// Turn TX checksum offload, TSO and GSO off on the container side of `host_if` (a veth whose

@@ -157,27 +157,7 @@ impl Drop for Files {
 
 /// nginx in namespace `ns`, answering every request with `name`.
 fn nginx(ns: &str, name: &str, dir: &Path) -> Child {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    let conf = d.join("nginx.conf");
-    let p = d.display();
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; master_process off; worker_processes 1; user root; pid {p}/nginx.pid;
-error_log stderr error;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fastcgi;
-  uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
-  keepalive_timeout 120s; keepalive_requests 100000;
-  server {{ listen 80; location / {{ default_type text/plain; return 200 \"{name}\\n\"; }} }}
-}}
-"
-        ),
-    )
-    .unwrap();
+    let conf = vxmesh::labrun::nginx_conf(dir, name).unwrap();
     Command::new("ip")
         .args(["netns", "exec", ns, "nginx", "-c"])
         .arg(&conf)
@@ -236,51 +216,11 @@ fn stage_counter(run: &Running, node: &str, stage: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name} in {stage}: {out}"))
 }
 
-/// The kernel node n3, as Docker's overlay driver programs it: bridge + VXLAN device
-/// (nolearning), a default-MAC flood entry per peer VTEP and a static entry per remote
-/// container.
+/// The kernel node n3, as Docker's overlay driver programs it (`lab::build_kernel_node`).
 fn build_kernel_node(run: &Running) {
-    let n3 = run.lab.node_netns("n3");
-    let cmds: Vec<Vec<String>> = {
-        let mut v: Vec<Vec<String>> = vec![
-            "ip link add br0 type bridge".into(),
-            "ip link add vxlan0 type vxlan id 4097 dstport 4789 local 198.18.0.3 dev ul0 nolearning".into(),
-            "ip link set vxlan0 mtu 1450 master br0 up".into(),
-            "ip link set vc31 master br0 up".into(),
-            "ip link set br0 up".into(),
-        ]
-        .into_iter()
-        .map(|s: String| s.split(' ').map(String::from).collect())
-        .collect();
-        for vtep in ["198.18.0.1", "198.18.0.2"] {
-            v.push(
-                format!("bridge fdb append 00:00:00:00:00:00 dev vxlan0 dst {vtep}")
-                    .split(' ')
-                    .map(String::from)
-                    .collect(),
-            );
-        }
-        for e in run.cluster.endpoints.iter().filter(|e| e.node != "n3") {
-            let vtep = run.cluster.node(&e.node).unwrap().vtep;
-            v.push(
-                format!(
-                    "bridge fdb append {} dev vxlan0 dst {vtep} self permanent",
-                    e.mac
-                )
-                .split(' ')
-                .map(String::from)
-                .collect(),
-            );
-        }
-        v
-    };
-    for c in cmds {
-        let args: Vec<&str> = c.iter().map(String::as_str).collect();
-        sh_ok(&n3, &args);
-    }
-    // The kernel container sends partial checksums over its veth; the kernel path completes
-    // them, but turn TX offload off as the lab does for every container.
-    vswitch::ethtool::disable_offloads(Some(&run.lab.endpoint_netns("c31")), "eth0").unwrap();
+    vxmesh::lab::build_kernel_node(&run.lab, &run.cluster, "n3")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // The lab turned TX offloads off on c31's side; they stay off, as for every container here.
 }
 
 #[test]

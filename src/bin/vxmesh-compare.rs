@@ -583,7 +583,7 @@ fn measure_side(
         Path::new(&format!("{}iperf3-s.log", env.raw)),
     )?;
     for b in BACKENDS {
-        let conf = topo::nginx_conf(files, b)?;
+        let conf = vxmesh::labrun::nginx_conf(files, b)?;
         let conf_s = conf.display().to_string();
         servers.start(
             &ns(b),

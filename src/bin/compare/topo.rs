@@ -10,14 +10,14 @@
 //!   service web 10.0.9.100:80 -> c12, c21, c22 (rr): vxmesh's LB | nft numgen DNAT in c11
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use vxmesh::config::Cluster;
 use vxmesh::lab::Lab;
 
-use crate::measure::{host, nap, sh};
+use crate::measure::{nap, sh};
 
 /// Which dataplane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -122,7 +122,7 @@ impl KernelLab {
         };
         k.lab.up()?;
         for (node, _) in NODES {
-            k.build_node(node)?;
+            vxmesh::lab::build_kernel_node(&k.lab, &k.cluster, node)?;
         }
         // Docker leaves a container's offloads at the veth defaults (TSO/GSO and TX checksum
         // on); the lab turns them off for every veth endpoint (what AF_XDP needs), so turn
@@ -139,81 +139,6 @@ impl KernelLab {
             }
         }
         Ok(k)
-    }
-
-    fn build_node(&self, node: &str) -> Result<()> {
-        let ns = self.lab.node_netns(node);
-        let me = self.cluster.node(node).context("node")?;
-        let vtep = me.vtep.to_string();
-        let vni = VNI.to_string();
-        let mtu = MTU.to_string();
-        let ipn = |args: &[&str]| -> Result<String> {
-            let mut v = vec!["ip", "-n", &ns];
-            v.extend_from_slice(args);
-            host(&v)
-        };
-        ipn(&["link", "add", "br0", "type", "bridge"])?;
-        ipn(&[
-            "link",
-            "add",
-            "vxlan0",
-            "type",
-            "vxlan",
-            "id",
-            &vni,
-            "dstport",
-            "4789",
-            "local",
-            &vtep,
-            "dev",
-            "ul0",
-            "nolearning",
-        ])?;
-        ipn(&["link", "set", "vxlan0", "mtu", &mtu, "master", "br0", "up"])?;
-        for e in self.cluster.endpoints.iter().filter(|e| e.node == node) {
-            let port = format!("v{}", e.name);
-            ipn(&["link", "set", &port, "master", "br0", "up"])?;
-        }
-        ipn(&["link", "set", "br0", "up"])?;
-        let bridge = |args: &[&str]| -> Result<String> {
-            let mut v = vec!["bridge", "-n", &ns];
-            v.extend_from_slice(args);
-            host(&v)
-        };
-        for peer in self.cluster.nodes.iter().filter(|n| n.name != node) {
-            let dst = peer.vtep.to_string();
-            bridge(&[
-                "fdb",
-                "append",
-                "00:00:00:00:00:00",
-                "dev",
-                "vxlan0",
-                "dst",
-                &dst,
-                "self",
-                "permanent",
-            ])?;
-            for e in self
-                .cluster
-                .endpoints
-                .iter()
-                .filter(|e| e.node == peer.name)
-            {
-                let mac = e.mac.to_string();
-                bridge(&[
-                    "fdb",
-                    "append",
-                    &mac,
-                    "dev",
-                    "vxlan0",
-                    "dst",
-                    &dst,
-                    "self",
-                    "permanent",
-                ])?;
-            }
-        }
-        Ok(())
     }
 
     /// The service VIP the way the reference's bench_lb.sh "client" mode does it: a
@@ -358,34 +283,6 @@ pub fn wait_connectivity(from: &str, to: &[&str]) -> Result<()> {
     )
     .context("a 1450-byte DF packet does not cross the overlay")?;
     Ok(())
-}
-
-/// Write an nginx configuration for backend `name` under `dir`: one worker, no access log,
-/// keep-alive for the whole test, each request answered with the backend's name.
-pub fn nginx_conf(dir: &Path, name: &str) -> Result<PathBuf> {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-    let conf = d.join("nginx.conf");
-    let p = d.display();
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; master_process off; worker_processes 1; user root; pid {p}/nginx.pid;
-error_log stderr error;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fastcgi;
-  uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
-  tcp_nodelay on;
-  keepalive_timeout 120s; keepalive_requests 100000000;
-  server {{ listen 80 backlog=4096; location / {{ default_type text/plain; return 200 \"{name}\\n\"; }} }}
-}}
-"
-        ),
-    )
-    .with_context(|| format!("writing {}", conf.display()))?;
-    Ok(conf)
 }
 
 #[cfg(test)]
