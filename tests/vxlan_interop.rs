@@ -841,8 +841,14 @@ fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
     }
     let decap = stats.stage("vxlan-decap").unwrap();
     let encap = stats.stage("vxlan-encap").unwrap();
-    assert!(decap.cont > 2 * TCP_BYTES as u64 / 1500, "{decap:?}");
-    assert!(encap.output > 2 * TCP_BYTES as u64 / 1500 / 2, "{encap:?}");
+    // Each direction's TCP_BYTES cross one way only: kernel -> vxmesh through decap, vxmesh ->
+    // kernel through encap, in frames of at most MTU bytes of IP (the ACKs coming back are too
+    // few to count on: delayed and coalesced ACKs vary from run to run).
+    assert!(decap.cont >= TCP_BYTES as u64 / u64::from(MTU), "{decap:?}");
+    assert!(
+        encap.output >= TCP_BYTES as u64 / u64::from(MTU),
+        "{encap:?}"
+    );
     assert_eq!(decap.drop_count("drop_inner_src_spoofed"), 0, "{decap:?}");
     assert_eq!(encap.dropped(), 0, "{encap:?}");
     let ul_counters = &stats
