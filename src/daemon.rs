@@ -33,7 +33,8 @@ use crate::{pcap, show};
 
 /// Default directory of control sockets.
 pub const CONTROL_DIR: &str = "/run/vxmesh";
-/// Keep polling without sleeping for this long after the last frame.
+/// Default busy-poll window: keep polling without sleeping for this long after the last frame
+/// (`vxmesh run --busy-poll-us`).
 pub const BUSY_POLL: Duration = Duration::from_micros(200);
 /// Longest sleep when idle (housekeeping still runs).
 pub const IDLE_SLEEP_MS: i32 = 100;
@@ -160,17 +161,24 @@ impl Handle {
 }
 
 /// The poll thread: run the switch until `stop`, applying control jobs between batches.
-fn poll_loop(mut node: Node, jobs: mpsc::Receiver<Job>, wake: Arc<EventFd>, stop: Arc<AtomicBool>) {
+fn poll_loop(
+    mut node: Node,
+    jobs: mpsc::Receiver<Job>,
+    wake: Arc<EventFd>,
+    stop: Arc<AtomicBool>,
+    opts: RunOptions,
+) {
     let mut fds = node.sw.poll_fds();
     fds.push(wake.fd());
     let mut poller = Poller::new(&fds);
-    let busy_ns = BUSY_POLL.as_nanos() as u64;
+    let busy_ns = u64::try_from(opts.busy_poll.as_nanos()).unwrap_or(u64::MAX);
     let mut last_rx = Time::monotonic();
     let mut next_housekeeping = last_rx;
     let mut next_estimate = last_rx;
     while !stop.load(Ordering::Relaxed) {
         let now = Time::monotonic();
-        if node.sw.poll(now) > 0 {
+        let got = node.sw.poll(now);
+        if got > 0 {
             last_rx = now;
         }
         while let Ok(job) = jobs.try_recv() {
@@ -189,13 +197,42 @@ fn poll_loop(mut node: Node, jobs: mpsc::Receiver<Job>, wake: Arc<EventFd>, stop
         if now.0.saturating_sub(last_rx.0) > busy_ns {
             poller.wait(IDLE_SLEEP_MS);
             wake.drain();
+        } else if got == 0 {
+            // An empty round while busy-polling: let whatever else is runnable on this CPU
+            // (the containers' own processes, on a small machine) go first, instead of holding
+            // the CPU for the rest of the scheduler's slice.
+            // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
+            unsafe { libc::sched_yield() };
+        }
+    }
+}
+
+/// How the poll thread runs.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Busy-poll window: after the last received frame, keep polling (no sleep) this long before
+    /// sleeping in `poll(2)`. Longer trades idle-ish CPU for latency: every sleep costs a wake-up
+    /// (tens to hundreds of µs on a VM) on the next frame. `Duration::MAX` never sleeps (VPP and
+    /// DPDK's polling mode).
+    pub busy_poll: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            busy_poll: BUSY_POLL,
         }
     }
 }
 
 /// `vxmesh run`: build the node, serve the control socket, stop cleanly on SIGINT/SIGTERM.
 /// Errors in the cluster file come back as [`crate::config::ConfigError`] (exit 2).
-pub fn run(config: &Path, node_name: &str, control: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(
+    config: &Path,
+    node_name: &str,
+    control: Option<PathBuf>,
+    opts: RunOptions,
+) -> anyhow::Result<()> {
     let cluster = Cluster::load(config)?;
     let control = control.unwrap_or_else(|| default_control(node_name));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -226,7 +263,7 @@ pub fn run(config: &Path, node_name: &str, control: Option<PathBuf>) -> anyhow::
         let (wake, stop) = (wake.clone(), stop.clone());
         std::thread::Builder::new()
             .name("vxmesh-poll".into())
-            .spawn(move || poll_loop(node, jobs_rx, wake, stop))
+            .spawn(move || poll_loop(node, jobs_rx, wake, stop, opts))
             .context("starting the poll thread")?
     };
     eprintln!(

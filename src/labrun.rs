@@ -41,12 +41,25 @@ pub struct Running {
     nodes: Vec<(String, PathBuf, Option<Child>)>,
     /// Where the nodes' stderr goes.
     pub logs: PathBuf,
+    /// Extra arguments for every `vxmesh run` started after they are set (e.g. `--busy-poll-us`).
+    pub run_args: Vec<String>,
 }
 
 impl Running {
     /// Write `cluster_text` to a file, build the lab with `prefix`, start `vxmesh run` for each
     /// of `nodes` with the executable `exe`.
     pub fn start(exe: &Path, prefix: &str, cluster_text: &str, nodes: &[&str]) -> Result<Running> {
+        Running::start_with(exe, prefix, cluster_text, nodes, &[])
+    }
+
+    /// [`Running::start`], with extra arguments for each `vxmesh run` ([`Running::run_args`]).
+    pub fn start_with(
+        exe: &Path,
+        prefix: &str,
+        cluster_text: &str,
+        nodes: &[&str],
+        run_args: &[String],
+    ) -> Result<Running> {
         let dir = std::env::temp_dir();
         let config = dir.join(format!("{prefix}cluster.toml"));
         std::fs::write(&config, cluster_text)
@@ -66,6 +79,7 @@ impl Running {
             exe: exe.to_path_buf(),
             nodes: Vec::new(),
             logs: dir.join(format!("{prefix}nodes.log")),
+            run_args: run_args.to_vec(),
         };
         run.lab.up()?;
         for n in nodes {
@@ -95,6 +109,7 @@ impl Running {
             .arg(&self.config)
             .args(["--node", node, "--control"])
             .arg(&control)
+            .args(&self.run_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -35,6 +35,11 @@ enum Cmd {
         /// The cluster file.
         #[arg(long)]
         config: PathBuf,
+        /// Busy-poll window in microseconds: keep polling this long after the last frame before
+        /// sleeping in poll(2). Longer lowers latency at low packet rates and costs CPU; "max"
+        /// never sleeps (a core per node, as VPP and DPDK do).
+        #[arg(long, value_name = "MICROS", default_value = "200", value_parser = parse_busy_poll)]
+        busy_poll_us: std::time::Duration,
     },
     /// The one-command tour (root: a real lab of two nodes in network namespaces).
     Demo {
@@ -148,11 +153,21 @@ fn main() -> ExitCode {
     };
     let req = match &cli.cmd {
         Cmd::Demo { memory } => return ExitCode::from(vxmesh::demo::run(*memory)),
-        Cmd::Run { config } => {
+        Cmd::Run {
+            config,
+            busy_poll_us,
+        } => {
             let Some(node) = cli.node.as_deref() else {
                 return usage("run: --node NAME is required".into());
             };
-            return match daemon::run(config, node, cli.control.clone()) {
+            return match daemon::run(
+                config,
+                node,
+                cli.control.clone(),
+                daemon::RunOptions {
+                    busy_poll: *busy_poll_us,
+                },
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vxmesh: {e:#}");
@@ -269,5 +284,18 @@ fn lab_cmd(action: &str, config: &std::path::Path, prefix: &str) -> ExitCode {
             eprintln!("vxmesh: lab {action}: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--busy-poll-us`: microseconds (at most an hour), or "max" for never sleeping.
+fn parse_busy_poll(s: &str) -> Result<std::time::Duration, String> {
+    if s == "max" {
+        return Ok(std::time::Duration::MAX);
+    }
+    match s.parse::<u64>() {
+        Ok(us) if us <= 3_600_000_000 => Ok(std::time::Duration::from_micros(us)),
+        _ => Err(format!(
+            "expected microseconds (0 to 3600000000) or \"max\", got {s:?}"
+        )),
     }
 }

@@ -63,6 +63,9 @@ struct Args {
     /// reports in raw/perf-*.txt (not part of the figures).
     #[arg(long)]
     perf: bool,
+    /// Passed to each `vxmesh run` (microseconds, or "max"; default: vxmesh's own default).
+    #[arg(long, value_name = "MICROS")]
+    busy_poll_us: Option<String>,
 }
 
 /// Durations and counts.
@@ -128,6 +131,8 @@ struct Ctx {
     prefix: String,
     started: Instant,
     ping_interval: OnceCell<&'static str>,
+    /// Extra `vxmesh run` arguments.
+    run_args: Vec<String>,
 }
 
 impl Ctx {
@@ -318,6 +323,10 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
         prefix: prefix.to_string(),
         started: Instant::now(),
         ping_interval: OnceCell::new(),
+        run_args: match &args.busy_poll_us {
+            Some(v) => vec!["--busy-poll-us".into(), v.clone()],
+            None => Vec::new(),
+        },
     };
     let sides: Vec<Side> = match args.only {
         Some(s) => vec![s],
@@ -393,7 +402,8 @@ fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
     match side {
         Side::Vxmesh => {
             let text = topo::cluster_text(Side::Vxmesh, &prefix);
-            let running = Running::start(&ctx.exe, &prefix, &text, &["n1", "n2"]);
+            let running =
+                Running::start_with(&ctx.exe, &prefix, &text, &["n1", "n2"], &ctx.run_args);
             let running = match running {
                 Ok(r) => r,
                 Err(e) => {
@@ -948,7 +958,8 @@ fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
     match side {
         Side::Vxmesh => {
             let text = topo::cluster_text(Side::Vxmesh, &prefix);
-            let running = Running::start(&ctx.exe, &prefix, &text, &["n1", "n2"])?;
+            let running =
+                Running::start_with(&ctx.exe, &prefix, &text, &["n1", "n2"], &ctx.run_args)?;
             let _logs = TempDir(running.logs.clone());
             let mut env = env_for(side, run, &running.lab, &ctx.raw);
             env.raw = format!("{}/perf-{}-", ctx.raw.display(), side.name());
