@@ -41,6 +41,10 @@ pub struct UdpPortStats {
     pub tx_would_block: u64,
     /// Frames queued for transmit without a peer prefix (a pipeline bug), not sent.
     pub tx_no_peer: u64,
+    /// Messages that carried several datagrams (UDP GSO).
+    pub tx_gso_messages: u64,
+    /// Datagrams sent inside those.
+    pub tx_gso_datagrams: u64,
     /// The errno of the last socket error, 0 if none.
     pub last_errno: i32,
 }
@@ -125,6 +129,8 @@ impl Port for UdpPort {
         }));
         self.stats.tx_errors += report.failed as u64;
         self.stats.tx_would_block += report.unsent as u64;
+        self.stats.tx_gso_messages += report.gso_messages as u64;
+        self.stats.tx_gso_datagrams += report.gso_datagrams as u64;
         if let Some(errno) = report.last_errno {
             self.stats.last_errno = errno;
         }
@@ -160,6 +166,8 @@ impl Port for UdpPort {
             ("tx_errors", s.tx_errors),
             ("tx_would_block", s.tx_would_block),
             ("tx_no_peer", s.tx_no_peer),
+            ("tx_gso_messages", s.tx_gso_messages),
+            ("tx_gso_datagrams", s.tx_gso_datagrams),
         ]
     }
 }

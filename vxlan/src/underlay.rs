@@ -39,6 +39,39 @@ pub const MAX_BATCH: usize = 1024;
 /// Default slot size: a 1500-byte underlay MTU less IPv4 and UDP headers, rounded up.
 pub const DEFAULT_BUF_SIZE: usize = 2048;
 
+/// `SOL_UDP` and its options (linux/udp.h; the libc crate has them for uclibc only).
+const SOL_UDP: libc::c_int = 17;
+/// UDP segmentation offload (Linux 4.18): the payload of one send is cut into datagrams of
+/// this size.
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most datagrams in one UDP GSO send (the kernel's `UDP_MAX_SEGMENTS`: 64 before 6.x, 128 now).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one UDP GSO send: an IPv4 datagram's 65535 less IPv4 and UDP headers.
+pub const GSO_MAX_BYTES: usize = 65535 - 20 - 8;
+/// Socket buffer size asked for (each way): room for a few batches of bursts from every peer.
+pub const SOCKET_BUFFER: libc::c_int = 4 << 20;
+
+/// One `UDP_SEGMENT` control message (`CMSG_SPACE(sizeof(u16))` bytes, aligned like `cmsghdr`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GsoCmsg {
+    hdr: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
+/// A run of consecutive datagrams of one send that goes out as one message: same destination,
+/// all `segment` bytes long but the last, which may be shorter.
+#[derive(Clone, Copy, Debug, Default)]
+struct Group {
+    first: usize,
+    count: usize,
+    segment: usize,
+    bytes: usize,
+    /// A datagram shorter than `segment` was added: it must be the last.
+    closed: bool,
+}
+
 /// Why the underlay could not be set up or used.
 #[derive(Debug, thiserror::Error)]
 pub enum UnderlayError {
@@ -251,6 +284,10 @@ pub struct SendReport {
     pub failed: usize,
     /// The errno of the last refusal, if any.
     pub last_errno: Option<i32>,
+    /// Messages that carried more than one datagram (UDP GSO), and the datagrams in them.
+    pub gso_messages: usize,
+    /// Datagrams sent inside GSO messages.
+    pub gso_datagrams: usize,
 }
 
 /// A non-blocking UDP socket on the VTEP address that receives and sends in batches.
@@ -260,6 +297,9 @@ pub struct UdpUnderlay {
     msgs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_in]>,
+    groups: Box<[Group]>,
+    cmsgs: Box<[GsoCmsg]>,
+    gso: bool,
 }
 
 // SAFETY: the raw pointers inside `msgs`/`iovs` are only written and read within a single
@@ -358,6 +398,19 @@ impl UdpUnderlay {
             libc::IP_PMTUDISC_DO,
             "IP_MTU_DISCOVER",
         )?;
+        // Bigger buffers than the default 208 KiB absorb bursts from several peers while the
+        // poll thread is busy elsewhere. Best effort: root may exceed rmem_max/wmem_max
+        // (the FORCE variants), anyone else gets what the sysctls allow.
+        for (force, plain, name) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "SO_RCVBUF"),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "SO_SNDBUF"),
+        ] {
+            if set_int_option(raw, libc::SOL_SOCKET, force, SOCKET_BUFFER, name).is_err() {
+                let _ = set_int_option(raw, libc::SOL_SOCKET, plain, SOCKET_BUFFER, name);
+            }
+        }
+        // UDP GSO is there when the kernel knows the option (4.18+).
+        let gso = set_int_option(raw, SOL_UDP, UDP_SEGMENT, 0, "UDP_SEGMENT").is_ok();
         let sa = to_sockaddr(addr);
         // SAFETY: `sa` is a valid sockaddr_in and the length passed is its size.
         let rc = unsafe {
@@ -391,7 +444,21 @@ impl UdpUnderlay {
             iovs: (0..batch).map(|_| unsafe { zeroed() }).collect(),
             // SAFETY: as above.
             names: (0..batch).map(|_| unsafe { zeroed() }).collect(),
+            groups: vec![Group::default(); batch].into_boxed_slice(),
+            // SAFETY: as above (a cmsghdr of zeros is overwritten before use).
+            cmsgs: (0..batch).map(|_| unsafe { zeroed() }).collect(),
+            gso,
         })
+    }
+
+    /// Whether sends coalesce runs of same-size datagrams to one peer into one UDP GSO message.
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// Turn UDP GSO off (or back on, where the kernel has it): for comparisons and tests.
+    pub fn set_gso(&mut self, on: bool) {
+        self.gso = on && set_int_option(self.fd.as_raw_fd(), SOL_UDP, UDP_SEGMENT, 0, "").is_ok();
     }
 
     /// The bound address (with the port the kernel chose when asked for port 0).
@@ -521,6 +588,8 @@ impl UdpUnderlay {
             next += chunk;
             report.sent += part.sent;
             report.failed += part.failed;
+            report.gso_messages += part.gso_messages;
+            report.gso_datagrams += part.gso_datagrams;
             report.last_errno = part.last_errno.or(report.last_errno);
             if part.unsent > 0 {
                 report.unsent = part.unsent + (bufs.len() - next);
@@ -540,64 +609,117 @@ impl UdpUnderlay {
     }
 
     /// One batch: fills up to `batch` mmsghdrs and calls `sendmmsg` until all are sent, the
-    /// socket buffer is full, or each refused datagram has been skipped.
+    /// socket buffer is full, or each refused message has been skipped. With GSO, each run of
+    /// consecutive datagrams to the same peer, all of one size but the last, becomes one message
+    /// with a `UDP_SEGMENT` control message: the kernel builds one buffer for the run and cuts it
+    /// into datagrams as late as it can (in the receiver, when that socket does UDP GRO).
     fn send_chunk<'a>(
         &mut self,
         items: impl Iterator<Item = (SocketAddrV4, &'a [u8])>,
     ) -> SendReport {
         let mut n = 0;
+        let mut m = 0;
         for (dst, payload) in items.take(self.batch()) {
-            self.names[n] = to_sockaddr(dst);
+            let len = payload.len();
             self.iovs[n] = libc::iovec {
                 // sendmmsg only reads through this pointer.
                 iov_base: payload.as_ptr().cast_mut().cast(),
-                iov_len: payload.len(),
+                iov_len: len,
             };
-            let hdr = &mut self.msgs[n].msg_hdr;
-            hdr.msg_name = ptr::from_mut(&mut self.names[n]).cast();
-            hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            hdr.msg_iov = ptr::from_mut(&mut self.iovs[n]);
-            hdr.msg_iovlen = 1;
-            hdr.msg_control = ptr::null_mut();
-            hdr.msg_controllen = 0;
-            hdr.msg_flags = 0;
+            let sa = to_sockaddr(dst);
+            let joins = self.gso && m > 0 && {
+                let g = &self.groups[m - 1];
+                let prev = &self.names[m - 1];
+                !g.closed
+                    && len <= g.segment
+                    && len > 0
+                    && g.count < GSO_MAX_SEGMENTS
+                    && g.bytes + len <= GSO_MAX_BYTES
+                    && prev.sin_addr.s_addr == sa.sin_addr.s_addr
+                    && prev.sin_port == sa.sin_port
+            };
+            if joins {
+                let g = &mut self.groups[m - 1];
+                g.count += 1;
+                g.bytes += len;
+                g.closed = len < g.segment;
+            } else {
+                self.names[m] = sa;
+                self.groups[m] = Group {
+                    first: n,
+                    count: 1,
+                    segment: len,
+                    bytes: len,
+                    closed: false,
+                };
+                m += 1;
+            }
             n += 1;
+        }
+        for k in 0..m {
+            let g = self.groups[k];
+            let hdr = &mut self.msgs[k].msg_hdr;
+            hdr.msg_name = ptr::from_mut(&mut self.names[k]).cast();
+            hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            hdr.msg_iov = ptr::from_mut(&mut self.iovs[g.first]);
+            hdr.msg_iovlen = g.count;
+            hdr.msg_flags = 0;
+            if g.count > 1 {
+                let c = &mut self.cmsgs[k];
+                // SAFETY: CMSG_LEN only computes a length.
+                c.hdr.cmsg_len = unsafe { libc::CMSG_LEN(size_of::<u16>() as u32) } as usize;
+                c.hdr.cmsg_level = SOL_UDP;
+                c.hdr.cmsg_type = UDP_SEGMENT;
+                // Groups only form from payloads of at most GSO_MAX_BYTES.
+                c.segment = g.segment as u16;
+                hdr.msg_control = ptr::from_mut(c).cast();
+                hdr.msg_controllen = size_of::<GsoCmsg>();
+            } else {
+                hdr.msg_control = ptr::null_mut();
+                hdr.msg_controllen = 0;
+            }
         }
         let mut report = SendReport::default();
         let mut start = 0;
-        while start < n {
-            // SAFETY: mmsghdrs `start..n` point at live iovecs and sockaddr_in in `self`, and
-            // the iovecs at payload slices borrowed for 'a, which outlives this call; the kernel
-            // only reads them. `n - start` <= MAX_BATCH fits c_uint.
+        while start < m {
+            // SAFETY: mmsghdrs `start..m` point at live iovecs, sockaddr_in and cmsgs in `self`,
+            // and the iovecs at payload slices borrowed for 'a, which outlives this call; the
+            // kernel only reads them. `m - start` <= MAX_BATCH fits c_uint.
             let rc = unsafe {
                 libc::sendmmsg(
                     self.fd.as_raw_fd(),
                     self.msgs[start..].as_mut_ptr(),
-                    (n - start) as libc::c_uint,
+                    (m - start) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
             };
             if rc > 0 {
                 // rc > 0 was just checked.
-                let sent = rc as usize;
-                report.sent += sent;
-                start += sent;
+                for g in &self.groups[start..start + rc as usize] {
+                    report.sent += g.count;
+                    if g.count > 1 {
+                        report.gso_messages += 1;
+                        report.gso_datagrams += g.count;
+                    }
+                }
+                start += rc as usize;
                 continue;
             }
             let err = last_error();
+            let rest = || self.groups[start..m].iter().map(|g| g.count).sum();
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => {
-                    report.unsent = n - start;
+                    report.unsent = rest();
                     break;
                 }
                 _ if rc == 0 => {
-                    report.unsent = n - start;
+                    report.unsent = rest();
                     break;
                 }
                 _ => {
-                    // The datagram at `start` was refused; skip it and send the rest.
-                    report.failed += 1;
+                    // The message at `start` was refused; skip it and send the rest.
+                    report.failed += self.groups[start].count;
                     report.last_errno = err.raw_os_error();
                     start += 1;
                 }
@@ -756,6 +878,71 @@ mod tests {
         }
         assert_eq!((seen, truncated), (2, 1));
         assert_eq!(whole, vec![fits]);
+    }
+
+    #[test]
+    fn runs_of_same_size_datagrams_go_as_one_gso_message_and_arrive_whole() {
+        let mut a = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let mut b = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        assert!(tx.gso(), "this kernel has UDP GSO (4.18+)");
+        let (da, db) = (a.local_addr(), b.local_addr());
+        // To a: 8 of 100 bytes and a shorter one (one message), 3 of 100 (a second: nothing may
+        // follow a short one), then 4 to b (a third), then 1 alone to a.
+        let mut plan: Vec<(SocketAddrV4, Vec<u8>)> = Vec::new();
+        for i in 0..8 {
+            plan.push((da, vxlan_datagram(1, i, 100)));
+        }
+        plan.push((da, vxlan_datagram(1, 8, 60)));
+        for i in 9..12 {
+            plan.push((da, vxlan_datagram(1, i, 100)));
+        }
+        for i in 12..16 {
+            plan.push((db, vxlan_datagram(2, i, 100)));
+        }
+        plan.push((da, vxlan_datagram(1, 16, 100)));
+        for gso in [true, false] {
+            tx.set_gso(gso);
+            let report = tx.send_slices(plan.iter().map(|(d, p)| (*d, &p[..])));
+            assert_eq!(report.sent, plan.len());
+            let (msgs, dgrams) = if gso { (3, 16) } else { (0, 0) };
+            assert_eq!((report.gso_messages, report.gso_datagrams), (msgs, dgrams));
+            let mut bufs = PacketBufs::new(BATCH, DEFAULT_BUF_SIZE).unwrap();
+            let want_a: Vec<&Vec<u8>> = plan
+                .iter()
+                .filter(|(d, _)| *d == da)
+                .map(|x| &x.1)
+                .collect();
+            let want_b: Vec<&Vec<u8>> = plan
+                .iter()
+                .filter(|(d, _)| *d == db)
+                .map(|x| &x.1)
+                .collect();
+            let got_a = recv_all(&mut a, &mut bufs, want_a.len());
+            let got_b = recv_all(&mut b, &mut bufs, want_b.len());
+            assert_eq!(got_a.iter().map(|x| &x.1).collect::<Vec<_>>(), want_a);
+            assert_eq!(got_b.iter().map(|x| &x.1).collect::<Vec<_>>(), want_b);
+        }
+    }
+
+    #[test]
+    fn gso_runs_stop_at_the_segment_and_byte_limits() {
+        let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, MAX_BATCH).unwrap();
+        let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, MAX_BATCH).unwrap();
+        let dst = rx.local_addr();
+        // 150 small ones: 64 + 64 + 22 per message.
+        let small = vxlan_datagram(1, 1, 40);
+        let r = tx.send_slices((0..150).map(|_| (dst, &small[..])));
+        assert_eq!((r.sent, r.gso_messages, r.gso_datagrams), (150, 3, 150));
+        // 50 of 1400 bytes: 46 fit 65507 bytes, then 4.
+        let big = vxlan_datagram(1, 2, 1400);
+        let r = tx.send_slices((0..50).map(|_| (dst, &big[..])));
+        assert_eq!((r.sent, r.gso_messages, r.gso_datagrams), (50, 2, 50));
+        let mut bufs = PacketBufs::new(BATCH, DEFAULT_BUF_SIZE).unwrap();
+        let got = recv_all(&mut rx, &mut bufs, 200);
+        assert_eq!(got.len(), 200);
+        assert!(got[..150].iter().all(|(_, p)| *p == small));
+        assert!(got[150..].iter().all(|(_, p)| *p == big));
     }
 
     #[test]
