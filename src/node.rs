@@ -398,6 +398,7 @@ impl PortOpener for SystemPorts {
                     mac: *mac,
                     mtu: p.mtu,
                     addr: Some(*addr),
+                    offloads: true,
                 })
                 .with_context(|| format!("endpoint {}: tap {ifname}", p.name))?;
                 Ok(Box::new(tap))
@@ -409,6 +410,7 @@ impl PortOpener for SystemPorts {
                     mac: Mac::docker_default(Ipv4Addr::UNSPECIFIED),
                     mtu: p.mtu,
                     addr: None,
+                    offloads: false,
                 })
                 .with_context(|| format!("ingress: tap {ifname}"))?;
                 Ok(Box::new(tap))
@@ -457,7 +459,20 @@ impl Node {
     pub fn build(cluster: Cluster, node: &str, ports: &mut dyn PortOpener) -> anyhow::Result<Node> {
         let plan = Plan::of(&cluster, node)?;
         let env = plan.env();
-        let (mut sw, l2) = Switch::with_l2(env);
+        // TAPs with offloads hand over 64 KB TCP super-frames: every buffer must hold one
+        // (buffers move between batches). Nodes without TAP endpoints keep 2 KB buffers.
+        let buf_size = if plan.ports.iter().any(|p| {
+            matches!(
+                (&p.attach, &p.kind),
+                (Attach::Tap(_), PortKind::Endpoint { .. })
+            )
+        }) {
+            vswitch::HEADROOM + vswitch::offload::GSO_MAX_FRAME
+        } else {
+            vswitch::packet::DEFAULT_BUF_SIZE
+        };
+        let mut sw = Switch::with_batch(env, vswitch::BATCH_SIZE, buf_size);
+        let l2 = sw.add_l2_stages();
         let decap = sw.add_stage(Box::new(vxlan::VxlanDecap::new()));
         let lb_stage = sw.add_stage(Box::new(LbStage::new(Balancer::new(BalancerConfig {
             max_conns: MAX_CONNS,

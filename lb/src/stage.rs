@@ -17,6 +17,7 @@ use std::any::Any;
 use std::net::Ipv4Addr;
 
 use vswitch::l2::ETHERTYPE_IPV4;
+use vswitch::offload;
 use vswitch::{Batch, DropReason, Env, MAX_BATCH, NetId, Next, Packet, Stage};
 
 use crate::balancer::{Balancer, LbDrop, Mac, Prepared, Verdict};
@@ -100,7 +101,17 @@ impl Stage for LbStage {
             });
             let l3 = usize::from(p.meta.l3_offset);
             let net = p.meta.net;
-            match self.lb.process_prepared(p.data_mut(), l3, net, now, prep) {
+            // A partial checksum (from a TAP with offloads) holds only the pseudo-header sum;
+            // shape it so that the NAT's incremental updates keep it right, and back.
+            let partial = p.meta.offload.needs_csum.then_some(p.meta.offload);
+            if let Some(o) = &partial {
+                offload::nat_prepare(p.data_mut(), o);
+            }
+            let verdict = self.lb.process_prepared(p.data_mut(), l3, net, now, prep);
+            if let Some(o) = &partial {
+                offload::nat_finish(p.data_mut(), o);
+            }
+            match verdict {
                 Verdict::Pass => {}
                 Verdict::ToBackend { net } | Verdict::ToClient { net } => p.meta.net = net,
                 Verdict::Drop(r) => p.meta.next = Next::Drop(DropReason(r as u8)),

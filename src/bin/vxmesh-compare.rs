@@ -179,7 +179,7 @@ struct SideOut {
 
 /// The measurement a metric comes from (as `gated` names it).
 fn measurement_of(key: &str) -> &'static str {
-    ["ping", "tcp", "udp64", "http_ka", "http_close"]
+    ["ping", "tcp_tap", "tcp", "udp64", "http_ka", "http_close"]
         .into_iter()
         .find(|m| key.starts_with(m))
         .unwrap_or("")
@@ -601,7 +601,13 @@ fn measure_side(
             Path::new(&format!("{}nginx-{b}.log", env.raw)),
         )?;
     }
+    servers.start(
+        &ns("c22"),
+        &["iperf3", "-s"],
+        Path::new(&format!("{}iperf3-s-c22.log", env.raw)),
+    )?;
     measure::wait_listening(&env.c21, 5201)?;
+    measure::wait_listening(&ns("c22"), 5201)?;
     for b in BACKENDS {
         measure::wait_listening(&ns(b), 80)?;
     }
@@ -665,6 +671,22 @@ fn measure_side(
     })?;
     out.values.insert("tcp_gbps".into(), gbps);
     log(&format!("  {tag}: TCP {gbps:.2} Gbit/s"));
+
+    // 2b. TCP between the other two containers (TAPs with offloads on vxmesh).
+    let c22_ip = ip_of("c22");
+    let gbps = gated(ctx, env, "tcp_tap", out, || {
+        let f = format!("{}iperf3-tcp-c12-c22.json", env.raw);
+        Load::start(
+            &ns("c12"),
+            p.tcp_secs + 20,
+            &["iperf3", "-c", c22_ip, "-t", &tsecs, "-J"],
+            Path::new(&f),
+        )?
+        .wait()?;
+        measure::parse_iperf_tcp(&std::fs::read_to_string(&f)?)
+    })?;
+    out.values.insert("tcp_tap_gbps".into(), gbps);
+    log(&format!("  {tag}: TCP c12 -> c22 {gbps:.2} Gbit/s"));
 
     // 3. UDP 64 B packets per second, and the CPU they cost.
     let usecs = p.udp_secs.to_string();

@@ -5,7 +5,7 @@
 //! A batch owns its packet buffers for its whole life; moving a packet from a receive batch to a
 //! port's transmit batch swaps the two slots, so no buffer is ever allocated on the packet path.
 
-use crate::packet::{DEFAULT_BUF_SIZE, FrameTooBig, Next, Packet};
+use crate::packet::{DEFAULT_BUF_SIZE, FrameTooBig, Meta, Next, Packet};
 
 /// Default number of frames per batch.
 pub const BATCH_SIZE: usize = 32;
@@ -123,6 +123,29 @@ impl Batch {
         }
         let slot = &mut self.pkts[self.len];
         slot.copy_from(pkt).map_err(PushError::TooBig)?;
+        self.len += 1;
+        Ok(slot)
+    }
+
+    /// Append a frame written in place by `fill`, which gets the slot's whole area after the
+    /// standard headroom and returns the frame's length, or `None` when it does not fit (then
+    /// nothing is appended). The packet gets `meta`.
+    #[inline]
+    pub fn push_with(
+        &mut self,
+        meta: Meta,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Result<&mut Packet, PushError> {
+        if self.is_full() {
+            return Err(PushError::Full);
+        }
+        let slot = &mut self.pkts[self.len];
+        let room = slot.data_room();
+        let Some(n) = fill(slot.rx_area()) else {
+            return Err(PushError::TooBig(FrameTooBig { len: 0, room }));
+        };
+        slot.set_len(n);
+        slot.meta = meta;
         self.len += 1;
         Ok(slot)
     }

@@ -95,7 +95,13 @@ impl Stage for L2Parse {
     }
     fn process(&mut self, batch: &mut Batch, env: &mut Env) {
         for (_, p) in batch.active_mut() {
-            let max = env.nets[p.meta.net.0 as usize].max_frame();
+            // A TCP super-frame is checked against 64 KB; its port checked that its segments
+            // fit the MTU.
+            let max = if p.meta.offload.is_gso() {
+                crate::offload::GSO_MAX_FRAME
+            } else {
+                env.nets[p.meta.net.0 as usize].max_frame()
+            };
             match Self::check(p.data(), max) {
                 Ok((l3, et)) => {
                     p.meta.l3_offset = l3;

@@ -23,6 +23,7 @@ pub mod fdb;
 pub mod frames;
 pub mod l2;
 pub mod netns;
+pub mod offload;
 pub mod packet;
 pub mod port;
 pub mod stage;

@@ -66,6 +66,9 @@ pub struct Meta {
     /// Trace id when the packet is marked for tracing (stages then record their decisions for
     /// it); 0 when it is not.
     pub trace: u32,
+    /// Checksum or segmentation work the sender left (a TAP with offloads); see
+    /// [`crate::offload`]. Outputs that cannot take it get it done in software.
+    pub offload: crate::offload::Offload,
 }
 
 /// One frame in a buffer with headroom, plus its metadata.

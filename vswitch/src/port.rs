@@ -20,6 +20,12 @@ pub trait Port: Send {
     /// Transmit the frames of `batch`; returns how many were accepted (the rest are dropped by
     /// the caller and counted). The caller clears the batch.
     fn tx_burst(&mut self, batch: &mut Batch) -> usize;
+    /// Whether the port takes frames with offload work left ([`crate::offload`]: partial
+    /// checksums, TCP super-frames) as they are. For the others the switch finishes that work in
+    /// software before handing frames over.
+    fn offloads(&self) -> bool {
+        false
+    }
     /// A file descriptor to wait on for receive readiness when idle, if the port has one.
     fn poll_fd(&self) -> Option<RawFd> {
         None

@@ -19,6 +19,7 @@ use crate::batch::{BATCH_SIZE, Batch};
 use crate::env::{Env, Network};
 use crate::fdb::FdbStats;
 use crate::l2::{L2Fwd, L2Learn, L2Parse};
+use crate::offload::{self, Tcp4Gso};
 use crate::packet::{DEFAULT_BUF_SIZE, DropReason, NetId, Next, Packet, PortId, VtepId};
 use crate::port::Port;
 use crate::stage::{Stage, StageStats, mask_of, run_stage};
@@ -138,10 +139,19 @@ const OUTPUT_DROPS: &[&str] = &[
     "drop_undecided",
     "drop_no_tunnel",
     "drop_flood_copy_too_big",
+    "drop_gso_flood",
+    "drop_gso_bad",
+    "drop_gso_segment_too_big",
 ];
 const DROP_UNDECIDED: usize = 0;
 const DROP_NO_TUNNEL: usize = 1;
 const DROP_FLOOD_TOO_BIG: usize = 2;
+/// A TCP super-frame to flood (an unknown destination): not cut into copies for every port.
+const DROP_GSO_FLOOD: usize = 3;
+/// A super-frame whose headers no longer describe it (a stage changed it).
+const DROP_GSO_BAD: usize = 4;
+/// A segment larger than the output's buffers.
+const DROP_GSO_SEGMENT_TOO_BIG: usize = 5;
 
 /// One worker's dataplane.
 pub struct Switch {
@@ -154,6 +164,11 @@ pub struct Switch {
     output: StageStats,
     flood_copies: u64,
     flood_remote_copies: u64,
+    /// Super-frames cut in software for an output without offloads, and the segments made.
+    gso_frames: u64,
+    gso_segments: u64,
+    /// Partial checksums finished in software.
+    csum_finished: u64,
     rx: Batch,
     batch_size: usize,
     buf_size: usize,
@@ -206,6 +221,9 @@ impl Switch {
             output,
             flood_copies: 0,
             flood_remote_copies: 0,
+            gso_frames: 0,
+            gso_segments: 0,
+            csum_finished: 0,
             rx: Batch::with_buf_size(batch_size, buf_size),
             batch_size,
             buf_size,
@@ -416,6 +434,9 @@ impl Switch {
                 continue; // counted by the stage that dropped it; never offered to the output
             }
             self.output.rx += 1;
+            if self.rx[i].meta.offload.pending() && !self.offload_resolved(i, next) {
+                continue;
+            }
             match next {
                 Next::Output(p) if (p.0 as usize) < self.ports.len() => {
                     self.output.output += 1;
@@ -453,6 +474,102 @@ impl Switch {
         self.rx.clear();
     }
 
+    /// Rx packet `i` has offload work left ([`crate::offload`]) and is going to `next`: leave it
+    /// for an output port that takes offloads, finish its checksum in place for any other, or
+    /// cut a super-frame into segments and output those (then the packet itself is done: false).
+    fn offload_resolved(&mut self, i: usize, next: Next) -> bool {
+        let gso = self.rx[i].meta.offload.is_gso();
+        match next {
+            Next::Output(p)
+                if (p.0 as usize) < self.ports.len()
+                    && self.ports[p.0 as usize].port.offloads() =>
+            {
+                true
+            }
+            Next::Output(_) | Next::Remote(_) if gso => {
+                self.output_segments(i, next);
+                false
+            }
+            Next::Flood if gso => {
+                self.output.drops[DROP_GSO_FLOOD].1 += 1;
+                false
+            }
+            _ => {
+                let p = &mut self.rx[i];
+                let mut o = p.meta.offload;
+                offload::finish_checksum(p.data_mut(), &mut o);
+                p.meta.offload = o;
+                self.csum_finished += 1;
+                true
+            }
+        }
+    }
+
+    /// Cut TCP super-frame `i` into segments, each written straight into the output's transmit
+    /// batch (encapsulated there when `next` is a remote VTEP).
+    fn output_segments(&mut self, i: usize, next: Next) {
+        let Ok(g) = Tcp4Gso::new(self.rx[i].data(), &self.rx[i].meta.offload) else {
+            self.output.drops[DROP_GSO_BAD].1 += 1;
+            return;
+        };
+        let out = match next {
+            Next::Output(p) if (p.0 as usize) < self.ports.len() => p,
+            Next::Remote(_) => match self.tunnel.as_ref().map(|(t, _)| t.port()) {
+                Some(tp) if (tp.0 as usize) < self.ports.len() => tp,
+                _ => {
+                    self.output.drops[DROP_NO_TUNNEL].1 += 1;
+                    return;
+                }
+            },
+            _ => {
+                self.output.drops[DROP_UNDECIDED].1 += 1;
+                return;
+            }
+        };
+        let mut meta = self.rx[i].meta;
+        meta.offload = offload::Offload::default();
+        let n = g.segments();
+        // The segments are what the output handles from here on (each one is counted as
+        // output, remote or dropped), so count them in, less the super-frame they replace.
+        self.output.rx += n as u64 - 1;
+        self.gso_frames += 1;
+        self.gso_segments += n as u64;
+        if meta.trace != 0 {
+            let detail = format!(
+                "TCP super-frame of {} bytes cut into {n} segments of at most {} bytes for {}",
+                self.rx[i].len(),
+                g.segment_len(0),
+                self.ports[out.0 as usize].name
+            );
+            self.env.tracer.record(TraceRecord {
+                id: meta.trace,
+                stage: "output",
+                next,
+                drop: None,
+                detail,
+            });
+        }
+        for k in 0..n {
+            self.room(out);
+            let frame = self.rx[i].data();
+            let tx = &mut self.ports[out.0 as usize].tx;
+            let pushed = tx.push_with(meta, |area| {
+                (g.segment_len(k) <= area.len()).then(|| g.write(frame, k, area))
+            });
+            if pushed.is_err() {
+                self.output.drops[DROP_GSO_SEGMENT_TOO_BIG].1 += 1;
+                continue;
+            }
+            match next {
+                Next::Remote(v) => {
+                    self.output.remote += 1;
+                    self.encap_last(out, v);
+                }
+                _ => self.output.output += 1,
+            }
+        }
+    }
+
     /// Queue rx packet `i` toward `vtep` through the tunnel: moved (`swap`) or copied.
     fn send_remote(&mut self, i: usize, vtep: VtepId, swap: bool) {
         let Some((tunnel, _)) = self.tunnel.as_ref() else {
@@ -471,9 +588,20 @@ impl Switch {
             self.output.drops[DROP_FLOOD_TOO_BIG].1 += 1;
             return;
         }
-        let (tunnel, st) = self.tunnel.as_mut().expect("checked above");
+        self.encap_last(tp, vtep);
+    }
+
+    /// Encapsulate the packet just queued on the tunnel port `tp` toward `vtep` (removed again,
+    /// and counted, if the tunnel refuses it).
+    fn encap_last(&mut self, tp: PortId, vtep: VtepId) {
+        let Some((tunnel, st)) = self.tunnel.as_mut() else {
+            return;
+        };
+        let tx = &mut self.ports[tp.0 as usize].tx;
         st.rx += 1;
-        let pkt = tx.last_mut().expect("just pushed");
+        let Some(pkt) = tx.last_mut() else {
+            return;
+        };
         let traced = pkt.meta.trace;
         match tunnel.encap(pkt, vtep, &self.env) {
             Ok(()) => {
@@ -677,6 +805,9 @@ impl Switch {
         out.events = vec![
             ("flood_copies", self.flood_copies),
             ("flood_remote_copies", self.flood_remote_copies),
+            ("gso_frames", self.gso_frames),
+            ("gso_segments", self.gso_segments),
+            ("csum_finished", self.csum_finished),
         ];
         stages.push(out);
         if let Some((_, st)) = &self.tunnel {

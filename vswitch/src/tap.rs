@@ -38,6 +38,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use crate::batch::Batch;
 pub use crate::netns::NETNS_DIR;
 use crate::netns::{NetnsError, NetnsSwitch};
+use crate::offload::{self, VNET_HDR_LEN};
 use crate::packet::{Mac, Meta};
 use crate::port::Port;
 
@@ -65,6 +66,9 @@ pub struct TapConfig {
     pub mtu: u16,
     /// The container's IPv4 address and prefix length, if it gets one.
     pub addr: Option<(Ipv4Addr, u8)>,
+    /// Offloads (`IFF_VNET_HDR`, `TUN_F_CSUM | TUN_F_TSO4`): the container's stack may hand over
+    /// partial checksums and 64 KB TCP super-frames, and gets them back the same way.
+    pub offloads: bool,
 }
 
 /// Why a TAP could not be created or configured.
@@ -186,6 +190,10 @@ pub struct TapStats {
     pub tx_errors: u64,
     /// Frames not written because the device queue was full.
     pub tx_would_block: u64,
+    /// Frames whose virtio-net header the switch does not take (see [`crate::offload`]).
+    pub rx_bad_vnet_hdr: u64,
+    /// TCP super-frames received (offloads on).
+    pub rx_gso_frames: u64,
     /// The errno of the last error, 0 if none.
     pub last_errno: i32,
 }
@@ -196,6 +204,10 @@ pub struct TapPort {
     fd: OwnedFd,
     name: String,
     netns: Option<String>,
+    /// Offloads on: every read and write starts with a virtio-net header.
+    vnet: bool,
+    /// Largest frame a segment of a super-frame may be (MTU + Ethernet + VLAN tag).
+    max_segment: usize,
     /// Its counters.
     pub stats: TapStats,
 }
@@ -247,7 +259,8 @@ impl TapPort {
             .map_err(TapError::Open)?;
         let fd = OwnedFd::from(tun);
         let mut req = ifreq(name);
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        let vnet = if cfg.offloads { libc::IFF_VNET_HDR } else { 0 };
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes the ifreq, valid and exclusively borrowed here.
         if unsafe {
             libc::ioctl(
@@ -261,6 +274,19 @@ impl TapPort {
                 name: name.clone(),
                 source: io::Error::last_os_error(),
             });
+        }
+        if cfg.offloads {
+            let flags = libc::TUN_F_CSUM | libc::TUN_F_TSO4;
+            // SAFETY: TUNSETOFFLOAD takes its argument by value.
+            if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) }
+                < 0
+            {
+                return Err(TapError::Configure {
+                    what: "offloads (TUNSETOFFLOAD)",
+                    name: name.clone(),
+                    source: io::Error::last_os_error(),
+                });
+            }
         }
         // Interface ioctls go through any socket of the namespace the device is in.
         // SAFETY: plain socket(2) call; the result is checked before use.
@@ -308,6 +334,8 @@ impl TapPort {
             fd,
             name: name.clone(),
             netns: cfg.netns.clone(),
+            vnet: cfg.offloads,
+            max_segment: usize::from(cfg.mtu) + crate::env::ETH_HDR_LEN + 4,
             stats: TapStats::default(),
         })
     }
@@ -333,11 +361,24 @@ impl Port for TapPort {
     fn rx_burst(&mut self, batch: &mut Batch) -> usize {
         let spare = batch.spare_mut();
         let mut n = 0;
+        let mut vh = [0u8; VNET_HDR_LEN];
+        let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
         while n < spare.len() {
             let area = spare[n].rx_area();
-            // SAFETY: `area` is a valid, exclusively borrowed buffer of `area.len()` bytes.
-            let rc =
-                unsafe { libc::read(self.fd.as_raw_fd(), area.as_mut_ptr().cast(), area.len()) };
+            let iov = [
+                libc::iovec {
+                    iov_base: vh.as_mut_ptr().cast(),
+                    iov_len: hdr_len,
+                },
+                libc::iovec {
+                    iov_base: area.as_mut_ptr().cast(),
+                    iov_len: area.len(),
+                },
+            ];
+            let room = area.len();
+            // SAFETY: both iovecs describe valid, exclusively borrowed buffers of their lengths
+            // (the first is empty without offloads).
+            let rc = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
             if rc < 0 {
                 let err = io::Error::last_os_error();
                 match err.kind() {
@@ -351,11 +392,16 @@ impl Port for TapPort {
                 break;
             }
             // rc >= 0 was just checked.
-            let len = rc as usize;
-            if len == 0 {
+            let got = rc as usize;
+            if got == 0 {
                 break;
             }
-            if len >= area.len() {
+            if got < hdr_len {
+                self.stats.rx_bad_vnet_hdr += 1;
+                continue;
+            }
+            let len = got - hdr_len;
+            if len >= room {
                 // A frame as large as the buffer may have been cut: never pass on a partial one.
                 self.stats.rx_truncated += 1;
                 continue;
@@ -363,6 +409,18 @@ impl Port for TapPort {
             let p = &mut spare[n];
             p.set_len(len);
             p.meta = Meta::default();
+            if self.vnet {
+                match offload::from_vnet(&vh, p.data(), self.max_segment) {
+                    Ok(o) => {
+                        self.stats.rx_gso_frames += u64::from(o.is_gso());
+                        p.meta.offload = o;
+                    }
+                    Err(_) => {
+                        self.stats.rx_bad_vnet_hdr += 1;
+                        continue;
+                    }
+                }
+            }
             n += 1;
         }
         batch.grow(n);
@@ -371,11 +429,26 @@ impl Port for TapPort {
 
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
         let mut sent = 0;
+        let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
         for p in batch.pkts() {
             let frame = p.data();
-            // SAFETY: `frame` is a valid buffer of `frame.len()` bytes; write only reads it.
-            let rc =
-                unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+            let vh = if self.vnet {
+                offload::to_vnet(&p.meta.offload, frame)
+            } else {
+                [0; VNET_HDR_LEN]
+            };
+            let iov = [
+                libc::iovec {
+                    iov_base: vh.as_ptr().cast_mut().cast(),
+                    iov_len: hdr_len,
+                },
+                libc::iovec {
+                    iov_base: frame.as_ptr().cast_mut().cast(),
+                    iov_len: frame.len(),
+                },
+            ];
+            // SAFETY: both iovecs describe valid buffers of their lengths; writev only reads.
+            let rc = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
             if rc >= 0 {
                 sent += 1;
                 continue;
@@ -391,6 +464,10 @@ impl Port for TapPort {
         sent
     }
 
+    fn offloads(&self) -> bool {
+        self.vnet
+    }
+
     fn poll_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
     }
@@ -402,6 +479,8 @@ impl Port for TapPort {
             ("rx_truncated", s.rx_truncated),
             ("tx_errors", s.tx_errors),
             ("tx_would_block", s.tx_would_block),
+            ("rx_bad_vnet_hdr", s.rx_bad_vnet_hdr),
+            ("rx_gso_frames", s.rx_gso_frames),
         ]
     }
 }
@@ -426,6 +505,7 @@ mod tests {
             mac: Mac::docker_default(Ipv4Addr::new(10, 0, 9, 11)),
             mtu: MTU,
             addr: Some((Ipv4Addr::new(10, 0, 9, 11), 24)),
+            offloads: false,
         }
     }
 

@@ -617,11 +617,10 @@ impl UdpUnderlay {
         &mut self,
         items: impl Iterator<Item = (SocketAddrV4, &'a [u8])>,
     ) -> SendReport {
-        let mut n = 0;
         let mut m = 0;
-        for (dst, payload) in items.take(self.batch()) {
+        for (k, (dst, payload)) in items.take(self.batch()).enumerate() {
             let len = payload.len();
-            self.iovs[n] = libc::iovec {
+            self.iovs[k] = libc::iovec {
                 // sendmmsg only reads through this pointer.
                 iov_base: payload.as_ptr().cast_mut().cast(),
                 iov_len: len,
@@ -646,7 +645,7 @@ impl UdpUnderlay {
             } else {
                 self.names[m] = sa;
                 self.groups[m] = Group {
-                    first: n,
+                    first: k,
                     count: 1,
                     segment: len,
                     bytes: len,
@@ -654,7 +653,6 @@ impl UdpUnderlay {
                 };
                 m += 1;
             }
-            n += 1;
         }
         for k in 0..m {
             let g = self.groups[k];

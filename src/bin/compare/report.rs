@@ -47,6 +47,13 @@ pub const METRICS: &[Metric] = &[
         true,
     ),
     m(
+        "tcp_tap_gbps",
+        "TCP throughput c12 -> c22 (iperf3; TAPs with offloads on vxmesh)",
+        "Gbit/s",
+        true,
+        true,
+    ),
+    m(
         "udp64_rx_pps",
         "UDP 64 B rx c11 -> c21 (iperf3, server-counted)",
         "pkt/s",

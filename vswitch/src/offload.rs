@@ -1,0 +1,655 @@
+//! Offloads: the checksum and TCP segmentation work a container's kernel leaves to the switch,
+//! finished in software where the output cannot take it, and the virtio-net header TAPs speak.
+//!
+//! Where it sits: a TAP opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4)`
+//! (see [`crate::tap`]) hands the switch what the container's TCP/IP stack did not finish:
+//! TCP/UDP checksums left partial (the field holds the pseudo-header sum, Linux's
+//! `CHECKSUM_PARTIAL`) and TCP super-frames of up to 64 KB with the MSS to cut them at
+//! (`gso_size`). The TAP's receive path records that in [`Meta::offload`](crate::Meta); the
+//! stages carry it along (`lb-nat` keeps a partial sum right through NAT with
+//! [`nat_prepare`]/[`nat_finish`]); and at the output the switch either hands the frame on as
+//! it is, to a port that takes offloads (another such TAP, which writes the header back), or
+//! finishes the job here: [`finish_checksum`] for one frame, [`Tcp4Gso`] to cut a super-frame
+//! into MSS-sized segments with their own IPv4 and TCP headers and checksums. That is what the
+//! kernel's `validate_xmit_skb`/`skb_gso_segment` do for a device without the features; a
+//! super-frame then crosses the whole pipeline once instead of 45 times, and the underlay sends
+//! the segments with one UDP GSO message.
+
+use core::fmt;
+
+/// Length of the legacy `struct virtio_net_hdr` (no `num_buffers`), the TAP's default.
+pub const VNET_HDR_LEN: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum from `csum_start` on is still to be computed.
+const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_NONE`.
+const GSO_NONE: u8 = 0;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`.
+const GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_ECN` (a flag on the type; not asked for, so refused).
+const GSO_ECN: u8 = 0x80;
+/// Largest frame a super-frame may be: a 64 KB IPv4 datagram plus Ethernet and a VLAN tag.
+pub const GSO_MAX_FRAME: usize = 65535 + 18;
+
+const ETH_HDR: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const PROTO_TCP: u8 = 6;
+const TCP_CSUM: usize = 16;
+const UDP_CSUM: usize = 6;
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// Work left on a frame: zero (the default) when none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// The checksum from `csum_start` to the end is still to be computed (the field holds the
+    /// pseudo-header sum).
+    pub needs_csum: bool,
+    /// Where the checksummed part starts (the L4 header), from the frame's start.
+    pub csum_start: u16,
+    /// Where the checksum field is, from `csum_start`.
+    pub csum_offset: u16,
+    /// A TCP/IPv4 super-frame to cut into segments of this many payload bytes; 0: one frame.
+    pub gso_size: u16,
+}
+
+impl Offload {
+    /// Whether anything is left to do.
+    #[inline]
+    pub fn pending(&self) -> bool {
+        self.needs_csum
+    }
+
+    /// Whether it is a super-frame.
+    #[inline]
+    pub fn is_gso(&self) -> bool {
+        self.gso_size != 0
+    }
+}
+
+/// A virtio-net header the switch does not take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VnetError {
+    /// The checksum start or field lies outside the frame.
+    BadChecksumOffsets,
+    /// A segmentation type other than TCP/IPv4 (UDP, IPv6, ECN), which was not offered.
+    UnsupportedGso(u8),
+    /// A TCP/IPv4 super-frame whose headers do not parse or do not match the header.
+    BadGsoFrame(&'static str),
+}
+
+impl fmt::Display for VnetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VnetError::BadChecksumOffsets => write!(f, "checksum offsets outside the frame"),
+            VnetError::UnsupportedGso(t) => write!(f, "unsupported GSO type {t:#x}"),
+            VnetError::BadGsoFrame(why) => write!(f, "bad TCP/IPv4 super-frame: {why}"),
+        }
+    }
+}
+
+/// Read a virtio-net header (little-endian, as the TAP speaks it on x86 and ARM) for `frame`,
+/// checking that it describes the frame. `max_segment` is the largest frame a segment may be
+/// (the network's MTU plus Ethernet).
+pub fn from_vnet(
+    h: &[u8; VNET_HDR_LEN],
+    frame: &[u8],
+    max_segment: usize,
+) -> Result<Offload, VnetError> {
+    let rd = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+    let (flags, gso_type) = (h[0], h[1]);
+    let mut o = Offload::default();
+    if flags & F_NEEDS_CSUM != 0 {
+        let (start, off) = (rd(6), rd(8));
+        if usize::from(start) + usize::from(off) + 2 > frame.len() {
+            return Err(VnetError::BadChecksumOffsets);
+        }
+        o.needs_csum = true;
+        o.csum_start = start;
+        o.csum_offset = off;
+    }
+    match gso_type {
+        GSO_NONE => Ok(o),
+        GSO_TCPV4 => {
+            o.gso_size = rd(4);
+            let g = Tcp4Gso::new(frame, &o)?;
+            if g.hdr_len + g.mss > max_segment {
+                return Err(VnetError::BadGsoFrame("segments larger than the MTU"));
+            }
+            Ok(o)
+        }
+        t if t & GSO_ECN != 0 => Err(VnetError::UnsupportedGso(t)),
+        t => Err(VnetError::UnsupportedGso(t)),
+    }
+}
+
+/// The virtio-net header that hands `frame` with offload `o` to a TAP (all zero when none).
+pub fn to_vnet(o: &Offload, frame: &[u8]) -> [u8; VNET_HDR_LEN] {
+    let mut h = [0u8; VNET_HDR_LEN];
+    if o.needs_csum {
+        h[0] = F_NEEDS_CSUM;
+        h[6..8].copy_from_slice(&o.csum_start.to_le_bytes());
+        h[8..10].copy_from_slice(&o.csum_offset.to_le_bytes());
+    }
+    if o.is_gso()
+        && let Ok(g) = Tcp4Gso::new(frame, o)
+    {
+        h[1] = GSO_TCPV4;
+        // hdr_len is at most 18 + 60 + 60.
+        h[2..4].copy_from_slice(&(g.hdr_len as u16).to_le_bytes());
+        h[4..6].copy_from_slice(&o.gso_size.to_le_bytes());
+    }
+    h
+}
+
+/// Ones-complement sum of `data` as big-endian 16-bit words (odd tail padded with zero), folded
+/// to 16 bits. Eight bytes per add, with end-around carry (RFC 1071's byte-order independence:
+/// the native-endian sum is the byte swap of the big-endian one).
+#[inline]
+pub fn sum(data: &[u8]) -> u16 {
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(w));
+        acc = s + u64::from(carry);
+    }
+    let rem = chunks.remainder();
+    let mut w = [0u8; 8];
+    w[..rem.len()].copy_from_slice(rem);
+    let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(w));
+    acc = s + u64::from(carry);
+    let mut s = (acc & 0xffff_ffff) + (acc >> 32);
+    s = (s & 0xffff_ffff) + (s >> 32);
+    let mut s = s as u32;
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    let native = s as u16;
+    if cfg!(target_endian = "little") {
+        native.swap_bytes()
+    } else {
+        native
+    }
+}
+
+/// Ones-complement addition of 16-bit values.
+#[inline]
+fn add(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
+}
+
+fn rd16(b: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([b[i], b[i + 1]])
+}
+
+fn wr16(b: &mut [u8], i: usize, v: u16) {
+    b[i..i + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Compute the checksum a partial frame still needs: the ones-complement sum from
+/// `csum_start` to the end (the field's pseudo-header sum included), complemented, into the
+/// field. A UDP result of zero is sent as all ones (RFC 768). Clears `o.needs_csum`.
+pub fn finish_checksum(frame: &mut [u8], o: &mut Offload) {
+    if !o.needs_csum {
+        return;
+    }
+    let start = usize::from(o.csum_start);
+    let field = start + usize::from(o.csum_offset);
+    if field + 2 > frame.len() {
+        // from_vnet checked this; a stage cannot have shortened the frame below it.
+        o.needs_csum = false;
+        return;
+    }
+    let mut c = !sum(&frame[start..]);
+    if usize::from(o.csum_offset) == UDP_CSUM && c == 0 {
+        c = 0xffff;
+    }
+    wr16(frame, field, c);
+    o.needs_csum = false;
+}
+
+/// Before a NAT that updates the L4 checksum incrementally as if it were complete: turn the
+/// partial field (pseudo-header sum `P`, ports not in it) into `!(P + sport + dport)`, which
+/// the usual RFC 1624 updates keep right for address and port changes alike.
+pub fn nat_prepare(frame: &mut [u8], o: &Offload) {
+    let Some((s, f)) = ports_and_field(frame, o) else {
+        return;
+    };
+    let q = add(add(rd16(frame, f), rd16(frame, s)), rd16(frame, s + 2));
+    // 0xffff and 0 are the same sum; pick the one whose complement is not 0, which a UDP
+    // rewrite would take for "no checksum".
+    let q = if q == 0xffff { 0 } else { q };
+    wr16(frame, f, !q);
+}
+
+/// After the NAT: back to the partial form, `P' = Q' - sport' - dport'`.
+pub fn nat_finish(frame: &mut [u8], o: &Offload) {
+    let Some((s, f)) = ports_and_field(frame, o) else {
+        return;
+    };
+    let q = !rd16(frame, f);
+    let p = add(add(q, !rd16(frame, s)), !rd16(frame, s + 2));
+    wr16(frame, f, p);
+}
+
+/// The L4 header (ports first) and checksum field of a partial TCP/UDP frame.
+fn ports_and_field(frame: &[u8], o: &Offload) -> Option<(usize, usize)> {
+    if !o.needs_csum || !matches!(usize::from(o.csum_offset), TCP_CSUM | UDP_CSUM) {
+        return None;
+    }
+    let s = usize::from(o.csum_start);
+    let f = s + usize::from(o.csum_offset);
+    (f + 2 <= frame.len()).then_some((s, f))
+}
+
+/// A TCP/IPv4 super-frame's plan: where its headers are and how it cuts into segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tcp4Gso {
+    l3: usize,
+    l4: usize,
+    /// Ethernet + IPv4 + TCP header bytes, copied in front of every segment.
+    pub hdr_len: usize,
+    /// Payload bytes per segment (the last may carry fewer).
+    pub mss: usize,
+    payload: usize,
+}
+
+impl Tcp4Gso {
+    /// Check the super-frame's headers against its offload record.
+    pub fn new(frame: &[u8], o: &Offload) -> Result<Tcp4Gso, VnetError> {
+        let bad = |why| Err(VnetError::BadGsoFrame(why));
+        if frame.len() < ETH_HDR + 20 + 20 {
+            return bad("shorter than Ethernet + IPv4 + TCP headers");
+        }
+        let mut l3 = ETH_HDR;
+        let mut et = rd16(frame, 12);
+        if et == ETHERTYPE_VLAN {
+            et = rd16(frame, 16);
+            l3 += 4;
+        }
+        if et != ETHERTYPE_IPV4 {
+            return bad("not IPv4");
+        }
+        let vi = frame[l3];
+        let ihl = usize::from(vi & 0x0f) * 4;
+        if vi >> 4 != 4 || ihl < 20 || frame[l3 + 9] != PROTO_TCP {
+            return bad("not an IPv4 TCP header");
+        }
+        let l4 = l3 + ihl;
+        if !o.needs_csum
+            || usize::from(o.csum_start) != l4
+            || usize::from(o.csum_offset) != TCP_CSUM
+        {
+            return bad("checksum offsets do not point at the TCP checksum");
+        }
+        if frame.len() < l4 + 20 {
+            return bad("truncated TCP header");
+        }
+        let doff = usize::from(frame[l4 + 12] >> 4) * 4;
+        let hdr_len = l4 + doff;
+        if doff < 20 || frame.len() < hdr_len {
+            return bad("bad TCP data offset");
+        }
+        if l3 + usize::from(rd16(frame, l3 + 2)) != frame.len() {
+            return bad("IPv4 total length does not match the frame");
+        }
+        let mss = usize::from(o.gso_size);
+        let payload = frame.len() - hdr_len;
+        if mss == 0 || payload == 0 {
+            return bad("no segment size or no payload");
+        }
+        Ok(Tcp4Gso {
+            l3,
+            l4,
+            hdr_len,
+            mss,
+            payload,
+        })
+    }
+
+    /// How many segments.
+    #[inline]
+    pub fn segments(&self) -> usize {
+        self.payload.div_ceil(self.mss)
+    }
+
+    /// Length of segment `k`'s frame.
+    #[inline]
+    pub fn segment_len(&self, k: usize) -> usize {
+        self.hdr_len + self.mss.min(self.payload - k * self.mss)
+    }
+
+    /// Write segment `k` of `frame` into `out` (at least [`Tcp4Gso::segment_len`] bytes): the
+    /// headers with the IPv4 length, ID and checksum, the TCP sequence number, flags (FIN and
+    /// PSH on the last segment only, CWR on the first only) and a full TCP checksum, then its
+    /// slice of the payload. Returns the segment's length.
+    pub fn write(&self, frame: &[u8], k: usize, out: &mut [u8]) -> usize {
+        let off = k * self.mss;
+        let chunk = self.mss.min(self.payload - off);
+        let len = self.hdr_len + chunk;
+        let out = &mut out[..len];
+        out[..self.hdr_len].copy_from_slice(&frame[..self.hdr_len]);
+        out[self.hdr_len..].copy_from_slice(&frame[self.hdr_len + off..self.hdr_len + off + chunk]);
+        let (l3, l4) = (self.l3, self.l4);
+        // IPv4: length, ID (incremented per segment as the kernel does), checksum.
+        wr16(out, l3 + 2, (len - l3) as u16);
+        wr16(out, l3 + 4, rd16(frame, l3 + 4).wrapping_add(k as u16));
+        wr16(out, l3 + 10, 0);
+        let ipc = !sum(&out[l3..l4]);
+        wr16(out, l3 + 10, ipc);
+        // TCP: sequence number, flags, checksum over the pseudo-header and the segment.
+        let seq = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
+        out[l4 + 4..l4 + 8].copy_from_slice(&seq.wrapping_add(off as u32).to_be_bytes());
+        let mut flags = frame[l4 + 13];
+        if k + 1 != self.segments() {
+            flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if k != 0 {
+            flags &= !TCP_CWR;
+        }
+        out[l4 + 13] = flags;
+        wr16(out, l4 + TCP_CSUM, 0);
+        let tcp_len = (len - l4) as u16;
+        let mut pseudo = [0u8; 12];
+        pseudo[..8].copy_from_slice(&out[l3 + 12..l3 + 20]);
+        pseudo[9] = PROTO_TCP;
+        pseudo[10..].copy_from_slice(&tcp_len.to_be_bytes());
+        let c = !add(sum(&pseudo), sum(&out[l4..]));
+        wr16(out, l4 + TCP_CSUM, c);
+        len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket};
+
+    /// Reference sum: 16-bit big-endian words, one at a time.
+    fn slow_sum(data: &[u8]) -> u16 {
+        let mut acc: u32 = 0;
+        for c in data.chunks(2) {
+            let w = if c.len() == 2 {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from(c[0]) << 8
+            };
+            acc += u32::from(w);
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    const SRC: [u8; 4] = [10, 0, 9, 12];
+    const DST: [u8; 4] = [10, 0, 9, 22];
+
+    fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u16 {
+        let mut p = [0u8; 12];
+        p[..4].copy_from_slice(&src);
+        p[4..8].copy_from_slice(&dst);
+        p[9] = proto;
+        p[10..].copy_from_slice(&(len as u16).to_be_bytes());
+        slow_sum(&p)
+    }
+
+    /// A TCP/IPv4 frame as a TSO-capable stack hands it over: checksum field = pseudo sum.
+    fn tso_frame(payload: usize, flags: u8, opts: usize) -> (Vec<u8>, Offload) {
+        let doff = 20 + opts;
+        let total = 20 + doff + payload;
+        let mut f = vec![0u8; ETH_HDR + total];
+        f[..6].copy_from_slice(&[2, 0x42, 10, 0, 9, 22]);
+        f[6..12].copy_from_slice(&[2, 0x42, 10, 0, 9, 12]);
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let ip = ETH_HDR;
+        f[ip] = 0x45;
+        wr16(&mut f, ip + 2, total as u16);
+        wr16(&mut f, ip + 4, 0xfff0);
+        f[ip + 6] = 0x40; // DF
+        f[ip + 8] = 64;
+        f[ip + 9] = PROTO_TCP;
+        f[ip + 12..ip + 16].copy_from_slice(&SRC);
+        f[ip + 16..ip + 20].copy_from_slice(&DST);
+        let c = !slow_sum(&f[ip..ip + 20]);
+        wr16(&mut f, ip + 10, c);
+        let t = ip + 20;
+        wr16(&mut f, t, 40000);
+        wr16(&mut f, t + 2, 5201);
+        f[t + 4..t + 8].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
+        f[t + 12] = ((doff / 4) as u8) << 4;
+        f[t + 13] = flags;
+        wr16(&mut f, t + 14, 65000);
+        for (i, b) in f[t + 20..t + doff].iter_mut().enumerate() {
+            *b = if i % 4 == 3 { 0 } else { 1 }; // NOPs and EOLs
+        }
+        for (i, b) in f[t + doff..].iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        wr16(
+            &mut f,
+            t + TCP_CSUM,
+            pseudo_sum(SRC, DST, PROTO_TCP, doff + payload),
+        );
+        let o = Offload {
+            needs_csum: true,
+            csum_start: t as u16,
+            csum_offset: TCP_CSUM as u16,
+            gso_size: 0,
+        };
+        (f, o)
+    }
+
+    fn tcp_ok(frame: &[u8]) -> bool {
+        let eth = EthernetFrame::new_checked(frame).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        ip.verify_checksum()
+            && tcp.verify_checksum(
+                &IpAddress::Ipv4(Ipv4Address::from(SRC)),
+                &IpAddress::Ipv4(Ipv4Address::from(DST)),
+            )
+    }
+
+    #[test]
+    fn fast_sum_matches_the_word_by_word_sum() {
+        for len in 0..80 {
+            let d: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let (f, s) = (sum(&d), slow_sum(&d));
+            // 0 and 0xffff are the same ones-complement value.
+            assert!(
+                f == s || (f, s) == (0, 0xffff) || (f, s) == (0xffff, 0),
+                "len {len}"
+            );
+        }
+        assert_eq!(sum(&[0xff; 64]), 0xffff);
+    }
+
+    #[test]
+    fn finish_checksum_completes_a_partial_tcp_frame() {
+        let (mut f, mut o) = tso_frame(333, 0x18, 12);
+        assert!(!tcp_ok(&f));
+        finish_checksum(&mut f, &mut o);
+        assert!(tcp_ok(&f));
+        assert!(!o.needs_csum);
+    }
+
+    #[test]
+    fn finish_checksum_of_udp_never_writes_zero() {
+        // A UDP datagram whose complete checksum comes out 0 must carry 0xffff.
+        let mut f = vec![0u8; 8];
+        // Field (offset 6) holds a pseudo sum chosen so that the total sums to 0xffff.
+        let rest = slow_sum(&f);
+        wr16(&mut f, 6, !rest);
+        let mut o = Offload {
+            needs_csum: true,
+            csum_start: 0,
+            csum_offset: UDP_CSUM as u16,
+            gso_size: 0,
+        };
+        finish_checksum(&mut f, &mut o);
+        assert_eq!(rd16(&f, 6), 0xffff);
+    }
+
+    #[test]
+    fn vnet_headers_round_trip_and_bad_ones_are_refused() {
+        let (mut f, mut o) = tso_frame(4000, 0x19, 12);
+        o.gso_size = 1398;
+        let h = to_vnet(&o, &f);
+        assert_eq!(h[1], GSO_TCPV4);
+        assert_eq!(u16::from_le_bytes([h[2], h[3]]), (14 + 20 + 32) as u16);
+        assert_eq!(from_vnet(&h, &f, 1464), Ok(o));
+        // Segments over the MTU.
+        assert!(matches!(
+            from_vnet(&h, &f, 1400),
+            Err(VnetError::BadGsoFrame(_))
+        ));
+        // UDP, IPv6 and ECN segmentation were not offered.
+        for t in [3u8, 4, 5, GSO_TCPV4 | GSO_ECN] {
+            let mut bad = h;
+            bad[1] = t;
+            assert_eq!(from_vnet(&bad, &f, 1464), Err(VnetError::UnsupportedGso(t)));
+        }
+        // Checksum offsets past the end.
+        let mut bad = h;
+        bad[6..8].copy_from_slice(&(f.len() as u16).to_le_bytes());
+        bad[1] = 0;
+        assert_eq!(
+            from_vnet(&bad, &f, 1464),
+            Err(VnetError::BadChecksumOffsets)
+        );
+        // A total length that disagrees with the frame.
+        f.push(0);
+        assert!(matches!(
+            from_vnet(&h, &f, 1464),
+            Err(VnetError::BadGsoFrame(_))
+        ));
+        // Nothing to do: all zero both ways.
+        assert_eq!(to_vnet(&Offload::default(), &f), [0; VNET_HDR_LEN]);
+        assert_eq!(
+            from_vnet(&[0; VNET_HDR_LEN], &f, 1464),
+            Ok(Offload::default())
+        );
+    }
+
+    #[test]
+    fn nat_on_a_partial_frame_keeps_the_pseudo_sum_right() {
+        let (mut f, o) = tso_frame(500, 0x18, 0);
+        let (ip, t) = (ETH_HDR, ETH_HDR + 20);
+        nat_prepare(&mut f, &o);
+        // A DNAT as lb-nat does it: new destination address and port, RFC 1624 updates.
+        let old_dst = u32::from_be_bytes(DST);
+        let new_dst: u32 = u32::from_be_bytes([10, 0, 9, 100]);
+        let upd32 = |hc: u16, old: u32, new: u32| {
+            let acc = u32::from(!hc)
+                + u32::from(!(old >> 16) as u16)
+                + u32::from(!(old as u16))
+                + (new >> 16)
+                + (new & 0xffff);
+            let a = (acc & 0xffff) + (acc >> 16);
+            !(((a & 0xffff) + (a >> 16)) as u16)
+        };
+        let c = rd16(&f, t + TCP_CSUM);
+        let c = upd32(c, old_dst, new_dst);
+        let c = upd32(c, 5201, 8080);
+        wr16(&mut f, t + TCP_CSUM, c);
+        f[ip + 16..ip + 20].copy_from_slice(&new_dst.to_be_bytes());
+        wr16(&mut f, t + 2, 8080);
+        nat_finish(&mut f, &o);
+        // The field is the pseudo sum of the new addresses again.
+        assert_eq!(
+            rd16(&f, t + TCP_CSUM),
+            pseudo_sum(SRC, [10, 0, 9, 100], PROTO_TCP, 20 + 500)
+        );
+    }
+
+    #[test]
+    fn segments_carry_their_own_headers_and_checksums() {
+        let (f, mut o) = tso_frame(4000, 0x19 | TCP_CWR, 12); // FIN|PSH|ACK|CWR
+        o.gso_size = 1398;
+        let g = Tcp4Gso::new(&f, &o).unwrap();
+        assert_eq!(g.segments(), 3);
+        let mut payload = Vec::new();
+        for k in 0..3 {
+            let mut out = vec![0u8; 2000];
+            let n = g.write(&f, k, &mut out);
+            assert_eq!(n, g.segment_len(k));
+            let seg = &out[..n];
+            assert!(tcp_ok(seg), "segment {k}");
+            let ip = Ipv4Packet::new_checked(&seg[ETH_HDR..]).unwrap();
+            assert_eq!(ip.ident(), 0xfff0u16.wrapping_add(k as u16));
+            assert!(ip.dont_frag());
+            let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+            assert_eq!(
+                tcp.seq_number().0 as u32,
+                0xffff_fff0u32.wrapping_add(1398 * k as u32)
+            );
+            assert_eq!(tcp.fin(), k == 2);
+            assert_eq!(tcp.psh(), k == 2);
+            assert_eq!(tcp.cwr(), k == 0);
+            assert!(tcp.ack());
+            assert_eq!(tcp.header_len(), 32);
+            payload.extend_from_slice(tcp.payload());
+        }
+        assert_eq!(payload, f[ETH_HDR + 52..]);
+    }
+
+    #[test]
+    fn udp_checksum_via_smoltcp() {
+        // finish_checksum on a real UDP datagram gives what smoltcp verifies.
+        let mut f = vec![0u8; 20 + 8 + 13];
+        f[0] = 0x45;
+        let total = f.len() as u16;
+        wr16(&mut f, 2, total);
+        f[9] = 17;
+        f[12..16].copy_from_slice(&SRC);
+        f[16..20].copy_from_slice(&DST);
+        let c = !slow_sum(&f[..20]);
+        wr16(&mut f, 10, c);
+        wr16(&mut f, 20, 53);
+        wr16(&mut f, 22, 5353);
+        wr16(&mut f, 24, 21);
+        f[28..].copy_from_slice(b"hello, world!");
+        wr16(&mut f, 26, pseudo_sum(SRC, DST, 17, 21));
+        let mut o = Offload {
+            needs_csum: true,
+            csum_start: 20,
+            csum_offset: UDP_CSUM as u16,
+            gso_size: 0,
+        };
+        finish_checksum(&mut f, &mut o);
+        let ip = Ipv4Packet::new_checked(&f[..]).unwrap();
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum(
+            &IpAddress::Ipv4(Ipv4Address::from(SRC)),
+            &IpAddress::Ipv4(Ipv4Address::from(DST))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_cut_reassembles_and_verifies(payload in 1usize..9000, mss in 536usize..1460,
+                                            opts in 0usize..11) {
+            let (f, mut o) = tso_frame(payload, 0x18, opts * 4);
+            o.gso_size = mss as u16;
+            let g = Tcp4Gso::new(&f, &o).unwrap();
+            prop_assert_eq!(g.segments(), payload.div_ceil(mss));
+            let mut got = Vec::new();
+            let mut out = vec![0u8; 1600];
+            for k in 0..g.segments() {
+                let n = g.write(&f, k, &mut out);
+                prop_assert!(tcp_ok(&out[..n]));
+                got.extend_from_slice(&out[g.hdr_len..n]);
+            }
+            prop_assert_eq!(&got[..], &f[g.hdr_len..]);
+        }
+
+        #[test]
+        fn garbage_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200),
+                                       h in any::<[u8; 10]>()) {
+            let _ = from_vnet(&h, &bytes, 1500);
+        }
+    }
+}
