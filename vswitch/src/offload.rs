@@ -363,6 +363,165 @@ impl Tcp4Gso {
     }
 }
 
+/// A TCP/IPv4 segment as receive coalescing (GRO) sees it.
+#[derive(Clone, Copy, Debug)]
+struct Seg {
+    hdr_len: usize,
+    payload: usize,
+    seq: u32,
+    flags: u8,
+}
+
+const TCP_ACK: u8 = 0x10;
+/// Ethernet + IPv4 without options: where a coalescable segment's TCP header starts.
+const GRO_L4: usize = ETH_HDR + 20;
+
+/// A frame that may join a super-frame: untagged IPv4 without options, not a fragment, TCP with
+/// a payload, and both its checksums right (a merged frame is handed over as already checked, so
+/// a damaged segment must never be folded into one).
+fn gro_seg(f: &[u8]) -> Option<Seg> {
+    if f.len() < GRO_L4 + 20 || rd16(f, 12) != ETHERTYPE_IPV4 || f[ETH_HDR] != 0x45 {
+        return None;
+    }
+    let ip = &f[ETH_HDR..];
+    if ip[9] != PROTO_TCP || rd16(ip, 6) & 0x3fff != 0 {
+        return None;
+    }
+    let total = usize::from(rd16(ip, 2));
+    if ETH_HDR + total > f.len() {
+        return None;
+    }
+    let doff = usize::from(f[GRO_L4 + 12] >> 4) * 4;
+    let hdr_len = GRO_L4 + doff;
+    if doff < 20 || hdr_len >= ETH_HDR + total {
+        return None;
+    }
+    let f = &f[..ETH_HDR + total];
+    if sum(&f[ETH_HDR..GRO_L4]) != 0xffff {
+        return None;
+    }
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&f[ETH_HDR + 12..GRO_L4]);
+    pseudo[9] = PROTO_TCP;
+    pseudo[10..].copy_from_slice(&((total - 20) as u16).to_be_bytes());
+    if add(sum(&pseudo), sum(&f[GRO_L4..])) != 0xffff {
+        return None;
+    }
+    Some(Seg {
+        hdr_len,
+        payload: ETH_HDR + total - hdr_len,
+        seq: u32::from_be_bytes([f[GRO_L4 + 4], f[GRO_L4 + 5], f[GRO_L4 + 6], f[GRO_L4 + 7]]),
+        flags: f[GRO_L4 + 13],
+    })
+}
+
+/// Whether `b` belongs to the same flow and header shape as `a`: everything but the IPv4
+/// length, ID and checksum and the TCP sequence number, flags and checksum is equal.
+fn gro_same(a: &[u8], b: &[u8], hdr_len: usize) -> bool {
+    let l4 = GRO_L4;
+    a[..ETH_HDR + 2] == b[..ETH_HDR + 2] // Ethernet, IPv4 version/IHL, TOS
+        && a[ETH_HDR + 6..ETH_HDR + 10] == b[ETH_HDR + 6..ETH_HDR + 10] // flags, TTL, protocol
+        && a[ETH_HDR + 12..l4 + 4] == b[ETH_HDR + 12..l4 + 4] // addresses, ports
+        && a[l4 + 8..l4 + 13] == b[l4 + 8..l4 + 13] // ack, data offset
+        && a[l4 + 14..l4 + 16] == b[l4 + 14..l4 + 16] // window
+        && a[l4 + 18..hdr_len] == b[l4 + 18..hdr_len] // urgent pointer, options
+}
+
+/// Receive coalescing for an output that takes TCP super-frames (a TAP with offloads): how many
+/// packets from the start of `pkts` merge into one (at least 2; 0 or 1 means none). A run is
+/// in-order segments of one TCP/IPv4 flow with equal headers, all of the first one's payload
+/// size but the last (which may be shorter), plain ACKs but the last (which may also carry PSH),
+/// at most 64 KB together, each with its checksums right; as the kernel's `tcp_gro_receive`
+/// would merge them. None of them may have offload work left.
+pub fn gro_run(pkts: &[crate::Packet]) -> usize {
+    let Some(first) = pkts.first() else {
+        return 0;
+    };
+    if first.meta.offload != Offload::default() {
+        return 0;
+    }
+    let h = first.data();
+    let Some(hs) = gro_seg(h) else {
+        return 0;
+    };
+    if hs.flags & !TCP_PSH != TCP_ACK || hs.flags != TCP_ACK {
+        return 1;
+    }
+    let mut n = 1;
+    let mut next_seq = hs.seq.wrapping_add(hs.payload as u32);
+    let mut total = hs.hdr_len - ETH_HDR + hs.payload;
+    for p in &pkts[1..] {
+        if p.meta.offload != Offload::default() {
+            break;
+        }
+        let f = p.data();
+        let Some(s) = gro_seg(f) else {
+            break;
+        };
+        if s.hdr_len != hs.hdr_len
+            || s.seq != next_seq
+            || s.payload > hs.payload
+            || total + s.payload > 65535
+            || (s.flags != TCP_ACK && s.flags != TCP_ACK | TCP_PSH)
+            || !gro_same(h, f, hs.hdr_len)
+        {
+            break;
+        }
+        n += 1;
+        total += s.payload;
+        next_seq = next_seq.wrapping_add(s.payload as u32);
+        // A short or pushed segment ends the run.
+        if s.payload < hs.payload || s.flags != TCP_ACK {
+            break;
+        }
+    }
+    n
+}
+
+/// Write the super-frame of a run found by [`gro_run`] into `out` (at least 64 KB + headers):
+/// the first segment's headers with the total IPv4 length and checksum, the last one's TCP
+/// flags and a partial TCP checksum (the pseudo-header sum), then every payload in order.
+/// Returns its length and the offload record to hand it over with.
+pub fn gro_merge(pkts: &[crate::Packet], out: &mut [u8]) -> (usize, Offload) {
+    let h = pkts[0].data();
+    let doff = usize::from(h[GRO_L4 + 12] >> 4) * 4;
+    let hdr_len = GRO_L4 + doff;
+    out[..hdr_len].copy_from_slice(&h[..hdr_len]);
+    let mut len = hdr_len;
+    let mut mss = 0;
+    let mut flags = TCP_ACK;
+    for p in pkts {
+        let f = p.data();
+        let end = ETH_HDR + usize::from(rd16(f, ETH_HDR + 2));
+        let chunk = &f[hdr_len..end];
+        mss = mss.max(chunk.len());
+        out[len..len + chunk.len()].copy_from_slice(chunk);
+        len += chunk.len();
+        flags = f[GRO_L4 + 13];
+    }
+    let ip_len = (len - ETH_HDR) as u16;
+    wr16(out, ETH_HDR + 2, ip_len);
+    wr16(out, ETH_HDR + 10, 0);
+    let c = !sum(&out[ETH_HDR..GRO_L4]);
+    wr16(out, ETH_HDR + 10, c);
+    out[GRO_L4 + 13] = flags;
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&out[ETH_HDR + 12..GRO_L4]);
+    pseudo[9] = PROTO_TCP;
+    pseudo[10..].copy_from_slice(&((len - GRO_L4) as u16).to_be_bytes());
+    wr16(out, GRO_L4 + TCP_CSUM, sum(&pseudo));
+    (
+        len,
+        Offload {
+            needs_csum: true,
+            csum_start: GRO_L4 as u16,
+            csum_offset: TCP_CSUM as u16,
+            // At most 64 KB.
+            gso_size: mss as u16,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,6 +785,89 @@ mod tests {
             &IpAddress::Ipv4(Ipv4Address::from(SRC)),
             &IpAddress::Ipv4(Ipv4Address::from(DST))
         ));
+    }
+
+    fn packets(frames: &[Vec<u8>]) -> Vec<crate::Packet> {
+        frames
+            .iter()
+            .map(|f| crate::Packet::from_frame(f))
+            .collect()
+    }
+
+    /// Cut a super-frame into segments as the switch does for a port without offloads.
+    fn cut(payload: usize, mss: usize, flags: u8) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let (f, mut o) = tso_frame(payload, flags, 12);
+        o.gso_size = mss as u16;
+        let g = Tcp4Gso::new(&f, &o).unwrap();
+        let segs = (0..g.segments())
+            .map(|k| {
+                let mut out = vec![0u8; 2000];
+                let n = g.write(&f, k, &mut out);
+                out.truncate(n);
+                out
+            })
+            .collect();
+        (f, segs)
+    }
+
+    #[test]
+    fn gro_merges_what_gso_cut_back_into_the_same_stream() {
+        let (f, segs) = cut(10_000, 1398, 0x18); // ACK|PSH on the last
+        let pkts = packets(&segs);
+        assert_eq!(gro_run(&pkts), segs.len());
+        let mut out = vec![0u8; GSO_MAX_FRAME];
+        let (n, o) = gro_merge(&pkts, &mut out);
+        let merged = &mut out[..n];
+        assert_eq!(n, f.len());
+        assert_eq!(merged[GRO_L4 + 13], 0x18);
+        assert_eq!(o.gso_size, 1398);
+        // Cut again: the same segments.
+        let g = Tcp4Gso::new(merged, &o).unwrap();
+        for (k, seg) in segs.iter().enumerate() {
+            let mut again = vec![0u8; 2000];
+            let len = g.write(merged, k, &mut again);
+            // The IPv4 ID of the merged frame is the first one's, so the IDs match too.
+            assert_eq!(&again[..len], &seg[..], "segment {k}");
+        }
+        // And the partial checksum finishes to a valid one.
+        let mut whole = merged.to_vec();
+        let mut o2 = o;
+        o2.gso_size = 0;
+        finish_checksum(&mut whole, &mut o2);
+        assert!(tcp_ok(&whole));
+    }
+
+    #[test]
+    fn gro_stops_at_gaps_other_flows_bad_checksums_and_flags() {
+        let (_, segs) = cut(8 * 1000, 1000, 0x10);
+        let run = |frames: &[Vec<u8>]| gro_run(&packets(frames));
+        assert_eq!(run(&segs), 8);
+        // A gap in the sequence.
+        let gap = [segs[0].clone(), segs[2].clone()];
+        assert_eq!(run(&gap), 1);
+        // Another flow (source port).
+        let mut other = segs[1].clone();
+        other[GRO_L4] ^= 1;
+        assert_eq!(run(&[segs[0].clone(), other]), 1);
+        // A damaged payload is never merged.
+        let mut bad = segs[1].clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert_eq!(run(&[segs[0].clone(), bad.clone(), segs[2].clone()]), 1);
+        assert_eq!(run(&[bad]), 0);
+        // A FIN, a short segment and a pushed segment end a run; a run never starts at a push.
+        let (_, fin) = cut(3000, 1000, 0x11);
+        assert_eq!(run(&fin), 2);
+        // A shorter segment joins as the last one.
+        let short = cut(1500, 1000, 0x10).1[1].clone();
+        assert_eq!(run(&[segs[0].clone(), short.clone(), segs[2].clone()]), 2);
+        let (_, pushed) = cut(2500, 1000, 0x18);
+        assert_eq!(run(&pushed), 3);
+        assert_eq!(run(&pushed[2..]), 1);
+        // Frames with offload work left are not touched.
+        let mut p = packets(&segs);
+        p[0].meta.offload.needs_csum = true;
+        assert_eq!(gro_run(&p), 0);
     }
 
     proptest! {
