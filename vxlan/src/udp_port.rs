@@ -41,6 +41,8 @@ pub struct UdpPortStats {
     pub tx_would_block: u64,
     /// Frames queued for transmit without a peer prefix (a pipeline bug), not sent.
     pub tx_no_peer: u64,
+    /// Messages received with UDP GRO (each one or more datagrams).
+    pub rx_gro_messages: u64,
     /// Messages that carried several datagrams (UDP GSO).
     pub tx_gso_messages: u64,
     /// Datagrams sent inside those.
@@ -61,7 +63,9 @@ impl UdpPort {
     /// A port on a UDP socket bound to `addr` (the VTEP address, port 4789), created in the
     /// calling thread's network namespace.
     pub fn bind(addr: SocketAddrV4) -> Result<UdpPort, UnderlayError> {
-        Ok(UdpPort::new(UdpUnderlay::bind(addr, MAX_BATCH)?))
+        let mut ul = UdpUnderlay::bind(addr, MAX_BATCH)?;
+        ul.enable_gro();
+        Ok(UdpPort::new(ul))
     }
 
     /// A port on an already bound underlay (whose batch should cover the switch's batches).
@@ -78,8 +82,58 @@ impl UdpPort {
     }
 }
 
+impl UdpPort {
+    /// Receive with UDP GRO: datagrams come out of the coalescing buffers, each copied into a
+    /// slot (one `recvmmsg` for up to [`crate::underlay::GRO_MESSAGES`] runs of them, at most
+    /// one call per batch; what does not fit the batch waits for the next one).
+    fn rx_coalesced(&mut self, batch: &mut Batch) -> usize {
+        let spare = batch.spare_mut();
+        let mut n = 0;
+        let mut received = false;
+        while n < spare.len() {
+            let Some((d, src, cut)) = self.ul.next_datagram() else {
+                if received {
+                    break;
+                }
+                received = true;
+                match self.ul.recv_coalesced() {
+                    Ok(0) => break,
+                    Ok(m) => {
+                        self.stats.rx_gro_messages += m as u64;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.stats.rx_errors += 1;
+                        if let UnderlayError::Recv(io) = e {
+                            self.stats.last_errno = io.raw_os_error().unwrap_or(0);
+                        }
+                        break;
+                    }
+                }
+            };
+            let area = spare[n].rx_area();
+            if cut || d.len() > area.len() {
+                self.stats.rx_truncated += 1;
+                continue;
+            }
+            area[..d.len()].copy_from_slice(d);
+            let p = &mut spare[n];
+            p.set_len(d.len());
+            if let Some(prefix) = p.push_front(PEER_PREFIX_LEN) {
+                write_peer(prefix, src);
+            }
+            n += 1;
+        }
+        batch.grow(n);
+        n
+    }
+}
+
 impl Port for UdpPort {
     fn rx_burst(&mut self, batch: &mut Batch) -> usize {
+        if self.ul.gro() {
+            return self.rx_coalesced(batch);
+        }
         let spare = batch.spare_mut();
         let got = match self.ul.recv_slots(spare.iter_mut().map(|p| p.rx_area())) {
             Ok(n) => n,
@@ -166,6 +220,7 @@ impl Port for UdpPort {
             ("tx_errors", s.tx_errors),
             ("tx_would_block", s.tx_would_block),
             ("tx_no_peer", s.tx_no_peer),
+            ("rx_gro_messages", s.rx_gro_messages),
             ("tx_gso_messages", s.tx_gso_messages),
             ("tx_gso_datagrams", s.tx_gso_datagrams),
         ]

@@ -44,6 +44,14 @@ const SOL_UDP: libc::c_int = 17;
 /// UDP segmentation offload (Linux 4.18): the payload of one send is cut into datagrams of
 /// this size.
 const UDP_SEGMENT: libc::c_int = 103;
+/// UDP receive coalescing (Linux 5.0): one receive may return a run of same-size datagrams
+/// from one sender, with the size in a control message.
+const UDP_GRO: libc::c_int = 104;
+/// Messages one coalescing receive takes (each up to 64 KB).
+pub const GRO_MESSAGES: usize = 32;
+/// Bytes per coalescing receive buffer: the largest UDP payload.
+pub const GRO_BUF_SIZE: usize = 65536;
+
 /// Most datagrams in one UDP GSO send (the kernel's `UDP_MAX_SEGMENTS`: 64 before 6.x, 128 now).
 pub const GSO_MAX_SEGMENTS: usize = 64;
 /// Most payload bytes in one UDP GSO send: an IPv4 datagram's 65535 less IPv4 and UDP headers.
@@ -58,6 +66,30 @@ struct GsoCmsg {
     hdr: libc::cmsghdr,
     segment: u16,
     _pad: [u8; 6],
+}
+
+/// One `UDP_GRO` control message (`CMSG_SPACE(sizeof(int))` bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GroCmsg {
+    hdr: libc::cmsghdr,
+    segment: libc::c_int,
+    _pad: [u8; 4],
+}
+
+/// Coalescing receive state: [`GRO_MESSAGES`] buffers of [`GRO_BUF_SIZE`], what the last
+/// receive put in them, and how far the caller has read.
+struct GroRx {
+    data: Box<[u8]>,
+    msgs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+    names: Box<[libc::sockaddr_in]>,
+    cmsgs: Box<[GroCmsg]>,
+    /// Per message: length, datagram size, truncated.
+    lens: Box<[(usize, usize, bool)]>,
+    filled: usize,
+    /// Next message, and offset in it.
+    at: (usize, usize),
 }
 
 /// A run of consecutive datagrams of one send that goes out as one message: same destination,
@@ -300,6 +332,7 @@ pub struct UdpUnderlay {
     groups: Box<[Group]>,
     cmsgs: Box<[GsoCmsg]>,
     gso: bool,
+    gro: Option<Box<GroRx>>,
 }
 
 // SAFETY: the raw pointers inside `msgs`/`iovs` are only written and read within a single
@@ -448,7 +481,138 @@ impl UdpUnderlay {
             // SAFETY: as above (a cmsghdr of zeros is overwritten before use).
             cmsgs: (0..batch).map(|_| unsafe { zeroed() }).collect(),
             gso,
+            gro: None,
         })
+    }
+
+    /// Turn on UDP receive coalescing (where the kernel has it): peers' GSO sends then arrive as
+    /// one buffer each instead of one socket buffer per datagram. Receive with
+    /// [`UdpUnderlay::recv_coalesced`] and [`UdpUnderlay::next_datagram`] from then on.
+    /// Returns whether it is on.
+    pub fn enable_gro(&mut self) -> bool {
+        if self.gro.is_some() {
+            return true;
+        }
+        if set_int_option(self.fd.as_raw_fd(), SOL_UDP, UDP_GRO, 1, "UDP_GRO").is_err() {
+            return false;
+        }
+        self.gro = Some(Box::new(GroRx {
+            data: vec![0u8; GRO_MESSAGES * GRO_BUF_SIZE].into_boxed_slice(),
+            // SAFETY: plain old data; zeros are valid and overwritten before each receive.
+            msgs: (0..GRO_MESSAGES).map(|_| unsafe { zeroed() }).collect(),
+            // SAFETY: as above.
+            iovs: (0..GRO_MESSAGES).map(|_| unsafe { zeroed() }).collect(),
+            // SAFETY: as above.
+            names: (0..GRO_MESSAGES).map(|_| unsafe { zeroed() }).collect(),
+            // SAFETY: as above.
+            cmsgs: (0..GRO_MESSAGES).map(|_| unsafe { zeroed() }).collect(),
+            lens: vec![(0, 0, false); GRO_MESSAGES].into_boxed_slice(),
+            filled: 0,
+            at: (0, 0),
+        }));
+        true
+    }
+
+    /// Whether receive coalescing is on.
+    pub fn gro(&self) -> bool {
+        self.gro.is_some()
+    }
+
+    /// With coalescing on: one `recvmmsg` into the coalescing buffers, when everything the last
+    /// one brought has been read (else nothing is done). Returns the messages received.
+    pub fn recv_coalesced(&mut self) -> Result<usize, UnderlayError> {
+        let Some(g) = self.gro.as_deref_mut() else {
+            return Ok(0);
+        };
+        if g.at.0 < g.filled {
+            return Ok(0);
+        }
+        g.filled = 0;
+        g.at = (0, 0);
+        let base = g.data.as_mut_ptr();
+        for i in 0..GRO_MESSAGES {
+            g.iovs[i] = libc::iovec {
+                // SAFETY: i * GRO_BUF_SIZE is inside `data` (GRO_MESSAGES buffers).
+                iov_base: unsafe { base.add(i * GRO_BUF_SIZE) }.cast(),
+                iov_len: GRO_BUF_SIZE,
+            };
+            let hdr = &mut g.msgs[i].msg_hdr;
+            hdr.msg_name = ptr::from_mut(&mut g.names[i]).cast();
+            hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            hdr.msg_iov = ptr::from_mut(&mut g.iovs[i]);
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = ptr::from_mut(&mut g.cmsgs[i]).cast();
+            hdr.msg_controllen = size_of::<GroCmsg>();
+            hdr.msg_flags = 0;
+            g.msgs[i].msg_len = 0;
+        }
+        // SAFETY: every mmsghdr points at a live, distinct GRO_BUF_SIZE buffer in `data`, a
+        // sockaddr_in and a control buffer of the length given, all owned by `g` and not
+        // otherwise accessed during the call.
+        let rc = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                g.msgs.as_mut_ptr(),
+                GRO_MESSAGES as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let err = last_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(UnderlayError::Recv(err)),
+            };
+        }
+        // rc >= 0 was just checked and is at most GRO_MESSAGES.
+        let n = rc as usize;
+        for i in 0..n {
+            let m = &g.msgs[i];
+            let len = (m.msg_len as usize).min(GRO_BUF_SIZE);
+            let cut = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let c = &g.cmsgs[i];
+            // SAFETY: CMSG_LEN only computes a length.
+            let want = unsafe { libc::CMSG_LEN(size_of::<libc::c_int>() as u32) } as usize;
+            let seg = if m.msg_hdr.msg_controllen >= want
+                && c.hdr.cmsg_level == SOL_UDP
+                && c.hdr.cmsg_type == UDP_GRO
+                && c.segment > 0
+            {
+                c.segment as usize
+            } else {
+                len
+            };
+            g.lens[i] = (len, seg.max(1), cut);
+        }
+        g.filled = n;
+        Ok(n)
+    }
+
+    /// With coalescing on: the next datagram of the last [`UdpUnderlay::recv_coalesced`], its
+    /// sender, and whether it was cut (a message larger than the buffer: drop and count it).
+    pub fn next_datagram(&mut self) -> Option<(&[u8], SocketAddrV4, bool)> {
+        let g = self.gro.as_deref_mut()?;
+        while g.at.0 < g.filled {
+            let (i, off) = g.at;
+            let (len, seg, cut) = g.lens[i];
+            if cut || off >= len {
+                g.at = (i + 1, 0);
+                if cut {
+                    return Some((&[], from_sockaddr(&g.names[i]), true));
+                }
+                continue;
+            }
+            let take = seg.min(len - off);
+            g.at = (i, off + take);
+            let start = i * GRO_BUF_SIZE + off;
+            return Some((
+                &g.data[start..start + take],
+                from_sockaddr(&g.names[i]),
+                false,
+            ));
+        }
+        None
     }
 
     /// Whether sends coalesce runs of same-size datagrams to one peer into one UDP GSO message.
@@ -921,6 +1085,47 @@ mod tests {
             assert_eq!(got_a.iter().map(|x| &x.1).collect::<Vec<_>>(), want_a);
             assert_eq!(got_b.iter().map(|x| &x.1).collect::<Vec<_>>(), want_b);
         }
+    }
+
+    /// Everything a coalescing receiver has, datagram by datagram, until `want` or the deadline.
+    fn recv_all_coalesced(rx: &mut UdpUnderlay, want: usize) -> (Vec<Vec<u8>>, usize) {
+        let (mut got, mut msgs) = (Vec::new(), 0);
+        let start = Instant::now();
+        while got.len() < want && start.elapsed() < DEADLINE {
+            while let Some((d, _, cut)) = rx.next_datagram() {
+                assert!(!cut);
+                got.push(d.to_vec());
+            }
+            let m = rx.recv_coalesced().unwrap();
+            msgs += m;
+            if m == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        (got, msgs)
+    }
+
+    #[test]
+    fn a_coalescing_receiver_gets_gso_runs_whole_and_splits_them_in_order() {
+        let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        assert!(rx.enable_gro(), "this kernel has UDP GRO (5.0+)");
+        let dst = rx.local_addr();
+        // 20 of 300 bytes and a short one (one GSO message), then 5 of 120 (another).
+        let mut sent: Vec<Vec<u8>> = (0..20).map(|i| vxlan_datagram(1, i, 300)).collect();
+        sent.push(vxlan_datagram(1, 20, 77));
+        sent.extend((21..26).map(|i| vxlan_datagram(1, i, 120)));
+        let r = tx.send_slices(sent.iter().map(|d| (dst, &d[..])));
+        assert_eq!((r.sent, r.gso_messages), (26, 2));
+        let (got, msgs) = recv_all_coalesced(&mut rx, sent.len());
+        assert_eq!(got, sent);
+        assert!(msgs <= 2, "{msgs} messages for 2 GSO sends");
+        // Plain datagrams still come one by one.
+        tx.set_gso(false);
+        let r = tx.send_slices(sent.iter().map(|d| (dst, &d[..])));
+        assert_eq!((r.sent, r.gso_messages), (26, 0));
+        let (got, _) = recv_all_coalesced(&mut rx, sent.len());
+        assert_eq!(got, sent);
     }
 
     #[test]
