@@ -1059,8 +1059,8 @@ fn git_rev() -> String {
 
 const NOTES: &[&str] = &[
     "Same topology on both sides (vxmesh::lab::Lab from one cluster file; the kernel side's file has no `attach`): 2 node namespaces joined through an underlay bridge namespace, 2 container namespaces per node, MTU 1450 in the overlay, 1500 underlay.",
-    "vxmesh side: c11 and c21 on AF_XDP (veth), c12 and c22 on TAPs (no vnet_hdr: no offloads); the VIP by vxmesh's load balancer (rr, conntrack). Kernel side: bridge + VXLAN device per node (nolearning, static FDB), VIP by a kube-proxy-style nftables ruleset with `numgen inc mod 3` DNAT + conntrack in c11's own namespace (Docker's per-sandbox LB; no IPVS in this kernel), installed just before the HTTP tests, as the reference did.",
-    "Offloads differ, on purpose: the kernel side leaves the containers' TX checksum/TSO/GSO at the veth defaults (on, as Docker does); vxmesh needs them off on its AF_XDP containers (a switch that reads frames raw cannot take partial checksums or 64 KB super-frames), and its TAPs have no offloads yet. This decides the TCP figure: the kernel moves 64 KB GSO super-packets through its bridge and VXLAN device, vxmesh moves 1450-byte frames.",
+    "vxmesh side: c11 and c21 on AF_XDP (veth), c12 and c22 on TAPs with offloads (vnet_hdr, TX checksum and TSO: 64 KB TCP super-frames in, GRO-merged super-frames out); the VIP by vxmesh's load balancer (rr, conntrack). Kernel side: bridge + VXLAN device per node (nolearning, static FDB), VIP by a kube-proxy-style nftables ruleset with `numgen inc mod 3` DNAT + conntrack in c11's own namespace (Docker's per-sandbox LB; no IPVS in this kernel), installed just before the HTTP tests, as the reference did.",
+    "Offloads differ, on purpose: the kernel side leaves the containers' TX checksum/TSO/GSO at the veth defaults (on, as Docker does); vxmesh needs them off on its AF_XDP containers (AF_XDP carries raw frames: no partial checksums, no 64 KB super-frames), so c11 -> c21 moves 1450-byte frames through vxmesh while the kernel moves 64 KB GSO super-packets through its bridge and VXLAN device. vxmesh's TAPs (c12, c22) take offloads: a super-frame crosses the pipeline once, is cut into segments in software at the underlay, which sends them as one UDP GSO message; the receiving node gets them with UDP GRO and merges them back into a super-frame for the TAP.",
     "Both vxmesh nodes' poll threads busy-poll while traffic flows (they sleep in poll(2) 200 µs after the last frame), so under load vxmesh spends up to two cores of this machine on polling, next to iperf3/nginx/wrk; the CPU-per-packet figure includes them. Idle, it sleeps: the ping RTT includes the wake-up.",
     "CPU per million packets: /proc/stat user+nice+system+irq+softirq over all CPUs, in a steady window (0.5 s after iperf3 starts to 0.5 s before its end), divided by the frames that entered c21's eth0 in that window. It is system-wide: the vxmesh poll threads, iperf3 client and server, softirq, and anything else the machine ran (the 'other sessions' column of the contention record; a variant with it subtracted is in the supporting table).",
     "iperf3 UDP 64 B is sender-limited on the kernel side (one iperf3 thread), as the reference notes; the figure is the overlay's delivered rate for that sender.",
@@ -1253,7 +1253,7 @@ fn write_results(
     }
     println!("Supporting figures:\n\n{}", report::table(&rest_rows));
     println!(
-        "Note: container offloads differ (kernel: TSO/GSO/TX checksum on, as Docker; vxmesh: off on AF_XDP containers, none on TAPs); see results.md."
+        "Note: container offloads differ (kernel: TSO/GSO/TX checksum on, as Docker; vxmesh: off on AF_XDP containers, on for TAPs); see results.md."
     );
     println!(
         "Results: {}/results.json, results.md, ratios.svg (ratios.png), raw/",
