@@ -2,8 +2,11 @@
 //!
 //! Two threads. The poll thread owns the [`Node`] (the switch, its ports and tables) and runs it
 //! to completion, batch after batch; it busy-polls while traffic flows and, after
-//! [`BUSY_POLL`] without a frame, sleeps in `poll(2)` on every port's descriptor plus an eventfd,
-//! so an idle node costs no CPU. The control side is a single-threaded tokio runtime serving the
+//! [`BUSY_POLL`] without a frame (`vxmesh run --busy-poll-us`), sleeps in `poll(2)` on every
+//! port's descriptor plus an eventfd, so an idle node costs no CPU. While busy-polling, an empty
+//! round yields the CPU (`sched_yield`): on a small machine the containers' own processes share
+//! the cores with the poll thread, and a spinning thread must not hold them off for a whole
+//! scheduler slice. The control side is a single-threaded tokio runtime serving the
 //! control socket (`/run/vxmesh/NODE.sock`): each command becomes a closure sent to the poll
 //! thread over a channel (plus a wake-up on the eventfd) and runs there between two batches, so
 //! the tables have one owner, need no lock, and traffic never stops for a command.

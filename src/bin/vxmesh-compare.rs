@@ -50,7 +50,7 @@ struct Args {
     /// Short durations and one run: a smoke test.
     #[arg(long)]
     quick: bool,
-    /// Results directory (default: target/compare/<UTC timestamp>/ in the workspace).
+    /// Results directory (default: `target/compare/<UTC timestamp>/` in the workspace).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Measure only one side.

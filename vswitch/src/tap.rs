@@ -18,10 +18,16 @@
 //! back. The file descriptor keeps working from any namespace. The TAP is not persistent:
 //! dropping the port closes the descriptor and the kernel removes the device.
 //!
-//! Batching: a TAP has no batch syscall (without `IFF_VNET_HDR` and io_uring), so `rx_burst` is
-//! one `read` per frame until `EAGAIN` or the batch is full, and `tx_burst` one `write` per
-//! frame. No `vnet_hdr` offloads yet: the kernel then hands over and expects frames with full
-//! checksums, so TCP works without any checksum completion here.
+//! Batching: a TAP has no batch syscall, so `rx_burst` is one `readv` per frame until `EAGAIN`
+//! or the batch is full, and `tx_burst` one `writev` per frame. What makes TCP cheap is
+//! offloads ([`TapConfig::offloads`], on for the node's endpoints): with `IFF_VNET_HDR` and
+//! `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4)` every frame carries a virtio-net header, the
+//! container's stack hands over TCP super-frames of up to 64 KB with partial checksums (one
+//! read instead of 45), recorded in [`Meta::offload`](crate::Meta) for the switch to pass on or
+//! finish ([`crate::offload`]); and on the way out, in-order segments of one TCP flow in a batch
+//! are merged back into one super-frame ([`offload::gro_run`], what the kernel's GRO does), so
+//! the container's stack takes one frame instead of each segment. Without offloads the kernel
+//! hands over and expects plain frames with full checksums.
 //!
 //! Why libc and not tun-rs: the device has to be created inside another namespace with the
 //! thread switched around the creation, which tun-rs does not do (its configuration runs in the

@@ -9,6 +9,12 @@
 //! local ports ─► l2-fwd ─► vxlan-encap ─► UdpPort.tx_burst ─sendmmsg─► UDP 4789
 //! ```
 //!
+//! Offloads: `tx_burst` sends runs of same-size datagrams to one peer as one UDP GSO message
+//! (`UDP_SEGMENT`), so a TCP super-frame cut into 45 segments costs one socket send and
+//! crosses the underlay as one buffer; [`UdpPort::bind`] turns UDP GRO on, so such a run
+//! arrives as one buffer too, and `rx_burst` splits it into the batch (a copy per datagram, for
+//! a fraction of the kernel's per-datagram cost). Without GRO (an old kernel):
+//!
 //! One syscall per batch each way. `rx_burst` is one `recvmmsg` straight into the batch's
 //! packet buffers at the standard headroom (no copy through [`PacketBufs`](crate::underlay::PacketBufs)),
 //! then writes each datagram's source address into the 8 bytes of headroom in front of it as

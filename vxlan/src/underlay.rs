@@ -9,6 +9,12 @@
 //! (and no `CAP_NET_ADMIN`) is needed; the full outer header of [`crate::outer`] is for the
 //! AF_XDP underlay that comes later.
 //!
+//! Offloads, where the kernel has them: sends group runs of same-size datagrams to one peer
+//! into one message with `UDP_SEGMENT` (GSO, 4.18+); [`UdpUnderlay::enable_gro`] turns on
+//! `UDP_GRO` (5.0+), after which receives go through [`UdpUnderlay::recv_coalesced`] into 32
+//! buffers of 64 KB and come out datagram by datagram from [`UdpUnderlay::next_datagram`].
+//! Socket buffers are 4 MiB each way (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` as root).
+//!
 //! One syscall per batch: `recvmmsg`/`sendmmsg` over `mmsghdr`, `iovec` and `sockaddr_in`
 //! arrays allocated once at bind time; receive buffers are a [`PacketBufs`] of N fixed-size
 //! slots allocated once. Nothing is allocated per packet. The socket is non-blocking, so a call
