@@ -218,12 +218,16 @@ pub struct RunOptions {
     /// (tens to hundreds of µs on a VM) on the next frame. `Duration::MAX` never sleeps (VPP and
     /// DPDK's polling mode).
     pub busy_poll: Duration,
+    /// Connection-table entries (IPVS-style conntrack); a full table drops new connections
+    /// (`drop_table_full`), never evicts.
+    pub max_conns: usize,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             busy_poll: BUSY_POLL,
+            max_conns: crate::node::MAX_CONNS,
         }
     }
 }
@@ -245,7 +249,7 @@ pub fn run(
     // Bind the control socket first: a second node with the same socket must fail before it
     // touches any port.
     let listener = rt.block_on(bind_control(&control))?;
-    let node = match Node::build(cluster, node_name, &mut SystemPorts) {
+    let node = match Node::build_with(cluster, node_name, &mut SystemPorts, opts.max_conns) {
         Ok(n) => n,
         Err(e) => {
             let _ = std::fs::remove_file(&control);

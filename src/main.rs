@@ -40,6 +40,12 @@ enum Cmd {
         /// never sleeps (a core per node, as VPP and DPDK do).
         #[arg(long, value_name = "MICROS", default_value = "200", value_parser = parse_busy_poll)]
         busy_poll_us: std::time::Duration,
+        /// Connection-table entries (about 121 bytes each). IPVS holds TIME_WAIT 120 s, so a
+        /// node sustaining N new connections per second needs about 120 x N; when the table is
+        /// full, new connections are dropped and counted (drop_table_full).
+        #[arg(long, value_name = "N", default_value_t = vxmesh::node::MAX_CONNS,
+              value_parser = parse_max_conns)]
+        max_conns: usize,
     },
     /// The one-command tour (root: a real lab of two nodes in network namespaces).
     Demo {
@@ -156,6 +162,7 @@ fn main() -> ExitCode {
         Cmd::Run {
             config,
             busy_poll_us,
+            max_conns,
         } => {
             let Some(node) = cli.node.as_deref() else {
                 return usage("run: --node NAME is required".into());
@@ -166,6 +173,7 @@ fn main() -> ExitCode {
                 cli.control.clone(),
                 daemon::RunOptions {
                     busy_poll: *busy_poll_us,
+                    max_conns: *max_conns,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -296,6 +304,19 @@ fn parse_busy_poll(s: &str) -> Result<std::time::Duration, String> {
         Ok(us) if us <= 3_600_000_000 => Ok(std::time::Duration::from_micros(us)),
         _ => Err(format!(
             "expected microseconds (0 to 3600000000) or \"max\", got {s:?}"
+        )),
+    }
+}
+
+/// `--max-conns`: 1024 to 16777216 entries (2 GB of table at the top).
+fn parse_max_conns(s: &str) -> Result<usize, String> {
+    const RANGE: std::ops::RangeInclusive<usize> = 1024..=(1 << 24);
+    match s.parse::<usize>() {
+        Ok(n) if RANGE.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of connections from {} to {}, got {s:?}",
+            RANGE.start(),
+            RANGE.end()
         )),
     }
 }

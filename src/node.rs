@@ -451,12 +451,23 @@ pub struct Node {
     pub cluster: Cluster,
 }
 
-/// Connection-table size of a node.
+/// Default connection-table size of a node (`vxmesh run --max-conns`): about 30 MB. IPVS keeps
+/// TIME_WAIT entries 120 s, so this holds about 2,200 new connections per second sustained.
 pub const MAX_CONNS: usize = 1 << 18;
 
 impl Node {
     /// Build this node's switch: plan, open every port, assemble the pipeline.
     pub fn build(cluster: Cluster, node: &str, ports: &mut dyn PortOpener) -> anyhow::Result<Node> {
+        Node::build_with(cluster, node, ports, MAX_CONNS)
+    }
+
+    /// [`Node::build`] with a connection table of `max_conns` entries.
+    pub fn build_with(
+        cluster: Cluster,
+        node: &str,
+        ports: &mut dyn PortOpener,
+        max_conns: usize,
+    ) -> anyhow::Result<Node> {
         let plan = Plan::of(&cluster, node)?;
         let env = plan.env();
         // TAPs with offloads hand over 64 KB TCP super-frames: every buffer must hold one
@@ -475,7 +486,7 @@ impl Node {
         let l2 = sw.add_l2_stages();
         let decap = sw.add_stage(Box::new(vxlan::VxlanDecap::new()));
         let lb_stage = sw.add_stage(Box::new(LbStage::new(Balancer::new(BalancerConfig {
-            max_conns: MAX_CONNS,
+            max_conns,
             seed: seed(),
             ..BalancerConfig::default()
         }))));

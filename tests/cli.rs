@@ -28,6 +28,17 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = vxmesh(&["run"]);
     assert_eq!(code, 2, "missing --config: {err}");
+    // The poll thread's settings are checked before anything else happens.
+    for (flag, bad, says) in [
+        ("--busy-poll-us", "soon", "microseconds"),
+        ("--busy-poll-us", "3600000001", "microseconds"),
+        ("--max-conns", "10", "1024 to 16777216"),
+        ("--max-conns", "99999999999", "1024 to 16777216"),
+    ] {
+        let (code, _, err) = vxmesh(&["run", "--config", "x.toml", "--node", "n1", flag, bad]);
+        assert_eq!(code, 2, "{flag} {bad}: {err}");
+        assert!(err.contains(says), "{flag} {bad}: {err}");
+    }
 }
 
 #[test]
