@@ -216,6 +216,19 @@ fn stage_counter(run: &Running, node: &str, stage: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name} in {stage}: {out}"))
 }
 
+/// A port's own counter from `vxmesh stats --json`.
+fn port_counter(run: &Running, node: &str, port: &str, name: &str) -> u64 {
+    let out = run.ctl_ok(node, &["stats", "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json parses");
+    v["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port)
+        .and_then(|p| p["counters"][name].as_u64())
+        .unwrap_or_else(|| panic!("no counter {name} on port {port}: {out}"))
+}
+
 /// The kernel node n3, as Docker's overlay driver programs it (`lab::build_kernel_node`).
 fn build_kernel_node(run: &Running) {
     vxmesh::lab::build_kernel_node(&run.lab, &run.cluster, "n3")
@@ -352,7 +365,10 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
     assert!(!o.status.success());
     assert!(stage_counter(&run, "n1", "own-addr", "drop_ingress_not_published") > before);
 
-    // 5. iperf3 TCP across nodes: AF_XDP -> AF_XDP and TAP -> TAP.
+    // 5. iperf3 TCP across nodes: AF_XDP -> AF_XDP and TAP -> TAP. The TAPs have offloads: c22's
+    // super-frames are cut by n2 (output `gso_frames`) and merged again by n1 for c12.
+    let gso_before = stage_counter(&run, "n2", "output", "gso_frames");
+    let gro_before = port_counter(&run, "n1", "c12", "tx_gro_frames");
     for (server, client, ip) in [("c21", "c11", "10.0.9.21"), ("c12", "c22", "10.0.9.12")] {
         let mut srv = Command::new("ip")
             .args(["netns", "exec", &ns(server), "iperf3", "-s", "-1"])
@@ -384,6 +400,8 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
         );
         assert!(bytes > 1_000_000, "iperf3 moved only {bytes} bytes");
     }
+    assert!(stage_counter(&run, "n2", "output", "gso_frames") > gso_before);
+    assert!(port_counter(&run, "n1", "c12", "tx_gro_frames") > gro_before);
 
     // 6. A long-lived connection keeps its backend while reload drains it; new ones avoid it.
     let vip = SocketAddr::from(([10, 0, 9, 100], 80));
