@@ -36,6 +36,9 @@ const ETHERTYPE_VLAN: u16 = 0x8100;
 const PROTO_TCP: u8 = 6;
 const TCP_CSUM: usize = 16;
 const UDP_CSUM: usize = 6;
+/// Smallest segment size taken (Linux's `TCP_MIN_MSS`): bounds the segments one super-frame
+/// can be cut into at 745, so a container cannot make the switch cut 64 KB into 1-byte pieces.
+pub const MIN_GSO_SIZE: usize = 88;
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
@@ -298,8 +301,8 @@ impl Tcp4Gso {
         }
         let mss = usize::from(o.gso_size);
         let payload = frame.len() - hdr_len;
-        if mss == 0 || payload == 0 {
-            return bad("no segment size or no payload");
+        if mss < MIN_GSO_SIZE || payload == 0 {
+            return bad("segment size below TCP's minimum, or no payload");
         }
         Ok(Tcp4Gso {
             l3,
@@ -444,7 +447,7 @@ pub fn gro_run(pkts: &[crate::Packet]) -> usize {
     let Some(hs) = gro_seg(h) else {
         return 0;
     };
-    if hs.flags & !TCP_PSH != TCP_ACK || hs.flags != TCP_ACK {
+    if hs.flags != TCP_ACK || hs.payload < MIN_GSO_SIZE {
         return 1;
     }
     let mut n = 1;
@@ -892,6 +895,46 @@ mod tests {
         fn garbage_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200),
                                        h in any::<[u8; 10]>()) {
             let _ = from_vnet(&h, &bytes, 1500);
+        }
+
+        /// Whatever a TAP hands over: accepted or refused, never a panic, and an accepted
+        /// super-frame cuts into segments that hold exactly its payload.
+        #[test]
+        fn anything_accepted_is_safe_to_finish_cut_and_merge(
+            payload in 1usize..3000, mss in 1u16..1500, opts in 0usize..11,
+            flips in proptest::collection::vec((0usize..120, any::<u8>()), 0..6),
+            flags in any::<u8>(), gso_type in prop_oneof![Just(0u8), Just(1u8), any::<u8>()],
+        ) {
+            let (mut f, o) = tso_frame(payload, 0x10, opts * 4);
+            for (at, v) in flips {
+                let i = at % f.len();
+                f[i] = v;
+            }
+            let mut h = to_vnet(&Offload { gso_size: mss, ..o }, &f);
+            h[0] = flags;
+            h[1] = gso_type;
+            h[4..6].copy_from_slice(&mss.to_le_bytes());
+            let Ok(mut o) = from_vnet(&h, &f, 1600) else { return Ok(()); };
+            if o.is_gso() {
+                let g = Tcp4Gso::new(&f, &o).unwrap();
+                let mut out = vec![0u8; 1600];
+                let mut total = 0;
+                for k in 0..g.segments() {
+                    prop_assert!(g.segment_len(k) <= out.len());
+                    total += g.write(&f, k, &mut out) - g.hdr_len;
+                }
+                prop_assert_eq!(total, f.len() - g.hdr_len);
+            }
+            let mut pkt = crate::Packet::from_frame(&f);
+            nat_prepare(pkt.data_mut(), &o);
+            nat_finish(pkt.data_mut(), &o);
+            finish_checksum(&mut f, &mut o);
+            let pkts = vec![crate::Packet::from_frame(&f), pkt];
+            let n = gro_run(&pkts);
+            if n >= 2 {
+                let mut out = vec![0u8; GSO_MAX_FRAME];
+                let _ = gro_merge(&pkts[..n], &mut out);
+            }
         }
     }
 }
