@@ -663,9 +663,15 @@ mod tests {
         assert_eq!(h[1], GSO_TCPV4);
         assert_eq!(u16::from_le_bytes([h[2], h[3]]), (14 + 20 + 32) as u16);
         assert_eq!(from_vnet(&h, &f, 1464), Ok(o));
-        // Segments over the MTU.
+        // Segments over the MTU, or below TCP's minimum segment size.
         assert!(matches!(
             from_vnet(&h, &f, 1400),
+            Err(VnetError::BadGsoFrame(_))
+        ));
+        let mut tiny = h;
+        tiny[4..6].copy_from_slice(&(MIN_GSO_SIZE as u16 - 1).to_le_bytes());
+        assert!(matches!(
+            from_vnet(&tiny, &f, 1464),
             Err(VnetError::BadGsoFrame(_))
         ));
         // UDP, IPv6 and ECN segmentation were not offered.
