@@ -1,0 +1,100 @@
+//! Offload benches: what the switch does in software for a TAP's TCP super-frames
+//! (`vswitch::offload`): finishing a partial checksum, cutting a 64 KB super-frame into
+//! MSS-sized segments, and merging a batch of segments back into one (GRO). Throughput is in
+//! bytes of frame. Run: `cargo bench -p vswitch --bench offload`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::net::Ipv4Addr;
+use vswitch::offload::{self, Offload, Tcp4Gso};
+
+use vswitch::Packet;
+use vswitch::frames::{self, TcpFlags};
+
+const MSS: usize = 1398;
+/// 46 full segments: what a 64 KB TSO write from the container becomes.
+const SUPER_PAYLOAD: usize = 46 * MSS;
+
+/// A TCP/IPv4 frame with timestamps-sized options and a partial checksum, as a TAP with offloads
+/// hands it over.
+fn tcp_frame(payload: usize) -> (Vec<u8>, Offload) {
+    let data: Vec<u8> = (0..payload).map(|i| (i * 7) as u8).collect();
+    let mut f = frames::tcp(
+        vswitch::Mac([2, 0x42, 10, 0, 9, 12]),
+        vswitch::Mac([2, 0x42, 10, 0, 9, 22]),
+        Ipv4Addr::new(10, 0, 9, 12),
+        Ipv4Addr::new(10, 0, 9, 22),
+        40000,
+        5201,
+        TcpFlags {
+            ack: true,
+            ..TcpFlags::default()
+        },
+        1,
+        1,
+        &data,
+    );
+    // Partial: the checksum field holds the pseudo-header sum.
+    let total = f.len() - 34;
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&f[26..34]);
+    pseudo[9] = 6;
+    pseudo[10..].copy_from_slice(&(total as u16).to_be_bytes());
+    let p = offload::sum(&pseudo);
+    f[50..52].copy_from_slice(&p.to_be_bytes());
+    let o = Offload {
+        needs_csum: true,
+        csum_start: 34,
+        csum_offset: 16,
+        gso_size: 0,
+    };
+    (f, o)
+}
+
+fn benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("offload");
+    let (frame, o) = tcp_frame(MSS);
+    g.throughput(Throughput::Bytes(frame.len() as u64));
+    g.bench_function("finish_checksum_1452B", |b| {
+        let mut f = frame.clone();
+        b.iter(|| {
+            let mut o = o;
+            offload::finish_checksum(black_box(&mut f), &mut o);
+        })
+    });
+
+    let (big, mut bo) = tcp_frame(SUPER_PAYLOAD);
+    bo.gso_size = MSS as u16;
+    let gso = Tcp4Gso::new(&big, &bo).expect("a valid super-frame");
+    g.throughput(Throughput::Bytes(big.len() as u64));
+    g.bench_function("cut_64KB_into_46_segments", |b| {
+        let mut out = vec![0u8; 2048];
+        b.iter(|| {
+            for k in 0..gso.segments() {
+                black_box(gso.write(black_box(&big), k, &mut out));
+            }
+        })
+    });
+
+    let segs: Vec<Packet> = (0..32)
+        .map(|k| {
+            let mut out = vec![0u8; 2048];
+            let n = gso.write(&big, k, &mut out);
+            Packet::from_frame(&out[..n])
+        })
+        .collect();
+    assert_eq!(offload::gro_run(&segs), 32);
+    g.throughput(Throughput::Bytes(segs.iter().map(|p| p.len() as u64).sum()));
+    g.bench_function("merge_32_segments", |b| {
+        let mut out = vec![0u8; offload::GSO_MAX_FRAME];
+        b.iter(|| {
+            let n = offload::gro_run(black_box(&segs));
+            black_box(offload::gro_merge(&segs[..n], &mut out));
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(offload_benches, benches);
+criterion_main!(offload_benches);
