@@ -379,6 +379,55 @@ fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
     )
 }
 
+/// Points a receive header at its address slot, its buffer and (for UDP GRO) its control
+/// buffer.
+fn point_recv(
+    m: &mut libc::mmsghdr,
+    name: &mut libc::sockaddr_in,
+    iov: &mut libc::iovec,
+    control: Option<&mut GroCmsg>,
+) {
+    let hdr = &mut m.msg_hdr;
+    hdr.msg_name = ptr::from_mut(name).cast();
+    hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    hdr.msg_iov = ptr::from_mut(iov);
+    hdr.msg_iovlen = 1;
+    (hdr.msg_control, hdr.msg_controllen) = match control {
+        Some(c) => (ptr::from_mut(c).cast(), size_of::<GroCmsg>()),
+        None => (ptr::null_mut(), 0),
+    };
+    hdr.msg_flags = 0;
+    m.msg_len = 0;
+}
+
+/// One non-blocking `recvmmsg` into `msgs`: how many arrived, 0 when nothing is waiting.
+///
+/// # Safety
+/// Every header in `msgs` must point (through [`point_recv`]) at live, distinct buffers, address
+/// slots and control buffers that nothing else accesses during the call.
+unsafe fn recvmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> Result<usize, UnderlayError> {
+    // SAFETY: the caller's contract; `msgs.len()` <= MAX_BATCH fits c_uint. Nothing is
+    // retained after the call.
+    let rc = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        let err = last_error();
+        return match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(UnderlayError::Recv(err)),
+        };
+    }
+    // rc >= 0 was just checked and is at most msgs.len().
+    Ok(rc as usize)
+}
+
 /// Sets an integer socket option.
 fn set_int_option(
     fd: RawFd,
@@ -542,37 +591,17 @@ impl UdpUnderlay {
                 iov_base: unsafe { base.add(i * GRO_BUF_SIZE) }.cast(),
                 iov_len: GRO_BUF_SIZE,
             };
-            let hdr = &mut g.msgs[i].msg_hdr;
-            hdr.msg_name = ptr::from_mut(&mut g.names[i]).cast();
-            hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            hdr.msg_iov = ptr::from_mut(&mut g.iovs[i]);
-            hdr.msg_iovlen = 1;
-            hdr.msg_control = ptr::from_mut(&mut g.cmsgs[i]).cast();
-            hdr.msg_controllen = size_of::<GroCmsg>();
-            hdr.msg_flags = 0;
-            g.msgs[i].msg_len = 0;
+            point_recv(
+                &mut g.msgs[i],
+                &mut g.names[i],
+                &mut g.iovs[i],
+                Some(&mut g.cmsgs[i]),
+            );
         }
         // SAFETY: every mmsghdr points at a live, distinct GRO_BUF_SIZE buffer in `data`, a
-        // sockaddr_in and a control buffer of the length given, all owned by `g` and not
-        // otherwise accessed during the call.
-        let rc = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                g.msgs.as_mut_ptr(),
-                GRO_MESSAGES as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                ptr::null_mut(),
-            )
-        };
-        if rc < 0 {
-            let err = last_error();
-            return match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(UnderlayError::Recv(err)),
-            };
-        }
-        // rc >= 0 was just checked and is at most GRO_MESSAGES.
-        let n = rc as usize;
+        // sockaddr_in and a control buffer, all owned by `g` and not otherwise accessed during
+        // the call.
+        let n = unsafe { recvmmsg(self.fd.as_raw_fd(), &mut g.msgs) }?;
         for i in 0..n {
             let m = &g.msgs[i];
             let len = (m.msg_len as usize).min(GRO_BUF_SIZE);
@@ -705,37 +734,16 @@ impl UdpUnderlay {
             return Ok(0);
         }
         for i in 0..n {
-            let hdr = &mut self.msgs[i].msg_hdr;
-            hdr.msg_name = ptr::from_mut(&mut self.names[i]).cast();
-            hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            hdr.msg_iov = ptr::from_mut(&mut self.iovs[i]);
-            hdr.msg_iovlen = 1;
-            hdr.msg_control = ptr::null_mut();
-            hdr.msg_controllen = 0;
-            hdr.msg_flags = 0;
-            self.msgs[i].msg_len = 0;
+            point_recv(
+                &mut self.msgs[i],
+                &mut self.names[i],
+                &mut self.iovs[i],
+                None,
+            );
         }
         // SAFETY: the first `n` mmsghdrs point at `n` live iovecs (valid buffers, by this
-        // function's contract) and at `n` live sockaddr_in in `self`; `n` <= MAX_BATCH fits
-        // c_uint. Nothing is retained after the call.
-        let rc = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                self.msgs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                ptr::null_mut(),
-            )
-        };
-        if rc < 0 {
-            let err = last_error();
-            return match err.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(UnderlayError::Recv(err)),
-            };
-        }
-        // rc >= 0 was just checked and is at most n.
-        Ok(rc as usize)
+        // function's contract) and at `n` live sockaddr_in in `self`.
+        unsafe { recvmmsg(self.fd.as_raw_fd(), &mut self.msgs[..n]) }
     }
 
     /// Datagram `i` of the last [`UdpUnderlay::recv_slots`]: its length in the slot, whether
