@@ -656,37 +656,23 @@ fn measure_side(
         "  {tag}: ping p50 {p50:.0} us, p99 {p99:.0} us ({n} replies)"
     ));
 
-    // 2. TCP throughput.
-    let tsecs = p.tcp_secs.to_string();
-    let gbps = gated(ctx, env, "tcp", out, || {
-        let f = format!("{}iperf3-tcp.json", env.raw);
-        Load::start(
-            &env.c11,
-            p.tcp_secs + 20,
-            &["iperf3", "-c", c21_ip, "-t", &tsecs, "-J"],
-            Path::new(&f),
-        )?
-        .wait()?;
-        measure::parse_iperf_tcp(&std::fs::read_to_string(&f)?)
-    })?;
-    out.values.insert("tcp_gbps".into(), gbps);
-    log(&format!("  {tag}: TCP {gbps:.2} Gbit/s"));
-
-    // 2b. TCP between the other two containers (TAPs with offloads on vxmesh).
-    let c22_ip = ip_of("c22");
-    let gbps = gated(ctx, env, "tcp_tap", out, || {
-        let f = format!("{}iperf3-tcp-c12-c22.json", env.raw);
-        Load::start(
-            &ns("c12"),
-            p.tcp_secs + 20,
-            &["iperf3", "-c", c22_ip, "-t", &tsecs, "-J"],
-            Path::new(&f),
-        )?
-        .wait()?;
-        measure::parse_iperf_tcp(&std::fs::read_to_string(&f)?)
-    })?;
-    out.values.insert("tcp_tap_gbps".into(), gbps);
-    log(&format!("  {tag}: TCP c12 -> c22 {gbps:.2} Gbit/s"));
+    // 2. TCP throughput: AF_XDP c11 -> c21, then TAPs with offloads (on vxmesh) c12 -> c22.
+    for (client, server, key, name) in [
+        ("c11", "c21", "tcp", "tcp"),
+        ("c12", "c22", "tcp_tap", "tcp-c12-c22"),
+    ] {
+        let gbps = gated(ctx, env, key, out, || {
+            let f = format!("{}iperf3-{name}.json", env.raw);
+            let secs = p.tcp_secs.to_string();
+            let args = ["iperf3", "-c", ip_of(server), "-t", &secs, "-J"];
+            Load::start(&ns(client), p.tcp_secs + 20, &args, Path::new(&f))?.wait()?;
+            measure::parse_iperf_tcp(&std::fs::read_to_string(&f)?)
+        })?;
+        out.values.insert(format!("{key}_gbps"), gbps);
+        log(&format!(
+            "  {tag}: TCP {client} -> {server} {gbps:.2} Gbit/s"
+        ));
+    }
 
     // 3. UDP 64 B packets per second, and the CPU they cost.
     let usecs = p.udp_secs.to_string();
@@ -821,24 +807,7 @@ fn udp_test(
     let u0 = snmp();
     let f = format!("{}iperf3-udp64.json", env.raw);
     let s0 = Snap::take(&env.ours)?;
-    let load = Load::start(
-        &env.c11,
-        ctx.plan.udp_secs + 20,
-        &[
-            "iperf3",
-            "-c",
-            ip_of("c21"),
-            "-u",
-            "-b",
-            "0",
-            "-l",
-            "64",
-            "-t",
-            secs,
-            "-J",
-        ],
-        Path::new(&f),
-    )?;
+    let load = udp64_load(ctx, env, secs, &f)?;
     let t0 = Instant::now();
     nap(Duration::from_millis(500))?;
     let rx0 = measure::rx_packets(&env.c21, "eth0")?;
@@ -880,6 +849,24 @@ fn udp_test(
         per_m(s0.busy_s(&s1), udp.rx_packets),
     );
     Ok((v, deltas, sock_drops))
+}
+
+/// The 64-byte UDP flood, c11 -> c21, unlimited rate, for `secs`, iperf3's JSON into `json`.
+fn udp64_load(ctx: &Ctx, env: &Env, secs: &str, json: &str) -> Result<Load> {
+    let args = [
+        "iperf3",
+        "-c",
+        ip_of("c21"),
+        "-u",
+        "-b",
+        "0",
+        "-l",
+        "64",
+        "-t",
+        secs,
+        "-J",
+    ];
+    Load::start(&env.c11, ctx.plan.udp_secs + 20, &args, Path::new(json))
 }
 
 /// 30 requests to the VIP from c11, each on a new connection: how many each backend answered.
@@ -928,24 +915,7 @@ fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
             &ctx.raw.join(format!("perf-{}.record.log", side.name())),
         )?;
         let f = format!("{}iperf3-udp64.json", env.raw);
-        let load = Load::start(
-            &env.c11,
-            ctx.plan.udp_secs + 20,
-            &[
-                "iperf3",
-                "-c",
-                ip_of("c21"),
-                "-u",
-                "-b",
-                "0",
-                "-l",
-                "64",
-                "-t",
-                &secs,
-                "-J",
-            ],
-            Path::new(&f),
-        )?;
+        let load = udp64_load(ctx, env, &secs, &f)?;
         load.wait()?;
         perf.wait()?;
         let mut text = Vec::new();
@@ -1061,7 +1031,7 @@ const NOTES: &[&str] = &[
     "Same topology on both sides (vxmesh::lab::Lab from one cluster file; the kernel side's file has no `attach`): 2 node namespaces joined through an underlay bridge namespace, 2 container namespaces per node, MTU 1450 in the overlay, 1500 underlay.",
     "vxmesh side: c11 and c21 on AF_XDP (veth), c12 and c22 on TAPs with offloads (vnet_hdr, TX checksum and TSO: 64 KB TCP super-frames in, GRO-merged super-frames out); the VIP by vxmesh's load balancer (rr, conntrack). Kernel side: bridge + VXLAN device per node (nolearning, static FDB), VIP by a kube-proxy-style nftables ruleset with `numgen inc mod 3` DNAT + conntrack in c11's own namespace (Docker's per-sandbox LB; no IPVS in this kernel), installed just before the HTTP tests, as the reference did.",
     "Offloads differ, on purpose: the kernel side leaves the containers' TX checksum/TSO/GSO at the veth defaults (on, as Docker does); vxmesh needs them off on its AF_XDP containers (AF_XDP carries raw frames: no partial checksums, no 64 KB super-frames), so c11 -> c21 moves 1450-byte frames through vxmesh while the kernel moves 64 KB GSO super-packets through its bridge and VXLAN device. vxmesh's TAPs (c12, c22) take offloads: a super-frame crosses the pipeline once, is cut into segments in software at the underlay, which sends them as one UDP GSO message; the receiving node gets them with UDP GRO and merges them back into a super-frame for the TAP.",
-    "Both vxmesh nodes' poll threads busy-poll while traffic flows (they sleep in poll(2) 200 µs after the last frame), so under load vxmesh spends up to two cores of this machine on polling, next to iperf3/nginx/wrk; the CPU-per-packet figure includes them. Idle, it sleeps: the ping RTT includes the wake-up.",
+    "Both vxmesh nodes' poll threads busy-poll while traffic flows, yielding the CPU on empty rounds (they sleep in poll(2) after the busy-poll window, 200 µs unless --busy-poll-us says otherwise), so under load vxmesh spends up to two cores of this machine on polling, next to iperf3/nginx/wrk; the CPU-per-packet figure includes them. Idle, it sleeps: the ping RTT includes the wake-up.",
     "CPU per million packets: /proc/stat user+nice+system+irq+softirq over all CPUs, in a steady window (0.5 s after iperf3 starts to 0.5 s before its end), divided by the frames that entered c21's eth0 in that window. It is system-wide: the vxmesh poll threads, iperf3 client and server, softirq, and anything else the machine ran (the 'other sessions' column of the contention record; a variant with it subtracted is in the supporting table).",
     "iperf3 UDP 64 B is sender-limited on the kernel side (one iperf3 thread), as the reference notes; the figure is the overlay's delivered rate for that sender.",
 ];
