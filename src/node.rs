@@ -478,7 +478,7 @@ impl Node {
                 (Attach::Tap(_), PortKind::Endpoint { .. })
             )
         }) {
-            vswitch::HEADROOM + vswitch::offload::GSO_MAX_FRAME
+            vswitch::offload::GSO_BUF_SIZE
         } else {
             vswitch::packet::DEFAULT_BUF_SIZE
         };

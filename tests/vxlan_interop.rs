@@ -317,11 +317,8 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
                 .add_static(net, mac(C21_MAC), FdbDest::Remote(n2))
                 .map_err(|e| e.to_string())?;
             // The TAP has offloads on: buffers for its 64 KB TCP super-frames.
-            let mut sw = Switch::with_batch(
-                env,
-                vswitch::BATCH_SIZE,
-                vswitch::HEADROOM + vswitch::offload::GSO_MAX_FRAME,
-            );
+            let mut sw =
+                Switch::with_batch(env, vswitch::BATCH_SIZE, vswitch::offload::GSO_BUF_SIZE);
             let l2 = sw.add_l2_stages();
             let decap = sw.add_stage(Box::new(VxlanDecap::new()));
             let c11_port = sw.add_port(

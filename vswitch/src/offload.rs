@@ -29,6 +29,9 @@ const GSO_TCPV4: u8 = 1;
 const GSO_ECN: u8 = 0x80;
 /// Largest frame a super-frame may be: a 64 KB IPv4 datagram plus Ethernet and a VLAN tag.
 pub const GSO_MAX_FRAME: usize = 65535 + 18;
+/// Packet buffer size for a switch with offload ports ([`crate::Switch::with_batch`]): a
+/// super-frame after the headroom. Buffers move between batches, so every one must hold it.
+pub const GSO_BUF_SIZE: usize = crate::packet::HEADROOM + GSO_MAX_FRAME;
 
 const ETH_HDR: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
