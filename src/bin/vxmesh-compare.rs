@@ -404,7 +404,7 @@ fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
             let text = topo::cluster_text(Side::Vxmesh, &prefix);
             let running =
                 Running::start_with(&ctx.exe, &prefix, &text, &["n1", "n2"], &ctx.run_args);
-            let running = match running {
+            let mut running = match running {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = std::fs::remove_file(
@@ -445,6 +445,18 @@ fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
                         let _ = std::fs::write(format!("{}stats-{n}.json", env.raw), s);
                     }
                 }
+                // The ping again with both nodes polling all the time (`--busy-poll-us max`,
+                // VPP's polling mode): the difference is what the default window's wake-ups
+                // cost. Restarted nodes rebuild their tables from the same cluster file.
+                for n in ["n1", "n2"] {
+                    running.stop_node(n)?;
+                }
+                running.run_args = vec!["--busy-poll-us".into(), "max".into()];
+                for n in ["n1", "n2"] {
+                    running.start_node(n)?;
+                }
+                topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
+                ping_test(ctx, &env, &mut out, "ping_poll")?;
                 Ok(out)
             })();
             let _ = std::fs::copy(
@@ -584,7 +596,6 @@ fn measure_side(
 ) -> Result<()> {
     let p = &ctx.plan;
     let ns = hooks.ns;
-    let c21_ip = ip_of("c21");
     let mut servers = Servers::default();
     // Servers: iperf3 in c21, nginx in each backend.
     servers.start(
@@ -614,47 +625,7 @@ fn measure_side(
     let tag = format!("r{} {}", env.run, env.side.name());
 
     // 1. ping RTT (first, while everything is idle).
-    let ivl = *ctx.ping_interval.get_or_init(|| {
-        if sh(
-            &env.c11,
-            &["ping", "-c", "3", "-i", "0.002", "-W", "1", c21_ip],
-        )
-        .is_ok()
-        {
-            "0.002"
-        } else {
-            log("ping -i 0.002 refused; using -i 0.01");
-            "0.01"
-        }
-    });
-    let count = p.ping_count.to_string();
-    let ping_secs =
-        (f64::from(p.ping_count) * ivl.parse::<f64>().unwrap_or(0.01)).ceil() as u64 + 15;
-    let (p50, p99, n) = gated(ctx, env, "ping", out, || {
-        let f = format!("{}ping.txt", env.raw);
-        let st = Load::start(
-            &env.c11,
-            ping_secs,
-            &["ping", "-c", &count, "-i", ivl, "-W", "1", c21_ip],
-            Path::new(&f),
-        )?
-        .wait()?;
-        let rtts = measure::parse_ping(&std::fs::read_to_string(&f)?);
-        if rtts.is_empty() {
-            bail!("ping c11 -> c21: no replies ({st})");
-        }
-        Ok((
-            measure::pct(&rtts, 50.0),
-            measure::pct(&rtts, 99.0),
-            rtts.len() as f64,
-        ))
-    })?;
-    out.values.insert("ping_p50_us".into(), p50);
-    out.values.insert("ping_p99_us".into(), p99);
-    out.values.insert("ping_replies".into(), n);
-    log(&format!(
-        "  {tag}: ping p50 {p50:.0} us, p99 {p99:.0} us ({n} replies)"
-    ));
+    ping_test(ctx, env, out, "ping")?;
 
     // 2. TCP throughput: AF_XDP c11 -> c21, then TAPs with offloads (on vxmesh) c12 -> c22.
     for (client, server, key, name) in [
@@ -775,6 +746,56 @@ fn measure_side(
         ));
     }
     drop(servers);
+    Ok(())
+}
+
+/// `ping -c N -i 0.002` c11 -> c21 (`-i 0.01` where the faster interval is refused): the p50 and
+/// p99 RTT and the reply count as `{key}_p50_us`, `{key}_p99_us`, `{key}_replies`.
+fn ping_test(ctx: &Ctx, env: &Env, out: &mut SideOut, key: &str) -> Result<()> {
+    let c21_ip = ip_of("c21");
+    let ivl = *ctx.ping_interval.get_or_init(|| {
+        if sh(
+            &env.c11,
+            &["ping", "-c", "3", "-i", "0.002", "-W", "1", c21_ip],
+        )
+        .is_ok()
+        {
+            "0.002"
+        } else {
+            log("ping -i 0.002 refused; using -i 0.01");
+            "0.01"
+        }
+    });
+    let count = ctx.plan.ping_count.to_string();
+    let ping_secs =
+        (f64::from(ctx.plan.ping_count) * ivl.parse::<f64>().unwrap_or(0.01)).ceil() as u64 + 15;
+    let (p50, p99, n) = gated(ctx, env, key, out, || {
+        let f = format!("{}{key}.txt", env.raw);
+        let st = Load::start(
+            &env.c11,
+            ping_secs,
+            &["ping", "-c", &count, "-i", ivl, "-W", "1", c21_ip],
+            Path::new(&f),
+        )?
+        .wait()?;
+        let rtts = measure::parse_ping(&std::fs::read_to_string(&f)?);
+        if rtts.is_empty() {
+            bail!("ping c11 -> c21: no replies ({st})");
+        }
+        Ok((
+            measure::pct(&rtts, 50.0),
+            measure::pct(&rtts, 99.0),
+            rtts.len() as f64,
+        ))
+    })?;
+    out.values.insert(format!("{key}_p50_us"), p50);
+    out.values.insert(format!("{key}_p99_us"), p99);
+    out.values.insert(format!("{key}_replies"), n);
+    log(&format!(
+        "  r{} {}: {key}: p50 {p50:.0} us, p99 {p99:.0} us ({n} replies)",
+        env.run,
+        env.side.name()
+    ));
     Ok(())
 }
 
@@ -1031,7 +1052,7 @@ const NOTES: &[&str] = &[
     "Same topology on both sides (vxmesh::lab::Lab from one cluster file; the kernel side's file has no `attach`): 2 node namespaces joined through an underlay bridge namespace, 2 container namespaces per node, MTU 1450 in the overlay, 1500 underlay.",
     "vxmesh side: c11 and c21 on AF_XDP (veth), c12 and c22 on TAPs with offloads (vnet_hdr, TX checksum and TSO: 64 KB TCP super-frames in, GRO-merged super-frames out); the VIP by vxmesh's load balancer (rr, conntrack). Kernel side: bridge + VXLAN device per node (nolearning, static FDB), VIP by a kube-proxy-style nftables ruleset with `numgen inc mod 3` DNAT + conntrack in c11's own namespace (Docker's per-sandbox LB; no IPVS in this kernel), installed just before the HTTP tests, as the reference did.",
     "Offloads differ, on purpose: the kernel side leaves the containers' TX checksum/TSO/GSO at the veth defaults (on, as Docker does); vxmesh needs them off on its AF_XDP containers (AF_XDP carries raw frames: no partial checksums, no 64 KB super-frames), so c11 -> c21 moves 1450-byte frames through vxmesh while the kernel moves 64 KB GSO super-packets through its bridge and VXLAN device. vxmesh's TAPs (c12, c22) take offloads: a super-frame crosses the pipeline once, is cut into segments in software at the underlay, which sends them as one UDP GSO message; the receiving node gets them with UDP GRO and merges them back into a super-frame for the TAP.",
-    "Both vxmesh nodes' poll threads busy-poll while traffic flows, yielding the CPU on empty rounds (they sleep in poll(2) after the busy-poll window, 200 µs unless --busy-poll-us says otherwise), so under load vxmesh spends up to two cores of this machine on polling, next to iperf3/nginx/wrk; the CPU-per-packet figure includes them. Idle, it sleeps: the ping RTT includes the wake-up.",
+    "Both vxmesh nodes' poll threads busy-poll while traffic flows, yielding the CPU on empty rounds (they sleep in poll(2) after the busy-poll window, 200 µs unless --busy-poll-us says otherwise), so under load vxmesh spends up to two cores of this machine on polling, next to iperf3/nginx/wrk; the CPU-per-packet figure includes them. Idle, it sleeps: the ping RTT includes the wake-up (a sleeping node wakes twice per round trip: n1 for the request, n2 when it arrives; both are still polling for the reply). The \"always polling\" ping rows come from the same run, after its other tests, with both nodes restarted with --busy-poll-us max: no wake-ups, at the cost of two cores spinning whether or not traffic flows.",
     "CPU per million packets: /proc/stat user+nice+system+irq+softirq over all CPUs, in a steady window (0.5 s after iperf3 starts to 0.5 s before its end), divided by the frames that entered c21's eth0 in that window. It is system-wide: the vxmesh poll threads, iperf3 client and server, softirq, and anything else the machine ran (the 'other sessions' column of the contention record; a variant with it subtracted is in the supporting table).",
     "iperf3 UDP 64 B is sender-limited on the kernel side (one iperf3 thread), as the reference notes; the figure is the overlay's delivered rate for that sender.",
 ];

@@ -19,6 +19,9 @@ pub struct Metric {
     pub higher_better: bool,
     /// In the main table and the chart (else: supporting figures).
     pub headline: bool,
+    /// The kernel figure to compare with, when the kernel has no figure of its own under `key`
+    /// (a vxmesh-only mode compared with the kernel's only one).
+    pub kernel_key: Option<&'static str>,
 }
 
 const fn m(
@@ -34,6 +37,20 @@ const fn m(
         unit,
         higher_better,
         headline,
+        kernel_key: None,
+    }
+}
+
+/// A vxmesh-only figure compared with the kernel's `kernel_key`.
+const fn vs(
+    key: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    kernel_key: &'static str,
+) -> Metric {
+    Metric {
+        kernel_key: Some(kernel_key),
+        ..m(key, label, unit, false, true)
     }
 }
 
@@ -69,6 +86,18 @@ pub const METRICS: &[Metric] = &[
     ),
     m("ping_p50_us", "ping RTT p50 c11 -> c21", "us", false, true),
     m("ping_p99_us", "ping RTT p99 c11 -> c21", "us", false, true),
+    vs(
+        "ping_poll_p50_us",
+        "ping RTT p50, vxmesh always polling (--busy-poll-us max; kernel: as above)",
+        "us",
+        "ping_p50_us",
+    ),
+    vs(
+        "ping_poll_p99_us",
+        "ping RTT p99, vxmesh always polling (--busy-poll-us max; kernel: as above)",
+        "us",
+        "ping_p99_us",
+    ),
     m(
         "http_ka_rps",
         "HTTP via VIP, keep-alive (wrk -c32)",
@@ -258,15 +287,16 @@ pub fn rows<'a>(samples: &[(Side, BTreeMap<String, f64>)], metrics: &[&'a Metric
     metrics
         .iter()
         .map(|&metric| {
-            let vals = |side: Side| -> Vec<f64> {
+            let vals = |side: Side, key: &str| -> Vec<f64> {
                 samples
                     .iter()
                     .filter(|(s, _)| *s == side)
-                    .filter_map(|(_, v)| v.get(metric.key).copied())
+                    .filter_map(|(_, v)| v.get(key).copied())
                     .filter(|x| x.is_finite())
                     .collect()
             };
-            let (v, k) = (vals(Side::Vxmesh), vals(Side::Kernel));
+            let v = vals(Side::Vxmesh, metric.key);
+            let k = vals(Side::Kernel, metric.kernel_key.unwrap_or(metric.key));
             let (sv, sk) = (stats(&v), stats(&k));
             Row {
                 metric,
@@ -534,6 +564,25 @@ mod tests {
         assert_eq!(fmt_num(1234567.4), "1,234,567");
         assert_eq!(fmt_num(12.345), "12.3");
         assert_eq!(fmt_num(0.1234), "0.123");
+    }
+
+    #[test]
+    fn a_vxmesh_only_mode_is_compared_with_the_kernel_figure_it_names() {
+        let mut a = BTreeMap::new();
+        a.insert("ping_p50_us".to_string(), 20.0);
+        a.insert("ping_poll_p50_us".to_string(), 9.0);
+        let mut b = BTreeMap::new();
+        b.insert("ping_p50_us".to_string(), 5.0);
+        let samples = vec![(Side::Vxmesh, a), (Side::Kernel, b)];
+        let all: Vec<&Metric> = METRICS.iter().collect();
+        let rs = rows(&samples, &all);
+        let poll = rs
+            .iter()
+            .find(|r| r.metric.key == "ping_poll_p50_us")
+            .unwrap();
+        assert_eq!(poll.ratio().unwrap().0, 9.0 / 5.0);
+        let plain = rs.iter().find(|r| r.metric.key == "ping_p50_us").unwrap();
+        assert_eq!(plain.ratio().unwrap().0, 4.0);
     }
 
     #[test]
