@@ -15,17 +15,16 @@
 //! namespaces, every wait is bounded, and a guard deletes exactly the namespaces it created (after
 //! stopping the switch and killing what it started), on failure too.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::RawFd;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use nslab::{enter_netns, has_tool, in_netns, ip, run, stop_child, wait_for};
 use vswitch::fdb::FdbDest;
 use vswitch::frames;
 use vswitch::tap::{TapConfig, TapPort};
@@ -51,7 +50,7 @@ const SWITCH_LIFETIME: Duration = Duration::from_secs(120);
 /// tshark stops by itself after this many seconds.
 const TSHARK_DURATION_SECS: u32 = 120;
 /// Bound on every wait for something to happen.
-const WAIT: Duration = Duration::from_secs(15);
+const WAIT: Duration = nslab::WAIT;
 /// How often the switch thread publishes its counters.
 const STATS_EVERY: Duration = Duration::from_millis(20);
 /// Idle wait of the switch thread on its ports' descriptors.
@@ -74,161 +73,53 @@ fn mac(s: &str) -> Mac {
     s.parse().unwrap()
 }
 
-/// The switch running in n1, on its own thread.
-struct SwitchThread {
-    stop: Arc<AtomicBool>,
-    snapshot: Arc<Mutex<Option<SwitchStats>>>,
-    handle: Option<JoinHandle<Result<SwitchStats, String>>>,
-}
-
-/// The lab: what the test created, removed by name when dropped.
+/// The lab: the switch thread, then the namespaces and processes. Fields drop in order, so
+/// the switch stops before its namespaces go.
 struct Lab {
-    prefix: String,
-    netns: Vec<String>,
-    children: Vec<(String, Child)>,
-    switch: Option<SwitchThread>,
+    switch: Option<nslab::Worker<SwitchStats>>,
+    ns: nslab::Lab,
 }
 
 impl Lab {
     fn new() -> Lab {
         Lab {
-            prefix: format!("vxi{}", std::process::id()),
-            netns: Vec::new(),
-            children: Vec::new(),
             switch: None,
+            ns: nslab::Lab::new(format!("vxi{}", std::process::id())),
         }
-    }
-
-    fn name(&self, short: &str) -> String {
-        format!("{}{short}", self.prefix)
-    }
-
-    fn add_netns(&mut self, short: &str) -> String {
-        let ns = self.name(short);
-        run(Command::new("ip").args(["netns", "add", &ns]));
-        self.netns.push(ns.clone());
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ns
     }
 
     /// Stop the switch and return its final counters.
     fn stop_switch(&mut self) -> SwitchStats {
-        let mut sw = self.switch.take().expect("switch running");
-        sw.stop.store(true, Ordering::Relaxed);
-        sw.handle
-            .take()
-            .unwrap()
-            .join()
-            .expect("switch thread panicked")
-            .expect("switch thread failed")
+        self.switch.take().expect("switch running").stop()
     }
 
     /// The counters the switch published last.
     fn stats(&self) -> SwitchStats {
         self.switch
             .as_ref()
-            .and_then(|s| s.snapshot.lock().unwrap().clone())
+            .map(|w| w.snapshot())
             .unwrap_or_default()
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut sw) = self.switch.take() {
-            sw.stop.store(true, Ordering::Relaxed);
-            if let Some(h) = sw.handle.take() {
-                let _ = h.join();
-            }
-        }
-        for (_, child) in &mut self.children {
-            stop_child(child);
-        }
-        let me = std::process::id();
-        for ns in self.netns.iter().rev() {
-            // Anything still running inside a namespace this test created was started by it.
-            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
-            if let Ok(out) = pids {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<libc::pid_t>()
-                        && pid as u32 != me
-                    {
-                        // SAFETY: kill(2) on a pid that lives in one of this test's namespaces.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
+/// Pings from `from` to `to` that must all be answered; ping's output.
+fn ping(from: &str, to: Ipv4Addr, extra: &[&str]) -> String {
+    nslab::ping(from, to, PINGS, extra)
 }
 
-/// SIGINT, a bounded wait, then SIGKILL.
-fn stop_child(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    // SAFETY: kill(2) on our own child's pid, which try_wait just showed has not been reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+/// [`TCP_BYTES`] each way between a server in `server_ns` on `server_ip` and a client in
+/// `client_ns`, every byte checked.
+fn tcp_exchange(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str) {
+    nslab::tcp_exchange(
+        server_ns,
+        SocketAddrV4::new(server_ip, TCP_PORT),
+        client_ns,
+        TCP_BYTES,
     );
-    out
-}
-
-fn ip(args: &[&str]) -> String {
-    String::from_utf8_lossy(&run(Command::new("ip").args(args)).stdout).into_owned()
 }
 
 fn bridge(args: &[&str]) {
     run(Command::new("bridge").args(args));
-}
-
-/// Run `cmd args` inside `ns`; its output, successful or not.
-fn nsexec(ns: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?} in {ns}: {e}"))
-}
-
-/// Run `f` on a new thread that has moved into `ns` (and dies with it).
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<Result<T, String>> {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        enter_netns(&path)?;
-        Ok(f())
-    })
-}
-
-fn enter_netns(path: &str) -> Result<(), String> {
-    let f = File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    // SAFETY: setns on a descriptor we own; it changes only the calling thread's namespace.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 /// Turn transmit checksum offload off on `ifname` in `ns` (what `ethtool -K IF tx off` does).
@@ -262,31 +153,11 @@ fn tx_checksum_off(ns: &str, ifname: &str) {
     .unwrap();
 }
 
-/// Wait until `cond` holds, at most [`WAIT`].
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn has_tool(name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// The vxmesh node n1: builds its switch in n1 (TAP in c11) and polls it until told to stop.
 fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let snapshot = Arc::new(Mutex::new(None));
     let (ready_tx, ready_rx) = mpsc::channel();
     let (n1_path, c11) = (format!("/run/netns/{n1}"), c11.to_string());
-    let (stop2, snap2) = (stop.clone(), snapshot.clone());
-    let handle = thread::spawn(move || -> Result<SwitchStats, String> {
+    let worker = nslab::Worker::spawn(move |stop, snap| -> Result<SwitchStats, String> {
         // The switch and the descriptors to sleep on when idle (read before the ports are boxed).
         let setup = || -> Result<(Switch, Vec<RawFd>), String> {
             enter_netns(&n1_path)?;
@@ -358,10 +229,10 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
             .collect();
         let start = Instant::now();
         let mut published = Instant::now();
-        while !stop2.load(Ordering::Relaxed) && start.elapsed() < SWITCH_LIFETIME {
+        while !stop.load(Ordering::Relaxed) && start.elapsed() < SWITCH_LIFETIME {
             let n = sw.poll(Time::monotonic());
             if published.elapsed() >= STATS_EVERY {
-                *snap2.lock().unwrap() = Some(sw.stats());
+                *snap.lock().unwrap() = Some(sw.stats());
                 published = Instant::now();
             }
             if n == 0 {
@@ -369,98 +240,15 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
                 unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, IDLE_POLL_MS) };
             }
         }
-        let stats = sw.stats();
-        *snap2.lock().unwrap() = Some(stats.clone());
-        Ok(stats)
+        Ok(sw.stats())
         // The switch drops here: the UDP socket closes and the TAP disappears with its fd.
     });
-    lab.switch = Some(SwitchThread {
-        stop,
-        snapshot,
-        handle: Some(handle),
-    });
+    lab.switch = Some(worker);
     match ready_rx.recv_timeout(WAIT) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("the vxmesh node did not start: {e}"),
         Err(e) => panic!("the vxmesh node did not start: {e}"),
     }
-}
-
-/// One TCP exchange: a client in `client_ns` sends [`TCP_BYTES`] to a server in `server_ns`
-/// on `server_ip`, which answers with how many it got. Both sides bounded in time.
-fn tcp_exchange(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str) {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let server = in_netns(server_ns, move || -> Result<usize, String> {
-        let l = TcpListener::bind((server_ip, TCP_PORT)).map_err(|e| format!("bind: {e}"))?;
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        ready_tx.send(()).unwrap();
-        let start = Instant::now();
-        let (mut s, _) = loop {
-            match l.accept() {
-                Ok(c) => break c,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if start.elapsed() > WAIT {
-                        return Err("no connection".into());
-                    }
-                    thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(format!("accept: {e}")),
-            }
-        };
-        s.set_nonblocking(false).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut got = 0;
-        while got < TCP_BYTES {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) => return Err(format!("server read after {got} bytes: {e}")),
-            }
-        }
-        s.write_all(format!("got {got}").as_bytes())
-            .map_err(|e| format!("server write: {e}"))?;
-        Ok(got)
-    });
-    ready_rx.recv_timeout(WAIT).expect("server listening");
-    let client = in_netns(client_ns, move || -> Result<String, String> {
-        let addr = SocketAddrV4::new(server_ip, TCP_PORT).into();
-        let mut s = TcpStream::connect_timeout(&addr, WAIT).map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-        let payload: Vec<u8> = (0..TCP_BYTES).map(|i| (i % 251) as u8).collect();
-        s.write_all(&payload)
-            .map_err(|e| format!("client write: {e}"))?;
-        let mut reply = String::new();
-        s.read_to_string(&mut reply)
-            .map_err(|e| format!("client read: {e}"))?;
-        Ok(reply)
-    });
-    let reply = client.join().unwrap().unwrap();
-    let got = server.join().unwrap().unwrap();
-    let reply = reply.expect("client side of the TCP exchange");
-    let got = got.expect("server side of the TCP exchange");
-    assert_eq!(got, TCP_BYTES);
-    assert_eq!(reply, format!("got {TCP_BYTES}"));
-}
-
-fn ping(from: &str, to: Ipv4Addr, extra: &[&str]) -> String {
-    let count = PINGS.to_string();
-    let to = to.to_string();
-    let mut args = vec![
-        "ping", "-n", "-c", &count, "-i", "0.2", "-W", "2", "-w", "10",
-    ];
-    args.extend_from_slice(extra);
-    args.push(&to);
-    let out = nsexec(from, &args);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && text.contains(&format!("{PINGS} received")),
-        "ping {to} from {from} {extra:?} failed:\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
 }
 
 /// A VXLAN datagram for appnet's VNI (or `vni`) carrying a UDP frame "from c21 to c11".
@@ -487,7 +275,7 @@ fn vxlan_datagram(vni: u32, i_flag: bool) -> Vec<u8> {
 
 /// Send `datagrams` to n1's VTEP from `src` (an address of n2's underlay).
 fn send_from_n2(lab: &Lab, src: Ipv4Addr, datagrams: Vec<Vec<u8>>) {
-    in_netns(&lab.name("n2"), move || {
+    in_netns(&lab.ns.name("n2"), move || {
         let s = UdpSocket::bind((src, 0)).expect("bind in n2");
         for d in &datagrams {
             s.send_to(d, (N1_VTEP, VXLAN_PORT)).expect("send");
@@ -515,12 +303,12 @@ fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
     }
     let mut lab = Lab::new();
     let root_links_before = ip(&["-o", "link"]);
-    assert!(!root_links_before.contains(&lab.prefix));
+    assert!(!root_links_before.contains(&lab.ns.prefix));
 
-    let n1 = lab.add_netns("n1");
-    let n2 = lab.add_netns("n2");
-    let c11 = lab.add_netns("c11");
-    let c21 = lab.add_netns("c21");
+    let n1 = lab.ns.add_netns("n1");
+    let n2 = lab.ns.add_netns("n2");
+    let c11 = lab.ns.add_netns("c11");
+    let c21 = lab.ns.add_netns("c21");
 
     // Underlay: a veth made inside n1, its peer moved straight into n2.
     ip(&[
@@ -693,7 +481,7 @@ fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
         .expect("starting tshark");
     let stdout = tshark.stdout.take().unwrap();
     let stderr = tshark.stderr.take().unwrap();
-    lab.children.push(("tshark".into(), tshark));
+    lab.ns.adopt("tshark", tshark);
     let (cap_tx, cap_rx) = mpsc::channel();
     let err_reader = thread::spawn(move || {
         let mut all = String::new();
@@ -796,12 +584,7 @@ fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
     }
 
     // Stop the capture and the switch.
-    let (_, tshark) = lab
-        .children
-        .iter_mut()
-        .find(|(w, _)| w == "tshark")
-        .unwrap();
-    stop_child(tshark);
+    stop_child(lab.ns.child("tshark").unwrap());
     let fields = out_reader.join().unwrap();
     let tshark_err = err_reader.join().unwrap();
     let stats = lab.stop_switch();
@@ -845,9 +628,9 @@ fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
     }
     let decap = stats.stage("vxlan-decap").unwrap();
     let encap = stats.stage("vxlan-encap").unwrap();
-    // Each direction's TCP_BYTES cross one way only: kernel -> vxmesh through decap, vxmesh ->
-    // kernel through encap, in frames of at most MTU bytes of IP (the ACKs coming back are too
-    // few to count on: delayed and coalesced ACKs vary from run to run).
+    // Each exchange carries TCP_BYTES each way: kernel -> vxmesh through decap, vxmesh ->
+    // kernel through encap, in frames of at most MTU bytes of IP (the ACKs are not counted on:
+    // delayed and coalesced ACKs vary from run to run).
     assert!(decap.cont >= TCP_BYTES as u64 / u64::from(MTU), "{decap:?}");
     assert!(
         encap.output >= TCP_BYTES as u64 / u64::from(MTU),
@@ -918,13 +701,13 @@ fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
 
     // Nothing in the root namespace, and after cleanup, none of the lab's namespaces.
     let root_links_after = ip(&["-o", "link"]);
-    assert!(!root_links_after.contains(&lab.prefix));
+    assert!(!root_links_after.contains(&lab.ns.prefix));
     let root_addrs = ip(&["-o", "addr"]);
     assert!(
         !root_addrs.contains("198.18.0.") && !root_addrs.contains("10.0.9."),
         "{root_addrs}"
     );
-    let names = lab.netns.clone();
+    let names = lab.ns.netns.clone();
     drop(lab);
     let left = ip(&["netns", "list"]);
     for ns in names {

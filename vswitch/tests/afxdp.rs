@@ -17,15 +17,15 @@
 //! wait is bounded, no assertion is about time, and a guard deletes exactly the namespaces it
 //! created (after stopping the switch and killing what it started), on failure too.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use nslab::{has_tool, in_netns, ip, wait_for};
 use vswitch::afxdp::{AfxdpConfig, AfxdpPort, DEFAULT_RX_RING, XdpMode};
 use vswitch::ethtool;
 use vswitch::netns::NetnsSwitch;
@@ -49,7 +49,7 @@ const VC12_QUEUES: usize = 2;
 /// The switch thread stops by itself after this, whatever happens to the test.
 const SWITCH_LIFETIME: Duration = Duration::from_secs(120);
 /// Bound on every wait for something to happen.
-const WAIT: Duration = Duration::from_secs(15);
+const WAIT: Duration = nslab::WAIT;
 /// How often the switch thread publishes its counters.
 const STATS_EVERY: Duration = Duration::from_millis(20);
 /// Idle wait of the switch thread on its ports' descriptors.
@@ -77,147 +77,49 @@ fn mac(s: &str) -> Mac {
     s.parse().unwrap()
 }
 
-/// The switch in the node namespace, on its own thread.
-struct SwitchThread {
-    stop: Arc<AtomicBool>,
-    snapshot: Arc<Mutex<Option<SwitchStats>>>,
-    handle: Option<JoinHandle<Result<SwitchStats, String>>>,
-}
-
-/// The lab: what the test created, removed by name when dropped.
+/// The lab: the switch thread, then the namespaces and processes. Fields drop in order, so
+/// the switch stops before its namespaces go.
 struct Lab {
-    prefix: String,
-    netns: Vec<String>,
-    children: Vec<Child>,
-    switch: Option<SwitchThread>,
+    switch: Option<nslab::Worker<SwitchStats>>,
+    ns: nslab::Lab,
 }
 
 impl Lab {
     fn new() -> Lab {
         Lab {
-            prefix: format!("vxa{}-", std::process::id()),
-            netns: Vec::new(),
-            children: Vec::new(),
             switch: None,
+            ns: nslab::Lab::new(format!("vxa{}-", std::process::id())),
         }
-    }
-
-    fn name(&self, short: &str) -> String {
-        format!("{}{short}", self.prefix)
-    }
-
-    fn add_netns(&mut self, short: &str) -> String {
-        let ns = self.name(short);
-        run(Command::new("ip").args(["netns", "add", &ns]));
-        self.netns.push(ns.clone());
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ns
     }
 
     /// Stop the switch and return its final counters.
     fn stop_switch(&mut self) -> SwitchStats {
-        let mut sw = self.switch.take().expect("switch running");
-        sw.stop.store(true, Ordering::Relaxed);
-        sw.handle
-            .take()
-            .unwrap()
-            .join()
-            .expect("switch thread panicked")
-            .expect("switch thread failed")
+        self.switch.take().expect("switch running").stop()
     }
 
     /// The counters the switch published last.
     fn stats(&self) -> SwitchStats {
         self.switch
             .as_ref()
-            .and_then(|s| s.snapshot.lock().unwrap().clone())
+            .map(|w| w.snapshot())
             .unwrap_or_default()
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut sw) = self.switch.take() {
-            sw.stop.store(true, Ordering::Relaxed);
-            if let Some(h) = sw.handle.take() {
-                let _ = h.join();
-            }
-        }
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let me = std::process::id();
-        for ns in self.netns.iter().rev() {
-            // Anything still running inside a namespace this test created was started by it.
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<libc::pid_t>()
-                        && pid as u32 != me
-                    {
-                        // SAFETY: kill(2) on a pid that lives in one of this test's namespaces.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
+/// Pings from `from` to `to` that must all be answered.
+fn ping(from: &str, to: Ipv4Addr, extra: &[&str]) {
+    nslab::ping(from, to, PINGS, extra);
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+/// [`TCP_BYTES`] each way between a server in `server_ns` on `server_ip` and a client in
+/// `client_ns`, every byte checked.
+fn tcp_exchange(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str) {
+    nslab::tcp_exchange(
+        server_ns,
+        SocketAddrV4::new(server_ip, TCP_PORT),
+        client_ns,
+        TCP_BYTES,
     );
-    out
-}
-
-fn ip(args: &[&str]) -> String {
-    String::from_utf8_lossy(&run(Command::new("ip").args(args)).stdout).into_owned()
-}
-
-/// Run `cmd args` inside `ns`; its output, successful or not.
-fn nsexec(ns: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?} in {ns}: {e}"))
-}
-
-/// Run `f` on a new thread that has moved into `ns` (and stays there until it ends).
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<Result<T, String>> {
-    let ns = ns.to_string();
-    thread::spawn(move || {
-        let _inside = NetnsSwitch::enter(&ns).map_err(|e| e.to_string())?;
-        Ok(f())
-    })
-}
-
-fn has_tool(name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Wait until `cond` holds, at most [`WAIT`].
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Whether an XDP program is attached to `ifname` in `ns`, as `ip -d link` shows it.
@@ -229,9 +131,9 @@ fn xdp_attached(ns: &str, ifname: &str) -> bool {
 /// The node namespace and two containers, each with a veth: host end in the node, `eth0` in
 /// the container, offloads off on the container side.
 fn build(lab: &mut Lab) -> (String, String, String) {
-    let node = lab.add_netns("node");
-    let c11 = lab.add_netns("c11");
-    let c12 = lab.add_netns("c12");
+    let node = lab.ns.add_netns("node");
+    let c11 = lab.ns.add_netns("c11");
+    let c12 = lab.ns.add_netns("c12");
     let mtu = MTU.to_string();
     for (c, host, addr, m, queues) in [
         (&c11, VC11, C11_IP, C11_MAC, VC11_QUEUES),
@@ -265,12 +167,9 @@ fn build(lab: &mut Lab) -> (String, String, String) {
 
 /// The vxmesh node: opens both ports in the node namespace in `mode`, switches until stopped.
 fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let snapshot = Arc::new(Mutex::new(None));
     let (ready_tx, ready_rx) = mpsc::channel();
     let node = node.to_string();
-    let (stop2, snap2) = (stop.clone(), snapshot.clone());
-    let handle = thread::spawn(move || -> Result<SwitchStats, String> {
+    let worker = nslab::Worker::spawn(move |stop, snap| -> Result<SwitchStats, String> {
         // The node process lives in the node namespace: this thread does, until it ends (the
         // guard is dropped after the switch).
         let mut inside = None;
@@ -328,10 +227,10 @@ fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
             .collect();
         let start = Instant::now();
         let mut published = Instant::now();
-        while !stop2.load(Ordering::Relaxed) && start.elapsed() < SWITCH_LIFETIME {
+        while !stop.load(Ordering::Relaxed) && start.elapsed() < SWITCH_LIFETIME {
             let n = sw.poll(Time::monotonic());
             if published.elapsed() >= STATS_EVERY {
-                *snap2.lock().unwrap() = Some(sw.stats());
+                *snap.lock().unwrap() = Some(sw.stats());
                 published = Instant::now();
             }
             if n == 0 {
@@ -350,110 +249,15 @@ fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
                 }
             }
         }
-        let stats = sw.stats();
-        *snap2.lock().unwrap() = Some(stats.clone());
-        Ok(stats)
+        Ok(sw.stats())
         // The switch drops here with its ports: the XDP links close and the programs detach.
     });
-    lab.switch = Some(SwitchThread {
-        stop,
-        snapshot,
-        handle: Some(handle),
-    });
+    lab.switch = Some(worker);
     match ready_rx.recv_timeout(WAIT) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("the switch did not start in {mode:?} mode: {e}"),
         Err(e) => panic!("the switch did not start in {mode:?} mode: {e}"),
     }
-}
-
-fn ping(from: &str, to: Ipv4Addr, extra: &[&str]) {
-    let count = PINGS.to_string();
-    let to = to.to_string();
-    let mut args = vec![
-        "ping", "-n", "-c", &count, "-i", "0.2", "-W", "2", "-w", "10",
-    ];
-    args.extend_from_slice(extra);
-    args.push(&to);
-    let out = nsexec(from, &args);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains(&format!("{PINGS} received")),
-        "ping {to} from {from} {extra:?} failed:\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The byte at offset `i` of the stream sent by `side` (different each way).
-fn pattern(side: u8, i: usize) -> u8 {
-    (i % 251) as u8 ^ side
-}
-
-/// Read exactly `n` bytes from `s`, checking each against `pattern(side, _)`.
-fn read_checked(s: &mut TcpStream, n: usize, side: u8) -> Result<(), String> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut got = 0;
-    while got < n {
-        let want = buf.len().min(n - got);
-        let k = s
-            .read(&mut buf[..want])
-            .map_err(|e| format!("read after {got} bytes: {e}"))?;
-        if k == 0 {
-            return Err(format!("connection closed after {got} of {n} bytes"));
-        }
-        if let Some(bad) = (0..k).find(|&j| buf[j] != pattern(side, got + j)) {
-            return Err(format!("byte {} differs", got + bad));
-        }
-        got += k;
-    }
-    Ok(())
-}
-
-fn write_pattern(s: &mut TcpStream, n: usize, side: u8) -> Result<(), String> {
-    let payload: Vec<u8> = (0..n).map(|i| pattern(side, i)).collect();
-    s.write_all(&payload).map_err(|e| format!("write: {e}"))
-}
-
-/// [`TCP_BYTES`] from `client_ns` to a server in `server_ns` on `server_ip`, then as many back,
-/// every byte checked on arrival. Both sides bounded in time.
-fn tcp_exchange(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str) {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let server = in_netns(server_ns, move || -> Result<(), String> {
-        let l = TcpListener::bind((server_ip, TCP_PORT)).map_err(|e| format!("bind: {e}"))?;
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        ready_tx.send(()).unwrap();
-        let start = Instant::now();
-        let (mut s, _) = loop {
-            match l.accept() {
-                Ok(c) => break c,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if start.elapsed() > WAIT {
-                        return Err("no connection".into());
-                    }
-                    thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(format!("accept: {e}")),
-            }
-        };
-        s.set_nonblocking(false).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-        read_checked(&mut s, TCP_BYTES, 1).map_err(|e| format!("server: {e}"))?;
-        write_pattern(&mut s, TCP_BYTES, 2).map_err(|e| format!("server: {e}"))
-    });
-    ready_rx.recv_timeout(WAIT).expect("server listening");
-    let client = in_netns(client_ns, move || -> Result<(), String> {
-        let addr = SocketAddrV4::new(server_ip, TCP_PORT).into();
-        let mut s = TcpStream::connect_timeout(&addr, WAIT).map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-        write_pattern(&mut s, TCP_BYTES, 1).map_err(|e| format!("client: {e}"))?;
-        read_checked(&mut s, TCP_BYTES, 2).map_err(|e| format!("client: {e}"))
-    });
-    let c = client.join().unwrap().unwrap();
-    let s = server.join().unwrap().unwrap();
-    c.expect("client side of the TCP exchange");
-    s.expect("server side of the TCP exchange");
 }
 
 fn counter(stats: &SwitchStats, port: &str, name: &str) -> u64 {
@@ -550,7 +354,7 @@ fn killed_process_leaves_nothing(lab: &mut Lab, node: &str) {
         .expect("starting the child");
     let stdout = child.stdout.take().unwrap();
     let pid = child.id() as libc::pid_t;
-    lab.children.push(child);
+    lab.ns.adopt("child", child);
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -561,9 +365,9 @@ fn killed_process_leaves_nothing(lab: &mut Lab, node: &str) {
     });
     rx.recv_timeout(WAIT).expect("the child opened its port");
     assert!(xdp_attached(node, VC11), "the child's program is attached");
-    // SAFETY: kill(2) on our own child, not yet reaped (it is in `lab.children`).
+    // SAFETY: kill(2) on our own child, not yet reaped (the lab holds it).
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    let child = lab.children.last_mut().unwrap();
+    let child = lab.ns.child("child").unwrap();
     let status = child.wait().expect("reaping the child");
     assert!(!status.success());
     // The kernel detaches when it closes the dead process's link fd, before the reap; the
@@ -630,7 +434,7 @@ fn two_containers_through_afxdp_ports_in_skb_and_drv_mode() {
     let ours: Vec<&str> = root_after
         .lines()
         .filter(|l| !root_before.contains(l))
-        .filter(|l| [VC11, VC12, &lab.prefix].iter().any(|n| l.contains(n)))
+        .filter(|l| [VC11, VC12, &lab.ns.prefix].iter().any(|n| l.contains(n)))
         .collect();
     assert!(ours.is_empty(), "links in the root namespace: {ours:?}");
 }
