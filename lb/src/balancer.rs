@@ -577,17 +577,7 @@ impl Balancer {
             removed: false,
             in_use: true,
         };
-        let slot = match self.services.iter().position(|s| !s.in_use) {
-            Some(i) => {
-                self.services[i] = svc;
-                i
-            }
-            None if self.services.len() < usize::from(u16::MAX) => {
-                self.services.push(svc);
-                self.services.len() - 1
-            }
-            None => return Err(BalancerError::TooMany("services")),
-        };
+        let slot = place(&mut self.services, svc, |s| !s.in_use, "services")?;
         self.by_key.insert(cfg.key, slot as u16);
         if let ServiceKey::Addr { net, addr, .. } = cfg.key {
             self.vips.insert((net, u32::from(addr)));
@@ -672,17 +662,7 @@ impl Balancer {
             removed: false,
             in_use: true,
         };
-        let id = match self.backends.iter().position(|x| !x.in_use) {
-            Some(i) => {
-                self.backends[i] = be;
-                i
-            }
-            None if self.backends.len() < usize::from(u16::MAX) => {
-                self.backends.push(be);
-                self.backends.len() - 1
-            }
-            None => return Err(BalancerError::TooMany("backends")),
-        };
+        let id = place(&mut self.backends, be, |b| !b.in_use, "backends")?;
         self.services[s].dests.push(id as u16);
         self.resched(s, None);
         Ok(())
@@ -1351,6 +1331,25 @@ impl Balancer {
     }
 }
 
+/// Put `item` in the first free slot of `arena` (`free`), or at its end while it holds fewer
+/// than `u16::MAX` (slots are named by `u16` ids); its slot.
+fn place<T>(
+    arena: &mut Vec<T>,
+    item: T,
+    free: impl Fn(&T) -> bool,
+    what: &'static str,
+) -> Result<usize, BalancerError> {
+    if let Some(i) = arena.iter().position(free) {
+        arena[i] = item;
+        return Ok(i);
+    }
+    if arena.len() >= usize::from(u16::MAX) {
+        return Err(BalancerError::TooMany(what));
+    }
+    arena.push(item);
+    Ok(arena.len() - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1364,6 +1363,21 @@ mod tests {
     const CMAC: Mac = [2, 0x42, 10, 0, 9, 11];
     const VMAC: Mac = [2, 0x42, 10, 0, 9, 100];
     const ETH: usize = 14;
+
+    #[test]
+    fn slots_are_reused_first_and_bounded_by_their_u16_ids() {
+        // `true` marks a slot in use.
+        let mut arena = vec![true, false, true];
+        assert_eq!(place(&mut arena, true, |&u| !u, "things").unwrap(), 1);
+        assert_eq!(place(&mut arena, true, |&u| !u, "things").unwrap(), 3);
+        let mut full = vec![true; usize::from(u16::MAX)];
+        assert!(matches!(
+            place(&mut full, true, |&u| !u, "things"),
+            Err(BalancerError::TooMany("things"))
+        ));
+        full[7] = false;
+        assert_eq!(place(&mut full, true, |&u| !u, "things").unwrap(), 7);
+    }
 
     fn backend(i: u8, weight: u32) -> BackendConfig {
         BackendConfig {
