@@ -593,60 +593,46 @@ async fn capture(
 /// The client side: send `req` to the node at `control`, print its replies, return the exit
 /// code.
 pub fn client(control: &Path, req: &Request) -> u8 {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    use std::io::{BufRead, Write};
+    // One request and its replies, in order: plain blocking I/O, no runtime needed.
+    let stream = match std::os::unix::net::UnixStream::connect(control) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("vxmesh: {e}");
+            eprintln!(
+                "vxmesh: cannot reach a node at {}: {e} (is `vxmesh run` running with this control socket?)",
+                control.display()
+            );
             return EXIT_FAILURE;
         }
     };
-    rt.block_on(async {
-        let stream = match UnixStream::connect(control).await {
-            Ok(s) => s,
+    let mut line = serde_json::to_string(req).expect("requests serialize");
+    line.push('\n');
+    if let Err(e) = (&stream).write_all(line.as_bytes()) {
+        eprintln!("vxmesh: {}: {e}", control.display());
+        return EXIT_FAILURE;
+    }
+    for l in std::io::BufReader::new(&stream).lines() {
+        let l = match l {
+            Ok(l) => l,
             Err(e) => {
-                eprintln!(
-                    "vxmesh: cannot reach a node at {}: {e} (is `vxmesh run` running with this control socket?)",
-                    control.display()
-                );
+                eprintln!("vxmesh: {e}");
                 return EXIT_FAILURE;
             }
         };
-        let (r, mut w) = stream.into_split();
-        let mut line = serde_json::to_string(req).expect("requests serialize");
-        line.push('\n');
-        if let Err(e) = w.write_all(line.as_bytes()).await {
-            eprintln!("vxmesh: {}: {e}", control.display());
-            return EXIT_FAILURE;
-        }
-        let mut lines = BufReader::new(r).lines();
-        use std::io::Write;
-        loop {
-            match lines.next_line().await {
-                Ok(Some(l)) => match serde_json::from_str::<Reply>(&l) {
-                    Ok(Reply::Out(s)) => {
-                        let mut o = std::io::stdout().lock();
-                        let _ = o.write_all(s.as_bytes());
-                        let _ = o.flush();
-                    }
-                    Ok(Reply::Err(s)) => eprintln!("vxmesh: {s}"),
-                    Ok(Reply::Exit(code)) => return code,
-                    Err(e) => {
-                        eprintln!("vxmesh: bad reply from the node: {e}");
-                        return EXIT_FAILURE;
-                    }
-                },
-                Ok(None) => {
-                    eprintln!("vxmesh: the node closed the connection");
-                    return EXIT_FAILURE;
-                }
-                Err(e) => {
-                    eprintln!("vxmesh: {e}");
-                    return EXIT_FAILURE;
-                }
+        match serde_json::from_str::<Reply>(&l) {
+            Ok(Reply::Out(s)) => {
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(s.as_bytes());
+                let _ = o.flush();
+            }
+            Ok(Reply::Err(s)) => eprintln!("vxmesh: {s}"),
+            Ok(Reply::Exit(code)) => return code,
+            Err(e) => {
+                eprintln!("vxmesh: bad reply from the node: {e}");
+                return EXIT_FAILURE;
             }
         }
-    })
+    }
+    eprintln!("vxmesh: the node closed the connection");
+    EXIT_FAILURE
 }
