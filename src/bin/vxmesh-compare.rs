@@ -666,9 +666,20 @@ fn measure_side(
 
     // 3. UDP 64 B packets per second, and the CPU they cost.
     let usecs = p.udp_secs.to_string();
-    let (udp_vals, deltas, sock_drops) = gated(ctx, env, "udp64", out, || {
+    let UdpOut {
+        values: udp_vals,
+        deltas,
+        sock_drops,
+        placement,
+    } = gated(ctx, env, "udp64", out, || {
         udp_test(ctx, env, &usecs, hooks.dp_stats)
     })?;
+    log(&format!(
+        "  {tag}: threads on CPUs during the UDP test: {}",
+        placement.join(" | ")
+    ));
+    out.notes
+        .insert("udp64_thread_cpus".into(), json!(placement));
     if !sock_drops.is_empty() {
         log(&format!(
             "  {tag}: UDP socket drops during the UDP test: {}",
@@ -822,8 +833,16 @@ fn ping_test(ctx: &Ctx, env: &Env, out: &mut SideOut, key: &str, wait_quiet: boo
 /// system + irq + softirq, all CPUs) over a steady window (0.5 s after the start to 0.5 s
 /// before the end), divided by the frames that entered c21's eth0 in that window; plus the
 /// same over the whole iperf3 run divided by iperf3's server-counted packets.
-type CounterDeltas = Option<Vec<(String, u64)>>;
-type UdpOut = (BTreeMap<String, f64>, CounterDeltas, Vec<(String, u64)>);
+struct UdpOut {
+    values: BTreeMap<String, f64>,
+    /// vxmesh's counters that moved (vxmesh side).
+    deltas: Option<Vec<(String, u64)>>,
+    /// UDP socket errors that moved in n1, n2, c21.
+    sock_drops: Vec<(String, u64)>,
+    /// Which CPU each poll thread and iperf3 ran on, sampled at a third and two thirds of the
+    /// steady window ("comm:cpu ...").
+    placement: Vec<String>,
+}
 
 fn udp_test(
     ctx: &Ctx,
@@ -853,6 +872,12 @@ fn udp_test(
     let rx0 = measure::rx_packets(&env.c21, "eth0")?;
     let w0 = Snap::take(&env.ours)?;
     let until = t0 + Duration::from_secs_f64(d - 0.5);
+    let mut placement = Vec::new();
+    for k in 1..=2 {
+        let at = t0 + Duration::from_secs_f64(0.5 + (d - 1.0) * f64::from(k) / 3.0);
+        nap(at.saturating_duration_since(Instant::now()))?;
+        placement.push(measure::thread_cpus(&env.ours, &["vxmesh-poll", "iperf3"]));
+    }
     nap(until.saturating_duration_since(Instant::now()))?;
     let w1 = Snap::take(&env.ours)?;
     let rx1 = measure::rx_packets(&env.c21, "eth0")?;
@@ -888,7 +913,12 @@ fn udp_test(
         "udp64_cpu_s_per_mpkt_iperf".into(),
         per_m(s0.busy_s(&s1), udp.rx_packets),
     );
-    Ok((v, deltas, sock_drops))
+    Ok(UdpOut {
+        values: v,
+        deltas,
+        sock_drops,
+        placement,
+    })
 }
 
 /// The 64-byte UDP flood, c11 -> c21, unlimited rate, for `secs`, iperf3's JSON into `json`.

@@ -348,6 +348,49 @@ pub fn other_ticks(ours: &Ours) -> HashMap<i32, (u64, u64)> {
     res
 }
 
+/// The CPU each thread named one of `comms` last ran on, over the processes in our
+/// namespaces, as "comm:cpu" words sorted by name (`/proc/PID/task/TID/stat` field 39). Shows
+/// how the scheduler placed the poll threads and the load generators.
+pub fn thread_cpus(ours: &Ours, comms: &[&str]) -> String {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return String::new();
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        match std::fs::metadata(format!("/proc/{pid}/ns/net")) {
+            Ok(m) if ours.0.contains(&(m.dev(), m.ino())) => {}
+            _ => continue,
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+                continue;
+            };
+            if let Some(w) = comm_cpu(&stat)
+                && comms.iter().any(|c| w.starts_with(&format!("{c}:")))
+            {
+                found.push(w);
+            }
+        }
+    }
+    found.sort();
+    found.join(" ")
+}
+
+/// "comm:cpu" of one `/proc/.../stat` line.
+fn comm_cpu(stat: &str) -> Option<String> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    // f[0] = state (field 3), so field 39 (processor) is f[36].
+    Some(format!("{}:{}", stat.get(open + 1..close)?, f.get(36)?))
+}
+
 /// Ticks the other processes used between two [`other_ticks`] snapshots (processes that
 /// started and ended in between are missed: a lower bound).
 pub fn other_delta(a: &HashMap<i32, (u64, u64)>, b: &HashMap<i32, (u64, u64)>) -> u64 {
@@ -600,6 +643,16 @@ pub fn parse_wrk(text: &str) -> Result<Wrk> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comm_and_cpu_come_from_the_stat_line() {
+        // A comm with a space and a parenthesis, as the kernel allows.
+        let stat = "4242 (vxmesh-poll) R 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 1 0 0";
+        assert_eq!(comm_cpu(stat).as_deref(), Some("vxmesh-poll:1"));
+        let odd = "7 (a) b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 0";
+        assert_eq!(comm_cpu(odd).as_deref(), Some("a) b:0"));
+        assert_eq!(comm_cpu("1 (x) S 1"), None);
+    }
 
     #[test]
     fn wrk_text() {
