@@ -179,10 +179,19 @@ struct SideOut {
 
 /// The measurement a metric comes from (as `gated` names it).
 fn measurement_of(key: &str) -> &'static str {
-    ["ping", "tcp_tap", "tcp", "udp64", "http_ka", "http_close"]
-        .into_iter()
-        .find(|m| key.starts_with(m))
-        .unwrap_or("")
+    // Longer names first where one is a prefix of another.
+    [
+        "ping_poll",
+        "ping",
+        "tcp_tap",
+        "tcp",
+        "udp64",
+        "http_ka",
+        "http_close",
+    ]
+    .into_iter()
+    .find(|m| key.starts_with(m))
+    .unwrap_or("")
 }
 
 fn log(msg: &str) {

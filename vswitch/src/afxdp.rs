@@ -34,8 +34,8 @@
 //!   scheduler slice of 3-5 ms at 800 kpps is 2400-4000 frames. With 1024 fill frames
 //!   `vxmesh-compare`'s 64-byte flood lost about 15% of c11's packets at this socket
 //!   (`fill_ring_empty`); with 4096, 1-4%, and the machine forwarded about 25% more per
-//!   CPU second (4 quick runs each). libxdp defaults to 2048-descriptor rings and 4096 frames;
-//!   OVS's AF_XDP netdev to 2048-descriptor rings and 16384 frames.
+//!   CPU second (4 quick runs each). libxdp's default ring is 2048 descriptors (the frame count is
+//!   the application's); OVS's AF_XDP netdev uses 2048-descriptor rings and 16384 frames.
 //! - **Copy into the batch's buffers.** A [`Packet`] owns its buffer with headroom for VXLAN,
 //!   and the switch moves packets between ports by swapping buffers: a UMEM frame could not
 //!   follow a packet to a TAP or the underlay. Copying (at most one MTU) on receive hands the

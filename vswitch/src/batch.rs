@@ -144,7 +144,9 @@ impl Batch {
         let Some(n) = fill(slot.rx_area()) else {
             return Err(PushError::TooBig(FrameTooBig { len: 0, room }));
         };
-        slot.set_len(n);
+        if !slot.set_len(n) {
+            return Err(PushError::TooBig(FrameTooBig { len: n, room }));
+        }
         slot.meta = meta;
         self.len += 1;
         Ok(slot)
@@ -211,6 +213,28 @@ pub enum PushError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_with_appends_only_what_fits() {
+        let mut b = Batch::new(2);
+        let m = Meta::default();
+        b.push_with(m, |area| {
+            area[..3].copy_from_slice(&[7, 8, 9]);
+            Some(3)
+        })
+        .unwrap();
+        assert!(matches!(
+            b.push_with(m, |_| None),
+            Err(PushError::TooBig(FrameTooBig { len: 0, .. }))
+        ));
+        // A length past the buffer is refused, not appended with a stale length.
+        assert!(matches!(
+            b.push_with(m, |area| Some(area.len() + 1)),
+            Err(PushError::TooBig(_))
+        ));
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].data(), &[7, 8, 9]);
+    }
 
     #[test]
     fn swap_moves_packets_without_losing_buffers() {

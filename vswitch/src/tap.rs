@@ -45,7 +45,7 @@ use crate::batch::Batch;
 pub use crate::netns::NETNS_DIR;
 use crate::netns::{NetnsError, NetnsSwitch};
 use crate::offload::{self, VNET_HDR_LEN};
-use crate::packet::{Mac, Meta};
+use crate::packet::Mac;
 use crate::port::Port;
 
 /// The TUN/TAP clone device.
@@ -458,8 +458,8 @@ impl Port for TapPort {
                 continue;
             }
             let p = &mut spare[n];
+            // rx_area reset the metadata when the iovecs were built.
             p.set_len(len);
-            p.meta = Meta::default();
             if self.vnet {
                 match offload::from_vnet(&vh, p.data(), self.max_segment) {
                     Ok(o) => {

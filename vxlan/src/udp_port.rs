@@ -26,7 +26,7 @@
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, RawFd};
 
-use vswitch::{Batch, MAX_BATCH, Meta, Port};
+use vswitch::{Batch, MAX_BATCH, Port};
 
 use crate::peer::{PEER_PREFIX_LEN, read_peer, write_peer};
 use crate::underlay::{UdpUnderlay, UnderlayError};
@@ -159,9 +159,8 @@ impl Port for UdpPort {
                 continue;
             }
             let p = &mut spare[i];
-            p.meta = Meta::default();
-            // rx_area put the frame at the standard headroom, which holds the prefix, and the
-            // kernel wrote at most the area's length.
+            // rx_area put the frame at the standard headroom, which holds the prefix, and reset
+            // the metadata; the kernel wrote at most the area's length.
             p.set_len(len);
             if let Some(prefix) = p.push_front(PEER_PREFIX_LEN) {
                 write_peer(prefix, src);
