@@ -250,6 +250,13 @@ impl Fdb {
         (!v.expired(now.secs() as u32, self.cfg.aging_secs)).then(|| v.dest())
     }
 
+    /// Whether `entry` (from [`entry`](Self::entry)) is still in force at `now`: static, or
+    /// learned and not aged out. What [`lookup`](Self::lookup) decides, without a second probe.
+    #[inline]
+    pub fn is_live(&self, entry: FdbVal, now: Time) -> bool {
+        !entry.expired(now.secs() as u32, self.cfg.aging_secs)
+    }
+
     /// The raw entry (even if expired), for listings and traces.
     pub fn entry(&self, net: NetId, mac: Mac) -> Option<FdbVal> {
         self.table.get(&FdbKey::new(net, mac)).copied()

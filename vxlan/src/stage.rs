@@ -25,12 +25,13 @@
 //!    nor behind a local port (`drop_inner_src_spoofed`).
 //!
 //! Then the prefix and VXLAN header are stripped (one `pull_front`, no copy) and `meta.net` and
-//! `meta.from_vtep` are set. Learning remote MACs from decapsulated traffic is not done here:
-//! Docker runs its VTEP with `nolearning`, and the FDB has no learned-remote entry kind yet.
+//! `meta.from_vtep` are set. Learning inner source MACs toward the sending VTEP is optional
+//! ([`VxlanDecap::learning`]) and off by default: Docker runs its VTEP with `nolearning` and
+//! programs remote MACs statically.
 //!
 //! The hot path allocates nothing and takes no lock: the sender/VNI checks are remembered for
 //! the rest of the batch (a batch usually comes from one peer), and the spoof check is one FDB
-//! probe.
+//! probe (plus one more per frame when learning is on).
 
 use std::any::Any;
 use std::net::SocketAddrV4;
@@ -176,7 +177,7 @@ impl VxlanDecap {
             let spoofed = match e.dest() {
                 FdbDest::Remote(owner) => e.is_static() && owner != vtep,
                 // A live local entry, static or learned: that MAC is here, not there.
-                FdbDest::Local(_) => e.is_static() || env.fdb.lookup(net, src, env.now).is_some(),
+                FdbDest::Local(_) => env.fdb.is_live(e, env.now),
             };
             if spoofed {
                 return Err(Self::DROP_INNER_SRC_SPOOFED);
