@@ -418,8 +418,7 @@ pub fn memory_tour() -> String {
     let _ = writeln!(
         t.out,
         "\nThe namespace lab (containers on AF_XDP and TAP ports, VXLAN between two nodes, the \
-         load balancer, nginx backends) comes with the node's ports; this build runs the switch \
-         in memory only."
+         load balancer, nginx backends) is `vxmesh demo`, as root."
     );
     t.out
 }

@@ -998,9 +998,22 @@ fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
         load.wait()?;
         perf.wait()?;
         let mut text = Vec::new();
-        for sort in ["comm", "comm,dso", "comm,dso,symbol"] {
+        // Self time by process, object and symbol; then time including callees (which system
+        // calls and kernel paths it goes to) for the poll threads, or iperf3 on the kernel side.
+        let busy = match side {
+            Side::Vxmesh => "vxmesh-poll",
+            Side::Kernel => "iperf3",
+        };
+        let reports: [&[&str]; 4] = [
+            &["--no-children", "--sort", "comm"],
+            &["--no-children", "--sort", "comm,dso"],
+            &["--no-children", "--sort", "comm,dso,symbol"],
+            &["--children", "--comm", busy, "--sort", "symbol"],
+        ];
+        for args in reports {
             let rep = std::process::Command::new("perf")
-                .args(["report", "--stdio", "--no-children", "--sort", sort])
+                .args(["report", "--stdio"])
+                .args(args)
                 .args(["--percent-limit", "0.5", "-g", "none", "-i"])
                 .arg(&data)
                 .output()

@@ -9,7 +9,7 @@
 //!                              └─ slot empty ─────────────► XDP_PASS: the kernel stack, as before
 //! ```
 //!
-//! The program is six instructions assembled here (no libbpf, clang, ELF or BTF): load
+//! The program is five instructions (six slots: `ld_imm64` takes two) assembled here (no libbpf, clang, ELF or BTF): load
 //! `ctx->rx_queue_index`, load the map, call `bpf_redirect_map` with `XDP_PASS` as the action
 //! when the slot is empty, return its result. It is attached with `BPF_LINK_CREATE` (kernel
 //! 5.9+), not the netlink `IFLA_XDP` attribute, so the attachment is owned by a file descriptor:

@@ -191,7 +191,7 @@ fn add(a: u16, b: u16) -> u16 {
 
 /// The sum of a TCP/IPv4 pseudo-header: `addrs` is the IPv4 header's source and destination
 /// (8 bytes), `len` the TCP length.
-fn tcp4_pseudo_sum(addrs: &[u8], len: usize) -> u16 {
+pub fn tcp4_pseudo_sum(addrs: &[u8], len: usize) -> u16 {
     let mut pseudo = [0u8; 12];
     pseudo[..8].copy_from_slice(&addrs[..8]);
     pseudo[9] = PROTO_TCP;

@@ -1,11 +1,12 @@
 //! Ports: where batches enter and leave the switch.
 //!
 //! A [`Port`] receives into the free slots of a batch and transmits a batch, both non-blocking,
-//! one call per batch (one syscall per batch at most for the kernel-backed ports). This module
-//! has the in-memory ports for tests, benches and examples: [`MemPort`] (frames injected and
+//! one call per batch. This module has the in-memory ports for tests, benches and examples: [`MemPort`] (frames injected and
 //! collected through a [`MemHandle`]), [`GenPort`] (replays a set of frames forever, no
 //! allocation: a traffic generator for benches) and [`SinkPort`] (counts and discards). The
-//! kernel-backed ports (AF_XDP, TAP, the UDP underlay) live with the node.
+//! kernel-backed ports are [`crate::afxdp`] (no syscall to receive, one `sendto` per queue used
+//! to transmit in copy mode), [`crate::tap`] (one `readv`/`writev` per frame: a TAP has no
+//! batch call) and `vxlan::UdpPort` (one `recvmmsg`/`sendmmsg` per batch).
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;

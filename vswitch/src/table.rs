@@ -1,4 +1,5 @@
-//! A bounded, flat, open-addressing hash table for the per-packet lookups (FDB, conntrack).
+//! A bounded, flat, open-addressing hash table for the FDB's per-packet lookups (conntrack has its own bucketed table and shares only
+//! [`alloc_table`]).
 //!
 //! Why not `HashMap`: the packet path needs a table that never grows (growth is an allocation and
 //! a pause), reports "full" as a typed outcome, stores small `Copy` entries inline (16 bytes for

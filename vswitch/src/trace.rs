@@ -3,8 +3,8 @@
 //! The receive step marks up to `count` packets that match a [`TraceFilter`]; after every stage
 //! the pipeline records, for each marked packet of the batch, the stage's decision and the table
 //! entry it used (the stage's own description). Nothing is recorded, and nothing is looked at per
-//! packet beyond one branch, while no trace is armed; a batch is processed on the recording
-//! variant only when one of its packets is marked. Records go into a bounded ring: tracing can
+//! packet beyond one branch, while no trace is armed; stages run as always, and the records are
+//! written after a stage only for a batch holding a marked packet. Records go into a bounded ring: tracing can
 //! allocate (strings), but only for marked packets.
 
 use std::collections::VecDeque;
@@ -27,7 +27,7 @@ const IPPROTO_UDP: u8 = 17;
 pub struct TraceRecord {
     /// The packet's trace id.
     pub id: u32,
-    /// Where: a stage name, or `rx` / `tx` at the ports.
+    /// Where: a stage name, `rx` (the receive port) or `output`.
     pub stage: &'static str,
     /// The decision after this stage.
     pub next: Next,

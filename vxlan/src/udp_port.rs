@@ -9,19 +9,22 @@
 //! local ports ─► l2-fwd ─► vxlan-encap ─► UdpPort.tx_burst ─sendmmsg─► UDP 4789
 //! ```
 //!
-//! Offloads: `tx_burst` sends runs of same-size datagrams to one peer as one UDP GSO message
-//! (`UDP_SEGMENT`), so a TCP super-frame cut into 45 segments costs one socket send and
-//! crosses the underlay as one buffer; [`UdpPort::bind`] turns UDP GRO on, so such a run
-//! arrives as one buffer too, and `rx_burst` splits it into the batch (a copy per datagram, for
-//! a fraction of the kernel's per-datagram cost). Without GRO (an old kernel):
+//! One syscall per batch each way.
 //!
-//! One syscall per batch each way. `rx_burst` is one `recvmmsg` straight into the batch's
-//! packet buffers at the standard headroom (no copy through [`PacketBufs`](crate::underlay::PacketBufs)),
-//! then writes each datagram's source address into the 8 bytes of headroom in front of it as
-//! the [peer prefix](crate::peer). `tx_burst` is one `sendmmsg` of every frame minus its prefix,
-//! each to the address in its prefix, read straight from the packet buffers. A datagram larger
-//! than a buffer is dropped and counted (`rx_truncated`); socket errors are counted, never
-//! fatal: the switch keeps running.
+//! - **Send.** `tx_burst` is one `sendmmsg` of every frame minus its prefix, each to the address
+//!   in its prefix, read straight from the packet buffers. Runs of same-size datagrams to one
+//!   peer go as one UDP GSO message (`UDP_SEGMENT`, at most 64 datagrams and 65507 bytes: 44
+//!   full 1472-byte datagrams at MTU 1450), so a TCP super-frame cut into segments costs one
+//!   `sendmmsg` and crosses the underlay in one or two buffers.
+//! - **Receive, with UDP GRO** (what [`UdpPort::bind`] turns on where the kernel has it): one
+//!   `recvmmsg` into 64 KB coalescing buffers; `rx_burst` splits each run into the batch's
+//!   packets, one copy per datagram, for a fraction of the kernel's per-datagram cost.
+//! - **Receive, without GRO** (an old kernel): one `recvmmsg` straight into the batch's packet
+//!   buffers at the standard headroom, no copy.
+//!
+//! Either way each datagram's source address is written into the 8 bytes of headroom in front
+//! of it as the [peer prefix](crate::peer). A datagram larger than a buffer is dropped and
+//! counted (`rx_truncated`); socket errors are counted, never fatal: the switch keeps running.
 
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, RawFd};

@@ -283,7 +283,7 @@ impl Repr {
     /// Writes the header: I flag, the VNI, every reserved bit zero.
     #[inline]
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
-        // One 8-byte store instead of four field writes: this runs once per encapsulated frame.
+        // One 8-byte store instead of four field writes (encap itself copies `to_bytes`).
         packet.buffer.as_mut()[..HEADER_LEN].copy_from_slice(&self.to_bytes());
     }
 

@@ -92,7 +92,7 @@ pub fn cluster_text(side: Side, prefix: &str) -> String {
 }
 
 /// The kernel side: the lab (no vxmesh anywhere) plus, per node, `br0` + `vxlan0` with a static
-/// FDB, as `build_kernel_node` in tests/e2e.rs and the reference's topo.sh do. Removed (by
+/// FDB, with `vxmesh::lab::build_kernel_node` (as tests/e2e.rs and the reference's topo.sh). Removed (by
 /// name) when dropped.
 pub struct KernelLab {
     /// The lab.
