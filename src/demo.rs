@@ -186,7 +186,8 @@ fn lab_tour() -> anyhow::Result<()> {
     let text = DEMO_CLUSTER.replace("{P}", &prefix);
     let exe = std::env::current_exe()?;
     step("building the lab: 2 nodes, 4 containers, 2 external clients, in network namespaces")?;
-    let run = Running::start(&exe, &prefix, &text, &["n1", "n2"])?;
+    let mut run = Running::start(&exe, &prefix, &text, &["n1", "n2"])?;
+    run.keep_logs = true;
     print!("{}", run.lab.describe());
     println!(
         "nodes running: `vxmesh run --node n1` in {}, `--node n2` in {} (logs: {})",

@@ -39,8 +39,10 @@ pub struct Running {
     pub exe: PathBuf,
     /// Node name, control socket, process.
     nodes: Vec<(String, PathBuf, Option<Child>)>,
-    /// Where the nodes' stderr goes.
+    /// Where the nodes' stderr goes; removed with the lab unless `keep_logs`.
     pub logs: PathBuf,
+    /// Leave `logs` behind when dropped (for a user who was told where they are).
+    pub keep_logs: bool,
     /// Extra arguments for every `vxmesh run` started after they are set (e.g. `--busy-poll-us`).
     pub run_args: Vec<String>,
 }
@@ -79,6 +81,7 @@ impl Running {
             exe: exe.to_path_buf(),
             nodes: Vec::new(),
             logs: dir.join(format!("{prefix}nodes.log")),
+            keep_logs: false,
             run_args: run_args.to_vec(),
         };
         run.lab.up()?;
@@ -216,6 +219,9 @@ impl Drop for Running {
         }
         let _ = self.lab.down();
         let _ = std::fs::remove_file(&self.config);
+        if !self.keep_logs {
+            let _ = std::fs::remove_file(&self.logs);
+        }
     }
 }
 
@@ -233,9 +239,9 @@ pub fn in_netns<T: Send + 'static>(
         let ok = entered.is_ok();
         let _ = tx.send(entered.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         if !ok {
-            loop {
-                thread::park();
-            }
+            // The caller has the error; end this thread without a T (and without the panic
+            // hook's message): unwinding with a payload skips the hook.
+            std::panic::resume_unwind(Box::new(()));
         }
         f()
     });

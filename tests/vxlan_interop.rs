@@ -25,6 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nslab::{enter_netns, has_tool, in_netns, ip, run, stop_child, wait_for};
+use vswitch::ethtool::Offload;
 use vswitch::fdb::FdbDest;
 use vswitch::frames;
 use vswitch::tap::{TapConfig, TapPort};
@@ -64,42 +65,16 @@ const TCP_BYTES: usize = 256 * 1024;
 const TCP_PORT: u16 = 8080;
 /// Spoofed datagrams sent from the non-peer address.
 const SPOOFS: u64 = 5;
-/// `ETHTOOL_STXCSUM` (include/uapi/linux/ethtool.h).
-const ETHTOOL_STXCSUM: u32 = 0x17;
-/// `SIOCETHTOOL`.
-const SIOCETHTOOL: libc::Ioctl = 0x8946;
 
 fn mac(s: &str) -> Mac {
     s.parse().unwrap()
 }
 
-/// The lab: the switch thread, then the namespaces and processes. Fields drop in order, so
-/// the switch stops before its namespaces go.
-struct Lab {
-    switch: Option<nslab::Worker<SwitchStats>>,
-    ns: nslab::Lab,
-}
+/// The lab, removed by name when dropped (the switch first).
+type Lab = nslab::SwitchLab<SwitchStats>;
 
-impl Lab {
-    fn new() -> Lab {
-        Lab {
-            switch: None,
-            ns: nslab::Lab::new(format!("vxi{}", std::process::id())),
-        }
-    }
-
-    /// Stop the switch and return its final counters.
-    fn stop_switch(&mut self) -> SwitchStats {
-        self.switch.take().expect("switch running").stop()
-    }
-
-    /// The counters the switch published last.
-    fn stats(&self) -> SwitchStats {
-        self.switch
-            .as_ref()
-            .map(|w| w.snapshot())
-            .unwrap_or_default()
-    }
+fn new_lab() -> Lab {
+    Lab::new(format!("vxi{}-", std::process::id()))
 }
 
 /// Pings from `from` to `to` that must all be answered; ping's output.
@@ -129,28 +104,8 @@ fn bridge(args: &[&str]) {
 /// completed it on the wire. The container's stack then computes full checksums, as it would
 /// in front of a NIC.
 fn tx_checksum_off(ns: &str, ifname: &str) {
-    let ifname = ifname.to_string();
-    in_netns(ns, move || {
-        // SAFETY: plain socket(2) call; the result is checked.
-        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        assert!(sock >= 0, "socket: {}", std::io::Error::last_os_error());
-        let mut val = [ETHTOOL_STXCSUM, 0u32];
-        // SAFETY: ifreq is plain old data; all-zero is valid.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in req.ifr_name.iter_mut().zip(ifname.as_bytes()) {
-            *d = *s as libc::c_char;
-        }
-        req.ifr_ifru.ifru_data = val.as_mut_ptr().cast();
-        // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value it points at, both live.
-        let rc = unsafe { libc::ioctl(sock, SIOCETHTOOL, &mut req as *mut libc::ifreq) };
-        let err = std::io::Error::last_os_error();
-        // SAFETY: closing the socket opened above.
-        unsafe { libc::close(sock) };
-        assert_eq!(rc, 0, "ETHTOOL_STXCSUM on {ifname}: {err}");
-    })
-    .join()
-    .unwrap()
-    .unwrap();
+    vswitch::ethtool::set_offload(Some(ns), ifname, Offload::TxChecksum, false)
+        .unwrap_or_else(|e| panic!("tx checksum off on {ifname} in {ns}: {e}"));
 }
 
 /// The vxmesh node n1: builds its switch in n1 (TAP in c11) and polls it until told to stop.
@@ -301,7 +256,7 @@ fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
             "vxlan_interop needs `{tool}` (Debian packages: iproute2 iputils-ping tshark)"
         );
     }
-    let mut lab = Lab::new();
+    let mut lab = new_lab();
     let root_links_before = ip(&["-o", "link"]);
     assert!(!root_links_before.contains(&lab.ns.prefix));
 

@@ -85,6 +85,38 @@ impl<S> Drop for Worker<S> {
     }
 }
 
+/// A lab with the switch under test: the switch's thread, then the namespaces and processes.
+/// Fields drop in order, so the switch stops before its namespaces go.
+pub struct SwitchLab<S> {
+    /// The switch's thread, once started.
+    pub switch: Option<Worker<S>>,
+    /// The namespaces and processes.
+    pub ns: Lab,
+}
+
+impl<S: Clone + Default + Send + 'static> SwitchLab<S> {
+    /// An empty lab (see [`Lab::new`]).
+    pub fn new(prefix: impl Into<String>) -> SwitchLab<S> {
+        SwitchLab {
+            switch: None,
+            ns: Lab::new(prefix),
+        }
+    }
+
+    /// Stop the switch and return its final state.
+    pub fn stop_switch(&mut self) -> S {
+        self.switch.take().expect("switch running").stop()
+    }
+
+    /// The state the switch published last.
+    pub fn stats(&self) -> S {
+        self.switch
+            .as_ref()
+            .map(|w| w.snapshot())
+            .unwrap_or_default()
+    }
+}
+
 /// The namespaces and processes a test created, removed by name when dropped.
 pub struct Lab {
     /// Every namespace's name starts with this (unique per run: include the pid).

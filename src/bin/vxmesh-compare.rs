@@ -411,19 +411,9 @@ fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
     match side {
         Side::Vxmesh => {
             let text = topo::cluster_text(Side::Vxmesh, &prefix);
-            let running =
-                Running::start_with(&ctx.exe, &prefix, &text, &["n1", "n2"], &ctx.run_args);
-            let mut running = match running {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = std::fs::remove_file(
-                        std::env::temp_dir().join(format!("{prefix}nodes.log")),
-                    );
-                    return Err(e);
-                }
-            };
+            let mut running =
+                Running::start_with(&ctx.exe, &prefix, &text, &["n1", "n2"], &ctx.run_args)?;
             let logs = running.logs.clone();
-            let _logs = TempDir(logs.clone());
             let res = (|| {
                 let env = env_for(side, run, &running.lab, &ctx.raw);
                 let ns = |e: &str| running.lab.endpoint_netns(e);
@@ -1044,7 +1034,6 @@ fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
             let text = topo::cluster_text(Side::Vxmesh, &prefix);
             let running =
                 Running::start_with(&ctx.exe, &prefix, &text, &["n1", "n2"], &ctx.run_args)?;
-            let _logs = TempDir(running.logs.clone());
             let mut env = env_for(side, run, &running.lab, &ctx.raw);
             env.raw = format!("{}/perf-{}-", ctx.raw.display(), side.name());
             topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;

@@ -77,33 +77,11 @@ fn mac(s: &str) -> Mac {
     s.parse().unwrap()
 }
 
-/// The lab: the switch thread, then the namespaces and processes. Fields drop in order, so
-/// the switch stops before its namespaces go.
-struct Lab {
-    switch: Option<nslab::Worker<SwitchStats>>,
-    ns: nslab::Lab,
-}
+/// The lab, removed by name when dropped (the switch first).
+type Lab = nslab::SwitchLab<SwitchStats>;
 
-impl Lab {
-    fn new() -> Lab {
-        Lab {
-            switch: None,
-            ns: nslab::Lab::new(format!("vxa{}-", std::process::id())),
-        }
-    }
-
-    /// Stop the switch and return its final counters.
-    fn stop_switch(&mut self) -> SwitchStats {
-        self.switch.take().expect("switch running").stop()
-    }
-
-    /// The counters the switch published last.
-    fn stats(&self) -> SwitchStats {
-        self.switch
-            .as_ref()
-            .map(|w| w.snapshot())
-            .unwrap_or_default()
-    }
+fn new_lab() -> Lab {
+    Lab::new(format!("vxa{}-", std::process::id()))
 }
 
 /// Pings from `from` to `to` that must all be answered.
@@ -421,7 +399,7 @@ fn two_containers_through_afxdp_ports_in_skb_and_drv_mode() {
             "the afxdp test needs `{tool}` (Debian packages: iproute2 iputils-ping)"
         );
     }
-    let mut lab = Lab::new();
+    let mut lab = new_lab();
     let root_before = ip(&["-o", "link"]);
     let (node, c11, c12) = build(&mut lab);
     for ifname in [VC11, VC12] {
@@ -452,7 +430,7 @@ fn udp_flood_packets_per_second() {
     /// UDP payload of a 64-byte frame (60 without the FCS: 14 + 20 + 8 + 18).
     const PAYLOAD: usize = 18;
     const FLOOD: Duration = Duration::from_secs(3);
-    let mut lab = Lab::new();
+    let mut lab = new_lab();
     let (node, c11, c12) = build(&mut lab);
     // Nobody listens in c12: the frames are counted on its eth0 and dropped by its stack.
     for mode in [XdpMode::Skb, XdpMode::Drv] {
