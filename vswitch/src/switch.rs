@@ -138,20 +138,18 @@ impl L2Stages {
 const OUTPUT_DROPS: &[&str] = &[
     "drop_undecided",
     "drop_no_tunnel",
-    "drop_flood_copy_too_big",
     "drop_gso_flood",
     "drop_gso_bad",
     "drop_gso_segment_too_big",
 ];
 const DROP_UNDECIDED: usize = 0;
 const DROP_NO_TUNNEL: usize = 1;
-const DROP_FLOOD_TOO_BIG: usize = 2;
 /// A TCP super-frame to flood (an unknown destination): not cut into copies for every port.
-const DROP_GSO_FLOOD: usize = 3;
+const DROP_GSO_FLOOD: usize = 2;
 /// A super-frame whose headers no longer describe it (a stage changed it).
-const DROP_GSO_BAD: usize = 4;
+const DROP_GSO_BAD: usize = 3;
 /// A segment larger than the output's buffers.
-const DROP_GSO_SEGMENT_TOO_BIG: usize = 5;
+const DROP_GSO_SEGMENT_TOO_BIG: usize = 4;
 
 /// One worker's dataplane.
 pub struct Switch {
@@ -164,6 +162,9 @@ pub struct Switch {
     output: StageStats,
     flood_copies: u64,
     flood_remote_copies: u64,
+    /// Flood copies that did not fit the output's buffers (the flood itself is one outcome of
+    /// the output; a copy that could not be made is an event of it, not a second outcome).
+    flood_copy_too_big: u64,
     /// Super-frames cut in software for an output without offloads, and the segments made.
     gso_frames: u64,
     gso_segments: u64,
@@ -221,6 +222,7 @@ impl Switch {
             output,
             flood_copies: 0,
             flood_remote_copies: 0,
+            flood_copy_too_big: 0,
             gso_frames: 0,
             gso_segments: 0,
             csum_finished: 0,
@@ -456,12 +458,12 @@ impl Switch {
                 }
                 Next::Output(_) => self.output.drops[DROP_UNDECIDED].1 += 1,
                 Next::Remote(v) => {
-                    if self.tunnel.is_none() {
+                    let Some(tp) = self.tunnel_port() else {
                         self.output.drops[DROP_NO_TUNNEL].1 += 1;
                         continue;
-                    }
+                    };
                     self.output.remote += 1;
-                    self.send_remote(i, v, true);
+                    self.send_remote(i, tp, v, true);
                 }
                 Next::Flood => {
                     self.output.flood += 1;
@@ -514,9 +516,9 @@ impl Switch {
         };
         let out = match next {
             Next::Output(p) if (p.0 as usize) < self.ports.len() => p,
-            Next::Remote(_) => match self.tunnel.as_ref().map(|(t, _)| t.port()) {
-                Some(tp) if (tp.0 as usize) < self.ports.len() => tp,
-                _ => {
+            Next::Remote(_) => match self.tunnel_port() {
+                Some(tp) => tp,
+                None => {
                     self.output.drops[DROP_NO_TUNNEL].1 += 1;
                     return;
                 }
@@ -570,25 +572,25 @@ impl Switch {
         }
     }
 
-    /// Queue rx packet `i` toward `vtep` through the tunnel: moved (`swap`) or copied.
-    fn send_remote(&mut self, i: usize, vtep: VtepId, swap: bool) {
-        let Some((tunnel, _)) = self.tunnel.as_ref() else {
-            return;
-        };
-        let tp = tunnel.port();
-        if tp.0 as usize >= self.ports.len() {
-            self.output.drops[DROP_NO_TUNNEL].1 += 1;
-            return;
-        }
+    /// The tunnel's port, when there is a tunnel and its port exists.
+    #[inline]
+    fn tunnel_port(&self) -> Option<PortId> {
+        let tp = self.tunnel.as_ref()?.0.port();
+        ((tp.0 as usize) < self.ports.len()).then_some(tp)
+    }
+
+    /// Queue rx packet `i` toward `vtep` on the tunnel's port `tp`: moved (`swap`) or copied.
+    /// False when a copy does not fit the port's buffers.
+    fn send_remote(&mut self, i: usize, tp: PortId, vtep: VtepId, swap: bool) -> bool {
         self.room(tp);
         let tx = &mut self.ports[tp.0 as usize].tx;
         if swap {
             tx.push_swap(&mut self.rx[i]);
         } else if tx.push_copy(&self.rx[i]).is_err() {
-            self.output.drops[DROP_FLOOD_TOO_BIG].1 += 1;
-            return;
+            return false;
         }
         self.encap_last(tp, vtep);
+        true
     }
 
     /// Encapsulate the packet just queued on the tunnel port `tp` toward `vtep` (removed again,
@@ -658,7 +660,7 @@ impl Switch {
             }
             self.room(q);
             if self.ports[q.0 as usize].tx.push_copy(&self.rx[i]).is_err() {
-                self.output.drops[DROP_FLOOD_TOO_BIG].1 += 1;
+                self.flood_copy_too_big += 1;
             } else {
                 copies += 1;
             }
@@ -667,11 +669,14 @@ impl Switch {
         // Head-end replication, only for frames that came from local ports (split horizon).
         let from_local = meta.from_vtep.is_none()
             && matches!(self.ports[meta.in_port.0 as usize].role, PortRole::Local(_));
-        if from_local && self.tunnel.is_some() {
+        if from_local && let Some(tp) = self.tunnel_port() {
             for k in 0..n_remote {
                 let v = self.env.nets[meta.net.0 as usize].peers[k];
-                self.send_remote(i, v, false);
-                self.flood_remote_copies += 1;
+                if self.send_remote(i, tp, v, false) {
+                    self.flood_remote_copies += 1;
+                } else {
+                    self.flood_copy_too_big += 1;
+                }
             }
         }
         if meta.trace != 0 {
@@ -805,6 +810,7 @@ impl Switch {
         out.events = vec![
             ("flood_copies", self.flood_copies),
             ("flood_remote_copies", self.flood_remote_copies),
+            ("flood_copy_too_big", self.flood_copy_too_big),
             ("gso_frames", self.gso_frames),
             ("gso_segments", self.gso_segments),
             ("csum_finished", self.csum_finished),
