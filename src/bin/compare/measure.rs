@@ -556,7 +556,8 @@ pub fn parse_iperf_udp(json: &str) -> Result<Udp> {
     })
 }
 
-/// Nearest-rank percentile of sorted values.
+/// Percentile of sorted values: the value of rank round(p·N + 0.5), which is one rank above
+/// nearest-rank when p·N is whole (the tests pin this; the published figures used it).
 pub fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
