@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use vswitch::Mac;
 
+/// Where an interface name must be unique: (node, namespace (`None`: the node's own), name).
+type IfKey = (String, Option<String>, String);
+
 /// Largest VNI (24 bits).
 pub const VNI_MAX: u32 = (1 << 24) - 1;
 /// Default containers' IP MTU: 1500 minus the 50 bytes of VXLAN overhead.
@@ -494,7 +497,10 @@ impl Checker {
         let mut names = HashSet::new();
         let mut ips: HashMap<Ipv4Addr, String> = HashMap::new();
         let mut macs: HashMap<Mac, String> = HashMap::new();
-        let mut attaches: HashMap<(String, String), String> = HashMap::new();
+        // Interface names are unique per namespace: a TAP with `netns` lives in that namespace
+        // (every container may call its TAP eth0); an AF_XDP veth's host side, an ingress and a
+        // TAP without `netns` live in the node's own namespace (`None`).
+        let mut attaches: HashMap<IfKey, String> = HashMap::new();
         for e in &raw.endpoint {
             let item = format!("endpoint {:?}", e.name);
             if !names.insert(e.name.as_str()) {
@@ -535,18 +541,26 @@ impl Checker {
                 .map(Attach::parse)
                 .transpose()
                 .map_err(|p| self.err(&item, p))?;
-            if let Some(a) = &attach
-                && let Some(other) =
-                    attaches.insert((e.node.clone(), a.ifname().to_string()), e.name.clone())
-            {
-                return Err(self.err(
-                    item,
-                    format!(
-                        "interface {} on node {:?} is already endpoint {other:?}'s",
-                        a.ifname(),
-                        e.node
-                    ),
-                ));
+            if let Some(a) = &attach {
+                let netns = match a {
+                    Attach::Tap(_) => e.netns.clone(),
+                    Attach::Afxdp(_) => None,
+                };
+                let key = (e.node.clone(), netns, a.ifname().to_string());
+                if let Some(other) = attaches.insert(key, format!("endpoint {:?}", e.name)) {
+                    let place = match a {
+                        Attach::Tap(_) if e.netns.is_some() => format!(
+                            "in netns {:?} on node {:?}",
+                            e.netns.as_deref().unwrap_or_default(),
+                            e.node
+                        ),
+                        _ => format!("in node {:?}'s namespace", e.node),
+                    };
+                    return Err(self.err(
+                        item,
+                        format!("interface {} {place} is already {other}'s", a.ifname(),),
+                    ));
+                }
             }
             if let Some(ns) = &e.netns
                 && (ns.is_empty() || ns.contains(['/', ' ']))
@@ -688,14 +702,15 @@ impl Checker {
                 return Err(self.err(item, format!("ip {ip} is not a host address of {subnet}")));
             }
             if let Some(other) = attaches.insert(
-                (i.node.clone(), attach.ifname().to_string()),
-                "an ingress".into(),
+                (i.node.clone(), None, attach.ifname().to_string()),
+                "the ingress".into(),
             ) {
                 return Err(self.err(
                     item,
                     format!(
-                        "interface {} is already endpoint {other:?}'s",
-                        attach.ifname()
+                        "interface {} in node {:?}'s namespace is already {other}'s",
+                        attach.ifname(),
+                        i.node
                     ),
                 ));
             }
@@ -983,5 +998,74 @@ ip = "192.0.2.1/24"
             Ipv4Addr::new(10, 0, 10, 254)
         );
         assert_eq!(c.peers("other").len(), 1);
+    }
+
+    #[test]
+    fn tap_names_are_unique_per_namespace_not_per_node() {
+        let tap = |name: &str, ip: &str, attach: &str, netns: Option<&str>| {
+            let ns = netns.map_or(String::new(), |n| format!("netns = \"{n}\"\n"));
+            format!(
+                "\n[[endpoint]]\nname = \"{name}\"\nnode = \"n1\"\nnetwork = \"appnet\"\nip = \"{ip}\"\nattach = \"{attach}\"\n{ns}"
+            )
+        };
+        // Every container calls its TAP eth0: c12 has tap:eth0 in netns "c12" already.
+        let two_eth0 = format!(
+            "{EXAMPLE}{}",
+            tap("c13", "10.0.9.13", "tap:eth0", Some("c13"))
+        );
+        let c = parse(&two_eth0).unwrap();
+        assert_eq!(
+            c.endpoint("c13").unwrap().attach,
+            Some(Attach::Tap("eth0".into()))
+        );
+        // The same name twice in one namespace is a real collision.
+        let cases = [
+            (
+                tap("c13", "10.0.9.13", "tap:eth0", Some("c12")),
+                "endpoint \"c13\": interface eth0 in netns \"c12\" on node \"n1\" is already endpoint \"c12\"'s",
+            ),
+            // Two TAPs without netns both live in the node's namespace.
+            (
+                format!(
+                    "{}{}",
+                    tap("c13", "10.0.9.13", "tap:t0", None),
+                    tap("c14", "10.0.9.14", "tap:t0", None)
+                ),
+                "endpoint \"c14\": interface t0 in node \"n1\"'s namespace is already endpoint \"c13\"'s",
+            ),
+            // A TAP in the node's namespace named like an AF_XDP veth's host side (c11: vc11).
+            (
+                tap("c13", "10.0.9.13", "tap:vc11", None),
+                "endpoint \"c13\": interface vc11 in node \"n1\"'s namespace is already endpoint \"c11\"'s",
+            ),
+            // An AF_XDP host side is in the node's namespace whatever the container's netns.
+            (
+                tap("c13", "10.0.9.13", "afxdp:vc11", Some("c13")),
+                "endpoint \"c13\": interface vc11 in node \"n1\"'s namespace is already endpoint \"c11\"'s",
+            ),
+        ];
+        for (extra, want) in cases {
+            let msg = parse(&format!("{EXAMPLE}{extra}")).unwrap_err().to_string();
+            assert!(msg.contains(want), "want {want:?}, got {msg:?}");
+        }
+        // A TAP in a container namespace may share its name with the ingress interface.
+        let ext0 = format!(
+            "{EXAMPLE}{}",
+            tap("c13", "10.0.9.13", "tap:ext0", Some("c13"))
+        );
+        parse(&ext0).unwrap();
+        // The ingress still collides with a TAP in the node's namespace.
+        let msg = parse(&format!(
+            "{EXAMPLE}{}",
+            tap("c13", "10.0.9.13", "tap:ext0", None)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains(
+                "ingress #1 (node \"n1\"): interface ext0 in node \"n1\"'s namespace is already endpoint \"c13\"'s"
+            ),
+            "{msg}"
+        );
     }
 }

@@ -122,7 +122,7 @@ impl Running {
             .push((node.to_string(), control.clone(), Some(child)));
         let deadline = Instant::now() + NODE_START_TIMEOUT;
         loop {
-            if std::os::unix::net::UnixStream::connect(&control).is_ok() {
+            if answers(&control) {
                 return Ok(());
             }
             let child = self
@@ -223,6 +223,30 @@ impl Drop for Running {
             let _ = std::fs::remove_file(&self.logs);
         }
     }
+}
+
+/// Whether the node at `control` answers a request. A node binds its control socket before it
+/// opens its ports (so a second node on the same socket fails before touching any), and the
+/// kernel accepts connections from then on; only an answer says the ports are up.
+fn answers(control: &Path) -> bool {
+    use std::io::{BufRead, BufReader, Write};
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(control) else {
+        return false;
+    };
+    if stream.set_read_timeout(Some(NODE_START_TIMEOUT)).is_err() {
+        return false;
+    }
+    let req = crate::daemon::Request::Stats { json: true };
+    let mut line = serde_json::to_string(&req).expect("requests serialize");
+    line.push('\n');
+    if (&stream).write_all(line.as_bytes()).is_err() {
+        return false;
+    }
+    BufReader::new(&stream)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<crate::daemon::Reply>(&l).ok())
+        .any(|r| r == crate::daemon::Reply::Exit(crate::daemon::EXIT_OK))
 }
 
 /// Run `f` on a thread that has entered the named namespace `netns`; sockets it creates stay
