@@ -15,7 +15,6 @@
 //! ([`Reply`]), the last of which is the exit code the client exits with (SPEC.md: 0 success,
 //! 1 runtime failure, 2 usage or configuration error).
 
-use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,15 +23,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use vswitch::Time;
 use vswitch::trace::TraceFilter;
 
 use crate::config::Cluster;
 use crate::node::{Node, SystemPorts};
 use crate::sys::{EventFd, Poller};
-use crate::{pcap, show};
+use crate::{control, pcap, show};
 
 /// Default directory of control sockets.
 pub const CONTROL_DIR: &str = "/run/vxmesh";
@@ -211,7 +209,7 @@ fn poll_loop(
 }
 
 /// How the poll thread runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Busy-poll window: after the last received frame, keep polling (no sleep) this long before
     /// sleeping in `poll(2)`. Longer trades idle-ish CPU for latency: every sleep costs a wake-up
@@ -221,6 +219,8 @@ pub struct RunOptions {
     /// Connection-table entries (IPVS-style conntrack); a full table drops new connections
     /// (`drop_table_full`), never evicts.
     pub max_conns: usize,
+    /// `--control-group`: a group (name or gid) whose members may use the control socket.
+    pub control_group: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -228,6 +228,7 @@ impl Default for RunOptions {
         RunOptions {
             busy_poll: BUSY_POLL,
             max_conns: crate::node::MAX_CONNS,
+            control_group: None,
         }
     }
 }
@@ -248,7 +249,11 @@ pub fn run(
         .context("starting the control runtime")?;
     // Bind the control socket first: a second node with the same socket must fail before it
     // touches any port.
-    let listener = rt.block_on(bind_control(&control))?;
+    let access = control::Access::new(opts.control_group.as_deref())?;
+    let listener = {
+        let _rt = rt.enter();
+        control::bind(&control, &access)?
+    };
     let node = match Node::build_with(cluster, node_name, &mut SystemPorts, opts.max_conns) {
         Ok(n) => n,
         Err(e) => {
@@ -282,7 +287,7 @@ pub fn run(
         jobs: jobs_tx,
         wake: wake.clone(),
     };
-    let served = rt.block_on(serve(listener, handle));
+    let served = rt.block_on(serve(control::Gate::new(listener, access), handle));
     stop.store(true, Ordering::Relaxed);
     wake.wake();
     let joined = poll.join();
@@ -293,25 +298,7 @@ pub fn run(
     Ok(())
 }
 
-async fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating control directory {}", dir.display()))?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!(
-                "control socket {} is in use: another vxmesh node is running there",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale control socket {}", path.display()))?;
-    }
-    UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))
-}
-
-async fn serve(listener: UnixListener, handle: Handle) -> anyhow::Result<()> {
+async fn serve(gate: control::Gate, handle: Handle) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -322,17 +309,31 @@ async fn serve(listener: UnixListener, handle: Handle) -> anyhow::Result<()> {
                 tokio::select! {
                     _ = int.recv() => return Ok(()),
                     _ = term.recv() => return Ok(()),
-                    acc = listener.accept() => {
-                        let (stream, _) = acc.context("accepting a control connection")?;
-                        let h = handle.clone();
-                        tokio::task::spawn_local(async move {
-                            let _ = session(stream, h).await;
-                        });
-                    }
+                    admit = gate.next() => match admit {
+                        control::Admit::Session(stream, peer, guard) => {
+                            let h = handle.clone();
+                            tokio::task::spawn_local(async move {
+                                let _ = session(stream, peer, h).await;
+                                drop(guard);
+                            });
+                        }
+                        control::Admit::Refused(stream, why) => {
+                            tokio::task::spawn_local(refuse(stream, why));
+                        }
+                    },
                 }
             }
         })
         .await
+}
+
+/// Tell a refused client why (best effort: it may not read) and close.
+async fn refuse(stream: UnixStream, why: String) {
+    let (_, w) = stream.into_split();
+    let mut rep = Replies { w };
+    if rep.send(&Reply::Err(why)).await.is_ok() {
+        let _ = rep.send(&Reply::Exit(EXIT_FAILURE)).await;
+    }
 }
 
 /// Where replies go: the control connection.
@@ -344,22 +345,26 @@ impl Replies {
     async fn send(&mut self, r: &Reply) -> std::io::Result<()> {
         let mut line = serde_json::to_string(r).map_err(std::io::Error::other)?;
         line.push('\n');
-        self.w.write_all(line.as_bytes()).await
+        control::send_line(&mut self.w, line.as_bytes()).await
     }
     async fn out(&mut self, s: impl Into<String>) -> std::io::Result<()> {
         self.send(&Reply::Out(s.into())).await
     }
 }
 
-async fn session(stream: UnixStream, h: Handle) -> std::io::Result<()> {
+async fn session(stream: UnixStream, peer: control::Peer, h: Handle) -> std::io::Result<()> {
     let (r, w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
     let mut rep = Replies { w };
-    let Some(line) = lines.next_line().await? else {
-        return Ok(());
+    let line = match control::read_request(r).await {
+        Ok(l) => l,
+        Err(control::ReadError::Closed) => return Ok(()),
+        Err(e) => {
+            rep.send(&Reply::Err(format!("bad request: {e}"))).await?;
+            return rep.send(&Reply::Exit(EXIT_USAGE)).await;
+        }
     };
     let code = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => match handle_request(req, &h, &mut rep).await {
+        Ok(req) => match handle_request(req, &peer, &h, &mut rep).await {
             Ok(code) => code,
             Err(e) => {
                 rep.send(&Reply::Err(format!("{e:#}"))).await?;
@@ -374,7 +379,12 @@ async fn session(stream: UnixStream, h: Handle) -> std::io::Result<()> {
     rep.send(&Reply::Exit(code)).await
 }
 
-async fn handle_request(req: Request, h: &Handle, rep: &mut Replies) -> anyhow::Result<u8> {
+async fn handle_request(
+    req: Request,
+    peer: &control::Peer,
+    h: &Handle,
+    rep: &mut Replies,
+) -> anyhow::Result<u8> {
     match req {
         Request::NetworkInspect { network, json } => {
             match h.call(move |n| show::network(n, &network, json)).await? {
@@ -433,7 +443,9 @@ async fn handle_request(req: Request, h: &Handle, rep: &mut Replies) -> anyhow::
             filter,
             json,
         } => return trace(count, filter, json, h, rep).await,
-        Request::Capture { port, file, count } => return capture(port, file, count, h, rep).await,
+        Request::Capture { port, file, count } => {
+            return capture(port, file, count, peer, h, rep).await;
+        }
         Request::Reload => {
             let r = h
                 .call(|n| -> Result<String, (u8, String)> {
@@ -518,6 +530,7 @@ async fn capture(
     port: String,
     file: PathBuf,
     count: Option<u64>,
+    peer: &control::Peer,
     h: &Handle,
     rep: &mut Replies,
 ) -> anyhow::Result<u8> {
@@ -548,7 +561,7 @@ async fn capture(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    let opened = File::create(&file)
+    let opened = control::create_capture_file(&file, peer)
         .map(BufWriter::new)
         .and_then(pcap::PcapWriter::new);
     let mut w = match opened {
@@ -607,10 +620,9 @@ pub fn client(control: &Path, req: &Request) -> u8 {
     };
     let mut line = serde_json::to_string(req).expect("requests serialize");
     line.push('\n');
-    if let Err(e) = (&stream).write_all(line.as_bytes()) {
-        eprintln!("vxmesh: {}: {e}", control.display());
-        return EXIT_FAILURE;
-    }
+    // A node that refuses the connection (too many, not permitted) says why and closes, maybe
+    // before the request is written: read its replies even when the write failed.
+    let wrote = (&stream).write_all(line.as_bytes());
     for l in std::io::BufReader::new(&stream).lines() {
         let l = match l {
             Ok(l) => l,
@@ -633,6 +645,9 @@ pub fn client(control: &Path, req: &Request) -> u8 {
             }
         }
     }
-    eprintln!("vxmesh: the node closed the connection");
+    match wrote {
+        Err(e) => eprintln!("vxmesh: {}: {e}", control.display()),
+        Ok(()) => eprintln!("vxmesh: the node closed the connection"),
+    }
     EXIT_FAILURE
 }

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod lab;

@@ -46,6 +46,10 @@ enum Cmd {
         #[arg(long, value_name = "N", default_value_t = vxmesh::node::MAX_CONNS,
               value_parser = parse_max_conns)]
         max_conns: usize,
+        /// Let members of this group (a name or a gid) use the control socket: it becomes mode
+        /// 0660 with that group. Without it the socket is 0600, for root (the node's user) only.
+        #[arg(long, value_name = "GROUP")]
+        control_group: Option<String>,
     },
     /// The one-command tour (root: a real lab of two nodes in network namespaces).
     Demo {
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
             config,
             busy_poll_us,
             max_conns,
+            control_group,
         } => {
             let Some(node) = cli.node.as_deref() else {
                 return usage("run: --node NAME is required".into());
@@ -174,6 +179,7 @@ fn main() -> ExitCode {
                 daemon::RunOptions {
                     busy_poll: *busy_poll_us,
                     max_conns: *max_conns,
+                    control_group: control_group.clone(),
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

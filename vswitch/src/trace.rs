@@ -67,13 +67,31 @@ pub struct FilterError {
     pub why: String,
 }
 
+/// Longest trace filter expression, in bytes: the filter runs on every received packet while a
+/// trace is armed, so its cost must stay bounded.
+pub const MAX_FILTER_LEN: usize = 512;
+/// Most terms in a trace filter (a repeated term adds nothing but cost).
+pub const MAX_FILTER_TERMS: usize = 16;
+/// How much of a refused expression an error message repeats.
+const ERROR_EXPR_LEN: usize = 80;
+
 impl TraceFilter {
     /// Parse `tcp port 80 host 10.0.9.11`-style expressions (terms are ANDed; `and` is allowed).
+    /// At most [`MAX_FILTER_LEN`] bytes and [`MAX_FILTER_TERMS`] terms.
     pub fn parse(expr: &str) -> Result<TraceFilter, FilterError> {
         let err = |why: String| FilterError {
-            expr: expr.to_string(),
+            expr: match expr.char_indices().nth(ERROR_EXPR_LEN) {
+                Some((i, _)) => format!("{}...", &expr[..i]),
+                None => expr.to_string(),
+            },
             why,
         };
+        if expr.len() > MAX_FILTER_LEN {
+            return Err(err(format!(
+                "{} bytes, at most {MAX_FILTER_LEN}",
+                expr.len()
+            )));
+        }
         let mut terms = Vec::new();
         let mut words = expr.split_whitespace();
         while let Some(w) = words.next() {
@@ -102,6 +120,9 @@ impl TraceFilter {
                 "mac" => FilterTerm::Mac(arg("mac")?.parse().map_err(|e| err(format!("{e}")))?),
                 other => return Err(err(format!("unknown term `{other}`"))),
             });
+            if terms.len() > MAX_FILTER_TERMS {
+                return Err(err(format!("more than {MAX_FILTER_TERMS} terms")));
+            }
         }
         Ok(TraceFilter { terms })
     }
@@ -316,6 +337,19 @@ mod tests {
         assert!(TraceFilter::parse("port").is_err());
         assert!(TraceFilter::parse("bogus").is_err());
         assert!(TraceFilter::parse("host 10.0.9").is_err());
+    }
+
+    #[test]
+    fn filters_are_bounded_and_errors_stay_short() {
+        let sixteen = vec!["udp"; MAX_FILTER_TERMS].join(" and ");
+        assert!(TraceFilter::parse(&sixteen).is_ok());
+        let seventeen = vec!["udp"; MAX_FILTER_TERMS + 1].join(" ");
+        let e = TraceFilter::parse(&seventeen).unwrap_err();
+        assert!(e.why.contains("more than 16 terms"), "{e}");
+        let huge = "udp ".repeat(1_000_000);
+        let e = TraceFilter::parse(&huge).unwrap_err();
+        assert!(e.why.contains("at most 512"), "{e}");
+        assert!(e.to_string().len() < 400, "{}", e.to_string().len());
     }
 
     #[test]
