@@ -98,7 +98,7 @@ fn the_control_socket_cannot_be_used_to_hurt_the_node() {
     let started = Running::start(exe, &prefix, &CLUSTER.replace("{P}", &prefix), &["n1"]);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    let run = started.unwrap_or_else(|e| panic!("{e:#}"));
+    let mut run = started.unwrap_or_else(|e| panic!("{e:#}"));
     let sock = run.control("n1");
     let meta = std::fs::metadata(&sock).unwrap();
     assert_eq!(
@@ -217,4 +217,28 @@ fn the_control_socket_cannot_be_used_to_hurt_the_node() {
         "the node stopped answering\n{}",
         run.log_tail()
     );
+    // With --control-group, members of that group are served: nogroup (gid 65534) here.
+    assert!(run.stop_node("n1").unwrap().success());
+    run.run_args = vec!["--control-group".into(), "nogroup".into()];
+    run.start_node("n1").unwrap();
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), 65534);
+    let o = as_nobody(exe, &sock, &["stats"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A member's capture is created with the member's identity: not where only root may write.
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let theirs = dir.0.join("theirs.pcap");
+    let args = [
+        "capture",
+        "--port",
+        "c1",
+        "-w",
+        theirs.to_str().unwrap(),
+        "--count",
+        "1",
+    ];
+    let o = as_nobody(exe, &sock, &args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!theirs.exists());
 }
