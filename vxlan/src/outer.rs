@@ -31,14 +31,12 @@
 //! bytes and patches lengths, IP ID, TOS, the IP checksum (from a precomputed partial sum) and
 //! the UDP source port. [`emit_outer`] builds everything from scratch, for tests and cold paths.
 
+pub use crate::wire::VXLAN_PORT;
 use crate::wire::{self, Vni};
 use core::net::Ipv4Addr;
 
 /// Length of the outer headers: Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
 pub const OUTER_HEADER_LEN: usize = ETH_LEN + IPV4_LEN + UDP_LEN + wire::HEADER_LEN;
-
-/// The IANA VXLAN UDP port.
-pub const VXLAN_PORT: u16 = 4789;
 
 /// Outer TTL: the kernel's `ip_default_ttl`, which vxlan uses unless `ttl` is configured.
 pub const DEFAULT_TTL: u8 = 64;

@@ -34,7 +34,7 @@ use core::ptr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-pub use crate::outer::VXLAN_PORT;
+pub use crate::wire::VXLAN_PORT;
 
 /// Default batch size (as OVS and VPP use).
 pub const DEFAULT_BATCH: usize = 32;
