@@ -1,6 +1,7 @@
 //! Frame builders for tests, benches, examples and the demo's in-memory tour: whole Ethernet
 //! frames with correct checksums (built with etherparse), so every test feeds the switch what a
 //! real container's stack would send. Not used on the packet path.
+//! Compiled only for tests and with the `test-frames` feature, never into the dataplane library.
 
 use std::net::Ipv4Addr;
 

@@ -20,6 +20,7 @@ pub mod bpf;
 pub mod env;
 pub mod ethtool;
 pub mod fdb;
+#[cfg(any(test, feature = "test-frames"))]
 pub mod frames;
 pub mod l2;
 pub mod netns;
