@@ -17,7 +17,7 @@
 
 use std::any::Any;
 
-use vswitch::l2::dst_mac;
+use vswitch::wire::ethernet;
 use vswitch::{Batch, DropReason, Env, Mac, NetId, Next, PortId, Stage};
 
 /// Stage name in the graph.
@@ -51,7 +51,8 @@ impl Stage for OwnAddr {
             if self.ingress.contains(&(p.meta.in_port, net)) {
                 p.meta.next = Next::Drop(DROP_INGRESS);
             } else if !self.macs.is_empty() {
-                let dst = dst_mac(p.data());
+                // l2-parse checked the Ethernet header.
+                let dst = ethernet::Packet::new_unchecked(p.data()).dst_addr();
                 if self.macs.iter().any(|&(n, m)| n == net && m == dst) {
                     p.meta.next = Next::Drop(DROP_TO_SWITCH);
                 }

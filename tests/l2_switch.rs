@@ -4,9 +4,9 @@
 
 use std::net::Ipv4Addr;
 
-use vswitch::arp::{ArpRepr, OP_REPLY};
 use vswitch::frames::{self, TcpFlags};
 use vswitch::packet::DropReason;
+use vswitch::wire::arp::{OP_REPLY, Repr as ArpRepr};
 use vswitch::{
     Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, NetId, Network, Packet, PortId, PortRole,
     Switch, Time, Tunnel, VtepId,

@@ -10,9 +10,9 @@ use lb::{
     ServiceKey, Timeouts,
 };
 use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, TcpPacket};
-use vswitch::arp::{ArpRepr, OP_REPLY};
 use vswitch::frames::{self, TcpFlags};
 use vswitch::packet::DropReason;
+use vswitch::wire::arp::{OP_REPLY, Repr as ArpRepr};
 use vswitch::{
     Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, NetId, Network, Packet, PortId, PortRole,
     Switch, Time, Tunnel, VtepId,

@@ -20,7 +20,7 @@ const BURST: usize = 32;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
 
 fn csum(d: &[u8]) -> u16 {
-    !lb::checksum::fold(lb::checksum::sum(d))
+    lb::checksum::checksum(d)
 }
 
 /// An Ethernet + IPv4 + TCP frame with valid checksums.

@@ -9,7 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod balancer;
-pub mod checksum;
+pub use vswitch::wire::checksum;
 pub mod conntrack;
 pub mod listing;
 pub mod packet;

@@ -1,84 +1,42 @@
-//! IPv4 / TCP / UDP / ICMP views and the NAT rewrite itself, on byte slices.
+//! What the load balancer reads of a packet, and the NAT rewrite itself, on byte slices.
 //!
 //! Sits at the heart of the `lb-nat` stage: [`parse`] reads the few fields the load balancer
 //! needs from the IP header on (it never panics, whatever the bytes), and the `rewrite_*`
 //! functions change addresses and ports in place, updating every checksum incrementally
-//! (RFC 1624) so the payload is never re-read. smoltcp's wrappers have no incremental update,
-//! hence these offset-based accessors; tests verify the results with smoltcp independently.
+//! (RFC 1624, [`vswitch::wire::checksum`]) so the payload is never re-read. The headers are
+//! read and written through the wire layer ([`vswitch::wire::ipv4`], [`tcp`], [`udp`],
+//! [`icmp`]); tests verify the results with smoltcp independently.
 //!
 //! ```text
-//!  0                   1                   2                   3
-//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
-//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//! |Version|  IHL  |Type of Service|          Total Length         |
-//! |         Identification        |Flags|      Fragment Offset    |
-//! |  Time to Live |    Protocol   |         Header Checksum       |
-//! |                       Source Address                          |
-//! |                    Destination Address                        |
-//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//! |          Source Port          |       Destination Port        |  TCP / UDP
-//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-//! |     Type      |     Code      |          Checksum             |  ICMP error:
-//! |                unused / MTU                                   |  then the quoted
-//! |      original IP header + first 8 bytes of its payload ...    |  packet
+//! IPv4 header ─┬─ TCP / UDP: source and destination port first   -> Flow::Transport
+//!              ├─ TCP / UDP fragment: no ports                    -> Flow::Fragment
+//!              └─ ICMP error ─ quoted IPv4 header ─ quoted ports  -> Flow::Icmp
 //! ```
 
-use crate::checksum::{update16, update32};
+use std::net::Ipv4Addr;
 
-/// IP protocol number of ICMP.
-pub const PROTO_ICMP: u8 = 1;
-/// IP protocol number of TCP.
-pub const PROTO_TCP: u8 = 6;
-/// IP protocol number of UDP.
-pub const PROTO_UDP: u8 = 17;
+use vswitch::wire::checksum::{update16, update32};
+use vswitch::wire::{icmp, ipv4, tcp, udp};
 
-/// Smallest IPv4 header.
-pub const IPV4_MIN_HDR: usize = 20;
-/// Smallest TCP header.
-pub const TCP_MIN_HDR: usize = 20;
-/// UDP header length.
-pub const UDP_HDR: usize = 8;
-/// ICMP error header length (type, code, checksum, 4 unused/MTU bytes).
-pub const ICMP_HDR: usize = 8;
+/// ICMP error types translated with their connection (declared in [`vswitch::wire::icmp`]).
+pub use vswitch::wire::icmp::{
+    TYPE_DEST_UNREACH as ICMP_DEST_UNREACH, TYPE_PARAM_PROBLEM as ICMP_PARAM_PROBLEM,
+    TYPE_TIME_EXCEEDED as ICMP_TIME_EXCEEDED,
+};
+/// IP protocol numbers the load balancer handles (declared in [`vswitch::wire::ipv4`]).
+pub use vswitch::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+/// TCP flags the connection states follow (declared in [`vswitch::wire::tcp`]).
+pub use vswitch::wire::tcp::{
+    FLAG_ACK as TCP_ACK, FLAG_FIN as TCP_FIN, FLAG_RST as TCP_RST, FLAG_SYN as TCP_SYN,
+};
+/// Header lengths (declared in the wire layer).
+pub use vswitch::wire::{
+    icmp::HEADER_LEN as ICMP_HDR, ipv4::HEADER_LEN as IPV4_MIN_HDR, tcp::HEADER_LEN as TCP_MIN_HDR,
+    udp::HEADER_LEN as UDP_HDR,
+};
+
 /// Bytes of the quoted transport header needed to read its ports.
-pub const QUOTED_PORTS: usize = 4;
-
-/// TCP FIN flag.
-pub const TCP_FIN: u8 = 0x01;
-/// TCP SYN flag.
-pub const TCP_SYN: u8 = 0x02;
-/// TCP RST flag.
-pub const TCP_RST: u8 = 0x04;
-/// TCP ACK flag.
-pub const TCP_ACK: u8 = 0x10;
-
-/// ICMP destination unreachable.
-pub const ICMP_DEST_UNREACH: u8 = 3;
-/// ICMP time exceeded.
-pub const ICMP_TIME_EXCEEDED: u8 = 11;
-/// ICMP parameter problem.
-pub const ICMP_PARAM_PROBLEM: u8 = 12;
-
-mod field {
-    pub const VER_IHL: usize = 0;
-    pub const TOTAL_LEN: usize = 2;
-    pub const FRAG: usize = 6;
-    pub const PROTO: usize = 9;
-    pub const CSUM: usize = 10;
-    pub const SRC: usize = 12;
-    pub const DST: usize = 16;
-    pub const SPORT: usize = 0;
-    pub const DPORT: usize = 2;
-    pub const TCP_FLAGS: usize = 13;
-    pub const TCP_CSUM: usize = 16;
-    pub const UDP_CSUM: usize = 6;
-    pub const ICMP_TYPE: usize = 0;
-    pub const ICMP_CSUM: usize = 2;
-    /// More-fragments flag and offset mask in the flags/offset word.
-    pub const MF_OFFSET_MASK: u16 = 0x3fff;
-    /// Fragment offset mask.
-    pub const FRAG_OFFSET_MASK: u16 = 0x1fff;
-}
+pub const QUOTED_PORTS: usize = udp::field::PORTS.end;
 
 /// Why a packet could not be parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -168,88 +126,77 @@ pub enum Flow {
     Other,
 }
 
+/// Validate the IPv4 header at the start of `ip`; returns (header length, end of packet).
+/// `whole`: the total length must fit `ip` and ends the packet; a quoted header's describes
+/// the original, not what was quoted, so it is not looked at.
 #[inline]
-fn rd16(b: &[u8], off: usize) -> u16 {
-    u16::from_be_bytes([b[off], b[off + 1]])
-}
-#[inline]
-fn rd32(b: &[u8], off: usize) -> u32 {
-    u32::from_be_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-#[inline]
-fn wr16(b: &mut [u8], off: usize, v: u16) {
-    b[off..off + 2].copy_from_slice(&v.to_be_bytes());
-}
-#[inline]
-fn wr32(b: &mut [u8], off: usize, v: u32) {
-    b[off..off + 4].copy_from_slice(&v.to_be_bytes());
-}
-
-/// Validate an IPv4 header at `off`; returns (header length, end of packet).
-#[inline]
-fn ipv4_bounds(
-    ip: &[u8],
-    off: usize,
-    end: usize,
-    whole: bool,
-) -> Result<(usize, usize), PacketError> {
-    if end < off + IPV4_MIN_HDR {
+fn ipv4_bounds(ip: &[u8], whole: bool) -> Result<(usize, usize), PacketError> {
+    if ip.len() < ipv4::HEADER_LEN {
         return Err(PacketError::Truncated);
     }
-    let vi = ip[off + field::VER_IHL];
-    if vi >> 4 != 4 {
+    let h = ipv4::Packet::new_unchecked(ip);
+    if h.version() != ipv4::VERSION {
         return Err(PacketError::NotIpv4);
     }
-    let ihl = usize::from(vi & 0x0f) * 4;
-    if ihl < IPV4_MIN_HDR {
+    let ihl = h.header_len();
+    if ihl < ipv4::HEADER_LEN {
         return Err(PacketError::BadHeaderLength);
     }
-    if end < off + ihl {
+    if ip.len() < ihl {
         return Err(PacketError::Truncated);
     }
     if !whole {
-        // A quoted header: its total length describes the original, not what was quoted.
-        return Ok((ihl, end));
+        return Ok((ihl, ip.len()));
     }
-    let total = usize::from(rd16(ip, off + field::TOTAL_LEN));
+    let total = usize::from(h.total_len());
     if total < ihl {
         return Err(PacketError::BadTotalLength);
     }
-    if total > end - off {
+    if total > ip.len() {
         return Err(PacketError::Truncated);
     }
-    Ok((ihl, off + total))
+    Ok((ihl, total))
+}
+
+/// The two ports at the start of a TCP or UDP header (both put them first) of at least 4 bytes.
+#[inline]
+fn ports(l4: &[u8]) -> (u16, u16) {
+    let p = udp::Packet::new_unchecked(l4);
+    (p.src_port(), p.dst_port())
 }
 
 /// Parse an IPv4 packet (`ip` starts at the IP header; trailing Ethernet padding is ignored).
 pub fn parse(ip: &[u8]) -> Result<Flow, PacketError> {
-    let (ihl, end) = ipv4_bounds(ip, 0, ip.len(), true)?;
-    let proto = ip[field::PROTO];
-    let frag = rd16(ip, field::FRAG) & field::MF_OFFSET_MASK;
+    let (ihl, end) = ipv4_bounds(ip, true)?;
+    let ip = &ip[..end];
+    let h = ipv4::Packet::new_unchecked(ip);
+    let proto = h.protocol();
     match proto {
         PROTO_TCP | PROTO_UDP => {
-            if frag != 0 {
+            if h.is_fragment() {
                 return Ok(Flow::Fragment {
-                    dst: rd32(ip, field::DST),
+                    dst: u32::from(h.dst_addr()),
                 });
             }
             let need = if proto == PROTO_TCP {
-                TCP_MIN_HDR
+                tcp::HEADER_LEN
             } else {
-                UDP_HDR
+                udp::HEADER_LEN
             };
             if end < ihl + need {
                 return Err(PacketError::Truncated);
             }
+            let l4 = &ip[ihl..];
+            let (sport, dport) = ports(l4);
             let tuple = Tuple {
                 proto,
-                src: rd32(ip, field::SRC),
-                dst: rd32(ip, field::DST),
-                sport: rd16(ip, ihl + field::SPORT),
-                dport: rd16(ip, ihl + field::DPORT),
+                src: u32::from(h.src_addr()),
+                dst: u32::from(h.dst_addr()),
+                sport,
+                dport,
             };
             let tcp_flags = if proto == PROTO_TCP {
-                ip[ihl + field::TCP_FLAGS]
+                tcp::Packet::new_unchecked(l4).flags()
             } else {
                 0
             };
@@ -260,44 +207,41 @@ pub fn parse(ip: &[u8]) -> Result<Flow, PacketError> {
             })
         }
         PROTO_ICMP => {
-            if frag != 0 {
+            if h.is_fragment() {
                 return Ok(Flow::Other);
             }
-            if end < ihl + ICMP_HDR {
+            if end < ihl + icmp::HEADER_LEN {
                 return Err(PacketError::Truncated);
             }
-            let ty = ip[ihl + field::ICMP_TYPE];
-            if !matches!(
-                ty,
-                ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAM_PROBLEM
-            ) {
+            if !icmp::is_error(icmp::Packet::new_unchecked(&ip[ihl..]).msg_type()) {
                 return Ok(Flow::Other);
             }
-            let inner = ihl + ICMP_HDR;
-            let (iihl, _) = ipv4_bounds(ip, inner, end, false)?;
-            let iproto = ip[inner + field::PROTO];
-            let ifrag = rd16(ip, inner + field::FRAG);
+            let inner = ihl + icmp::HEADER_LEN;
+            let (iihl, _) = ipv4_bounds(&ip[inner..], false)?;
+            let q = ipv4::Packet::new_unchecked(&ip[inner..]);
+            let iproto = q.protocol();
             // Only a first fragment quotes ports; RFC 792 guarantees 8 bytes of them.
-            if !matches!(iproto, PROTO_TCP | PROTO_UDP) || ifrag & field::FRAG_OFFSET_MASK != 0 {
+            if !matches!(iproto, PROTO_TCP | PROTO_UDP) || q.frag_offset() != 0 {
                 return Ok(Flow::Other);
             }
             let inner_l4 = inner + iihl;
             if end < inner_l4 + QUOTED_PORTS {
                 return Err(PacketError::Truncated);
             }
+            let (sport, dport) = ports(&ip[inner_l4..]);
             Ok(Flow::Icmp(IcmpError {
-                src: rd32(ip, field::SRC),
-                dst: rd32(ip, field::DST),
+                src: u32::from(h.src_addr()),
+                dst: u32::from(h.dst_addr()),
                 icmp: ihl,
                 inner,
                 inner_l4,
                 end,
                 quoted: Tuple {
                     proto: iproto,
-                    src: rd32(ip, inner + field::SRC),
-                    dst: rd32(ip, inner + field::DST),
-                    sport: rd16(ip, inner_l4 + field::SPORT),
-                    dport: rd16(ip, inner_l4 + field::DPORT),
+                    src: u32::from(q.src_addr()),
+                    dst: u32::from(q.dst_addr()),
+                    sport,
+                    dport,
                 },
             }))
         }
@@ -305,17 +249,52 @@ pub fn parse(ip: &[u8]) -> Result<Flow, PacketError> {
     }
 }
 
-/// Offset of the transport checksum relative to the transport header, and whether the bytes
-/// holding it are present in `end`.
+/// Offset of the transport checksum field within its header.
 #[inline]
-fn l4_csum_off(proto: u8, l4: usize, end: usize) -> Option<usize> {
-    let off = l4
-        + if proto == PROTO_TCP {
-            field::TCP_CSUM
-        } else {
-            field::UDP_CSUM
-        };
-    (off + 2 <= end).then_some(off)
+fn l4_csum_field(proto: u8) -> usize {
+    if proto == PROTO_TCP {
+        tcp::field::CHECKSUM.start
+    } else {
+        udp::field::CHECKSUM.start
+    }
+}
+
+/// The checksum of a TCP or UDP header at the start of `l4` (which holds the field).
+#[inline]
+fn l4_checksum(proto: u8, l4: &[u8]) -> u16 {
+    if proto == PROTO_TCP {
+        tcp::Packet::new_unchecked(l4).checksum()
+    } else {
+        udp::Packet::new_unchecked(l4).checksum()
+    }
+}
+
+/// Sets the checksum of a TCP or UDP header at the start of `l4` (which holds the field).
+#[inline]
+fn set_l4_checksum(proto: u8, l4: &mut [u8], c: u16) {
+    if proto == PROTO_TCP {
+        tcp::Packet::new_unchecked(l4).set_checksum(c);
+    } else {
+        udp::Packet::new_unchecked(l4).set_checksum(c);
+    }
+}
+
+/// A TCP/UDP checksum `c` after the tuple `old` moved to (`src`, `dst`); a UDP checksum of
+/// zero (none) stays zero, a computed zero goes out as all ones (RFC 768).
+#[inline]
+fn l4_update(c: u16, old: Tuple, src: (u32, u16), dst: (u32, u16)) -> u16 {
+    if old.proto == PROTO_UDP && c == udp::NO_CHECKSUM {
+        return c;
+    }
+    let mut c = update32(c, old.src, src.0);
+    c = update32(c, old.dst, dst.0);
+    c = update16(c, old.sport, src.1);
+    c = update16(c, old.dport, dst.1);
+    if old.proto == PROTO_UDP {
+        udp::wire_checksum(c)
+    } else {
+        c
+    }
 }
 
 /// Rewrite a TCP/UDP packet's source and destination (address, port), fixing the IPv4 and
@@ -323,37 +302,29 @@ fn l4_csum_off(proto: u8, l4: usize, end: usize) -> Option<usize> {
 /// A UDP checksum of zero (none) stays zero.
 #[inline]
 pub fn rewrite_transport(ip: &mut [u8], l4: usize, proto: u8, src: (u32, u16), dst: (u32, u16)) {
-    let old_src = rd32(ip, field::SRC);
-    let old_dst = rd32(ip, field::DST);
-    let old_sport = rd16(ip, l4 + field::SPORT);
-    let old_dport = rd16(ip, l4 + field::DPORT);
-    let mut ipc = rd16(ip, field::CSUM);
+    let mut h = ipv4::Packet::new_unchecked(&mut *ip);
+    let old_src = u32::from(h.src_addr());
+    let old_dst = u32::from(h.dst_addr());
+    let mut ipc = h.checksum();
     ipc = update32(ipc, old_src, src.0);
     ipc = update32(ipc, old_dst, dst.0);
-    wr16(ip, field::CSUM, ipc);
-    wr32(ip, field::SRC, src.0);
-    wr32(ip, field::DST, dst.0);
-    wr16(ip, l4 + field::SPORT, src.1);
-    wr16(ip, l4 + field::DPORT, dst.1);
-    let coff = l4
-        + if proto == PROTO_TCP {
-            field::TCP_CSUM
-        } else {
-            field::UDP_CSUM
-        };
-    let old = rd16(ip, coff);
-    if proto == PROTO_UDP && old == 0 {
-        return;
-    }
-    let mut c = update32(old, old_src, src.0);
-    c = update32(c, old_dst, dst.0);
-    c = update16(c, old_sport, src.1);
-    c = update16(c, old_dport, dst.1);
-    if proto == PROTO_UDP && c == 0 {
-        // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
-        c = 0xffff;
-    }
-    wr16(ip, coff, c);
+    h.set_checksum(ipc);
+    h.set_src_addr(Ipv4Addr::from(src.0));
+    h.set_dst_addr(Ipv4Addr::from(dst.0));
+    let (old_sport, old_dport) = ports(&ip[l4..]);
+    let l4 = &mut ip[l4..];
+    let mut t = udp::Packet::new_unchecked(&mut *l4);
+    t.set_src_port(src.1);
+    t.set_dst_port(dst.1);
+    let old = Tuple {
+        proto,
+        src: old_src,
+        dst: old_dst,
+        sport: old_sport,
+        dport: old_dport,
+    };
+    let c = l4_update(l4_checksum(proto, l4), old, src, dst);
+    set_l4_checksum(proto, l4, c);
 }
 
 /// Translate an ICMP error: set the outer source/destination addresses and the quoted packet's
@@ -368,53 +339,68 @@ pub fn rewrite_icmp_error(
     inner_dst: (u32, u16),
 ) {
     // Outer header: the ICMP checksum does not cover it.
-    let mut ipc = rd16(ip, field::CSUM);
+    let mut h = ipv4::Packet::new_unchecked(&mut *ip);
+    let mut ipc = h.checksum();
     ipc = update32(ipc, e.src, outer_src);
     ipc = update32(ipc, e.dst, outer_dst);
-    wr16(ip, field::CSUM, ipc);
-    wr32(ip, field::SRC, outer_src);
-    wr32(ip, field::DST, outer_dst);
+    h.set_checksum(ipc);
+    h.set_src_addr(Ipv4Addr::from(outer_src));
+    h.set_dst_addr(Ipv4Addr::from(outer_dst));
 
     // Every quoted field below sits at an even offset from the ICMP header, so each changed
     // 16-bit word folds into the ICMP checksum as is.
     let q = e.quoted;
-    let mut icc = rd16(ip, e.icmp + field::ICMP_CSUM);
-    let old_iipc = rd16(ip, e.inner + field::CSUM);
+    let mut icc = icmp::Packet::new_unchecked(&ip[e.icmp..]).checksum();
+    let mut quoted = ipv4::Packet::new_unchecked(&mut ip[e.inner..]);
+    let old_iipc = quoted.checksum();
     let mut iipc = update32(old_iipc, q.src, inner_src.0);
     iipc = update32(iipc, q.dst, inner_dst.0);
-    wr16(ip, e.inner + field::CSUM, iipc);
-    wr32(ip, e.inner + field::SRC, inner_src.0);
-    wr32(ip, e.inner + field::DST, inner_dst.0);
-    wr16(ip, e.inner_l4 + field::SPORT, inner_src.1);
-    wr16(ip, e.inner_l4 + field::DPORT, inner_dst.1);
+    quoted.set_checksum(iipc);
+    quoted.set_src_addr(Ipv4Addr::from(inner_src.0));
+    quoted.set_dst_addr(Ipv4Addr::from(inner_dst.0));
+    let mut qt = udp::Packet::new_unchecked(&mut ip[e.inner_l4..]);
+    qt.set_src_port(inner_src.1);
+    qt.set_dst_port(inner_dst.1);
     icc = update16(icc, old_iipc, iipc);
     icc = update32(icc, q.src, inner_src.0);
     icc = update32(icc, q.dst, inner_dst.0);
     icc = update16(icc, q.sport, inner_src.1);
     icc = update16(icc, q.dport, inner_dst.1);
-    if let Some(coff) = l4_csum_off(q.proto, e.inner_l4, e.end) {
-        let old = rd16(ip, coff);
-        if !(q.proto == PROTO_UDP && old == 0) {
-            let mut c = update32(old, q.src, inner_src.0);
-            c = update32(c, q.dst, inner_dst.0);
-            c = update16(c, q.sport, inner_src.1);
-            c = update16(c, q.dport, inner_dst.1);
-            if q.proto == PROTO_UDP && c == 0 {
-                c = 0xffff;
-            }
-            wr16(ip, coff, c);
+    // The quote may end before the transport checksum: then only the ports change.
+    if e.inner_l4 + l4_csum_field(q.proto) + 2 <= e.end {
+        let ql4 = &mut ip[e.inner_l4..e.end];
+        let old = l4_checksum(q.proto, ql4);
+        if !(q.proto == PROTO_UDP && old == udp::NO_CHECKSUM) {
+            let c = l4_update(old, q, inner_src, inner_dst);
+            set_l4_checksum(q.proto, ql4, c);
             icc = update16(icc, old, c);
         }
     }
-    wr16(ip, e.icmp + field::ICMP_CSUM, icc);
+    icmp::Packet::new_unchecked(&mut ip[e.icmp..]).set_checksum(icc);
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::checksum::checksum;
     use proptest::prelude::*;
     use smoltcp::wire::{Icmpv4Packet, IpAddress, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket};
+    use vswitch::wire::checksum;
+
+    /// Where the tests poke at IPv4 fields.
+    mod field {
+        use vswitch::wire::ipv4::field;
+        pub const TOTAL_LEN: usize = field::LENGTH.start;
+        pub const FRAG: usize = field::FLG_OFF.start;
+        pub const PROTO: usize = field::PROTOCOL;
+    }
+
+    fn rd16(b: &[u8], off: usize) -> u16 {
+        u16::from_be_bytes([b[off], b[off + 1]])
+    }
+
+    fn wr16(b: &mut [u8], off: usize, v: u16) {
+        b[off..off + 2].copy_from_slice(&v.to_be_bytes());
+    }
 
     /// Build an IPv4 TCP or UDP packet with correct checksums (payload `payload`).
     pub(crate) fn build(t: Tuple, flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -425,62 +411,71 @@ pub(crate) mod tests {
         };
         let total = IPV4_MIN_HDR + l4len + payload.len();
         let mut p = vec![0u8; total];
-        p[0] = 0x45;
-        wr16(&mut p, field::TOTAL_LEN, total as u16);
-        p[8] = 64;
-        p[field::PROTO] = t.proto;
-        wr32(&mut p, field::SRC, t.src);
-        wr32(&mut p, field::DST, t.dst);
-        let c = checksum(&p[..IPV4_MIN_HDR]);
-        wr16(&mut p, field::CSUM, c);
+        ipv4::Repr {
+            src_addr: Ipv4Addr::from(t.src),
+            dst_addr: Ipv4Addr::from(t.dst),
+            protocol: t.proto,
+            payload_len: l4len + payload.len(),
+            ttl: ipv4::DEFAULT_TTL,
+            tos: 0,
+            ident: 0,
+            dont_frag: false,
+        }
+        .emit(&mut ipv4::Packet::new_unchecked(&mut p[..]));
         let l4 = IPV4_MIN_HDR;
-        wr16(&mut p, l4, t.sport);
-        wr16(&mut p, l4 + 2, t.dport);
-        if t.proto == PROTO_TCP {
-            p[l4 + 12] = 0x50;
-            p[l4 + field::TCP_FLAGS] = flags;
-            wr16(&mut p, l4 + 14, 0xffff);
-        } else {
-            wr16(&mut p, l4 + 4, (l4len + payload.len()) as u16);
-        }
         p[l4 + l4len..].copy_from_slice(payload);
-        let csum = l4_full_checksum(&p);
-        let coff = l4_csum_off(t.proto, l4, total).unwrap();
-        wr16(&mut p, coff, csum);
-        p
-    }
-
-    fn l4_full_checksum(p: &[u8]) -> u16 {
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&p[field::SRC..field::DST + 4]);
-        pseudo.push(0);
-        pseudo.push(p[field::PROTO]);
-        pseudo.extend_from_slice(&((p.len() - IPV4_MIN_HDR) as u16).to_be_bytes());
-        pseudo.extend_from_slice(&p[IPV4_MIN_HDR..]);
-        let c = checksum(&pseudo);
-        if c == 0 && p[field::PROTO] == PROTO_UDP {
-            0xffff
+        let (src, dst) = (Ipv4Addr::from(t.src), Ipv4Addr::from(t.dst));
+        if t.proto == PROTO_TCP {
+            let mut seg = tcp::Packet::new_unchecked(&mut p[l4..]);
+            tcp::Repr {
+                src_port: t.sport,
+                dst_port: t.dport,
+                seq_number: 0,
+                ack_number: 0,
+                flags,
+                window: 0xffff,
+            }
+            .emit(&mut seg);
+            let c = !checksum::add(
+                checksum::pseudo_sum_addrs(src, dst, PROTO_TCP, l4len + payload.len()),
+                checksum::sum(seg.as_ref()),
+            );
+            seg.set_checksum(c);
         } else {
-            c
+            udp::Repr {
+                src_port: t.sport,
+                dst_port: t.dport,
+            }
+            .emit(
+                &mut udp::Packet::new_unchecked(&mut p[l4..]),
+                payload.len(),
+                Some((src, dst)),
+            );
         }
+        p
     }
 
     /// Build an ICMP error of `ty` from `src` to `dst` quoting the first bytes of `quoted`.
     pub(crate) fn build_icmp(src: u32, dst: u32, ty: u8, quoted: &[u8]) -> Vec<u8> {
         let total = IPV4_MIN_HDR + ICMP_HDR + quoted.len();
         let mut p = vec![0u8; total];
-        p[0] = 0x45;
-        wr16(&mut p, field::TOTAL_LEN, total as u16);
-        p[8] = 64;
-        p[field::PROTO] = PROTO_ICMP;
-        wr32(&mut p, field::SRC, src);
-        wr32(&mut p, field::DST, dst);
-        let c = checksum(&p[..IPV4_MIN_HDR]);
-        wr16(&mut p, field::CSUM, c);
-        p[IPV4_MIN_HDR] = ty;
+        ipv4::Repr {
+            src_addr: Ipv4Addr::from(src),
+            dst_addr: Ipv4Addr::from(dst),
+            protocol: PROTO_ICMP,
+            payload_len: ICMP_HDR + quoted.len(),
+            ttl: ipv4::DEFAULT_TTL,
+            tos: 0,
+            ident: 0,
+            dont_frag: false,
+        }
+        .emit(&mut ipv4::Packet::new_unchecked(&mut p[..]));
         p[IPV4_MIN_HDR + ICMP_HDR..].copy_from_slice(quoted);
-        let c = checksum(&p[IPV4_MIN_HDR..]);
-        wr16(&mut p, IPV4_MIN_HDR + field::ICMP_CSUM, c);
+        icmp::Repr {
+            msg_type: ty,
+            code: 0,
+        }
+        .emit(&mut icmp::Packet::new_unchecked(&mut p[IPV4_MIN_HDR..]));
         p
     }
 
@@ -512,7 +507,7 @@ pub(crate) mod tests {
                 // The quoted header's own checksum must hold too.
                 let q = &payload[ICMP_HDR..];
                 let ihl = usize::from(q[0] & 0x0f) * 4;
-                q.len() < ihl || crate::checksum::fold(crate::checksum::sum(&q[..ihl])) == 0xffff
+                q.len() < ihl || checksum::sum(&q[..ihl]) == 0xffff
             }
             _ => true,
         }

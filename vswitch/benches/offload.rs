@@ -8,6 +8,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::net::Ipv4Addr;
 use vswitch::offload::{self, Offload, Tcp4Gso};
+use vswitch::wire::{checksum, ethernet, ipv4, tcp};
 
 use vswitch::Packet;
 use vswitch::frames::{self, TcpFlags};
@@ -36,13 +37,14 @@ fn tcp_frame(payload: usize) -> (Vec<u8>, Offload) {
         &data,
     );
     // Partial: the checksum field holds the pseudo-header sum.
-    let total = f.len() - 34;
-    let p = offload::tcp4_pseudo_sum(&f[26..34], total);
-    f[50..52].copy_from_slice(&p.to_be_bytes());
+    let l4 = ethernet::HEADER_LEN + ipv4::HEADER_LEN;
+    let ip = ipv4::Packet::new_unchecked(&f[ethernet::HEADER_LEN..]);
+    let p = checksum::pseudo_sum(ip.addrs(), ipv4::PROTO_TCP, f.len() - l4);
+    tcp::Packet::new_unchecked(&mut f[l4..]).set_checksum(p);
     let o = Offload {
         needs_csum: true,
-        csum_start: 34,
-        csum_offset: 16,
+        csum_start: l4 as u16,
+        csum_offset: tcp::field::CHECKSUM.start as u16,
         gso_size: 0,
     };
     (f, o)

@@ -73,10 +73,10 @@ use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, 
 
 use crate::batch::Batch;
 use crate::bpf::{BpfError, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XdpLink, XdpProgram, XskMap};
-use crate::env::{ETH_HDR_LEN, VLAN_TAG_LEN};
 use crate::ethtool::{self, EthtoolError};
 use crate::packet::Packet;
 use crate::port::Port;
+use crate::wire::ethernet;
 
 /// Default UMEM frame size: holds a 1500-MTU frame after the kernel's receive headroom.
 pub const DEFAULT_FRAME_SIZE: u32 = 2048;
@@ -826,7 +826,7 @@ impl AfxdpPort {
 
         let mtu = read_mtu(ifname).map_err(|e| cx.os("reading the MTU", e))?;
         let rx_room = cfg.frame_size - XDP_PACKET_HEADROOM;
-        let need = mtu + (ETH_HDR_LEN + VLAN_TAG_LEN) as u32;
+        let need = mtu + (ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN) as u32;
         if need > rx_room {
             return Err(AfxdpError::MtuTooLarge {
                 ifname: ifname.to_string(),

@@ -6,113 +6,17 @@
 //! cluster file: nothing a container sends changes it. A gratuitous ARP (sender IP = target IP)
 //! and an ARP probe from the owner of the address (RFC 5227) are not answered but switched as
 //! usual; a request for an unknown address is flooded. A frame with the ARP EtherType that is not
-//! Ethernet/IPv4 ARP of the right size is dropped as malformed.
-//!
-//! ```text
-//!  0      2      4  5  6      8             14        18            24        28
-//! +------+------+--+--+------+-------------+---------+-------------+---------+
-//! | htype| ptype|hl|pl|  op  | sender MAC  |sender IP| target MAC  |target IP|
-//! +------+------+--+--+------+-------------+---------+-------------+---------+
-//! ```
+//! Ethernet/IPv4 ARP of the right size is dropped as malformed. The packet format is
+//! [`crate::wire::arp`].
 
 use std::any::Any;
-use std::net::Ipv4Addr;
 
 use crate::batch::Batch;
 use crate::env::Env;
-use crate::l2::ETHERTYPE_ARP;
-use crate::packet::{DropReason, Mac, Next, Packet};
+use crate::packet::{DropReason, Next, Packet};
 use crate::stage::Stage;
-
-/// Length of an Ethernet/IPv4 ARP packet.
-pub const ARP_LEN: usize = 28;
-const HTYPE_ETHERNET: u16 = 1;
-const PTYPE_IPV4: u16 = 0x0800;
-const HLEN_ETHERNET: u8 = 6;
-const PLEN_IPV4: u8 = 4;
-/// ARP request opcode.
-pub const OP_REQUEST: u16 = 1;
-/// ARP reply opcode.
-pub const OP_REPLY: u16 = 2;
-
-mod field {
-    use core::ops::Range;
-    pub const HTYPE: Range<usize> = 0..2;
-    pub const PTYPE: Range<usize> = 2..4;
-    pub const HLEN: usize = 4;
-    pub const PLEN: usize = 5;
-    pub const OP: Range<usize> = 6..8;
-    pub const SHA: Range<usize> = 8..14;
-    pub const SPA: Range<usize> = 14..18;
-    pub const THA: Range<usize> = 18..24;
-    pub const TPA: Range<usize> = 24..28;
-}
-
-/// An Ethernet/IPv4 ARP packet, read from the bytes after the Ethernet header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArpRepr {
-    /// Opcode.
-    pub op: u16,
-    /// Sender hardware address.
-    pub sha: Mac,
-    /// Sender protocol address.
-    pub spa: Ipv4Addr,
-    /// Target hardware address.
-    pub tha: Mac,
-    /// Target protocol address.
-    pub tpa: Ipv4Addr,
-}
-
-/// The bytes are not an Ethernet/IPv4 ARP packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ArpError {
-    /// Fewer than 28 bytes.
-    #[error("truncated ARP packet")]
-    Truncated,
-    /// Not Ethernet hardware / IPv4 protocol addresses of sizes 6 and 4.
-    #[error("ARP for another hardware or protocol type")]
-    Unsupported,
-}
-
-impl ArpRepr {
-    /// Parse the ARP packet at the start of `b`.
-    pub fn parse(b: &[u8]) -> Result<ArpRepr, ArpError> {
-        if b.len() < ARP_LEN {
-            return Err(ArpError::Truncated);
-        }
-        let be16 = |r: core::ops::Range<usize>| u16::from_be_bytes([b[r.start], b[r.start + 1]]);
-        if be16(field::HTYPE) != HTYPE_ETHERNET
-            || be16(field::PTYPE) != PTYPE_IPV4
-            || b[field::HLEN] != HLEN_ETHERNET
-            || b[field::PLEN] != PLEN_IPV4
-        {
-            return Err(ArpError::Unsupported);
-        }
-        let ip = |r: core::ops::Range<usize>| {
-            Ipv4Addr::new(b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3])
-        };
-        Ok(ArpRepr {
-            op: be16(field::OP),
-            sha: Mac::from_slice(&b[field::SHA]),
-            spa: ip(field::SPA),
-            tha: Mac::from_slice(&b[field::THA]),
-            tpa: ip(field::TPA),
-        })
-    }
-
-    /// Write this packet into the first 28 bytes of `b`.
-    pub fn emit(&self, b: &mut [u8]) {
-        b[field::HTYPE].copy_from_slice(&HTYPE_ETHERNET.to_be_bytes());
-        b[field::PTYPE].copy_from_slice(&PTYPE_IPV4.to_be_bytes());
-        b[field::HLEN] = HLEN_ETHERNET;
-        b[field::PLEN] = PLEN_IPV4;
-        b[field::OP].copy_from_slice(&self.op.to_be_bytes());
-        b[field::SHA].copy_from_slice(&self.sha.0);
-        b[field::SPA].copy_from_slice(&self.spa.octets());
-        b[field::THA].copy_from_slice(&self.tha.0);
-        b[field::TPA].copy_from_slice(&self.tpa.octets());
-    }
-}
+use crate::wire::arp::{self, OP_REPLY, OP_REQUEST};
+use crate::wire::ethernet::{self, ETHERTYPE_ARP};
 
 /// The `arp-proxy` stage.
 #[derive(Debug, Default)]
@@ -134,7 +38,7 @@ impl ArpProxy {
             return;
         }
         let l3 = p.meta.l3_offset as usize;
-        let req = match ArpRepr::parse(&p.data()[l3..]) {
+        let req = match arp::Repr::parse(&p.data()[l3..]) {
             Ok(r) => r,
             Err(_) => {
                 p.meta.next = Next::Drop(Self::DROP_MALFORMED);
@@ -156,7 +60,7 @@ impl ArpProxy {
             self.gratuitous += 1;
             return;
         }
-        let reply = ArpRepr {
+        let reply = arp::Repr {
             op: OP_REPLY,
             sha: answer,
             spa: req.tpa,
@@ -164,11 +68,11 @@ impl ArpProxy {
             tpa: req.spa,
         };
         let d = p.data_mut();
-        let requester: [u8; 6] = d[6..12]
-            .try_into()
-            .expect("12-byte Ethernet addresses checked by l2-parse");
-        d[0..6].copy_from_slice(&requester);
-        d[6..12].copy_from_slice(&answer.0);
+        // l2-parse checked the Ethernet header; the parse above the ARP packet after it.
+        let mut eth = ethernet::Packet::new_unchecked(&mut d[..]);
+        let requester = eth.src_addr();
+        eth.set_dst_addr(requester);
+        eth.set_src_addr(answer);
         reply.emit(&mut d[l3..]);
         p.meta.next = Next::Output(p.meta.in_port);
         self.replies += 1;
@@ -191,7 +95,7 @@ impl Stage for ArpProxy {
         if pkt.meta.ethertype != ETHERTYPE_ARP {
             return "not ARP".into();
         }
-        match ArpRepr::parse(&pkt.data()[pkt.meta.l3_offset as usize..]) {
+        match arp::Repr::parse(&pkt.data()[pkt.meta.l3_offset as usize..]) {
             Err(e) => e.to_string(),
             Ok(a) if a.op == OP_REPLY && pkt.meta.next != Next::Continue => {
                 format!("answered: {} is-at {}", a.spa, a.sha)
@@ -213,40 +117,5 @@ impl Stage for ArpProxy {
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn round_trip_on_fixed_bytes() {
-        // who-has 10.0.9.21 tell 10.0.9.11, as Linux sends it
-        let bytes: [u8; 28] = [
-            0, 1, 8, 0, 6, 4, 0, 1, 0x02, 0x42, 10, 0, 9, 11, 10, 0, 9, 11, 0, 0, 0, 0, 0, 0, 10,
-            0, 9, 21,
-        ];
-        let r = ArpRepr::parse(&bytes).unwrap();
-        assert_eq!(r.op, OP_REQUEST);
-        assert_eq!(r.spa, Ipv4Addr::new(10, 0, 9, 11));
-        assert_eq!(r.tpa, Ipv4Addr::new(10, 0, 9, 21));
-        let mut out = [0u8; 28];
-        r.emit(&mut out);
-        assert_eq!(out, bytes);
-        let mut bad = bytes;
-        bad[5] = 16;
-        assert_eq!(ArpRepr::parse(&bad), Err(ArpError::Unsupported));
-    }
-
-    proptest! {
-        #[test]
-        fn every_truncation_is_an_error(bytes in proptest::collection::vec(any::<u8>(), 28..40)) {
-            for n in 0..ARP_LEN {
-                prop_assert_eq!(ArpRepr::parse(&bytes[..n]), Err(ArpError::Truncated));
-            }
-            let _ = ArpRepr::parse(&bytes);
-        }
     }
 }

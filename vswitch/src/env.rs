@@ -12,13 +12,10 @@ use std::net::Ipv4Addr;
 use crate::fdb::{Fdb, FdbConfig};
 use crate::packet::{Mac, NetId, PortId, VtepId};
 use crate::trace::Tracer;
+use crate::wire::ethernet;
 
 /// Default IP MTU of an overlay network: 1500 minus the 50 bytes of VXLAN overhead.
 pub const DEFAULT_MTU: u16 = 1450;
-/// Ethernet header length.
-pub const ETH_HDR_LEN: usize = 14;
-/// 802.1Q tag length.
-pub const VLAN_TAG_LEN: usize = 4;
 
 /// A point in time: nanoseconds on a monotonic clock with an arbitrary start. Passed in, never
 /// read by the tables themselves, so tests drive aging and timeouts with a fake clock.
@@ -85,7 +82,7 @@ impl Network {
     /// Largest untagged frame the network switches.
     #[inline]
     pub fn max_frame(&self) -> usize {
-        self.mtu as usize + ETH_HDR_LEN
+        self.mtu as usize + ethernet::HEADER_LEN
     }
 }
 

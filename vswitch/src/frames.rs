@@ -1,14 +1,15 @@
 //! Frame builders for tests, benches, examples and the demo's in-memory tour: whole Ethernet
 //! frames with correct checksums (built with etherparse), so every test feeds the switch what a
 //! real container's stack would send. Not used on the packet path.
+//! Compiled only for tests and with the `test-frames` feature, never into the dataplane library.
 
 use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
 
-use crate::arp::{ArpRepr, OP_REQUEST};
-use crate::l2::ETHERTYPE_ARP;
 use crate::packet::Mac;
+use crate::wire::arp::{self, OP_REQUEST};
+use crate::wire::ethernet::{self, ETHERTYPE_ARP};
 
 /// Default IPv4 TTL of the frames built here.
 pub const TTL: u8 = 64;
@@ -141,7 +142,7 @@ pub fn icmp_echo(src: Mac, dst: Mac, sip: Ipv4Addr, dip: Ipv4Addr, id: u16, seq:
 pub fn arp_request(sha: Mac, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
     arp(
         Mac::BROADCAST,
-        ArpRepr {
+        arp::Repr {
             op: OP_REQUEST,
             sha,
             spa,
@@ -152,11 +153,15 @@ pub fn arp_request(sha: Mac, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
 }
 
 /// An Ethernet frame carrying `repr`, sent to `dst` from `repr.sha`.
-pub fn arp(dst: Mac, repr: ArpRepr) -> Vec<u8> {
-    let mut v = vec![0u8; 14 + crate::arp::ARP_LEN];
-    v[0..6].copy_from_slice(&dst.0);
-    v[6..12].copy_from_slice(&repr.sha.0);
-    v[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-    repr.emit(&mut v[14..]);
+pub fn arp(dst: Mac, repr: arp::Repr) -> Vec<u8> {
+    let mut v = vec![0u8; ethernet::HEADER_LEN + arp::HEADER_LEN];
+    let mut eth = ethernet::Packet::new_unchecked(&mut v[..]);
+    ethernet::Repr {
+        src_addr: repr.sha,
+        dst_addr: dst,
+        ethertype: ETHERTYPE_ARP,
+    }
+    .emit(&mut eth);
+    repr.emit(eth.payload_mut());
     v
 }

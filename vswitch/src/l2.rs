@@ -16,28 +16,25 @@
 use std::any::Any;
 
 use crate::batch::{Batch, MAX_BATCH};
-use crate::env::{ETH_HDR_LEN, Env, VLAN_TAG_LEN};
+use crate::env::Env;
 use crate::fdb::{FdbDest, FdbKey, Learned};
 use crate::packet::{DropReason, Mac, Next, Packet};
 use crate::stage::Stage;
+use crate::wire::ethernet;
 
-/// EtherType of an 802.1Q tag.
-pub const ETHERTYPE_VLAN: u16 = 0x8100;
-/// EtherType of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-/// EtherType of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// The EtherTypes the stages branch on, declared in [`crate::wire::ethernet`].
+pub use crate::wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN};
 
-/// The destination MAC of a frame of at least 6 bytes.
+/// The destination MAC of a frame `l2-parse` accepted (at least an Ethernet header).
 #[inline]
 pub fn dst_mac(frame: &[u8]) -> Mac {
-    Mac::from_slice(&frame[0..6])
+    ethernet::Packet::new_unchecked(frame).dst_addr()
 }
 
-/// The source MAC of a frame of at least 12 bytes.
+/// The source MAC of a frame `l2-parse` accepted (at least an Ethernet header).
 #[inline]
 pub fn src_mac(frame: &[u8]) -> Mac {
-    Mac::from_slice(&frame[6..12])
+    ethernet::Packet::new_unchecked(frame).src_addr()
 }
 
 /// `l2-parse`: checks the Ethernet header and the frame size against the network's MTU, and
@@ -64,22 +61,12 @@ impl L2Parse {
     /// Decide on one frame of a network whose largest untagged frame is `max_frame` bytes.
     #[inline]
     pub fn check(frame: &[u8], max_frame: usize) -> Result<(u16, u16), DropReason> {
-        if frame.len() < ETH_HDR_LEN {
-            return Err(Self::DROP_RUNT);
-        }
-        let mut ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-        let mut l3 = ETH_HDR_LEN;
-        if ethertype == ETHERTYPE_VLAN {
-            if frame.len() < ETH_HDR_LEN + VLAN_TAG_LEN {
-                return Err(Self::DROP_VLAN_TRUNCATED);
-            }
-            ethertype = u16::from_be_bytes([frame[16], frame[17]]);
-            l3 += VLAN_TAG_LEN;
-        }
-        if frame.len() > max_frame + (l3 - ETH_HDR_LEN) {
+        let eth = ethernet::Packet::new_checked(frame).map_err(|_| Self::DROP_RUNT)?;
+        let (l3, ethertype) = eth.l3().map_err(|_| Self::DROP_VLAN_TRUNCATED)?;
+        if frame.len() > max_frame + (l3 - ethernet::HEADER_LEN) {
             return Err(Self::DROP_OVERSIZE);
         }
-        if !src_mac(frame).is_unicast() {
+        if !eth.src_addr().is_unicast() {
             return Err(Self::DROP_INVALID_SRC_MAC);
         }
         Ok((l3 as u16, ethertype))

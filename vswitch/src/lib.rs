@@ -20,6 +20,7 @@ pub mod bpf;
 pub mod env;
 pub mod ethtool;
 pub mod fdb;
+#[cfg(any(test, feature = "test-frames"))]
 pub mod frames;
 pub mod l2;
 pub mod netns;
@@ -31,6 +32,7 @@ pub mod switch;
 pub mod table;
 pub mod tap;
 pub mod trace;
+pub mod wire;
 
 pub use afxdp::{AfxdpConfig, AfxdpError, AfxdpPort, XdpMode};
 pub use batch::{BATCH_SIZE, Batch, MAX_BATCH};

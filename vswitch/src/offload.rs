@@ -17,32 +17,24 @@
 
 use core::fmt;
 
-/// Length of the legacy `struct virtio_net_hdr` (no `num_buffers`), the TAP's default.
-pub const VNET_HDR_LEN: usize = 10;
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum from `csum_start` on is still to be computed.
-const F_NEEDS_CSUM: u8 = 1;
-/// `VIRTIO_NET_HDR_GSO_NONE`.
-const GSO_NONE: u8 = 0;
-/// `VIRTIO_NET_HDR_GSO_TCPV4`.
-const GSO_TCPV4: u8 = 1;
+use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
+use crate::wire::ipv4::{self, PROTO_TCP};
+use crate::wire::tcp::{self, FLAG_ACK, FLAG_CWR, FLAG_FIN, FLAG_PSH};
+use crate::wire::{be16, checksum, set_be16, udp, vnet};
+
 /// Largest frame a super-frame may be: a 64 KB IPv4 datagram plus Ethernet and a VLAN tag.
-pub const GSO_MAX_FRAME: usize = 65535 + 18;
+pub const GSO_MAX_FRAME: usize = u16::MAX as usize + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN;
 /// Packet buffer size for a switch with offload ports ([`crate::Switch::with_batch`]): a
 /// super-frame after the headroom. Buffers move between batches, so every one must hold it.
 pub const GSO_BUF_SIZE: usize = crate::packet::HEADROOM + GSO_MAX_FRAME;
 
-const ETH_HDR: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const PROTO_TCP: u8 = 6;
-const TCP_CSUM: usize = 16;
-const UDP_CSUM: usize = 6;
+/// Where the TCP checksum field is in its header (a partial checksum's `csum_offset`).
+const TCP_CSUM: usize = tcp::field::CHECKSUM.start;
+/// Where the UDP checksum field is in its header.
+const UDP_CSUM: usize = udp::field::CHECKSUM.start;
 /// Smallest segment size taken (Linux's `TCP_MIN_MSS`): bounds the segments one super-frame
 /// can be cut into at 745, so a container cannot make the switch cut 64 KB into 1-byte pieces.
 pub const MIN_GSO_SIZE: usize = 88;
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// Work left on a frame: zero (the default) when none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,19 +85,17 @@ impl fmt::Display for VnetError {
     }
 }
 
-/// Read a virtio-net header (little-endian, as the TAP speaks it on x86 and ARM) for `frame`,
-/// checking that it describes the frame. `max_segment` is the largest frame a segment may be
-/// (the network's MTU plus Ethernet).
+/// Read a virtio-net header for `frame`, checking that it describes the frame. `max_segment`
+/// is the largest frame a segment may be (the network's MTU plus Ethernet).
 pub fn from_vnet(
-    h: &[u8; VNET_HDR_LEN],
+    h: &[u8; vnet::HEADER_LEN],
     frame: &[u8],
     max_segment: usize,
 ) -> Result<Offload, VnetError> {
-    let rd = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
-    let (flags, gso_type) = (h[0], h[1]);
+    let h = vnet::Packet::new_unchecked(&h[..]);
     let mut o = Offload::default();
-    if flags & F_NEEDS_CSUM != 0 {
-        let (start, off) = (rd(6), rd(8));
+    if h.needs_csum() {
+        let (start, off) = (h.csum_start(), h.csum_offset());
         if usize::from(start) + usize::from(off) + 2 > frame.len() {
             return Err(VnetError::BadChecksumOffsets);
         }
@@ -113,10 +103,10 @@ pub fn from_vnet(
         o.csum_start = start;
         o.csum_offset = off;
     }
-    match gso_type {
-        GSO_NONE => Ok(o),
-        GSO_TCPV4 => {
-            o.gso_size = rd(4);
+    match h.gso_type() {
+        vnet::GSO_NONE => Ok(o),
+        vnet::GSO_TCPV4 => {
+            o.gso_size = h.gso_size();
             let g = Tcp4Gso::new(frame, &o)?;
             if g.hdr_len + g.mss > max_segment {
                 return Err(VnetError::BadGsoFrame("segments larger than the MTU"));
@@ -129,82 +119,25 @@ pub fn from_vnet(
 }
 
 /// The virtio-net header that hands `frame` with offload `o` to a TAP (all zero when none).
-pub fn to_vnet(o: &Offload, frame: &[u8]) -> [u8; VNET_HDR_LEN] {
-    let mut h = [0u8; VNET_HDR_LEN];
+pub fn to_vnet(o: &Offload, frame: &[u8]) -> [u8; vnet::HEADER_LEN] {
+    let mut h = vnet::Repr::default();
     if o.needs_csum {
-        h[0] = F_NEEDS_CSUM;
-        h[6..8].copy_from_slice(&o.csum_start.to_le_bytes());
-        h[8..10].copy_from_slice(&o.csum_offset.to_le_bytes());
+        h.flags = vnet::F_NEEDS_CSUM;
+        h.csum_start = o.csum_start;
+        h.csum_offset = o.csum_offset;
     }
     // A super-frame was checked when it came in (from_vnet) or built (gro_merge); its headers
     // end after the TCP header at csum_start.
     let l4 = usize::from(o.csum_start);
     if o.is_gso()
-        && let Some(&doff) = frame.get(l4 + 12)
+        && let Some(&doff) = frame.get(l4 + tcp::field::DATA_OFFSET)
     {
-        h[1] = GSO_TCPV4;
+        h.gso_type = vnet::GSO_TCPV4;
         // At most 18 + 60 + 60.
-        let hdr_len = (l4 + usize::from(doff >> 4) * 4) as u16;
-        h[2..4].copy_from_slice(&hdr_len.to_le_bytes());
-        h[4..6].copy_from_slice(&o.gso_size.to_le_bytes());
+        h.hdr_len = (l4 + usize::from(doff >> 4) * tcp::DOFF_UNIT) as u16;
+        h.gso_size = o.gso_size;
     }
-    h
-}
-
-/// Ones-complement sum of `data` as big-endian 16-bit words (odd tail padded with zero), folded
-/// to 16 bits. Eight bytes per add, with end-around carry (RFC 1071's byte-order independence:
-/// the native-endian sum is the byte swap of the big-endian one).
-#[inline]
-pub fn sum(data: &[u8]) -> u16 {
-    let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(w));
-        acc = s + u64::from(carry);
-    }
-    let rem = chunks.remainder();
-    let mut w = [0u8; 8];
-    w[..rem.len()].copy_from_slice(rem);
-    let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(w));
-    acc = s + u64::from(carry);
-    let mut s = (acc & 0xffff_ffff) + (acc >> 32);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    let mut s = s as u32;
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    let native = s as u16;
-    if cfg!(target_endian = "little") {
-        native.swap_bytes()
-    } else {
-        native
-    }
-}
-
-/// Ones-complement addition of 16-bit values.
-#[inline]
-fn add(a: u16, b: u16) -> u16 {
-    let s = u32::from(a) + u32::from(b);
-    ((s & 0xffff) + (s >> 16)) as u16
-}
-
-/// The sum of a TCP/IPv4 pseudo-header: `addrs` is the IPv4 header's source and destination
-/// (8 bytes), `len` the TCP length.
-pub fn tcp4_pseudo_sum(addrs: &[u8], len: usize) -> u16 {
-    let mut pseudo = [0u8; 12];
-    pseudo[..8].copy_from_slice(&addrs[..8]);
-    pseudo[9] = PROTO_TCP;
-    pseudo[10..].copy_from_slice(&(len as u16).to_be_bytes());
-    sum(&pseudo)
-}
-
-fn rd16(b: &[u8], i: usize) -> u16 {
-    u16::from_be_bytes([b[i], b[i + 1]])
-}
-
-fn wr16(b: &mut [u8], i: usize, v: u16) {
-    b[i..i + 2].copy_from_slice(&v.to_be_bytes());
+    h.to_bytes()
 }
 
 /// Compute the checksum a partial frame still needs: the ones-complement sum from
@@ -221,11 +154,11 @@ pub fn finish_checksum(frame: &mut [u8], o: &mut Offload) {
         o.needs_csum = false;
         return;
     }
-    let mut c = !sum(&frame[start..]);
-    if usize::from(o.csum_offset) == UDP_CSUM && c == 0 {
-        c = 0xffff;
+    let mut c = !checksum::sum(&frame[start..]);
+    if usize::from(o.csum_offset) == UDP_CSUM {
+        c = udp::wire_checksum(c);
     }
-    wr16(frame, field, c);
+    set_be16(&mut frame[field..], c);
     o.needs_csum = false;
 }
 
@@ -236,11 +169,16 @@ pub fn nat_prepare(frame: &mut [u8], o: &Offload) {
     let Some((s, f)) = ports_and_field(frame, o) else {
         return;
     };
-    let q = add(add(rd16(frame, f), rd16(frame, s)), rd16(frame, s + 2));
+    // TCP and UDP both start with the two ports.
+    let ports = udp::Packet::new_unchecked(&frame[s..]);
+    let q = checksum::add(
+        checksum::add(be16(&frame[f..]), ports.src_port()),
+        ports.dst_port(),
+    );
     // 0xffff and 0 are the same sum; pick the one whose complement is not 0, which a UDP
     // rewrite would take for "no checksum".
     let q = if q == 0xffff { 0 } else { q };
-    wr16(frame, f, !q);
+    set_be16(&mut frame[f..], !q);
 }
 
 /// After the NAT: back to the partial form, `P' = Q' - sport' - dport'`.
@@ -248,9 +186,10 @@ pub fn nat_finish(frame: &mut [u8], o: &Offload) {
     let Some((s, f)) = ports_and_field(frame, o) else {
         return;
     };
-    let q = !rd16(frame, f);
-    let p = add(add(q, !rd16(frame, s)), !rd16(frame, s + 2));
-    wr16(frame, f, p);
+    let ports = udp::Packet::new_unchecked(&frame[s..]);
+    let q = !be16(&frame[f..]);
+    let p = checksum::add(checksum::add(q, !ports.src_port()), !ports.dst_port());
+    set_be16(&mut frame[f..], p);
 }
 
 /// The L4 header (ports first) and checksum field of a partial TCP/UDP frame.
@@ -260,6 +199,7 @@ fn ports_and_field(frame: &[u8], o: &Offload) -> Option<(usize, usize)> {
     }
     let s = usize::from(o.csum_start);
     let f = s + usize::from(o.csum_offset);
+    // The ports end before the checksum field of either header.
     (f + 2 <= frame.len()).then_some((s, f))
 }
 
@@ -279,21 +219,20 @@ impl Tcp4Gso {
     /// Check the super-frame's headers against its offload record.
     pub fn new(frame: &[u8], o: &Offload) -> Result<Tcp4Gso, VnetError> {
         let bad = |why| Err(VnetError::BadGsoFrame(why));
-        if frame.len() < ETH_HDR + 20 + 20 {
+        if frame.len() < ethernet::HEADER_LEN + ipv4::HEADER_LEN + tcp::HEADER_LEN {
             return bad("shorter than Ethernet + IPv4 + TCP headers");
         }
-        let mut l3 = ETH_HDR;
-        let mut et = rd16(frame, 12);
-        if et == ETHERTYPE_VLAN {
-            et = rd16(frame, 16);
-            l3 += 4;
-        }
-        if et != ETHERTYPE_IPV4 {
+        // Long enough for a tag: l3 cannot fail.
+        let Ok((l3, ethertype)) = ethernet::Packet::new_unchecked(frame).l3() else {
+            return bad("not IPv4");
+        };
+        if ethertype != ETHERTYPE_IPV4 {
             return bad("not IPv4");
         }
-        let vi = frame[l3];
-        let ihl = usize::from(vi & 0x0f) * 4;
-        if vi >> 4 != 4 || ihl < 20 || frame[l3 + 9] != PROTO_TCP {
+        // At least 54 - 18 bytes are left: a whole fixed IPv4 header.
+        let ip = ipv4::Packet::new_unchecked(&frame[l3..]);
+        let ihl = ip.header_len();
+        if ip.version() != ipv4::VERSION || ihl < ipv4::HEADER_LEN || ip.protocol() != PROTO_TCP {
             return bad("not an IPv4 TCP header");
         }
         let l4 = l3 + ihl;
@@ -303,15 +242,15 @@ impl Tcp4Gso {
         {
             return bad("checksum offsets do not point at the TCP checksum");
         }
-        if frame.len() < l4 + 20 {
+        if frame.len() < l4 + tcp::HEADER_LEN {
             return bad("truncated TCP header");
         }
-        let doff = usize::from(frame[l4 + 12] >> 4) * 4;
+        let doff = tcp::Packet::new_unchecked(&frame[l4..]).header_len();
         let hdr_len = l4 + doff;
-        if doff < 20 || frame.len() < hdr_len {
+        if doff < tcp::HEADER_LEN || frame.len() < hdr_len {
             return bad("bad TCP data offset");
         }
-        if l3 + usize::from(rd16(frame, l3 + 2)) != frame.len() {
+        if l3 + usize::from(ip.total_len()) != frame.len() {
             return bad("IPv4 total length does not match the frame");
         }
         let mss = usize::from(o.gso_size);
@@ -352,26 +291,31 @@ impl Tcp4Gso {
         out[..self.hdr_len].copy_from_slice(&frame[..self.hdr_len]);
         out[self.hdr_len..].copy_from_slice(&frame[self.hdr_len + off..self.hdr_len + off + chunk]);
         let (l3, l4) = (self.l3, self.l4);
-        // IPv4: length, ID (incremented per segment as the kernel does), checksum.
-        wr16(out, l3 + 2, (len - l3) as u16);
-        wr16(out, l3 + 4, rd16(frame, l3 + 4).wrapping_add(k as u16));
-        wr16(out, l3 + 10, 0);
-        let ipc = !sum(&out[l3..l4]);
-        wr16(out, l3 + 10, ipc);
+        let orig_ip = ipv4::Packet::new_unchecked(&frame[l3..l4]);
+        let orig_tcp = tcp::Packet::new_unchecked(&frame[l4..self.hdr_len]);
+        // IPv4: length, ID (incremented per segment as the kernel does), checksum. Segments
+        // are at most 64 KB and number at most 745.
+        let mut ip = ipv4::Packet::new_unchecked(&mut out[l3..l4]);
+        ip.set_total_len((len - l3) as u16);
+        ip.set_ident(orig_ip.ident().wrapping_add(k as u16));
+        ip.fill_checksum();
         // TCP: sequence number, flags, checksum over the pseudo-header and the segment.
-        let seq = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
-        out[l4 + 4..l4 + 8].copy_from_slice(&seq.wrapping_add(off as u32).to_be_bytes());
-        let mut flags = frame[l4 + 13];
+        let mut flags = orig_tcp.flags();
         if k + 1 != self.segments() {
-            flags &= !(TCP_FIN | TCP_PSH);
+            flags &= !(FLAG_FIN | FLAG_PSH);
         }
         if k != 0 {
-            flags &= !TCP_CWR;
+            flags &= !FLAG_CWR;
         }
-        out[l4 + 13] = flags;
-        wr16(out, l4 + TCP_CSUM, 0);
-        let c = !add(tcp4_pseudo_sum(&out[l3 + 12..], len - l4), sum(&out[l4..]));
-        wr16(out, l4 + TCP_CSUM, c);
+        let mut t = tcp::Packet::new_unchecked(&mut out[l4..]);
+        t.set_seq_number(orig_tcp.seq_number().wrapping_add(off as u32));
+        t.set_flags(flags);
+        t.set_checksum(0);
+        let c = !checksum::add(
+            checksum::pseudo_sum(orig_ip.addrs(), PROTO_TCP, len - l4),
+            checksum::sum(&out[l4..]),
+        );
+        tcp::Packet::new_unchecked(&mut out[l4..]).set_checksum(c);
         len
     }
 }
@@ -385,58 +329,74 @@ struct Seg {
     flags: u8,
 }
 
-const TCP_ACK: u8 = 0x10;
+/// Where a coalescable segment's IPv4 header starts: untagged.
+const GRO_L3: usize = ethernet::HEADER_LEN;
 /// Ethernet + IPv4 without options: where a coalescable segment's TCP header starts.
-const GRO_L4: usize = ETH_HDR + 20;
+const GRO_L4: usize = GRO_L3 + ipv4::HEADER_LEN;
 
 /// A frame that may join a super-frame: untagged IPv4 without options, not a fragment, TCP with
 /// a payload (its checksums are checked by [`gro_checksums_ok`] once a run is found).
 fn gro_seg(f: &[u8]) -> Option<Seg> {
-    if f.len() < GRO_L4 + 20 || rd16(f, 12) != ETHERTYPE_IPV4 || f[ETH_HDR] != 0x45 {
+    if f.len() < GRO_L4 + tcp::HEADER_LEN
+        || ethernet::Packet::new_unchecked(f).ethertype() != ETHERTYPE_IPV4
+    {
         return None;
     }
-    let ip = &f[ETH_HDR..];
-    if ip[9] != PROTO_TCP || rd16(ip, 6) & 0x3fff != 0 {
+    let ip = ipv4::Packet::new_unchecked(&f[GRO_L3..]);
+    if ip.version() != ipv4::VERSION
+        || ip.header_len() != ipv4::HEADER_LEN
+        || ip.protocol() != PROTO_TCP
+        || ip.is_fragment()
+    {
         return None;
     }
-    let total = usize::from(rd16(ip, 2));
-    if ETH_HDR + total > f.len() {
+    let end = GRO_L3 + usize::from(ip.total_len());
+    if end > f.len() {
         return None;
     }
-    let doff = usize::from(f[GRO_L4 + 12] >> 4) * 4;
+    let tcp = tcp::Packet::new_unchecked(&f[GRO_L4..]);
+    let doff = tcp.header_len();
     let hdr_len = GRO_L4 + doff;
-    if doff < 20 || hdr_len >= ETH_HDR + total {
+    if doff < tcp::HEADER_LEN || hdr_len >= end {
         return None;
     }
     Some(Seg {
         hdr_len,
-        payload: ETH_HDR + total - hdr_len,
-        seq: u32::from_be_bytes([f[GRO_L4 + 4], f[GRO_L4 + 5], f[GRO_L4 + 6], f[GRO_L4 + 7]]),
-        flags: f[GRO_L4 + 13],
+        payload: end - hdr_len,
+        seq: tcp.seq_number(),
+        flags: tcp.flags(),
     })
 }
 
 /// Whether a frame [`gro_seg`] took has both checksums right. A merged frame is handed over as
 /// already checked, so a damaged segment must never be folded into one.
 fn gro_checksums_ok(f: &[u8]) -> bool {
-    let end = ETH_HDR + usize::from(rd16(f, ETH_HDR + 2));
-    sum(&f[ETH_HDR..GRO_L4]) == 0xffff
-        && add(
-            tcp4_pseudo_sum(&f[ETH_HDR + 12..], end - GRO_L4),
-            sum(&f[GRO_L4..end]),
+    let ip = ipv4::Packet::new_unchecked(&f[GRO_L3..GRO_L4]);
+    let end = GRO_L3 + usize::from(ip.total_len());
+    ip.verify_checksum()
+        && checksum::add(
+            checksum::pseudo_sum(ip.addrs(), PROTO_TCP, end - GRO_L4),
+            checksum::sum(&f[GRO_L4..end]),
         ) == 0xffff
 }
 
 /// Whether `b` belongs to the same flow and header shape as `a`: everything but the IPv4
 /// length, ID and checksum and the TCP sequence number, flags and checksum is equal.
 fn gro_same(a: &[u8], b: &[u8], hdr_len: usize) -> bool {
-    let l4 = GRO_L4;
-    a[..ETH_HDR + 2] == b[..ETH_HDR + 2] // Ethernet, IPv4 version/IHL, TOS
-        && a[ETH_HDR + 6..ETH_HDR + 10] == b[ETH_HDR + 6..ETH_HDR + 10] // flags, TTL, protocol
-        && a[ETH_HDR + 12..l4 + 4] == b[ETH_HDR + 12..l4 + 4] // addresses, ports
-        && a[l4 + 8..l4 + 13] == b[l4 + 8..l4 + 13] // ack, data offset
-        && a[l4 + 14..l4 + 16] == b[l4 + 14..l4 + 16] // window
-        && a[l4 + 18..hdr_len] == b[l4 + 18..hdr_len] // urgent pointer, options
+    use ipv4::field as ip;
+    use tcp::field as t;
+    let same = |r: core::ops::Range<usize>| a[r.clone()] == b[r];
+    // Ethernet, IPv4 version/IHL, TOS
+    same(0..GRO_L3 + ip::LENGTH.start)
+        // flags, TTL, protocol
+        && same(GRO_L3 + ip::FLG_OFF.start..GRO_L3 + ip::CHECKSUM.start)
+        // addresses, ports
+        && same(GRO_L3 + ip::SRC_ADDR.start..GRO_L4 + t::PORTS.end)
+        // ack, data offset
+        && same(GRO_L4 + t::ACK_NUM.start..GRO_L4 + t::FLAGS)
+        && same(GRO_L4 + t::WINDOW.start..GRO_L4 + t::WINDOW.end)
+        // urgent pointer, options
+        && same(GRO_L4 + t::URGENT.start..hdr_len)
 }
 
 /// Receive coalescing for an output that takes TCP super-frames (a TAP with offloads): how many
@@ -456,12 +416,12 @@ pub fn gro_run(pkts: &[crate::Packet]) -> usize {
     let Some(hs) = gro_seg(h) else {
         return 0;
     };
-    if hs.flags != TCP_ACK || hs.payload < MIN_GSO_SIZE {
+    if hs.flags != FLAG_ACK || hs.payload < MIN_GSO_SIZE {
         return 1;
     }
     let mut n = 1;
     let mut next_seq = hs.seq.wrapping_add(hs.payload as u32);
-    let mut total = hs.hdr_len - ETH_HDR + hs.payload;
+    let mut total = hs.hdr_len - GRO_L3 + hs.payload;
     for p in &pkts[1..] {
         if p.meta.offload != Offload::default() {
             break;
@@ -473,8 +433,8 @@ pub fn gro_run(pkts: &[crate::Packet]) -> usize {
         if s.hdr_len != hs.hdr_len
             || s.seq != next_seq
             || s.payload > hs.payload
-            || total + s.payload > 65535
-            || (s.flags != TCP_ACK && s.flags != TCP_ACK | TCP_PSH)
+            || total + s.payload > usize::from(u16::MAX)
+            || (s.flags != FLAG_ACK && s.flags != FLAG_ACK | FLAG_PSH)
             || !gro_same(h, f, hs.hdr_len)
         {
             break;
@@ -483,7 +443,7 @@ pub fn gro_run(pkts: &[crate::Packet]) -> usize {
         total += s.payload;
         next_seq = next_seq.wrapping_add(s.payload as u32);
         // A short or pushed segment ends the run.
-        if s.payload < hs.payload || s.flags != TCP_ACK {
+        if s.payload < hs.payload || s.flags != FLAG_ACK {
             break;
         }
     }
@@ -503,29 +463,28 @@ pub fn gro_run(pkts: &[crate::Packet]) -> usize {
 /// Returns its length and the offload record to hand it over with.
 pub fn gro_merge(pkts: &[crate::Packet], out: &mut [u8]) -> (usize, Offload) {
     let h = pkts[0].data();
-    let doff = usize::from(h[GRO_L4 + 12] >> 4) * 4;
-    let hdr_len = GRO_L4 + doff;
+    let hdr_len = GRO_L4 + tcp::Packet::new_unchecked(&h[GRO_L4..]).header_len();
     out[..hdr_len].copy_from_slice(&h[..hdr_len]);
     let mut len = hdr_len;
     let mut mss = 0;
-    let mut flags = TCP_ACK;
+    let mut flags = FLAG_ACK;
     for p in pkts {
         let f = p.data();
-        let end = ETH_HDR + usize::from(rd16(f, ETH_HDR + 2));
+        let end = GRO_L3 + usize::from(ipv4::Packet::new_unchecked(&f[GRO_L3..]).total_len());
         let chunk = &f[hdr_len..end];
         mss = mss.max(chunk.len());
         out[len..len + chunk.len()].copy_from_slice(chunk);
         len += chunk.len();
-        flags = f[GRO_L4 + 13];
+        flags = tcp::Packet::new_unchecked(&f[GRO_L4..]).flags();
     }
-    let ip_len = (len - ETH_HDR) as u16;
-    wr16(out, ETH_HDR + 2, ip_len);
-    wr16(out, ETH_HDR + 10, 0);
-    let c = !sum(&out[ETH_HDR..GRO_L4]);
-    wr16(out, ETH_HDR + 10, c);
-    out[GRO_L4 + 13] = flags;
-    let p = tcp4_pseudo_sum(&out[ETH_HDR + 12..], len - GRO_L4);
-    wr16(out, GRO_L4 + TCP_CSUM, p);
+    let mut ip = ipv4::Packet::new_unchecked(&mut out[GRO_L3..GRO_L4]);
+    // gro_run kept the run within 64 KB.
+    ip.set_total_len((len - GRO_L3) as u16);
+    ip.fill_checksum();
+    let p = checksum::pseudo_sum(ip.addrs(), PROTO_TCP, len - GRO_L4);
+    let mut t = tcp::Packet::new_unchecked(&mut out[GRO_L4..]);
+    t.set_flags(flags);
+    t.set_checksum(p);
     (
         len,
         Offload {
@@ -544,19 +503,18 @@ mod tests {
     use proptest::prelude::*;
     use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket};
 
-    /// Reference sum: 16-bit big-endian words, one at a time.
-    fn slow_sum(data: &[u8]) -> u16 {
-        let mut acc: u32 = 0;
-        for c in data.chunks(2) {
-            let w = if c.len() == 2 {
-                u16::from_be_bytes([c[0], c[1]])
-            } else {
-                u16::from(c[0]) << 8
-            };
-            acc += u32::from(w);
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
-        acc as u16
+    use crate::wire::checksum::tests::slow_sum;
+    use crate::wire::vnet::{GSO_TCPV4, HEADER_LEN as VNET_HDR_LEN};
+
+    const ETH_HDR: usize = ethernet::HEADER_LEN;
+    const TCP_CWR: u8 = FLAG_CWR;
+
+    fn rd16(b: &[u8], i: usize) -> u16 {
+        be16(&b[i..])
+    }
+
+    fn wr16(b: &mut [u8], i: usize, v: u16) {
+        set_be16(&mut b[i..], v);
     }
 
     const SRC: [u8; 4] = [10, 0, 9, 12];
@@ -626,20 +584,6 @@ mod tests {
                 &IpAddress::Ipv4(Ipv4Address::from(SRC)),
                 &IpAddress::Ipv4(Ipv4Address::from(DST)),
             )
-    }
-
-    #[test]
-    fn fast_sum_matches_the_word_by_word_sum() {
-        for len in 0..80 {
-            let d: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let (f, s) = (sum(&d), slow_sum(&d));
-            // 0 and 0xffff are the same ones-complement value.
-            assert!(
-                f == s || (f, s) == (0, 0xffff) || (f, s) == (0xffff, 0),
-                "len {len}"
-            );
-        }
-        assert_eq!(sum(&[0xff; 64]), 0xffff);
     }
 
     #[test]

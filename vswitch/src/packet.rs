@@ -8,8 +8,8 @@
 //! from, which bridge domain it is in, and its disposition ([`Next`]) as decided by the stages.
 
 use core::fmt;
-use core::str::FromStr;
-use std::net::Ipv4Addr;
+
+pub use crate::wire::ethernet::{Mac, MacParseError};
 
 /// Bytes reserved in front of every frame for headers pushed later (VXLAN needs 50).
 pub const HEADROOM: usize = 128;
@@ -229,104 +229,6 @@ pub struct FrameTooBig {
     pub room: usize,
 }
 
-/// An Ethernet MAC address.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    /// ff:ff:ff:ff:ff:ff.
-    pub const BROADCAST: Mac = Mac([0xff; 6]);
-    /// 00:00:00:00:00:00.
-    pub const ZERO: Mac = Mac([0; 6]);
-
-    /// The MAC at the start of `b` (which must hold 6 bytes).
-    #[inline]
-    pub fn from_slice(b: &[u8]) -> Mac {
-        let mut m = [0u8; 6];
-        m.copy_from_slice(&b[..6]);
-        Mac(m)
-    }
-
-    /// Group (multicast or broadcast) address: the I/G bit is set.
-    #[inline]
-    pub fn is_multicast(self) -> bool {
-        self.0[0] & 1 == 1
-    }
-
-    /// ff:ff:ff:ff:ff:ff.
-    #[inline]
-    pub fn is_broadcast(self) -> bool {
-        self == Mac::BROADCAST
-    }
-
-    /// All zero.
-    #[inline]
-    pub fn is_zero(self) -> bool {
-        self == Mac::ZERO
-    }
-
-    /// A valid unicast station address (not group, not zero): the only kind a switch learns.
-    #[inline]
-    pub fn is_unicast(self) -> bool {
-        !self.is_multicast() && !self.is_zero()
-    }
-
-    /// The 48 bits as an integer.
-    #[inline]
-    pub fn to_u64(self) -> u64 {
-        let b = self.0;
-        u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
-    }
-
-    /// Docker's default container MAC: 02:42 followed by the IPv4 address.
-    pub fn docker_default(ip: Ipv4Addr) -> Mac {
-        let o = ip.octets();
-        Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// A string is not a MAC address of the form `aa:bb:cc:dd:ee:ff`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid MAC address {0:?}: expected six hex bytes separated by ':'")]
-pub struct MacParseError(pub String);
-
-impl FromStr for Mac {
-    type Err = MacParseError;
-    fn from_str(s: &str) -> Result<Mac, MacParseError> {
-        let err = || MacParseError(s.to_string());
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for b in out.iter_mut() {
-            let p = parts.next().ok_or_else(err)?;
-            if p.is_empty() || p.len() > 2 {
-                return Err(err());
-            }
-            *b = u8::from_str_radix(p, 16).map_err(|_| err())?;
-        }
-        if parts.next().is_some() {
-            return Err(err());
-        }
-        Ok(Mac(out))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,24 +260,5 @@ mod tests {
             })
         );
         assert!(!p.set_len(101));
-    }
-
-    #[test]
-    fn mac_parse_and_print() {
-        let m: Mac = "02:42:0a:00:09:0b".parse().unwrap();
-        assert_eq!(m, Mac::docker_default(Ipv4Addr::new(10, 0, 9, 11)));
-        assert_eq!(m.to_string(), "02:42:0a:00:09:0b");
-        for bad in [
-            "",
-            "02:42:0a:00:09",
-            "02:42:0a:00:09:0b:00",
-            "02:42:0a:00:09:zz",
-            "02:42:0a:00:09:123",
-        ] {
-            assert!(bad.parse::<Mac>().is_err(), "{bad}");
-        }
-        assert!(Mac::BROADCAST.is_multicast() && Mac::BROADCAST.is_broadcast());
-        assert!(!Mac::ZERO.is_unicast() && m.is_unicast());
-        assert_eq!(m.to_u64(), 0x0242_0a00_090b);
     }
 }

@@ -44,9 +44,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use crate::batch::Batch;
 pub use crate::netns::NETNS_DIR;
 use crate::netns::{NetnsError, NetnsSwitch};
-use crate::offload::{self, VNET_HDR_LEN};
+use crate::offload;
 use crate::packet::Mac;
 use crate::port::Port;
+use crate::wire::ethernet;
+use crate::wire::vnet::HEADER_LEN as VNET_HDR_LEN;
 
 /// The TUN/TAP clone device.
 pub const TUN_DEVICE: &str = "/dev/net/tun";
@@ -347,7 +349,7 @@ impl TapPort {
             name: name.clone(),
             netns: cfg.netns.clone(),
             vnet: cfg.offloads,
-            max_segment: usize::from(cfg.mtu) + crate::env::ETH_HDR_LEN + 4,
+            max_segment: usize::from(cfg.mtu) + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN,
             scratch: vec![
                 0u8;
                 if cfg.offloads {
@@ -547,10 +549,10 @@ impl Port for TapPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arp::{ARP_LEN, ArpRepr, OP_REPLY};
-    use crate::env::ETH_HDR_LEN;
     use crate::frames;
     use crate::netns::THREAD_NETNS;
+    use crate::wire::arp::{self, OP_REPLY};
+    use crate::wire::ethernet::ETHERTYPE_ARP;
     use std::process::Command;
     use std::time::{Duration, Instant};
 
@@ -686,8 +688,9 @@ mod tests {
             tap.rx_burst(&mut rx);
             reply = rx.pkts().iter().find_map(|p| {
                 let f = p.data();
-                (f.len() >= ETH_HDR_LEN + ARP_LEN && f[12..14] == [0x08, 0x06])
-                    .then(|| ArpRepr::parse(&f[ETH_HDR_LEN..]).ok())
+                let eth = ethernet::Packet::new_checked(f).ok()?;
+                (eth.ethertype() == ETHERTYPE_ARP)
+                    .then(|| arp::Repr::parse(eth.payload()).ok())
                     .flatten()
             });
             std::thread::sleep(Duration::from_millis(5));

@@ -11,16 +11,14 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
 use crate::packet::{Mac, Next};
+use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::ipv4::{
+    self, PROTO_ICMP as IPPROTO_ICMP, PROTO_TCP as IPPROTO_TCP, PROTO_UDP as IPPROTO_UDP,
+};
+use crate::wire::{arp, udp};
 
 /// Most records kept; older ones are dropped first.
 pub const TRACE_RING: usize = 4096;
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 /// One stage's decision for one marked packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,40 +164,37 @@ impl Summary {
     /// Read what can be read of an Ethernet frame.
     pub fn of(frame: &[u8]) -> Summary {
         let mut s = Summary::default();
-        if frame.len() < 14 {
+        let Ok(eth) = ethernet::Packet::new_checked(frame) else {
             return s;
-        }
-        s.dst = Some(Mac::from_slice(&frame[0..6]));
-        s.src = Some(Mac::from_slice(&frame[6..12]));
-        let mut et = u16::from_be_bytes([frame[12], frame[13]]);
-        let mut off = 14;
-        if et == ETHERTYPE_VLAN && frame.len() >= 18 {
-            et = u16::from_be_bytes([frame[16], frame[17]]);
-            off = 18;
-        }
+        };
+        s.dst = Some(eth.dst_addr());
+        s.src = Some(eth.src_addr());
+        // A tagged frame too short for its tag shows the tag's EtherType.
+        let (off, et) = eth.l3().unwrap_or((ethernet::HEADER_LEN, eth.ethertype()));
         s.ethertype = et;
         let l3 = &frame[off..];
-        let ip4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
         match et {
-            ETHERTYPE_ARP if l3.len() >= 28 => {
-                s.src_ip = Some(ip4(&l3[14..18]));
-                s.dst_ip = Some(ip4(&l3[24..28]));
+            ETHERTYPE_ARP => {
+                if let Ok(a) = arp::Packet::new_checked(l3) {
+                    s.src_ip = Some(a.spa());
+                    s.dst_ip = Some(a.tpa());
+                }
             }
-            ETHERTYPE_IPV4 if l3.len() >= 20 => {
-                s.proto = Some(l3[9]);
-                s.src_ip = Some(ip4(&l3[12..16]));
-                s.dst_ip = Some(ip4(&l3[16..20]));
-                let ihl = ((l3[0] & 0x0f) as usize) * 4;
-                let first_fragment = u16::from_be_bytes([l3[6], l3[7]]) & 0x1fff == 0;
-                if first_fragment
-                    && (l3[9] == IPPROTO_TCP || l3[9] == IPPROTO_UDP)
-                    && l3.len() >= ihl + 4
+            // Best effort: only the fixed header is needed, not the whole packet.
+            ETHERTYPE_IPV4 if l3.len() >= ipv4::HEADER_LEN => {
+                let ip = ipv4::Packet::new_unchecked(l3);
+                s.proto = Some(ip.protocol());
+                s.src_ip = Some(ip.src_addr());
+                s.dst_ip = Some(ip.dst_addr());
+                let ihl = ip.header_len();
+                if ip.frag_offset() == 0
+                    && (ip.protocol() == IPPROTO_TCP || ip.protocol() == IPPROTO_UDP)
+                    && ihl >= ipv4::HEADER_LEN
+                    && let Some(l4) = l3.get(ihl..ihl + udp::field::PORTS.end)
                 {
-                    let l4 = &l3[ihl..];
-                    s.ports = Some((
-                        u16::from_be_bytes([l4[0], l4[1]]),
-                        u16::from_be_bytes([l4[2], l4[3]]),
-                    ));
+                    // TCP and UDP both start with the two ports.
+                    let ports = udp::Packet::new_unchecked(l4);
+                    s.ports = Some((ports.src_port(), ports.dst_port()));
                 }
             }
             _ => {}
@@ -301,15 +296,21 @@ mod tests {
 
     fn udp_frame() -> Vec<u8> {
         let mut f = vec![0u8; 42];
-        f[0..6].copy_from_slice(&[0x02, 0x42, 10, 0, 9, 12]);
-        f[6..12].copy_from_slice(&[0x02, 0x42, 10, 0, 9, 11]);
-        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-        f[14] = 0x45;
-        f[23] = IPPROTO_UDP;
-        f[26..30].copy_from_slice(&[10, 0, 9, 11]);
-        f[30..34].copy_from_slice(&[10, 0, 9, 12]);
-        f[34..36].copy_from_slice(&5000u16.to_be_bytes());
-        f[36..38].copy_from_slice(&53u16.to_be_bytes());
+        ethernet::Repr {
+            dst_addr: Mac([0x02, 0x42, 10, 0, 9, 12]),
+            src_addr: Mac([0x02, 0x42, 10, 0, 9, 11]),
+            ethertype: ETHERTYPE_IPV4,
+        }
+        .emit(&mut ethernet::Packet::new_unchecked(&mut f[..]));
+        let mut ip = ipv4::Packet::new_unchecked(&mut f[ethernet::HEADER_LEN..]);
+        ip.set_version(ipv4::VERSION);
+        ip.set_header_len(ipv4::HEADER_LEN);
+        ip.set_protocol(IPPROTO_UDP);
+        ip.set_src_addr(Ipv4Addr::new(10, 0, 9, 11));
+        ip.set_dst_addr(Ipv4Addr::new(10, 0, 9, 12));
+        let mut u = udp::Packet::new_unchecked(ip.payload_mut());
+        u.set_src_port(5000);
+        u.set_dst_port(53);
         f
     }
 

@@ -1,9 +1,7 @@
 //! VXLAN (RFC 7348) for vxmesh: the pieces that make a network span nodes.
 //!
-//! - [`wire`]: the 8-byte VXLAN header, zero-copy, strict parse (what `vxlan-decap` reads) and
-//!   emit (what `vxlan-encap` prepends into headroom).
-//! - [`outer`]: the full 50-byte outer Ethernet/IPv4/UDP/VXLAN header, built like the Linux
-//!   kernel's vxlan device builds it, for an underlay that sends whole frames (AF_XDP).
+//! - [`wire`] (`vswitch::wire::vxlan`, re-exported): the 8-byte VXLAN header, zero-copy, strict
+//!   parse (what `vxlan-decap` reads) and emit (what `vxlan-encap` prepends into headroom).
 //! - [`underlay`]: the UDP underlay on port 4789, batched with `recvmmsg`/`sendmmsg`; the
 //!   kernel adds outer IP and UDP, so no kernel vxlan device is needed.
 //! - [`udp_port`]: that underlay as a switch port ([`UdpPort`]), one syscall per batch.
@@ -18,16 +16,13 @@
 
 #![warn(missing_docs)]
 
-pub mod outer;
 pub mod peer;
 pub mod stage;
 pub mod udp_port;
 pub mod underlay;
-pub mod wire;
 
-pub use outer::{
-    OUTER_HEADER_LEN, OuterConfig, OuterError, OuterTemplate, SrcPortRange, VXLAN_PORT,
-};
+pub use vswitch::wire::vxlan as wire;
+
 pub use stage::{ENCAP_LEN, VxlanDecap, VxlanEncap};
 pub use udp_port::{UdpPort, UdpPortStats};
-pub use wire::{HeaderError, Repr, Vni, VniError};
+pub use wire::{HeaderError, Repr, VXLAN_PORT, Vni, VniError};

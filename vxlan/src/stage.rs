@@ -36,30 +36,24 @@
 use std::any::Any;
 use std::net::SocketAddrV4;
 
-use vswitch::env::{ETH_HDR_LEN, VLAN_TAG_LEN};
 use vswitch::fdb::{FdbDest, Learned};
-use vswitch::l2::{ETHERTYPE_VLAN, src_mac};
+use vswitch::wire::ethernet;
 use vswitch::{
     Batch, DropReason, Env, NetId, Network, Next, Packet, PortId, Stage, Tunnel, VtepId,
 };
 
-use crate::outer::VXLAN_PORT;
 use crate::peer::{PEER_PREFIX_LEN, read_peer, write_peer};
-use crate::wire::{self, HEADER_LEN, HeaderError, Repr, Vni};
+use crate::wire::{self, HEADER_LEN, HeaderError, Repr, VXLAN_PORT, Vni};
 
 /// Bytes `vxlan-encap` prepends and `vxlan-decap` strips: the peer prefix and the VXLAN header.
 pub const ENCAP_LEN: usize = PEER_PREFIX_LEN + HEADER_LEN;
 
-/// Offset of the EtherType in an Ethernet header.
-const ETHERTYPE_AT: usize = 12;
-
 /// Largest inner frame `net` carries: MTU + 14, and 4 more for an 802.1Q-tagged frame.
 #[inline]
 fn max_inner(frame: &[u8], net: &Network) -> usize {
-    let tagged = frame
-        .get(ETHERTYPE_AT..ETHERTYPE_AT + 2)
-        .is_some_and(|t| u16::from_be_bytes([t[0], t[1]]) == ETHERTYPE_VLAN);
-    net.max_frame() + if tagged { VLAN_TAG_LEN } else { 0 }
+    let tagged = ethernet::Packet::new_checked(frame).is_ok_and(|e| e.is_vlan_tagged());
+    let tag = if tagged { ethernet::VLAN_TAG_LEN } else { 0 };
+    net.max_frame() + tag
 }
 
 /// `vxlan-decap`: validates and strips the VXLAN encapsulation of frames from the underlay.
@@ -166,13 +160,11 @@ impl VxlanDecap {
             }
         };
         let inner = &vx[HEADER_LEN..];
-        if inner.len() < ETH_HDR_LEN {
-            return Err(Self::DROP_INNER_RUNT);
-        }
+        let eth = ethernet::Packet::new_checked(inner).map_err(|_| Self::DROP_INNER_RUNT)?;
         if inner.len() > max_inner(inner, env.net(net)) {
             return Err(Self::DROP_INNER_OVERSIZE);
         }
-        let src = src_mac(inner);
+        let src = eth.src_addr();
         if let Some(e) = env.fdb.entry(net, src) {
             let spoofed = match e.dest() {
                 FdbDest::Remote(owner) => e.is_static() && owner != vtep,
@@ -206,7 +198,8 @@ impl Stage for VxlanDecap {
                     p.meta.from_vtep = Some(vtep);
                     self.decapsulated += 1;
                     if self.learning {
-                        let src = src_mac(p.data());
+                        // classify checked the inner Ethernet header.
+                        let src = ethernet::Packet::new_unchecked(p.data()).src_addr();
                         if env.fdb.learn_remote(net, src, vtep, env.now) == Learned::New {
                             self.learned += 1;
                         }

@@ -29,13 +29,16 @@
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, RawFd};
 
-use vswitch::{Batch, MAX_BATCH, Port};
+use vswitch::wire::ethernet::{self, ETHERTYPE_IPV4};
+use vswitch::wire::ipv4::{self, PROTO_UDP};
+use vswitch::wire::udp;
+use vswitch::{Batch, MAX_BATCH, Mac, Port};
 
 use crate::peer::{PEER_PREFIX_LEN, read_peer, write_peer};
 use crate::underlay::{UdpUnderlay, UnderlayError};
 
 /// TTL shown on captured underlay packets.
-const CAPTURE_TTL: u8 = 64;
+const CAPTURE_TTL: u8 = ipv4::DEFAULT_TTL;
 
 /// Counters of a [`UdpPort`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -211,13 +214,45 @@ impl Port for UdpPort {
         };
         let me = self.local_addr();
         let (src, dst) = if tx { (me, peer) } else { (peer, me) };
-        let b = etherparse::PacketBuilder::ethernet2([0; 6], [0; 6])
-            .ipv4(src.ip().octets(), dst.ip().octets(), CAPTURE_TTL)
-            .udp(src.port(), dst.port());
-        if b.write(out, payload).is_err() {
-            out.clear();
-            out.extend_from_slice(frame);
+        let udp_len = udp::HEADER_LEN + payload.len();
+        let ip_len = ipv4::HEADER_LEN + udp_len;
+        if ip_len > usize::from(u16::MAX) {
+            // Cannot have been one datagram: show the bytes as they are.
+            return out.extend_from_slice(frame);
         }
+        let start = out.len();
+        out.resize(start + ethernet::HEADER_LEN + ip_len, 0);
+        let buf = &mut out[start..];
+        ethernet::Repr {
+            src_addr: Mac::ZERO,
+            dst_addr: Mac::ZERO,
+            ethertype: ETHERTYPE_IPV4,
+        }
+        .emit(&mut ethernet::Packet::new_unchecked(&mut buf[..]));
+        let ip = &mut buf[ethernet::HEADER_LEN..];
+        // What the kernel's UDP socket sends: DF (IP_PMTUDISC_DO), ID 0, TOS 0.
+        ipv4::Repr {
+            src_addr: *src.ip(),
+            dst_addr: *dst.ip(),
+            protocol: PROTO_UDP,
+            payload_len: udp_len,
+            ttl: CAPTURE_TTL,
+            tos: 0,
+            ident: 0,
+            dont_frag: true,
+        }
+        .emit(&mut ipv4::Packet::new_unchecked(&mut ip[..]));
+        let dgram = &mut ip[ipv4::HEADER_LEN..];
+        dgram[udp::HEADER_LEN..].copy_from_slice(payload);
+        udp::Repr {
+            src_port: src.port(),
+            dst_port: dst.port(),
+        }
+        .emit(
+            &mut udp::Packet::new_unchecked(dgram),
+            payload.len(),
+            Some((*src.ip(), *dst.ip())),
+        );
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -269,6 +304,41 @@ mod tests {
         let mut p = Packet::from_frame(body);
         write_peer(p.push_front(PEER_PREFIX_LEN).unwrap(), dst);
         p
+    }
+
+    #[test]
+    fn capture_rebuilds_the_outer_headers_the_kernel_added() {
+        use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, UdpPacket};
+        let port = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let peer = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), crate::VXLAN_PORT);
+        let body = [8u8, 0, 0, 0, 0, 0x10, 1, 0, 1, 2, 3];
+        let p = frame_to(peer, &body);
+        let mut out = Vec::new();
+        port.capture_frame(p.data(), true, &mut out);
+        let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert!(ip.verify_checksum() && ip.dont_frag());
+        assert_eq!(
+            (ip.src_addr(), ip.dst_addr()),
+            (*port.local_addr().ip(), *peer.ip())
+        );
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        let (s, d) = (
+            IpAddress::Ipv4(ip.src_addr()),
+            IpAddress::Ipv4(ip.dst_addr()),
+        );
+        assert!(udp.verify_checksum(&s, &d));
+        assert_eq!(
+            (udp.src_port(), udp.dst_port()),
+            (port.local_addr().port(), crate::VXLAN_PORT)
+        );
+        assert_eq!(udp.payload(), &body);
+        // Received: the peer is the source.
+        out.clear();
+        port.capture_frame(p.data(), false, &mut out);
+        let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+        let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+        assert_eq!(ip.src_addr(), *peer.ip());
     }
 
     #[test]

@@ -4,10 +4,8 @@
 //! switch port: `vxlan-decap` gets its input from [`UdpUnderlay::recv_slots`] (straight into
 //! the batch's packet buffers; source VTEP and UDP payload = VXLAN header + inner frame), and
 //! `vxlan-encap`'s output goes out through [`UdpUnderlay::send_slices`] (straight from them).
-//! [`UdpUnderlay::recv`]/[`UdpUnderlay::send`] with [`PacketBufs`] serve callers without packet
-//! buffers of their own. The kernel adds outer IPv4 and UDP, so no kernel vxlan device
-//! (and no `CAP_NET_ADMIN`) is needed; the full outer header of [`crate::outer`] is for the
-//! AF_XDP underlay that comes later.
+//! The kernel adds outer IPv4 and UDP, so no kernel vxlan device (and no `CAP_NET_ADMIN`) is
+//! needed. (The tests alone send and receive through `PacketBufs`, slots of their own.)
 //!
 //! Offloads, where the kernel has them: sends group runs of same-size datagrams to one peer
 //! into one message with `UDP_SEGMENT` (GSO, 4.18+); [`UdpUnderlay::enable_gro`] turns on
@@ -16,15 +14,14 @@
 //! Socket buffers are 4 MiB each way (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` as root).
 //!
 //! One syscall per batch: `recvmmsg`/`sendmmsg` over `mmsghdr`, `iovec` and `sockaddr_in`
-//! arrays allocated once at bind time; receive buffers are a [`PacketBufs`] of N fixed-size
-//! slots allocated once. Nothing is allocated per packet. The socket is non-blocking, so a call
+//! arrays allocated once at bind time; receive buffers are the caller's (the batch's packet
+//! buffers, or the GRO buffers allocated once). Nothing is allocated per packet. The socket is non-blocking, so a call
 //! with nothing to do returns at once (the poll loop decides when to call again).
 //!
 //! The socket sets `IP_PMTUDISC_DO`: the outer packet carries DF and is never fragmented (a
 //! datagram above the path MTU fails with `EMSGSIZE` and is counted as failed). With one socket
 //! every outer packet leaves from port 4789, not from a per-flow source port as the kernel's
-//! vxlan device does; receivers (the kernel included) do not care, and the AF_XDP underlay will
-//! use [`crate::outer`] to spread flows.
+//! vxlan device does; receivers (the kernel included) do not care.
 //!
 //! The socket is created in the network namespace of the calling thread.
 
@@ -34,7 +31,7 @@ use core::ptr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-pub use crate::outer::VXLAN_PORT;
+pub use crate::wire::VXLAN_PORT;
 
 /// Default batch size (as OVS and VPP use).
 pub const DEFAULT_BATCH: usize = 32;
@@ -150,6 +147,7 @@ pub enum UnderlayError {
     },
 }
 
+#[cfg(test)]
 /// Why a datagram could not be queued into a [`PacketBufs`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
@@ -169,6 +167,7 @@ pub enum PushError {
     },
 }
 
+#[cfg(test)]
 /// N fixed-size datagram slots, allocated once: filled by a receive or by the caller to send.
 #[derive(Debug)]
 pub struct PacketBufs {
@@ -180,6 +179,7 @@ pub struct PacketBufs {
     filled: usize,
 }
 
+#[cfg(test)]
 impl PacketBufs {
     /// `count` slots of `buf_size` bytes each.
     pub fn new(count: usize, buf_size: usize) -> Result<PacketBufs, UnderlayError> {
@@ -302,6 +302,7 @@ impl PacketBufs {
     }
 }
 
+#[cfg(test)]
 /// What happened to one receive call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RecvReport {
@@ -670,6 +671,7 @@ impl UdpUnderlay {
         self.msgs.len()
     }
 
+    #[cfg(test)]
     /// Receives up to `min(batch, bufs.capacity())` datagrams in one `recvmmsg`, replacing
     /// what `bufs` held; returns at once with 0 when nothing is waiting.
     pub fn recv(&mut self, bufs: &mut PacketBufs) -> Result<RecvReport, UnderlayError> {
@@ -755,6 +757,7 @@ impl UdpUnderlay {
         (len, cut, from_sockaddr(&self.names[i]))
     }
 
+    #[cfg(test)]
     /// Sends every datagram queued in `bufs` (to the address of its slot), in batches.
     pub fn send(&mut self, bufs: &PacketBufs) -> SendReport {
         let mut report = SendReport::default();

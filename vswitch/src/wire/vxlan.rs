@@ -23,6 +23,9 @@
 
 use core::fmt;
 
+/// The IANA VXLAN UDP port.
+pub const VXLAN_PORT: u16 = 4789;
+
 /// Length of the VXLAN header in bytes.
 pub const HEADER_LEN: usize = 8;
 
