@@ -303,50 +303,27 @@ pub enum BalancerError {
     TooMany(&'static str),
 }
 
-/// Why the load balancer dropped a packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum LbDrop {
-    /// An IPv4 header or transport header that does not parse.
-    Malformed = 0,
-    /// A fragment addressed to a service (ports unreadable; not reassembled).
-    Fragment,
-    /// A TCP packet for a service with no connection that is not a SYN.
-    TcpNotSyn,
-    /// Every backend of the service is drained, or it has none.
-    NoBackend,
-    /// The connection table is full.
-    TableFull,
-    /// No free routing-mesh source port for this backend.
-    SnatPortsExhausted,
+vswitch::drop_table! {
+    /// Why the load balancer dropped a packet (the `lb-nat` stage's drop reasons).
+    pub enum LbDrop {
+        /// An IPv4 header or transport header that does not parse.
+        Malformed => "drop_malformed",
+        /// A fragment addressed to a service (ports unreadable; not reassembled).
+        Fragment => "drop_fragment",
+        /// A TCP packet for a service with no connection that is not a SYN.
+        TcpNotSyn => "drop_tcp_not_syn",
+        /// Every backend of the service is drained, or it has none.
+        NoBackend => "drop_no_backend",
+        /// The connection table is full.
+        TableFull => "drop_table_full",
+        /// No free routing-mesh source port for this backend.
+        SnatPortsExhausted => "drop_snat_ports_exhausted",
+    }
 }
 
 impl LbDrop {
     /// Number of reasons.
-    pub const COUNT: usize = 6;
-    /// All reasons, by value.
-    pub const ALL: [LbDrop; LbDrop::COUNT] = [
-        LbDrop::Malformed,
-        LbDrop::Fragment,
-        LbDrop::TcpNotSyn,
-        LbDrop::NoBackend,
-        LbDrop::TableFull,
-        LbDrop::SnatPortsExhausted,
-    ];
-    /// Counter names, by value.
-    pub const NAMES: [&'static str; LbDrop::COUNT] = [
-        "drop_malformed",
-        "drop_fragment",
-        "drop_tcp_not_syn",
-        "drop_no_backend",
-        "drop_table_full",
-        "drop_snat_ports_exhausted",
-    ];
-
-    /// The counter name.
-    pub fn name(self) -> &'static str {
-        LbDrop::NAMES[self as usize]
-    }
+    pub const COUNT: usize = LbDrop::NAMES.len();
 }
 
 /// The outcome of one packet.

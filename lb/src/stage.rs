@@ -13,7 +13,6 @@
 //! each hit's entry, then translate each packet in order. After each batch a bounded slice of
 //! the connection table is swept for expired entries (two slots per packet).
 
-use std::any::Any;
 use std::net::Ipv4Addr;
 
 use vswitch::l2::ETHERTYPE_IPV4;
@@ -34,7 +33,7 @@ pub const DEFAULT_EXPIRE_BUDGET: usize = 2;
 
 /// The `lb-nat` stage: owns the worker's [`Balancer`].
 pub struct LbStage {
-    /// The balancer (the control plane reaches it through [`Stage::as_any_mut`]).
+    /// The balancer (the control plane reaches it through [`vswitch::Switch::stage_mut`]).
     pub lb: Balancer,
     /// Table slots swept after each batch, per packet of the batch.
     pub expire_budget: usize,
@@ -67,7 +66,7 @@ impl Stage for LbStage {
     }
 
     fn drop_names(&self) -> &'static [&'static str] {
-        &LbDrop::NAMES
+        LbDrop::NAMES
     }
 
     fn process(&mut self, batch: &mut Batch, env: &mut Env) {
@@ -116,7 +115,7 @@ impl Stage for LbStage {
             match verdict {
                 Verdict::Pass => {}
                 Verdict::ToBackend { net } | Verdict::ToClient { net } => p.meta.net = net,
-                Verdict::Drop(r) => p.meta.next = Next::Drop(DropReason(r as u8)),
+                Verdict::Drop(r) => p.meta.next = Next::Drop(r.into()),
             }
         }
         self.lb.expire(now, self.expire_budget * batch.len());
@@ -204,10 +203,6 @@ impl Stage for LbStage {
             ("conns_expired", c.expired),
             ("conns", self.lb.conn_table().len() as u64),
         ]
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -439,7 +434,7 @@ mod tests {
                     match one.process(&mut f, 14, net, env.now) {
                         Verdict::Pass => {}
                         Verdict::ToBackend { net } | Verdict::ToClient { net } => want_net = net,
-                        Verdict::Drop(r) => want_next = Next::Drop(DropReason(r as u8)),
+                        Verdict::Drop(r) => want_next = Next::Drop(r.into()),
                     }
                     proptest::prop_assert_eq!(p.data(), &f[..]);
                     proptest::prop_assert_eq!(p.meta.net, want_net);

@@ -28,6 +28,6 @@ pub mod wire;
 pub use outer::{
     OUTER_HEADER_LEN, OuterConfig, OuterError, OuterTemplate, SrcPortRange, VXLAN_PORT,
 };
-pub use stage::{ENCAP_LEN, VxlanDecap, VxlanEncap};
+pub use stage::{DecapDrop, ENCAP_LEN, EncapDrop, VxlanDecap, VxlanEncap};
 pub use udp_port::{UdpPort, UdpPortStats};
 pub use wire::{HeaderError, Repr, Vni, VniError};
