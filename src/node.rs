@@ -546,7 +546,7 @@ impl Node {
     }
 
     fn service_key(s: &ServicePlan) -> ServiceKey {
-        ServiceKey::Addr {
+        ServiceKey {
             net: NetId(s.net as u16),
             proto: s.proto,
             addr: s.addr,
@@ -559,7 +559,7 @@ impl Node {
             addr: b.addr,
             port: b.port,
             weight: b.weight,
-            mac: b.mac.0,
+            mac: b.mac,
         }
     }
 
@@ -640,8 +640,8 @@ impl Node {
                         backend_net: NetId(s.backend_net as u16),
                         snat: s.snat.map(|(addr, mac)| Snat {
                             addr,
-                            mac: mac.0,
-                            port_min: lb::balancer::SNAT_PORT_MIN,
+                            mac,
+                            port_min: lb::types::SNAT_PORT_MIN,
                         }),
                     })
                     .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;

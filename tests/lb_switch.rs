@@ -72,7 +72,7 @@ impl Lab {
             seed: 7,
             timeouts: Timeouts::default(),
         });
-        let key = ServiceKey::Addr {
+        let key = ServiceKey {
             net: appnet,
             proto: Protocol::Tcp,
             addr: VIP,
@@ -92,7 +92,7 @@ impl Lab {
                     addr: ip(i),
                     port: 8080,
                     weight: 1,
-                    mac: mac(i).0,
+                    mac: mac(i),
                 },
             )
             .unwrap();

@@ -17,12 +17,14 @@ use std::net::Ipv4Addr;
 
 use vswitch::l2::ETHERTYPE_IPV4;
 use vswitch::offload;
-use vswitch::{Batch, DropReason, Env, MAX_BATCH, NetId, Next, Packet, Stage};
+use vswitch::{Batch, DropReason, Env, MAX_BATCH, Next, Packet, Stage};
 
-use crate::balancer::{Balancer, LbDrop, Mac, Prepared, Verdict};
+use crate::balancer::Balancer;
 use crate::conntrack::{Dir, Key};
+use crate::data::Prepared;
 use crate::packet::{self, Flow};
 use crate::state::TcpState;
+use crate::types::{LbDrop, Verdict};
 
 /// Stage name in the graph.
 pub const STAGE_NAME: &str = "lb-nat";
@@ -51,12 +53,6 @@ impl LbStage {
             preps: Vec::with_capacity(MAX_BATCH),
             owner: Vec::with_capacity(MAX_BATCH),
         }
-    }
-
-    /// The MAC of `ip` in network `net` from the switch's endpoint table, to fill
-    /// [`BackendConfig::mac`](crate::BackendConfig) when adding a backend.
-    pub fn endpoint_mac(env: &Env, net: NetId, ip: Ipv4Addr) -> Option<Mac> {
-        env.nets.get(usize::from(net.0))?.arp.get(&ip).map(|m| m.0)
     }
 }
 
@@ -194,8 +190,6 @@ impl Stage for LbStage {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let c = self.lb.counters();
         vec![
-            ("lb_packets", c.packets),
-            ("lb_pass", c.pass),
             ("lb_to_backend", c.to_backend),
             ("lb_to_client", c.to_client),
             ("new_conns", c.new_conns),
@@ -209,12 +203,12 @@ impl Stage for LbStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::{BackendConfig, BalancerConfig, Protocol, ServiceConfig, ServiceKey};
     use crate::packet::tests::{build, verify};
     use crate::packet::{PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Tuple};
     use crate::sched::SchedulerKind;
+    use crate::types::{BackendConfig, BalancerConfig, Protocol, ServiceConfig, ServiceKey};
     use vswitch::stage::{StageStats, mask_of, run_stage};
-    use vswitch::{FdbConfig, Network, Time};
+    use vswitch::{FdbConfig, Mac, NetId, Network, Time};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
 
@@ -233,7 +227,7 @@ mod tests {
             max_conns: 16,
             ..BalancerConfig::default()
         });
-        let key = ServiceKey::Addr {
+        let key = ServiceKey {
             net,
             proto: Protocol::Tcp,
             addr: VIP,
@@ -253,7 +247,7 @@ mod tests {
                     addr: Ipv4Addr::new(10, 0, 9, 12 + i),
                     port: 80,
                     weight: 1,
-                    mac: [2, 0x42, 10, 0, 9, 12 + i],
+                    mac: Mac([2, 0x42, 10, 0, 9, 12 + i]),
                 },
             )
             .unwrap();
@@ -326,7 +320,7 @@ mod tests {
             ..BalancerConfig::default()
         });
         for (proto, port) in [(Protocol::Tcp, 80), (Protocol::Udp, 53)] {
-            let key = ServiceKey::Addr {
+            let key = ServiceKey {
                 net,
                 proto,
                 addr: VIP,
@@ -344,7 +338,7 @@ mod tests {
                     addr: Ipv4Addr::new(10, 0, 9, 12 + i),
                     port,
                     weight: 1,
-                    mac: [2, 0x42, 10, 0, 9, 12 + i],
+                    mac: Mac([2, 0x42, 10, 0, 9, 12 + i]),
                 };
                 lb.add_backend(&key, b).unwrap();
             }
