@@ -90,7 +90,8 @@ macro_rules! drop_table {
 pub trait Stage: Any + Send {
     /// Short kebab-case graph name (`l2-learn`, `vxlan-decap`).
     fn name(&self) -> &'static str;
-    /// Names of the drop reasons: [`DropReason(i)`](crate::DropReason) is `drop_names()[i]`.
+    /// Names of the drop reasons: [`DropReason(i)`](crate::DropReason) is `drop_names()[i]`
+    /// (declare them with [`drop_table!`](crate::drop_table) and return its `NAMES`).
     fn drop_names(&self) -> &'static [&'static str] {
         &[]
     }
