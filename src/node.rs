@@ -28,7 +28,7 @@ use lb::{
     BackendConfig, Balancer, BalancerConfig, LbStage, Protocol, SchedulerKind, ServiceConfig,
     ServiceKey, Snat,
 };
-use vswitch::{Env, FdbConfig, FdbDest, Mac, NetId, Network, Port, PortRole, Switch};
+use vswitch::{Env, FdbConfig, FdbDest, Mac, NetId, Network, Port, PortRole, StageHandle, Switch};
 
 use crate::config::{Attach, Cluster, Proto};
 use crate::own_addr::OwnAddr;
@@ -449,6 +449,8 @@ pub struct Node {
     pub plan: Plan,
     /// The cluster file in force.
     pub cluster: Cluster,
+    /// The `lb-nat` stage, for the control plane.
+    lb: StageHandle<LbStage>,
 }
 
 /// Default connection-table size of a node (`vxmesh run --max-conns`): about 30 MB. IPVS keeps
@@ -484,21 +486,21 @@ impl Node {
         };
         let mut sw = Switch::with_batch(env, vswitch::BATCH_SIZE, buf_size);
         let l2 = sw.add_l2_stages();
-        let decap = sw.add_stage(Box::new(vxlan::VxlanDecap::new()));
-        let lb_stage = sw.add_stage(Box::new(LbStage::new(Balancer::new(BalancerConfig {
+        let decap = sw.add_stage(vxlan::VxlanDecap::new());
+        let lb_stage = sw.add_stage(LbStage::new(Balancer::new(BalancerConfig {
             max_conns,
             seed: seed(),
             ..BalancerConfig::default()
-        }))));
-        let own = sw.add_stage(Box::new(OwnAddr {
+        })));
+        let own = sw.add_stage(OwnAddr {
             macs: plan
                 .own_macs
                 .iter()
                 .map(|&(n, m)| (NetId(n as u16), m))
                 .collect(),
             ingress: Vec::new(),
-        }));
-        let path = l2.local_path(&[lb_stage, own]);
+        });
+        let path = l2.local_path(&[lb_stage.idx(), own.idx()]);
         let mut ingress = Vec::new();
         for p in &plan.ports {
             let port = ports.open(p)?;
@@ -508,17 +510,25 @@ impl Node {
                 ingress.push((id, net));
             }
         }
-        sw.stage_mut::<OwnAddr>().expect("just added").ingress = ingress;
+        sw.stage_mut(own).ingress = ingress;
         let ul = ports.underlay(plan.vtep)?;
         let ul = sw.add_port(
             UNDERLAY_PORT,
             ul,
             PortRole::Underlay,
-            vec![decap, l2.parse, l2.learn, lb_stage, own, l2.fwd],
+            vec![
+                decap.idx(),
+                l2.parse.idx(),
+                l2.learn.idx(),
+                lb_stage.idx(),
+                own.idx(),
+                l2.fwd.idx(),
+            ],
         );
         sw.set_tunnel(Box::new(vxlan::VxlanEncap::new(ul)));
         let mut node = Node {
             sw,
+            lb: lb_stage,
             plan: Plan {
                 fdb: BTreeMap::new(),
                 services: Vec::new(),
@@ -532,15 +542,11 @@ impl Node {
 
     /// The load balancer of the `lb-nat` stage.
     pub fn lb(&mut self) -> &mut Balancer {
-        &mut self
-            .sw
-            .stage_mut::<LbStage>()
-            .expect("the node has an lb-nat stage")
-            .lb
+        &mut self.sw.stage_mut(self.lb).lb
     }
 
     fn service_key(s: &ServicePlan) -> ServiceKey {
-        ServiceKey::Addr {
+        ServiceKey {
             net: NetId(s.net as u16),
             proto: s.proto,
             addr: s.addr,
@@ -553,7 +559,7 @@ impl Node {
             addr: b.addr,
             port: b.port,
             weight: b.weight,
-            mac: b.mac.0,
+            mac: b.mac,
         }
     }
 
@@ -634,8 +640,8 @@ impl Node {
                         backend_net: NetId(s.backend_net as u16),
                         snat: s.snat.map(|(addr, mac)| Snat {
                             addr,
-                            mac: mac.0,
-                            port_min: lb::balancer::SNAT_PORT_MIN,
+                            mac,
+                            port_min: lb::types::SNAT_PORT_MIN,
                         }),
                     })
                     .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;

@@ -15,17 +15,20 @@
 //! - elsewhere, a frame to one of the switch's own MACs (`drop_to_switch_addr`), e.g. a ping to
 //!   a VIP or a port the service does not have.
 
-use std::any::Any;
-
 use vswitch::wire::ethernet;
-use vswitch::{Batch, DropReason, Env, Mac, NetId, Next, PortId, Stage};
+use vswitch::{Batch, Env, Mac, NetId, Next, PortId, Stage};
 
 /// Stage name in the graph.
 pub const STAGE_NAME: &str = "own-addr";
-/// Drop names.
-const DROPS: [&str; 2] = ["drop_ingress_not_published", "drop_to_switch_addr"];
-const DROP_INGRESS: DropReason = DropReason(0);
-const DROP_TO_SWITCH: DropReason = DropReason(1);
+vswitch::drop_table! {
+    /// Why `own-addr` drops a frame.
+    pub enum OwnAddrDrop {
+        /// From an ingress port, still in the ingress network: not a published port.
+        IngressNotPublished => "drop_ingress_not_published",
+        /// To one of the switch's own MACs, and no earlier stage took it.
+        ToSwitchAddr => "drop_to_switch_addr",
+    }
+}
 
 /// The `own-addr` stage.
 #[derive(Debug, Default, Clone)]
@@ -42,19 +45,19 @@ impl Stage for OwnAddr {
     }
 
     fn drop_names(&self) -> &'static [&'static str] {
-        &DROPS
+        OwnAddrDrop::NAMES
     }
 
     fn process(&mut self, batch: &mut Batch, _env: &mut Env) {
         for (_, p) in batch.active_mut() {
             let net = p.meta.net;
             if self.ingress.contains(&(p.meta.in_port, net)) {
-                p.meta.next = Next::Drop(DROP_INGRESS);
+                p.meta.next = Next::Drop(OwnAddrDrop::IngressNotPublished.into());
             } else if !self.macs.is_empty() {
                 // l2-parse checked the Ethernet header.
                 let dst = ethernet::Packet::new_unchecked(p.data()).dst_addr();
                 if self.macs.iter().any(|&(n, m)| n == net && m == dst) {
-                    p.meta.next = Next::Drop(DROP_TO_SWITCH);
+                    p.meta.next = Next::Drop(OwnAddrDrop::ToSwitchAddr.into());
                 }
             }
         }
@@ -62,17 +65,13 @@ impl Stage for OwnAddr {
 
     fn describe(&self, pkt: &vswitch::Packet, _env: &Env) -> String {
         match pkt.meta.next {
-            Next::Drop(r) => DROPS
+            Next::Drop(r) => OwnAddrDrop::NAMES
                 .get(usize::from(r.0))
                 .copied()
                 .unwrap_or("drop")
                 .into(),
             _ => "not for the switch".into(),
         }
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -122,9 +121,12 @@ mod tests {
         ]);
         let mut env = Env::new(vswitch::FdbConfig::default());
         st.process(&mut b, &mut env);
-        assert_eq!(b[0].meta.next, Next::Drop(DROP_TO_SWITCH));
+        assert_eq!(b[0].meta.next, Next::Drop(OwnAddrDrop::ToSwitchAddr.into()));
         assert_eq!(b[1].meta.next, Next::Continue);
-        assert_eq!(b[2].meta.next, Next::Drop(DROP_INGRESS));
+        assert_eq!(
+            b[2].meta.next,
+            Next::Drop(OwnAddrDrop::IngressNotPublished.into())
+        );
         assert_eq!(b[3].meta.next, Next::Continue);
         assert_eq!(b[4].meta.next, Next::Continue);
     }

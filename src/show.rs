@@ -412,23 +412,12 @@ pub fn network(node: &Node, name: &str, as_json: bool) -> Result<String, String>
 }
 
 fn key_json(n: &Node, k: &ServiceKey) -> Value {
-    match *k {
-        ServiceKey::Addr {
-            net,
-            proto,
-            addr,
-            port,
-        } => json!({
-            "network": n.sw.env.nets.get(usize::from(net.0)).map(|x| x.name.clone()),
-            "protocol": proto.name(),
-            "addr": addr.to_string(),
-            "port": port,
-        }),
-        ServiceKey::Fwmark { net, mark } => json!({
-            "network": n.sw.env.nets.get(usize::from(net.0)).map(|x| x.name.clone()),
-            "fwmark": mark,
-        }),
-    }
+    json!({
+        "network": n.sw.env.nets.get(usize::from(k.net.0)).map(|x| x.name.clone()),
+        "protocol": k.proto.name(),
+        "addr": k.addr.to_string(),
+        "port": k.port,
+    })
 }
 
 /// `vxmesh lb show [--stats|--rate] [--json]`.

@@ -34,9 +34,6 @@ impl Tunnel for MarkTunnel {
         h[4] = vtep.0 as u8;
         Ok(())
     }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
 }
 
 fn ip(last: u8) -> Ipv4Addr {
@@ -376,7 +373,7 @@ fn frames_from_the_underlay_never_go_back_to_the_underlay() {
     // and a flooded one reaches local ports only: split horizon.
     let mut lab = Lab::new(FdbConfig::default());
     let stage = DecapMark;
-    let idx = lab.sw.add_stage(Box::new(stage));
+    let idx = lab.sw.add_stage(stage).idx();
     let l2 = lab.sw.stage_idx("l2-parse").unwrap();
     let learn = lab.sw.stage_idx("l2-learn").unwrap();
     let fwd = lab.sw.stage_idx("l2-fwd").unwrap();
@@ -410,9 +407,6 @@ impl vswitch::Stage for DecapMark {
             p.meta.from_vtep = Some(VtepId(1));
             p.meta.net = NetId(0);
         }
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
     }
 }
 

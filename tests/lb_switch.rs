@@ -15,7 +15,7 @@ use vswitch::packet::DropReason;
 use vswitch::wire::arp::{OP_REPLY, Repr as ArpRepr};
 use vswitch::{
     Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, NetId, Network, Packet, PortId, PortRole,
-    Switch, Time, Tunnel, VtepId,
+    StageHandle, Switch, Time, Tunnel, VtepId,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
@@ -43,13 +43,11 @@ impl Tunnel for MarkTunnel {
         pkt.push_front(1).ok_or(DropReason(0))?[0] = vtep.0 as u8;
         Ok(())
     }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
 }
 
 struct Lab {
     sw: Switch,
+    lb: StageHandle<LbStage>,
     ports: Vec<(&'static str, MemHandle)>,
     now: Time,
 }
@@ -74,7 +72,7 @@ impl Lab {
             seed: 7,
             timeouts: Timeouts::default(),
         });
-        let key = ServiceKey::Addr {
+        let key = ServiceKey {
             net: appnet,
             proto: Protocol::Tcp,
             addr: VIP,
@@ -94,13 +92,13 @@ impl Lab {
                     addr: ip(i),
                     port: 8080,
                     weight: 1,
-                    mac: mac(i).0,
+                    mac: mac(i),
                 },
             )
             .unwrap();
         }
         let (mut sw, l2) = Switch::with_l2(env);
-        let lb_idx = sw.add_stage(Box::new(LbStage::new(lb)));
+        let lb_stage = sw.add_stage(LbStage::new(lb));
         let mut ports = Vec::new();
         for name in ["c11", "c12", "c13"] {
             let (p, h) = MemPort::new();
@@ -108,7 +106,7 @@ impl Lab {
                 name,
                 Box::new(p),
                 PortRole::Local(appnet),
-                l2.local_path(&[lb_idx]),
+                l2.local_path(&[lb_stage.idx()]),
             );
             ports.push((name, h));
         }
@@ -119,6 +117,7 @@ impl Lab {
         assert_eq!(NetId(0), appnet);
         Lab {
             sw,
+            lb: lb_stage,
             ports,
             now: Time::from_secs(10),
         }
@@ -251,7 +250,7 @@ fn connections_to_the_vip_go_round_robin_to_backends_on_any_node_and_replies_com
         vec![10, 10, 10],
         "{per_backend:?}"
     );
-    let lb = lab.sw.stage_mut::<LbStage>().unwrap();
+    let lb = lab.sw.stage_mut(lab.lb);
     assert_eq!(lb.lb.conns(lab.now).len(), 30);
     let listing = lb::format_services(&lb.lb.services(), lb::ListMode::Plain);
     assert!(listing.contains("10.0.9.100:80 rr"), "{listing}");

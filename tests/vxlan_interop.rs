@@ -146,7 +146,7 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
             let mut sw =
                 Switch::with_batch(env, vswitch::BATCH_SIZE, vswitch::offload::GSO_BUF_SIZE);
             let l2 = sw.add_l2_stages();
-            let decap = sw.add_stage(Box::new(VxlanDecap::new()));
+            let decap = sw.add_stage(VxlanDecap::new());
             let c11_port = sw.add_port(
                 "c11",
                 Box::new(tap),
@@ -161,7 +161,7 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
                 "underlay",
                 Box::new(ul),
                 PortRole::Underlay,
-                vec![decap, l2.parse, l2.learn, l2.fwd],
+                vec![decap.idx(), l2.parse.idx(), l2.learn.idx(), l2.fwd.idx()],
             );
             sw.set_tunnel(Box::new(VxlanEncap::new(ul_port)));
             Ok((sw, fds))

@@ -14,7 +14,7 @@ use lb::{
     ServiceKey,
 };
 use vswitch::l2::ETHERTYPE_IPV4;
-use vswitch::{Batch, Env, FdbConfig, NetId, Stage, Time};
+use vswitch::{Batch, Env, FdbConfig, Mac, NetId, Stage, Time};
 
 const BURST: usize = 32;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
@@ -54,7 +54,7 @@ fn balancer(max: usize) -> (Balancer, ServiceKey) {
         max_conns: max,
         ..BalancerConfig::default()
     });
-    let key = ServiceKey::Addr {
+    let key = ServiceKey {
         net: NetId(0),
         proto: Protocol::Tcp,
         addr: VIP,
@@ -72,7 +72,7 @@ fn balancer(max: usize) -> (Balancer, ServiceKey) {
             addr: Ipv4Addr::new(10, 0, 9, 12 + i),
             port: 80,
             weight: 1,
-            mac: [2, 0x42, 10, 0, 9, 12 + i],
+            mac: Mac([2, 0x42, 10, 0, 9, 12 + i]),
         };
         lb.add_backend(&key, b).unwrap();
     }

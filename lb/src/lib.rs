@@ -1,28 +1,36 @@
 //! lb: the vxmesh load balancer, IPVS (Masq mode) rebuilt in userspace.
 //!
 //! Where it sits: the `lb-nat` stage ([`stage::LbStage`]) runs in the vswitch pipeline between
-//! the L2 learning/ARP stages and `l2-fwd`/`vxlan-encap`. Inside it, a packet is parsed
+//! the L2 learning/ARP stages and `l2-fwd`/`vxlan-encap`. It owns a [`Balancer`]
+//! ([`balancer`]: the tables), whose operations are split as Katran splits its control plane
+//! from its forwarding path: [`control`] (services, backends, weights, timeouts, expiry, rates;
+//! between batches) and [`data`] (the per-packet path). Inside the data path a packet is parsed
 //! ([`packet`]), looked up in connection tracking ([`conntrack`]) or, when new, matched to a
 //! virtual service and given a backend by a scheduler ([`sched`]), then rewritten in place with
 //! incremental checksums ([`checksum`]); TCP states and timeouts follow IPVS ([`state`]).
-//! [`listing`] renders `ipvsadm -Ln` / `-Lnc` style tables for the CLI.
+//! [`types`] holds the vocabulary both sides share; [`listing`] takes the `ipvsadm -Ln` /
+//! `-Lnc` snapshots and renders them for the CLI.
 #![warn(missing_docs)]
 
 pub mod balancer;
 pub use vswitch::wire::checksum;
 pub mod conntrack;
+pub mod control;
+pub mod data;
 pub mod listing;
 pub mod packet;
 pub mod sched;
 pub mod stage;
 pub mod state;
+pub mod types;
 
-pub use balancer::{
-    BackendConfig, BackendInfo, Balancer, BalancerConfig, BalancerError, ConnInfo, LbCounters,
-    LbDrop, Mac, MarkRule, Prepared, Protocol, Rates, ServiceConfig, ServiceInfo, ServiceKey, Snat,
-    Stats, Verdict,
-};
-pub use listing::{ListMode, format_conns, format_services};
+pub use balancer::Balancer;
+pub use data::Prepared;
+pub use listing::{BackendInfo, ConnInfo, ListMode, ServiceInfo, format_conns, format_services};
 pub use sched::SchedulerKind;
 pub use stage::LbStage;
 pub use state::{TcpState, Timeouts};
+pub use types::{
+    BackendConfig, BalancerConfig, BalancerError, LbCounters, LbDrop, Protocol, Rates,
+    ServiceConfig, ServiceKey, Snat, Stats, Verdict,
+};

@@ -1,14 +1,141 @@
-//! Text listings in the shape of `ipvsadm -Ln` (with `--stats` / `--rate`) and `ipvsadm -Lnc`.
+//! Listings of the load balancer: the snapshots ([`Balancer::services`], [`Balancer::conns`])
+//! and text in the shape of `ipvsadm -Ln` (with `--stats` / `--rate`) and `ipvsadm -Lnc`.
 //!
-//! Off the packet path: the node's control socket turns [`Balancer::services`] and
-//! [`Balancer::conns`] snapshots into these tables (or into JSON, in the root crate).
-//!
-//! [`Balancer::services`]: crate::Balancer::services
-//! [`Balancer::conns`]: crate::Balancer::conns
+//! Off the packet path: the node's control socket takes these snapshots between batches and
+//! turns them into these tables (or into JSON, in the root crate).
 
 use core::fmt::Write;
+use std::net::Ipv4Addr;
 
-use crate::balancer::{ConnInfo, ServiceInfo, ServiceKey};
+use vswitch::Time;
+
+use crate::balancer::{Balancer, secs};
+use crate::conntrack::F_SNAT;
+use crate::sched::SchedulerKind;
+use crate::state::TcpState;
+use crate::types::{Protocol, Rates, ServiceKey, Stats};
+
+/// One backend in a listing (`ipvsadm -Ln` line `-> addr:port`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// Target port (0: the packet's port).
+    pub port: u16,
+    /// Forwarding method ("Masq").
+    pub forward: &'static str,
+    /// Weight.
+    pub weight: u32,
+    /// Established connections.
+    pub active_conns: u32,
+    /// Other connections.
+    pub inact_conns: u32,
+    /// Counters.
+    pub stats: Stats,
+    /// Rates.
+    pub rates: Rates,
+}
+
+/// One service in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Selection.
+    pub key: ServiceKey,
+    /// Scheduler.
+    pub scheduler: SchedulerKind,
+    /// SNAT address for the routing mesh, if any.
+    pub snat: Option<Ipv4Addr>,
+    /// Backends, in scheduling order.
+    pub backends: Vec<BackendInfo>,
+    /// Counters.
+    pub stats: Stats,
+    /// Rates.
+    pub rates: Rates,
+}
+
+/// One connection in a listing (`ipvsadm -Lnc`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Seconds until it expires.
+    pub expires_in: u32,
+    /// State name (TCP state, or "UDP").
+    pub state: &'static str,
+    /// Client address and port.
+    pub client: (Ipv4Addr, u16),
+    /// Virtual address and port.
+    pub virtual_: (Ipv4Addr, u16),
+    /// Backend address and port.
+    pub dest: (Ipv4Addr, u16),
+    /// Source the backend sees, when SNAT rewrote it.
+    pub snat: Option<(Ipv4Addr, u16)>,
+}
+
+impl Balancer {
+    /// Services with their backends and counters (`ipvsadm -Ln --stats --rate` data).
+    pub fn services(&self) -> Vec<ServiceInfo> {
+        let mut out: Vec<ServiceInfo> = self
+            .services
+            .iter()
+            .filter(|s| s.in_use && !s.removed)
+            .map(|s| ServiceInfo {
+                key: s.cfg.key,
+                scheduler: s.sched.kind(),
+                snat: s.cfg.snat.map(|n| n.addr),
+                backends: s
+                    .dests
+                    .iter()
+                    .map(|&id| {
+                        let b = &self.backends[usize::from(id)];
+                        BackendInfo {
+                            addr: b.cfg.addr,
+                            port: b.cfg.port,
+                            forward: "Masq",
+                            weight: b.cfg.weight,
+                            active_conns: b.active,
+                            inact_conns: b.inactive,
+                            stats: b.stats,
+                            rates: b.est.rates,
+                        }
+                    })
+                    .collect(),
+                stats: s.stats,
+                rates: s.est.rates,
+            })
+            .collect();
+        out.sort_by_key(|s| {
+            let k = s.key;
+            (k.net.0, u32::from(k.addr), k.port, k.proto.number())
+        });
+        out
+    }
+
+    /// Every tracked connection, closing ones too (`ipvsadm -Lnc` data).
+    pub fn conns(&self, now: Time) -> Vec<ConnInfo> {
+        let t = secs(now);
+        self.ct
+            .iter()
+            .filter_map(|(_, c)| {
+                let proto = Protocol::from_number(c.proto)?;
+                let sa = |a: u32, p: u16| (Ipv4Addr::from(a), p);
+                Some(ConnInfo {
+                    proto,
+                    expires_in: c.expires.saturating_sub(t),
+                    state: if proto == Protocol::Tcp {
+                        TcpState::from_u8(c.state).name()
+                    } else {
+                        "UDP"
+                    },
+                    client: sa(c.caddr, c.cport),
+                    virtual_: sa(c.vaddr, c.vport),
+                    dest: sa(c.daddr, c.dport),
+                    snat: (c.flags & F_SNAT != 0).then(|| sa(c.laddr, c.lport)),
+                })
+            })
+            .collect()
+    }
+}
 
 /// ipvsadm's version banner.
 pub const IPVS_BANNER: &str = "IP Virtual Server version 1.2.1 (vxmesh)";
@@ -26,12 +153,8 @@ pub enum ListMode {
 }
 
 fn service_name(s: &ServiceInfo) -> String {
-    match s.key {
-        ServiceKey::Addr {
-            proto, addr, port, ..
-        } => format!("{}  {}:{}", proto.name(), addr, port),
-        ServiceKey::Fwmark { mark, .. } => format!("FWM  {mark}"),
-    }
+    let k = s.key;
+    format!("{}  {}:{}", k.proto.name(), k.addr, k.port)
 }
 
 /// Format services like `ipvsadm -Ln` (`--stats`, `--rate` with `mode`).
@@ -151,14 +274,11 @@ pub fn format_conns(conns: &[ConnInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::{BackendInfo, Protocol, Rates, Stats};
-    use crate::sched::SchedulerKind;
-    use std::net::Ipv4Addr;
     use vswitch::NetId;
 
     fn svc() -> ServiceInfo {
         ServiceInfo {
-            key: ServiceKey::Addr {
+            key: ServiceKey {
                 net: NetId(0),
                 proto: Protocol::Tcp,
                 addr: Ipv4Addr::new(10, 0, 9, 100),

@@ -13,17 +13,18 @@
 //! each hit's entry, then translate each packet in order. After each batch a bounded slice of
 //! the connection table is swept for expired entries (two slots per packet).
 
-use std::any::Any;
 use std::net::Ipv4Addr;
 
 use vswitch::l2::ETHERTYPE_IPV4;
 use vswitch::offload;
-use vswitch::{Batch, DropReason, Env, MAX_BATCH, NetId, Next, Packet, Stage};
+use vswitch::{Batch, DropReason, Env, MAX_BATCH, Next, Packet, Stage};
 
-use crate::balancer::{Balancer, LbDrop, Mac, Prepared, Verdict};
+use crate::balancer::Balancer;
 use crate::conntrack::{Dir, Key};
+use crate::data::Prepared;
 use crate::packet::{self, Flow};
 use crate::state::TcpState;
+use crate::types::{LbDrop, Verdict};
 
 /// Stage name in the graph.
 pub const STAGE_NAME: &str = "lb-nat";
@@ -34,7 +35,7 @@ pub const DEFAULT_EXPIRE_BUDGET: usize = 2;
 
 /// The `lb-nat` stage: owns the worker's [`Balancer`].
 pub struct LbStage {
-    /// The balancer (the control plane reaches it through [`Stage::as_any_mut`]).
+    /// The balancer (the control plane reaches it through [`vswitch::Switch::stage_mut`]).
     pub lb: Balancer,
     /// Table slots swept after each batch, per packet of the batch.
     pub expire_budget: usize,
@@ -53,12 +54,6 @@ impl LbStage {
             owner: Vec::with_capacity(MAX_BATCH),
         }
     }
-
-    /// The MAC of `ip` in network `net` from the switch's endpoint table, to fill
-    /// [`BackendConfig::mac`](crate::BackendConfig) when adding a backend.
-    pub fn endpoint_mac(env: &Env, net: NetId, ip: Ipv4Addr) -> Option<Mac> {
-        env.nets.get(usize::from(net.0))?.arp.get(&ip).map(|m| m.0)
-    }
 }
 
 impl Stage for LbStage {
@@ -67,7 +62,7 @@ impl Stage for LbStage {
     }
 
     fn drop_names(&self) -> &'static [&'static str] {
-        &LbDrop::NAMES
+        LbDrop::NAMES
     }
 
     fn process(&mut self, batch: &mut Batch, env: &mut Env) {
@@ -116,7 +111,7 @@ impl Stage for LbStage {
             match verdict {
                 Verdict::Pass => {}
                 Verdict::ToBackend { net } | Verdict::ToClient { net } => p.meta.net = net,
-                Verdict::Drop(r) => p.meta.next = Next::Drop(DropReason(r as u8)),
+                Verdict::Drop(r) => p.meta.next = Next::Drop(r.into()),
             }
         }
         self.lb.expire(now, self.expire_budget * batch.len());
@@ -195,8 +190,6 @@ impl Stage for LbStage {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let c = self.lb.counters();
         vec![
-            ("lb_packets", c.packets),
-            ("lb_pass", c.pass),
             ("lb_to_backend", c.to_backend),
             ("lb_to_client", c.to_client),
             ("new_conns", c.new_conns),
@@ -205,21 +198,17 @@ impl Stage for LbStage {
             ("conns", self.lb.conn_table().len() as u64),
         ]
     }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::{BackendConfig, BalancerConfig, Protocol, ServiceConfig, ServiceKey};
     use crate::packet::tests::{build, verify};
     use crate::packet::{PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Tuple};
     use crate::sched::SchedulerKind;
+    use crate::types::{BackendConfig, BalancerConfig, Protocol, ServiceConfig, ServiceKey};
     use vswitch::stage::{StageStats, mask_of, run_stage};
-    use vswitch::{FdbConfig, Network, Time};
+    use vswitch::{FdbConfig, Mac, NetId, Network, Time};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
 
@@ -238,7 +227,7 @@ mod tests {
             max_conns: 16,
             ..BalancerConfig::default()
         });
-        let key = ServiceKey::Addr {
+        let key = ServiceKey {
             net,
             proto: Protocol::Tcp,
             addr: VIP,
@@ -258,7 +247,7 @@ mod tests {
                     addr: Ipv4Addr::new(10, 0, 9, 12 + i),
                     port: 80,
                     weight: 1,
-                    mac: [2, 0x42, 10, 0, 9, 12 + i],
+                    mac: Mac([2, 0x42, 10, 0, 9, 12 + i]),
                 },
             )
             .unwrap();
@@ -331,7 +320,7 @@ mod tests {
             ..BalancerConfig::default()
         });
         for (proto, port) in [(Protocol::Tcp, 80), (Protocol::Udp, 53)] {
-            let key = ServiceKey::Addr {
+            let key = ServiceKey {
                 net,
                 proto,
                 addr: VIP,
@@ -349,7 +338,7 @@ mod tests {
                     addr: Ipv4Addr::new(10, 0, 9, 12 + i),
                     port,
                     weight: 1,
-                    mac: [2, 0x42, 10, 0, 9, 12 + i],
+                    mac: Mac([2, 0x42, 10, 0, 9, 12 + i]),
                 };
                 lb.add_backend(&key, b).unwrap();
             }
@@ -439,7 +428,7 @@ mod tests {
                     match one.process(&mut f, 14, net, env.now) {
                         Verdict::Pass => {}
                         Verdict::ToBackend { net } | Verdict::ToClient { net } => want_net = net,
-                        Verdict::Drop(r) => want_next = Next::Drop(DropReason(r as u8)),
+                        Verdict::Drop(r) => want_next = Next::Drop(r.into()),
                     }
                     proptest::prop_assert_eq!(p.data(), &f[..]);
                     proptest::prop_assert_eq!(p.meta.net, want_net);

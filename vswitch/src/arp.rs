@@ -9,11 +9,9 @@
 //! Ethernet/IPv4 ARP of the right size is dropped as malformed. The packet format is
 //! [`crate::wire::arp`].
 
-use std::any::Any;
-
 use crate::batch::Batch;
 use crate::env::Env;
-use crate::packet::{DropReason, Next, Packet};
+use crate::packet::{Next, Packet};
 use crate::stage::Stage;
 use crate::wire::arp::{self, OP_REPLY, OP_REQUEST};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP};
@@ -27,11 +25,15 @@ pub struct ArpProxy {
     pub gratuitous: u64,
 }
 
-impl ArpProxy {
-    /// ARP EtherType but not a whole Ethernet/IPv4 ARP packet.
-    pub const DROP_MALFORMED: DropReason = DropReason(0);
-    const DROPS: &'static [&'static str] = &["drop_arp_malformed"];
+crate::drop_table! {
+    /// Why `arp-proxy` drops a frame.
+    pub enum ArpDrop {
+        /// ARP EtherType but not a whole Ethernet/IPv4 ARP packet.
+        Malformed => "drop_arp_malformed",
+    }
+}
 
+impl ArpProxy {
     /// Decide on one frame; on a hit the frame is turned into the reply in place.
     fn handle(&mut self, p: &mut Packet, env: &Env) {
         if p.meta.ethertype != ETHERTYPE_ARP || p.meta.from_vtep.is_some() {
@@ -41,7 +43,7 @@ impl ArpProxy {
         let req = match arp::Repr::parse(&p.data()[l3..]) {
             Ok(r) => r,
             Err(_) => {
-                p.meta.next = Next::Drop(Self::DROP_MALFORMED);
+                p.meta.next = Next::Drop(ArpDrop::Malformed.into());
                 return;
             }
         };
@@ -84,7 +86,7 @@ impl Stage for ArpProxy {
         "arp-proxy"
     }
     fn drop_names(&self) -> &'static [&'static str] {
-        Self::DROPS
+        ArpDrop::NAMES
     }
     fn process(&mut self, batch: &mut Batch, env: &mut Env) {
         for (_, p) in batch.active_mut() {
@@ -114,8 +116,5 @@ impl Stage for ArpProxy {
             ("arp_replies", self.replies),
             ("arp_gratuitous", self.gratuitous),
         ]
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }

@@ -13,8 +13,6 @@
 //! `l2-learn` and `l2-fwd` hash the batch's keys first and prefetch their FDB slots before any
 //! probe, so the memory latency of a large table is overlapped across the batch.
 
-use std::any::Any;
-
 use crate::batch::{Batch, MAX_BATCH};
 use crate::env::Env;
 use crate::fdb::{FdbDest, FdbKey, Learned};
@@ -42,32 +40,31 @@ pub fn src_mac(frame: &[u8]) -> Mac {
 #[derive(Debug, Default)]
 pub struct L2Parse;
 
-impl L2Parse {
-    /// Shorter than an Ethernet header.
-    pub const DROP_RUNT: DropReason = DropReason(0);
-    /// 802.1Q EtherType but no room for the tag.
-    pub const DROP_VLAN_TRUNCATED: DropReason = DropReason(1);
-    /// Larger than the network's MTU allows.
-    pub const DROP_OVERSIZE: DropReason = DropReason(2);
-    /// Group or all-zero source MAC.
-    pub const DROP_INVALID_SRC_MAC: DropReason = DropReason(3);
-    const DROPS: &'static [&'static str] = &[
-        "drop_runt",
-        "drop_vlan_truncated",
-        "drop_oversize",
-        "drop_invalid_src_mac",
-    ];
+crate::drop_table! {
+    /// Why `l2-parse` drops a frame.
+    pub enum L2ParseDrop {
+        /// Shorter than an Ethernet header.
+        Runt => "drop_runt",
+        /// 802.1Q EtherType but no room for the tag.
+        VlanTruncated => "drop_vlan_truncated",
+        /// Larger than the network's MTU allows.
+        Oversize => "drop_oversize",
+        /// Group or all-zero source MAC.
+        InvalidSrcMac => "drop_invalid_src_mac",
+    }
+}
 
+impl L2Parse {
     /// Decide on one frame of a network whose largest untagged frame is `max_frame` bytes.
     #[inline]
     pub fn check(frame: &[u8], max_frame: usize) -> Result<(u16, u16), DropReason> {
-        let eth = ethernet::Packet::new_checked(frame).map_err(|_| Self::DROP_RUNT)?;
-        let (l3, ethertype) = eth.l3().map_err(|_| Self::DROP_VLAN_TRUNCATED)?;
+        let eth = ethernet::Packet::new_checked(frame).map_err(|_| L2ParseDrop::Runt.reason())?;
+        let (l3, ethertype) = eth.l3().map_err(|_| L2ParseDrop::VlanTruncated.reason())?;
         if frame.len() > max_frame + (l3 - ethernet::HEADER_LEN) {
-            return Err(Self::DROP_OVERSIZE);
+            return Err(L2ParseDrop::Oversize.into());
         }
         if !eth.src_addr().is_unicast() {
-            return Err(Self::DROP_INVALID_SRC_MAC);
+            return Err(L2ParseDrop::InvalidSrcMac.into());
         }
         Ok((l3 as u16, ethertype))
     }
@@ -78,7 +75,7 @@ impl Stage for L2Parse {
         "l2-parse"
     }
     fn drop_names(&self) -> &'static [&'static str] {
-        Self::DROPS
+        L2ParseDrop::NAMES
     }
     fn process(&mut self, batch: &mut Batch, env: &mut Env) {
         for (_, p) in batch.active_mut() {
@@ -105,9 +102,6 @@ impl Stage for L2Parse {
             pkt.len()
         )
     }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
 }
 
 /// `l2-learn`: source MAC of frames from local ports -> the FDB.
@@ -124,11 +118,13 @@ impl Default for L2Learn {
     }
 }
 
-impl L2Learn {
-    /// The source MAC is a static entry elsewhere (a remote endpoint's, or another port's):
-    /// a spoofed frame, never allowed to move the entry.
-    pub const DROP_SRC_MAC_STATIC: DropReason = DropReason(0);
-    const DROPS: &'static [&'static str] = &["drop_src_mac_static"];
+crate::drop_table! {
+    /// Why `l2-learn` drops a frame.
+    pub enum L2LearnDrop {
+        /// The source MAC is a static entry elsewhere (a remote endpoint's, or another
+        /// port's): a spoofed frame, never allowed to move the entry.
+        SrcMacStatic => "drop_src_mac_static",
+    }
 }
 
 impl Stage for L2Learn {
@@ -136,7 +132,7 @@ impl Stage for L2Learn {
         "l2-learn"
     }
     fn drop_names(&self) -> &'static [&'static str] {
-        Self::DROPS
+        L2LearnDrop::NAMES
     }
     fn process(&mut self, batch: &mut Batch, env: &mut Env) {
         let fdb = &mut env.fdb;
@@ -155,7 +151,7 @@ impl Stage for L2Learn {
             let key = FdbKey::new(p.meta.net, src_mac(p.data()));
             if fdb.learn_hashed(key, self.hashes[i], p.meta.in_port, now) == Learned::StaticConflict
             {
-                p.meta.next = Next::Drop(Self::DROP_SRC_MAC_STATIC);
+                p.meta.next = Next::Drop(L2LearnDrop::SrcMacStatic.into());
             }
         }
     }
@@ -170,9 +166,6 @@ impl Stage for L2Learn {
             ),
             (None, None) => format!("fdb {mac}: not learned (table full)"),
         }
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -196,12 +189,14 @@ impl Default for L2Fwd {
     }
 }
 
-impl L2Fwd {
-    /// The destination is behind the input port.
-    pub const DROP_HAIRPIN: DropReason = DropReason(0);
-    /// From a remote VTEP to another remote VTEP (split horizon).
-    pub const DROP_REMOTE_TO_REMOTE: DropReason = DropReason(1);
-    const DROPS: &'static [&'static str] = &["drop_hairpin", "drop_remote_to_remote"];
+crate::drop_table! {
+    /// Why `l2-fwd` drops a frame.
+    pub enum L2FwdDrop {
+        /// The destination is behind the input port.
+        Hairpin => "drop_hairpin",
+        /// From a remote VTEP to another remote VTEP (split horizon).
+        RemoteToRemote => "drop_remote_to_remote",
+    }
 }
 
 impl Stage for L2Fwd {
@@ -209,7 +204,7 @@ impl Stage for L2Fwd {
         "l2-fwd"
     }
     fn drop_names(&self) -> &'static [&'static str] {
-        Self::DROPS
+        L2FwdDrop::NAMES
     }
     fn process(&mut self, batch: &mut Batch, env: &mut Env) {
         let fdb = &env.fdb;
@@ -232,11 +227,11 @@ impl Stage for L2Fwd {
             p.meta.next = match fdb.lookup_hashed(FdbKey::new(p.meta.net, dst), self.hashes[i], now)
             {
                 Some(FdbDest::Local(port)) if port == p.meta.in_port => {
-                    Next::Drop(Self::DROP_HAIRPIN)
+                    Next::Drop(L2FwdDrop::Hairpin.into())
                 }
                 Some(FdbDest::Local(port)) => Next::Output(port),
                 Some(FdbDest::Remote(_)) if p.meta.from_vtep.is_some() => {
-                    Next::Drop(Self::DROP_REMOTE_TO_REMOTE)
+                    Next::Drop(L2FwdDrop::RemoteToRemote.into())
                 }
                 Some(FdbDest::Remote(v)) => Next::Remote(v),
                 None => {
@@ -265,9 +260,6 @@ impl Stage for L2Fwd {
             ("unknown_unicast", self.unknown_unicast),
             ("group_flooded", self.group),
         ]
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -299,24 +291,27 @@ mod tests {
         );
         assert_eq!(
             L2Parse::check(&frame(A, A, ETHERTYPE_IPV4, max + 1), max),
-            Err(L2Parse::DROP_OVERSIZE)
+            Err(L2ParseDrop::Oversize.into())
         );
         let mut tagged = frame(A, A, ETHERTYPE_VLAN, max + 4);
         tagged[16..18].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
         assert_eq!(L2Parse::check(&tagged, max), Ok((18, ETHERTYPE_ARP)));
         tagged.push(0);
-        assert_eq!(L2Parse::check(&tagged, max), Err(L2Parse::DROP_OVERSIZE));
+        assert_eq!(
+            L2Parse::check(&tagged, max),
+            Err(L2ParseDrop::Oversize.into())
+        );
         assert_eq!(
             L2Parse::check(&frame(A, A, ETHERTYPE_VLAN, 17), max),
-            Err(L2Parse::DROP_VLAN_TRUNCATED)
+            Err(L2ParseDrop::VlanTruncated.into())
         );
         assert_eq!(
             L2Parse::check(&frame(A, [0xff; 6], ETHERTYPE_IPV4, 60), max),
-            Err(L2Parse::DROP_INVALID_SRC_MAC)
+            Err(L2ParseDrop::InvalidSrcMac.into())
         );
         assert_eq!(
             L2Parse::check(&frame(A, [0; 6], ETHERTYPE_IPV4, 60), max),
-            Err(L2Parse::DROP_INVALID_SRC_MAC)
+            Err(L2ParseDrop::InvalidSrcMac.into())
         );
     }
 
@@ -326,7 +321,7 @@ mod tests {
             for n in 0..=bytes.len() {
                 let r = L2Parse::check(&bytes[..n], 1464);
                 if n < 14 {
-                    prop_assert_eq!(r, Err(L2Parse::DROP_RUNT));
+                    prop_assert_eq!(r, Err(L2ParseDrop::Runt.into()));
                 }
                 if let Ok((l3, _)) = r {
                     prop_assert!(l3 as usize <= n);

@@ -13,14 +13,85 @@ use std::any::Any;
 
 use crate::batch::{Batch, MAX_BATCH};
 use crate::env::Env;
-use crate::packet::{Next, Packet};
+use crate::packet::{DropReason, Next, Packet};
 use crate::trace::TraceRecord;
 
+/// Declare a stage's drop reasons once, as VPP's `foreach_*_error` lists do: each reason is a
+/// variant with its doc and its counter name, and the macro generates the `#[repr(u8)]` enum,
+/// its `NAMES` (what [`Stage::drop_names`] returns, in variant order) and the conversion to
+/// [`DropReason`](crate::DropReason) (the variant's index), so a stage's names and indexes
+/// cannot drift apart. A counter name is any constant `&'static str` expression.
+///
+/// ```
+/// vswitch::drop_table! {
+///     /// Why `toy` drops a frame.
+///     pub enum ToyDrop {
+///         /// An odd length.
+///         Odd => "drop_odd",
+///         /// A zero first byte.
+///         Zero => "drop_zero",
+///     }
+/// }
+/// assert_eq!(ToyDrop::NAMES, ["drop_odd", "drop_zero"]);
+/// assert_eq!(vswitch::DropReason::from(ToyDrop::Zero), vswitch::DropReason(1));
+/// assert_eq!(ToyDrop::Zero.name(), "drop_zero");
+/// ```
+#[macro_export]
+macro_rules! drop_table {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $(
+                $(#[$vmeta:meta])*
+                $variant:ident => $counter:expr
+            ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        $vis enum $name {
+            $(
+                $(#[$vmeta])*
+                $variant,
+            )+
+        }
+
+        impl $name {
+            /// Counter names, by reason: what the stage's `drop_names` returns.
+            pub const NAMES: &'static [&'static str] = &[$($counter),+];
+
+            /// The reason's counter name.
+            #[inline]
+            pub const fn name(self) -> &'static str {
+                Self::NAMES[self as usize]
+            }
+
+            /// The reason as the pipeline's [`DropReason`]($crate::DropReason).
+            #[inline]
+            pub const fn reason(self) -> $crate::DropReason {
+                $crate::DropReason(self as u8)
+            }
+        }
+
+        impl ::core::convert::From<$name> for $crate::DropReason {
+            #[inline]
+            fn from(r: $name) -> $crate::DropReason {
+                r.reason()
+            }
+        }
+    };
+}
+
 /// A processing step of the packet path.
-pub trait Stage: Send {
+///
+/// A stage is `Any` so that the switch can hand the control plane the concrete stage behind a
+/// typed [`StageHandle`](crate::switch::StageHandle) (see [`Switch::stage_mut`](crate::Switch::stage_mut)).
+pub trait Stage: Any + Send {
     /// Short kebab-case graph name (`l2-learn`, `vxlan-decap`).
     fn name(&self) -> &'static str;
-    /// Names of the drop reasons: [`DropReason(i)`](crate::DropReason) is `drop_names()[i]`.
+    /// Names of the drop reasons: [`DropReason(i)`](crate::DropReason) is `drop_names()[i]`
+    /// (declare them with [`drop_table!`](crate::drop_table) and return its `NAMES`).
     fn drop_names(&self) -> &'static [&'static str] {
         &[]
     }
@@ -34,8 +105,6 @@ pub trait Stage: Send {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
-    /// For the control plane, to reach a stage's own tables.
-    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
 /// Outcome counts of one stage.
@@ -86,6 +155,16 @@ impl StageStats {
         self.drops.iter().find(|d| d.0 == name).map_or(0, |d| d.1)
     }
 
+    /// Count one drop under `reason` (for steps that count outside [`run_stage`], as the
+    /// switch's output step does).
+    #[inline]
+    pub fn count_drop(&mut self, reason: impl Into<DropReason>) {
+        match self.drops.get_mut(usize::from(reason.into().0)) {
+            Some(d) => d.1 += 1,
+            None => self.drop_unnamed += 1,
+        }
+    }
+
     #[inline]
     fn tally(&mut self, next: Next) -> bool {
         match next {
@@ -96,10 +175,7 @@ impl StageStats {
             Next::Output(_) => self.output += 1,
             Next::Flood => self.flood += 1,
             Next::Remote(_) => self.remote += 1,
-            Next::Drop(r) => match self.drops.get_mut(r.0 as usize) {
-                Some(d) => d.1 += 1,
-                None => self.drop_unnamed += 1,
-            },
+            Next::Drop(r) => self.count_drop(r),
         }
         false
     }
@@ -177,7 +253,15 @@ fn record_trace(stage: &dyn Stage, batch: &Batch, env: &mut Env, live: u64) {
 mod tests {
     use super::*;
     use crate::fdb::FdbConfig;
-    use crate::packet::{DropReason, PortId};
+    use crate::packet::PortId;
+
+    crate::drop_table! {
+        /// Why `toy` drops a frame.
+        enum ToyDrop {
+            /// An odd length.
+            Odd => "drop_odd",
+        }
+    }
 
     /// Drops odd-length frames, outputs frames starting with 1, continues the rest.
     struct Toy;
@@ -186,21 +270,18 @@ mod tests {
             "toy"
         }
         fn drop_names(&self) -> &'static [&'static str] {
-            &["drop_odd"]
+            ToyDrop::NAMES
         }
         fn process(&mut self, batch: &mut Batch, _env: &mut Env) {
             for (_, p) in batch.active_mut() {
                 p.meta.next = if p.len() % 2 == 1 {
-                    Next::Drop(DropReason(0))
+                    Next::Drop(ToyDrop::Odd.into())
                 } else if p.data()[0] == 1 {
                     Next::Output(PortId(1))
                 } else {
                     Next::Continue
                 };
             }
-        }
-        fn as_any_mut(&mut self) -> &mut dyn Any {
-            self
         }
     }
 
@@ -218,7 +299,7 @@ mod tests {
         assert_eq!(live, 0b0010);
         assert_eq!((st.rx, st.cont, st.output, st.dropped()), (4, 1, 2, 1));
         assert_eq!(st.outcomes(), st.rx);
-        assert_eq!(st.drop_count("drop_odd"), 1);
+        assert_eq!(st.drop_count(ToyDrop::Odd.name()), 1);
         // a second stage only sees the one undecided packet
         let mut st2 = StageStats::for_stage(&toy);
         run_stage(&mut toy, &mut st2, &mut b, &mut env, live);

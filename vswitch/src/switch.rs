@@ -14,6 +14,10 @@
 //! The output step is counted like a stage (`output`), and the tunnel's encapsulation too,
 //! so packets in = sum of outcomes holds end to end.
 
+use std::any::Any;
+use std::fmt;
+use std::marker::PhantomData;
+
 use crate::arp::ArpProxy;
 use crate::batch::{BATCH_SIZE, Batch};
 use crate::env::{Env, Network};
@@ -27,6 +31,43 @@ use crate::trace::{Summary, TraceRecord};
 
 /// Index of a stage in the switch.
 pub type StageIdx = usize;
+
+/// A stage of concrete type `T` registered in a switch ([`Switch::add_stage`]): the control
+/// plane reaches the stage's own tables through it ([`Switch::stage_mut`]) instead of searching
+/// the stages by type, and paths name it by [`StageHandle::idx`].
+pub struct StageHandle<T> {
+    idx: StageIdx,
+    _stage: PhantomData<fn() -> T>,
+}
+
+impl<T> StageHandle<T> {
+    /// The stage's index, for port paths.
+    #[inline]
+    pub fn idx(self) -> StageIdx {
+        self.idx
+    }
+}
+
+// Not derived: derives would require `T: Clone` etc. of the stage itself.
+impl<T> Clone for StageHandle<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for StageHandle<T> {}
+
+impl<T> fmt::Debug for StageHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StageHandle({})", self.idx)
+    }
+}
+
+impl<T> From<StageHandle<T>> for StageIdx {
+    fn from(h: StageHandle<T>) -> StageIdx {
+        h.idx
+    }
+}
 
 /// What a port is for: it picks the frames' bridge domain and what the output step may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,8 +105,6 @@ pub trait Tunnel: Send {
     fn drop_names(&self) -> &'static [&'static str];
     /// Encapsulate `pkt` (already in the tunnel port's transmit batch) toward `vtep`.
     fn encap(&mut self, pkt: &mut Packet, vtep: VtepId, env: &Env) -> Result<(), DropReason>;
-    /// For the control plane.
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 struct PortSlot {
@@ -112,44 +151,45 @@ impl SwitchStats {
     }
 }
 
-/// The stage indices of the L2 stages, as registered by [`Switch::with_l2`].
+/// The L2 stages, as registered by [`Switch::with_l2`].
 #[derive(Clone, Copy, Debug)]
 pub struct L2Stages {
     /// `l2-parse`.
-    pub parse: StageIdx,
+    pub parse: StageHandle<L2Parse>,
     /// `l2-learn`.
-    pub learn: StageIdx,
+    pub learn: StageHandle<L2Learn>,
     /// `arp-proxy`.
-    pub arp: StageIdx,
+    pub arp: StageHandle<ArpProxy>,
     /// `l2-fwd`.
-    pub fwd: StageIdx,
+    pub fwd: StageHandle<L2Fwd>,
 }
 
 impl L2Stages {
     /// The path of a local port, with `extra` stages (the load balancer) before `l2-fwd`.
     pub fn local_path(&self, extra: &[StageIdx]) -> Vec<StageIdx> {
-        let mut p = vec![self.parse, self.learn, self.arp];
+        let mut p = vec![self.parse.idx(), self.learn.idx(), self.arp.idx()];
         p.extend_from_slice(extra);
-        p.push(self.fwd);
+        p.push(self.fwd.idx());
         p
     }
 }
 
-const OUTPUT_DROPS: &[&str] = &[
-    "drop_undecided",
-    "drop_no_tunnel",
-    "drop_gso_flood",
-    "drop_gso_bad",
-    "drop_gso_segment_too_big",
-];
-const DROP_UNDECIDED: usize = 0;
-const DROP_NO_TUNNEL: usize = 1;
-/// A TCP super-frame to flood (an unknown destination): not cut into copies for every port.
-const DROP_GSO_FLOOD: usize = 2;
-/// A super-frame whose headers no longer describe it (a stage changed it).
-const DROP_GSO_BAD: usize = 3;
-/// A segment larger than the output's buffers.
-const DROP_GSO_SEGMENT_TOO_BIG: usize = 4;
+crate::drop_table! {
+    /// Why the output step drops a packet.
+    pub enum OutputDrop {
+        /// No stage decided on the packet, or it names a port that does not exist.
+        Undecided => "drop_undecided",
+        /// To a remote VTEP, but the switch has no tunnel (or its port does not exist).
+        NoTunnel => "drop_no_tunnel",
+        /// A TCP super-frame to flood (an unknown destination): not cut into copies for every
+        /// port.
+        GsoFlood => "drop_gso_flood",
+        /// A super-frame whose headers no longer describe it (a stage changed it).
+        GsoBad => "drop_gso_bad",
+        /// A segment larger than the output's buffers.
+        GsoSegmentTooBig => "drop_gso_segment_too_big",
+    }
+}
 
 /// One worker's dataplane.
 pub struct Switch {
@@ -212,7 +252,7 @@ impl Switch {
             name: "output",
             ..StageStats::default()
         };
-        output.drops = OUTPUT_DROPS.iter().map(|n| (*n, 0)).collect();
+        output.drops = OutputDrop::NAMES.iter().map(|n| (*n, 0)).collect();
         Switch {
             env,
             ports: Vec::new(),
@@ -243,18 +283,21 @@ impl Switch {
     /// Register `l2-parse`, `l2-learn`, `arp-proxy` and `l2-fwd`.
     pub fn add_l2_stages(&mut self) -> L2Stages {
         L2Stages {
-            parse: self.add_stage(Box::new(L2Parse)),
-            learn: self.add_stage(Box::new(L2Learn::default())),
-            arp: self.add_stage(Box::new(ArpProxy::default())),
-            fwd: self.add_stage(Box::new(L2Fwd::default())),
+            parse: self.add_stage(L2Parse),
+            learn: self.add_stage(L2Learn::default()),
+            arp: self.add_stage(ArpProxy::default()),
+            fwd: self.add_stage(L2Fwd::default()),
         }
     }
 
-    /// Register a stage.
-    pub fn add_stage(&mut self, stage: Box<dyn Stage>) -> StageIdx {
-        self.stage_stats.push(StageStats::for_stage(&*stage));
-        self.stages.push(stage);
-        self.stages.len() - 1
+    /// Register a stage; its handle reaches it again ([`Switch::stage_mut`]).
+    pub fn add_stage<T: Stage>(&mut self, stage: T) -> StageHandle<T> {
+        self.stage_stats.push(StageStats::for_stage(&stage));
+        self.stages.push(Box::new(stage));
+        StageHandle {
+            idx: self.stages.len() - 1,
+            _stage: PhantomData,
+        }
     }
 
     /// The stage registered under `name`.
@@ -262,11 +305,24 @@ impl Switch {
         self.stages.iter().position(|s| s.name() == name)
     }
 
-    /// The stage of concrete type `T`, for the control plane.
-    pub fn stage_mut<T: 'static>(&mut self) -> Option<&mut T> {
-        self.stages
-            .iter_mut()
-            .find_map(|s| s.as_any_mut().downcast_mut::<T>())
+    /// The stage behind `handle`, for the control plane (between polls).
+    ///
+    /// The stages are kept as `Box<dyn Stage>` (the pipeline calls them through the trait), so
+    /// this is one downcast, which cannot fail for a handle this switch returned: its index
+    /// names a stage of type `T`. It panics only for a handle of another switch.
+    pub fn stage_mut<T: Stage>(&mut self, handle: StageHandle<T>) -> &mut T {
+        let stage: &mut dyn Any = &mut *self.stages[handle.idx];
+        stage
+            .downcast_mut::<T>()
+            .expect("a StageHandle<T> of this switch names a stage of type T")
+    }
+
+    /// The stage behind `handle`, read-only (listings, tests).
+    pub fn stage<T: Stage>(&self, handle: StageHandle<T>) -> &T {
+        let stage: &dyn Any = &*self.stages[handle.idx];
+        stage
+            .downcast_ref::<T>()
+            .expect("a StageHandle<T> of this switch names a stage of type T")
     }
 
     /// Run stage `idx` alone over the packets of `batch` in the `live` mask, counting into its
@@ -279,13 +335,6 @@ impl Switch {
             &mut self.env,
             live,
         )
-    }
-
-    /// The tunnel of concrete type `T`, for the control plane.
-    pub fn tunnel_mut<T: 'static>(&mut self) -> Option<&mut T> {
-        self.tunnel
-            .as_mut()
-            .and_then(|t| t.0.as_any_mut().downcast_mut::<T>())
     }
 
     /// Add a port with its role and path; a local port joins its network's flood set.
@@ -456,10 +505,10 @@ impl Switch {
                     self.room(p);
                     self.ports[p.0 as usize].tx.push_swap(&mut self.rx[i]);
                 }
-                Next::Output(_) => self.output.drops[DROP_UNDECIDED].1 += 1,
+                Next::Output(_) => self.output.count_drop(OutputDrop::Undecided),
                 Next::Remote(v) => {
                     let Some(tp) = self.tunnel_port() else {
-                        self.output.drops[DROP_NO_TUNNEL].1 += 1;
+                        self.output.count_drop(OutputDrop::NoTunnel);
                         continue;
                     };
                     self.output.remote += 1;
@@ -470,7 +519,7 @@ impl Switch {
                     self.flood(i);
                 }
                 Next::Drop(_) => {}
-                Next::Continue => self.output.drops[DROP_UNDECIDED].1 += 1,
+                Next::Continue => self.output.count_drop(OutputDrop::Undecided),
             }
         }
         self.rx.clear();
@@ -493,7 +542,7 @@ impl Switch {
                 false
             }
             Next::Flood if gso => {
-                self.output.drops[DROP_GSO_FLOOD].1 += 1;
+                self.output.count_drop(OutputDrop::GsoFlood);
                 false
             }
             _ => {
@@ -511,7 +560,7 @@ impl Switch {
     /// batch (encapsulated there when `next` is a remote VTEP).
     fn output_segments(&mut self, i: usize, next: Next) {
         let Ok(g) = Tcp4Gso::new(self.rx[i].data(), &self.rx[i].meta.offload) else {
-            self.output.drops[DROP_GSO_BAD].1 += 1;
+            self.output.count_drop(OutputDrop::GsoBad);
             return;
         };
         let out = match next {
@@ -519,12 +568,12 @@ impl Switch {
             Next::Remote(_) => match self.tunnel_port() {
                 Some(tp) => tp,
                 None => {
-                    self.output.drops[DROP_NO_TUNNEL].1 += 1;
+                    self.output.count_drop(OutputDrop::NoTunnel);
                     return;
                 }
             },
             _ => {
-                self.output.drops[DROP_UNDECIDED].1 += 1;
+                self.output.count_drop(OutputDrop::Undecided);
                 return;
             }
         };
@@ -559,7 +608,7 @@ impl Switch {
                 (g.segment_len(k) <= area.len()).then(|| g.write(frame, k, area))
             });
             if pushed.is_err() {
-                self.output.drops[DROP_GSO_SEGMENT_TOO_BIG].1 += 1;
+                self.output.count_drop(OutputDrop::GsoSegmentTooBig);
                 continue;
             }
             match next {
@@ -628,10 +677,7 @@ impl Switch {
                 }
             }
             Err(r) => {
-                match st.drops.get_mut(r.0 as usize) {
-                    Some(d) => d.1 += 1,
-                    None => st.drop_unnamed += 1,
-                }
+                st.count_drop(r);
                 if traced != 0 {
                     let drop = tunnel.drop_names().get(r.0 as usize).copied();
                     self.env.tracer.record(TraceRecord {

@@ -154,13 +154,13 @@ fn l2_encap_switch(burst: usize) -> Switch {
 fn decap_l2_switch(burst: usize) -> Switch {
     let (env, net, _) = lab_env();
     let (mut sw, l2) = Switch::with_l2(env);
-    let decap = sw.add_stage(Box::new(VxlanDecap::new()));
+    let decap = sw.add_stage(VxlanDecap::new());
     let frames = inner_frames(21, 11).iter().map(|f| from_n2(f)).collect();
     sw.add_port(
         "underlay",
         Box::new(GenPort::new(frames, burst)),
         PortRole::Underlay,
-        vec![decap, l2.parse, l2.learn, l2.fwd],
+        vec![decap.idx(), l2.parse.idx(), l2.learn.idx(), l2.fwd.idx()],
     );
     let c11 = sw.add_port(
         "c11",

@@ -23,6 +23,6 @@ pub mod underlay;
 
 pub use vswitch::wire::vxlan as wire;
 
-pub use stage::{ENCAP_LEN, VxlanDecap, VxlanEncap};
+pub use stage::{DecapDrop, ENCAP_LEN, EncapDrop, VxlanDecap, VxlanEncap};
 pub use udp_port::{UdpPort, UdpPortStats};
 pub use wire::{HeaderError, Repr, VXLAN_PORT, Vni, VniError};

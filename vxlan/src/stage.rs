@@ -33,7 +33,6 @@
 //! the rest of the batch (a batch usually comes from one peer), and the spoof check is one FDB
 //! probe (plus one more per frame when learning is on).
 
-use std::any::Any;
 use std::net::SocketAddrV4;
 
 use vswitch::fdb::{FdbDest, Learned};
@@ -77,40 +76,33 @@ struct Accepted {
     net: NetId,
 }
 
-impl VxlanDecap {
-    /// No peer prefix: the frame did not come from the UDP underlay port.
-    pub const DROP_PEER_PREFIX_MISSING: DropReason = DropReason(0);
-    /// Shorter than the VXLAN header.
-    pub const DROP_VXLAN_TRUNCATED: DropReason = DropReason(1);
-    /// The I flag is clear.
-    pub const DROP_VXLAN_NO_I_FLAG: DropReason = DropReason(2);
-    /// A reserved flag bit is set.
-    pub const DROP_VXLAN_RESERVED_FLAGS: DropReason = DropReason(3);
-    /// A reserved field bit is set.
-    pub const DROP_VXLAN_RESERVED_BITS: DropReason = DropReason(4);
-    /// The sender is not a known VTEP, or not a peer of the VNI's network.
-    pub const DROP_UNKNOWN_VTEP: DropReason = DropReason(5);
-    /// No network has this VNI.
-    pub const DROP_UNKNOWN_VNI: DropReason = DropReason(6);
-    /// The inner frame is shorter than an Ethernet header.
-    pub const DROP_INNER_RUNT: DropReason = DropReason(7);
-    /// The inner frame is larger than the network's MTU allows.
-    pub const DROP_INNER_OVERSIZE: DropReason = DropReason(8);
-    /// The inner source MAC is another node's endpoint or behind a local port.
-    pub const DROP_INNER_SRC_SPOOFED: DropReason = DropReason(9);
-    const DROPS: &'static [&'static str] = &[
-        "drop_peer_prefix_missing",
-        HeaderError::Truncated { len: 0 }.counter_name(),
-        HeaderError::NoIFlag.counter_name(),
-        HeaderError::ReservedFlags { flags: 0 }.counter_name(),
-        HeaderError::ReservedBits.counter_name(),
-        "drop_unknown_vtep",
-        "drop_unknown_vni",
-        "drop_inner_runt",
-        "drop_inner_oversize",
-        "drop_inner_src_spoofed",
-    ];
+vswitch::drop_table! {
+    /// Why `vxlan-decap` drops a frame.
+    pub enum DecapDrop {
+        /// No peer prefix: the frame did not come from the UDP underlay port.
+        PeerPrefixMissing => "drop_peer_prefix_missing",
+        /// Shorter than the VXLAN header.
+        VxlanTruncated => HeaderError::Truncated { len: 0 }.counter_name(),
+        /// The I flag is clear.
+        VxlanNoIFlag => HeaderError::NoIFlag.counter_name(),
+        /// A reserved flag bit is set.
+        VxlanReservedFlags => HeaderError::ReservedFlags { flags: 0 }.counter_name(),
+        /// A reserved field bit is set.
+        VxlanReservedBits => HeaderError::ReservedBits.counter_name(),
+        /// The sender is not a known VTEP, or not a peer of the VNI's network.
+        UnknownVtep => "drop_unknown_vtep",
+        /// No network has this VNI.
+        UnknownVni => "drop_unknown_vni",
+        /// The inner frame is shorter than an Ethernet header.
+        InnerRunt => "drop_inner_runt",
+        /// The inner frame is larger than the network's MTU allows.
+        InnerOversize => "drop_inner_oversize",
+        /// The inner source MAC is another node's endpoint or behind a local port.
+        InnerSrcSpoofed => "drop_inner_src_spoofed",
+    }
+}
 
+impl VxlanDecap {
     /// A decap stage.
     pub fn new() -> VxlanDecap {
         VxlanDecap::default()
@@ -120,10 +112,10 @@ impl VxlanDecap {
     #[inline]
     fn header_drop(e: HeaderError) -> DropReason {
         match e {
-            HeaderError::Truncated { .. } => Self::DROP_VXLAN_TRUNCATED,
-            HeaderError::NoIFlag => Self::DROP_VXLAN_NO_I_FLAG,
-            HeaderError::ReservedFlags { .. } => Self::DROP_VXLAN_RESERVED_FLAGS,
-            HeaderError::ReservedBits => Self::DROP_VXLAN_RESERVED_BITS,
+            HeaderError::Truncated { .. } => DecapDrop::VxlanTruncated.into(),
+            HeaderError::NoIFlag => DecapDrop::VxlanNoIFlag.into(),
+            HeaderError::ReservedFlags { .. } => DecapDrop::VxlanReservedFlags.into(),
+            HeaderError::ReservedBits => DecapDrop::VxlanReservedBits.into(),
         }
     }
 
@@ -135,20 +127,18 @@ impl VxlanDecap {
         env: &Env,
         last: &mut Option<Accepted>,
     ) -> Result<(VtepId, NetId), DropReason> {
-        let peer = read_peer(frame).ok_or(Self::DROP_PEER_PREFIX_MISSING)?;
+        let peer = read_peer(frame).ok_or(DecapDrop::PeerPrefixMissing)?;
         let vx = &frame[PEER_PREFIX_LEN..];
         let repr = Repr::parse(&wire::Packet::new_unchecked(vx)).map_err(Self::header_drop)?;
         let (vtep, net) = match *last {
             Some(a) if a.peer == peer && a.vni == repr.vni => (a.vtep, a.net),
             _ => {
-                let vtep = env
-                    .vtep_by_addr(*peer.ip())
-                    .ok_or(Self::DROP_UNKNOWN_VTEP)?;
+                let vtep = env.vtep_by_addr(*peer.ip()).ok_or(DecapDrop::UnknownVtep)?;
                 let net = env
                     .net_by_vni(repr.vni.get())
-                    .ok_or(Self::DROP_UNKNOWN_VNI)?;
+                    .ok_or(DecapDrop::UnknownVni)?;
                 if !env.net(net).peers.contains(&vtep) {
-                    return Err(Self::DROP_UNKNOWN_VTEP);
+                    return Err(DecapDrop::UnknownVtep.into());
                 }
                 *last = Some(Accepted {
                     peer,
@@ -160,9 +150,9 @@ impl VxlanDecap {
             }
         };
         let inner = &vx[HEADER_LEN..];
-        let eth = ethernet::Packet::new_checked(inner).map_err(|_| Self::DROP_INNER_RUNT)?;
+        let eth = ethernet::Packet::new_checked(inner).map_err(|_| DecapDrop::InnerRunt.reason())?;
         if inner.len() > max_inner(inner, env.net(net)) {
-            return Err(Self::DROP_INNER_OVERSIZE);
+            return Err(DecapDrop::InnerOversize.into());
         }
         let src = eth.src_addr();
         if let Some(e) = env.fdb.entry(net, src) {
@@ -172,7 +162,7 @@ impl VxlanDecap {
                 FdbDest::Local(_) => env.fdb.is_live(e, env.now),
             };
             if spoofed {
-                return Err(Self::DROP_INNER_SRC_SPOOFED);
+                return Err(DecapDrop::InnerSrcSpoofed.into());
             }
         }
         Ok((vtep, net))
@@ -184,7 +174,7 @@ impl Stage for VxlanDecap {
         "vxlan-decap"
     }
     fn drop_names(&self) -> &'static [&'static str] {
-        Self::DROPS
+        DecapDrop::NAMES
     }
     fn process(&mut self, batch: &mut Batch, env: &mut Env) {
         // Valid for this batch only: the control plane changes `env` between batches.
@@ -230,9 +220,6 @@ impl Stage for VxlanDecap {
             ("learned", self.learned),
         ]
     }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
 }
 
 /// `vxlan-encap`: prepends the VXLAN header with the network's VNI and the destination VTEP's
@@ -243,23 +230,23 @@ pub struct VxlanEncap {
     dst_port: u16,
 }
 
-impl VxlanEncap {
-    /// The inner frame is larger than the network's MTU allows (the outer packet is never
-    /// fragmented, so it cannot go).
-    pub const DROP_MTU_EXCEEDED: DropReason = DropReason(0);
-    /// The VTEP id is not in [`Env::vteps`].
-    pub const DROP_UNKNOWN_VTEP: DropReason = DropReason(1);
-    /// The frame's network does not exist or its VNI does not fit 24 bits.
-    pub const DROP_BAD_NETWORK: DropReason = DropReason(2);
-    /// Not enough headroom for the prefix and the header (a buffer bug; never on the real path).
-    pub const DROP_NO_HEADROOM: DropReason = DropReason(3);
-    const DROPS: &'static [&'static str] = &[
-        "drop_mtu_exceeded",
-        "drop_unknown_vtep",
-        "drop_bad_network",
-        "drop_no_headroom",
-    ];
+vswitch::drop_table! {
+    /// Why `vxlan-encap` drops a frame.
+    pub enum EncapDrop {
+        /// The inner frame is larger than the network's MTU allows (the outer packet is never
+        /// fragmented, so it cannot go).
+        MtuExceeded => "drop_mtu_exceeded",
+        /// The VTEP id is not in [`Env::vteps`].
+        UnknownVtep => "drop_unknown_vtep",
+        /// The frame's network does not exist or its VNI does not fit 24 bits.
+        BadNetwork => "drop_bad_network",
+        /// Not enough headroom for the prefix and the header (a buffer bug; never on the real
+        /// path).
+        NoHeadroom => "drop_no_headroom",
+    }
+}
 
+impl VxlanEncap {
     /// Encapsulation toward VTEPs on the standard VXLAN port, leaving on `port` (the underlay).
     pub fn new(port: PortId) -> VxlanEncap {
         VxlanEncap::with_dst_port(port, VXLAN_PORT)
@@ -279,30 +266,27 @@ impl Tunnel for VxlanEncap {
         self.port
     }
     fn drop_names(&self) -> &'static [&'static str] {
-        Self::DROPS
+        EncapDrop::NAMES
     }
     #[inline]
     fn encap(&mut self, pkt: &mut Packet, vtep: VtepId, env: &Env) -> Result<(), DropReason> {
         let net = env
             .nets
             .get(pkt.meta.net.0 as usize)
-            .ok_or(Self::DROP_BAD_NETWORK)?;
+            .ok_or(EncapDrop::BadNetwork)?;
         if pkt.len() > max_inner(pkt.data(), net) {
-            return Err(Self::DROP_MTU_EXCEEDED);
+            return Err(EncapDrop::MtuExceeded.into());
         }
-        let vni = Vni::new(net.vni).map_err(|_| Self::DROP_BAD_NETWORK)?;
+        let vni = Vni::new(net.vni).map_err(|_| EncapDrop::BadNetwork)?;
         let addr = env
             .vteps
             .get(vtep.0 as usize)
-            .ok_or(Self::DROP_UNKNOWN_VTEP)?
+            .ok_or(EncapDrop::UnknownVtep)?
             .addr;
-        let head = pkt.push_front(ENCAP_LEN).ok_or(Self::DROP_NO_HEADROOM)?;
+        let head = pkt.push_front(ENCAP_LEN).ok_or(EncapDrop::NoHeadroom)?;
         write_peer(head, SocketAddrV4::new(addr, self.dst_port));
         head[PEER_PREFIX_LEN..].copy_from_slice(&Repr { vni }.to_bytes());
         Ok(())
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
     }
 }
 
@@ -410,22 +394,17 @@ mod tests {
     fn drop_names_match_the_header_error_counters() {
         let names = VxlanDecap::new().drop_names();
         for (e, r) in [
-            (
-                HeaderError::Truncated { len: 3 },
-                VxlanDecap::DROP_VXLAN_TRUNCATED,
-            ),
-            (HeaderError::NoIFlag, VxlanDecap::DROP_VXLAN_NO_I_FLAG),
+            (HeaderError::Truncated { len: 3 }, DecapDrop::VxlanTruncated),
+            (HeaderError::NoIFlag, DecapDrop::VxlanNoIFlag),
             (
                 HeaderError::ReservedFlags { flags: 0x88 },
-                VxlanDecap::DROP_VXLAN_RESERVED_FLAGS,
+                DecapDrop::VxlanReservedFlags,
             ),
-            (
-                HeaderError::ReservedBits,
-                VxlanDecap::DROP_VXLAN_RESERVED_BITS,
-            ),
+            (HeaderError::ReservedBits, DecapDrop::VxlanReservedBits),
         ] {
-            assert_eq!(VxlanDecap::header_drop(e), r);
-            assert_eq!(names[r.0 as usize], e.counter_name());
+            assert_eq!(VxlanDecap::header_drop(e), r.reason());
+            assert_eq!(names[r as usize], e.counter_name());
+            assert_eq!(r.name(), e.counter_name());
         }
     }
 
@@ -573,7 +552,7 @@ mod tests {
                             let Next::Drop(r) = p.meta.next else {
                                 panic!("{what}: not dropped: {:?}", p.meta)
                             };
-                            assert_eq!(VxlanDecap::DROPS[r.0 as usize], *name, "{what}");
+                            assert_eq!(DecapDrop::NAMES[r.0 as usize], *name, "{what}");
                             assert_eq!(
                                 p.data(),
                                 &input[..],

@@ -63,7 +63,7 @@ impl Lab {
             .add_static(app, mac(31), FdbDest::Remote(n3))
             .unwrap();
         let (mut sw, l2) = Switch::with_l2(env);
-        let decap = sw.add_stage(Box::new(VxlanDecap::new()));
+        let decap = sw.add_stage(VxlanDecap::new());
         let mut h = Vec::new();
         for (name, i) in [("p1", 11), ("p2", 12)] {
             let (port, handle) = MemPort::new();
@@ -84,7 +84,7 @@ impl Lab {
             "ul",
             Box::new(ul),
             PortRole::Underlay,
-            vec![decap, l2.parse, l2.learn, l2.fwd],
+            vec![decap.idx(), l2.parse.idx(), l2.learn.idx(), l2.fwd.idx()],
         );
         h.push(("ul", ul_h));
         sw.set_tunnel(Box::new(VxlanEncap::new(ul)));
