@@ -150,7 +150,8 @@ impl VxlanDecap {
             }
         };
         let inner = &vx[HEADER_LEN..];
-        let eth = ethernet::Packet::new_checked(inner).map_err(|_| DecapDrop::InnerRunt.reason())?;
+        let eth =
+            ethernet::Packet::new_checked(inner).map_err(|_| DecapDrop::InnerRunt.reason())?;
         if inner.len() > max_inner(inner, env.net(net)) {
             return Err(DecapDrop::InnerOversize.into());
         }
