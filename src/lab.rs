@@ -50,7 +50,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::{Attach, Cluster, Ingress, Ipv4Net};
 
-use vswitch::netns::NETNS_DIR;
+use vswitch::port::netns::NETNS_DIR;
 /// The underlay's MTU (and the clients').
 const UNDERLAY_MTU: u16 = 1500;
 /// The underlay's prefix length (198.18.0.0/24 in the SPEC).
@@ -700,6 +700,6 @@ fn remove_namespaces(namespaces: &[String]) -> Result<()> {
 /// gso off`): partial checksums and super-frames left "for the NIC" would cross the veth as they
 /// are and reach the switch, which reads frames raw, unfinished.
 fn disable_offloads(ns: &str, ifname: &str) -> Result<()> {
-    vswitch::ethtool::disable_offloads(Some(ns), ifname)
+    vswitch::port::ethtool::disable_offloads(Some(ns), ifname)
         .with_context(|| format!("turning offloads off on {ifname} in {ns}"))
 }

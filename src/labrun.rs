@@ -259,7 +259,7 @@ pub fn in_netns<T: Send + 'static>(
     let name = netns.to_string();
     let h = thread::spawn(move || {
         // Held for the thread's whole life: `f` runs in the namespace, never anywhere else.
-        let entered = vswitch::netns::NetnsSwitch::enter(&name);
+        let entered = vswitch::port::netns::NetnsSwitch::enter(&name);
         let ok = entered.is_ok();
         let _ = tx.send(entered.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         if !ok {

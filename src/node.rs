@@ -392,7 +392,7 @@ impl PortOpener for SystemPorts {
     fn open(&mut self, p: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
         match (&p.attach, &p.kind) {
             (Attach::Tap(ifname), PortKind::Endpoint { mac, addr, netns }) => {
-                let tap = vswitch::tap::TapPort::create(&vswitch::tap::TapConfig {
+                let tap = vswitch::port::tap::TapPort::create(&vswitch::port::tap::TapConfig {
                     name: ifname.clone(),
                     netns: netns.clone(),
                     mac: *mac,
@@ -404,7 +404,7 @@ impl PortOpener for SystemPorts {
                 Ok(Box::new(tap))
             }
             (Attach::Tap(ifname), PortKind::Ingress) => {
-                let tap = vswitch::tap::TapPort::create(&vswitch::tap::TapConfig {
+                let tap = vswitch::port::tap::TapPort::create(&vswitch::port::tap::TapConfig {
                     name: ifname.clone(),
                     netns: None,
                     mac: Mac::docker_default(Ipv4Addr::UNSPECIFIED),
@@ -424,11 +424,12 @@ impl PortOpener for SystemPorts {
                         format!("endpoint {}: turning offloads off in netns {ns}", p.name)
                     })?;
                 }
-                let port = vswitch::afxdp::AfxdpPort::open(&vswitch::afxdp::AfxdpConfig {
-                    ifname: ifname.clone(),
-                    ..Default::default()
-                })
-                .with_context(|| format!("port {}", p.name))?;
+                let port =
+                    vswitch::port::afxdp::AfxdpPort::open(&vswitch::port::afxdp::AfxdpConfig {
+                        ifname: ifname.clone(),
+                        ..Default::default()
+                    })
+                    .with_context(|| format!("port {}", p.name))?;
                 Ok(Box::new(port))
             }
         }

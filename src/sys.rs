@@ -15,7 +15,7 @@ pub fn veth_peer_name(host_if: &str, netns: &str) -> anyhow::Result<String> {
         .trim()
         .parse()
         .with_context(|| format!("{host_if}: {path} is not a number"))?;
-    let name = vswitch::netns::run_in(Some(netns), || {
+    let name = vswitch::port::netns::run_in(Some(netns), || {
         let mut buf = [0u8; libc::IF_NAMESIZE];
         // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
         let p = unsafe { libc::if_indextoname(iflink, buf.as_mut_ptr().cast()) };
@@ -32,7 +32,7 @@ pub fn veth_peer_name(host_if: &str, netns: &str) -> anyhow::Result<String> {
 /// and 64 KiB segments must not be left for a NIC that is not there.
 pub fn disable_peer_offloads(host_if: &str, netns: &str) -> anyhow::Result<()> {
     let peer = veth_peer_name(host_if, netns)?;
-    vswitch::ethtool::disable_offloads(Some(netns), &peer)
+    vswitch::port::ethtool::disable_offloads(Some(netns), &peer)
         .with_context(|| format!("{peer} in netns {netns}"))?;
     Ok(())
 }

@@ -151,8 +151,8 @@ fn has_link(ns: &str, ifname: &str) -> bool {
 }
 
 /// TX checksum, TSO and GSO of `ifname` in `ns`, read back through `SIOCETHTOOL`.
-fn offloads(ns: &str, ifname: &str) -> vswitch::ethtool::Offloads {
-    vswitch::ethtool::offloads(Some(ns), ifname).unwrap_or_else(|e| panic!("{e}"))
+fn offloads(ns: &str, ifname: &str) -> vswitch::port::ethtool::Offloads {
+    vswitch::port::ethtool::offloads(Some(ns), ifname).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -246,7 +246,7 @@ fn up_builds_the_topology_and_down_removes_exactly_it() {
     let host = ip(&n1, &["link", "show", "dev", "vc11"]);
     assert!(host.contains("mtu 1450"), "{host}");
     assert!(!ip(&n1, &["-o", "addr", "show", "dev", "vc11"]).contains("inet "));
-    let off = vswitch::ethtool::Offloads::default();
+    let off = vswitch::port::ethtool::Offloads::default();
     assert_eq!(offloads(&c11, "eth0"), off, "offloads on c11's eth0");
 
     // c12 (tap): only the namespace; the node makes the TAP.

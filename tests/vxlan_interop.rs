@@ -25,10 +25,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nslab::{enter_netns, has_tool, in_netns, ip, run, stop_child, wait_for};
-use vswitch::ethtool::Offload;
 use vswitch::fdb::FdbDest;
 use vswitch::frames;
-use vswitch::tap::{TapConfig, TapPort};
+use vswitch::port::ethtool::Offload;
+use vswitch::port::tap::{TapConfig, TapPort};
 use vswitch::{Env, FdbConfig, Mac, Network, Port, PortRole, Switch, SwitchStats, Time};
 use vxlan::{Repr, UdpPort, VXLAN_PORT, Vni, VxlanDecap, VxlanEncap};
 
@@ -104,7 +104,7 @@ fn bridge(args: &[&str]) {
 /// completed it on the wire. The container's stack then computes full checksums, as it would
 /// in front of a NIC.
 fn tx_checksum_off(ns: &str, ifname: &str) {
-    vswitch::ethtool::set_offload(Some(ns), ifname, Offload::TxChecksum, false)
+    vswitch::port::ethtool::set_offload(Some(ns), ifname, Offload::TxChecksum, false)
         .unwrap_or_else(|e| panic!("tx checksum off on {ifname} in {ns}: {e}"));
 }
 

@@ -419,7 +419,7 @@ fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
                 let ns = |e: &str| running.lab.endpoint_netns(e);
                 topo::wait_connectivity(&env.c11, &[ip_of("c12"), ip_of("c21"), ip_of("c22")])?;
                 let mut out = SideOut::default();
-                let offl = vswitch::ethtool::offloads(Some(&env.c11), "eth0")
+                let offl = vswitch::port::ethtool::offloads(Some(&env.c11), "eth0")
                     .map(|o| format!("{o:?}"))
                     .unwrap_or_else(|e| e.to_string());
                 out.notes.insert("c11_eth0_offloads".into(), json!(offl));
@@ -472,7 +472,7 @@ fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
             let ns = |e: &str| k.lab.endpoint_netns(e);
             topo::wait_connectivity(&env.c11, &[ip_of("c12"), ip_of("c21"), ip_of("c22")])?;
             let mut out = SideOut::default();
-            let offl = vswitch::ethtool::offloads(Some(&env.c11), "eth0")
+            let offl = vswitch::port::ethtool::offloads(Some(&env.c11), "eth0")
                 .map(|o| format!("{o:?}"))
                 .unwrap_or_else(|e| e.to_string());
             out.notes.insert("c11_eth0_offloads".into(), json!(offl));

@@ -1,11 +1,16 @@
 //! vswitch: the dataplane core of vxmesh.
 //!
 //! Everything a packet touches between a port's receive and a port's transmit: packet buffers
-//! with headroom ([`Packet`]), batches ([`Batch`]), the [`Port`] trait and in-memory ports, the
+//! with headroom ([`Packet`]), batches ([`Batch`]), the [`Port`] contract and in-memory ports, the
 //! [`Stage`] trait with its conservation-by-construction counters, tracing, the bounded flat
 //! hash table ([`table::FlatTable`]), the forwarding database ([`Fdb`]), the L2 stages
 //! (`l2-parse`, `l2-learn`, `arp-proxy`, `l2-fwd`), and the [`Switch`] that ties ports and
 //! stages together. The `vxlan` and `lb` crates add stages on top; the root crate assembles them.
+//!
+//! The OS port drivers live in [`port`] behind cargo features, both on by default: `afxdp`
+//! (`port::afxdp`, AF_XDP sockets through xdpilone) and `tap` (`port::tap`); either brings the
+//! setup helpers `port::netns`, `port::ethtool` and `port::iface`. With
+//! `default-features = false` only the core is compiled.
 //!
 //! ```text
 //! port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [lb-nat] ─► l2-fwd ─► output ─┬─► local port
@@ -13,28 +18,22 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod afxdp;
 pub mod arp;
 pub mod batch;
-pub mod bpf;
 pub mod env;
-pub mod ethtool;
 pub mod fdb;
 #[cfg(any(test, feature = "test-frames"))]
 pub mod frames;
 pub mod l2;
-pub mod netns;
 pub mod offload;
 pub mod packet;
 pub mod port;
 pub mod stage;
 pub mod switch;
 pub mod table;
-pub mod tap;
 pub mod trace;
 pub mod wire;
 
-pub use afxdp::{AfxdpConfig, AfxdpError, AfxdpPort, XdpMode};
 pub use batch::{BATCH_SIZE, Batch, MAX_BATCH};
 pub use env::{Env, Network, Time, Vtep};
 pub use fdb::{Fdb, FdbConfig, FdbDest};

@@ -2,7 +2,7 @@
 //! finished in software where the output cannot take it, and the virtio-net header TAPs speak.
 //!
 //! Where it sits: a TAP opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4)`
-//! (see [`crate::tap`]) hands the switch what the container's TCP/IP stack did not finish:
+//! (see the TAP port, `port::tap`) hands the switch what the container's TCP/IP stack did not finish:
 //! TCP/UDP checksums left partial (the field holds the pseudo-header sum, Linux's
 //! `CHECKSUM_PARTIAL`) and TCP super-frames of up to 64 KB with the MSS to cut them at
 //! (`gso_size`). The TAP's receive path records that in [`Meta::offload`](crate::Meta); the

@@ -26,9 +26,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nslab::{has_tool, in_netns, ip, wait_for};
-use vswitch::afxdp::{AfxdpConfig, AfxdpPort, DEFAULT_RX_RING, XdpMode};
-use vswitch::ethtool;
-use vswitch::netns::NetnsSwitch;
+use vswitch::port::afxdp::{AfxdpConfig, AfxdpPort, DEFAULT_RX_RING, XdpMode};
+use vswitch::port::ethtool;
+use vswitch::port::netns::NetnsSwitch;
 use vswitch::{Env, FdbConfig, Mac, Network, PortRole, Switch, SwitchStats, Time};
 
 const VNI: u32 = 4097;

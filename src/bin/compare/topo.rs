@@ -130,11 +130,11 @@ impl KernelLab {
         for (name, ..) in ENDPOINTS {
             let ns = k.lab.endpoint_netns(name);
             for o in [
-                vswitch::ethtool::Offload::TxChecksum,
-                vswitch::ethtool::Offload::Tso,
-                vswitch::ethtool::Offload::Gso,
+                vswitch::port::ethtool::Offload::TxChecksum,
+                vswitch::port::ethtool::Offload::Tso,
+                vswitch::port::ethtool::Offload::Gso,
             ] {
-                vswitch::ethtool::set_offload(Some(&ns), "eth0", o, true)
+                vswitch::port::ethtool::set_offload(Some(&ns), "eth0", o, true)
                     .with_context(|| format!("turning {} back on in {ns}", o.name()))?;
             }
         }

@@ -1,47 +1,18 @@
-//! Ports: where batches enter and leave the switch.
+//! In-memory ports for tests, benches, examples and simulation: no device, no privileges.
 //!
-//! A [`Port`] receives into the free slots of a batch and transmits a batch, both non-blocking,
-//! one call per batch. This module has the in-memory ports for tests, benches and examples: [`MemPort`] (frames injected and
-//! collected through a [`MemHandle`]), [`GenPort`] (replays a set of frames forever, no
-//! allocation: a traffic generator for benches) and [`SinkPort`] (counts and discards). The
-//! kernel-backed ports are [`crate::afxdp`] (no syscall to receive, one `sendto` per queue used
-//! to transmit in copy mode), [`crate::tap`] (one `readv`/`writev` per frame: a TAP has no
-//! batch call) and `vxlan::UdpPort` (one `recvmmsg`/`sendmmsg` per batch).
+//! Where it sits: at either end of the switch, where a kernel-backed port would be. [`MemPort`]
+//! takes frames injected through its [`MemHandle`] and keeps what the switch transmitted;
+//! [`GenPort`] replays a set of frames forever without allocating (a traffic generator for
+//! benches); [`SinkPort`] counts and discards. They follow the contract of [`Port`] like any
+//! driver: receive fills the batch's free slots in order, transmit copies out and never keeps a
+//! buffer, [`MemPort::tx_limit`] makes a short transmit on purpose.
 
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::Port;
 use crate::batch::Batch;
-
-/// A source and sink of frames.
-pub trait Port: Send {
-    /// Receive into `batch`'s free slots (see [`Batch::spare_mut`]); returns how many arrived.
-    fn rx_burst(&mut self, batch: &mut Batch) -> usize;
-    /// Transmit the frames of `batch`; returns how many were accepted (the rest are dropped by
-    /// the caller and counted). The caller clears the batch.
-    fn tx_burst(&mut self, batch: &mut Batch) -> usize;
-    /// Whether the port takes frames with offload work left ([`crate::offload`]: partial
-    /// checksums, TCP super-frames) as they are. For the others the switch finishes that work in
-    /// software before handing frames over.
-    fn offloads(&self) -> bool {
-        false
-    }
-    /// A file descriptor to wait on for receive readiness when idle, if the port has one.
-    fn poll_fd(&self) -> Option<RawFd> {
-        None
-    }
-    /// Port-specific counters, as (name, value).
-    fn counters(&self) -> Vec<(&'static str, u64)> {
-        Vec::new()
-    }
-    /// For `capture`: append `frame` (received, or queued for transmit when `tx`) to `out` as an
-    /// Ethernet frame. Ports whose frames are not Ethernet on the wire (the UDP underlay) rebuild
-    /// the headers the kernel adds, so a pcap of any port reads the same in tshark.
-    fn capture_frame(&self, frame: &[u8], _tx: bool, out: &mut Vec<u8>) {
-        out.extend_from_slice(frame);
-    }
-}
 
 #[derive(Default)]
 struct MemQueues {
@@ -173,7 +144,7 @@ impl Port for GenPort {
 #[derive(Default)]
 pub struct SinkPort {
     /// Frames transmitted.
-    pub packets: Arc<std::sync::atomic::AtomicU64>,
+    pub packets: Arc<AtomicU64>,
 }
 
 impl Port for SinkPort {
@@ -182,7 +153,7 @@ impl Port for SinkPort {
     }
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
         self.packets
-            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.len()
     }
 }

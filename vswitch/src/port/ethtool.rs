@@ -20,9 +20,9 @@
 //! the namespace it was mounted in, not the one the thread has entered.)
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::netns::{self, NetnsError};
+use super::iface::{self, CtlSocket, IFNAME_RULE};
+use super::netns::{self, NetnsError};
 
 /// `SIOCETHTOOL` (include/uapi/linux/sockios.h).
 const SIOCETHTOOL: libc::Ioctl = 0x8946;
@@ -40,8 +40,6 @@ const ETHTOOL_GGSO: u32 = 0x23;
 const ETHTOOL_SGSO: u32 = 0x24;
 /// `ETHTOOL_GCHANNELS`: read the queue (channel) counts.
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
-/// Longest interface name (IFNAMSIZ less the NUL).
-const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
 
 /// `struct ethtool_value`.
 #[repr(C)]
@@ -156,8 +154,8 @@ impl Channels {
 /// Why an offload could not be read or set.
 #[derive(Debug, thiserror::Error)]
 pub enum EthtoolError {
-    /// The interface name is empty, too long, or holds a NUL or '/'.
-    #[error("ethtool: interface name {0:?} must be 1 to {MAX_IFNAME_LEN} bytes without NUL or '/'")]
+    /// The interface name is not one the kernel takes ([`iface::valid_ifname`]).
+    #[error("ethtool: interface name {0:?} must be {IFNAME_RULE}")]
     BadName(String),
     /// The namespace could not be entered or left.
     #[error("ethtool: {0}")]
@@ -208,7 +206,7 @@ impl EthtoolError {
 
 /// An interface ioctl socket in the current namespace, for one interface.
 struct Ctl {
-    sock: OwnedFd,
+    sock: CtlSocket,
     ifname: String,
     target: String,
 }
@@ -219,48 +217,28 @@ impl Ctl {
             Some(ns) => format!("{ifname} (netns {ns})"),
             None => ifname.to_string(),
         };
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(EthtoolError::Socket {
+        match CtlSocket::open() {
+            Ok(sock) => Ok(Ctl {
+                sock,
+                ifname: ifname.to_string(),
                 target,
-                source: io::Error::last_os_error(),
-            });
+            }),
+            Err(source) => Err(EthtoolError::Socket { target, source }),
         }
-        Ok(Ctl {
-            // SAFETY: `raw` is a fresh descriptor nothing else owns.
-            sock: unsafe { OwnedFd::from_raw_fd(raw) },
-            ifname: ifname.to_string(),
-            target,
-        })
     }
 
     /// `SIOCETHTOOL` with `data` (an ethtool command struct starting with its `cmd`).
     fn ioctl<T>(&self, data: &mut T, cmd: &'static str) -> Result<(), EthtoolError> {
-        // SAFETY: ifreq is plain old data; all-zero is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in req.ifr_name.iter_mut().zip(self.ifname.as_bytes()) {
-            *d = *s as libc::c_char;
-        }
+        let mut req = iface::ifreq(&self.ifname);
         req.ifr_ifru.ifru_data = (data as *mut T).cast();
         // SAFETY: SIOCETHTOOL reads the ifreq and reads/writes the command struct it points at;
         // both are live and exclusively borrowed for the call, and `T` is the struct the
         // command's number (its first field) says.
-        let rc = unsafe {
-            libc::ioctl(
-                self.sock.as_raw_fd(),
-                SIOCETHTOOL,
-                &mut req as *mut libc::ifreq,
-            )
-        };
-        if rc < 0 {
-            return Err(EthtoolError::Ioctl {
-                target: self.target.clone(),
-                cmd,
-                source: io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+        unsafe { self.sock.ioctl(SIOCETHTOOL, &mut req) }.map_err(|source| EthtoolError::Ioctl {
+            target: self.target.clone(),
+            cmd,
+            source,
+        })
     }
 
     fn get(&self, o: Offload) -> Result<bool, EthtoolError> {
@@ -289,10 +267,7 @@ impl Ctl {
 }
 
 fn check_name(ifname: &str) -> Result<(), EthtoolError> {
-    if ifname.is_empty()
-        || ifname.len() > MAX_IFNAME_LEN
-        || ifname.bytes().any(|b| b == 0 || b == b'/')
-    {
+    if !iface::valid_ifname(ifname) {
         return Err(EthtoolError::BadName(ifname.to_string()));
     }
     Ok(())

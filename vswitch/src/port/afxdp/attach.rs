@@ -1,4 +1,5 @@
-//! Raw `bpf(2)`: the XSKMAP, the XDP redirect program and its `bpf_link`, for the AF_XDP port.
+//! Attaching the AF_XDP port to its interface: the XSKMAP, the XDP redirect program and its
+//! `bpf_link`, by raw `bpf(2)` calls, and the choice of attach mode.
 //!
 //! Where it sits: in front of the packet path, in the kernel. The program runs on every frame
 //! the interface receives and hands it to the AF_XDP socket bound to the frame's receive queue:
@@ -17,11 +18,17 @@
 //! nothing is left on the interface after a crash. A link also refuses to replace an XDP program
 //! someone else attached (`EBUSY`) instead of silently taking over the interface.
 //!
+//! [`attach`] picks the mode: the one asked for, or with [`XdpMode::Auto`] driver mode and then
+//! generic (skb) mode if the driver refuses.
+//!
 //! Every attribute block is a zeroed 128-byte `union bpf_attr` prefix filled at the offsets of
 //! `include/uapi/linux/bpf.h`; the kernel zero-extends a shorter attribute.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::config::XdpMode;
+use super::{AfxdpError, Ctx};
 
 /// `BPF_MAP_CREATE`.
 const BPF_MAP_CREATE: libc::c_int = 0;
@@ -42,9 +49,9 @@ const BPF_ANY: u64 = 0;
 /// `BPF_PSEUDO_MAP_FD`: the `ld_imm64` source register marking the immediate as a map fd.
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run on the skb after the driver.
-pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 /// `XDP_FLAGS_DRV_MODE`: native XDP, run by the driver before an skb exists.
-pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 /// `XDP_PASS`: hand the frame to the kernel stack.
 const XDP_PASS: i32 = 2;
 /// `BPF_FUNC_redirect_map`.
@@ -190,14 +197,14 @@ fn sys_bpf_fd(cmd: libc::c_int, attr: &mut Attr, op: &'static str) -> Result<Own
 
 /// An `XSKMAP`: receive queue index -> AF_XDP socket.
 #[derive(Debug)]
-pub struct XskMap {
+pub(super) struct XskMap {
     fd: OwnedFd,
     entries: u32,
 }
 
 impl XskMap {
     /// A map with one slot per receive queue.
-    pub fn create(entries: u32) -> Result<XskMap, BpfError> {
+    pub(super) fn create(entries: u32) -> Result<XskMap, BpfError> {
         let mut a = Attr::new();
         a.u32(0, BPF_MAP_TYPE_XSKMAP)
             .u32(4, size_of::<u32>() as u32) // key_size
@@ -209,12 +216,12 @@ impl XskMap {
     }
 
     /// Number of slots.
-    pub fn entries(&self) -> u32 {
+    pub(super) fn entries(&self) -> u32 {
         self.entries
     }
 
     /// Point slot `queue` at the AF_XDP socket `xsk_fd`.
-    pub fn set(&self, queue: u32, xsk_fd: RawFd) -> Result<(), BpfError> {
+    pub(super) fn set(&self, queue: u32, xsk_fd: RawFd) -> Result<(), BpfError> {
         let key = queue;
         let value = xsk_fd as u32;
         let mut a = Attr::new();
@@ -228,13 +235,13 @@ impl XskMap {
 
 /// A loaded XDP program: redirect to the socket of the frame's receive queue, else pass.
 #[derive(Debug)]
-pub struct XdpProgram {
+pub(super) struct XdpProgram {
     fd: OwnedFd,
 }
 
 impl XdpProgram {
     /// Load `return bpf_redirect_map(&map, ctx->rx_queue_index, XDP_PASS)`.
-    pub fn xsk_redirect(map: &XskMap) -> Result<XdpProgram, BpfError> {
+    pub(super) fn xsk_redirect(map: &XskMap) -> Result<XdpProgram, BpfError> {
         let insns = xsk_redirect_insns(map.fd.as_raw_fd());
         match Self::load(&insns, None) {
             Ok(fd) => Ok(XdpProgram { fd }),
@@ -276,13 +283,17 @@ impl XdpProgram {
 
 /// The program attached to an interface; dropping it (or the process ending) detaches it.
 #[derive(Debug)]
-pub struct XdpLink {
+pub(super) struct XdpLink {
     fd: OwnedFd,
 }
 
 impl XdpLink {
     /// Attach `prog` to interface `ifindex` with `XDP_FLAGS_SKB_MODE` or `XDP_FLAGS_DRV_MODE`.
-    pub fn attach(prog: &XdpProgram, ifindex: u32, xdp_flags: u32) -> Result<XdpLink, BpfError> {
+    pub(super) fn attach(
+        prog: &XdpProgram,
+        ifindex: u32,
+        xdp_flags: u32,
+    ) -> Result<XdpLink, BpfError> {
         let mut a = Attr::new();
         a.u32(0, prog.fd.as_raw_fd() as u32) // prog_fd
             .u32(4, ifindex) // target_ifindex
@@ -296,6 +307,49 @@ impl XdpLink {
 impl AsRawFd for XdpLink {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// Attach `prog` in `mode` (Auto: driver mode, else generic); the mode it took.
+pub(super) fn attach(
+    cx: &Ctx<'_>,
+    prog: &XdpProgram,
+    ifindex: u32,
+    mode: XdpMode,
+) -> Result<(XdpLink, XdpMode), AfxdpError> {
+    let try_mode = |m: XdpMode| {
+        let flags = match m {
+            XdpMode::Drv => XDP_FLAGS_DRV_MODE,
+            _ => XDP_FLAGS_SKB_MODE,
+        };
+        XdpLink::attach(prog, ifindex, flags)
+    };
+    let err = |tried: String, source: BpfError| {
+        // A link never replaces a program someone else attached: say so, it is the usual cause.
+        let taken = matches!(
+            source.os_error().raw_os_error(),
+            Some(libc::EBUSY | libc::EEXIST)
+        );
+        AfxdpError::Attach {
+            ifname: cx.ifname.to_string(),
+            tried: if taken {
+                format!("{tried}; the interface already has an XDP program")
+            } else {
+                tried
+            },
+            source,
+        }
+    };
+    match mode {
+        XdpMode::Skb | XdpMode::Drv => try_mode(mode)
+            .map(|l| (l, mode))
+            .map_err(|e| err(format!("{mode} mode"), e)),
+        XdpMode::Auto => match try_mode(XdpMode::Drv) {
+            Ok(l) => Ok((l, XdpMode::Drv)),
+            Err(drv) => try_mode(XdpMode::Skb)
+                .map(|l| (l, XdpMode::Skb))
+                .map_err(|e| err(format!("drv mode failed: {drv}; then skb mode"), e)),
+        },
     }
 }
 

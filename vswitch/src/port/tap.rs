@@ -11,11 +11,11 @@
 //! ```
 //!
 //! Creation does what a CNI plugin does for the container: [`TapPort::create`] switches the
-//! calling thread (with [`NetnsSwitch`]) into the container's named network namespace (`/run/netns/NAME`, as
-//! `ip netns` makes them), opens `/dev/net/tun` with `TUNSETIFF` (`IFF_TAP | IFF_NO_PI`,
-//! non-blocking), sets the MAC, the MTU, the IPv4 address and prefix, brings the device up
-//! (all by ioctl on a socket opened in that namespace, no `ip` command), and switches the thread
-//! back. The file descriptor keeps working from any namespace. The TAP is not persistent:
+//! calling thread (with [`netns::run_in`]) into the container's named network namespace
+//! (`/run/netns/NAME`, as `ip netns` makes them), opens `/dev/net/tun` with `TUNSETIFF`
+//! (`IFF_TAP | IFF_NO_PI`, non-blocking), sets the MAC, the MTU, the IPv4 address and prefix,
+//! brings the device up (all by ioctl on a control socket opened in that namespace,
+//! [`iface::CtlSocket`], no `ip` command), and switches the thread back. The file descriptor keeps working from any namespace. The TAP is not persistent:
 //! dropping the port closes the descriptor and the kernel removes the device.
 //!
 //! Batching: a TAP has no batch syscall, so `rx_burst` is one `readv` per frame until `EAGAIN`
@@ -38,22 +38,20 @@ use std::fs::OpenOptions;
 use std::io;
 use std::mem::zeroed;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
+use super::Port;
+use super::iface::{self, CtlSocket, IFNAME_RULE};
+use super::netns::{self, NetnsError};
 use crate::batch::Batch;
-pub use crate::netns::NETNS_DIR;
-use crate::netns::{NetnsError, NetnsSwitch};
 use crate::offload;
 use crate::packet::Mac;
-use crate::port::Port;
 use crate::wire::ethernet;
 use crate::wire::vnet::HEADER_LEN as VNET_HDR_LEN;
 
 /// The TUN/TAP clone device.
 pub const TUN_DEVICE: &str = "/dev/net/tun";
-/// Longest interface name (IFNAMSIZ less the NUL).
-pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
 /// Longest IPv4 prefix.
 const MAX_PREFIX_LEN: u8 = 32;
 /// Smallest IPv4 MTU (RFC 791 minimum datagram a host must accept).
@@ -82,8 +80,8 @@ pub struct TapConfig {
 /// Why a TAP could not be created or configured.
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
-    /// The interface name is empty, too long, or holds a NUL or '/'.
-    #[error("TAP name {0:?} must be 1 to {MAX_IFNAME_LEN} bytes without NUL or '/'")]
+    /// The interface name is not one the kernel takes ([`iface::valid_ifname`]).
+    #[error("TAP name {0:?} must be {IFNAME_RULE}")]
     BadName(String),
     /// The namespace name is not a plain file name.
     #[error("network namespace name {0:?} is not a plain name")]
@@ -138,16 +136,6 @@ impl From<NetnsError> for TapError {
     }
 }
 
-/// An `ifreq` naming `name` (checked to fit), everything else zero.
-fn ifreq(name: &str) -> libc::ifreq {
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
-        *d = *s as libc::c_char;
-    }
-    req
-}
-
 /// A `sockaddr` holding an IPv4 address (as SIOCSIFADDR and SIOCSIFNETMASK take it).
 fn sockaddr_v4(ip: Ipv4Addr) -> libc::sockaddr {
     // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
@@ -167,24 +155,20 @@ fn netmask(prefix: u8) -> Ipv4Addr {
     )
 }
 
-/// Issue an interface ioctl on `sock`.
+/// Issue `SIOC[GS]IF*` request `req` on `sock`; `what` names the setting in the error.
 fn if_ioctl(
-    sock: &OwnedFd,
+    sock: &CtlSocket,
     req: libc::Ioctl,
     ifr: &mut libc::ifreq,
     what: &'static str,
     name: &str,
 ) -> Result<(), TapError> {
-    // SAFETY: `ifr` is a valid, exclusively borrowed ifreq for the duration of the call, which
-    // is what every SIOC[GS]IF* request reads or writes.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), req, ifr as *mut libc::ifreq) } < 0 {
-        return Err(TapError::Configure {
-            what,
-            name: name.to_string(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    // SAFETY: every caller passes a SIOC[GS]IF* request, which reads or writes only `ifr`.
+    unsafe { sock.ioctl(req, ifr) }.map_err(|source| TapError::Configure {
+        what,
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// Counters of a [`TapPort`].
@@ -229,15 +213,11 @@ pub struct TapPort {
 impl TapPort {
     /// Create and configure the TAP of `cfg` (needs `CAP_NET_ADMIN`), in its namespace.
     pub fn create(cfg: &TapConfig) -> Result<TapPort, TapError> {
-        let name = &cfg.name;
-        if name.is_empty()
-            || name.len() > MAX_IFNAME_LEN
-            || name.bytes().any(|b| b == 0 || b == b'/')
-        {
-            return Err(TapError::BadName(name.clone()));
+        if !iface::valid_ifname(&cfg.name) {
+            return Err(TapError::BadName(cfg.name.clone()));
         }
         if let Some(ns) = &cfg.netns
-            && (ns.is_empty() || ns == "." || ns == ".." || ns.contains(['/', '\0']))
+            && !netns::valid_name(ns)
         {
             return Err(TapError::BadNetns(ns.clone()));
         }
@@ -249,17 +229,7 @@ impl TapPort {
         if cfg.mtu < MIN_MTU {
             return Err(TapError::BadSetting(format!("MTU {}", cfg.mtu)));
         }
-        let switch = cfg
-            .netns
-            .as_deref()
-            .map(NetnsSwitch::enter)
-            .transpose()
-            .map_err(TapError::from)?;
-        let made = Self::create_here(cfg);
-        if let Some(s) = switch {
-            s.leave().map_err(TapError::from)?;
-        }
-        made
+        netns::run_in(cfg.netns.as_deref(), || Self::create_here(cfg))?
     }
 
     /// Create and configure the TAP in the calling thread's current namespace.
@@ -272,7 +242,7 @@ impl TapPort {
             .open(TUN_DEVICE)
             .map_err(TapError::Open)?;
         let fd = OwnedFd::from(tun);
-        let mut req = ifreq(name);
+        let mut req = iface::ifreq(name);
         let vnet = if cfg.offloads { libc::IFF_VNET_HDR } else { 0 };
         req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes the ifreq, valid and exclusively borrowed here.
@@ -303,19 +273,13 @@ impl TapPort {
             }
         }
         // Interface ioctls go through any socket of the namespace the device is in.
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(TapError::Configure {
-                what: "a control socket",
-                name: name.clone(),
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+        let sock = CtlSocket::open().map_err(|source| TapError::Configure {
+            what: "a control socket",
+            name: name.clone(),
+            source,
+        })?;
 
-        let mut r = ifreq(name);
+        let mut r = iface::ifreq(name);
         // SAFETY: writing plain data into the union's hwaddr member.
         unsafe {
             r.ifr_ifru.ifru_hwaddr.sa_family = ARPHRD_ETHER;
@@ -325,20 +289,20 @@ impl TapPort {
         }
         if_ioctl(&sock, libc::SIOCSIFHWADDR, &mut r, "MAC", name)?;
 
-        let mut r = ifreq(name);
+        let mut r = iface::ifreq(name);
         r.ifr_ifru.ifru_mtu = libc::c_int::from(cfg.mtu);
         if_ioctl(&sock, libc::SIOCSIFMTU, &mut r, "MTU", name)?;
 
         if let Some((ip, prefix)) = cfg.addr {
-            let mut r = ifreq(name);
+            let mut r = iface::ifreq(name);
             r.ifr_ifru.ifru_addr = sockaddr_v4(ip);
             if_ioctl(&sock, libc::SIOCSIFADDR, &mut r, "IPv4 address", name)?;
-            let mut r = ifreq(name);
+            let mut r = iface::ifreq(name);
             r.ifr_ifru.ifru_netmask = sockaddr_v4(netmask(prefix));
             if_ioctl(&sock, libc::SIOCSIFNETMASK, &mut r, "netmask", name)?;
         }
 
-        let mut r = ifreq(name);
+        let mut r = iface::ifreq(name);
         if_ioctl(&sock, libc::SIOCGIFFLAGS, &mut r, "flags (read)", name)?;
         // SAFETY: SIOCGIFFLAGS just filled the flags member.
         unsafe { r.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
@@ -550,7 +514,7 @@ impl Port for TapPort {
 mod tests {
     use super::*;
     use crate::frames;
-    use crate::netns::THREAD_NETNS;
+    use crate::port::netns::THREAD_NETNS;
     use crate::wire::arp::{self, OP_REPLY};
     use crate::wire::ethernet::ETHERTYPE_ARP;
     use std::process::Command;

@@ -2,8 +2,8 @@
 //! thread, and come back.
 //!
 //! Where it sits: outside the packet path, in port setup. The node process lives in the node's
-//! namespace; creating a container's TAP ([`tap`](crate::tap)) or turning offloads off on the
-//! container side of a veth ([`ethtool`](crate::ethtool)) has to happen in the container's
+//! namespace; creating a container's TAP ([`tap`](super::tap)) or turning offloads off on the
+//! container side of a veth ([`ethtool`](super::ethtool)) has to happen in the container's
 //! namespace (`/run/netns/NAME`, as `ip netns` makes them). `setns(2)` with `CLONE_NEWNET`
 //! moves only the calling thread, so [`NetnsSwitch::enter`] moves it there and
 //! [`NetnsSwitch::leave`] (or dropping the switch) moves it back. Descriptors opened meanwhile

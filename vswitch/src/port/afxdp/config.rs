@@ -1,0 +1,194 @@
+//! AF_XDP port settings: the XDP attach mode, UMEM frame and ring sizes, queues, bind retries,
+//! and the limits they are checked against before anything is opened.
+//!
+//! Where it sits: outside the packet path, read once by [`AfxdpPort::open`].
+
+use core::fmt;
+use std::time::Duration;
+
+#[cfg(doc)]
+use crate::port::afxdp::AfxdpPort;
+use crate::port::iface;
+
+/// Default UMEM frame size: holds a 1500-MTU frame after the kernel's receive headroom.
+pub const DEFAULT_FRAME_SIZE: u32 = 2048;
+/// Default RX and fill ring size, in descriptors (see "A deep fill ring" above).
+pub const DEFAULT_RX_RING: u32 = 4096;
+/// Default TX and completion ring size, in descriptors.
+pub const DEFAULT_TX_RING: u32 = 512;
+/// Default number of `bind` attempts while the queue is busy.
+pub const DEFAULT_BIND_RETRIES: u32 = 40;
+/// Wait between `bind` attempts: with the default retries, about 2 s in all.
+pub const BIND_RETRY_WAIT: Duration = Duration::from_millis(50);
+/// Bytes the kernel keeps in front of a received frame in its UMEM frame (`XDP_PACKET_HEADROOM`).
+pub const XDP_PACKET_HEADROOM: u32 = 256;
+/// Smallest UMEM frame the kernel accepts (`XDP_UMEM_MIN_CHUNK_SIZE`).
+pub const MIN_FRAME_SIZE: u32 = 2048;
+/// Largest UMEM frame in aligned mode: a page.
+pub const MAX_FRAME_SIZE: u32 = 4096;
+/// Largest ring accepted here (the kernel wants powers of two; this bounds the memory).
+pub const MAX_RING: u32 = 1 << 15;
+/// Most receive queues one port binds.
+pub const MAX_QUEUES: u32 = 256;
+
+/// Where the XDP program runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native mode if the driver takes it, else generic mode.
+    #[default]
+    Auto,
+    /// Generic XDP (`XDP_FLAGS_SKB_MODE`): after the skb is built; works on every device.
+    Skb,
+    /// Native XDP (`XDP_FLAGS_DRV_MODE`): in the driver, before any skb.
+    Drv,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Skb => "skb",
+            XdpMode::Drv => "drv",
+        })
+    }
+}
+
+/// How to open an [`AfxdpPort`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AfxdpConfig {
+    /// The interface, in the calling thread's network namespace.
+    pub ifname: String,
+    /// Where the XDP program runs.
+    pub mode: XdpMode,
+    /// UMEM frame size: a power of two from [`MIN_FRAME_SIZE`] to [`MAX_FRAME_SIZE`].
+    pub frame_size: u32,
+    /// RX ring size (power of two).
+    pub rx_ring: u32,
+    /// Fill ring size (power of two): frames lent to the kernel for receive.
+    pub fill_ring: u32,
+    /// TX ring size (power of two): frames lent to the kernel for transmit.
+    pub tx_ring: u32,
+    /// Completion ring size (power of two, at least the TX ring's).
+    pub completion_ring: u32,
+    /// Receive queues to bind, from queue 0; `None`: every one the device has
+    /// (`ETHTOOL_GCHANNELS`). Frames arriving on a queue above them go to the kernel stack.
+    pub queues: Option<u32>,
+    /// `bind` attempts while the kernel still holds the queue (`EBUSY`).
+    pub bind_retries: u32,
+}
+
+impl Default for AfxdpConfig {
+    fn default() -> Self {
+        AfxdpConfig {
+            ifname: String::new(),
+            mode: XdpMode::Auto,
+            frame_size: DEFAULT_FRAME_SIZE,
+            rx_ring: DEFAULT_RX_RING,
+            fill_ring: DEFAULT_RX_RING,
+            tx_ring: DEFAULT_TX_RING,
+            completion_ring: DEFAULT_TX_RING,
+            queues: None,
+            bind_retries: DEFAULT_BIND_RETRIES,
+        }
+    }
+}
+
+impl AfxdpConfig {
+    /// The defaults, on `ifname`, in `mode`.
+    pub fn new(ifname: impl Into<String>, mode: XdpMode) -> Self {
+        AfxdpConfig {
+            ifname: ifname.into(),
+            mode,
+            ..AfxdpConfig::default()
+        }
+    }
+
+    /// Every setting within its limits, or what is wrong.
+    pub(super) fn check(&self) -> Result<(), String> {
+        if !iface::valid_ifname(&self.ifname) {
+            return Err(format!("interface name must be {}", iface::IFNAME_RULE));
+        }
+        if !self.frame_size.is_power_of_two()
+            || !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&self.frame_size)
+        {
+            return Err(format!(
+                "frame size {} is not a power of two from {MIN_FRAME_SIZE} to {MAX_FRAME_SIZE}",
+                self.frame_size
+            ));
+        }
+        for (what, n) in [
+            ("RX", self.rx_ring),
+            ("fill", self.fill_ring),
+            ("TX", self.tx_ring),
+            ("completion", self.completion_ring),
+        ] {
+            if !n.is_power_of_two() || n > MAX_RING {
+                return Err(format!(
+                    "{what} ring size {n} is not a power of two up to {MAX_RING}"
+                ));
+            }
+        }
+        if self.completion_ring < self.tx_ring {
+            return Err(format!(
+                "completion ring ({}) smaller than the TX ring ({})",
+                self.completion_ring, self.tx_ring
+            ));
+        }
+        if let Some(q) = self.queues
+            && (q == 0 || q > MAX_QUEUES)
+        {
+            return Err(format!("queue count {q} is not from 1 to {MAX_QUEUES}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::afxdp::{AfxdpError, AfxdpPort};
+
+    #[test]
+    fn config_checks_name_sizes_and_rings() {
+        let ok = AfxdpConfig::new("vc11", XdpMode::Skb);
+        assert_eq!(ok.check(), Ok(()));
+        let bad = [
+            AfxdpConfig::new("", XdpMode::Auto),
+            AfxdpConfig::new("a-name-far-too-long", XdpMode::Auto),
+            AfxdpConfig::new("a/b", XdpMode::Auto),
+            AfxdpConfig {
+                frame_size: 3000,
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                frame_size: 1024,
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                frame_size: 8192,
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                rx_ring: 1000,
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                fill_ring: 0,
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                completion_ring: DEFAULT_TX_RING / 2,
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                queues: Some(0),
+                ..ok.clone()
+            },
+        ];
+        for c in bad {
+            let e = AfxdpPort::open(&c).unwrap_err();
+            assert!(matches!(e, AfxdpError::Config { .. }), "{c:?}: {e}");
+            assert!(e.to_string().starts_with("afxdp "), "{e}");
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! [`AfxdpPort`]: an interface's receive queues as one switch port. Opening checks the
+//! settings and the MTU, attaches the XDP program, binds one socket per queue and puts each in
+//! the XSKMAP; the [`Port`] methods spread receive over the queues and transmit through them.
+//!
+//! Where it sits: a local port at both ends of a container's path (see [`super`]).
+
+use core::fmt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use xdpilone::SocketConfig;
+
+use super::attach::{XdpLink, XdpProgram, XskMap, attach};
+use super::config::{AfxdpConfig, MAX_QUEUES, XDP_PACKET_HEADROOM, XdpMode};
+use super::epoll::epoll_over;
+use super::queue::{Queue, is_zero_copy, open_queue};
+use super::umem::FrameUse;
+use super::{AfxdpError, Ctx};
+use crate::batch::Batch;
+use crate::port::Port;
+use crate::port::ethtool;
+use crate::port::iface::CtlSocket;
+use crate::wire::ethernet;
+
+/// Counters of an [`AfxdpPort`] kept by the port itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AfxdpStats {
+    /// Frames received into batches.
+    pub rx_packets: u64,
+    /// Bytes received into batches.
+    pub rx_bytes: u64,
+    /// Received frames larger than a packet buffer, dropped.
+    pub rx_oversize: u64,
+    /// RX descriptors pointing outside the UMEM (a kernel bug; never seen), dropped.
+    pub rx_invalid_desc: u64,
+    /// Frames queued on a TX ring.
+    pub tx_packets: u64,
+    /// Bytes queued on a TX ring.
+    pub tx_bytes: u64,
+    /// Frames longer than a UMEM frame or the device's MTU allows, dropped.
+    pub tx_oversize: u64,
+    /// Frames not sent for want of a TX ring slot or a transmit frame, dropped.
+    pub tx_ring_full: u64,
+    /// `sendto` kicks of the TX rings.
+    pub tx_kicks: u64,
+    /// Kicks that failed other than "busy, try again".
+    pub tx_kick_errors: u64,
+    /// Fill-ring wakeups a zero-copy driver asked for.
+    pub fill_wakeups: u64,
+    /// `bind` attempts refused with `EBUSY` while opening (the queue's previous socket was
+    /// still being released).
+    pub bind_busy_retries: u64,
+    /// The errno of the last failed kick, 0 if none.
+    pub last_errno: i32,
+}
+
+/// The kernel's counters of the port's sockets (`XDP_STATISTICS`), summed over its queues.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Frames the kernel dropped before the RX ring (no fill frame, too big, ...).
+    pub rx_dropped: u64,
+    /// Frames dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty.
+    pub fill_ring_empty: u64,
+    /// Invalid fill/RX descriptors.
+    pub rx_invalid_descs: u64,
+    /// Invalid TX descriptors.
+    pub tx_invalid_descs: u64,
+}
+
+/// An interface's receive queues as one switch port, through AF_XDP sockets.
+pub struct AfxdpPort {
+    // Field order is drop order: detach the program first, then close the sockets.
+    link: XdpLink,
+    _prog: XdpProgram,
+    map: XskMap,
+    queues: Vec<Queue>,
+    epoll: Option<OwnedFd>,
+    ifname: String,
+    ifindex: u32,
+    mode: XdpMode,
+    zero_copy: bool,
+    max_tx_len: usize,
+    next_rx: usize,
+    stats: AfxdpStats,
+}
+
+impl fmt::Debug for AfxdpPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AfxdpPort")
+            .field("ifname", &self.ifname)
+            .field("ifindex", &self.ifindex)
+            .field("mode", &self.mode)
+            .field("zero_copy", &self.zero_copy)
+            .field("queues", &self.queues.len())
+            .field("xskmap_slots", &self.map.entries())
+            .field("link_fd", &self.link.as_raw_fd())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl AfxdpPort {
+    /// Attach the XDP program to `cfg.ifname` (in the calling thread's namespace) and bind one
+    /// socket per receive queue. Needs `CAP_NET_ADMIN`, `CAP_BPF` (root).
+    pub fn open(cfg: &AfxdpConfig) -> Result<AfxdpPort, AfxdpError> {
+        let ifname = cfg.ifname.as_str();
+        cfg.check().map_err(|reason| AfxdpError::Config {
+            ifname: ifname.to_string(),
+            reason,
+        })?;
+        let cx = Ctx { ifname };
+        let c_name = std::ffi::CString::new(ifname).map_err(|_| AfxdpError::Config {
+            ifname: ifname.to_string(),
+            reason: "interface name holds a NUL".into(),
+        })?;
+        // SAFETY: `c_name` is a valid NUL-terminated string for the duration of the call.
+        let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(AfxdpError::NotFound {
+                ifname: ifname.to_string(),
+            });
+        }
+
+        let mtu = CtlSocket::open()
+            .and_then(|s| s.mtu(ifname))
+            .map_err(|e| cx.os("reading the MTU", e))?;
+        let rx_room = cfg.frame_size - XDP_PACKET_HEADROOM;
+        let need = mtu + (ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN) as u32;
+        if need > rx_room {
+            return Err(AfxdpError::MtuTooLarge {
+                ifname: ifname.to_string(),
+                mtu,
+                need,
+                frame_size: cfg.frame_size,
+                room: rx_room,
+            });
+        }
+        // What the peer accepts (`is_skb_forwardable`); it fits a frame, as checked above.
+        let max_tx_len = need as usize;
+
+        let nq = match cfg.queues {
+            Some(n) => n,
+            None => match ethtool::channels(ifname) {
+                Ok(ch) => ch.rx_queues().min(MAX_QUEUES),
+                // A driver without channel reporting has one queue.
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => 1,
+                Err(source) => {
+                    return Err(AfxdpError::Channels {
+                        ifname: ifname.to_string(),
+                        source,
+                    });
+                }
+            },
+        };
+
+        // The program first, with an empty map: until a queue's socket is in the map its frames
+        // still go to the kernel stack, and the attach mode decides the bind flags.
+        let map = XskMap::create(nq).map_err(|e| cx.bpf("create XSKMAP", e))?;
+        let prog = XdpProgram::xsk_redirect(&map).map_err(|e| cx.bpf("load XDP program", e))?;
+        let (link, mode) = attach(&cx, &prog, ifindex, cfg.mode)?;
+
+        let mut bind_flags = SocketConfig::XDP_BIND_NEED_WAKEUP;
+        if mode == XdpMode::Skb {
+            // Generic XDP copies anyway; in driver mode the kernel picks zero-copy if it can.
+            bind_flags |= SocketConfig::XDP_BIND_COPY;
+        }
+        let mut queues = Vec::with_capacity(nq as usize);
+        let mut stats = AfxdpStats::default();
+        for q in 0..nq {
+            let (queue, busy) = open_queue(&cx, cfg, ifindex, q, bind_flags)?;
+            stats.bind_busy_retries += u64::from(busy);
+            map.set(q, queue.fd)
+                .map_err(|e| cx.bpf(format!("add queue {q} to the XSKMAP"), e))?;
+            queues.push(queue);
+        }
+        let zero_copy = queues.iter().all(|q| is_zero_copy(q.fd));
+        let epoll = if queues.len() > 1 {
+            Some(epoll_over(queues.iter().map(|q| q.fd)).map_err(|e| cx.os("epoll", e))?)
+        } else {
+            None
+        };
+        Ok(AfxdpPort {
+            link,
+            _prog: prog,
+            map,
+            queues,
+            epoll,
+            ifname: ifname.to_string(),
+            ifindex,
+            mode,
+            zero_copy,
+            max_tx_len,
+            next_rx: 0,
+            stats,
+        })
+    }
+
+    /// The interface.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// Its index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The mode the XDP program was attached in ([`XdpMode::Skb`] or [`XdpMode::Drv`]).
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// Whether every socket runs in zero-copy mode (never on veth).
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Receive queues bound.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Largest frame transmitted; longer ones are dropped as `tx_oversize`.
+    pub fn max_tx_len(&self) -> usize {
+        self.max_tx_len
+    }
+
+    /// The port's own counters.
+    pub fn stats(&self) -> AfxdpStats {
+        self.stats
+    }
+
+    /// The kernel's counters of the sockets (one `getsockopt` per queue).
+    pub fn kernel_stats(&self) -> KernelStats {
+        self.queues.iter().fold(KernelStats::default(), |a, q| {
+            let k = q.kernel_stats();
+            KernelStats {
+                rx_dropped: a.rx_dropped + k.rx_dropped,
+                rx_ring_full: a.rx_ring_full + k.rx_ring_full,
+                fill_ring_empty: a.fill_ring_empty + k.fill_ring_empty,
+                rx_invalid_descs: a.rx_invalid_descs + k.rx_invalid_descs,
+                tx_invalid_descs: a.tx_invalid_descs + k.tx_invalid_descs,
+            }
+        })
+    }
+
+    /// Where the UMEM frames are; `free + rx + tx == total` always.
+    pub fn frames(&self) -> FrameUse {
+        self.queues.iter().fold(FrameUse::default(), |a, q| {
+            let u = q.pool.usage();
+            FrameUse {
+                free: a.free + u.free,
+                rx: a.rx + u.rx,
+                tx: a.tx + u.tx,
+                total: a.total + u.total,
+            }
+        })
+    }
+}
+
+impl Port for AfxdpPort {
+    fn rx_burst(&mut self, batch: &mut Batch) -> usize {
+        let spare = batch.spare_mut();
+        let nq = self.queues.len();
+        let mut n = 0;
+        let mut kicked = false;
+        // Start at a different queue each call, so a busy queue cannot starve the others.
+        for k in 0..nq {
+            let q = &mut self.queues[(self.next_rx + k) % nq];
+            q.reap_completions();
+            if n < spare.len() {
+                n += q.receive(&mut spare[n..], &mut self.stats);
+            }
+            q.refill();
+            if kicked {
+                continue;
+            }
+            if q.dev.needs_wakeup() {
+                // Only a zero-copy driver asks: copy mode takes fill frames as frames arrive.
+                self.stats.fill_wakeups += 1;
+                q.dev.wake();
+                kicked = true;
+            } else if q.tx_needs_kick() {
+                // Descriptors left on the TX ring by the last kick (it sends 32 at most).
+                q.kick(&mut self.stats);
+                kicked = true;
+            }
+        }
+        self.next_rx = if self.next_rx + 1 >= nq {
+            0
+        } else {
+            self.next_rx + 1
+        };
+        batch.grow(n);
+        n
+    }
+
+    fn tx_burst(&mut self, batch: &mut Batch) -> usize {
+        let pkts = batch.pkts();
+        let (mut seen, mut queued) = (0, 0);
+        // Any queue's TX ring reaches the same wire: the first one, then the next when full.
+        for q in &mut self.queues {
+            if seen == pkts.len() {
+                break;
+            }
+            q.reap_completions();
+            let (put, looked) = q.transmit(&pkts[seen..], self.max_tx_len, &mut self.stats);
+            seen += looked;
+            queued += put;
+            if put > 0 {
+                if q.tx.needs_wakeup() {
+                    q.kick(&mut self.stats);
+                }
+                // Copy mode completes inside the kick: take the frames back at once.
+                q.reap_completions();
+            }
+        }
+        self.stats.tx_ring_full += (pkts.len() - seen) as u64;
+        queued
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        match &self.epoll {
+            Some(ep) => Some(ep.as_raw_fd()),
+            None => self.queues.first().map(|q| q.fd),
+        }
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats;
+        let k = self.kernel_stats();
+        let f = self.frames();
+        let foreign: u64 = self.queues.iter().map(|q| q.pool.foreign).sum();
+        vec![
+            ("rx_packets", s.rx_packets),
+            ("rx_bytes", s.rx_bytes),
+            ("rx_oversize", s.rx_oversize),
+            ("rx_invalid_desc", s.rx_invalid_desc),
+            ("tx_packets", s.tx_packets),
+            ("tx_bytes", s.tx_bytes),
+            ("tx_oversize", s.tx_oversize),
+            ("tx_ring_full", s.tx_ring_full),
+            ("tx_kicks", s.tx_kicks),
+            ("tx_kick_errors", s.tx_kick_errors),
+            ("fill_wakeups", s.fill_wakeups),
+            ("bind_busy_retries", s.bind_busy_retries),
+            ("rx_dropped_kernel", k.rx_dropped),
+            ("rx_ring_full_kernel", k.rx_ring_full),
+            ("fill_ring_empty", k.fill_ring_empty),
+            ("rx_invalid_descs_kernel", k.rx_invalid_descs),
+            ("tx_invalid_descs_kernel", k.tx_invalid_descs),
+            ("umem_frames_free", u64::from(f.free)),
+            ("umem_frames_rx", u64::from(f.rx)),
+            ("umem_frames_tx", u64::from(f.tx)),
+            ("umem_foreign_addrs", foreign),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_interface_is_named() {
+        let e = AfxdpPort::open(&AfxdpConfig::new("vxnosuch0", XdpMode::Auto)).unwrap_err();
+        assert_eq!(e.to_string(), "afxdp vxnosuch0: interface not found");
+    }
+}

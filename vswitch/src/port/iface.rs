@@ -1,0 +1,134 @@
+//! Interface names, `ifreq` and control sockets: what every port driver's setup shares.
+//!
+//! Where it sits: outside the packet path, in port setup. The AF_XDP port reads its device's MTU,
+//! the TAP port sets its device's MAC, MTU, address and link state, and [`ethtool`](super::ethtool)
+//! switches offloads: all by ioctls that take an `ifreq` naming the interface, issued on any
+//! socket of the namespace the interface is in. One name check, one `ifreq` builder and one
+//! control socket serve them all.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Longest interface name (IFNAMSIZ less the NUL).
+pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
+/// What [`valid_ifname`] asks of a name, for error messages.
+pub const IFNAME_RULE: &str = "1 to 15 bytes, not . or .., without NUL, '/' or whitespace";
+
+/// Whether the kernel takes `name` as an interface name (its `dev_valid_name`, less the ':' it
+/// also refuses at creation but strips as an alias in ioctls): 1 to [`MAX_IFNAME_LEN`] bytes,
+/// not `.` or `..`, without NUL, '/' or whitespace.
+pub fn valid_ifname(name: &str) -> bool {
+    !(name.is_empty()
+        || name.len() > MAX_IFNAME_LEN
+        || name == "."
+        || name == ".."
+        || name
+            .bytes()
+            .any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace()))
+}
+
+/// An `ifreq` naming `name`, everything else zero. The name is cut to [`MAX_IFNAME_LEN`] bytes
+/// so the NUL stays; callers check it with [`valid_ifname`] first.
+pub fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { core::mem::zeroed() };
+    for (d, s) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.as_bytes())
+        .take(MAX_IFNAME_LEN)
+    {
+        *d = *s as libc::c_char;
+    }
+    req
+}
+
+/// A datagram socket for interface ioctls. It acts on the interfaces of the network namespace
+/// the thread was in when it was opened, wherever it is used from.
+#[derive(Debug)]
+pub struct CtlSocket(OwnedFd);
+
+impl CtlSocket {
+    /// Open one in the calling thread's namespace.
+    pub fn open() -> io::Result<CtlSocket> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        Ok(CtlSocket(unsafe { OwnedFd::from_raw_fd(raw) }))
+    }
+
+    /// Issue interface ioctl `req` with `ifr`.
+    ///
+    /// # Safety
+    ///
+    /// `req` must be a request that reads and writes only `ifr` (the `SIOC[GS]IF*` family), or,
+    /// for one that follows a pointer stored in `ifr` (`SIOCETHTOOL`'s `ifru_data`), that
+    /// pointer must point at live, exclusively borrowed memory of the type the request expects.
+    pub unsafe fn ioctl(&self, req: libc::Ioctl, ifr: &mut libc::ifreq) -> io::Result<()> {
+        // SAFETY: `ifr` is a live, exclusively borrowed ifreq; what `req` does with it and with
+        // any pointer inside it is the caller's contract above.
+        if unsafe { libc::ioctl(self.0.as_raw_fd(), req, ifr as *mut libc::ifreq) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The MTU of interface `name` (`SIOCGIFMTU`).
+    #[cfg(feature = "afxdp")]
+    pub fn mtu(&self, name: &str) -> io::Result<u32> {
+        let mut req = ifreq(name);
+        // SAFETY: SIOCGIFMTU reads the name and writes the MTU of `req`, nothing else.
+        unsafe { self.ioctl(libc::SIOCGIFMTU, &mut req) }?;
+        // SAFETY: SIOCGIFMTU just wrote the mtu member.
+        let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+        u32::try_from(mtu).map_err(|_| io::Error::other(format!("negative MTU {mtu}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_kernel_takes() {
+        for ok in ["eth0", "vc11", "a", "eth0:1", "fifteen-bytes15"] {
+            assert!(valid_ifname(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "x\0y",
+            "a b",
+            "tab\t",
+            "sixteen-bytes-16",
+        ] {
+            assert!(!valid_ifname(bad), "{bad:?}");
+        }
+        assert!(IFNAME_RULE.contains(&MAX_IFNAME_LEN.to_string()));
+    }
+
+    #[test]
+    fn an_ifreq_names_the_interface_and_keeps_its_nul() {
+        let r = ifreq("veth0");
+        let name: Vec<u8> = r.ifr_name.iter().map(|&c| c as u8).collect();
+        assert_eq!(&name[..6], b"veth0\0");
+        let r = ifreq("a-name-far-too-long");
+        assert_eq!(r.ifr_name[MAX_IFNAME_LEN], 0);
+    }
+
+    #[test]
+    fn the_loopback_mtu_reads() {
+        let s = CtlSocket::open().unwrap();
+        #[cfg(feature = "afxdp")]
+        assert!(s.mtu("lo").unwrap() >= 1500);
+        let mut r = ifreq("vxnosuch0");
+        // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of `r`, nothing else.
+        let e = unsafe { s.ioctl(libc::SIOCGIFFLAGS, &mut r) }.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENODEV));
+    }
+}
