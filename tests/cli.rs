@@ -14,12 +14,34 @@ fn vxmesh(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `vxmesh demo` and `vxmesh lab` run the `vxmesh-lab` program (lab/tests/cli.rs tests them
+/// with it). Without it, next to `vxmesh` or on PATH, they say where to get it and exit 2.
 #[test]
-fn memory_demo_runs_the_tour_and_exits_0() {
-    let (code, out, _) = vxmesh(&["demo", "--memory"]);
-    assert_eq!(code, 0);
-    assert!(out.contains("$ vxmesh fdb show"), "{out}");
-    assert!(out.contains("$ vxmesh stats"), "{out}");
+fn demo_and_lab_without_the_lab_program_say_where_to_get_it_and_exit_2() {
+    let dir = std::env::temp_dir().join(format!("vxmesh-cli-alone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let alone = dir.join("vxmesh");
+    std::fs::copy(env!("CARGO_BIN_EXE_vxmesh"), &alone).unwrap();
+    for args in [
+        &["demo"][..],
+        &["demo", "--memory"],
+        &["lab", "up", "--config", "x.toml"],
+    ] {
+        let out = Command::new(&alone)
+            .args(args)
+            .env("PATH", &dir)
+            .output()
+            .expect("run vxmesh");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("vxmesh-lab") && err.contains("cargo build --workspace"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
