@@ -31,6 +31,7 @@ pub mod switch;
 pub mod table;
 pub mod tap;
 pub mod trace;
+pub mod worker;
 
 pub use afxdp::{AfxdpConfig, AfxdpError, AfxdpPort, XdpMode};
 pub use batch::{BATCH_SIZE, Batch, MAX_BATCH};
