@@ -1,5 +1,6 @@
 //! The command line as a user runs it: exit codes and what it prints (SPEC.md).
 
+use std::path::Path;
 use std::process::Command;
 
 fn vxmesh(args: &[&str]) -> (i32, String, String) {
@@ -18,10 +19,14 @@ fn vxmesh(args: &[&str]) -> (i32, String, String) {
 /// with it). Without it, next to `vxmesh` or on PATH, they say where to get it and exit 2.
 #[test]
 fn demo_and_lab_without_the_lab_program_say_where_to_get_it_and_exit_2() {
-    let dir = std::env::temp_dir().join(format!("vxmesh-cli-alone-{}", std::process::id()));
+    // A hard link, in the target directory (same file system): a copy is a file this process
+    // wrote, and a child forked meanwhile by a parallel test may still hold it open for
+    // writing, so running it can fail with ETXTBSY.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("alone-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let alone = dir.join("vxmesh");
-    std::fs::copy(env!("CARGO_BIN_EXE_vxmesh"), &alone).unwrap();
+    let _ = std::fs::remove_file(&alone);
+    std::fs::hard_link(env!("CARGO_BIN_EXE_vxmesh"), &alone).unwrap();
     for args in [
         &["demo"][..],
         &["demo", "--memory"],
