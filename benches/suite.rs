@@ -34,49 +34,28 @@ fn mac(last: u8) -> Mac {
     Mac::docker_default(ip(last))
 }
 
-const CLUSTER: &str = r#"
-[[node]]
-name = "n1"
-vtep = "198.18.0.1"
-[[node]]
-name = "n2"
-vtep = "198.18.0.2"
-[[network]]
-name = "appnet"
-vni = 4097
-subnet = "10.0.9.0/24"
-mtu = 1450
-[[endpoint]]
-name = "c11"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.11"
-attach = "afxdp:vc11"
-[[endpoint]]
-name = "c12"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.12"
-attach = "tap:eth0"
-[[endpoint]]
-name = "c21"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.21"
-attach = "afxdp:vc21"
-[[endpoint]]
-name = "c22"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.22"
-attach = "tap:eth0"
-[[service]]
-name = "web"
-network = "appnet"
-vip = "10.0.9.100"
-backends = ["c21", "c22"]
-ports = [{ protocol = "tcp", port = 80, target = 80 }]
-"#;
+/// The shared cluster fixture as the benches need it: the service's backends on n2 only (every
+/// connection to the VIP is encapsulated) and without the routing mesh (no published port, no
+/// ingress port to poll; the fixture keeps its ingresses last).
+fn cluster_text() -> String {
+    const FIXTURE: &str = include_str!("../tests/fixtures/cluster.toml");
+    let edits = [
+        (
+            r#"backends = ["c12", "c21", "c22"]"#,
+            r#"backends = ["c21", "c22"]"#,
+        ),
+        (", published = 8080", ""),
+    ];
+    let (base, _ingresses) = FIXTURE
+        .split_once("[[ingress]]")
+        .expect("the fixture's ingresses");
+    let mut text = base.replace("{P}", "");
+    for (from, to) in edits {
+        assert!(text.contains(from), "the fixture changed: {from}");
+        text = text.replace(from, to);
+    }
+    text
+}
 
 /// A port that first delivers `prime` once, then replays `steady` forever, `burst` at a time.
 struct Replay {
@@ -168,7 +147,7 @@ impl PortOpener for BenchPorts {
 }
 
 fn node(ports: BenchPorts) -> Node {
-    let cluster = Cluster::parse(Path::new("bench.toml"), CLUSTER).expect("bench cluster");
+    let cluster = Cluster::parse(Path::new("bench.toml"), &cluster_text()).expect("bench cluster");
     let mut ports = ports;
     Node::build(cluster, "n1", &mut ports).expect("bench node")
 }

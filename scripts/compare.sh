@@ -38,6 +38,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ $added_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; added_policy=0; fi
 fi
 
-cargo build --release --quiet --bin vxmesh --bin vxmesh-compare
+cargo build --release --quiet -p vxmesh --bin vxmesh -p vxmesh-lab --bin vxmesh-compare
 target="${CARGO_TARGET_DIR:-target}"
 exec "$target/release/vxmesh-compare" "$@"

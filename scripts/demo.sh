@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job (README): builds vxmesh and runs `vxmesh demo`.
+# The main job (README): builds vxmesh (and vxmesh-lab, which carries the demo) and runs `vxmesh demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian packages the demo uses: iproute2 (namespaces, veths) and iputils-ping.
@@ -14,5 +14,7 @@ if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-cargo build --release --quiet
-exec ./target/release/vxmesh demo "$@"
+# `vxmesh demo` runs the vxmesh-lab program next to vxmesh: build both.
+cargo build --release --quiet --workspace --bins
+target="${CARGO_TARGET_DIR:-target}"
+exec "$target/release/vxmesh" demo "$@"

@@ -775,64 +775,16 @@ impl Checker {
 mod tests {
     use super::*;
 
-    /// The example of SPEC.md, with a fourth endpoint.
-    pub const EXAMPLE: &str = r#"
-[[node]]
-name = "n1"
-vtep = "198.18.0.1"
-
-[[node]]
-name = "n2"
-vtep = "198.18.0.2"
-
-[[network]]
-name = "appnet"
-vni = 4097
-subnet = "10.0.9.0/24"
-mtu = 1450
-
-[[endpoint]]
-name = "c11"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.11"
-mac = "02:42:0a:00:09:0b"
-attach = "afxdp:vc11"
-netns = "c11"
-
-[[endpoint]]
-name = "c12"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.12"
-attach = "tap:eth0"
-netns = "c12"
-
-[[endpoint]]
-name = "c21"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.21"
-
-[[endpoint]]
-name = "c22"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.22"
-
-[[service]]
-name = "web"
-network = "appnet"
-vip = "10.0.9.100"
-scheduler = "rr"
-backends = ["c12", "c21=3", "c22=0"]
-ports = [{ protocol = "tcp", port = 80, target = 80, published = 8080 }]
-
-[[ingress]]
-node = "n1"
-attach = "afxdp:ext0"
-ip = "192.0.2.1/24"
-"#;
+    /// The shared cluster fixture (SPEC.md's example with four endpoints and two ingresses),
+    /// its containers' namespaces unprefixed, and weights on the backends so they are parsed.
+    fn example() -> String {
+        const FIXTURE: &str = include_str!("../tests/fixtures/cluster.toml");
+        const BACKENDS: &str = r#"backends = ["c12", "c21", "c22"]"#;
+        assert!(FIXTURE.contains(BACKENDS), "the fixture's backends");
+        FIXTURE
+            .replace("{P}", "")
+            .replace(BACKENDS, r#"backends = ["c12", "c21=3", "c22=0"]"#)
+    }
 
     fn parse(text: &str) -> Result<Cluster, ConfigError> {
         Cluster::parse(Path::new("cluster.toml"), text)
@@ -840,7 +792,7 @@ ip = "192.0.2.1/24"
 
     #[test]
     fn the_spec_example_parses_with_docker_defaults() {
-        let c = parse(EXAMPLE).unwrap();
+        let c = parse(&example()).unwrap();
         assert_eq!(
             c.endpoint("c12").unwrap().mac.to_string(),
             "02:42:0a:00:09:0c"
@@ -886,7 +838,7 @@ ip = "192.0.2.1/24"
             (
                 "vtep = \"198.18.0.1\"",
                 "vtep = \"198.18.0.1\"\ncolor = \"red\"",
-                "line 5: unknown field `color`, expected one of `name`, `vtep`, `lb`",
+                "line 8: unknown field `color`, expected one of `name`, `vtep`, `lb`",
             ),
             (
                 "name = \"n2\"",
@@ -955,8 +907,9 @@ ip = "192.0.2.1/24"
             ),
         ];
         for (from, to, want) in cases {
-            assert!(EXAMPLE.contains(from), "{from}");
-            let text = EXAMPLE.replacen(from, to, 1);
+            let example = example();
+            assert!(example.contains(from), "{from}");
+            let text = example.replacen(from, to, 1);
             let e = parse(&text).expect_err(want);
             let msg = e.to_string();
             assert!(msg.starts_with("cluster.toml: "), "{msg}");
@@ -968,7 +921,8 @@ ip = "192.0.2.1/24"
     #[test]
     fn backends_in_another_network_and_published_ports_used_twice_are_refused() {
         let other = format!(
-            "{EXAMPLE}\n[[network]]\nname = \"other\"\nvni = 4098\nsubnet = \"10.0.10.0/24\"\n\n[[endpoint]]\nname = \"d1\"\nnode = \"n1\"\nnetwork = \"other\"\nip = \"10.0.10.5\"\n"
+            "{}\n[[network]]\nname = \"other\"\nvni = 4098\nsubnet = \"10.0.10.0/24\"\n\n[[endpoint]]\nname = \"d1\"\nnode = \"n1\"\nnetwork = \"other\"\nip = \"10.0.10.5\"\n",
+            example()
         );
         let bad = format!(
             "{other}\n[[service]]\nname = \"x\"\nnetwork = \"appnet\"\nvip = \"10.0.9.101\"\nbackends = [\"d1\"]\n"
@@ -992,12 +946,14 @@ ip = "192.0.2.1/24"
             "{other}\n[[service]]\nname = \"x\"\nnetwork = \"other\"\nvip = \"10.0.10.100\"\nbackends = [\"d1\"]\nports = [{{ protocol = \"tcp\", port = 81, published = 8081 }}]\n"
         );
         let c = parse(&ok).unwrap();
-        // n1 serves both networks; "other" has published ports, so every ingress node is a peer
+        // n1 serves both networks; "other" has published ports, so every ingress node is a peer:
+        // n2 too, which has no endpoint in it
         assert_eq!(
             c.node("n1").unwrap().lb["other"],
             Ipv4Addr::new(10, 0, 10, 254)
         );
-        assert_eq!(c.peers("other").len(), 1);
+        let peers: Vec<&str> = c.peers("other").iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(peers, ["n1", "n2"]);
     }
 
     #[test]
@@ -1010,7 +966,8 @@ ip = "192.0.2.1/24"
         };
         // Every container calls its TAP eth0: c12 has tap:eth0 in netns "c12" already.
         let two_eth0 = format!(
-            "{EXAMPLE}{}",
+            "{}{}",
+            example(),
             tap("c13", "10.0.9.13", "tap:eth0", Some("c13"))
         );
         let c = parse(&two_eth0).unwrap();
@@ -1045,18 +1002,22 @@ ip = "192.0.2.1/24"
             ),
         ];
         for (extra, want) in cases {
-            let msg = parse(&format!("{EXAMPLE}{extra}")).unwrap_err().to_string();
+            let msg = parse(&format!("{}{extra}", example()))
+                .unwrap_err()
+                .to_string();
             assert!(msg.contains(want), "want {want:?}, got {msg:?}");
         }
         // A TAP in a container namespace may share its name with the ingress interface.
         let ext0 = format!(
-            "{EXAMPLE}{}",
+            "{}{}",
+            example(),
             tap("c13", "10.0.9.13", "tap:ext0", Some("c13"))
         );
         parse(&ext0).unwrap();
         // The ingress still collides with a TAP in the node's namespace.
         let msg = parse(&format!(
-            "{EXAMPLE}{}",
+            "{}{}",
+            example(),
             tap("c13", "10.0.9.13", "tap:ext0", None)
         ))
         .unwrap_err()

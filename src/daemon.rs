@@ -1,15 +1,15 @@
 //! The daemon (`vxmesh run`) and its control socket.
 //!
 //! Two threads. The poll thread owns the [`Node`] (the switch, its ports and tables) and runs it
-//! to completion, batch after batch; it busy-polls while traffic flows and, after
-//! [`BUSY_POLL`] without a frame (`vxmesh run --busy-poll-us`), sleeps in `poll(2)` on every
-//! port's descriptor plus an eventfd, so an idle node costs no CPU. While busy-polling, an empty
-//! round yields the CPU (`sched_yield`): on a small machine the containers' own processes share
-//! the cores with the poll thread, and a spinning thread must not hold them off for a whole
-//! scheduler slice. The control side is a single-threaded tokio runtime serving the
-//! control socket (`/run/vxmesh/NODE.sock`): each command becomes a closure sent to the poll
-//! thread over a channel (plus a wake-up on the eventfd) and runs there between two batches, so
-//! the tables have one owner, need no lock, and traffic never stops for a command.
+//! to completion, batch after batch, in `vswitch::worker`'s poll loop: it busy-polls while
+//! traffic flows and, after [`BUSY_POLL`] without a frame (`vxmesh run --busy-poll-us`), sleeps
+//! in `poll(2)` on every port's descriptor plus an eventfd, so an idle node costs no CPU; an empty
+//! round while busy-polling yields the CPU. Every [`HOUSEKEEPING`] it ages the FDB, expires
+//! connections and (every [`ESTIMATE_EVERY`]) estimates rates. The control side is a
+//! single-threaded tokio runtime serving the control socket (`/run/vxmesh/NODE.sock`): each
+//! command becomes a closure sent to the poll thread over a channel (plus a wake-up on the
+//! eventfd) and runs there between two batches, so the tables have one owner, need no lock, and
+//! traffic never stops for a command.
 //!
 //! The protocol is one JSON request line ([`Request`]) and a stream of JSON reply lines
 //! ([`Reply`]), the last of which is the exit code the client exits with (SPEC.md: 0 success,
@@ -26,10 +26,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::UnixStream;
 use vswitch::Time;
 use vswitch::trace::TraceFilter;
+use vswitch::worker::{self, PollConfig, Waker, Work};
 
 use crate::config::Cluster;
 use crate::node::{Node, SystemPorts};
-use crate::sys::{EventFd, Poller};
 use crate::{control, pcap, show};
 
 /// Default directory of control sockets.
@@ -37,9 +37,9 @@ pub const CONTROL_DIR: &str = "/run/vxmesh";
 /// Default busy-poll window: keep polling without sleeping for this long after the last frame
 /// (`vxmesh run --busy-poll-us`).
 pub const BUSY_POLL: Duration = Duration::from_micros(200);
-/// Longest sleep when idle (housekeeping still runs).
-pub const IDLE_SLEEP_MS: i32 = 100;
-/// Housekeeping period: FDB aging, connection expiry, rate estimation.
+/// Housekeeping period: FDB aging, connection expiry, rate estimation. It is also the longest
+/// sleep of an idle poll thread (`vswitch::worker::PollConfig::housekeeping`), so housekeeping
+/// runs on an idle node too.
 pub const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Rate estimator period (IPVS estimates every 2 s).
 pub const ESTIMATE_EVERY: Duration = Duration::from_secs(2);
@@ -141,7 +141,7 @@ type Job = Box<dyn FnOnce(&mut Node) + Send>;
 #[derive(Clone)]
 struct Handle {
     jobs: mpsc::Sender<Job>,
-    wake: Arc<EventFd>,
+    wake: Arc<Waker>,
 }
 
 impl Handle {
@@ -161,51 +161,55 @@ impl Handle {
     }
 }
 
+/// The node as the poll loop drives it: its switch, the control jobs to apply between batches,
+/// and its housekeeping.
+struct NodeWork {
+    node: Node,
+    jobs: mpsc::Receiver<Job>,
+    next_estimate: Time,
+}
+
+impl Work for NodeWork {
+    fn poll(&mut self, now: Time) -> usize {
+        self.node.sw.poll(now)
+    }
+
+    fn between_batches(&mut self) {
+        while let Ok(job) = self.jobs.try_recv() {
+            job(&mut self.node);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Time) {
+        self.node.sw.env.fdb.age(now, FDB_AGE_BUDGET);
+        let lb = self.node.lb();
+        lb.expire(now, CONN_EXPIRE_BUDGET);
+        if now >= self.next_estimate {
+            self.next_estimate = Time(now.0 + ESTIMATE_EVERY.as_nanos() as u64);
+            lb.estimate(now);
+        }
+    }
+}
+
 /// The poll thread: run the switch until `stop`, applying control jobs between batches.
 fn poll_loop(
-    mut node: Node,
+    node: Node,
     jobs: mpsc::Receiver<Job>,
-    wake: Arc<EventFd>,
+    wake: Arc<Waker>,
     stop: Arc<AtomicBool>,
     opts: RunOptions,
 ) {
-    let mut fds = node.sw.poll_fds();
-    fds.push(wake.fd());
-    let mut poller = Poller::new(&fds);
-    let busy_ns = u64::try_from(opts.busy_poll.as_nanos()).unwrap_or(u64::MAX);
-    let mut last_rx = Time::monotonic();
-    let mut next_housekeeping = last_rx;
-    let mut next_estimate = last_rx;
-    while !stop.load(Ordering::Relaxed) {
-        let now = Time::monotonic();
-        let got = node.sw.poll(now);
-        if got > 0 {
-            last_rx = now;
-        }
-        while let Ok(job) = jobs.try_recv() {
-            job(&mut node);
-        }
-        if now >= next_housekeeping {
-            next_housekeeping = Time(now.0 + HOUSEKEEPING.as_nanos() as u64);
-            node.sw.env.fdb.age(now, FDB_AGE_BUDGET);
-            let lb = node.lb();
-            lb.expire(now, CONN_EXPIRE_BUDGET);
-            if now >= next_estimate {
-                next_estimate = Time(now.0 + ESTIMATE_EVERY.as_nanos() as u64);
-                lb.estimate(now);
-            }
-        }
-        if now.0.saturating_sub(last_rx.0) > busy_ns {
-            poller.wait(IDLE_SLEEP_MS);
-            wake.drain();
-        } else if got == 0 {
-            // An empty round while busy-polling: let whatever else is runnable on this CPU
-            // (the containers' own processes, on a small machine) go first, instead of holding
-            // the CPU for the rest of the scheduler's slice.
-            // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
-            unsafe { libc::sched_yield() };
-        }
-    }
+    let fds = node.sw.poll_fds();
+    let mut work = NodeWork {
+        node,
+        jobs,
+        next_estimate: Time::monotonic(),
+    };
+    let cfg = PollConfig {
+        busy_poll: opts.busy_poll,
+        housekeeping: HOUSEKEEPING,
+    };
+    worker::run(&mut work, &fds, Some(&wake), &stop, cfg);
 }
 
 /// How the poll thread runs.
@@ -269,7 +273,7 @@ pub fn run(
         .map(|p| p.name.clone())
         .collect();
     let (jobs_tx, jobs_rx) = mpsc::channel();
-    let wake = Arc::new(EventFd::new().context("eventfd")?);
+    let wake = Arc::new(Waker::new().context("eventfd")?);
     let stop = Arc::new(AtomicBool::new(false));
     let poll = {
         let (wake, stop) = (wake.clone(), stop.clone());

@@ -1,14 +1,12 @@
 //! vxmesh: the node. Assembles the dataplane from the `vswitch`, `vxlan` and `lb` crates and
-//! presents it to the user: the `vxmesh` command line, the demo, and the renderings of the
-//! switch's state that the control commands print.
+//! presents it to the user: the `vxmesh` command line, the daemon and its control socket, the
+//! cluster file, and the renderings of the switch's state that the control commands print. The
+//! lab, the demo and the comparison tool live apart, in the `vxmesh-lab` crate (`lab/`).
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod demo;
-pub mod lab;
-pub mod labrun;
 pub mod node;
 pub mod own_addr;
 pub mod pcap;

@@ -1,12 +1,12 @@
 //! The `vxmesh` command line (SPEC.md, "The command line").
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vxmesh::config::{Cluster, ConfigError};
+use vxmesh::config::ConfigError;
 use vxmesh::daemon::{self, Request};
-use vxmesh::lab::Lab;
 
 /// Exit code for usage and configuration errors (SPEC.md).
 const EXIT_USAGE: u8 = 2;
@@ -51,22 +51,21 @@ enum Cmd {
         #[arg(long, value_name = "GROUP")]
         control_group: Option<String>,
     },
-    /// The one-command tour (root: a real lab of two nodes in network namespaces).
+    /// The one-command tour (root: a real lab of two nodes in network namespaces; `--memory`:
+    /// the switch in memory). Runs the `vxmesh-lab` program.
+    #[command(disable_help_flag = true)]
     Demo {
-        /// The in-memory tour of the switch instead (no root needed).
-        #[arg(long)]
-        memory: bool,
+        /// Arguments for `vxmesh-lab demo` (`--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
-    /// Build or remove a network-namespace lab for a cluster file.
+    /// Build or remove a network-namespace lab for a cluster file: `lab up|down --config FILE
+    /// [--prefix P]`. Runs the `vxmesh-lab` program.
+    #[command(disable_help_flag = true)]
     Lab {
-        /// up or down.
-        action: String,
-        /// The cluster file.
-        #[arg(long)]
-        config: PathBuf,
-        /// Prefix of every namespace the lab creates.
-        #[arg(long, default_value = "vxm-")]
-        prefix: String,
+        /// Arguments for `vxmesh-lab lab` (`--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
     /// Show a network: VNI, subnet, MTU, peers, endpoints.
     Network {
@@ -162,7 +161,8 @@ fn main() -> ExitCode {
         ExitCode::from(EXIT_USAGE)
     };
     let req = match &cli.cmd {
-        Cmd::Demo { memory } => return ExitCode::from(vxmesh::demo::run(*memory)),
+        Cmd::Demo { args } => return external("demo", args),
+        Cmd::Lab { args } => return external("lab", args),
         Cmd::Run {
             config,
             busy_poll_us,
@@ -193,11 +193,6 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Cmd::Lab {
-            action,
-            config,
-            prefix,
-        } => return lab_cmd(action, config, prefix),
         Cmd::Network { action, name, json } => {
             if action != "inspect" {
                 return usage(format!(
@@ -275,30 +270,39 @@ fn main() -> ExitCode {
     ExitCode::from(daemon::client(&path, &req))
 }
 
-fn lab_cmd(action: &str, config: &std::path::Path, prefix: &str) -> ExitCode {
-    let cluster = match Cluster::load(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("vxmesh: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+/// The program that carries `vxmesh demo` and `vxmesh lab` (package `vxmesh-lab`): the node
+/// does not depend on the lab, so these two are external subcommands, as git and cargo have them.
+const LAB_PROGRAM: &str = "vxmesh-lab";
+
+/// Run `vxmesh-lab SUB ARGS` in place of this process (its exit code and signals are the
+/// user's), found next to this executable, else on PATH; exit 2 with one line if it is missing.
+fn external(sub: &str, args: &[OsString]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let Some(prog) = lab_program() else {
+        eprintln!(
+            "vxmesh {sub}: needs the {LAB_PROGRAM} program (next to vxmesh or on PATH), which is not installed; `cargo build --workspace` builds both"
+        );
+        return ExitCode::from(EXIT_USAGE);
     };
-    let lab = Lab::new(&cluster, prefix);
-    let r = match action {
-        "up" => lab.up().map(|()| print!("{}", lab.describe())),
-        "down" => lab.down(),
-        other => {
-            eprintln!("vxmesh: lab {other}: the command is `lab up` or `lab down`");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let err = std::process::Command::new(&prog).arg(sub).args(args).exec();
+    eprintln!("vxmesh {sub}: cannot run {}: {err}", prog.display());
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// `vxmesh-lab` next to this executable, else the first on PATH.
+fn lab_program() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vxmesh: lab {action}: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(LAB_PROGRAM));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(LAB_PROGRAM));
+    beside.into_iter().chain(on_path).find(|p| runnable(p))
 }
 
 /// `--busy-poll-us`: microseconds (at most an hour), or "max" for never sleeping.

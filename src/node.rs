@@ -739,48 +739,10 @@ mod tests {
     use std::path::Path;
     use vswitch::MemPort;
 
-    const FILE: &str = r#"
-[[node]]
-name = "n1"
-vtep = "198.18.0.1"
-[[node]]
-name = "n2"
-vtep = "198.18.0.2"
-[[network]]
-name = "appnet"
-vni = 4097
-subnet = "10.0.9.0/24"
-mtu = 1450
-[[endpoint]]
-name = "c11"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.11"
-attach = "tap:eth0"
-netns = "c11"
-[[endpoint]]
-name = "c12"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.12"
-attach = "afxdp:vc12"
-[[endpoint]]
-name = "c21"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.21"
-attach = "afxdp:vc21"
-[[service]]
-name = "web"
-network = "appnet"
-vip = "10.0.9.100"
-backends = ["c12", "c21"]
-ports = [{ protocol = "tcp", port = 80, target = 8080, published = 8080 }]
-[[ingress]]
-node = "n1"
-attach = "afxdp:ext0"
-ip = "192.0.2.1/24"
-"#;
+    /// The shared cluster fixture, its containers' namespaces unprefixed.
+    fn file() -> String {
+        include_str!("../tests/fixtures/cluster.toml").replace("{P}", "")
+    }
 
     struct Mem;
     impl PortOpener for Mem {
@@ -798,7 +760,7 @@ ip = "192.0.2.1/24"
 
     #[test]
     fn plan_of_a_node_with_an_ingress() {
-        let p = Plan::of(&cluster(FILE), "n1").unwrap();
+        let p = Plan::of(&cluster(&file()), "n1").unwrap();
         assert_eq!(p.vteps, vec![("n2".into(), Ipv4Addr::new(198, 18, 0, 2))]);
         assert_eq!(p.nets.len(), 2);
         assert_eq!(p.nets[0].peers, vec![0]);
@@ -816,18 +778,21 @@ ip = "192.0.2.1/24"
         let publ = &p.services[1];
         assert_eq!((publ.net, publ.port, publ.backend_net), (1, 8080, 0));
         assert_eq!(publ.snat.unwrap().0, Ipv4Addr::new(10, 0, 9, 254));
-        assert!(Plan::of(&cluster(FILE), "n9").is_err());
+        assert!(Plan::of(&cluster(&file()), "n9").is_err());
     }
 
     #[test]
     fn reload_applies_weights_and_refuses_port_changes() {
-        let mut node = Node::build(cluster(FILE), "n1", &mut Mem).unwrap();
+        let file = file();
+        let mut node = Node::build(cluster(&file), "n1", &mut Mem).unwrap();
         assert_eq!(
             node.sw.env.fdb.static_len(),
-            4,
-            "3 endpoints and n2's LB MAC"
+            5,
+            "4 endpoints and n2's LB MAC"
         );
-        let drained = FILE.replace(r#"["c12", "c21"]"#, r#"["c12=0", "c21"]"#);
+        let (all, one_drained) = (r#"["c12", "c21", "c22"]"#, r#"["c12=0", "c21", "c22"]"#);
+        assert!(file.contains(all));
+        let drained = file.replace(all, one_drained);
         let log = node.reload(cluster(&drained)).unwrap();
         assert!(log.contains("backend c12 weight 1 -> 0"), "{log}");
         let w: Vec<u32> = node.lb().services()[0]
@@ -835,13 +800,13 @@ ip = "192.0.2.1/24"
             .iter()
             .map(|b| b.weight)
             .collect();
-        assert_eq!(w, [0, 1]);
+        assert_eq!(w, [0, 1, 1]);
         assert_eq!(node.reload(cluster(&drained)).unwrap(), "no changes\n");
-        let moved = drained.replace("afxdp:vc12", "afxdp:vc99");
+        let moved = drained.replace("afxdp:vc11", "afxdp:vc99");
         let err = node.reload(cluster(&moved)).unwrap_err().to_string();
         assert!(err.contains("restart"), "{err}");
         assert_eq!(node.cluster, cluster(&drained));
-        let removed = drained.replace(r#"["c12=0", "c21"]"#, r#"["c21"]"#);
+        let removed = drained.replace(one_drained, r#"["c21", "c22"]"#);
         let log = node.reload(cluster(&removed)).unwrap();
         assert!(log.contains("backend c12 removed"), "{log}");
     }

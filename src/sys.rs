@@ -1,8 +1,6 @@
 //! Small system helpers of the node, off the packet path: finding the container side of a
-//! veth, turning its offloads off, an eventfd to wake the poll thread, and `poll(2)`.
-
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+//! veth and turning its offloads off. (The poll thread's eventfd and `poll(2)` are in
+//! `vswitch::worker`, with the poll loop.)
 
 use anyhow::Context;
 
@@ -35,73 +33,4 @@ pub fn disable_peer_offloads(host_if: &str, netns: &str) -> anyhow::Result<()> {
     vswitch::port::ethtool::disable_offloads(Some(netns), &peer)
         .with_context(|| format!("{peer} in netns {netns}"))?;
     Ok(())
-}
-
-/// An eventfd: the control plane writes to it to wake the poll thread from `poll(2)`.
-#[derive(Debug)]
-pub struct EventFd(OwnedFd);
-
-impl EventFd {
-    /// A non-blocking eventfd.
-    pub fn new() -> io::Result<EventFd> {
-        // SAFETY: plain syscall; the result is checked before use.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor we own.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    /// Wake whoever polls it.
-    pub fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our descriptor.
-        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
-    /// Clear pending wake-ups.
-    pub fn drain(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64 from our descriptor.
-        let _ = unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-    }
-
-    /// Its descriptor.
-    pub fn fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-/// The descriptors the poll thread sleeps on when idle, prepared once.
-pub struct Poller {
-    pfds: Vec<libc::pollfd>,
-}
-
-impl Poller {
-    /// A poller over `fds`.
-    pub fn new(fds: &[RawFd]) -> Poller {
-        Poller {
-            pfds: fds
-                .iter()
-                .map(|&fd| libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect(),
-        }
-    }
-
-    /// Wait until one of the descriptors is readable or `timeout_ms` passes.
-    pub fn wait(&mut self, timeout_ms: i32) {
-        // SAFETY: pfds is a live array of pfds.len() pollfd structs.
-        unsafe {
-            libc::poll(
-                self.pfds.as_mut_ptr(),
-                self.pfds.len() as libc::nfds_t,
-                timeout_ms,
-            )
-        };
-    }
 }

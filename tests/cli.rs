@@ -1,5 +1,6 @@
 //! The command line as a user runs it: exit codes and what it prints (SPEC.md).
 
+use std::path::Path;
 use std::process::Command;
 
 fn vxmesh(args: &[&str]) -> (i32, String, String) {
@@ -14,12 +15,38 @@ fn vxmesh(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `vxmesh demo` and `vxmesh lab` run the `vxmesh-lab` program (lab/tests/cli.rs tests them
+/// with it). Without it, next to `vxmesh` or on PATH, they say where to get it and exit 2.
 #[test]
-fn memory_demo_runs_the_tour_and_exits_0() {
-    let (code, out, _) = vxmesh(&["demo", "--memory"]);
-    assert_eq!(code, 0);
-    assert!(out.contains("$ vxmesh fdb show"), "{out}");
-    assert!(out.contains("$ vxmesh stats"), "{out}");
+fn demo_and_lab_without_the_lab_program_say_where_to_get_it_and_exit_2() {
+    // A hard link, in the target directory (same file system): a copy is a file this process
+    // wrote, and a child forked meanwhile by a parallel test may still hold it open for
+    // writing, so running it can fail with ETXTBSY.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("alone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let alone = dir.join("vxmesh");
+    let _ = std::fs::remove_file(&alone);
+    std::fs::hard_link(env!("CARGO_BIN_EXE_vxmesh"), &alone).unwrap();
+    for args in [
+        &["demo"][..],
+        &["demo", "--memory"],
+        &["lab", "up", "--config", "x.toml"],
+    ] {
+        let out = Command::new(&alone)
+            .args(args)
+            .env("PATH", &dir)
+            .output()
+            .expect("run vxmesh");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("vxmesh-lab") && err.contains("cargo build --workspace"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

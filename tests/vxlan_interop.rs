@@ -19,8 +19,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::RawFd;
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use vswitch::fdb::FdbDest;
 use vswitch::frames;
 use vswitch::port::ethtool::Offload;
 use vswitch::port::tap::{TapConfig, TapPort};
+use vswitch::worker::{self, PollConfig, Work};
 use vswitch::{Env, FdbConfig, Mac, Network, Port, PortRole, Switch, SwitchStats, Time};
 use vxlan::{Repr, UdpPort, VXLAN_PORT, Vni, VxlanDecap, VxlanEncap};
 
@@ -54,8 +55,12 @@ const TSHARK_DURATION_SECS: u32 = 120;
 const WAIT: Duration = nslab::WAIT;
 /// How often the switch thread publishes its counters.
 const STATS_EVERY: Duration = Duration::from_millis(20);
-/// Idle wait of the switch thread on its ports' descriptors.
-const IDLE_POLL_MS: libc::c_int = 5;
+/// The switch thread's poll loop: it sleeps at the first empty round, at most 5 ms (its
+/// housekeeping period: publishing counters, the lifetime check).
+const POLL: PollConfig = PollConfig {
+    busy_poll: Duration::ZERO,
+    housekeeping: Duration::from_millis(5),
+};
 /// ICMP echoes per ping check.
 const PINGS: u32 = 3;
 /// Largest ICMP payload of an IP packet of exactly the overlay MTU (20 IP + 8 ICMP).
@@ -106,6 +111,32 @@ fn bridge(args: &[&str]) {
 fn tx_checksum_off(ns: &str, ifname: &str) {
     vswitch::port::ethtool::set_offload(Some(ns), ifname, Offload::TxChecksum, false)
         .unwrap_or_else(|e| panic!("tx checksum off on {ifname} in {ns}: {e}"));
+}
+
+/// The switch under test as the poll loop drives it: it publishes its counters every
+/// [`STATS_EVERY`] and stops itself after [`SWITCH_LIFETIME`], whatever happens to the test.
+struct TestSwitch<'a> {
+    sw: Switch,
+    stop: &'a AtomicBool,
+    snap: &'a Mutex<Option<SwitchStats>>,
+    started: Instant,
+    published: Instant,
+}
+
+impl Work for TestSwitch<'_> {
+    fn poll(&mut self, now: Time) -> usize {
+        self.sw.poll(now)
+    }
+
+    fn housekeeping(&mut self, _: Time) {
+        if self.published.elapsed() >= STATS_EVERY {
+            *self.snap.lock().unwrap() = Some(self.sw.stats());
+            self.published = Instant::now();
+        }
+        if self.started.elapsed() >= SWITCH_LIFETIME {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The vxmesh node n1: builds its switch in n1 (TAP in c11) and polls it until told to stop.
@@ -166,7 +197,7 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
             sw.set_tunnel(Box::new(VxlanEncap::new(ul_port)));
             Ok((sw, fds))
         };
-        let (mut sw, fds) = match setup() {
+        let (sw, fds) = match setup() {
             Ok(made) => made,
             Err(e) => {
                 let _ = ready_tx.send(Err(e.clone()));
@@ -174,28 +205,15 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
             }
         };
         let _ = ready_tx.send(Ok(()));
-        let mut pfds: Vec<libc::pollfd> = fds
-            .iter()
-            .map(|&fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        let start = Instant::now();
-        let mut published = Instant::now();
-        while !stop.load(Ordering::Relaxed) && start.elapsed() < SWITCH_LIFETIME {
-            let n = sw.poll(Time::monotonic());
-            if published.elapsed() >= STATS_EVERY {
-                *snap.lock().unwrap() = Some(sw.stats());
-                published = Instant::now();
-            }
-            if n == 0 {
-                // SAFETY: `pfds` is a live array of `pfds.len()` pollfd entries.
-                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, IDLE_POLL_MS) };
-            }
-        }
-        Ok(sw.stats())
+        let mut work = TestSwitch {
+            sw,
+            stop,
+            snap,
+            started: Instant::now(),
+            published: Instant::now(),
+        };
+        worker::run(&mut work, &fds, None, stop, POLL);
+        Ok(work.sw.stats())
         // The switch drops here: the UDP socket closes and the TAP disappears with its fd.
     });
     lab.switch = Some(worker);

@@ -33,6 +33,7 @@ pub mod switch;
 pub mod table;
 pub mod trace;
 pub mod wire;
+pub mod worker;
 
 pub use batch::{BATCH_SIZE, Batch, MAX_BATCH};
 pub use env::{Env, Network, Time, Vtep};

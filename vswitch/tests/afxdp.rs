@@ -20,8 +20,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use nslab::{has_tool, in_netns, ip, wait_for};
 use vswitch::port::afxdp::{AfxdpConfig, AfxdpPort, DEFAULT_RX_RING, XdpMode};
 use vswitch::port::ethtool;
 use vswitch::port::netns::NetnsSwitch;
+use vswitch::worker::{self, PollConfig, Work};
 use vswitch::{Env, FdbConfig, Mac, Network, PortRole, Switch, SwitchStats, Time};
 
 const VNI: u32 = 4097;
@@ -52,8 +53,12 @@ const SWITCH_LIFETIME: Duration = Duration::from_secs(120);
 const WAIT: Duration = nslab::WAIT;
 /// How often the switch thread publishes its counters.
 const STATS_EVERY: Duration = Duration::from_millis(20);
-/// Idle wait of the switch thread on its ports' descriptors.
-const IDLE_POLL_MS: libc::c_int = 5;
+/// The switch thread's poll loop: it sleeps at the first empty round, at most 5 ms (its
+/// housekeeping period: publishing counters, the lifetime check).
+const POLL: PollConfig = PollConfig {
+    busy_poll: Duration::ZERO,
+    housekeeping: Duration::from_millis(5),
+};
 /// Rounds the stopped switch polls at most, until [`QUIET_ROUNDS`] of them receive nothing.
 const DRAIN_ROUNDS: usize = 100;
 const QUIET_ROUNDS: usize = 3;
@@ -143,6 +148,32 @@ fn build(lab: &mut Lab) -> (String, String, String) {
     (node, c11, c12)
 }
 
+/// The switch under test as the poll loop drives it: it publishes its counters every
+/// [`STATS_EVERY`] and stops itself after [`SWITCH_LIFETIME`], whatever happens to the test.
+struct TestSwitch<'a> {
+    sw: Switch,
+    stop: &'a AtomicBool,
+    snap: &'a Mutex<Option<SwitchStats>>,
+    started: Instant,
+    published: Instant,
+}
+
+impl Work for TestSwitch<'_> {
+    fn poll(&mut self, now: Time) -> usize {
+        self.sw.poll(now)
+    }
+
+    fn housekeeping(&mut self, _: Time) {
+        if self.published.elapsed() >= STATS_EVERY {
+            *self.snap.lock().unwrap() = Some(self.sw.stats());
+            self.published = Instant::now();
+        }
+        if self.started.elapsed() >= SWITCH_LIFETIME {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The vxmesh node: opens both ports in the node namespace in `mode`, switches until stopped.
 fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -186,7 +217,7 @@ fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
             );
             Ok(sw)
         };
-        let mut sw = match setup() {
+        let sw = match setup() {
             Ok(sw) => sw,
             Err(e) => {
                 let _ = ready_tx.send(Err(e.clone()));
@@ -194,28 +225,16 @@ fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
             }
         };
         let _ = ready_tx.send(Ok(()));
-        let mut pfds: Vec<libc::pollfd> = sw
-            .poll_fds()
-            .into_iter()
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        let start = Instant::now();
-        let mut published = Instant::now();
-        while !stop.load(Ordering::Relaxed) && start.elapsed() < SWITCH_LIFETIME {
-            let n = sw.poll(Time::monotonic());
-            if published.elapsed() >= STATS_EVERY {
-                *snap.lock().unwrap() = Some(sw.stats());
-                published = Instant::now();
-            }
-            if n == 0 {
-                // SAFETY: `pfds` is a live array of `pfds.len()` pollfd entries.
-                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, IDLE_POLL_MS) };
-            }
-        }
+        let fds = sw.poll_fds();
+        let mut work = TestSwitch {
+            sw,
+            stop,
+            snap,
+            started: Instant::now(),
+            published: Instant::now(),
+        };
+        worker::run(&mut work, &fds, None, stop, POLL);
+        let mut sw = work.sw;
         // A few quiet rounds, so frames of the last kicks come back through the completion
         // rings before the frame accounting is read.
         let mut quiet = 0;

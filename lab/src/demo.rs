@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::labrun::{HttpServer, Running, http_get};
-use crate::show;
+use vxmesh::show;
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 9, last)
@@ -71,73 +71,6 @@ extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::Relaxed);
 }
 
-/// The demo's cluster file; `{P}` is the per-run prefix (the containers' namespaces).
-const DEMO_CLUSTER: &str = r#"
-[[node]]
-name = "n1"
-vtep = "198.18.0.1"
-
-[[node]]
-name = "n2"
-vtep = "198.18.0.2"
-
-[[network]]
-name = "appnet"
-vni = 4097
-subnet = "10.0.9.0/24"
-mtu = 1450
-
-[[endpoint]]
-name = "c11"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.11"
-attach = "afxdp:vc11"
-netns = "{P}c11"
-
-[[endpoint]]
-name = "c12"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.12"
-attach = "tap:eth0"
-netns = "{P}c12"
-
-[[endpoint]]
-name = "c21"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.21"
-attach = "afxdp:vc21"
-netns = "{P}c21"
-
-[[endpoint]]
-name = "c22"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.22"
-attach = "tap:eth0"
-netns = "{P}c22"
-
-[[service]]
-name = "web"
-network = "appnet"
-vip = "10.0.9.100"
-scheduler = "rr"
-backends = ["c12", "c21", "c22"]
-ports = [{ protocol = "tcp", port = 80, target = 80, published = 8080 }]
-
-[[ingress]]
-node = "n1"
-attach = "afxdp:ext0"
-ip = "192.0.2.1/24"
-
-[[ingress]]
-node = "n2"
-attach = "afxdp:ext0"
-ip = "192.0.2.2/24"
-"#;
-
 /// `vxmesh demo`: the tour on a real lab (root), or in memory with `memory`; the exit code.
 pub fn run(memory: bool) -> u8 {
     if memory {
@@ -183,8 +116,8 @@ fn shell(cmd: &str, out: &str) {
 
 fn lab_tour() -> anyhow::Result<()> {
     let prefix = format!("vxd{}-", std::process::id());
-    let text = DEMO_CLUSTER.replace("{P}", &prefix);
-    let exe = std::env::current_exe()?;
+    let text = crate::fixture::cluster(&prefix);
+    let exe = crate::labrun::vxmesh_exe()?;
     step("building the lab: 2 nodes, 4 containers, 2 external clients, in network namespaces")?;
     let mut run = Running::start(&exe, &prefix, &text, &["n1", "n2"])?;
     run.keep_logs = true;

@@ -1,5 +1,5 @@
 //! The two sides' topology: the same nodes, containers, addresses and MACs, built by
-//! `vxmesh::lab::Lab` from a cluster file, switched either by `vxmesh run` (with `attach`) or by
+//! `vxmesh_lab::lab::Lab` from a cluster file, switched either by `vxmesh run` (with `attach`) or by
 //! the kernel's bridge + VXLAN device as Docker's overlay driver programs them (without).
 //!
 //! ```text
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use vxmesh::config::Cluster;
-use vxmesh::lab::Lab;
+use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::lab::Lab;
 
 use crate::measure::{nap, sh};
 
@@ -51,10 +52,6 @@ pub const ENDPOINTS: [(&str, &str, &str, &str); 4] = [
 pub const VIP: &str = "10.0.9.100";
 /// The service's backends.
 pub const BACKENDS: [&str; 3] = ["c12", "c21", "c22"];
-/// The VNI.
-const VNI: u32 = 4097;
-/// The overlay MTU.
-const MTU: u16 = 1450;
 
 /// The address of endpoint `name`.
 pub fn ip_of(name: &str) -> &'static str {
@@ -65,34 +62,25 @@ pub fn ip_of(name: &str) -> &'static str {
         .expect("known endpoint")
 }
 
-/// The cluster file of a side, with endpoint namespaces `{prefix}{name}`.
+/// The cluster file of a side, with endpoint namespaces `{prefix}{name}`: the shared fixture
+/// without the routing mesh (no ingresses, no published port: the tool measures container to
+/// container and container to VIP, and an ingress port would be one more port for the switch to
+/// poll), and on the kernel side without `attach`.
 pub fn cluster_text(side: Side, prefix: &str) -> String {
-    let mut s = String::new();
-    for (name, vtep) in NODES {
-        s += &format!("[[node]]\nname = \"{name}\"\nvtep = \"{vtep}\"\n\n");
+    let mut f = Fixture::new(prefix);
+    let port: toml::Table = "protocol = \"tcp\"\nport = 80\ntarget = 80"
+        .parse()
+        .expect("a port table");
+    f.remove_all("ingress")
+        .set("service", "web", "ports", vec![port]);
+    if side == Side::Kernel {
+        f.unset_all("endpoint", "attach");
     }
-    s += &format!(
-        "[[network]]\nname = \"appnet\"\nvni = {VNI}\nsubnet = \"10.0.9.0/24\"\nmtu = {MTU}\n\n"
-    );
-    for (name, node, ip, attach) in ENDPOINTS {
-        s += &format!(
-            "[[endpoint]]\nname = \"{name}\"\nnode = \"{node}\"\nnetwork = \"appnet\"\nip = \"{ip}\"\nnetns = \"{prefix}{name}\"\n"
-        );
-        if side == Side::Vxmesh {
-            s += &format!("attach = \"{attach}\"\n");
-        }
-        s += "\n";
-    }
-    let backends: Vec<String> = BACKENDS.iter().map(|b| format!("\"{b}\"")).collect();
-    s += &format!(
-        "[[service]]\nname = \"web\"\nnetwork = \"appnet\"\nvip = \"{VIP}\"\nscheduler = \"rr\"\nbackends = [{}]\nports = [{{ protocol = \"tcp\", port = 80, target = 80 }}]\n",
-        backends.join(", ")
-    );
-    s
+    f.text()
 }
 
 /// The kernel side: the lab (no vxmesh anywhere) plus, per node, `br0` + `vxlan0` with a static
-/// FDB, with `vxmesh::lab::build_kernel_node` (as tests/e2e.rs and the reference's topo.sh). Removed (by
+/// FDB, with `vxmesh_lab::lab::build_kernel_node` (as tests/e2e.rs and the reference's topo.sh). Removed (by
 /// name) when dropped.
 pub struct KernelLab {
     /// The lab.
@@ -122,7 +110,7 @@ impl KernelLab {
         };
         k.lab.up()?;
         for (node, _) in NODES {
-            vxmesh::lab::build_kernel_node(&k.lab, &k.cluster, node)?;
+            vxmesh_lab::lab::build_kernel_node(&k.lab, &k.cluster, node)?;
         }
         // Docker leaves a container's offloads at the veth defaults (TSO/GSO and TX checksum
         // on); the lab turns them off for every veth endpoint (what AF_XDP needs), so turn
@@ -292,24 +280,39 @@ mod tests {
     #[test]
     fn both_files_parse_and_differ_only_in_attach() {
         let dir = std::env::temp_dir();
-        for side in [Side::Vxmesh, Side::Kernel] {
+        let [vx, kernel] = [Side::Vxmesh, Side::Kernel].map(|side| {
             let text = cluster_text(side, "t-");
-            let c = Cluster::parse(&dir.join("x.toml"), &text).unwrap();
-            assert_eq!(c.endpoints.len(), 4);
-            assert_eq!(
-                c.endpoints.iter().all(|e| e.attach.is_some()),
-                side == Side::Vxmesh
-            );
+            Cluster::parse(&dir.join("x.toml"), &text).unwrap()
+        });
+        assert!(vx.endpoints.iter().all(|e| e.attach.is_some()));
+        assert!(kernel.endpoints.iter().all(|e| e.attach.is_none()));
+        let mut stripped = vx.clone();
+        for e in &mut stripped.endpoints {
+            e.attach = None;
         }
-        let strip = |s: String| -> String {
-            s.lines()
-                .filter(|l| !l.starts_with("attach"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        assert_eq!(
-            strip(cluster_text(Side::Vxmesh, "t-")),
-            strip(cluster_text(Side::Kernel, "t-"))
-        );
+        assert_eq!(stripped, kernel);
+        // No routing mesh on either side; the tool's tables say what the file holds.
+        assert!(vx.ingresses.is_empty());
+        assert_eq!(vx.services[0].ports[0].published, None);
+        assert_eq!(vx.services[0].vip.to_string(), VIP);
+        let backends: Vec<&str> = vx.services[0]
+            .backends
+            .iter()
+            .map(|b| b.0.as_str())
+            .collect();
+        assert_eq!(backends, BACKENDS);
+        let nodes: Vec<(String, String)> = vx
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.vtep.to_string()))
+            .collect();
+        assert_eq!(nodes, NODES.map(|(n, v)| (n.to_string(), v.to_string())));
+        for (name, node, ip, attach) in ENDPOINTS {
+            let e = vx.endpoint(name).unwrap();
+            assert_eq!((e.node.as_str(), e.ip.to_string()), (node, ip.to_string()));
+            assert_eq!(e.netns.as_deref(), Some(format!("t-{name}").as_str()));
+            let want = attach.split_once(':').unwrap().1;
+            assert!(format!("{:?}", e.attach).contains(want), "{name}");
+        }
     }
 }

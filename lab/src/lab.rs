@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{Attach, Cluster, Ingress, Ipv4Net};
+use vxmesh::config::{Attach, Cluster, Ingress, Ipv4Net};
 
 use vswitch::port::netns::NETNS_DIR;
 /// The underlay's MTU (and the clients').
@@ -178,7 +178,7 @@ impl Lab {
                     ip: e.ip,
                     prefix: net.map_or(24, |n| n.subnet.prefix),
                     mac: e.mac.to_string(),
-                    mtu: net.map_or(crate::config::DEFAULT_MTU, |n| n.mtu),
+                    mtu: net.map_or(vxmesh::config::DEFAULT_MTU, |n| n.mtu),
                 }
             })
             .collect::<Vec<_>>();

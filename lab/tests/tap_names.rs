@@ -1,59 +1,20 @@
-//! Two containers on one node, each with a TAP called `eth0` in its own namespace (issue 22):
+//! Two containers on one node, each with a TAP called `eth0` in its own namespace (issue 22; the
+//! shared fixture with c21 on a TAP too, so n2 has c21 and c22 on `tap:eth0`):
 //! the cluster file is accepted, both TAPs are created, and the containers reach each other and a
 //! container on the other node, through real `vxmesh run` nodes in network namespaces.
 //!
 //! Privileged: without root the test says so and passes. Namespaces carry a per-run prefix
 //! (`vxt{pid}-`) and are removed by name when `Running` drops, also when a check panics.
 
-use std::path::Path;
 use std::process::Command;
 
-use vxmesh::labrun::Running;
+use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::labrun::{Running, vxmesh_exe};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
-
-const CLUSTER: &str = r#"
-[[node]]
-name = "h1"
-vtep = "198.18.0.1"
-
-[[node]]
-name = "h2"
-vtep = "198.18.0.2"
-
-[[network]]
-name = "appnet"
-vni = 4097
-subnet = "10.0.9.0/24"
-mtu = 1450
-
-[[endpoint]]
-name = "b1"
-node = "h1"
-network = "appnet"
-ip = "10.0.9.11"
-attach = "tap:eth0"
-netns = "{P}b1"
-
-[[endpoint]]
-name = "b2"
-node = "h2"
-network = "appnet"
-ip = "10.0.9.21"
-attach = "tap:eth0"
-netns = "{P}b2"
-
-[[endpoint]]
-name = "b3"
-node = "h2"
-network = "appnet"
-ip = "10.0.9.22"
-attach = "tap:eth0"
-netns = "{P}b3"
-"#;
 
 /// `ip -o link show eth0` in `ns`: the line, if the interface exists.
 fn eth0_in(ns: &str) -> Option<String> {
@@ -76,28 +37,26 @@ fn two_taps_named_eth0_on_one_node_reach_each_other_and_a_remote_container() {
         return;
     }
     let prefix = format!("vxt{}-", std::process::id());
-    let exe = Path::new(env!("CARGO_BIN_EXE_vxmesh"));
-    let run = Running::start(
-        exe,
-        &prefix,
-        &CLUSTER.replace("{P}", &prefix),
-        &["h1", "h2"],
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let exe = vxmesh_exe().unwrap_or_else(|e| panic!("{e:#}"));
+    let text = Fixture::new(&prefix)
+        .set("endpoint", "c21", "attach", "tap:eth0")
+        .text();
+    let run =
+        Running::start(&exe, &prefix, &text, &["n1", "n2"]).unwrap_or_else(|e| panic!("{e:#}"));
     let ns = |e: &str| run.lab.endpoint_netns(e);
 
-    // Both of h2's containers hold their own eth0, with the endpoint's MAC.
-    for (e, mac) in [("b2", "02:42:0a:00:09:15"), ("b3", "02:42:0a:00:09:16")] {
+    // Both of n2's containers hold their own eth0, with the endpoint's MAC.
+    for (e, mac) in [("c21", "02:42:0a:00:09:15"), ("c22", "02:42:0a:00:09:16")] {
         let link = eth0_in(&ns(e)).unwrap_or_else(|| panic!("no eth0 in {e}'s namespace"));
         assert!(link.contains(mac), "{e}: {link}");
     }
     let pairs = [
-        ("b2", "10.0.9.22"),
-        ("b3", "10.0.9.21"),
-        ("b2", "10.0.9.11"),
-        ("b3", "10.0.9.11"),
-        ("b1", "10.0.9.21"),
-        ("b1", "10.0.9.22"),
+        ("c21", "10.0.9.22"),
+        ("c22", "10.0.9.21"),
+        ("c21", "10.0.9.11"),
+        ("c22", "10.0.9.11"),
+        ("c11", "10.0.9.21"),
+        ("c11", "10.0.9.22"),
     ];
     for (from, to) in pairs {
         let o = Command::new("ip")
@@ -112,11 +71,11 @@ fn two_taps_named_eth0_on_one_node_reach_each_other_and_a_remote_container() {
             run.log_tail()
         );
     }
-    // Each of h2's TAPs carried its own container's frames (at least its pings' requests and
+    // Each of n2's TAPs carried its own container's frames (at least its pings' requests and
     // replies), so the two eth0s are two ports of the switch, not one.
-    let out = run.ctl_ok("h2", &["stats", "--json"]).unwrap();
+    let out = run.ctl_ok("n2", &["stats", "--json"]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json parses");
-    for port in ["b2", "b3"] {
+    for port in ["c21", "c22"] {
         let p = v["ports"]
             .as_array()
             .unwrap()

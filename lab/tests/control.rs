@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use vxmesh::control::{MAX_CONNECTIONS, MAX_REQUEST_LINE};
-use vxmesh::labrun::Running;
+use vxmesh_lab::labrun::{Running, vxmesh_exe};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -90,7 +90,8 @@ fn the_control_socket_cannot_be_used_to_hurt_the_node() {
     let prefix = format!("vxc{}-", std::process::id());
     let dir = Dir(std::env::temp_dir().join(format!("{prefix}files")));
     std::fs::create_dir_all(&dir.0).unwrap();
-    let exe = Path::new(env!("CARGO_BIN_EXE_vxmesh"));
+    let exe = vxmesh_exe().unwrap_or_else(|e| panic!("{e:#}"));
+    let exe = exe.as_path();
 
     // Started under umask 000, the socket is still 0600 and root's.
     // SAFETY: umask cannot fail; this test is the only one in its process.

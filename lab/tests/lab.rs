@@ -1,4 +1,4 @@
-//! The lab (`vxmesh::lab`): the namespaces a cluster file describes, built and removed for real.
+//! The lab (`vxmesh_lab::lab`): the namespaces a cluster file describes, built and removed for real.
 //!
 //! Privileged: without root the tests say so and pass. Everything happens inside namespaces
 //! named with a per-run prefix (`vxl{pid}-`); a guard removes them also when a check panics.
@@ -11,68 +11,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use vxmesh::config::Cluster;
-use vxmesh::lab::Lab;
+use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::lab::Lab;
 
 fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
-fn cluster_text(pid: u32, extra: &str) -> String {
-    format!(
-        r#"
-[[node]]
-name = "n1"
-vtep = "198.18.0.1"
-
-[[node]]
-name = "n2"
-vtep = "198.18.0.2"
-
-[[network]]
-name = "appnet"
-vni = 4097
-subnet = "10.0.9.0/24"
-mtu = 1450
-
-[[endpoint]]
-name = "c11"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.11"
-attach = "afxdp:vc11"
-netns = "vxl{pid}-c11"
-
-[[endpoint]]
-name = "c12"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.12"
-attach = "tap:tc12"
-netns = "vxl{pid}-c12"
-
-[[endpoint]]
-name = "c21"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.21"
-attach = "afxdp:vc21"
-netns = "vxl{pid}-c21"
-
-[[endpoint]]
-name = "c22"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.22"
-netns = "vxl{pid}-c22"
-
-[[ingress]]
-node = "n1"
-attach = "afxdp:ext0"
-ip = "192.0.2.1/24"
-{extra}
-"#
-    )
+/// The shared fixture as this file's tests build it: c22 without `attach` (a node that does not
+/// run vxmesh: the lab leaves its veth for whoever runs the node), and only n1's ingress.
+fn fixture(prefix: &str) -> Fixture {
+    let mut f = Fixture::new(prefix);
+    f.unset("endpoint", "c22", "attach").remove("ingress", "n2");
+    f
 }
 
 /// Write `text` to a file of its own and load it.
@@ -158,8 +110,8 @@ fn offloads(ns: &str, ifname: &str) -> vswitch::port::ethtool::Offloads {
 #[test]
 fn names_and_addresses_follow_the_file() {
     let pid = std::process::id();
-    let (cluster, _f) = load("names", &cluster_text(pid, ""));
     let p = format!("vxl{pid}-");
+    let (cluster, _f) = load("names", &fixture(&p).text());
     let lab = Lab::new(&cluster, &p);
     assert_eq!(lab.node_netns("n1"), format!("{p}n1"));
     assert_eq!(lab.client_netns("n1"), format!("{p}x-n1"));
@@ -184,10 +136,13 @@ fn names_and_addresses_follow_the_file() {
 
     // An ingress at the top of the subnet pushes the client below it; the client of a tap
     // ingress does not exist.
-    let text = cluster_text(pid, "").replace(
-        "ip = \"192.0.2.1/24\"",
-        "ip = \"192.0.2.254/24\"\n\n[[ingress]]\nnode = \"n2\"\nattach = \"tap:ext0\"\nip = \"192.0.2.253/24\"",
-    );
+    let text = fixture(&p)
+        .set("ingress", "n1", "ip", "192.0.2.254/24")
+        .push(
+            "ingress",
+            "node = \"n2\"\nattach = \"tap:ext0\"\nip = \"192.0.2.253/24\"",
+        )
+        .text();
     let (cluster, _f2) = load("names2", &text);
     let lab = Lab::new(&cluster, &p);
     assert_eq!(lab.client_addr("n1"), Some(Ipv4Addr::new(192, 0, 2, 252)));
@@ -202,8 +157,8 @@ fn up_builds_the_topology_and_down_removes_exactly_it() {
         return;
     }
     let pid = std::process::id();
-    let (cluster, _f) = load("lab", &cluster_text(pid, ""));
     let p = format!("vxl{pid}-");
+    let (cluster, _f) = load("lab", &fixture(&p).text());
     let root_before = root_links();
     let lab = Guard(Lab::new(&cluster, &p));
     let lab = &lab.0;
@@ -249,9 +204,9 @@ fn up_builds_the_topology_and_down_removes_exactly_it() {
     let off = vswitch::port::ethtool::Offloads::default();
     assert_eq!(offloads(&c11, "eth0"), off, "offloads on c11's eth0");
 
-    // c12 (tap): only the namespace; the node makes the TAP.
+    // c12 (tap:eth0): only the namespace; the node makes the TAP.
     let c12 = lab.endpoint_netns("c12");
-    assert!(!has_link(&c12, "eth0") && !has_link(&c12, "tc12") && !has_link(&n1, "tc12"));
+    assert!(!has_link(&c12, "eth0") && !has_link(&n1, "eth0"));
     // c21 (afxdp) and c22 (no attach: host side v{name}).
     assert!(has_link(&n2, "vc21") && has_link(&n2, "vc22"));
     assert!(
@@ -369,11 +324,12 @@ fn a_failed_up_removes_what_it_created() {
     let pid = std::process::id();
     // An endpoint attached as "ul0" collides with the node's underlay interface: the file is
     // valid, the lab cannot be built.
-    let text = cluster_text(pid, "")
-        .replace("afxdp:vc21", "afxdp:ul0")
-        .replace(&format!("vxl{pid}-c"), &format!("vxl{pid}f-c"));
+    let p = format!("vxl{pid}f-");
+    let text = fixture(&p)
+        .set("endpoint", "c21", "attach", "afxdp:ul0")
+        .text();
     let (cluster, _f) = load("fail", &text);
-    let lab = Guard(Lab::new(&cluster, &format!("vxl{pid}f-")));
+    let lab = Guard(Lab::new(&cluster, &p));
     let lab = &lab.0;
     let err = format!("{:#}", lab.up().unwrap_err());
     eprintln!("the failed up said: {err}");

@@ -1,7 +1,7 @@
 //! `vxmesh-compare`: one command that measures vxmesh against the Linux kernel's own overlay
 //! parts, on the same namespace topology (docs/compare.md).
 //!
-//! Two nodes, two containers each, an underlay between the nodes (`vxmesh::lab::Lab`). Side
+//! Two nodes, two containers each, an underlay between the nodes (`vxmesh_lab::lab::Lab`). Side
 //! "vxmesh": a `vxmesh run` per node (c11/c21 on AF_XDP, c12/c22 on TAPs; its load balancer for
 //! the VIP). Side "kernel": the same file without `attach`, switched by a bridge + VXLAN device
 //! per node (nolearning, static FDB, as Docker's overlay driver), the VIP by a kube-proxy-style
@@ -16,11 +16,8 @@
 //! each side's run ends, on failure and on Ctrl-C (the handler only sets a flag; guards do the
 //! removing), and swept once more at exit. Every load runs under `timeout`.
 
-#[path = "compare/measure.rs"]
 mod measure;
-#[path = "compare/report.rs"]
 mod report;
-#[path = "compare/topo.rs"]
 mod topo;
 
 use std::cell::OnceCell;
@@ -33,10 +30,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::{Value, json};
-use vxmesh::labrun::{Running, http_get};
+use vxmesh_lab::labrun::{Running, http_get};
 
 use measure::{Load, Ours, Servers, Snap, check, nap, sh};
 use topo::{BACKENDS, KernelLab, Side, VIP, ip_of};
+
+/// The workspace's top folder (this crate is `lab/` in it).
+const WORKSPACE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 #[derive(Parser)]
 #[command(
@@ -303,13 +303,16 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
     }
     let exe = match &args.vxmesh {
         Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .context("locating this program")?
-            .with_file_name("vxmesh"),
+        // Not there: the check below says where it was looked for (unless it is not needed).
+        None => vxmesh_lab::labrun::vxmesh_exe().or_else(|_| {
+            std::env::current_exe()
+                .context("locating this program")
+                .map(|me| me.with_file_name("vxmesh"))
+        })?,
     };
     if args.only != Some(Side::Kernel) && !exe.is_file() {
         bail!(
-            "no vxmesh executable at {} (build it with `cargo build --release`, or pass --vxmesh PATH)",
+            "no vxmesh executable at {} (build it with `cargo build --release --workspace`, or pass --vxmesh PATH)",
             exe.display()
         );
     }
@@ -318,11 +321,10 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
         bail!("--runs must be at least 1");
     }
     let (ts, iso) = utc_now();
-    let out = args.out.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target/compare")
-            .join(&ts)
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new(WORKSPACE_DIR).join("target/compare").join(&ts));
     let raw = out.join("raw");
     std::fs::create_dir_all(&raw).with_context(|| format!("creating {}", raw.display()))?;
     let ctx = Ctx {
@@ -492,7 +494,7 @@ fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
     }
 }
 
-fn env_for(side: Side, run: usize, lab: &vxmesh::lab::Lab, raw: &Path) -> Env {
+fn env_for(side: Side, run: usize, lab: &vxmesh_lab::lab::Lab, raw: &Path) -> Env {
     Env {
         side,
         run,
@@ -622,7 +624,7 @@ fn measure_side(
         Path::new(&format!("{}iperf3-s.log", env.raw)),
     )?;
     for b in BACKENDS {
-        let conf = vxmesh::labrun::nginx_conf(files, b)?;
+        let conf = vxmesh_lab::labrun::nginx_conf(files, b)?;
         let conf_s = conf.display().to_string();
         servers.start(
             &ns(b),
@@ -1099,7 +1101,7 @@ fn machine() -> Value {
 }
 
 fn git_rev() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
+    let dir = WORKSPACE_DIR;
     let rev = first_line(&["git", "-C", dir, "rev-parse", "--short", "HEAD"]);
     let dirty = std::process::Command::new("git")
         .args(["-C", dir, "status", "--porcelain", "--untracked-files=no"])
@@ -1109,7 +1111,7 @@ fn git_rev() -> String {
 }
 
 const NOTES: &[&str] = &[
-    "Same topology on both sides (vxmesh::lab::Lab from one cluster file; the kernel side's file has no `attach`): 2 node namespaces joined through an underlay bridge namespace, 2 container namespaces per node, MTU 1450 in the overlay, 1500 underlay.",
+    "Same topology on both sides (vxmesh_lab::lab::Lab from one cluster file; the kernel side's file has no `attach`): 2 node namespaces joined through an underlay bridge namespace, 2 container namespaces per node, MTU 1450 in the overlay, 1500 underlay.",
     "vxmesh side: c11 and c21 on AF_XDP (veth), c12 and c22 on TAPs with offloads (vnet_hdr, TX checksum and TSO: 64 KB TCP super-frames in, GRO-merged super-frames out); the VIP by vxmesh's load balancer (rr, conntrack). Kernel side: bridge + VXLAN device per node (nolearning, static FDB), VIP by a kube-proxy-style nftables ruleset with `numgen inc mod 3` DNAT + conntrack in c11's own namespace (Docker's per-sandbox LB; no IPVS in this kernel), installed just before the HTTP tests, as the reference did.",
     "Offloads differ, on purpose: the kernel side leaves the containers' TX checksum/TSO/GSO at the veth defaults (on, as Docker does); vxmesh needs them off on its AF_XDP containers (AF_XDP carries raw frames: no partial checksums, no 64 KB super-frames), so c11 -> c21 moves 1450-byte frames through vxmesh while the kernel moves 64 KB GSO super-packets through its bridge and VXLAN device. vxmesh's TAPs (c12, c22) take offloads: a super-frame crosses the pipeline once, is cut into segments in software at the underlay, which sends them as one UDP GSO message; the receiving node gets them with UDP GRO and merges them back into a super-frame for the TAP.",
     "Both vxmesh nodes' poll threads busy-poll while traffic flows, yielding the CPU on empty rounds (they sleep in poll(2) after the busy-poll window, 200 µs unless --busy-poll-us says otherwise), so under load vxmesh spends up to two cores of this machine on polling, next to iperf3/nginx/wrk; the CPU-per-packet figure includes them. Idle, it sleeps: the ping RTT includes the wake-up (a sleeping node wakes twice per round trip: n1 for the request, n2 when it arrives; both are still polling for the reply). The \"always polling\" ping rows come from the same run, after its other tests, with both nodes restarted with --busy-poll-us max: no wake-ups, at the cost of two cores spinning whether or not traffic flows.",

@@ -21,96 +21,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use vxmesh::labrun::{Running, in_netns};
+use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::labrun::{Running, in_netns, vxmesh_exe};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
-const CLUSTER: &str = r#"
-[[node]]
-name = "n1"
-vtep = "198.18.0.1"
-
-[[node]]
-name = "n2"
-vtep = "198.18.0.2"
-
-[[node]]
-name = "n3"
-vtep = "198.18.0.3"
-
-[[network]]
-name = "appnet"
-vni = 4097
-subnet = "10.0.9.0/24"
-mtu = 1450
-
-[[endpoint]]
-name = "c11"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.11"
-attach = "afxdp:vc11"
-netns = "{P}c11"
-
-[[endpoint]]
-name = "c12"
-node = "n1"
-network = "appnet"
-ip = "10.0.9.12"
-attach = "tap:eth0"
-netns = "{P}c12"
-
-[[endpoint]]
-name = "c21"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.21"
-attach = "afxdp:vc21"
-netns = "{P}c21"
-
-[[endpoint]]
-name = "c22"
-node = "n2"
-network = "appnet"
-ip = "10.0.9.22"
-attach = "tap:eth0"
-netns = "{P}c22"
-
-[[endpoint]]
-name = "c31"
-node = "n3"
-network = "appnet"
-ip = "10.0.9.31"
-netns = "{P}c31"
-
-[[service]]
-name = "web"
-network = "appnet"
-vip = "10.0.9.100"
-scheduler = "rr"
-backends = {BACKENDS}
-ports = [{ protocol = "tcp", port = 80, target = 80, published = 8080 }]
-
-[[ingress]]
-node = "n1"
-attach = "afxdp:ext0"
-ip = "192.0.2.1/24"
-
-[[ingress]]
-node = "n2"
-attach = "afxdp:ext0"
-ip = "192.0.2.2/24"
-"#;
-
-const BACKENDS: &str = r#"["c12", "c21", "c22"]"#;
-
-fn cluster_text(prefix: &str, backends: &str) -> String {
-    CLUSTER
-        .replace("{P}", prefix)
-        .replace("{BACKENDS}", backends)
+/// The shared fixture plus the kernel node n3 and its container c31 (no `attach`: vxmesh does
+/// not run there).
+fn cluster(prefix: &str) -> Fixture {
+    let mut f = Fixture::new(prefix);
+    f.push("node", "name = \"n3\"\nvtep = \"198.18.0.3\"").push(
+        "endpoint",
+        "name = \"c31\"\nnode = \"n3\"\nnetwork = \"appnet\"\nip = \"10.0.9.31\"\nnetns = \"{P}c31\"",
+    );
+    f
 }
 
 fn sh(ns: &str, args: &[&str]) -> Output {
@@ -157,7 +84,7 @@ impl Drop for Files {
 
 /// nginx in namespace `ns`, answering every request with `name`.
 fn nginx(ns: &str, name: &str, dir: &Path) -> Child {
-    let conf = vxmesh::labrun::nginx_conf(dir, name).unwrap();
+    let conf = vxmesh_lab::labrun::nginx_conf(dir, name).unwrap();
     Command::new("ip")
         .args(["netns", "exec", ns, "nginx", "-c"])
         .arg(&conf)
@@ -231,7 +158,7 @@ fn port_counter(run: &Running, node: &str, port: &str, name: &str) -> u64 {
 
 /// The kernel node n3, as Docker's overlay driver programs it (`lab::build_kernel_node`).
 fn build_kernel_node(run: &Running) {
-    vxmesh::lab::build_kernel_node(&run.lab, &run.cluster, "n3")
+    vxmesh_lab::lab::build_kernel_node(&run.lab, &run.cluster, "n3")
         .unwrap_or_else(|e| panic!("{e:#}"));
     // The lab turned TX offloads off on c31's side; they stay off, as for every container here.
 }
@@ -243,14 +170,9 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
         return;
     }
     let prefix = format!("vxe{}-", std::process::id());
-    let exe = Path::new(env!("CARGO_BIN_EXE_vxmesh"));
-    let mut run = Running::start(
-        exe,
-        &prefix,
-        &cluster_text(&prefix, BACKENDS),
-        &["n1", "n2"],
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    let exe = vxmesh_exe().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut run = Running::start(&exe, &prefix, &cluster(&prefix).text(), &["n1", "n2"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let dir = std::env::temp_dir().join(format!("{prefix}files"));
     std::fs::create_dir_all(&dir).unwrap();
     let _files = Files(vec![dir.clone()]);
@@ -438,8 +360,21 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
         resp_rx.recv_timeout(Duration::from_secs(10)).unwrap()
     };
     let pinned = ask();
-    let drained = BACKENDS.replace(&format!("\"{pinned}\""), &format!("\"{pinned}=0\""));
-    std::fs::write(&run.config, cluster_text(&prefix, &drained)).unwrap();
+    let drained: Vec<String> = run.cluster.services[0]
+        .backends
+        .iter()
+        .map(|(b, _)| {
+            if *b == pinned {
+                format!("{b}=0")
+            } else {
+                b.clone()
+            }
+        })
+        .collect();
+    let text = cluster(&prefix)
+        .set("service", "web", "backends", drained)
+        .text();
+    std::fs::write(&run.config, text).unwrap();
     for node in ["n1", "n2"] {
         let log = run.ctl_ok(node, &["reload"]).unwrap();
         assert!(

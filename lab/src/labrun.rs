@@ -19,13 +19,31 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::Cluster;
 use crate::lab::Lab;
+use vxmesh::config::Cluster;
 
 /// How long a node may take to answer on its control socket after starting.
 pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a node may take to exit after SIGTERM before it is killed.
 pub const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `vxmesh` executable of this build: next to the running program (`vxmesh-lab`,
+/// `vxmesh-compare`), or one folder up from it (a test in `target/<profile>/deps/`). `cargo build
+/// --workspace` and `cargo test --workspace` build it; `cargo test -p vxmesh-lab` alone does not.
+pub fn vxmesh_exe() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("locating this program")?;
+    let dirs = me.ancestors().skip(1).take(2);
+    let found = dirs.map(|d| d.join(VXMESH)).find(|p| p.is_file());
+    found.with_context(|| {
+        format!(
+            "no {VXMESH} executable next to {} or in its parent folder: build it with `cargo build --workspace`",
+            me.display()
+        )
+    })
+}
+
+/// The node's program.
+const VXMESH: &str = "vxmesh";
 
 /// A lab with its vxmesh nodes running.
 pub struct Running {
@@ -93,7 +111,7 @@ impl Running {
 
     /// The control socket of `node`.
     pub fn control(&self, node: &str) -> PathBuf {
-        Path::new(crate::daemon::CONTROL_DIR).join(format!("{}.sock", self.lab.node_netns(node)))
+        Path::new(vxmesh::daemon::CONTROL_DIR).join(format!("{}.sock", self.lab.node_netns(node)))
     }
 
     /// Start `vxmesh run` for `node` in its namespace and wait until it answers.
@@ -236,7 +254,7 @@ fn answers(control: &Path) -> bool {
     if stream.set_read_timeout(Some(NODE_START_TIMEOUT)).is_err() {
         return false;
     }
-    let req = crate::daemon::Request::Stats { json: true };
+    let req = vxmesh::daemon::Request::Stats { json: true };
     let mut line = serde_json::to_string(&req).expect("requests serialize");
     line.push('\n');
     if (&stream).write_all(line.as_bytes()).is_err() {
@@ -245,8 +263,8 @@ fn answers(control: &Path) -> bool {
     BufReader::new(&stream)
         .lines()
         .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<crate::daemon::Reply>(&l).ok())
-        .any(|r| r == crate::daemon::Reply::Exit(crate::daemon::EXIT_OK))
+        .filter_map(|l| serde_json::from_str::<vxmesh::daemon::Reply>(&l).ok())
+        .any(|r| r == vxmesh::daemon::Reply::Exit(vxmesh::daemon::EXIT_OK))
 }
 
 /// Run `f` on a thread that has entered the named namespace `netns`; sockets it creates stay

@@ -1,0 +1,12 @@
+//! vxmesh on one machine, apart from the node: the network-namespace lab a cluster file
+//! describes ([`lab`]), real `vxmesh run` nodes started in it ([`labrun`]), the one-command
+//! tour ([`demo`]) and the cluster file the tests, benches and the demo share ([`fixture`]).
+//! Nothing here is on the packet path; the product (`vxmesh`) does not depend on this crate:
+//! `vxmesh demo` and `vxmesh lab` run the `vxmesh-lab` program (external subcommands, as git and
+//! cargo have them).
+#![warn(missing_docs)]
+
+pub mod demo;
+pub mod fixture;
+pub mod lab;
+pub mod labrun;

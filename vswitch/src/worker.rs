@@ -1,0 +1,249 @@
+//! The poll loop, written once: what drives a [`Switch`] (or anything that polls like one, such
+//! as the node around it) on its own thread. It sits outside the packet path, around it: each
+//! round calls [`Work::poll`] (every port's receive, the stages, the transmits), then the hooks
+//! that must run between two batches, never inside one.
+//!
+//! - Busy-poll while traffic flows: for [`PollConfig::busy_poll`] after the last received frame
+//!   the loop does not sleep. An empty round in that window yields the CPU (`sched_yield`): on a
+//!   small machine the containers' own processes share the cores with the poll thread, and a
+//!   spinning thread must not hold them off for a whole scheduler slice.
+//! - Then sleep in `poll(2)` on the ports' descriptors plus a [`Waker`] (an eventfd the control
+//!   plane writes to), so an idle switch costs no CPU. The sleep lasts at most one housekeeping
+//!   period, so housekeeping runs on an idle switch too.
+//! - Between batches: [`Work::between_batches`] every round (control jobs: cheap when there are
+//!   none) and [`Work::housekeeping`] once per [`PollConfig::housekeeping`] (aging, expiry).
+//! - Stops when the stop flag turns true (checked every round, and a sleeping loop wakes within
+//!   a housekeeping period, or at once when the stopper also wakes the [`Waker`]).
+//!
+//! One system call per round at most while busy (the yield on an empty round); none per packet.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::env::Time;
+use crate::switch::Switch;
+
+/// What the poll loop drives.
+pub trait Work {
+    /// One round at time `now`: receive, process and transmit a batch per port; the number of
+    /// frames received.
+    fn poll(&mut self, now: Time) -> usize;
+
+    /// Runs after every round, between two batches: apply control jobs. Called at packet rate,
+    /// so it must cost next to nothing when there is nothing to do.
+    fn between_batches(&mut self) {}
+
+    /// Runs once per housekeeping period (after the round that finds it due): table aging,
+    /// connection expiry, estimates, publishing counters.
+    fn housekeeping(&mut self, _now: Time) {}
+}
+
+impl Work for Switch {
+    fn poll(&mut self, now: Time) -> usize {
+        Switch::poll(self, now)
+    }
+}
+
+/// How the poll loop runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollConfig {
+    /// Busy-poll window: after the last received frame, keep polling (no sleep) this long before
+    /// sleeping in `poll(2)`. Zero sleeps at the first empty round; `Duration::MAX` never sleeps
+    /// (VPP and DPDK's polling mode).
+    pub busy_poll: Duration,
+    /// Housekeeping period; also the longest sleep when idle, so that housekeeping still runs.
+    pub housekeeping: Duration,
+}
+
+/// Run `work` until `stop` is true. When idle, sleep in `poll(2)` on `fds` (the ports'
+/// descriptors, [`Switch::poll_fds`]) and on `wake` if given (drained after each sleep).
+pub fn run<W: Work + ?Sized>(
+    work: &mut W,
+    fds: &[RawFd],
+    wake: Option<&Waker>,
+    stop: &AtomicBool,
+    cfg: PollConfig,
+) {
+    let mut all = fds.to_vec();
+    all.extend(wake.map(Waker::fd));
+    let mut poller = Poller::new(&all);
+    let busy_ns = u64::try_from(cfg.busy_poll.as_nanos()).unwrap_or(u64::MAX);
+    let housekeeping_ns = u64::try_from(cfg.housekeeping.as_nanos()).unwrap_or(u64::MAX);
+    let idle_sleep_ms = i32::try_from(cfg.housekeeping.as_millis()).unwrap_or(i32::MAX);
+    let mut last_rx = Time::monotonic();
+    let mut next_housekeeping = last_rx;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Time::monotonic();
+        let got = work.poll(now);
+        if got > 0 {
+            last_rx = now;
+        }
+        work.between_batches();
+        if now >= next_housekeeping {
+            next_housekeeping = Time(now.0.saturating_add(housekeeping_ns));
+            work.housekeeping(now);
+        }
+        if now.0.saturating_sub(last_rx.0) > busy_ns {
+            poller.wait(idle_sleep_ms);
+            if let Some(w) = wake {
+                w.drain();
+            }
+        } else if got == 0 {
+            // An empty round while busy-polling: let whatever else is runnable on this CPU
+            // (the containers' own processes, on a small machine) go first, instead of holding
+            // the CPU for the rest of the scheduler's slice.
+            // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
+            unsafe { libc::sched_yield() };
+        }
+    }
+}
+
+/// An eventfd that wakes a sleeping poll loop from another thread (the control plane, or
+/// whoever sets the stop flag).
+#[derive(Debug)]
+pub struct Waker(OwnedFd);
+
+impl Waker {
+    /// A non-blocking eventfd.
+    pub fn new() -> io::Result<Waker> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(Waker(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Wake the loop that sleeps on it.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our descriptor.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Clear pending wake-ups.
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from our descriptor.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// Its descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// The descriptors the loop sleeps on when idle, prepared once.
+struct Poller {
+    pfds: Vec<libc::pollfd>,
+}
+
+impl Poller {
+    fn new(fds: &[RawFd]) -> Poller {
+        Poller {
+            pfds: fds
+                .iter()
+                .map(|&fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect(),
+        }
+    }
+
+    /// Wait until one of the descriptors is readable or `timeout_ms` passes.
+    fn wait(&mut self, timeout_ms: i32) {
+        // SAFETY: pfds is a live array of pfds.len() pollfd structs.
+        unsafe {
+            libc::poll(
+                self.pfds.as_mut_ptr(),
+                self.pfds.len() as libc::nfds_t,
+                timeout_ms,
+            )
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// Counts rounds and housekeeping; stops itself after `rounds` rounds.
+    struct Counting<'a> {
+        rounds: usize,
+        between: usize,
+        housekeeping: usize,
+        stop_after: usize,
+        stop: &'a AtomicBool,
+    }
+
+    impl Work for Counting<'_> {
+        fn poll(&mut self, _: Time) -> usize {
+            self.rounds += 1;
+            if self.rounds == self.stop_after {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            1
+        }
+        fn between_batches(&mut self) {
+            self.between += 1;
+        }
+        fn housekeeping(&mut self, _: Time) {
+            self.housekeeping += 1;
+        }
+    }
+
+    #[test]
+    fn hooks_run_between_batches_and_housekeeping_once_per_period() {
+        let stop = AtomicBool::new(false);
+        let mut w = Counting {
+            rounds: 0,
+            between: 0,
+            housekeeping: 0,
+            stop_after: 1000,
+            stop: &stop,
+        };
+        let cfg = PollConfig {
+            busy_poll: Duration::MAX,
+            housekeeping: Duration::from_secs(3600),
+        };
+        run(&mut w, &[], None, &stop, cfg);
+        assert_eq!((w.rounds, w.between), (1000, 1000));
+        assert_eq!(
+            w.housekeeping, 1,
+            "the first round finds it due, then not for an hour"
+        );
+    }
+
+    #[test]
+    fn an_idle_loop_sleeps_and_a_waker_ends_the_sleep() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(Waker::new().unwrap());
+        let (stop2, wake2) = (stop.clone(), wake.clone());
+        let t = std::thread::spawn(move || {
+            let mut sw = Switch::new(crate::Env::new(crate::FdbConfig::default()));
+            let cfg = PollConfig {
+                busy_poll: Duration::ZERO,
+                housekeeping: Duration::from_secs(3600),
+            };
+            let start = Instant::now();
+            run(&mut sw, &[], Some(&wake2), &stop2, cfg);
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::Relaxed);
+        wake.wake();
+        let took = t.join().unwrap();
+        assert!(
+            took < Duration::from_secs(60),
+            "the waker did not wake it: {took:?}"
+        );
+    }
+}
