@@ -2,7 +2,6 @@
 //! presents it to the user: the `vxmesh` command line, the daemon and its control socket, the
 //! cluster file, and the renderings of the switch's state that the control commands print. The
 //! lab, the demo and the comparison tool live apart, in the `vxmesh-lab` crate (`lab/`).
-#![warn(missing_docs)]
 
 pub mod config;
 pub mod control;

@@ -4,7 +4,6 @@
 //! Nothing here is on the packet path; the product (`vxmesh`) does not depend on this crate:
 //! `vxmesh demo` and `vxmesh lab` run the `vxmesh-lab` program (external subcommands, as git and
 //! cargo have them).
-#![warn(missing_docs)]
 
 pub mod demo;
 pub mod fixture;

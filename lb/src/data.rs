@@ -270,7 +270,10 @@ impl Balancer {
             .map(|s| s.mac.0)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the per-packet path passes parsed fields, not a struct built per packet"
+    )]
     #[inline]
     fn transport(
         &mut self,
@@ -327,7 +330,10 @@ impl Balancer {
         self.by_key.get(&key).map(|&s| usize::from(s))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the per-packet path passes parsed fields, not a struct built per packet"
+    )]
     fn new_conn(
         &mut self,
         frame: &mut [u8],
@@ -427,7 +433,10 @@ impl Balancer {
 
     /// Pick a source port for a routing-mesh connection whose reply tuple is free: the client's
     /// own port first, then a hash-spread sequence (as Linux NAT's unique-tuple search).
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the per-packet path passes parsed fields, not a struct built per packet"
+    )]
     fn snat_port(
         &self,
         rnet: u16,

@@ -10,7 +10,6 @@
 //! incremental checksums ([`checksum`]); TCP states and timeouts follow IPVS ([`state`]).
 //! [`types`] holds the vocabulary both sides share; [`listing`] takes the `ipvsadm -Ln` /
 //! `-Lnc` snapshots and renders them for the CLI.
-#![warn(missing_docs)]
 
 pub mod balancer;
 pub use vswitch::wire::checksum;

@@ -33,7 +33,10 @@ pub fn udp(
 }
 
 /// An Ethernet/IPv4/TCP frame with the given flags, sequence numbers and payload.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per header field a test sets"
+)]
 pub fn tcp(
     src: Mac,
     dst: Mac,

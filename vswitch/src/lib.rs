@@ -16,7 +16,6 @@
 //! port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [lb-nat] ─► l2-fwd ─► output ─┬─► local port
 //!                                                                           └─► [vxlan-encap] ─► underlay
 //! ```
-#![warn(missing_docs)]
 
 pub mod arp;
 pub mod batch;

@@ -14,8 +14,6 @@
 //! local port ─► l2 stages ─► l2-fwd ─► vxlan-encap ─► underlay (UdpPort) ─► remote VTEP
 //! ```
 
-#![warn(missing_docs)]
-
 pub mod peer;
 pub mod stage;
 pub mod udp_port;
