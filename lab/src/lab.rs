@@ -28,7 +28,8 @@
 //! - Endpoints (`endpoint_netns`: the file's `netns`, else `{prefix}{name}`): for `afxdp:IF`, a
 //!   veth `IF` (node side, up, the network's MTU, no address) to `eth0` (the endpoint's MAC,
 //!   `ip/prefix`, the network's MTU, TX checksum/TSO/GSO off); for `tap:IF`, only the namespace
-//!   (the node creates the TAP there); without `attach` (a node that does not run vxmesh, such
+//!   (the node creates the TAP there), and for `tap:IF` without `netns` nothing: the node creates
+//!   that TAP in its own namespace, as `vxmesh run` does; without `attach` (a node that does not run vxmesh, such
 //!   as a kernel VXLAN peer), the same veth with the node side called `v{name}` (15 characters at
 //!   most), left for whoever runs that node to bridge. A second endpoint in the same namespace
 //!   gets `eth1`, and so on.
@@ -151,7 +152,14 @@ impl Lab {
             .endpoints
             .iter()
             .map(|e| {
-                let netns = e.netns.clone().unwrap_or_else(|| ns(&e.name));
+                // Where the node puts a TAP without `netns`: in its own namespace, so the lab
+                // makes no namespace for it (the node and the lab must agree on this).
+                let tap_in_node = matches!(e.attach, Some(Attach::Tap(_))) && e.netns.is_none();
+                let netns = match &e.netns {
+                    Some(n) => n.clone(),
+                    None if tap_in_node => ns(&e.node),
+                    None => ns(&e.name),
+                };
                 let net = cluster.network(&e.network);
                 let (kind, host_if) = match &e.attach {
                     Some(Attach::Afxdp(i)) => (EndpointKind::Afxdp, i.clone()),
@@ -233,7 +241,8 @@ impl Lab {
         format!("{}x-{node}", self.prefix)
     }
 
-    /// The namespace of endpoint `endpoint`: its `netns` from the file verbatim, else
+    /// The namespace of endpoint `endpoint`: its `netns` from the file verbatim; else, for a TAP,
+    /// its node's namespace (where the node creates a TAP without `netns`); else
     /// `{prefix}{endpoint}`.
     pub fn endpoint_netns(&self, endpoint: &str) -> String {
         self.endpoints

@@ -148,6 +148,17 @@ fn names_and_addresses_follow_the_file() {
     assert_eq!(lab.client_addr("n1"), Some(Ipv4Addr::new(192, 0, 2, 252)));
     assert_eq!(lab.client_addr("n2"), None);
     assert!(!lab.namespaces().contains(&format!("{p}x-n2")));
+
+    // A TAP endpoint without `netns` lives where the node creates it: in the node's namespace.
+    // The lab makes no namespace of its own for it.
+    let text = fixture(&p).unset("endpoint", "c12", "netns").text();
+    let (cluster, _f3) = load("names3", &text);
+    let lab = Lab::new(&cluster, &p);
+    assert_eq!(lab.endpoint_netns("c12"), format!("{p}n1"));
+    assert!(!lab.namespaces().contains(&format!("{p}c12")));
+    let d = lab.describe();
+    let line = d.lines().find(|l| l.contains("endpoint c12:")).unwrap();
+    assert!(line.trim_start().starts_with(&format!("{p}n1 ")), "{d}");
 }
 
 #[test]
