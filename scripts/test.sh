@@ -25,3 +25,14 @@ done
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+
+# Every example runs and exits 0 (each asserts what it prints; see examples/README.md).
+for f in examples/*.rs; do
+  name=$(basename "$f" .rs)
+  if ! out=$(cargo run --quiet --example "$name" 2>&1); then
+    printf '%s\n' "$out"
+    echo "example $name failed" >&2
+    exit 1
+  fi
+  echo "example $name: ok"
+done
