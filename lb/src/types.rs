@@ -53,6 +53,16 @@ impl Protocol {
     }
 }
 
+/// The cluster file's spelling: `tcp`, `udp`.
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
 /// What selects a virtual service: packets to `addr:port` over `proto` in network `net`
 /// (ipvsadm `-t` / `-u`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
