@@ -7,13 +7,12 @@
 //! between batches) and [`data`] (the per-packet path). Inside the data path a packet is parsed
 //! ([`packet`]), looked up in connection tracking ([`conntrack`]) or, when new, matched to a
 //! virtual service and given a backend by a scheduler ([`sched`]), then rewritten in place with
-//! incremental checksums ([`checksum`]); TCP states and timeouts follow IPVS ([`state`]).
+//! incremental checksums ([`vswitch::wire::checksum`]); TCP states and timeouts follow IPVS ([`state`]).
 //! [`types`] holds the vocabulary both sides share; [`listing`] takes the `ipvsadm -Ln` /
 //! `-Lnc` snapshots and renders them for the CLI.
 #![warn(missing_docs)]
 
 pub mod balancer;
-pub use vswitch::wire::checksum;
 pub mod conntrack;
 pub mod control;
 pub mod data;
