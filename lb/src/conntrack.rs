@@ -154,7 +154,7 @@ pub struct Conn {
     pub rnet: u16,
     /// IP protocol.
     pub proto: u8,
-    /// Protocol state ([`crate::TcpState`] as u8; 0 for UDP).
+    /// Protocol state ([`crate::state::TcpState`] as u8; 0 for UDP).
     pub state: u8,
     /// `F_*` flags.
     pub flags: u8,

@@ -59,11 +59,6 @@ impl Balancer {
         &self.timeouts
     }
 
-    /// Change timeouts (`ipvsadm --set`); applies from each connection's next packet.
-    pub fn set_timeouts(&mut self, t: Timeouts) {
-        self.timeouts = t;
-    }
-
     /// Add a virtual service.
     pub fn add_service(&mut self, cfg: ServiceConfig) -> Result<(), BalancerError> {
         if self.by_key.contains_key(&cfg.key) {
@@ -246,16 +241,23 @@ mod tests {
 
     use vswitch::Time;
 
+    use crate::balancer::Balancer;
     use crate::balancer::tests::*;
     use crate::packet::tests::verify;
     use crate::sched::SchedulerKind;
     use crate::state::Timeouts;
-    use crate::types::{LbDrop, Protocol, ServiceConfig, ServiceKey, Verdict};
+    use crate::types::{BalancerConfig, LbDrop, Protocol, ServiceConfig, ServiceKey, Verdict};
     use vswitch::wire::{ipv4, tcp};
 
     #[test]
     fn configurable_timeouts_and_udp() {
-        let mut lb = lb_with(0, SchedulerKind::Rr, 64);
+        // Timeouts come with the balancer's settings (`ipvsadm --set` at start).
+        let mut timeouts = Timeouts::default();
+        timeouts.set(0, 0, 42);
+        let mut lb = Balancer::new(BalancerConfig {
+            timeouts,
+            ..BalancerConfig::default()
+        });
         let ukey = ServiceKey {
             net: NET,
             proto: Protocol::Udp,
@@ -270,9 +272,6 @@ mod tests {
         })
         .unwrap();
         lb.add_backend(&ukey, backend(1, 1)).unwrap();
-        let mut t = Timeouts::default();
-        t.set(0, 0, 42);
-        lb.set_timeouts(t);
         let mut f = frame((CLIENT, 999), (VIP, 53), ipv4::PROTO_UDP, 0, CMAC, VMAC);
         assert!(matches!(
             lb.process(&mut f, ETH, NET, Time::from_secs(0)),

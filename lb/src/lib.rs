@@ -24,12 +24,10 @@ pub mod state;
 pub mod types;
 
 pub use balancer::Balancer;
-pub use data::Prepared;
-pub use listing::{BackendInfo, ConnInfo, ListMode, ServiceInfo, format_conns, format_services};
+pub use listing::{ListMode, format_services};
 pub use sched::SchedulerKind;
 pub use stage::LbStage;
-pub use state::{TcpState, Timeouts};
+pub use state::Timeouts;
 pub use types::{
-    BackendConfig, BalancerConfig, BalancerError, LbCounters, LbDrop, Protocol, Rates,
-    ServiceConfig, ServiceKey, Snat, Stats, Verdict,
+    BackendConfig, BalancerConfig, Protocol, Rates, ServiceConfig, ServiceKey, Snat, Stats,
 };

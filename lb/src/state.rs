@@ -163,11 +163,6 @@ impl Timeouts {
     pub fn tcp_state(&self, s: TcpState) -> u32 {
         self.tcp[s as usize]
     }
-
-    /// Set the timeout of one TCP state (SYN_RECV, TIME_WAIT and CLOSE are configurable too).
-    pub fn set_tcp_state(&mut self, s: TcpState, secs: u32) {
-        self.tcp[s as usize] = secs;
-    }
 }
 
 #[cfg(test)]
