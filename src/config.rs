@@ -13,22 +13,24 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use lb::{Protocol, SchedulerKind};
 use serde::Deserialize;
 use vswitch::Mac;
+use vswitch::env::DEFAULT_MTU;
+use vswitch::wire::ipv4::MIN_MTU;
+use vswitch::wire::vxlan::VNI_MAX;
+use vswitch::wire::{ethernet, ipv4, udp, vxlan};
 
 /// Where an interface name must be unique: (node, namespace (`None`: the node's own), name).
 type IfKey = (String, Option<String>, String);
 
-/// Largest VNI (24 bits).
-pub const VNI_MAX: u32 = (1 << 24) - 1;
-/// Default containers' IP MTU: 1500 minus the 50 bytes of VXLAN overhead.
-pub const DEFAULT_MTU: u16 = 1450;
-/// Smallest IPv4 MTU (RFC 791).
-pub const MIN_MTU: u16 = 68;
-/// Largest inner MTU: a 9000-byte jumbo underlay minus the VXLAN overhead.
-pub const MAX_MTU: u16 = 9000 - 50;
-/// Schedulers a service may name (IPVS's names).
-pub const SCHEDULERS: &[&str] = &["rr", "wrr", "lc", "wlc", "sh", "mh"];
+/// A jumbo underlay's IP MTU.
+const JUMBO_MTU: u16 = 9000;
+/// What VXLAN adds to an inner IP packet: inner Ethernet, VXLAN, outer UDP and IPv4 headers.
+const VXLAN_OVERHEAD: u16 =
+    (ethernet::HEADER_LEN + vxlan::HEADER_LEN + udp::HEADER_LEN + ipv4::HEADER_LEN) as u16;
+/// Largest inner MTU: a jumbo underlay minus the VXLAN overhead.
+pub const MAX_MTU: u16 = JUMBO_MTU - VXLAN_OVERHEAD;
 
 /// A cluster file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,29 +184,11 @@ pub struct Endpoint {
     pub netns: Option<String>,
 }
 
-/// Transport protocol of a service port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
-    }
-}
-
 /// One port of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServicePort {
     /// Protocol.
-    pub protocol: Proto,
+    pub protocol: Protocol,
     /// The VIP's port.
     pub port: u16,
     /// The backends' port.
@@ -222,8 +206,8 @@ pub struct Service {
     pub network: String,
     /// Its virtual IP.
     pub vip: Ipv4Addr,
-    /// Scheduler name (IPVS's).
-    pub scheduler: String,
+    /// Scheduler.
+    pub scheduler: SchedulerKind,
     /// Backends: endpoint name and weight (0 drains).
     pub backends: Vec<(String, u32)>,
     /// Ports.
@@ -580,7 +564,7 @@ impl Checker {
 
         let mut services = Vec::new();
         let mut names = HashSet::new();
-        let mut published: HashMap<(Proto, u16), String> = HashMap::new();
+        let mut published: HashMap<(Protocol, u16), String> = HashMap::new();
         for s in &raw.service {
             let item = format!("service {:?}", s.name);
             if !names.insert(s.name.as_str()) {
@@ -600,16 +584,12 @@ impl Checker {
             if let Some(other) = ips.insert(s.vip, format!("service {:?}", s.name)) {
                 return Err(self.err(item, format!("vip {} is already used by {other}", s.vip)));
             }
-            let scheduler = s.scheduler.clone().unwrap_or_else(|| "rr".into());
-            if !SCHEDULERS.contains(&scheduler.as_str()) {
-                return Err(self.err(
-                    item,
-                    format!(
-                        "unknown scheduler {scheduler:?} (known: {})",
-                        SCHEDULERS.join(", ")
-                    ),
-                ));
-            }
+            let scheduler = match &s.scheduler {
+                Some(name) => name
+                    .parse::<SchedulerKind>()
+                    .map_err(|e| self.err(&item, e.to_string()))?,
+                None => SchedulerKind::Rr,
+            };
             let mut backends = Vec::new();
             for b in &s.backends {
                 let (name, weight) = match b.split_once('=') {
@@ -644,8 +624,8 @@ impl Checker {
             let mut ports = Vec::new();
             for p in &s.ports {
                 let protocol = match p.protocol.as_str() {
-                    "tcp" => Proto::Tcp,
-                    "udp" => Proto::Udp,
+                    "tcp" => Protocol::Tcp,
+                    "udp" => Protocol::Udp,
                     other => {
                         return Err(self.err(item, format!("protocol {other:?} is not tcp or udp")));
                     }
@@ -812,7 +792,7 @@ mod tests {
         assert_eq!(
             c.services[0].ports[0],
             ServicePort {
-                protocol: Proto::Tcp,
+                protocol: Protocol::Tcp,
                 port: 80,
                 target: 80,
                 published: Some(8080)
@@ -888,7 +868,7 @@ mod tests {
             (
                 "scheduler = \"rr\"",
                 "scheduler = \"fifo\"",
-                "service \"web\": unknown scheduler \"fifo\"",
+                "service \"web\": unknown scheduler \"fifo\" (known: rr, wrr, lc, wlc, sh, mh)",
             ),
             (
                 "attach = \"afxdp:vc11\"",

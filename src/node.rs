@@ -24,13 +24,10 @@ use std::fmt::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{Context, bail};
-use lb::{
-    BackendConfig, Balancer, BalancerConfig, LbStage, Protocol, SchedulerKind, ServiceConfig,
-    ServiceKey, Snat,
-};
+use lb::{BackendConfig, Balancer, BalancerConfig, LbStage, ServiceConfig, ServiceKey, Snat};
 use vswitch::{Env, FdbConfig, FdbDest, Mac, NetId, Network, Port, PortRole, StageHandle, Switch};
 
-use crate::config::{Attach, Cluster, Proto};
+use crate::config::{Attach, Cluster};
 use crate::own_addr::OwnAddr;
 
 /// VNI given to routing-mesh ingress networks: outside the 24-bit VXLAN range, so no VXLAN
@@ -101,39 +98,30 @@ pub enum DestPlan {
 /// One backend of a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendPlan {
-    /// Endpoint name.
+    /// Endpoint name (for messages).
     pub name: String,
-    /// Address.
-    pub addr: Ipv4Addr,
-    /// Target port.
-    pub port: u16,
-    /// Weight (0 drains).
-    pub weight: u32,
-    /// MAC.
-    pub mac: Mac,
+    /// The backend as the load balancer takes it.
+    pub config: BackendConfig,
 }
 
 /// One load-balanced service port (a VIP port, or a published port on an ingress).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePlan {
-    /// Service name.
+    /// Service name (for messages).
     pub service: String,
-    /// Network of the clients (index into [`Plan::nets`]).
-    pub net: usize,
-    /// Protocol.
-    pub proto: Protocol,
-    /// Virtual address.
-    pub addr: Ipv4Addr,
-    /// Virtual port.
-    pub port: u16,
-    /// Scheduler.
-    pub scheduler: SchedulerKind,
-    /// Network of the backends.
-    pub backend_net: usize,
-    /// Source NAT to this node's load-balancer address and its MAC (routing mesh).
-    pub snat: Option<(Ipv4Addr, Mac)>,
+    /// The service as the load balancer takes it; its networks are indexes into [`Plan::nets`]
+    /// (the clients' in `key.net`, the backends' in `backend_net`), and `snat` is the routing
+    /// mesh's source NAT to this node's load-balancer address.
+    pub config: ServiceConfig,
     /// Backends.
     pub backends: Vec<BackendPlan>,
+}
+
+impl ServicePlan {
+    /// What selects the service.
+    pub fn key(&self) -> ServiceKey {
+        self.config.key
+    }
 }
 
 /// Everything this node's dataplane holds, computed from the cluster file.
@@ -155,13 +143,6 @@ pub struct Plan {
     pub services: Vec<ServicePlan>,
     /// MACs the switch owns, per network (VIPs, the node's LB address, ingress addresses).
     pub own_macs: Vec<(usize, Mac)>,
-}
-
-fn proto_of(p: Proto) -> Protocol {
-    match p {
-        Proto::Tcp => Protocol::Tcp,
-        Proto::Udp => Protocol::Udp,
-    }
 }
 
 impl Plan {
@@ -263,10 +244,7 @@ impl Plan {
             let Some(net) = plan.nets.iter().position(|n| n.name == s.network) else {
                 continue;
             };
-            let scheduler: SchedulerKind = s
-                .scheduler
-                .parse()
-                .map_err(|e| anyhow::anyhow!("service {:?}: {e}", s.name))?;
+            let net = NetId(net as u16);
             for p in &s.ports {
                 let backends = s
                     .backends
@@ -275,22 +253,28 @@ impl Plan {
                         let e = cluster.endpoint(name).expect("backends are checked");
                         BackendPlan {
                             name: name.clone(),
-                            addr: e.ip,
-                            port: p.target,
-                            weight: *weight,
-                            mac: e.mac,
+                            config: BackendConfig {
+                                addr: e.ip,
+                                port: p.target,
+                                weight: *weight,
+                                mac: e.mac,
+                            },
                         }
                     })
                     .collect();
                 plan.services.push(ServicePlan {
                     service: s.name.clone(),
-                    net,
-                    proto: proto_of(p.protocol),
-                    addr: s.vip,
-                    port: p.port,
-                    scheduler,
-                    backend_net: net,
-                    snat: None,
+                    config: ServiceConfig {
+                        key: ServiceKey {
+                            net,
+                            proto: p.protocol,
+                            addr: s.vip,
+                            port: p.port,
+                        },
+                        scheduler: s.scheduler,
+                        backend_net: net,
+                        snat: None,
+                    },
                     backends,
                 });
             }
@@ -314,26 +298,37 @@ impl Plan {
                 mtu: INGRESS_MTU,
                 kind: PortKind::Ingress,
             });
-            let published: Vec<ServicePlan> = plan
-                .services
-                .iter()
-                .filter(|s| !plan.nets[s.net].ingress)
-                .filter_map(|s| {
-                    let svc = cluster.services.iter().find(|c| c.name == s.service)?;
-                    let sp = svc.ports.iter().find(|p| {
-                        proto_of(p.protocol) == s.proto && p.port == s.port && p.target > 0
-                    })?;
-                    let lb = *me.lb.get(&svc.network)?;
-                    Some(ServicePlan {
-                        net: id,
-                        addr: ing.ip,
-                        port: sp.published?,
-                        backend_net: s.net,
-                        snat: Some((lb, Mac::docker_default(lb))),
-                        ..s.clone()
+            let published: Vec<ServicePlan> =
+                plan.services
+                    .iter()
+                    .filter(|s| !plan.nets[usize::from(s.key().net.0)].ingress)
+                    .filter_map(|s| {
+                        let key = s.key();
+                        let svc = cluster.services.iter().find(|c| c.name == s.service)?;
+                        let sp = svc.ports.iter().find(|p| {
+                            p.protocol == key.proto && p.port == key.port && p.target > 0
+                        })?;
+                        let lb = *me.lb.get(&svc.network)?;
+                        Some(ServicePlan {
+                            config: ServiceConfig {
+                                key: ServiceKey {
+                                    net: NetId(id as u16),
+                                    addr: ing.ip,
+                                    port: sp.published?,
+                                    ..key
+                                },
+                                backend_net: key.net,
+                                snat: Some(Snat {
+                                    addr: lb,
+                                    mac: Mac::docker_default(lb),
+                                    port_min: lb::types::SNAT_PORT_MIN,
+                                }),
+                                ..s.config.clone()
+                            },
+                            ..s.clone()
+                        })
                     })
-                })
-                .collect();
+                    .collect();
             plan.services.extend(published);
         }
         Ok(plan)
@@ -546,24 +541,6 @@ impl Node {
         &mut self.sw.stage_mut(self.lb).lb
     }
 
-    fn service_key(s: &ServicePlan) -> ServiceKey {
-        ServiceKey {
-            net: NetId(s.net as u16),
-            proto: s.proto,
-            addr: s.addr,
-            port: s.port,
-        }
-    }
-
-    fn backend_config(b: &BackendPlan) -> BackendConfig {
-        BackendConfig {
-            addr: b.addr,
-            port: b.port,
-            weight: b.weight,
-            mac: b.mac,
-        }
-    }
-
     /// Move the running tables from `self.plan` to `new` (same ports and VTEPs). Returns a
     /// summary of what changed.
     fn apply(&mut self, new: Plan) -> anyhow::Result<String> {
@@ -612,11 +589,11 @@ impl Node {
         // Services.
         let old_services = self.plan.services.clone();
         for old in &old_services {
-            let key = Self::service_key(old);
+            let key = old.key();
             let keep = new
                 .services
                 .iter()
-                .any(|s| Self::service_key(s) == key && s.scheduler == old.scheduler);
+                .any(|s| s.key() == key && s.config.scheduler == old.config.scheduler);
             if !keep {
                 self.lb()
                     .remove_service(&key)
@@ -624,78 +601,75 @@ impl Node {
                 let _ = writeln!(
                     log,
                     "service {} {}:{}: removed",
-                    old.service, old.addr, old.port
+                    old.service, key.addr, key.port
                 );
             }
         }
         for s in &new.services {
-            let key = Self::service_key(s);
+            let key = s.key();
             let old = old_services
                 .iter()
-                .find(|o| Self::service_key(o) == key && o.scheduler == s.scheduler);
+                .find(|o| o.key() == key && o.config.scheduler == s.config.scheduler);
             let Some(old) = old else {
                 self.lb()
-                    .add_service(ServiceConfig {
-                        key,
-                        scheduler: s.scheduler,
-                        backend_net: NetId(s.backend_net as u16),
-                        snat: s.snat.map(|(addr, mac)| Snat {
-                            addr,
-                            mac,
-                            port_min: lb::types::SNAT_PORT_MIN,
-                        }),
-                    })
+                    .add_service(s.config.clone())
                     .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
                 for b in &s.backends {
                     self.lb()
-                        .add_backend(&key, Self::backend_config(b))
+                        .add_backend(&key, b.config)
                         .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
                 }
                 if !old_services.is_empty() {
-                    let _ = writeln!(log, "service {} {}:{}: added", s.service, s.addr, s.port);
+                    let _ = writeln!(
+                        log,
+                        "service {} {}:{}: added",
+                        s.service, key.addr, key.port
+                    );
                 }
                 continue;
             };
             for ob in &old.backends {
+                let (addr, port) = (ob.config.addr, ob.config.port);
                 if !s
                     .backends
                     .iter()
-                    .any(|b| (b.addr, b.port) == (ob.addr, ob.port))
+                    .any(|b| (b.config.addr, b.config.port) == (addr, port))
                 {
                     self.lb()
-                        .remove_backend(&key, ob.addr, ob.port)
+                        .remove_backend(&key, addr, port)
                         .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
                     let _ = writeln!(
                         log,
                         "service {} {}:{}: backend {} removed",
-                        s.service, s.addr, s.port, ob.name
+                        s.service, key.addr, key.port, ob.name
                     );
                 }
             }
             for b in &s.backends {
+                let c = b.config;
                 match old
                     .backends
                     .iter()
-                    .find(|ob| (ob.addr, ob.port) == (b.addr, b.port))
+                    .find(|ob| (ob.config.addr, ob.config.port) == (c.addr, c.port))
                 {
                     None => {
                         self.lb()
-                            .add_backend(&key, Self::backend_config(b))
+                            .add_backend(&key, c)
                             .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
                         let _ = writeln!(
                             log,
                             "service {} {}:{}: backend {} added",
-                            s.service, s.addr, s.port, b.name
+                            s.service, key.addr, key.port, b.name
                         );
                     }
-                    Some(ob) if ob.weight != b.weight => {
+                    Some(ob) if ob.config.weight != c.weight => {
                         self.lb()
-                            .set_weight(&key, b.addr, b.port, b.weight)
+                            .set_weight(&key, c.addr, c.port, c.weight)
                             .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
                         let _ = writeln!(
                             log,
                             "service {} {}:{}: backend {} weight {} -> {}",
-                            s.service, s.addr, s.port, b.name, ob.weight, b.weight
+                            s.service, key.addr, key.port, b.name, ob.config.weight, c.weight
                         );
                     }
                     Some(_) => {}
@@ -775,9 +749,12 @@ mod tests {
         let lb1 = Mac::docker_default(Ipv4Addr::new(10, 0, 9, 254));
         assert!(p.own_macs.contains(&(0, lb1)));
         assert_eq!(p.services.len(), 2);
-        let publ = &p.services[1];
-        assert_eq!((publ.net, publ.port, publ.backend_net), (1, 8080, 0));
-        assert_eq!(publ.snat.unwrap().0, Ipv4Addr::new(10, 0, 9, 254));
+        let publ = &p.services[1].config;
+        assert_eq!(
+            (publ.key.net, publ.key.port, publ.backend_net),
+            (NetId(1), 8080, NetId(0))
+        );
+        assert_eq!(publ.snat.unwrap().addr, Ipv4Addr::new(10, 0, 9, 254));
         assert!(Plan::of(&cluster(&file()), "n9").is_err());
     }
 

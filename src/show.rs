@@ -299,7 +299,7 @@ pub fn network(node: &Node, name: &str, as_json: bool) -> Result<String, String>
             json!({
                 "name": s.name,
                 "vip": s.vip.to_string(),
-                "scheduler": s.scheduler,
+                "scheduler": s.scheduler.name(),
                 "backends": s.backends.iter().map(|(b, w)| json!({"endpoint": b, "weight": w})).collect::<Vec<_>>(),
                 "ports": s.ports.iter().map(|p| json!({
                     "protocol": p.protocol.to_string(),

@@ -186,7 +186,7 @@ impl Lab {
                     ip: e.ip,
                     prefix: net.map_or(24, |n| n.subnet.prefix),
                     mac: e.mac.to_string(),
-                    mtu: net.map_or(vxmesh::config::DEFAULT_MTU, |n| n.mtu),
+                    mtu: net.map_or(vswitch::env::DEFAULT_MTU, |n| n.mtu),
                 }
             })
             .collect::<Vec<_>>();

@@ -8,19 +8,19 @@ use std::net::Ipv4Addr;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use lb::conntrack::{Conn, ConnTable, Dir};
-use lb::packet::{PROTO_TCP, TCP_ACK, TCP_SYN};
 use lb::{
     BackendConfig, Balancer, BalancerConfig, LbStage, Protocol, SchedulerKind, ServiceConfig,
     ServiceKey,
 };
-use vswitch::l2::ETHERTYPE_IPV4;
+use vswitch::wire::ethernet::ETHERTYPE_IPV4;
+use vswitch::wire::{ipv4, tcp};
 use vswitch::{Batch, Env, FdbConfig, Mac, NetId, Stage, Time};
 
 const BURST: usize = 32;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
 
 fn csum(d: &[u8]) -> u16 {
-    lb::checksum::checksum(d)
+    vswitch::wire::checksum::checksum(d)
 }
 
 /// An Ethernet + IPv4 + TCP frame with valid checksums.
@@ -31,7 +31,7 @@ fn frame(src: u32, sport: u16, flags: u8) -> Vec<u8> {
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&46u16.to_be_bytes());
     ip[8] = 64;
-    ip[9] = PROTO_TCP;
+    ip[9] = ipv4::PROTO_TCP;
     ip[12..16].copy_from_slice(&src.to_be_bytes());
     ip[16..20].copy_from_slice(&u32::from(VIP).to_be_bytes());
     let c = csum(&ip[..20]);
@@ -42,7 +42,7 @@ fn frame(src: u32, sport: u16, flags: u8) -> Vec<u8> {
     ip[33] = flags;
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&ip[12..20]);
-    pseudo.extend_from_slice(&[0, PROTO_TCP, 0, 26]);
+    pseudo.extend_from_slice(&[0, ipv4::PROTO_TCP, 0, 26]);
     pseudo.extend_from_slice(&ip[20..46]);
     let c = csum(&pseudo);
     ip[36..38].copy_from_slice(&c.to_be_bytes());
@@ -93,11 +93,11 @@ fn established(c: &mut Criterion) {
     let mut pristine = Vec::new();
     for i in 0..FLOWS {
         let (a, p) = client(i);
-        lb.process(&mut frame(a, p, TCP_SYN), 14, NetId(0), now);
-        let mut ack = frame(a, p, TCP_ACK);
+        lb.process(&mut frame(a, p, tcp::FLAG_SYN), 14, NetId(0), now);
+        let mut ack = frame(a, p, tcp::FLAG_ACK);
         lb.process(&mut ack.clone(), 14, NetId(0), now);
         ack.truncate(60);
-        pristine.push(frame(a, p, TCP_ACK));
+        pristine.push(frame(a, p, tcp::FLAG_ACK));
     }
     let mut work: Vec<Vec<u8>> = (0..BURST).map(|i| pristine[i].clone()).collect();
     let mut g = c.benchmark_group("lb");
@@ -128,15 +128,15 @@ fn stage_established(c: &mut Criterion) {
         let now = Time::from_secs(1);
         for i in 0..conns {
             let (a, p) = client(i);
-            lb.process(&mut frame(a, p, TCP_SYN), 14, NetId(0), now);
-            lb.process(&mut frame(a, p, TCP_ACK), 14, NetId(0), now);
+            lb.process(&mut frame(a, p, tcp::FLAG_SYN), 14, NetId(0), now);
+            lb.process(&mut frame(a, p, tcp::FLAG_ACK), 14, NetId(0), now);
         }
         let pristine: Vec<Vec<u8>> = shuffled(conns as usize, false)
             .iter()
             .take(active as usize)
             .map(|&i| {
                 let (a, p) = client(i as u32);
-                frame(a, p, TCP_ACK)
+                frame(a, p, tcp::FLAG_ACK)
             })
             .collect();
         let mut stage = LbStage::new(lb);
@@ -171,7 +171,7 @@ fn new_conns(c: &mut Criterion) {
     let frames: Vec<Vec<u8>> = (0..N)
         .map(|i| {
             let (a, p) = client(i);
-            frame(a, p, TCP_SYN)
+            frame(a, p, tcp::FLAG_SYN)
         })
         .collect();
     let mut g = c.benchmark_group("lb");
@@ -228,7 +228,7 @@ fn lookups(c: &mut Criterion) {
                 vport: 80,
                 dport: 80,
                 lport: p,
-                proto: PROTO_TCP,
+                proto: ipv4::PROTO_TCP,
                 ..Conn::default()
             };
             t.insert(conn).unwrap();

@@ -179,9 +179,10 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::packet::tests::build;
-    use crate::packet::{self, Flow, PROTO_TCP, Tuple};
+    use crate::packet::{self, Flow, Tuple};
     use crate::sched::SchedulerKind;
     use crate::types::Protocol;
+    use vswitch::wire::ipv4;
 
     pub(crate) const NET: NetId = NetId(0);
     pub(crate) const INGRESS: NetId = NetId(1);
@@ -266,7 +267,14 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn client_pkt(port: u16, flags: u8) -> Vec<u8> {
-        frame((CLIENT, port), (VIP, 80), PROTO_TCP, flags, CMAC, VMAC)
+        frame(
+            (CLIENT, port),
+            (VIP, 80),
+            ipv4::PROTO_TCP,
+            flags,
+            CMAC,
+            VMAC,
+        )
     }
 
     pub(crate) fn tuple_of(f: &[u8]) -> Tuple {

@@ -154,7 +154,7 @@ pub struct Conn {
     pub rnet: u16,
     /// IP protocol.
     pub proto: u8,
-    /// Protocol state ([`crate::TcpState`] as u8; 0 for UDP).
+    /// Protocol state ([`crate::state::TcpState`] as u8; 0 for UDP).
     pub state: u8,
     /// `F_*` flags.
     pub flags: u8,
@@ -680,9 +680,9 @@ impl ConnTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{PROTO_TCP, PROTO_UDP};
     use proptest::prelude::*;
     use std::collections::HashMap;
+    use vswitch::wire::ipv4;
 
     fn conn(c: u32, cport: u16, d: u32) -> Conn {
         Conn {
@@ -694,7 +694,7 @@ mod tests {
             vport: 80,
             dport: 8080,
             lport: cport,
-            proto: PROTO_TCP,
+            proto: ipv4::PROTO_TCP,
             ..Conn::default()
         }
     }
@@ -812,7 +812,7 @@ mod tests {
         assert_eq!(t.lookup(&c.key(Dir::Orig)), Some((i, Dir::Orig)));
         assert_eq!(t.lookup(&c.key(Dir::Reply)), Some((i, Dir::Reply)));
         let mut other = c.key(Dir::Orig);
-        other.tuple.proto = PROTO_UDP;
+        other.tuple.proto = ipv4::PROTO_UDP;
         assert_eq!(t.lookup(&other), None);
         other = c.key(Dir::Orig);
         other.net = 1;

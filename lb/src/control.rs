@@ -59,11 +59,6 @@ impl Balancer {
         &self.timeouts
     }
 
-    /// Change timeouts (`ipvsadm --set`); applies from each connection's next packet.
-    pub fn set_timeouts(&mut self, t: Timeouts) {
-        self.timeouts = t;
-    }
-
     /// Add a virtual service.
     pub fn add_service(&mut self, cfg: ServiceConfig) -> Result<(), BalancerError> {
         if self.by_key.contains_key(&cfg.key) {
@@ -246,16 +241,23 @@ mod tests {
 
     use vswitch::Time;
 
+    use crate::balancer::Balancer;
     use crate::balancer::tests::*;
     use crate::packet::tests::verify;
-    use crate::packet::{PROTO_UDP, TCP_ACK, TCP_SYN};
     use crate::sched::SchedulerKind;
     use crate::state::Timeouts;
-    use crate::types::{LbDrop, Protocol, ServiceConfig, ServiceKey, Verdict};
+    use crate::types::{BalancerConfig, LbDrop, Protocol, ServiceConfig, ServiceKey, Verdict};
+    use vswitch::wire::{ipv4, tcp};
 
     #[test]
     fn configurable_timeouts_and_udp() {
-        let mut lb = lb_with(0, SchedulerKind::Rr, 64);
+        // Timeouts come with the balancer's settings (`ipvsadm --set` at start).
+        let mut timeouts = Timeouts::default();
+        timeouts.set(0, 0, 42);
+        let mut lb = Balancer::new(BalancerConfig {
+            timeouts,
+            ..BalancerConfig::default()
+        });
         let ukey = ServiceKey {
             net: NET,
             proto: Protocol::Udp,
@@ -270,10 +272,7 @@ mod tests {
         })
         .unwrap();
         lb.add_backend(&ukey, backend(1, 1)).unwrap();
-        let mut t = Timeouts::default();
-        t.set(0, 0, 42);
-        lb.set_timeouts(t);
-        let mut f = frame((CLIENT, 999), (VIP, 53), PROTO_UDP, 0, CMAC, VMAC);
+        let mut f = frame((CLIENT, 999), (VIP, 53), ipv4::PROTO_UDP, 0, CMAC, VMAC);
         assert!(matches!(
             lb.process(&mut f, ETH, NET, Time::from_secs(0)),
             Verdict::ToBackend { .. }
@@ -296,35 +295,35 @@ mod tests {
         let now = Time::from_secs(1);
         let mut dsts = Vec::new();
         for p in 0..4 {
-            let mut f = client_pkt(100 + p, TCP_SYN);
+            let mut f = client_pkt(100 + p, tcp::FLAG_SYN);
             lb.process(&mut f, ETH, NET, now);
             dsts.push(tuple_of(&f).dst);
         }
         // Adding a backend never moves existing connections.
         lb.add_backend(&key(), backend(2, 1)).unwrap();
         for p in 0..4u16 {
-            let mut f = client_pkt(100 + p, TCP_ACK);
+            let mut f = client_pkt(100 + p, tcp::FLAG_ACK);
             lb.process(&mut f, ETH, NET, now);
             assert_eq!(tuple_of(&f).dst, dsts[usize::from(p)]);
         }
         // Weight 0 drains: existing continue, new ones avoid it.
         let b0 = backend(0, 1);
         lb.set_weight(&key(), b0.addr, b0.port, 0).unwrap();
-        let mut f = client_pkt(100, TCP_ACK);
+        let mut f = client_pkt(100, tcp::FLAG_ACK);
         lb.process(&mut f, ETH, NET, now);
         assert_eq!(Ipv4Addr::from(tuple_of(&f).dst), b0.addr);
         for p in 0..10 {
-            let mut f = client_pkt(200 + p, TCP_SYN);
+            let mut f = client_pkt(200 + p, tcp::FLAG_SYN);
             lb.process(&mut f, ETH, NET, now);
             assert_ne!(Ipv4Addr::from(tuple_of(&f).dst), b0.addr);
         }
         // Removal: its connections expire; a further SYN is rescheduled elsewhere.
         lb.remove_backend(&key(), b0.addr, b0.port).unwrap();
         assert_eq!(
-            lb.process(&mut client_pkt(100, TCP_ACK), ETH, NET, now),
+            lb.process(&mut client_pkt(100, tcp::FLAG_ACK), ETH, NET, now),
             Verdict::Drop(LbDrop::TcpNotSyn)
         );
-        let mut f = client_pkt(102, TCP_SYN);
+        let mut f = client_pkt(102, tcp::FLAG_SYN);
         lb.process(&mut f, ETH, NET, now);
         assert_ne!(Ipv4Addr::from(tuple_of(&f).dst), b0.addr);
         lb.expire(now, 64);
@@ -336,7 +335,7 @@ mod tests {
             lb.set_weight(&key(), b.addr, b.port, 0).unwrap();
         }
         assert_eq!(
-            lb.process(&mut client_pkt(999, TCP_SYN), ETH, NET, now),
+            lb.process(&mut client_pkt(999, tcp::FLAG_SYN), ETH, NET, now),
             Verdict::Drop(LbDrop::NoBackend)
         );
     }

@@ -17,9 +17,10 @@ use vswitch::{MAX_BATCH, NetId, Time};
 
 use crate::balancer::{Balancer, Dests, Service, secs};
 use crate::conntrack::{Conn, Dir, F_INACTIVE, F_SNAT, Key};
-use crate::packet::{self, Flow, IcmpError, PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN, Tuple};
+use crate::packet::{self, Flow, IcmpError, Tuple};
 use crate::state::TcpState;
 use crate::types::{LbDrop, Protocol, SNAT_MAX_TRIES, ServiceKey, Verdict};
+use vswitch::wire::{ipv4, tcp};
 
 /// Ethernet header: destination MAC, source MAC, EtherType.
 const ETH_DST: core::ops::Range<usize> = 0..6;
@@ -184,7 +185,7 @@ impl Balancer {
     #[inline]
     fn touch(&mut self, idx: u32, dir: Dir, flags: u8, now: Time) {
         let c = self.ct.get_mut(idx);
-        if c.proto == PROTO_TCP {
+        if c.proto == ipv4::PROTO_TCP {
             let old = TcpState::from_u8(c.state);
             let new = old.next(dir == Dir::Reply, flags);
             if new != old {
@@ -300,8 +301,8 @@ impl Balancer {
                     expired
                         || self.backends[usize::from(c.backend)].removed
                         // A new SYN on a closed tuple is a new connection (IPVS conn_reuse_mode).
-                        || (c.proto == PROTO_TCP
-                            && flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+                        || (c.proto == ipv4::PROTO_TCP
+                            && flags & (tcp::FLAG_SYN | tcp::FLAG_ACK | tcp::FLAG_RST) == tcp::FLAG_SYN
                             && matches!(TcpState::from_u8(c.state), TcpState::TimeWait | TcpState::Close))
                 }
                 Dir::Reply => expired,
@@ -347,7 +348,8 @@ impl Balancer {
         let Some(s) = self.find_service(net, &t) else {
             return Verdict::Pass;
         };
-        if t.proto == PROTO_TCP && (flags & TCP_SYN == 0 || flags & TCP_RST != 0) {
+        if t.proto == ipv4::PROTO_TCP && (flags & tcp::FLAG_SYN == 0 || flags & tcp::FLAG_RST != 0)
+        {
             return Verdict::Drop(LbDrop::TcpNotSyn);
         }
         let pos = {
@@ -551,20 +553,18 @@ mod tests {
     use crate::balancer::Balancer;
     use crate::balancer::tests::*;
     use crate::packet::tests::{build, build_icmp, verify};
-    use crate::packet::{
-        self, Flow, ICMP_DEST_UNREACH, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
-        Tuple,
-    };
+    use crate::packet::{self, Flow, Tuple};
     use crate::sched::SchedulerKind;
     use crate::types::{
         BackendConfig, BalancerConfig, LbDrop, Protocol, SNAT_PORT_MIN, ServiceConfig, ServiceKey,
         Snat, Verdict,
     };
+    use vswitch::wire::{icmp, ipv4, tcp};
 
     #[test]
     fn golden_dnat_and_reply() {
         let mut lb = lb_with(3, SchedulerKind::Rr, 64);
-        let mut f = client_pkt(40000, TCP_SYN);
+        let mut f = client_pkt(40000, tcp::FLAG_SYN);
         assert_eq!(
             lb.process(&mut f, ETH, NET, Time::from_secs(1)),
             Verdict::ToBackend { net: NET }
@@ -580,8 +580,8 @@ mod tests {
         let mut r = frame(
             (b0.addr, 8080),
             (CLIENT, 40000),
-            PROTO_TCP,
-            TCP_SYN | TCP_ACK,
+            ipv4::PROTO_TCP,
+            tcp::FLAG_SYN | tcp::FLAG_ACK,
             b0.mac,
             CMAC,
         );
@@ -605,8 +605,8 @@ mod tests {
         let mut other = frame(
             (CLIENT, 1),
             (Ipv4Addr::new(10, 0, 9, 30), 80),
-            PROTO_TCP,
-            TCP_SYN,
+            ipv4::PROTO_TCP,
+            tcp::FLAG_SYN,
             CMAC,
             VMAC,
         );
@@ -622,7 +622,7 @@ mod tests {
     fn rr_thirty_connections_ten_each() {
         let mut lb = lb_with(3, SchedulerKind::Rr, 64);
         for p in 0..30 {
-            let mut f = client_pkt(1000 + p, TCP_SYN);
+            let mut f = client_pkt(1000 + p, tcp::FLAG_SYN);
             assert!(matches!(
                 lb.process(&mut f, ETH, NET, Time::from_secs(1)),
                 Verdict::ToBackend { .. }
@@ -650,7 +650,7 @@ mod tests {
                 &mut frame(
                     (b.addr, 8080),
                     (CLIENT, 5555),
-                    PROTO_TCP,
+                    ipv4::PROTO_TCP,
                     flags,
                     b.mac,
                     CMAC,
@@ -660,11 +660,11 @@ mod tests {
                 now,
             )
         };
-        fwd(&mut lb, TCP_SYN);
+        fwd(&mut lb, tcp::FLAG_SYN);
         assert_eq!(state(&lb), ("SYN_RECV", 60));
-        rev(&mut lb, TCP_SYN | TCP_ACK);
+        rev(&mut lb, tcp::FLAG_SYN | tcp::FLAG_ACK);
         assert_eq!(state(&lb), ("SYN_RECV", 60));
-        fwd(&mut lb, TCP_ACK);
+        fwd(&mut lb, tcp::FLAG_ACK);
         assert_eq!(state(&lb), ("ESTABLISHED", 900));
         assert_eq!(
             (
@@ -673,7 +673,7 @@ mod tests {
             ),
             (1, 0)
         );
-        rev(&mut lb, TCP_FIN | TCP_ACK);
+        rev(&mut lb, tcp::FLAG_FIN | tcp::FLAG_ACK);
         assert_eq!(state(&lb), ("FIN_WAIT", 120));
         assert_eq!(
             (
@@ -682,9 +682,9 @@ mod tests {
             ),
             (0, 1)
         );
-        fwd(&mut lb, TCP_FIN | TCP_ACK);
+        fwd(&mut lb, tcp::FLAG_FIN | tcp::FLAG_ACK);
         assert_eq!(state(&lb), ("TIME_WAIT", 120));
-        fwd(&mut lb, TCP_RST);
+        fwd(&mut lb, tcp::FLAG_RST);
         assert_eq!(state(&lb), ("CLOSE", 10));
         // Expiry with the fake clock.
         assert_eq!(lb.expire(Time::from_secs(109), 64), 0);
@@ -697,14 +697,14 @@ mod tests {
     fn syn_on_closed_tuple_is_rescheduled() {
         let mut lb = lb_with(2, SchedulerKind::Rr, 64);
         let now = Time::from_secs(1);
-        let mut f = client_pkt(7000, TCP_SYN);
+        let mut f = client_pkt(7000, tcp::FLAG_SYN);
         lb.process(&mut f, ETH, NET, now);
         let first = tuple_of(&f).dst;
-        lb.process(&mut client_pkt(7000, TCP_ACK), ETH, NET, now);
+        lb.process(&mut client_pkt(7000, tcp::FLAG_ACK), ETH, NET, now);
         // A client RST in SYN_RECV keeps SYN_RECV (IPVS table); once established it closes.
-        lb.process(&mut client_pkt(7000, TCP_RST), ETH, NET, now);
+        lb.process(&mut client_pkt(7000, tcp::FLAG_RST), ETH, NET, now);
         assert_eq!(lb.conns(now)[0].state, "CLOSE");
-        let mut f = client_pkt(7000, TCP_SYN);
+        let mut f = client_pkt(7000, tcp::FLAG_SYN);
         lb.process(&mut f, ETH, NET, now);
         assert_ne!(tuple_of(&f).dst, first, "rr scheduled the new SYN anew");
         assert_eq!(lb.conns(now).len(), 1);
@@ -715,7 +715,7 @@ mod tests {
     fn non_syn_without_conn_is_dropped_and_counted() {
         let mut lb = lb_with(1, SchedulerKind::Rr, 64);
         assert_eq!(
-            lb.process(&mut client_pkt(1, TCP_ACK), ETH, NET, Time::default()),
+            lb.process(&mut client_pkt(1, tcp::FLAG_ACK), ETH, NET, Time::default()),
             Verdict::Drop(LbDrop::TcpNotSyn)
         );
     }
@@ -725,20 +725,20 @@ mod tests {
         let mut lb = lb_with(2, SchedulerKind::Rr, 8);
         let now = Time::from_secs(1);
         for p in 0..4 {
-            lb.process(&mut client_pkt(p, TCP_SYN), ETH, NET, now);
-            lb.process(&mut client_pkt(p, TCP_ACK), ETH, NET, now);
+            lb.process(&mut client_pkt(p, tcp::FLAG_SYN), ETH, NET, now);
+            lb.process(&mut client_pkt(p, tcp::FLAG_ACK), ETH, NET, now);
         }
         // A SYN flood of new tuples fills the rest and is then refused.
         let full = (1000..1100)
             .filter(|&p| {
-                lb.process(&mut client_pkt(p, TCP_SYN), ETH, NET, now)
+                lb.process(&mut client_pkt(p, tcp::FLAG_SYN), ETH, NET, now)
                     == Verdict::Drop(LbDrop::TableFull)
             })
             .count();
         assert_eq!(full, 96);
         for p in 0..4 {
             assert!(matches!(
-                lb.process(&mut client_pkt(p, TCP_ACK), ETH, NET, now),
+                lb.process(&mut client_pkt(p, tcp::FLAG_ACK), ETH, NET, now),
                 Verdict::ToBackend { .. }
             ));
         }
@@ -753,7 +753,7 @@ mod tests {
         lb.expire(Time::from_secs(61), 64);
         assert!(matches!(
             lb.process(
-                &mut client_pkt(5000, TCP_SYN),
+                &mut client_pkt(5000, tcp::FLAG_SYN),
                 ETH,
                 NET,
                 Time::from_secs(61)
@@ -801,8 +801,8 @@ mod tests {
             let mut f = frame(
                 (src, 33333),
                 (ingress_ip, 8080),
-                PROTO_TCP,
-                TCP_SYN,
+                ipv4::PROTO_TCP,
+                tcp::FLAG_SYN,
                 Mac([2, 0, 0, 0, 0, c]),
                 Mac([2, 0, 0, 0, 0, 1]),
             );
@@ -825,8 +825,8 @@ mod tests {
             let mut r = frame(
                 (b.addr, 80),
                 (lb_addr, seen[i]),
-                PROTO_TCP,
-                TCP_SYN | TCP_ACK,
+                ipv4::PROTO_TCP,
+                tcp::FLAG_SYN | tcp::FLAG_ACK,
                 b.mac,
                 snat.mac,
             );
@@ -861,7 +861,7 @@ mod tests {
             },
         )
         .unwrap();
-        let mut f = client_pkt(1234, TCP_SYN);
+        let mut f = client_pkt(1234, tcp::FLAG_SYN);
         assert!(matches!(
             lb.process(&mut f, ETH, NET, Time::default()),
             Verdict::ToBackend { .. }
@@ -878,7 +878,7 @@ mod tests {
         let mut lb = lb_with(1, SchedulerKind::Rr, 64);
         let b = backend(0, 1);
         let now = Time::from_secs(1);
-        let mut f = client_pkt(4444, TCP_SYN);
+        let mut f = client_pkt(4444, tcp::FLAG_SYN);
         lb.process(&mut f, ETH, NET, now);
         // The backend host says "port unreachable" about the DNATed packet.
         let quoted = f[ETH..].to_vec();
@@ -886,7 +886,7 @@ mod tests {
         icmp.extend_from_slice(&build_icmp(
             b.addr.into(),
             CLIENT.into(),
-            ICMP_DEST_UNREACH,
+            icmp::TYPE_DEST_UNREACH,
             &quoted,
         ));
         assert_eq!(
@@ -903,13 +903,13 @@ mod tests {
         );
         assert_eq!((Ipv4Addr::from(e.quoted.dst), e.quoted.dport), (VIP, 80));
         // The quoted packet is now exactly what the client sent.
-        assert_eq!(&icmp[ETH + 28..], &client_pkt(4444, TCP_SYN)[ETH..]);
+        assert_eq!(&icmp[ETH + 28..], &client_pkt(4444, tcp::FLAG_SYN)[ETH..]);
         // The client side complains about a reply: translated towards the backend.
         let mut r = frame(
             (b.addr, 8080),
             (CLIENT, 4444),
-            PROTO_TCP,
-            TCP_SYN | TCP_ACK,
+            ipv4::PROTO_TCP,
+            tcp::FLAG_SYN | tcp::FLAG_ACK,
             b.mac,
             CMAC,
         );
@@ -918,7 +918,7 @@ mod tests {
         icmp.extend_from_slice(&build_icmp(
             CLIENT.into(),
             VIP.into(),
-            ICMP_DEST_UNREACH,
+            icmp::TYPE_DEST_UNREACH,
             &r[ETH..ETH + 28],
         ));
         assert_eq!(
@@ -944,13 +944,13 @@ mod tests {
     #[test]
     fn malformed_and_fragments() {
         let mut lb = lb_with(1, SchedulerKind::Rr, 64);
-        let mut f = client_pkt(1, TCP_SYN);
+        let mut f = client_pkt(1, tcp::FLAG_SYN);
         f.truncate(ETH + 30);
         assert_eq!(
             lb.process(&mut f, ETH, NET, Time::default()),
             Verdict::Drop(LbDrop::Malformed)
         );
-        let mut f = client_pkt(1, TCP_SYN);
+        let mut f = client_pkt(1, tcp::FLAG_SYN);
         f[ETH + 6] = 0x20; // MF
         assert_eq!(
             lb.process(&mut f, ETH, NET, Time::default()),
@@ -963,13 +963,13 @@ mod tests {
         fn nat_then_unnat_is_identity(sport in 1u16.., flags in proptest::prelude::any::<u8>(),
                                       payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), udp in proptest::prelude::any::<bool>()) {
             let mut lb = lb_with(0, SchedulerKind::Rr, 64);
-            let proto = if udp { PROTO_UDP } else { PROTO_TCP };
+            let proto = if udp { ipv4::PROTO_UDP } else { ipv4::PROTO_TCP };
             let k = ServiceKey { net: NET, proto: if udp { Protocol::Udp } else { Protocol::Tcp }, addr: VIP, port: 80 };
             if udp {
                 lb.add_service(ServiceConfig { key: k, scheduler: SchedulerKind::Rr, backend_net: NET, snat: None }).unwrap();
             }
             lb.add_backend(&k, backend(0, 1)).unwrap();
-            let flags = (flags | TCP_SYN) & !TCP_RST;
+            let flags = (flags | tcp::FLAG_SYN) & !tcp::FLAG_RST;
             let t = Tuple { proto, src: CLIENT.into(), dst: VIP.into(), sport, dport: 80 };
             let orig = build(t, flags, &payload);
             let mut f = vec![0u8; ETH];
@@ -980,7 +980,7 @@ mod tests {
             // Swap the translated packet's ends to make the backend's reply, un-NAT it, swap back.
             let tt = tuple_of(&f);
             let mut reply = vec![0u8; ETH];
-            reply.extend_from_slice(&build(tt.reversed(), TCP_ACK, &payload));
+            reply.extend_from_slice(&build(tt.reversed(), tcp::FLAG_ACK, &payload));
             let back = lb.process(&mut reply, ETH, NET, Time::default());
             proptest::prop_assert!(matches!(back, Verdict::ToClient { .. }), "{:?}", back);
             proptest::prop_assert!(verify(&reply[ETH..]));

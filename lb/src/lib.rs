@@ -7,12 +7,11 @@
 //! between batches) and [`data`] (the per-packet path). Inside the data path a packet is parsed
 //! ([`packet`]), looked up in connection tracking ([`conntrack`]) or, when new, matched to a
 //! virtual service and given a backend by a scheduler ([`sched`]), then rewritten in place with
-//! incremental checksums ([`checksum`]); TCP states and timeouts follow IPVS ([`state`]).
+//! incremental checksums ([`vswitch::wire::checksum`]); TCP states and timeouts follow IPVS ([`state`]).
 //! [`types`] holds the vocabulary both sides share; [`listing`] takes the `ipvsadm -Ln` /
 //! `-Lnc` snapshots and renders them for the CLI.
 
 pub mod balancer;
-pub use vswitch::wire::checksum;
 pub mod conntrack;
 pub mod control;
 pub mod data;
@@ -24,12 +23,10 @@ pub mod state;
 pub mod types;
 
 pub use balancer::Balancer;
-pub use data::Prepared;
-pub use listing::{BackendInfo, ConnInfo, ListMode, ServiceInfo, format_conns, format_services};
+pub use listing::{ListMode, format_services};
 pub use sched::SchedulerKind;
 pub use stage::LbStage;
-pub use state::{TcpState, Timeouts};
+pub use state::Timeouts;
 pub use types::{
-    BackendConfig, BalancerConfig, BalancerError, LbCounters, LbDrop, Protocol, Rates,
-    ServiceConfig, ServiceKey, Snat, Stats, Verdict,
+    BackendConfig, BalancerConfig, Protocol, Rates, ServiceConfig, ServiceKey, Snat, Stats,
 };

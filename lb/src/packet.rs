@@ -18,23 +18,6 @@ use std::net::Ipv4Addr;
 use vswitch::wire::checksum::{update16, update32};
 use vswitch::wire::{icmp, ipv4, tcp, udp};
 
-/// ICMP error types translated with their connection (declared in [`vswitch::wire::icmp`]).
-pub use vswitch::wire::icmp::{
-    TYPE_DEST_UNREACH as ICMP_DEST_UNREACH, TYPE_PARAM_PROBLEM as ICMP_PARAM_PROBLEM,
-    TYPE_TIME_EXCEEDED as ICMP_TIME_EXCEEDED,
-};
-/// IP protocol numbers the load balancer handles (declared in [`vswitch::wire::ipv4`]).
-pub use vswitch::wire::ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-/// TCP flags the connection states follow (declared in [`vswitch::wire::tcp`]).
-pub use vswitch::wire::tcp::{
-    FLAG_ACK as TCP_ACK, FLAG_FIN as TCP_FIN, FLAG_RST as TCP_RST, FLAG_SYN as TCP_SYN,
-};
-/// Header lengths (declared in the wire layer).
-pub use vswitch::wire::{
-    icmp::HEADER_LEN as ICMP_HDR, ipv4::HEADER_LEN as IPV4_MIN_HDR, tcp::HEADER_LEN as TCP_MIN_HDR,
-    udp::HEADER_LEN as UDP_HDR,
-};
-
 /// Bytes of the quoted transport header needed to read its ports.
 pub const QUOTED_PORTS: usize = udp::field::PORTS.end;
 
@@ -172,13 +155,13 @@ pub fn parse(ip: &[u8]) -> Result<Flow, PacketError> {
     let h = ipv4::Packet::new_unchecked(ip);
     let proto = h.protocol();
     match proto {
-        PROTO_TCP | PROTO_UDP => {
+        ipv4::PROTO_TCP | ipv4::PROTO_UDP => {
             if h.is_fragment() {
                 return Ok(Flow::Fragment {
                     dst: u32::from(h.dst_addr()),
                 });
             }
-            let need = if proto == PROTO_TCP {
+            let need = if proto == ipv4::PROTO_TCP {
                 tcp::HEADER_LEN
             } else {
                 udp::HEADER_LEN
@@ -195,7 +178,7 @@ pub fn parse(ip: &[u8]) -> Result<Flow, PacketError> {
                 sport,
                 dport,
             };
-            let tcp_flags = if proto == PROTO_TCP {
+            let tcp_flags = if proto == ipv4::PROTO_TCP {
                 tcp::Packet::new_unchecked(l4).flags()
             } else {
                 0
@@ -206,7 +189,7 @@ pub fn parse(ip: &[u8]) -> Result<Flow, PacketError> {
                 tcp_flags,
             })
         }
-        PROTO_ICMP => {
+        ipv4::PROTO_ICMP => {
             if h.is_fragment() {
                 return Ok(Flow::Other);
             }
@@ -221,7 +204,7 @@ pub fn parse(ip: &[u8]) -> Result<Flow, PacketError> {
             let q = ipv4::Packet::new_unchecked(&ip[inner..]);
             let iproto = q.protocol();
             // Only a first fragment quotes ports; RFC 792 guarantees 8 bytes of them.
-            if !matches!(iproto, PROTO_TCP | PROTO_UDP) || q.frag_offset() != 0 {
+            if !matches!(iproto, ipv4::PROTO_TCP | ipv4::PROTO_UDP) || q.frag_offset() != 0 {
                 return Ok(Flow::Other);
             }
             let inner_l4 = inner + iihl;
@@ -252,7 +235,7 @@ pub fn parse(ip: &[u8]) -> Result<Flow, PacketError> {
 /// Offset of the transport checksum field within its header.
 #[inline]
 fn l4_csum_field(proto: u8) -> usize {
-    if proto == PROTO_TCP {
+    if proto == ipv4::PROTO_TCP {
         tcp::field::CHECKSUM.start
     } else {
         udp::field::CHECKSUM.start
@@ -262,7 +245,7 @@ fn l4_csum_field(proto: u8) -> usize {
 /// The checksum of a TCP or UDP header at the start of `l4` (which holds the field).
 #[inline]
 fn l4_checksum(proto: u8, l4: &[u8]) -> u16 {
-    if proto == PROTO_TCP {
+    if proto == ipv4::PROTO_TCP {
         tcp::Packet::new_unchecked(l4).checksum()
     } else {
         udp::Packet::new_unchecked(l4).checksum()
@@ -272,7 +255,7 @@ fn l4_checksum(proto: u8, l4: &[u8]) -> u16 {
 /// Sets the checksum of a TCP or UDP header at the start of `l4` (which holds the field).
 #[inline]
 fn set_l4_checksum(proto: u8, l4: &mut [u8], c: u16) {
-    if proto == PROTO_TCP {
+    if proto == ipv4::PROTO_TCP {
         tcp::Packet::new_unchecked(l4).set_checksum(c);
     } else {
         udp::Packet::new_unchecked(l4).set_checksum(c);
@@ -283,14 +266,14 @@ fn set_l4_checksum(proto: u8, l4: &mut [u8], c: u16) {
 /// zero (none) stays zero, a computed zero goes out as all ones (RFC 768).
 #[inline]
 fn l4_update(c: u16, old: Tuple, src: (u32, u16), dst: (u32, u16)) -> u16 {
-    if old.proto == PROTO_UDP && c == udp::NO_CHECKSUM {
+    if old.proto == ipv4::PROTO_UDP && c == udp::NO_CHECKSUM {
         return c;
     }
     let mut c = update32(c, old.src, src.0);
     c = update32(c, old.dst, dst.0);
     c = update16(c, old.sport, src.1);
     c = update16(c, old.dport, dst.1);
-    if old.proto == PROTO_UDP {
+    if old.proto == ipv4::PROTO_UDP {
         udp::wire_checksum(c)
     } else {
         c
@@ -370,7 +353,7 @@ pub fn rewrite_icmp_error(
     if e.inner_l4 + l4_csum_field(q.proto) + 2 <= e.end {
         let ql4 = &mut ip[e.inner_l4..e.end];
         let old = l4_checksum(q.proto, ql4);
-        if !(q.proto == PROTO_UDP && old == udp::NO_CHECKSUM) {
+        if !(q.proto == ipv4::PROTO_UDP && old == udp::NO_CHECKSUM) {
             let c = l4_update(old, q, inner_src, inner_dst);
             set_l4_checksum(q.proto, ql4, c);
             icc = update16(icc, old, c);
@@ -404,12 +387,12 @@ pub(crate) mod tests {
 
     /// Build an IPv4 TCP or UDP packet with correct checksums (payload `payload`).
     pub(crate) fn build(t: Tuple, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let l4len = if t.proto == PROTO_TCP {
-            TCP_MIN_HDR
+        let l4len = if t.proto == ipv4::PROTO_TCP {
+            tcp::HEADER_LEN
         } else {
-            UDP_HDR
+            udp::HEADER_LEN
         };
-        let total = IPV4_MIN_HDR + l4len + payload.len();
+        let total = ipv4::HEADER_LEN + l4len + payload.len();
         let mut p = vec![0u8; total];
         ipv4::Repr {
             src_addr: Ipv4Addr::from(t.src),
@@ -422,10 +405,10 @@ pub(crate) mod tests {
             dont_frag: false,
         }
         .emit(&mut ipv4::Packet::new_unchecked(&mut p[..]));
-        let l4 = IPV4_MIN_HDR;
+        let l4 = ipv4::HEADER_LEN;
         p[l4 + l4len..].copy_from_slice(payload);
         let (src, dst) = (Ipv4Addr::from(t.src), Ipv4Addr::from(t.dst));
-        if t.proto == PROTO_TCP {
+        if t.proto == ipv4::PROTO_TCP {
             let mut seg = tcp::Packet::new_unchecked(&mut p[l4..]);
             tcp::Repr {
                 src_port: t.sport,
@@ -437,7 +420,7 @@ pub(crate) mod tests {
             }
             .emit(&mut seg);
             let c = !checksum::add(
-                checksum::pseudo_sum_addrs(src, dst, PROTO_TCP, l4len + payload.len()),
+                checksum::pseudo_sum_addrs(src, dst, ipv4::PROTO_TCP, l4len + payload.len()),
                 checksum::sum(seg.as_ref()),
             );
             seg.set_checksum(c);
@@ -457,25 +440,25 @@ pub(crate) mod tests {
 
     /// Build an ICMP error of `ty` from `src` to `dst` quoting the first bytes of `quoted`.
     pub(crate) fn build_icmp(src: u32, dst: u32, ty: u8, quoted: &[u8]) -> Vec<u8> {
-        let total = IPV4_MIN_HDR + ICMP_HDR + quoted.len();
+        let total = ipv4::HEADER_LEN + icmp::HEADER_LEN + quoted.len();
         let mut p = vec![0u8; total];
         ipv4::Repr {
             src_addr: Ipv4Addr::from(src),
             dst_addr: Ipv4Addr::from(dst),
-            protocol: PROTO_ICMP,
-            payload_len: ICMP_HDR + quoted.len(),
+            protocol: ipv4::PROTO_ICMP,
+            payload_len: icmp::HEADER_LEN + quoted.len(),
             ttl: ipv4::DEFAULT_TTL,
             tos: 0,
             ident: 0,
             dont_frag: false,
         }
         .emit(&mut ipv4::Packet::new_unchecked(&mut p[..]));
-        p[IPV4_MIN_HDR + ICMP_HDR..].copy_from_slice(quoted);
+        p[ipv4::HEADER_LEN + icmp::HEADER_LEN..].copy_from_slice(quoted);
         icmp::Repr {
             msg_type: ty,
             code: 0,
         }
-        .emit(&mut icmp::Packet::new_unchecked(&mut p[IPV4_MIN_HDR..]));
+        .emit(&mut icmp::Packet::new_unchecked(&mut p[ipv4::HEADER_LEN..]));
         p
     }
 
@@ -505,7 +488,7 @@ pub(crate) mod tests {
                     return false;
                 }
                 // The quoted header's own checksum must hold too.
-                let q = &payload[ICMP_HDR..];
+                let q = &payload[icmp::HEADER_LEN..];
                 let ihl = usize::from(q[0] & 0x0f) * 4;
                 q.len() < ihl || checksum::sum(&q[..ihl]) == 0xffff
             }
@@ -520,20 +503,20 @@ pub(crate) mod tests {
     #[test]
     fn parse_tcp_syn() {
         let t = Tuple {
-            proto: PROTO_TCP,
+            proto: ipv4::PROTO_TCP,
             src: addr([10, 0, 9, 11]),
             dst: addr([10, 0, 9, 100]),
             sport: 40000,
             dport: 80,
         };
-        let p = build(t, TCP_SYN, b"");
+        let p = build(t, tcp::FLAG_SYN, b"");
         assert!(verify(&p));
         assert_eq!(
             parse(&p),
             Ok(Flow::Transport {
                 tuple: t,
                 l4: 20,
-                tcp_flags: TCP_SYN
+                tcp_flags: tcp::FLAG_SYN
             })
         );
     }
@@ -542,7 +525,7 @@ pub(crate) mod tests {
     fn fixed_bytes_dnat_golden() {
         // A UDP datagram 10.0.9.11:5353 -> 10.0.9.100:53, payload "hi", checksums precomputed.
         let t = Tuple {
-            proto: PROTO_UDP,
+            proto: ipv4::PROTO_UDP,
             src: addr([10, 0, 9, 11]),
             dst: addr([10, 0, 9, 100]),
             sport: 5353,
@@ -557,7 +540,7 @@ pub(crate) mod tests {
         rewrite_transport(
             &mut p,
             20,
-            PROTO_UDP,
+            ipv4::PROTO_UDP,
             (t.src, t.sport),
             (addr([10, 0, 9, 12]), 5300),
         );
@@ -569,7 +552,7 @@ pub(crate) mod tests {
     #[test]
     fn udp_zero_checksum_stays_zero() {
         let t = Tuple {
-            proto: PROTO_UDP,
+            proto: ipv4::PROTO_UDP,
             src: 1,
             dst: 2,
             sport: 3,
@@ -577,7 +560,7 @@ pub(crate) mod tests {
         };
         let mut p = build(t, 0, b"abc");
         wr16(&mut p, 26, 0);
-        rewrite_transport(&mut p, 20, PROTO_UDP, (5, 6), (7, 8));
+        rewrite_transport(&mut p, 20, ipv4::PROTO_UDP, (5, 6), (7, 8));
         assert_eq!(rd16(&p, 26), 0);
         assert!(Ipv4Packet::new_checked(&p[..]).unwrap().verify_checksum());
     }
@@ -593,7 +576,7 @@ pub(crate) mod tests {
     #[test]
     fn fragments_are_reported() {
         let t = Tuple {
-            proto: PROTO_UDP,
+            proto: ipv4::PROTO_UDP,
             src: 1,
             dst: 2,
             sport: 3,
@@ -607,13 +590,13 @@ pub(crate) mod tests {
     #[test]
     fn bad_headers_are_errors() {
         let t = Tuple {
-            proto: PROTO_TCP,
+            proto: ipv4::PROTO_TCP,
             src: 1,
             dst: 2,
             sport: 3,
             dport: 4,
         };
-        let mut p = build(t, TCP_ACK, b"");
+        let mut p = build(t, tcp::FLAG_ACK, b"");
         p[0] = 0x65;
         assert_eq!(parse(&p), Err(PacketError::NotIpv4));
         p[0] = 0x44;
@@ -625,7 +608,7 @@ pub(crate) mod tests {
 
     fn tuple_strategy() -> impl Strategy<Value = Tuple> {
         (
-            prop_oneof![Just(PROTO_TCP), Just(PROTO_UDP)],
+            prop_oneof![Just(ipv4::PROTO_TCP), Just(ipv4::PROTO_UDP)],
             any::<u32>(),
             any::<u32>(),
             any::<u16>(),
@@ -656,7 +639,7 @@ pub(crate) mod tests {
             // Identity up to the ones-complement double zero of a checksum field.
             for (i, (a, b)) in p.iter().zip(&orig).enumerate() {
                 if a != b {
-                    let coff = if t.proto == PROTO_TCP { 36 } else { 26 };
+                    let coff = if t.proto == ipv4::PROTO_TCP { 36 } else { 26 };
                     prop_assert!(i == 10 || i == 11 || i == coff || i == coff + 1, "byte {} differs", i);
                 }
             }
@@ -665,9 +648,9 @@ pub(crate) mod tests {
         #[test]
         fn icmp_rewrite_keeps_checksums(t in tuple_strategy(), qlen in 24usize..48,
                                         o in any::<(u32, u32)>(), isrc in any::<(u32, u16)>(), idst in any::<(u32, u16)>()) {
-            let inner = build(t, TCP_SYN, &[7; 20]);
+            let inner = build(t, tcp::FLAG_SYN, &[7; 20]);
             let qlen = qlen.min(inner.len());
-            let mut p = build_icmp(9, t.src, ICMP_DEST_UNREACH, &inner[..qlen]);
+            let mut p = build_icmp(9, t.src, icmp::TYPE_DEST_UNREACH, &inner[..qlen]);
             prop_assert!(verify(&p));
             let Ok(Flow::Icmp(e)) = parse(&p) else { panic!("icmp parse") };
             prop_assert_eq!(e.quoted, t);
@@ -685,14 +668,14 @@ pub(crate) mod tests {
 
         #[test]
         fn every_truncation_is_clean(t in tuple_strategy(), cut in 0usize..60) {
-            let p = build(t, TCP_ACK, &[1; 12]);
+            let p = build(t, tcp::FLAG_ACK, &[1; 12]);
             let cut = cut.min(p.len());
             // Never panics; a cut inside the headers is an error.
             let r = parse(&p[..cut]);
             if cut < p.len() {
                 prop_assert!(r.is_err());
             }
-            let icmp = build_icmp(1, 2, ICMP_TIME_EXCEEDED, &p[..28]);
+            let icmp = build_icmp(1, 2, icmp::TYPE_TIME_EXCEEDED, &p[..28]);
             let r = parse(&icmp[..cut.min(icmp.len())]);
             if cut < icmp.len() {
                 prop_assert!(r.is_err());

@@ -50,6 +50,16 @@ pub enum SchedulerKind {
 }
 
 impl SchedulerKind {
+    /// Every scheduler, in the order messages list them.
+    pub const ALL: [SchedulerKind; 6] = [
+        SchedulerKind::Rr,
+        SchedulerKind::Wrr,
+        SchedulerKind::Lc,
+        SchedulerKind::Wlc,
+        SchedulerKind::Sh,
+        SchedulerKind::Mh,
+    ];
+
     /// The ipvsadm name (`rr`, `wrr`, ...).
     pub fn name(self) -> &'static str {
         match self {
@@ -69,23 +79,32 @@ impl fmt::Display for SchedulerKind {
     }
 }
 
-/// An unknown scheduler name.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scheduler {0:?} (expected rr, wrr, lc, wlc, sh or mh)")]
+/// An unknown scheduler name (the cluster file's message: `unknown scheduler "x" (known: rr, ...)`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SchedulerError(pub String);
+
+impl std::error::Error for SchedulerError {}
+
+impl fmt::Display for SchedulerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown scheduler {:?} (known: ", self.0)?;
+        for (i, k) in SchedulerKind::ALL.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(k.name())?;
+        }
+        f.write_str(")")
+    }
+}
 
 impl FromStr for SchedulerKind {
     type Err = SchedulerError;
     fn from_str(s: &str) -> Result<Self, SchedulerError> {
-        Ok(match s {
-            "rr" => SchedulerKind::Rr,
-            "wrr" => SchedulerKind::Wrr,
-            "lc" => SchedulerKind::Lc,
-            "wlc" => SchedulerKind::Wlc,
-            "sh" => SchedulerKind::Sh,
-            "mh" => SchedulerKind::Mh,
-            _ => return Err(SchedulerError(s.to_string())),
-        })
+        SchedulerKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| SchedulerError(s.to_string()))
     }
 }
 

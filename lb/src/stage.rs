@@ -15,8 +15,9 @@
 
 use std::net::Ipv4Addr;
 
-use vswitch::l2::ETHERTYPE_IPV4;
 use vswitch::offload;
+use vswitch::wire::ethernet::ETHERTYPE_IPV4;
+use vswitch::wire::ipv4;
 use vswitch::{Batch, DropReason, Env, MAX_BATCH, Next, Packet, Stage};
 
 use crate::balancer::Balancer;
@@ -156,7 +157,7 @@ impl Stage for LbStage {
         match found {
             Some((idx, dir)) => {
                 let c = ct.get(idx);
-                let state = if c.proto == packet::PROTO_TCP {
+                let state = if c.proto == ipv4::PROTO_TCP {
                     TcpState::from_u8(c.state).name()
                 } else {
                     "UDP"
@@ -203,11 +204,12 @@ impl Stage for LbStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::Tuple;
     use crate::packet::tests::{build, verify};
-    use crate::packet::{PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Tuple};
     use crate::sched::SchedulerKind;
     use crate::types::{BackendConfig, BalancerConfig, Protocol, ServiceConfig, ServiceKey};
     use vswitch::stage::{StageStats, mask_of, run_stage};
+    use vswitch::wire::{ipv4, tcp};
     use vswitch::{FdbConfig, Mac, NetId, Network, Time};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
@@ -258,31 +260,31 @@ mod tests {
         let client = u32::from(Ipv4Addr::new(10, 0, 9, 11));
         for i in 0..6u16 {
             let t = Tuple {
-                proto: PROTO_TCP,
+                proto: ipv4::PROTO_TCP,
                 src: client,
                 dst: VIP.into(),
                 sport: 40000 + i,
                 dport: 80,
             };
-            batch.push_frame(&frame(t, TCP_SYN)).unwrap();
+            batch.push_frame(&frame(t, tcp::FLAG_SYN)).unwrap();
         }
         // Not for a service, an ACK with no connection, and an ARP frame.
         let other = Tuple {
-            proto: PROTO_TCP,
+            proto: ipv4::PROTO_TCP,
             src: client,
             dst: u32::from(Ipv4Addr::new(10, 0, 9, 12)),
             sport: 1,
             dport: 80,
         };
-        batch.push_frame(&frame(other, TCP_SYN)).unwrap();
+        batch.push_frame(&frame(other, tcp::FLAG_SYN)).unwrap();
         let stray = Tuple {
-            proto: PROTO_TCP,
+            proto: ipv4::PROTO_TCP,
             src: client,
             dst: VIP.into(),
             sport: 9,
             dport: 80,
         };
-        batch.push_frame(&frame(stray, TCP_ACK)).unwrap();
+        batch.push_frame(&frame(stray, tcp::FLAG_ACK)).unwrap();
         batch.push_frame(&[0xff; 42]).unwrap();
         for p in batch.pkts_mut() {
             p.meta.net = net;
@@ -353,7 +355,7 @@ mod tests {
         let sport = 40000 + p;
         let tcp = |flags| {
             let t = Tuple {
-                proto: PROTO_TCP,
+                proto: ipv4::PROTO_TCP,
                 src: client,
                 dst: vip,
                 sport,
@@ -362,24 +364,24 @@ mod tests {
             frame(t, flags)
         };
         match kind {
-            0 => tcp(TCP_SYN),
-            1 => tcp(TCP_ACK),
-            2 => tcp(TCP_FIN | TCP_ACK),
-            3 => tcp(TCP_RST),
+            0 => tcp(tcp::FLAG_SYN),
+            1 => tcp(tcp::FLAG_ACK),
+            2 => tcp(tcp::FLAG_FIN | tcp::FLAG_ACK),
+            3 => tcp(tcp::FLAG_RST),
             // A backend's reply (it matches when that backend was picked).
             4 => frame(
                 Tuple {
-                    proto: PROTO_TCP,
+                    proto: ipv4::PROTO_TCP,
                     src: u32::from(Ipv4Addr::new(10, 0, 9, 12 + (p % 3) as u8)),
                     dst: client,
                     sport: 80,
                     dport: sport,
                 },
-                TCP_SYN | TCP_ACK,
+                tcp::FLAG_SYN | tcp::FLAG_ACK,
             ),
             _ => {
                 let t = Tuple {
-                    proto: PROTO_UDP,
+                    proto: ipv4::PROTO_UDP,
                     src: client,
                     dst: vip,
                     sport,

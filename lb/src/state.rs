@@ -77,14 +77,14 @@ impl TcpState {
     /// (`reply == false`) or the backend. A packet with none of SYN/FIN/ACK/RST closes.
     #[inline]
     pub fn next(self, reply: bool, flags: u8) -> TcpState {
-        use crate::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-        let event = if flags & TCP_RST != 0 {
+        use vswitch::wire::tcp;
+        let event = if flags & tcp::FLAG_RST != 0 {
             3
-        } else if flags & TCP_SYN != 0 {
+        } else if flags & tcp::FLAG_SYN != 0 {
             0
-        } else if flags & TCP_FIN != 0 {
+        } else if flags & tcp::FLAG_FIN != 0 {
             1
-        } else if flags & TCP_ACK != 0 {
+        } else if flags & tcp::FLAG_ACK != 0 {
             2
         } else {
             return CL;
@@ -163,28 +163,23 @@ impl Timeouts {
     pub fn tcp_state(&self, s: TcpState) -> u32 {
         self.tcp[s as usize]
     }
-
-    /// Set the timeout of one TCP state (SYN_RECV, TIME_WAIT and CLOSE are configurable too).
-    pub fn set_tcp_state(&mut self, s: TcpState, secs: u32) {
-        self.tcp[s as usize] = secs;
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+    use vswitch::wire::tcp;
 
     #[test]
     fn normal_handshake_and_close() {
         let mut s = NO;
         let steps = [
-            (false, TCP_SYN, SR),
-            (true, TCP_SYN | TCP_ACK, SR),
-            (false, TCP_ACK, ES),
-            (false, TCP_FIN | TCP_ACK, CW),
-            (true, TCP_FIN | TCP_ACK, TW),
-            (false, TCP_ACK, TW),
+            (false, tcp::FLAG_SYN, SR),
+            (true, tcp::FLAG_SYN | tcp::FLAG_ACK, SR),
+            (false, tcp::FLAG_ACK, ES),
+            (false, tcp::FLAG_FIN | tcp::FLAG_ACK, CW),
+            (true, tcp::FLAG_FIN | tcp::FLAG_ACK, TW),
+            (false, tcp::FLAG_ACK, TW),
         ];
         for (reply, flags, want) in steps {
             s = s.next(reply, flags);
@@ -194,11 +189,11 @@ mod tests {
 
     #[test]
     fn backend_closes_first_then_reset() {
-        let s = ES.next(true, TCP_FIN | TCP_ACK);
+        let s = ES.next(true, tcp::FLAG_FIN | tcp::FLAG_ACK);
         assert_eq!(s, FW);
-        assert_eq!(s.next(false, TCP_ACK), FW);
-        assert_eq!(s.next(false, TCP_FIN | TCP_ACK), TW);
-        assert_eq!(ES.next(false, TCP_RST), CL);
+        assert_eq!(s.next(false, tcp::FLAG_ACK), FW);
+        assert_eq!(s.next(false, tcp::FLAG_FIN | tcp::FLAG_ACK), TW);
+        assert_eq!(ES.next(false, tcp::FLAG_RST), CL);
         assert_eq!(ES.next(false, 0), CL);
     }
 

@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 
 use vswitch::{Mac, NetId};
 
-use crate::packet::{PROTO_TCP, PROTO_UDP};
 use crate::sched::SchedulerKind;
 use crate::state::Timeouts;
+use vswitch::wire::ipv4;
 
 /// Default maximum number of tracked connections.
 pub const DEFAULT_MAX_CONNS: usize = 1 << 20;
@@ -31,8 +31,8 @@ impl Protocol {
     /// IP protocol number.
     pub fn number(self) -> u8 {
         match self {
-            Protocol::Tcp => PROTO_TCP,
-            Protocol::Udp => PROTO_UDP,
+            Protocol::Tcp => ipv4::PROTO_TCP,
+            Protocol::Udp => ipv4::PROTO_UDP,
         }
     }
 
@@ -46,10 +46,20 @@ impl Protocol {
 
     pub(crate) fn from_number(p: u8) -> Option<Protocol> {
         match p {
-            PROTO_TCP => Some(Protocol::Tcp),
-            PROTO_UDP => Some(Protocol::Udp),
+            ipv4::PROTO_TCP => Some(Protocol::Tcp),
+            ipv4::PROTO_UDP => Some(Protocol::Udp),
             _ => None,
         }
+    }
+}
+
+/// The cluster file's spelling: `tcp`, `udp`.
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
     }
 }
 

@@ -20,18 +20,15 @@ use crate::packet::{DropReason, Mac, Next, Packet};
 use crate::stage::Stage;
 use crate::wire::ethernet;
 
-/// The EtherTypes the stages branch on, declared in [`crate::wire::ethernet`].
-pub use crate::wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN};
-
 /// The destination MAC of a frame `l2-parse` accepted (at least an Ethernet header).
 #[inline]
-pub fn dst_mac(frame: &[u8]) -> Mac {
+fn dst_mac(frame: &[u8]) -> Mac {
     ethernet::Packet::new_unchecked(frame).dst_addr()
 }
 
 /// The source MAC of a frame `l2-parse` accepted (at least an Ethernet header).
 #[inline]
-pub fn src_mac(frame: &[u8]) -> Mac {
+fn src_mac(frame: &[u8]) -> Mac {
     ethernet::Packet::new_unchecked(frame).src_addr()
 }
 
@@ -266,6 +263,7 @@ impl Stage for L2Fwd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_VLAN};
     use proptest::prelude::*;
 
     fn frame(dst: [u8; 6], src: [u8; 6], et: u16, len: usize) -> Vec<u8> {

@@ -48,14 +48,13 @@ use crate::batch::Batch;
 use crate::offload;
 use crate::packet::Mac;
 use crate::wire::ethernet;
+use crate::wire::ipv4::MIN_MTU;
 use crate::wire::vnet::HEADER_LEN as VNET_HDR_LEN;
 
 /// The TUN/TAP clone device.
 pub const TUN_DEVICE: &str = "/dev/net/tun";
 /// Longest IPv4 prefix.
 const MAX_PREFIX_LEN: u8 = 32;
-/// Smallest IPv4 MTU (RFC 791 minimum datagram a host must accept).
-pub const MIN_MTU: u16 = 68;
 /// ARPHRD_ETHER: the hardware address family of an Ethernet MAC.
 const ARPHRD_ETHER: libc::sa_family_t = 1;
 

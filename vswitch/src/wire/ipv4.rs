@@ -36,6 +36,8 @@ pub const ADDR_LEN: usize = 4;
 pub const VERSION: u8 = 4;
 /// Bytes per unit of the IHL field.
 pub const IHL_UNIT: usize = 4;
+/// Smallest IPv4 MTU: the datagram every host must accept (RFC 791).
+pub const MIN_MTU: u16 = 68;
 /// Default TTL (Linux's `ip_default_ttl`).
 pub const DEFAULT_TTL: u8 = 64;
 

@@ -1,0 +1,273 @@
+//! One side's run: build the side's lab (vxmesh's nodes, or the kernel's bridge + VXLAN +
+//! nftables), hand it to the measurements ([`crate::suite`]) with the hooks that differ between
+//! the sides, and remove it again; plus the optional `perf` pass per side.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use vxmesh_lab::labrun::Running;
+
+use crate::measure::{self, Load, Ours, Servers, check};
+use crate::suite::{measure_side, ping_test, udp64_load};
+use crate::topo::{self, KernelLab, Side, ip_of};
+use crate::{Ctx, log};
+
+/// One side's lab, as the measurements see it.
+pub struct Env {
+    /// Which side.
+    pub side: Side,
+    /// The run's number (from 1).
+    pub run: usize,
+    /// c11's namespace (the client).
+    pub c11: String,
+    /// c21's namespace (the server across the underlay).
+    pub c21: String,
+    /// Namespaces whose UDP socket drops are read around the UDP test: n1, n2, c21.
+    pub udp_ns: Vec<(&'static str, String)>,
+    /// This comparison's namespaces, to tell its CPU from other sessions'.
+    pub ours: Ours,
+    /// raw/r{run}-{side}-
+    pub raw: String,
+}
+
+/// What differs between the sides inside a run's measurements.
+pub struct Hooks<'a> {
+    /// The namespace of an endpoint.
+    pub ns: &'a dyn Fn(&str) -> String,
+    /// Install the VIP's rules (kernel side) before the HTTP tests.
+    pub lb_up: &'a dyn Fn() -> Result<()>,
+    /// Before each wrk (kernel side: conntrack flush).
+    pub before_wrk: &'a dyn Fn(),
+    /// The switches' counters, flattened (vxmesh side).
+    pub dp_stats: &'a dyn Fn() -> Option<HashMap<String, u64>>,
+}
+
+/// What one side's run produced.
+#[derive(Default)]
+pub struct SideOut {
+    /// The figures, by metric key.
+    pub values: BTreeMap<String, f64>,
+    /// Per measurement and attempt: the machine's busy % before, other sessions' CPU during.
+    pub contention: Vec<Value>,
+    /// What the report shows beside the figures (offload settings, say).
+    pub notes: BTreeMap<String, Value>,
+    /// Measurements whose kept attempt other processes disturbed (took more than
+    /// `other_max_pct` of a core during it).
+    pub disturbed: Vec<String>,
+}
+
+/// One side's run on a freshly built lab, removed again at the end (guards).
+pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
+    check()?;
+    let prefix = format!("{}{}{run}-", ctx.prefix, &side.name()[..1]);
+    let files = TempDir(std::env::temp_dir().join(format!("{prefix}files")));
+    std::fs::create_dir_all(&files.0)?;
+    match side {
+        Side::Vxmesh => {
+            let text = topo::cluster_text(Side::Vxmesh, &prefix);
+            let mut running =
+                Running::start_with(&ctx.exe, &prefix, &text, &["n1", "n2"], &ctx.run_args)?;
+            let logs = running.logs.clone();
+            let res = (|| {
+                let env = env_for(side, run, &running.lab, &ctx.raw);
+                let ns = |e: &str| running.lab.endpoint_netns(e);
+                topo::wait_connectivity(&env.c11, &[ip_of("c12"), ip_of("c21"), ip_of("c22")])?;
+                let mut out = SideOut::default();
+                let offl = vswitch::port::ethtool::offloads(Some(&env.c11), "eth0")
+                    .map(|o| format!("{o:?}"))
+                    .unwrap_or_else(|e| e.to_string());
+                out.notes.insert("c11_eth0_offloads".into(), json!(offl));
+                let dp_stats = || {
+                    let mut m = HashMap::new();
+                    for n in ["n1", "n2"] {
+                        let s = running.ctl_ok(n, &["stats", "--json"]).ok()?;
+                        let v: Value = serde_json::from_str(&s).ok()?;
+                        measure::flatten_counters(&format!("{n}."), &v, &mut m);
+                    }
+                    Some(m)
+                };
+                let hooks = Hooks {
+                    ns: &ns,
+                    lb_up: &|| Ok(()),
+                    before_wrk: &|| {},
+                    dp_stats: &dp_stats,
+                };
+                measure_side(ctx, &env, &files.0, &mut out, &hooks)?;
+                for n in ["n1", "n2"] {
+                    if let Ok(s) = running.ctl_ok(n, &["stats", "--json"]) {
+                        let _ = std::fs::write(format!("{}stats-{n}.json", env.raw), s);
+                    }
+                }
+                // The ping again with both nodes polling all the time (`--busy-poll-us max`,
+                // VPP's polling mode): the difference is what the default window's wake-ups
+                // cost. Restarted nodes rebuild their tables from the same cluster file.
+                for n in ["n1", "n2"] {
+                    running.stop_node(n)?;
+                }
+                running.run_args = vec!["--busy-poll-us".into(), "max".into()];
+                for n in ["n1", "n2"] {
+                    running.start_node(n)?;
+                }
+                topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
+                // Both nodes spin now: the machine is never quiet, so no waiting for it.
+                ping_test(ctx, &env, &mut out, "ping_poll", false)?;
+                Ok(out)
+            })();
+            let _ = std::fs::copy(
+                &logs,
+                format!("{}/r{run}-vxmesh-nodes.log", ctx.raw.display()),
+            );
+            drop(running);
+            res
+        }
+        Side::Kernel => {
+            let k = KernelLab::start(&prefix)?;
+            let env = env_for(side, run, &k.lab, &ctx.raw);
+            let ns = |e: &str| k.lab.endpoint_netns(e);
+            topo::wait_connectivity(&env.c11, &[ip_of("c12"), ip_of("c21"), ip_of("c22")])?;
+            let mut out = SideOut::default();
+            let offl = vswitch::port::ethtool::offloads(Some(&env.c11), "eth0")
+                .map(|o| format!("{o:?}"))
+                .unwrap_or_else(|e| e.to_string());
+            out.notes.insert("c11_eth0_offloads".into(), json!(offl));
+            out.notes.insert(
+                "bridge_nf_call_iptables".into(),
+                json!(k.br_nf().unwrap_or_else(|| "absent".into())),
+            );
+            let hooks = Hooks {
+                ns: &ns,
+                lb_up: &|| k.lb_up(),
+                before_wrk: &|| k.flush_conntrack(),
+                dp_stats: &|| None,
+            };
+            measure_side(ctx, &env, &files.0, &mut out, &hooks)?;
+            Ok(out)
+        }
+    }
+}
+
+fn env_for(side: Side, run: usize, lab: &vxmesh_lab::lab::Lab, raw: &Path) -> Env {
+    Env {
+        side,
+        run,
+        c11: lab.endpoint_netns("c11"),
+        c21: lab.endpoint_netns("c21"),
+        udp_ns: vec![
+            ("n1", lab.node_netns("n1")),
+            ("n2", lab.node_netns("n2")),
+            ("c21", lab.endpoint_netns("c21")),
+        ],
+        ours: Ours::new(&lab.namespaces()),
+        raw: format!("{}/r{run}-{}-", raw.display(), side.name()),
+    }
+}
+
+/// A file or directory removed when dropped.
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One more UDP test per side with `perf record -a -g` (cpu-clock: this VM has no PMU), for the
+/// report's "where the time goes"; not part of the figures.
+pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
+    log(&format!("perf pass: {}", side.name()));
+    let run = 0;
+    let prefix = format!("{}{}p-", ctx.prefix, &side.name()[..1]);
+    let data = ctx.raw.join(format!("perf-{}.data", side.name()));
+    let report_path = ctx.raw.join(format!("perf-{}.txt", side.name()));
+    let secs = ctx.plan.udp_secs.to_string();
+    let record = |env: &Env| -> Result<()> {
+        let data_s = data.display().to_string();
+        let rec_secs = (ctx.plan.udp_secs.saturating_sub(1)).max(1).to_string();
+        // perf runs in c21's namespace so that it is not mistaken for another session's work.
+        let perf = Load::start(
+            &env.c21,
+            ctx.plan.udp_secs + 30,
+            &[
+                "perf",
+                "record",
+                "-a",
+                "-g",
+                "-e",
+                "cpu-clock",
+                "-F",
+                "499",
+                "-o",
+                &data_s,
+                "--",
+                "sleep",
+                &rec_secs,
+            ],
+            &ctx.raw.join(format!("perf-{}.record.log", side.name())),
+        )?;
+        let f = format!("{}iperf3-udp64.json", env.raw);
+        let load = udp64_load(ctx, env, &secs, &f)?;
+        load.wait()?;
+        perf.wait()?;
+        let mut text = Vec::new();
+        // Self time by process, object and symbol; then time including callees (which system
+        // calls and kernel paths it goes to) for the poll threads, or iperf3 on the kernel side.
+        let busy = match side {
+            Side::Vxmesh => "vxmesh-poll",
+            Side::Kernel => "iperf3",
+        };
+        let reports: [&[&str]; 4] = [
+            &["--no-children", "--sort", "comm"],
+            &["--no-children", "--sort", "comm,dso"],
+            &["--no-children", "--sort", "comm,dso,symbol"],
+            &["--children", "--comm", busy, "--sort", "symbol"],
+        ];
+        for args in reports {
+            let rep = std::process::Command::new("perf")
+                .args(["report", "--stdio"])
+                .args(args)
+                .args(["--percent-limit", "0.5", "-g", "none", "-i"])
+                .arg(&data)
+                .output()
+                .context("perf report")?;
+            text.extend_from_slice(&rep.stdout);
+        }
+        std::fs::write(&report_path, &text)?;
+        let _ = std::fs::remove_file(&data);
+        let _ = std::fs::remove_file(format!("{}.old", data.display()));
+        Ok(())
+    };
+    let files = TempDir(std::env::temp_dir().join(format!("{prefix}files")));
+    std::fs::create_dir_all(&files.0)?;
+    let with_servers = |env: &Env| -> Result<()> {
+        let mut servers = Servers::default();
+        servers.start(
+            &env.c21,
+            &["iperf3", "-s"],
+            Path::new(&format!("{}iperf3-s.log", env.raw)),
+        )?;
+        measure::wait_listening(&env.c21, 5201)?;
+        record(env)?;
+        drop(servers);
+        Ok(())
+    };
+    match side {
+        Side::Vxmesh => {
+            let text = topo::cluster_text(Side::Vxmesh, &prefix);
+            let running =
+                Running::start_with(&ctx.exe, &prefix, &text, &["n1", "n2"], &ctx.run_args)?;
+            let mut env = env_for(side, run, &running.lab, &ctx.raw);
+            env.raw = format!("{}/perf-{}-", ctx.raw.display(), side.name());
+            topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
+            with_servers(&env)
+        }
+        Side::Kernel => {
+            let k = KernelLab::start(&prefix)?;
+            let mut env = env_for(side, run, &k.lab, &ctx.raw);
+            env.raw = format!("{}/perf-{}-", ctx.raw.display(), side.name());
+            topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
+            with_servers(&env)
+        }
+    }
+}
