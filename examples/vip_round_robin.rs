@@ -125,7 +125,10 @@ fn main() {
 
     let lb = &lab.sw.stage(lab.lb).lb;
     let conns = lb.conns(NOW);
-    println!("\n$ vxmesh conntrack show\n{}", lb::format_conns(&conns));
+    println!(
+        "\n$ vxmesh conntrack show\n{}",
+        lb::listing::format_conns(&conns)
+    );
     assert_eq!(conns.len(), 6);
     assert!(conns.iter().all(|c| c.state == "ESTABLISHED"), "{conns:?}");
     let services = lb.services();
