@@ -93,16 +93,8 @@ pub struct KernelLab {
 impl KernelLab {
     /// Write the file, build the lab, switch each node with the kernel's parts.
     pub fn start(prefix: &str) -> Result<KernelLab> {
-        let config = std::env::temp_dir().join(format!("{prefix}cluster.toml"));
-        std::fs::write(&config, cluster_text(Side::Kernel, prefix))
-            .with_context(|| format!("writing {}", config.display()))?;
-        let cluster = match Cluster::load(&config) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_file(&config);
-                return Err(e.into());
-            }
-        };
+        let (config, cluster) =
+            vxmesh_lab::labrun::write_cluster(prefix, &cluster_text(Side::Kernel, prefix))?;
         let k = KernelLab {
             lab: Lab::new(&cluster, prefix),
             cluster,
