@@ -231,6 +231,9 @@ fn nft_ruleset() -> String {
     )
 }
 
+/// One ping of 1422 payload bytes (a 1450-byte IPv4 packet) with Don't Fragment set.
+const DF_PING: [&str; 9] = ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1422"];
+
 /// Wait (bounded) until `from` reaches every address in `to`, then check that a full-size
 /// 1450-byte IP packet with DF crosses to c21.
 pub fn wait_connectivity(from: &str, to: &[&str]) -> Result<()> {
@@ -246,22 +249,8 @@ pub fn wait_connectivity(from: &str, to: &[&str]) -> Result<()> {
             nap(Duration::from_millis(200))?;
         }
     }
-    sh(
-        from,
-        &[
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "-M",
-            "do",
-            "-s",
-            "1422",
-            ip_of("c21"),
-        ],
-    )
-    .context("a 1450-byte DF packet does not cross the overlay")?;
+    let df_ping: Vec<&str> = DF_PING.iter().copied().chain([ip_of("c21")]).collect();
+    sh(from, &df_ping).context("a 1450-byte DF packet does not cross the overlay")?;
     Ok(())
 }
 
