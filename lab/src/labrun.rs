@@ -65,6 +65,22 @@ pub struct Running {
     pub run_args: Vec<String>,
 }
 
+/// Writes `cluster_text` to `PREFIXcluster.toml` in the temporary directory and parses it; the
+/// file is removed again if it does not parse. Returns the file (the caller removes it with the
+/// lab) and the cluster.
+pub fn write_cluster(prefix: &str, cluster_text: &str) -> Result<(PathBuf, Cluster)> {
+    let config = std::env::temp_dir().join(format!("{prefix}cluster.toml"));
+    std::fs::write(&config, cluster_text)
+        .with_context(|| format!("writing {}", config.display()))?;
+    match Cluster::load(&config) {
+        Ok(cluster) => Ok((config, cluster)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&config);
+            Err(e.into())
+        }
+    }
+}
+
 impl Running {
     /// Write `cluster_text` to a file, build the lab with `prefix`, start `vxmesh run` for each
     /// of `nodes` with the executable `exe`.
@@ -81,16 +97,7 @@ impl Running {
         run_args: &[String],
     ) -> Result<Running> {
         let dir = std::env::temp_dir();
-        let config = dir.join(format!("{prefix}cluster.toml"));
-        std::fs::write(&config, cluster_text)
-            .with_context(|| format!("writing {}", config.display()))?;
-        let cluster = match Cluster::load(&config) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_file(&config);
-                return Err(e.into());
-            }
-        };
+        let (config, cluster) = write_cluster(prefix, cluster_text)?;
         let lab = Lab::new(&cluster, prefix);
         let mut run = Running {
             lab,

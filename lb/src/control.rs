@@ -117,6 +117,20 @@ impl Balancer {
         })
     }
 
+    /// The service's slot and the backend's position in its `dests`.
+    fn backend_slot(
+        &self,
+        key: &ServiceKey,
+        addr: Ipv4Addr,
+        port: u16,
+    ) -> Result<(usize, usize), BalancerError> {
+        let s = self.service_slot(key)?;
+        let pos = self
+            .find_dest(s, addr, port)
+            .ok_or(BalancerError::NoBackend(addr, port))?;
+        Ok((s, pos))
+    }
+
     fn resched(&mut self, s: usize, removed: Option<usize>) {
         let Service { sched, dests, .. } = &mut self.services[s];
         sched.dests_changed(
@@ -158,10 +172,7 @@ impl Balancer {
         port: u16,
         weight: u32,
     ) -> Result<(), BalancerError> {
-        let s = self.service_slot(key)?;
-        let pos = self
-            .find_dest(s, addr, port)
-            .ok_or(BalancerError::NoBackend(addr, port))?;
+        let (s, pos) = self.backend_slot(key, addr, port)?;
         let b = &mut self.backends[usize::from(self.services[s].dests[pos])];
         b.cfg.weight = weight;
         if weight > 0 {
@@ -178,10 +189,7 @@ impl Balancer {
         addr: Ipv4Addr,
         port: u16,
     ) -> Result<(), BalancerError> {
-        let s = self.service_slot(key)?;
-        let pos = self
-            .find_dest(s, addr, port)
-            .ok_or(BalancerError::NoBackend(addr, port))?;
+        let (s, pos) = self.backend_slot(key, addr, port)?;
         let id = self.services[s].dests.remove(pos);
         self.resched(s, Some(pos));
         self.retire_backend(id);

@@ -157,84 +157,65 @@ fn service_name(s: &ServiceInfo) -> String {
     format!("{}  {}:{}", k.proto.name(), k.addr, k.port)
 }
 
+/// One `--stats`/`--rate` row: the label left-aligned in 33 columns, then five right-aligned
+/// columns of 8.
+fn write_counter_row(o: &mut String, label: &str, cols: [&dyn core::fmt::Display; 5]) {
+    let [a, b, c, d, e] = cols;
+    let _ = writeln!(o, "{label:<33} {a:>8} {b:>8} {c:>8} {d:>8} {e:>8}");
+}
+
+/// The five counters `mode` shows of `stats`/`rates` (none in plain mode).
+fn counter_cols(mode: ListMode, t: &Stats, r: &Rates) -> Option<[u64; 5]> {
+    match mode {
+        ListMode::Plain => None,
+        ListMode::Stats => Some([t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes]),
+        ListMode::Rate => Some([r.cps, r.inpps, r.outpps, r.inbps, r.outbps]),
+    }
+}
+
 /// Format services like `ipvsadm -Ln` (`--stats`, `--rate` with `mode`).
 pub fn format_services(services: &[ServiceInfo], mode: ListMode) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{IPVS_BANNER}");
-    match mode {
-        ListMode::Plain => {
+    let header = match mode {
+        ListMode::Plain => None,
+        ListMode::Stats => Some(["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"]),
+        ListMode::Rate => Some(["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"]),
+    };
+    match header {
+        None => {
             let _ = writeln!(o, "Prot LocalAddress:Port Scheduler Flags");
             let _ = writeln!(
                 o,
                 "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
             );
         }
-        ListMode::Stats => {
-            let _ = writeln!(
-                o,
-                "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
-            );
-            let _ = writeln!(o, "  -> RemoteAddress:Port");
-        }
-        ListMode::Rate => {
-            let _ = writeln!(
-                o,
-                "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
-            );
+        Some([a, b, c, d, e]) => {
+            write_counter_row(&mut o, "Prot LocalAddress:Port", [&a, &b, &c, &d, &e]);
             let _ = writeln!(o, "  -> RemoteAddress:Port");
         }
     }
     for s in services {
         let name = service_name(s);
-        match mode {
-            ListMode::Plain => {
+        match counter_cols(mode, &s.stats, &s.rates) {
+            None => {
                 let snat = s.snat.map(|a| format!(" snat {a}")).unwrap_or_default();
                 let _ = writeln!(o, "{name} {}{snat}", s.scheduler);
             }
-            ListMode::Stats => {
-                let t = &s.stats;
-                let _ = writeln!(
-                    o,
-                    "{name:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                    t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes
-                );
-            }
-            ListMode::Rate => {
-                let r = &s.rates;
-                let _ = writeln!(
-                    o,
-                    "{name:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                    r.cps, r.inpps, r.outpps, r.inbps, r.outbps
-                );
-            }
+            Some([a, b, c, d, e]) => write_counter_row(&mut o, &name, [&a, &b, &c, &d, &e]),
         }
         for b in &s.backends {
-            let dname = format!("{}:{}", b.addr, b.port);
-            match mode {
-                ListMode::Plain => {
+            let label = format!("  -> {}:{}", b.addr, b.port);
+            match counter_cols(mode, &b.stats, &b.rates) {
+                None => {
                     let _ = writeln!(
                         o,
-                        "  -> {dname:<28} {:<7} {:<6} {:<10} {:<10}",
+                        "{label:<33} {:<7} {:<6} {:<10} {:<10}",
                         b.forward, b.weight, b.active_conns, b.inact_conns
                     );
                 }
-                ListMode::Stats => {
-                    let t = &b.stats;
-                    let _ = writeln!(
-                        o,
-                        "  -> {dname:<28} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                        t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes
-                    );
-                }
-                ListMode::Rate => {
-                    let r = &b.rates;
-                    let _ = writeln!(
-                        o,
-                        "  -> {dname:<28} {:>8} {:>8} {:>8} {:>8} {:>8}",
-                        r.cps, r.inpps, r.outpps, r.inbps, r.outbps
-                    );
+                Some([v, w, x, y, z]) => {
+                    write_counter_row(&mut o, &label, [&v, &w, &x, &y, &z]);
                 }
             }
         }

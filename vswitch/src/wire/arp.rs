@@ -73,42 +73,20 @@ pub enum ArpError {
     Unsupported,
 }
 
-/// A read/write wrapper around an Ethernet/IPv4 ARP packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
-impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking its length (accessors may panic on a short buffer).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after checking it holds 28 bytes; no accessor panics afterwards.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, ArpError> {
-        let packet = Packet::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
+packet_wrapper! {
+    /// A read/write wrapper around an Ethernet/IPv4 ARP packet.
+    error: ArpError,
     /// Checks that the buffer holds an Ethernet/IPv4 ARP packet's 28 bytes.
-    #[inline]
-    pub fn check_len(&self) -> Result<(), ArpError> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
+    check_len: |packet| {
+        if packet.buffer.as_ref().len() < HEADER_LEN {
             Err(ArpError::Truncated)
         } else {
             Ok(())
         }
-    }
+    },
+}
 
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
+impl<T: AsRef<[u8]>> Packet<T> {
     /// Hardware type.
     #[inline]
     pub fn htype(&self) -> u16 {
@@ -204,12 +182,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_tpa(&mut self, ip: Ipv4Addr) {
         self.buffer.as_mut()[field::TPA].copy_from_slice(&ip.octets());
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

@@ -24,7 +24,7 @@ use core::fmt;
 use core::str::FromStr;
 use std::net::Ipv4Addr;
 
-use super::{Error, be16, set_be16};
+use super::{Error, be16, check_min_len, set_be16};
 
 /// Length of an untagged Ethernet header.
 pub const HEADER_LEN: usize = 14;
@@ -158,42 +158,14 @@ impl FromStr for Mac {
     }
 }
 
-/// A read/write wrapper around an Ethernet frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+packet_wrapper! {
+    /// A read/write wrapper around an Ethernet frame.
+    error: Error,
+    /// Checks that the buffer holds an untagged Ethernet header.
+    check_len: |packet| check_min_len(packet.buffer.as_ref().len(), HEADER_LEN),
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking its length (accessors may panic on a short buffer).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after checking it holds an untagged header; no accessor panics afterwards.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let packet = Packet::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
-    /// Checks that the buffer holds an untagged Ethernet header.
-    #[inline]
-    pub fn check_len(&self) -> Result<(), Error> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(Error::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// The destination MAC.
     #[inline]
     pub fn dst_addr(&self) -> Mac {
@@ -273,12 +245,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD]
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

@@ -17,7 +17,7 @@
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! ```
 
-use super::{Error, be16, set_be16};
+use super::{Error, be16, check_min_len, set_be16};
 
 /// Length of the header (type, code, checksum and the 4 bytes after them).
 pub const HEADER_LEN: usize = 8;
@@ -58,42 +58,14 @@ pub const fn is_error(msg_type: u8) -> bool {
     )
 }
 
-/// A read/write wrapper around an ICMPv4 message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+packet_wrapper! {
+    /// A read/write wrapper around an ICMPv4 message.
+    error: Error,
+    /// Checks that the buffer holds the header.
+    check_len: |packet| check_min_len(packet.buffer.as_ref().len(), HEADER_LEN),
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it (accessors may panic on a short buffer).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after checking it holds the header; no accessor panics afterwards.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let packet = Packet::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
-    /// Checks that the buffer holds the header.
-    #[inline]
-    pub fn check_len(&self) -> Result<(), Error> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(Error::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// The message type.
     #[inline]
     pub fn msg_type(&self) -> u8 {
@@ -156,12 +128,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD]
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

@@ -26,7 +26,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::{Error, be16, be32, set_be16, set_be32};
+use super::{Error, be16, be32, check_announced_len, check_min_len, set_be16, set_be32};
 
 /// Length of a header without options (the smallest valid one).
 pub const HEADER_LEN: usize = 20;
@@ -89,58 +89,22 @@ pub mod field {
     pub const ADDRS: Range<usize> = 12..20;
 }
 
-/// A read/write wrapper around an IPv4 packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
-impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it (accessors may panic on a short buffer).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after [`Packet::check_len`]; no accessor panics afterwards.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let packet = Packet::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
+packet_wrapper! {
+    /// A read/write wrapper around an IPv4 packet.
+    error: Error,
     /// Checks that the buffer holds the whole header, options included, and the total length
     /// it announces (trailing bytes, such as Ethernet padding, are allowed). Does not check
     /// the version: [`Repr::parse`] does.
-    #[inline]
-    pub fn check_len(&self) -> Result<(), Error> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let header_len = self.header_len();
-        if header_len < HEADER_LEN {
-            return Err(Error::Malformed);
-        }
-        if len < header_len {
-            return Err(Error::Truncated);
-        }
-        let total = usize::from(self.total_len());
-        if total < header_len {
-            return Err(Error::Malformed);
-        }
-        if len < total {
-            return Err(Error::Truncated);
-        }
-        Ok(())
-    }
+    check_len: |packet| {
+        let len = packet.buffer.as_ref().len();
+        check_min_len(len, HEADER_LEN)?;
+        let header_len = packet.header_len();
+        check_announced_len(len, header_len, HEADER_LEN)?;
+        check_announced_len(len, usize::from(packet.total_len()), header_len)
+    },
+}
 
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
+impl<T: AsRef<[u8]>> Packet<T> {
     /// The version field.
     #[inline]
     pub fn version(&self) -> u8 {
@@ -344,12 +308,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let start = self.header_len();
         &mut self.buffer.as_mut()[start..]
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

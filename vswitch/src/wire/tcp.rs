@@ -25,7 +25,7 @@
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! ```
 
-use super::{Error, be16, be32, set_be16, set_be32};
+use super::{Error, be16, be32, check_announced_len, check_min_len, set_be16, set_be32};
 
 /// Length of a header without options (the smallest valid one).
 pub const HEADER_LEN: usize = 20;
@@ -75,61 +75,20 @@ pub mod field {
     pub const URGENT: Range<usize> = 18..20;
 }
 
-/// A read/write wrapper around a TCP segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+packet_wrapper! {
+    /// A read/write wrapper around a TCP segment.
+    error: Error,
+    /// Checks that the buffer holds the whole header, options included.
+    check_len: |packet| {
+        let len = packet.buffer.as_ref().len();
+        check_min_len(len, HEADER_LEN)?;
+        check_announced_len(len, packet.header_len(), HEADER_LEN)
+    },
 }
 
+port_accessors!();
+
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it (accessors may panic on a short buffer).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after [`Packet::check_len`]; no accessor panics afterwards.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let packet = Packet::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
-    /// Checks that the buffer holds the whole header, options included.
-    #[inline]
-    pub fn check_len(&self) -> Result<(), Error> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let header_len = self.header_len();
-        if header_len < HEADER_LEN {
-            return Err(Error::Malformed);
-        }
-        if len < header_len {
-            return Err(Error::Truncated);
-        }
-        Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The source port.
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        be16(&self.buffer.as_ref()[field::SRC_PORT])
-    }
-
-    /// The destination port.
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        be16(&self.buffer.as_ref()[field::DST_PORT])
-    }
-
     /// The sequence number.
     #[inline]
     pub fn seq_number(&self) -> u32 {
@@ -182,18 +141,6 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    /// Sets the source port.
-    #[inline]
-    pub fn set_src_port(&mut self, port: u16) {
-        set_be16(&mut self.buffer.as_mut()[field::SRC_PORT], port);
-    }
-
-    /// Sets the destination port.
-    #[inline]
-    pub fn set_dst_port(&mut self, port: u16) {
-        set_be16(&mut self.buffer.as_mut()[field::DST_PORT], port);
-    }
-
     /// Sets the sequence number.
     #[inline]
     pub fn set_seq_number(&mut self, seq: u32) {
@@ -235,12 +182,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_urgent(&mut self, urgent: u16) {
         set_be16(&mut self.buffer.as_mut()[field::URGENT], urgent);
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

@@ -21,7 +21,7 @@
 use std::net::Ipv4Addr;
 
 use super::ipv4::PROTO_UDP;
-use super::{Error, be16, checksum, set_be16};
+use super::{Error, be16, check_announced_len, check_min_len, checksum, set_be16};
 
 /// Length of the header.
 pub const HEADER_LEN: usize = 8;
@@ -32,12 +32,8 @@ pub const NO_CHECKSUM: u16 = 0;
 pub mod field {
     use core::ops::{Range, RangeFrom};
 
-    /// Source port.
-    pub const SRC_PORT: Range<usize> = 0..2;
-    /// Destination port.
-    pub const DST_PORT: Range<usize> = 2..4;
-    /// Both ports.
-    pub const PORTS: Range<usize> = 0..4;
+    /// Source port (0..2), destination port (2..4) and both (0..4): where TCP has them.
+    pub use crate::wire::tcp::field::{DST_PORT, PORTS, SRC_PORT};
     /// Length (header and payload).
     pub const LENGTH: Range<usize> = 4..6;
     /// Checksum.
@@ -53,61 +49,20 @@ pub const fn wire_checksum(computed: u16) -> u16 {
     if computed == 0 { 0xffff } else { computed }
 }
 
-/// A read/write wrapper around a UDP datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+packet_wrapper! {
+    /// A read/write wrapper around a UDP datagram.
+    error: Error,
+    /// Checks that the buffer holds the header and the length it announces (at least 8).
+    check_len: |packet| {
+        let len = packet.buffer.as_ref().len();
+        check_min_len(len, HEADER_LEN)?;
+        check_announced_len(len, usize::from(packet.len()), HEADER_LEN)
+    },
 }
 
+port_accessors!();
+
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it (accessors may panic on a short buffer).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after [`Packet::check_len`]; no accessor panics afterwards.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let packet = Packet::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
-    /// Checks that the buffer holds the header and the length it announces (at least 8).
-    #[inline]
-    pub fn check_len(&self) -> Result<(), Error> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let field_len = usize::from(self.len());
-        if field_len < HEADER_LEN {
-            return Err(Error::Malformed);
-        }
-        if len < field_len {
-            return Err(Error::Truncated);
-        }
-        Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    /// The source port.
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        be16(&self.buffer.as_ref()[field::SRC_PORT])
-    }
-
-    /// The destination port.
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        be16(&self.buffer.as_ref()[field::DST_PORT])
-    }
-
     /// The length field (header and payload).
     #[inline]
     pub fn len(&self) -> u16 {
@@ -149,18 +104,6 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Packet<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    /// Sets the source port.
-    #[inline]
-    pub fn set_src_port(&mut self, port: u16) {
-        set_be16(&mut self.buffer.as_mut()[field::SRC_PORT], port);
-    }
-
-    /// Sets the destination port.
-    #[inline]
-    pub fn set_dst_port(&mut self, port: u16) {
-        set_be16(&mut self.buffer.as_mut()[field::DST_PORT], port);
-    }
-
     /// Sets the length field.
     #[inline]
     pub fn set_len(&mut self, len: u16) {
@@ -189,12 +132,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD]
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

@@ -17,7 +17,7 @@
 //! +-------------------------------+
 //! ```
 
-use super::Error;
+use super::{Error, check_min_len};
 
 /// Length of the legacy header (no `num_buffers`), the TAP's default.
 pub const HEADER_LEN: usize = 10;
@@ -54,42 +54,14 @@ fn le16(b: &[u8]) -> u16 {
     u16::from_le_bytes([b[0], b[1]])
 }
 
-/// A read/write wrapper around a virtio-net header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+packet_wrapper! {
+    /// A read/write wrapper around a virtio-net header.
+    error: Error,
+    /// Checks that the buffer holds the header.
+    check_len: |packet| check_min_len(packet.buffer.as_ref().len(), HEADER_LEN),
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking its length (accessors may panic on a short buffer).
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after checking it holds the header; no accessor panics afterwards.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let packet = Packet::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
-    /// Checks that the buffer holds the header.
-    #[inline]
-    pub fn check_len(&self) -> Result<(), Error> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(Error::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// Flags.
     #[inline]
     pub fn flags(&self) -> u8 {
@@ -168,12 +140,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_csum_offset(&mut self, offset: u16) {
         self.buffer.as_mut()[field::CSUM_OFFSET].copy_from_slice(&offset.to_le_bytes());
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

@@ -141,40 +141,21 @@ fn write_u24(bytes: &mut [u8], value: u32) {
     bytes.copy_from_slice(&be[1..]);
 }
 
-/// A read/write wrapper around a buffer holding a VXLAN header and its payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
-impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking its length (accessors may panic on a short buffer).
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after checking it holds a whole header; no accessor panics afterwards.
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, HeaderError> {
-        let packet = Packet::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
+packet_wrapper! {
+    /// A read/write wrapper around a buffer holding a VXLAN header and its payload.
+    error: HeaderError,
     /// Checks that the buffer holds a whole header.
-    pub fn check_len(&self) -> Result<(), HeaderError> {
-        let len = self.buffer.as_ref().len();
+    check_len: |packet| {
+        let len = packet.buffer.as_ref().len();
         if len < HEADER_LEN {
             Err(HeaderError::Truncated { len })
         } else {
             Ok(())
         }
-    }
+    },
+}
 
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
+impl<T: AsRef<[u8]>> Packet<T> {
     /// The whole flags byte.
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
@@ -244,12 +225,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// The encapsulated frame, writable.
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD]
-    }
-}
-
-impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
-    fn as_ref(&self) -> &[u8] {
-        self.buffer.as_ref()
     }
 }
 

@@ -208,6 +208,11 @@ impl Servers {
         self.0.push(child);
         Ok(())
     }
+
+    /// Start `iperf3 -s` (port 5201) in `ns`, its output into `log`.
+    pub fn start_iperf3(&mut self, ns: &str, log: &Path) -> Result<()> {
+        self.start(ns, &["iperf3", "-s"], log)
+    }
 }
 
 impl Drop for Servers {

@@ -58,6 +58,18 @@ pub struct SideOut {
     pub disturbed: Vec<String>,
 }
 
+/// Waits until c11 reaches the other three containers and starts the side's output with a
+/// note of c11's `eth0` offloads (what the container's stack hands the switch).
+fn start_out(env: &Env) -> Result<SideOut> {
+    topo::wait_connectivity(&env.c11, &[ip_of("c12"), ip_of("c21"), ip_of("c22")])?;
+    let mut out = SideOut::default();
+    let offl = vswitch::port::ethtool::offloads(Some(&env.c11), "eth0")
+        .map(|o| format!("{o:?}"))
+        .unwrap_or_else(|e| e.to_string());
+    out.notes.insert("c11_eth0_offloads".into(), json!(offl));
+    Ok(out)
+}
+
 /// One side's run on a freshly built lab, removed again at the end (guards).
 pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
     check()?;
@@ -73,12 +85,7 @@ pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
             let res = (|| {
                 let env = env_for(side, run, &running.lab, &ctx.raw);
                 let ns = |e: &str| running.lab.endpoint_netns(e);
-                topo::wait_connectivity(&env.c11, &[ip_of("c12"), ip_of("c21"), ip_of("c22")])?;
-                let mut out = SideOut::default();
-                let offl = vswitch::port::ethtool::offloads(Some(&env.c11), "eth0")
-                    .map(|o| format!("{o:?}"))
-                    .unwrap_or_else(|e| e.to_string());
-                out.notes.insert("c11_eth0_offloads".into(), json!(offl));
+                let mut out = start_out(&env)?;
                 let dp_stats = || {
                     let mut m = HashMap::new();
                     for n in ["n1", "n2"] {
@@ -126,12 +133,7 @@ pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
             let k = KernelLab::start(&prefix)?;
             let env = env_for(side, run, &k.lab, &ctx.raw);
             let ns = |e: &str| k.lab.endpoint_netns(e);
-            topo::wait_connectivity(&env.c11, &[ip_of("c12"), ip_of("c21"), ip_of("c22")])?;
-            let mut out = SideOut::default();
-            let offl = vswitch::port::ethtool::offloads(Some(&env.c11), "eth0")
-                .map(|o| format!("{o:?}"))
-                .unwrap_or_else(|e| e.to_string());
-            out.notes.insert("c11_eth0_offloads".into(), json!(offl));
+            let mut out = start_out(&env)?;
             out.notes.insert(
                 "bridge_nf_call_iptables".into(),
                 json!(k.br_nf().unwrap_or_else(|| "absent".into())),
@@ -242,11 +244,7 @@ pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
     std::fs::create_dir_all(&files.0)?;
     let with_servers = |env: &Env| -> Result<()> {
         let mut servers = Servers::default();
-        servers.start(
-            &env.c21,
-            &["iperf3", "-s"],
-            Path::new(&format!("{}iperf3-s.log", env.raw)),
-        )?;
+        servers.start_iperf3(&env.c21, Path::new(&format!("{}iperf3-s.log", env.raw)))?;
         measure::wait_listening(&env.c21, 5201)?;
         record(env)?;
         drop(servers);

@@ -114,11 +114,7 @@ pub fn measure_side(
     let ns = hooks.ns;
     let mut servers = Servers::default();
     // Servers: iperf3 in c21, nginx in each backend.
-    servers.start(
-        &env.c21,
-        &["iperf3", "-s"],
-        Path::new(&format!("{}iperf3-s.log", env.raw)),
-    )?;
+    servers.start_iperf3(&env.c21, Path::new(&format!("{}iperf3-s.log", env.raw)))?;
     for b in BACKENDS {
         let conf = vxmesh_lab::labrun::nginx_conf(files, b)?;
         let conf_s = conf.display().to_string();
@@ -128,9 +124,8 @@ pub fn measure_side(
             Path::new(&format!("{}nginx-{b}.log", env.raw)),
         )?;
     }
-    servers.start(
+    servers.start_iperf3(
         &ns("c22"),
-        &["iperf3", "-s"],
         Path::new(&format!("{}iperf3-s-c22.log", env.raw)),
     )?;
     measure::wait_listening(&env.c21, 5201)?;

@@ -93,16 +93,8 @@ pub struct KernelLab {
 impl KernelLab {
     /// Write the file, build the lab, switch each node with the kernel's parts.
     pub fn start(prefix: &str) -> Result<KernelLab> {
-        let config = std::env::temp_dir().join(format!("{prefix}cluster.toml"));
-        std::fs::write(&config, cluster_text(Side::Kernel, prefix))
-            .with_context(|| format!("writing {}", config.display()))?;
-        let cluster = match Cluster::load(&config) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_file(&config);
-                return Err(e.into());
-            }
-        };
+        let (config, cluster) =
+            vxmesh_lab::labrun::write_cluster(prefix, &cluster_text(Side::Kernel, prefix))?;
         let k = KernelLab {
             lab: Lab::new(&cluster, prefix),
             cluster,
@@ -239,6 +231,9 @@ fn nft_ruleset() -> String {
     )
 }
 
+/// One ping of 1422 payload bytes (a 1450-byte IPv4 packet) with Don't Fragment set.
+const DF_PING: [&str; 9] = ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1422"];
+
 /// Wait (bounded) until `from` reaches every address in `to`, then check that a full-size
 /// 1450-byte IP packet with DF crosses to c21.
 pub fn wait_connectivity(from: &str, to: &[&str]) -> Result<()> {
@@ -254,22 +249,8 @@ pub fn wait_connectivity(from: &str, to: &[&str]) -> Result<()> {
             nap(Duration::from_millis(200))?;
         }
     }
-    sh(
-        from,
-        &[
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "-M",
-            "do",
-            "-s",
-            "1422",
-            ip_of("c21"),
-        ],
-    )
-    .context("a 1450-byte DF packet does not cross the overlay")?;
+    let df_ping: Vec<&str> = DF_PING.iter().copied().chain([ip_of("c21")]).collect();
+    sh(from, &df_ping).context("a 1450-byte DF packet does not cross the overlay")?;
     Ok(())
 }
 

@@ -140,24 +140,16 @@ impl FramePool {
         self.tx_cap - self.tx_lent
     }
 
+    /// A free frame for the fill ring, within the receive budget.
     #[inline]
     pub(super) fn lend_rx(&mut self) -> Option<u64> {
-        if self.rx_lent == self.rx_cap {
-            return None;
-        }
-        let a = self.free.pop()?;
-        self.rx_lent += 1;
-        Some(a)
+        lend(&mut self.free, &mut self.rx_lent, self.rx_cap)
     }
 
+    /// A free frame for transmit, within the transmit budget.
     #[inline]
     pub(super) fn lend_tx(&mut self) -> Option<u64> {
-        if self.tx_lent == self.tx_cap {
-            return None;
-        }
-        let a = self.free.pop()?;
-        self.tx_lent += 1;
-        Some(a)
+        lend(&mut self.free, &mut self.tx_lent, self.tx_cap)
     }
 
     /// The frame holding `addr` (any address inside it), if it is one of ours.
@@ -170,25 +162,15 @@ impl FramePool {
     /// A frame came back through the RX ring.
     #[inline]
     pub(super) fn return_rx(&mut self, addr: u64) {
-        match self.frame_of(addr) {
-            Some(base) if self.rx_lent > 0 => {
-                self.rx_lent -= 1;
-                self.free.push(base);
-            }
-            _ => self.foreign += 1,
-        }
+        let base = self.frame_of(addr);
+        take_back(&mut self.free, &mut self.rx_lent, &mut self.foreign, base);
     }
 
     /// A frame came back through the completion ring.
     #[inline]
     pub(super) fn return_tx(&mut self, addr: u64) {
-        match self.frame_of(addr) {
-            Some(base) if self.tx_lent > 0 => {
-                self.tx_lent -= 1;
-                self.free.push(base);
-            }
-            _ => self.foreign += 1,
-        }
+        let base = self.frame_of(addr);
+        take_back(&mut self.free, &mut self.tx_lent, &mut self.foreign, base);
     }
 
     pub(super) fn usage(&self) -> FrameUse {
@@ -198,6 +180,31 @@ impl FramePool {
             tx: self.tx_lent,
             total: self.total,
         }
+    }
+}
+
+/// Takes a frame off `free` for a budget with `lent` of its `cap` frames out (none when the
+/// budget is spent or no frame is free).
+#[inline]
+fn lend(free: &mut Vec<u64>, lent: &mut u32, cap: u32) -> Option<u64> {
+    if *lent == cap {
+        return None;
+    }
+    let a = free.pop()?;
+    *lent += 1;
+    Some(a)
+}
+
+/// Puts the frame at `base` back on `free` for a budget with `lent` frames out; an address that
+/// is not one of ours (`base` is `None`), or one the budget never lent, counts as `foreign`.
+#[inline]
+fn take_back(free: &mut Vec<u64>, lent: &mut u32, foreign: &mut u64, base: Option<u64>) {
+    match base {
+        Some(base) if *lent > 0 => {
+            *lent -= 1;
+            free.push(base);
+        }
+        _ => *foreign += 1,
     }
 }
 
