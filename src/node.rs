@@ -488,6 +488,7 @@ impl Node {
         let mut sw = Switch::with_batch(env, vswitch::BATCH_SIZE, buf_size);
         let l2 = sw.add_l2_stages();
         let decap = sw.add_stage(vxlan::VxlanDecap::new());
+        let encap = sw.add_stage(vxlan::VxlanEncap::new());
         let lb_stage = sw.add_stage(LbStage::new(Balancer::new(BalancerConfig {
             max_conns,
             seed: seed(),
@@ -526,7 +527,7 @@ impl Node {
                 l2.fwd.idx(),
             ],
         );
-        sw.set_tunnel(Box::new(vxlan::VxlanEncap::new(ul)));
+        sw.set_tx_path(ul, vec![encap.idx()]);
         let mut node = Node {
             sw,
             lb: lb_stage,

@@ -170,6 +170,22 @@ impl Batch {
         self.len = self.len.min(n);
     }
 
+    /// Keep only the packets for which `keep` is true, in order (their buffers move to the
+    /// front by swapping; the others' buffers stay in the batch as spare slots).
+    #[inline]
+    pub fn retain(&mut self, mut keep: impl FnMut(&Packet) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.len {
+            if keep(&self.pkts[i]) {
+                if i != kept {
+                    self.pkts.swap(i, kept);
+                }
+                kept += 1;
+            }
+        }
+        self.len = kept;
+    }
+
     /// The last packet, writable.
     #[inline]
     pub fn last_mut(&mut self) -> Option<&mut Packet> {

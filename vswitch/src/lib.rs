@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [lb-nat] ─► l2-fwd ─► output ─┬─► local port
-//!                                                                           └─► [vxlan-encap] ─► underlay
+//!                                                                           └─► underlay tx path: [vxlan-encap] ─► underlay
 //! ```
 #![warn(missing_docs)]
 
@@ -43,5 +43,5 @@ pub use port::{GenPort, MemHandle, MemPort, Port, SinkPort};
 pub use stage::{Stage, StageStats};
 pub use switch::{
     CapturedFrame, L2Stages, OutputDrop, PortRole, PortSnapshot, PortStats, StageHandle, Switch,
-    SwitchStats, Tunnel,
+    SwitchStats,
 };

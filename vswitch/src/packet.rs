@@ -8,6 +8,7 @@
 //! from, which bridge domain it is in, and its disposition ([`Next`]) as decided by the stages.
 
 use core::fmt;
+use core::net::SocketAddrV4;
 
 pub use crate::wire::ethernet::{Mac, MacParseError};
 
@@ -61,8 +62,14 @@ pub struct Meta {
     pub l3_offset: u16,
     /// The EtherType of the L3 payload (inner one if VLAN tagged), set by `l2-parse`.
     pub ethertype: u16,
-    /// For a frame that arrived through a tunnel: the VTEP it came from.
+    /// For a frame that arrived through a tunnel: the VTEP it came from (set by `vxlan-decap`).
     pub from_vtep: Option<VtepId>,
+    /// For a frame queued toward a remote VTEP: the VTEP it goes to (set by the output step
+    /// before the underlay port's transmit path, which encapsulates toward it).
+    pub to_vtep: Option<VtepId>,
+    /// The underlay peer: on receive from the UDP underlay, the datagram's source address; on
+    /// transmit, where the UDP underlay sends the datagram (set by `vxlan-encap`).
+    pub peer: Option<SocketAddrV4>,
     /// Trace id when the packet is marked for tracing (stages then record their decisions for
     /// it); 0 when it is not.
     pub trace: u32,
@@ -232,6 +239,12 @@ pub struct FrameTooBig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_stays_small() {
+        // Copied with every packet moved or flooded: keep it within a cache line's half.
+        assert!(size_of::<Meta>() <= 40, "{}", size_of::<Meta>());
+    }
 
     #[test]
     fn push_and_pull_use_headroom_without_moving_the_frame() {

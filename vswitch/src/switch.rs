@@ -5,14 +5,18 @@
 //! ```text
 //! port.rx_burst ─► mark for trace ─► the port's path of stages ─► output:
 //!     Output(p)  ─► p's transmit batch (buffer swapped, no copy)
-//!     Remote(v)  ─► tunnel port's transmit batch, encapsulated in place by the Tunnel
+//!     Remote(v)  ─► the underlay port's transmit batch, `meta.to_vtep = v`
 //!     Flood      ─► a copy to each other local port of the network, and, for frames from local
 //!                   ports, a copy per remote VTEP of the network (head-end replication)
 //!     Drop       ─► already counted by the stage that dropped it
+//! flush(port) ─► the port's transmit path of stages (`vxlan-encap`) ─► port.tx_burst
 //! ```
 //! Transmit batches are flushed when full and after every round, one `tx_burst` per batch.
-//! The output step is counted like a stage (`output`), and the tunnel's encapsulation too,
-//! so packets in = sum of outcomes holds end to end.
+//! A port may have a transmit path ([`Switch::set_tx_path`]), VPP's output feature arc: its
+//! stages run over the whole transmit batch before the burst, every packet entering it
+//! undecided; those a stage drops leave the batch, the others are sent. The output step is
+//! counted like a stage (`output`), and the transmit path's stages as any stage, so packets in
+//! = sum of outcomes holds end to end.
 
 use std::any::Any;
 use std::fmt;
@@ -24,7 +28,7 @@ use crate::env::{Env, Network};
 use crate::fdb::FdbStats;
 use crate::l2::{L2Fwd, L2Learn, L2Parse};
 use crate::offload::{self, Tcp4Gso};
-use crate::packet::{DEFAULT_BUF_SIZE, DropReason, NetId, Next, Packet, PortId, VtepId};
+use crate::packet::{DEFAULT_BUF_SIZE, NetId, Next, PortId, VtepId};
 use crate::port::Port;
 use crate::stage::{Stage, StageStats, mask_of, run_stage};
 use crate::trace::{Summary, TraceRecord};
@@ -95,23 +99,13 @@ pub struct PortStats {
     pub tx_dropped: u64,
 }
 
-/// Encapsulation toward remote VTEPs: the VXLAN crate implements it.
-pub trait Tunnel: Send {
-    /// Graph name (`vxlan-encap`).
-    fn name(&self) -> &'static str;
-    /// The port encapsulated frames leave on.
-    fn port(&self) -> PortId;
-    /// Names of the encapsulation's drop reasons.
-    fn drop_names(&self) -> &'static [&'static str];
-    /// Encapsulate `pkt` (already in the tunnel port's transmit batch) toward `vtep`.
-    fn encap(&mut self, pkt: &mut Packet, vtep: VtepId, env: &Env) -> Result<(), DropReason>;
-}
-
 struct PortSlot {
     name: String,
     port: Box<dyn Port>,
     role: PortRole,
     path: Vec<StageIdx>,
+    /// Stages run over the transmit batch before each burst (empty: none).
+    tx_path: Vec<StageIdx>,
     tx: Batch,
     stats: PortStats,
 }
@@ -132,7 +126,7 @@ pub struct PortSnapshot {
 pub struct SwitchStats {
     /// Per port.
     pub ports: Vec<PortSnapshot>,
-    /// Per stage, in registration order, then `output`, then the tunnel's encapsulation.
+    /// Per stage, in registration order, then `output`.
     pub stages: Vec<StageStats>,
     /// FDB events.
     pub fdb: FdbStats,
@@ -179,8 +173,8 @@ crate::drop_table! {
     pub enum OutputDrop {
         /// No stage decided on the packet, or it names a port that does not exist.
         Undecided => "drop_undecided",
-        /// To a remote VTEP, but the switch has no tunnel (or its port does not exist).
-        NoTunnel => "drop_no_tunnel",
+        /// To a remote VTEP, but the switch has no underlay port.
+        NoUnderlay => "drop_no_underlay",
         /// A TCP super-frame to flood (an unknown destination): not cut into copies for every
         /// port.
         GsoFlood => "drop_gso_flood",
@@ -198,7 +192,9 @@ pub struct Switch {
     ports: Vec<PortSlot>,
     stages: Vec<Box<dyn Stage>>,
     stage_stats: Vec<StageStats>,
-    tunnel: Option<(Box<dyn Tunnel>, StageStats)>,
+    /// Where `Next::Remote` and remote flood copies go: the first port added as
+    /// [`PortRole::Underlay`].
+    underlay: Option<PortId>,
     output: StageStats,
     flood_copies: u64,
     flood_remote_copies: u64,
@@ -258,7 +254,7 @@ impl Switch {
             ports: Vec::new(),
             stages: Vec::new(),
             stage_stats: Vec::new(),
-            tunnel: None,
+            underlay: None,
             output,
             flood_copies: 0,
             flood_remote_copies: 0,
@@ -337,7 +333,8 @@ impl Switch {
         )
     }
 
-    /// Add a port with its role and path; a local port joins its network's flood set.
+    /// Add a port with its role and receive path; a local port joins its network's flood set,
+    /// and the first underlay port carries the frames to remote VTEPs.
     pub fn add_port(
         &mut self,
         name: impl Into<String>,
@@ -346,8 +343,10 @@ impl Switch {
         path: Vec<StageIdx>,
     ) -> PortId {
         let id = PortId(self.ports.len() as u16);
-        if let PortRole::Local(net) = role {
-            self.env.nets[net.0 as usize].ports.push(id);
+        match role {
+            PortRole::Local(net) => self.env.nets[net.0 as usize].ports.push(id),
+            PortRole::Underlay if self.underlay.is_none() => self.underlay = Some(id),
+            _ => {}
         }
         let name = name.into();
         self.env.port_names.push(name.clone());
@@ -356,6 +355,7 @@ impl Switch {
             port,
             role,
             path,
+            tx_path: Vec::new(),
             tx: Batch::with_buf_size(self.batch_size, self.buf_size),
             stats: PortStats::default(),
         });
@@ -367,14 +367,12 @@ impl Switch {
         self.env.add_network(net)
     }
 
-    /// Set the encapsulation used for `Next::Remote` and remote flood replication.
-    pub fn set_tunnel(&mut self, tunnel: Box<dyn Tunnel>) {
-        let mut st = StageStats {
-            name: tunnel.name(),
-            ..StageStats::default()
-        };
-        st.drops = tunnel.drop_names().iter().map(|n| (*n, 0)).collect();
-        self.tunnel = Some((tunnel, st));
+    /// Set `port`'s transmit path: stages run over its transmit batch before each burst (the
+    /// underlay's `vxlan-encap`). Every packet enters the path undecided; a packet a stage drops
+    /// is removed from the batch, and one still undecided after the last stage (or output) is
+    /// sent.
+    pub fn set_tx_path(&mut self, port: PortId, path: Vec<StageIdx>) {
+        self.ports[port.0 as usize].tx_path = path;
     }
 
     /// The port called `name`.
@@ -507,8 +505,8 @@ impl Switch {
                 }
                 Next::Output(_) => self.output.count_drop(OutputDrop::Undecided),
                 Next::Remote(v) => {
-                    let Some(tp) = self.tunnel_port() else {
-                        self.output.count_drop(OutputDrop::NoTunnel);
+                    let Some(tp) = self.underlay else {
+                        self.output.count_drop(OutputDrop::NoUnderlay);
                         continue;
                     };
                     self.output.remote += 1;
@@ -557,7 +555,7 @@ impl Switch {
     }
 
     /// Cut TCP super-frame `i` into segments, each written straight into the output's transmit
-    /// batch (encapsulated there when `next` is a remote VTEP).
+    /// batch (toward `meta.to_vtep` when `next` is a remote VTEP).
     fn output_segments(&mut self, i: usize, next: Next) {
         let Ok(g) = Tcp4Gso::new(self.rx[i].data(), &self.rx[i].meta.offload) else {
             self.output.count_drop(OutputDrop::GsoBad);
@@ -565,10 +563,10 @@ impl Switch {
         };
         let out = match next {
             Next::Output(p) if (p.0 as usize) < self.ports.len() => p,
-            Next::Remote(_) => match self.tunnel_port() {
+            Next::Remote(_) => match self.underlay {
                 Some(tp) => tp,
                 None => {
-                    self.output.count_drop(OutputDrop::NoTunnel);
+                    self.output.count_drop(OutputDrop::NoUnderlay);
                     return;
                 }
             },
@@ -579,6 +577,9 @@ impl Switch {
         };
         let mut meta = self.rx[i].meta;
         meta.offload = offload::Offload::default();
+        if let Next::Remote(v) = next {
+            meta.to_vtep = Some(v);
+        }
         let n = g.segments();
         // The segments are what the output handles from here on (each one is counted as
         // output, remote or dropped), so count them in, less the super-frame they replace.
@@ -612,85 +613,29 @@ impl Switch {
                 continue;
             }
             match next {
-                Next::Remote(v) => {
-                    self.output.remote += 1;
-                    self.encap_last(out, v);
-                }
+                Next::Remote(_) => self.output.remote += 1,
                 _ => self.output.output += 1,
             }
         }
     }
 
-    /// The tunnel's port, when there is a tunnel and its port exists.
-    #[inline]
-    fn tunnel_port(&self) -> Option<PortId> {
-        let tp = self.tunnel.as_ref()?.0.port();
-        ((tp.0 as usize) < self.ports.len()).then_some(tp)
-    }
-
-    /// Queue rx packet `i` toward `vtep` on the tunnel's port `tp`: moved (`swap`) or copied.
-    /// False when a copy does not fit the port's buffers.
+    /// Queue rx packet `i` toward `vtep` on the underlay port `tp`, moved (`swap`) or copied;
+    /// its transmit path encapsulates it. False when a copy does not fit the port's buffers.
     fn send_remote(&mut self, i: usize, tp: PortId, vtep: VtepId, swap: bool) -> bool {
         self.room(tp);
         let tx = &mut self.ports[tp.0 as usize].tx;
-        if swap {
+        let pkt = if swap {
             tx.push_swap(&mut self.rx[i]);
-        } else if tx.push_copy(&self.rx[i]).is_err() {
-            return false;
-        }
-        self.encap_last(tp, vtep);
-        true
-    }
-
-    /// Encapsulate the packet just queued on the tunnel port `tp` toward `vtep` (removed again,
-    /// and counted, if the tunnel refuses it).
-    fn encap_last(&mut self, tp: PortId, vtep: VtepId) {
-        let Some((tunnel, st)) = self.tunnel.as_mut() else {
-            return;
+            tx.last_mut()
+        } else {
+            tx.push_copy(&self.rx[i]).ok()
         };
-        let tx = &mut self.ports[tp.0 as usize].tx;
-        st.rx += 1;
-        let Some(pkt) = tx.last_mut() else {
-            return;
-        };
-        let traced = pkt.meta.trace;
-        match tunnel.encap(pkt, vtep, &self.env) {
-            Ok(()) => {
-                st.output += 1;
-                if traced != 0 {
-                    let detail = match self.env.vteps.get(vtep.0 as usize) {
-                        Some(v) => format!(
-                            "encapsulated to vtep {} ({}), {} bytes",
-                            v.addr,
-                            v.node,
-                            pkt.len()
-                        ),
-                        None => format!("encapsulated to vtep #{}", vtep.0),
-                    };
-                    self.env.tracer.record(TraceRecord {
-                        id: traced,
-                        stage: tunnel.name(),
-                        next: Next::Remote(vtep),
-                        drop: None,
-                        detail,
-                    });
-                }
+        match pkt {
+            Some(p) => {
+                p.meta.to_vtep = Some(vtep);
+                true
             }
-            Err(r) => {
-                st.count_drop(r);
-                if traced != 0 {
-                    let drop = tunnel.drop_names().get(r.0 as usize).copied();
-                    self.env.tracer.record(TraceRecord {
-                        id: traced,
-                        stage: tunnel.name(),
-                        next: Next::Drop(r),
-                        drop,
-                        detail: String::new(),
-                    });
-                }
-                let n = tx.len();
-                tx.truncate(n - 1);
-            }
+            None => false,
         }
     }
 
@@ -715,7 +660,7 @@ impl Switch {
         // Head-end replication, only for frames that came from local ports (split horizon).
         let from_local = meta.from_vtep.is_none()
             && matches!(self.ports[meta.in_port.0 as usize].role, PortRole::Local(_));
-        if from_local && let Some(tp) = self.tunnel_port() {
+        if from_local && let Some(tp) = self.underlay {
             for k in 0..n_remote {
                 let v = self.env.nets[meta.net.0 as usize].peers[k];
                 if self.send_remote(i, tp, v, false) {
@@ -744,11 +689,17 @@ impl Switch {
         }
     }
 
-    /// Transmit `port`'s queued batch now.
+    /// Transmit `port`'s queued batch now, through its transmit path first.
     pub fn flush(&mut self, port: PortId) {
         let slot = &mut self.ports[port.0 as usize];
         if slot.tx.is_empty() {
             return;
+        }
+        if !slot.tx_path.is_empty() {
+            self.run_tx_path(port);
+            if self.ports[port.0 as usize].tx.is_empty() {
+                return;
+            }
         }
         if self.capture.is_some() {
             self.capture_batch(port, true);
@@ -763,6 +714,30 @@ impl Switch {
             .sum::<u64>();
         slot.stats.tx_dropped += (n - sent) as u64;
         slot.tx.clear();
+    }
+
+    /// Run `port`'s transmit path over its transmit batch: every packet enters undecided, the
+    /// stages count and trace as on a receive path, and the packets they drop leave the batch.
+    fn run_tx_path(&mut self, port: PortId) {
+        let slot = &mut self.ports[port.0 as usize];
+        let mut traced = false;
+        for p in slot.tx.pkts_mut() {
+            p.meta.next = Next::Continue;
+            traced |= p.meta.trace != 0;
+        }
+        slot.tx.traced = traced;
+        let mut live = mask_of(slot.tx.len());
+        for k in 0..slot.tx_path.len() {
+            let s = slot.tx_path[k];
+            live = run_stage(
+                &mut *self.stages[s],
+                &mut self.stage_stats[s],
+                &mut slot.tx,
+                &mut self.env,
+                live,
+            );
+        }
+        slot.tx.retain(|p| !matches!(p.meta.next, Next::Drop(_)));
     }
 
     /// Transmit every queued batch.
@@ -830,7 +805,7 @@ impl Switch {
                 continue;
             }
             let mut data = Vec::with_capacity(p.len() + 64);
-            slot.port.capture_frame(p.data(), tx, &mut data);
+            slot.port.capture_frame(p, tx, &mut data);
             c.frames.push(CapturedFrame {
                 time_ns: self.env.now.0,
                 tx,
@@ -862,9 +837,6 @@ impl Switch {
             ("csum_finished", self.csum_finished),
         ];
         stages.push(out);
-        if let Some((_, st)) = &self.tunnel {
-            stages.push(st.clone());
-        }
         SwitchStats {
             ports: self
                 .ports

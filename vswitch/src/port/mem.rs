@@ -8,6 +8,7 @@
 //! buffer, [`MemPort::tx_limit`] makes a short transmit on purpose.
 
 use std::collections::VecDeque;
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,8 +17,11 @@ use crate::batch::Batch;
 
 #[derive(Default)]
 struct MemQueues {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
+    /// Frames to receive, with the underlay peer to record in `meta.peer` (a MemPort standing
+    /// in for the UDP underlay).
+    rx: VecDeque<(Vec<u8>, Option<SocketAddrV4>)>,
+    /// Frames transmitted, with their `meta.peer`.
+    tx: Vec<(Option<SocketAddrV4>, Vec<u8>)>,
     rx_too_big: u64,
 }
 
@@ -52,14 +56,27 @@ impl MemPort {
 impl MemHandle {
     /// Queue a frame for the switch to receive.
     pub fn inject(&self, frame: &[u8]) {
+        self.push_rx(frame, None);
+    }
+    /// Queue a frame for the switch to receive as a datagram from `peer`, as the UDP underlay
+    /// would (the port records `peer` in `meta.peer`).
+    pub fn inject_from(&self, frame: &[u8], peer: SocketAddrV4) {
+        self.push_rx(frame, Some(peer));
+    }
+    fn push_rx(&self, frame: &[u8], peer: Option<SocketAddrV4>) {
         self.q
             .lock()
             .expect("mem port lock")
             .rx
-            .push_back(frame.to_vec());
+            .push_back((frame.to_vec(), peer));
     }
     /// Take every frame the switch transmitted so far.
     pub fn take_tx(&self) -> Vec<Vec<u8>> {
+        self.take_tx_to().into_iter().map(|(_, f)| f).collect()
+    }
+    /// Take every frame the switch transmitted so far, with the underlay peer it was sent to
+    /// (`meta.peer`, set by `vxlan-encap`).
+    pub fn take_tx_to(&self) -> Vec<(Option<SocketAddrV4>, Vec<u8>)> {
         core::mem::take(&mut self.q.lock().expect("mem port lock").tx)
     }
     /// Frames still waiting to be received.
@@ -74,10 +91,15 @@ impl Port for MemPort {
         let spare = batch.spare_mut();
         let mut n = 0;
         while n < spare.len() {
-            let Some(frame) = q.rx.pop_front() else { break };
+            let Some((frame, peer)) = q.rx.pop_front() else {
+                break;
+            };
             // A frame too big for a buffer is counted and skipped; slots fill in order.
             match spare[n].set_frame(&frame) {
-                Ok(()) => n += 1,
+                Ok(()) => {
+                    spare[n].meta.peer = peer;
+                    n += 1;
+                }
                 Err(_) => q.rx_too_big += 1,
             }
         }
@@ -87,7 +109,11 @@ impl Port for MemPort {
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
         let n = batch.len().min(self.tx_limit);
         let mut q = self.q.lock().expect("mem port lock");
-        q.tx.extend(batch.pkts()[..n].iter().map(|p| p.data().to_vec()));
+        q.tx.extend(
+            batch.pkts()[..n]
+                .iter()
+                .map(|p| (p.meta.peer, p.data().to_vec())),
+        );
         n
     }
     fn counters(&self) -> Vec<(&'static str, u64)> {

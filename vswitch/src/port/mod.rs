@@ -51,7 +51,8 @@
 //! **Capabilities** are methods with defaults, asked by the switch: [`Port::offloads`] (the
 //! port takes frames with checksum or segmentation work left, else the switch finishes that
 //! work first), [`Port::poll_fd`] (a descriptor to sleep on when every port is idle, else the
-//! port is polled), [`Port::capture_frame`] (the frame as it is on the wire, for pcap).
+//! port is polled), [`Port::capture_frame`] (the frame as it is on the wire, for pcap, from the
+//! packet's bytes and metadata: the UDP underlay rebuilds the outer headers from `meta.peer`).
 //!
 //! **Threading: one owner, non-blocking.** A port is `Send` but not shared: the one thread
 //! that runs the switch calls every method. Both burst calls return at once when there is
@@ -64,6 +65,7 @@
 use std::os::fd::RawFd;
 
 use crate::batch::Batch;
+use crate::packet::Packet;
 
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
@@ -100,10 +102,11 @@ pub trait Port: Send {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
-    /// For `capture`: append `frame` (received, or queued for transmit when `tx`) to `out` as an
-    /// Ethernet frame. Ports whose frames are not Ethernet on the wire (the UDP underlay) rebuild
-    /// the headers the kernel adds, so a pcap of any port reads the same in tshark.
-    fn capture_frame(&self, frame: &[u8], _tx: bool, out: &mut Vec<u8>) {
-        out.extend_from_slice(frame);
+    /// For `capture`: append `pkt` (received, or about to be transmitted when `tx`: after the
+    /// port's transmit path) to `out` as an Ethernet frame. Ports whose frames are not Ethernet
+    /// on the wire (the UDP underlay) rebuild the headers the kernel adds from the frame and its
+    /// metadata (`meta.peer`), so a pcap of any port reads the same in tshark.
+    fn capture_frame(&self, pkt: &Packet, _tx: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(pkt.data());
     }
 }
