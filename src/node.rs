@@ -28,10 +28,11 @@ use lb::{
     BackendConfig, Balancer, BalancerConfig, LbStage, Protocol, SchedulerKind, ServiceConfig,
     ServiceKey, Snat,
 };
-use vswitch::{Env, FdbConfig, FdbDest, Mac, NetId, Network, Port, PortRole, StageHandle, Switch};
+use vswitch::{
+    Env, FdbConfig, FdbDest, Mac, NetId, Network, OwnAddr, Port, PortRole, StageHandle, Switch,
+};
 
 use crate::config::{Attach, Cluster, Proto};
-use crate::own_addr::OwnAddr;
 
 /// VNI given to routing-mesh ingress networks: outside the 24-bit VXLAN range, so no VXLAN
 /// packet can ever be decapsulated into one.
