@@ -437,7 +437,7 @@ impl PortOpener for SystemPorts {
     }
 
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
-        let port = vxlan::UdpPort::bind(SocketAddrV4::new(vtep, vxlan::VXLAN_PORT))
+        let port = vswitch::port::udp::UdpPort::bind(SocketAddrV4::new(vtep, vxlan::VXLAN_PORT))
             .with_context(|| format!("underlay: binding UDP {vtep}:{}", vxlan::VXLAN_PORT))?;
         Ok(Box::new(port))
     }

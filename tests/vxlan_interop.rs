@@ -29,9 +29,10 @@ use vswitch::fdb::FdbDest;
 use vswitch::frames;
 use vswitch::port::ethtool::Offload;
 use vswitch::port::tap::{TapConfig, TapPort};
+use vswitch::port::udp::UdpPort;
 use vswitch::worker::{self, PollConfig, Work};
 use vswitch::{Env, FdbConfig, Mac, Network, Port, PortRole, Switch, SwitchStats, Time};
-use vxlan::{Repr, UdpPort, VXLAN_PORT, Vni, VxlanDecap, VxlanEncap};
+use vxlan::{Repr, VXLAN_PORT, Vni, VxlanDecap, VxlanEncap};
 
 const VNI: u32 = 4097;
 const UNKNOWN_VNI: u32 = 4098;

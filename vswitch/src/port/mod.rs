@@ -12,7 +12,8 @@
 //! The drivers, each in its own module: [`mem`] (in memory, always built), `afxdp` (AF_XDP
 //! sockets on an existing interface; cargo feature `afxdp`), `tap` (a TAP device in a
 //! container's namespace; feature `tap`), and the OS helpers they share, `netns`, `ethtool`
-//! and `iface` (built with either feature). The UDP underlay port is `vxlan::UdpPort`.
+//! and `iface` (built with either feature), and `udp` (the UDP underlay, VXLAN's transport:
+//! `recvmmsg`/`sendmmsg` with UDP GSO/GRO; feature `udp`).
 //! A crate that needs only the pipeline core depends on vswitch with `default-features = false`
 //! and compiles none of the drivers.
 //!
@@ -78,6 +79,8 @@ pub mod mem;
 pub mod netns;
 #[cfg(feature = "tap")]
 pub mod tap;
+#[cfg(feature = "udp")]
+pub mod udp;
 
 pub use mem::{GenPort, MemHandle, MemPort, SinkPort};
 

@@ -1,10 +1,10 @@
-//! The UDP underlay as a switch port: [`UdpPort`] wraps a [`UdpUnderlay`] in the
-//! [`vswitch::Port`] trait, so the node's switch polls it like any other port.
+//! The UDP underlay as a switch port (cargo feature `udp`): [`UdpPort`] wraps a
+//! [`UdpUnderlay`] in the [`Port`] trait, so the node's switch polls it like any other port.
 //!
-//! Where it sits: it is the port of role [`PortRole::Underlay`](vswitch::PortRole): what it
+//! Where it sits: it is the port of role [`PortRole::Underlay`](crate::PortRole): what it
 //! receives goes to `vxlan-decap`, and `vxlan-encap`, on its transmit path, encapsulates what
 //! the switch queues on it. The remote VTEP's address travels beside the frame, in
-//! [`Meta::peer`](vswitch::Meta).
+//! [`Meta::peer`](crate::Meta).
 //!
 //! ```text
 //! UDP 4789 ─recvmmsg─► UdpPort.rx_burst (meta.peer = source) ─► vxlan-decap ─► l2 stages ─► local ports
@@ -26,16 +26,25 @@
 //!
 //! Either way each datagram's source address is recorded in its packet's `meta.peer`. A datagram larger than a buffer is dropped and
 //! counted (`rx_truncated`); socket errors are counted, never fatal: the switch keeps running.
+//!
+//! The parts: [`socket`] (the non-blocking socket, `recvmmsg`/`sendmmsg`, UDP GSO runs on
+//! send), [`gro`] (UDP GRO receive), and here the [`Port`] implementation and the capture hook,
+//! which rebuilds the outer headers the kernel adds.
 
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, RawFd};
 
-use vswitch::wire::ethernet::{self, ETHERTYPE_IPV4};
-use vswitch::wire::ipv4::{self, PROTO_UDP};
-use vswitch::wire::udp;
-use vswitch::{Batch, MAX_BATCH, Mac, Packet, Port};
+use crate::batch::{Batch, MAX_BATCH};
+use crate::packet::{Mac, Packet};
+use crate::port::Port;
+use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
+use crate::wire::ipv4::{self, PROTO_UDP};
+use crate::wire::udp;
 
-use crate::underlay::{UdpUnderlay, UnderlayError};
+pub mod gro;
+pub mod socket;
+
+pub use socket::{SendReport, UdpUnderlay, UnderlayError};
 
 /// TTL shown on captured underlay packets.
 const CAPTURE_TTL: u8 = ipv4::DEFAULT_TTL;
@@ -97,7 +106,7 @@ impl UdpPort {
 
 impl UdpPort {
     /// Receive with UDP GRO: datagrams come out of the coalescing buffers, each copied into a
-    /// slot (one `recvmmsg` for up to [`crate::underlay::GRO_MESSAGES`] runs of them, at most
+    /// slot (one `recvmmsg` for up to [`socket::GRO_MESSAGES`] runs of them, at most
     /// one call per batch; what does not fit the batch waits for the next one).
     fn rx_coalesced(&mut self, batch: &mut Batch) -> usize {
         let spare = batch.spare_mut();
@@ -271,10 +280,10 @@ impl Port for UdpPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stage::ENCAP_LEN;
+    use crate::packet::HEADROOM;
+    use crate::wire::vxlan::{HEADER_LEN, VXLAN_PORT};
     use std::net::Ipv4Addr;
     use std::time::{Duration, Instant};
-    use vswitch::packet::HEADROOM;
 
     const LOOPBACK_ANY_PORT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
     const DEADLINE: Duration = Duration::from_secs(5);
@@ -312,7 +321,7 @@ mod tests {
     fn capture_rebuilds_the_outer_headers_the_kernel_added() {
         use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, UdpPacket};
         let port = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
-        let peer = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), crate::VXLAN_PORT);
+        let peer = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), VXLAN_PORT);
         let body = [8u8, 0, 0, 0, 0, 0x10, 1, 0, 1, 2, 3];
         let p = frame_to(peer, &body);
         let mut out = Vec::new();
@@ -332,7 +341,7 @@ mod tests {
         assert!(udp.verify_checksum(&s, &d));
         assert_eq!(
             (udp.src_port(), udp.dst_port()),
-            (port.local_addr().port(), crate::VXLAN_PORT)
+            (port.local_addr().port(), VXLAN_PORT)
         );
         assert_eq!(udp.payload(), &body);
         // Received: the peer is the source.
@@ -381,7 +390,7 @@ mod tests {
         }
         let p = &batch[0];
         assert_eq!(p.headroom(), HEADROOM);
-        assert!(ENCAP_LEN < p.len());
+        assert!(HEADER_LEN < p.len());
     }
 
     #[test]
