@@ -164,12 +164,6 @@ impl Batch {
         true
     }
 
-    /// Keep only the first `n` packets.
-    #[inline]
-    pub fn truncate(&mut self, n: usize) {
-        self.len = self.len.min(n);
-    }
-
     /// Keep only the packets for which `keep` is true, in order (their buffers move to the
     /// front by swapping; the others' buffers stay in the batch as spare slots).
     #[inline]
@@ -193,6 +187,7 @@ impl Batch {
     }
 
     /// Remove the first `n` packets, keeping the rest in order (for a partial transmit).
+    #[cfg(test)]
     pub fn consume_front(&mut self, n: usize) {
         let n = n.min(self.len);
         self.pkts[..self.len].rotate_left(n);

@@ -5,7 +5,7 @@
 //! [`GenPort`] replays a set of frames forever without allocating (a traffic generator for
 //! benches); [`SinkPort`] counts and discards. They follow the contract of [`Port`] like any
 //! driver: receive fills the batch's free slots in order, transmit copies out and never keeps a
-//! buffer, [`MemPort::tx_limit`] makes a short transmit on purpose.
+//! buffer.
 
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
@@ -29,8 +29,6 @@ struct MemQueues {
 /// switch transmitted. One lock per batch, not per packet.
 pub struct MemPort {
     q: Arc<Mutex<MemQueues>>,
-    /// Accept at most this many frames per transmit (to test partial transmits).
-    pub tx_limit: usize,
 }
 
 /// The test's end of a [`MemPort`].
@@ -43,13 +41,7 @@ impl MemPort {
     /// A port and its handle.
     pub fn new() -> (MemPort, MemHandle) {
         let q = Arc::new(Mutex::new(MemQueues::default()));
-        (
-            MemPort {
-                q: q.clone(),
-                tx_limit: usize::MAX,
-            },
-            MemHandle { q },
-        )
+        (MemPort { q: q.clone() }, MemHandle { q })
     }
 }
 
@@ -107,7 +99,7 @@ impl Port for MemPort {
         n
     }
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
-        let n = batch.len().min(self.tx_limit);
+        let n = batch.len();
         let mut q = self.q.lock().expect("mem port lock");
         q.tx.extend(
             batch.pkts()[..n]

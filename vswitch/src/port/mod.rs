@@ -3,10 +3,11 @@
 //! Where it sits: at both ends of the packet path. [`Switch::poll`](crate::Switch::poll) calls
 //! each port's [`Port::rx_burst`], runs the batch through the port's stages, queues every packet
 //! on its output port's transmit batch, and ends the round with one [`Port::tx_burst`] per
-//! non-empty transmit batch.
+//! non-empty transmit batch, after the port's transmit path of stages if it has one
+//! ([`Switch::set_tx_path`](crate::Switch::set_tx_path): the underlay's `vxlan-encap`).
 //!
 //! ```text
-//! device ─► rx_burst(batch) ─► l2-parse ─► ... ─► output ─► tx batch of port P ─► P.tx_burst ─► device
+//! device ─► rx_burst(batch) ─► l2-parse ─► ... ─► output ─► tx batch of port P ─► [P's tx path] ─► P.tx_burst ─► device
 //! ```
 //!
 //! The drivers, each in its own module: [`mem`] (in memory, always built), `afxdp` (AF_XDP
