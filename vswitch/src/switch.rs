@@ -463,7 +463,8 @@ impl Switch {
             traced |= p.meta.trace != 0;
         }
         slot.tx.traced = traced;
-        let mut live = mask_of(slot.tx.len());
+        let all = mask_of(slot.tx.len());
+        let mut live = all;
         for k in 0..slot.tx_path.len() {
             let s = slot.tx_path[k];
             live = run_stage(
@@ -474,7 +475,10 @@ impl Switch {
                 live,
             );
         }
-        slot.tx.retain(|p| !matches!(p.meta.next, Next::Drop(_)));
+        // Nothing decided (the usual case): nothing dropped, no compaction.
+        if live != all {
+            slot.tx.retain(|p| !matches!(p.meta.next, Next::Drop(_)));
+        }
     }
 
     /// Transmit every queued batch.
