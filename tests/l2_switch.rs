@@ -61,7 +61,8 @@ fn encap(vtep: u8, f: &[u8]) -> Vec<u8> {
 }
 
 /// appnet (VNI 4097): local ports p1, p2, p3; remote endpoints .21 on vtep 0 and .31 on vtep 1.
-/// othernet (VNI 4098): local port q1. The underlay port `ul` carries the tunnel's output.
+/// othernet (VNI 4098): local port q1. The underlay port `ul` has `mark-encap` on its transmit
+/// path.
 struct Lab {
     sw: Switch,
     h: Vec<(&'static str, MemHandle)>,

@@ -7,10 +7,11 @@
 //! (`l2-parse`, `l2-learn`, `arp-proxy`, `own-addr`, `l2-fwd`), and the [`Switch`] that ties ports and
 //! stages together. The `vxlan` and `lb` crates add stages on top; the root crate assembles them.
 //!
-//! The OS port drivers live in [`port`] behind cargo features, both on by default: `afxdp`
-//! (`port::afxdp`, AF_XDP sockets through xdpilone) and `tap` (`port::tap`); either brings the
-//! setup helpers `port::netns`, `port::ethtool` and `port::iface`. With
-//! `default-features = false` only the core is compiled.
+//! The OS port drivers live in [`port`] behind cargo features, all on by default: `afxdp`
+//! (`port::afxdp`, AF_XDP sockets through xdpilone), `tap` (`port::tap`) and `udp`
+//! (`port::udp`, the UDP underlay that carries VXLAN); `afxdp` or `tap` brings the setup
+//! helpers `port::netns`, `port::ethtool` and `port::iface`. With `default-features = false`
+//! only the core is compiled.
 //!
 //! ```text
 //! port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [lb-nat] ─► own-addr ─► l2-fwd ─► output ─┬─► local port
