@@ -82,23 +82,6 @@ fn from_n2(inner: &[u8]) -> Vec<u8> {
     d
 }
 
-/// Replays datagrams from one peer forever, as the UDP underlay port hands them over.
-struct GenUnderlay(GenPort, SocketAddrV4);
-
-impl vswitch::Port for GenUnderlay {
-    fn rx_burst(&mut self, batch: &mut Batch) -> usize {
-        let first = batch.len();
-        let n = self.0.rx_burst(batch);
-        for p in &mut batch.pkts_mut()[first..] {
-            p.meta.peer = Some(self.1);
-        }
-        n
-    }
-    fn tx_burst(&mut self, batch: &mut Batch) -> usize {
-        self.0.tx_burst(batch)
-    }
-}
-
 fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("vxlan-stage");
     g.throughput(Throughput::Elements(BURST as u64));
@@ -181,7 +164,11 @@ fn decap_l2_switch(burst: usize) -> Switch {
     let frames = inner_frames(21, 11).iter().map(|f| from_n2(f)).collect();
     let ul = sw.add_port(
         "underlay",
-        Box::new(GenUnderlay(GenPort::new(frames, burst), N2_PEER)),
+        Box::new({
+            let mut g = GenPort::new(frames, burst);
+            g.peer = Some(N2_PEER);
+            g
+        }),
         PortRole::Underlay,
         vec![decap.idx(), l2.parse.idx(), l2.learn.idx(), l2.fwd.idx()],
     );

@@ -122,6 +122,9 @@ pub struct GenPort {
     next: usize,
     /// Frames per receive call (at most the batch's free slots).
     pub burst: usize,
+    /// The underlay peer every frame comes from (`meta.peer`), when the generator stands in
+    /// for the UDP underlay.
+    pub peer: Option<SocketAddrV4>,
 }
 
 impl GenPort {
@@ -132,6 +135,7 @@ impl GenPort {
             frames,
             next: 0,
             burst,
+            peer: None,
         }
     }
 }
@@ -143,6 +147,9 @@ impl Port for GenPort {
         let mut n = 0;
         for _ in 0..want {
             if spare[n].set_frame(&self.frames[self.next]).is_ok() {
+                if self.peer.is_some() {
+                    spare[n].meta.peer = self.peer;
+                }
                 n += 1;
             }
             self.next += 1;
