@@ -14,18 +14,20 @@
 //! with `scripts/bench.sh`; HTML reports land in `target/criterion/report/index.html`.
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vswitch::frames::{self, TcpFlags};
 use vswitch::stage::mask_of;
-use vswitch::{Batch, Env, Mac, Port, PortId, SinkPort, Switch, Time, Tunnel, VtepId};
+use vswitch::{Batch, Mac, Meta, Port, SinkPort, Switch, Time, VtepId};
 use vxmesh::config::Cluster;
 use vxmesh::node::{Node, PortOpener, PortPlan};
 
 const BURSTS: [usize; 3] = [1, 8, 32];
 const FLOWS: u16 = 64;
+/// n2's underlay address: where its datagrams come from (`meta.peer`).
+const N2_PEER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), 4789);
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 9, last)
@@ -57,12 +59,14 @@ fn cluster_text() -> String {
     text
 }
 
-/// A port that first delivers `prime` once, then replays `steady` forever, `burst` at a time.
+/// A port that first delivers `prime` once, then replays `steady` forever, `burst` at a time;
+/// as the UDP underlay, from `peer`.
 struct Replay {
     prime: Vec<Vec<u8>>,
     steady: Vec<Vec<u8>>,
     next: usize,
     burst: usize,
+    peer: Option<SocketAddrV4>,
 }
 
 impl Port for Replay {
@@ -77,11 +81,13 @@ impl Port for Replay {
                 let i = self.next;
                 self.next = (self.next + 1) % self.steady.len();
                 if spare[n].set_frame(&self.steady[i]).is_ok() {
+                    spare[n].meta.peer = self.peer;
                     n += 1;
                 }
                 continue;
             };
             if spare[n].set_frame(&f).is_ok() {
+                spare[n].meta.peer = self.peer;
                 n += 1;
             }
         }
@@ -113,13 +119,13 @@ fn to_vip(flags: TcpFlags) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// VXLAN datagrams from n2 (with the underlay port's peer prefix) carrying `inner`.
+/// VXLAN datagrams (VNI 4097) carrying `inner`, as n2 sends them (the sender, [`N2_PEER`], is
+/// in `meta.peer`).
 fn from_n2(inner: &[Vec<u8>]) -> Vec<Vec<u8>> {
     inner
         .iter()
         .map(|f| {
-            let mut d = vec![198, 18, 0, 2, 0x12, 0xb5, 0, 0];
-            d.extend_from_slice(&[0x08, 0, 0, 0, 0x00, 0x10, 0x01, 0]);
+            let mut d = vec![0x08, 0, 0, 0, 0x00, 0x10, 0x01, 0];
             d.extend_from_slice(f);
             d
         })
@@ -158,6 +164,7 @@ fn replay(prime: Vec<Vec<u8>>, steady: Vec<Vec<u8>>, burst: usize) -> Replay {
         steady,
         next: 0,
         burst,
+        peer: None,
     }
 }
 
@@ -190,7 +197,10 @@ fn node_pipeline(c: &mut Criterion) {
             .collect();
         let mut n = node(BenchPorts {
             c11: None,
-            underlay: Some(replay(Vec::new(), from_n2(&inner), burst)),
+            underlay: Some(Replay {
+                peer: Some(N2_PEER),
+                ..replay(Vec::new(), from_n2(&inner), burst)
+            }),
         });
         g.bench_with_input(
             BenchmarkId::new("n2_to_c11_decap", burst),
@@ -215,27 +225,27 @@ fn node_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-/// A batch of `burst` packets refilled from `frames`, every packet from port `in_port`.
-fn refill(b: &mut Batch, frames: &[Vec<u8>], burst: usize, in_port: PortId, k: &mut usize) {
+/// A batch of `burst` packets refilled from `frames`, every packet with metadata `meta`.
+fn refill(b: &mut Batch, frames: &[Vec<u8>], burst: usize, meta: Meta, k: &mut usize) {
     b.clear();
     for _ in 0..burst {
         let f = &frames[*k % frames.len()];
         *k += 1;
         let slot = &mut b.spare_mut()[0];
         slot.set_frame(f).expect("bench frame fits");
-        slot.meta.in_port = in_port;
+        slot.meta = meta;
         b.grow(1);
     }
 }
 
-/// Time `stages` (in order) over a refilled batch of `frames` from `in_port`.
+/// Time `stages` (in order) over a refilled batch of `frames` with metadata `meta`.
 fn bench_stages(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     sw: &mut Switch,
     stages: &[&str],
     frames: &[Vec<u8>],
-    in_port: PortId,
+    meta: Meta,
 ) {
     for burst in BURSTS {
         g.throughput(Throughput::Elements(burst as u64));
@@ -247,7 +257,7 @@ fn bench_stages(
             .collect();
         g.bench_with_input(BenchmarkId::new(name, burst), &burst, |bch, _| {
             bch.iter(|| {
-                refill(&mut b, frames, burst, in_port, &mut k);
+                refill(&mut b, frames, burst, meta, &mut k);
                 let mut live = mask_of(burst);
                 for &i in &idx {
                     live = sw.run_stage_on(i, &mut b, live);
@@ -267,7 +277,10 @@ fn stages(c: &mut Criterion) {
         c11: None,
         underlay: None,
     });
-    let c11 = n.sw.port_id("c11").expect("c11");
+    let c11 = Meta {
+        in_port: n.sw.port_id("c11").expect("c11"),
+        ..Meta::default()
+    };
     bench_stages(&mut g, "refill", &mut n.sw, &[], &l2, c11);
     bench_stages(&mut g, "l2-parse", &mut n.sw, &["l2-parse"], &l2, c11);
     bench_stages(
@@ -316,7 +329,11 @@ fn stages(c: &mut Criterion) {
         c11,
     );
     // vxlan-decap on datagrams from n2.
-    let ul = n.sw.port_id("underlay").expect("underlay");
+    let ul = Meta {
+        in_port: n.sw.port_id("underlay").expect("underlay"),
+        peer: Some(N2_PEER),
+        ..Meta::default()
+    };
     bench_stages(
         &mut g,
         "vxlan-decap",
@@ -325,26 +342,19 @@ fn stages(c: &mut Criterion) {
         &from_n2(&l2),
         ul,
     );
-    g.finish();
-
-    // vxlan-encap: the tunnel on each packet of a refilled batch.
-    let mut g = c.benchmark_group("stage");
-    let mut enc = vxlan::VxlanEncap::new(ul);
-    let env: &Env = &n.sw.env;
-    let v = VtepId(0);
-    for burst in BURSTS {
-        g.throughput(Throughput::Elements(burst as u64));
-        let mut b = Batch::with_buf_size(32, 2176);
-        let mut k = 0;
-        g.bench_with_input(BenchmarkId::new("vxlan-encap", burst), &burst, |bch, _| {
-            bch.iter(|| {
-                refill(&mut b, &l2, burst, c11, &mut k);
-                for (_, p) in b.active_mut() {
-                    let _ = black_box(enc.encap(p, v, env));
-                }
-            })
-        });
-    }
+    // vxlan-encap on the underlay's transmit batch: frames toward n2's VTEP.
+    let to_n2 = Meta {
+        to_vtep: Some(VtepId(0)),
+        ..c11
+    };
+    bench_stages(
+        &mut g,
+        "vxlan-encap",
+        &mut n.sw,
+        &["vxlan-encap"],
+        &l2,
+        to_n2,
+    );
     g.finish();
 }
 

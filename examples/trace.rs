@@ -75,7 +75,8 @@ fn node() -> (Switch, MemHandle, MemHandle) {
         l2.fwd.idx(),
     ];
     let ul = sw.add_port("underlay", Box::new(port), PortRole::Underlay, path);
-    sw.set_tunnel(Box::new(VxlanEncap::new(ul)));
+    let encap = sw.add_stage(VxlanEncap::new());
+    sw.set_tx_path(ul, vec![encap.idx()]);
     (sw, c11, underlay)
 }
 
@@ -122,9 +123,12 @@ fn main() {
     let remote =
         matches!(at("l2-fwd").next, Next::Remote(v) if sw.env.vteps[v.0 as usize].addr == N2);
     assert!(remote, "l2-fwd sends it to n2's VTEP");
+    // On the underlay's transmit path, vxlan-encap leaves the packet undecided for the stages
+    // after it (the port sends what is left), and says where it encapsulated it to.
+    let encap = at("vxlan-encap");
     assert!(
-        matches!(at("vxlan-encap").next, Next::Remote(_)),
-        "and it is encapsulated"
+        encap.next == Next::Continue && encap.detail.contains("to vtep 198.18.0.2"),
+        "and it is encapsulated to n2"
     );
 
     // What the trace says is what happened: one datagram on the underlay, the SYN inside it

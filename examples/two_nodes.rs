@@ -9,7 +9,6 @@ use etherparse::{IcmpEchoHeader, Icmpv4Type, NetSlice, PacketBuilder};
 use etherparse::{SlicedPacket, TransportSlice};
 use vswitch::trace::TraceFilter;
 use vswitch::{Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, Network, PortRole, Switch, Time};
-use vxlan::peer::{PEER_PREFIX_LEN, read_peer, write_peer};
 use vxlan::wire::{HEADER_LEN, Packet as VxlanPacket};
 use vxlan::{VXLAN_PORT, VxlanDecap, VxlanEncap};
 
@@ -51,7 +50,8 @@ fn node(addr: Ipv4Addr, local: Ipv4Addr, peer: (&str, Ipv4Addr), remote: Ipv4Add
     let (port, underlay) = MemPort::new();
     let path = vec![decap.idx(), l2.parse.idx(), l2.learn.idx(), l2.fwd.idx()];
     let ul = sw.add_port("underlay", Box::new(port), PortRole::Underlay, path);
-    sw.set_tunnel(Box::new(VxlanEncap::new(ul)));
+    let encap = sw.add_stage(VxlanEncap::new());
+    sw.set_tx_path(ul, vec![encap.idx()]);
     // Trace every frame (one is in flight at a time): `step` prints the stages it went through.
     sw.env.tracer.arm(u32::MAX, TraceFilter::default());
     Node {
@@ -63,16 +63,17 @@ fn node(addr: Ipv4Addr, local: Ipv4Addr, peer: (&str, Ipv4Addr), remote: Ipv4Add
 }
 
 /// The wire: carries what `from` sent on its underlay to `to`'s, as UDP to port 4789 would (the
-/// port's 8-byte prefix names the destination on send, the source on receive). Checks that it
-/// is one VXLAN datagram to `to` with `inner` inside, and prints its header.
+/// datagram's destination is the packet's underlay peer, set by `vxlan-encap`; on receive the
+/// port records the source the same way). Checks that it is one VXLAN datagram to `to` with
+/// `inner` inside, and prints its header.
 fn wire(from: &Node, to: &Node, inner: &[u8]) {
-    let mut sent = from.underlay.take_tx();
+    let mut sent = from.underlay.take_tx_to();
     assert_eq!(sent.len(), 1, "one datagram on the wire");
-    let d = &mut sent[0];
-    let dst = read_peer(d).expect("peer prefix");
+    let (dst, d) = &mut sent[0];
+    let dst = dst.expect("vxlan-encap names the peer");
     assert_eq!(dst, SocketAddrV4::new(to.addr, VXLAN_PORT), "to the peer");
-    let vx = VxlanPacket::new_checked(&d[PEER_PREFIX_LEN..]).expect("a valid VXLAN header");
-    let (hdr, vni) = (&d[PEER_PREFIX_LEN..][..HEADER_LEN], vx.vni());
+    let vx = VxlanPacket::new_checked(&d[..]).expect("a valid VXLAN header");
+    let (hdr, vni) = (&d[..HEADER_LEN], vx.vni());
     println!(
         "  wire   udp {}:{VXLAN_PORT} > {dst}, VXLAN header {hdr:02x?}",
         from.addr
@@ -83,8 +84,8 @@ fn wire(from: &Node, to: &Node, inner: &[u8]) {
         vx.flags()
     );
     assert!(vx.i_flag() && vni.get() == VNI && vx.payload() == inner);
-    write_peer(d, SocketAddrV4::new(from.addr, VXLAN_PORT));
-    to.underlay.inject(d);
+    to.underlay
+        .inject_from(d, SocketAddrV4::new(from.addr, VXLAN_PORT));
 }
 
 /// Run `n`'s pipeline once; print and return the stages the frame went through.

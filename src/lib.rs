@@ -7,7 +7,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod node;
-pub mod own_addr;
 pub mod pcap;
 pub mod show;
 pub mod sys;

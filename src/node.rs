@@ -25,10 +25,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{Context, bail};
 use lb::{BackendConfig, Balancer, BalancerConfig, LbStage, ServiceConfig, ServiceKey, Snat};
-use vswitch::{Env, FdbConfig, FdbDest, Mac, NetId, Network, Port, PortRole, StageHandle, Switch};
+use vswitch::{
+    Env, FdbConfig, FdbDest, Mac, NetId, Network, OwnAddr, Port, PortRole, StageHandle, Switch,
+};
 
 use crate::config::{Attach, Cluster};
-use crate::own_addr::OwnAddr;
 
 /// VNI given to routing-mesh ingress networks: outside the 24-bit VXLAN range, so no VXLAN
 /// packet can ever be decapsulated into one.
@@ -431,7 +432,7 @@ impl PortOpener for SystemPorts {
     }
 
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
-        let port = vxlan::UdpPort::bind(SocketAddrV4::new(vtep, vxlan::VXLAN_PORT))
+        let port = vswitch::port::udp::UdpPort::bind(SocketAddrV4::new(vtep, vxlan::VXLAN_PORT))
             .with_context(|| format!("underlay: binding UDP {vtep}:{}", vxlan::VXLAN_PORT))?;
         Ok(Box::new(port))
     }
@@ -483,6 +484,7 @@ impl Node {
         let mut sw = Switch::with_batch(env, vswitch::BATCH_SIZE, buf_size);
         let l2 = sw.add_l2_stages();
         let decap = sw.add_stage(vxlan::VxlanDecap::new());
+        let encap = sw.add_stage(vxlan::VxlanEncap::new());
         let lb_stage = sw.add_stage(LbStage::new(Balancer::new(BalancerConfig {
             max_conns,
             seed: seed(),
@@ -521,7 +523,7 @@ impl Node {
                 l2.fwd.idx(),
             ],
         );
-        sw.set_tunnel(Box::new(vxlan::VxlanEncap::new(ul)));
+        sw.set_tx_path(ul, vec![encap.idx()]);
         let mut node = Node {
             sw,
             lb: lb_stage,

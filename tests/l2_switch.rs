@@ -5,34 +5,45 @@
 use std::net::Ipv4Addr;
 
 use vswitch::frames::{self, TcpFlags};
-use vswitch::packet::DropReason;
 use vswitch::wire::arp::{OP_REPLY, Repr as ArpRepr};
 use vswitch::{
-    Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, NetId, Network, Packet, PortId, PortRole,
-    Switch, Time, Tunnel, VtepId,
+    Batch, Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, NetId, Network, Next, Packet,
+    PortRole, Stage, Switch, Time, VtepId,
 };
 
-/// Test tunnel: prefixes the frame with `VTEP` and the VTEP id, so the expected output on the
-/// "underlay" port is visible byte for byte.
-struct MarkTunnel {
-    port: PortId,
+vswitch::drop_table! {
+    /// Why `mark-encap` drops a frame.
+    enum MarkDrop {
+        /// No target VTEP, or no headroom.
+        Never => "drop_never",
+    }
 }
 
-impl Tunnel for MarkTunnel {
+/// Test encapsulation on the underlay's transmit path: prefixes the frame with `VTEP` and the
+/// target VTEP id, so the expected output on the "underlay" port is visible byte for byte.
+struct MarkEncap;
+
+impl Stage for MarkEncap {
     fn name(&self) -> &'static str {
         "mark-encap"
     }
-    fn port(&self) -> PortId {
-        self.port
-    }
     fn drop_names(&self) -> &'static [&'static str] {
-        &["drop_never"]
+        MarkDrop::NAMES
     }
-    fn encap(&mut self, pkt: &mut Packet, vtep: VtepId, _env: &Env) -> Result<(), DropReason> {
-        let h = pkt.push_front(5).ok_or(DropReason(0))?;
-        h[..4].copy_from_slice(b"VTEP");
-        h[4] = vtep.0 as u8;
-        Ok(())
+    fn process(&mut self, batch: &mut Batch, _env: &mut Env) {
+        for (_, p) in batch.active_mut() {
+            let vtep = p.meta.to_vtep;
+            match (vtep, p.push_front(5)) {
+                (Some(v), Some(h)) => {
+                    h[..4].copy_from_slice(b"VTEP");
+                    h[4] = v.0 as u8;
+                }
+                _ => p.meta.next = Next::Drop(MarkDrop::Never.into()),
+            }
+        }
+    }
+    fn describe(&self, pkt: &Packet, _env: &Env) -> String {
+        format!("to vtep {:?}", pkt.meta.to_vtep)
     }
 }
 
@@ -50,7 +61,8 @@ fn encap(vtep: u8, f: &[u8]) -> Vec<u8> {
 }
 
 /// appnet (VNI 4097): local ports p1, p2, p3; remote endpoints .21 on vtep 0 and .31 on vtep 1.
-/// othernet (VNI 4098): local port q1. The underlay port `ul` carries the tunnel's output.
+/// othernet (VNI 4098): local port q1. The underlay port `ul` has `mark-encap` on its transmit
+/// path.
 struct Lab {
     sw: Switch,
     h: Vec<(&'static str, MemHandle)>,
@@ -82,6 +94,7 @@ impl Lab {
             .add_static(app, mac(31), FdbDest::Remote(v1))
             .unwrap();
         let (mut sw, l2) = Switch::with_l2(env);
+        let mark = sw.add_stage(MarkEncap);
         let mut h = Vec::new();
         for (name, net) in [("p1", app), ("p2", app), ("p3", app), ("q1", other)] {
             let (port, handle) = MemPort::new();
@@ -96,7 +109,7 @@ impl Lab {
         let (ul, ul_h) = MemPort::new();
         let ul_id = sw.add_port("ul", Box::new(ul), PortRole::Underlay, vec![]);
         h.push(("ul", ul_h));
-        sw.set_tunnel(Box::new(MarkTunnel { port: ul_id }));
+        sw.set_tx_path(ul_id, vec![mark.idx()]);
         Lab {
             sw,
             h,

@@ -11,11 +11,10 @@ use lb::{
 };
 use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, TcpPacket};
 use vswitch::frames::{self, TcpFlags};
-use vswitch::packet::DropReason;
 use vswitch::wire::arp::{OP_REPLY, Repr as ArpRepr};
 use vswitch::{
-    Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, NetId, Network, Packet, PortId, PortRole,
-    StageHandle, Switch, Time, Tunnel, VtepId,
+    Batch, Env, FdbConfig, FdbDest, Mac, MemHandle, MemPort, NetId, Network, PortRole, Stage,
+    StageHandle, Switch, Time,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
@@ -27,21 +26,20 @@ fn mac(last: u8) -> Mac {
     Mac::docker_default(ip(last))
 }
 
-/// Records the VTEP in front of the frame, as in tests/l2_switch.rs.
-struct MarkTunnel(PortId);
-impl Tunnel for MarkTunnel {
+/// Records the target VTEP in front of the frame, on the underlay's transmit path, as in
+/// tests/l2_switch.rs.
+struct MarkEncap;
+impl Stage for MarkEncap {
     fn name(&self) -> &'static str {
         "mark-encap"
     }
-    fn port(&self) -> PortId {
-        self.0
-    }
-    fn drop_names(&self) -> &'static [&'static str] {
-        &[]
-    }
-    fn encap(&mut self, pkt: &mut Packet, vtep: VtepId, _env: &Env) -> Result<(), DropReason> {
-        pkt.push_front(1).ok_or(DropReason(0))?[0] = vtep.0 as u8;
-        Ok(())
+    fn process(&mut self, batch: &mut Batch, _env: &mut Env) {
+        for (_, p) in batch.active_mut() {
+            let vtep = p.meta.to_vtep.map_or(u8::MAX, |v| v.0 as u8);
+            if let Some(h) = p.push_front(1) {
+                h[0] = vtep;
+            }
+        }
     }
 }
 
@@ -99,6 +97,7 @@ impl Lab {
         }
         let (mut sw, l2) = Switch::with_l2(env);
         let lb_stage = sw.add_stage(LbStage::new(lb));
+        let mark = sw.add_stage(MarkEncap);
         let mut ports = Vec::new();
         for name in ["c11", "c12", "c13"] {
             let (p, h) = MemPort::new();
@@ -113,7 +112,7 @@ impl Lab {
         let (p, h) = MemPort::new();
         let ul = sw.add_port("ul", Box::new(p), PortRole::Underlay, vec![]);
         ports.push(("ul", h));
-        sw.set_tunnel(Box::new(MarkTunnel(ul)));
+        sw.set_tx_path(ul, vec![mark.idx()]);
         assert_eq!(NetId(0), appnet);
         Lab {
             sw,

@@ -164,10 +164,20 @@ impl Batch {
         true
     }
 
-    /// Keep only the first `n` packets.
+    /// Keep only the packets for which `keep` is true, in order (their buffers move to the
+    /// front by swapping; the others' buffers stay in the batch as spare slots).
     #[inline]
-    pub fn truncate(&mut self, n: usize) {
-        self.len = self.len.min(n);
+    pub fn retain(&mut self, mut keep: impl FnMut(&Packet) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.len {
+            if keep(&self.pkts[i]) {
+                if i != kept {
+                    self.pkts.swap(i, kept);
+                }
+                kept += 1;
+            }
+        }
+        self.len = kept;
     }
 
     /// The last packet, writable.
@@ -177,6 +187,7 @@ impl Batch {
     }
 
     /// Remove the first `n` packets, keeping the rest in order (for a partial transmit).
+    #[cfg(test)]
     pub fn consume_front(&mut self, n: usize) {
         let n = n.min(self.len);
         self.pkts[..self.len].rotate_left(n);

@@ -378,7 +378,9 @@ impl Fdb {
         }
     }
 
-    /// Remove every learned entry pointing at `port` (the port went away).
+    /// Remove every learned entry pointing at `port` (the port went away). Test-only until
+    /// ports are removed at run time.
+    #[cfg(test)]
     pub fn flush_port(&mut self, port: PortId) -> usize {
         let mut n = 0;
         self.table.retain(|_, v| {

@@ -4,17 +4,18 @@
 //! with headroom ([`Packet`]), batches ([`Batch`]), the [`Port`] contract and in-memory ports, the
 //! [`Stage`] trait with its conservation-by-construction counters, tracing, the bounded flat
 //! hash table ([`table::FlatTable`]), the forwarding database ([`Fdb`]), the L2 stages
-//! (`l2-parse`, `l2-learn`, `arp-proxy`, `l2-fwd`), and the [`Switch`] that ties ports and
+//! (`l2-parse`, `l2-learn`, `arp-proxy`, `own-addr`, `l2-fwd`), and the [`Switch`] that ties ports and
 //! stages together. The `vxlan` and `lb` crates add stages on top; the root crate assembles them.
 //!
-//! The OS port drivers live in [`port`] behind cargo features, both on by default: `afxdp`
-//! (`port::afxdp`, AF_XDP sockets through xdpilone) and `tap` (`port::tap`); either brings the
-//! setup helpers `port::netns`, `port::ethtool` and `port::iface`. With
-//! `default-features = false` only the core is compiled.
+//! The OS port drivers live in [`port`] behind cargo features, all on by default: `afxdp`
+//! (`port::afxdp`, AF_XDP sockets through xdpilone), `tap` (`port::tap`) and `udp`
+//! (`port::udp`, the UDP underlay that carries VXLAN); `afxdp` or `tap` brings the setup
+//! helpers `port::netns`, `port::ethtool` and `port::iface`. With `default-features = false`
+//! only the core is compiled.
 //!
 //! ```text
-//! port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [lb-nat] ─► l2-fwd ─► output ─┬─► local port
-//!                                                                           └─► [vxlan-encap] ─► underlay
+//! port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [lb-nat] ─► own-addr ─► l2-fwd ─► output ─┬─► local port
+//!                                                                                      └─► underlay tx path: [vxlan-encap] ─► underlay
 //! ```
 
 pub mod arp;
@@ -25,6 +26,7 @@ pub mod fdb;
 pub mod frames;
 pub mod l2;
 pub mod offload;
+pub mod own_addr;
 pub mod packet;
 pub mod port;
 pub mod stage;
@@ -37,10 +39,11 @@ pub mod worker;
 pub use batch::{BATCH_SIZE, Batch, MAX_BATCH};
 pub use env::{Env, Network, Time, Vtep};
 pub use fdb::{Fdb, FdbConfig, FdbDest};
+pub use own_addr::{OwnAddr, OwnAddrDrop};
 pub use packet::{DropReason, HEADROOM, Mac, Meta, NetId, Next, Packet, PortId, VtepId};
 pub use port::{GenPort, MemHandle, MemPort, Port, SinkPort};
 pub use stage::{Stage, StageStats};
 pub use switch::{
     CapturedFrame, L2Stages, OutputDrop, PortRole, PortSnapshot, PortStats, StageHandle, Switch,
-    SwitchStats, Tunnel,
+    SwitchStats,
 };

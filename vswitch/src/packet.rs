@@ -2,16 +2,19 @@
 //!
 //! A [`Packet`] owns one fixed-size buffer for its whole life (buffers are allocated once, when a
 //! [`Batch`](crate::Batch) is created, and then only swapped between batches). The frame starts
-//! [`HEADROOM`] bytes into the buffer, so VXLAN encapsulation prepends its 50 outer bytes with
-//! [`Packet::push_front`] instead of copying the frame, and decapsulation strips them with
+//! [`HEADROOM`] bytes into the buffer, so encapsulation (`vxlan-encap`'s header) prepends with
+//! [`Packet::push_front`] instead of copying the frame, and decapsulation strips with
 //! [`Packet::pull_front`]. Alongside the bytes travels a small [`Meta`]: where the packet came
-//! from, which bridge domain it is in, and its disposition ([`Next`]) as decided by the stages.
+//! from, which bridge domain it is in, the remote VTEP and underlay peer of a tunnelled frame,
+//! and its disposition ([`Next`]) as decided by the stages.
 
 use core::fmt;
+use core::net::SocketAddrV4;
 
 pub use crate::wire::ethernet::{Mac, MacParseError};
 
-/// Bytes reserved in front of every frame for headers pushed later (VXLAN needs 50).
+/// Bytes reserved in front of every frame for headers pushed later (VXLAN's 8; a full outer
+/// Ethernet/IPv4/UDP/VXLAN stack would need 50).
 pub const HEADROOM: usize = 128;
 /// Default buffer size: headroom plus room for a 1500-byte-MTU frame with a VLAN tag and then some.
 pub const DEFAULT_BUF_SIZE: usize = 2048 + HEADROOM;
@@ -61,8 +64,14 @@ pub struct Meta {
     pub l3_offset: u16,
     /// The EtherType of the L3 payload (inner one if VLAN tagged), set by `l2-parse`.
     pub ethertype: u16,
-    /// For a frame that arrived through a tunnel: the VTEP it came from.
+    /// For a frame that arrived through a tunnel: the VTEP it came from (set by `vxlan-decap`).
     pub from_vtep: Option<VtepId>,
+    /// For a frame queued toward a remote VTEP: the VTEP it goes to (set by the output step
+    /// before the underlay port's transmit path, which encapsulates toward it).
+    pub to_vtep: Option<VtepId>,
+    /// The underlay peer: on receive from the UDP underlay, the datagram's source address; on
+    /// transmit, where the UDP underlay sends the datagram (set by `vxlan-encap`).
+    pub peer: Option<SocketAddrV4>,
     /// Trace id when the packet is marked for tracing (stages then record their decisions for
     /// it); 0 when it is not.
     pub trace: u32,
@@ -72,21 +81,29 @@ pub struct Meta {
 }
 
 /// One frame in a buffer with headroom, plus its metadata.
+///
+/// 64 bytes (a cache line): the buffer pointer, the frame's start and length as `u32` (a
+/// buffer is far below 4 GiB), and the [`Meta`].
 pub struct Packet {
     buf: Box<[u8]>,
-    head: usize,
-    len: usize,
+    head: u32,
+    len: u32,
     /// Metadata the stages read and write.
     pub meta: Meta,
 }
 
 impl Packet {
-    /// A packet with an empty frame in a buffer of `buf_size` bytes (at least `HEADROOM + 64`).
+    /// A packet with an empty frame in a buffer of `buf_size` bytes (at least `HEADROOM + 64`,
+    /// less than 4 GiB).
     pub fn with_capacity(buf_size: usize) -> Self {
         let buf_size = buf_size.max(HEADROOM + 64);
+        assert!(
+            u32::try_from(buf_size).is_ok(),
+            "packet buffer of {buf_size} bytes"
+        );
         Packet {
             buf: vec![0u8; buf_size].into_boxed_slice(),
-            head: HEADROOM,
+            head: HEADROOM as u32,
             len: 0,
             meta: Meta::default(),
         }
@@ -99,22 +116,30 @@ impl Packet {
         p
     }
 
+    /// The frame's start and end in the buffer.
+    #[inline]
+    fn span(&self) -> core::ops::Range<usize> {
+        let head = self.head as usize;
+        head..head + self.len as usize
+    }
+
     /// The frame.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        &self.buf[self.head..self.head + self.len]
+        &self.buf[self.span()]
     }
 
     /// The frame, writable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.head..self.head + self.len]
+        let span = self.span();
+        &mut self.buf[span]
     }
 
     /// Frame length in bytes.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     /// Whether the frame is empty.
@@ -126,7 +151,7 @@ impl Packet {
     /// Bytes free in front of the frame.
     #[inline]
     pub fn headroom(&self) -> usize {
-        self.head
+        self.head as usize
     }
 
     /// Largest frame this buffer holds when the frame starts at the standard headroom.
@@ -139,39 +164,43 @@ impl Packet {
     /// when the headroom is too small.
     #[inline]
     pub fn push_front(&mut self, n: usize) -> Option<&mut [u8]> {
-        if n > self.head {
+        if n > self.head as usize {
             return None;
         }
-        self.head -= n;
-        self.len += n;
-        Some(&mut self.buf[self.head..self.head + n])
+        // n <= head < 4 GiB.
+        self.head -= n as u32;
+        self.len += n as u32;
+        let head = self.head as usize;
+        Some(&mut self.buf[head..head + n])
     }
 
     /// Strip `n` bytes from the front; false (and no change) if the frame is shorter.
     #[inline]
     pub fn pull_front(&mut self, n: usize) -> bool {
-        if n > self.len {
+        if n > self.len as usize {
             return false;
         }
-        self.head += n;
-        self.len -= n;
+        // n <= len < 4 GiB.
+        self.head += n as u32;
+        self.len -= n as u32;
         true
     }
 
     /// Set the frame length (the frame keeps its start); false if it does not fit the buffer.
     #[inline]
     pub fn set_len(&mut self, len: usize) -> bool {
-        if self.head + len > self.buf.len() {
+        if self.head as usize + len > self.buf.len() {
             return false;
         }
-        self.len = len;
+        // Fits the buffer, which is below 4 GiB.
+        self.len = len as u32;
         true
     }
 
     /// Reset to an empty frame at the standard headroom, with default metadata.
     #[inline]
     pub fn reset(&mut self) {
-        self.head = HEADROOM;
+        self.head = HEADROOM as u32;
         self.len = 0;
         self.meta = Meta::default();
     }
@@ -181,7 +210,7 @@ impl Packet {
     /// knows of the frame (the switch sets only `in_port` and `net` after receive).
     #[inline]
     pub fn rx_area(&mut self) -> &mut [u8] {
-        self.head = HEADROOM;
+        self.head = HEADROOM as u32;
         self.meta = Meta::default();
         &mut self.buf[HEADROOM..]
     }
@@ -197,7 +226,8 @@ impl Packet {
         }
         self.reset();
         self.buf[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
-        self.len = frame.len();
+        // Fits the buffer, which is below 4 GiB.
+        self.len = frame.len() as u32;
         Ok(())
     }
 
@@ -232,6 +262,14 @@ pub struct FrameTooBig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_stays_small() {
+        // Reset on every receive and copied with every flood copy.
+        assert!(size_of::<Meta>() <= 40, "{}", size_of::<Meta>());
+        // Batches are arrays of packets: one cache line each.
+        assert!(size_of::<Packet>() <= 64, "{}", size_of::<Packet>());
+    }
 
     #[test]
     fn push_and_pull_use_headroom_without_moving_the_frame() {

@@ -1,18 +1,23 @@
-//! The switch: ports, the stage graph, and the output step that moves every decided packet to
-//! where it goes. One `Switch` is one worker's whole dataplane; the node's poll thread calls
-//! [`Switch::poll`] in a loop and applies control-plane changes between calls.
+//! The switch: ports, the stage graph, and the poll round that runs them. One `Switch` is one
+//! worker's whole dataplane; the node's poll thread calls [`Switch::poll`] in a loop and
+//! applies control-plane changes between calls. The output step is in `output.rs` (output,
+//! flood, GSO output) and packet capture in `capture.rs`, both as `impl Switch`.
 //!
 //! ```text
 //! port.rx_burst ─► mark for trace ─► the port's path of stages ─► output:
 //!     Output(p)  ─► p's transmit batch (buffer swapped, no copy)
-//!     Remote(v)  ─► tunnel port's transmit batch, encapsulated in place by the Tunnel
+//!     Remote(v)  ─► the underlay port's transmit batch, `meta.to_vtep = v`
 //!     Flood      ─► a copy to each other local port of the network, and, for frames from local
 //!                   ports, a copy per remote VTEP of the network (head-end replication)
 //!     Drop       ─► already counted by the stage that dropped it
+//! flush(port) ─► the port's transmit path of stages (`vxlan-encap`) ─► port.tx_burst
 //! ```
 //! Transmit batches are flushed when full and after every round, one `tx_burst` per batch.
-//! The output step is counted like a stage (`output`), and the tunnel's encapsulation too,
-//! so packets in = sum of outcomes holds end to end.
+//! A port may have a transmit path ([`Switch::set_tx_path`]), VPP's output feature arc: its
+//! stages run over the whole transmit batch before the burst, every packet entering it
+//! undecided; those a stage drops leave the batch, the others are sent. The output step is
+//! counted like a stage (`output`), and the transmit path's stages as any stage, so packets in
+//! = sum of outcomes holds end to end.
 
 use std::any::Any;
 use std::fmt;
@@ -23,11 +28,17 @@ use crate::batch::{BATCH_SIZE, Batch};
 use crate::env::{Env, Network};
 use crate::fdb::FdbStats;
 use crate::l2::{L2Fwd, L2Learn, L2Parse};
-use crate::offload::{self, Tcp4Gso};
-use crate::packet::{DEFAULT_BUF_SIZE, DropReason, NetId, Next, Packet, PortId, VtepId};
+use crate::packet::{DEFAULT_BUF_SIZE, NetId, Next, PortId};
 use crate::port::Port;
 use crate::stage::{Stage, StageStats, mask_of, run_stage};
 use crate::trace::{Summary, TraceRecord};
+
+mod capture;
+mod output;
+
+use capture::Capture;
+pub use capture::{CAPTURE_BACKLOG, CapturedFrame};
+pub use output::OutputDrop;
 
 /// Index of a stage in the switch.
 pub type StageIdx = usize;
@@ -76,8 +87,6 @@ pub enum PortRole {
     Local(NetId),
     /// The underlay: frames arrive encapsulated; the path's decap stage sets the network.
     Underlay,
-    /// A routing-mesh ingress interface: the path decides everything.
-    Ingress,
 }
 
 /// Per-port counters.
@@ -95,23 +104,13 @@ pub struct PortStats {
     pub tx_dropped: u64,
 }
 
-/// Encapsulation toward remote VTEPs: the VXLAN crate implements it.
-pub trait Tunnel: Send {
-    /// Graph name (`vxlan-encap`).
-    fn name(&self) -> &'static str;
-    /// The port encapsulated frames leave on.
-    fn port(&self) -> PortId;
-    /// Names of the encapsulation's drop reasons.
-    fn drop_names(&self) -> &'static [&'static str];
-    /// Encapsulate `pkt` (already in the tunnel port's transmit batch) toward `vtep`.
-    fn encap(&mut self, pkt: &mut Packet, vtep: VtepId, env: &Env) -> Result<(), DropReason>;
-}
-
 struct PortSlot {
     name: String,
     port: Box<dyn Port>,
     role: PortRole,
     path: Vec<StageIdx>,
+    /// Stages run over the transmit batch before each burst (empty: none).
+    tx_path: Vec<StageIdx>,
     tx: Batch,
     stats: PortStats,
 }
@@ -132,7 +131,7 @@ pub struct PortSnapshot {
 pub struct SwitchStats {
     /// Per port.
     pub ports: Vec<PortSnapshot>,
-    /// Per stage, in registration order, then `output`, then the tunnel's encapsulation.
+    /// Per stage, in registration order, then `output`.
     pub stages: Vec<StageStats>,
     /// FDB events.
     pub fdb: FdbStats,
@@ -174,23 +173,6 @@ impl L2Stages {
     }
 }
 
-crate::drop_table! {
-    /// Why the output step drops a packet.
-    pub enum OutputDrop {
-        /// No stage decided on the packet, or it names a port that does not exist.
-        Undecided => "drop_undecided",
-        /// To a remote VTEP, but the switch has no tunnel (or its port does not exist).
-        NoTunnel => "drop_no_tunnel",
-        /// A TCP super-frame to flood (an unknown destination): not cut into copies for every
-        /// port.
-        GsoFlood => "drop_gso_flood",
-        /// A super-frame whose headers no longer describe it (a stage changed it).
-        GsoBad => "drop_gso_bad",
-        /// A segment larger than the output's buffers.
-        GsoSegmentTooBig => "drop_gso_segment_too_big",
-    }
-}
-
 /// One worker's dataplane.
 pub struct Switch {
     /// The shared tables.
@@ -198,7 +180,9 @@ pub struct Switch {
     ports: Vec<PortSlot>,
     stages: Vec<Box<dyn Stage>>,
     stage_stats: Vec<StageStats>,
-    tunnel: Option<(Box<dyn Tunnel>, StageStats)>,
+    /// Where `Next::Remote` and remote flood copies go: the first port added as
+    /// [`PortRole::Underlay`].
+    underlay: Option<PortId>,
     output: StageStats,
     flood_copies: u64,
     flood_remote_copies: u64,
@@ -214,30 +198,6 @@ pub struct Switch {
     batch_size: usize,
     buf_size: usize,
     capture: Option<Capture>,
-}
-
-/// Most frames a capture holds between two [`Switch::take_capture`] calls; beyond it frames
-/// are counted as missed, never queued without bound.
-pub const CAPTURE_BACKLOG: usize = 4096;
-
-/// One captured frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CapturedFrame {
-    /// When, in nanoseconds of [`Time`](crate::env::Time).
-    pub time_ns: u64,
-    /// Transmitted (else received).
-    pub tx: bool,
-    /// The Ethernet frame.
-    pub data: Vec<u8>,
-}
-
-/// A capture in progress on one port: what `vxmesh capture` drains into a pcap file.
-#[derive(Debug)]
-struct Capture {
-    port: PortId,
-    remaining: u64,
-    frames: Vec<CapturedFrame>,
-    missed: u64,
 }
 
 impl Switch {
@@ -258,7 +218,7 @@ impl Switch {
             ports: Vec::new(),
             stages: Vec::new(),
             stage_stats: Vec::new(),
-            tunnel: None,
+            underlay: None,
             output,
             flood_copies: 0,
             flood_remote_copies: 0,
@@ -337,7 +297,8 @@ impl Switch {
         )
     }
 
-    /// Add a port with its role and path; a local port joins its network's flood set.
+    /// Add a port with its role and receive path; a local port joins its network's flood set,
+    /// and the first underlay port carries the frames to remote VTEPs.
     pub fn add_port(
         &mut self,
         name: impl Into<String>,
@@ -346,8 +307,10 @@ impl Switch {
         path: Vec<StageIdx>,
     ) -> PortId {
         let id = PortId(self.ports.len() as u16);
-        if let PortRole::Local(net) = role {
-            self.env.nets[net.0 as usize].ports.push(id);
+        match role {
+            PortRole::Local(net) => self.env.nets[net.0 as usize].ports.push(id),
+            PortRole::Underlay if self.underlay.is_none() => self.underlay = Some(id),
+            _ => {}
         }
         let name = name.into();
         self.env.port_names.push(name.clone());
@@ -356,6 +319,7 @@ impl Switch {
             port,
             role,
             path,
+            tx_path: Vec::new(),
             tx: Batch::with_buf_size(self.batch_size, self.buf_size),
             stats: PortStats::default(),
         });
@@ -367,14 +331,12 @@ impl Switch {
         self.env.add_network(net)
     }
 
-    /// Set the encapsulation used for `Next::Remote` and remote flood replication.
-    pub fn set_tunnel(&mut self, tunnel: Box<dyn Tunnel>) {
-        let mut st = StageStats {
-            name: tunnel.name(),
-            ..StageStats::default()
-        };
-        st.drops = tunnel.drop_names().iter().map(|n| (*n, 0)).collect();
-        self.tunnel = Some((tunnel, st));
+    /// Set `port`'s transmit path: stages run over its transmit batch before each burst (the
+    /// underlay's `vxlan-encap`). Every packet enters the path undecided; a packet a stage drops
+    /// is removed from the batch, and one still undecided after the last stage (or output) is
+    /// sent.
+    pub fn set_tx_path(&mut self, port: PortId, path: Vec<StageIdx>) {
+        self.ports[port.0 as usize].tx_path = path;
     }
 
     /// The port called `name`.
@@ -388,11 +350,6 @@ impl Switch {
     /// The name of a port.
     pub fn port_name(&self, id: PortId) -> &str {
         self.ports.get(id.0 as usize).map_or("?", |p| &p.name)
-    }
-
-    /// Number of ports.
-    pub fn port_count(&self) -> usize {
-        self.ports.len()
     }
 
     /// One round: receive a batch from every port, run it through the port's path, output it,
@@ -421,7 +378,7 @@ impl Switch {
         let slot = &mut self.ports[in_port.0 as usize];
         let net = match slot.role {
             PortRole::Local(n) => n,
-            PortRole::Underlay | PortRole::Ingress => NetId(0),
+            PortRole::Underlay => NetId(0),
         };
         for p in self.rx.pkts_mut() {
             slot.stats.rx_bytes += p.len() as u64;
@@ -469,286 +426,17 @@ impl Switch {
         self.rx.traced |= any;
     }
 
-    /// Make room in `port`'s transmit batch, flushing it if full.
-    #[inline]
-    fn room(&mut self, port: PortId) {
-        if self.ports[port.0 as usize].tx.is_full() {
-            self.flush(port);
-        }
-    }
-
-    fn output_batch(&mut self) {
-        for i in 0..self.rx.len() {
-            let next = self.rx[i].meta.next;
-            let traced = self.rx[i].meta.trace != 0;
-            if let Next::Drop(_) = next {
-                continue; // counted by the stage that dropped it; never offered to the output
-            }
-            self.output.rx += 1;
-            if self.rx[i].meta.offload.pending() && !self.offload_resolved(i, next) {
-                continue;
-            }
-            match next {
-                Next::Output(p) if (p.0 as usize) < self.ports.len() => {
-                    self.output.output += 1;
-                    if traced {
-                        let id = self.rx[i].meta.trace;
-                        let detail = format!("to port {}", self.ports[p.0 as usize].name);
-                        self.env.tracer.record(TraceRecord {
-                            id,
-                            stage: "output",
-                            next,
-                            drop: None,
-                            detail,
-                        });
-                    }
-                    self.room(p);
-                    self.ports[p.0 as usize].tx.push_swap(&mut self.rx[i]);
-                }
-                Next::Output(_) => self.output.count_drop(OutputDrop::Undecided),
-                Next::Remote(v) => {
-                    let Some(tp) = self.tunnel_port() else {
-                        self.output.count_drop(OutputDrop::NoTunnel);
-                        continue;
-                    };
-                    self.output.remote += 1;
-                    self.send_remote(i, tp, v, true);
-                }
-                Next::Flood => {
-                    self.output.flood += 1;
-                    self.flood(i);
-                }
-                Next::Drop(_) => {}
-                Next::Continue => self.output.count_drop(OutputDrop::Undecided),
-            }
-        }
-        self.rx.clear();
-    }
-
-    /// Rx packet `i` has offload work left ([`crate::offload`]) and is going to `next`: leave it
-    /// for an output port that takes offloads, finish its checksum in place for any other, or
-    /// cut a super-frame into segments and output those (then the packet itself is done: false).
-    fn offload_resolved(&mut self, i: usize, next: Next) -> bool {
-        let gso = self.rx[i].meta.offload.is_gso();
-        match next {
-            Next::Output(p)
-                if (p.0 as usize) < self.ports.len()
-                    && self.ports[p.0 as usize].port.offloads() =>
-            {
-                true
-            }
-            Next::Output(_) | Next::Remote(_) if gso => {
-                self.output_segments(i, next);
-                false
-            }
-            Next::Flood if gso => {
-                self.output.count_drop(OutputDrop::GsoFlood);
-                false
-            }
-            _ => {
-                let p = &mut self.rx[i];
-                let mut o = p.meta.offload;
-                offload::finish_checksum(p.data_mut(), &mut o);
-                p.meta.offload = o;
-                self.csum_finished += 1;
-                true
-            }
-        }
-    }
-
-    /// Cut TCP super-frame `i` into segments, each written straight into the output's transmit
-    /// batch (encapsulated there when `next` is a remote VTEP).
-    fn output_segments(&mut self, i: usize, next: Next) {
-        let Ok(g) = Tcp4Gso::new(self.rx[i].data(), &self.rx[i].meta.offload) else {
-            self.output.count_drop(OutputDrop::GsoBad);
-            return;
-        };
-        let out = match next {
-            Next::Output(p) if (p.0 as usize) < self.ports.len() => p,
-            Next::Remote(_) => match self.tunnel_port() {
-                Some(tp) => tp,
-                None => {
-                    self.output.count_drop(OutputDrop::NoTunnel);
-                    return;
-                }
-            },
-            _ => {
-                self.output.count_drop(OutputDrop::Undecided);
-                return;
-            }
-        };
-        let mut meta = self.rx[i].meta;
-        meta.offload = offload::Offload::default();
-        let n = g.segments();
-        // The segments are what the output handles from here on (each one is counted as
-        // output, remote or dropped), so count them in, less the super-frame they replace.
-        self.output.rx += n as u64 - 1;
-        self.gso_frames += 1;
-        self.gso_segments += n as u64;
-        if meta.trace != 0 {
-            let detail = format!(
-                "TCP super-frame of {} bytes cut into {n} segments of at most {} bytes for {}",
-                self.rx[i].len(),
-                g.segment_len(0),
-                self.ports[out.0 as usize].name
-            );
-            self.env.tracer.record(TraceRecord {
-                id: meta.trace,
-                stage: "output",
-                next,
-                drop: None,
-                detail,
-            });
-        }
-        for k in 0..n {
-            self.room(out);
-            let frame = self.rx[i].data();
-            let tx = &mut self.ports[out.0 as usize].tx;
-            let pushed = tx.push_with(meta, |area| {
-                (g.segment_len(k) <= area.len()).then(|| g.write(frame, k, area))
-            });
-            if pushed.is_err() {
-                self.output.count_drop(OutputDrop::GsoSegmentTooBig);
-                continue;
-            }
-            match next {
-                Next::Remote(v) => {
-                    self.output.remote += 1;
-                    self.encap_last(out, v);
-                }
-                _ => self.output.output += 1,
-            }
-        }
-    }
-
-    /// The tunnel's port, when there is a tunnel and its port exists.
-    #[inline]
-    fn tunnel_port(&self) -> Option<PortId> {
-        let tp = self.tunnel.as_ref()?.0.port();
-        ((tp.0 as usize) < self.ports.len()).then_some(tp)
-    }
-
-    /// Queue rx packet `i` toward `vtep` on the tunnel's port `tp`: moved (`swap`) or copied.
-    /// False when a copy does not fit the port's buffers.
-    fn send_remote(&mut self, i: usize, tp: PortId, vtep: VtepId, swap: bool) -> bool {
-        self.room(tp);
-        let tx = &mut self.ports[tp.0 as usize].tx;
-        if swap {
-            tx.push_swap(&mut self.rx[i]);
-        } else if tx.push_copy(&self.rx[i]).is_err() {
-            return false;
-        }
-        self.encap_last(tp, vtep);
-        true
-    }
-
-    /// Encapsulate the packet just queued on the tunnel port `tp` toward `vtep` (removed again,
-    /// and counted, if the tunnel refuses it).
-    fn encap_last(&mut self, tp: PortId, vtep: VtepId) {
-        let Some((tunnel, st)) = self.tunnel.as_mut() else {
-            return;
-        };
-        let tx = &mut self.ports[tp.0 as usize].tx;
-        st.rx += 1;
-        let Some(pkt) = tx.last_mut() else {
-            return;
-        };
-        let traced = pkt.meta.trace;
-        match tunnel.encap(pkt, vtep, &self.env) {
-            Ok(()) => {
-                st.output += 1;
-                if traced != 0 {
-                    let detail = match self.env.vteps.get(vtep.0 as usize) {
-                        Some(v) => format!(
-                            "encapsulated to vtep {} ({}), {} bytes",
-                            v.addr,
-                            v.node,
-                            pkt.len()
-                        ),
-                        None => format!("encapsulated to vtep #{}", vtep.0),
-                    };
-                    self.env.tracer.record(TraceRecord {
-                        id: traced,
-                        stage: tunnel.name(),
-                        next: Next::Remote(vtep),
-                        drop: None,
-                        detail,
-                    });
-                }
-            }
-            Err(r) => {
-                st.count_drop(r);
-                if traced != 0 {
-                    let drop = tunnel.drop_names().get(r.0 as usize).copied();
-                    self.env.tracer.record(TraceRecord {
-                        id: traced,
-                        stage: tunnel.name(),
-                        next: Next::Drop(r),
-                        drop,
-                        detail: String::new(),
-                    });
-                }
-                let n = tx.len();
-                tx.truncate(n - 1);
-            }
-        }
-    }
-
-    fn flood(&mut self, i: usize) {
-        let meta = self.rx[i].meta;
-        let net = &self.env.nets[meta.net.0 as usize];
-        let (n_local, n_remote) = (net.ports.len(), net.peers.len());
-        let mut copies = 0;
-        for k in 0..n_local {
-            let q = self.env.nets[meta.net.0 as usize].ports[k];
-            if q == meta.in_port {
-                continue;
-            }
-            self.room(q);
-            if self.ports[q.0 as usize].tx.push_copy(&self.rx[i]).is_err() {
-                self.flood_copy_too_big += 1;
-            } else {
-                copies += 1;
-            }
-        }
-        self.flood_copies += copies;
-        // Head-end replication, only for frames that came from local ports (split horizon).
-        let from_local = meta.from_vtep.is_none()
-            && matches!(self.ports[meta.in_port.0 as usize].role, PortRole::Local(_));
-        if from_local && let Some(tp) = self.tunnel_port() {
-            for k in 0..n_remote {
-                let v = self.env.nets[meta.net.0 as usize].peers[k];
-                if self.send_remote(i, tp, v, false) {
-                    self.flood_remote_copies += 1;
-                } else {
-                    self.flood_copy_too_big += 1;
-                }
-            }
-        }
-        if meta.trace != 0 {
-            let detail = format!(
-                "flood: {copies} local port(s){}",
-                if from_local {
-                    format!(", {n_remote} remote VTEP(s)")
-                } else {
-                    String::new()
-                }
-            );
-            self.env.tracer.record(TraceRecord {
-                id: meta.trace,
-                stage: "output",
-                next: Next::Flood,
-                drop: None,
-                detail,
-            });
-        }
-    }
-
-    /// Transmit `port`'s queued batch now.
+    /// Transmit `port`'s queued batch now, through its transmit path first.
     pub fn flush(&mut self, port: PortId) {
         let slot = &mut self.ports[port.0 as usize];
         if slot.tx.is_empty() {
             return;
+        }
+        if !slot.tx_path.is_empty() {
+            self.run_tx_path(port);
+            if self.ports[port.0 as usize].tx.is_empty() {
+                return;
+            }
         }
         if self.capture.is_some() {
             self.capture_batch(port, true);
@@ -765,6 +453,34 @@ impl Switch {
         slot.tx.clear();
     }
 
+    /// Run `port`'s transmit path over its transmit batch: every packet enters undecided, the
+    /// stages count and trace as on a receive path, and the packets they drop leave the batch.
+    fn run_tx_path(&mut self, port: PortId) {
+        let slot = &mut self.ports[port.0 as usize];
+        let mut traced = false;
+        for p in slot.tx.pkts_mut() {
+            p.meta.next = Next::Continue;
+            traced |= p.meta.trace != 0;
+        }
+        slot.tx.traced = traced;
+        let all = mask_of(slot.tx.len());
+        let mut live = all;
+        for k in 0..slot.tx_path.len() {
+            let s = slot.tx_path[k];
+            live = run_stage(
+                &mut *self.stages[s],
+                &mut self.stage_stats[s],
+                &mut slot.tx,
+                &mut self.env,
+                live,
+            );
+        }
+        // Nothing decided (the usual case): nothing dropped, no compaction.
+        if live != all {
+            slot.tx.retain(|p| !matches!(p.meta.next, Next::Drop(_)));
+        }
+    }
+
     /// Transmit every queued batch.
     pub fn flush_all(&mut self) {
         for i in 0..self.ports.len() {
@@ -775,69 +491,6 @@ impl Switch {
     /// Descriptors to sleep on when every port is idle (one per port that has one).
     pub fn poll_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.ports.iter().filter_map(|p| p.port.poll_fd()).collect()
-    }
-
-    /// Start capturing `count` frames (received and transmitted) on `port`, replacing any
-    /// capture in progress.
-    pub fn start_capture(&mut self, port: PortId, count: u64) {
-        self.capture = Some(Capture {
-            port,
-            remaining: count,
-            frames: Vec::new(),
-            missed: 0,
-        });
-    }
-
-    /// Stop capturing.
-    pub fn stop_capture(&mut self) {
-        self.capture = None;
-    }
-
-    /// The frames captured since the last call, frames missed because the backlog was full,
-    /// and whether the capture is still running.
-    pub fn take_capture(&mut self) -> (Vec<CapturedFrame>, u64, bool) {
-        match &mut self.capture {
-            Some(c) => {
-                let frames = core::mem::take(&mut c.frames);
-                let missed = core::mem::take(&mut c.missed);
-                let running = c.remaining > 0;
-                if !running {
-                    self.capture = None;
-                }
-                (frames, missed, running)
-            }
-            None => (Vec::new(), 0, false),
-        }
-    }
-
-    /// Copy the frames of `port`'s rx batch (or tx batch) into the capture, if it is the port.
-    #[cold]
-    fn capture_batch(&mut self, port: PortId, tx: bool) {
-        let Some(c) = self.capture.as_mut() else {
-            return;
-        };
-        if c.port != port || c.remaining == 0 {
-            return;
-        }
-        let slot = &self.ports[port.0 as usize];
-        let batch = if tx { &slot.tx } else { &self.rx };
-        for p in batch.pkts() {
-            if c.remaining == 0 {
-                break;
-            }
-            if c.frames.len() >= CAPTURE_BACKLOG {
-                c.missed += 1;
-                continue;
-            }
-            let mut data = Vec::with_capacity(p.len() + 64);
-            slot.port.capture_frame(p.data(), tx, &mut data);
-            c.frames.push(CapturedFrame {
-                time_ns: self.env.now.0,
-                tx,
-                data,
-            });
-            c.remaining -= 1;
-        }
     }
 
     /// A snapshot of every counter.
@@ -862,9 +515,6 @@ impl Switch {
             ("csum_finished", self.csum_finished),
         ];
         stages.push(out);
-        if let Some((_, st)) = &self.tunnel {
-            stages.push(st.clone());
-        }
         SwitchStats {
             ports: self
                 .ports
@@ -879,5 +529,92 @@ impl Switch {
             fdb: self.env.fdb.stats,
             fdb_entries: (self.env.fdb.learned_len(), self.env.fdb.static_len()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdb::{FdbConfig, FdbDest};
+    use crate::frames;
+    use crate::packet::{Mac, Packet};
+    use crate::port::MemPort;
+    use std::net::Ipv4Addr;
+
+    crate::drop_table! {
+        /// Why `odd-drop` drops a frame.
+        enum OddDrop {
+            /// An odd length.
+            Odd => "drop_odd",
+        }
+    }
+
+    /// A transmit stage: drops odd-length frames, tags the others with their target VTEP.
+    struct OddDropTag;
+    impl Stage for OddDropTag {
+        fn name(&self) -> &'static str {
+            "odd-drop"
+        }
+        fn drop_names(&self) -> &'static [&'static str] {
+            OddDrop::NAMES
+        }
+        fn process(&mut self, batch: &mut Batch, _env: &mut Env) {
+            for (_, p) in batch.active_mut() {
+                if p.len() % 2 == 1 {
+                    p.meta.next = Next::Drop(OddDrop::Odd.into());
+                } else if let (Some(v), Some(h)) = (p.meta.to_vtep, p.push_front(1)) {
+                    h[0] = v.0 as u8;
+                }
+            }
+        }
+        fn describe(&self, _pkt: &Packet, _env: &Env) -> String {
+            String::new()
+        }
+    }
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 9, last)
+    }
+
+    #[test]
+    fn the_transmit_path_runs_before_the_burst_and_its_drops_leave_the_batch() {
+        let mut env = Env::new(FdbConfig::default());
+        let net = env.add_network(Network::new("appnet", 4097, 1450));
+        let v = env.add_vtep(Ipv4Addr::new(198, 18, 0, 2), "n2");
+        let remote = Mac::docker_default(ip(21));
+        env.fdb.add_static(net, remote, FdbDest::Remote(v)).unwrap();
+        let (mut sw, l2) = Switch::with_l2(env);
+        let tag = sw.add_stage(OddDropTag);
+        let (p, ph) = MemPort::new();
+        sw.add_port("p1", Box::new(p), PortRole::Local(net), l2.local_path(&[]));
+        let (u, uh) = MemPort::new();
+        let ul = sw.add_port("ul", Box::new(u), PortRole::Underlay, vec![]);
+        sw.set_tx_path(ul, vec![tag.idx()]);
+        sw.start_capture(ul, 10);
+        let src = Mac::docker_default(ip(11));
+        let sent: Vec<Vec<u8>> = (20..25usize)
+            .map(|n| frames::udp(src, remote, ip(11), ip(21), 1, 2, &vec![0; n]))
+            .collect();
+        for f in &sent {
+            ph.inject(f);
+        }
+        sw.poll(crate::env::Time::from_secs(1));
+        let want: Vec<Vec<u8>> = sent
+            .iter()
+            .filter(|f| f.len() % 2 == 0)
+            .map(|f| [&[v.0 as u8][..], f].concat())
+            .collect();
+        assert_eq!(uh.take_tx(), want, "the even ones, tagged, in order");
+        let st = sw.stats();
+        let s = st.stage("odd-drop").unwrap();
+        assert_eq!((s.rx, s.cont, s.drop_count(OddDrop::Odd.name())), (5, 3, 2));
+        for s in &st.stages {
+            assert_eq!(s.rx, s.outcomes(), "{s:?}");
+        }
+        assert_eq!(st.stage("output").unwrap().remote, 5);
+        assert_eq!(st.port("ul").unwrap().tx_packets, 3);
+        let (cap, _, _) = sw.take_capture();
+        let cap: Vec<Vec<u8>> = cap.into_iter().map(|c| c.data).collect();
+        assert_eq!(cap, want, "captured as sent: after the transmit path");
     }
 }

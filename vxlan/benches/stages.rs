@@ -11,10 +11,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use vswitch::fdb::FdbDest;
 use vswitch::stage::{StageStats, mask_of, run_stage};
 use vswitch::{
-    Batch, Env, FdbConfig, GenPort, Mac, Meta, NetId, Network, PortId, PortRole, SinkPort, Switch,
-    Time, Tunnel, VtepId,
+    Batch, Env, FdbConfig, GenPort, Mac, Meta, NetId, Network, PortRole, SinkPort, Switch, Time,
+    VtepId,
 };
-use vxlan::peer::{PEER_PREFIX_LEN, write_peer};
 use vxlan::{ENCAP_LEN, Repr, VXLAN_PORT, Vni, VxlanDecap, VxlanEncap};
 
 /// Burst size of the per-stage benches.
@@ -68,16 +67,17 @@ fn inner_frames(src: u8, dst: u8) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// What the UDP underlay port hands to decap: peer prefix (n2), VXLAN header, inner frame.
+/// n2's underlay address, what the UDP underlay port records in `meta.peer`.
+const N2_PEER: SocketAddrV4 = SocketAddrV4::new(N2, VXLAN_PORT);
+
+/// What the UDP underlay port hands to decap (from n2, in `meta.peer`): VXLAN header, inner
+/// frame.
 fn from_n2(inner: &[u8]) -> Vec<u8> {
-    let mut d = vec![0u8; ENCAP_LEN];
-    write_peer(&mut d, SocketAddrV4::new(N2, VXLAN_PORT));
-    d[PEER_PREFIX_LEN..].copy_from_slice(
-        &Repr {
-            vni: Vni::new(VNI).unwrap(),
-        }
-        .to_bytes(),
-    );
+    let mut d = Repr {
+        vni: Vni::new(VNI).unwrap(),
+    }
+    .to_bytes()
+    .to_vec();
     d.extend_from_slice(inner);
     d
 }
@@ -87,46 +87,50 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BURST as u64));
 
     // decap: the stage as the switch runs it (run_stage counts outcomes too); after each run
-    // the 16 stripped bytes are pushed back (no copy: they are still in the buffer).
+    // the 8 stripped bytes are pushed back (no copy: they are still in the buffer).
     let (mut env, _, _) = lab_env();
     let mut stage = VxlanDecap::new();
     let mut stats = StageStats::for_stage(&stage);
     let mut batch = Batch::new(BURST);
     for f in inner_frames(21, 11).iter().take(BURST) {
-        batch.push_frame(&from_n2(f)).unwrap();
+        batch.push_frame(&from_n2(f)).unwrap().meta.peer = Some(N2_PEER);
     }
     g.bench_function("decap/burst32", |b| {
         b.iter(|| {
             let live = run_stage(&mut stage, &mut stats, &mut batch, &mut env, mask_of(BURST));
             for p in batch.pkts_mut() {
                 p.push_front(ENCAP_LEN);
-                p.meta = Meta::default();
+                p.meta = Meta {
+                    peer: Some(N2_PEER),
+                    ..Meta::default()
+                };
             }
             black_box(live)
         })
     });
     assert_eq!(stats.rx, stats.cont, "every frame decapsulated: {stats:?}");
 
-    // encap: the tunnel on each frame of a burst, then the 16 bytes pulled off again.
-    let (env, net, n2) = lab_env();
-    let mut encap = VxlanEncap::new(PortId(1));
+    // encap: the stage as the underlay's transmit path runs it, then the 8 bytes pulled off
+    // again.
+    let (mut env, net, n2) = lab_env();
+    let mut encap = VxlanEncap::new();
+    let mut stats = StageStats::for_stage(&encap);
     let mut batch = Batch::new(BURST);
     for f in inner_frames(11, 21).iter().take(BURST) {
-        batch.push_frame(f).unwrap().meta.net = net;
+        let m = &mut batch.push_frame(f).unwrap().meta;
+        m.net = net;
+        m.to_vtep = Some(n2);
     }
-    let mut refused = 0u64;
     g.bench_function("encap/burst32", |b| {
         b.iter(|| {
-            for p in batch.pkts_mut() {
-                refused += u64::from(encap.encap(p, n2, &env).is_err());
-            }
+            let live = run_stage(&mut encap, &mut stats, &mut batch, &mut env, mask_of(BURST));
             for p in batch.pkts_mut() {
                 p.pull_front(ENCAP_LEN);
             }
-            black_box(&batch);
+            black_box(live)
         })
     });
-    assert_eq!(refused, 0);
+    assert_eq!(stats.rx, stats.cont, "every frame encapsulated: {stats:?}");
     g.finish();
 }
 
@@ -134,6 +138,7 @@ fn stages(c: &mut Criterion) {
 fn l2_encap_switch(burst: usize) -> Switch {
     let (env, net, _) = lab_env();
     let (mut sw, l2) = Switch::with_l2(env);
+    let encap = sw.add_stage(VxlanEncap::new());
     sw.add_port(
         "c11",
         Box::new(GenPort::new(inner_frames(11, 21), burst)),
@@ -146,7 +151,7 @@ fn l2_encap_switch(burst: usize) -> Switch {
         PortRole::Underlay,
         vec![],
     );
-    sw.set_tunnel(Box::new(VxlanEncap::new(ul)));
+    sw.set_tx_path(ul, vec![encap.idx()]);
     sw
 }
 
@@ -155,10 +160,15 @@ fn decap_l2_switch(burst: usize) -> Switch {
     let (env, net, _) = lab_env();
     let (mut sw, l2) = Switch::with_l2(env);
     let decap = sw.add_stage(VxlanDecap::new());
+    let encap = sw.add_stage(VxlanEncap::new());
     let frames = inner_frames(21, 11).iter().map(|f| from_n2(f)).collect();
-    sw.add_port(
+    let ul = sw.add_port(
         "underlay",
-        Box::new(GenPort::new(frames, burst)),
+        Box::new({
+            let mut g = GenPort::new(frames, burst);
+            g.peer = Some(N2_PEER);
+            g
+        }),
         PortRole::Underlay,
         vec![decap.idx(), l2.parse.idx(), l2.learn.idx(), l2.fwd.idx()],
     );
@@ -172,7 +182,7 @@ fn decap_l2_switch(burst: usize) -> Switch {
         .fdb
         .add_static(net, mac(11), FdbDest::Local(c11))
         .unwrap();
-    sw.set_tunnel(Box::new(VxlanEncap::new(PortId(0))));
+    sw.set_tx_path(ul, vec![encap.idx()]);
     sw
 }
 

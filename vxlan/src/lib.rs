@@ -2,25 +2,22 @@
 //!
 //! - [`wire`] (`vswitch::wire::vxlan`, re-exported): the 8-byte VXLAN header, zero-copy, strict
 //!   parse (what `vxlan-decap` reads) and emit (what `vxlan-encap` prepends into headroom).
-//! - [`underlay`]: the UDP underlay on port 4789, batched with `recvmmsg`/`sendmmsg`; the
-//!   kernel adds outer IP and UDP, so no kernel vxlan device is needed.
-//! - [`udp_port`]: that underlay as a switch port ([`UdpPort`]), one syscall per batch.
-//! - [`peer`]: the 8-byte peer-address prefix the port and the stages pass the remote VTEP in.
 //! - [`stage`]: `vxlan-decap` ([`VxlanDecap`], strict, every refusal counted by name) and
-//!   `vxlan-encap` ([`VxlanEncap`], the switch's tunnel).
+//!   `vxlan-encap` ([`VxlanEncap`], on the underlay port's transmit path); the remote VTEP's
+//!   address travels in `Meta::peer`.
+//!
+//! The UDP underlay port that carries the datagrams (`recvmmsg`/`sendmmsg` on port 4789; the
+//! kernel adds outer IP and UDP, so no kernel vxlan device is needed) is a port like the others:
+//! `vswitch::port::udp::UdpPort`.
 //!
 //! ```text
 //! underlay (UdpPort) ─► vxlan-decap ─► l2-parse ─► l2-learn ─► l2-fwd ─► local port
-//! local port ─► l2 stages ─► l2-fwd ─► vxlan-encap ─► underlay (UdpPort) ─► remote VTEP
+//! local port ─► l2 stages ─► l2-fwd ─► output ─► [underlay tx path: vxlan-encap] ─► underlay (UdpPort) ─► remote VTEP
 //! ```
 
-pub mod peer;
 pub mod stage;
-pub mod udp_port;
-pub mod underlay;
 
 pub use vswitch::wire::vxlan as wire;
 
 pub use stage::{DecapDrop, ENCAP_LEN, EncapDrop, VxlanDecap, VxlanEncap};
-pub use udp_port::{UdpPort, UdpPortStats};
 pub use wire::{HeaderError, Repr, VXLAN_PORT, Vni, VniError};

@@ -1,18 +1,20 @@
-//! The VXLAN stages: `vxlan-decap` (a [`Stage`] at the head of the underlay port's path) and
-//! `vxlan-encap` (the switch's [`Tunnel`], run on every frame sent to a remote VTEP, remote
-//! flood copies included).
+//! The VXLAN stages: `vxlan-decap` (at the head of the underlay port's receive path) and
+//! `vxlan-encap` (on the underlay port's transmit path, run on every frame sent to a remote
+//! VTEP, remote flood copies included).
 //!
 //! ```text
 //! underlay (UdpPort) ─► vxlan-decap ─► l2-parse ─► l2-learn (skips) ─► [lb] ─► l2-fwd ─► local port
-//! local port ─► l2-parse ─► ... ─► l2-fwd ─► Remote(v) / Flood ─► vxlan-encap ─► underlay (UdpPort)
+//! local port ─► l2-parse ─► ... ─► l2-fwd ─► Remote(v) / Flood ─► output
+//!     ─► underlay tx batch (meta.to_vtep = v) ─► vxlan-encap ─► underlay (UdpPort) ─► meta.peer
 //! ```
 //!
-//! Both work on frames that carry the [peer-address prefix](crate::peer) in front of the VXLAN
-//! header, which is how the UDP underlay port passes the remote VTEP's address.
+//! The remote VTEP's underlay address travels in [`Meta::peer`](vswitch::Meta): the UDP
+//! underlay port sets it to a datagram's source on receive and sends each frame to it on
+//! transmit; the frame itself is the UDP payload, VXLAN header first.
 //!
 //! `vxlan-decap` is strict, each refusal a named drop, checked in this order (the sender first,
 //! so an unknown sender learns nothing about which VNIs exist):
-//! 1. the prefix is there (`drop_peer_prefix_missing`: a frame not from the UDP underlay port);
+//! 1. the frame has a sender (`drop_no_peer`: a frame not from the UDP underlay port);
 //! 2. the VXLAN header parses strictly ([`HeaderError::counter_name`]: `drop_vxlan_truncated`,
 //!    `drop_vxlan_no_i_flag`, `drop_vxlan_reserved_flags`, `drop_vxlan_reserved_bits`);
 //! 3. the sender is a VTEP of [`Env::vteps`] (`drop_unknown_vtep`), the VNI is a network's
@@ -24,10 +26,15 @@
 //! 5. its source MAC is not another node's endpoint (a static FDB entry toward another VTEP)
 //!    nor behind a local port (`drop_inner_src_spoofed`).
 //!
-//! Then the prefix and VXLAN header are stripped (one `pull_front`, no copy) and `meta.net` and
+//! Then the VXLAN header is stripped (one `pull_front`, no copy) and `meta.net` and
 //! `meta.from_vtep` are set. Learning inner source MACs toward the sending VTEP is optional
 //! ([`VxlanDecap::learning`]) and off by default: Docker runs its VTEP with `nolearning` and
 //! programs remote MACs statically.
+//!
+//! `vxlan-encap` takes every frame of the underlay's transmit batch toward `meta.to_vtep`: it
+//! checks the inner frame against the network's MTU, writes the VXLAN header with the network's
+//! VNI into headroom (no copy), sets `meta.peer` to the VTEP's address and leaves the frame
+//! undecided for the next transmit stage (or the burst), or drops it under a named reason.
 //!
 //! The hot path allocates nothing and takes no lock: the sender/VNI checks are remembered for
 //! the rest of the batch (a batch usually comes from one peer), and the spoof check is one FDB
@@ -37,15 +44,13 @@ use std::net::SocketAddrV4;
 
 use vswitch::fdb::{FdbDest, Learned};
 use vswitch::wire::ethernet;
-use vswitch::{
-    Batch, DropReason, Env, NetId, Network, Next, Packet, PortId, Stage, Tunnel, VtepId,
-};
+use vswitch::{Batch, DropReason, Env, NetId, Network, Next, Packet, Stage, VtepId};
 
-use crate::peer::{PEER_PREFIX_LEN, read_peer, write_peer};
 use crate::wire::{self, HEADER_LEN, HeaderError, Repr, VXLAN_PORT, Vni};
 
-/// Bytes `vxlan-encap` prepends and `vxlan-decap` strips: the peer prefix and the VXLAN header.
-pub const ENCAP_LEN: usize = PEER_PREFIX_LEN + HEADER_LEN;
+/// Bytes `vxlan-encap` prepends and `vxlan-decap` strips: the VXLAN header (the kernel adds the
+/// outer IPv4 and UDP headers).
+pub const ENCAP_LEN: usize = HEADER_LEN;
 
 /// Largest inner frame `net` carries: MTU + 14, and 4 more for an 802.1Q-tagged frame.
 #[inline]
@@ -79,8 +84,8 @@ struct Accepted {
 vswitch::drop_table! {
     /// Why `vxlan-decap` drops a frame.
     pub enum DecapDrop {
-        /// No peer prefix: the frame did not come from the UDP underlay port.
-        PeerPrefixMissing => "drop_peer_prefix_missing",
+        /// No sender in `meta.peer`: the frame did not come from the UDP underlay port.
+        NoPeer => "drop_no_peer",
         /// Shorter than the VXLAN header.
         VxlanTruncated => HeaderError::Truncated { len: 0 }.counter_name(),
         /// The I flag is clear.
@@ -119,16 +124,16 @@ impl VxlanDecap {
         }
     }
 
-    /// Decide on one frame (peer prefix + VXLAN header + inner frame): the sending VTEP and
+    /// Decide on one frame (VXLAN header + inner frame, from `peer`): the sending VTEP and
     /// the network, or why it is dropped. `last` remembers the sender/VNI accepted last.
     #[inline]
     fn classify(
-        frame: &[u8],
+        vx: &[u8],
+        peer: Option<SocketAddrV4>,
         env: &Env,
         last: &mut Option<Accepted>,
     ) -> Result<(VtepId, NetId), DropReason> {
-        let peer = read_peer(frame).ok_or(DecapDrop::PeerPrefixMissing)?;
-        let vx = &frame[PEER_PREFIX_LEN..];
+        let peer = peer.ok_or(DecapDrop::NoPeer)?;
         let repr = Repr::parse(&wire::Packet::new_unchecked(vx)).map_err(Self::header_drop)?;
         let (vtep, net) = match *last {
             Some(a) if a.peer == peer && a.vni == repr.vni => (a.vtep, a.net),
@@ -181,7 +186,7 @@ impl Stage for VxlanDecap {
         // Valid for this batch only: the control plane changes `env` between batches.
         let mut last = None;
         for (_, p) in batch.active_mut() {
-            match Self::classify(p.data(), env, &mut last) {
+            match Self::classify(p.data(), p.meta.peer, env, &mut last) {
                 Ok((vtep, net)) => {
                     // classify checked the frame holds ENCAP_LEN + an Ethernet header.
                     p.pull_front(ENCAP_LEN);
@@ -209,9 +214,9 @@ impl Stage for VxlanDecap {
                 env.net(pkt.meta.net).vni,
                 env.net(pkt.meta.net).name
             ),
-            _ => match read_peer(pkt.data()) {
-                Some(peer) => format!("from {peer}, {} bytes", pkt.len() - PEER_PREFIX_LEN),
-                None => format!("{} bytes, no peer prefix", pkt.len()),
+            _ => match pkt.meta.peer {
+                Some(peer) => format!("from {peer}, {} bytes", pkt.len()),
+                None => format!("{} bytes, no peer", pkt.len()),
             },
         }
     }
@@ -223,11 +228,10 @@ impl Stage for VxlanDecap {
     }
 }
 
-/// `vxlan-encap`: prepends the VXLAN header with the network's VNI and the destination VTEP's
-/// [peer prefix](crate::peer), for the UDP underlay port.
+/// `vxlan-encap`: prepends the VXLAN header with the network's VNI and sets `meta.peer` to the
+/// destination VTEP (`meta.to_vtep`), on the underlay port's transmit path.
 #[derive(Debug)]
 pub struct VxlanEncap {
-    port: PortId,
     dst_port: u16,
 }
 
@@ -241,36 +245,35 @@ vswitch::drop_table! {
         UnknownVtep => "drop_unknown_vtep",
         /// The frame's network does not exist or its VNI does not fit 24 bits.
         BadNetwork => "drop_bad_network",
-        /// Not enough headroom for the prefix and the header (a buffer bug; never on the real
-        /// path).
+        /// Not enough headroom for the header (a buffer bug; never on the real path).
         NoHeadroom => "drop_no_headroom",
+        /// No target VTEP in `meta.to_vtep`: queued on the underlay other than toward a VTEP.
+        NoVtep => "drop_no_vtep",
+    }
+}
+
+impl Default for VxlanEncap {
+    fn default() -> Self {
+        VxlanEncap::new()
     }
 }
 
 impl VxlanEncap {
-    /// Encapsulation toward VTEPs on the standard VXLAN port, leaving on `port` (the underlay).
-    pub fn new(port: PortId) -> VxlanEncap {
-        VxlanEncap::with_dst_port(port, VXLAN_PORT)
+    /// Encapsulation toward VTEPs on the standard VXLAN port.
+    pub fn new() -> VxlanEncap {
+        VxlanEncap::with_dst_port(VXLAN_PORT)
     }
 
     /// Encapsulation toward VTEPs listening on `dst_port` (tests on unprivileged ports).
-    pub fn with_dst_port(port: PortId, dst_port: u16) -> VxlanEncap {
-        VxlanEncap { port, dst_port }
+    pub fn with_dst_port(dst_port: u16) -> VxlanEncap {
+        VxlanEncap { dst_port }
     }
-}
 
-impl Tunnel for VxlanEncap {
-    fn name(&self) -> &'static str {
-        "vxlan-encap"
-    }
-    fn port(&self) -> PortId {
-        self.port
-    }
-    fn drop_names(&self) -> &'static [&'static str] {
-        EncapDrop::NAMES
-    }
+    /// Encapsulate one frame toward its `meta.to_vtep`, or say why not (the frame is then
+    /// untouched).
     #[inline]
-    fn encap(&mut self, pkt: &mut Packet, vtep: VtepId, env: &Env) -> Result<(), DropReason> {
+    fn encap(&self, pkt: &mut Packet, env: &Env) -> Result<(), DropReason> {
+        let vtep = pkt.meta.to_vtep.ok_or(EncapDrop::NoVtep)?;
         let net = env
             .nets
             .get(pkt.meta.net.0 as usize)
@@ -285,9 +288,42 @@ impl Tunnel for VxlanEncap {
             .ok_or(EncapDrop::UnknownVtep)?
             .addr;
         let head = pkt.push_front(ENCAP_LEN).ok_or(EncapDrop::NoHeadroom)?;
-        write_peer(head, SocketAddrV4::new(addr, self.dst_port));
-        head[PEER_PREFIX_LEN..].copy_from_slice(&Repr { vni }.to_bytes());
+        head.copy_from_slice(&Repr { vni }.to_bytes());
+        pkt.meta.peer = Some(SocketAddrV4::new(addr, self.dst_port));
         Ok(())
+    }
+}
+
+impl Stage for VxlanEncap {
+    fn name(&self) -> &'static str {
+        "vxlan-encap"
+    }
+    fn drop_names(&self) -> &'static [&'static str] {
+        EncapDrop::NAMES
+    }
+    fn process(&mut self, batch: &mut Batch, env: &mut Env) {
+        for (_, p) in batch.active_mut() {
+            // Encapsulated frames stay undecided: the next transmit stage (or the burst) takes
+            // them, and the pipeline counts them as the stage's `cont`.
+            if let Err(r) = self.encap(p, env) {
+                p.meta.next = Next::Drop(r);
+            }
+        }
+    }
+    fn describe(&self, pkt: &Packet, env: &Env) -> String {
+        let Some(vtep) = pkt.meta.to_vtep else {
+            return "no target VTEP".into();
+        };
+        match (pkt.meta.next, env.vteps.get(vtep.0 as usize)) {
+            (Next::Continue, Some(v)) => format!(
+                "encapsulated to vtep {} ({}), {} bytes",
+                v.addr,
+                v.node,
+                pkt.len()
+            ),
+            (Next::Continue, None) => format!("encapsulated to vtep #{}", vtep.0),
+            _ => format!("to vtep #{}, {} bytes", vtep.0, pkt.len()),
+        }
     }
 }
 
@@ -297,7 +333,7 @@ mod tests {
     use std::net::Ipv4Addr;
     use vswitch::frames;
     use vswitch::stage::{StageStats, mask_of, run_stage};
-    use vswitch::{FdbConfig, Mac, Time};
+    use vswitch::{FdbConfig, Mac, PortId, Time};
 
     const VNI: u32 = 4097;
     const OTHER_VNI: u32 = 4098;
@@ -337,18 +373,18 @@ mod tests {
         env
     }
 
-    /// A datagram as the UDP port hands it over: prefix, VXLAN header with `vni`, `inner`.
-    fn datagram(from: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
-        let mut d = vec![0u8; ENCAP_LEN];
-        write_peer(&mut d, SocketAddrV4::new(from, VXLAN_PORT));
-        d[PEER_PREFIX_LEN..].copy_from_slice(
-            &Repr {
-                vni: Vni::new(vni).unwrap(),
-            }
-            .to_bytes(),
-        );
+    /// A datagram as the UDP port hands it over: the sender (`meta.peer`) and the payload.
+    type Dgram = (Option<SocketAddrV4>, Vec<u8>);
+
+    /// From `from`: VXLAN header with `vni`, then `inner`.
+    fn datagram(from: Ipv4Addr, vni: u32, inner: &[u8]) -> Dgram {
+        let mut d = Repr {
+            vni: Vni::new(vni).unwrap(),
+        }
+        .to_bytes()
+        .to_vec();
         d.extend_from_slice(inner);
-        d
+        (Some(SocketAddrV4::new(from, VXLAN_PORT)), d)
     }
 
     fn udp(src: u8, dst: u8, payload: usize) -> Vec<u8> {
@@ -364,12 +400,12 @@ mod tests {
     }
 
     /// Run decap over `frames` and return each one's outcome and the stats.
-    fn decap(env: &mut Env, frames: &[Vec<u8>]) -> (Vec<Packet>, StageStats) {
+    fn decap(env: &mut Env, frames: &[Dgram]) -> (Vec<Packet>, StageStats) {
         let mut stage = VxlanDecap::new();
         let mut stats = StageStats::for_stage(&stage);
         let mut batch = Batch::new(frames.len());
-        for f in frames {
-            batch.push_frame(f).unwrap();
+        for (peer, f) in frames {
+            batch.push_frame(f).unwrap().meta.peer = *peer;
         }
         run_stage(
             &mut stage,
@@ -415,15 +451,17 @@ mod tests {
         let ok = udp(21, 11, 10);
         let max = udp(21, 11, 1450 - 28);
         let mut no_i = datagram(N2, VNI, &ok);
-        no_i[PEER_PREFIX_LEN] = 0;
+        no_i.1[0] = 0;
         let mut rsv_flags = datagram(N2, VNI, &ok);
-        rsv_flags[PEER_PREFIX_LEN] |= 0x80;
+        rsv_flags.1[0] |= 0x80;
         let mut rsv_bits = datagram(N2, VNI, &ok);
-        rsv_bits[PEER_PREFIX_LEN + 7] = 1;
+        rsv_bits.1[7] = 1;
+        let mut truncated = datagram(N2, VNI, &[]);
+        truncated.1.pop();
         let mut tagged = ok.clone();
         tagged.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
         /// What, the datagram, and Ok((vtep, network)) or the drop reason's name.
-        type Case = (&'static str, Vec<u8>, Result<(u16, u16), &'static str>);
+        type Case = (&'static str, Dgram, Result<(u16, u16), &'static str>);
         let table: Vec<Case> = vec![
             (
                 "from n2 to a local endpoint",
@@ -451,15 +489,11 @@ mod tests {
                 Ok((1, 1)),
             ),
             (
-                "no prefix",
-                vec![198, 18, 0],
-                Err("drop_peer_prefix_missing"),
+                "no sender",
+                (None, datagram(N2, VNI, &ok).1),
+                Err("drop_no_peer"),
             ),
-            (
-                "no VXLAN header",
-                datagram(N2, VNI, &[])[..ENCAP_LEN - 1].to_vec(),
-                Err("drop_vxlan_truncated"),
-            ),
+            ("no VXLAN header", truncated, Err("drop_vxlan_truncated")),
             ("I flag clear", no_i, Err("drop_vxlan_no_i_flag")),
             ("reserved flag", rsv_flags, Err("drop_vxlan_reserved_flags")),
             ("reserved bits", rsv_bits, Err("drop_vxlan_reserved_bits")),
@@ -530,7 +564,7 @@ mod tests {
             ),
             ("tagged", datagram(N2, VNI, &tagged), Ok((0, 0))),
         ];
-        let frames: Vec<Vec<u8>> = table.iter().map(|t| t.1.clone()).collect();
+        let frames: Vec<Dgram> = table.iter().map(|t| t.1.clone()).collect();
         // In batches of varied composition, so the per-batch sender cache is exercised.
         for chunk in [1, 3, 7, frames.len()] {
             let mut env_c = lab_env();
@@ -547,7 +581,7 @@ mod tests {
                             assert_eq!(p.meta.next, Next::Continue, "{what}");
                             assert_eq!(p.meta.from_vtep, Some(VtepId(*vtep)), "{what}");
                             assert_eq!(p.meta.net, NetId(*net), "{what}");
-                            assert_eq!(p.data(), &input[ENCAP_LEN..], "{what}");
+                            assert_eq!(p.data(), &input.1[ENCAP_LEN..], "{what}");
                         }
                         Err(name) => {
                             let Next::Drop(r) = p.meta.next else {
@@ -556,7 +590,7 @@ mod tests {
                             assert_eq!(DecapDrop::NAMES[r.0 as usize], *name, "{what}");
                             assert_eq!(
                                 p.data(),
-                                &input[..],
+                                &input.1[..],
                                 "{what}: a dropped frame is untouched"
                             );
                         }
@@ -588,7 +622,7 @@ mod tests {
         };
         let mut stats = StageStats::for_stage(&stage);
         let mut batch = Batch::new(1);
-        batch.push_frame(&unknown_src).unwrap();
+        batch.push_frame(&unknown_src.1).unwrap().meta.peer = unknown_src.0;
         run_stage(&mut stage, &mut stats, &mut batch, &mut env, mask_of(1));
         assert_eq!(
             env.fdb.lookup(NetId(0), mac(77), env.now),
@@ -608,44 +642,89 @@ mod tests {
         assert_eq!(out[0].meta.next, Next::Continue);
     }
 
+    /// Run encap over `pkts` (each toward its `meta.to_vtep`) and return the stats.
+    fn encap(env: &mut Env, enc: &mut VxlanEncap, pkts: &mut [Packet]) -> StageStats {
+        let mut stats = StageStats::for_stage(enc);
+        let mut batch = Batch::new(pkts.len());
+        for p in pkts.iter_mut() {
+            assert!(batch.push_swap(p));
+        }
+        run_stage(enc, &mut stats, &mut batch, env, mask_of(pkts.len()));
+        assert_eq!(stats.rx, stats.outcomes());
+        for (p, q) in pkts.iter_mut().zip(batch.pkts_mut()) {
+            core::mem::swap(p, q);
+        }
+        stats
+    }
+
+    fn toward(inner: &[u8], vtep: u16) -> Packet {
+        let mut p = Packet::from_frame(inner);
+        p.meta.to_vtep = Some(VtepId(vtep));
+        p
+    }
+
     #[test]
-    fn encap_prepends_prefix_and_header_in_headroom() {
-        let env = lab_env();
-        let mut enc = VxlanEncap::new(PortId(7));
-        assert_eq!(enc.port(), PortId(7));
+    fn encap_prepends_the_header_in_headroom_and_sets_the_peer() {
+        let mut env = lab_env();
+        let mut enc = VxlanEncap::new();
         // (from .21 to .11: so that, sent back at us from n2, it passes the spoof check too)
         let inner = udp(21, 11, 10);
-        let mut p = Packet::from_frame(&inner);
-        let before = p.headroom();
-        enc.encap(&mut p, VtepId(0), &env).unwrap();
+        let mut p = [toward(&inner, 0)];
+        let before = p[0].headroom();
+        let st = encap(&mut env, &mut enc, &mut p);
+        assert_eq!(st.cont, 1);
+        let p = &p[0];
+        assert_eq!(
+            p.meta.next,
+            Next::Continue,
+            "left for the next transmit stage"
+        );
         assert_eq!(p.headroom(), before - ENCAP_LEN);
-        assert_eq!(p.data(), &datagram(N2, VNI, &inner)[..]);
+        let want = datagram(N2, VNI, &inner);
+        assert_eq!((p.meta.peer, p.data()), (want.0, &want.1[..]));
+        assert!(enc.describe(p, &env).contains("vtep 198.18.0.2"));
         // and decap takes it back, as if the peer had sent it to us
         let mut env2 = lab_env();
-        let (out, _) = decap(&mut env2, &[p.data().to_vec()]);
+        let (out, _) = decap(&mut env2, &[(p.meta.peer, p.data().to_vec())]);
         assert_eq!(out[0].data(), &inner[..]);
     }
 
     #[test]
-    fn encap_refuses_frames_over_the_mtu_and_unknown_vteps() {
-        let env = lab_env();
-        let mut enc = VxlanEncap::with_dst_port(PortId(7), 14789);
-        let names = enc.drop_names();
-        let mut at_mtu = Packet::from_frame(&udp(11, 21, 1450 - 28));
-        enc.encap(&mut at_mtu, VtepId(1), &env).unwrap();
-        assert_eq!(read_peer(at_mtu.data()), Some(SocketAddrV4::new(N3, 14789)));
+    fn encap_refuses_frames_over_the_mtu_unknown_vteps_and_frames_without_one() {
+        let mut env = lab_env();
+        let mut enc = VxlanEncap::with_dst_port(14789);
         let big = udp(11, 21, 1450 - 28 + 1);
-        let mut p = Packet::from_frame(&big);
-        let r = enc.encap(&mut p, VtepId(0), &env).unwrap_err();
-        assert_eq!(names[r.0 as usize], "drop_mtu_exceeded");
-        assert_eq!(p.data(), &big[..], "a refused frame is untouched");
-        let mut p = Packet::from_frame(&udp(11, 21, 0));
-        let r = enc.encap(&mut p, VtepId(9), &env).unwrap_err();
-        assert_eq!(names[r.0 as usize], "drop_unknown_vtep");
-        let mut p = Packet::from_frame(&udp(11, 21, 0));
-        p.meta.net = NetId(9);
-        let r = enc.encap(&mut p, VtepId(0), &env).unwrap_err();
-        assert_eq!(names[r.0 as usize], "drop_bad_network");
+        let no_vtep = Packet::from_frame(&udp(11, 21, 0));
+        let mut bad_net = toward(&udp(11, 21, 0), 0);
+        bad_net.meta.net = NetId(9);
+        let mut pkts = [
+            toward(&udp(11, 21, 1450 - 28), 1),
+            toward(&big, 0),
+            toward(&udp(11, 21, 0), 9),
+            bad_net,
+            no_vtep,
+        ];
+        let st = encap(&mut env, &mut enc, &mut pkts);
+        assert_eq!(pkts[0].meta.peer, Some(SocketAddrV4::new(N3, 14789)));
+        let why: Vec<_> = pkts[1..]
+            .iter()
+            .map(|p| match p.meta.next {
+                Next::Drop(r) => EncapDrop::NAMES[usize::from(r.0)],
+                n => panic!("not dropped: {n:?}"),
+            })
+            .collect();
+        assert_eq!(
+            why,
+            [
+                "drop_mtu_exceeded",
+                "drop_unknown_vtep",
+                "drop_bad_network",
+                "drop_no_vtep"
+            ]
+        );
+        assert_eq!(pkts[1].data(), &big[..], "a refused frame is untouched");
+        assert_eq!(pkts[1].meta.peer, None);
+        assert_eq!((st.cont, st.dropped()), (1, 4));
     }
 
     mod props {
@@ -653,21 +732,21 @@ mod tests {
         use proptest::prelude::*;
 
         proptest! {
-            /// Any bytes after a valid prefix, at every length: no panic, conservation, and an
-            /// accepted frame is exactly the input minus the 16 bytes.
+            /// Any bytes from a peer, at every length: no panic, conservation, and an accepted
+            /// frame is exactly the input minus the 8-byte header.
             #[test]
             fn decap_never_panics(body in proptest::collection::vec(any::<u8>(), 0..80), vni in prop_oneof![Just(VNI), Just(OTHER_VNI), any::<u32>().prop_map(|v| v & 0xff_ffff)]) {
                 let mut env = lab_env();
-                let full = datagram(N2, vni, &body);
+                let (peer, full) = datagram(N2, vni, &body);
                 let mut garbage = full.clone();
-                garbage[PEER_PREFIX_LEN..].iter_mut().zip(body.iter().cycle()).for_each(|(b, x)| *b ^= *x);
+                garbage.iter_mut().zip(body.iter().cycle()).for_each(|(b, x)| *b ^= *x);
                 for f in [&full, &garbage] {
-                    let frames: Vec<Vec<u8>> = (0..=f.len()).map(|n| f[..n].to_vec()).collect();
+                    let frames: Vec<Dgram> = (0..=f.len()).map(|n| (peer, f[..n].to_vec())).collect();
                     for chunk in frames.chunks(32) {
                         let (out, _) = decap(&mut env, chunk);
                         for (p, input) in out.iter().zip(chunk) {
                             if p.meta.next == Next::Continue {
-                                prop_assert_eq!(p.data(), &input[ENCAP_LEN..]);
+                                prop_assert_eq!(p.data(), &input.1[ENCAP_LEN..]);
                             }
                         }
                     }

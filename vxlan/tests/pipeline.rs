@@ -8,8 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use vswitch::fdb::FdbDest;
 use vswitch::frames;
 use vswitch::{Env, FdbConfig, Mac, MemHandle, MemPort, Network, PortRole, Switch, Time};
-use vxlan::peer::{PEER_PREFIX_LEN, write_peer};
-use vxlan::{ENCAP_LEN, Repr, VXLAN_PORT, Vni, VxlanDecap, VxlanEncap};
+use vxlan::{Repr, VXLAN_PORT, Vni, VxlanDecap, VxlanEncap};
 
 const VNI: u32 = 4097;
 const N2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -23,11 +22,15 @@ fn mac(last: u8) -> Mac {
     Mac::docker_default(ip(last))
 }
 
-/// A frame on the underlay port: peer prefix (`peer`), VXLAN header (`vni`), `inner`.
+/// Bytes of the peer's address in front of an underlay frame in the tables.
+const PEER_LEN: usize = 6;
+
+/// A frame on the underlay port as the tables write it: the peer's address (IPv4 and UDP port,
+/// what `meta.peer` carries beside the frame) in front of the VXLAN header (`vni`) and `inner`.
 fn wrapped(peer: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
-    let mut d = vec![0u8; ENCAP_LEN];
-    write_peer(&mut d, SocketAddrV4::new(peer, VXLAN_PORT));
-    d[PEER_PREFIX_LEN..].copy_from_slice(
+    let mut d = peer.octets().to_vec();
+    d.extend_from_slice(&VXLAN_PORT.to_be_bytes());
+    d.extend_from_slice(
         &Repr {
             vni: Vni::new(vni).unwrap(),
         }
@@ -37,9 +40,25 @@ fn wrapped(peer: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
     d
 }
 
+/// A table's underlay frame as the port sees it: `meta.peer` and the datagram.
+fn unwrap_peer(frame: &[u8]) -> (SocketAddrV4, &[u8]) {
+    let ip = Ipv4Addr::new(frame[0], frame[1], frame[2], frame[3]);
+    let port = u16::from_be_bytes([frame[4], frame[5]]);
+    (SocketAddrV4::new(ip, port), &frame[PEER_LEN..])
+}
+
+/// A transmitted underlay frame as the tables write it.
+fn with_peer((peer, frame): (Option<SocketAddrV4>, Vec<u8>)) -> Vec<u8> {
+    let peer = peer.expect("every underlay frame goes to a peer");
+    let mut d = peer.ip().octets().to_vec();
+    d.extend_from_slice(&peer.port().to_be_bytes());
+    d.extend_from_slice(&frame);
+    d
+}
+
 /// Node n1: containers c11 on p1 and c12 on p2 in appnet (4097), whose other endpoints are c21
-/// on n2 and c31 on n3; the underlay port `ul` with vxlan-decap on its path and vxlan-encap as
-/// the tunnel.
+/// on n2 and c31 on n3; the underlay port `ul` with vxlan-decap on its receive path and
+/// vxlan-encap on its transmit path.
 struct Lab {
     sw: Switch,
     h: Vec<(&'static str, MemHandle)>,
@@ -64,6 +83,7 @@ impl Lab {
             .unwrap();
         let (mut sw, l2) = Switch::with_l2(env);
         let decap = sw.add_stage(VxlanDecap::new());
+        let encap = sw.add_stage(VxlanEncap::new());
         let mut h = Vec::new();
         for (name, i) in [("p1", 11), ("p2", 12)] {
             let (port, handle) = MemPort::new();
@@ -87,23 +107,27 @@ impl Lab {
             vec![decap.idx(), l2.parse.idx(), l2.learn.idx(), l2.fwd.idx()],
         );
         h.push(("ul", ul_h));
-        sw.set_tunnel(Box::new(VxlanEncap::new(ul)));
+        sw.set_tx_path(ul, vec![encap.idx()]);
         Lab { sw, h }
     }
 
     fn send(&mut self, port: &str, frame: &[u8]) -> Vec<(&'static str, Vec<Vec<u8>>)> {
-        self.h
-            .iter()
-            .find(|(n, _)| *n == port)
-            .unwrap()
-            .1
-            .inject(frame);
+        let h = &self.h.iter().find(|(n, _)| *n == port).unwrap().1;
+        if port == "ul" {
+            let (peer, d) = unwrap_peer(frame);
+            h.inject_from(d, peer);
+        } else {
+            h.inject(frame);
+        }
         self.sw.poll(Time::from_secs(1));
         let out = self
             .h
             .iter()
-            .map(|(n, h)| (*n, h.take_tx()))
-            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, h)| match *n {
+                "ul" => (*n, h.take_tx_to().into_iter().map(with_peer).collect()),
+                _ => (*n, h.take_tx()),
+            })
+            .filter(|(_, v): &(_, Vec<_>)| !v.is_empty())
             .collect();
         for st in self.sw.stats().stages {
             assert_eq!(st.rx, st.outcomes(), "stage {} conserves: {st:?}", st.name);
@@ -223,5 +247,5 @@ fn vxlan_switching_table() {
     assert_eq!(lab.drops("l2-fwd", "drop_remote_to_remote"), 1);
     let st = lab.sw.stats();
     let encap = st.stage("vxlan-encap").unwrap();
-    assert_eq!((encap.rx, encap.output), (4, 4));
+    assert_eq!((encap.rx, encap.cont), (4, 4));
 }

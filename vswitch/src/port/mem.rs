@@ -5,9 +5,10 @@
 //! [`GenPort`] replays a set of frames forever without allocating (a traffic generator for
 //! benches); [`SinkPort`] counts and discards. They follow the contract of [`Port`] like any
 //! driver: receive fills the batch's free slots in order, transmit copies out and never keeps a
-//! buffer, [`MemPort::tx_limit`] makes a short transmit on purpose.
+//! buffer.
 
 use std::collections::VecDeque;
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,8 +17,11 @@ use crate::batch::Batch;
 
 #[derive(Default)]
 struct MemQueues {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
+    /// Frames to receive, with the underlay peer to record in `meta.peer` (a MemPort standing
+    /// in for the UDP underlay).
+    rx: VecDeque<(Vec<u8>, Option<SocketAddrV4>)>,
+    /// Frames transmitted, with their `meta.peer`.
+    tx: Vec<(Option<SocketAddrV4>, Vec<u8>)>,
     rx_too_big: u64,
 }
 
@@ -25,8 +29,6 @@ struct MemQueues {
 /// switch transmitted. One lock per batch, not per packet.
 pub struct MemPort {
     q: Arc<Mutex<MemQueues>>,
-    /// Accept at most this many frames per transmit (to test partial transmits).
-    pub tx_limit: usize,
 }
 
 /// The test's end of a [`MemPort`].
@@ -39,27 +41,34 @@ impl MemPort {
     /// A port and its handle.
     pub fn new() -> (MemPort, MemHandle) {
         let q = Arc::new(Mutex::new(MemQueues::default()));
-        (
-            MemPort {
-                q: q.clone(),
-                tx_limit: usize::MAX,
-            },
-            MemHandle { q },
-        )
+        (MemPort { q: q.clone() }, MemHandle { q })
     }
 }
 
 impl MemHandle {
     /// Queue a frame for the switch to receive.
     pub fn inject(&self, frame: &[u8]) {
+        self.push_rx(frame, None);
+    }
+    /// Queue a frame for the switch to receive as a datagram from `peer`, as the UDP underlay
+    /// would (the port records `peer` in `meta.peer`).
+    pub fn inject_from(&self, frame: &[u8], peer: SocketAddrV4) {
+        self.push_rx(frame, Some(peer));
+    }
+    fn push_rx(&self, frame: &[u8], peer: Option<SocketAddrV4>) {
         self.q
             .lock()
             .expect("mem port lock")
             .rx
-            .push_back(frame.to_vec());
+            .push_back((frame.to_vec(), peer));
     }
     /// Take every frame the switch transmitted so far.
     pub fn take_tx(&self) -> Vec<Vec<u8>> {
+        self.take_tx_to().into_iter().map(|(_, f)| f).collect()
+    }
+    /// Take every frame the switch transmitted so far, with the underlay peer it was sent to
+    /// (`meta.peer`, set by `vxlan-encap`).
+    pub fn take_tx_to(&self) -> Vec<(Option<SocketAddrV4>, Vec<u8>)> {
         core::mem::take(&mut self.q.lock().expect("mem port lock").tx)
     }
     /// Frames still waiting to be received.
@@ -74,10 +83,15 @@ impl Port for MemPort {
         let spare = batch.spare_mut();
         let mut n = 0;
         while n < spare.len() {
-            let Some(frame) = q.rx.pop_front() else { break };
+            let Some((frame, peer)) = q.rx.pop_front() else {
+                break;
+            };
             // A frame too big for a buffer is counted and skipped; slots fill in order.
             match spare[n].set_frame(&frame) {
-                Ok(()) => n += 1,
+                Ok(()) => {
+                    spare[n].meta.peer = peer;
+                    n += 1;
+                }
                 Err(_) => q.rx_too_big += 1,
             }
         }
@@ -85,9 +99,13 @@ impl Port for MemPort {
         n
     }
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
-        let n = batch.len().min(self.tx_limit);
+        let n = batch.len();
         let mut q = self.q.lock().expect("mem port lock");
-        q.tx.extend(batch.pkts()[..n].iter().map(|p| p.data().to_vec()));
+        q.tx.extend(
+            batch.pkts()[..n]
+                .iter()
+                .map(|p| (p.meta.peer, p.data().to_vec())),
+        );
         n
     }
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -104,6 +122,9 @@ pub struct GenPort {
     next: usize,
     /// Frames per receive call (at most the batch's free slots).
     pub burst: usize,
+    /// The underlay peer every frame comes from (`meta.peer`), when the generator stands in
+    /// for the UDP underlay.
+    pub peer: Option<SocketAddrV4>,
 }
 
 impl GenPort {
@@ -114,6 +135,7 @@ impl GenPort {
             frames,
             next: 0,
             burst,
+            peer: None,
         }
     }
 }
@@ -125,6 +147,9 @@ impl Port for GenPort {
         let mut n = 0;
         for _ in 0..want {
             if spare[n].set_frame(&self.frames[self.next]).is_ok() {
+                if self.peer.is_some() {
+                    spare[n].meta.peer = self.peer;
+                }
                 n += 1;
             }
             self.next += 1;

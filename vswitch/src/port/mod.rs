@@ -3,16 +3,18 @@
 //! Where it sits: at both ends of the packet path. [`Switch::poll`](crate::Switch::poll) calls
 //! each port's [`Port::rx_burst`], runs the batch through the port's stages, queues every packet
 //! on its output port's transmit batch, and ends the round with one [`Port::tx_burst`] per
-//! non-empty transmit batch.
+//! non-empty transmit batch, after the port's transmit path of stages if it has one
+//! ([`Switch::set_tx_path`](crate::Switch::set_tx_path): the underlay's `vxlan-encap`).
 //!
 //! ```text
-//! device ─► rx_burst(batch) ─► l2-parse ─► ... ─► output ─► tx batch of port P ─► P.tx_burst ─► device
+//! device ─► rx_burst(batch) ─► l2-parse ─► ... ─► output ─► tx batch of port P ─► [P's tx path] ─► P.tx_burst ─► device
 //! ```
 //!
 //! The drivers, each in its own module: [`mem`] (in memory, always built), `afxdp` (AF_XDP
 //! sockets on an existing interface; cargo feature `afxdp`), `tap` (a TAP device in a
 //! container's namespace; feature `tap`), and the OS helpers they share, `netns`, `ethtool`
-//! and `iface` (built with either feature). The UDP underlay port is `vxlan::UdpPort`.
+//! and `iface` (built with either feature), and `udp` (the UDP underlay, VXLAN's transport:
+//! `recvmmsg`/`sendmmsg` with UDP GSO/GRO; feature `udp`).
 //! A crate that needs only the pipeline core depends on vswitch with `default-features = false`
 //! and compiles none of the drivers.
 //!
@@ -51,7 +53,8 @@
 //! **Capabilities** are methods with defaults, asked by the switch: [`Port::offloads`] (the
 //! port takes frames with checksum or segmentation work left, else the switch finishes that
 //! work first), [`Port::poll_fd`] (a descriptor to sleep on when every port is idle, else the
-//! port is polled), [`Port::capture_frame`] (the frame as it is on the wire, for pcap).
+//! port is polled), [`Port::capture_frame`] (the frame as it is on the wire, for pcap, from the
+//! packet's bytes and metadata: the UDP underlay rebuilds the outer headers from `meta.peer`).
 //!
 //! **Threading: one owner, non-blocking.** A port is `Send` but not shared: the one thread
 //! that runs the switch calls every method. Both burst calls return at once when there is
@@ -64,6 +67,7 @@
 use std::os::fd::RawFd;
 
 use crate::batch::Batch;
+use crate::packet::Packet;
 
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
@@ -76,6 +80,8 @@ pub mod mem;
 pub mod netns;
 #[cfg(feature = "tap")]
 pub mod tap;
+#[cfg(feature = "udp")]
+pub mod udp;
 
 pub use mem::{GenPort, MemHandle, MemPort, SinkPort};
 
@@ -100,10 +106,11 @@ pub trait Port: Send {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
-    /// For `capture`: append `frame` (received, or queued for transmit when `tx`) to `out` as an
-    /// Ethernet frame. Ports whose frames are not Ethernet on the wire (the UDP underlay) rebuild
-    /// the headers the kernel adds, so a pcap of any port reads the same in tshark.
-    fn capture_frame(&self, frame: &[u8], _tx: bool, out: &mut Vec<u8>) {
-        out.extend_from_slice(frame);
+    /// For `capture`: append `pkt` (received, or about to be transmitted when `tx`: after the
+    /// port's transmit path) to `out` as an Ethernet frame. Ports whose frames are not Ethernet
+    /// on the wire (the UDP underlay) rebuild the headers the kernel adds from the frame and its
+    /// metadata (`meta.peer`), so a pcap of any port reads the same in tshark.
+    fn capture_frame(&self, pkt: &Packet, _tx: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(pkt.data());
     }
 }

@@ -1,11 +1,12 @@
-//! The UDP underlay: VXLAN over a plain UDP socket on the node's VTEP address, port 4789.
+//! The UDP underlay's socket: VXLAN over a plain UDP socket on the node's VTEP address, port 4789.
 //!
-//! Where it sits: at both ends of the cross-node path, inside [`UdpPort`](crate::UdpPort), the
+//! Where it sits: at both ends of the cross-node path, inside [`UdpPort`](super::UdpPort), the
 //! switch port: `vxlan-decap` gets its input from [`UdpUnderlay::recv_slots`] (straight into
 //! the batch's packet buffers; source VTEP and UDP payload = VXLAN header + inner frame), and
 //! `vxlan-encap`'s output goes out through [`UdpUnderlay::send_slices`] (straight from them).
 //! The kernel adds outer IPv4 and UDP, so no kernel vxlan device (and no `CAP_NET_ADMIN`) is
-//! needed. (The tests alone send and receive through `PacketBufs`, slots of their own.)
+//! needed. (The tests alone send and receive through `PacketBufs`, slots of their own.) The
+//! receive coalescing (UDP GRO) half is in [`super::gro`].
 //!
 //! Offloads, where the kernel has them: sends group runs of same-size datagrams to one peer
 //! into one message with `UDP_SEGMENT` (GSO, 4.18+); [`UdpUnderlay::enable_gro`] turns on
@@ -15,8 +16,9 @@
 //!
 //! One syscall per batch: `recvmmsg`/`sendmmsg` over `mmsghdr`, `iovec` and `sockaddr_in`
 //! arrays allocated once at bind time; receive buffers are the caller's (the batch's packet
-//! buffers, or the GRO buffers allocated once). Nothing is allocated per packet. The socket is non-blocking, so a call
-//! with nothing to do returns at once (the poll loop decides when to call again).
+//! buffers, or the GRO buffers allocated once). Nothing is allocated per packet. The socket is
+//! non-blocking, so a call with nothing to do returns at once (the poll loop decides when to
+//! call again).
 //!
 //! The socket sets `IP_PMTUDISC_DO`: the outer packet carries DF and is never fragmented (a
 //! datagram above the path MTU fails with `EMSGSIZE` and is counted as failed). With one socket
@@ -31,7 +33,7 @@ use core::ptr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-pub use crate::wire::VXLAN_PORT;
+use super::gro::{GroCmsg, GroRx};
 
 /// Default batch size (as OVS and VPP use).
 pub const DEFAULT_BATCH: usize = 32;
@@ -42,14 +44,12 @@ pub const MAX_BATCH: usize = 1024;
 /// Default slot size: a 1500-byte underlay MTU less IPv4 and UDP headers, rounded up.
 pub const DEFAULT_BUF_SIZE: usize = 2048;
 
-/// `SOL_UDP` and its options (linux/udp.h; the libc crate has them for uclibc only).
-const SOL_UDP: libc::c_int = 17;
+/// `SOL_UDP` and its options (linux/udp.h; the libc crate has them for uclibc only; `UDP_GRO`
+/// is in [`super::gro`]).
+pub(super) const SOL_UDP: libc::c_int = 17;
 /// UDP segmentation offload (Linux 4.18): the payload of one send is cut into datagrams of
 /// this size.
 const UDP_SEGMENT: libc::c_int = 103;
-/// UDP receive coalescing (Linux 5.0): one receive may return a run of same-size datagrams
-/// from one sender, with the size in a control message.
-const UDP_GRO: libc::c_int = 104;
 /// Messages one coalescing receive takes (each up to 64 KB).
 pub const GRO_MESSAGES: usize = 32;
 /// Bytes per coalescing receive buffer: the largest UDP payload.
@@ -69,30 +69,6 @@ struct GsoCmsg {
     hdr: libc::cmsghdr,
     segment: u16,
     _pad: [u8; 6],
-}
-
-/// One `UDP_GRO` control message (`CMSG_SPACE(sizeof(int))` bytes).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct GroCmsg {
-    hdr: libc::cmsghdr,
-    segment: libc::c_int,
-    _pad: [u8; 4],
-}
-
-/// Coalescing receive state: [`GRO_MESSAGES`] buffers of [`GRO_BUF_SIZE`], what the last
-/// receive put in them, and how far the caller has read.
-struct GroRx {
-    data: Box<[u8]>,
-    msgs: Box<[libc::mmsghdr]>,
-    iovs: Box<[libc::iovec]>,
-    names: Box<[libc::sockaddr_in]>,
-    cmsgs: Box<[GroCmsg]>,
-    /// Per message: length, datagram size, truncated.
-    lens: Box<[(usize, usize, bool)]>,
-    filled: usize,
-    /// Next message, and offset in it.
-    at: (usize, usize),
 }
 
 /// A run of consecutive datagrams of one send that goes out as one message: same destination,
@@ -147,171 +123,6 @@ pub enum UnderlayError {
     },
 }
 
-#[cfg(test)]
-/// Why a datagram could not be queued into a [`PacketBufs`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PushError {
-    /// Every slot is in use.
-    #[error("all {capacity} slots are in use")]
-    Full {
-        /// Number of slots.
-        capacity: usize,
-    },
-    /// The payload does not fit one slot.
-    #[error("payload of {len} bytes exceeds the {buf_size}-byte slot")]
-    TooLarge {
-        /// Payload length.
-        len: usize,
-        /// Slot size.
-        buf_size: usize,
-    },
-}
-
-#[cfg(test)]
-/// N fixed-size datagram slots, allocated once: filled by a receive or by the caller to send.
-#[derive(Debug)]
-pub struct PacketBufs {
-    data: Box<[u8]>,
-    buf_size: usize,
-    lens: Box<[usize]>,
-    addrs: Box<[SocketAddrV4]>,
-    truncated: Box<[bool]>,
-    filled: usize,
-}
-
-#[cfg(test)]
-impl PacketBufs {
-    /// `count` slots of `buf_size` bytes each.
-    pub fn new(count: usize, buf_size: usize) -> Result<PacketBufs, UnderlayError> {
-        if count == 0 || count > MAX_BATCH {
-            return Err(UnderlayError::BadSize {
-                what: "slot count",
-                value: count,
-            });
-        }
-        if buf_size == 0 {
-            return Err(UnderlayError::BadSize {
-                what: "slot size",
-                value: buf_size,
-            });
-        }
-        let total = count.checked_mul(buf_size).ok_or(UnderlayError::BadSize {
-            what: "slot size",
-            value: buf_size,
-        })?;
-        Ok(PacketBufs {
-            data: vec![0; total].into_boxed_slice(),
-            buf_size,
-            lens: vec![0; count].into_boxed_slice(),
-            addrs: vec![SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0); count].into_boxed_slice(),
-            truncated: vec![false; count].into_boxed_slice(),
-            filled: 0,
-        })
-    }
-
-    /// Number of slots.
-    pub fn capacity(&self) -> usize {
-        self.lens.len()
-    }
-
-    /// Size of each slot in bytes.
-    pub fn buf_size(&self) -> usize {
-        self.buf_size
-    }
-
-    /// Number of filled slots (truncated receives included).
-    pub fn len(&self) -> usize {
-        self.filled
-    }
-
-    /// Whether no slot is filled.
-    pub fn is_empty(&self) -> bool {
-        self.filled == 0
-    }
-
-    /// Empties every slot (the memory stays allocated).
-    pub fn clear(&mut self) {
-        self.filled = 0;
-    }
-
-    /// Slot `i`: its peer address (source on receive, destination to send) and its bytes;
-    /// `None` past the filled slots or for a datagram that was larger than a slot.
-    pub fn get(&self, i: usize) -> Option<(SocketAddrV4, &[u8])> {
-        if i >= self.filled || self.truncated[i] {
-            return None;
-        }
-        let start = i * self.buf_size;
-        Some((self.addrs[i], &self.data[start..start + self.lens[i]]))
-    }
-
-    /// The whole datagrams held, in order (truncated receives skipped).
-    pub fn iter(&self) -> impl Iterator<Item = (SocketAddrV4, &[u8])> + '_ {
-        (0..self.filled).filter_map(|i| self.get(i))
-    }
-
-    /// Slot `i`'s bytes, writable (e.g. to rewrite a header in place before sending it back).
-    pub fn get_mut(&mut self, i: usize) -> Option<&mut [u8]> {
-        if i >= self.filled || self.truncated[i] {
-            return None;
-        }
-        let start = i * self.buf_size;
-        Some(&mut self.data[start..start + self.lens[i]])
-    }
-
-    /// Number of filled slots whose datagram did not fit and was cut (to drop and count).
-    pub fn truncated(&self) -> usize {
-        self.truncated[..self.filled].iter().filter(|&&t| t).count()
-    }
-
-    /// Queues a copy of `payload` for `dst`.
-    pub fn push(&mut self, dst: SocketAddrV4, payload: &[u8]) -> Result<(), PushError> {
-        self.push_with(dst, payload.len(), |slot| slot.copy_from_slice(payload))
-    }
-
-    /// Queues a `len`-byte datagram for `dst`, written in place by `fill`.
-    pub fn push_with(
-        &mut self,
-        dst: SocketAddrV4,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]),
-    ) -> Result<(), PushError> {
-        if self.filled == self.capacity() {
-            return Err(PushError::Full {
-                capacity: self.capacity(),
-            });
-        }
-        if len > self.buf_size {
-            return Err(PushError::TooLarge {
-                len,
-                buf_size: self.buf_size,
-            });
-        }
-        let i = self.filled;
-        let start = i * self.buf_size;
-        fill(&mut self.data[start..start + len]);
-        self.lens[i] = len;
-        self.addrs[i] = dst;
-        self.truncated[i] = false;
-        self.filled += 1;
-        Ok(())
-    }
-
-    /// Pointer to slot `i` (for the iovec the kernel writes into).
-    fn slot_ptr(&mut self, i: usize) -> *mut u8 {
-        self.data[i * self.buf_size..].as_mut_ptr()
-    }
-}
-
-#[cfg(test)]
-/// What happened to one receive call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RecvReport {
-    /// Datagrams received (filled slots, truncated ones included).
-    pub received: usize,
-    /// Of those, datagrams larger than a slot (cut, to drop and count).
-    pub truncated: usize,
-}
-
 /// What happened to one send call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SendReport {
@@ -331,7 +142,7 @@ pub struct SendReport {
 
 /// A non-blocking UDP socket on the VTEP address that receives and sends in batches.
 pub struct UdpUnderlay {
-    fd: OwnedFd,
+    pub(super) fd: OwnedFd,
     local: SocketAddrV4,
     msgs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
@@ -339,7 +150,7 @@ pub struct UdpUnderlay {
     groups: Box<[Group]>,
     cmsgs: Box<[GsoCmsg]>,
     gso: bool,
-    gro: Option<Box<GroRx>>,
+    pub(super) gro: Option<Box<GroRx>>,
 }
 
 // SAFETY: the raw pointers inside `msgs`/`iovs` are only written and read within a single
@@ -373,7 +184,7 @@ fn to_sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
 }
 
 /// The IPv4 socket address in a `sockaddr_in`.
-fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
+pub(super) fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
     SocketAddrV4::new(
         Ipv4Addr::from(sa.sin_addr.s_addr.to_ne_bytes()),
         u16::from_be(sa.sin_port),
@@ -382,7 +193,7 @@ fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
 
 /// Points a receive header at its address slot, its buffer and (for UDP GRO) its control
 /// buffer.
-fn point_recv(
+pub(super) fn point_recv(
     m: &mut libc::mmsghdr,
     name: &mut libc::sockaddr_in,
     iov: &mut libc::iovec,
@@ -406,7 +217,10 @@ fn point_recv(
 /// # Safety
 /// Every header in `msgs` must point (through [`point_recv`]) at live, distinct buffers, address
 /// slots and control buffers that nothing else accesses during the call.
-unsafe fn recvmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> Result<usize, UnderlayError> {
+pub(super) unsafe fn recvmmsg(
+    fd: RawFd,
+    msgs: &mut [libc::mmsghdr],
+) -> Result<usize, UnderlayError> {
     // SAFETY: the caller's contract; `msgs.len()` <= MAX_BATCH fits c_uint. Nothing is
     // retained after the call.
     let rc = unsafe {
@@ -430,7 +244,7 @@ unsafe fn recvmmsg(fd: RawFd, msgs: &mut [libc::mmsghdr]) -> Result<usize, Under
 }
 
 /// Sets an integer socket option.
-fn set_int_option(
+pub(super) fn set_int_option(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -457,7 +271,7 @@ fn set_int_option(
 }
 
 impl UdpUnderlay {
-    /// Binds a non-blocking UDP socket to `addr` (the VTEP, port [`VXLAN_PORT`]) with
+    /// Binds a non-blocking UDP socket to `addr` (the VTEP, port [`VXLAN_PORT`](crate::wire::vxlan::VXLAN_PORT)) with
     /// `SO_REUSEADDR` and DF on, ready for batches of up to `batch` datagrams.
     pub fn bind(addr: SocketAddrV4, batch: usize) -> Result<UdpUnderlay, UnderlayError> {
         if batch == 0 || batch > MAX_BATCH {
@@ -541,116 +355,6 @@ impl UdpUnderlay {
         })
     }
 
-    /// Turn on UDP receive coalescing (where the kernel has it): peers' GSO sends then arrive as
-    /// one buffer each instead of one socket buffer per datagram. Receive with
-    /// [`UdpUnderlay::recv_coalesced`] and [`UdpUnderlay::next_datagram`] from then on.
-    /// Returns whether it is on.
-    pub fn enable_gro(&mut self) -> bool {
-        if self.gro.is_some() {
-            return true;
-        }
-        if set_int_option(self.fd.as_raw_fd(), SOL_UDP, UDP_GRO, 1, "UDP_GRO").is_err() {
-            return false;
-        }
-        self.gro = Some(Box::new(GroRx {
-            data: vec![0u8; GRO_MESSAGES * GRO_BUF_SIZE].into_boxed_slice(),
-            // SAFETY: plain old data; zeros are valid and overwritten before each receive.
-            msgs: (0..GRO_MESSAGES).map(|_| unsafe { zeroed() }).collect(),
-            // SAFETY: as above.
-            iovs: (0..GRO_MESSAGES).map(|_| unsafe { zeroed() }).collect(),
-            // SAFETY: as above.
-            names: (0..GRO_MESSAGES).map(|_| unsafe { zeroed() }).collect(),
-            // SAFETY: as above.
-            cmsgs: (0..GRO_MESSAGES).map(|_| unsafe { zeroed() }).collect(),
-            lens: vec![(0, 0, false); GRO_MESSAGES].into_boxed_slice(),
-            filled: 0,
-            at: (0, 0),
-        }));
-        true
-    }
-
-    /// Whether receive coalescing is on.
-    pub fn gro(&self) -> bool {
-        self.gro.is_some()
-    }
-
-    /// With coalescing on: one `recvmmsg` into the coalescing buffers, when everything the last
-    /// one brought has been read (else nothing is done). Returns the messages received.
-    pub fn recv_coalesced(&mut self) -> Result<usize, UnderlayError> {
-        let Some(g) = self.gro.as_deref_mut() else {
-            return Ok(0);
-        };
-        if g.at.0 < g.filled {
-            return Ok(0);
-        }
-        g.filled = 0;
-        g.at = (0, 0);
-        let base = g.data.as_mut_ptr();
-        for i in 0..GRO_MESSAGES {
-            g.iovs[i] = libc::iovec {
-                // SAFETY: i * GRO_BUF_SIZE is inside `data` (GRO_MESSAGES buffers).
-                iov_base: unsafe { base.add(i * GRO_BUF_SIZE) }.cast(),
-                iov_len: GRO_BUF_SIZE,
-            };
-            point_recv(
-                &mut g.msgs[i],
-                &mut g.names[i],
-                &mut g.iovs[i],
-                Some(&mut g.cmsgs[i]),
-            );
-        }
-        // SAFETY: every mmsghdr points at a live, distinct GRO_BUF_SIZE buffer in `data`, a
-        // sockaddr_in and a control buffer, all owned by `g` and not otherwise accessed during
-        // the call.
-        let n = unsafe { recvmmsg(self.fd.as_raw_fd(), &mut g.msgs) }?;
-        for i in 0..n {
-            let m = &g.msgs[i];
-            let len = (m.msg_len as usize).min(GRO_BUF_SIZE);
-            let cut = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            let c = &g.cmsgs[i];
-            // SAFETY: CMSG_LEN only computes a length.
-            let want = unsafe { libc::CMSG_LEN(size_of::<libc::c_int>() as u32) } as usize;
-            let seg = if m.msg_hdr.msg_controllen >= want
-                && c.hdr.cmsg_level == SOL_UDP
-                && c.hdr.cmsg_type == UDP_GRO
-                && c.segment > 0
-            {
-                c.segment as usize
-            } else {
-                len
-            };
-            g.lens[i] = (len, seg.max(1), cut);
-        }
-        g.filled = n;
-        Ok(n)
-    }
-
-    /// With coalescing on: the next datagram of the last [`UdpUnderlay::recv_coalesced`], its
-    /// sender, and whether it was cut (a message larger than the buffer: drop and count it).
-    pub fn next_datagram(&mut self) -> Option<(&[u8], SocketAddrV4, bool)> {
-        let g = self.gro.as_deref_mut()?;
-        while g.at.0 < g.filled {
-            let (i, off) = g.at;
-            let (len, seg, cut) = g.lens[i];
-            if cut || off >= len {
-                g.at = (i + 1, 0);
-                if cut {
-                    return Some((&[], from_sockaddr(&g.names[i]), true));
-                }
-                continue;
-            }
-            let take = seg.min(len - off);
-            g.at = (i, off + take);
-            let start = i * GRO_BUF_SIZE + off;
-            return Some((
-                &g.data[start..start + take],
-                from_sockaddr(&g.names[i]),
-                false,
-            ));
-        }
-        None
-    }
-
     /// Whether sends coalesce runs of same-size datagrams to one peer into one UDP GSO message.
     pub fn gso(&self) -> bool {
         self.gso
@@ -669,38 +373,6 @@ impl UdpUnderlay {
     /// The most datagrams one call receives or sends.
     pub fn batch(&self) -> usize {
         self.msgs.len()
-    }
-
-    #[cfg(test)]
-    /// Receives up to `min(batch, bufs.capacity())` datagrams in one `recvmmsg`, replacing
-    /// what `bufs` held; returns at once with 0 when nothing is waiting.
-    pub fn recv(&mut self, bufs: &mut PacketBufs) -> Result<RecvReport, UnderlayError> {
-        bufs.clear();
-        let n = self.batch().min(bufs.capacity());
-        let buf_size = bufs.buf_size();
-        for i in 0..n {
-            self.iovs[i] = libc::iovec {
-                iov_base: bufs.slot_ptr(i).cast(),
-                iov_len: buf_size,
-            };
-        }
-        // SAFETY: the first `n` iovecs each cover one distinct `buf_size` slot of `bufs`,
-        // exclusively borrowed for this call.
-        let received = unsafe { self.recvmmsg_prepared(n) }?;
-        let mut truncated = 0;
-        for i in 0..received {
-            let msg = &self.msgs[i];
-            let cut = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            truncated += usize::from(cut);
-            bufs.lens[i] = (msg.msg_len as usize).min(buf_size);
-            bufs.truncated[i] = cut;
-            bufs.addrs[i] = from_sockaddr(&self.names[i]);
-        }
-        bufs.filled = received;
-        Ok(RecvReport {
-            received,
-            truncated,
-        })
     }
 
     /// Receives up to [`UdpUnderlay::batch`] datagrams in one `recvmmsg` straight into
@@ -755,29 +427,6 @@ impl UdpUnderlay {
         let cut = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         let len = (msg.msg_len as usize).min(self.iovs[i].iov_len);
         (len, cut, from_sockaddr(&self.names[i]))
-    }
-
-    #[cfg(test)]
-    /// Sends every datagram queued in `bufs` (to the address of its slot), in batches.
-    pub fn send(&mut self, bufs: &PacketBufs) -> SendReport {
-        let mut report = SendReport::default();
-        let mut next = 0;
-        while next < bufs.len() {
-            let chunk = self.batch().min(bufs.len() - next);
-            let items = (next..next + chunk).filter_map(|i| bufs.get(i));
-            let part = self.send_chunk(items);
-            next += chunk;
-            report.sent += part.sent;
-            report.failed += part.failed;
-            report.gso_messages += part.gso_messages;
-            report.gso_datagrams += part.gso_datagrams;
-            report.last_errno = part.last_errno.or(report.last_errno);
-            if part.unsent > 0 {
-                report.unsent = part.unsent + (bufs.len() - next);
-                break;
-            }
-        }
-        report
     }
 
     /// Sends caller-owned datagrams without copying them (e.g. straight from packet buffers
@@ -917,8 +566,224 @@ impl AsRawFd for UdpUnderlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{self, Repr, Vni};
+    use crate::wire::vxlan::{self as wire, Repr, VXLAN_PORT, Vni};
     use std::time::{Duration, Instant};
+
+    /// Why a datagram could not be queued into a [`PacketBufs`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    pub enum PushError {
+        /// Every slot is in use.
+        #[error("all {capacity} slots are in use")]
+        Full {
+            /// Number of slots.
+            capacity: usize,
+        },
+        /// The payload does not fit one slot.
+        #[error("payload of {len} bytes exceeds the {buf_size}-byte slot")]
+        TooLarge {
+            /// Payload length.
+            len: usize,
+            /// Slot size.
+            buf_size: usize,
+        },
+    }
+
+    /// N fixed-size datagram slots, allocated once: filled by a receive or by the caller to send.
+    #[derive(Debug)]
+    pub struct PacketBufs {
+        data: Box<[u8]>,
+        buf_size: usize,
+        lens: Box<[usize]>,
+        addrs: Box<[SocketAddrV4]>,
+        truncated: Box<[bool]>,
+        filled: usize,
+    }
+
+    impl PacketBufs {
+        /// `count` slots of `buf_size` bytes each.
+        pub fn new(count: usize, buf_size: usize) -> Result<PacketBufs, UnderlayError> {
+            if count == 0 || count > MAX_BATCH {
+                return Err(UnderlayError::BadSize {
+                    what: "slot count",
+                    value: count,
+                });
+            }
+            if buf_size == 0 {
+                return Err(UnderlayError::BadSize {
+                    what: "slot size",
+                    value: buf_size,
+                });
+            }
+            let total = count.checked_mul(buf_size).ok_or(UnderlayError::BadSize {
+                what: "slot size",
+                value: buf_size,
+            })?;
+            Ok(PacketBufs {
+                data: vec![0; total].into_boxed_slice(),
+                buf_size,
+                lens: vec![0; count].into_boxed_slice(),
+                addrs: vec![SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0); count].into_boxed_slice(),
+                truncated: vec![false; count].into_boxed_slice(),
+                filled: 0,
+            })
+        }
+
+        /// Number of slots.
+        pub fn capacity(&self) -> usize {
+            self.lens.len()
+        }
+
+        /// Size of each slot in bytes.
+        pub fn buf_size(&self) -> usize {
+            self.buf_size
+        }
+
+        /// Number of filled slots (truncated receives included).
+        pub fn len(&self) -> usize {
+            self.filled
+        }
+
+        /// Whether no slot is filled.
+        pub fn is_empty(&self) -> bool {
+            self.filled == 0
+        }
+
+        /// Empties every slot (the memory stays allocated).
+        pub fn clear(&mut self) {
+            self.filled = 0;
+        }
+
+        /// Slot `i`: its peer address (source on receive, destination to send) and its bytes;
+        /// `None` past the filled slots or for a datagram that was larger than a slot.
+        pub fn get(&self, i: usize) -> Option<(SocketAddrV4, &[u8])> {
+            if i >= self.filled || self.truncated[i] {
+                return None;
+            }
+            let start = i * self.buf_size;
+            Some((self.addrs[i], &self.data[start..start + self.lens[i]]))
+        }
+
+        /// The whole datagrams held, in order (truncated receives skipped).
+        pub fn iter(&self) -> impl Iterator<Item = (SocketAddrV4, &[u8])> + '_ {
+            (0..self.filled).filter_map(|i| self.get(i))
+        }
+
+        /// Slot `i`'s bytes, writable (e.g. to rewrite a header in place before sending it back).
+        pub fn get_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+            if i >= self.filled || self.truncated[i] {
+                return None;
+            }
+            let start = i * self.buf_size;
+            Some(&mut self.data[start..start + self.lens[i]])
+        }
+
+        /// Number of filled slots whose datagram did not fit and was cut (to drop and count).
+        pub fn truncated(&self) -> usize {
+            self.truncated[..self.filled].iter().filter(|&&t| t).count()
+        }
+
+        /// Queues a copy of `payload` for `dst`.
+        pub fn push(&mut self, dst: SocketAddrV4, payload: &[u8]) -> Result<(), PushError> {
+            self.push_with(dst, payload.len(), |slot| slot.copy_from_slice(payload))
+        }
+
+        /// Queues a `len`-byte datagram for `dst`, written in place by `fill`.
+        pub fn push_with(
+            &mut self,
+            dst: SocketAddrV4,
+            len: usize,
+            fill: impl FnOnce(&mut [u8]),
+        ) -> Result<(), PushError> {
+            if self.filled == self.capacity() {
+                return Err(PushError::Full {
+                    capacity: self.capacity(),
+                });
+            }
+            if len > self.buf_size {
+                return Err(PushError::TooLarge {
+                    len,
+                    buf_size: self.buf_size,
+                });
+            }
+            let i = self.filled;
+            let start = i * self.buf_size;
+            fill(&mut self.data[start..start + len]);
+            self.lens[i] = len;
+            self.addrs[i] = dst;
+            self.truncated[i] = false;
+            self.filled += 1;
+            Ok(())
+        }
+
+        /// Pointer to slot `i` (for the iovec the kernel writes into).
+        fn slot_ptr(&mut self, i: usize) -> *mut u8 {
+            self.data[i * self.buf_size..].as_mut_ptr()
+        }
+    }
+
+    /// What happened to one receive call.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct RecvReport {
+        /// Datagrams received (filled slots, truncated ones included).
+        pub received: usize,
+        /// Of those, datagrams larger than a slot (cut, to drop and count).
+        pub truncated: usize,
+    }
+
+    impl UdpUnderlay {
+        /// Receives up to `min(batch, bufs.capacity())` datagrams in one `recvmmsg`, replacing
+        /// what `bufs` held; returns at once with 0 when nothing is waiting.
+        pub fn recv(&mut self, bufs: &mut PacketBufs) -> Result<RecvReport, UnderlayError> {
+            bufs.clear();
+            let n = self.batch().min(bufs.capacity());
+            let buf_size = bufs.buf_size();
+            for i in 0..n {
+                self.iovs[i] = libc::iovec {
+                    iov_base: bufs.slot_ptr(i).cast(),
+                    iov_len: buf_size,
+                };
+            }
+            // SAFETY: the first `n` iovecs each cover one distinct `buf_size` slot of `bufs`,
+            // exclusively borrowed for this call.
+            let received = unsafe { self.recvmmsg_prepared(n) }?;
+            let mut truncated = 0;
+            for i in 0..received {
+                let msg = &self.msgs[i];
+                let cut = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                truncated += usize::from(cut);
+                bufs.lens[i] = (msg.msg_len as usize).min(buf_size);
+                bufs.truncated[i] = cut;
+                bufs.addrs[i] = from_sockaddr(&self.names[i]);
+            }
+            bufs.filled = received;
+            Ok(RecvReport {
+                received,
+                truncated,
+            })
+        }
+
+        /// Sends every datagram queued in `bufs` (to the address of its slot), in batches.
+        pub fn send(&mut self, bufs: &PacketBufs) -> SendReport {
+            let mut report = SendReport::default();
+            let mut next = 0;
+            while next < bufs.len() {
+                let chunk = self.batch().min(bufs.len() - next);
+                let items = (next..next + chunk).filter_map(|i| bufs.get(i));
+                let part = self.send_chunk(items);
+                next += chunk;
+                report.sent += part.sent;
+                report.failed += part.failed;
+                report.gso_messages += part.gso_messages;
+                report.gso_datagrams += part.gso_datagrams;
+                report.last_errno = part.last_errno.or(report.last_errno);
+                if part.unsent > 0 {
+                    report.unsent = part.unsent + (bufs.len() - next);
+                    break;
+                }
+            }
+            report
+        }
+    }
 
     const LOOPBACK_ANY_PORT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
     const BATCH: usize = 32;

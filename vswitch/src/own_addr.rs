@@ -15,12 +15,15 @@
 //! - elsewhere, a frame to one of the switch's own MACs (`drop_to_switch_addr`), e.g. a ping to
 //!   a VIP or a port the service does not have.
 
-use vswitch::wire::ethernet;
-use vswitch::{Batch, Env, Mac, NetId, Next, PortId, Stage};
+use crate::batch::Batch;
+use crate::env::Env;
+use crate::packet::{Mac, NetId, Next, Packet, PortId};
+use crate::stage::Stage;
+use crate::wire::ethernet;
 
 /// Stage name in the graph.
 pub const STAGE_NAME: &str = "own-addr";
-vswitch::drop_table! {
+crate::drop_table! {
     /// Why `own-addr` drops a frame.
     pub enum OwnAddrDrop {
         /// From an ingress port, still in the ingress network: not a published port.
@@ -63,7 +66,7 @@ impl Stage for OwnAddr {
         }
     }
 
-    fn describe(&self, pkt: &vswitch::Packet, _env: &Env) -> String {
+    fn describe(&self, pkt: &Packet, _env: &Env) -> String {
         match pkt.meta.next {
             Next::Drop(r) => OwnAddrDrop::NAMES
                 .get(usize::from(r.0))
@@ -78,9 +81,8 @@ impl Stage for OwnAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frames;
     use std::net::Ipv4Addr;
-    use vswitch::Packet;
-    use vswitch::frames;
 
     fn batch_of(frames: &[(PortId, NetId, Vec<u8>)]) -> Batch {
         let mut b = Batch::with_buf_size(64, 2048);
@@ -119,7 +121,7 @@ mod tests {
             // Un-NATed towards the external client, from another port: passes.
             (p0, NetId(1), frames::icmp_echo(c, d, ip(11), ip(12), 1, 1)),
         ]);
-        let mut env = Env::new(vswitch::FdbConfig::default());
+        let mut env = Env::new(crate::FdbConfig::default());
         st.process(&mut b, &mut env);
         assert_eq!(b[0].meta.next, Next::Drop(OwnAddrDrop::ToSwitchAddr.into()));
         assert_eq!(b[1].meta.next, Next::Continue);

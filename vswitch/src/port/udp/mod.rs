@@ -1,18 +1,20 @@
-//! The UDP underlay as a switch port: [`UdpPort`] wraps a [`UdpUnderlay`] in the
-//! [`vswitch::Port`] trait, so the node's switch polls it like any other port.
+//! The UDP underlay as a switch port (cargo feature `udp`): [`UdpPort`] wraps a
+//! [`UdpUnderlay`] in the [`Port`] trait, so the node's switch polls it like any other port.
 //!
-//! Where it sits: it is the port of role [`PortRole::Underlay`](vswitch::PortRole): what it
-//! receives goes to `vxlan-decap`, and `vxlan-encap` queues its output on it.
+//! Where it sits: it is the port of role [`PortRole::Underlay`](crate::PortRole): what it
+//! receives goes to `vxlan-decap`, and `vxlan-encap`, on its transmit path, encapsulates what
+//! the switch queues on it. The remote VTEP's address travels beside the frame, in
+//! [`Meta::peer`](crate::Meta).
 //!
 //! ```text
-//! UDP 4789 ─recvmmsg─► UdpPort.rx_burst ─► vxlan-decap ─► l2 stages ─► local ports
-//! local ports ─► l2-fwd ─► vxlan-encap ─► UdpPort.tx_burst ─sendmmsg─► UDP 4789
+//! UDP 4789 ─recvmmsg─► UdpPort.rx_burst (meta.peer = source) ─► vxlan-decap ─► l2 stages ─► local ports
+//! local ports ─► l2-fwd ─► output ─► vxlan-encap (meta.peer = VTEP) ─► UdpPort.tx_burst ─sendmmsg─► UDP 4789
 //! ```
 //!
 //! One syscall per batch each way.
 //!
-//! - **Send.** `tx_burst` is one `sendmmsg` of every frame minus its prefix, each to the address
-//!   in its prefix, read straight from the packet buffers. Runs of same-size datagrams to one
+//! - **Send.** `tx_burst` is one `sendmmsg` of every frame, each to its `meta.peer`, read
+//!   straight from the packet buffers. Runs of same-size datagrams to one
 //!   peer go as one UDP GSO message (`UDP_SEGMENT`, at most 64 datagrams and 65507 bytes: 44
 //!   full 1472-byte datagrams at MTU 1450), so a TCP super-frame cut into segments costs one
 //!   `sendmmsg` and crosses the underlay in one or two buffers.
@@ -22,20 +24,27 @@
 //! - **Receive, without GRO** (an old kernel): one `recvmmsg` straight into the batch's packet
 //!   buffers at the standard headroom, no copy.
 //!
-//! Either way each datagram's source address is written into the 8 bytes of headroom in front
-//! of it as the [peer prefix](crate::peer). A datagram larger than a buffer is dropped and
+//! Either way each datagram's source address is recorded in its packet's `meta.peer`. A datagram larger than a buffer is dropped and
 //! counted (`rx_truncated`); socket errors are counted, never fatal: the switch keeps running.
+//!
+//! The parts: [`socket`] (the non-blocking socket, `recvmmsg`/`sendmmsg`, UDP GSO runs on
+//! send), [`gro`] (UDP GRO receive), and here the [`Port`] implementation and the capture hook,
+//! which rebuilds the outer headers the kernel adds.
 
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, RawFd};
 
-use vswitch::wire::ethernet::{self, ETHERTYPE_IPV4};
-use vswitch::wire::ipv4::{self, PROTO_UDP};
-use vswitch::wire::udp;
-use vswitch::{Batch, MAX_BATCH, Mac, Port};
+use crate::batch::{Batch, MAX_BATCH};
+use crate::packet::{Mac, Packet};
+use crate::port::Port;
+use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
+use crate::wire::ipv4::{self, PROTO_UDP};
+use crate::wire::udp;
 
-use crate::peer::{PEER_PREFIX_LEN, read_peer, write_peer};
-use crate::underlay::{UdpUnderlay, UnderlayError};
+pub mod gro;
+pub mod socket;
+
+pub use socket::{SendReport, UdpUnderlay, UnderlayError};
 
 /// TTL shown on captured underlay packets.
 const CAPTURE_TTL: u8 = ipv4::DEFAULT_TTL;
@@ -51,7 +60,8 @@ pub struct UdpPortStats {
     pub tx_errors: u64,
     /// Datagrams not sent because the socket buffer was full.
     pub tx_would_block: u64,
-    /// Frames queued for transmit without a peer prefix (a pipeline bug), not sent.
+    /// Frames queued for transmit without a peer address (`meta.peer`, set by `vxlan-encap`):
+    /// a pipeline bug, not sent.
     pub tx_no_peer: u64,
     /// Messages received with UDP GRO (each one or more datagrams).
     pub rx_gro_messages: u64,
@@ -96,7 +106,7 @@ impl UdpPort {
 
 impl UdpPort {
     /// Receive with UDP GRO: datagrams come out of the coalescing buffers, each copied into a
-    /// slot (one `recvmmsg` for up to [`crate::underlay::GRO_MESSAGES`] runs of them, at most
+    /// slot (one `recvmmsg` for up to [`socket::GRO_MESSAGES`] runs of them, at most
     /// one call per batch; what does not fit the batch waits for the next one).
     fn rx_coalesced(&mut self, batch: &mut Batch) -> usize {
         let spare = batch.spare_mut();
@@ -131,9 +141,7 @@ impl UdpPort {
             area[..d.len()].copy_from_slice(d);
             let p = &mut spare[n];
             p.set_len(d.len());
-            if let Some(prefix) = p.push_front(PEER_PREFIX_LEN) {
-                write_peer(prefix, src);
-            }
+            p.meta.peer = Some(src);
             n += 1;
         }
         batch.grow(n);
@@ -165,12 +173,10 @@ impl Port for UdpPort {
                 continue;
             }
             let p = &mut spare[i];
-            // rx_area put the frame at the standard headroom, which holds the prefix, and reset
-            // the metadata; the kernel wrote at most the area's length.
+            // rx_area put the frame at the standard headroom and reset the metadata; the
+            // kernel wrote at most the area's length.
             p.set_len(len);
-            if let Some(prefix) = p.push_front(PEER_PREFIX_LEN) {
-                write_peer(prefix, src);
-            }
+            p.meta.peer = Some(src);
             if i != kept {
                 spare.swap(i, kept);
             }
@@ -182,16 +188,15 @@ impl Port for UdpPort {
 
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
         let no_peer = &mut self.stats.tx_no_peer;
-        let report = self.ul.send_slices(batch.pkts().iter().filter_map(|p| {
-            let frame = p.data();
-            match read_peer(frame) {
-                Some(dst) => Some((dst, &frame[PEER_PREFIX_LEN..])),
+        let report = self
+            .ul
+            .send_slices(batch.pkts().iter().filter_map(|p| match p.meta.peer {
+                Some(dst) => Some((dst, p.data())),
                 None => {
                     *no_peer += 1;
                     None
                 }
-            }
-        }));
+            }));
         self.stats.tx_errors += report.failed as u64;
         self.stats.tx_would_block += report.unsent as u64;
         self.stats.tx_gso_messages += report.gso_messages as u64;
@@ -207,10 +212,12 @@ impl Port for UdpPort {
     }
 
     /// The datagram as it was on the wire: the kernel's Ethernet, IPv4 and UDP headers (MACs
-    /// zero: the socket never sees them) rebuilt around the VXLAN payload, the peer prefix gone.
-    fn capture_frame(&self, frame: &[u8], tx: bool, out: &mut Vec<u8>) {
-        let (Some(peer), Some(payload)) = (read_peer(frame), frame.get(PEER_PREFIX_LEN..)) else {
-            return out.extend_from_slice(frame);
+    /// zero: the socket never sees them) rebuilt around the VXLAN payload, toward or from
+    /// `meta.peer`.
+    fn capture_frame(&self, pkt: &Packet, tx: bool, out: &mut Vec<u8>) {
+        let payload = pkt.data();
+        let Some(peer) = pkt.meta.peer else {
+            return out.extend_from_slice(payload);
         };
         let me = self.local_addr();
         let (src, dst) = if tx { (me, peer) } else { (peer, me) };
@@ -218,7 +225,7 @@ impl Port for UdpPort {
         let ip_len = ipv4::HEADER_LEN + udp_len;
         if ip_len > usize::from(u16::MAX) {
             // Cannot have been one datagram: show the bytes as they are.
-            return out.extend_from_slice(frame);
+            return out.extend_from_slice(payload);
         }
         let start = out.len();
         out.resize(start + ethernet::HEADER_LEN + ip_len, 0);
@@ -273,18 +280,17 @@ impl Port for UdpPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stage::ENCAP_LEN;
+    use crate::packet::HEADROOM;
+    use crate::wire::vxlan::{HEADER_LEN, VXLAN_PORT};
     use std::net::Ipv4Addr;
     use std::time::{Duration, Instant};
-    use vswitch::Packet;
-    use vswitch::packet::HEADROOM;
 
     const LOOPBACK_ANY_PORT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
     const DEADLINE: Duration = Duration::from_secs(5);
     const BATCH: usize = 32;
 
     /// Receive until `want` frames arrived or the deadline passes.
-    fn rx_all(port: &mut UdpPort, want: usize) -> Vec<Vec<u8>> {
+    fn rx_all(port: &mut UdpPort, want: usize) -> Vec<(Option<SocketAddrV4>, Vec<u8>)> {
         let mut got = Vec::new();
         let start = Instant::now();
         let mut batch = Batch::new(BATCH);
@@ -292,7 +298,12 @@ mod tests {
             batch.clear();
             let n = port.rx_burst(&mut batch);
             assert_eq!(n, batch.len());
-            got.extend(batch.pkts().iter().map(|p| p.data().to_vec()));
+            got.extend(
+                batch
+                    .pkts()
+                    .iter()
+                    .map(|p| (p.meta.peer, p.data().to_vec())),
+            );
             if n == 0 {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -302,7 +313,7 @@ mod tests {
 
     fn frame_to(dst: SocketAddrV4, body: &[u8]) -> Packet {
         let mut p = Packet::from_frame(body);
-        write_peer(p.push_front(PEER_PREFIX_LEN).unwrap(), dst);
+        p.meta.peer = Some(dst);
         p
     }
 
@@ -310,11 +321,11 @@ mod tests {
     fn capture_rebuilds_the_outer_headers_the_kernel_added() {
         use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, UdpPacket};
         let port = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
-        let peer = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), crate::VXLAN_PORT);
+        let peer = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2), VXLAN_PORT);
         let body = [8u8, 0, 0, 0, 0, 0x10, 1, 0, 1, 2, 3];
         let p = frame_to(peer, &body);
         let mut out = Vec::new();
-        port.capture_frame(p.data(), true, &mut out);
+        port.capture_frame(&p, true, &mut out);
         let eth = EthernetFrame::new_checked(&out[..]).unwrap();
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
         assert!(ip.verify_checksum() && ip.dont_frag());
@@ -330,19 +341,19 @@ mod tests {
         assert!(udp.verify_checksum(&s, &d));
         assert_eq!(
             (udp.src_port(), udp.dst_port()),
-            (port.local_addr().port(), crate::VXLAN_PORT)
+            (port.local_addr().port(), VXLAN_PORT)
         );
         assert_eq!(udp.payload(), &body);
         // Received: the peer is the source.
         out.clear();
-        port.capture_frame(p.data(), false, &mut out);
+        port.capture_frame(&p, false, &mut out);
         let eth = EthernetFrame::new_checked(&out[..]).unwrap();
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
         assert_eq!(ip.src_addr(), *peer.ip());
     }
 
     #[test]
-    fn a_batch_goes_out_in_one_call_and_comes_in_with_the_sender_in_the_prefix() {
+    fn a_batch_goes_out_in_one_call_and_comes_in_with_the_sender_in_the_meta() {
         let mut a = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
         let mut b = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
         let mut tx = Batch::new(BATCH + 1);
@@ -352,15 +363,15 @@ mod tests {
         for body in &bodies {
             assert!(tx.push_swap(&mut frame_to(b.local_addr(), body)));
         }
-        // one frame without a prefix is counted and skipped
+        // one frame without a peer is counted and skipped
         assert!(tx.push_swap(&mut Packet::from_frame(&[1, 2, 3])));
         assert_eq!(a.tx_burst(&mut tx), BATCH);
         assert_eq!(a.stats.tx_no_peer, 1);
         let got = rx_all(&mut b, BATCH);
         assert_eq!(got.len(), BATCH);
         for (g, body) in got.iter().zip(&bodies) {
-            assert_eq!(read_peer(g), Some(a.local_addr()));
-            assert_eq!(&g[PEER_PREFIX_LEN..], &body[..]);
+            assert_eq!(g.0, Some(a.local_addr()));
+            assert_eq!(&g.1[..], &body[..]);
         }
         assert!(b.poll_fd().is_some());
     }
@@ -378,8 +389,8 @@ mod tests {
             b.rx_burst(&mut batch);
         }
         let p = &batch[0];
-        assert_eq!(p.headroom(), HEADROOM - PEER_PREFIX_LEN);
-        assert!(ENCAP_LEN < p.len());
+        assert_eq!(p.headroom(), HEADROOM);
+        assert!(HEADER_LEN < p.len());
     }
 
     #[test]
@@ -403,12 +414,7 @@ mod tests {
         while got.len() < 2 && start.elapsed() < DEADLINE {
             batch.clear();
             b.rx_burst(&mut batch);
-            got.extend(
-                batch
-                    .pkts()
-                    .iter()
-                    .map(|p| p.data()[PEER_PREFIX_LEN..].to_vec()),
-            );
+            got.extend(batch.pkts().iter().map(|p| p.data().to_vec()));
         }
         assert_eq!(got, vec![vec![2u8; 50], vec![4u8; 256]]);
         assert_eq!(b.stats.rx_truncated, 2);
@@ -423,7 +429,7 @@ mod tests {
         let dst = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
         let mut big = Packet::with_capacity(HEADROOM + usize::from(u16::MAX) + 16);
         big.set_frame(&vec![0u8; usize::from(u16::MAX)]).unwrap();
-        write_peer(big.push_front(PEER_PREFIX_LEN).unwrap(), dst);
+        big.meta.peer = Some(dst);
         assert!(tx.push_swap(&mut big));
         assert_eq!(a.tx_burst(&mut tx), 0);
         assert_eq!(a.stats.tx_errors, 1);
