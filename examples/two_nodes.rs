@@ -62,10 +62,9 @@ fn node(addr: Ipv4Addr, local: Ipv4Addr, peer: (&str, Ipv4Addr), remote: Ipv4Add
     }
 }
 
-/// The wire: carries what `from` sent on its underlay to `to`'s, as UDP to port 4789 would (the
-/// datagram's destination is the packet's underlay peer, set by `vxlan-encap`; on receive the
-/// port records the source the same way). Checks that it is one VXLAN datagram to `to` with
-/// `inner` inside, and prints its header.
+/// The wire: carries what `from` sent on its underlay to `to`'s, as UDP to port 4789 would (to
+/// the peer `vxlan-encap` set; the receiving port records the source). Checks that it is one
+/// VXLAN datagram to `to` with `inner` inside, and prints its header.
 fn wire(from: &Node, to: &Node, inner: &[u8]) {
     let mut sent = from.underlay.take_tx_to();
     assert_eq!(sent.len(), 1, "one datagram on the wire");
@@ -128,9 +127,8 @@ fn main() {
     assert_eq!((addrs, echo.id, echo.seq), ([C11, C21], 7, 1));
     println!("\nc21 answers (ICMP echo reply):");
     let b = PacketBuilder::ethernet2(m21.0, m11.0).ipv4(C21.octets(), C11.octets(), 64);
-    let mut reply = Vec::new();
-    let b = b.icmpv4_echo_reply(echo.id, echo.seq); // from C21 to C11, id 7, seq 1
-    b.write(&mut reply, &payload).expect("an echo reply");
+    let (b, mut reply) = (b.icmpv4_echo_reply(echo.id, echo.seq), Vec::new());
+    b.write(&mut reply, &payload).expect("an echo reply"); // from C21 to C11, id 7, seq 1
     n2.container.inject(&reply);
     assert!(step("n2", &mut n2).ends_with(&["l2-fwd", "vxlan-encap"]));
     wire(&n2, &n1, &reply);
