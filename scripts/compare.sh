@@ -17,26 +17,8 @@ fi
 # each HTTP run), ping. Optional: librsvg2-bin (a PNG of the chart), linux-perf (--perf).
 need=(iperf3 nginx-light wrk nftables iproute2 iputils-ping conntrack)
 for a in "$@"; do [ "$a" = "--perf" ] && need+=(linux-perf); done
-missing=()
-for p in "${need[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # Installing nginx must not start a server in the root namespace: deny service starts for the
-  # duration of the install unless the machine already has a policy.
-  added_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod 755 /usr/sbin/policy-rc.d
-    added_policy=1
-    trap '[ $added_policy = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  if [ $added_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; added_policy=0; fi
-fi
+. scripts/packages.sh
+need_packages "${need[@]}"
 
 cargo build --release --quiet -p vxmesh --bin vxmesh -p vxmesh-lab --bin vxmesh-compare
 target="${CARGO_TARGET_DIR:-target}"
