@@ -20,16 +20,15 @@
 //! configuration stays as it was.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{Context, bail};
 use lb::{BackendConfig, Balancer, BalancerConfig, LbStage, ServiceConfig, ServiceKey, Snat};
-use vswitch::{
-    Env, FdbConfig, FdbDest, Mac, NetId, Network, OwnAddr, Port, PortRole, StageHandle, Switch,
-};
+use vswitch::{Env, FdbConfig, Mac, NetId, Network, OwnAddr, Port, PortRole, StageHandle, Switch};
 
 use crate::config::{Attach, Cluster};
+
+mod apply;
 
 /// VNI given to routing-mesh ingress networks: outside the 24-bit VXLAN range, so no VXLAN
 /// packet can ever be decapsulated into one.
@@ -336,8 +335,8 @@ impl Plan {
     }
 
     /// The switch's networks, ARP tables and VTEPs for this plan.
-    fn env(&self) -> Env {
-        let mut env = Env::new(FdbConfig::default());
+    fn env(&self, fdb: FdbConfig) -> Env {
+        let mut env = Env::new(fdb);
         for (name, addr) in &self.vteps {
             env.add_vtep(*addr, name.clone());
         }
@@ -448,6 +447,8 @@ pub struct Node {
     pub cluster: Cluster,
     /// The `lb-nat` stage, for the control plane.
     lb: StageHandle<LbStage>,
+    /// The `own-addr` stage: its MACs follow the plan.
+    own: StageHandle<OwnAddr>,
 }
 
 /// Default connection-table size of a node (`vxmesh run --max-conns`): about 30 MB. IPVS keeps
@@ -467,8 +468,19 @@ impl Node {
         ports: &mut dyn PortOpener,
         max_conns: usize,
     ) -> anyhow::Result<Node> {
+        Node::build_sized(cluster, node, ports, max_conns, FdbConfig::default())
+    }
+
+    /// [`Node::build_with`] with an FDB of the given sizes (tests fill a small one).
+    pub fn build_sized(
+        cluster: Cluster,
+        node: &str,
+        ports: &mut dyn PortOpener,
+        max_conns: usize,
+        fdb: FdbConfig,
+    ) -> anyhow::Result<Node> {
         let plan = Plan::of(&cluster, node)?;
-        let env = plan.env();
+        let env = plan.env(fdb);
         // TAPs with offloads hand over 64 KB TCP super-frames: every buffer must hold one
         // (buffers move between batches). Nodes without TAP endpoints keep 2 KB buffers.
         let buf_size = if plan.ports.iter().any(|p| {
@@ -490,12 +502,9 @@ impl Node {
             seed: seed(),
             ..BalancerConfig::default()
         })));
+        // Its MACs come with the first apply, as on every reload.
         let own = sw.add_stage(OwnAddr {
-            macs: plan
-                .own_macs
-                .iter()
-                .map(|&(n, m)| (NetId(n as u16), m))
-                .collect(),
+            macs: Vec::new(),
             ingress: Vec::new(),
         });
         let path = l2.local_path(&[lb_stage.idx(), own.idx()]);
@@ -527,6 +536,7 @@ impl Node {
         let mut node = Node {
             sw,
             lb: lb_stage,
+            own,
             plan: Plan {
                 fdb: BTreeMap::new(),
                 services: Vec::new(),
@@ -541,145 +551,6 @@ impl Node {
     /// The load balancer of the `lb-nat` stage.
     pub fn lb(&mut self) -> &mut Balancer {
         &mut self.sw.stage_mut(self.lb).lb
-    }
-
-    /// Move the running tables from `self.plan` to `new` (same ports and VTEPs). Returns a
-    /// summary of what changed.
-    fn apply(&mut self, new: Plan) -> anyhow::Result<String> {
-        let mut log = String::new();
-        // ARP tables and peers.
-        for (i, n) in new.nets.iter().enumerate() {
-            let net = &mut self.sw.env.nets[i];
-            let arp = n.arp.iter().map(|(ip, mac)| (*ip, *mac)).collect();
-            if net.arp != arp {
-                net.arp = arp;
-                let _ = writeln!(log, "network {}: ARP table updated", n.name);
-            }
-            let peers: Vec<_> = n.peers.iter().map(|&v| vswitch::VtepId(v as u16)).collect();
-            if net.peers != peers {
-                net.peers = peers;
-                let _ = writeln!(log, "network {}: peers updated", n.name);
-            }
-        }
-        // Static FDB entries.
-        for (&(net, mac), dest) in &self.plan.fdb {
-            if new.fdb.get(&(net, mac)) != Some(dest) {
-                self.sw.env.fdb.remove(NetId(net as u16), mac);
-                let _ = writeln!(log, "fdb: removed {mac} in {}", new.nets[net].name);
-            }
-        }
-        for (&(net, mac), dest) in &new.fdb {
-            if self.plan.fdb.get(&(net, mac)) == Some(dest) {
-                continue;
-            }
-            let d = match dest {
-                DestPlan::Port(name) => match self.sw.port_id(name) {
-                    Some(p) => FdbDest::Local(p),
-                    None => bail!("fdb: endpoint {name} has no port on this node"),
-                },
-                DestPlan::Vtep(v) => FdbDest::Remote(vswitch::VtepId(*v as u16)),
-            };
-            self.sw
-                .env
-                .fdb
-                .add_static(NetId(net as u16), mac, d)
-                .with_context(|| format!("fdb: static entry {mac}"))?;
-            if !self.plan.fdb.is_empty() {
-                let _ = writeln!(log, "fdb: added {mac} in {}", new.nets[net].name);
-            }
-        }
-        // Services.
-        let old_services = self.plan.services.clone();
-        for old in &old_services {
-            let key = old.key();
-            let keep = new
-                .services
-                .iter()
-                .any(|s| s.key() == key && s.config.scheduler == old.config.scheduler);
-            if !keep {
-                self.lb()
-                    .remove_service(&key)
-                    .map_err(|e| anyhow::anyhow!("service {}: {e}", old.service))?;
-                let _ = writeln!(
-                    log,
-                    "service {} {}:{}: removed",
-                    old.service, key.addr, key.port
-                );
-            }
-        }
-        for s in &new.services {
-            let key = s.key();
-            let old = old_services
-                .iter()
-                .find(|o| o.key() == key && o.config.scheduler == s.config.scheduler);
-            let Some(old) = old else {
-                self.lb()
-                    .add_service(s.config.clone())
-                    .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
-                for b in &s.backends {
-                    self.lb()
-                        .add_backend(&key, b.config)
-                        .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
-                }
-                if !old_services.is_empty() {
-                    let _ = writeln!(
-                        log,
-                        "service {} {}:{}: added",
-                        s.service, key.addr, key.port
-                    );
-                }
-                continue;
-            };
-            for ob in &old.backends {
-                let (addr, port) = (ob.config.addr, ob.config.port);
-                if !s
-                    .backends
-                    .iter()
-                    .any(|b| (b.config.addr, b.config.port) == (addr, port))
-                {
-                    self.lb()
-                        .remove_backend(&key, addr, port)
-                        .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
-                    let _ = writeln!(
-                        log,
-                        "service {} {}:{}: backend {} removed",
-                        s.service, key.addr, key.port, ob.name
-                    );
-                }
-            }
-            for b in &s.backends {
-                let c = b.config;
-                match old
-                    .backends
-                    .iter()
-                    .find(|ob| (ob.config.addr, ob.config.port) == (c.addr, c.port))
-                {
-                    None => {
-                        self.lb()
-                            .add_backend(&key, c)
-                            .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
-                        let _ = writeln!(
-                            log,
-                            "service {} {}:{}: backend {} added",
-                            s.service, key.addr, key.port, b.name
-                        );
-                    }
-                    Some(ob) if ob.config.weight != c.weight => {
-                        self.lb()
-                            .set_weight(&key, c.addr, c.port, c.weight)
-                            .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
-                        let _ = writeln!(
-                            log,
-                            "service {} {}:{}: backend {} weight {} -> {}",
-                            s.service, key.addr, key.port, b.name, ob.config.weight, c.weight
-                        );
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        self.plan = new;
-        Ok(log)
     }
 
     /// Apply a new cluster file: refused (running configuration untouched) if it is not for
@@ -788,5 +659,80 @@ mod tests {
         let removed = drained.replace(one_drained, r#"["c21", "c22"]"#);
         let log = node.reload(cluster(&removed)).unwrap();
         assert!(log.contains("backend c12 removed"), "{log}");
+    }
+
+    /// What a user sees of a node's tables: `fdb show`, `lb show`, `network inspect`.
+    fn views(node: &mut Node) -> (String, String, String) {
+        (
+            crate::show::fdb(&node.sw, None),
+            crate::show::lb(node, false, false, false),
+            crate::show::network(node, "appnet", false).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_reload_that_fails_halfway_changes_nothing() {
+        let file = file();
+        let small = FdbConfig {
+            max_static: 6,
+            ..FdbConfig::default()
+        };
+        let mut node = Node::build_sized(cluster(&file), "n1", &mut Mem, MAX_CONNS, small).unwrap();
+        let before = views(&mut node);
+        let plan = node.plan.clone();
+        // Two more remote endpoints (5 static entries + 2 > 6) and a drain, in one file: the
+        // second entry does not fit, so neither the entries nor the drain may stay.
+        let endpoint = |name: &str, ip: &str| {
+            format!(
+                "\n[[endpoint]]\nname = \"{name}\"\nnode = \"n2\"\nnetwork = \"appnet\"\nip = \"{ip}\"\n"
+            )
+        };
+        let drained = file.replace(r#"["c12", "c21", "c22"]"#, r#"["c12=0", "c21", "c22"]"#);
+        let two = format!(
+            "{drained}{}{}",
+            endpoint("c23", "10.0.9.23"),
+            endpoint("c24", "10.0.9.24")
+        );
+        let err = format!("{:#}", node.reload(cluster(&two)).unwrap_err());
+        assert!(
+            err.contains("static") && err.contains("nothing of it was applied"),
+            "{err}"
+        );
+        assert_eq!(views(&mut node), before);
+        assert_eq!(node.plan, plan);
+        assert_eq!(node.sw.env.fdb.static_len(), 5);
+        // The next change is computed against what really runs: one endpoint fits.
+        let one = format!("{drained}{}", endpoint("c23", "10.0.9.23"));
+        let log = node.reload(cluster(&one)).unwrap();
+        assert!(
+            log.contains("weight 1 -> 0") && log.contains("fdb: added"),
+            "{log}"
+        );
+        assert_eq!(node.sw.env.fdb.static_len(), 6);
+    }
+
+    #[test]
+    fn a_new_load_balancer_address_replaces_the_snat_and_the_owned_mac() {
+        let file = file();
+        let mut node = Node::build(cluster(&file), "n1", &mut Mem).unwrap();
+        let moved = file.replacen(
+            "vtep = \"198.18.0.1\"",
+            "vtep = \"198.18.0.1\"\nlb = { appnet = \"10.0.9.240\" }",
+            1,
+        );
+        assert_ne!(moved, file);
+        let log = node.reload(cluster(&moved)).unwrap();
+        assert!(log.contains("replaced"), "{log}");
+        let lb = crate::show::lb(&mut node, false, false, false);
+        assert!(
+            lb.contains("10.0.9.240") && !lb.contains("10.0.9.254"),
+            "{lb}"
+        );
+        let new_mac = Mac::docker_default(Ipv4Addr::new(10, 0, 9, 240));
+        let own = &node.sw.stage_mut(node.own).macs;
+        assert!(own.contains(&(NetId(0), new_mac)), "{own:?}");
+        let arp = &node.sw.env.nets[0].arp;
+        assert_eq!(arp.get(&Ipv4Addr::new(10, 0, 9, 240)), Some(&new_mac));
+        assert!(!arp.contains_key(&Ipv4Addr::new(10, 0, 9, 254)));
     }
 }
