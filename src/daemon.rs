@@ -29,7 +29,7 @@ use vswitch::trace::TraceFilter;
 use vswitch::worker::{self, PollConfig, Waker, Work};
 
 use crate::config::Cluster;
-use crate::node::{Node, SystemPorts};
+use crate::node::{Node, Plan, SystemPorts};
 use crate::{control, pcap, show};
 
 /// Default directory of control sockets.
@@ -427,8 +427,22 @@ async fn handle_request(
             rep.out(s).await?;
         }
         Request::ConntrackShow { json } => {
-            let s = h.call(move |n| show::conntrack(n, json)).await?;
-            rep.out(s).await?;
+            // A slice of the table per job, so the poll thread forwards between slices; the
+            // listing is rendered here, off the poll thread. Like `ipvsadm -Lnc` reading /proc,
+            // it is not one atomic snapshot of a table that changes while it is read.
+            let now = h.call(|n| n.sw.env.now).await?;
+            let (mut conns, mut from) = (Vec::new(), Some(0));
+            while let Some(start) = from {
+                let (slice, next) = h
+                    .call(move |n| {
+                        n.lb()
+                            .conns_slice(now, start, lb::listing::CONNS_SLICE_SLOTS)
+                    })
+                    .await?;
+                conns.extend(slice);
+                from = next;
+            }
+            rep.out(show::conntrack_of(&conns, json)).await?;
         }
         Request::Stats { json } => {
             let s = h
@@ -451,14 +465,28 @@ async fn handle_request(
             return capture(port, file, count, peer, h, rep).await;
         }
         Request::Reload => {
-            let r = h
-                .call(|n| -> Result<String, (u8, String)> {
-                    let path = n.cluster.path.clone();
-                    let cluster = Cluster::load(&path).map_err(|e| (EXIT_USAGE, e.to_string()))?;
-                    n.reload(cluster)
-                        .map_err(|e| (EXIT_USAGE, format!("{e:#}")))
-                })
+            // Reading, checking and planning a large file takes time: it happens here, on a
+            // blocking thread of the control side; the poll thread only applies the plan.
+            let (path, name) = h
+                .call(|n| (n.cluster.path.clone(), n.plan.node.clone()))
                 .await?;
+            let planned = tokio::task::spawn_blocking(move || {
+                let cluster = Cluster::load(&path).map_err(|e| e.to_string())?;
+                let plan = Plan::of(&cluster, &name).map_err(|e| format!("{e:#}"))?;
+                Ok::<_, String>((cluster, plan))
+            })
+            .await
+            .context("planning the reload")?;
+            let r = match planned {
+                Err(e) => Err((EXIT_USAGE, e)),
+                Ok((cluster, plan)) => {
+                    h.call(move |n| {
+                        n.reload_planned(cluster, plan)
+                            .map_err(|e| (EXIT_USAGE, format!("{e:#}")))
+                    })
+                    .await?
+                }
+            };
             match r {
                 Ok(log) => rep.out(log).await?,
                 Err((code, e)) => {

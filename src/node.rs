@@ -557,6 +557,12 @@ impl Node {
     /// this node or needs a restart; otherwise the difference is applied. Returns what changed.
     pub fn reload(&mut self, cluster: Cluster) -> anyhow::Result<String> {
         let new = Plan::of(&cluster, &self.plan.node)?;
+        self.reload_planned(cluster, new)
+    }
+
+    /// [`Node::reload`] with the plan already computed (the daemon reads the file and plans
+    /// off the poll thread; only this part runs between batches).
+    pub fn reload_planned(&mut self, cluster: Cluster, new: Plan) -> anyhow::Result<String> {
         if let Some(why) = new.restart_needed(&self.plan) {
             bail!(
                 "{}: refused: {why}; restart the node to apply that (the running configuration is unchanged)",

@@ -469,9 +469,14 @@ fn rates_of(r: &lb::Rates) -> Value {
 /// `vxmesh conntrack show [--json]`.
 pub fn conntrack(node: &mut Node, as_json: bool) -> String {
     let now = node.sw.env.now;
-    let conns = node.lb().conns(now);
+    conntrack_of(&node.lb().conns(now), as_json)
+}
+
+/// `vxmesh conntrack show` of connections already read (the daemon reads them a slice at a
+/// time on the poll thread and renders them here, off it).
+pub fn conntrack_of(conns: &[lb::listing::ConnInfo], as_json: bool) -> String {
     if !as_json {
-        return lb::listing::format_conns(&conns);
+        return lb::listing::format_conns(conns);
     }
     let ep = |a: (std::net::Ipv4Addr, u16)| format!("{}:{}", a.0, a.1);
     let v: Vec<Value> = conns

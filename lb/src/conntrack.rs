@@ -669,11 +669,23 @@ impl ConnTable {
 
     /// Live entries with their indices (control plane: listings).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Conn)> {
-        self.conns
+        self.iter_slots(0, self.conns.len())
+    }
+
+    /// Slots in the slab, live or free: what [`ConnTable::iter_slots`] walks.
+    pub fn slots(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Live entries among `n` slab slots from `from` on (listings read a large table a slice
+    /// at a time, so the poll thread never stops for the whole table).
+    pub fn iter_slots(&self, from: usize, n: usize) -> impl Iterator<Item = (u32, &Conn)> {
+        let end = from.saturating_add(n).min(self.conns.len());
+        self.conns[from.min(end)..end]
             .iter()
             .enumerate()
             .filter(|(_, c)| c.flags & F_LIVE != 0)
-            .map(|(i, c)| (i as u32, c))
+            .map(move |(i, c)| ((from + i) as u32, c))
     }
 }
 

@@ -619,6 +619,32 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_read_in_slices_is_the_whole_listing() {
+        let mut lb = lb_with(3, SchedulerKind::Rr, 1024);
+        let now = Time::from_secs(1);
+        for p in 0..300 {
+            lb.process(&mut client_pkt(1000 + p, tcp::FLAG_SYN), ETH, NET, now);
+        }
+        let whole = lb.conns(now);
+        assert_eq!(whole.len(), 300);
+        for slots in [1, 7, 64, 4096] {
+            let (mut got, mut from, mut calls) = (Vec::new(), Some(0), 0);
+            while let Some(start) = from {
+                let (slice, next) = lb.conns_slice(now, start, slots);
+                assert!(slice.len() <= slots);
+                got.extend(slice);
+                from = next;
+                calls += 1;
+            }
+            assert_eq!(got, whole, "slices of {slots}");
+            assert!(
+                calls >= 1024_usize.div_ceil(slots).min(1024),
+                "{calls} calls of {slots}"
+            );
+        }
+    }
+
+    #[test]
     fn rr_thirty_connections_ten_each() {
         let mut lb = lb_with(3, SchedulerKind::Rr, 64);
         for p in 0..30 {

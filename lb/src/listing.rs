@@ -113,9 +113,27 @@ impl Balancer {
 
     /// Every tracked connection, closing ones too (`ipvsadm -Lnc` data).
     pub fn conns(&self, now: Time) -> Vec<ConnInfo> {
+        self.conns_slice(now, 0, usize::MAX).0
+    }
+
+    /// The tracked connections among `slots` slots of the table from slot `from` on, and where
+    /// the next slice starts (`None` after the last). A listing of a large table calls this once
+    /// per [`CONNS_SLICE_SLOTS`] between batches, so forwarding never waits for the whole table.
+    pub fn conns_slice(
+        &self,
+        now: Time,
+        from: usize,
+        slots: usize,
+    ) -> (Vec<ConnInfo>, Option<usize>) {
+        let end = from.saturating_add(slots);
+        let next = (end < self.ct.slots()).then_some(end);
+        (self.conn_infos(now, from, slots), next)
+    }
+
+    fn conn_infos(&self, now: Time, from: usize, slots: usize) -> Vec<ConnInfo> {
         let t = secs(now);
         self.ct
-            .iter()
+            .iter_slots(from, slots)
             .filter_map(|(_, c)| {
                 let proto = Protocol::from_number(c.proto)?;
                 let sa = |a: u32, p: u16| (Ipv4Addr::from(a), p);
@@ -136,6 +154,10 @@ impl Balancer {
             .collect()
     }
 }
+
+/// Slots of the connection table one [`Balancer::conns_slice`] reads: about 0.1 ms of the poll
+/// thread's time at most, even when every slot is live.
+pub const CONNS_SLICE_SLOTS: usize = 4096;
 
 /// ipvsadm's version banner.
 pub const IPVS_BANNER: &str = "IP Virtual Server version 1.2.1 (vxmesh)";

@@ -1,0 +1,138 @@
+//! The forwarding pause: how long the poll thread stops forwarding for a control command. The
+//! control plane's work runs as jobs between two batches, so the longest job is the longest
+//! pause a ping sees (issue 13 asks for under 1 ms).
+//!
+//! - `pause/conntrack_show/*`: `vxmesh conntrack show` of a table of 100,000 connections, as the
+//!   daemon runs it: one slice of `CONNS_SLICE_SLOTS` slots per job (the pause), against reading
+//!   and rendering the whole table in one job (what it did before).
+//! - `pause/reload/*`: the part of a reload that runs on the poll thread (the file is read and
+//!   planned off it): applying a plan that adds N remote endpoints, and one that changes nothing.
+//!
+//! `cargo bench --bench pause`; figures in docs/performance.md.
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use lb::ServiceKey;
+use lb::listing::CONNS_SLICE_SLOTS;
+use lb::types::Verdict;
+use lb::{BackendConfig, Balancer, BalancerConfig, Protocol, SchedulerKind, ServiceConfig};
+use vswitch::wire::ethernet;
+use vswitch::{Mac, MemPort, NetId, Port, Time};
+use vxmesh::config::Cluster;
+use vxmesh::node::{Node, Plan, PortOpener, PortPlan};
+
+const CONNS: u32 = 100_000;
+const NET: NetId = NetId(0);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 9, 100);
+
+/// A balancer with one service and `CONNS` connections from distinct clients.
+fn full_balancer() -> Balancer {
+    let key = ServiceKey {
+        net: NET,
+        proto: Protocol::Tcp,
+        addr: VIP,
+        port: 80,
+    };
+    let mut lb = Balancer::new(BalancerConfig {
+        max_conns: 1 << 18,
+        ..BalancerConfig::default()
+    });
+    let cfg = ServiceConfig {
+        key,
+        scheduler: SchedulerKind::Rr,
+        backend_net: NET,
+        snat: None,
+    };
+    lb.add_service(cfg).unwrap();
+    for i in 0..3u8 {
+        let addr = Ipv4Addr::new(10, 0, 9, 20 + i);
+        let b = BackendConfig {
+            addr,
+            port: 80,
+            weight: 1,
+            mac: Mac::docker_default(addr),
+        };
+        lb.add_backend(&key, b).unwrap();
+    }
+    let now = Time::from_secs(1);
+    for c in 0..CONNS {
+        let client = Ipv4Addr::from(0x0a01_0000 + c);
+        let (cmac, vmac) = (Mac::docker_default(client), Mac::docker_default(VIP));
+        let syn = vswitch::frames::TcpFlags::SYN;
+        let mut f = vswitch::frames::tcp(cmac, vmac, client, VIP, 40000, 80, syn, 1, 0, b"");
+        let v = lb.process(&mut f, ethernet::HEADER_LEN, NET, now);
+        assert!(matches!(v, Verdict::ToBackend { .. }), "{v:?}");
+    }
+    assert_eq!(lb.conns(now).len(), CONNS as usize);
+    lb
+}
+
+fn conntrack_show(c: &mut Criterion) {
+    let lb = full_balancer();
+    let now = Time::from_secs(2);
+    let mut g = c.benchmark_group("pause/conntrack_show");
+    g.bench_function("one_slice_job", |b| {
+        b.iter(|| black_box(lb.conns_slice(now, 0, CONNS_SLICE_SLOTS)))
+    });
+    g.sample_size(10);
+    g.bench_function("whole_table_in_one_job", |b| {
+        b.iter(|| black_box(lb::listing::format_conns(&lb.conns(now))))
+    });
+    g.finish();
+}
+
+struct Mem;
+impl PortOpener for Mem {
+    fn open(&mut self, _: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
+        Ok(Box::new(MemPort::new().0))
+    }
+    fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        Ok(Box::new(MemPort::new().0))
+    }
+}
+
+/// The fixture with `n` more endpoints on n2, in a network wide enough for them.
+fn with_remote_endpoints(n: u32) -> String {
+    let base = include_str!("../tests/fixtures/cluster.toml").replace("{P}", "");
+    let mut text = base.replace("subnet = \"10.0.9.0/24\"", "subnet = \"10.0.0.0/14\"");
+    for i in 0..n {
+        let ip = Ipv4Addr::from(0x0a01_0000 + i);
+        text.push_str(&format!(
+            "\n[[endpoint]]\nname = \"r{i}\"\nnode = \"n2\"\nnetwork = \"appnet\"\nip = \"{ip}\"\n"
+        ));
+    }
+    text
+}
+
+fn reload(c: &mut Criterion) {
+    let cluster = |t: &str| Cluster::parse(Path::new("bench.toml"), t).unwrap();
+    let base = cluster(&with_remote_endpoints(0));
+    let mut g = c.benchmark_group("pause/reload");
+    g.sample_size(10);
+    for n in [1_000u32, 50_000] {
+        let big = cluster(&with_remote_endpoints(n));
+        let plan = Plan::of(&big, "n1").unwrap();
+        g.bench_function(format!("apply_{n}_new_endpoints"), |b| {
+            b.iter_batched(
+                || {
+                    let node = Node::build(base.clone(), "n1", &mut Mem).unwrap();
+                    (node, big.clone(), plan.clone())
+                },
+                |(mut node, cl, p)| black_box(node.reload_planned(cl, p).unwrap()),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    let plan = Plan::of(&base, "n1").unwrap();
+    let mut node = Node::build(base.clone(), "n1", &mut Mem).unwrap();
+    g.bench_function("apply_no_change", |b| {
+        b.iter(|| black_box(node.reload_planned(base.clone(), plan.clone()).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conntrack_show, reload);
+criterion_main!(benches);
