@@ -18,7 +18,8 @@
 //!   nothing, for [`IDLE_TIMEOUT`] is disconnected.
 //! - `capture -w` creates a new file only (`O_CREAT|O_EXCL|O_NOFOLLOW`), with the requesting
 //!   user's file-system identity, so it can neither overwrite nor reach through a symlink, nor
-//!   create a file where that user could not ([`create_capture_file`]).
+//!   create a file where that user could not ([`create_capture_file`]); the daemon opens and
+//!   writes it off the control runtime, so a hung file system stalls only that capture.
 
 use std::cell::Cell;
 use std::ffi::CString;
@@ -143,11 +144,18 @@ pub fn bind(path: &Path, access: &Access) -> anyhow::Result<UnixListener> {
             .with_context(|| format!("creating control directory {}", dir.display()))?;
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!(
+        // Only a socket nobody listens on (ECONNREFUSED) is stale; any other answer (connected,
+        // a full backlog, no permission) may be a live node's, which must keep its socket.
+        match std::os::unix::net::UnixStream::connect(path) {
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
+            Ok(_) => bail!(
                 "control socket {} is in use: another vxmesh node is running there",
                 path.display()
-            );
+            ),
+            Err(e) => bail!(
+                "control socket {}: {e}; is another node running there? (not removing it)",
+                path.display()
+            ),
         }
         std::fs::remove_file(path)
             .with_context(|| format!("removing stale control socket {}", path.display()))?;
@@ -317,10 +325,13 @@ pub async fn send_line<W: AsyncWrite + Unpin>(w: &mut W, line: &[u8]) -> std::io
 }
 
 /// Create `path` for a capture: a new file only (never truncating one, never through a symlink
-/// in its last component), mode 0600, with `peer`'s file-system identity so it lands only where
-/// that user could create it, owned by them.
+/// in its last component), mode 0600. For a client other than root or the node's user, the file
+/// is opened on a thread of its own that first takes the client's file-system identity (its uid,
+/// its primary gid, no supplementary groups; checked before opening): it lands only where that
+/// user could create it, owned by them. The thread ends with the open, so the identity never
+/// needs restoring. Blocks until the open returns: call it from a blocking context.
 pub fn create_capture_file(path: &Path, peer: &Peer) -> std::io::Result<File> {
-    let open = || {
+    let open = |path: &Path| {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -330,19 +341,40 @@ pub fn create_capture_file(path: &Path, peer: &Peer) -> std::io::Result<File> {
     };
     // SAFETY: geteuid cannot fail.
     if peer.uid == 0 || peer.uid == unsafe { libc::geteuid() } {
-        return open();
+        return open(path);
     }
-    // setfsuid/setfsgid change only this thread's file-system identity (as NFS servers do) and
-    // return the previous one; both are restored before returning.
-    // SAFETY: plain system calls on this thread's credentials.
-    let (old_gid, old_uid) = unsafe { (libc::setfsgid(peer.gid), libc::setfsuid(peer.uid)) };
-    let f = open();
-    // SAFETY: as above.
-    unsafe {
-        libc::setfsuid(old_uid as libc::uid_t);
-        libc::setfsgid(old_gid as libc::gid_t);
+    let (path, peer) = (path.to_path_buf(), *peer);
+    std::thread::Builder::new()
+        .name("vxmesh-open".into())
+        .spawn(move || {
+            as_peer(&peer)?;
+            open(&path)
+        })?
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the capture file's opener panicked")))
+}
+
+/// Give the calling thread `peer`'s file-system identity: no supplementary groups, fsgid and
+/// fsuid the peer's. These are raw system calls on purpose: the kernel keeps credentials per
+/// thread, and glibc's wrappers would change every thread of the node. setfsuid/setfsgid report
+/// no error (they return the previous id), so the result is read back and checked.
+fn as_peer(peer: &Peer) -> std::io::Result<()> {
+    // SAFETY: setgroups(0, NULL) clears this thread's supplementary groups; no memory is passed.
+    if unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    f
+    // SAFETY: plain system calls on this thread's credentials; -1 (u32::MAX) only reads.
+    let ok = unsafe {
+        libc::syscall(libc::SYS_setfsgid, peer.gid);
+        libc::syscall(libc::SYS_setfsuid, peer.uid);
+        libc::syscall(libc::SYS_setfsgid, u32::MAX) == i64::from(peer.gid)
+            && libc::syscall(libc::SYS_setfsuid, u32::MAX) == i64::from(peer.uid)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(libc::EPERM))
+    }
 }
 
 #[cfg(test)]

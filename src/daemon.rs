@@ -15,7 +15,6 @@
 //! ([`Reply`]), the last of which is the exit code the client exits with (SPEC.md: 0 success,
 //! 1 runtime failure, 2 usage or configuration error).
 
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -513,11 +512,23 @@ async fn trace(
             return Ok(EXIT_USAGE);
         }
     };
-    h.call(move |n| {
-        n.sw.env.tracer.drain();
-        n.sw.env.tracer.arm(count, filter);
-    })
-    .await?;
+    let armed = h
+        .call(move |n| {
+            if n.sw.env.tracer.armed() {
+                return false;
+            }
+            n.sw.env.tracer.drain();
+            n.sw.env.tracer.arm(count, filter);
+            true
+        })
+        .await?;
+    if !armed {
+        rep.send(&Reply::Err(
+            "trace: another trace is running on this node; one at a time".into(),
+        ))
+        .await?;
+        return Ok(EXIT_USAGE);
+    }
     let deadline = tokio::time::Instant::now() + TRACE_WAIT;
     let mut seen = 0u32;
     let mut ids = std::collections::HashSet::new();
@@ -566,25 +577,51 @@ async fn capture(
     h: &Handle,
     rep: &mut Replies,
 ) -> anyhow::Result<u8> {
+    // The file first, with the client's identity and off this runtime (a hung file system must
+    // not stall the control side), then the capture.
+    let (path, who) = (file.clone(), *peer);
+    let opened = tokio::task::spawn_blocking(move || {
+        control::create_capture_file(&path, &who).and_then(pcap::Sink::spawn)
+    })
+    .await
+    .context("opening the capture file")?;
+    let sink = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            rep.send(&Reply::Err(format!("capture: {}: {e}", file.display())))
+                .await?;
+            return Ok(EXIT_FAILURE);
+        }
+    };
     let want = count.unwrap_or(u64::MAX);
     let started = h
-        .call(move |n| match n.sw.port_id(&port) {
-            Some(p) => {
-                n.sw.start_capture(p, want);
-                Ok((Time::monotonic(), SystemTime::now()))
+        .call(move |n| {
+            if n.sw.capturing() {
+                return Err(
+                    "capture: another capture is running on this node; one at a time".into(),
+                );
             }
-            None => {
-                let names: Vec<String> = n.sw.stats().ports.into_iter().map(|p| p.name).collect();
-                Err(format!(
-                    "capture: no port {port:?} (ports: {})",
-                    names.join(", ")
-                ))
+            match n.sw.port_id(&port) {
+                Some(p) => {
+                    n.sw.start_capture(p, want);
+                    Ok((Time::monotonic(), SystemTime::now()))
+                }
+                None => {
+                    let names: Vec<String> =
+                        n.sw.stats().ports.into_iter().map(|p| p.name).collect();
+                    Err(format!(
+                        "capture: no port {port:?} (ports: {})",
+                        names.join(", ")
+                    ))
+                }
             }
         })
         .await?;
     let (mono0, wall0) = match started {
         Ok(t) => t,
         Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || sink.finish()).await;
+            let _ = std::fs::remove_file(&file);
             rep.send(&Reply::Err(e)).await?;
             return Ok(EXIT_USAGE);
         }
@@ -593,46 +630,51 @@ async fn capture(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    let opened = control::create_capture_file(&file, peer)
-        .map(BufWriter::new)
-        .and_then(pcap::PcapWriter::new);
-    let mut w = match opened {
-        Ok(w) => w,
-        Err(e) => {
-            h.call(|n| n.sw.stop_capture()).await?;
-            rep.send(&Reply::Err(format!("capture: {}: {e}", file.display())))
-                .await?;
-            return Ok(EXIT_FAILURE);
-        }
-    };
-    let (mut written, mut missed) = (0u64, 0u64);
-    loop {
-        tokio::time::sleep(COLLECT_EVERY).await;
-        let (frames, m, running) = h.call(|n| n.sw.take_capture()).await?;
-        missed += m;
-        for f in &frames {
-            w.frame(wall0 + f.time_ns.saturating_sub(mono0.0), &f.data)?;
-        }
-        written += frames.len() as u64;
-        w.flush()?;
-        // An empty progress line each round: a client gone (Ctrl-C) ends the capture.
-        if !running || rep.out("").await.is_err() {
-            break;
+    let mut missed = 0u64;
+    // Every way out of the loop goes through the stop below: a capture never outlives its
+    // session (the switch would keep copying frames for nobody).
+    let collected: anyhow::Result<()> = async {
+        loop {
+            tokio::time::sleep(COLLECT_EVERY).await;
+            let (frames, m, running) = h.call(|n| n.sw.take_capture()).await?;
+            missed += m;
+            for f in frames {
+                let t = wall0 + f.time_ns.saturating_sub(mono0.0);
+                match sink.offer(t, f.data) {
+                    pcap::Offer::Queued => {}
+                    pcap::Offer::Full => missed += 1,
+                    pcap::Offer::Failed => return Ok(()),
+                }
+            }
+            // An empty progress line each round: a client gone (Ctrl-C) ends the capture.
+            if !running || rep.out("").await.is_err() {
+                return Ok(());
+            }
         }
     }
+    .await;
     h.call(|n| n.sw.stop_capture()).await?;
-    let _ = rep
-        .send(&Reply::Err(format!(
-            "capture: {written} frames written to {}{}",
-            file.display(),
-            if missed > 0 {
-                format!(" ({missed} missed: the backlog was full)")
-            } else {
-                String::new()
-            }
-        )))
-        .await;
-    Ok(EXIT_OK)
+    collected?;
+    let written = tokio::task::spawn_blocking(move || sink.finish())
+        .await
+        .context("the capture's writer")?;
+    let missed = if missed > 0 {
+        format!(" ({missed} missed: the backlog was full)")
+    } else {
+        String::new()
+    };
+    match written {
+        Ok(n) => {
+            let msg = format!("capture: {n} frames written to {}{missed}", file.display());
+            let _ = rep.send(&Reply::Err(msg)).await;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            let msg = format!("capture: writing {}: {e}{missed}", file.display());
+            let _ = rep.send(&Reply::Err(msg)).await;
+            Ok(EXIT_FAILURE)
+        }
+    }
 }
 
 /// The client side: send `req` to the node at `control`, print its replies, return the exit

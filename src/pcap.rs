@@ -50,9 +50,88 @@ impl<W: Write> PcapWriter<W> {
     }
 }
 
+/// Frames waiting for the writer thread; beyond it a capture counts frames as missed.
+pub const WRITE_BACKLOG: usize = 4096;
+
+/// A pcap file written by a thread of its own: the control side hands frames over without
+/// ever blocking on the file (a slow or hung file system stalls only that thread).
+pub struct Sink {
+    tx: std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+    thread: std::thread::JoinHandle<io::Result<u64>>,
+}
+
+/// What became of a frame offered to a [`Sink`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued for writing.
+    Queued,
+    /// The backlog is full: the frame is missed.
+    Full,
+    /// The writer stopped on an error ([`Sink::finish`] returns it).
+    Failed,
+}
+
+impl Sink {
+    /// Start writing `file` (header first) on a thread of its own.
+    pub fn spawn(file: std::fs::File) -> io::Result<Sink> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(WRITE_BACKLOG);
+        let thread = std::thread::Builder::new()
+            .name("vxmesh-pcap".into())
+            .spawn(move || {
+                let mut w = PcapWriter::new(io::BufWriter::new(file))?;
+                let mut n = 0u64;
+                for (t, data) in rx {
+                    w.frame(t, &data)?;
+                    n += 1;
+                }
+                w.flush()?;
+                Ok(n)
+            })?;
+        Ok(Sink { tx, thread })
+    }
+
+    /// Hand a frame seen at `unix_ns` to the writer, without blocking.
+    pub fn offer(&self, unix_ns: u64, data: Vec<u8>) -> Offer {
+        use std::sync::mpsc::TrySendError;
+        match self.tx.try_send((unix_ns, data)) {
+            Ok(()) => Offer::Queued,
+            Err(TrySendError::Full(_)) => Offer::Full,
+            Err(TrySendError::Disconnected(_)) => Offer::Failed,
+        }
+    }
+
+    /// Stop after what is queued; the frames written, or the writer's error. Blocks until the
+    /// writer is done: call it from a blocking context.
+    pub fn finish(self) -> io::Result<u64> {
+        drop(self.tx);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the pcap writer panicked")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sink_writes_what_it_is_offered_and_reports_errors() {
+        let dir = std::env::temp_dir().join(format!("vxpcap{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.pcap");
+        let sink = Sink::spawn(std::fs::File::create(&path).unwrap()).unwrap();
+        for i in 0..10u8 {
+            assert_eq!(sink.offer(u64::from(i), vec![i; 60]), Offer::Queued);
+        }
+        assert_eq!(sink.finish().unwrap(), 10);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 24 + 10 * (16 + 60));
+        // A file that cannot be written: the writer stops and says why.
+        let ro = std::fs::OpenOptions::new().read(true).open(&path).unwrap();
+        let sink = Sink::spawn(ro).unwrap();
+        let _ = sink.offer(0, vec![0; 60]);
+        assert!(sink.finish().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn header_and_record_layout() {

@@ -218,6 +218,51 @@ fn the_control_socket_cannot_be_used_to_hurt_the_node() {
         "the node stopped answering\n{}",
         run.log_tail()
     );
+    // One capture at a time: a second one is refused while the first runs.
+    let first_file = dir.0.join("first.pcap");
+    let mut first = Command::new(exe)
+        .arg("--control")
+        .arg(&sock)
+        .args([
+            "capture",
+            "--port",
+            "c1",
+            "-w",
+            first_file.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The node opens the file, then starts the capture: wait for the file, give the start its
+    // moment, then try a second one (bounded by `timeout`, so a lost race fails, never hangs).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !first_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first capture never opened its file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let second = dir.0.join("second.pcap");
+    let refused = Command::new("timeout")
+        .arg("5")
+        .arg(exe)
+        .arg("--control")
+        .arg(&sock)
+        .args(["capture", "--port", "c1", "-w", second.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another capture is running"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let _ = first.kill();
+    let _ = first.wait();
+
     // With --control-group, members of that group are served: nogroup (gid 65534) here.
     assert!(run.stop_node("n1").unwrap().success());
     run.run_args = vec!["--control-group".into(), "nogroup".into()];

@@ -454,7 +454,10 @@ impl Switch {
     }
 
     /// Run `port`'s transmit path over its transmit batch: every packet enters undecided, the
-    /// stages count and trace as on a receive path, and the packets they drop leave the batch.
+    /// stages count and trace as on a receive path, and only the packets still undecided at the
+    /// end go out. A transmit stage either leaves a packet undecided or drops it; one it sends
+    /// elsewhere (output, flood, remote: a stage bug, counted under that outcome) does not go out
+    /// as it is either.
     fn run_tx_path(&mut self, port: PortId) {
         let slot = &mut self.ports[port.0 as usize];
         let mut traced = false;
@@ -477,7 +480,7 @@ impl Switch {
         }
         // Nothing decided (the usual case): nothing dropped, no compaction.
         if live != all {
-            slot.tx.retain(|p| !matches!(p.meta.next, Next::Drop(_)));
+            slot.tx.retain(|p| p.meta.next == Next::Continue);
         }
     }
 

@@ -42,7 +42,12 @@ impl Switch {
         });
     }
 
-    /// Stop capturing.
+    /// Whether a capture is running (one at a time).
+    pub fn capturing(&self) -> bool {
+        self.capture.is_some()
+    }
+
+    /// Stop the capture, if any.
     pub fn stop_capture(&mut self) {
         self.capture = None;
     }
