@@ -20,9 +20,9 @@ use lb::listing::CONNS_SLICE_SLOTS;
 use lb::types::Verdict;
 use lb::{BackendConfig, Balancer, BalancerConfig, Protocol, SchedulerKind, ServiceConfig};
 use vswitch::wire::ethernet;
-use vswitch::{Mac, MemPort, NetId, Port, Time};
+use vswitch::{Mac, NetId, Time};
 use vxmesh::config::Cluster;
-use vxmesh::node::{Node, Plan, PortOpener, PortPlan};
+use vxmesh::node::{MemPorts, Node, Plan};
 
 const CONNS: u32 = 100_000;
 const NET: NetId = NetId(0);
@@ -84,16 +84,6 @@ fn conntrack_show(c: &mut Criterion) {
     g.finish();
 }
 
-struct Mem;
-impl PortOpener for Mem {
-    fn open(&mut self, _: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
-        Ok(Box::new(MemPort::new().0))
-    }
-    fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
-        Ok(Box::new(MemPort::new().0))
-    }
-}
-
 /// The fixture with `n` more endpoints on n2, in a network wide enough for them.
 fn with_remote_endpoints(n: u32) -> String {
     let base = include_str!("../tests/fixtures/cluster.toml").replace("{P}", "");
@@ -118,7 +108,7 @@ fn reload(c: &mut Criterion) {
         g.bench_function(format!("apply_{n}_new_endpoints"), |b| {
             b.iter_batched(
                 || {
-                    let node = Node::build(base.clone(), "n1", &mut Mem).unwrap();
+                    let node = Node::build(base.clone(), "n1", &mut MemPorts).unwrap();
                     (node, big.clone(), plan.clone())
                 },
                 |(mut node, cl, p)| black_box(node.reload_planned(cl, p).unwrap()),
@@ -127,7 +117,7 @@ fn reload(c: &mut Criterion) {
         });
     }
     let plan = Plan::of(&base, "n1").unwrap();
-    let mut node = Node::build(base.clone(), "n1", &mut Mem).unwrap();
+    let mut node = Node::build(base.clone(), "n1", &mut MemPorts).unwrap();
     g.bench_function("apply_no_change", |b| {
         b.iter(|| black_box(node.reload_planned(base.clone(), plan.clone()).unwrap()))
     });

@@ -380,6 +380,19 @@ pub trait PortOpener {
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>>;
 }
 
+/// In-memory ports for every port of a plan, their other ends dropped: a node that needs no
+/// root and touches no interface (tests and benches of the node's tables and control paths).
+pub struct MemPorts;
+
+impl PortOpener for MemPorts {
+    fn open(&mut self, _: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
+        Ok(Box::new(vswitch::MemPort::new().0))
+    }
+    fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        Ok(Box::new(vswitch::MemPort::new().0))
+    }
+}
+
 /// The real ports: AF_XDP on veths, TAPs in the containers' namespaces, a UDP socket on 4789.
 pub struct SystemPorts;
 
@@ -590,21 +603,10 @@ fn seed() -> u64 {
 mod tests {
     use super::*;
     use std::path::Path;
-    use vswitch::MemPort;
 
     /// The shared cluster fixture, its containers' namespaces unprefixed.
     fn file() -> String {
         include_str!("../tests/fixtures/cluster.toml").replace("{P}", "")
-    }
-
-    struct Mem;
-    impl PortOpener for Mem {
-        fn open(&mut self, _: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
-            Ok(Box::new(MemPort::new().0))
-        }
-        fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
-            Ok(Box::new(MemPort::new().0))
-        }
     }
 
     fn cluster(text: &str) -> Cluster {
@@ -640,7 +642,7 @@ mod tests {
     #[test]
     fn reload_applies_weights_and_refuses_port_changes() {
         let file = file();
-        let mut node = Node::build(cluster(&file), "n1", &mut Mem).unwrap();
+        let mut node = Node::build(cluster(&file), "n1", &mut MemPorts).unwrap();
         assert_eq!(
             node.sw.env.fdb.static_len(),
             5,
@@ -683,7 +685,8 @@ mod tests {
             max_static: 6,
             ..FdbConfig::default()
         };
-        let mut node = Node::build_sized(cluster(&file), "n1", &mut Mem, MAX_CONNS, small).unwrap();
+        let mut node =
+            Node::build_sized(cluster(&file), "n1", &mut MemPorts, MAX_CONNS, small).unwrap();
         let before = views(&mut node);
         let plan = node.plan.clone();
         // Two more remote endpoints (5 static entries + 2 > 6) and a drain, in one file: the
@@ -720,7 +723,7 @@ mod tests {
     #[test]
     fn a_new_load_balancer_address_replaces_the_snat_and_the_owned_mac() {
         let file = file();
-        let mut node = Node::build(cluster(&file), "n1", &mut Mem).unwrap();
+        let mut node = Node::build(cluster(&file), "n1", &mut MemPorts).unwrap();
         let moved = file.replacen(
             "vtep = \"198.18.0.1\"",
             "vtep = \"198.18.0.1\"\nlb = { appnet = \"10.0.9.240\" }",
