@@ -19,10 +19,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::RawFd;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nslab::{enter_netns, has_tool, in_netns, ip, run, stop_child, wait_for};
 use vswitch::fdb::FdbDest;
@@ -30,8 +29,8 @@ use vswitch::frames;
 use vswitch::port::ethtool::Offload;
 use vswitch::port::tap::{TapConfig, TapPort};
 use vswitch::port::udp::UdpPort;
-use vswitch::worker::{self, PollConfig, Work};
-use vswitch::{Env, FdbConfig, Mac, Network, Port, PortRole, Switch, SwitchStats, Time};
+use vswitch::worker::{self, PollConfig, Watched};
+use vswitch::{Env, FdbConfig, Mac, Network, Port, PortRole, Switch, SwitchStats};
 use vxlan::{Repr, VXLAN_PORT, Vni, VxlanDecap, VxlanEncap};
 
 const VNI: u32 = 4097;
@@ -114,32 +113,6 @@ fn tx_checksum_off(ns: &str, ifname: &str) {
         .unwrap_or_else(|e| panic!("tx checksum off on {ifname} in {ns}: {e}"));
 }
 
-/// The switch under test as the poll loop drives it: it publishes its counters every
-/// [`STATS_EVERY`] and stops itself after [`SWITCH_LIFETIME`], whatever happens to the test.
-struct TestSwitch<'a> {
-    sw: Switch,
-    stop: &'a AtomicBool,
-    snap: &'a Mutex<Option<SwitchStats>>,
-    started: Instant,
-    published: Instant,
-}
-
-impl Work for TestSwitch<'_> {
-    fn poll(&mut self, now: Time) -> usize {
-        self.sw.poll(now)
-    }
-
-    fn housekeeping(&mut self, _: Time) {
-        if self.published.elapsed() >= STATS_EVERY {
-            *self.snap.lock().unwrap() = Some(self.sw.stats());
-            self.published = Instant::now();
-        }
-        if self.started.elapsed() >= SWITCH_LIFETIME {
-            self.stop.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
 /// The vxmesh node n1: builds its switch in n1 (TAP in c11) and polls it until told to stop.
 fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -207,13 +180,7 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
             }
         };
         let _ = ready_tx.send(Ok(()));
-        let mut work = TestSwitch {
-            sw,
-            stop,
-            snap,
-            started: Instant::now(),
-            published: Instant::now(),
-        };
+        let mut work = Watched::new(sw, stop, snap, STATS_EVERY, SWITCH_LIFETIME);
         worker::run(&mut work, &fds, None, stop, POLL);
         Ok(work.sw.stats())
         // The switch drops here: the UDP socket closes and the TAP disappears with its fd.

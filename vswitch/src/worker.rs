@@ -169,6 +169,61 @@ impl Poller {
     }
 }
 
+/// A switch driven by [`run`] for someone watching it from another thread (a namespace test, a
+/// tool): it publishes its counters into `snapshot` every `every`, and stops itself after
+/// `lifetime` whatever the watcher does, so a watcher that fails cannot leave it running.
+pub struct Watched<'a> {
+    /// The switch.
+    pub sw: Switch,
+    stop: &'a AtomicBool,
+    snapshot: &'a std::sync::Mutex<Option<crate::SwitchStats>>,
+    every: Duration,
+    lifetime: Duration,
+    started: std::time::Instant,
+    published: std::time::Instant,
+}
+
+impl<'a> Watched<'a> {
+    /// Watch `sw`: counters into `snapshot` every `every`, `stop` set after `lifetime`.
+    pub fn new(
+        sw: Switch,
+        stop: &'a AtomicBool,
+        snapshot: &'a std::sync::Mutex<Option<crate::SwitchStats>>,
+        every: Duration,
+        lifetime: Duration,
+    ) -> Watched<'a> {
+        let now = std::time::Instant::now();
+        Watched {
+            sw,
+            stop,
+            snapshot,
+            every,
+            lifetime,
+            started: now,
+            published: now,
+        }
+    }
+}
+
+impl Work for Watched<'_> {
+    fn poll(&mut self, now: Time) -> usize {
+        self.sw.poll(now)
+    }
+
+    fn housekeeping(&mut self, _: Time) {
+        if self.published.elapsed() >= self.every {
+            // A poisoned lock means the watcher panicked: nobody reads the counters any more.
+            if let Ok(mut s) = self.snapshot.lock() {
+                *s = Some(self.sw.stats());
+            }
+            self.published = std::time::Instant::now();
+        }
+        if self.started.elapsed() >= self.lifetime {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,8 +20,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ use nslab::{has_tool, in_netns, ip, wait_for};
 use vswitch::port::afxdp::{AfxdpConfig, AfxdpPort, DEFAULT_RX_RING, XdpMode};
 use vswitch::port::ethtool;
 use vswitch::port::netns::NetnsSwitch;
-use vswitch::worker::{self, PollConfig, Work};
+use vswitch::worker::{self, PollConfig, Watched};
 use vswitch::{Env, FdbConfig, Mac, Network, PortRole, Switch, SwitchStats, Time};
 
 const VNI: u32 = 4097;
@@ -148,32 +147,6 @@ fn build(lab: &mut Lab) -> (String, String, String) {
     (node, c11, c12)
 }
 
-/// The switch under test as the poll loop drives it: it publishes its counters every
-/// [`STATS_EVERY`] and stops itself after [`SWITCH_LIFETIME`], whatever happens to the test.
-struct TestSwitch<'a> {
-    sw: Switch,
-    stop: &'a AtomicBool,
-    snap: &'a Mutex<Option<SwitchStats>>,
-    started: Instant,
-    published: Instant,
-}
-
-impl Work for TestSwitch<'_> {
-    fn poll(&mut self, now: Time) -> usize {
-        self.sw.poll(now)
-    }
-
-    fn housekeeping(&mut self, _: Time) {
-        if self.published.elapsed() >= STATS_EVERY {
-            *self.snap.lock().unwrap() = Some(self.sw.stats());
-            self.published = Instant::now();
-        }
-        if self.started.elapsed() >= SWITCH_LIFETIME {
-            self.stop.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
 /// The vxmesh node: opens both ports in the node namespace in `mode`, switches until stopped.
 fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -226,13 +199,7 @@ fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
         };
         let _ = ready_tx.send(Ok(()));
         let fds = sw.poll_fds();
-        let mut work = TestSwitch {
-            sw,
-            stop,
-            snap,
-            started: Instant::now(),
-            published: Instant::now(),
-        };
+        let mut work = Watched::new(sw, stop, snap, STATS_EVERY, SWITCH_LIFETIME);
         worker::run(&mut work, &fds, None, stop, POLL);
         let mut sw = work.sw;
         // A few quiet rounds, so frames of the last kicks come back through the completion
