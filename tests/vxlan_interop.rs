@@ -17,7 +17,6 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::RawFd;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -30,7 +29,7 @@ use vswitch::port::ethtool::Offload;
 use vswitch::port::tap::{TapConfig, TapPort};
 use vswitch::port::udp::UdpPort;
 use vswitch::worker::{self, PollConfig, Watched};
-use vswitch::{Env, FdbConfig, Mac, Network, Port, PortRole, Switch, SwitchStats};
+use vswitch::{Env, FdbConfig, Mac, Network, PortRole, Switch, SwitchStats};
 use vxlan::{Repr, VXLAN_PORT, Vni, VxlanDecap, VxlanEncap};
 
 const VNI: u32 = 4097;
@@ -119,7 +118,7 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
     let (n1_path, c11) = (format!("/run/netns/{n1}"), c11.to_string());
     let worker = nslab::Worker::spawn(move |stop, snap| -> Result<SwitchStats, String> {
         // The switch and the descriptors to sleep on when idle (read before the ports are boxed).
-        let setup = || -> Result<(Switch, Vec<RawFd>), String> {
+        let setup = || -> Result<Switch, String> {
             enter_netns(&n1_path)?;
             let ul =
                 UdpPort::bind(SocketAddrV4::new(N1_VTEP, VXLAN_PORT)).map_err(|e| e.to_string())?;
@@ -132,10 +131,6 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
                 offloads: true,
             })
             .map_err(|e| e.to_string())?;
-            let fds: Vec<RawFd> = [tap.poll_fd(), ul.poll_fd()]
-                .into_iter()
-                .flatten()
-                .collect();
             let mut env = Env::new(FdbConfig::default());
             let mut app = Network::new("appnet", VNI, MTU);
             app.arp.insert(C11_IP, mac(C11_MAC));
@@ -170,9 +165,9 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
                 vec![decap.idx(), l2.parse.idx(), l2.learn.idx(), l2.fwd.idx()],
             );
             sw.set_tx_path(ul_port, vec![encap.idx()]);
-            Ok((sw, fds))
+            Ok(sw)
         };
-        let (sw, fds) = match setup() {
+        let sw = match setup() {
             Ok(made) => made,
             Err(e) => {
                 let _ = ready_tx.send(Err(e.clone()));
@@ -181,7 +176,7 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
         };
         let _ = ready_tx.send(Ok(()));
         let mut work = Watched::new(sw, stop, snap, STATS_EVERY, SWITCH_LIFETIME);
-        worker::run(&mut work, &fds, None, stop, POLL);
+        worker::run(&mut work, None, stop, POLL);
         Ok(work.sw.stats())
         // The switch drops here: the UDP socket closes and the TAP disappears with its fd.
     });

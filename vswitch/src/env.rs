@@ -48,6 +48,11 @@ impl Time {
     }
 }
 
+/// The VNI of a retired network slot ([`Network::retired`]): outside VXLAN's 24 bits and
+/// distinct from any other marker a user of the switch might give (the node's ingress networks
+/// use `u32::MAX`).
+pub const RETIRED_VNI: u32 = u32::MAX - 1;
+
 /// A bridge domain: one overlay network, one VNI.
 #[derive(Clone, Debug)]
 pub struct Network {
@@ -79,6 +84,17 @@ impl Network {
         }
     }
 
+    /// An unused slot: what a removed network leaves behind until a new one takes its id. Its
+    /// VNI is outside VXLAN's 24 bits, so no packet is ever decapsulated into it.
+    pub fn retired() -> Network {
+        Network::new("", RETIRED_VNI, DEFAULT_MTU)
+    }
+
+    /// Whether this slot holds no network.
+    pub fn is_retired(&self) -> bool {
+        self.vni == RETIRED_VNI && self.name.is_empty()
+    }
+
     /// Largest untagged frame the network switches.
     #[inline]
     pub fn max_frame(&self) -> usize {
@@ -93,6 +109,17 @@ pub struct Vtep {
     pub addr: Ipv4Addr,
     /// The node's name, for listings.
     pub node: String,
+}
+
+impl Vtep {
+    /// An unused slot: what a removed VTEP leaves behind (the unspecified address, which no
+    /// packet comes from and [`Env::vtep_by_addr`] never returns).
+    pub fn retired() -> Vtep {
+        Vtep {
+            addr: Ipv4Addr::UNSPECIFIED,
+            node: String::new(),
+        }
+    }
 }
 
 /// The state the stages share.
@@ -147,6 +174,51 @@ impl Env {
         NetId((self.nets.len() - 1) as u16)
     }
 
+    /// Put `net` at `id` (networks that come and go keep their ids: the control plane names
+    /// them), growing the table with retired slots if needed. Learned FDB entries of a network
+    /// that was there before are flushed.
+    pub fn set_network(&mut self, id: NetId, net: Network) {
+        let i = usize::from(id.0);
+        if self.nets.len() <= i {
+            self.nets.resize_with(i + 1, Network::retired);
+        }
+        if !self.nets[i].is_retired() {
+            self.fdb.flush_learned(|n, _| n == id);
+        }
+        self.nets[i] = net;
+    }
+
+    /// Remove network `id`: its slot is retired (no VNI, no ports, no peers, no addresses) and
+    /// its learned FDB entries flushed; static entries are the caller's (the plan removes them).
+    pub fn retire_network(&mut self, id: NetId) {
+        if let Some(n) = self.nets.get_mut(usize::from(id.0)) {
+            *n = Network::retired();
+            self.fdb.flush_learned(|n, _| n == id);
+        }
+    }
+
+    /// Put a remote VTEP at `id`, growing the table with retired slots if needed.
+    pub fn set_vtep(&mut self, id: VtepId, vtep: Vtep) {
+        let i = usize::from(id.0);
+        if self.vteps.len() <= i {
+            self.vteps.resize_with(i + 1, Vtep::retired);
+        }
+        self.vteps[i] = vtep;
+    }
+
+    /// Remove VTEP `id`: its slot is retired (no address: no VXLAN is accepted from it), it
+    /// leaves every network's peers, and entries learned behind it are flushed.
+    pub fn retire_vtep(&mut self, id: VtepId) {
+        if let Some(v) = self.vteps.get_mut(usize::from(id.0)) {
+            *v = Vtep::retired();
+            for n in &mut self.nets {
+                n.peers.retain(|&p| p != id);
+            }
+            self.fdb
+                .flush_learned(|_, d| d == crate::FdbDest::Remote(id));
+        }
+    }
+
     /// The network with this VNI.
     pub fn net_by_vni(&self, vni: u32) -> Option<NetId> {
         self.nets
@@ -159,7 +231,7 @@ impl Env {
     pub fn net_by_name(&self, name: &str) -> Option<NetId> {
         self.nets
             .iter()
-            .position(|n| n.name == name)
+            .position(|n| n.name == name && !n.is_retired())
             .map(|i| NetId(i as u16))
     }
 
@@ -177,6 +249,9 @@ impl Env {
 
     /// The VTEP with this underlay address.
     pub fn vtep_by_addr(&self, addr: Ipv4Addr) -> Option<VtepId> {
+        if addr.is_unspecified() {
+            return None;
+        }
         self.vteps
             .iter()
             .position(|v| v.addr == addr)
@@ -187,5 +262,51 @@ impl Env {
     #[inline]
     pub fn net(&self, id: NetId) -> &Network {
         &self.nets[id.0 as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FdbDest;
+
+    #[test]
+    fn networks_and_vteps_keep_their_ids_and_retired_slots_match_nothing() {
+        let mut env = Env::new(FdbConfig::default());
+        let (n2, v1) = (NetId(2), VtepId(1));
+        env.set_network(n2, Network::new("appnet", 4097, 1450));
+        assert_eq!(env.nets.len(), 3);
+        assert!(env.nets[0].is_retired() && env.nets[1].is_retired());
+        assert_eq!(env.net_by_vni(4097), Some(n2));
+        assert_eq!(
+            env.net_by_name(""),
+            None,
+            "a retired slot has no name to find"
+        );
+        let addr = Ipv4Addr::new(198, 18, 0, 2);
+        env.set_vtep(
+            v1,
+            Vtep {
+                addr,
+                node: "n2".into(),
+            },
+        );
+        assert_eq!(env.vtep_by_addr(Ipv4Addr::UNSPECIFIED), None);
+        assert_eq!(env.vtep_by_addr(addr), Some(v1));
+        env.nets[2].peers = vec![v1];
+        let (m1, m2) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+        env.fdb.learn_remote(n2, m1, v1, Time::from_secs(1));
+        env.fdb.learn(n2, m2, PortId(0), Time::from_secs(1));
+        env.fdb
+            .add_static(n2, Mac([2, 0, 0, 0, 0, 3]), FdbDest::Remote(v1))
+            .unwrap();
+        env.retire_vtep(v1);
+        assert_eq!(env.vtep_by_addr(addr), None);
+        assert!(env.nets[2].peers.is_empty());
+        assert_eq!((env.fdb.learned_len(), env.fdb.static_len()), (1, 1));
+        env.retire_network(n2);
+        assert_eq!(env.net_by_vni(4097), None);
+        assert_eq!(env.fdb.learned_len(), 0);
+        assert!(env.nets[2].is_retired());
     }
 }

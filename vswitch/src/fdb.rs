@@ -378,18 +378,23 @@ impl Fdb {
         }
     }
 
-    /// Remove every learned entry pointing at `port` (the port went away). Test-only until
-    /// ports are removed at run time.
-    #[cfg(test)]
-    pub fn flush_port(&mut self, port: PortId) -> usize {
+    /// Remove every learned entry for which `doomed(network, destination)` is true (a port, a
+    /// network or a VTEP went away); returns how many. A walk of the whole table: control plane
+    /// only, between batches.
+    pub fn flush_learned(&mut self, mut doomed: impl FnMut(NetId, FdbDest) -> bool) -> usize {
         let mut n = 0;
-        self.table.retain(|_, v| {
-            let gone = !v.is_static() && v.dest() == FdbDest::Local(port);
+        self.table.retain(|k, v| {
+            let gone = !v.is_static() && doomed(k.net(), v.dest());
             n += usize::from(gone);
             !gone
         });
         self.learned -= n;
         n
+    }
+
+    /// Remove every learned entry pointing at `port` (the port went away).
+    pub fn flush_port(&mut self, port: PortId) -> usize {
+        self.flush_learned(|_, d| d == FdbDest::Local(port))
     }
 
     /// Remove every static entry for which `doomed` is true (a reload dropped them).

@@ -44,6 +44,6 @@ pub use packet::{DropReason, HEADROOM, Mac, Meta, NetId, Next, Packet, PortId, V
 pub use port::{GenPort, MemHandle, MemPort, Port, SinkPort};
 pub use stage::{Stage, StageStats};
 pub use switch::{
-    CapturedFrame, L2Stages, OutputDrop, PortRole, PortSnapshot, PortStats, StageHandle, Switch,
-    SwitchStats,
+    CapturedFrame, L2Stages, OutputDrop, PortRole, PortSnapshot, PortStats, StageHandle, StageIdx,
+    Switch, SwitchStats,
 };

@@ -105,6 +105,7 @@ pub struct PortStats {
 }
 
 struct PortSlot {
+    /// Empty for a closed slot ([`Switch::remove_port`]), which a new port may take.
     name: String,
     port: Box<dyn Port>,
     role: PortRole,
@@ -198,6 +199,21 @@ pub struct Switch {
     batch_size: usize,
     buf_size: usize,
     capture: Option<Capture>,
+    /// Bumped whenever a port is added or removed: the poll loop re-reads the ports'
+    /// descriptors when it changes ([`Switch::ports_generation`]).
+    ports_generation: u64,
+}
+
+/// What a closed port slot holds until a new port takes it: nothing arrives, nothing leaves.
+struct ClosedPort;
+
+impl Port for ClosedPort {
+    fn rx_burst(&mut self, _: &mut Batch) -> usize {
+        0
+    }
+    fn tx_burst(&mut self, _: &mut Batch) -> usize {
+        0
+    }
 }
 
 impl Switch {
@@ -230,6 +246,7 @@ impl Switch {
             batch_size,
             buf_size,
             capture: None,
+            ports_generation: 0,
         }
     }
 
@@ -298,7 +315,9 @@ impl Switch {
     }
 
     /// Add a port with its role and receive path; a local port joins its network's flood set,
-    /// and the first underlay port carries the frames to remote VTEPs.
+    /// and the first underlay port carries the frames to remote VTEPs. A port may be added while
+    /// the switch runs (between polls): it takes the first closed slot, whose transmit batch is
+    /// reused, or a new one.
     pub fn add_port(
         &mut self,
         name: impl Into<String>,
@@ -306,13 +325,27 @@ impl Switch {
         role: PortRole,
         path: Vec<StageIdx>,
     ) -> PortId {
-        let id = PortId(self.ports.len() as u16);
+        let name = name.into();
+        let reuse = self.ports.iter().position(|p| p.name.is_empty());
+        let id = PortId(reuse.unwrap_or(self.ports.len()) as u16);
         match role {
             PortRole::Local(net) => self.env.nets[net.0 as usize].ports.push(id),
             PortRole::Underlay if self.underlay.is_none() => self.underlay = Some(id),
             _ => {}
         }
-        let name = name.into();
+        self.ports_generation += 1;
+        if let Some(i) = reuse {
+            let slot = &mut self.ports[i];
+            slot.name.clone_from(&name);
+            slot.port = port;
+            slot.role = role;
+            slot.path = path;
+            slot.tx_path.clear();
+            slot.tx.clear();
+            slot.stats = PortStats::default();
+            self.env.port_names[i] = name;
+            return id;
+        }
         self.env.port_names.push(name.clone());
         self.ports.push(PortSlot {
             name,
@@ -324,6 +357,51 @@ impl Switch {
             stats: PortStats::default(),
         });
         id
+    }
+
+    /// Remove a local port while the switch runs (between polls): it leaves its network's flood
+    /// set, the entries learned on it are flushed, frames queued for it are dropped, a capture of
+    /// it ends, and its slot is closed until a new port takes it. Static FDB entries pointing at
+    /// it are the caller's (the node's plan removes them first). Returns the port, for the caller
+    /// to close off the packet thread (closing an AF_XDP socket detaches its XDP program);
+    /// `None` for an unknown or closed slot or the underlay, which is never removed.
+    pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port>> {
+        let slot = self.ports.get_mut(usize::from(id.0))?;
+        let PortRole::Local(net) = slot.role else {
+            return None;
+        };
+        if slot.name.is_empty() {
+            return None;
+        }
+        slot.name.clear();
+        slot.path.clear();
+        slot.tx_path.clear();
+        slot.tx.clear();
+        slot.stats = PortStats::default();
+        let port = std::mem::replace(&mut slot.port, Box::new(ClosedPort));
+        self.env.port_names[usize::from(id.0)].clear();
+        if let Some(n) = self.env.nets.get_mut(usize::from(net.0)) {
+            n.ports.retain(|&p| p != id);
+        }
+        self.env.fdb.flush_port(id);
+        if let Some(c) = &mut self.capture {
+            c.end_if_on(id);
+        }
+        self.ports_generation += 1;
+        Some(port)
+    }
+
+    /// Changes whenever a port is added or removed (the poll loop then re-reads
+    /// [`Switch::poll_fds`]).
+    #[inline]
+    pub fn ports_generation(&self) -> u64 {
+        self.ports_generation
+    }
+
+    /// The size of the switch's packet buffers (a port added later must not hand over larger
+    /// frames: TAP offloads need [`crate::offload::GSO_BUF_SIZE`]).
+    pub fn buf_size(&self) -> usize {
+        self.buf_size
     }
 
     /// Add a network (bridge domain).
@@ -341,6 +419,9 @@ impl Switch {
 
     /// The port called `name`.
     pub fn port_id(&self, name: &str) -> Option<PortId> {
+        if name.is_empty() {
+            return None;
+        }
         self.ports
             .iter()
             .position(|p| p.name == name)
@@ -522,6 +603,7 @@ impl Switch {
             ports: self
                 .ports
                 .iter()
+                .filter(|p| !p.name.is_empty())
                 .map(|p| PortSnapshot {
                     name: p.name.clone(),
                     stats: p.stats,
@@ -619,5 +701,54 @@ mod tests {
         let (cap, _, _) = sw.take_capture();
         let cap: Vec<Vec<u8>> = cap.into_iter().map(|c| c.data).collect();
         assert_eq!(cap, want, "captured as sent: after the transmit path");
+    }
+
+    #[test]
+    fn a_removed_port_leaves_the_flood_set_and_the_fdb_and_its_slot_is_reused() {
+        let mut env = Env::new(FdbConfig::default());
+        let net = env.add_network(Network::new("appnet", 4097, 1450));
+        let (mut sw, l2) = Switch::with_l2(env);
+        let path = l2.local_path(&[]);
+        let mut handles = Vec::new();
+        for name in ["p1", "p2", "p3"] {
+            let (p, h) = MemPort::new();
+            sw.add_port(name, Box::new(p), PortRole::Local(net), path.clone());
+            handles.push(h);
+        }
+        let (a, b) = (Mac::docker_default(ip(1)), Mac::docker_default(ip(2)));
+        // p2 sends: its MAC is learned there; the broadcast reaches p1 and p3.
+        handles[1].inject(&frames::udp(b, Mac::BROADCAST, ip(2), ip(1), 1, 2, b"x"));
+        let g0 = sw.ports_generation();
+        sw.poll(crate::env::Time::from_secs(1));
+        assert_eq!(
+            (handles[0].take_tx().len(), handles[2].take_tx().len()),
+            (1, 1)
+        );
+        assert_eq!(sw.env.fdb.learned_len(), 1);
+        let p2 = sw.port_id("p2").unwrap();
+        assert!(sw.remove_port(p2).is_some());
+        assert!(sw.remove_port(p2).is_none(), "already closed");
+        assert_ne!(sw.ports_generation(), g0);
+        assert_eq!(
+            sw.env.fdb.learned_len(),
+            0,
+            "what was learned on p2 is gone"
+        );
+        assert_eq!(sw.port_id("p2"), None);
+        assert_eq!(sw.stats().ports.len(), 2);
+        // Frames to p2's MAC now flood to p1 and p3 only; p2's handle sees nothing.
+        handles[0].inject(&frames::udp(a, b, ip(1), ip(2), 1, 2, b"y"));
+        sw.poll(crate::env::Time::from_secs(2));
+        assert_eq!(handles[2].take_tx().len(), 1);
+        assert!(handles[1].take_tx().is_empty());
+        // A new port takes the closed slot and joins the flood set.
+        let (p4, h4) = MemPort::new();
+        let id = sw.add_port("p4", Box::new(p4), PortRole::Local(net), path);
+        assert_eq!(id, p2);
+        handles[0].inject(&frames::udp(a, b, ip(1), ip(2), 1, 2, b"z"));
+        sw.poll(crate::env::Time::from_secs(3));
+        assert_eq!(h4.take_tx().len(), 1);
+        assert_eq!(sw.port_name(id), "p4");
+        assert_eq!(sw.env.port_names[usize::from(id.0)], "p4");
     }
 }

@@ -38,11 +38,24 @@ pub trait Work {
     /// Runs once per housekeeping period (after the round that finds it due): table aging,
     /// connection expiry, estimates, publishing counters.
     fn housekeeping(&mut self, _now: Time) {}
+
+    /// The descriptors to sleep on when idle (the ports', [`Switch::poll_fds`]).
+    fn poll_fds(&self) -> Vec<RawFd>;
+
+    /// Changes whenever [`Work::poll_fds`] would change (a port added or removed between
+    /// batches): read once per round, so it must be cheap.
+    fn fds_generation(&self) -> u64;
 }
 
 impl Work for Switch {
     fn poll(&mut self, now: Time) -> usize {
         Switch::poll(self, now)
+    }
+    fn poll_fds(&self) -> Vec<RawFd> {
+        Switch::poll_fds(self)
+    }
+    fn fds_generation(&self) -> u64 {
+        self.ports_generation()
     }
 }
 
@@ -57,18 +70,22 @@ pub struct PollConfig {
     pub housekeeping: Duration,
 }
 
-/// Run `work` until `stop` is true. When idle, sleep in `poll(2)` on `fds` (the ports'
-/// descriptors, [`Switch::poll_fds`]) and on `wake` if given (drained after each sleep).
+/// Run `work` until `stop` is true. When idle, sleep in `poll(2)` on the work's descriptors
+/// ([`Work::poll_fds`], read again whenever a port comes or goes) and on `wake` if given
+/// (drained after each sleep).
 pub fn run<W: Work + ?Sized>(
     work: &mut W,
-    fds: &[RawFd],
     wake: Option<&Waker>,
     stop: &AtomicBool,
     cfg: PollConfig,
 ) {
-    let mut all = fds.to_vec();
-    all.extend(wake.map(Waker::fd));
-    let mut poller = Poller::new(&all);
+    let fds_of = |work: &W| {
+        let mut all = work.poll_fds();
+        all.extend(wake.map(Waker::fd));
+        Poller::new(&all)
+    };
+    let mut poller = fds_of(work);
+    let mut generation = work.fds_generation();
     let busy_ns = u64::try_from(cfg.busy_poll.as_nanos()).unwrap_or(u64::MAX);
     let housekeeping_ns = u64::try_from(cfg.housekeeping.as_nanos()).unwrap_or(u64::MAX);
     let idle_sleep_ms = i32::try_from(cfg.housekeeping.as_millis()).unwrap_or(i32::MAX);
@@ -81,6 +98,10 @@ pub fn run<W: Work + ?Sized>(
             last_rx = now;
         }
         work.between_batches();
+        if work.fds_generation() != generation {
+            generation = work.fds_generation();
+            poller = fds_of(work);
+        }
         if now >= next_housekeeping {
             next_housekeeping = Time(now.0.saturating_add(housekeeping_ns));
             work.housekeeping(now);
@@ -209,6 +230,12 @@ impl Work for Watched<'_> {
     fn poll(&mut self, now: Time) -> usize {
         self.sw.poll(now)
     }
+    fn poll_fds(&self) -> Vec<RawFd> {
+        self.sw.poll_fds()
+    }
+    fn fds_generation(&self) -> u64 {
+        self.sw.ports_generation()
+    }
 
     fn housekeeping(&mut self, _: Time) {
         if self.published.elapsed() >= self.every {
@@ -253,6 +280,86 @@ mod tests {
         fn housekeeping(&mut self, _: Time) {
             self.housekeeping += 1;
         }
+        fn poll_fds(&self) -> Vec<RawFd> {
+            Vec::new()
+        }
+        fn fds_generation(&self) -> u64 {
+            0
+        }
+    }
+
+    /// A work whose descriptor appears after the loop started (a port hot-plugged between
+    /// batches): a readable event on it must wake the sleeping loop, which then stops.
+    struct LatePort {
+        late: Arc<Waker>,
+        added: bool,
+        rounds: usize,
+        housekeeping: usize,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Work for LatePort {
+        fn poll(&mut self, _: Time) -> usize {
+            self.rounds += 1;
+            if self.added && self.rounds > 2 {
+                // Woken by the late descriptor (the loop has no other way out of its sleep).
+                self.stop.store(true, Ordering::Relaxed);
+            }
+            0
+        }
+        fn between_batches(&mut self) {
+            self.added = true;
+        }
+        fn housekeeping(&mut self, _: Time) {
+            // Due in the first round, then after a whole period asleep: the late descriptor
+            // did not wake the loop. Stop, so a failing test ends.
+            self.housekeeping += 1;
+            if self.housekeeping > 1 {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+        }
+        fn poll_fds(&self) -> Vec<RawFd> {
+            if self.added {
+                vec![self.late.fd()]
+            } else {
+                Vec::new()
+            }
+        }
+        fn fds_generation(&self) -> u64 {
+            u64::from(self.added)
+        }
+    }
+
+    #[test]
+    fn a_port_added_between_batches_is_slept_on() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let late = Arc::new(Waker::new().unwrap());
+        let (stop2, late2) = (stop.clone(), late.clone());
+        let t = std::thread::spawn(move || {
+            let mut w = LatePort {
+                late: late2,
+                added: false,
+                rounds: 0,
+                housekeeping: 0,
+                stop: stop2,
+            };
+            let cfg = PollConfig {
+                busy_poll: Duration::ZERO,
+                housekeeping: Duration::from_secs(20),
+            };
+            let stop = w.stop.clone();
+            run(&mut w, None, &stop, cfg);
+            (w.rounds, w.housekeeping)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        // Readable from now on (never drained): each sleep returns at once.
+        late.wake();
+        let (rounds, housekeeping) = t.join().unwrap();
+        assert_eq!(
+            housekeeping, 1,
+            "slept a whole period: the new descriptor was not polled"
+        );
+        assert!(rounds > 2, "{rounds}");
     }
 
     #[test]
@@ -269,7 +376,7 @@ mod tests {
             busy_poll: Duration::MAX,
             housekeeping: Duration::from_secs(3600),
         };
-        run(&mut w, &[], None, &stop, cfg);
+        run(&mut w, None, &stop, cfg);
         assert_eq!((w.rounds, w.between), (1000, 1000));
         assert_eq!(
             w.housekeeping, 1,
@@ -289,7 +396,7 @@ mod tests {
                 housekeeping: Duration::from_secs(3600),
             };
             let start = Instant::now();
-            run(&mut sw, &[], Some(&wake2), &stop2, cfg);
+            run(&mut sw, Some(&wake2), &stop2, cfg);
             start.elapsed()
         });
         std::thread::sleep(Duration::from_millis(50));

@@ -198,9 +198,8 @@ fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
             }
         };
         let _ = ready_tx.send(Ok(()));
-        let fds = sw.poll_fds();
         let mut work = Watched::new(sw, stop, snap, STATS_EVERY, SWITCH_LIFETIME);
-        worker::run(&mut work, &fds, None, stop, POLL);
+        worker::run(&mut work, None, stop, POLL);
         let mut sw = work.sw;
         // A few quiet rounds, so frames of the last kicks come back through the completion
         // rings before the frame accounting is read.

@@ -30,6 +30,16 @@ pub(super) struct Capture {
     missed: u64,
 }
 
+impl Capture {
+    /// End the capture if it is of `port` (the port was removed): what was captured is still
+    /// taken, then the capture stops.
+    pub(super) fn end_if_on(&mut self, port: PortId) {
+        if self.port == port {
+            self.remaining = 0;
+        }
+    }
+}
+
 impl Switch {
     /// Start capturing `count` frames (received and transmitted) on `port`, replacing any
     /// capture in progress.
