@@ -5,8 +5,9 @@
 //! - `pause/conntrack_show/*`: `vxmesh conntrack show` of a table of 100,000 connections, as the
 //!   daemon runs it: one slice of `CONNS_SLICE_SLOTS` slots per job (the pause), against reading
 //!   and rendering the whole table in one job (what it did before).
-//! - `pause/reload/*`: the part of a reload that runs on the poll thread (the file is read and
-//!   planned off it): applying a plan that adds N remote endpoints, and one that changes nothing.
+//! - `pause/reload/*`: the part of a change that runs on the poll thread (the file is read and
+//!   planned, and new ports opened, off it): committing a change that adds N remote endpoints,
+//!   one that attaches one local endpoint (a port added), and one that changes nothing.
 //!
 //! `cargo bench --bench pause`; figures in docs/performance.md.
 
@@ -22,7 +23,7 @@ use lb::{BackendConfig, Balancer, BalancerConfig, Protocol, SchedulerKind, Servi
 use vswitch::wire::ethernet;
 use vswitch::{Mac, NetId, Time};
 use vxmesh::config::Cluster;
-use vxmesh::node::{MemPorts, Node, Plan};
+use vxmesh::node::{Change, MemPorts, Node};
 
 const CONNS: u32 = 100_000;
 const NET: NetId = NetId(0);
@@ -102,24 +103,56 @@ fn reload(c: &mut Criterion) {
     let base = cluster(&with_remote_endpoints(0));
     let mut g = c.benchmark_group("pause/reload");
     g.sample_size(10);
+    // Only the commit runs between batches: the change is prepared (planned, ports opened) off
+    // the poll thread, and what the commit takes out is dropped there too (criterion drops the
+    // outputs of `iter_batched` outside the measurement).
+    let prepared = |big: &Cluster| {
+        let node = Node::build(base.clone(), "n1", &mut MemPorts).unwrap();
+        let change = Change::prepare(
+            big.clone(),
+            node.plan.clone(),
+            &mut MemPorts,
+            node.sw.buf_size(),
+        )
+        .unwrap();
+        (node, change)
+    };
     for n in [1_000u32, 50_000] {
         let big = cluster(&with_remote_endpoints(n));
-        let plan = Plan::of(&big, "n1").unwrap();
         g.bench_function(format!("apply_{n}_new_endpoints"), |b| {
             b.iter_batched(
-                || {
-                    let node = Node::build(base.clone(), "n1", &mut MemPorts).unwrap();
-                    (node, big.clone(), plan.clone())
+                || prepared(&big),
+                |(mut node, ch)| {
+                    let (r, left) = node.commit(ch);
+                    (node, r.unwrap(), left)
                 },
-                |(mut node, cl, p)| black_box(node.reload_planned(cl, p).unwrap()),
                 BatchSize::LargeInput,
             )
         });
     }
-    let plan = Plan::of(&base, "n1").unwrap();
-    let mut node = Node::build(base.clone(), "n1", &mut MemPorts).unwrap();
+    let attach = cluster(&format!(
+        "{}\n[[endpoint]]\nname = \"c13\"\nnode = \"n1\"\nnetwork = \"appnet\"\nip = \"10.0.9.13\"\nattach = \"afxdp:vc13\"\n",
+        with_remote_endpoints(0)
+    ));
+    g.bench_function("apply_attach_one_endpoint", |b| {
+        b.iter_batched(
+            || prepared(&attach),
+            |(mut node, ch)| {
+                let (r, left) = node.commit(ch);
+                (node, r.unwrap(), left)
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.bench_function("apply_no_change", |b| {
-        b.iter(|| black_box(node.reload_planned(base.clone(), plan.clone()).unwrap()))
+        b.iter_batched(
+            || prepared(&base),
+            |(mut node, ch)| {
+                let (r, left) = node.commit(ch);
+                (node, black_box(r.unwrap()), left)
+            },
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }

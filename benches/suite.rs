@@ -138,7 +138,7 @@ struct BenchPorts {
 }
 
 impl PortOpener for BenchPorts {
-    fn open(&mut self, p: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
+    fn open(&mut self, p: &PortPlan, _: bool) -> anyhow::Result<Box<dyn Port>> {
         Ok(match (p.name.as_str(), self.c11.take()) {
             ("c11", Some(r)) => Box::new(r),
             _ => Box::new(SinkPort::default()),

@@ -28,7 +28,7 @@ use vswitch::trace::TraceFilter;
 use vswitch::worker::{self, PollConfig, Waker, Work};
 
 use crate::config::Cluster;
-use crate::node::{Node, Plan, SystemPorts};
+use crate::node::{Change, Node, SystemPorts};
 use crate::{control, pcap, show};
 
 /// Default directory of control sockets.
@@ -141,6 +141,8 @@ type Job = Box<dyn FnOnce(&mut Node) + Send>;
 struct Handle {
     jobs: mpsc::Sender<Job>,
     wake: Arc<Waker>,
+    /// Held while a change is prepared and committed: one at a time.
+    changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Handle {
@@ -179,6 +181,14 @@ impl Work for NodeWork {
         }
     }
 
+    fn poll_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.node.sw.poll_fds()
+    }
+
+    fn fds_generation(&self) -> u64 {
+        self.node.sw.ports_generation()
+    }
+
     fn housekeeping(&mut self, now: Time) {
         self.node.sw.env.fdb.age(now, FDB_AGE_BUDGET);
         let lb = self.node.lb();
@@ -198,7 +208,6 @@ fn poll_loop(
     stop: Arc<AtomicBool>,
     opts: RunOptions,
 ) {
-    let fds = node.sw.poll_fds();
     let mut work = NodeWork {
         node,
         jobs,
@@ -208,7 +217,7 @@ fn poll_loop(
         busy_poll: opts.busy_poll,
         housekeeping: HOUSEKEEPING,
     };
-    worker::run(&mut work, &fds, Some(&wake), &stop, cfg);
+    worker::run(&mut work, Some(&wake), &stop, cfg);
 }
 
 /// How the poll thread runs.
@@ -289,6 +298,7 @@ pub fn run(
     let handle = Handle {
         jobs: jobs_tx,
         wake: wake.clone(),
+        changes: Arc::new(tokio::sync::Mutex::new(())),
     };
     let served = rt.block_on(serve(control::Gate::new(listener, access), handle));
     stop.store(true, Ordering::Relaxed);
@@ -464,26 +474,28 @@ async fn handle_request(
             return capture(port, file, count, peer, h, rep).await;
         }
         Request::Reload => {
-            // Reading, checking and planning a large file takes time: it happens here, on a
-            // blocking thread of the control side; the poll thread only applies the plan.
-            let (path, name) = h
-                .call(|n| (n.cluster.path.clone(), n.plan.node.clone()))
+            // One change at a time: each is computed against the plan in force.
+            let _one = h.changes.lock().await;
+            // Reading, checking and planning a large file, and opening the ports it adds, take
+            // time: that happens here, on a blocking thread of the control side; the poll thread
+            // only swaps the prepared change in, and what it takes out is closed here too.
+            let (path, base, buf_size) = h
+                .call(|n| (n.cluster.path.clone(), n.plan.clone(), n.sw.buf_size()))
                 .await?;
-            let planned = tokio::task::spawn_blocking(move || {
+            let prepared = tokio::task::spawn_blocking(move || {
                 let cluster = Cluster::load(&path).map_err(|e| e.to_string())?;
-                let plan = Plan::of(&cluster, &name).map_err(|e| format!("{e:#}"))?;
-                Ok::<_, String>((cluster, plan))
+                Change::prepare(cluster, base, &mut SystemPorts, buf_size)
+                    .map_err(|e| format!("{e:#}"))
             })
             .await
-            .context("planning the reload")?;
-            let r = match planned {
+            .context("preparing the change")?;
+            let r = match prepared {
                 Err(e) => Err((EXIT_USAGE, e)),
-                Ok((cluster, plan)) => {
-                    h.call(move |n| {
-                        n.reload_planned(cluster, plan)
-                            .map_err(|e| (EXIT_USAGE, format!("{e:#}")))
-                    })
-                    .await?
+                Ok(change) => {
+                    let (r, left) = h.call(move |n| n.commit(change)).await?;
+                    // Ports close (XDP detached, TAPs removed) off the poll thread.
+                    let _ = tokio::task::spawn_blocking(move || drop(left)).await;
+                    r.map_err(|e| (EXIT_USAGE, format!("{e:#}")))
                 }
             };
             match r {

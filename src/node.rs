@@ -21,14 +21,18 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use lb::{BackendConfig, Balancer, BalancerConfig, LbStage, ServiceConfig, ServiceKey, Snat};
-use vswitch::{Env, FdbConfig, Mac, NetId, Network, OwnAddr, Port, PortRole, StageHandle, Switch};
+use vswitch::{Env, FdbConfig, Mac, NetId, OwnAddr, Port, PortRole, StageHandle, StageIdx, Switch};
 
 use crate::config::{Attach, Cluster};
 
 mod apply;
+mod change;
+
+pub use change::{Change, Leftovers};
 
 /// VNI given to routing-mesh ingress networks: outside the 24-bit VXLAN range, so no VXLAN
 /// packet can ever be decapsulated into one.
@@ -125,16 +129,22 @@ impl ServicePlan {
 }
 
 /// Everything this node's dataplane holds, computed from the cluster file.
+///
+/// Networks and VTEPs are indexed by the ids the switch knows them by ([`NetId`],
+/// [`vswitch::VtepId`]). Those ids are stable across changes: a network or node that stays
+/// keeps its id, one that leaves frees it (`None`), and one that arrives takes an id that was
+/// free before the change ([`Plan::next`]), so a change never renumbers what it does not touch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// This node's name.
     pub node: String,
     /// This node's VTEP address.
     pub vtep: Ipv4Addr,
-    /// Every other node: (name, VTEP address), in file order.
-    pub vteps: Vec<(String, Ipv4Addr)>,
-    /// Networks served, then ingress networks.
-    pub nets: Vec<NetPlan>,
+    /// Every other node by VTEP id: (name, VTEP address); `None` for a free id.
+    pub vteps: Vec<Option<(String, Ipv4Addr)>>,
+    /// Networks served (the overlay networks, then the ingress networks) by network id; `None`
+    /// for a free id.
+    pub nets: Vec<Option<NetPlan>>,
     /// Ports to open.
     pub ports: Vec<PortPlan>,
     /// Static FDB entries: (network, MAC) -> destination.
@@ -145,9 +155,58 @@ pub struct Plan {
     pub own_macs: Vec<(usize, Mac)>,
 }
 
+/// Ids for the items of a new plan, keyed by name: an item of the previous plan keeps its id;
+/// a new one takes the lowest id that was free in the previous plan and is not yet taken, else
+/// one past the end. Never an id a departing item held, so an id means one thing per change.
+fn assign_ids<'a>(prev: impl Iterator<Item = Option<&'a str>>, keys: &[String]) -> Vec<usize> {
+    let prev: Vec<Option<&str>> = prev.collect();
+    let by_name: std::collections::HashMap<&str, usize> = prev
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| k.map(|k| (k, i)))
+        .collect();
+    let mut taken = vec![false; prev.len()];
+    for k in keys {
+        if let Some(&i) = by_name.get(k.as_str()) {
+            taken[i] = true;
+        }
+    }
+    let mut free = (0..prev.len()).filter(|&i| prev[i].is_none());
+    let mut next = prev.len();
+    keys.iter()
+        .map(|k| match by_name.get(k.as_str()) {
+            Some(&i) => i,
+            None => free.find(|&i| !taken[i]).unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            }),
+        })
+        .collect()
+}
+
 impl Plan {
-    /// This node's plan.
+    /// A node with nothing yet: the plan a node starts from before its first change.
+    pub fn empty(node: &str, vtep: Ipv4Addr) -> Plan {
+        Plan {
+            node: node.into(),
+            vtep,
+            vteps: Vec::new(),
+            nets: Vec::new(),
+            ports: Vec::new(),
+            fdb: BTreeMap::new(),
+            services: Vec::new(),
+            own_macs: Vec::new(),
+        }
+    }
+
+    /// This node's plan, its ids given from scratch.
     pub fn of(cluster: &Cluster, node: &str) -> anyhow::Result<Plan> {
+        Plan::next(cluster, node, None)
+    }
+
+    /// This node's plan after `prev` (the plan in force): networks and nodes that stay keep
+    /// their ids ([`assign_ids`]).
+    pub fn next(cluster: &Cluster, node: &str, prev: Option<&Plan>) -> anyhow::Result<Plan> {
         let me = cluster.node(node).with_context(|| {
             let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
             format!(
@@ -156,29 +215,60 @@ impl Plan {
                 names.join(", ")
             )
         })?;
-        let vteps: Vec<(String, Ipv4Addr)> = cluster
+        let others: Vec<(String, Ipv4Addr)> = cluster
             .nodes
             .iter()
             .filter(|n| n.name != node)
             .map(|n| (n.name.clone(), n.vtep))
             .collect();
-        let vtep_of = |name: &str| vteps.iter().position(|v| v.0 == name);
+        let names: Vec<String> = others.iter().map(|o| o.0.clone()).collect();
+        let vtep_ids = assign_ids(
+            prev.into_iter()
+                .flat_map(|p| &p.vteps)
+                .map(|v| v.as_ref().map(|v| v.0.as_str())),
+            &names,
+        );
+        let mut vteps = vec![None; vtep_ids.iter().map(|&i| i + 1).max().unwrap_or(0)];
+        vteps.resize(vteps.len().max(prev.map_or(0, |p| p.vteps.len())), None);
+        for (o, &i) in others.iter().zip(&vtep_ids) {
+            vteps[i] = Some(o.clone());
+        }
+        let vtep_of = |name: &str| names.iter().position(|n| n == name).map(|k| vtep_ids[k]);
+        // The networks this node serves, then its ingress networks, by name.
+        let served: Vec<&crate::config::NetworkCfg> = cluster
+            .networks
+            .iter()
+            .filter(|net| cluster.peers(&net.name).iter().any(|p| p.name == node))
+            .collect();
+        let ingresses: Vec<&crate::config::Ingress> = cluster
+            .ingresses
+            .iter()
+            .filter(|i| i.node == node)
+            .collect();
+        let net_names: Vec<String> = served
+            .iter()
+            .map(|n| n.name.clone())
+            .chain(
+                ingresses
+                    .iter()
+                    .map(|i| ingress_net_name(i.attach.ifname())),
+            )
+            .collect();
+        let net_ids = assign_ids(
+            prev.into_iter()
+                .flat_map(|p| &p.nets)
+                .map(|n| n.as_ref().map(|n| n.name.as_str())),
+            &net_names,
+        );
+        let mut nets = vec![None; net_ids.iter().map(|&i| i + 1).max().unwrap_or(0)];
+        nets.resize(nets.len().max(prev.map_or(0, |p| p.nets.len())), None);
         let mut plan = Plan {
-            node: node.into(),
-            vtep: me.vtep,
-            vteps: vteps.clone(),
-            nets: Vec::new(),
-            ports: Vec::new(),
-            fdb: BTreeMap::new(),
-            services: Vec::new(),
-            own_macs: Vec::new(),
+            vteps,
+            nets,
+            ..Plan::empty(node, me.vtep)
         };
-        for net in &cluster.networks {
+        for (net, &id) in served.iter().zip(&net_ids) {
             let peers = cluster.peers(&net.name);
-            if !peers.iter().any(|p| p.name == node) {
-                continue;
-            }
-            let id = plan.nets.len();
             let mut arp = BTreeMap::new();
             for e in cluster.endpoints.iter().filter(|e| e.network == net.name) {
                 arp.insert(e.ip, e.mac);
@@ -207,12 +297,14 @@ impl Plan {
                     plan.fdb.insert((id, mac), DestPlan::Vtep(v));
                 }
             }
-            plan.nets.push(NetPlan {
+            let mut peer_ids: Vec<usize> = peers.iter().filter_map(|p| vtep_of(&p.name)).collect();
+            peer_ids.sort_unstable();
+            plan.nets[id] = Some(NetPlan {
                 name: net.name.clone(),
                 vni: net.vni,
                 mtu: net.mtu,
                 arp,
-                peers: peers.iter().filter_map(|p| vtep_of(&p.name)).collect(),
+                peers: peer_ids,
                 ingress: false,
             });
             for e in cluster
@@ -240,8 +332,14 @@ impl Plan {
                 });
             }
         }
+        let net_of = |name: &str| {
+            served
+                .iter()
+                .position(|n| n.name == name)
+                .map(|k| net_ids[k])
+        };
         for s in &cluster.services {
-            let Some(net) = plan.nets.iter().position(|n| n.name == s.network) else {
+            let Some(net) = net_of(&s.network) else {
                 continue;
             };
             let net = NetId(net as u16);
@@ -279,11 +377,11 @@ impl Plan {
                 });
             }
         }
-        for ing in cluster.ingresses.iter().filter(|i| i.node == node) {
-            let id = plan.nets.len();
+        let vip_services = plan.services.len();
+        for (ing, &id) in ingresses.iter().zip(&net_ids[served.len()..]) {
             let mac = Mac::docker_default(ing.ip);
-            plan.nets.push(NetPlan {
-                name: format!("ingress:{}", ing.attach.ifname()),
+            plan.nets[id] = Some(NetPlan {
+                name: ingress_net_name(ing.attach.ifname()),
                 vni: INGRESS_VNI,
                 mtu: INGRESS_MTU,
                 arp: BTreeMap::from([(ing.ip, mac)]),
@@ -298,84 +396,79 @@ impl Plan {
                 mtu: INGRESS_MTU,
                 kind: PortKind::Ingress,
             });
-            let published: Vec<ServicePlan> =
-                plan.services
-                    .iter()
-                    .filter(|s| !plan.nets[usize::from(s.key().net.0)].ingress)
-                    .filter_map(|s| {
-                        let key = s.key();
-                        let svc = cluster.services.iter().find(|c| c.name == s.service)?;
-                        let sp = svc.ports.iter().find(|p| {
-                            p.protocol == key.proto && p.port == key.port && p.target > 0
-                        })?;
-                        let lb = *me.lb.get(&svc.network)?;
-                        Some(ServicePlan {
-                            config: ServiceConfig {
-                                key: ServiceKey {
-                                    net: NetId(id as u16),
-                                    addr: ing.ip,
-                                    port: sp.published?,
-                                    ..key
-                                },
-                                backend_net: key.net,
-                                snat: Some(Snat {
-                                    addr: lb,
-                                    mac: Mac::docker_default(lb),
-                                    port_min: lb::types::SNAT_PORT_MIN,
-                                }),
-                                ..s.config.clone()
+            let published: Vec<ServicePlan> = plan.services[..vip_services]
+                .iter()
+                .filter_map(|s| {
+                    let key = s.key();
+                    let svc = cluster.services.iter().find(|c| c.name == s.service)?;
+                    let sp = svc
+                        .ports
+                        .iter()
+                        .find(|p| p.protocol == key.proto && p.port == key.port && p.target > 0)?;
+                    let lb = *me.lb.get(&svc.network)?;
+                    Some(ServicePlan {
+                        config: ServiceConfig {
+                            key: ServiceKey {
+                                net: NetId(id as u16),
+                                addr: ing.ip,
+                                port: sp.published?,
+                                ..key
                             },
-                            ..s.clone()
-                        })
+                            backend_net: key.net,
+                            snat: Some(Snat {
+                                addr: lb,
+                                mac: Mac::docker_default(lb),
+                                port_min: lb::types::SNAT_PORT_MIN,
+                            }),
+                            ..s.config.clone()
+                        },
+                        ..s.clone()
                     })
-                    .collect();
+                })
+                .collect();
             plan.services.extend(published);
         }
         Ok(plan)
     }
 
-    /// The switch's networks, ARP tables and VTEPs for this plan.
-    fn env(&self, fdb: FdbConfig) -> Env {
-        let mut env = Env::new(fdb);
-        for (name, addr) in &self.vteps {
-            env.add_vtep(*addr, name.clone());
-        }
-        env.local_vtep = Some(self.vtep);
-        for n in &self.nets {
-            let mut net = Network::new(n.name.clone(), n.vni, n.mtu);
-            net.arp = n.arp.iter().map(|(ip, mac)| (*ip, *mac)).collect();
-            net.peers = n.peers.iter().map(|&v| vswitch::VtepId(v as u16)).collect();
-            env.add_network(net);
-        }
-        env
+    /// The networks in force, with their ids.
+    pub fn live_nets(&self) -> impl Iterator<Item = (usize, &NetPlan)> {
+        self.nets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
     }
 
-    /// Whether this plan differs from `old` in ways a reload cannot apply (ports to open or
-    /// close, VTEPs renumbered, networks added or changed): the reason, if so.
-    pub fn restart_needed(&self, old: &Plan) -> Option<String> {
-        if self.vtep != old.vtep || self.vteps != old.vteps {
-            return Some("the nodes or their VTEP addresses changed".into());
-        }
-        if self.nets.len() != old.nets.len()
-            || self
-                .nets
-                .iter()
-                .zip(&old.nets)
-                .any(|(a, b)| (&a.name, a.vni, a.mtu) != (&b.name, b.vni, b.mtu))
-        {
-            return Some("the networks this node serves (name, VNI or MTU) changed".into());
-        }
-        if self.ports != old.ports {
-            return Some("this node's own endpoints or ingress interfaces changed".into());
-        }
-        None
+    /// The network of id `i`'s name (`?` for a free id: never in a valid plan's references).
+    pub fn net_name(&self, i: usize) -> &str {
+        self.nets
+            .get(i)
+            .and_then(|n| n.as_ref())
+            .map_or("?", |n| n.name.as_str())
+    }
+
+    /// Whether any port is a TAP endpoint (they hand over 64 KB super-frames with offloads).
+    pub fn has_tap_endpoints(&self) -> bool {
+        self.ports.iter().any(|p| {
+            matches!(
+                (&p.attach, &p.kind),
+                (Attach::Tap(_), PortKind::Endpoint { .. })
+            )
+        })
     }
 }
 
-/// Opens the kernel-backed ports; tests substitute in-memory ones.
+/// The name of the routing-mesh network of an ingress interface.
+fn ingress_net_name(ifname: &str) -> String {
+    format!("ingress:{ifname}")
+}
+
+/// Opens the kernel-backed ports; tests substitute in-memory ones. Called off the packet
+/// thread: opening an AF_XDP socket or creating a TAP takes milliseconds.
 pub trait PortOpener {
-    /// Open the port of `plan`.
-    fn open(&mut self, plan: &PortPlan) -> anyhow::Result<Box<dyn Port>>;
+    /// Open the port of `plan`. `offloads`: whether a TAP may hand over 64 KB super-frames
+    /// (the switch's buffers hold them).
+    fn open(&mut self, plan: &PortPlan, offloads: bool) -> anyhow::Result<Box<dyn Port>>;
     /// Open the UDP underlay at `vtep`.
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>>;
 }
@@ -385,7 +478,7 @@ pub trait PortOpener {
 pub struct MemPorts;
 
 impl PortOpener for MemPorts {
-    fn open(&mut self, _: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
+    fn open(&mut self, _: &PortPlan, _: bool) -> anyhow::Result<Box<dyn Port>> {
         Ok(Box::new(vswitch::MemPort::new().0))
     }
     fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
@@ -397,7 +490,7 @@ impl PortOpener for MemPorts {
 pub struct SystemPorts;
 
 impl PortOpener for SystemPorts {
-    fn open(&mut self, p: &PortPlan) -> anyhow::Result<Box<dyn Port>> {
+    fn open(&mut self, p: &PortPlan, offloads: bool) -> anyhow::Result<Box<dyn Port>> {
         match (&p.attach, &p.kind) {
             (Attach::Tap(ifname), PortKind::Endpoint { mac, addr, netns }) => {
                 let tap = vswitch::port::tap::TapPort::create(&vswitch::port::tap::TapConfig {
@@ -406,7 +499,7 @@ impl PortOpener for SystemPorts {
                     mac: *mac,
                     mtu: p.mtu,
                     addr: Some(*addr),
-                    offloads: true,
+                    offloads,
                 })
                 .with_context(|| format!("endpoint {}: tap {ifname}", p.name))?;
                 Ok(Box::new(tap))
@@ -450,18 +543,21 @@ impl PortOpener for SystemPorts {
     }
 }
 
-/// A node's running dataplane: the switch and the plan it was built from.
+/// A node's running dataplane: the switch and the plan in force.
 pub struct Node {
     /// The switch.
     pub sw: Switch,
-    /// The plan in force.
-    pub plan: Plan,
+    /// The plan in force (shared with the control side, which computes the next change
+    /// against it off the packet thread).
+    pub plan: Arc<Plan>,
     /// The cluster file in force.
     pub cluster: Cluster,
     /// The `lb-nat` stage, for the control plane.
     lb: StageHandle<LbStage>,
-    /// The `own-addr` stage: its MACs follow the plan.
+    /// The `own-addr` stage: its MACs and ingress ports follow the plan.
     own: StageHandle<OwnAddr>,
+    /// The receive path of a local port (endpoints and ingresses alike).
+    local_path: Vec<StageIdx>,
 }
 
 /// Default connection-table size of a node (`vxmesh run --max-conns`): about 30 MB. IPVS keeps
@@ -485,6 +581,9 @@ impl Node {
     }
 
     /// [`Node::build_with`] with an FDB of the given sizes (tests fill a small one).
+    ///
+    /// The switch starts with the pipeline and the underlay only, then takes the cluster file
+    /// as its first change, through the same [`Change`] as every later one.
     pub fn build_sized(
         cluster: Cluster,
         node: &str,
@@ -493,15 +592,12 @@ impl Node {
         fdb: FdbConfig,
     ) -> anyhow::Result<Node> {
         let plan = Plan::of(&cluster, node)?;
-        let env = plan.env(fdb);
+        let mut env = Env::new(fdb);
+        env.local_vtep = Some(plan.vtep);
         // TAPs with offloads hand over 64 KB TCP super-frames: every buffer must hold one
-        // (buffers move between batches). Nodes without TAP endpoints keep 2 KB buffers.
-        let buf_size = if plan.ports.iter().any(|p| {
-            matches!(
-                (&p.attach, &p.kind),
-                (Attach::Tap(_), PortKind::Endpoint { .. })
-            )
-        }) {
+        // (buffers move between batches). Nodes without TAP endpoints keep 2 KB buffers; a TAP
+        // added to one later runs without offloads.
+        let buf_size = if plan.has_tap_endpoints() {
             vswitch::offload::GSO_BUF_SIZE
         } else {
             vswitch::packet::DEFAULT_BUF_SIZE
@@ -515,22 +611,12 @@ impl Node {
             seed: seed(),
             ..BalancerConfig::default()
         })));
-        // Its MACs come with the first apply, as on every reload.
+        // Its MACs and ingress ports come with the first change, as with every later one.
         let own = sw.add_stage(OwnAddr {
             macs: Vec::new(),
             ingress: Vec::new(),
         });
-        let path = l2.local_path(&[lb_stage.idx(), own.idx()]);
-        let mut ingress = Vec::new();
-        for p in &plan.ports {
-            let port = ports.open(p)?;
-            let net = NetId(p.net as u16);
-            let id = sw.add_port(p.name.clone(), port, PortRole::Local(net), path.clone());
-            if p.kind == PortKind::Ingress {
-                ingress.push((id, net));
-            }
-        }
-        sw.stage_mut(own).ingress = ingress;
+        let local_path = l2.local_path(&[lb_stage.idx(), own.idx()]);
         let ul = ports.underlay(plan.vtep)?;
         let ul = sw.add_port(
             UNDERLAY_PORT,
@@ -546,18 +632,19 @@ impl Node {
             ],
         );
         sw.set_tx_path(ul, vec![encap.idx()]);
+        let base = Arc::new(Plan::empty(node, plan.vtep));
+        let change = Change::planned(cluster.clone(), plan, base.clone(), ports, sw.buf_size())?;
         let mut node = Node {
             sw,
             lb: lb_stage,
             own,
-            plan: Plan {
-                fdb: BTreeMap::new(),
-                services: Vec::new(),
-                ..plan.clone()
-            },
+            plan: base,
             cluster,
+            local_path,
         };
-        node.apply(plan)?;
+        let (r, left) = node.commit(change);
+        drop(left);
+        r?;
         Ok(node)
     }
 
@@ -566,29 +653,17 @@ impl Node {
         &mut self.sw.stage_mut(self.lb).lb
     }
 
-    /// Apply a new cluster file: refused (running configuration untouched) if it is not for
-    /// this node or needs a restart; otherwise the difference is applied. Returns what changed.
-    pub fn reload(&mut self, cluster: Cluster) -> anyhow::Result<String> {
-        let new = Plan::of(&cluster, &self.plan.node)?;
-        self.reload_planned(cluster, new)
-    }
-
-    /// [`Node::reload`] with the plan already computed (the daemon reads the file and plans
-    /// off the poll thread; only this part runs between batches).
-    pub fn reload_planned(&mut self, cluster: Cluster, new: Plan) -> anyhow::Result<String> {
-        if let Some(why) = new.restart_needed(&self.plan) {
-            bail!(
-                "{}: refused: {why}; restart the node to apply that (the running configuration is unchanged)",
-                cluster.path.display()
-            );
-        }
-        let log = self.apply(new)?;
-        self.cluster = cluster;
-        Ok(if log.is_empty() {
-            "no changes\n".into()
-        } else {
-            log
-        })
+    /// Apply a new cluster file: prepare the change (ports opened by `ports`) and commit it, in
+    /// one go (tests, benches; the daemon prepares off the packet thread). Returns what changed.
+    pub fn reload(
+        &mut self,
+        cluster: Cluster,
+        ports: &mut dyn PortOpener,
+    ) -> anyhow::Result<String> {
+        let change = Change::prepare(cluster, self.plan.clone(), ports, self.sw.buf_size())?;
+        let (r, left) = self.commit(change);
+        drop(left);
+        r
     }
 }
 
@@ -616,10 +691,13 @@ mod tests {
     #[test]
     fn plan_of_a_node_with_an_ingress() {
         let p = Plan::of(&cluster(&file()), "n1").unwrap();
-        assert_eq!(p.vteps, vec![("n2".into(), Ipv4Addr::new(198, 18, 0, 2))]);
+        assert_eq!(
+            p.vteps,
+            vec![Some(("n2".into(), Ipv4Addr::new(198, 18, 0, 2)))]
+        );
         assert_eq!(p.nets.len(), 2);
-        assert_eq!(p.nets[0].peers, vec![0]);
-        assert!(p.nets[1].ingress);
+        assert_eq!(p.nets[0].as_ref().unwrap().peers, vec![0]);
+        assert!(p.nets[1].as_ref().unwrap().ingress);
         let names: Vec<&str> = p.ports.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["c11", "c12", "ext0"]);
         let c21 = Mac::docker_default(Ipv4Addr::new(10, 0, 9, 21));
@@ -651,7 +729,7 @@ mod tests {
         let (all, one_drained) = (r#"["c12", "c21", "c22"]"#, r#"["c12=0", "c21", "c22"]"#);
         assert!(file.contains(all));
         let drained = file.replace(all, one_drained);
-        let log = node.reload(cluster(&drained)).unwrap();
+        let log = node.reload(cluster(&drained), &mut MemPorts).unwrap();
         assert!(log.contains("backend c12 weight 1 -> 0"), "{log}");
         let w: Vec<u32> = node.lb().services()[0]
             .backends
@@ -659,13 +737,22 @@ mod tests {
             .map(|b| b.weight)
             .collect();
         assert_eq!(w, [0, 1, 1]);
-        assert_eq!(node.reload(cluster(&drained)).unwrap(), "no changes\n");
+        assert_eq!(
+            node.reload(cluster(&drained), &mut MemPorts).unwrap(),
+            "no changes\n"
+        );
         let moved = drained.replace("afxdp:vc11", "afxdp:vc99");
-        let err = node.reload(cluster(&moved)).unwrap_err().to_string();
-        assert!(err.contains("restart"), "{err}");
+        let err = node
+            .reload(cluster(&moved), &mut MemPorts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c11") && err.contains("attach afxdp:vc11 -> afxdp:vc99"),
+            "{err}"
+        );
         assert_eq!(node.cluster, cluster(&drained));
         let removed = drained.replace(one_drained, r#"["c21", "c22"]"#);
-        let log = node.reload(cluster(&removed)).unwrap();
+        let log = node.reload(cluster(&removed), &mut MemPorts).unwrap();
         assert!(log.contains("backend c12 removed"), "{log}");
     }
 
@@ -702,7 +789,10 @@ mod tests {
             endpoint("c23", "10.0.9.23"),
             endpoint("c24", "10.0.9.24")
         );
-        let err = format!("{:#}", node.reload(cluster(&two)).unwrap_err());
+        let err = format!(
+            "{:#}",
+            node.reload(cluster(&two), &mut MemPorts).unwrap_err()
+        );
         assert!(
             err.contains("static") && err.contains("nothing of it was applied"),
             "{err}"
@@ -712,7 +802,7 @@ mod tests {
         assert_eq!(node.sw.env.fdb.static_len(), 5);
         // The next change is computed against what really runs: one endpoint fits.
         let one = format!("{drained}{}", endpoint("c23", "10.0.9.23"));
-        let log = node.reload(cluster(&one)).unwrap();
+        let log = node.reload(cluster(&one), &mut MemPorts).unwrap();
         assert!(
             log.contains("weight 1 -> 0") && log.contains("fdb: added"),
             "{log}"
@@ -730,7 +820,7 @@ mod tests {
             1,
         );
         assert_ne!(moved, file);
-        let log = node.reload(cluster(&moved)).unwrap();
+        let log = node.reload(cluster(&moved), &mut MemPorts).unwrap();
         assert!(log.contains("replaced"), "{log}");
         let lb = crate::show::lb(&mut node, false, false, false);
         assert!(
@@ -743,5 +833,303 @@ mod tests {
         let arp = &node.sw.env.nets[0].arp;
         assert_eq!(arp.get(&Ipv4Addr::new(10, 0, 9, 240)), Some(&new_mac));
         assert!(!arp.contains_key(&Ipv4Addr::new(10, 0, 9, 254)));
+    }
+
+    /// The fixture with one ingress per node cut off, c12 gone (and out of the service), and
+    /// instead: an endpoint c13 on n1, a network `db` with c14 on n1 and c31 on a new node n3.
+    fn changed() -> String {
+        let f = file();
+        let cut = f.find("[[ingress]]").unwrap();
+        let (head, ingresses) = f.split_at(cut);
+        let n2_ingress = &ingresses[ingresses.rfind("[[ingress]]").unwrap()..];
+        let c12 = head.find("[[endpoint]]\nname = \"c12\"").unwrap();
+        let c21 = head.find("[[endpoint]]\nname = \"c21\"").unwrap();
+        let head = format!("{}{}", &head[..c12], &head[c21..])
+            .replace(r#"["c12", "c21", "c22"]"#, r#"["c21", "c22"]"#);
+        format!(
+            r#"{head}{n2_ingress}
+[[node]]
+name = "n3"
+vtep = "198.18.0.3"
+
+[[network]]
+name = "db"
+vni = 4098
+subnet = "10.0.10.0/24"
+
+[[endpoint]]
+name = "c13"
+node = "n1"
+network = "appnet"
+ip = "10.0.9.13"
+attach = "tap:eth1"
+
+[[endpoint]]
+name = "c14"
+node = "n1"
+network = "db"
+ip = "10.0.10.14"
+attach = "afxdp:vc14"
+
+[[endpoint]]
+name = "c31"
+node = "n3"
+network = "db"
+ip = "10.0.10.31"
+"#
+        )
+    }
+
+    fn port_names(node: &Node) -> Vec<String> {
+        node.sw.stats().ports.into_iter().map(|p| p.name).collect()
+    }
+
+    #[test]
+    fn endpoints_ingresses_networks_and_nodes_come_and_go_live() {
+        let file = file();
+        let mut node = Node::build(cluster(&file), "n1", &mut MemPorts).unwrap();
+        let before = views(&mut node);
+        let ports_before = port_names(&node);
+        assert_eq!(ports_before, ["underlay", "c11", "c12", "ext0"]);
+        let log = node.reload(cluster(&changed()), &mut MemPorts).unwrap();
+        for line in [
+            "network db: added (VNI 4098)",
+            "node n3: added (VTEP 198.18.0.3)",
+            "endpoint c13: attached",
+            "endpoint c14: attached",
+            "endpoint c12: detached",
+            "ingress ext0: detached",
+            "network ingress:ext0: removed",
+            "service web 192.0.2.1:8080: removed",
+            "service web 10.0.9.100:80: backend c12 removed",
+        ] {
+            assert!(log.contains(line), "{line:?} missing from:\n{log}");
+        }
+        // c12's slot went to c13, then ext0's to c14.
+        assert_eq!(port_names(&node), ["underlay", "c11", "c13", "c14"]);
+        let env = &node.sw.env;
+        let db = env.net_by_name("db").unwrap();
+        assert_eq!(
+            db,
+            NetId(2),
+            "a new network never takes an id freed by the same change"
+        );
+        assert!(env.nets[1].is_retired());
+        let n3 = env.vtep_by_addr(Ipv4Addr::new(198, 18, 0, 3)).unwrap();
+        assert_eq!(env.nets[2].peers, vec![n3]);
+        let c31 = Mac::docker_default(Ipv4Addr::new(10, 0, 10, 31));
+        assert_eq!(
+            env.fdb.entry(db, c31).unwrap().dest(),
+            vswitch::FdbDest::Remote(n3)
+        );
+        let c14 = Mac::docker_default(Ipv4Addr::new(10, 0, 10, 14));
+        let c14_port = node.sw.port_id("c14").unwrap();
+        assert_eq!(
+            env.fdb.entry(db, c14).unwrap().dest(),
+            vswitch::FdbDest::Local(c14_port)
+        );
+        let c12 = Mac::docker_default(Ipv4Addr::new(10, 0, 9, 12));
+        assert!(env.fdb.entry(NetId(0), c12).is_none());
+        assert!(node.sw.stage_mut(node.own).ingress.is_empty());
+        // And back: the ingress takes the id its network had, and every view is as it was.
+        let log = node.reload(cluster(&file), &mut MemPorts).unwrap();
+        assert!(
+            log.contains("node n3: removed") && log.contains("network db: removed"),
+            "{log}"
+        );
+        assert_eq!(node.sw.env.net_by_name("ingress:ext0"), Some(NetId(1)));
+        assert_eq!(node.sw.env.vtep_by_addr(Ipv4Addr::new(198, 18, 0, 3)), None);
+        let after = views(&mut node);
+        assert_eq!((&after.0, &after.2), (&before.0, &before.2));
+        // The load balancer lists a backend added back last, as IPVS does.
+        let sorted = |s: &str| {
+            let mut l: Vec<String> = s.lines().map(str::to_string).collect();
+            l.sort();
+            l
+        };
+        assert_eq!(sorted(&after.1), sorted(&before.1));
+        let ext0 = node.sw.port_id("ext0").unwrap();
+        assert_eq!(node.sw.stage_mut(node.own).ingress, vec![(ext0, NetId(1))]);
+        assert_eq!(
+            node.reload(cluster(&file), &mut MemPorts).unwrap(),
+            "no changes\n"
+        );
+    }
+
+    /// Ports that count how many of them are open: a port dropped anywhere is closed.
+    struct Counted {
+        open: Arc<std::sync::atomic::AtomicUsize>,
+        /// Fail the open after this many successes.
+        fail_after: usize,
+    }
+
+    struct CountedPort(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Drop for CountedPort {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Port for CountedPort {
+        fn rx_burst(&mut self, _: &mut vswitch::Batch) -> usize {
+            0
+        }
+        fn tx_burst(&mut self, b: &mut vswitch::Batch) -> usize {
+            b.len()
+        }
+    }
+
+    impl PortOpener for Counted {
+        fn open(&mut self, p: &PortPlan, _: bool) -> anyhow::Result<Box<dyn Port>> {
+            if self.fail_after == 0 {
+                anyhow::bail!("no interface {:?} (injected)", p.attach);
+            }
+            self.fail_after -= 1;
+            self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Box::new(CountedPort(self.open.clone())))
+        }
+        fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+            Ok(Box::new(vswitch::MemPort::new().0))
+        }
+    }
+
+    #[test]
+    fn a_change_that_fails_at_any_step_leaves_every_view_and_port_as_it_was() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let file = file();
+        let open = Arc::new(AtomicUsize::new(0));
+        let opener = |fail_after| Counted {
+            open: open.clone(),
+            fail_after,
+        };
+        let build = |max_static| {
+            let fdb = FdbConfig {
+                max_static,
+                ..FdbConfig::default()
+            };
+            Node::build_sized(
+                cluster(&file),
+                "n1",
+                &mut opener(usize::MAX),
+                MAX_CONNS,
+                fdb,
+            )
+            .unwrap()
+        };
+        let want = Plan::of(&cluster(&changed()), "n1").unwrap();
+        // Opening a port fails (interface missing, bind refused): at the first and the second.
+        for fail_after in 0..2 {
+            let mut node = build(64);
+            let (before, plan, opened) = (views(&mut node), node.plan.clone(), open.load(SeqCst));
+            let err = format!(
+                "{:#}",
+                node.reload(cluster(&changed()), &mut opener(fail_after))
+                    .unwrap_err()
+            );
+            assert!(
+                err.contains("injected") && err.contains("nothing of the change"),
+                "{err}"
+            );
+            assert_eq!(views(&mut node), before);
+            assert_eq!(node.plan, plan);
+            assert_eq!(
+                open.load(SeqCst),
+                opened,
+                "the ports opened for it were closed"
+            );
+        }
+        // The static FDB fills at every point of the change: 5 entries in force, the change
+        // removes 1 (c12) and adds 4 (c13, c14, c31 and n3's load-balancer MAC), so 5 - 1 + 4 =
+        // 8 fit and 5..=7 do not.
+        assert_eq!(want.fdb.len(), 8);
+        for max_static in 5..8 {
+            let mut node = build(max_static);
+            let (before, plan, opened) = (views(&mut node), node.plan.clone(), open.load(SeqCst));
+            let ports = port_names(&node);
+            let err = format!(
+                "{:#}",
+                node.reload(cluster(&changed()), &mut opener(usize::MAX))
+                    .unwrap_err()
+            );
+            assert!(
+                err.contains("static") && err.contains("nothing of it was applied"),
+                "{err}"
+            );
+            assert_eq!(views(&mut node), before, "max_static {max_static}");
+            assert_eq!(node.plan, plan);
+            assert_eq!(port_names(&node), ports);
+            assert_eq!(
+                open.load(SeqCst),
+                opened,
+                "added ports were taken out and closed"
+            );
+            assert_eq!(node.sw.env.net_by_name("db"), None);
+            assert_eq!(node.sw.env.vtep_by_addr(Ipv4Addr::new(198, 18, 0, 3)), None);
+            // The next change is computed against what really runs.
+            let log = node
+                .reload(cluster(&file), &mut opener(usize::MAX))
+                .unwrap();
+            assert_eq!(log, "no changes\n");
+        }
+        let mut node = build(8);
+        let base = node.plan.clone();
+        node.reload(cluster(&changed()), &mut opener(usize::MAX))
+            .unwrap();
+        let want = Plan::next(&cluster(&changed()), "n1", Some(&base)).unwrap();
+        assert_eq!(*node.plan, want);
+        drop(node);
+        assert_eq!(open.load(SeqCst), 0);
+    }
+
+    #[test]
+    fn a_change_prepared_against_a_plan_no_longer_in_force_is_refused() {
+        let file = file();
+        let mut node = Node::build(cluster(&file), "n1", &mut MemPorts).unwrap();
+        let base = node.plan.clone();
+        let a = Change::prepare(cluster(&changed()), base.clone(), &mut MemPorts, 2048).unwrap();
+        let b = Change::prepare(cluster(&changed()), base, &mut MemPorts, 2048).unwrap();
+        node.commit(a).0.unwrap();
+        let (r, left) = node.commit(b);
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("another change was applied"), "{err}");
+        assert_eq!(left.ports.len(), 2, "c13's and c14's ports, to close");
+    }
+
+    #[test]
+    fn the_own_vtep_and_an_attached_ports_settings_need_a_restart_or_a_detach() {
+        let file = file();
+        let mut node = Node::build(cluster(&file), "n1", &mut MemPorts).unwrap();
+        let vtep = file.replace("198.18.0.1", "198.18.0.9");
+        let err = node
+            .reload(cluster(&vtep), &mut MemPorts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("VTEP address changed") && err.contains("restart"),
+            "{err}"
+        );
+        let mtu = file.replace("mtu = 1450", "mtu = 1400");
+        let err = node
+            .reload(cluster(&mtu), &mut MemPorts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("endpoint c11") && err.contains("MTU 1450 -> 1400"),
+            "{err}"
+        );
+        // Another node's VTEP moves live.
+        let moved = file.replace("198.18.0.2", "198.18.0.7");
+        let log = node.reload(cluster(&moved), &mut MemPorts).unwrap();
+        assert!(
+            log.contains("node n2: VTEP 198.18.0.2 -> 198.18.0.7"),
+            "{log}"
+        );
+        assert!(
+            node.sw
+                .env
+                .vtep_by_addr(Ipv4Addr::new(198, 18, 0, 7))
+                .is_some()
+        );
     }
 }

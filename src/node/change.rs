@@ -1,0 +1,183 @@
+//! A change of the node's desired state, prepared off the packet thread.
+//!
+//! Where it sits: between a source of change (the cluster file today; the store and the CNI
+//! plugin later) and the poll thread. [`Change::prepare`] runs on the control side: it plans the
+//! new state against the plan in force (ids kept, [`Plan::next`]), refuses what cannot apply
+//! live (the node's own VTEP address; a port whose settings changed while attached), and opens
+//! every port the new state adds (AF_XDP sockets bound, TAPs created: the slow, fallible part).
+//! Only then does [`Node::commit`](super::Node::commit) swap it in between two batches; what it
+//! takes out (closed ports, the old plan and file) comes back as [`Leftovers`], for the caller to
+//! drop off the packet thread too.
+//!
+//! ```text
+//! control side:  load file ─► Plan::next ─► checks ─► open new ports ─► Change
+//! poll thread:                                  commit(Change) between batches ─► Leftovers
+//! control side:                                                 drop(Leftovers): ports closed
+//! ```
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use vswitch::Port;
+
+use super::{Plan, PortKind, PortOpener};
+use crate::config::{Attach, Cluster};
+
+/// A new desired state, ready to commit: its plan and the ports it opens.
+pub struct Change {
+    /// The plan in force it was computed against; the commit refuses it if another change
+    /// came first.
+    pub(super) base: Arc<Plan>,
+    /// The new cluster file.
+    pub(super) cluster: Cluster,
+    /// The new plan.
+    pub(super) plan: Plan,
+    /// The ports the new plan adds, opened, by port name.
+    pub(super) opened: Vec<(String, Box<dyn Port>)>,
+}
+
+/// What a commit took out of the node, to be dropped off the packet thread: closing a port
+/// (an AF_XDP socket's XDP program detached, a TAP removed) and freeing a large plan or file
+/// take time the packets should not wait for.
+#[derive(Default)]
+pub struct Leftovers {
+    /// Ports removed, or opened for a change that was not applied.
+    pub ports: Vec<Box<dyn Port>>,
+    /// The plan that was in force before.
+    pub plan: Option<Arc<Plan>>,
+    /// The cluster file that was in force before, or the refused one.
+    pub cluster: Option<Cluster>,
+}
+
+impl Change {
+    /// Plan `cluster` against `base` (the plan in force) and open the ports it adds. `buf_size`
+    /// is the switch's buffer size (TAPs get offloads only if it holds a super-frame).
+    pub fn prepare(
+        cluster: Cluster,
+        base: Arc<Plan>,
+        ports: &mut dyn PortOpener,
+        buf_size: usize,
+    ) -> anyhow::Result<Change> {
+        let plan = Plan::next(&cluster, &base.node, Some(&base))?;
+        Change::planned(cluster, plan, base, ports, buf_size)
+    }
+
+    /// [`Change::prepare`] with the plan already computed (against `base`).
+    pub fn planned(
+        cluster: Cluster,
+        plan: Plan,
+        base: Arc<Plan>,
+        ports: &mut dyn PortOpener,
+        buf_size: usize,
+    ) -> anyhow::Result<Change> {
+        let file = cluster.path.display().to_string();
+        if plan.vtep != base.vtep {
+            bail!(
+                "{file}: refused: this node's VTEP address changed ({} -> {}); restart the node to apply that (the running configuration is unchanged)",
+                base.vtep,
+                plan.vtep
+            );
+        }
+        for p in &plan.ports {
+            if let Some(old) = base.ports.iter().find(|o| o.name == p.name)
+                && old != p
+            {
+                bail!(
+                    "{file}: refused: {} {}: its attachment changed while attached ({}); detach it (reload without it), then attach it again (the running configuration is unchanged)",
+                    what(&p.kind),
+                    p.name,
+                    differences(old, p)
+                );
+            }
+        }
+        let offloads = buf_size >= vswitch::offload::GSO_BUF_SIZE;
+        let mut opened = Vec::new();
+        for p in &plan.ports {
+            if base.ports.iter().any(|o| o.name == p.name) {
+                continue;
+            }
+            // On an error the ports opened so far close as `opened` drops: nothing stays.
+            let port = ports.open(p, offloads).with_context(|| {
+                format!(
+                    "{file}: {} {}: opening {}; nothing of the change was applied",
+                    what(&p.kind),
+                    p.name,
+                    attach_str(&p.attach)
+                )
+            })?;
+            opened.push((p.name.clone(), port));
+        }
+        Ok(Change {
+            base,
+            cluster,
+            plan,
+            opened,
+        })
+    }
+
+    /// The new plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+/// "endpoint" or "ingress", for messages.
+fn what(kind: &PortKind) -> &'static str {
+    match kind {
+        PortKind::Endpoint { .. } => "endpoint",
+        PortKind::Ingress => "ingress",
+    }
+}
+
+/// `afxdp:IF` or `tap:IF`.
+fn attach_str(a: &Attach) -> String {
+    match a {
+        Attach::Afxdp(i) => format!("afxdp:{i}"),
+        Attach::Tap(i) => format!("tap:{i}"),
+    }
+}
+
+/// What differs between two settings of one port, in words.
+fn differences(old: &super::PortPlan, new: &super::PortPlan) -> String {
+    let mut d = Vec::new();
+    if old.attach != new.attach {
+        d.push(format!(
+            "attach {} -> {}",
+            attach_str(&old.attach),
+            attach_str(&new.attach)
+        ));
+    }
+    if old.net != new.net {
+        d.push("network".to_string());
+    }
+    if old.mtu != new.mtu {
+        d.push(format!("MTU {} -> {}", old.mtu, new.mtu));
+    }
+    match (&old.kind, &new.kind) {
+        (
+            PortKind::Endpoint {
+                mac: m1,
+                addr: a1,
+                netns: n1,
+            },
+            PortKind::Endpoint {
+                mac: m2,
+                addr: a2,
+                netns: n2,
+            },
+        ) => {
+            if m1 != m2 {
+                d.push(format!("MAC {m1} -> {m2}"));
+            }
+            if a1 != a2 {
+                d.push(format!("address {}/{} -> {}/{}", a1.0, a1.1, a2.0, a2.1));
+            }
+            if n1 != n2 {
+                d.push(format!("netns {n1:?} -> {n2:?}"));
+            }
+        }
+        (a, b) if a != b => d.push("endpoint/ingress".to_string()),
+        _ => {}
+    }
+    d.join(", ")
+}
