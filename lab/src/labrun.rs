@@ -301,11 +301,12 @@ pub fn in_netns<T: Send + 'static>(
     }
 }
 
+/// How often the HTTP server's accept loop looks at its stop flag.
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
+
 /// A tiny HTTP/1.1 server for the demo: answers every request with `served by NAME`.
 pub struct HttpServer {
     stop: Arc<AtomicBool>,
-    addr: SocketAddr,
-    netns: String,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -323,12 +324,25 @@ impl HttpServer {
                     return;
                 }
             };
+            // Non-blocking accepts, the stop flag checked between them: stopping never
+            // depends on reaching the listener (a namespace without loopback, say).
+            if let Err(e) = l.set_nonblocking(true) {
+                let _ = tx.send(Err(e));
+                return;
+            }
             let _ = tx.send(l.local_addr());
-            for conn in l.incoming() {
-                if stop2.load(Ordering::Relaxed) {
-                    break;
+            while !stop2.load(Ordering::Relaxed) {
+                let mut s = match l.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        thread::sleep(ACCEPT_POLL);
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                if s.set_nonblocking(false).is_err() {
+                    continue;
                 }
-                let Ok(mut s) = conn else { continue };
                 let name = name.clone();
                 thread::spawn(move || {
                     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -363,14 +377,11 @@ impl HttpServer {
                 });
             }
         })?;
-        let addr = rx
-            .recv_timeout(Duration::from_secs(5))
+        rx.recv_timeout(Duration::from_secs(5))
             .context("http server did not start")?
             .with_context(|| format!("http server in {netns}: bind port {port}"))?;
         Ok(HttpServer {
             stop,
-            addr,
-            netns: netns.to_string(),
             thread: Some(h),
         })
     }
@@ -378,17 +389,8 @@ impl HttpServer {
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
+        // The accept loop sees the flag within one ACCEPT_POLL.
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop with one connection from inside its namespace.
-        let port = self.addr.port();
-        if let Ok(h) = in_netns(&self.netns, move || {
-            let _ = TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], port)),
-                Duration::from_secs(1),
-            );
-        }) {
-            let _ = h.join();
-        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
