@@ -6,14 +6,18 @@
 //!   daemon runs it: one slice of `CONNS_SLICE_SLOTS` slots per job (the pause), against reading
 //!   and rendering the whole table in one job (what it did before).
 //! - `pause/reload/*`: the part of a change that runs on the poll thread (the file is read and
-//!   planned, and new ports opened, off it): committing a change that adds N remote endpoints,
-//!   one that attaches one local endpoint (a port added), and one that changes nothing.
+//!   planned, the tables built and new ports opened, off it), committed in steps of at most
+//!   `STEP_ENTRIES` entries as the daemon does: `longest_step/*` is the pause (the longest
+//!   step), `all_steps/*` the whole commit, for a change that attaches or detaches one local
+//!   endpoint (a port added or removed), changes nothing, or adds or removes N remote
+//!   endpoints.
 //!
 //! `cargo bench --bench pause`; figures in docs/performance.md.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use lb::ServiceKey;
@@ -23,7 +27,7 @@ use lb::{BackendConfig, Balancer, BalancerConfig, Protocol, SchedulerKind, Servi
 use vswitch::wire::ethernet;
 use vswitch::{Mac, NetId, Time};
 use vxmesh::config::Cluster;
-use vxmesh::node::{Change, MemPorts, Node};
+use vxmesh::node::{Change, MemPorts, Node, STEP_ENTRIES};
 
 const CONNS: u32 = 100_000;
 const NET: NetId = NetId(0);
@@ -98,18 +102,35 @@ fn with_remote_endpoints(n: u32) -> String {
     text
 }
 
+/// Commit `change` a step at a time, as the daemon does; the longest step.
+fn longest_step(node: &mut Node, change: Change) -> Duration {
+    let mut c = node.begin(change);
+    let mut longest = Duration::ZERO;
+    loop {
+        let t = Instant::now();
+        let done = node.step(&mut c, STEP_ENTRIES);
+        longest = longest.max(t.elapsed());
+        if done {
+            break;
+        }
+    }
+    let (r, left) = c.finish();
+    r.unwrap();
+    drop(left);
+    longest
+}
+
 fn reload(c: &mut Criterion) {
     let cluster = |t: &str| Cluster::parse(Path::new("bench.toml"), t).unwrap();
     let base = cluster(&with_remote_endpoints(0));
     let mut g = c.benchmark_group("pause/reload");
     g.sample_size(10);
-    // Only the commit runs between batches: the change is prepared (planned, ports opened) off
-    // the poll thread, and what the commit takes out is dropped there too (criterion drops the
-    // outputs of `iter_batched` outside the measurement).
-    let prepared = |big: &Cluster| {
-        let node = Node::build(base.clone(), "n1", &mut MemPorts).unwrap();
+    // Only the commit runs between batches: the change is prepared (planned, tables built,
+    // ports opened) off the poll thread, and what the commit takes out is dropped there too.
+    let prepared = |from: &Cluster, to: &Cluster| {
+        let node = Node::build(from.clone(), "n1", &mut MemPorts).unwrap();
         let change = Change::prepare(
-            big.clone(),
+            to.clone(),
             node.plan.clone(),
             &mut MemPorts,
             node.sw.buf_size(),
@@ -117,43 +138,48 @@ fn reload(c: &mut Criterion) {
         .unwrap();
         (node, change)
     };
+    let attach = cluster(&format!(
+        "{}\n[[endpoint]]\nname = \"c13\"\nnode = \"n1\"\nnetwork = \"appnet\"\nip = \"10.0.9.13\"\nattach = \"afxdp:vc13\"\n",
+        with_remote_endpoints(0)
+    ));
+    let mut cases = vec![
+        (
+            "attach_one_endpoint".to_string(),
+            base.clone(),
+            attach.clone(),
+        ),
+        ("detach_one_endpoint".to_string(), attach, base.clone()),
+        ("no_change".to_string(), base.clone(), base.clone()),
+    ];
     for n in [1_000u32, 50_000] {
         let big = cluster(&with_remote_endpoints(n));
-        g.bench_function(format!("apply_{n}_new_endpoints"), |b| {
+        cases.push((format!("{n}_new_endpoints"), base.clone(), big.clone()));
+        cases.push((format!("{n}_endpoints_removed"), big, base.clone()));
+    }
+    for (name, from, to) in &cases {
+        // The pause: the longest single step (what one job between two batches costs).
+        g.bench_function(format!("longest_step/{name}"), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let (mut node, ch) = prepared(from, to);
+                        longest_step(&mut node, ch)
+                    })
+                    .sum()
+            })
+        });
+        // Every step together: the work the poll thread does for the change in all.
+        g.bench_function(format!("all_steps/{name}"), |b| {
             b.iter_batched(
-                || prepared(&big),
+                || prepared(from, to),
                 |(mut node, ch)| {
                     let (r, left) = node.commit(ch);
-                    (node, r.unwrap(), left)
+                    (node, black_box(r.unwrap()), left)
                 },
                 BatchSize::LargeInput,
             )
         });
     }
-    let attach = cluster(&format!(
-        "{}\n[[endpoint]]\nname = \"c13\"\nnode = \"n1\"\nnetwork = \"appnet\"\nip = \"10.0.9.13\"\nattach = \"afxdp:vc13\"\n",
-        with_remote_endpoints(0)
-    ));
-    g.bench_function("apply_attach_one_endpoint", |b| {
-        b.iter_batched(
-            || prepared(&attach),
-            |(mut node, ch)| {
-                let (r, left) = node.commit(ch);
-                (node, r.unwrap(), left)
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    g.bench_function("apply_no_change", |b| {
-        b.iter_batched(
-            || prepared(&base),
-            |(mut node, ch)| {
-                let (r, left) = node.commit(ch);
-                (node, black_box(r.unwrap()), left)
-            },
-            BatchSize::LargeInput,
-        )
-    });
     g.finish();
 }
 

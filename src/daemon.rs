@@ -28,7 +28,7 @@ use vswitch::trace::TraceFilter;
 use vswitch::worker::{self, PollConfig, Waker, Work};
 
 use crate::config::Cluster;
-use crate::node::{Change, Node, SystemPorts};
+use crate::node::{Change, Node, STEP_ENTRIES, SystemPorts};
 use crate::{control, pcap, show};
 
 /// Default directory of control sockets.
@@ -492,7 +492,22 @@ async fn handle_request(
             let r = match prepared {
                 Err(e) => Err((EXIT_USAGE, e)),
                 Ok(change) => {
-                    let (r, left) = h.call(move |n| n.commit(change)).await?;
+                    // Committed a bounded step per job: the poll thread forwards a round of
+                    // batches between two steps, so a change of any size never pauses it long.
+                    let mut c = h.call(move |n| n.begin(change)).await?;
+                    loop {
+                        let (back, done) = h
+                            .call(move |n| {
+                                let done = n.step(&mut c, STEP_ENTRIES);
+                                (c, done)
+                            })
+                            .await?;
+                        c = back;
+                        if done {
+                            break;
+                        }
+                    }
+                    let (r, left) = c.finish();
                     // Ports close (XDP detached, TAPs removed) off the poll thread.
                     let _ = tokio::task::spawn_blocking(move || drop(left)).await;
                     r.map_err(|e| (EXIT_USAGE, format!("{e:#}")))

@@ -32,6 +32,7 @@ use crate::config::{Attach, Cluster};
 mod apply;
 mod change;
 
+pub use apply::{Commit, STEP_ENTRIES};
 pub use change::{Change, Leftovers};
 
 /// VNI given to routing-mesh ingress networks: outside the 24-bit VXLAN range, so no VXLAN
@@ -804,7 +805,8 @@ mod tests {
         let one = format!("{drained}{}", endpoint("c23", "10.0.9.23"));
         let log = node.reload(cluster(&one), &mut MemPorts).unwrap();
         assert!(
-            log.contains("weight 1 -> 0") && log.contains("fdb: added"),
+            log.contains("weight 1 -> 0")
+                && log.contains("fdb appnet: 1 static entries added, 0 removed"),
             "{log}"
         );
         assert_eq!(node.sw.env.fdb.static_len(), 6);
@@ -1047,11 +1049,24 @@ ip = "10.0.10.31"
             let mut node = build(max_static);
             let (before, plan, opened) = (views(&mut node), node.plan.clone(), open.load(SeqCst));
             let ports = port_names(&node);
-            let err = format!(
-                "{:#}",
-                node.reload(cluster(&changed()), &mut opener(usize::MAX))
-                    .unwrap_err()
-            );
+            // One entry per step (the rollback too), a round of the switch between steps.
+            let change = Change::prepare(
+                cluster(&changed()),
+                node.plan.clone(),
+                &mut opener(usize::MAX),
+                node.sw.buf_size(),
+            )
+            .unwrap();
+            let mut c = node.begin(change);
+            let mut steps = 0;
+            while !node.step(&mut c, 1) {
+                node.sw.poll(vswitch::Time::from_secs(1));
+                steps += 1;
+            }
+            assert!(steps > 4, "{steps} steps");
+            let (r, left) = c.finish();
+            drop(left);
+            let err = format!("{:#}", r.unwrap_err());
             assert!(
                 err.contains("static") && err.contains("nothing of it was applied"),
                 "{err}"

@@ -21,6 +21,7 @@ use lb::ServiceKey;
 use vswitch::{FdbDest, Mac, NetId, Network, Port, PortId, PortRole, Vtep, VtepId};
 
 use super::{Change, DestPlan, Leftovers, Node, Plan, PortKind, ServicePlan};
+use crate::config::Cluster;
 
 /// One step `apply` took, and what taking it back needs.
 enum Undo {
@@ -56,71 +57,295 @@ enum Undo {
     OwnMacs(Vec<(NetId, Mac)>),
 }
 
+/// Entries (FDB entries added or removed, steps undone) one [`Node::step`] handles at most:
+/// a few hundred microseconds of work, so a change of any size pauses forwarding for no longer
+/// than that at a time (benches/pause.rs measures the longest step).
+pub const STEP_ENTRIES: usize = 4096;
+
+/// Where a commit stands.
+enum Phase {
+    /// Networks, VTEPs, ports, ARP tables and peers: few, cheap, one step.
+    Start,
+    /// Static FDB entries that leave, from this index.
+    FdbRemove(usize),
+    /// Static FDB entries that arrive, from this index.
+    FdbAdd(usize),
+    /// Services and backends, the switch's own addresses, then what departs; one step.
+    Services,
+    /// One walk of the FDB for the entries learned on departed ports, networks and VTEPs.
+    Flush,
+    /// A step failed: undoing the recorded steps, last first.
+    RollBack,
+    /// Finished.
+    Done,
+}
+
+/// What departs and must leave no learned FDB entry behind.
+#[derive(Default)]
+struct Departed {
+    ports: Vec<PortId>,
+    nets: Vec<NetId>,
+    vteps: Vec<VtepId>,
+}
+
+impl Departed {
+    fn is_empty(&self) -> bool {
+        self.ports.is_empty() && self.nets.is_empty() && self.vteps.is_empty()
+    }
+
+    /// Remove every learned entry on what departed: one walk of the table.
+    fn flush(&mut self, fdb: &mut vswitch::Fdb) {
+        if self.is_empty() {
+            return;
+        }
+        fdb.flush_learned(|net, dest| {
+            self.nets.contains(&net)
+                || match dest {
+                    FdbDest::Local(p) => self.ports.contains(&p),
+                    FdbDest::Remote(v) => self.vteps.contains(&v),
+                }
+        });
+        *self = Departed::default();
+    }
+}
+
+/// A change being committed, one bounded step at a time ([`Node::begin`], [`Node::step`],
+/// [`Commit::finish`]). Between steps the switch forwards a round of batches: what it sees
+/// then is the old state with some of the new additions (entries added, none yet removed), a
+/// state no packet can be hurt by; the plan in force changes only at the last step.
+pub struct Commit {
+    cluster: Option<Cluster>,
+    plan: Option<Plan>,
+    opened: HashMap<String, Box<dyn Port>>,
+    arp: Vec<(usize, HashMap<Ipv4Addr, Mac>)>,
+    fdb_removed: Vec<(usize, Mac)>,
+    fdb_added: Vec<(usize, Mac, DestPlan)>,
+    phase: Phase,
+    undo: Vec<Undo>,
+    departed: Departed,
+    log: String,
+    /// Static entries added and removed, per network name.
+    fdb_counts: std::collections::BTreeMap<String, (usize, usize)>,
+    error: Option<anyhow::Error>,
+    left: Leftovers,
+}
+
+impl Commit {
+    /// Whether every step has run.
+    pub fn done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// The outcome (what changed, or why nothing did), and what was taken out of the node, to
+    /// drop off the packet thread.
+    pub fn finish(mut self) -> (anyhow::Result<String>, Leftovers) {
+        debug_assert!(self.done());
+        self.left.ports.extend(self.opened.into_values());
+        // The undo log holds the replaced tables (ARP maps): freed with the leftovers too.
+        self.left.garbage.push(Box::new(self.undo));
+        self.left.garbage.push(Box::new(self.arp));
+        match self.error {
+            Some(e) => (Err(e), self.left),
+            None => {
+                let mut log = self.log;
+                for (net, (added, removed)) in &self.fdb_counts {
+                    let _ = writeln!(
+                        log,
+                        "fdb {net}: {added} static entries added, {removed} removed"
+                    );
+                }
+                if log.is_empty() {
+                    log = "no changes\n".into();
+                }
+                (Ok(log), self.left)
+            }
+        }
+    }
+}
+
 impl Node {
-    /// Swap `change` in, between two batches: all of it, or, if any step fails, none of it (the
-    /// error says which step, and the node runs as before). Returns what changed, and what was
-    /// taken out for the caller to drop off the packet thread.
+    /// Swap `change` in, all in one go (tests, benches, the first build): [`Node::begin`] and
+    /// [`Node::step`] until done. Returns what changed (or why nothing did), and what was taken
+    /// out for the caller to drop off the packet thread.
     pub fn commit(&mut self, change: Change) -> (anyhow::Result<String>, Leftovers) {
+        let mut c = self.begin(change);
+        while !self.step(&mut c, STEP_ENTRIES) {}
+        c.finish()
+    }
+
+    /// Start committing `change`: refused at once if another change was applied since it was
+    /// prepared (it was computed against a plan no longer in force).
+    pub fn begin(&mut self, change: Change) -> Commit {
         let Change {
             base,
             cluster,
             plan,
             opened,
+            arp,
+            fdb_removed,
+            fdb_added,
         } = change;
-        let mut left = Leftovers::default();
-        if !Arc::ptr_eq(&base, &self.plan) {
-            left.ports = opened.into_iter().map(|(_, p)| p).collect();
-            left.cluster = Some(cluster);
-            let err = anyhow::anyhow!(
+        let stale = !Arc::ptr_eq(&base, &self.plan);
+        let mut c = Commit {
+            cluster: Some(cluster),
+            plan: Some(plan),
+            opened: opened.into_iter().collect(),
+            arp,
+            fdb_removed,
+            fdb_added,
+            phase: Phase::Start,
+            undo: Vec::new(),
+            departed: Departed::default(),
+            log: String::new(),
+            fdb_counts: Default::default(),
+            error: None,
+            left: Leftovers::default(),
+        };
+        c.left.garbage.push(Box::new(base));
+        if stale {
+            let path = c.cluster.as_ref().map(|c| c.path.display().to_string());
+            c.error = Some(anyhow::anyhow!(
                 "{}: another change was applied while this one was prepared; nothing of it was applied (run it again)",
-                cluster_path(&left)
-            );
-            return (Err(err), left);
+                path.unwrap_or_default()
+            ));
+            c.left.cluster = c.cluster.take();
+            c.phase = Phase::Done;
         }
-        drop(base);
-        let mut opened: HashMap<String, Box<dyn Port>> = opened.into_iter().collect();
-        match self.apply(plan, &mut opened, &mut left.ports) {
-            Ok((log, old)) => {
-                left.plan = Some(old);
-                left.cluster = Some(std::mem::replace(&mut self.cluster, cluster));
-                left.ports.extend(opened.into_values());
-                let log = if log.is_empty() {
-                    "no changes\n".to_string()
-                } else {
-                    log
-                };
-                (Ok(log), left)
+        c
+    }
+
+    /// Run one step of `c`, handling at most `budget` entries; true once it is done. Call
+    /// between batches until it returns true.
+    pub fn step(&mut self, c: &mut Commit, budget: usize) -> bool {
+        let budget = budget.max(1);
+        let r = match c.phase {
+            Phase::Start => self.start(c).map(|()| Phase::FdbRemove(0)),
+            Phase::FdbRemove(k) => Ok(self.fdb_remove(c, k, budget)),
+            Phase::FdbAdd(k) => self.fdb_add(c, k, budget),
+            Phase::Services => self.services(c).map(|()| Phase::Flush),
+            Phase::Flush => {
+                c.departed.flush(&mut self.sw.env.fdb);
+                self.succeed(c);
+                Ok(Phase::Done)
             }
+            Phase::RollBack => Ok(self.roll_back(c, budget)),
+            Phase::Done => Ok(Phase::Done),
+        };
+        c.phase = match r {
+            Ok(p) => p,
             Err(e) => {
-                left.ports.extend(opened.into_values());
-                let e = e.context(format!(
+                let path = c.cluster.as_ref().map(|c| c.path.display().to_string());
+                c.error = Some(e.context(format!(
                     "{}: refused; nothing of it was applied: the node runs as before",
-                    cluster.path.display()
-                ));
-                left.cluster = Some(cluster);
-                (Err(e), left)
+                    path.unwrap_or_default()
+                )));
+                Phase::RollBack
             }
+        };
+        c.done()
+    }
+
+    /// The first step: networks, VTEPs, ports, ARP tables (prepared off the poll thread:
+    /// swapped, not built) and peers.
+    fn start(&mut self, c: &mut Commit) -> anyhow::Result<()> {
+        let new = c.plan.take().expect("a commit starts with its plan");
+        let r = (|| {
+            self.set_up_ids(&new, &mut c.undo, &mut c.log);
+            self.add_ports(&new, &mut c.opened, &mut c.undo, &mut c.log)?;
+            for (i, arp) in c.arp.iter_mut() {
+                let net = &mut self.sw.env.nets[*i];
+                let old = std::mem::replace(&mut net.arp, std::mem::take(arp));
+                c.undo.push(Undo::Arp(*i, old));
+                let _ = writeln!(c.log, "network {}: ARP table updated", net.name);
+            }
+            for (i, n) in new.live_nets() {
+                let net = &mut self.sw.env.nets[i];
+                let peers: Vec<VtepId> = n.peers.iter().map(|&v| VtepId(v as u16)).collect();
+                if net.peers != peers {
+                    c.undo
+                        .push(Undo::Peers(i, std::mem::replace(&mut net.peers, peers)));
+                    let _ = writeln!(c.log, "network {}: peers updated", n.name);
+                }
+            }
+            Ok(())
+        })();
+        c.plan = Some(new);
+        r
+    }
+
+    /// Remove up to `budget` static FDB entries that leave (first, so a full table has room
+    /// for what replaces them).
+    fn fdb_remove(&mut self, c: &mut Commit, k: usize, budget: usize) -> Phase {
+        let end = (k + budget).min(c.fdb_removed.len());
+        for &(net, mac) in &c.fdb_removed[k..end] {
+            let id = NetId(net as u16);
+            if let Some(e) = self.sw.env.fdb.entry(id, mac) {
+                self.sw.env.fdb.remove(id, mac);
+                c.undo.push(Undo::FdbRemoved(id, mac, e.dest()));
+                c.fdb_counts
+                    .entry(self.plan.net_name(net).to_string())
+                    .or_default()
+                    .1 += 1;
+            }
+        }
+        if end == c.fdb_removed.len() {
+            Phase::FdbAdd(0)
+        } else {
+            Phase::FdbRemove(end)
         }
     }
 
-    /// Move the running tables from `self.plan` to `new`, taking the ports `new` adds from
-    /// `opened`: all of it, or, if any step fails, none of it. Ports taken out (removed, or
-    /// added then rolled back) go to `closed`. Returns what changed and the plan that was in
-    /// force.
-    fn apply(
-        &mut self,
-        new: Plan,
-        opened: &mut HashMap<String, Box<dyn Port>>,
-        closed: &mut Vec<Box<dyn Port>>,
-    ) -> anyhow::Result<(String, Arc<Plan>)> {
-        let mut log = String::new();
-        let mut undo = Vec::new();
-        if let Err(e) = self.apply_fallible(&new, opened, &mut undo, &mut log) {
-            self.roll_back(undo, opened);
-            return Err(e);
+    /// Add up to `budget` static FDB entries that arrive.
+    fn fdb_add(&mut self, c: &mut Commit, k: usize, budget: usize) -> anyhow::Result<Phase> {
+        let end = (k + budget).min(c.fdb_added.len());
+        let new = c.plan.as_ref().expect("a commit keeps its plan");
+        for (net, mac, dest) in &c.fdb_added[k..end] {
+            let (net, mac) = (*net, *mac);
+            let d = match dest {
+                DestPlan::Port(name) => {
+                    FdbDest::Local(self.sw.port_id(name).with_context(|| {
+                        format!("fdb: endpoint {name} has no port on this node")
+                    })?)
+                }
+                DestPlan::Vtep(v) => FdbDest::Remote(VtepId(*v as u16)),
+            };
+            let id = NetId(net as u16);
+            self.sw
+                .env
+                .fdb
+                .add_static(id, mac, d)
+                .with_context(|| format!("fdb: static entry {mac} in {}", new.net_name(net)))?;
+            c.undo.push(Undo::FdbAdded(id, mac));
+            c.fdb_counts
+                .entry(new.net_name(net).to_string())
+                .or_default()
+                .0 += 1;
         }
-        self.remove_departed(&new, &mut log, closed);
-        Ok((log, std::mem::replace(&mut self.plan, Arc::new(new))))
+        Ok(if end == c.fdb_added.len() {
+            Phase::Services
+        } else {
+            Phase::FdbAdd(end)
+        })
+    }
+
+    /// Services, backends and the switch's own addresses (fallible), then, all of it having
+    /// succeeded, what departs.
+    fn services(&mut self, c: &mut Commit) -> anyhow::Result<()> {
+        let new = c.plan.take().expect("a commit keeps its plan");
+        let r = self.services_fallible(&new, &mut c.undo, &mut c.log);
+        if r.is_ok() {
+            self.remove_departed(&new, &mut c.log, &mut c.left.ports, &mut c.departed);
+        }
+        c.plan = Some(new);
+        r
+    }
+
+    /// The last step of a change that succeeded: the new plan and file are in force.
+    fn succeed(&mut self, c: &mut Commit) {
+        let new = c.plan.take().expect("a commit keeps its plan");
+        let cluster = c.cluster.take().expect("a commit keeps its file");
+        c.left.plan = Some(std::mem::replace(&mut self.plan, Arc::new(new)));
+        c.left.cluster = Some(std::mem::replace(&mut self.cluster, cluster));
     }
 
     /// Networks and VTEPs the new plan adds or alters, before anything refers to them.
@@ -205,63 +430,13 @@ impl Node {
         Ok(())
     }
 
-    /// Every step that can fail, each recorded in `undo` once taken.
-    fn apply_fallible(
+    /// Services and backends, then the switch's own addresses, each recorded in `undo`.
+    fn services_fallible(
         &mut self,
         new: &Plan,
-        opened: &mut HashMap<String, Box<dyn Port>>,
         undo: &mut Vec<Undo>,
         log: &mut String,
     ) -> anyhow::Result<()> {
-        self.set_up_ids(new, undo, log);
-        self.add_ports(new, opened, undo, log)?;
-        for (i, n) in new.live_nets() {
-            let net = &mut self.sw.env.nets[i];
-            let arp: HashMap<Ipv4Addr, Mac> = n.arp.iter().map(|(ip, mac)| (*ip, *mac)).collect();
-            if net.arp != arp {
-                undo.push(Undo::Arp(i, std::mem::replace(&mut net.arp, arp)));
-                let _ = writeln!(log, "network {}: ARP table updated", n.name);
-            }
-            let peers: Vec<VtepId> = n.peers.iter().map(|&v| VtepId(v as u16)).collect();
-            if net.peers != peers {
-                undo.push(Undo::Peers(i, std::mem::replace(&mut net.peers, peers)));
-                let _ = writeln!(log, "network {}: peers updated", n.name);
-            }
-        }
-        // Static FDB entries: the ones that left or changed go first, so a full table has room
-        // for what replaces them.
-        for (&(net, mac), dest) in &self.plan.fdb {
-            if new.fdb.get(&(net, mac)) == Some(dest) {
-                continue;
-            }
-            let id = NetId(net as u16);
-            if let Some(e) = self.sw.env.fdb.entry(id, mac) {
-                self.sw.env.fdb.remove(id, mac);
-                undo.push(Undo::FdbRemoved(id, mac, e.dest()));
-                let _ = writeln!(log, "fdb: removed {mac} in {}", self.plan.net_name(net));
-            }
-        }
-        for (&(net, mac), dest) in &new.fdb {
-            if self.plan.fdb.get(&(net, mac)) == Some(dest) {
-                continue;
-            }
-            let d = match dest {
-                DestPlan::Port(name) => {
-                    FdbDest::Local(self.sw.port_id(name).with_context(|| {
-                        format!("fdb: endpoint {name} has no port on this node")
-                    })?)
-                }
-                DestPlan::Vtep(v) => FdbDest::Remote(VtepId(*v as u16)),
-            };
-            let id = NetId(net as u16);
-            self.sw
-                .env
-                .fdb
-                .add_static(id, mac, d)
-                .with_context(|| format!("fdb: static entry {mac} in {}", new.net_name(net)))?;
-            undo.push(Undo::FdbAdded(id, mac));
-            let _ = writeln!(log, "fdb: added {mac} in {}", new.net_name(net));
-        }
         // Services whose configuration changed are replaced: the old one goes first.
         let plan = self.plan.clone();
         for old in &plan.services {
@@ -363,11 +538,19 @@ impl Node {
 
     /// Take back the recorded steps, last first. Each undoes a step that succeeded, on state
     /// that step left, so none can fail short of a bug; one that does is reported, not hidden.
-    fn roll_back(&mut self, undo: Vec<Undo>, opened: &mut HashMap<String, Box<dyn Port>>) {
-        for u in undo.into_iter().rev() {
+    /// Up to `budget` of them per step; the last step also removes what was learned on the
+    /// ports, networks and VTEPs taken back (packets ran between the steps).
+    fn roll_back(&mut self, c: &mut Commit, budget: usize) -> Phase {
+        for _ in 0..budget {
+            let Some(u) = c.undo.pop() else {
+                c.departed.flush(&mut self.sw.env.fdb);
+                c.left.cluster = c.cluster.take();
+                return Phase::Done;
+            };
             let failed = match u {
                 Undo::NetAdded(i) => {
                     self.sw.env.retire_network(NetId(i as u16));
+                    c.departed.nets.push(NetId(i as u16));
                     None
                 }
                 Undo::NetChanged(i, vni, mtu) => {
@@ -377,6 +560,7 @@ impl Node {
                 }
                 Undo::VtepAdded(i) => {
                     self.sw.env.retire_vtep(VtepId(i as u16));
+                    c.departed.vteps.push(VtepId(i as u16));
                     None
                 }
                 Undo::VtepChanged(i, addr) => {
@@ -388,7 +572,8 @@ impl Node {
                     match self.sw.remove_port(id) {
                         // Back with the prepared ports: the caller closes them.
                         Some(p) => {
-                            opened.insert(name, p);
+                            c.opened.insert(name, p);
+                            c.departed.ports.push(id);
                             None
                         }
                         None => Some(format!("port {name}: not removable")),
@@ -399,7 +584,8 @@ impl Node {
                     None
                 }
                 Undo::Arp(i, arp) => {
-                    self.sw.env.nets[i].arp = arp;
+                    let new = std::mem::replace(&mut self.sw.env.nets[i].arp, arp);
+                    c.left.garbage.push(Box::new(new));
                     None
                 }
                 Undo::Peers(i, peers) => {
@@ -440,12 +626,19 @@ impl Node {
                 eprintln!("vxmesh: rolling a failed change back: {why}");
             }
         }
+        Phase::RollBack
     }
 
     /// After every fallible step succeeded: remove the services and backends that left the plan
     /// (their connections expire as IPVS's do), then the ports (into `closed`), VTEPs and
     /// networks.
-    fn remove_departed(&mut self, new: &Plan, log: &mut String, closed: &mut Vec<Box<dyn Port>>) {
+    fn remove_departed(
+        &mut self,
+        new: &Plan,
+        log: &mut String,
+        closed: &mut Vec<Box<dyn Port>>,
+        departed: &mut Departed,
+    ) {
         let plan = self.plan.clone();
         for old in &plan.services {
             let key = old.key();
@@ -490,12 +683,11 @@ impl Node {
             if new.ports.iter().any(|n| n.name == p.name) {
                 continue;
             }
-            if let Some(port) = self
-                .sw
-                .port_id(&p.name)
-                .and_then(|id| self.sw.remove_port(id))
+            if let Some(id) = self.sw.port_id(&p.name)
+                && let Some(port) = self.sw.remove_port(id)
             {
                 closed.push(port);
+                departed.ports.push(id);
             }
             let what = match p.kind {
                 PortKind::Endpoint { .. } => "endpoint",
@@ -508,12 +700,14 @@ impl Node {
                 && new.vteps.get(i).is_none_or(|n| n.is_none())
             {
                 self.sw.env.retire_vtep(VtepId(i as u16));
+                departed.vteps.push(VtepId(i as u16));
                 let _ = writeln!(log, "node {name}: removed");
             }
         }
         for (i, n) in plan.live_nets() {
             if new.nets.get(i).is_none_or(|n| n.is_none()) {
                 self.sw.env.retire_network(NetId(i as u16));
+                departed.nets.push(NetId(i as u16));
                 let _ = writeln!(log, "network {}: removed", n.name);
             }
         }
@@ -527,11 +721,4 @@ fn vni_str(vni: u32) -> String {
     } else {
         vni.to_string()
     }
-}
-
-/// The refused file's path, for a message.
-fn cluster_path(left: &Leftovers) -> String {
-    left.cluster
-        .as_ref()
-        .map_or_else(|| "?".into(), |c| c.path.display().to_string())
 }

@@ -15,12 +15,14 @@
 //! control side:                                                 drop(Leftovers): ports closed
 //! ```
 
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use vswitch::Port;
+use vswitch::{Mac, Port};
 
-use super::{Plan, PortKind, PortOpener};
+use super::{DestPlan, Plan, PortKind, PortOpener};
 use crate::config::{Attach, Cluster};
 
 /// A new desired state, ready to commit: its plan and the ports it opens.
@@ -34,6 +36,12 @@ pub struct Change {
     pub(super) plan: Plan,
     /// The ports the new plan adds, opened, by port name.
     pub(super) opened: Vec<(String, Box<dyn Port>)>,
+    /// The ARP tables that change, built: (network id, table).
+    pub(super) arp: Vec<(usize, HashMap<Ipv4Addr, Mac>)>,
+    /// Static FDB entries that leave or change: (network id, MAC).
+    pub(super) fdb_removed: Vec<(usize, Mac)>,
+    /// Static FDB entries that arrive or change: (network id, MAC, destination).
+    pub(super) fdb_added: Vec<(usize, Mac, DestPlan)>,
 }
 
 /// What a commit took out of the node, to be dropped off the packet thread: closing a port
@@ -47,6 +55,8 @@ pub struct Leftovers {
     pub plan: Option<Arc<Plan>>,
     /// The cluster file that was in force before, or the refused one.
     pub cluster: Option<Cluster>,
+    /// Tables taken out of the switch (replaced ARP maps, the undo log).
+    pub garbage: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl Change {
@@ -107,11 +117,37 @@ impl Change {
             })?;
             opened.push((p.name.clone(), port));
         }
+        // The difference of the tables, computed here rather than between batches.
+        let arp = plan
+            .live_nets()
+            .filter(|(i, n)| {
+                base.nets
+                    .get(*i)
+                    .and_then(|o| o.as_ref())
+                    .is_none_or(|o| o.arp != n.arp)
+            })
+            .map(|(i, n)| (i, n.arp.iter().map(|(ip, mac)| (*ip, *mac)).collect()))
+            .collect();
+        let fdb_removed = base
+            .fdb
+            .iter()
+            .filter(|(k, d)| plan.fdb.get(k) != Some(d))
+            .map(|(k, _)| *k)
+            .collect();
+        let fdb_added = plan
+            .fdb
+            .iter()
+            .filter(|(k, d)| base.fdb.get(k) != Some(d))
+            .map(|(&(n, m), d)| (n, m, d.clone()))
+            .collect();
         Ok(Change {
             base,
             cluster,
             plan,
             opened,
+            arp,
+            fdb_removed,
+            fdb_added,
         })
     }
 

@@ -175,25 +175,22 @@ impl Env {
     }
 
     /// Put `net` at `id` (networks that come and go keep their ids: the control plane names
-    /// them), growing the table with retired slots if needed. Learned FDB entries of a network
-    /// that was there before are flushed.
+    /// them), growing the table with retired slots if needed. The id should be free (retired,
+    /// its FDB entries removed).
     pub fn set_network(&mut self, id: NetId, net: Network) {
         let i = usize::from(id.0);
         if self.nets.len() <= i {
             self.nets.resize_with(i + 1, Network::retired);
         }
-        if !self.nets[i].is_retired() {
-            self.fdb.flush_learned(|n, _| n == id);
-        }
         self.nets[i] = net;
     }
 
-    /// Remove network `id`: its slot is retired (no VNI, no ports, no peers, no addresses) and
-    /// its learned FDB entries flushed; static entries are the caller's (the plan removes them).
+    /// Remove network `id`: its slot is retired (no VNI, no ports, no peers, no addresses). Its
+    /// FDB entries are the caller's to remove before the id is used again (static ones by the
+    /// plan, learned ones with [`Fdb::flush_learned`], a walk of the whole table).
     pub fn retire_network(&mut self, id: NetId) {
         if let Some(n) = self.nets.get_mut(usize::from(id.0)) {
             *n = Network::retired();
-            self.fdb.flush_learned(|n, _| n == id);
         }
     }
 
@@ -206,16 +203,15 @@ impl Env {
         self.vteps[i] = vtep;
     }
 
-    /// Remove VTEP `id`: its slot is retired (no address: no VXLAN is accepted from it), it
-    /// leaves every network's peers, and entries learned behind it are flushed.
+    /// Remove VTEP `id`: its slot is retired (no address: no VXLAN is accepted from it) and it
+    /// leaves every network's peers. The FDB entries behind it are the caller's to remove, as
+    /// for [`Env::retire_network`].
     pub fn retire_vtep(&mut self, id: VtepId) {
         if let Some(v) = self.vteps.get_mut(usize::from(id.0)) {
             *v = Vtep::retired();
             for n in &mut self.nets {
                 n.peers.retain(|&p| p != id);
             }
-            self.fdb
-                .flush_learned(|_, d| d == crate::FdbDest::Remote(id));
         }
     }
 
@@ -303,9 +299,11 @@ mod tests {
         env.retire_vtep(v1);
         assert_eq!(env.vtep_by_addr(addr), None);
         assert!(env.nets[2].peers.is_empty());
+        env.fdb.flush_learned(|_, d| d == FdbDest::Remote(v1));
         assert_eq!((env.fdb.learned_len(), env.fdb.static_len()), (1, 1));
         env.retire_network(n2);
         assert_eq!(env.net_by_vni(4097), None);
+        env.fdb.flush_learned(|n, _| n == n2);
         assert_eq!(env.fdb.learned_len(), 0);
         assert!(env.nets[2].is_retired());
     }

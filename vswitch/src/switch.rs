@@ -360,11 +360,14 @@ impl Switch {
     }
 
     /// Remove a local port while the switch runs (between polls): it leaves its network's flood
-    /// set, the entries learned on it are flushed, frames queued for it are dropped, a capture of
-    /// it ends, and its slot is closed until a new port takes it. Static FDB entries pointing at
-    /// it are the caller's (the node's plan removes them first). Returns the port, for the caller
-    /// to close off the packet thread (closing an AF_XDP socket detaches its XDP program);
-    /// `None` for an unknown or closed slot or the underlay, which is never removed.
+    /// set, frames queued for it are dropped, a capture of it ends, and its slot is closed until
+    /// a new port takes it. The FDB entries pointing at it are the caller's to remove before the
+    /// slot is taken again: static ones (the node's plan removes them first) and learned ones
+    /// ([`crate::Fdb::flush_port`], or one walk for several ports with
+    /// [`crate::Fdb::flush_learned`]: a walk of the whole table, so the caller chooses when).
+    /// Returns the port, for the caller to close off the packet thread (closing an AF_XDP socket
+    /// detaches its XDP program); `None` for an unknown or closed slot or the underlay, which is
+    /// never removed.
     pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port>> {
         let slot = self.ports.get_mut(usize::from(id.0))?;
         let PortRole::Local(net) = slot.role else {
@@ -383,7 +386,6 @@ impl Switch {
         if let Some(n) = self.env.nets.get_mut(usize::from(net.0)) {
             n.ports.retain(|&p| p != id);
         }
-        self.env.fdb.flush_port(id);
         if let Some(c) = &mut self.capture {
             c.end_if_on(id);
         }
@@ -728,6 +730,7 @@ mod tests {
         let p2 = sw.port_id("p2").unwrap();
         assert!(sw.remove_port(p2).is_some());
         assert!(sw.remove_port(p2).is_none(), "already closed");
+        sw.env.fdb.flush_port(p2);
         assert_ne!(sw.ports_generation(), g0);
         assert_eq!(
             sw.env.fdb.learned_len(),
