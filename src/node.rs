@@ -501,6 +501,8 @@ impl PortOpener for SystemPorts {
                     mtu: p.mtu,
                     addr: Some(*addr),
                     offloads,
+                    // The container keeps its interface while the node restarts.
+                    persist: true,
                 })
                 .with_context(|| format!("endpoint {}: tap {ifname}", p.name))?;
                 Ok(Box::new(tap))
@@ -513,6 +515,7 @@ impl PortOpener for SystemPorts {
                     mtu: p.mtu,
                     addr: None,
                     offloads: false,
+                    persist: false,
                 })
                 .with_context(|| format!("ingress: tap {ifname}"))?;
                 Ok(Box::new(tap))

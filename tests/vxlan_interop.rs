@@ -129,6 +129,7 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
                 mtu: MTU,
                 addr: Some((C11_IP, PREFIX_LEN)),
                 offloads: true,
+                persist: false,
             })
             .map_err(|e| e.to_string())?;
             let mut env = Env::new(FdbConfig::default());

@@ -13,7 +13,8 @@
 //! the request in flight when it was stopped, and the keep-alive connection answered every
 //! request from the same backend. Then two changes that fail halfway (a missing interface, a
 //! missing namespace) are refused whole: exit 2, and `fdb show`, `lb show` and `network
-//! inspect` byte for byte as before.
+//! inspect` byte for byte as before. Last, n1 stops and starts again: c12's TAP stays with its
+//! address while n1 is down, and c12 talks again once n1 is back.
 //!
 //! Privileged: without root the test says so and passes. Every namespace carries a per-run
 //! prefix and is removed by name (the lab's when `Running` drops, the two containers' by their
@@ -428,5 +429,31 @@ fn a_hundred_containers_attach_and_detach_while_a_ping_and_a_keep_alive_connecti
         seen.backends.len(),
         1,
         "one connection, one backend: {seen:?}"
+    );
+
+    // A node that stops leaves its containers' TAPs (a restart does not take their interface
+    // away); the next run takes them over.
+    let mut run = run;
+    let st = run.stop_node("n1").unwrap();
+    assert!(st.success(), "n1 exit: {st}");
+    let addr = Command::new("ip")
+        .args(["-n", &run.lab.endpoint_netns("c12"), "addr", "show", "eth0"])
+        .output()
+        .unwrap();
+    let addr = String::from_utf8_lossy(&addr.stdout);
+    assert!(
+        addr.contains("10.0.9.12/24"),
+        "c12's TAP after n1 stopped: {addr}"
+    );
+    run.start_node("n1").unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &run.lab.endpoint_netns("c12")])
+        .args(["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.9.21"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "c12 -> c21 after the restart: {}",
+        String::from_utf8_lossy(&o.stdout)
     );
 }

@@ -60,7 +60,7 @@ enum Undo {
 /// Entries (FDB entries added or removed, steps undone) one [`Node::step`] handles at most:
 /// a few hundred microseconds of work, so a change of any size pauses forwarding for no longer
 /// than that at a time (benches/pause.rs measures the longest step).
-pub const STEP_ENTRIES: usize = 4096;
+pub const STEP_ENTRIES: usize = 2048;
 
 /// Where a commit stands.
 enum Phase {
@@ -124,8 +124,9 @@ pub struct Commit {
     undo: Vec<Undo>,
     departed: Departed,
     log: String,
-    /// Static entries added and removed, per network name.
-    fdb_counts: std::collections::BTreeMap<String, (usize, usize)>,
+    /// Static entries added and removed, per network id (named in the log at the end: no
+    /// allocation per entry).
+    fdb_counts: std::collections::BTreeMap<usize, (usize, usize)>,
     error: Option<anyhow::Error>,
     left: Leftovers,
 }
@@ -148,12 +149,6 @@ impl Commit {
             Some(e) => (Err(e), self.left),
             None => {
                 let mut log = self.log;
-                for (net, (added, removed)) in &self.fdb_counts {
-                    let _ = writeln!(
-                        log,
-                        "fdb {net}: {added} static entries added, {removed} removed"
-                    );
-                }
                 if log.is_empty() {
                     log = "no changes\n".into();
                 }
@@ -282,10 +277,7 @@ impl Node {
             if let Some(e) = self.sw.env.fdb.entry(id, mac) {
                 self.sw.env.fdb.remove(id, mac);
                 c.undo.push(Undo::FdbRemoved(id, mac, e.dest()));
-                c.fdb_counts
-                    .entry(self.plan.net_name(net).to_string())
-                    .or_default()
-                    .1 += 1;
+                c.fdb_counts.entry(net).or_default().1 += 1;
             }
         }
         if end == c.fdb_removed.len() {
@@ -316,10 +308,7 @@ impl Node {
                 .add_static(id, mac, d)
                 .with_context(|| format!("fdb: static entry {mac} in {}", new.net_name(net)))?;
             c.undo.push(Undo::FdbAdded(id, mac));
-            c.fdb_counts
-                .entry(new.net_name(net).to_string())
-                .or_default()
-                .0 += 1;
+            c.fdb_counts.entry(net).or_default().0 += 1;
         }
         Ok(if end == c.fdb_added.len() {
             Phase::Services
@@ -343,6 +332,17 @@ impl Node {
     /// The last step of a change that succeeded: the new plan and file are in force.
     fn succeed(&mut self, c: &mut Commit) {
         let new = c.plan.take().expect("a commit keeps its plan");
+        for (&net, (added, removed)) in &c.fdb_counts {
+            // A network that left is named by the plan it was in.
+            let name = match new.net_name(net) {
+                "?" => self.plan.net_name(net),
+                n => n,
+            };
+            let _ = writeln!(
+                c.log,
+                "fdb {name}: {added} static entries added, {removed} removed"
+            );
+        }
         let cluster = c.cluster.take().expect("a commit keeps its file");
         c.left.plan = Some(std::mem::replace(&mut self.plan, Arc::new(new)));
         c.left.cluster = Some(std::mem::replace(&mut self.cluster, cluster));

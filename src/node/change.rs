@@ -46,7 +46,9 @@ pub struct Change {
 
 /// What a commit took out of the node, to be dropped off the packet thread: closing a port
 /// (an AF_XDP socket's XDP program detached, a TAP removed) and freeing a large plan or file
-/// take time the packets should not wait for.
+/// take time the packets should not wait for. Its ports left the desired state (removed, or
+/// opened for a change that did not apply): dropping it retires them first ([`Port::retire`]:
+/// a persistent TAP is deleted), unlike a node that stops, whose TAPs stay for the containers.
 #[derive(Default)]
 pub struct Leftovers {
     /// Ports removed, or opened for a change that was not applied.
@@ -57,6 +59,14 @@ pub struct Leftovers {
     pub cluster: Option<Cluster>,
     /// Tables taken out of the switch (replaced ARP maps, the undo log).
     pub garbage: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for p in &mut self.ports {
+            p.retire();
+        }
+    }
 }
 
 impl Change {

@@ -27,6 +27,14 @@ pub fn valid_ifname(name: &str) -> bool {
             .any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace()))
 }
 
+/// The index of interface `name` in the calling thread's namespace, if it exists.
+pub fn index_of(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string, which `c` is.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
 /// An `ifreq` naming `name`, everything else zero. The name is cut to [`MAX_IFNAME_LEN`] bytes
 /// so the NUL stays; callers check it with [`valid_ifname`] first.
 pub fn ifreq(name: &str) -> libc::ifreq {

@@ -113,4 +113,8 @@ pub trait Port: Send {
     fn capture_frame(&self, pkt: &Packet, _tx: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(pkt.data());
     }
+    /// The port leaves the desired state for good (its endpoint was detached): remove what it
+    /// made that would otherwise outlive it (a persistent TAP is deleted when the port is then
+    /// dropped). Called by the control plane off the packet thread, before the drop.
+    fn retire(&mut self) {}
 }

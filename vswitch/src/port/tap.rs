@@ -74,6 +74,11 @@ pub struct TapConfig {
     /// Offloads (`IFF_VNET_HDR`, `TUN_F_CSUM | TUN_F_TSO4`): the container's stack may hand over
     /// partial checksums and 64 KB TCP super-frames, and gets them back the same way.
     pub offloads: bool,
+    /// Persistent (`TUNSETPERSIST`): the device outlives the port (a container keeps its
+    /// interface and address while the node restarts; the next `create` of the same name takes
+    /// it over), until [`Port::retire`] says it leaves for good. Not persistent: the device goes
+    /// when the port is dropped.
+    pub persist: bool,
 }
 
 /// Why a TAP could not be created or configured.
@@ -207,6 +212,14 @@ pub struct TapPort {
     scratch: Box<[u8]>,
     /// Its counters.
     pub stats: TapStats,
+    /// Whether the device outlives the port.
+    persist: bool,
+}
+
+/// `TUNSETPERSIST` on a TAP's fd; whether it took.
+fn set_persist(fd: &OwnedFd, on: bool) -> bool {
+    // SAFETY: TUNSETPERSIST takes its argument by value.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, libc::c_ulong::from(on)) >= 0 }
 }
 
 impl TapPort {
@@ -228,7 +241,52 @@ impl TapPort {
         if cfg.mtu < MIN_MTU {
             return Err(TapError::BadSetting(format!("MTU {}", cfg.mtu)));
         }
-        netns::run_in(cfg.netns.as_deref(), || Self::create_here(cfg))?
+        netns::run_in(cfg.netns.as_deref(), || {
+            // A persistent TAP left by an earlier run of the node is taken over; one this call
+            // makes and fails to configure must not stay behind.
+            let existed = iface::index_of(&cfg.name).is_some();
+            let r = Self::create_here(cfg);
+            if let Err(TapError::Configure { .. }) = &r
+                && !existed
+                && cfg.persist
+            {
+                // Configure errors come after TUNSETIFF; the device persists unless told not
+                // to, so it is deleted when the fd of the failed attempt closes. Best effort.
+                if let Ok(fd) = Self::attach_only(cfg) {
+                    set_persist(&fd, false);
+                }
+            }
+            r
+        })?
+    }
+
+    /// Attach to the existing TAP `cfg.name` without configuring it (to unset persistence).
+    fn attach_only(cfg: &TapConfig) -> Result<OwnedFd, TapError> {
+        let tun = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(TUN_DEVICE)
+            .map_err(TapError::Open)?;
+        let fd = OwnedFd::from(tun);
+        let mut req = iface::ifreq(&cfg.name);
+        let vnet = if cfg.offloads { libc::IFF_VNET_HDR } else { 0 };
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
+        // SAFETY: TUNSETIFF reads and writes the ifreq, valid and exclusively borrowed here.
+        if unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                libc::TUNSETIFF,
+                &mut req as *mut libc::ifreq,
+            )
+        } < 0
+        {
+            return Err(TapError::Create {
+                name: cfg.name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(fd)
     }
 
     /// Create and configure the TAP in the calling thread's current namespace.
@@ -254,6 +312,13 @@ impl TapPort {
         } < 0
         {
             return Err(TapError::Create {
+                name: name.clone(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        if cfg.persist && !set_persist(&fd, true) {
+            return Err(TapError::Configure {
+                what: "persistence (TUNSETPERSIST)",
                 name: name.clone(),
                 source: io::Error::last_os_error(),
             });
@@ -323,6 +388,7 @@ impl TapPort {
             ]
             .into_boxed_slice(),
             stats: TapStats::default(),
+            persist: cfg.persist,
         })
     }
 
@@ -374,6 +440,12 @@ impl AsRawFd for TapPort {
 }
 
 impl Port for TapPort {
+    fn retire(&mut self) {
+        if self.persist && set_persist(&self.fd, false) {
+            self.persist = false;
+        }
+    }
+
     fn rx_burst(&mut self, batch: &mut Batch) -> usize {
         let spare = batch.spare_mut();
         let mut n = 0;
@@ -530,6 +602,7 @@ mod tests {
             mtu: MTU,
             addr: Some((Ipv4Addr::new(10, 0, 9, 11), 24)),
             offloads: false,
+            persist: false,
         }
     }
 
@@ -670,6 +743,44 @@ mod tests {
         assert!(
             !ip(&["-n", &ns.0, "link"]).contains("eth0"),
             "closing the fd removes the TAP"
+        );
+    }
+
+    /// Needs root: a persistent TAP outlives its port with its address, the next create of
+    /// the same name takes it over, and a retired one goes with its port.
+    #[test]
+    fn a_persistent_tap_outlives_its_port_until_retired() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || !std::path::Path::new(TUN_DEVICE).exists() {
+            eprintln!("skipping: creating a TAP in a namespace needs root and {TUN_DEVICE}");
+            return;
+        }
+        let ns = TestNetns(format!("vxp{}", std::process::id()));
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &ns.0])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let c = TapConfig {
+            netns: Some(ns.0.clone()),
+            persist: true,
+            offloads: true,
+            ..cfg("eth0")
+        };
+        drop(TapPort::create(&c).unwrap());
+        let addr = ip(&["-n", &ns.0, "addr", "show", "eth0"]);
+        assert!(
+            addr.contains("10.0.9.11/24"),
+            "the TAP stays, addressed: {addr}"
+        );
+        let mut again = TapPort::create(&c).expect("taken over");
+        again.retire();
+        drop(again);
+        assert!(
+            !ip(&["-n", &ns.0, "link"]).contains("eth0"),
+            "a retired TAP goes with its port"
         );
     }
 }
