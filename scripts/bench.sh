@@ -5,6 +5,9 @@
 # Arguments go to criterion, e.g. `scripts/bench.sh --warm-up-time 1 --measurement-time 3`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# protoc builds the etcd client's gRPC code.
+. scripts/packages.sh
+need_packages protobuf-compiler libprotobuf-dev
 args=("$@")
 [ ${#args[@]} -eq 0 ] && args=(--warm-up-time 1 --measurement-time 3)
 cargo bench --workspace -- "${args[@]}"

@@ -15,7 +15,7 @@ fi
 # Debian packages: the load generators and servers (iperf3, wrk, nginx-light), the kernel side's
 # parts (iproute2: bridge, vxlan, namespaces; nftables: the VIP's DNAT; conntrack: flushed before
 # each HTTP run), ping. Optional: librsvg2-bin (a PNG of the chart), linux-perf (--perf).
-need=(iperf3 nginx-light wrk nftables iproute2 iputils-ping conntrack)
+need=(iperf3 nginx-light wrk nftables iproute2 iputils-ping conntrack protobuf-compiler libprotobuf-dev)
 for a in "$@"; do [ "$a" = "--perf" ] && need+=(linux-perf); done
 . scripts/packages.sh
 need_packages "${need[@]}"

@@ -29,6 +29,7 @@ use vswitch::worker::{self, PollConfig, Waker, Work};
 
 use crate::config::Cluster;
 use crate::node::{Change, Node, STEP_ENTRIES, SystemPorts};
+use crate::store::watch::{StoreOpts, StoreStats};
 use crate::{control, pcap, show};
 
 /// Default directory of control sockets.
@@ -143,6 +144,8 @@ struct Handle {
     wake: Arc<Waker>,
     /// Held while a change is prepared and committed: one at a time.
     changes: Arc<tokio::sync::Mutex<()>>,
+    /// The store the node follows (its URL and counters), if it does.
+    store: Option<(String, Arc<StoreStats>)>,
 }
 
 impl Handle {
@@ -245,15 +248,24 @@ impl Default for RunOptions {
     }
 }
 
+/// Where a node's desired state comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A cluster file (`--config`), re-read by `reload`.
+    File(PathBuf),
+    /// The cluster store (`--store`), followed as it changes.
+    Store(StoreOpts),
+}
+
 /// `vxmesh run`: build the node, serve the control socket, stop cleanly on SIGINT/SIGTERM.
-/// Errors in the cluster file come back as [`crate::config::ConfigError`] (exit 2).
+/// Errors in the cluster file (or the store's state) come back as
+/// [`crate::config::ConfigError`] (exit 2).
 pub fn run(
-    config: &Path,
+    source: Source,
     node_name: &str,
     control: Option<PathBuf>,
     opts: RunOptions,
 ) -> anyhow::Result<()> {
-    let cluster = Cluster::load(config)?;
     let control = control.unwrap_or_else(|| default_control(node_name));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -265,6 +277,22 @@ pub fn run(
     let listener = {
         let _rt = rt.enter();
         control::bind(&control, &access)?
+    };
+    let stats = Arc::new(StoreStats::default());
+    let started = match &source {
+        Source::File(config) => Cluster::load(config)
+            .map(|c| (c, None))
+            .map_err(anyhow::Error::from),
+        Source::Store(o) => rt
+            .block_on(crate::store::watch::start(o, &stats))
+            .map(|(session, c)| (c, Some((o.clone(), session)))),
+    };
+    let (cluster, session) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&control);
+            return Err(e);
+        }
     };
     let node = match Node::build_with(cluster, node_name, &mut SystemPorts, opts.max_conns) {
         Ok(n) => n,
@@ -291,16 +319,28 @@ pub fn run(
             .context("starting the poll thread")?
     };
     eprintln!(
-        "vxmesh: node {node_name} running: ports {}; control socket {}",
+        "vxmesh: node {node_name} running: ports {}; control socket {}{}",
         ports.join(", "),
-        control.display()
+        control.display(),
+        match &source {
+            Source::File(p) => format!("; cluster file {}", p.display()),
+            Source::Store(o) => format!("; following the store {}", o.url),
+        }
     );
     let handle = Handle {
         jobs: jobs_tx,
         wake: wake.clone(),
         changes: Arc::new(tokio::sync::Mutex::new(())),
+        store: session
+            .as_ref()
+            .map(|(o, _)| (o.url.clone(), stats.clone())),
     };
-    let served = rt.block_on(serve(control::Gate::new(listener, access), handle));
+    let served = rt.block_on(serve(
+        control::Gate::new(listener, access),
+        handle,
+        session,
+        stats,
+    ));
     stop.store(true, Ordering::Relaxed);
     wake.wake();
     let joined = poll.join();
@@ -311,12 +351,79 @@ pub fn run(
     Ok(())
 }
 
-async fn serve(gate: control::Gate, handle: Handle) -> anyhow::Result<()> {
+/// Make `cluster` the node's desired state: prepared off the poll thread (the plan, the
+/// tables, the new ports), committed a bounded step per job (the poll thread forwards a round
+/// of batches between two steps, so a change of any size never pauses it long), and what it
+/// took out closed off the poll thread. One change at a time. Returns what changed, or the
+/// exit code and message of a refusal.
+async fn change_to(h: &Handle, cluster: Cluster) -> anyhow::Result<Result<String, String>> {
+    let _one = h.changes.lock().await;
+    let (base, buf_size) = h.call(|n| (n.plan.clone(), n.sw.buf_size())).await?;
+    let prepared = tokio::task::spawn_blocking(move || {
+        Change::prepare(cluster, base, &mut SystemPorts, buf_size).map_err(|e| format!("{e:#}"))
+    })
+    .await
+    .context("preparing the change")?;
+    let change = match prepared {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut c = h.call(move |n| n.begin(change)).await?;
+    loop {
+        let (back, done) = h
+            .call(move |n| {
+                let done = n.step(&mut c, STEP_ENTRIES);
+                (c, done)
+            })
+            .await?;
+        c = back;
+        if done {
+            break;
+        }
+    }
+    let (r, left) = c.finish();
+    // Ports close (XDP detached, TAPs removed) off the poll thread.
+    let _ = tokio::task::spawn_blocking(move || drop(left)).await;
+    Ok(r.map_err(|e| format!("{e:#}")))
+}
+
+async fn serve(
+    gate: control::Gate,
+    handle: Handle,
+    store: Option<(StoreOpts, crate::store::watch::Session)>,
+    stats: Arc<StoreStats>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let local = tokio::task::LocalSet::new();
-    local
+    let lease = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut leaving = None;
+    if let Some((o, session)) = store {
+        use crate::store::watch;
+        lease.store(session.lease, Ordering::Relaxed);
+        leaving = Some(session.client.clone());
+        let (h, st, ka) = (handle.clone(), stats.clone(), stats.clone());
+        let (o2, client2, lease2) = (o.clone(), session.client.clone(), lease.clone());
+        local.spawn_local(async move {
+            watch::keep_alive(client2, o2, &lease2, &ka).await;
+        });
+        local.spawn_local(async move {
+            let mut apply = |cluster: Cluster| -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<String, String>> + '_>,
+            > {
+                let h = h.clone();
+                Box::pin(async move {
+                    match change_to(&h, cluster).await {
+                        Ok(r) => r,
+                        Err(e) => Err(format!("{e:#}")),
+                    }
+                })
+            };
+            watch::follow(session.client, session.state, o, &st, &mut apply).await;
+        });
+    }
+    let r = local
         .run_until(async move {
             loop {
                 tokio::select! {
@@ -337,7 +444,11 @@ async fn serve(gate: control::Gate, handle: Handle) -> anyhow::Result<()> {
                 }
             }
         })
-        .await
+        .await;
+    if let Some(mut client) = leaving {
+        crate::store::watch::leave(&mut client, lease.load(Ordering::Relaxed)).await;
+    }
+    r
 }
 
 /// Tell a refused client why (best effort: it may not read) and close.
@@ -454,7 +565,7 @@ async fn handle_request(
             rep.out(show::conntrack_of(&conns, json)).await?;
         }
         Request::Stats { json } => {
-            let s = h
+            let mut s = h
                 .call(move |n| {
                     if json {
                         show::stats_json(&n.sw)
@@ -463,6 +574,9 @@ async fn handle_request(
                     }
                 })
                 .await?;
+            if let Some((url, st)) = &h.store {
+                s = show::with_store(s, json, url, st);
+            }
             rep.out(s).await?;
         }
         Request::Trace {
@@ -474,43 +588,24 @@ async fn handle_request(
             return capture(port, file, count, peer, h, rep).await;
         }
         Request::Reload => {
-            // One change at a time: each is computed against the plan in force.
-            let _one = h.changes.lock().await;
-            // Reading, checking and planning a large file, and opening the ports it adds, take
-            // time: that happens here, on a blocking thread of the control side; the poll thread
-            // only swaps the prepared change in, and what it takes out is closed here too.
-            let (path, base, buf_size) = h
-                .call(|n| (n.cluster.path.clone(), n.plan.clone(), n.sw.buf_size()))
-                .await?;
-            let prepared = tokio::task::spawn_blocking(move || {
-                let cluster = Cluster::load(&path).map_err(|e| e.to_string())?;
-                Change::prepare(cluster, base, &mut SystemPorts, buf_size)
-                    .map_err(|e| format!("{e:#}"))
-            })
-            .await
-            .context("preparing the change")?;
-            let r = match prepared {
-                Err(e) => Err((EXIT_USAGE, e)),
-                Ok(change) => {
-                    // Committed a bounded step per job: the poll thread forwards a round of
-                    // batches between two steps, so a change of any size never pauses it long.
-                    let mut c = h.call(move |n| n.begin(change)).await?;
-                    loop {
-                        let (back, done) = h
-                            .call(move |n| {
-                                let done = n.step(&mut c, STEP_ENTRIES);
-                                (c, done)
-                            })
-                            .await?;
-                        c = back;
-                        if done {
-                            break;
-                        }
-                    }
-                    let (r, left) = c.finish();
-                    // Ports close (XDP detached, TAPs removed) off the poll thread.
-                    let _ = tokio::task::spawn_blocking(move || drop(left)).await;
-                    r.map_err(|e| (EXIT_USAGE, format!("{e:#}")))
+            let r = if let Some((url, _)) = &h.store {
+                Err((
+                    EXIT_USAGE,
+                    format!(
+                        "this node follows the store {url}: changes apply as they are written there (`vxmesh --store {url} ...`); there is no file to re-read"
+                    ),
+                ))
+            } else {
+                let path = h.call(|n| n.cluster.path.clone()).await?;
+                // Reading and checking a large file takes time: on a blocking thread.
+                let loaded = tokio::task::spawn_blocking(move || {
+                    Cluster::load(&path).map_err(|e| e.to_string())
+                })
+                .await
+                .context("reading the cluster file")?;
+                match loaded {
+                    Err(e) => Err((EXIT_USAGE, e)),
+                    Ok(cluster) => change_to(h, cluster).await?.map_err(|e| (EXIT_USAGE, e)),
                 }
             };
             match r {

@@ -9,4 +9,5 @@ pub mod daemon;
 pub mod node;
 pub mod pcap;
 pub mod show;
+pub mod store;
 pub mod sys;

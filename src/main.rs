@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vxmesh::config::ConfigError;
 use vxmesh::daemon::{self, Request};
+use vxmesh::store::admin::Admin;
 
 /// Exit code for usage and configuration errors (SPEC.md).
 const EXIT_USAGE: u8 = 2;
@@ -24,6 +25,9 @@ struct Cli {
     /// Talk to the node behind this control socket.
     #[arg(long, global = true)]
     control: Option<PathBuf>,
+    /// The cluster store: etcd://HOST:PORT[,HOST:PORT...] (for `run` and the store's commands).
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -32,9 +36,16 @@ struct Cli {
 enum Cmd {
     /// Run this node's switch in the foreground.
     Run {
-        /// The cluster file.
-        #[arg(long)]
-        config: PathBuf,
+        /// The cluster file (or --store URL with --vtep).
+        #[arg(long, conflicts_with = "store")]
+        config: Option<PathBuf>,
+        /// This node's VTEP address (with --store: the node registers itself with it).
+        #[arg(long, value_name = "IP")]
+        vtep: Option<std::net::Ipv4Addr>,
+        /// With --store: seconds the node's liveness lease lasts without a keep-alive; after
+        /// that the other nodes take its endpoints and backends out.
+        #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        node_ttl: u64,
         /// Busy-poll window in microseconds: keep polling this long after the last frame before
         /// sleeping in poll(2). Longer lowers latency at low packet rates and costs CPU; "max"
         /// never sleeps (a core per node, as VPP and DPDK do).
@@ -67,12 +78,94 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Show a network: VNI, subnet, MTU, peers, endpoints.
+    /// `network inspect NET` on a node; with --store: `network create NAME --subnet CIDR [--vni N]
+    /// [--mtu M]`, `network rm NAME`, `network ls`.
     Network {
-        /// inspect.
+        /// inspect | create | rm | ls.
         action: String,
         /// The network.
-        name: String,
+        name: Option<String>,
+        /// create: the subnet (CIDR).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// create: the VNI (default: the lowest free from 4096 up).
+        #[arg(long)]
+        vni: Option<u32>,
+        /// create: the containers' IP MTU (default 1450).
+        #[arg(long)]
+        mtu: Option<u16>,
+        /// create: an encrypted network (not available yet).
+        #[arg(long)]
+        encrypted: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// With --store: write a cluster file's objects into the store.
+    Import {
+        /// The cluster file.
+        file: PathBuf,
+    },
+    /// With --store: print the store's state as a cluster file.
+    Export,
+    /// With --store: `node ls` (NAME VTEP STATUS ENDPOINTS).
+    #[command(name = "node")]
+    Nodes {
+        /// ls.
+        action: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// With --store: `service create NAME --network NET --vip IP --port PROTO/PORT[:PUBLISHED][->TARGET]...
+    /// [--scheduler S] [--backend ENDPOINT[=WEIGHT]]...`, `service update NAME --backend ...`,
+    /// `service rm NAME`, `service ls`.
+    Service {
+        /// create | update | rm | ls.
+        action: String,
+        /// The service.
+        name: Option<String>,
+        /// create: its network.
+        #[arg(long)]
+        network: Option<String>,
+        /// create: its VIP.
+        #[arg(long)]
+        vip: Option<std::net::Ipv4Addr>,
+        /// create: a port, PROTO/PORT[:PUBLISHED][->TARGET] (repeat for more).
+        #[arg(long = "port")]
+        ports: Vec<String>,
+        /// create: the scheduler (rr, wrr, lc, wlc, sh, mh).
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// create, update: a backend, ENDPOINT[=WEIGHT] (repeat; update replaces the list).
+        #[arg(long = "backend")]
+        backends: Vec<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// With --store: `endpoint add NAME --node N --network NET --ip IP [--mac MAC] --attach
+    /// KIND:IF [--netns NS]`, `endpoint rm NAME`, `endpoint ls`.
+    Endpoint {
+        /// add | rm | ls.
+        action: String,
+        /// The endpoint.
+        name: Option<String>,
+        /// add: its network.
+        #[arg(long)]
+        network: Option<String>,
+        /// add: its address.
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// add: its MAC (default 02:42 followed by the address).
+        #[arg(long)]
+        mac: Option<String>,
+        /// add: afxdp:IFNAME or tap:IFNAME.
+        #[arg(long)]
+        attach: Option<String>,
+        /// add: the container's named namespace.
+        #[arg(long)]
+        netns: Option<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -165,6 +258,8 @@ fn main() -> ExitCode {
         Cmd::Lab { args } => return external("lab", args),
         Cmd::Run {
             config,
+            vtep,
+            node_ttl,
             busy_poll_us,
             max_conns,
             control_group,
@@ -172,8 +267,28 @@ fn main() -> ExitCode {
             let Some(node) = cli.node.as_deref() else {
                 return usage("run: --node NAME is required".into());
             };
+            let source = match (config, &cli.store, vtep) {
+                (Some(c), None, _) => daemon::Source::File(c.clone()),
+                (None, Some(url), Some(vtep)) => {
+                    daemon::Source::Store(vxmesh::store::watch::StoreOpts {
+                        url: url.clone(),
+                        node: node.into(),
+                        vtep: *vtep,
+                        ttl: std::time::Duration::from_secs(*node_ttl),
+                    })
+                }
+                (None, Some(_), None) => {
+                    return usage("run --store: --vtep IP (this node's VTEP) is required".into());
+                }
+                _ => {
+                    return usage(
+                        "run: --config FILE, or --store URL --vtep IP, says where the cluster is"
+                            .into(),
+                    );
+                }
+            };
             return match daemon::run(
-                config,
+                source,
                 node,
                 cli.control.clone(),
                 daemon::RunOptions {
@@ -193,16 +308,129 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Cmd::Network { action, name, json } => {
-            if action != "inspect" {
+        Cmd::Network {
+            action,
+            name,
+            subnet,
+            vni,
+            mtu,
+            encrypted,
+            json,
+        } => {
+            if action == "inspect" {
+                let Some(name) = name else {
+                    return usage("network inspect: which network? `network inspect NET`".into());
+                };
+                Request::NetworkInspect {
+                    network: name.clone(),
+                    json: *json,
+                }
+            } else {
+                let cmd = match (action.as_str(), name, subnet) {
+                    ("create", Some(name), Some(subnet)) => Admin::NetworkCreate {
+                        name: name.clone(),
+                        subnet: subnet.clone(),
+                        vni: *vni,
+                        mtu: *mtu,
+                        encrypted: *encrypted,
+                    },
+                    ("rm", Some(name), _) => Admin::NetworkRm(name.clone()),
+                    ("ls", None, _) => Admin::NetworkLs { json: *json },
+                    _ => {
+                        return usage(format!(
+                            "network {action}: the commands are `network inspect NET`, and with --store `network create NAME --subnet CIDR [--vni N] [--mtu M]`, `network rm NAME`, `network ls`"
+                        ));
+                    }
+                };
+                return admin(&cli.store, cmd);
+            }
+        }
+        Cmd::Import { file } => return admin(&cli.store, Admin::Import(file.clone())),
+        Cmd::Export => return admin(&cli.store, Admin::Export),
+        Cmd::Nodes { action, json } => {
+            if action != "ls" {
                 return usage(format!(
-                    "network {action}: the command is `network inspect NET`"
+                    "node {action}: the command is `node ls` (with --store)"
                 ));
             }
-            Request::NetworkInspect {
-                network: name.clone(),
-                json: *json,
-            }
+            return admin(&cli.store, Admin::NodeLs { json: *json });
+        }
+        Cmd::Service {
+            action,
+            name,
+            network,
+            vip,
+            ports,
+            scheduler,
+            backends,
+            json,
+        } => {
+            let cmd = match (action.as_str(), name) {
+                ("create", Some(name)) => {
+                    let (Some(network), Some(vip)) = (network, vip) else {
+                        return usage(
+                            "service create: --network NET and --vip IP are required".into(),
+                        );
+                    };
+                    Admin::ServiceCreate {
+                        name: name.clone(),
+                        network: network.clone(),
+                        vip: *vip,
+                        ports: ports.clone(),
+                        scheduler: scheduler.clone(),
+                        backends: backends.clone(),
+                    }
+                }
+                ("update", Some(name)) => Admin::ServiceUpdate {
+                    name: name.clone(),
+                    backends: backends.clone(),
+                },
+                ("rm", Some(name)) => Admin::ServiceRm(name.clone()),
+                ("ls", None) => Admin::ServiceLs { json: *json },
+                _ => {
+                    return usage(format!(
+                        "service {action}: the commands are (with --store) `service create NAME --network NET --vip IP --port PROTO/PORT...`, `service update NAME --backend E...`, `service rm NAME`, `service ls`"
+                    ));
+                }
+            };
+            return admin(&cli.store, cmd);
+        }
+        Cmd::Endpoint {
+            action,
+            name,
+            network,
+            ip,
+            mac,
+            attach,
+            netns,
+            json,
+        } => {
+            let cmd = match (action.as_str(), name) {
+                ("add", Some(name)) => {
+                    let (Some(node), Some(network), Some(ip)) = (&cli.node, network, ip) else {
+                        return usage(
+                            "endpoint add: --node N, --network NET and --ip IP are required".into(),
+                        );
+                    };
+                    Admin::EndpointAdd {
+                        name: name.clone(),
+                        node: node.clone(),
+                        network: network.clone(),
+                        ip: *ip,
+                        mac: mac.clone(),
+                        attach: attach.clone(),
+                        netns: netns.clone(),
+                    }
+                }
+                ("rm", Some(name)) => Admin::EndpointRm(name.clone()),
+                ("ls", None) => Admin::EndpointLs { json: *json },
+                _ => {
+                    return usage(format!(
+                        "endpoint {action}: the commands are (with --store) `endpoint add NAME --node N --network NET --ip IP ...`, `endpoint rm NAME`, `endpoint ls`"
+                    ));
+                }
+            };
+            return admin(&cli.store, cmd);
         }
         Cmd::Fdb {
             action,
@@ -268,6 +496,18 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     ExitCode::from(daemon::client(&path, &req))
+}
+
+/// Run a store command: needs `--store URL`.
+fn admin(store: &Option<String>, cmd: Admin) -> ExitCode {
+    let Some(url) = store else {
+        eprintln!("vxmesh: this command works on the cluster store: give --store etcd://HOST:PORT");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let o = vxmesh::store::admin::run(url, cmd);
+    print!("{}", o.out);
+    eprint!("{}", o.err);
+    ExitCode::from(o.code)
 }
 
 /// The program that carries `vxmesh demo` and `vxmesh lab` (package `vxmesh-lab`): the node

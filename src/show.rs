@@ -495,3 +495,35 @@ pub fn conntrack_of(conns: &[lb::listing::ConnInfo], as_json: bool) -> String {
         .collect();
     pretty(&Value::Array(v))
 }
+
+/// `stats` of a node that follows the store: the store's counters after the switch's (a
+/// `store` object in JSON, with the last error).
+pub fn with_store(
+    mut s: String,
+    json: bool,
+    url: &str,
+    st: &crate::store::watch::StoreStats,
+) -> String {
+    let last = st.last_error.lock().map(|l| l.clone()).unwrap_or_default();
+    if json {
+        let Ok(mut v) = serde_json::from_str::<Value>(&s) else {
+            return s;
+        };
+        let mut o = serde_json::Map::new();
+        o.insert("url".into(), Value::from(url));
+        for (k, n) in st.counters() {
+            o.insert(k.into(), Value::from(n));
+        }
+        o.insert("last_error".into(), Value::from(last));
+        v["store"] = Value::Object(o);
+        return format!("{v}\n");
+    }
+    let _ = writeln!(s, "\nstore {url}");
+    for (k, n) in st.counters() {
+        let _ = writeln!(s, "  {k:<24} {n}");
+    }
+    if !last.is_empty() {
+        let _ = writeln!(s, "  last error: {last}");
+    }
+    s
+}

@@ -63,6 +63,9 @@ pub struct Running {
     pub keep_logs: bool,
     /// Extra arguments for every `vxmesh run` started after they are set (e.g. `--busy-poll-us`).
     pub run_args: Vec<String>,
+    /// Nodes started while this is set follow this store (`--store URL --vtep IP`) instead of
+    /// reading the cluster file.
+    pub store: Option<String>,
 }
 
 /// Writes `cluster_text` to `PREFIXcluster.toml` in the temporary directory and parses it; the
@@ -108,6 +111,7 @@ impl Running {
             logs: dir.join(format!("{prefix}nodes.log")),
             keep_logs: false,
             run_args: run_args.to_vec(),
+            store: None,
         };
         run.lab.up()?;
         for n in nodes {
@@ -129,12 +133,24 @@ impl Running {
             .append(true)
             .open(&self.logs)
             .with_context(|| format!("opening {}", self.logs.display()))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.lab.node_netns(node)])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.lab.node_netns(node)])
             .arg(&self.exe)
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
+            .arg("run");
+        match &self.store {
+            Some(url) => {
+                let vtep = self
+                    .cluster
+                    .node(node)
+                    .with_context(|| format!("node {node} is not in the cluster file"))?
+                    .vtep;
+                cmd.args(["--store", url, "--vtep", &vtep.to_string()]);
+            }
+            None => {
+                cmd.arg("--config").arg(&self.config);
+            }
+        }
+        let child = cmd
             .args(["--node", node, "--control"])
             .arg(&control)
             .args(&self.run_args)
@@ -143,6 +159,8 @@ impl Running {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting node {node}"))?;
+        // A node started again takes the place of its stopped entry.
+        self.nodes.retain(|n| n.0 != node || n.2.is_some());
         self.nodes
             .push((node.to_string(), control.clone(), Some(child)));
         let deadline = Instant::now() + NODE_START_TIMEOUT;
@@ -206,13 +224,30 @@ impl Running {
 
     /// Stop `node` with SIGTERM; its exit status (killed after [`NODE_STOP_TIMEOUT`]).
     pub fn stop_node(&mut self, node: &str) -> Result<std::process::ExitStatus> {
-        let Some(entry) = self.nodes.iter_mut().find(|n| n.0 == node) else {
+        let Some(entry) = self.nodes.iter_mut().find(|n| n.0 == node && n.2.is_some()) else {
             bail!("node {node} is not running");
         };
         let Some(mut child) = entry.2.take() else {
             bail!("node {node} was stopped already");
         };
         stop_child(&mut child)
+    }
+}
+
+impl Running {
+    /// Kill `node` with SIGKILL (a crash: no clean leave), and reap it.
+    pub fn kill_node(&mut self, node: &str) -> Result<()> {
+        let Some(mut child) = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.0 == node && n.2.is_some())
+            .and_then(|n| n.2.take())
+        else {
+            bail!("node {node} is not running");
+        };
+        child.kill()?;
+        child.wait()?;
+        Ok(())
     }
 }
 

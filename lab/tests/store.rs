@@ -1,0 +1,377 @@
+//! The cluster store on a real etcd (issue 14), end to end: two `vxmesh run --store` nodes in a
+//! `vxmesh lab`, etcd (Debian's etcd-server) started by the test in the lab's underlay
+//! namespace on a private address, the state imported from the shared fixture.
+//!
+//! Checked, in order: pings across the nodes and round robin through the VIP; an endpoint added
+//! with `endpoint add` (a container the test makes) answers from the other node; a weight-0
+//! `service update` drains on the nodes; SIGKILL of n2 → `node ls` says down and n1's `lb show`
+//! loses n2's backends while requests through the VIP keep succeeding, and n2 back → ready with
+//! its backends; etcd stopped → traffic goes on and the nodes count the disconnection, etcd
+//! back → a new change propagates; `export` → `run --config` gives the same static FDB and
+//! services on n1.
+//!
+//! Privileged: without root the test says so and passes. Everything carries a per-run prefix
+//! and is removed by name (the lab when `Running` drops, the extra namespace by its guard, etcd
+//! killed by its PID and its data directory removed), also when a check panics. Every wait is
+//! bounded; the times it took are printed, never asserted.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::labrun::{HttpServer, Running, http_get, vxmesh_exe};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// etcd's client address, on the lab's underlay bridge.
+const ETCD_IP: &str = "198.18.0.250";
+const ETCD_PORT: u16 = 2379;
+/// The nodes' lease in this test (the default is 5 s).
+const TTL_SECS: u64 = 2;
+/// Longest wait for anything the store should make happen.
+const WAIT: Duration = Duration::from_secs(20);
+const VIP: ([u8; 4], u16) = ([10, 0, 9, 100], 80);
+
+/// etcd, killed by its PID and its data removed when dropped.
+struct Etcd {
+    child: Option<Child>,
+    ns: String,
+    dir: PathBuf,
+}
+
+impl Etcd {
+    fn start(ns: &str, dir: PathBuf) -> Etcd {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut e = Etcd {
+            child: None,
+            ns: ns.into(),
+            dir,
+        };
+        e.run();
+        e
+    }
+
+    fn run(&mut self) {
+        let client = format!("http://{ETCD_IP}:{ETCD_PORT}");
+        let log = std::fs::File::create(self.dir.join("etcd.log")).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "etcd",
+                "--name",
+                "vx",
+                "--data-dir",
+            ])
+            .arg(self.dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+            .args(["--initial-cluster", "vx=http://127.0.0.1:2380"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (Debian package etcd-server)");
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A namespace this test makes besides the lab's, deleted by name when dropped.
+struct ExtraNetns(String);
+
+impl Drop for ExtraNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        o.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn ping(ns: &str, to: &str, count: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", count, "-i", "0.2", "-W", "1", to,
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Poll `f` until it holds or `WAIT` passes; how long it took.
+fn until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < WAIT, "{what}: not within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces, AF_XDP, TAP)");
+        return;
+    }
+    let prefix = format!("vxs{}-", std::process::id());
+    let exe = vxmesh_exe().unwrap_or_else(|e| panic!("{e:#}"));
+    let fixture = Fixture::new(&prefix);
+    let mut run =
+        Running::start(&exe, &prefix, &fixture.text(), &[]).unwrap_or_else(|e| panic!("{e:#}"));
+    let ns = |run: &Running, e: &str| run.lab.endpoint_netns(e);
+    let ul = run.lab.underlay_netns();
+    let n1 = run.lab.node_netns("n1");
+    ip(&[
+        "-n",
+        &ul,
+        "addr",
+        "add",
+        &format!("{ETCD_IP}/24"),
+        "dev",
+        "br0",
+    ]);
+    let mut etcd = Etcd::start(&ul, std::env::temp_dir().join(format!("{prefix}etcd")));
+    let url = format!("etcd://{ETCD_IP}:{ETCD_PORT}");
+    // The admin commands, run from n1's namespace (it reaches etcd over the underlay).
+    let admin = |args: &[&str]| -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &n1])
+            .arg(&exe)
+            .args(["--store", &url])
+            .args(args)
+            .output()
+            .expect("vxmesh --store")
+    };
+    let admin_ok = |args: &[&str]| -> String {
+        let o = admin(args);
+        assert!(
+            o.status.success(),
+            "vxmesh --store {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    until("etcd answers", || admin(&["node", "ls"]).status.success());
+    let config = run.config.display().to_string();
+    admin_ok(&["import", &config]);
+
+    run.store = Some(url.clone());
+    run.run_args = vec!["--node-ttl".into(), TTL_SECS.to_string()];
+    run.start_node("n1").unwrap_or_else(|e| panic!("{e:#}"));
+    run.start_node("n2").unwrap_or_else(|e| panic!("{e:#}"));
+    let _web: Vec<HttpServer> = ["c12", "c21", "c22"]
+        .iter()
+        .map(|e| HttpServer::start(&ns(&run, e), 80, e).unwrap())
+        .collect();
+    for (from, to) in [
+        ("c11", "10.0.9.21"),
+        ("c12", "10.0.9.22"),
+        ("c21", "10.0.9.12"),
+    ] {
+        assert!(
+            ping(&ns(&run, from), to, "2"),
+            "{from} -> {to}\n{}",
+            run.log_tail()
+        );
+    }
+    let vip = SocketAddr::from(VIP);
+    let backends: BTreeSet<String> = (0..6)
+        .map(|_| http_get(&ns(&run, "c11"), vip).unwrap())
+        .collect();
+    assert!(backends.len() >= 2, "round robin: {backends:?}");
+
+    // A container attached through the store answers from the other node.
+    let c13 = format!("{prefix}c13");
+    let _c13 = ExtraNetns(c13.clone());
+    ip(&["netns", "add", &c13]);
+    ip(&["-n", &c13, "link", "set", "lo", "up"]);
+    ip(&[
+        "-n", &n1, "link", "add", "vc13", "type", "veth", "peer", "name", "eth0", "netns", &c13,
+    ]);
+    ip(&["-n", &n1, "link", "set", "vc13", "mtu", "1450", "up"]);
+    ip(&[
+        "-n",
+        &c13,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:42:0a:00:09:0d",
+        "mtu",
+        "1450",
+        "up",
+    ]);
+    ip(&["-n", &c13, "addr", "add", "10.0.9.13/24", "dev", "eth0"]);
+    admin_ok(&[
+        "endpoint",
+        "add",
+        "c13",
+        "--node",
+        "n1",
+        "--network",
+        "appnet",
+        "--ip",
+        "10.0.9.13",
+        "--attach",
+        "afxdp:vc13",
+        "--netns",
+        &c13,
+    ]);
+    let t_add = until("c13 reachable from c21", || {
+        ping(&ns(&run, "c21"), "10.0.9.13", "1")
+    });
+
+    // A weight-0 update drains on the nodes.
+    let lb = |run: &Running, node: &str| run.ctl_ok(node, &["lb", "show"]).unwrap();
+    admin_ok(&[
+        "service",
+        "update",
+        "web",
+        "--backend",
+        "c12=0",
+        "--backend",
+        "c21",
+        "--backend",
+        "c22",
+    ]);
+    until("c12 drained on n1", || {
+        lb(&run, "n1")
+            .lines()
+            .any(|l| l.contains("10.0.9.12:80") && l.split_whitespace().nth(3) == Some("0"))
+    });
+    admin_ok(&[
+        "service",
+        "update",
+        "web",
+        "--backend",
+        "c12",
+        "--backend",
+        "c21",
+        "--backend",
+        "c22",
+    ]);
+
+    // n2 crashes: down, its backends leave n1's services, the VIP still answers (c12).
+    run.kill_node("n2").unwrap();
+    let killed = Instant::now();
+    until("n2 down in node ls", || {
+        admin_ok(&["node", "ls"])
+            .lines()
+            .any(|l| l.starts_with("n2 ") && l.contains("down"))
+    });
+    until("n2's backends gone from n1", || {
+        let s = lb(&run, "n1");
+        !s.contains("10.0.9.21:80") && !s.contains("10.0.9.22:80")
+    });
+    let t_down = killed.elapsed();
+    for _ in 0..4 {
+        let b =
+            http_get(&ns(&run, "c11"), vip).unwrap_or_else(|e| panic!("VIP with n2 down: {e:#}"));
+        assert_eq!(b, "served by c12");
+    }
+    run.start_node("n2").unwrap_or_else(|e| panic!("{e:#}"));
+    until("n2 ready", || {
+        admin_ok(&["node", "ls"])
+            .lines()
+            .any(|l| l.starts_with("n2 ") && l.contains("ready"))
+    });
+    until("n2's backends back on n1", || {
+        lb(&run, "n1").contains("10.0.9.21:80")
+    });
+
+    // etcd away: forwarding goes on, the nodes count it; back: a change propagates.
+    etcd.stop();
+    assert!(
+        ping(&ns(&run, "c11"), "10.0.9.21", "5"),
+        "traffic with etcd stopped"
+    );
+    until("n1 counts the disconnection", || {
+        let s = run.ctl_ok("n1", &["stats", "--json"]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        v["store"]["store_disconnects"].as_i64().unwrap_or(0) >= 1
+    });
+    etcd.run();
+    until("etcd back", || admin(&["node", "ls"]).status.success());
+    admin_ok(&[
+        "service",
+        "update",
+        "web",
+        "--backend",
+        "c12",
+        "--backend",
+        "c21",
+    ]);
+    let t_back = until("the change after the outage reaches n1", || {
+        !lb(&run, "n1").contains("10.0.9.22:80")
+    });
+
+    // The export runs as a cluster file with the same static FDB and services on n1.
+    let statics = |run: &Running| -> BTreeSet<String> {
+        run.ctl_ok("n1", &["fdb", "show"])
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("static"))
+            .map(str::to_string)
+            .collect()
+    };
+    let services = |run: &Running| -> BTreeSet<String> {
+        // Without the connection counts (the restart empties the table).
+        lb(run, "n1")
+            .lines()
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                if l.trim_start().starts_with("->") && w.len() > 4 {
+                    w[..4].join(" ")
+                } else {
+                    w.join(" ")
+                }
+            })
+            .collect()
+    };
+    let (fdb_store, lb_store) = (statics(&run), services(&run));
+    let exported = admin_ok(&["export"]);
+    std::fs::write(&run.config, &exported).unwrap();
+    run.stop_node("n1").unwrap();
+    run.store = None;
+    run.start_node("n1").unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(statics(&run), fdb_store, "exported:\n{exported}");
+    assert_eq!(services(&run), lb_store);
+    eprintln!(
+        "store: endpoint add reachable after {t_add:?}; n2 killed -> down and its backends gone on n1 after {t_down:?} (TTL {TTL_SECS} s); change after the etcd outage applied after {t_back:?}"
+    );
+}

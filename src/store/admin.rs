@@ -1,0 +1,656 @@
+//! The admin commands on the store (`vxmesh --store URL import|export|node|network|service|
+//! endpoint ...`, SPEC.md "The cluster store").
+//!
+//! Where it sits: a command-line client of etcd, off every node. Every write reads the state,
+//! makes its change on a copy, checks the result as a cluster file is checked (same checks and
+//! messages; a change that would leave any object refused is refused whole, exit 2), and
+//! writes it in one transaction that compares the write counter ([`GEN_KEY`]) with what it
+//! read: two writers never lose an update; the one that loses the race reads again and retries.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use serde_json::{Value, json};
+
+use super::etcd::{connect, read_all};
+use super::layout::{GEN_KEY, Key, Kind, key_of};
+use super::state::{State, Status};
+use crate::config::Cluster;
+
+/// VNIs the store allocates start here (as Docker's do).
+pub const FIRST_VNI: u32 = 4096;
+/// Attempts of a write that keeps losing the race to other writers.
+const WRITE_ATTEMPTS: usize = 16;
+
+/// An admin command.
+#[derive(Clone, Debug)]
+pub enum Admin {
+    /// Write a cluster file's objects.
+    Import(PathBuf),
+    /// Print the state as a cluster file.
+    Export,
+    /// List the nodes.
+    NodeLs {
+        /// JSON output.
+        json: bool,
+    },
+    /// Create a network.
+    NetworkCreate {
+        /// Name.
+        name: String,
+        /// Subnet (CIDR).
+        subnet: String,
+        /// VNI (allocated from 4096 up if not given).
+        vni: Option<u32>,
+        /// IP MTU.
+        mtu: Option<u16>,
+        /// `--encrypted` (not available yet).
+        encrypted: bool,
+    },
+    /// Remove a network.
+    NetworkRm(String),
+    /// List the networks.
+    NetworkLs {
+        /// JSON output.
+        json: bool,
+    },
+    /// Create a service.
+    ServiceCreate {
+        /// Name.
+        name: String,
+        /// Its network.
+        network: String,
+        /// Its VIP.
+        vip: Ipv4Addr,
+        /// `PROTO/PORT[:PUBLISHED][->TARGET]`.
+        ports: Vec<String>,
+        /// Scheduler.
+        scheduler: Option<String>,
+        /// `ENDPOINT[=WEIGHT]`.
+        backends: Vec<String>,
+    },
+    /// Replace a service's backends.
+    ServiceUpdate {
+        /// Name.
+        name: String,
+        /// `ENDPOINT[=WEIGHT]`.
+        backends: Vec<String>,
+    },
+    /// Remove a service.
+    ServiceRm(String),
+    /// List the services.
+    ServiceLs {
+        /// JSON output.
+        json: bool,
+    },
+    /// Add an endpoint.
+    EndpointAdd {
+        /// Name.
+        name: String,
+        /// Its node.
+        node: String,
+        /// Its network.
+        network: String,
+        /// Its address.
+        ip: Ipv4Addr,
+        /// Its MAC (default 02:42 + IP).
+        mac: Option<String>,
+        /// `afxdp:IF` or `tap:IF`.
+        attach: Option<String>,
+        /// Its namespace.
+        netns: Option<String>,
+    },
+    /// Remove an endpoint.
+    EndpointRm(String),
+    /// List the endpoints.
+    EndpointLs {
+        /// JSON output.
+        json: bool,
+    },
+}
+
+/// What a command printed and its exit code.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Exit code: 0, 1 (runtime: the store unreachable), 2 (usage, a refused change).
+    pub code: u8,
+    /// Standard output.
+    pub out: String,
+    /// Standard error.
+    pub err: String,
+}
+
+enum Failure {
+    /// Refused (exit 2).
+    Usage(String),
+    /// The store failed (exit 1).
+    Runtime(String),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Runtime(format!("{e:#}"))
+    }
+}
+
+type Ops = Vec<(Key, Option<Value>)>;
+
+/// Run `cmd` against the store at `url`.
+pub fn run(url: &str, cmd: Admin) -> Outcome {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return Outcome {
+                code: 1,
+                err: format!("vxmesh: starting a runtime: {e}\n"),
+                ..Outcome::default()
+            };
+        }
+    };
+    if let Err(e) = super::etcd::endpoints(url) {
+        return Outcome {
+            code: 2,
+            err: format!("vxmesh: {e:#}\n"),
+            ..Outcome::default()
+        };
+    }
+    match rt.block_on(exec(url, cmd)) {
+        Ok(out) => Outcome {
+            code: 0,
+            out,
+            err: String::new(),
+        },
+        Err(Failure::Usage(e)) => Outcome {
+            code: 2,
+            out: String::new(),
+            err: format!("vxmesh: {e}\n"),
+        },
+        Err(Failure::Runtime(e)) => Outcome {
+            code: 1,
+            out: String::new(),
+            err: format!("vxmesh: {e}\n"),
+        },
+    }
+}
+
+async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
+    // Refusals that need no store come first.
+    let obj = |kind: Kind, v: Value| -> Result<(Key, Option<Value>), Failure> {
+        let k = key_of(kind, &v)
+            .ok_or_else(|| Failure::Usage(format!("{} name: not a valid name", kind.table())))?;
+        Ok((k, Some(v)))
+    };
+    let mut client = connect(url).await?;
+    match cmd {
+        Admin::Import(path) => {
+            let cluster = Cluster::load(&path).map_err(|e| Failure::Usage(e.to_string()))?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+            let doc: toml::Table = toml::from_str(&text)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+            let mut ops = Ops::new();
+            for kind in Kind::ALL {
+                for item in doc
+                    .get(kind.table())
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let v = serde_json::to_value(item)
+                        .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+                    ops.push(obj(kind, v)?);
+                }
+            }
+            let n = ops.len();
+            write(&mut client, url, |_| Ok(ops.clone())).await?;
+            Ok(format!(
+                "imported {n} objects from {} ({} nodes, {} networks, {} endpoints, {} services, {} ingresses)\n",
+                path.display(),
+                cluster.nodes.len(),
+                cluster.networks.len(),
+                cluster.endpoints.len(),
+                cluster.services.len(),
+                cluster.ingresses.len()
+            ))
+        }
+        Admin::Export => {
+            let st = read_all(&mut client).await?;
+            st.export(url).map_err(|e| Failure::Usage(e.to_string()))
+        }
+        Admin::NodeLs { json } => {
+            let st = read_all(&mut client).await?;
+            Ok(node_ls(&st, json))
+        }
+        Admin::NetworkCreate {
+            name,
+            subnet,
+            vni,
+            mtu,
+            encrypted,
+        } => {
+            if encrypted {
+                return Err(Failure::Usage(
+                    "network create --encrypted: encrypted networks are not available yet (issue 18); nothing was written".into(),
+                ));
+            }
+            write(&mut client, url, |st| {
+                let vni = match vni {
+                    Some(v) => v,
+                    None => free_vni(st)?,
+                };
+                let mut v = json!({"name": name, "vni": vni, "subnet": subnet});
+                if let Some(m) = mtu {
+                    v["mtu"] = json!(m);
+                }
+                if st.objects.contains_key(&(Kind::Network, name.clone())) {
+                    return Err(format!("network {name:?}: exists already"));
+                }
+                Ok(vec![obj(Kind::Network, v).map_err(failure_text)?])
+            })
+            .await?;
+            Ok(String::new())
+        }
+        Admin::NetworkRm(name) => remove(&mut client, url, Kind::Network, &name).await,
+        Admin::ServiceCreate {
+            name,
+            network,
+            vip,
+            ports,
+            scheduler,
+            backends,
+        } => {
+            let ports: Vec<Value> = ports
+                .iter()
+                .map(|p| parse_port(p).map_err(Failure::Usage))
+                .collect::<Result<_, _>>()?;
+            let mut v = json!({
+                "name": name, "network": network, "vip": vip.to_string(),
+                "backends": backends, "ports": ports,
+            });
+            if let Some(s) = scheduler {
+                v["scheduler"] = json!(s);
+            }
+            let op = obj(Kind::Service, v)?;
+            write(&mut client, url, |st| {
+                if st.objects.contains_key(&(Kind::Service, name.clone())) {
+                    return Err(format!("service {name:?}: exists already"));
+                }
+                Ok(vec![op.clone()])
+            })
+            .await?;
+            Ok(String::new())
+        }
+        Admin::ServiceUpdate { name, backends } => {
+            write(&mut client, url, |st| {
+                let mut v = st
+                    .objects
+                    .get(&(Kind::Service, name.clone()))
+                    .cloned()
+                    .ok_or_else(|| format!("service {name:?}: no such service"))?;
+                v["backends"] = json!(backends);
+                Ok(vec![(Key::Object(Kind::Service, name.clone()), Some(v))])
+            })
+            .await?;
+            Ok(String::new())
+        }
+        Admin::ServiceRm(name) => remove(&mut client, url, Kind::Service, &name).await,
+        Admin::EndpointAdd {
+            name,
+            node,
+            network,
+            ip,
+            mac,
+            attach,
+            netns,
+        } => {
+            let mut v =
+                json!({"name": name, "node": node, "network": network, "ip": ip.to_string()});
+            for (k, val) in [("mac", mac), ("attach", attach), ("netns", netns)] {
+                if let Some(val) = val {
+                    v[k] = json!(val);
+                }
+            }
+            let op = obj(Kind::Endpoint, v)?;
+            write(&mut client, url, |st| {
+                if st.objects.contains_key(&(Kind::Endpoint, name.clone())) {
+                    return Err(format!("endpoint {name:?}: exists already"));
+                }
+                Ok(vec![op.clone()])
+            })
+            .await?;
+            Ok(String::new())
+        }
+        Admin::EndpointRm(name) => remove(&mut client, url, Kind::Endpoint, &name).await,
+        Admin::NetworkLs { json } => list(&mut client, Kind::Network, json).await,
+        Admin::ServiceLs { json } => list(&mut client, Kind::Service, json).await,
+        Admin::EndpointLs { json } => list(&mut client, Kind::Endpoint, json).await,
+    }
+}
+
+fn failure_text(f: Failure) -> String {
+    match f {
+        Failure::Usage(s) | Failure::Runtime(s) => s,
+    }
+}
+
+/// Remove an object (refused if anything still refers to it: the checks say what).
+async fn remove(client: &mut Client, url: &str, kind: Kind, name: &str) -> Result<String, Failure> {
+    write(client, url, |st| {
+        if !st.objects.contains_key(&(kind, name.to_string())) {
+            return Err(format!(
+                "{} {name:?}: no such {}",
+                kind.table(),
+                kind.table()
+            ));
+        }
+        Ok(vec![(Key::Object(kind, name.to_string()), None)])
+    })
+    .await?;
+    Ok(String::new())
+}
+
+/// The lowest VNI from [`FIRST_VNI`] up that no network has.
+fn free_vni(st: &State) -> Result<u32, String> {
+    let used: BTreeSet<u64> = st
+        .objects
+        .iter()
+        .filter(|((k, _), _)| *k == Kind::Network)
+        .filter_map(|(_, v)| v.get("vni").and_then(|v| v.as_u64()))
+        .collect();
+    (u64::from(FIRST_VNI)..=u64::from(vswitch::wire::vxlan::VNI_MAX))
+        .find(|v| !used.contains(v))
+        .map(|v| v as u32)
+        .ok_or_else(|| "no free VNI left".to_string())
+}
+
+/// `PROTO/PORT[:PUBLISHED][->TARGET]` as a cluster file's port.
+fn parse_port(s: &str) -> Result<Value, String> {
+    let bad =
+        || format!("--port {s:?}: expected PROTO/PORT[:PUBLISHED][->TARGET], e.g. tcp/80:8080->80");
+    let (proto, rest) = s.split_once('/').ok_or_else(bad)?;
+    let (rest, target) = match rest.split_once("->") {
+        Some((r, t)) => (r, Some(t.parse::<u16>().map_err(|_| bad())?)),
+        None => (rest, None),
+    };
+    let (port, published) = match rest.split_once(':') {
+        Some((p, q)) => (p, Some(q.parse::<u16>().map_err(|_| bad())?)),
+        None => (rest, None),
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let mut v = json!({"protocol": proto, "port": port});
+    if let Some(t) = target {
+        v["target"] = json!(t);
+    }
+    if let Some(p) = published {
+        v["published"] = json!(p);
+    }
+    Ok(v)
+}
+
+/// Make the change `ops_of` computes from the state, checked, in one transaction.
+async fn write(
+    client: &mut Client,
+    url: &str,
+    ops_of: impl Fn(&State) -> Result<Ops, String>,
+) -> Result<(), Failure> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let st = read_all(client).await?;
+        let ops = ops_of(&st).map_err(|e| Failure::Usage(format!("{url}: {e}")))?;
+        check(&st, &ops, url)?;
+        let mut txn_ops: Vec<TxnOp> = ops
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(k.text(), v.to_string(), None),
+                None => TxnOp::delete(k.text(), None),
+            })
+            .collect();
+        txn_ops.push(TxnOp::put(GEN_KEY, "", None));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                GEN_KEY,
+                CompareOp::Equal,
+                st.gen_revision,
+            )])
+            .and_then(txn_ops);
+        let resp = client
+            .txn(txn)
+            .await
+            .map_err(|e| Failure::Runtime(format!("{url}: writing: {e}")))?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        // Another writer came first: read again and redo the change on what it wrote.
+    }
+    Err(Failure::Runtime(format!(
+        "{url}: the store changed under this write {WRITE_ATTEMPTS} times in a row; nothing was written"
+    )))
+}
+
+/// Refuse `ops` if the state after them is refused, or leaves out an object the state before
+/// did not (the messages are the cluster file's).
+fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
+    let skipped = |s: &State| -> Result<BTreeSet<String>, Failure> {
+        s.cluster(url, false)
+            .map(|(_, sk)| sk.into_iter().map(|s| s.key).collect())
+            .map_err(|e| Failure::Usage(e.to_string()))
+    };
+    let before = skipped(st).unwrap_or_default();
+    let mut after = st.clone();
+    for (k, v) in ops {
+        match v {
+            Some(v) => after.put(&k.text(), v.to_string().as_bytes(), 0),
+            None => after.delete(&k.text()),
+        }
+    }
+    let (_, sk) = after
+        .cluster(url, false)
+        .map_err(|e| Failure::Usage(format!("{e}; nothing was written")))?;
+    if let Some(s) = sk.iter().find(|s| !before.contains(&s.key)) {
+        return Err(Failure::Usage(format!(
+            "{url}: {}; nothing was written",
+            s.reason
+        )));
+    }
+    Ok(())
+}
+
+/// Make sure node `name` is in the store with VTEP `vtep` (a node registering itself): added
+/// if absent (checked and written as any admin write), refused if it is there with another
+/// VTEP.
+pub async fn register_node(
+    client: &mut Client,
+    url: &str,
+    name: &str,
+    vtep: Ipv4Addr,
+) -> anyhow::Result<()> {
+    let r = write(client, url, |st| {
+        match st.objects.get(&(Kind::Node, name.to_string())) {
+            Some(v) if v.get("vtep").and_then(|x| x.as_str()) == Some(&vtep.to_string()) => {
+                Ok(Vec::new())
+            }
+            Some(v) => Err(format!(
+                "node {name:?} is in the store with VTEP {}, not {vtep} (--vtep); `vxmesh --store URL node ls` lists the nodes",
+                v.get("vtep").map_or("?".into(), |x| x.to_string())
+            )),
+            None => Ok(vec![(
+                Key::Object(Kind::Node, name.to_string()),
+                Some(json!({"name": name, "vtep": vtep.to_string()})),
+            )]),
+        }
+    })
+    .await;
+    match r {
+        Ok(()) => Ok(()),
+        Err(Failure::Usage(e)) => Err(anyhow::Error::new(crate::config::ConfigError {
+            file: url.into(),
+            item: format!("node {name:?}"),
+            problem: e,
+        })),
+        Err(Failure::Runtime(e)) => Err(anyhow::anyhow!(e)),
+    }
+}
+
+/// `node ls`: NAME VTEP STATUS ENDPOINTS.
+pub fn node_ls(st: &State, json: bool) -> String {
+    let rows: Vec<(String, String, Status, usize)> = st
+        .objects
+        .iter()
+        .filter(|((k, _), _)| *k == Kind::Node)
+        .map(|((_, name), v)| {
+            let vtep = v.get("vtep").and_then(|x| x.as_str()).unwrap_or("?");
+            let eps = st
+                .objects
+                .iter()
+                .filter(|((k, _), e)| {
+                    *k == Kind::Endpoint
+                        && e.get("node").and_then(|n| n.as_str()) == Some(name.as_str())
+                })
+                .count();
+            (name.clone(), vtep.to_string(), st.status(name), eps)
+        })
+        .collect();
+    let word = |s: Status| match s {
+        Status::Ready => "ready",
+        Status::Down => "down",
+    };
+    if json {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|(n, vt, s, e)| {
+                json!({"name": n, "vtep": vt, "status": word(*s), "endpoints": e,
+                       "runs_vxmesh": st.managed.contains(n)})
+            })
+            .collect();
+        return format!("{}\n", Value::Array(v));
+    }
+    let mut o = format!(
+        "{:<16} {:<16} {:<8} {}\n",
+        "NAME", "VTEP", "STATUS", "ENDPOINTS"
+    );
+    for (n, vt, s, e) in rows {
+        let _ = writeln!(o, "{n:<16} {vt:<16} {:<8} {e}", word(s));
+    }
+    o
+}
+
+/// `network|service|endpoint ls`: one line per object (its JSON with `--json`).
+async fn list(client: &mut Client, kind: Kind, json: bool) -> Result<String, Failure> {
+    let st = read_all(client).await?;
+    let objs: Vec<&Value> = st
+        .objects
+        .iter()
+        .filter(|((k, _), _)| *k == kind)
+        .map(|(_, v)| v)
+        .collect();
+    if json {
+        return Ok(format!(
+            "{}\n",
+            Value::Array(objs.into_iter().cloned().collect())
+        ));
+    }
+    let s = |v: &Value, k: &str| -> String {
+        match v.get(k) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => "-".into(),
+            Some(x) => x.to_string(),
+        }
+    };
+    let mut o = String::new();
+    match kind {
+        Kind::Network => {
+            let _ = writeln!(o, "{:<16} {:<8} {:<18} MTU", "NAME", "VNI", "SUBNET");
+            for v in objs {
+                let _ = writeln!(
+                    o,
+                    "{:<16} {:<8} {:<18} {}",
+                    s(v, "name"),
+                    s(v, "vni"),
+                    s(v, "subnet"),
+                    s(v, "mtu")
+                );
+            }
+        }
+        Kind::Service => {
+            let _ = writeln!(o, "{:<16} {:<12} {:<16} BACKENDS", "NAME", "NETWORK", "VIP");
+            for v in objs {
+                let b: Vec<String> = v
+                    .get("backends")
+                    .and_then(|b| b.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "{:<16} {:<12} {:<16} {}",
+                    s(v, "name"),
+                    s(v, "network"),
+                    s(v, "vip"),
+                    b.join(" ")
+                );
+            }
+        }
+        _ => {
+            let _ = writeln!(
+                o,
+                "{:<16} {:<10} {:<12} {:<16} ATTACH",
+                "NAME", "NODE", "NETWORK", "IP"
+            );
+            for v in objs {
+                let _ = writeln!(
+                    o,
+                    "{:<16} {:<10} {:<12} {:<16} {}",
+                    s(v, "name"),
+                    s(v, "node"),
+                    s(v, "network"),
+                    s(v, "ip"),
+                    s(v, "attach")
+                );
+            }
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_specs() {
+        assert_eq!(
+            parse_port("tcp/80:8080->8000").unwrap(),
+            json!({"protocol": "tcp", "port": 80, "published": 8080, "target": 8000})
+        );
+        assert_eq!(
+            parse_port("udp/53").unwrap(),
+            json!({"protocol": "udp", "port": 53})
+        );
+        for bad in ["80", "tcp/", "tcp/x", "tcp/80:", "tcp/80->", "tcp/99999"] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn vnis_are_allocated_from_4096_up() {
+        let mut st = State::default();
+        assert_eq!(free_vni(&st), Ok(4096));
+        st.put(
+            "/vxmesh/v1/network/a",
+            br#"{"name":"a","vni":4096,"subnet":"10.1.0.0/24"}"#,
+            1,
+        );
+        st.put(
+            "/vxmesh/v1/network/b",
+            br#"{"name":"b","vni":4098,"subnet":"10.2.0.0/24"}"#,
+            1,
+        );
+        assert_eq!(free_vni(&st), Ok(4097));
+    }
+}

@@ -1,0 +1,410 @@
+//! The store's state as a node (or an admin command) holds it, and the cluster it means.
+//!
+//! Where it sits: the watcher feeds every put and delete into a [`State`]; [`State::cluster`]
+//! turns it into a checked [`Cluster`] by the cluster file's own checks (the objects are written
+//! out as a cluster file and parsed: same checks, same messages), which then goes through the
+//! node's one change path like a reloaded file.
+//!
+//! Bad input never stops the rest: a value that is not JSON, a key outside the layout, an
+//! object whose name does not match its key, or an object the checks refuse is skipped with its
+//! reason (counted and listed), and everything else applies. An endpoint skipped, or one on a
+//! node that is down, also leaves the backend lists it is in, so a service does not go with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::layout::{Key, Kind, key_of};
+use crate::config::{Cluster, ConfigError};
+
+/// A node's status in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Its lease is alive, or it does not run vxmesh (a kernel VXLAN peer: always ready).
+    Ready,
+    /// It runs vxmesh and its lease expired: its endpoints leave every other node's tables.
+    Down,
+}
+
+/// Everything under the prefix, as last read or watched.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// The cluster objects, by kind and name.
+    pub objects: BTreeMap<(Kind, String), serde_json::Value>,
+    /// Nodes whose liveness key exists.
+    pub alive: BTreeSet<String>,
+    /// Nodes that run vxmesh.
+    pub managed: BTreeSet<String>,
+    /// Keys whose value could not be taken, with why.
+    pub bad: BTreeMap<String, String>,
+    /// The store revision this state is at.
+    pub revision: i64,
+    /// The modification revision of the write counter (what an admin write compares).
+    pub gen_revision: i64,
+}
+
+/// A line of the written cluster file where an object's table starts.
+type Head = (usize, (Kind, String));
+
+/// An object left out of the cluster, with why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// Its key.
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl State {
+    /// Take a put of `key` (at `mod_revision`).
+    pub fn put(&mut self, key: &str, value: &[u8], mod_revision: i64) {
+        self.bad.remove(key);
+        let Some(k) = Key::parse(key) else {
+            self.bad
+                .insert(key.into(), "not a key of the layout".into());
+            return;
+        };
+        match k {
+            Key::Gen => self.gen_revision = mod_revision,
+            Key::Alive(n) => {
+                self.alive.insert(n);
+            }
+            Key::Managed(n) => {
+                self.managed.insert(n);
+            }
+            Key::Object(kind, name) => {
+                self.objects.remove(&(kind, name.clone()));
+                match serde_json::from_slice::<serde_json::Value>(value) {
+                    Err(e) => {
+                        self.bad.insert(key.into(), format!("not JSON: {e}"));
+                    }
+                    Ok(v) if !v.is_object() => {
+                        self.bad.insert(key.into(), "not a JSON object".into());
+                    }
+                    Ok(v)
+                        if key_of(kind, &v).as_ref() != Some(&Key::Object(kind, name.clone())) =>
+                    {
+                        self.bad
+                            .insert(key.into(), "its name does not match its key".into());
+                    }
+                    Ok(v) => {
+                        self.objects.insert((kind, name), v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take a delete of `key`.
+    pub fn delete(&mut self, key: &str) {
+        self.bad.remove(key);
+        match Key::parse(key) {
+            Some(Key::Alive(n)) => {
+                self.alive.remove(&n);
+            }
+            Some(Key::Managed(n)) => {
+                self.managed.remove(&n);
+            }
+            Some(Key::Object(kind, name)) => {
+                self.objects.remove(&(kind, name));
+            }
+            Some(Key::Gen) | None => {}
+        }
+    }
+
+    /// A node's status.
+    pub fn status(&self, node: &str) -> Status {
+        if self.managed.contains(node) && !self.alive.contains(node) {
+            Status::Down
+        } else {
+            Status::Ready
+        }
+    }
+
+    /// The nodes that are down.
+    pub fn down(&self) -> BTreeSet<String> {
+        self.managed
+            .iter()
+            .filter(|n| !self.alive.contains(*n))
+            .cloned()
+            .collect()
+    }
+
+    /// The objects as a cluster file: all of them but `excluded`; with `live`, without the
+    /// endpoints of nodes that are down. Excluded endpoints also leave the backend lists.
+    /// Returns the text and, per line, the object whose table starts there (for messages that
+    /// give a line); objects that cannot be written as TOML are added to `excluded`, with why,
+    /// to `skipped`.
+    fn file(
+        &self,
+        live: bool,
+        excluded: &mut BTreeSet<(Kind, String)>,
+        skipped: &mut Vec<Skipped>,
+    ) -> (String, Vec<Head>) {
+        let down = if live { self.down() } else { BTreeSet::new() };
+        let mut gone: BTreeSet<String> = excluded
+            .iter()
+            .filter(|(k, _)| *k == Kind::Endpoint)
+            .map(|(_, n)| n.clone())
+            .collect();
+        for ((kind, name), v) in &self.objects {
+            let on_down = v
+                .get("node")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| down.contains(n));
+            if *kind == Kind::Endpoint && on_down {
+                gone.insert(name.clone());
+            }
+        }
+        let mut text = String::new();
+        let mut order = Vec::new();
+        for kind in Kind::ALL {
+            let mut items = Vec::new();
+            for ((k, name), v) in self.objects.range((kind, String::new())..) {
+                if *k != kind {
+                    break;
+                }
+                if excluded.contains(&(kind, name.clone()))
+                    || (kind == Kind::Endpoint && gone.contains(name))
+                {
+                    continue;
+                }
+                let mut v = v.clone();
+                if kind == Kind::Service
+                    && let Some(b) = v.get_mut("backends").and_then(|b| b.as_array_mut())
+                {
+                    b.retain(|e| {
+                        let name = e.as_str().map(|s| s.split('=').next().unwrap_or(s));
+                        !name.is_some_and(|n| gone.contains(n))
+                    });
+                }
+                match toml::Value::try_from(&v) {
+                    Ok(t) => {
+                        items.push(t);
+                        order.push((kind, name.clone()));
+                    }
+                    Err(e) => {
+                        excluded.insert((kind, name.clone()));
+                        skipped.push(Skipped {
+                            key: Key::Object(kind, name.clone()).text(),
+                            reason: format!("cannot be a cluster-file item: {e}"),
+                        });
+                    }
+                }
+            }
+            if !items.is_empty() {
+                // One table at a time, in the cluster file's order (nodes first).
+                let mut doc = toml::Table::new();
+                doc.insert(kind.table().into(), toml::Value::Array(items));
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(&toml::to_string(&doc).expect("a TOML table serializes"));
+            }
+        }
+        // Each `[[kind]]` header opens the next object of that kind.
+        let mut heads = Vec::new();
+        let mut next: Vec<std::vec::IntoIter<(Kind, String)>> = Kind::ALL
+            .iter()
+            .map(|k| {
+                order
+                    .iter()
+                    .filter(|(ok, _)| ok == k)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .into_iter()
+            })
+            .collect();
+        for (i, line) in text.lines().enumerate() {
+            if let Some(k) = Kind::ALL
+                .iter()
+                .position(|k| line == format!("[[{}]]", k.table()))
+                && let Some(o) = next[k].next()
+            {
+                heads.push((i + 1, o));
+            }
+        }
+        (text, heads)
+    }
+
+    /// The cluster the state means, checked as a cluster file read from `source` (the store's
+    /// URL, so messages name it). With `live`, nodes that are down have no endpoints. Objects
+    /// the checks refuse are left out one at a time, each with its reason, until the rest
+    /// passes; an error that names no object (it cannot be left out) is returned.
+    pub fn cluster(
+        &self,
+        source: &str,
+        live: bool,
+    ) -> Result<(Cluster, Vec<Skipped>), ConfigError> {
+        let mut excluded = BTreeSet::new();
+        let mut skipped: Vec<Skipped> = self
+            .bad
+            .iter()
+            .map(|(k, r)| Skipped {
+                key: k.clone(),
+                reason: r.clone(),
+            })
+            .collect();
+        loop {
+            let (text, heads) = self.file(live, &mut excluded, &mut skipped);
+            let err = match Cluster::parse(Path::new(source), &text) {
+                Ok(c) => return Ok((c, skipped)),
+                Err(e) => e,
+            };
+            let Some(obj) = culprit(&err, &heads) else {
+                return Err(err);
+            };
+            if !excluded.insert(obj.clone()) {
+                return Err(err);
+            }
+            skipped.push(Skipped {
+                key: Key::Object(obj.0, obj.1).text(),
+                reason: format!("{}: {}", err.item, err.problem),
+            });
+        }
+    }
+
+    /// The objects as a cluster file (valid input to `vxmesh run --config`), leaving out what
+    /// the checks refuse.
+    pub fn export(&self, source: &str) -> Result<String, ConfigError> {
+        let (c, skipped) = self.cluster(source, false)?;
+        let mut excluded: BTreeSet<(Kind, String)> = skipped
+            .iter()
+            .filter_map(|s| match Key::parse(&s.key) {
+                Some(Key::Object(k, n)) => Some((k, n)),
+                _ => None,
+            })
+            .collect();
+        let (text, _) = self.file(false, &mut excluded, &mut Vec::new());
+        drop(c);
+        Ok(text)
+    }
+}
+
+/// The object a refusal names: `endpoint "c11"`, `ingress #2 (node "n1")`, or `line N`.
+fn culprit(err: &ConfigError, heads: &[Head]) -> Option<(Kind, String)> {
+    let item = err.item.as_str();
+    if let Some(line) = item.strip_prefix("line ") {
+        let line: usize = line.parse().ok()?;
+        return heads
+            .iter()
+            .rev()
+            .find(|(l, _)| *l <= line)
+            .map(|(_, o)| o.clone());
+    }
+    if let Some(rest) = item.strip_prefix("ingress #") {
+        let k: usize = rest.split(' ').next()?.parse().ok()?;
+        return heads
+            .iter()
+            .filter(|(_, (kind, _))| *kind == Kind::Ingress)
+            .nth(k.checked_sub(1)?)
+            .map(|(_, o)| o.clone());
+    }
+    let (table, quoted) = item.split_once(' ')?;
+    let kind = Kind::ALL.into_iter().find(|k| k.table() == table)?;
+    let name: String = serde_json::from_str(quoted).ok()?;
+    Some((kind, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> State {
+        let text = include_str!("../../tests/fixtures/cluster.toml").replace("{P}", "");
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        let mut s = State::default();
+        for kind in Kind::ALL {
+            for item in doc
+                .get(kind.table())
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let json = serde_json::to_value(item).unwrap();
+                let key = key_of(kind, &json).unwrap().text();
+                s.put(&key, &serde_json::to_vec(&json).unwrap(), 1);
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn the_fixture_through_the_store_is_the_fixture() {
+        let s = fixture();
+        let (c, skipped) = s.cluster("etcd://test", false).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let file = Cluster::parse(
+            Path::new("etcd://test"),
+            &include_str!("../../tests/fixtures/cluster.toml").replace("{P}", ""),
+        )
+        .unwrap();
+        assert_eq!(c, file);
+        // The export reads back as the same cluster.
+        let text = s.export("etcd://test").unwrap();
+        assert_eq!(
+            Cluster::parse(Path::new("etcd://test"), &text).unwrap(),
+            file
+        );
+    }
+
+    #[test]
+    fn bad_values_are_skipped_with_their_reason_and_the_rest_applies() {
+        let mut s = fixture();
+        s.put("/vxmesh/v1/endpoint/x1", b"{not json", 2);
+        s.put("/vxmesh/v1/endpoint/x2", b"[1, 2]", 2);
+        s.put("/vxmesh/v1/endpoint/x3", br#"{"name": "other"}"#, 2);
+        s.put("/vxmesh/v1/bogus/x4", b"{}", 2);
+        // Unknown key, wrong type, a failed check: each object alone goes.
+        s.put(
+            "/vxmesh/v1/endpoint/x5",
+            br#"{"name": "x5", "node": "n1", "network": "appnet", "ip": "10.0.9.50", "colour": "red"}"#,
+            2,
+        );
+        s.put(
+            "/vxmesh/v1/endpoint/x6",
+            br#"{"name": "x6", "node": "n2", "network": "appnet", "ip": 7}"#,
+            2,
+        );
+        s.put(
+            "/vxmesh/v1/endpoint/x7",
+            br#"{"name": "x7", "node": "n2", "network": "appnet", "ip": "10.0.8.7"}"#,
+            2,
+        );
+        s.put(
+            "/vxmesh/v1/endpoint/x8",
+            br#"{"name": "x8", "node": "n2", "network": "appnet", "ip": "10.0.9.80"}"#,
+            2,
+        );
+        let (c, skipped) = s.cluster("etcd://test", true).unwrap();
+        let keys: BTreeSet<&str> = skipped.iter().map(|s| s.key.as_str()).collect();
+        for k in ["x1", "x2", "x3", "x5", "x6", "x7"] {
+            assert!(
+                keys.iter().any(|key| key.ends_with(k)),
+                "{k} not skipped: {skipped:?}"
+            );
+        }
+        assert!(keys.contains("/vxmesh/v1/bogus/x4"));
+        let x7 = skipped.iter().find(|s| s.key.ends_with("x7")).unwrap();
+        assert!(x7.reason.contains("not a host address"), "{x7:?}");
+        assert!(c.endpoint("x8").is_some(), "the good one applies");
+        assert!(c.endpoint("c11").is_some());
+    }
+
+    #[test]
+    fn a_node_that_is_down_loses_its_endpoints_and_backends_until_it_is_back() {
+        let mut s = fixture();
+        s.put("/vxmesh/v1/managed/n2", b"", 2);
+        assert_eq!(s.status("n2"), Status::Down);
+        assert_eq!(s.status("n1"), Status::Ready, "not managed: a static peer");
+        let (c, _) = s.cluster("etcd://test", true).unwrap();
+        assert!(c.endpoint("c21").is_none() && c.endpoint("c22").is_none());
+        assert_eq!(c.services[0].backends, vec![("c12".to_string(), 1)]);
+        assert!(c.node("n2").is_some(), "the node stays listed");
+        s.put("/vxmesh/v1/alive/n2", br#"{"vtep":"198.18.0.2"}"#, 3);
+        assert_eq!(s.status("n2"), Status::Ready);
+        let (c, _) = s.cluster("etcd://test", true).unwrap();
+        assert_eq!(c.services[0].backends.len(), 3);
+        s.delete("/vxmesh/v1/alive/n2");
+        assert_eq!(s.status("n2"), Status::Down);
+    }
+}

@@ -1,0 +1,343 @@
+//! A node that follows the store (`vxmesh run --store URL --node NAME --vtep IP`).
+//!
+//! Where it sits: on the node's control side (its tokio runtime), never on the poll thread.
+//! [`start`] connects, registers the node (its object, the `managed` marker, and its liveness
+//! key under a lease of `--node-ttl`), and reads the state: the node's first cluster.
+//! [`follow`] then watches from the revision after it, folds every event into the
+//! [`State`], and hands the cluster it means (nodes that are down without endpoints) to the
+//! node's one change path, coalescing events that arrive together. [`keep_alive`] keeps the
+//! lease alive and registers again when it was lost.
+//!
+//! Failures: etcd unreachable → the node keeps forwarding with the state it has (fail
+//! static), counts it (`store_disconnects`), retries with backoff, and catches up from the
+//! last revision it saw (a full read if that revision was compacted). Values it cannot take
+//! are skipped, counted and logged; the rest applies.
+
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use etcd_client::{Client, EventType, PutOptions, WatchOptions};
+
+use super::etcd::{connect, read_all};
+use super::layout::{Key, PREFIX};
+use super::state::{Skipped, State};
+use crate::config::Cluster;
+
+/// How a node follows the store.
+#[derive(Clone, Debug)]
+pub struct StoreOpts {
+    /// `etcd://HOST:PORT[,...]`.
+    pub url: String,
+    /// This node's name.
+    pub node: String,
+    /// This node's VTEP address.
+    pub vtep: Ipv4Addr,
+    /// The lease of its liveness key (`--node-ttl`).
+    pub ttl: Duration,
+}
+
+/// Default `--node-ttl`.
+pub const NODE_TTL: Duration = Duration::from_secs(5);
+/// Longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First wait after a failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Events arriving within this of each other are applied as one change.
+const COALESCE: Duration = Duration::from_millis(5);
+
+/// The store's counters, for `stats`.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// The store revision the node's state is at.
+    pub revision: AtomicI64,
+    /// Times the connection to the store was lost.
+    pub disconnects: AtomicU64,
+    /// Whether the watch is up now.
+    pub connected: AtomicBool,
+    /// Changes applied from the store.
+    pub changes_applied: AtomicU64,
+    /// Changes the node refused (the error is in `last_error`).
+    pub changes_refused: AtomicU64,
+    /// Objects left out of the current state (bad values, refused by the checks).
+    pub skipped: AtomicU64,
+    /// Full reads after a compacted revision or a reconnection that could not catch up.
+    pub resyncs: AtomicU64,
+    /// The last error, for `stats`.
+    pub last_error: Mutex<String>,
+}
+
+impl StoreStats {
+    fn error(&self, e: impl Into<String>) {
+        let e = e.into();
+        eprintln!("vxmesh: store: {e}");
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = e;
+        }
+    }
+
+    /// The counters as (name, value), for `stats`.
+    pub fn counters(&self) -> Vec<(&'static str, i64)> {
+        let u = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+        vec![
+            ("store_revision", self.revision.load(Ordering::Relaxed)),
+            (
+                "store_connected",
+                i64::from(self.connected.load(Ordering::Relaxed)),
+            ),
+            ("store_disconnects", u(&self.disconnects)),
+            ("store_resyncs", u(&self.resyncs)),
+            ("store_changes_applied", u(&self.changes_applied)),
+            ("store_changes_refused", u(&self.changes_refused)),
+            ("store_skipped", u(&self.skipped)),
+        ]
+    }
+}
+
+/// What [`start`] set up: the client, the lease, the state read.
+pub struct Session {
+    /// The client.
+    pub client: Client,
+    /// The liveness key's lease.
+    pub lease: i64,
+    /// The state read at start.
+    pub state: State,
+}
+
+/// The liveness key of `node`.
+fn alive_key(node: &str) -> String {
+    Key::Alive(node.into()).text()
+}
+
+/// Grant a lease and put the node's liveness key under it.
+async fn go_live(client: &mut Client, o: &StoreOpts) -> anyhow::Result<i64> {
+    let ttl = o.ttl.as_secs().max(1) as i64;
+    let lease = client
+        .lease_grant(ttl, None)
+        .await
+        .context("granting the node's lease")?
+        .id();
+    let value = serde_json::json!({"vtep": o.vtep.to_string()}).to_string();
+    client
+        .put(
+            alive_key(&o.node),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .context("writing the node's liveness key")?;
+    Ok(lease)
+}
+
+/// Connect, register this node, read the state; the cluster it means for this node.
+pub async fn start(o: &StoreOpts, stats: &StoreStats) -> anyhow::Result<(Session, Cluster)> {
+    let mut client = connect(&o.url).await?;
+    super::admin::register_node(&mut client, &o.url, &o.node, o.vtep).await?;
+    client
+        .put(Key::Managed(o.node.clone()).text(), "", None)
+        .await
+        .context("marking the node as one that runs vxmesh")?;
+    let lease = go_live(&mut client, o).await?;
+    let state = read_all(&mut client).await?;
+    let (cluster, skipped) = state.cluster(&o.url, true)?;
+    note_skipped(stats, &[], &skipped);
+    stats.revision.store(state.revision, Ordering::Relaxed);
+    stats.connected.store(true, Ordering::Relaxed);
+    Ok((
+        Session {
+            client,
+            lease,
+            state,
+        },
+        cluster,
+    ))
+}
+
+/// Log the objects newly left out; count them all.
+fn note_skipped(stats: &StoreStats, before: &[Skipped], now: &[Skipped]) {
+    for s in now.iter().filter(|s| !before.contains(s)) {
+        eprintln!("vxmesh: store: skipped {}: {}", s.key, s.reason);
+    }
+    stats.skipped.store(now.len() as u64, Ordering::Relaxed);
+}
+
+/// Keep the lease (its id in `lease`) alive; when it is lost (etcd was away longer than the
+/// TTL), register again under a new one.
+pub async fn keep_alive(mut client: Client, o: StoreOpts, lease: &AtomicI64, stats: &StoreStats) {
+    let every = (o.ttl / 3).max(Duration::from_millis(200));
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let id = lease.load(Ordering::Relaxed);
+        if let Ok((mut keeper, mut stream)) = client.lease_keep_alive(id).await {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match stream.message().await {
+                    Ok(Some(r)) if r.ttl() > 0 => {}
+                    _ => break,
+                }
+                backoff = FIRST_BACKOFF;
+                tokio::time::sleep(every).await;
+            }
+        }
+        // The lease is gone or etcd is away: register again once it answers.
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            match go_live(&mut client, &o).await {
+                Ok(l) => {
+                    lease.store(l, Ordering::Relaxed);
+                    eprintln!("vxmesh: store: node {} registered again", o.node);
+                    break;
+                }
+                Err(e) => stats.error(format!("keeping the node alive: {e:#}")),
+            }
+        }
+    }
+}
+
+/// What the follower hands each new cluster to: the node's change path. Returns an error
+/// message if the node refused it.
+pub type Apply<'a> =
+    dyn FnMut(Cluster) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + 'a>> + 'a;
+
+/// Follow the store from `state` forever: watch, fold events in, apply.
+pub async fn follow(
+    mut client: Client,
+    mut state: State,
+    o: StoreOpts,
+    stats: &StoreStats,
+    apply: &mut Apply<'_>,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut skipped: Vec<Skipped> = Vec::new();
+    let mut resync = false;
+    loop {
+        if resync {
+            match read_all(&mut client).await {
+                Ok(s) => {
+                    state = s;
+                    stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                    resync = false;
+                    apply_state(&state, &o, stats, &mut skipped, apply).await;
+                }
+                Err(e) => {
+                    stats.error(format!("{e:#}"));
+                    lost(stats, &mut backoff).await;
+                    continue;
+                }
+            }
+        }
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(state.revision + 1);
+        let mut stream = match client.watch(PREFIX, Some(opts)).await {
+            Ok((_watcher, stream)) => stream,
+            Err(e) => {
+                stats.error(format!("watching: {e}"));
+                lost(stats, &mut backoff).await;
+                continue;
+            }
+        };
+        stats.connected.store(true, Ordering::Relaxed);
+        let mut dirty = false;
+        loop {
+            tokio::select! {
+                biased;
+                msg = stream.message() => {
+                    let resp = match msg {
+                        Ok(Some(r)) => r,
+                        Ok(None) | Err(_) => break,
+                    };
+                    if resp.compact_revision() > 0 {
+                        // Behind the compaction: only a full read catches up.
+                        resync = true;
+                        break;
+                    }
+                    if resp.canceled() {
+                        break;
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let key = String::from_utf8_lossy(kv.key());
+                        match ev.event_type() {
+                            EventType::Put => state.put(&key, kv.value(), kv.mod_revision()),
+                            EventType::Delete => state.delete(&key),
+                        }
+                        state.revision = state.revision.max(kv.mod_revision());
+                        dirty = true;
+                    }
+                    if let Some(h) = resp.header() {
+                        state.revision = state.revision.max(h.revision());
+                    }
+                    stats.revision.store(state.revision, Ordering::Relaxed);
+                    backoff = FIRST_BACKOFF;
+                }
+                _ = tokio::time::sleep(COALESCE), if dirty => {
+                    dirty = false;
+                    apply_state(&state, &o, stats, &mut skipped, apply).await;
+                }
+            }
+        }
+        if dirty {
+            apply_state(&state, &o, stats, &mut skipped, apply).await;
+        }
+        if !resync {
+            lost(stats, &mut backoff).await;
+        }
+    }
+}
+
+/// The watch broke: count it, wait a growing while.
+async fn lost(stats: &StoreStats, backoff: &mut Duration) {
+    if stats.connected.swap(false, Ordering::Relaxed) {
+        stats.disconnects.fetch_add(1, Ordering::Relaxed);
+        eprintln!("vxmesh: store: connection lost; forwarding with the last state, retrying");
+    }
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+/// Turn the state into this node's cluster and hand it to the node.
+async fn apply_state(
+    state: &State,
+    o: &StoreOpts,
+    stats: &StoreStats,
+    skipped: &mut Vec<Skipped>,
+    apply: &mut Apply<'_>,
+) {
+    let (snapshot, url) = (state.clone(), o.url.clone());
+    let planned = tokio::task::spawn_blocking(move || snapshot.cluster(&url, true)).await;
+    let (cluster, now) = match planned {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            stats.changes_refused.fetch_add(1, Ordering::Relaxed);
+            stats.error(format!("the store's state is refused: {e}"));
+            return;
+        }
+        Err(e) => {
+            stats.error(format!("planning: {e}"));
+            return;
+        }
+    };
+    note_skipped(stats, skipped, &now);
+    *skipped = now;
+    match apply(cluster).await {
+        Ok(_) => {
+            stats.changes_applied.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            stats.changes_refused.fetch_add(1, Ordering::Relaxed);
+            stats.error(format!("change refused: {e}"));
+        }
+    }
+}
+
+/// Take the node's liveness key away at once (a clean stop: the others need not wait for the
+/// lease to expire). Best effort.
+pub async fn leave(client: &mut Client, lease: i64) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
+}
