@@ -7,8 +7,8 @@
 //! `service update` drains on the nodes; SIGKILL of n2 → `node ls` says down and n1's `lb show`
 //! loses n2's backends while requests through the VIP keep succeeding, and n2 back → ready with
 //! its backends; etcd stopped → traffic goes on and the nodes count the disconnection, etcd
-//! back → a new change propagates; `export` → `run --config` gives the same static FDB and
-//! services on n1.
+//! back → a new change propagates; eight concurrent `endpoint add`s all land; `export` → `run
+//! --config` gives the same static FDB and services on n1.
 //!
 //! Privileged: without root the test says so and passes. Everything carries a per-run prefix
 //! and is removed by name (the lab when `Running` drops, the extra namespace by its guard, etcd
@@ -338,6 +338,59 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
     ]);
     let t_back = until("the change after the outage reaches n1", || {
         !lb(&run, "n1").contains("10.0.9.22:80")
+    });
+
+    // Concurrent writers lose nothing: eight `endpoint add`s at once (on a node without
+    // vxmesh, imported from a second file) all land, each after the others' writes.
+    let peer = std::env::temp_dir().join(format!("{prefix}peer.toml"));
+    std::fs::write(&peer, "[[node]]\nname = \"n9\"\nvtep = \"198.18.0.9\"\n").unwrap();
+    admin_ok(&["import", &peer.display().to_string()]);
+    let _ = std::fs::remove_file(&peer);
+    let writers: Vec<Child> = (0..8)
+        .map(|k| {
+            Command::new("ip")
+                .args(["netns", "exec", &n1])
+                .arg(&exe)
+                .args([
+                    "--store",
+                    &url,
+                    "endpoint",
+                    "add",
+                    &format!("e{k}"),
+                    "--node",
+                    "n9",
+                ])
+                .args([
+                    "--network",
+                    "appnet",
+                    "--ip",
+                    &format!("10.0.9.{}", 200 + k),
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut w in writers {
+        assert!(
+            w.wait().unwrap().success(),
+            "a concurrent endpoint add failed"
+        );
+    }
+    let listed = admin_ok(&["endpoint", "ls"]);
+    for k in 0..8 {
+        assert!(
+            listed.contains(&format!("10.0.9.{}", 200 + k)),
+            "e{k} lost:\n{listed}"
+        );
+    }
+    until("the eight reach n1's FDB", || {
+        let fdb = run.ctl_ok("n1", &["fdb", "show"]).unwrap();
+        (0..8).all(|k| {
+            let mac = format!("02:42:0a:00:09:{:02x}", 200 + k);
+            fdb.lines()
+                .any(|l| l.starts_with(&mac) && l.contains("198.18.0.9"))
+        })
     });
 
     // The export runs as a cluster file with the same static FDB and services on n1.
