@@ -1150,4 +1150,64 @@ ip = "10.0.10.31"
                 .is_some()
         );
     }
+
+    /// Every kind of change at once: a network, a node, ports added and removed, an ingress
+    /// removed, a service added, a routing-mesh service replaced (new load-balancer address), a
+    /// backend added, one drained, one removed.
+    fn every_kind() -> String {
+        changed()
+            .replacen(
+                "vtep = \"198.18.0.1\"",
+                "vtep = \"198.18.0.1\"\nlb = { appnet = \"10.0.9.240\" }",
+                1,
+            )
+            .replace(r#"["c21", "c22"]"#, r#"["c21=0", "c13"]"#)
+            + "\n[[service]]\nname = \"api\"\nnetwork = \"db\"\nvip = \"10.0.10.100\"\nbackends = [\"c14\", \"c31\"]\nports = [{ protocol = \"tcp\", port = 81 }]\n"
+    }
+
+    #[test]
+    fn a_failure_injected_after_any_single_step_leaves_the_node_as_it_was() {
+        let file = file();
+        let target = cluster(&every_kind());
+        let mut failed = 0;
+        for fail_at in 1..500 {
+            let mut node = Node::build(cluster(&file), "n1", &mut MemPorts).unwrap();
+            let (before, plan, ports) = (views(&mut node), node.plan.clone(), port_names(&node));
+            let own = node.sw.stage(node.own).macs.clone();
+            let change =
+                Change::prepare(target.clone(), node.plan.clone(), &mut MemPorts, 2048).unwrap();
+            let mut c = node.begin(change);
+            c.fail_at(fail_at);
+            while !node.step(&mut c, 1) {
+                node.sw.poll(vswitch::Time::from_secs(1));
+            }
+            let (r, left) = c.finish();
+            drop(left);
+            let Err(e) = r else {
+                // Past the last step: the whole change applied.
+                assert!(failed > 12, "only {failed} steps");
+                let lb = crate::show::lb(&mut node, false, false, false);
+                assert!(
+                    lb.contains("10.0.10.100:81") && lb.contains("10.0.9.13:80"),
+                    "{lb}"
+                );
+                return;
+            };
+            failed += 1;
+            let e = format!("{e:#}");
+            assert!(
+                e.contains("injected") && e.contains("nothing of it was applied"),
+                "{e}"
+            );
+            assert_eq!(views(&mut node), before, "failure after step {fail_at}");
+            assert_eq!(node.plan, plan);
+            assert_eq!(port_names(&node), ports);
+            assert_eq!(node.sw.stage(node.own).macs, own);
+            assert_eq!(node.sw.env.net_by_name("db"), None);
+            assert_eq!(node.sw.env.vtep_by_addr(Ipv4Addr::new(198, 18, 0, 3)), None);
+            let ext0 = node.sw.port_id("ext0").unwrap();
+            assert_eq!(node.sw.stage(node.own).ingress, vec![(ext0, NetId(1))]);
+        }
+        panic!("the change never completed");
+    }
 }

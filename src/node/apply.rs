@@ -57,6 +57,31 @@ enum Undo {
     OwnMacs(Vec<(NetId, Mac)>),
 }
 
+/// The steps a commit took, to take back on failure. Tests can make the push that reaches a
+/// given length fail, to inject a failure after every single step of a change.
+#[derive(Default)]
+struct UndoLog {
+    steps: Vec<Undo>,
+    #[cfg(test)]
+    fail_at: Option<usize>,
+}
+
+impl UndoLog {
+    /// Record a step taken.
+    fn push(&mut self, u: Undo) -> anyhow::Result<()> {
+        self.steps.push(u);
+        #[cfg(test)]
+        if self.fail_at == Some(self.steps.len()) {
+            anyhow::bail!("injected failure after step {}", self.steps.len());
+        }
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Option<Undo> {
+        self.steps.pop()
+    }
+}
+
 /// Entries (FDB entries added or removed, steps undone) one [`Node::step`] handles at most:
 /// a few hundred microseconds of work, so a change of any size pauses forwarding for no longer
 /// than that at a time (benches/pause.rs measures the longest step).
@@ -121,7 +146,7 @@ pub struct Commit {
     fdb_removed: Vec<(usize, Mac)>,
     fdb_added: Vec<(usize, Mac, DestPlan)>,
     phase: Phase,
-    undo: Vec<Undo>,
+    undo: UndoLog,
     departed: Departed,
     log: String,
     /// Static entries added and removed, per network id (named in the log at the end: no
@@ -132,6 +157,13 @@ pub struct Commit {
 }
 
 impl Commit {
+    /// Make the step that records the `n`th undo entry fail (tests: a failure injected after
+    /// every single step of a change).
+    #[cfg(test)]
+    pub fn fail_at(&mut self, n: usize) {
+        self.undo.fail_at = Some(n);
+    }
+
     /// Whether every step has run.
     pub fn done(&self) -> bool {
         matches!(self.phase, Phase::Done)
@@ -143,7 +175,7 @@ impl Commit {
         debug_assert!(self.done());
         self.left.ports.extend(self.opened.into_values());
         // The undo log holds the replaced tables (ARP maps): freed with the leftovers too.
-        self.left.garbage.push(Box::new(self.undo));
+        self.left.garbage.push(Box::new(self.undo.steps));
         self.left.garbage.push(Box::new(self.arp));
         match self.error {
             Some(e) => (Err(e), self.left),
@@ -189,7 +221,7 @@ impl Node {
             fdb_removed,
             fdb_added,
             phase: Phase::Start,
-            undo: Vec::new(),
+            undo: UndoLog::default(),
             departed: Departed::default(),
             log: String::new(),
             fdb_counts: Default::default(),
@@ -215,7 +247,7 @@ impl Node {
         let budget = budget.max(1);
         let r = match c.phase {
             Phase::Start => self.start(c).map(|()| Phase::FdbRemove(0)),
-            Phase::FdbRemove(k) => Ok(self.fdb_remove(c, k, budget)),
+            Phase::FdbRemove(k) => self.fdb_remove(c, k, budget),
             Phase::FdbAdd(k) => self.fdb_add(c, k, budget),
             Phase::Services => self.services(c).map(|()| Phase::Flush),
             Phase::Flush => {
@@ -245,12 +277,12 @@ impl Node {
     fn start(&mut self, c: &mut Commit) -> anyhow::Result<()> {
         let new = c.plan.take().expect("a commit starts with its plan");
         let r = (|| {
-            self.set_up_ids(&new, &mut c.undo, &mut c.log);
+            self.set_up_ids(&new, &mut c.undo, &mut c.log)?;
             self.add_ports(&new, &mut c.opened, &mut c.undo, &mut c.log)?;
             for (i, arp) in c.arp.iter_mut() {
                 let net = &mut self.sw.env.nets[*i];
                 let old = std::mem::replace(&mut net.arp, std::mem::take(arp));
-                c.undo.push(Undo::Arp(*i, old));
+                c.undo.push(Undo::Arp(*i, old))?;
                 let _ = writeln!(c.log, "network {}: ARP table updated", net.name);
             }
             for (i, n) in new.live_nets() {
@@ -258,7 +290,7 @@ impl Node {
                 let peers: Vec<VtepId> = n.peers.iter().map(|&v| VtepId(v as u16)).collect();
                 if net.peers != peers {
                     c.undo
-                        .push(Undo::Peers(i, std::mem::replace(&mut net.peers, peers)));
+                        .push(Undo::Peers(i, std::mem::replace(&mut net.peers, peers)))?;
                     let _ = writeln!(c.log, "network {}: peers updated", n.name);
                 }
             }
@@ -270,21 +302,21 @@ impl Node {
 
     /// Remove up to `budget` static FDB entries that leave (first, so a full table has room
     /// for what replaces them).
-    fn fdb_remove(&mut self, c: &mut Commit, k: usize, budget: usize) -> Phase {
+    fn fdb_remove(&mut self, c: &mut Commit, k: usize, budget: usize) -> anyhow::Result<Phase> {
         let end = (k + budget).min(c.fdb_removed.len());
         for &(net, mac) in &c.fdb_removed[k..end] {
             let id = NetId(net as u16);
             if let Some(e) = self.sw.env.fdb.entry(id, mac) {
                 self.sw.env.fdb.remove(id, mac);
-                c.undo.push(Undo::FdbRemoved(id, mac, e.dest()));
+                c.undo.push(Undo::FdbRemoved(id, mac, e.dest()))?;
                 c.fdb_counts.entry(net).or_default().1 += 1;
             }
         }
-        if end == c.fdb_removed.len() {
+        Ok(if end == c.fdb_removed.len() {
             Phase::FdbAdd(0)
         } else {
             Phase::FdbRemove(end)
-        }
+        })
     }
 
     /// Add up to `budget` static FDB entries that arrive.
@@ -307,7 +339,7 @@ impl Node {
                 .fdb
                 .add_static(id, mac, d)
                 .with_context(|| format!("fdb: static entry {mac} in {}", new.net_name(net)))?;
-            c.undo.push(Undo::FdbAdded(id, mac));
+            c.undo.push(Undo::FdbAdded(id, mac))?;
             c.fdb_counts.entry(net).or_default().0 += 1;
         }
         Ok(if end == c.fdb_added.len() {
@@ -349,7 +381,12 @@ impl Node {
     }
 
     /// Networks and VTEPs the new plan adds or alters, before anything refers to them.
-    fn set_up_ids(&mut self, new: &Plan, undo: &mut Vec<Undo>, log: &mut String) {
+    fn set_up_ids(
+        &mut self,
+        new: &Plan,
+        undo: &mut UndoLog,
+        log: &mut String,
+    ) -> anyhow::Result<()> {
         let old = self.plan.clone();
         for (i, n) in new.live_nets() {
             match old.nets.get(i).and_then(|o| o.as_ref()) {
@@ -358,12 +395,12 @@ impl Node {
                     self.sw
                         .env
                         .set_network(id, Network::new(n.name.clone(), n.vni, n.mtu));
-                    undo.push(Undo::NetAdded(i));
+                    undo.push(Undo::NetAdded(i))?;
                     let _ = writeln!(log, "network {}: added (VNI {})", n.name, vni_str(n.vni));
                 }
                 Some(o) if (o.vni, o.mtu) != (n.vni, n.mtu) => {
                     let net = &mut self.sw.env.nets[i];
-                    undo.push(Undo::NetChanged(i, net.vni, net.mtu));
+                    undo.push(Undo::NetChanged(i, net.vni, net.mtu))?;
                     (net.vni, net.mtu) = (n.vni, n.mtu);
                     let _ = writeln!(
                         log,
@@ -385,17 +422,18 @@ impl Node {
                             node: name.clone(),
                         },
                     );
-                    undo.push(Undo::VtepAdded(i));
+                    undo.push(Undo::VtepAdded(i))?;
                     let _ = writeln!(log, "node {name}: added (VTEP {addr})");
                 }
                 Some((_, was)) if was != addr => {
                     self.sw.env.vteps[i].addr = *addr;
-                    undo.push(Undo::VtepChanged(i, *was));
+                    undo.push(Undo::VtepChanged(i, *was))?;
                     let _ = writeln!(log, "node {name}: VTEP {was} -> {addr}");
                 }
                 Some(_) => {}
             }
         }
+        Ok(())
     }
 
     /// Add the ports `new` has and the plan in force does not, from the prepared ones.
@@ -403,7 +441,7 @@ impl Node {
         &mut self,
         new: &Plan,
         opened: &mut HashMap<String, Box<dyn Port>>,
-        undo: &mut Vec<Undo>,
+        undo: &mut UndoLog,
         log: &mut String,
     ) -> anyhow::Result<()> {
         let old = self.plan.clone();
@@ -420,7 +458,7 @@ impl Node {
                 PortRole::Local(NetId(p.net as u16)),
                 self.local_path.clone(),
             );
-            undo.push(Undo::PortAdded(id));
+            undo.push(Undo::PortAdded(id))?;
             let what = match p.kind {
                 PortKind::Endpoint { .. } => "endpoint",
                 PortKind::Ingress => "ingress",
@@ -434,7 +472,7 @@ impl Node {
     fn services_fallible(
         &mut self,
         new: &Plan,
-        undo: &mut Vec<Undo>,
+        undo: &mut UndoLog,
         log: &mut String,
     ) -> anyhow::Result<()> {
         // Services whose configuration changed are replaced: the old one goes first.
@@ -448,7 +486,7 @@ impl Node {
                 self.lb()
                     .remove_service(&old.key())
                     .map_err(|e| anyhow::anyhow!("service {}: {e}", old.service))?;
-                undo.push(Undo::ServiceReplaced(old.clone()));
+                undo.push(Undo::ServiceReplaced(old.clone()))?;
             }
         }
         for s in &new.services {
@@ -461,7 +499,7 @@ impl Node {
                 .cloned();
             let Some(old) = kept else {
                 self.add_service(s)?;
-                undo.push(Undo::ServiceAdded(key));
+                undo.push(Undo::ServiceAdded(key))?;
                 let _ = writeln!(
                     log,
                     "service {} {}:{}: added",
@@ -480,14 +518,14 @@ impl Node {
                         self.lb()
                             .add_backend(&key, c)
                             .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
-                        undo.push(Undo::BackendAdded(key, c.addr, c.port));
+                        undo.push(Undo::BackendAdded(key, c.addr, c.port))?;
                         "added".to_string()
                     }
                     Some(ob) if ob.config.weight != c.weight => {
                         self.lb()
                             .set_weight(&key, c.addr, c.port, c.weight)
                             .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
-                        undo.push(Undo::Weight(key, c.addr, c.port, ob.config.weight));
+                        undo.push(Undo::Weight(key, c.addr, c.port, ob.config.weight))?;
                         format!("weight {} -> {}", ob.config.weight, c.weight)
                     }
                     Some(_) => continue,
@@ -506,7 +544,7 @@ impl Node {
             .collect();
         let own = &mut self.sw.stage_mut(self.own).macs;
         if *own != macs {
-            undo.push(Undo::OwnMacs(std::mem::replace(own, macs)));
+            undo.push(Undo::OwnMacs(std::mem::replace(own, macs)))?;
         }
         let ingress: Vec<(PortId, NetId)> = new
             .ports
@@ -516,7 +554,7 @@ impl Node {
             .collect();
         let own = &mut self.sw.stage_mut(self.own).ingress;
         if *own != ingress {
-            undo.push(Undo::OwnIngress(std::mem::replace(own, ingress)));
+            undo.push(Undo::OwnIngress(std::mem::replace(own, ingress)))?;
         }
         Ok(())
     }
