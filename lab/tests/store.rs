@@ -1,13 +1,13 @@
 //! The cluster store on a real etcd (issue 14), end to end: two `vxmesh run --store` nodes in a
-//! `vxmesh lab`, etcd (Debian's etcd-server) started by the test in the lab's underlay
-//! namespace on a private address, the state imported from the shared fixture.
+//! `vxmesh lab`, a three-member etcd cluster (Debian's etcd-server) started by the test in the
+//! lab's underlay namespace on private addresses, the state imported from the shared fixture.
 //!
 //! Checked, in order: pings across the nodes and round robin through the VIP; an endpoint added
 //! with `endpoint add` (a container the test makes) answers from the other node; a weight-0
 //! `service update` drains on the nodes; SIGKILL of n2 → `node ls` says down and n1's `lb show`
 //! loses n2's backends while requests through the VIP keep succeeding, and n2 back → ready with
-//! its backends; etcd stopped → traffic goes on and the nodes count the disconnection, etcd
-//! back → a new change propagates; eight concurrent `endpoint add`s all land; `export` → `run
+//! its backends; one etcd member killed → changes still propagate; all of etcd stopped → traffic
+//! goes on and the nodes count the disconnection, etcd back → a new change propagates; eight concurrent `endpoint add`s all land; `export` → `run
 //! --config` gives the same static FDB and services on n1.
 //!
 //! Privileged: without root the test says so and passes. Everything carries a per-run prefix
@@ -29,8 +29,8 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// etcd's client address, on the lab's underlay bridge.
-const ETCD_IP: &str = "198.18.0.250";
+/// The etcd members' client addresses, on the lab's underlay bridge.
+const ETCD_IPS: [&str; 3] = ["198.18.0.250", "198.18.0.251", "198.18.0.252"];
 const ETCD_PORT: u16 = 2379;
 /// The nodes' lease in this test (the default is 5 s).
 const TTL_SECS: u64 = 2;
@@ -38,9 +38,9 @@ const TTL_SECS: u64 = 2;
 const WAIT: Duration = Duration::from_secs(20);
 const VIP: ([u8; 4], u16) = ([10, 0, 9, 100], 80);
 
-/// etcd, killed by its PID and its data removed when dropped.
+/// A three-member etcd cluster: each member killed by its PID when dropped, the data removed.
 struct Etcd {
-    child: Option<Child>,
+    members: [Option<Child>; 3],
     ns: String,
     dir: PathBuf,
 }
@@ -49,17 +49,21 @@ impl Etcd {
     fn start(ns: &str, dir: PathBuf) -> Etcd {
         std::fs::create_dir_all(&dir).unwrap();
         let mut e = Etcd {
-            child: None,
+            members: [None, None, None],
             ns: ns.into(),
             dir,
         };
-        e.run();
+        for k in 0..3 {
+            e.run(k);
+        }
         e
     }
 
-    fn run(&mut self) {
-        let client = format!("http://{ETCD_IP}:{ETCD_PORT}");
-        let log = std::fs::File::create(self.dir.join("etcd.log")).unwrap();
+    fn run(&mut self, k: usize) {
+        let client = format!("http://{}:{ETCD_PORT}", ETCD_IPS[k]);
+        let peer = |k: usize| format!("http://127.0.0.1:{}", 2380 + k);
+        let cluster: Vec<String> = (0..3).map(|j| format!("m{j}={}", peer(j))).collect();
+        let log = std::fs::File::create(self.dir.join(format!("etcd{k}.log"))).unwrap();
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -67,29 +71,34 @@ impl Etcd {
                 &self.ns,
                 "etcd",
                 "--name",
-                "vx",
-                "--data-dir",
+                &format!("m{k}"),
             ])
-            .arg(self.dir.join("data"))
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("m{k}")))
             .args([
                 "--listen-client-urls",
                 &client,
                 "--advertise-client-urls",
                 &client,
             ])
-            .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
-            .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
-            .args(["--initial-cluster", "vx=http://127.0.0.1:2380"])
+            .args([
+                "--listen-peer-urls",
+                &peer(k),
+                "--initial-advertise-peer-urls",
+                &peer(k),
+            ])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--initial-cluster-token", "vxmesh-test"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("etcd (Debian package etcd-server)");
-        self.child = Some(child);
+        self.members[k] = Some(child);
     }
 
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    fn stop(&mut self, k: usize) {
+        if let Some(mut c) = self.members[k].take() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -98,7 +107,9 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        self.stop();
+        for k in 0..3 {
+            self.stop(k);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -155,17 +166,15 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
     let ns = |run: &Running, e: &str| run.lab.endpoint_netns(e);
     let ul = run.lab.underlay_netns();
     let n1 = run.lab.node_netns("n1");
-    ip(&[
-        "-n",
-        &ul,
-        "addr",
-        "add",
-        &format!("{ETCD_IP}/24"),
-        "dev",
-        "br0",
-    ]);
+    for a in ETCD_IPS {
+        ip(&["-n", &ul, "addr", "add", &format!("{a}/24"), "dev", "br0"]);
+    }
     let mut etcd = Etcd::start(&ul, std::env::temp_dir().join(format!("{prefix}etcd")));
-    let url = format!("etcd://{ETCD_IP}:{ETCD_PORT}");
+    let members: Vec<String> = ETCD_IPS
+        .iter()
+        .map(|a| format!("{a}:{ETCD_PORT}"))
+        .collect();
+    let url = format!("etcd://{}", members.join(","));
     // The admin commands, run from n1's namespace (it reaches etcd over the underlay).
     let admin = |args: &[&str]| -> Output {
         Command::new("ip")
@@ -314,8 +323,30 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
         lb(&run, "n1").contains("10.0.9.21:80")
     });
 
-    // etcd away: forwarding goes on, the nodes count it; back: a change propagates.
-    etcd.stop();
+    // One member of three killed: the cluster keeps its quorum and changes still propagate.
+    etcd.stop(0);
+    admin_ok(&[
+        "service",
+        "update",
+        "web",
+        "--backend",
+        "c12",
+        "--backend",
+        "c21",
+        "--backend",
+        "c22=2",
+    ]);
+    let t_member = until("a change with one member down reaches n1", || {
+        lb(&run, "n1")
+            .lines()
+            .any(|l| l.contains("10.0.9.22:80") && l.split_whitespace().nth(3) == Some("2"))
+    });
+    etcd.run(0);
+
+    // All of etcd away: forwarding goes on, the nodes count it; back: a change propagates.
+    for k in 0..3 {
+        etcd.stop(k);
+    }
     assert!(
         ping(&ns(&run, "c11"), "10.0.9.21", "5"),
         "traffic with etcd stopped"
@@ -325,7 +356,9 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         v["store"]["store_disconnects"].as_i64().unwrap_or(0) >= 1
     });
-    etcd.run();
+    for k in 0..3 {
+        etcd.run(k);
+    }
     until("etcd back", || admin(&["node", "ls"]).status.success());
     admin_ok(&[
         "service",
@@ -425,6 +458,6 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
     assert_eq!(statics(&run), fdb_store, "exported:\n{exported}");
     assert_eq!(services(&run), lb_store);
     eprintln!(
-        "store: endpoint add reachable after {t_add:?}; n2 killed -> down and its backends gone on n1 after {t_down:?} (TTL {TTL_SECS} s); change after the etcd outage applied after {t_back:?}"
+        "store: endpoint add reachable after {t_add:?}; n2 killed -> down and its backends gone on n1 after {t_down:?} (TTL {TTL_SECS} s); a change with one etcd member of three down applied after {t_member:?}; after the whole etcd outage {t_back:?}"
     );
 }

@@ -22,8 +22,11 @@ use crate::config::Cluster;
 
 /// VNIs the store allocates start here (as Docker's do).
 pub const FIRST_VNI: u32 = 4096;
-/// Attempts of a write that keeps losing the race to other writers.
+/// Attempts of a write that keeps losing the race to other writers or meeting transient
+/// failures.
 const WRITE_ATTEMPTS: usize = 16;
+/// Pause before trying again after a transient failure.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// An admin command.
 #[derive(Clone, Debug)]
@@ -393,14 +396,29 @@ fn parse_port(s: &str) -> Result<Value, String> {
     Ok(v)
 }
 
-/// Make the change `ops_of` computes from the state, checked, in one transaction.
+/// Make the change `ops_of` computes from the state, checked, in one transaction. A write that
+/// loses the race to another writer reads again and redoes its change; one that meets a
+/// transient failure (a leader election, a member going away) reconnects and tries again.
 async fn write(
     client: &mut Client,
     url: &str,
     ops_of: impl Fn(&State) -> Result<Ops, String>,
 ) -> Result<(), Failure> {
-    for _ in 0..WRITE_ATTEMPTS {
-        let st = read_all(client).await?;
+    let mut last = String::new();
+    for attempt in 0..WRITE_ATTEMPTS {
+        if attempt > 0 && !last.is_empty() {
+            tokio::time::sleep(RETRY_PAUSE).await;
+            if let Ok(c) = connect(url).await {
+                *client = c;
+            }
+        }
+        let st = match read_all(client).await {
+            Ok(st) => st,
+            Err(e) => {
+                last = format!("{e:#}");
+                continue;
+            }
+        };
         let ops = ops_of(&st).map_err(|e| Failure::Usage(format!("{url}: {e}")))?;
         check(&st, &ops, url)?;
         let mut txn_ops: Vec<TxnOp> = ops
@@ -418,18 +436,20 @@ async fn write(
                 st.gen_revision,
             )])
             .and_then(txn_ops);
-        let resp = client
-            .txn(txn)
-            .await
-            .map_err(|e| Failure::Runtime(format!("{url}: writing: {e}")))?;
-        if resp.succeeded() {
-            return Ok(());
+        match client.txn(txn).await {
+            Ok(resp) if resp.succeeded() => return Ok(()),
+            // Another writer came first: read again and redo the change on what it wrote.
+            Ok(_) => last.clear(),
+            Err(e) => last = format!("writing: {e}"),
         }
-        // Another writer came first: read again and redo the change on what it wrote.
     }
-    Err(Failure::Runtime(format!(
-        "{url}: the store changed under this write {WRITE_ATTEMPTS} times in a row; nothing was written"
-    )))
+    Err(Failure::Runtime(if last.is_empty() {
+        format!(
+            "{url}: the store changed under this write {WRITE_ATTEMPTS} times in a row; nothing was written"
+        )
+    } else {
+        format!("{url}: {last}")
+    }))
 }
 
 /// Refuse `ops` if the state after them is refused, or leaves out an object the state before

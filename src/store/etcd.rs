@@ -39,16 +39,30 @@ pub fn endpoints(url: &str) -> anyhow::Result<Vec<String>> {
     Ok(eps)
 }
 
-/// Connect to the store at `url`.
+/// Connect to the store at `url`: to the first member (in order) that answers a status
+/// request, so a member that is down is passed over (a client balanced over all members would
+/// send some requests to it and fail them). A connection that breaks later is made again the
+/// same way by its user.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
     let eps = endpoints(url)?;
     let opts = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-    Client::connect(&eps, Some(opts))
-        .await
-        .with_context(|| format!("store {url}: cannot connect"))
+    let mut last = None;
+    for ep in &eps {
+        match Client::connect([ep], Some(opts.clone())).await {
+            Ok(mut c) => match c.status().await {
+                Ok(_) => return Ok(c),
+                Err(e) => last = Some(e),
+            },
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "store {url}: no member answers (last error: {})",
+        last.map_or_else(|| "none".into(), |e| e.to_string())
+    ))
 }
 
 /// Everything under the prefix, at one revision.

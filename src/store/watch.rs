@@ -183,10 +183,22 @@ pub async fn keep_alive(mut client: Client, o: StoreOpts, lease: &AtomicI64, sta
                 tokio::time::sleep(every).await;
             }
         }
-        // The lease is gone or etcd is away: register again once it answers.
+        // The lease is gone or etcd (or the member) is away: register again once one answers.
         loop {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
+            // The lease may still be alive on the cluster (a member went away, not the
+            // quorum): keep it if so, else take a new one.
+            let Ok(mut c) = connect(&o.url).await else {
+                continue;
+            };
+            if let Ok(r) = c.lease_time_to_live(lease.load(Ordering::Relaxed), None).await
+                && r.ttl() > 0
+            {
+                client = c;
+                break;
+            }
+            client = c;
             match go_live(&mut client, &o).await {
                 Ok(l) => {
                     lease.store(l, Ordering::Relaxed);
@@ -224,6 +236,17 @@ pub async fn follow(
                     resync = false;
                     apply_state(&state, &o, stats, &mut skipped, apply).await;
                 }
+                Err(e) => {
+                    stats.error(format!("{e:#}"));
+                    lost(stats, &mut backoff).await;
+                    continue;
+                }
+            }
+        }
+        if !stats.connected.load(Ordering::Relaxed) {
+            // After a loss: to whichever member answers now.
+            match connect(&o.url).await {
+                Ok(c) => client = c,
                 Err(e) => {
                     stats.error(format!("{e:#}"));
                     lost(stats, &mut backoff).await;
