@@ -5,8 +5,8 @@
 //! and peer VTEPs), the static FDB entries (every other node's endpoints and load-balancer MACs
 //! point at that node's VTEP, this node's endpoints at their ports), the load-balancer services
 //! (each VIP port, and on a node with an ingress each published port, source-NATed to the node's
-//! load-balancer address), and the ports to open. [`Node::build`] then opens the ports (AF_XDP,
-//! TAP, the UDP underlay) and assembles the pipeline:
+//! load-balancer address), and the ports to open. [`Node::build`] then assembles the pipeline
+//! with the UDP underlay and takes the plan as its first change (the ports opened: AF_XDP, TAP):
 //!
 //! ```text
 //! container port: l2-parse ─► l2-learn ─► arp-proxy ─► lb-nat ─► own-addr ─► l2-fwd
@@ -14,10 +14,10 @@
 //! ingress:        l2-parse ─► l2-learn ─► arp-proxy ─► lb-nat ─► own-addr ─► l2-fwd
 //! ```
 //!
-//! A reload computes the new plan and applies the difference between batches ([`Node::reload`]):
-//! services, backends and weights, remote endpoints, peers. Changes that need ports opened or
-//! closed, or the VTEP set renumbered, are refused with a message saying so, and the running
-//! configuration stays as it was.
+//! Every later change (a reloaded file, the store) goes the same way: [`Change::prepare`] plans
+//! it against the plan in force off the poll thread (ids kept, tables built, new ports opened),
+//! and [`Node::begin`]/[`Node::step`] commit it between batches, in bounded steps, whole or not
+//! at all (`node/change.rs`, `node/apply.rs`). Only this node's own VTEP address needs a restart.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
