@@ -206,7 +206,7 @@ impl Plan {
     }
 
     /// This node's plan after `prev` (the plan in force): networks and nodes that stay keep
-    /// their ids ([`assign_ids`]).
+    /// their ids; new ones take ids free before the change.
     pub fn next(cluster: &Cluster, node: &str, prev: Option<&Plan>) -> anyhow::Result<Plan> {
         let me = cluster.node(node).with_context(|| {
             let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
