@@ -440,6 +440,12 @@ async fn write(
             Ok(resp) if resp.succeeded() => return Ok(()),
             // Another writer came first: read again and redo the change on what it wrote.
             Ok(_) => last.clear(),
+            Err(e) if e.to_string().contains("too many operations") => {
+                return Err(Failure::Usage(format!(
+                    "{url}: etcd refused one transaction of {} writes (its --max-txn-ops, 128 by default); raise --max-txn-ops on the members, or write in smaller parts; nothing was written",
+                    ops.len() + 1
+                )));
+            }
             Err(e) => last = format!("writing: {e}"),
         }
     }
