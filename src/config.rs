@@ -349,6 +349,36 @@ impl Cluster {
         Checker { file }.check(path, raw)
     }
 
+    /// Check a cluster given as JSON, one array per table named as the file names them (the
+    /// store's objects), from `source` (named in messages). The checks and messages are the
+    /// file's; items should each have passed [`Cluster::check_item`] (an item that does not is
+    /// refused here with no item named).
+    pub fn from_json(source: &Path, tables: &serde_json::Value) -> Result<Cluster, ConfigError> {
+        use serde::Deserialize;
+        let file = source.display().to_string();
+        let raw = RawCluster::deserialize(tables).map_err(|e| ConfigError {
+            file: file.clone(),
+            item: "state".into(),
+            problem: e.to_string(),
+        })?;
+        Checker { file }.check(source, raw)
+    }
+
+    /// Check one item of table `table` (`node`, `network`, ...) given as JSON on its own: its
+    /// keys and their types, as the file's parser takes them (not the checks across items).
+    pub fn check_item(table: &str, item: &serde_json::Value) -> Result<(), String> {
+        use serde::Deserialize;
+        let r = match table {
+            "node" => RawNode::deserialize(item).map(drop),
+            "network" => RawNetwork::deserialize(item).map(drop),
+            "endpoint" => RawEndpoint::deserialize(item).map(drop),
+            "service" => RawService::deserialize(item).map(drop),
+            "ingress" => RawIngress::deserialize(item).map(drop),
+            t => return Err(format!("no table {t:?} in a cluster file")),
+        };
+        r.map_err(|e| e.to_string())
+    }
+
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
@@ -375,14 +405,19 @@ impl Cluster {
     /// the network has published ports (file order).
     pub fn peers(&self, network: &str) -> Vec<&Node> {
         let published = self.has_published(network);
+        // One pass over the endpoints (a cluster has far more of them than nodes).
+        let mut with: HashSet<&str> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.network == network)
+            .map(|e| e.node.as_str())
+            .collect();
+        if published {
+            with.extend(self.ingresses.iter().map(|i| i.node.as_str()));
+        }
         self.nodes
             .iter()
-            .filter(|n| {
-                self.endpoints
-                    .iter()
-                    .any(|e| e.network == network && e.node == n.name)
-                    || (published && self.ingresses.iter().any(|i| i.node == n.name))
-            })
+            .filter(|n| with.contains(n.name.as_str()))
             .collect()
     }
 }
@@ -475,7 +510,8 @@ impl Checker {
             }
         }
         let net_of = |name: &str| networks.iter().find(|n| n.name == name);
-        let node_known = |name: &str| raw.node.iter().any(|n| n.name == name);
+        let node_names: HashSet<&str> = raw.node.iter().map(|n| n.name.as_str()).collect();
+        let node_known = |name: &str| node_names.contains(name);
 
         let mut endpoints = Vec::new();
         let mut names = HashSet::new();

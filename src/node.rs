@@ -234,7 +234,12 @@ impl Plan {
         for (o, &i) in others.iter().zip(&vtep_ids) {
             vteps[i] = Some(o.clone());
         }
-        let vtep_of = |name: &str| names.iter().position(|n| n == name).map(|k| vtep_ids[k]);
+        let vtep_by_name: std::collections::HashMap<&str, usize> = names
+            .iter()
+            .zip(&vtep_ids)
+            .map(|(n, &i)| (n.as_str(), i))
+            .collect();
+        let vtep_of = |name: &str| vtep_by_name.get(name).copied();
         // The networks this node serves, then its ingress networks, by name.
         let served: Vec<&crate::config::NetworkCfg> = cluster
             .networks

@@ -42,9 +42,6 @@ pub struct State {
     pub gen_revision: i64,
 }
 
-/// A line of the written cluster file where an object's table starts.
-type Head = (usize, (Kind, String));
-
 /// An object left out of the cluster, with why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
@@ -86,9 +83,16 @@ impl State {
                         self.bad
                             .insert(key.into(), "its name does not match its key".into());
                     }
-                    Ok(v) => {
-                        self.objects.insert((kind, name), v);
-                    }
+                    Ok(v) => match Cluster::check_item(kind.table(), &v) {
+                        // Its keys and their types, once here rather than at every change.
+                        Err(e) => {
+                            self.bad
+                                .insert(key.into(), format!("not a valid {}: {e}", kind.table()));
+                        }
+                        Ok(()) => {
+                            self.objects.insert((kind, name), v);
+                        }
+                    },
                 }
             }
         }
@@ -129,101 +133,98 @@ impl State {
             .collect()
     }
 
-    /// The objects as a cluster file: all of them but `excluded`; with `live`, without the
-    /// endpoints of nodes that are down. Excluded endpoints also leave the backend lists.
-    /// Returns the text and, per line, the object whose table starts there (for messages that
-    /// give a line); objects that cannot be written as TOML are added to `excluded`, with why,
-    /// to `skipped`.
-    fn file(
-        &self,
-        live: bool,
-        excluded: &mut BTreeSet<(Kind, String)>,
-        skipped: &mut Vec<Skipped>,
-    ) -> (String, Vec<Head>) {
+    /// The endpoints left out with `excluded` and, with `live`, those of nodes that are down.
+    fn gone(&self, live: bool, excluded: &BTreeSet<(Kind, String)>) -> BTreeSet<String> {
         let down = if live { self.down() } else { BTreeSet::new() };
         let mut gone: BTreeSet<String> = excluded
             .iter()
             .filter(|(k, _)| *k == Kind::Endpoint)
             .map(|(_, n)| n.clone())
             .collect();
-        for ((kind, name), v) in &self.objects {
-            let on_down = v
-                .get("node")
-                .and_then(|n| n.as_str())
-                .is_some_and(|n| down.contains(n));
-            if *kind == Kind::Endpoint && on_down {
-                gone.insert(name.clone());
+        if !down.is_empty() {
+            for ((kind, name), v) in &self.objects {
+                let on_down = v
+                    .get("node")
+                    .and_then(|n| n.as_str())
+                    .is_some_and(|n| down.contains(n));
+                if *kind == Kind::Endpoint && on_down {
+                    gone.insert(name.clone());
+                }
             }
         }
-        let mut text = String::new();
-        let mut order = Vec::new();
-        for kind in Kind::ALL {
-            let mut items = Vec::new();
-            for ((k, name), v) in self.objects.range((kind, String::new())..) {
-                if *k != kind {
-                    break;
-                }
-                if excluded.contains(&(kind, name.clone()))
-                    || (kind == Kind::Endpoint && gone.contains(name))
-                {
-                    continue;
-                }
-                let mut v = v.clone();
-                if kind == Kind::Service
-                    && let Some(b) = v.get_mut("backends").and_then(|b| b.as_array_mut())
-                {
-                    b.retain(|e| {
-                        let name = e.as_str().map(|s| s.split('=').next().unwrap_or(s));
-                        !name.is_some_and(|n| gone.contains(n))
-                    });
-                }
-                match toml::Value::try_from(&v) {
-                    Ok(t) => {
-                        items.push(t);
-                        order.push((kind, name.clone()));
-                    }
-                    Err(e) => {
-                        excluded.insert((kind, name.clone()));
-                        skipped.push(Skipped {
-                            key: Key::Object(kind, name.clone()).text(),
-                            reason: format!("cannot be a cluster-file item: {e}"),
-                        });
-                    }
-                }
-            }
-            if !items.is_empty() {
-                // One table at a time, in the cluster file's order (nodes first).
-                let mut doc = toml::Table::new();
-                doc.insert(kind.table().into(), toml::Value::Array(items));
-                if !text.is_empty() {
-                    text.push('\n');
-                }
-                text.push_str(&toml::to_string(&doc).expect("a TOML table serializes"));
-            }
-        }
-        // Each `[[kind]]` header opens the next object of that kind.
-        let mut heads = Vec::new();
-        let mut next: Vec<std::vec::IntoIter<(Kind, String)>> = Kind::ALL
-            .iter()
-            .map(|k| {
-                order
-                    .iter()
-                    .filter(|(ok, _)| ok == k)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .into_iter()
+        gone
+    }
+
+    /// The objects to write out: those of `kind` but `excluded` and the endpoints `gone`, a
+    /// service without the backends `gone`.
+    fn items<'a>(
+        &'a self,
+        kind: Kind,
+        excluded: &'a BTreeSet<(Kind, String)>,
+        gone: &'a BTreeSet<String>,
+    ) -> impl Iterator<Item = (&'a String, serde_json::Value)> + 'a {
+        self.objects
+            .range((kind, String::new())..)
+            .take_while(move |((k, _), _)| *k == kind)
+            .filter(move |((k, name), _)| {
+                let left_out = kind == Kind::Endpoint && gone.contains(name);
+                !(left_out || excluded.contains(&(*k, (*name).clone())))
             })
-            .collect();
-        for (i, line) in text.lines().enumerate() {
-            if let Some(k) = Kind::ALL
-                .iter()
-                .position(|k| line == format!("[[{}]]", k.table()))
-                && let Some(o) = next[k].next()
-            {
-                heads.push((i + 1, o));
+            .map(move |((_, name), v)| {
+                let mut v = v.clone();
+                if kind == Kind::Service {
+                    drop_backends(&mut v, gone);
+                }
+                (name, v)
+            })
+    }
+
+    /// The objects as the cluster file's tables in JSON (see [`State::items`]); the ingresses
+    /// in the order written (the checks name an ingress by its position).
+    fn tables(
+        &self,
+        live: bool,
+        excluded: &BTreeSet<(Kind, String)>,
+    ) -> (serde_json::Value, Vec<(Kind, String)>) {
+        let gone = self.gone(live, excluded);
+        let mut doc = serde_json::Map::new();
+        let mut ingresses = Vec::new();
+        for kind in Kind::ALL {
+            let mut list = Vec::new();
+            for (name, v) in self.items(kind, excluded, &gone) {
+                if kind == Kind::Ingress {
+                    ingresses.push((kind, name.clone()));
+                }
+                list.push(v);
             }
+            doc.insert(kind.table().into(), serde_json::Value::Array(list));
         }
-        (text, heads)
+        (serde_json::Value::Object(doc), ingresses)
+    }
+
+    /// The objects as a cluster file's text, tables in the file's order (nodes first).
+    fn file(&self, excluded: &BTreeSet<(Kind, String)>) -> String {
+        let gone = self.gone(false, excluded);
+        let mut text = String::new();
+        for kind in Kind::ALL {
+            let mut list = Vec::new();
+            for (_, v) in self.items(kind, excluded, &gone) {
+                // Every item passed check_item: its values are all TOML can hold.
+                if let Ok(t) = toml::Value::try_from(&v) {
+                    list.push(t);
+                }
+            }
+            if list.is_empty() {
+                continue;
+            }
+            let mut doc = toml::Table::new();
+            doc.insert(kind.table().into(), toml::Value::Array(list));
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&toml::to_string(&doc).expect("a TOML table serializes"));
+        }
+        text
     }
 
     /// The cluster the state means, checked as a cluster file read from `source` (the store's
@@ -245,12 +246,12 @@ impl State {
             })
             .collect();
         loop {
-            let (text, heads) = self.file(live, &mut excluded, &mut skipped);
-            let err = match Cluster::parse(Path::new(source), &text) {
+            let (tables, ingresses) = self.tables(live, &excluded);
+            let err = match Cluster::from_json(Path::new(source), &tables) {
                 Ok(c) => return Ok((c, skipped)),
                 Err(e) => e,
             };
-            let Some(obj) = culprit(&err, &heads) else {
+            let Some(obj) = culprit(&err, &ingresses) else {
                 return Err(err);
             };
             if !excluded.insert(obj.clone()) {
@@ -266,38 +267,38 @@ impl State {
     /// The objects as a cluster file (valid input to `vxmesh run --config`), leaving out what
     /// the checks refuse.
     pub fn export(&self, source: &str) -> Result<String, ConfigError> {
-        let (c, skipped) = self.cluster(source, false)?;
-        let mut excluded: BTreeSet<(Kind, String)> = skipped
+        let (_, skipped) = self.cluster(source, false)?;
+        let excluded: BTreeSet<(Kind, String)> = skipped
             .iter()
             .filter_map(|s| match Key::parse(&s.key) {
                 Some(Key::Object(k, n)) => Some((k, n)),
                 _ => None,
             })
             .collect();
-        let (text, _) = self.file(false, &mut excluded, &mut Vec::new());
-        drop(c);
-        Ok(text)
+        Ok(self.file(&excluded))
     }
 }
 
-/// The object a refusal names: `endpoint "c11"`, `ingress #2 (node "n1")`, or `line N`.
-fn culprit(err: &ConfigError, heads: &[Head]) -> Option<(Kind, String)> {
-    let item = err.item.as_str();
-    if let Some(line) = item.strip_prefix("line ") {
-        let line: usize = line.parse().ok()?;
-        return heads
-            .iter()
-            .rev()
-            .find(|(l, _)| *l <= line)
-            .map(|(_, o)| o.clone());
+/// Take the endpoints in `gone` out of a service's backend list.
+fn drop_backends(service: &mut serde_json::Value, gone: &BTreeSet<String>) {
+    if gone.is_empty() {
+        return;
     }
+    if let Some(b) = service.get_mut("backends").and_then(|b| b.as_array_mut()) {
+        b.retain(|e| {
+            let name = e.as_str().map(|s| s.split('=').next().unwrap_or(s));
+            !name.is_some_and(|n| gone.contains(n))
+        });
+    }
+}
+
+/// The object a refusal names: `endpoint "c11"`, or `ingress #2 (node "n1")` (the second of
+/// `ingresses`).
+fn culprit(err: &ConfigError, ingresses: &[(Kind, String)]) -> Option<(Kind, String)> {
+    let item = err.item.as_str();
     if let Some(rest) = item.strip_prefix("ingress #") {
         let k: usize = rest.split(' ').next()?.parse().ok()?;
-        return heads
-            .iter()
-            .filter(|(_, (kind, _))| *kind == Kind::Ingress)
-            .nth(k.checked_sub(1)?)
-            .map(|(_, o)| o.clone());
+        return ingresses.get(k.checked_sub(1)?).cloned();
     }
     let (table, quoted) = item.split_once(' ')?;
     let kind = Kind::ALL.into_iter().find(|k| k.table() == table)?;

@@ -192,7 +192,9 @@ pub async fn keep_alive(mut client: Client, o: StoreOpts, lease: &AtomicI64, sta
             let Ok(mut c) = connect(&o.url).await else {
                 continue;
             };
-            if let Ok(r) = c.lease_time_to_live(lease.load(Ordering::Relaxed), None).await
+            if let Ok(r) = c
+                .lease_time_to_live(lease.load(Ordering::Relaxed), None)
+                .await
                 && r.ttl() > 0
             {
                 client = c;
