@@ -456,3 +456,47 @@ fn answers_follow_reloads_at_the_next_query() {
     let out = lab.send("c11", &frame);
     assert_eq!(out["c11"].len(), 1);
 }
+
+#[test]
+fn a_change_that_fails_halfway_leaves_the_names_as_they_were() {
+    let file = file();
+    let mut ports = Handles::default();
+    // appnet: c11, c12, c21, c22 and n2's LB MAC; db: d1, d2 and n2's LB MAC.
+    let fdb = vswitch::FdbConfig {
+        max_static: 8,
+        ..Default::default()
+    };
+    let node = Node::build_sized(
+        cluster(&file),
+        "n1",
+        &mut ports,
+        vxmesh::node::MAX_CONNS,
+        fdb,
+    )
+    .unwrap();
+    let mut lab = Lab {
+        node,
+        ports,
+        now: 1,
+    };
+    // A drain and a new endpoint: its static FDB entry does not fit, so neither may stay.
+    let changed = format!(
+        "{}\n[[endpoint]]\nname = \"c23\"\nnode = \"n2\"\nnetwork = \"appnet\"\nip = \"10.0.9.23\"\n",
+        file.replace(
+            r#"backends = ["c12", "c21", "c22"]"#,
+            r#"backends = ["c12=0", "c21", "c22"]"#,
+        )
+    );
+    let err = lab
+        .node
+        .reload(cluster(&changed), &mut lab.ports)
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("nothing of it was applied"),
+        "{err:#}"
+    );
+    let msg = lab.ask("c11", ip(11), &query("tasks.web", TYPE_A, None));
+    assert_eq!(read(&msg).2.len(), 3);
+    let msg = lab.ask("c11", ip(11), &query("c23", TYPE_A, None));
+    assert_eq!(read(&msg).0, rcode::REFUSED);
+}
