@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: iproute2 (namespaces, veth, the kernel VXLAN/bridge peer), iputils-ping, tshark (decodes
 # what went on the underlay), procps (ps, for cleanup of what tests started), and the real peers of the
-# end-to-end tests: nginx-light (backends), curl, iperf3, nftables (to show the nodes hold no rules).
+# end-to-end tests: nginx-light (backends), curl, iperf3, nftables (to show the nodes hold no rules),
+# dnsutils (dig, the DNS client of the service-discovery test).
 . scripts/packages.sh
-need_packages iproute2 iputils-ping tshark procps nginx-light curl iperf3 nftables
+need_packages iproute2 iputils-ping tshark procps nginx-light curl iperf3 nftables dnsutils
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
 done
