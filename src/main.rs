@@ -176,9 +176,10 @@ fn main() -> ExitCode {
             dns_upstream,
         } => {
             if dns_upstream.is_some() {
-                return usage(format!(
+                return usage(
                     "run: --dns-upstream: forwarding to upstream resolvers is not implemented yet; the switch answers the cluster's names and REFUSED for any other (SPEC.md, \"Service discovery (DNS)\"; issue 16)"
-                ));
+                        .into(),
+                );
             }
             let Some(node) = cli.node.as_deref() else {
                 return usage("run: --node NAME is required".into());
