@@ -540,21 +540,26 @@ impl Node {
         if *own != ingress {
             undo.push(Undo::OwnIngress(std::mem::replace(own, ingress)));
         }
-        // The resolver answers a port only for its endpoint's own address.
-        let mut addrs: Vec<Option<Ipv4Addr>> = Vec::new();
-        for p in &new.ports {
-            if let (PortKind::Endpoint { addr, .. }, Some(id)) = (&p.kind, self.sw.port_id(&p.name))
-            {
-                let i = usize::from(id.0);
-                if addrs.len() <= i {
-                    addrs.resize(i + 1, None);
+        // The resolver answers a port only for its endpoint's own address. Port ids change
+        // only when ports come or go (a port's settings cannot change while attached), so the
+        // table is rebuilt (a name lookup per port) only then.
+        if new.ports != self.plan.ports {
+            let mut addrs: Vec<Option<Ipv4Addr>> = Vec::new();
+            for p in &new.ports {
+                if let (PortKind::Endpoint { addr, .. }, Some(id)) =
+                    (&p.kind, self.sw.port_id(&p.name))
+                {
+                    let i = usize::from(id.0);
+                    if addrs.len() <= i {
+                        addrs.resize(i + 1, None);
+                    }
+                    addrs[i] = Some(addr.0);
                 }
-                addrs[i] = Some(addr.0);
             }
-        }
-        let dns = self.sw.stage_mut(self.dns);
-        if dns.ports() != addrs {
-            undo.push(Undo::DnsPorts(dns.set_ports(addrs)));
+            let dns = self.sw.stage_mut(self.dns);
+            if dns.ports() != addrs {
+                undo.push(Undo::DnsPorts(dns.set_ports(addrs)));
+            }
         }
         Ok(())
     }

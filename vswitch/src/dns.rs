@@ -10,7 +10,7 @@
 //! ```
 //!
 //! A frame is the stage's when it is IPv4, from a local port of a network with a [`DnsTable`],
-//! addressed to that network's resolver, UDP to port 53. It is then answered or dropped, never
+//! addressed to that network's resolver (its MAC and address), UDP to port 53. It is then answered or dropped, never
 //! passed on: the answer is written over the query in its own buffer (addresses and ports
 //! swapped, the DNS message turned into the response by [`wire::dns::Response`]) and sent back
 //! out of the port it came in on, so it reaches only the endpoint that asked, and only when the
@@ -232,6 +232,12 @@ impl Dns {
         let Some(Some(table)) = self.nets.get(usize::from(p.meta.net.0)) else {
             return;
         };
+        // A container sends its queries to the resolver's MAC (it asked ARP for it): one
+        // compare keeps every other frame from being parsed any further here.
+        // l2-parse checked the Ethernet header.
+        if ethernet::Packet::new_unchecked(p.data()).dst_addr() != table.mac {
+            return;
+        }
         let l3 = usize::from(p.meta.l3_offset);
         let Ok(ip) = ipv4::Packet::new_checked(&p.data()[l3..]) else {
             return;
