@@ -2,13 +2,15 @@
 //! from criterion's time per iteration, ns per packet):
 //!
 //! - `stage/*`: each stage alone over a batch (`l2-parse`, `l2-learn`, `arp-proxy`, `l2-fwd`,
-//!   `vxlan-decap`, `vxlan-encap`, `lb-nat` on established flows). Each iteration refills the batch
+//!   `vxlan-decap`, `vxlan-encap`, `lb-nat` on established flows, `dns` on frames that are not
+//!   queries and on queries it answers). Each iteration refills the batch
 //!   from template frames first (stages rewrite packets); `stage/refill` measures that refill
 //!   alone, so a stage's own cost is its time minus refill's.
 //! - `node/*`: the whole pipeline of a node built by `Node::build` from a cluster file, with
 //!   in-memory ports instead of AF_XDP/TAP/UDP: a container to the VIP with its backends on the
 //!   other node (parse, learn, ARP, DNAT, own-addr, forward, VXLAN encap), VXLAN from the other
-//!   node to a container (decap, learn, un-NAT, forward), and plain L2 between two containers.
+//!   node to a container (decap, learn, un-NAT, forward), plain L2 between two containers, and
+//!   DNS queries from a container answered by the switch (the per-query cost).
 //!
 //! Run everything (this, the L2/FDB, VXLAN and load-balancer benches with conntrack at 1K/100K/1M)
 //! with `scripts/bench.sh`; HTML reports land in `target/criterion/report/index.html`.
@@ -97,6 +99,28 @@ impl Port for Replay {
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
         batch.len()
     }
+}
+
+/// DNS queries from c11 to appnet's resolver (10.0.9.1) for the service's name, one per flow.
+fn dns_queries() -> Vec<Vec<u8>> {
+    let resolver = ip(1);
+    (0..FLOWS)
+        .map(|i| {
+            let mut q = vec![0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+            q[..2].copy_from_slice(&i.to_be_bytes());
+            vswitch::wire::dns::encode_name("web", &mut q).expect("a name");
+            q.extend_from_slice(&[0, 1, 0, 1]);
+            frames::udp(
+                mac(11),
+                Mac::docker_default(resolver),
+                ip(11),
+                resolver,
+                40000 + i,
+                53,
+                &q,
+            )
+        })
+        .collect()
 }
 
 /// TCP from c11 to the VIP, one frame per flow.
@@ -221,6 +245,22 @@ fn node_pipeline(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("c11_to_c12_l2", burst), &burst, |b, _| {
             b.iter(|| black_box(n.sw.poll(Time::from_secs(2))))
         });
+
+        // DNS queries from c11, answered by the switch back to c11.
+        let mut n = node(BenchPorts {
+            c11: Some(replay(Vec::new(), dns_queries(), burst)),
+            underlay: None,
+        });
+        g.bench_with_input(BenchmarkId::new("c11_dns_query", burst), &burst, |b, _| {
+            b.iter(|| black_box(n.sw.poll(Time::from_secs(2))))
+        });
+        let st = n.sw.stats();
+        let dns = st.stage("dns").expect("dns stage");
+        assert_eq!(
+            (dns.output, dns.dropped()),
+            (dns.rx, 0),
+            "every query answered"
+        );
     }
     g.finish();
 }
@@ -297,6 +337,22 @@ fn stages(c: &mut Criterion) {
         &mut n.sw,
         &["l2-parse", "arp-proxy"],
         &l2,
+        c11,
+    );
+    bench_stages(
+        &mut g,
+        "l2-parse+dns",
+        &mut n.sw,
+        &["l2-parse", "dns"],
+        &l2,
+        c11,
+    );
+    bench_stages(
+        &mut g,
+        "l2-parse+dns_query",
+        &mut n.sw,
+        &["l2-parse", "dns"],
+        &dns_queries(),
         c11,
     );
     bench_stages(

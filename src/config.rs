@@ -6,7 +6,9 @@
 //! Every node reads the same file and acts on its own part. Checks: unknown keys, duplicate
 //! names, IPs and MACs, VNI range, addresses outside their subnet, backends that are unknown or
 //! in another network, a published port used twice, unknown nodes and networks, malformed
-//! `attach`, unknown schedulers, load-balancer addresses colliding with endpoints or VIPs.
+//! `attach`, unknown schedulers, load-balancer addresses colliding with endpoints or VIPs,
+//! resolver addresses (`dns`) outside their subnet or colliding with any of those, aliases that
+//! are not DNS labels or name something else of their network.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -163,6 +165,9 @@ pub struct NetworkCfg {
     pub subnet: Ipv4Net,
     /// The containers' IP MTU.
     pub mtu: u16,
+    /// Its resolver's address (`dns`, default: the subnet's first host address): the switch
+    /// answers ARP and DNS queries for it.
+    pub dns: Ipv4Addr,
 }
 
 /// A container attached to a network on a node.
@@ -182,6 +187,8 @@ pub struct Endpoint {
     pub attach: Option<Attach>,
     /// Its named network namespace.
     pub netns: Option<String>,
+    /// More names it answers to in its network's DNS (`aliases`), as written.
+    pub aliases: Vec<String>,
 }
 
 /// One port of a service.
@@ -275,6 +282,7 @@ struct RawNetwork {
     vni: i64,
     subnet: String,
     mtu: Option<u16>,
+    dns: Option<Ipv4Addr>,
 }
 
 #[derive(Deserialize)]
@@ -287,6 +295,8 @@ struct RawEndpoint {
     mac: Option<String>,
     attach: Option<String>,
     netns: Option<String>,
+    #[serde(default)]
+    aliases: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -426,6 +436,15 @@ struct Checker {
     file: String,
 }
 
+/// Whether `s` is a DNS label as hosts are named (RFC 1123): 1..=63 ASCII letters, digits and
+/// hyphens, not starting or ending with a hyphen.
+pub fn is_dns_label(s: &str) -> bool {
+    (1..=vswitch::wire::dns::MAX_LABEL).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 impl Checker {
     fn err(&self, item: impl Into<String>, problem: impl Into<String>) -> ConfigError {
         ConfigError {
@@ -481,11 +500,23 @@ impl Checker {
                     format!("mtu {mtu} is out of range {MIN_MTU}..={MAX_MTU}"),
                 ));
             }
+            // Default: the first host address (Docker's gateway address, which vxmesh's
+            // networks have no use for otherwise).
+            let dns = n
+                .dns
+                .unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.addr) + 1));
+            if !subnet.contains_host(dns) {
+                return Err(self.err(
+                    item,
+                    format!("dns {dns} is not a host address of subnet {subnet}"),
+                ));
+            }
             networks.push(NetworkCfg {
                 name: n.name.clone(),
                 vni,
                 subnet,
                 mtu,
+                dns,
             });
         }
         for (a, b) in networks
@@ -587,6 +618,16 @@ impl Checker {
             {
                 return Err(self.err(item, format!("netns {ns:?} is not a namespace name")));
             }
+            for a in &e.aliases {
+                if !is_dns_label(a) {
+                    return Err(self.err(
+                        item,
+                        format!(
+                            "alias {a:?} is not a DNS label (1..=63 letters, digits and '-', not starting or ending with '-')"
+                        ),
+                    ));
+                }
+            }
             endpoints.push(Endpoint {
                 name: e.name.clone(),
                 node: e.node.clone(),
@@ -595,6 +636,7 @@ impl Checker {
                 mac,
                 attach,
                 netns: e.netns.clone(),
+                aliases: e.aliases.clone(),
             });
         }
 
@@ -776,6 +818,7 @@ impl Checker {
                 lb,
             });
         }
+        self.check_dns(&networks, &endpoints, &services, &ips)?;
         Ok(Cluster {
             path: path.to_path_buf(),
             nodes,
@@ -784,6 +827,65 @@ impl Checker {
             services,
             ingresses,
         })
+    }
+}
+
+impl Checker {
+    /// Resolver addresses against everything else with an address (`ips`: endpoints, VIPs,
+    /// load-balancer addresses), and aliases against the names of their network: endpoint
+    /// names, service names and other aliases, without regard to case (DNS compares so).
+    fn check_dns(
+        &self,
+        networks: &[NetworkCfg],
+        endpoints: &[Endpoint],
+        services: &[Service],
+        ips: &HashMap<Ipv4Addr, String>,
+    ) -> Result<(), ConfigError> {
+        for n in networks {
+            // `ips` holds endpoints by bare name, everything else described.
+            let other = match endpoints.iter().find(|e| e.ip == n.dns) {
+                Some(e) => Some(format!("endpoint {:?}", e.name)),
+                None => ips.get(&n.dns).cloned(),
+            };
+            if let Some(other) = other {
+                return Err(self.err(
+                    format!("network {:?}", n.name),
+                    format!(
+                        "resolver address {} collides with {other} (set `dns = \"...\"` on the network to a free host address)",
+                        n.dns
+                    ),
+                ));
+            }
+        }
+        let mut names: HashMap<(&str, String), String> = HashMap::new();
+        for e in endpoints {
+            names.insert(
+                (e.network.as_str(), e.name.to_ascii_lowercase()),
+                format!("endpoint {:?}", e.name),
+            );
+        }
+        for s in services {
+            names.insert(
+                (s.network.as_str(), s.name.to_ascii_lowercase()),
+                format!("service {:?}", s.name),
+            );
+        }
+        for e in endpoints {
+            for a in &e.aliases {
+                let key = (e.network.as_str(), a.to_ascii_lowercase());
+                if let Some(other) = names.get(&key) {
+                    return Err(self.err(
+                        format!("endpoint {:?}", e.name),
+                        format!(
+                            "alias {a:?} is already the name of {other} in network {:?}",
+                            e.network
+                        ),
+                    ));
+                }
+                names.insert(key, format!("endpoint {:?} (an alias)", e.name));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -921,6 +1023,57 @@ mod tests {
                 "node = \"n9\"\nattach = \"afxdp:ext0\"",
                 "unknown node \"n9\"",
             ),
+            (
+                "mtu = 1450",
+                "mtu = 1450\ndns = \"10.0.8.1\"",
+                "network \"appnet\": dns 10.0.8.1 is not a host address of subnet 10.0.9.0/24",
+            ),
+            (
+                "mtu = 1450",
+                "mtu = 1450\ndns = \"10.0.9.255\"",
+                "network \"appnet\": dns 10.0.9.255 is not a host address",
+            ),
+            // The default resolver address (.1) taken by an endpoint.
+            (
+                "ip = \"10.0.9.11\"",
+                "ip = \"10.0.9.1\"",
+                "network \"appnet\": resolver address 10.0.9.1 collides with endpoint \"c11\" (set `dns = \"...\"` on the network",
+            ),
+            (
+                "mtu = 1450",
+                "mtu = 1450\ndns = \"10.0.9.100\"",
+                "network \"appnet\": resolver address 10.0.9.100 collides with service \"web\"",
+            ),
+            (
+                "mtu = 1450",
+                "mtu = 1450\ndns = \"10.0.9.253\"",
+                "network \"appnet\": resolver address 10.0.9.253 collides with node \"n2\"'s load-balancer address in \"appnet\"",
+            ),
+            (
+                "netns = \"c11\"",
+                "netns = \"c11\"\naliases = [\"api\", \"-x\"]",
+                "endpoint \"c11\": alias \"-x\" is not a DNS label",
+            ),
+            (
+                "netns = \"c11\"",
+                "netns = \"c11\"\naliases = [\"a.b\"]",
+                "endpoint \"c11\": alias \"a.b\" is not a DNS label",
+            ),
+            (
+                "netns = \"c11\"",
+                "netns = \"c11\"\naliases = [\"Web\"]",
+                "endpoint \"c11\": alias \"Web\" is already the name of service \"web\" in network \"appnet\"",
+            ),
+            (
+                "netns = \"c11\"",
+                "netns = \"c11\"\naliases = [\"C12\"]",
+                "endpoint \"c11\": alias \"C12\" is already the name of endpoint \"c12\" in network \"appnet\"",
+            ),
+            (
+                "netns = \"c12\"",
+                "netns = \"c12\"\naliases = [\"api\", \"api\"]",
+                "endpoint \"c12\": alias \"api\" is already the name of endpoint \"c12\" (an alias) in network \"appnet\"",
+            ),
         ];
         for (from, to, want) in cases {
             let example = example();
@@ -931,6 +1084,39 @@ mod tests {
             assert!(msg.starts_with("cluster.toml: "), "{msg}");
             assert!(msg.contains(want), "want {want:?}, got {msg:?}");
             assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+        }
+    }
+
+    #[test]
+    fn resolvers_default_to_the_first_host_address_and_aliases_are_per_network() {
+        let c = parse(&example()).unwrap();
+        assert_eq!(c.network("appnet").unwrap().dns, Ipv4Addr::new(10, 0, 9, 1));
+        assert!(c.endpoints.iter().all(|e| e.aliases.is_empty()));
+        // The same alias in two networks, and a resolver set by hand.
+        let text = format!(
+            "{}\n[[network]]\nname = \"db\"\nvni = 4098\nsubnet = \"10.0.10.0/24\"\ndns = \"10.0.10.53\"\n\n[[endpoint]]\nname = \"d1\"\nnode = \"n1\"\nnetwork = \"db\"\nip = \"10.0.10.5\"\naliases = [\"api\"]\n",
+            example().replacen(
+                "netns = \"c11\"",
+                "netns = \"c11\"\naliases = [\"api\", \"front-1\"]",
+                1
+            )
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.endpoint("c11").unwrap().aliases, ["api", "front-1"]);
+        assert_eq!(c.endpoint("d1").unwrap().aliases, ["api"]);
+        assert_eq!(c.network("db").unwrap().dns, Ipv4Addr::new(10, 0, 10, 53));
+        for (label, ok) in [
+            ("a", true),
+            ("web-2", true),
+            (&"x".repeat(63), true),
+            (&"x".repeat(64), false),
+            ("", false),
+            ("-a", false),
+            ("a-", false),
+            ("a_b", false),
+            ("a.b", false),
+        ] {
+            assert_eq!(is_dns_label(label), ok, "{label:?}");
         }
     }
 

@@ -61,6 +61,11 @@ enum Cmd {
         /// 0660 with that group. Without it the socket is 0600, for root (the node's user) only.
         #[arg(long, value_name = "GROUP")]
         control_group: Option<String>,
+        /// Upstream resolvers for names the networks' resolvers do not know. NOT IMPLEMENTED
+        /// YET: refused (exit 2). The switch answers the cluster's names (endpoints, aliases,
+        /// services, tasks.SERVICE, PTR) and REFUSED for every other name.
+        #[arg(long, value_name = "IP[,IP]")]
+        dns_upstream: Option<String>,
     },
     /// The one-command tour (root: a real lab of two nodes in network namespaces; `--memory`:
     /// the switch in memory). Runs the `vxmesh-lab` program.
@@ -263,7 +268,14 @@ fn main() -> ExitCode {
             busy_poll_us,
             max_conns,
             control_group,
+            dns_upstream,
         } => {
+            if dns_upstream.is_some() {
+                return usage(
+                    "run: --dns-upstream: forwarding to upstream resolvers is not implemented yet; the switch answers the cluster's names and REFUSED for any other (SPEC.md, \"Service discovery (DNS)\"; issue 16)"
+                        .into(),
+                );
+            }
             let Some(node) = cli.node.as_deref() else {
                 return usage("run: --node NAME is required".into());
             };

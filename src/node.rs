@@ -9,10 +9,14 @@
 //! with the UDP underlay and takes the plan as its first change (the ports opened: AF_XDP, TAP):
 //!
 //! ```text
-//! container port: l2-parse ─► l2-learn ─► arp-proxy ─► lb-nat ─► own-addr ─► l2-fwd
+//! container port: l2-parse ─► l2-learn ─► arp-proxy ─► dns ─► lb-nat ─► own-addr ─► l2-fwd
 //! underlay:       vxlan-decap ─► l2-parse ─► l2-learn ─► lb-nat ─► own-addr ─► l2-fwd
-//! ingress:        l2-parse ─► l2-learn ─► arp-proxy ─► lb-nat ─► own-addr ─► l2-fwd
+//! ingress:        l2-parse ─► l2-learn ─► arp-proxy ─► dns ─► lb-nat ─► own-addr ─► l2-fwd
 //! ```
+//!
+//! Each overlay network's resolver address is in its ARP table and the switch's own MACs, and
+//! its names ([`DnsPlan`]: endpoints and aliases, services, `tasks.SERVICE`, and back) are a
+//! table of the `dns` stage, built off the poll thread like the ARP tables.
 //!
 //! Every later change (a reloaded file, the store) goes the same way: [`Change::prepare`] plans
 //! it against the plan in force off the poll thread (ids kept, tables built, new ports opened),
@@ -58,6 +62,36 @@ pub struct NetPlan {
     pub peers: Vec<usize>,
     /// Whether this is a routing-mesh ingress network.
     pub ingress: bool,
+    /// What its resolver answers (`None`: no resolver, as on an ingress network).
+    pub dns: Option<DnsPlan>,
+}
+
+/// What a network's resolver answers (SPEC.md, "Service discovery (DNS)"); names in lower
+/// case, as they are compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsPlan {
+    /// The resolver's address.
+    pub resolver: Ipv4Addr,
+    /// Name -> A records: endpoints and their aliases, services (their VIP) and
+    /// `tasks.SERVICE` (backends with weight > 0; none: the name is known, with no address).
+    pub names: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// Address -> name for PTR: endpoints and VIPs.
+    pub ptr: BTreeMap<Ipv4Addr, String>,
+}
+
+impl DnsPlan {
+    /// The `dns` stage's table for it (off the poll thread: it allocates). Names that are no
+    /// DNS name (an endpoint called with a label over 63 bytes, say) are left out.
+    pub fn table(&self) -> vswitch::dns::DnsTable {
+        let mut t = vswitch::dns::DnsTable::new(self.resolver, Mac::docker_default(self.resolver));
+        for (name, addrs) in &self.names {
+            let _ = t.insert_name(name, addrs);
+        }
+        for (addr, name) in &self.ptr {
+            let _ = t.insert_ptr(*addr, name);
+        }
+        t
+    }
 }
 
 /// What a port attaches to.
@@ -290,6 +324,9 @@ impl Plan {
                 arp.insert(s.vip, mac);
                 plan.own_macs.push((id, mac));
             }
+            let resolver_mac = Mac::docker_default(net.dns);
+            arp.insert(net.dns, resolver_mac);
+            plan.own_macs.push((id, resolver_mac));
             for p in &peers {
                 let Some(&lb) = p.lb.get(&net.name) else {
                     continue;
@@ -312,6 +349,7 @@ impl Plan {
                 arp,
                 peers: peer_ids,
                 ingress: false,
+                dns: Some(dns_plan(cluster, net)),
             });
             for e in cluster
                 .endpoints
@@ -393,6 +431,7 @@ impl Plan {
                 arp: BTreeMap::from([(ing.ip, mac)]),
                 peers: Vec::new(),
                 ingress: true,
+                dns: None,
             });
             plan.own_macs.push((id, mac));
             plan.ports.push(PortPlan {
@@ -461,6 +500,36 @@ impl Plan {
                 (Attach::Tap(_), PortKind::Endpoint { .. })
             )
         })
+    }
+}
+
+/// What `net`'s resolver answers: endpoints and aliases, then services and their tasks (a
+/// service's name wins over an endpoint called the same; aliases cannot collide, the file is
+/// checked), and PTR for endpoints and VIPs. Every node computes the same for a network.
+fn dns_plan(cluster: &Cluster, net: &crate::config::NetworkCfg) -> DnsPlan {
+    let mut names = BTreeMap::new();
+    let mut ptr = BTreeMap::new();
+    for e in cluster.endpoints.iter().filter(|e| e.network == net.name) {
+        for n in std::iter::once(&e.name).chain(&e.aliases) {
+            names.insert(n.to_ascii_lowercase(), vec![e.ip]);
+        }
+        ptr.insert(e.ip, e.name.clone());
+    }
+    for s in cluster.services.iter().filter(|s| s.network == net.name) {
+        names.insert(s.name.to_ascii_lowercase(), vec![s.vip]);
+        let tasks = s
+            .backends
+            .iter()
+            .filter(|(_, w)| *w > 0)
+            .filter_map(|(b, _)| cluster.endpoint(b).map(|e| e.ip))
+            .collect();
+        names.insert(format!("tasks.{}", s.name.to_ascii_lowercase()), tasks);
+        ptr.insert(s.vip, s.name.clone());
+    }
+    DnsPlan {
+        resolver: net.dns,
+        names,
+        ptr,
     }
 }
 
@@ -565,6 +634,8 @@ pub struct Node {
     lb: StageHandle<LbStage>,
     /// The `own-addr` stage: its MACs and ingress ports follow the plan.
     own: StageHandle<OwnAddr>,
+    /// The `dns` stage: its tables and port addresses follow the plan.
+    dns: StageHandle<vswitch::dns::Dns>,
     /// The receive path of a local port (endpoints and ingresses alike).
     local_path: Vec<StageIdx>,
 }
@@ -625,7 +696,9 @@ impl Node {
             macs: Vec::new(),
             ingress: Vec::new(),
         });
-        let local_path = l2.local_path(&[lb_stage.idx(), own.idx()]);
+        // Its tables come with the first change too.
+        let dns = sw.add_stage(vswitch::dns::Dns::new());
+        let local_path = l2.local_path(&[dns.idx(), lb_stage.idx(), own.idx()]);
         let ul = ports.underlay(plan.vtep)?;
         let ul = sw.add_port(
             UNDERLAY_PORT,
@@ -647,6 +720,7 @@ impl Node {
             sw,
             lb: lb_stage,
             own,
+            dns,
             plan: base,
             cluster,
             local_path,

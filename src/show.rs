@@ -288,6 +288,7 @@ pub fn network(node: &Node, name: &str, as_json: bool) -> Result<String, String>
                     crate::config::Attach::Tap(i) => format!("tap:{i}"),
                 }) } else { None },
                 "local": local,
+                "aliases": e.aliases,
             })
         })
         .collect();
@@ -315,6 +316,7 @@ pub fn network(node: &Node, name: &str, as_json: bool) -> Result<String, String>
         "vni": net.vni,
         "subnet": net.subnet.to_string(),
         "mtu": net.mtu,
+        "dns": net.dns.to_string(),
         "served_by_this_node": served,
         "peers": peers,
         "endpoints": endpoints,
@@ -326,11 +328,12 @@ pub fn network(node: &Node, name: &str, as_json: bool) -> Result<String, String>
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "network {}  vni {}  subnet {}  mtu {}{}",
+        "network {}  vni {}  subnet {}  mtu {}  dns {}{}",
         net.name,
         net.vni,
         net.subnet,
         net.mtu,
+        net.dns,
         if served {
             ""
         } else {
@@ -369,7 +372,16 @@ pub fn network(node: &Node, name: &str, as_json: bool) -> Result<String, String>
         } else {
             format!("on {}", e.node)
         };
-        let _ = writeln!(o, "  {:<8} {:<15} {}  {where_}", e.name, e.ip, e.mac);
+        let aliases = if e.aliases.is_empty() {
+            String::new()
+        } else {
+            format!("  aliases {}", e.aliases.join(","))
+        };
+        let _ = writeln!(
+            o,
+            "  {:<8} {:<15} {}  {where_}{aliases}",
+            e.name, e.ip, e.mac
+        );
     }
     let svcs: Vec<_> = c.services.iter().filter(|s| s.network == name).collect();
     if !svcs.is_empty() {

@@ -66,6 +66,21 @@ fn usage_errors_exit_2() {
         assert_eq!(code, 2, "{flag} {bad}: {err}");
         assert!(err.contains(says), "{flag} {bad}: {err}");
     }
+    // Upstream forwarding is not there: said plainly, before anything else happens.
+    let (code, _, err) = vxmesh(&[
+        "run",
+        "--config",
+        "x.toml",
+        "--node",
+        "n1",
+        "--dns-upstream",
+        "192.0.2.53",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--dns-upstream") && err.contains("not implemented"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -38,6 +38,11 @@
 //!   node (up, MTU 1500, no address: the switch owns it); TX checksum/TSO/GSO are off on the
 //!   client's `eth0`, since the switch reads frames raw. A `tap:` ingress gets no client.
 //! - `lo` is up and IPv6 is off in every namespace (no router solicitations in traces).
+//! - Each container namespace gets `/etc/netns/{netns}/resolv.conf` naming the resolvers of its
+//!   endpoints' networks (`ip netns exec` binds it over `/etc/resolv.conf`, so `getent hosts
+//!   web` asks the switch); `down` removes exactly those files (and their folder when empty),
+//!   and only files the lab wrote (they start with [`RESOLV_CONF_MARK`]). A namespace the node
+//!   shares with its TAPs (`tap:` without `netns`) gets none.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -64,6 +69,11 @@ const NODE_UL_IF: &str = "ul0";
 const IFNAME_MAX: usize = 15;
 /// How long `down` lets processes exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(1);
+/// Where `ip netns exec NAME` finds files to bind over `/etc` (`/etc/netns/NAME/...`).
+const NETNS_ETC: &str = "/etc/netns";
+/// The first line of every `resolv.conf` the lab writes: `down` removes only files that start
+/// with it.
+pub const RESOLV_CONF_MARK: &str = "# written by vxmesh lab";
 
 /// A network-namespace lab for a cluster file (see the module documentation).
 #[derive(Debug, Clone)]
@@ -75,6 +85,8 @@ pub struct Lab {
     clients: Vec<ClientPlan>,
     /// Every namespace `up` creates, in creation order, without duplicates.
     namespaces: Vec<String>,
+    /// Container namespaces and the resolvers their `resolv.conf` names.
+    resolvers: Vec<(String, Vec<std::net::Ipv4Addr>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +233,20 @@ impl Lab {
                 namespaces.push(n);
             }
         }
+        let mut resolvers: Vec<(String, Vec<Ipv4Addr>)> = Vec::new();
+        for (e, cfg) in endpoints.iter().zip(&cluster.endpoints) {
+            if nodes.iter().any(|n| n.netns == e.netns) {
+                continue;
+            }
+            let Some(net) = cluster.network(&cfg.network) else {
+                continue;
+            };
+            match resolvers.iter_mut().find(|(ns, _)| *ns == e.netns) {
+                Some((_, r)) if !r.contains(&net.dns) => r.push(net.dns),
+                Some(_) => {}
+                None => resolvers.push((e.netns.clone(), vec![net.dns])),
+            }
+        }
         Lab {
             prefix: prefix.to_string(),
             config: cluster.path.clone(),
@@ -228,7 +254,72 @@ impl Lab {
             endpoints,
             clients,
             namespaces,
+            resolvers,
         }
+    }
+
+    /// The `resolv.conf` the lab writes for container namespace `netns`
+    /// (`/etc/netns/{netns}/resolv.conf`), if it writes one.
+    pub fn resolv_conf(&self, netns: &str) -> Option<PathBuf> {
+        self.resolvers
+            .iter()
+            .any(|(ns, _)| ns == netns)
+            .then(|| Path::new(NETNS_ETC).join(netns).join("resolv.conf"))
+    }
+
+    /// Write each container namespace's `resolv.conf`; refuses to replace a file the lab did
+    /// not write. Every file written is pushed to `written` (for the cleanup of a failed `up`).
+    fn write_resolv_confs(&self, written: &mut Vec<PathBuf>) -> Result<()> {
+        for (ns, addrs) in &self.resolvers {
+            let dir = Path::new(NETNS_ETC).join(ns);
+            let file = dir.join("resolv.conf");
+            if let Ok(old) = std::fs::read_to_string(&file)
+                && !old.starts_with(RESOLV_CONF_MARK)
+            {
+                bail!(
+                    "{} exists and the lab did not write it: not replacing it",
+                    file.display()
+                );
+            }
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let mut text = format!(
+                "{RESOLV_CONF_MARK} for {}: the networks' resolvers, answered by the switch\n",
+                self.config.display()
+            );
+            for a in addrs {
+                let _ = writeln!(text, "nameserver {a}");
+            }
+            std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+            written.push(file);
+        }
+        Ok(())
+    }
+
+    /// Remove the `resolv.conf` files the lab wrote (by name, only those starting with
+    /// [`RESOLV_CONF_MARK`]) and their folders if that leaves them empty.
+    fn remove_resolv_confs(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        for (ns, _) in &self.resolvers {
+            let dir = Path::new(NETNS_ETC).join(ns);
+            let file = dir.join("resolv.conf");
+            match std::fs::read_to_string(&file) {
+                Ok(t) if t.starts_with(RESOLV_CONF_MARK) => {
+                    if let Err(e) = std::fs::remove_file(&file) {
+                        errors.push(format!("{}: {e}", file.display()));
+                    }
+                }
+                _ => {}
+            }
+            // Only if empty: anything else in it is not the lab's.
+            let _ = std::fs::remove_dir(&dir);
+        }
+        if !errors.is_empty() {
+            bail!(
+                "removing the lab's resolv.conf files: {}",
+                errors.join("; ")
+            );
+        }
+        Ok(())
     }
 
     /// The namespace of node `node`: `{prefix}{node}`.
@@ -296,9 +387,19 @@ impl Lab {
             }
         }
         let mut created = Vec::new();
-        match self.build(&mut created) {
+        let mut written = Vec::new();
+        let built = self
+            .build(&mut created)
+            .and_then(|()| self.write_resolv_confs(&mut written));
+        match built {
             Ok(()) => Ok(()),
             Err(e) => {
+                for f in &written {
+                    let _ = std::fs::remove_file(f);
+                    if let Some(d) = f.parent() {
+                        let _ = std::fs::remove_dir(d);
+                    }
+                }
                 let cleanup = remove_namespaces(&created);
                 match cleanup {
                     Ok(()) => Err(e.context("building the lab failed; removed what it created")),
@@ -394,12 +495,14 @@ impl Lab {
     }
 
     /// Remove the lab: stop the processes inside its namespaces (`ip netns pids`; SIGTERM, then
-    /// SIGKILL after a second), then delete exactly its namespaces, by name. Absent namespaces
-    /// are fine, so it can be run any number of times.
+    /// SIGKILL after a second), then delete exactly its namespaces, by name, and the
+    /// `resolv.conf` files it wrote. Absent namespaces and files are fine, so it can be run any
+    /// number of times.
     pub fn down(&self) -> Result<()> {
+        let files = self.remove_resolv_confs();
         let mut ns = self.namespaces.clone();
         ns.reverse();
-        remove_namespaces(&ns)
+        remove_namespaces(&ns).and(files)
     }
 
     /// A human summary: the namespaces, their addresses, and how to start each node.
@@ -484,6 +587,14 @@ impl Lab {
                 s,
                 "Run things in a container: ip netns exec {} ping ...",
                 e.netns
+            );
+        }
+        if let Some((ns, addrs)) = self.resolvers.first() {
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "Names resolve through the switch: ip netns exec {ns} getent hosts NAME (resolv.conf in {NETNS_ETC}/{ns}: nameserver {})",
+                list.join(", ")
             );
         }
         let _ = writeln!(s, "Remove it: vxmesh lab down --config {file}");

@@ -275,6 +275,19 @@ fn up_builds_the_topology_and_down_removes_exactly_it() {
         );
     }
 
+    // Each container namespace names its network's resolver, seen as /etc/resolv.conf inside.
+    for e in ["c11", "c12", "c21", "c22"] {
+        let ns = lab.endpoint_netns(e);
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns, "cat", "/etc/resolv.conf"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("nameserver 10.0.9.1\n"), "{e}: {text}");
+    }
+    assert_eq!(lab.resolv_conf(&n1), None);
+    let c11_conf = lab.resolv_conf(&c11).unwrap();
+
     // Nothing of ours in the root namespace.
     let ours = [
         "br0", "ul0", "n0", "n1", "vc11", "vc21", "vc22", "ext0", "eth0",
@@ -323,6 +336,7 @@ fn up_builds_the_topology_and_down_removes_exactly_it() {
     for ns in lab.namespaces() {
         assert!(!present.contains(&ns), "namespace {ns} left behind");
     }
+    assert!(!c11_conf.exists() && !c11_conf.parent().unwrap().exists());
     lab.down().unwrap_or_else(|e| panic!("second down: {e:#}"));
 }
 

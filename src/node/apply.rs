@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use lb::ServiceKey;
+use vswitch::dns::DnsTable;
 use vswitch::{FdbDest, Mac, NetId, Network, Port, PortId, PortRole, Vtep, VtepId};
 
 use super::{Change, DestPlan, Leftovers, Node, Plan, PortKind, ServicePlan};
@@ -39,6 +40,10 @@ enum Undo {
     OwnIngress(Vec<(PortId, NetId)>),
     /// A network's ARP table was replaced.
     Arp(usize, HashMap<Ipv4Addr, Mac>),
+    /// A network's resolver table was replaced.
+    Dns(usize, Option<Box<DnsTable>>),
+    /// The `dns` stage's endpoint addresses of the ports were replaced.
+    DnsPorts(Vec<Option<Ipv4Addr>>),
     /// A network's peer VTEPs were replaced.
     Peers(usize, Vec<VtepId>),
     /// A static FDB entry was removed (put it back).
@@ -143,6 +148,7 @@ pub struct Commit {
     plan: Option<Plan>,
     opened: HashMap<String, Box<dyn Port>>,
     arp: Vec<(usize, HashMap<Ipv4Addr, Mac>)>,
+    dns: Vec<(usize, Option<Box<DnsTable>>)>,
     fdb_removed: Vec<(usize, Mac)>,
     fdb_added: Vec<(usize, Mac, DestPlan)>,
     phase: Phase,
@@ -177,6 +183,7 @@ impl Commit {
         // The undo log holds the replaced tables (ARP maps): freed with the leftovers too.
         self.left.garbage.push(Box::new(self.undo.steps));
         self.left.garbage.push(Box::new(self.arp));
+        self.left.garbage.push(Box::new(self.dns));
         match self.error {
             Some(e) => (Err(e), self.left),
             None => {
@@ -209,6 +216,7 @@ impl Node {
             plan,
             opened,
             arp,
+            dns,
             fdb_removed,
             fdb_added,
         } = change;
@@ -218,6 +226,7 @@ impl Node {
             plan: Some(plan),
             opened: opened.into_iter().collect(),
             arp,
+            dns,
             fdb_removed,
             fdb_added,
             phase: Phase::Start,
@@ -284,6 +293,14 @@ impl Node {
                 let old = std::mem::replace(&mut net.arp, std::mem::take(arp));
                 c.undo.push(Undo::Arp(*i, old))?;
                 let _ = writeln!(c.log, "network {}: ARP table updated", net.name);
+            }
+            for (i, table) in c.dns.iter_mut() {
+                let old = self
+                    .sw
+                    .stage_mut(self.dns)
+                    .set_table(NetId(*i as u16), table.take());
+                c.undo.push(Undo::Dns(*i, old))?;
+                let _ = writeln!(c.log, "network {}: names updated", new.net_name(*i));
             }
             for (i, n) in new.live_nets() {
                 let net = &mut self.sw.env.nets[i];
@@ -356,6 +373,11 @@ impl Node {
         let r = self.services_fallible(&new, &mut c.undo, &mut c.log);
         if r.is_ok() {
             self.remove_departed(&new, &mut c.log, &mut c.left.ports, &mut c.departed);
+            // A departed network's resolver table goes with it (freed off the poll thread).
+            for n in &c.departed.nets {
+                let old = self.sw.stage_mut(self.dns).set_table(*n, None);
+                c.left.garbage.push(Box::new(old));
+            }
         }
         c.plan = Some(new);
         r
@@ -556,6 +578,27 @@ impl Node {
         if *own != ingress {
             undo.push(Undo::OwnIngress(std::mem::replace(own, ingress)))?;
         }
+        // The resolver answers a port only for its endpoint's own address. Port ids change
+        // only when ports come or go (a port's settings cannot change while attached), so the
+        // table is rebuilt (a name lookup per port) only then.
+        if new.ports != self.plan.ports {
+            let mut addrs: Vec<Option<Ipv4Addr>> = Vec::new();
+            for p in &new.ports {
+                if let (PortKind::Endpoint { addr, .. }, Some(id)) =
+                    (&p.kind, self.sw.port_id(&p.name))
+                {
+                    let i = usize::from(id.0);
+                    if addrs.len() <= i {
+                        addrs.resize(i + 1, None);
+                    }
+                    addrs[i] = Some(addr.0);
+                }
+            }
+            let dns = self.sw.stage_mut(self.dns);
+            if dns.ports() != addrs {
+                undo.push(Undo::DnsPorts(dns.set_ports(addrs)))?;
+            }
+        }
         Ok(())
     }
 
@@ -624,6 +667,18 @@ impl Node {
                 Undo::Arp(i, arp) => {
                     let new = std::mem::replace(&mut self.sw.env.nets[i].arp, arp);
                     c.left.garbage.push(Box::new(new));
+                    None
+                }
+                Undo::Dns(i, table) => {
+                    let new = self
+                        .sw
+                        .stage_mut(self.dns)
+                        .set_table(NetId(i as u16), table);
+                    c.left.garbage.push(Box::new(new));
+                    None
+                }
+                Undo::DnsPorts(ports) => {
+                    self.sw.stage_mut(self.dns).set_ports(ports);
                     None
                 }
                 Undo::Peers(i, peers) => {

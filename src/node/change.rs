@@ -5,6 +5,7 @@
 //! new state against the plan in force (ids kept, [`Plan::next`]), refuses what cannot apply
 //! live (the node's own VTEP address; a port whose settings changed while attached), and opens
 //! every port the new state adds (AF_XDP sockets bound, TAPs created: the slow, fallible part).
+//! The tables the switch swaps in (ARP maps, the resolvers' names) are built here too.
 //! Only then does [`Node::commit`](super::Node::commit) swap it in between two batches; what it
 //! takes out (closed ports, the old plan and file) comes back as [`Leftovers`], for the caller to
 //! drop off the packet thread too.
@@ -20,6 +21,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use vswitch::dns::DnsTable;
 use vswitch::{Mac, Port};
 
 use super::{DestPlan, Plan, PortKind, PortOpener};
@@ -38,6 +40,8 @@ pub struct Change {
     pub(super) opened: Vec<(String, Box<dyn Port>)>,
     /// The ARP tables that change, built: (network id, table).
     pub(super) arp: Vec<(usize, HashMap<Ipv4Addr, Mac>)>,
+    /// The resolvers' tables that change, built: (network id, table; `None`: no resolver).
+    pub(super) dns: Vec<(usize, Option<Box<DnsTable>>)>,
     /// Static FDB entries that leave or change: (network id, MAC).
     pub(super) fdb_removed: Vec<(usize, Mac)>,
     /// Static FDB entries that arrive or change: (network id, MAC, destination).
@@ -138,6 +142,16 @@ impl Change {
             })
             .map(|(i, n)| (i, n.arp.iter().map(|(ip, mac)| (*ip, *mac)).collect()))
             .collect();
+        let dns = plan
+            .live_nets()
+            .filter(|(i, n)| {
+                base.nets
+                    .get(*i)
+                    .and_then(|o| o.as_ref())
+                    .is_none_or(|o| o.dns != n.dns)
+            })
+            .map(|(i, n)| (i, n.dns.as_ref().map(|d| Box::new(d.table()))))
+            .collect();
         let fdb_removed = base
             .fdb
             .iter()
@@ -156,6 +170,7 @@ impl Change {
             plan,
             opened,
             arp,
+            dns,
             fdb_removed,
             fdb_added,
         })

@@ -4,7 +4,8 @@
 //! with headroom ([`Packet`]), batches ([`Batch`]), the [`Port`] contract and in-memory ports, the
 //! [`Stage`] trait with its conservation-by-construction counters, tracing, the bounded flat
 //! hash table ([`table::FlatTable`]), the forwarding database ([`Fdb`]), the L2 stages
-//! (`l2-parse`, `l2-learn`, `arp-proxy`, `own-addr`, `l2-fwd`), and the [`Switch`] that ties ports and
+//! (`l2-parse`, `l2-learn`, `arp-proxy`, `own-addr`, `l2-fwd`), the networks' resolvers
+//! (`dns`, answering service discovery queries in place), and the [`Switch`] that ties ports and
 //! stages together. The `vxlan` and `lb` crates add stages on top; the root crate assembles them.
 //!
 //! The OS port drivers live in [`port`] behind cargo features, all on by default: `afxdp`
@@ -14,12 +15,13 @@
 //! only the core is compiled.
 //!
 //! ```text
-//! port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [lb-nat] ─► own-addr ─► l2-fwd ─► output ─┬─► local port
-//!                                                                                      └─► underlay tx path: [vxlan-encap] ─► underlay
+//! port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [dns] ─► [lb-nat] ─► own-addr ─► l2-fwd ─► output ─┬─► local port
+//!                                                                                              └─► underlay tx path: [vxlan-encap] ─► underlay
 //! ```
 
 pub mod arp;
 pub mod batch;
+pub mod dns;
 pub mod env;
 pub mod fdb;
 #[cfg(any(test, feature = "test-frames"))]

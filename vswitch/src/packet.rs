@@ -160,6 +160,13 @@ impl Packet {
         self.buf.len() - HEADROOM
     }
 
+    /// Longest frame the buffer holds from the frame's current start (what [`Packet::set_len`]
+    /// accepts).
+    #[inline]
+    pub fn max_len(&self) -> usize {
+        self.buf.len() - self.head as usize
+    }
+
     /// Grow the frame by `n` bytes at the front (into headroom) and return them, or `None`
     /// when the headroom is too small.
     #[inline]

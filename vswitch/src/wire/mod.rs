@@ -15,7 +15,8 @@
 //! ```text
 //! ethernet (+ 802.1Q) ─┬─ arp
 //!                      └─ ipv4 ─┬─ tcp
-//!                               ├─ udp ── vxlan ── ethernet ...
+//!                               ├─ udp ─┬─ vxlan ── ethernet ...
+//!                               │       └─ dns (queries to a network's resolver)
 //!                               └─ icmp (errors quoting ipv4 + tcp/udp)
 //! vnet: the virtio-net header in front of a TAP's frames; checksum: RFC 1071 / RFC 1624
 //! ```
@@ -114,6 +115,7 @@ macro_rules! port_accessors {
 
 pub mod arp;
 pub mod checksum;
+pub mod dns;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
