@@ -10,6 +10,7 @@
 //! `vxmesh demo --memory` is the same switch in memory (no root needed): learning, flooding,
 //! proxy ARP, a trace and the counters, frame by frame.
 
+use anyhow::Context;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
@@ -177,8 +178,27 @@ fn lab_tour() -> anyhow::Result<()> {
         println!("{from} -> {to}: {}", summary.join("; "));
     }
 
-    step("six requests from c11 to the VIP 10.0.9.100:80 (round robin over c12, c21, c22)")?;
-    let vip = SocketAddr::from(([10, 0, 9, 100], 80));
+    step("service discovery: c11 asks its network's resolver (answered by the switch)")?;
+    let mut resolved = None;
+    for name in ["web", "c21"] {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns("c11"), "getent", "hosts", name])
+            .output()?;
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        shell(&format!("ip netns exec c11 getent hosts {name}"), &text);
+        if name == "web" {
+            resolved = text
+                .split_whitespace()
+                .next()
+                .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok());
+        }
+    }
+    let vip_ip = resolved.context("c11 could not resolve `web`")?;
+
+    step(&format!(
+        "six requests from c11 to web = {vip_ip}:80, the VIP (round robin over c12, c21, c22)"
+    ))?;
+    let vip = SocketAddr::from((vip_ip, 80));
     for i in 1..=6 {
         let body = http_get(&ns("c11"), vip)?;
         println!("request {i}: {body}");
@@ -244,10 +264,138 @@ fn lab_tour() -> anyhow::Result<()> {
     step("stats on n1: every port and stage, every drop by name")?;
     shell("vxmesh --node n1 stats", &run.ctl_ok("n1", &["stats"])?);
 
+    if crate::etcd::installed() {
+        store_tour(&mut run, &exe)?;
+    } else {
+        step(
+            "the cluster store: skipped (etcd is not installed: `apt-get install etcd-server`, or run ./scripts/demo.sh)",
+        )?;
+    }
+
     step("tearing down: nodes stopped with SIGTERM, namespaces removed")?;
     drop(servers);
     drop(run);
     println!("done");
+    Ok(())
+}
+
+/// Poll `f` every 100 ms until it holds, for at most `limit`; how long it took.
+fn until(
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<std::time::Duration> {
+    let start = std::time::Instant::now();
+    while !f()? {
+        if start.elapsed() > limit {
+            anyhow::bail!("not within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(start.elapsed())
+}
+
+/// The second part: the same cluster in etcd, the nodes following it, a node failure and its
+/// recovery.
+fn store_tour(run: &mut Running, exe: &std::path::Path) -> anyhow::Result<()> {
+    use std::time::Duration;
+    const ETCD_IP: &str = "198.18.0.250";
+    step("the same cluster on a store: etcd on the underlay, the nodes following it")?;
+    let ul = run.lab.underlay_netns();
+    let ok = Command::new("ip")
+        .args([
+            "-n",
+            &ul,
+            "addr",
+            "add",
+            &format!("{ETCD_IP}/24"),
+            "dev",
+            "br0",
+        ])
+        .status()?;
+    anyhow::ensure!(ok.success(), "adding etcd's address on the underlay");
+    let dir = std::env::temp_dir().join(format!("{}etcd", run.lab.underlay_netns()));
+    let etcd = crate::etcd::Etcd::start(&ul, &[ETCD_IP], &dir)?;
+    let url = etcd.url();
+    let n1 = run.lab.node_netns("n1");
+    let admin = |args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &n1])
+            .arg(exe)
+            .args(["--store", &url])
+            .args(args)
+            .output()?;
+        let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&o.stderr));
+        Ok((o.status.success(), text))
+    };
+    until(Duration::from_secs(20), || Ok(admin(&["node", "ls"])?.0))?;
+    let file = run.config.display().to_string();
+    shell(
+        &format!("vxmesh --store {url} import {file}"),
+        &admin(&["import", &file])?.1,
+    );
+    for n in ["n1", "n2"] {
+        run.stop_node(n)?;
+    }
+    run.store = Some(url.clone());
+    run.run_args = vec!["--node-ttl".into(), "2".into()];
+    for n in ["n1", "n2"] {
+        run.start_node(n)?;
+    }
+    println!(
+        "nodes restarted as `vxmesh run --store {url} --node N --vtep IP --node-ttl 2` (their TAPs stayed)"
+    );
+    shell(
+        &format!("vxmesh --store {url} node ls"),
+        &admin(&["node", "ls"])?.1,
+    );
+    let vip = SocketAddr::from(([10, 0, 9, 100], 80));
+    let c11 = run.lab.endpoint_netns("c11");
+    let answers: Vec<String> = (0..3)
+        .map(|_| http_get(&c11, vip))
+        .collect::<anyhow::Result<_>>()?;
+    println!("three requests from c11 to the VIP: {}", answers.join(", "));
+
+    step("a node fails: n2 killed with SIGKILL")?;
+    run.kill_node("n2")?;
+    let took = until(Duration::from_secs(20), || {
+        let (_, ls) = admin(&["node", "ls"])?;
+        let lb = run.ctl_ok("n1", &["lb", "show"])?;
+        Ok(ls
+            .lines()
+            .any(|l| l.starts_with("n2 ") && l.contains("down"))
+            && !lb.contains("10.0.9.21:80"))
+    })?;
+    println!(
+        "n2's lease expired; {took:.1?} after the kill n2 is down and n1 sends it nothing new:"
+    );
+    shell(
+        &format!("vxmesh --store {url} node ls"),
+        &admin(&["node", "ls"])?.1,
+    );
+    shell(
+        "vxmesh --node n1 lb show",
+        &run.ctl_ok("n1", &["lb", "show"])?,
+    );
+    let answers: Vec<String> = (0..3)
+        .map(|_| http_get(&c11, vip))
+        .collect::<anyhow::Result<_>>()?;
+    println!(
+        "three requests from c11 to the VIP meanwhile: {}",
+        answers.join(", ")
+    );
+
+    step("n2 comes back")?;
+    run.start_node("n2")?;
+    let took = until(Duration::from_secs(20), || {
+        Ok(run.ctl_ok("n1", &["lb", "show"])?.contains("10.0.9.21:80"))
+    })?;
+    println!("n2 registered again; its backends are back on n1 after {took:.1?}:");
+    shell(
+        &format!("vxmesh --store {url} node ls"),
+        &admin(&["node", "ls"])?.1,
+    );
+    drop(etcd);
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! cargo have them).
 
 pub mod demo;
+pub mod etcd;
 pub mod fixture;
 pub mod lab;
 pub mod labrun;

@@ -17,10 +17,10 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use vxmesh_lab::etcd::Etcd;
 use vxmesh_lab::fixture::Fixture;
 use vxmesh_lab::labrun::{HttpServer, Running, http_get, vxmesh_exe};
 
@@ -31,88 +31,11 @@ fn is_root() -> bool {
 
 /// The etcd members' client addresses, on the lab's underlay bridge.
 const ETCD_IPS: [&str; 3] = ["198.18.0.250", "198.18.0.251", "198.18.0.252"];
-const ETCD_PORT: u16 = 2379;
 /// The nodes' lease in this test (the default is 5 s).
 const TTL_SECS: u64 = 2;
 /// Longest wait for anything the store should make happen.
 const WAIT: Duration = Duration::from_secs(20);
 const VIP: ([u8; 4], u16) = ([10, 0, 9, 100], 80);
-
-/// A three-member etcd cluster: each member killed by its PID when dropped, the data removed.
-struct Etcd {
-    members: [Option<Child>; 3],
-    ns: String,
-    dir: PathBuf,
-}
-
-impl Etcd {
-    fn start(ns: &str, dir: PathBuf) -> Etcd {
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut e = Etcd {
-            members: [None, None, None],
-            ns: ns.into(),
-            dir,
-        };
-        for k in 0..3 {
-            e.run(k);
-        }
-        e
-    }
-
-    fn run(&mut self, k: usize) {
-        let client = format!("http://{}:{ETCD_PORT}", ETCD_IPS[k]);
-        let peer = |k: usize| format!("http://127.0.0.1:{}", 2380 + k);
-        let cluster: Vec<String> = (0..3).map(|j| format!("m{j}={}", peer(j))).collect();
-        let log = std::fs::File::create(self.dir.join(format!("etcd{k}.log"))).unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                "etcd",
-                "--name",
-                &format!("m{k}"),
-            ])
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("m{k}")))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer(k),
-                "--initial-advertise-peer-urls",
-                &peer(k),
-            ])
-            .args(["--initial-cluster", &cluster.join(",")])
-            .args(["--initial-cluster-token", "vxmesh-test"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("etcd (Debian package etcd-server)");
-        self.members[k] = Some(child);
-    }
-
-    fn stop(&mut self, k: usize) {
-        if let Some(mut c) = self.members[k].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        for k in 0..3 {
-            self.stop(k);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A namespace this test makes besides the lab's, deleted by name when dropped.
 struct ExtraNetns(String);
@@ -169,12 +92,9 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
     for a in ETCD_IPS {
         ip(&["-n", &ul, "addr", "add", &format!("{a}/24"), "dev", "br0"]);
     }
-    let mut etcd = Etcd::start(&ul, std::env::temp_dir().join(format!("{prefix}etcd")));
-    let members: Vec<String> = ETCD_IPS
-        .iter()
-        .map(|a| format!("{a}:{ETCD_PORT}"))
-        .collect();
-    let url = format!("etcd://{}", members.join(","));
+    let dir = std::env::temp_dir().join(format!("{prefix}etcd"));
+    let mut etcd = Etcd::start(&ul, &ETCD_IPS, &dir).unwrap_or_else(|e| panic!("{e:#}"));
+    let url = etcd.url();
     // The admin commands, run from n1's namespace (it reaches etcd over the underlay).
     let admin = |args: &[&str]| -> Output {
         Command::new("ip")
@@ -341,12 +261,10 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
             .lines()
             .any(|l| l.contains("10.0.9.22:80") && l.split_whitespace().nth(3) == Some("2"))
     });
-    etcd.run(0);
+    etcd.run(0).unwrap();
 
     // All of etcd away: forwarding goes on, the nodes count it; back: a change propagates.
-    for k in 0..3 {
-        etcd.stop(k);
-    }
+    etcd.stop_all();
     assert!(
         ping(&ns(&run, "c11"), "10.0.9.21", "5"),
         "traffic with etcd stopped"
@@ -356,9 +274,7 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         v["store"]["store_disconnects"].as_i64().unwrap_or(0) >= 1
     });
-    for k in 0..3 {
-        etcd.run(k);
-    }
+    etcd.run_all().unwrap();
     until("etcd back", || admin(&["node", "ls"]).status.success());
     admin_ok(&[
         "service",
