@@ -386,11 +386,15 @@ fn store_tour(run: &mut Running, exe: &std::path::Path) -> anyhow::Result<()> {
     );
 
     step("n2 comes back")?;
+    let started = std::time::Instant::now();
     run.start_node("n2")?;
-    let took = until(Duration::from_secs(20), || {
+    until(Duration::from_secs(20), || {
         Ok(run.ctl_ok("n1", &["lb", "show"])?.contains("10.0.9.21:80"))
     })?;
-    println!("n2 registered again; its backends are back on n1 after {took:.1?}:");
+    println!(
+        "n2 started and registered again; its backends are back on n1 {:.1?} after the start:",
+        started.elapsed()
+    );
     shell(
         &format!("vxmesh --store {url} node ls"),
         &admin(&["node", "ls"])?.1,

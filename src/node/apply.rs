@@ -21,11 +21,12 @@ use lb::ServiceKey;
 use vswitch::dns::DnsTable;
 use vswitch::{FdbDest, Mac, NetId, Network, Port, PortId, PortRole, Vtep, VtepId};
 
+use super::change::Opened;
 use super::{Change, DestPlan, Leftovers, Node, Plan, PortKind, ServicePlan};
 use crate::config::Cluster;
 
 /// One step `apply` took, and what taking it back needs.
-enum Undo {
+pub(super) enum Undo {
     /// A network was set up at this id.
     NetAdded(usize),
     /// A network's VNI and MTU changed from these.
@@ -65,13 +66,21 @@ enum Undo {
 /// The steps a commit took, to take back on failure. Tests can make the push that reaches a
 /// given length fail, to inject a failure after every single step of a change.
 #[derive(Default)]
-struct UndoLog {
+pub(super) struct UndoLog {
     steps: Vec<Undo>,
     #[cfg(test)]
     fail_at: Option<usize>,
 }
 
 impl UndoLog {
+    /// A log with room for `n` steps (made off the poll thread: a large change's log then
+    /// costs the poll thread no reallocation).
+    pub(super) fn with_capacity(n: usize) -> UndoLog {
+        let mut log = UndoLog::default();
+        log.steps.reserve(n);
+        log
+    }
+
     /// Record a step taken.
     fn push(&mut self, u: Undo) -> anyhow::Result<()> {
         self.steps.push(u);
@@ -90,7 +99,7 @@ impl UndoLog {
 /// Entries (FDB entries added or removed, steps undone) one [`Node::step`] handles at most:
 /// a few hundred microseconds of work, so a change of any size pauses forwarding for no longer
 /// than that at a time (benches/pause.rs measures the longest step).
-pub const STEP_ENTRIES: usize = 2048;
+pub const STEP_ENTRIES: usize = 1024;
 
 /// Where a commit stands.
 enum Phase {
@@ -146,7 +155,7 @@ impl Departed {
 pub struct Commit {
     cluster: Option<Cluster>,
     plan: Option<Plan>,
-    opened: HashMap<String, Box<dyn Port>>,
+    opened: HashMap<String, Opened>,
     arp: Vec<(usize, HashMap<Ipv4Addr, Mac>)>,
     dns: Vec<(usize, Option<Box<DnsTable>>)>,
     fdb_removed: Vec<(usize, Mac)>,
@@ -179,7 +188,10 @@ impl Commit {
     /// drop off the packet thread.
     pub fn finish(mut self) -> (anyhow::Result<String>, Leftovers) {
         debug_assert!(self.done());
-        self.left.ports.extend(self.opened.into_values());
+        for (port, tx) in self.opened.into_values() {
+            self.left.ports.push(port);
+            self.left.garbage.push(Box::new(tx));
+        }
         // The undo log holds the replaced tables (ARP maps): freed with the leftovers too.
         self.left.garbage.push(Box::new(self.undo.steps));
         self.left.garbage.push(Box::new(self.arp));
@@ -219,6 +231,7 @@ impl Node {
             dns,
             fdb_removed,
             fdb_added,
+            undo,
         } = change;
         let stale = !Arc::ptr_eq(&base, &self.plan);
         let mut c = Commit {
@@ -230,7 +243,7 @@ impl Node {
             fdb_removed,
             fdb_added,
             phase: Phase::Start,
-            undo: UndoLog::default(),
+            undo,
             departed: Departed::default(),
             log: String::new(),
             fdb_counts: Default::default(),
@@ -287,7 +300,13 @@ impl Node {
         let new = c.plan.take().expect("a commit starts with its plan");
         let r = (|| {
             self.set_up_ids(&new, &mut c.undo, &mut c.log)?;
-            self.add_ports(&new, &mut c.opened, &mut c.undo, &mut c.log)?;
+            self.add_ports(
+                &new,
+                &mut c.opened,
+                &mut c.undo,
+                &mut c.log,
+                &mut c.left.garbage,
+            )?;
             for (i, arp) in c.arp.iter_mut() {
                 let net = &mut self.sw.env.nets[*i];
                 let old = std::mem::replace(&mut net.arp, std::mem::take(arp));
@@ -462,24 +481,29 @@ impl Node {
     fn add_ports(
         &mut self,
         new: &Plan,
-        opened: &mut HashMap<String, Box<dyn Port>>,
+        opened: &mut HashMap<String, Opened>,
         undo: &mut UndoLog,
         log: &mut String,
+        garbage: &mut Vec<Box<dyn std::any::Any + Send>>,
     ) -> anyhow::Result<()> {
         let old = self.plan.clone();
         for p in &new.ports {
             if old.ports.iter().any(|o| o.name == p.name) {
                 continue;
             }
-            let port = opened
+            let (port, tx) = opened
                 .remove(&p.name)
                 .with_context(|| format!("port {}: not prepared for this change", p.name))?;
-            let id = self.sw.add_port(
-                p.name.clone(),
-                port,
-                PortRole::Local(NetId(p.net as u16)),
-                self.local_path.clone(),
-            );
+            let role = PortRole::Local(NetId(p.net as u16));
+            let path = self.local_path.clone();
+            let (id, spare) = match tx {
+                Some(tx) => self.sw.add_port_with(p.name.clone(), port, role, path, tx),
+                None => (self.sw.add_port(p.name.clone(), port, role, path), None),
+            };
+            if let Some(spare) = spare {
+                // The port took a closed slot, which has a batch: this one is dropped later.
+                garbage.push(Box::new(spare));
+            }
             undo.push(Undo::PortAdded(id))?;
             let what = match p.kind {
                 PortKind::Endpoint { .. } => "endpoint",
@@ -653,7 +677,7 @@ impl Node {
                     match self.sw.remove_port(id) {
                         // Back with the prepared ports: the caller closes them.
                         Some(p) => {
-                            c.opened.insert(name, p);
+                            c.opened.insert(name, (p, None));
                             c.departed.ports.push(id);
                             None
                         }

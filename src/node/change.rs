@@ -36,8 +36,9 @@ pub struct Change {
     pub(super) cluster: Cluster,
     /// The new plan.
     pub(super) plan: Plan,
-    /// The ports the new plan adds, opened, by port name.
-    pub(super) opened: Vec<(String, Box<dyn Port>)>,
+    /// The ports the new plan adds, opened, by port name, each with a transmit batch built and
+    /// its pages touched here (a port added costs the poll thread no allocation or page fault).
+    pub(super) opened: Vec<(String, Opened)>,
     /// The ARP tables that change, built: (network id, table).
     pub(super) arp: Vec<(usize, HashMap<Ipv4Addr, Mac>)>,
     /// The resolvers' tables that change, built: (network id, table; `None`: no resolver).
@@ -46,7 +47,12 @@ pub struct Change {
     pub(super) fdb_removed: Vec<(usize, Mac)>,
     /// Static FDB entries that arrive or change: (network id, MAC, destination).
     pub(super) fdb_added: Vec<(usize, Mac, DestPlan)>,
+    /// The commit's undo log, with room for every step it can take.
+    pub(super) undo: super::apply::UndoLog,
 }
+
+/// A port opened for a change, and its transmit batch (if it still has one).
+pub(super) type Opened = (Box<dyn Port>, Option<vswitch::Batch>);
 
 /// What a commit took out of the node, to be dropped off the packet thread: closing a port
 /// (an AF_XDP socket's XDP program detached, a TAP removed) and freeing a large plan or file
@@ -129,10 +135,12 @@ impl Change {
                     attach_str(&p.attach)
                 )
             })?;
-            opened.push((p.name.clone(), port));
+            let mut tx = vswitch::Batch::with_buf_size(vswitch::BATCH_SIZE, buf_size);
+            tx.prefault();
+            opened.push((p.name.clone(), (port, Some(tx))));
         }
         // The difference of the tables, computed here rather than between batches.
-        let arp = plan
+        let arp: Vec<(usize, HashMap<Ipv4Addr, Mac>)> = plan
             .live_nets()
             .filter(|(i, n)| {
                 base.nets
@@ -142,7 +150,7 @@ impl Change {
             })
             .map(|(i, n)| (i, n.arp.iter().map(|(ip, mac)| (*ip, *mac)).collect()))
             .collect();
-        let dns = plan
+        let dns: Vec<(usize, Option<Box<DnsTable>>)> = plan
             .live_nets()
             .filter(|(i, n)| {
                 base.nets
@@ -152,18 +160,32 @@ impl Change {
             })
             .map(|(i, n)| (i, n.dns.as_ref().map(|d| Box::new(d.table()))))
             .collect();
-        let fdb_removed = base
+        let fdb_removed: Vec<(usize, Mac)> = base
             .fdb
             .iter()
             .filter(|(k, d)| plan.fdb.get(k) != Some(d))
             .map(|(k, _)| *k)
             .collect();
-        let fdb_added = plan
+        let fdb_added: Vec<(usize, Mac, DestPlan)> = plan
             .fdb
             .iter()
             .filter(|(k, d)| base.fdb.get(k) != Some(d))
             .map(|(&(n, m), d)| (n, m, d.clone()))
             .collect();
+        // Every step records at most one entry, but a service records one per backend.
+        let steps = fdb_removed.len()
+            + fdb_added.len()
+            + arp.len()
+            + dns.len()
+            + plan.nets.len()
+            + plan.vteps.len()
+            + opened.len()
+            + plan
+                .services
+                .iter()
+                .map(|s| 2 + s.backends.len())
+                .sum::<usize>()
+            + 16;
         Ok(Change {
             base,
             cluster,
@@ -173,6 +195,7 @@ impl Change {
             dns,
             fdb_removed,
             fdb_added,
+            undo: super::apply::UndoLog::with_capacity(steps),
         })
     }
 

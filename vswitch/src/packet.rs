@@ -109,6 +109,11 @@ impl Packet {
         }
     }
 
+    /// The whole buffer, headroom included (to touch its pages: [`crate::Batch::prefault`]).
+    pub(crate) fn buf_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
     /// A packet holding a copy of `frame` (for tests and examples).
     pub fn from_frame(frame: &[u8]) -> Self {
         let mut p = Packet::with_capacity(DEFAULT_BUF_SIZE.max(HEADROOM + frame.len()));

@@ -325,6 +325,33 @@ impl Switch {
         role: PortRole,
         path: Vec<StageIdx>,
     ) -> PortId {
+        let tx = self.new_tx_batch();
+        self.add_port_with(name, port, role, path, tx).0
+    }
+
+    /// A transmit batch for a port of this switch, ([`Switch::add_port_with`]): build it off
+    /// the packet thread with [`Batch::with_buf_size`]`(`[`Switch::batch_size`]`,
+    /// `[`Switch::buf_size`]`)` and [`Batch::prefault`].
+    pub fn new_tx_batch(&self) -> Batch {
+        Batch::with_buf_size(self.batch_size, self.buf_size)
+    }
+
+    /// The packets per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// [`Switch::add_port`] with a transmit batch built by the caller (off the packet thread:
+    /// a new port then costs the poll thread no allocation). Returns the port's id, and the
+    /// batch back if the port took a closed slot, which has one (for the caller to drop).
+    pub fn add_port_with(
+        &mut self,
+        name: impl Into<String>,
+        port: Box<dyn Port>,
+        role: PortRole,
+        path: Vec<StageIdx>,
+        tx: Batch,
+    ) -> (PortId, Option<Batch>) {
         let name = name.into();
         let reuse = self.ports.iter().position(|p| p.name.is_empty());
         let id = PortId(reuse.unwrap_or(self.ports.len()) as u16);
@@ -344,7 +371,7 @@ impl Switch {
             slot.tx.clear();
             slot.stats = PortStats::default();
             self.env.port_names[i] = name;
-            return id;
+            return (id, Some(tx));
         }
         self.env.port_names.push(name.clone());
         self.ports.push(PortSlot {
@@ -353,10 +380,10 @@ impl Switch {
             role,
             path,
             tx_path: Vec::new(),
-            tx: Batch::with_buf_size(self.batch_size, self.buf_size),
+            tx,
             stats: PortStats::default(),
         });
-        id
+        (id, None)
     }
 
     /// Remove a local port while the switch runs (between polls): it leaves its network's flood
