@@ -67,6 +67,14 @@ const COLUMNS: [(&str, &str, Get, bool); 6] = [
     ),
 ];
 
+/// How many samples of `mode` and `sc` other programs may have disturbed.
+fn disturbed(samples: &[Sample], mode: Mode, sc: Scenario) -> usize {
+    samples
+        .iter()
+        .filter(|s| s.mode == mode && s.scenario == sc && s.disturbed)
+        .count()
+}
+
 /// The figures `get` reads from the samples of `mode` and `sc`.
 fn of(samples: &[Sample], mode: Mode, sc: Scenario, get: Get) -> Vec<f64> {
     samples
@@ -91,8 +99,8 @@ pub fn table(plan: &Plan, mode: Mode, samples: &[Sample]) -> String {
     for (_, head, _, _) in COLUMNS {
         let _ = write!(t, " {head} |");
     }
-    t.push_str("\n|---|");
-    t.push_str(&"---|".repeat(COLUMNS.len()));
+    t.push_str(" disturbed runs |\n|---|");
+    t.push_str(&"---|".repeat(COLUMNS.len() + 1));
     t.push('\n');
     for sc in Scenario::ALL {
         if !samples.iter().any(|s| s.mode == mode && s.scenario == sc) {
@@ -102,7 +110,7 @@ pub fn table(plan: &Plan, mode: Mode, samples: &[Sample]) -> String {
         for (_, _, get, time) in COLUMNS {
             let _ = write!(t, " {} |", cell(&of(samples, mode, sc, get), time));
         }
-        t.push('\n');
+        let _ = writeln!(t, " {} |", disturbed(samples, mode, sc));
     }
     t
 }
@@ -110,14 +118,14 @@ pub fn table(plan: &Plan, mode: Mode, samples: &[Sample]) -> String {
 /// Every measurement, one row each.
 pub fn runs_table(samples: &[Sample]) -> String {
     let mut t = String::from(
-        "| scheduling | scenario | run | command ms | pings sent | lost | max ms | p99 ms | p50 ms | ping total sent/received | machine busy before (%) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| scheduling | scenario | run | command ms | pings sent | lost | max ms | p99 ms | p50 ms | ping total sent/received | attempt | machine busy before/after (%) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let o = |v: Option<f64>| v.map_or("—".into(), ms);
     for s in samples {
         let w = &s.window;
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {:.0}/{:.0}{} |",
             s.mode.key(),
             s.scenario.key(),
             s.run,
@@ -129,7 +137,10 @@ pub fn runs_table(samples: &[Sample]) -> String {
             o(w.p50_ms),
             s.ping_total.0,
             s.ping_total.1,
-            s.busy_before_pct
+            s.attempt,
+            s.busy_before_pct,
+            s.busy_after_pct,
+            if s.disturbed { " (disturbed)" } else { "" }
         );
     }
     t
@@ -146,6 +157,7 @@ pub fn json(plan: &Plan, modes: &[Mode], samples: &[Sample]) -> Value {
             let mut o = serde_json::Map::new();
             o.insert("mode".into(), json!(m.label()));
             o.insert("scenario".into(), json!(sc.key()));
+            o.insert("disturbed_runs".into(), json!(disturbed(samples, m, sc)));
             o.insert("label".into(), json!(sc.label(plan)));
             for (key, _, get, _) in COLUMNS {
                 let v = median_worst(&of(samples, m, sc, get));
@@ -174,7 +186,10 @@ pub fn json(plan: &Plan, modes: &[Mode], samples: &[Sample]) -> Value {
                 "p50_ms": w.p50_ms,
                 "ping_total_sent": s.ping_total.0,
                 "ping_total_received": s.ping_total.1,
+                "attempt": s.attempt,
                 "busy_before_pct": s.busy_before_pct,
+                "busy_after_pct": s.busy_after_pct,
+                "disturbed": s.disturbed,
             })
         })
         .collect();
@@ -220,7 +235,9 @@ pub fn write(
          Two `vxmesh run` nodes in a namespace lab; `ping -D -i {}`{probe} from c11 (n1, \
          AF_XDP) to c21 (n2) while the command runs on n1; figures over the pings sent while it \
          ran (idle: a {} ms stretch). n1's table held {} connections ({} established) before \
-         the first `conntrack show`. Each cell: median of {} runs (worst run).\n\n{tables}\
+         the first `conntrack show`. Each cell: median of {} runs (worst run). A measurement \
+         is redone (at most {} attempts) when the machine was more than {}% busy just before or \
+         after it (other programs); \"disturbed runs\" counts those kept anyway.\n\n{tables}\
          ## Every run\n\n{}",
         meta.command,
         meta.date,
@@ -232,6 +249,8 @@ pub fn write(
         thousands(meta.entries.0 as u64),
         thousands(meta.entries.1 as u64),
         plan.runs,
+        plan.max_attempts,
+        plan.quiet_pct,
         runs_table(samples),
     );
     let path = out.join("results.md");
@@ -258,6 +277,7 @@ pub fn write(
         "cpu_load_ms": plan.cpu_load.as_millis() as u64,
         "quiet_pct": plan.quiet_pct,
         "quiet_max_wait_s": plan.quiet_max_wait.as_secs(),
+        "max_attempts": plan.max_attempts,
     });
     let path = out.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&j)? + "\n")
@@ -285,7 +305,10 @@ mod tests {
                 p50_ms: Some(0.05),
             },
             ping_total: (500, 500 - lost),
+            attempt: 1,
             busy_before_pct: 3.0,
+            busy_after_pct: 2.0,
+            disturbed: false,
         }
     }
 

@@ -136,8 +136,15 @@ pub struct Sample {
     pub window: Window,
     /// Everything the ping sent, and got back.
     pub ping_total: (u32, u32),
-    /// How busy the machine was just before (percent of all CPUs, over half a second).
+    /// Which attempt (a measurement disturbed by other programs is redone).
+    pub attempt: u32,
+    /// How busy the machine was just before (percent of all CPUs, over half a second; the
+    /// lab's nodes are idle then, so this is other programs).
     pub busy_before_pct: f64,
+    /// ... and just after.
+    pub busy_after_pct: f64,
+    /// Either was above the plan's "quiet": other programs may have run during it.
+    pub disturbed: bool,
 }
 
 /// Now, Unix seconds (the clock of ping's `-D`).
@@ -154,7 +161,7 @@ pub fn measure(
     run: &Running,
     files: &Files,
     plan: &Plan,
-    (mode, scenario, n): (Mode, Scenario, usize),
+    (mode, scenario, n, attempt): (Mode, Scenario, usize, u32),
     raw: &Path,
 ) -> Result<Sample> {
     if let Some(text) = scenario.file(files) {
@@ -168,7 +175,7 @@ pub fn measure(
             plan.quiet_max_wait
         ));
     }
-    let stem = format!("{}-{}-{n}", mode.key(), scenario.key());
+    let stem = format!("{}-{}-{n}-try{attempt}", mode.key(), scenario.key());
     let deadline = plan.lead + plan.max_command + plan.tail + Duration::from_secs(5);
     let probe = Ping::start(
         &run.lab.endpoint_netns(PING_FROM),
@@ -205,6 +212,7 @@ pub fn measure(
     let text = probe.stop()?;
     let trace = ping::parse(&text)?;
     let window = ping::window(&trace, t0, t1, plan.interval);
+    let busy_after_pct = crate::quiet::busy_pct()?;
     if window.sent == 0 {
         bail!("{stem}: no ping request was sent while the command ran");
     }
@@ -218,8 +226,26 @@ pub fn measure(
             trace.transmitted,
             u32::try_from(trace.replies.len()).unwrap_or(u32::MAX),
         ),
+        attempt,
         busy_before_pct,
+        busy_after_pct,
+        disturbed: busy_before_pct.max(busy_after_pct) > plan.quiet_pct,
     })
+}
+
+/// Put n1 back in the state `scenario` starts from (before it is redone): reload the file in
+/// force before it, unmeasured.
+pub fn restore(run: &Running, files: &Files, scenario: Scenario) -> Result<()> {
+    let before = match scenario {
+        Scenario::AddRemote | Scenario::Attach => &files.base,
+        Scenario::RemoveRemote => &files.remote,
+        Scenario::Detach => &files.attached,
+        Scenario::Idle | Scenario::ConntrackShow | Scenario::CpuLoad => return Ok(()),
+    };
+    std::fs::write(&run.config, before)
+        .with_context(|| format!("writing {}", run.config.display()))?;
+    run.ctl_ok(NODE, &["reload"])?;
+    Ok(())
 }
 
 /// Run `vxmesh --control <n1's socket> ARGS`, its standard output into `out` (or discarded);
