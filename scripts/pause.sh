@@ -19,9 +19,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages: iproute2 (namespaces, veths), iputils-ping (the probe, -D timestamps),
-# util-linux (chrt: the probe at real-time priority), git (the commit in the results).
+# util-linux (chrt: the probe at real-time priority), git (the commit in the results), protoc
+# (protobuf-compiler, libprotobuf-dev: the etcd client is built with it).
 . scripts/packages.sh
-need_packages iproute2 iputils-ping util-linux git
+need_packages iproute2 iputils-ping util-linux git protobuf-compiler libprotobuf-dev
 
 cargo build --release --quiet -p vxmesh --bin vxmesh -p vxmesh-lab --bin vxmesh-pause
 target="${CARGO_TARGET_DIR:-target}"
