@@ -216,11 +216,40 @@ fn poll_loop(
         jobs,
         next_estimate: Time::monotonic(),
     };
+    if opts.poll_priority > 0 {
+        // Checked by run() before this thread is started (see realtime_allowed).
+        let _ = set_fifo(opts.poll_priority);
+    }
     let cfg = PollConfig {
         busy_poll: opts.busy_poll,
         housekeeping: HOUSEKEEPING,
     };
     worker::run(&mut work, Some(&wake), &stop, cfg);
+}
+
+/// Put the calling thread under SCHED_FIFO at `priority`.
+fn set_fifo(priority: u8) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether this process may run a thread at SCHED_FIFO `priority` (tried on a throwaway
+/// thread, so the caller's own scheduling is untouched).
+fn realtime_allowed(priority: u8) -> anyhow::Result<()> {
+    std::thread::spawn(move || set_fifo(priority))
+        .join()
+        .map_err(|_| anyhow!("checking --poll-priority: the thread panicked"))?
+        .with_context(|| {
+            format!(
+                "--poll-priority {priority}: the poll thread cannot run at SCHED_FIFO (it needs root or CAP_SYS_NICE)"
+            )
+        })
 }
 
 /// How the poll thread runs.
@@ -236,6 +265,9 @@ pub struct RunOptions {
     pub max_conns: usize,
     /// `--control-group`: a group (name or gid) whose members may use the control socket.
     pub control_group: Option<String>,
+    /// `--poll-priority`: run the poll thread at SCHED_FIFO of this priority (1..=99); 0 keeps
+    /// ordinary scheduling.
+    pub poll_priority: u8,
 }
 
 impl Default for RunOptions {
@@ -244,6 +276,7 @@ impl Default for RunOptions {
             busy_poll: BUSY_POLL,
             max_conns: crate::node::MAX_CONNS,
             control_group: None,
+            poll_priority: 0,
         }
     }
 }
@@ -274,6 +307,9 @@ pub fn run(
     // Bind the control socket first: a second node with the same socket must fail before it
     // touches any port.
     let access = control::Access::new(opts.control_group.as_deref())?;
+    if opts.poll_priority > 0 {
+        realtime_allowed(opts.poll_priority)?;
+    }
     let listener = {
         let _rt = rt.enter();
         control::bind(&control, &access)?

@@ -66,6 +66,11 @@ enum Cmd {
         /// services, tasks.SERVICE, PTR) and REFUSED for every other name.
         #[arg(long, value_name = "IP[,IP]")]
         dns_upstream: Option<String>,
+        /// Run the poll thread at real-time priority (SCHED_FIFO, 1 to 99; root or
+        /// CAP_SYS_NICE): other programs on a busy machine then never hold a packet up for a
+        /// scheduler slice. 0 (the default) keeps ordinary scheduling.
+        #[arg(long, value_name = "PRIO", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=99))]
+        poll_priority: u8,
     },
     /// The one-command tour (root: a real lab of two nodes in network namespaces; `--memory`:
     /// the switch in memory). Runs the `vxmesh-lab` program.
@@ -269,6 +274,7 @@ fn main() -> ExitCode {
             max_conns,
             control_group,
             dns_upstream,
+            poll_priority,
         } => {
             if dns_upstream.is_some() {
                 return usage(
@@ -307,6 +313,7 @@ fn main() -> ExitCode {
                     busy_poll: *busy_poll_us,
                     max_conns: *max_conns,
                     control_group: control_group.clone(),
+                    poll_priority: *poll_priority,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

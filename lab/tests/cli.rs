@@ -106,3 +106,39 @@ fn the_demo_without_root_says_so_in_one_line_and_exits_2() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("needs root"), "{err}");
 }
+
+#[test]
+fn a_poll_priority_the_process_may_not_take_is_refused_before_anything_starts() {
+    let (code, _, err) = vxmesh(&[
+        "run",
+        "--config",
+        "x.toml",
+        "--node",
+        "n1",
+        "--poll-priority",
+        "100",
+    ]);
+    assert_eq!(code, 2, "out of range: {err}");
+    if !is_root() {
+        eprintln!("skipped the unprivileged half: needs root to switch to nobody");
+        return;
+    }
+    let exe = vxmesh_exe().unwrap_or_else(|e| panic!("{e:#}"));
+    let args = [
+        "run",
+        "--config",
+        "/nonexistent.toml",
+        "--node",
+        "n1",
+        "--control",
+        "/nonexistent/n1.sock",
+        "--poll-priority",
+        "40",
+    ];
+    let (code, _, err) = run(&exe, &args, Some(65534));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--poll-priority 40") && err.contains("CAP_SYS_NICE"),
+        "{err}"
+    );
+}
