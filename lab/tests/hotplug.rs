@@ -11,8 +11,8 @@
 //! (c13 and c14 ping containers on n2; new connections to the VIP reach c14), detached ports
 //! are gone (c14's TAP removed, no XDP program left on c13's veth), the ping lost nothing but
 //! the request in flight when it was stopped, and the keep-alive connection answered every
-//! request from the same backend. Then two changes that fail halfway (a missing interface, a
-//! missing namespace) are refused whole: exit 2, and `fdb show`, `lb show` and `network
+//! request from the same backend. Then three changes that fail halfway (a missing interface, a
+//! missing namespace, a TAP the kernel refuses) are refused whole: exit 2, and `fdb show`, `lb show` and `network
 //! inspect` byte for byte as before. Last, n1 stops and starts again: c12's TAP stays with its
 //! address while n1 is down, and c12 talks again once n1 is back.
 //!
@@ -361,7 +361,7 @@ fn a_hundred_containers_attach_and_detach_while_a_ping_and_a_keep_alive_connecti
     assert_eq!(ports, ["underlay", "c11", "c12", "ext0"]);
 
     // A change that fails halfway (its second new port cannot open: the interface is missing,
-    // or the TAP's namespace) is refused whole: exit 2, the item named, and `fdb show`,
+    // the TAP's namespace is, or the kernel refuses the TAP) is refused whole: exit 2, the item named, and `fdb show`,
     // `lb show` and `network inspect` exactly as before.
     let views = || {
         [
@@ -375,6 +375,8 @@ fn a_hundred_containers_attach_and_detach_while_a_ping_and_a_keep_alive_connecti
     for bad in [
         "name = \"c16\"\nnode = \"n1\"\nnetwork = \"appnet\"\nip = \"10.0.9.16\"\nattach = \"afxdp:nosuch0\"",
         "name = \"c16\"\nnode = \"n1\"\nnetwork = \"appnet\"\nip = \"10.0.9.16\"\nattach = \"tap:eth0\"\nnetns = \"{P}nosuch\"",
+        // The kernel refuses it: ul0 is the node's underlay veth, not a TAP.
+        "name = \"c16\"\nnode = \"n1\"\nnetwork = \"appnet\"\nip = \"10.0.9.16\"\nattach = \"tap:ul0\"",
     ] {
         let mut f = fixture.clone();
         f.push("endpoint", &bulk(1).1).push("endpoint", bad).set(
