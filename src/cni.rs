@@ -538,10 +538,10 @@ fn parse_conf(v: &Value) -> Result<Conf, CniError> {
         }
         Some(Value::Object(m)) => {
             for (k, a) in m {
-                if k == &cni_name || m.len() == 1 {
-                    if let Some(a) = a.as_array() {
-                        aliases.extend(a.iter().filter_map(Value::as_str).map(String::from));
-                    }
+                if (k == &cni_name || m.len() == 1)
+                    && let Some(a) = a.as_array()
+                {
+                    aliases.extend(a.iter().filter_map(Value::as_str).map(String::from));
                 }
             }
         }

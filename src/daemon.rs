@@ -312,10 +312,11 @@ pub fn run(
     for n in notes {
         eprintln!("vxmesh: {n}");
     }
-    let desired = local
+    let built = local
         .desired(&local.source)
-        .expect("load keeps only attachments that merge");
-    let node = match Node::build_with(desired, node_name, &mut SystemPorts, opts.max_conns) {
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|d| Node::build_with(d, node_name, &mut SystemPorts, opts.max_conns));
+    let node = match built {
         Ok(n) => n,
         Err(e) => {
             let _ = std::fs::remove_file(&control);
