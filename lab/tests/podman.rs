@@ -5,7 +5,8 @@
 //! runs as the notes in shared/reference/podman-cni say it works here: `CONTAINERS_CONF` (runc,
 //! cgroupfs, file events, ulimits, the CNI backend, the plugin's folder), `nsenter --net=` into
 //! the node's namespace (`ip netns exec` remounts /sys and breaks runc), storage, run state and
-//! the conflist (cniVersion 1.0.0, `"capabilities": {"aliases": true}`) in a temporary folder,
+//! the conflist (cniVersion 1.0.0, `"capabilities": {"aliases": true}`) and libpod's state
+//! (`--root`, `--runroot`, `--network-config-dir`, `--tmpdir`) in a temporary folder,
 //! and a busybox-static root filesystem (`podman run --rootfs`, no registry).
 //!
 //! Checked: a container on n1 started with `--network-alias web` serves HTTP and becomes a
@@ -78,6 +79,9 @@ impl Podman {
             .arg(self.root.join("runroot"))
             .arg("--network-config-dir")
             .arg(self.root.join("net"))
+            // libpod's own state (default /run/libpod) too.
+            .arg("--tmpdir")
+            .arg(self.root.join("tmp"))
             .args(args);
         c
     }
