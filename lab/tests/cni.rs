@@ -273,6 +273,11 @@ fn the_plugin_attaches_checks_and_detaches_containers_as_a_runtime_drives_it() {
     ping_ok(&ns("p2"), "10.0.9.22");
     ping_ok(&ns("p2"), "10.0.9.2");
 
+    // A reload of the file keeps the attachments (the desired state is the file plus them).
+    let log = run.ctl_ok("n1", &["reload"]).unwrap();
+    assert!(!log.contains("p1") && !log.contains("p2"), "{log}");
+    ping_ok(&ns("p1"), "10.0.9.21");
+
     // p1 serves web through the VIP (rr over c12, c21, c22 and p1: four gets reach it).
     let servers: Vec<HttpServer> = ["c12", "c21", "c22"]
         .iter()
