@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 # end-to-end tests: nginx-light (backends), curl, iperf3, nftables (to show the nodes hold no rules),
 # dnsutils (dig, the DNS client of the service-discovery test); etcd-server and etcd-client (the
 # cluster store's tests start a real etcd); protobuf-compiler and libprotobuf-dev (protoc, which the
-# etcd client's gRPC code is generated with at build time).
+# etcd client's gRPC code is generated with at build time); podman, runc, containernetworking-plugins
+# and busybox-static (the CNI plugin's test runs real containers from a busybox root filesystem).
 . scripts/packages.sh
 need_packages iproute2 iputils-ping tshark procps nginx-light curl iperf3 nftables dnsutils \
-  etcd-server etcd-client protobuf-compiler libprotobuf-dev
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev \
+  podman runc containernetworking-plugins busybox-static
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
 done

@@ -27,6 +27,7 @@ use vswitch::Time;
 use vswitch::trace::TraceFilter;
 use vswitch::worker::{self, PollConfig, Waker, Work};
 
+use crate::cni::{self, CniCall};
 use crate::config::Cluster;
 use crate::node::{Change, Node, STEP_ENTRIES, SystemPorts};
 use crate::store::watch::{StoreOpts, StoreStats};
@@ -121,6 +122,16 @@ pub enum Request {
     },
     /// `reload`.
     Reload,
+    /// CNI ADD from `vxmesh-cni`.
+    CniAdd(CniCall),
+    /// CNI DEL.
+    CniDel(CniCall),
+    /// CNI CHECK.
+    CniCheck(CniCall),
+    /// CNI STATUS.
+    CniStatus(CniCall),
+    /// CNI GC.
+    CniGc(CniCall),
 }
 
 /// One reply line.
@@ -142,8 +153,9 @@ type Job = Box<dyn FnOnce(&mut Node) + Send>;
 struct Handle {
     jobs: mpsc::Sender<Job>,
     wake: Arc<Waker>,
-    /// Held while a change is prepared and committed: one at a time.
-    changes: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a change is prepared and committed: one at a time. It guards the desired
+    /// state's parts: the file's or store's cluster and the CNI attachments.
+    changes: Arc<tokio::sync::Mutex<cni::Local>>,
     /// The store the node follows (its URL and counters), if it does.
     store: Option<(String, Arc<StoreStats>)>,
 }
@@ -330,7 +342,17 @@ pub fn run(
             return Err(e);
         }
     };
-    let node = match Node::build_with(cluster, node_name, &mut SystemPorts, opts.max_conns) {
+    // The desired state: the file's or store's cluster and the CNI attachments kept from an
+    // earlier run (those whose interface is gone are dropped).
+    let (local, notes) = cni::Local::load(node_name, cluster, cni::state_file(&control));
+    for n in notes {
+        eprintln!("vxmesh: {n}");
+    }
+    let built = local
+        .desired(&local.source)
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|d| Node::build_with(d, node_name, &mut SystemPorts, opts.max_conns));
+    let node = match built {
         Ok(n) => n,
         Err(e) => {
             let _ = std::fs::remove_file(&control);
@@ -366,7 +388,7 @@ pub fn run(
     let handle = Handle {
         jobs: jobs_tx,
         wake: wake.clone(),
-        changes: Arc::new(tokio::sync::Mutex::new(())),
+        changes: Arc::new(tokio::sync::Mutex::new(local)),
         store: session
             .as_ref()
             .map(|(o, _)| (o.url.clone(), stats.clone())),
@@ -387,13 +409,27 @@ pub fn run(
     Ok(())
 }
 
-/// Make `cluster` the node's desired state: prepared off the poll thread (the plan, the
-/// tables, the new ports), committed a bounded step per job (the poll thread forwards a round
-/// of batches between two steps, so a change of any size never pauses it long), and what it
-/// took out closed off the poll thread. One change at a time. Returns what changed, or the
-/// exit code and message of a refusal.
+/// Make `cluster` (a cluster file's or the store's) the node's desired state, with the node's
+/// CNI attachments added ([`cni::Local::desired`]). One change at a time. Returns what changed,
+/// or the message of a refusal.
 async fn change_to(h: &Handle, cluster: Cluster) -> anyhow::Result<Result<String, String>> {
-    let _one = h.changes.lock().await;
+    let mut local = h.changes.lock().await;
+    let desired = match local.desired(&cluster) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(format!("{}: refused: {e}", cluster.path.display()))),
+    };
+    let r = apply(h, desired).await?;
+    if r.is_ok() {
+        local.source = cluster;
+    }
+    Ok(r)
+}
+
+/// Apply a whole desired state, the change lock held: prepared off the poll thread (the plan,
+/// the tables, the new ports), committed a bounded step per job (the poll thread forwards a
+/// round of batches between two steps, so a change of any size never pauses it long), and what
+/// it took out closed off the poll thread.
+async fn apply(h: &Handle, cluster: Cluster) -> anyhow::Result<Result<String, String>> {
     let (base, buf_size) = h.call(|n| (n.plan.clone(), n.sw.buf_size())).await?;
     let prepared = tokio::task::spawn_blocking(move || {
         Change::prepare(cluster, base, &mut SystemPorts, buf_size).map_err(|e| format!("{e:#}"))
@@ -623,6 +659,11 @@ async fn handle_request(
         Request::Capture { port, file, count } => {
             return capture(port, file, count, peer, h, rep).await;
         }
+        Request::CniAdd(c) => return serve_cni(cni::Op::Add, c, h, rep).await,
+        Request::CniDel(c) => return serve_cni(cni::Op::Del, c, h, rep).await,
+        Request::CniCheck(c) => return serve_cni(cni::Op::Check, c, h, rep).await,
+        Request::CniStatus(c) => return serve_cni(cni::Op::Status, c, h, rep).await,
+        Request::CniGc(c) => return serve_cni(cni::Op::Gc, c, h, rep).await,
         Request::Reload => {
             let r = if let Some((url, _)) = &h.store {
                 Err((
@@ -654,6 +695,62 @@ async fn handle_request(
         }
     }
     Ok(EXIT_OK)
+}
+
+/// A CNI call from `vxmesh-cni`: its result (or nothing) on standard output and exit 0, or a
+/// CNI error object on standard output and exit 1.
+async fn serve_cni(
+    op: cni::Op,
+    call: CniCall,
+    h: &Handle,
+    rep: &mut Replies,
+) -> anyhow::Result<u8> {
+    let version = call
+        .config
+        .get("cniVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or("1.0.0")
+        .to_string();
+    let served = {
+        let mut local = h.changes.lock().await;
+        let mut apply_one = |c: Cluster| -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<String, String>> + '_>,
+        > {
+            Box::pin(async move {
+                match apply(h, c).await {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("{e:#}")),
+                }
+            })
+        };
+        cni::handle(op, call, &mut local, &mut apply_one).await
+    };
+    let out = match served {
+        Ok(cni::Served::Out(s)) => Ok(s),
+        Ok(cni::Served::CheckPort(name)) => {
+            let attached = h.call(move |n| n.sw.port_id(&name).is_some()).await?;
+            if attached {
+                Ok(String::new())
+            } else {
+                Err(cni::CniError::new(
+                    cni::code::FAILED,
+                    "CHECK failed: the endpoint's port is not attached to the switch",
+                ))
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match out {
+        Ok(s) => {
+            rep.out(s).await?;
+            Ok(EXIT_OK)
+        }
+        Err(mut e) => {
+            e.cni_version = version;
+            rep.out(e.to_json()).await?;
+            Ok(EXIT_FAILURE)
+        }
+    }
 }
 
 async fn trace(

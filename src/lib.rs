@@ -3,6 +3,7 @@
 //! cluster file, and the renderings of the switch's state that the control commands print. The
 //! lab, the demo and the comparison tool live apart, in the `vxmesh-lab` crate (`lab/`).
 
+pub mod cni;
 pub mod config;
 pub mod control;
 pub mod daemon;

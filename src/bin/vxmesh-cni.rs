@@ -1,0 +1,159 @@
+//! `vxmesh-cni`: the CNI plugin binary (SPEC.md, "Attaching containers: the CNI plugin"), a
+//! thin shim as OVN-Kubernetes's is. Off the packet path: a container runtime runs it once per
+//! attachment.
+//!
+//! It reads the CNI environment (`CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`,
+//! `CNI_ARGS`, `CNI_PATH`) and the network config on standard input, answers VERSION itself,
+//! and forwards ADD, DEL, CHECK, STATUS and GC to the node named by the config's `"control"`
+//! socket (default `/run/vxmesh/vxmesh.sock`), one JSON request line as `vxmesh` sends. It
+//! prints the node's answer (the ADD result, or a CNI error object with `code`, `msg` and
+//! `details`) and exits with 0 or 1. STATUS fails with code 50 when the node does not answer.
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use vxmesh::cni::{CniCall, CniError, SUPPORTED_VERSIONS, code};
+use vxmesh::daemon::{Reply, Request};
+
+/// The control socket when the config names none.
+const DEFAULT_CONTROL: &str = "/run/vxmesh/vxmesh.sock";
+
+fn main() {
+    std::process::exit(match run() {
+        Ok(out) => {
+            print!("{out}");
+            let _ = std::io::stdout().flush();
+            0
+        }
+        Err(e) => {
+            println!("{}", e.to_json());
+            1
+        }
+    });
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_default()
+}
+
+fn run() -> Result<String, CniError> {
+    let command = env("CNI_COMMAND");
+    if command == "VERSION" {
+        return Ok(
+            json!({ "cniVersion": "1.1.0", "supportedVersions": SUPPORTED_VERSIONS }).to_string(),
+        );
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| CniError::new(code::IO, format!("reading the config: {e}")))?;
+    let config: Value = serde_json::from_str(&input)
+        .map_err(|e| CniError::new(code::DECODE, format!("the config is not JSON: {e}")))?;
+    let version = config
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let with = |code: u32, msg: String| CniError {
+        cni_version: if version.is_empty() {
+            "1.0.0".into()
+        } else {
+            version.clone()
+        },
+        ..CniError::new(code, msg)
+    };
+    if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
+        return Err(with(
+            code::INCOMPATIBLE_VERSION,
+            format!(
+                "cniVersion {version:?} is not supported: vxmesh-cni speaks {}",
+                SUPPORTED_VERSIONS.join(", ")
+            ),
+        ));
+    }
+    let call = CniCall {
+        container_id: env("CNI_CONTAINERID"),
+        netns: env("CNI_NETNS"),
+        ifname: env("CNI_IFNAME"),
+        args: env("CNI_ARGS"),
+        config: config.clone(),
+    };
+    let req = match command.as_str() {
+        "ADD" => Request::CniAdd(call),
+        "DEL" => Request::CniDel(call),
+        "CHECK" => Request::CniCheck(call),
+        "STATUS" => Request::CniStatus(call),
+        "GC" => Request::CniGc(call),
+        "" => return Err(with(code::INVALID_ENV, "CNI_COMMAND is not set".into())),
+        c => {
+            return Err(with(
+                code::INVALID_ENV,
+                format!("unknown CNI_COMMAND {c:?}"),
+            ));
+        }
+    };
+    let control = PathBuf::from(
+        config
+            .get("control")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_CONTROL),
+    );
+    let unreachable = |e: String| {
+        let code = if command == "STATUS" {
+            code::NOT_AVAILABLE
+        } else {
+            code::TRY_AGAIN
+        };
+        with(
+            code,
+            format!("no vxmesh node answers at {}", control.display()),
+        )
+        .details(format!(
+            "{e} (is `vxmesh run` running with this control socket? set \"control\" in the config)"
+        ))
+    };
+    let (out, exit) = ask(&control, &req).map_err(unreachable)?;
+    if exit == 0 {
+        return Ok(out);
+    }
+    // The node sends a CNI error object; anything else is wrapped in one.
+    match serde_json::from_str::<CniError>(out.trim()) {
+        Ok(e) => Err(e),
+        Err(_) => Err(with(
+            code::FAILED,
+            format!("the node failed the call (exit {exit})"),
+        )
+        .details(out.trim().to_string())),
+    }
+}
+
+/// Send `req` to the node at `control`; its standard output and exit code.
+fn ask(control: &std::path::Path, req: &Request) -> Result<(String, u8), String> {
+    let stream = std::os::unix::net::UnixStream::connect(control).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_string(req).expect("requests serialize");
+    line.push('\n');
+    (&stream)
+        .write_all(line.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let mut err = String::new();
+    for l in std::io::BufReader::new(&stream).lines() {
+        let l = l.map_err(|e| e.to_string())?;
+        match serde_json::from_str::<Reply>(&l) {
+            Ok(Reply::Out(s)) => out.push_str(&s),
+            Ok(Reply::Err(s)) => {
+                err.push_str(&s);
+                err.push('\n');
+            }
+            Ok(Reply::Exit(code)) => {
+                if !err.is_empty() && out.is_empty() {
+                    out = err;
+                }
+                return Ok((out, code));
+            }
+            Err(e) => return Err(format!("bad reply from the node: {e}")),
+        }
+    }
+    Err("the node closed the connection".into())
+}
