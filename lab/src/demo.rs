@@ -264,6 +264,16 @@ fn lab_tour() -> anyhow::Result<()> {
     step("stats on n1: every port and stage, every drop by name")?;
     shell("vxmesh --node n1 stats", &run.ctl_ok("n1", &["stats"])?);
 
+    let missing = crate::podman::missing();
+    if missing.is_empty() {
+        podman_tour(&run, &exe, &prefix)?;
+    } else {
+        step(&format!(
+            "containers from podman: skipped (missing {}: `apt-get install podman runc busybox-static containernetworking-plugins`)",
+            missing.join(", ")
+        ))?;
+    }
+
     if crate::etcd::installed() {
         store_tour(&mut run, &exe)?;
     } else {
@@ -292,6 +302,65 @@ fn until(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     Ok(start.elapsed())
+}
+
+/// Containers from a real runtime: podman on both nodes, attached by `vxmesh-cni`.
+fn podman_tour(run: &Running, exe: &std::path::Path, prefix: &str) -> anyhow::Result<()> {
+    step("containers from a real runtime: podman on n1 and n2, attached through vxmesh-cni")?;
+    let dir = std::env::temp_dir().join(format!("{prefix}podman"));
+    let pods = crate::podman::PodmanLab::new(run, exe, &["n1", "n2"], "appnet", dir)?;
+    let (p1, p2) = (&pods.nodes[0], &pods.nodes[1]);
+    let rootfs = pods.rootfs();
+    println!(
+        "$ podman run -d --network appnet --network-alias web --name pweb ...   (on n1: httpd, an alias of service web)"
+    );
+    p1.run(&[
+        "run", "-d", "--network", "appnet", "--network-alias", "web", "--name", "pweb",
+        "--rootfs", rootfs, "/bin/sh", "-c",
+        "mkdir -p /tmp/w && echo served by pweb, a podman container > /tmp/w/index.html && exec httpd -f -p 80 -h /tmp/w",
+    ])?;
+    println!("$ podman run -d --network appnet --name pidle ...                      (on n2)");
+    p2.run(&[
+        "run",
+        "-d",
+        "--network",
+        "appnet",
+        "--name",
+        "pidle",
+        "--rootfs",
+        rootfs,
+        "/bin/sleep",
+        "300",
+    ])?;
+    let (a1, a2) = (
+        p1.address("pweb", "appnet")?,
+        p2.address("pidle", "appnet")?,
+    );
+    println!(
+        "addresses given by the nodes (each from its own block of the subnet): pweb {a1}, pidle {a2}"
+    );
+    let inspect = run.ctl_ok("n1", &["network", "inspect", "appnet"])?;
+    let line = inspect.lines().find(|l| l.contains("pweb")).unwrap_or("");
+    println!("n1's network inspect shows it: {}", line.trim());
+    let ping = p2.exec("pidle", &format!("ping -c 2 -W 2 {a1} | tail -2"))?;
+    println!(
+        "pidle (n2) -> pweb (n1):
+{}",
+        ping.trim_end()
+    );
+    let vip = SocketAddr::from(([10, 0, 9, 100], 80));
+    let answers: Vec<String> = (0..4)
+        .map(|_| http_get(&run.lab.endpoint_netns("c11"), vip))
+        .collect::<anyhow::Result<_>>()?;
+    println!(
+        "four requests from c11 to the VIP (pweb is a backend by its alias): {}",
+        answers.join(" | ")
+    );
+    println!("$ podman rm -f pweb pidle    (CNI DEL: the endpoints leave the nodes)");
+    p1.run(&["rm", "-f", "-t", "0", "pweb"])?;
+    p2.run(&["rm", "-f", "-t", "0", "pidle"])?;
+    drop(pods);
+    Ok(())
 }
 
 /// The second part: the same cluster in etcd, the nodes following it, a node failure and its

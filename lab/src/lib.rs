@@ -10,3 +10,4 @@ pub mod etcd;
 pub mod fixture;
 pub mod lab;
 pub mod labrun;
+pub mod podman;
