@@ -60,7 +60,7 @@ fn per_change(c: &mut Criterion) {
     for nodes in [10usize, 100, 1000] {
         let base = state(nodes, 50);
         let url = "etcd://bench:2379";
-        let (cluster, skipped) = base.cluster(url, true).unwrap();
+        let (cluster, skipped) = base.cluster(url, Some("n0")).unwrap();
         assert!(skipped.is_empty(), "{skipped:?}");
         let plan = Plan::of(&cluster, "n0").unwrap();
         // One change: an endpoint added on another node.
@@ -73,7 +73,7 @@ fn per_change(c: &mut Criterion) {
                         br#"{"name":"probe","node":"n1","network":"appnet","ip":"10.250.0.1","attach":"afxdp:probe"}"#,
                         2,
                     );
-                    let (cluster, _) = s.cluster(url, true).unwrap();
+                    let (cluster, _) = s.cluster(url, Some("n0")).unwrap();
                     black_box(Plan::next(&cluster, "n0", Some(&plan)).unwrap())
                 },
                 BatchSize::LargeInput,
@@ -81,7 +81,7 @@ fn per_change(c: &mut Criterion) {
         });
         // Where the time goes: the checks (state -> cluster) and the plan, apart.
         g.bench_function(format!("{nodes}_nodes_x50_endpoints/checks_only"), |b| {
-            b.iter(|| black_box(base.cluster(url, true).unwrap()))
+            b.iter(|| black_box(base.cluster(url, Some("n0")).unwrap()))
         });
         g.bench_function(format!("{nodes}_nodes_x50_endpoints/plan_only"), |b| {
             b.iter(|| black_box(Plan::next(&cluster, "n0", Some(&plan)).unwrap()))

@@ -372,6 +372,12 @@ fn free_vni(st: &State) -> Result<u32, String> {
         .ok_or_else(|| "no free VNI left".to_string())
 }
 
+/// Something different in every process and call, for a write's nonce.
+fn nonce_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
 /// `PROTO/PORT[:PUBLISHED][->TARGET]` as a cluster file's port.
 fn parse_port(s: &str) -> Result<Value, String> {
     let bad =
@@ -405,6 +411,8 @@ async fn write(
     ops_of: impl Fn(&State) -> Result<Ops, String>,
 ) -> Result<(), Failure> {
     let mut last = String::new();
+    // The nonce of a transaction whose reply was lost (it may have committed).
+    let mut sent: Option<String> = None;
     for attempt in 0..WRITE_ATTEMPTS {
         if attempt > 0 && !last.is_empty() {
             tokio::time::sleep(RETRY_PAUSE).await;
@@ -419,8 +427,19 @@ async fn write(
                 continue;
             }
         };
+        // A write whose reply was lost may have committed: the counter holds its nonce then.
+        if let Some(n) = &sent
+            && st.gen_value.as_deref() == Some(n.as_str())
+        {
+            return Ok(());
+        }
         let ops = ops_of(&st).map_err(|e| Failure::Usage(format!("{url}: {e}")))?;
+        if ops.is_empty() {
+            // Nothing to write: the counter stays, and no watcher wakes for nothing.
+            return Ok(());
+        }
         check(&st, &ops, url)?;
+        let nonce = format!("{}-{attempt}-{}", std::process::id(), nonce_seed());
         let mut txn_ops: Vec<TxnOp> = ops
             .iter()
             .map(|(k, v)| match v {
@@ -428,7 +447,7 @@ async fn write(
                 None => TxnOp::delete(k.text(), None),
             })
             .collect();
-        txn_ops.push(TxnOp::put(GEN_KEY, "", None));
+        txn_ops.push(TxnOp::put(GEN_KEY, nonce.clone(), None));
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 GEN_KEY,
@@ -439,14 +458,20 @@ async fn write(
         match client.txn(txn).await {
             Ok(resp) if resp.succeeded() => return Ok(()),
             // Another writer came first: read again and redo the change on what it wrote.
-            Ok(_) => last.clear(),
+            Ok(_) => {
+                last.clear();
+                sent = None;
+            }
             Err(e) if e.to_string().contains("too many operations") => {
                 return Err(Failure::Usage(format!(
                     "{url}: etcd refused one transaction of {} writes (its --max-txn-ops, 128 by default); raise --max-txn-ops on the members, or write in smaller parts; nothing was written",
                     ops.len() + 1
                 )));
             }
-            Err(e) => last = format!("writing: {e}"),
+            Err(e) => {
+                last = format!("writing: {e}");
+                sent = Some(nonce);
+            }
         }
     }
     Err(Failure::Runtime(if last.is_empty() {
@@ -462,7 +487,7 @@ async fn write(
 /// did not (the messages are the cluster file's).
 fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
     let skipped = |s: &State| -> Result<BTreeSet<String>, Failure> {
-        s.cluster(url, false)
+        s.cluster(url, None)
             .map(|(_, sk)| sk.into_iter().map(|s| s.key).collect())
             .map_err(|e| Failure::Usage(e.to_string()))
     };
@@ -475,7 +500,7 @@ fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
         }
     }
     let (_, sk) = after
-        .cluster(url, false)
+        .cluster(url, None)
         .map_err(|e| Failure::Usage(format!("{e}; nothing was written")))?;
     if let Some(s) = sk.iter().find(|s| !before.contains(&s.key)) {
         return Err(Failure::Usage(format!(

@@ -65,27 +65,53 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
     ))
 }
 
-/// Everything under the prefix, at one revision.
+/// Keys a page of [`read_all`] holds at most (a large store read in one response would pass
+/// the client's 4 MiB message limit).
+const PAGE: i64 = 2000;
+
+/// Everything under the prefix, at one revision, a page at a time.
 pub async fn read_all(client: &mut Client) -> anyhow::Result<State> {
-    let resp = client
-        .get(PREFIX, Some(GetOptions::new().with_prefix()))
-        .await
-        .context("reading the store")?;
-    let mut state = State {
-        revision: resp.header().map_or(0, |h| h.revision()),
-        ..State::default()
-    };
-    for kv in resp.kvs() {
-        match kv.key_str() {
-            Ok(k) => state.put(k, kv.value(), kv.mod_revision()),
-            Err(_) => {
-                state.bad.insert(
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    "the key is not UTF-8".into(),
-                );
+    // The prefix's range end: its last byte plus one ("/vxmesh/v1/" -> "/vxmesh/v10").
+    let mut end = PREFIX.as_bytes().to_vec();
+    if let Some(b) = end.last_mut() {
+        *b += 1;
+    }
+    let mut state = State::default();
+    let mut from = PREFIX.as_bytes().to_vec();
+    let mut revision = 0;
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if revision > 0 {
+            // Every page at the first page's revision: one consistent state.
+            opts = opts.with_revision(revision);
+        }
+        let resp = client
+            .get(from.clone(), Some(opts))
+            .await
+            .context("reading the store")?;
+        if revision == 0 {
+            revision = resp.header().map_or(0, |h| h.revision());
+        }
+        for kv in resp.kvs() {
+            match kv.key_str() {
+                Ok(k) => state.put(k, kv.value(), kv.mod_revision()),
+                Err(_) => {
+                    state.bad.insert(
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                        "the key is not UTF-8".into(),
+                    );
+                }
             }
         }
+        match (resp.more(), resp.kvs().last()) {
+            (true, Some(last)) => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => break,
+        }
     }
+    state.revision = revision;
     Ok(state)
 }
 

@@ -40,6 +40,8 @@ pub struct State {
     pub revision: i64,
     /// The modification revision of the write counter (what an admin write compares).
     pub gen_revision: i64,
+    /// The write counter's value: the nonce of the last admin write.
+    pub gen_value: Option<String>,
 }
 
 /// An object left out of the cluster, with why.
@@ -61,7 +63,10 @@ impl State {
             return;
         };
         match k {
-            Key::Gen => self.gen_revision = mod_revision,
+            Key::Gen => {
+                self.gen_revision = mod_revision;
+                self.gen_value = Some(String::from_utf8_lossy(value).into_owned());
+            }
             Key::Alive(n) => {
                 self.alive.insert(n);
             }
@@ -133,9 +138,14 @@ impl State {
             .collect()
     }
 
-    /// The endpoints left out with `excluded` and, with `live`, those of nodes that are down.
-    fn gone(&self, live: bool, excluded: &BTreeSet<(Kind, String)>) -> BTreeSet<String> {
-        let down = if live { self.down() } else { BTreeSet::new() };
+    /// The endpoints left out with `excluded` and, with `live` (the node looking), those of the
+    /// other nodes that are down. A node never sees itself down: its own lease may have expired
+    /// while etcd was away, and it must not take its own containers' ports away for that.
+    fn gone(&self, live: Option<&str>, excluded: &BTreeSet<(Kind, String)>) -> BTreeSet<String> {
+        let down: BTreeSet<String> = match live {
+            Some(me) => self.down().into_iter().filter(|n| n != me).collect(),
+            None => BTreeSet::new(),
+        };
         let mut gone: BTreeSet<String> = excluded
             .iter()
             .filter(|(k, _)| *k == Kind::Endpoint)
@@ -183,7 +193,7 @@ impl State {
     /// in the order written (the checks name an ingress by its position).
     fn tables(
         &self,
-        live: bool,
+        live: Option<&str>,
         excluded: &BTreeSet<(Kind, String)>,
     ) -> (serde_json::Value, Vec<(Kind, String)>) {
         let gone = self.gone(live, excluded);
@@ -204,7 +214,7 @@ impl State {
 
     /// The objects as a cluster file's text, tables in the file's order (nodes first).
     fn file(&self, excluded: &BTreeSet<(Kind, String)>) -> String {
-        let gone = self.gone(false, excluded);
+        let gone = self.gone(None, excluded);
         let mut text = String::new();
         for kind in Kind::ALL {
             let mut list = Vec::new();
@@ -228,13 +238,14 @@ impl State {
     }
 
     /// The cluster the state means, checked as a cluster file read from `source` (the store's
-    /// URL, so messages name it). With `live`, nodes that are down have no endpoints. Objects
+    /// URL, so messages name it). With `live` (the node that looks), the other nodes that are
+    /// down have no endpoints. Objects
     /// the checks refuse are left out one at a time, each with its reason, until the rest
     /// passes; an error that names no object (it cannot be left out) is returned.
     pub fn cluster(
         &self,
         source: &str,
-        live: bool,
+        live: Option<&str>,
     ) -> Result<(Cluster, Vec<Skipped>), ConfigError> {
         let mut excluded = BTreeSet::new();
         let mut skipped: Vec<Skipped> = self
@@ -267,7 +278,7 @@ impl State {
     /// The objects as a cluster file (valid input to `vxmesh run --config`), leaving out what
     /// the checks refuse.
     pub fn export(&self, source: &str) -> Result<String, ConfigError> {
-        let (_, skipped) = self.cluster(source, false)?;
+        let (_, skipped) = self.cluster(source, None)?;
         let excluded: BTreeSet<(Kind, String)> = skipped
             .iter()
             .filter_map(|s| match Key::parse(&s.key) {
@@ -332,7 +343,7 @@ mod tests {
     #[test]
     fn the_fixture_through_the_store_is_the_fixture() {
         let s = fixture();
-        let (c, skipped) = s.cluster("etcd://test", false).unwrap();
+        let (c, skipped) = s.cluster("etcd://test", None).unwrap();
         assert!(skipped.is_empty(), "{skipped:?}");
         let file = Cluster::parse(
             Path::new("etcd://test"),
@@ -376,7 +387,7 @@ mod tests {
             br#"{"name": "x8", "node": "n2", "network": "appnet", "ip": "10.0.9.80"}"#,
             2,
         );
-        let (c, skipped) = s.cluster("etcd://test", true).unwrap();
+        let (c, skipped) = s.cluster("etcd://test", Some("n1")).unwrap();
         let keys: BTreeSet<&str> = skipped.iter().map(|s| s.key.as_str()).collect();
         for k in ["x1", "x2", "x3", "x5", "x6", "x7"] {
             assert!(
@@ -397,15 +408,18 @@ mod tests {
         s.put("/vxmesh/v1/managed/n2", b"", 2);
         assert_eq!(s.status("n2"), Status::Down);
         assert_eq!(s.status("n1"), Status::Ready, "not managed: a static peer");
-        let (c, _) = s.cluster("etcd://test", true).unwrap();
+        let (c, _) = s.cluster("etcd://test", Some("n1")).unwrap();
         assert!(c.endpoint("c21").is_none() && c.endpoint("c22").is_none());
         assert_eq!(c.services[0].backends, vec![("c12".to_string(), 1)]);
         assert!(c.node("n2").is_some(), "the node stays listed");
         s.put("/vxmesh/v1/alive/n2", br#"{"vtep":"198.18.0.2"}"#, 3);
         assert_eq!(s.status("n2"), Status::Ready);
-        let (c, _) = s.cluster("etcd://test", true).unwrap();
+        let (c, _) = s.cluster("etcd://test", Some("n1")).unwrap();
         assert_eq!(c.services[0].backends.len(), 3);
         s.delete("/vxmesh/v1/alive/n2");
         assert_eq!(s.status("n2"), Status::Down);
+        // n2 itself keeps its endpoints (its lease lapsed while etcd was away, say).
+        let (c, _) = s.cluster("etcd://test", Some("n2")).unwrap();
+        assert!(c.endpoint("c21").is_some() && c.endpoint("c22").is_some());
     }
 }

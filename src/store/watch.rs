@@ -141,7 +141,7 @@ pub async fn start(o: &StoreOpts, stats: &StoreStats) -> anyhow::Result<(Session
         .context("marking the node as one that runs vxmesh")?;
     let lease = go_live(&mut client, o).await?;
     let state = read_all(&mut client).await?;
-    let (cluster, skipped) = state.cluster(&o.url, true)?;
+    let (cluster, skipped) = state.cluster(&o.url, Some(&o.node))?;
     note_skipped(stats, &[], &skipped);
     stats.revision.store(state.revision, Ordering::Relaxed);
     stats.connected.store(true, Ordering::Relaxed);
@@ -229,6 +229,7 @@ pub async fn follow(
     let mut backoff = FIRST_BACKOFF;
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut resync = false;
+    let (mut failing, mut retry) = (false, FIRST_BACKOFF);
     loop {
         if resync {
             match read_all(&mut client).await {
@@ -236,7 +237,7 @@ pub async fn follow(
                     state = s;
                     stats.resyncs.fetch_add(1, Ordering::Relaxed);
                     resync = false;
-                    apply_state(&state, &o, stats, &mut skipped, apply).await;
+                    failing = !apply_state(&state, &o, stats, &mut skipped, apply).await;
                 }
                 Err(e) => {
                     stats.error(format!("{e:#}"));
@@ -259,8 +260,10 @@ pub async fn follow(
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(state.revision + 1);
-        let mut stream = match client.watch(PREFIX, Some(opts)).await {
-            Ok((_watcher, stream)) => stream,
+        // The watcher is the request half of the watch: kept while the stream is read (some
+        // servers end a watch whose request stream closed).
+        let (_watcher, mut stream) = match client.watch(PREFIX, Some(opts)).await {
+            Ok(w) => w,
             Err(e) => {
                 stats.error(format!("watching: {e}"));
                 lost(stats, &mut backoff).await;
@@ -295,20 +298,26 @@ pub async fn follow(
                         state.revision = state.revision.max(kv.mod_revision());
                         dirty = true;
                     }
-                    if let Some(h) = resp.header() {
-                        state.revision = state.revision.max(h.revision());
-                    }
+                    // Only the events move the revision a watch resumes from: a catch-up batch's
+                    // header may already carry a later revision whose events are still coming.
                     stats.revision.store(state.revision, Ordering::Relaxed);
                     backoff = FIRST_BACKOFF;
                 }
                 _ = tokio::time::sleep(COALESCE), if dirty => {
                     dirty = false;
-                    apply_state(&state, &o, stats, &mut skipped, apply).await;
+                    failing = !apply_state(&state, &o, stats, &mut skipped, apply).await;
+                    retry = FIRST_BACKOFF;
+                }
+                // A change the node refused (an interface not there yet, a bind refused) is
+                // tried again, with backoff, until it applies or the store changes.
+                _ = tokio::time::sleep(retry), if failing && !dirty => {
+                    failing = !apply_state(&state, &o, stats, &mut skipped, apply).await;
+                    retry = (retry * 2).min(MAX_BACKOFF);
                 }
             }
         }
         if dirty {
-            apply_state(&state, &o, stats, &mut skipped, apply).await;
+            failing = !apply_state(&state, &o, stats, &mut skipped, apply).await;
         }
         if !resync {
             lost(stats, &mut backoff).await;
@@ -326,26 +335,26 @@ async fn lost(stats: &StoreStats, backoff: &mut Duration) {
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
 }
 
-/// Turn the state into this node's cluster and hand it to the node.
+/// Turn the state into this node's cluster and hand it to the node; whether it applied.
 async fn apply_state(
     state: &State,
     o: &StoreOpts,
     stats: &StoreStats,
     skipped: &mut Vec<Skipped>,
     apply: &mut Apply<'_>,
-) {
-    let (snapshot, url) = (state.clone(), o.url.clone());
-    let planned = tokio::task::spawn_blocking(move || snapshot.cluster(&url, true)).await;
+) -> bool {
+    let (snapshot, url, me) = (state.clone(), o.url.clone(), o.node.clone());
+    let planned = tokio::task::spawn_blocking(move || snapshot.cluster(&url, Some(&me))).await;
     let (cluster, now) = match planned {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             stats.changes_refused.fetch_add(1, Ordering::Relaxed);
             stats.error(format!("the store's state is refused: {e}"));
-            return;
+            return false;
         }
         Err(e) => {
             stats.error(format!("planning: {e}"));
-            return;
+            return false;
         }
     };
     note_skipped(stats, skipped, &now);
@@ -353,10 +362,12 @@ async fn apply_state(
     match apply(cluster).await {
         Ok(_) => {
             stats.changes_applied.fetch_add(1, Ordering::Relaxed);
+            true
         }
         Err(e) => {
             stats.changes_refused.fetch_add(1, Ordering::Relaxed);
             stats.error(format!("change refused: {e}"));
+            false
         }
     }
 }
