@@ -128,9 +128,20 @@ fn run() -> Result<String, CniError> {
     }
 }
 
+/// How long the node may take to answer a call.
+const NODE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Send `req` to the node at `control`; its standard output and exit code.
 fn ask(control: &std::path::Path, req: &Request) -> Result<(String, u8), String> {
     let stream = std::os::unix::net::UnixStream::connect(control).map_err(|e| e.to_string())?;
+    // A node busy with a large change answers late; one that never answers must not hold the
+    // runtime's call forever.
+    for r in [
+        stream.set_read_timeout(Some(NODE_TIMEOUT)),
+        stream.set_write_timeout(Some(NODE_TIMEOUT)),
+    ] {
+        r.map_err(|e| e.to_string())?;
+    }
     let mut line = serde_json::to_string(req).expect("requests serialize");
     line.push('\n');
     (&stream)
@@ -139,7 +150,12 @@ fn ask(control: &std::path::Path, req: &Request) -> Result<(String, u8), String>
     let mut out = String::new();
     let mut err = String::new();
     for l in std::io::BufReader::new(&stream).lines() {
-        let l = l.map_err(|e| e.to_string())?;
+        let l = l.map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                format!("the node did not answer within {NODE_TIMEOUT:?}")
+            }
+            _ => e.to_string(),
+        })?;
         match serde_json::from_str::<Reply>(&l) {
             Ok(Reply::Out(s)) => out.push_str(&s),
             Ok(Reply::Err(s)) => {

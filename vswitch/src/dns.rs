@@ -292,7 +292,8 @@ impl Dns {
         // MTU (no fragments); the question alone always goes back, whatever the limits.
         let path = usize::from(mtu).saturating_sub(IP_UDP_LEN);
         let limit = q.edns.map_or(dns::MIN_UDP_PAYLOAD, usize::from).min(path);
-        let advertise = u16::try_from(path).unwrap_or(u16::MAX);
+        // RFC 6891: an advertised size under 512 is taken as 512.
+        let advertise = u16::try_from(path.max(dns::MIN_UDP_PAYLOAD)).unwrap_or(u16::MAX);
         let dns_off = l3 + IP_UDP_LEN;
         let room = p.max_len().saturating_sub(dns_off);
         let limit = limit.min(room);
@@ -372,8 +373,10 @@ impl Stage for Dns {
             return;
         }
         for (_, p) in batch.active_mut() {
-            let mtu = env.nets[usize::from(p.meta.net.0)].mtu;
-            self.handle(p, mtu);
+            let Some(net) = env.nets.get(usize::from(p.meta.net.0)) else {
+                continue;
+            };
+            self.handle(p, net.mtu);
         }
     }
 

@@ -333,6 +333,10 @@ impl Query {
             let rec = msg
                 .get(pos..pos + OPT_RECORD_LEN)
                 .ok_or(DnsError::Truncated)?;
+            if rec[0] & 0xc0 == 0xc0 {
+                // A compression pointer anywhere in a query has its own reason.
+                return Err(DnsError::Compression);
+            }
             if rec[0] != 0 || be16(&rec[1..]) != TYPE_OPT {
                 return Err(DnsError::Malformed);
             }
@@ -478,8 +482,8 @@ impl<'a> Response<'a> {
     /// Start the response to `query` (checked in `buf` by [`Query::parse`]) with `rcode`.
     /// `limit`: the largest message the client takes (its EDNS0 size, else 512, capped by
     /// the path's MTU and the buffer); `advertise`: the payload size this resolver announces
-    /// in its OPT record. A limit below the question (never, for a checked query and a limit
-    /// of at least 512) writes the question cut short: the caller must keep `limit` >= 512.
+    /// in its OPT record. The question always goes back whole, even past `limit` (the caller
+    /// keeps `limit` at 512 or more, which a checked query's question always fits).
     pub fn new(buf: &'a mut [u8], query: &Query, rcode: u8, limit: usize, advertise: u16) -> Self {
         let limit = limit.min(buf.len());
         let opt = if query.edns.is_some() {
@@ -861,6 +865,13 @@ mod tests {
         assert_eq!(Query::parse(&p), Err(DnsError::Compression));
         let mut p = ok[..12].to_vec();
         p.extend_from_slice(&[1, b'a', 0xc0, 12, 0, 1, 0, 1]);
+        assert_eq!(Query::parse(&p), Err(DnsError::Compression));
+        // A pointer as the OPT record's owner name.
+        let mut p = query("web", 1, Some(1232));
+        let opt = p.len() - OPT_RECORD_LEN;
+        assert_eq!(p[opt], 0, "the OPT owner is the root");
+        p[opt] = 0xc0;
+        p.insert(opt + 1, 12);
         assert_eq!(Query::parse(&p), Err(DnsError::Compression));
         // A 64-byte label, and the reserved label types.
         let mut p = ok[..12].to_vec();
