@@ -103,6 +103,22 @@ impl Balancer {
         Ok(())
     }
 
+    /// Change a service's configuration in place (scheduler, backend network, source NAT): its
+    /// backends and connections stay, new connections follow the new configuration. Returns
+    /// the configuration it had, so that a change can be taken back exactly. The key cannot
+    /// change: a service under another key is another service.
+    pub fn replace_service(&mut self, cfg: ServiceConfig) -> Result<ServiceConfig, BalancerError> {
+        let s = self.service_slot(&cfg.key)?;
+        let svc = &mut self.services[s];
+        let scheduler_changed = svc.cfg.scheduler != cfg.scheduler;
+        let old = std::mem::replace(&mut svc.cfg, cfg);
+        if scheduler_changed {
+            svc.sched = Scheduler::new(svc.cfg.scheduler);
+            self.resched(s, None);
+        }
+        Ok(old)
+    }
+
     fn service_slot(&self, key: &ServiceKey) -> Result<usize, BalancerError> {
         self.by_key
             .get(key)
@@ -295,6 +311,45 @@ mod tests {
         );
         let udp = lb.services().into_iter().find(|s| s.key == ukey).unwrap();
         assert_eq!(udp.backends[0].inact_conns, 1);
+    }
+
+    #[test]
+    fn a_service_replaced_in_place_keeps_its_connections() {
+        let mut lb = lb_with(2, SchedulerKind::Rr, 64);
+        let now = Time::from_secs(1);
+        let mut f = client_pkt(100, tcp::FLAG_SYN);
+        lb.process(&mut f, ETH, NET, now);
+        let to = tuple_of(&f).dst;
+        let old = lb.services()[0].clone();
+        let mut cfg = ServiceConfig {
+            key: key(),
+            scheduler: SchedulerKind::Wrr,
+            backend_net: NET,
+            snat: None,
+        };
+        let was = lb.replace_service(cfg.clone()).unwrap();
+        assert_eq!(was.scheduler, SchedulerKind::Rr);
+        // The connection goes on to the same backend, through the same service.
+        let mut f = client_pkt(100, tcp::FLAG_ACK);
+        assert!(matches!(
+            lb.process(&mut f, ETH, NET, now),
+            Verdict::ToBackend { .. }
+        ));
+        assert_eq!(tuple_of(&f).dst, to);
+        assert_eq!(lb.conns(now).len(), 1);
+        // And back: exactly as it was.
+        cfg.scheduler = SchedulerKind::Rr;
+        lb.replace_service(was).unwrap();
+        let back = lb.services()[0].clone();
+        assert_eq!(
+            (back.key, back.backends.len()),
+            (old.key, old.backends.len())
+        );
+        let other = ServiceKey { port: 81, ..key() };
+        assert!(
+            lb.replace_service(ServiceConfig { key: other, ..cfg })
+                .is_err()
+        );
     }
 
     #[test]
