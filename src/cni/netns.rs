@@ -1,0 +1,119 @@
+//! The system side of a CNI attachment, in the container's namespace (`CNI_NETNS`): checking
+//! that a path is a network namespace, running a closure inside one, creating and deleting the
+//! veth whose node side the AF_XDP port opens (a TAP is opened by the port itself), and the name
+//! of a namespace under `/run/netns`. Control plane, off the packet path: blocking calls, run on
+//! the handlers' blocking threads.
+
+use std::io;
+use std::process::Command;
+
+use super::Attachment;
+
+/// The name of a namespace given as `/run/netns/NAME`.
+pub(super) fn named_netns(path: &str) -> Option<String> {
+    let rest = path
+        .strip_prefix(vswitch::port::netns::NETNS_DIR)?
+        .strip_prefix('/')?;
+    vswitch::port::netns::valid_name(rest).then(|| rest.to_string())
+}
+
+/// Run `f` on a thread of its own that has entered the network namespace at `path`; the thread
+/// ends with `f`, so it never has to come back.
+pub(super) fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = std::fs::File::open(path)?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a descriptor we own; it moves only this thread, which ends here.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    })
+}
+
+/// Whether `path` is a network namespace (a file of nsfs of type CLONE_NEWNET).
+pub(super) fn is_netns(path: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    /// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
+    const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor's namespace.
+    let t = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };
+    if t < 0 {
+        return Err(format!("{path} is not a namespace"));
+    }
+    if t != libc::CLONE_NEWNET {
+        return Err(format!("{path} is a namespace but not a network namespace"));
+    }
+    Ok(())
+}
+
+/// Run `ip ARGS` in the calling thread's namespace.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("running ip: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Create the veth of `a` (node side in the node's namespace, container side `a.ifname` in
+/// `a.netns`) and configure it: MAC, MTU, address, up, TX checksum offload, TSO and GSO off on
+/// the container side (AF_XDP gets frames as the container built them). Removes what it made if
+/// any step fails.
+pub(super) fn create_veth(a: &Attachment, mtu: u16, prefix: u8) -> Result<(), String> {
+    let mtu = mtu.to_string();
+    let mac = a.mac().to_string();
+    ip(&[
+        "link", "add", &a.host_if, "mtu", &mtu, "type", "veth", "peer", "name", &a.ifname, "mtu",
+        &mtu, "address", &mac, "netns", &a.netns,
+    ])?;
+    let configured = ip(&["link", "set", &a.host_if, "up"]).and_then(|()| {
+        let addr = format!("{}/{prefix}", a.ip);
+        in_netns(&a.netns, || {
+            ip(&["addr", "add", &addr, "dev", &a.ifname])?;
+            ip(&["link", "set", &a.ifname, "up"])?;
+            vswitch::port::ethtool::disable_offloads(None, &a.ifname)
+                .map_err(|e| format!("turning offloads off on {}: {e}", a.ifname))
+        })
+        .map_err(|e| format!("{}: {e}", a.netns))?
+    });
+    if configured.is_err() {
+        delete_veth(&a.host_if);
+    }
+    configured
+}
+
+/// Delete the veth whose node side is `host_if`, if it is there (its peer goes with it).
+pub(super) fn delete_veth(host_if: &str) {
+    if vswitch::port::iface::index_of(host_if).is_some() {
+        let _ = ip(&["link", "del", host_if]);
+    }
+}
+
+/// Whether interface `ifname` exists in the namespace at `netns`.
+pub(super) fn exists_in(netns: &str, ifname: &str) -> io::Result<bool> {
+    in_netns(netns, || vswitch::port::iface::index_of(ifname).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_named_only_under_run_netns() {
+        assert_eq!(named_netns("/run/netns/x").as_deref(), Some("x"));
+        assert_eq!(named_netns("/proc/1/ns/net"), None);
+    }
+}

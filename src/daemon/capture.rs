@@ -1,0 +1,125 @@
+//! `vxmesh capture` on the node's side: create the pcap file as the client (off the runtime),
+//! start the switch's capture on one port (one capture at a time), move the frames it copied to
+//! the file's writer every [`COLLECT_EVERY`], and stop it when the count is reached or the client
+//! goes away. The copying happens in the packet path (the switch's capture); this is its control
+//! side.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use vswitch::Time;
+
+use super::session::Replies;
+use super::{COLLECT_EVERY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Handle, Reply};
+use crate::{control, pcap};
+
+/// Serve a `capture` request: frames of `port` into `file` (as the client `peer`), `count` at
+/// most.
+pub(super) async fn capture(
+    port: String,
+    file: PathBuf,
+    count: Option<u64>,
+    peer: &control::Peer,
+    h: &Handle,
+    rep: &mut Replies,
+) -> anyhow::Result<u8> {
+    // The file first, with the client's identity and off this runtime (a hung file system must
+    // not stall the control side), then the capture.
+    let (path, who) = (file.clone(), *peer);
+    let opened = tokio::task::spawn_blocking(move || {
+        control::create_capture_file(&path, &who).and_then(pcap::Sink::spawn)
+    })
+    .await
+    .context("opening the capture file")?;
+    let sink = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            rep.send(&Reply::Err(format!("capture: {}: {e}", file.display())))
+                .await?;
+            return Ok(EXIT_FAILURE);
+        }
+    };
+    let want = count.unwrap_or(u64::MAX);
+    let started = h
+        .call(move |n| {
+            if n.sw.capturing() {
+                return Err(
+                    "capture: another capture is running on this node; one at a time".into(),
+                );
+            }
+            match n.sw.port_id(&port) {
+                Some(p) => {
+                    n.sw.start_capture(p, want);
+                    Ok((Time::monotonic(), SystemTime::now()))
+                }
+                None => {
+                    let names: Vec<String> =
+                        n.sw.stats().ports.into_iter().map(|p| p.name).collect();
+                    Err(format!(
+                        "capture: no port {port:?} (ports: {})",
+                        names.join(", ")
+                    ))
+                }
+            }
+        })
+        .await?;
+    let (mono0, wall0) = match started {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || sink.finish()).await;
+            let _ = std::fs::remove_file(&file);
+            rep.send(&Reply::Err(e)).await?;
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let wall0 = wall0
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let mut missed = 0u64;
+    // Every way out of the loop goes through the stop below: a capture never outlives its
+    // session (the switch would keep copying frames for nobody).
+    let collected: anyhow::Result<()> = async {
+        loop {
+            tokio::time::sleep(COLLECT_EVERY).await;
+            let (frames, m, running) = h.call(|n| n.sw.take_capture()).await?;
+            missed += m;
+            for f in frames {
+                let t = wall0 + f.time_ns.saturating_sub(mono0.0);
+                match sink.offer(t, f.data) {
+                    pcap::Offer::Queued => {}
+                    pcap::Offer::Full => missed += 1,
+                    pcap::Offer::Failed => return Ok(()),
+                }
+            }
+            // An empty progress line each round: a client gone (Ctrl-C) ends the capture.
+            if !running || rep.out("").await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    h.call(|n| n.sw.stop_capture()).await?;
+    collected?;
+    let written = tokio::task::spawn_blocking(move || sink.finish())
+        .await
+        .context("the capture's writer")?;
+    let missed = if missed > 0 {
+        format!(" ({missed} missed: the backlog was full)")
+    } else {
+        String::new()
+    };
+    match written {
+        Ok(n) => {
+            let msg = format!("capture: {n} frames written to {}{missed}", file.display());
+            let _ = rep.send(&Reply::Err(msg)).await;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            let msg = format!("capture: writing {}: {e}{missed}", file.display());
+            let _ = rep.send(&Reply::Err(msg)).await;
+            Ok(EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The daemon (`vxmesh run`) and its control socket.
+//!
+//! Two threads. The poll thread owns the [`Node`] (the switch, its ports and tables) and runs it
+//! to completion, batch after batch, in `vswitch::worker`'s poll loop: it busy-polls while
+//! traffic flows and, after [`BUSY_POLL`] without a frame (`vxmesh run --busy-poll-us`), sleeps
+//! in `poll(2)` on every port's descriptor plus an eventfd, so an idle node costs no CPU; an empty
+//! round while busy-polling yields the CPU. Every [`HOUSEKEEPING`] it ages the FDB, expires
+//! connections and (every [`ESTIMATE_EVERY`]) estimates rates. The control side is a
+//! single-threaded tokio runtime serving the control socket (`/run/vxmesh/NODE.sock`): each
+//! command becomes a closure sent to the poll thread over a channel (plus a wake-up on the
+//! eventfd) and runs there between two batches, so the tables have one owner, need no lock, and
+//! traffic never stops for a command.
+//!
+//! The protocol is one JSON request line ([`Request`]) and a stream of JSON reply lines
+//! ([`Reply`]), the last of which is the exit code the client exits with (SPEC.md: 0 success,
+//! 1 runtime failure, 2 usage or configuration error).
+//!
+//! The module, one concern a file: here the process (`run`, its options, the poll thread, the
+//! accept loop); `protocol` the request and reply lines; `client` the client side; `session` one
+//! control connection; `change` the change path; `trace` and `capture` those two commands.
+
+mod capture;
+mod change;
+mod client;
+mod protocol;
+mod session;
+mod trace;
+
+pub use client::client;
+pub use protocol::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Reply, Request};
+pub use trace::TRACE_WAIT;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use vswitch::Time;
+use vswitch::worker::{self, PollConfig, Waker, Work};
+
+use change::change_to;
+use session::{refuse, session};
+
+use crate::cni;
+use crate::config::Cluster;
+use crate::control;
+use crate::node::{Node, SystemPorts};
+use crate::store::watch::{StoreOpts, StoreStats};
+
+/// Default directory of control sockets.
+pub const CONTROL_DIR: &str = "/run/vxmesh";
+/// Default busy-poll window: keep polling without sleeping for this long after the last frame
+/// (`vxmesh run --busy-poll-us`).
+pub const BUSY_POLL: Duration = Duration::from_micros(200);
+/// Housekeeping period: FDB aging, connection expiry, rate estimation. It is also the longest
+/// sleep of an idle poll thread (`vswitch::worker::PollConfig::housekeeping`), so housekeeping
+/// runs on an idle node too.
+pub const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// Rate estimator period (IPVS estimates every 2 s).
+pub const ESTIMATE_EVERY: Duration = Duration::from_secs(2);
+/// FDB entries examined per housekeeping tick.
+pub const FDB_AGE_BUDGET: usize = 4096;
+/// Connection-table slots examined per housekeeping tick.
+pub const CONN_EXPIRE_BUDGET: usize = 4096;
+/// How often a running trace or capture collects what the switch recorded.
+pub const COLLECT_EVERY: Duration = Duration::from_millis(50);
+
+/// The default control socket of node `name`.
+pub fn default_control(name: &str) -> PathBuf {
+    Path::new(CONTROL_DIR).join(format!("{name}.sock"))
+}
+
+type Job = Box<dyn FnOnce(&mut Node) + Send>;
+
+/// The control side's handle on the poll thread.
+#[derive(Clone)]
+struct Handle {
+    jobs: mpsc::Sender<Job>,
+    wake: Arc<Waker>,
+    /// Held while a change is prepared and committed: one at a time. It guards the desired
+    /// state's parts: the file's or store's cluster and the CNI attachments.
+    changes: Arc<tokio::sync::Mutex<cni::Local>>,
+    /// The store the node follows (its URL and counters), if it does.
+    store: Option<(String, Arc<StoreStats>)>,
+}
+
+impl Handle {
+    /// Run `f` on the poll thread between two batches and return its result.
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Node) -> R + Send + 'static,
+    ) -> anyhow::Result<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |n: &mut Node| {
+                let _ = tx.send(f(n));
+            }))
+            .map_err(|_| anyhow!("the poll thread has stopped"))?;
+        self.wake.wake();
+        rx.await.map_err(|_| anyhow!("the poll thread has stopped"))
+    }
+}
+
+/// The node as the poll loop drives it: its switch, the control jobs to apply between batches,
+/// and its housekeeping.
+struct NodeWork {
+    node: Node,
+    jobs: mpsc::Receiver<Job>,
+    next_estimate: Time,
+}
+
+impl Work for NodeWork {
+    fn poll(&mut self, now: Time) -> usize {
+        self.node.sw.poll(now)
+    }
+
+    fn between_batches(&mut self) {
+        while let Ok(job) = self.jobs.try_recv() {
+            job(&mut self.node);
+        }
+    }
+
+    fn poll_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.node.sw.poll_fds()
+    }
+
+    fn fds_generation(&self) -> u64 {
+        self.node.sw.ports_generation()
+    }
+
+    fn housekeeping(&mut self, now: Time) {
+        self.node.sw.env.fdb.age(now, FDB_AGE_BUDGET);
+        let lb = self.node.lb();
+        lb.expire(now, CONN_EXPIRE_BUDGET);
+        if now >= self.next_estimate {
+            self.next_estimate = Time(now.0 + ESTIMATE_EVERY.as_nanos() as u64);
+            lb.estimate(now);
+        }
+    }
+}
+
+/// The poll thread: run the switch until `stop`, applying control jobs between batches.
+fn poll_loop(
+    node: Node,
+    jobs: mpsc::Receiver<Job>,
+    wake: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    opts: RunOptions,
+) {
+    let mut work = NodeWork {
+        node,
+        jobs,
+        next_estimate: Time::monotonic(),
+    };
+    if opts.poll_priority > 0 {
+        // Checked by run() before this thread is started (see realtime_allowed).
+        let _ = set_fifo(opts.poll_priority);
+    }
+    let cfg = PollConfig {
+        busy_poll: opts.busy_poll,
+        housekeeping: HOUSEKEEPING,
+    };
+    worker::run(&mut work, Some(&wake), &stop, cfg);
+}
+
+/// Put the calling thread under SCHED_FIFO at `priority`.
+fn set_fifo(priority: u8) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether this process may run a thread at SCHED_FIFO `priority` (tried on a throwaway
+/// thread, so the caller's own scheduling is untouched).
+fn realtime_allowed(priority: u8) -> anyhow::Result<()> {
+    std::thread::spawn(move || set_fifo(priority))
+        .join()
+        .map_err(|_| anyhow!("checking --poll-priority: the thread panicked"))?
+        .with_context(|| {
+            format!(
+                "--poll-priority {priority}: the poll thread cannot run at SCHED_FIFO (it needs root or CAP_SYS_NICE)"
+            )
+        })
+}
+
+/// How the poll thread runs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Busy-poll window: after the last received frame, keep polling (no sleep) this long before
+    /// sleeping in `poll(2)`. Longer trades idle-ish CPU for latency: every sleep costs a wake-up
+    /// (tens to hundreds of µs on a VM) on the next frame. `Duration::MAX` never sleeps (VPP and
+    /// DPDK's polling mode).
+    pub busy_poll: Duration,
+    /// Connection-table entries (IPVS-style conntrack); a full table drops new connections
+    /// (`drop_table_full`), never evicts.
+    pub max_conns: usize,
+    /// `--control-group`: a group (name or gid) whose members may use the control socket.
+    pub control_group: Option<String>,
+    /// `--poll-priority`: run the poll thread at SCHED_FIFO of this priority (1..=99); 0 keeps
+    /// ordinary scheduling.
+    pub poll_priority: u8,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            busy_poll: BUSY_POLL,
+            max_conns: crate::node::MAX_CONNS,
+            control_group: None,
+            poll_priority: 0,
+        }
+    }
+}
+
+/// Where a node's desired state comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A cluster file (`--config`), re-read by `reload`.
+    File(PathBuf),
+    /// The cluster store (`--store`), followed as it changes.
+    Store(StoreOpts),
+}
+
+/// `vxmesh run`: build the node, serve the control socket, stop cleanly on SIGINT/SIGTERM.
+/// Errors in the cluster file (or the store's state) come back as
+/// [`crate::config::ConfigError`] (exit 2).
+pub fn run(
+    source: Source,
+    node_name: &str,
+    control: Option<PathBuf>,
+    opts: RunOptions,
+) -> anyhow::Result<()> {
+    let control = control.unwrap_or_else(|| default_control(node_name));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    // Bind the control socket first: a second node with the same socket must fail before it
+    // touches any port.
+    let access = control::Access::new(opts.control_group.as_deref())?;
+    if opts.poll_priority > 0 {
+        realtime_allowed(opts.poll_priority)?;
+    }
+    let listener = {
+        let _rt = rt.enter();
+        control::bind(&control, &access)?
+    };
+    let stats = Arc::new(StoreStats::default());
+    let started = match &source {
+        Source::File(config) => Cluster::load(config)
+            .map(|c| (c, None))
+            .map_err(anyhow::Error::from),
+        Source::Store(o) => rt
+            .block_on(crate::store::watch::start(o, &stats))
+            .map(|(session, c)| (c, Some((o.clone(), session)))),
+    };
+    let (cluster, session) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&control);
+            return Err(e);
+        }
+    };
+    // The desired state: the file's or store's cluster and the CNI attachments kept from an
+    // earlier run (those whose interface is gone are dropped).
+    let (local, notes) = cni::Local::load(node_name, cluster, cni::state_file(&control));
+    for n in notes {
+        eprintln!("vxmesh: {n}");
+    }
+    let built = local
+        .desired(&local.source)
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|d| Node::build_with(d, node_name, &mut SystemPorts, opts.max_conns));
+    let node = match built {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&control);
+            return Err(e);
+        }
+    };
+    let ports: Vec<String> = node
+        .sw
+        .stats()
+        .ports
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let (jobs_tx, jobs_rx) = mpsc::channel();
+    let wake = Arc::new(Waker::new().context("eventfd")?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let poll = {
+        let (wake, stop) = (wake.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("vxmesh-poll".into())
+            .spawn(move || poll_loop(node, jobs_rx, wake, stop, opts))
+            .context("starting the poll thread")?
+    };
+    eprintln!(
+        "vxmesh: node {node_name} running: ports {}; control socket {}{}",
+        ports.join(", "),
+        control.display(),
+        match &source {
+            Source::File(p) => format!("; cluster file {}", p.display()),
+            Source::Store(o) => format!("; following the store {}", o.url),
+        }
+    );
+    let handle = Handle {
+        jobs: jobs_tx,
+        wake: wake.clone(),
+        changes: Arc::new(tokio::sync::Mutex::new(local)),
+        store: session
+            .as_ref()
+            .map(|(o, _)| (o.url.clone(), stats.clone())),
+    };
+    let served = rt.block_on(serve(
+        control::Gate::new(listener, access),
+        handle,
+        session,
+        stats,
+    ));
+    stop.store(true, Ordering::Relaxed);
+    wake.wake();
+    let joined = poll.join();
+    let _ = std::fs::remove_file(&control);
+    served?;
+    joined.map_err(|_| anyhow!("the poll thread panicked"))?;
+    eprintln!("vxmesh: node {node_name} stopped");
+    Ok(())
+}
+
+/// The control side: accept connections (each a session), follow the store if the node does,
+/// until SIGINT or SIGTERM; then leave the store.
+async fn serve(
+    gate: control::Gate,
+    handle: Handle,
+    store: Option<(StoreOpts, crate::store::watch::Session)>,
+    stats: Arc<StoreStats>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let local = tokio::task::LocalSet::new();
+    let lease = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut leaving = None;
+    if let Some((o, session)) = store {
+        use crate::store::watch;
+        lease.store(session.lease, Ordering::Relaxed);
+        leaving = Some(session.client.clone());
+        let (h, st, ka) = (handle.clone(), stats.clone(), stats.clone());
+        let (o2, client2, lease2) = (o.clone(), session.client.clone(), lease.clone());
+        local.spawn_local(async move {
+            watch::keep_alive(client2, o2, &lease2, &ka).await;
+        });
+        local.spawn_local(async move {
+            let mut apply = |cluster: Cluster| -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<String, String>> + '_>,
+            > {
+                let h = h.clone();
+                Box::pin(async move {
+                    match change_to(&h, cluster).await {
+                        Ok(r) => r,
+                        Err(e) => Err(format!("{e:#}")),
+                    }
+                })
+            };
+            watch::follow(session.client, session.state, o, &st, &mut apply).await;
+        });
+    }
+    let r = local
+        .run_until(async move {
+            loop {
+                tokio::select! {
+                    _ = int.recv() => return Ok(()),
+                    _ = term.recv() => return Ok(()),
+                    admit = gate.next() => match admit {
+                        control::Admit::Session(stream, peer, guard) => {
+                            let h = handle.clone();
+                            tokio::task::spawn_local(async move {
+                                let _ = session(stream, peer, h).await;
+                                drop(guard);
+                            });
+                        }
+                        control::Admit::Refused(stream, why) => {
+                            tokio::task::spawn_local(refuse(stream, why));
+                        }
+                    },
+                }
+            }
+        })
+        .await;
+    if let Some(mut client) = leaving {
+        crate::store::watch::leave(&mut client, lease.load(Ordering::Relaxed)).await;
+    }
+    r
+}

@@ -1,0 +1,96 @@
+//! How a node opens its ports: the [`PortOpener`] a change calls for each port of the plan and
+//! for the underlay, with [`SystemPorts`] (AF_XDP on veths, TAPs in the containers' namespaces,
+//! the UDP socket on 4789) and [`MemPorts`] (in-memory ports, for tests and benches). The ports
+//! themselves are the packet path's ends (`vswitch::port`); opening them is control plane, off
+//! the poll thread: an AF_XDP socket or a TAP takes milliseconds.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use anyhow::Context;
+use vswitch::{Mac, Port};
+
+use super::{PortKind, PortPlan};
+use crate::config::Attach;
+
+/// Opens the kernel-backed ports; tests substitute in-memory ones. Called off the packet
+/// thread: opening an AF_XDP socket or creating a TAP takes milliseconds.
+pub trait PortOpener {
+    /// Open the port of `plan`. `offloads`: whether a TAP may hand over 64 KB super-frames
+    /// (the switch's buffers hold them).
+    fn open(&mut self, plan: &PortPlan, offloads: bool) -> anyhow::Result<Box<dyn Port>>;
+    /// Open the UDP underlay at `vtep`.
+    fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>>;
+}
+
+/// In-memory ports for every port of a plan, their other ends dropped: a node that needs no
+/// root and touches no interface (tests and benches of the node's tables and control paths).
+pub struct MemPorts;
+
+impl PortOpener for MemPorts {
+    fn open(&mut self, _: &PortPlan, _: bool) -> anyhow::Result<Box<dyn Port>> {
+        Ok(Box::new(vswitch::MemPort::new().0))
+    }
+    fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        Ok(Box::new(vswitch::MemPort::new().0))
+    }
+}
+
+/// The real ports: AF_XDP on veths, TAPs in the containers' namespaces, a UDP socket on 4789.
+pub struct SystemPorts;
+
+impl PortOpener for SystemPorts {
+    fn open(&mut self, p: &PortPlan, offloads: bool) -> anyhow::Result<Box<dyn Port>> {
+        match (&p.attach, &p.kind) {
+            (Attach::Tap(ifname), PortKind::Endpoint { mac, addr, netns }) => {
+                let tap = vswitch::port::tap::TapPort::create(&vswitch::port::tap::TapConfig {
+                    name: ifname.clone(),
+                    netns: netns.clone(),
+                    mac: *mac,
+                    mtu: p.mtu,
+                    addr: Some(*addr),
+                    offloads,
+                    // The container keeps its interface while the node restarts.
+                    persist: true,
+                })
+                .with_context(|| format!("endpoint {}: tap {ifname}", p.name))?;
+                Ok(Box::new(tap))
+            }
+            (Attach::Tap(ifname), PortKind::Ingress) => {
+                let tap = vswitch::port::tap::TapPort::create(&vswitch::port::tap::TapConfig {
+                    name: ifname.clone(),
+                    netns: None,
+                    mac: Mac::docker_default(Ipv4Addr::UNSPECIFIED),
+                    mtu: p.mtu,
+                    addr: None,
+                    offloads: false,
+                    persist: false,
+                })
+                .with_context(|| format!("ingress: tap {ifname}"))?;
+                Ok(Box::new(tap))
+            }
+            (Attach::Afxdp(ifname), kind) => {
+                if let PortKind::Endpoint {
+                    netns: Some(ns), ..
+                } = kind
+                {
+                    crate::sys::disable_peer_offloads(ifname, ns).with_context(|| {
+                        format!("endpoint {}: turning offloads off in netns {ns}", p.name)
+                    })?;
+                }
+                let port =
+                    vswitch::port::afxdp::AfxdpPort::open(&vswitch::port::afxdp::AfxdpConfig {
+                        ifname: ifname.clone(),
+                        ..Default::default()
+                    })
+                    .with_context(|| format!("port {}", p.name))?;
+                Ok(Box::new(port))
+            }
+        }
+    }
+
+    fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        let port = vswitch::port::udp::UdpPort::bind(SocketAddrV4::new(vtep, vxlan::VXLAN_PORT))
+            .with_context(|| format!("underlay: binding UDP {vtep}:{}", vxlan::VXLAN_PORT))?;
+        Ok(Box::new(port))
+    }
+}
