@@ -306,7 +306,7 @@ mod tests {
         );
         assert_ne!(moved, file);
         let log = node.reload(cluster(&moved), &mut MemPorts).unwrap();
-        assert!(log.contains("replaced"), "{log}");
+        assert!(log.contains("reconfigured"), "{log}");
         let lb = crate::show::lb(&mut node, false, false, false);
         assert!(
             lb.contains("10.0.9.240") && !lb.contains("10.0.9.254"),

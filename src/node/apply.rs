@@ -84,9 +84,12 @@ impl Departed {
 }
 
 /// A change being committed, one bounded step at a time ([`Node::begin`], [`Node::step`],
-/// [`Commit::finish`]). Between steps the switch forwards a round of batches: what it sees
-/// then is the old state with some of the new additions (entries added, none yet removed), a
-/// state no packet can be hurt by; the plan in force changes only at the last step.
+/// [`Commit::finish`]). Between steps the switch forwards a round of batches and sees a state
+/// between the old and the new: networks, VTEPs, ports, ARP and DNS tables of the new state
+/// first, then static FDB entries that leave or move (a frame to one of those floods for a
+/// moment, as to an unknown MAC), then those that arrive, then services and backends; what
+/// departs goes last. The plan in force changes only at the last step, and a failure takes
+/// every step back.
 pub struct Commit {
     cluster: Option<Cluster>,
     plan: Option<Plan>,
@@ -456,29 +459,12 @@ impl Node {
         undo: &mut UndoLog,
         log: &mut String,
     ) -> anyhow::Result<()> {
-        // Services whose configuration changed are replaced: the old one goes first.
+        // A service whose configuration changed (scheduler, source NAT) is changed in place:
+        // its backends and connections stay, and taking it back restores it exactly.
         let plan = self.plan.clone();
-        for old in &plan.services {
-            let replaced = new
-                .services
-                .iter()
-                .any(|s| s.key() == old.key() && s.config != old.config);
-            if replaced {
-                self.lb()
-                    .remove_service(&old.key())
-                    .map_err(|e| anyhow::anyhow!("service {}: {e}", old.service))?;
-                undo.push(Undo::ServiceReplaced(old.clone()))?;
-            }
-        }
         for s in &new.services {
             let key = s.key();
-            let kept = self
-                .plan
-                .services
-                .iter()
-                .find(|o| o.key() == key && o.config == s.config)
-                .cloned();
-            let Some(old) = kept else {
+            let Some(old) = plan.services.iter().find(|o| o.key() == key) else {
                 self.add_service(s)?;
                 undo.push(Undo::ServiceAdded(key))?;
                 let _ = writeln!(
@@ -488,6 +474,18 @@ impl Node {
                 );
                 continue;
             };
+            if old.config != s.config {
+                let was = self
+                    .lb()
+                    .replace_service(s.config.clone())
+                    .map_err(|e| anyhow::anyhow!("service {}: {e}", s.service))?;
+                undo.push(Undo::ServiceConfig(was))?;
+                let _ = writeln!(
+                    log,
+                    "service {} {}:{}: reconfigured",
+                    s.service, key.addr, key.port
+                );
+            }
             for b in &s.backends {
                 let c = b.config;
                 let was = old
@@ -600,14 +598,6 @@ impl Node {
                 );
                 continue;
             };
-            if s.config != old.config {
-                let _ = writeln!(
-                    log,
-                    "service {} {}:{}: replaced",
-                    old.service, key.addr, key.port
-                );
-                continue;
-            }
             for ob in &old.backends {
                 let (addr, port) = (ob.config.addr, ob.config.port);
                 if s.backends

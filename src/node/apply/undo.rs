@@ -12,7 +12,8 @@ use vswitch::dns::DnsTable;
 use vswitch::{FdbDest, Mac, NetId, PortId, VtepId};
 
 use super::{Commit, Phase};
-use crate::node::{Node, ServicePlan};
+use crate::node::Node;
+use lb::ServiceConfig;
 
 /// One step `apply` took, and what taking it back needs.
 pub(in crate::node) enum Undo {
@@ -43,7 +44,7 @@ pub(in crate::node) enum Undo {
     /// A service was added, with its backends.
     ServiceAdded(ServiceKey),
     /// A service was removed to be replaced (its configuration changed): add it back.
-    ServiceReplaced(ServicePlan),
+    ServiceConfig(ServiceConfig),
     /// A backend was added.
     BackendAdded(ServiceKey, Ipv4Addr, u16),
     /// A backend's weight changed from this one.
@@ -169,7 +170,9 @@ impl Node {
                 Undo::ServiceAdded(key) => {
                     self.lb().remove_service(&key).err().map(|e| e.to_string())
                 }
-                Undo::ServiceReplaced(old) => self.add_service(&old).err().map(|e| e.to_string()),
+                Undo::ServiceConfig(old) => {
+                    self.lb().replace_service(old).err().map(|e| e.to_string())
+                }
                 Undo::BackendAdded(key, addr, port) => self
                     .lb()
                     .remove_backend(&key, addr, port)
