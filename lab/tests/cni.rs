@@ -439,6 +439,9 @@ fn the_plugin_attaches_checks_and_detaches_containers_as_a_runtime_drives_it() {
     );
 
     // GC: p2 is not listed, p3 is; tiny's attachments are another CNI network's.
+    // A GC without the list of valid attachments is refused, not a removal of everything.
+    plugin.fails("GC", "", "", "", &conf(json!({"cniVersion": "1.1.0"})), 7);
+    plugin.ok("CHECK", &path("p2"), "cid-p2", "", &conf(json!({})));
     let gc = conf(json!({"cniVersion": "1.1.0",
         "cni.dev/valid-attachments": [{"containerID": "cid-p3", "ifname": "eth0"}]}));
     plugin.ok("GC", "", "", "", &gc);

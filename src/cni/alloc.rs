@@ -45,7 +45,9 @@ pub fn allocate(
     let used = used_addresses(c);
     let taken: HashSet<Ipv4Addr> = atts.iter().map(|a| a.ip).collect();
     let base = u32::from(net.subnet.addr);
-    let hosts = (1u32 << (32 - u32::from(net.subnet.prefix))) - 2;
+    // In u64: a /0 subnet has 2^32 addresses.
+    let hosts = u32::try_from((1u64 << (32 - u32::from(net.subnet.prefix))).saturating_sub(2))
+        .unwrap_or(u32::MAX);
     let n = c.nodes.len().max(1) as u32;
     let i = c.nodes.iter().position(|x| x.name == node).unwrap_or(0) as u32;
     let size = hosts / n;

@@ -337,10 +337,19 @@ async fn gc(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let valid: HashSet<(String, String)> = call
+    // Without the list (or with something else), GC would remove every attachment: refuse.
+    let Some(list) = call
         .config
         .get("cni.dev/valid-attachments")
         .and_then(Value::as_array)
+    else {
+        return Err(with_version(
+            &v,
+            code::INVALID_CONFIG,
+            "GC: the config has no cni.dev/valid-attachments list; nothing was removed",
+        ));
+    };
+    let valid: HashSet<(String, String)> = Some(list)
         .map(|l| {
             l.iter()
                 .filter_map(|x| {

@@ -141,6 +141,23 @@ impl Local {
         merge(source, &self.node, &self.atts)
     }
 
+    /// [`Local::desired`] where the source wins (a store that changed under the node's
+    /// attachments must not be refused for them): the attachments that no longer fit are left
+    /// out, each with why.
+    pub fn desired_lenient(&self, source: &Cluster) -> (Cluster, Vec<String>) {
+        let mut fit: Vec<Attachment> = Vec::new();
+        let mut left_out = Vec::new();
+        for a in &self.atts {
+            fit.push(a.clone());
+            if let Err(e) = merge(source, &self.node, &fit) {
+                fit.pop();
+                left_out.push(e);
+            }
+        }
+        let c = merge(source, &self.node, &fit).unwrap_or_else(|_| source.clone());
+        (c, left_out)
+    }
+
     /// Write the attachments to the state file (removed when there are none).
     pub fn save(&self) -> io::Result<()> {
         if self.atts.is_empty() {

@@ -20,6 +20,15 @@ pub(super) async fn change_to(
     let mut local = h.changes.lock().await;
     let desired = match local.desired(&cluster) {
         Ok(d) => d,
+        // A store is the cluster's truth: what it says applies, and an attachment that no
+        // longer fits it is left out (said, not hidden) rather than the store refused forever.
+        Err(_) if h.store.is_some() => {
+            let (d, left_out) = local.desired_lenient(&cluster);
+            for why in left_out {
+                eprintln!("vxmesh: store: left out: {why}");
+            }
+            d
+        }
         Err(e) => return Ok(Err(format!("{}: refused: {e}", cluster.path.display()))),
     };
     let r = apply(h, desired).await?;
