@@ -654,6 +654,22 @@ mod tests {
 
     /// A namespace made by this test and deleted by name when dropped, on failure too.
     struct TestNetns(String);
+
+    impl TestNetns {
+        /// A fresh namespace `PREFIX<pid>`; `None` (the test says it skips) without root or a
+        /// TUN device.
+        fn make(prefix: &str) -> Option<TestNetns> {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 || !std::path::Path::new(TUN_DEVICE).exists() {
+                eprintln!("skipping: creating a TAP in a namespace needs root and {TUN_DEVICE}");
+                return None;
+            }
+            let ns = TestNetns(format!("{prefix}{}", std::process::id()));
+            let made = Command::new("ip").args(["netns", "add", &ns.0]).status();
+            assert!(made.is_ok_and(|s| s.success()), "ip netns add {}", ns.0);
+            Some(ns)
+        }
+    }
     impl Drop for TestNetns {
         fn drop(&mut self) {
             let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
@@ -669,19 +685,9 @@ mod tests {
     /// and has the container's kernel answer an ARP request written into it.
     #[test]
     fn tap_in_a_namespace_answers_arp() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || !std::path::Path::new(TUN_DEVICE).exists() {
-            eprintln!("skipping: creating a TAP in a namespace needs root and {TUN_DEVICE}");
+        let Some(ns) = TestNetns::make("vxt") else {
             return;
-        }
-        let ns = TestNetns(format!("vxt{}", std::process::id()));
-        assert!(
-            Command::new("ip")
-                .args(["netns", "add", &ns.0])
-                .status()
-                .unwrap()
-                .success()
-        );
+        };
         let before = std::fs::read_link(THREAD_NETNS).unwrap();
         let mut tap = TapPort::create(&TapConfig {
             netns: Some(ns.0.clone()),
@@ -750,19 +756,9 @@ mod tests {
     /// the same name takes it over, and a retired one goes with its port.
     #[test]
     fn a_persistent_tap_outlives_its_port_until_retired() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || !std::path::Path::new(TUN_DEVICE).exists() {
-            eprintln!("skipping: creating a TAP in a namespace needs root and {TUN_DEVICE}");
+        let Some(ns) = TestNetns::make("vxp") else {
             return;
-        }
-        let ns = TestNetns(format!("vxp{}", std::process::id()));
-        assert!(
-            Command::new("ip")
-                .args(["netns", "add", &ns.0])
-                .status()
-                .unwrap()
-                .success()
-        );
+        };
         let c = TapConfig {
             netns: Some(ns.0.clone()),
             persist: true,
