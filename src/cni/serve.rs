@@ -149,7 +149,11 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
             ),
         )
     })?;
-    let name = pod_name(&call.args).unwrap_or_else(|| call.container_id.clone());
+    // The endpoint's name is a DNS name too: the pod's name if it is a DNS label, else the
+    // container ID's first 12 characters (Docker's short ID; a full ID is longer than a label).
+    let name = pod_name(&call.args)
+        .filter(|n| is_dns_label(n))
+        .unwrap_or_else(|| call.container_id.chars().take(12).collect());
     let services: Vec<&str> = local
         .source
         .services

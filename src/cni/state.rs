@@ -97,9 +97,17 @@ impl Local {
         let mut notes = Vec::new();
         let atts: Vec<Attachment> = match std::fs::read(&state_file) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                // Kept aside, not overwritten: it is the only record of those attachments.
+                let bad = state_file.with_extension("json.bad");
+                let kept = std::fs::rename(&state_file, &bad).is_ok();
                 notes.push(format!(
-                    "{}: unreadable ({e}); starting without CNI attachments",
-                    state_file.display()
+                    "{}: unreadable ({e}); starting without CNI attachments{}",
+                    state_file.display(),
+                    if kept {
+                        format!(" (kept as {})", bad.display())
+                    } else {
+                        String::new()
+                    }
                 ));
                 Vec::new()
             }),
@@ -166,10 +174,27 @@ impl Local {
                 _ => Ok(()),
             };
         }
+        // Written whole to a new file, synced, then renamed over the old one (and the folder
+        // synced): a crash leaves the old state or the new, never half of one. Root's only.
         let tmp = self.state_file.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(&self.atts).map_err(io::Error::other)?;
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, &self.state_file)
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.state_file)?;
+        if let Some(dir) = self.state_file.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     pub(super) fn find(&self, network: &str, cid: &str, ifname: &str) -> Option<usize> {
