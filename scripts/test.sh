@@ -7,12 +7,13 @@ cd "$(dirname "$0")/.."
 # Debian packages: iproute2 (namespaces, veth, the kernel VXLAN/bridge peer), iputils-ping, tshark (decodes
 # what went on the underlay), procps (ps, for cleanup of what tests started), and the real peers of the
 # end-to-end tests: nginx-light (backends), curl, iperf3, nftables (to show the nodes hold no rules),
-# dnsutils (dig, the DNS client of the service-discovery test); etcd-server and etcd-client (the
+# dnsutils (dig, the DNS client of the service-discovery test), dnsmasq-base (the upstream resolver
+# of the relay's test); etcd-server and etcd-client (the
 # cluster store's tests start a real etcd); protobuf-compiler and libprotobuf-dev (protoc, which the
 # etcd client's gRPC code is generated with at build time); podman, runc, containernetworking-plugins
 # and busybox-static (the CNI plugin's test runs real containers from a busybox root filesystem).
 . scripts/packages.sh
-need_packages iproute2 iputils-ping tshark procps nginx-light curl iperf3 nftables dnsutils \
+need_packages iproute2 iputils-ping tshark procps nginx-light curl iperf3 nftables dnsutils dnsmasq-base \
   etcd-server etcd-client protobuf-compiler libprotobuf-dev \
   podman runc containernetworking-plugins busybox-static
 for c in rustfmt clippy; do

@@ -61,9 +61,9 @@ enum Cmd {
         /// 0660 with that group. Without it the socket is 0600, for root (the node's user) only.
         #[arg(long, value_name = "GROUP")]
         control_group: Option<String>,
-        /// Upstream resolvers for names the networks' resolvers do not know. NOT IMPLEMENTED
-        /// YET: refused (exit 2). The switch answers the cluster's names (endpoints, aliases,
-        /// services, tasks.SERVICE, PTR) and REFUSED for every other name.
+        /// Upstream resolvers (IP or IP:PORT, comma-separated) for names the networks'
+        /// resolvers do not serve: such queries are relayed there from the node and the answers
+        /// brought back. Without it those names are answered REFUSED.
         #[arg(long, value_name = "IP[,IP]")]
         dns_upstream: Option<String>,
         /// Run the poll thread at real-time priority (SCHED_FIFO, 1 to 99; root or
@@ -276,12 +276,14 @@ fn main() -> ExitCode {
             dns_upstream,
             poll_priority,
         } => {
-            if dns_upstream.is_some() {
-                return usage(
-                    "run: --dns-upstream: forwarding to upstream resolvers is not implemented yet; the switch answers the cluster's names and REFUSED for any other (SPEC.md, \"Service discovery (DNS)\"; issue 16)"
-                        .into(),
-                );
-            }
+            let dns_upstream = match dns_upstream
+                .as_deref()
+                .map(daemon::dns_relay::parse_upstreams)
+                .transpose()
+            {
+                Ok(u) => u.unwrap_or_default(),
+                Err(e) => return usage(format!("run: {e}")),
+            };
             let Some(node) = cli.node.as_deref() else {
                 return usage("run: --node NAME is required".into());
             };
@@ -314,6 +316,7 @@ fn main() -> ExitCode {
                     max_conns: *max_conns,
                     control_group: control_group.clone(),
                     poll_priority: *poll_priority,
+                    dns_upstream,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

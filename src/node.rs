@@ -158,6 +158,30 @@ impl Node {
         Ok(node)
     }
 
+    /// Hand the queries for names no network's resolver serves to the upstream relay
+    /// (`vxmesh run --dns-upstream`).
+    pub fn set_dns_upstream(&mut self, relay: std::sync::mpsc::SyncSender<vswitch::dns::Forward>) {
+        self.sw.stage_mut(self.dns).set_upstream(relay);
+    }
+
+    /// Send a relayed DNS answer (a whole frame) out of `port`, if that port is still the one
+    /// of the endpoint at `client` (it may have been detached and its slot reused since the
+    /// query). Whether it went out.
+    pub fn relay_dns(
+        &mut self,
+        port: vswitch::PortId,
+        client: std::net::Ipv4Addr,
+        frame: &[u8],
+    ) -> bool {
+        let ours = self
+            .sw
+            .stage(self.dns)
+            .ports()
+            .get(usize::from(port.0))
+            .copied();
+        ours == Some(Some(client)) && self.sw.inject(port, frame)
+    }
+
     /// The load balancer of the `lb-nat` stage.
     pub fn lb(&mut self) -> &mut Balancer {
         &mut self.sw.stage_mut(self.lb).lb

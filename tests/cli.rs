@@ -66,7 +66,7 @@ fn usage_errors_exit_2() {
         assert_eq!(code, 2, "{flag} {bad}: {err}");
         assert!(err.contains(says), "{flag} {bad}: {err}");
     }
-    // Upstream forwarding is not there: said plainly, before anything else happens.
+    // An upstream that is not an address: said plainly, before anything else happens.
     let (code, _, err) = vxmesh(&[
         "run",
         "--config",
@@ -74,11 +74,11 @@ fn usage_errors_exit_2() {
         "--node",
         "n1",
         "--dns-upstream",
-        "192.0.2.53",
+        "dns.example",
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("--dns-upstream") && err.contains("not implemented"),
+        err.contains("--dns-upstream") && err.contains("not IP or IP:PORT"),
         "{err}"
     );
 }

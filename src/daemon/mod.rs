@@ -22,6 +22,7 @@
 mod capture;
 mod change;
 mod client;
+pub mod dns_relay;
 mod protocol;
 mod session;
 mod trace;
@@ -205,6 +206,9 @@ pub struct RunOptions {
     /// `--poll-priority`: run the poll thread at SCHED_FIFO of this priority (1..=99); 0 keeps
     /// ordinary scheduling.
     pub poll_priority: u8,
+    /// `--dns-upstream`: where queries for names no resolver of the node serves go (none:
+    /// they are answered REFUSED).
+    pub dns_upstream: Vec<std::net::SocketAddrV4>,
 }
 
 impl Default for RunOptions {
@@ -214,6 +218,7 @@ impl Default for RunOptions {
             max_conns: crate::node::MAX_CONNS,
             control_group: None,
             poll_priority: 0,
+            dns_upstream: Vec::new(),
         }
     }
 }
@@ -291,9 +296,31 @@ pub fn run(
         .iter()
         .map(|p| p.name.clone())
         .collect();
-    let (jobs_tx, jobs_rx) = mpsc::channel();
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
     let wake = Arc::new(Waker::new().context("eventfd")?);
     let stop = Arc::new(AtomicBool::new(false));
+    let mut node = node;
+    let relay = if opts.dns_upstream.is_empty() {
+        None
+    } else {
+        let (tx, rx) = mpsc::sync_channel(dns_relay::QUEUE);
+        node.set_dns_upstream(tx);
+        let (jobs, wake, stop) = (jobs_tx.clone(), wake.clone(), stop.clone());
+        let upstreams = opts.dns_upstream.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("vxmesh-dns-relay".into())
+                .spawn(move || {
+                    dns_relay::run(upstreams, rx, stop, move |port, client, frame| {
+                        let _ = jobs.send(Box::new(move |n: &mut Node| {
+                            n.relay_dns(port, client, &frame);
+                        }));
+                        wake.wake();
+                    })
+                })
+                .context("starting the DNS relay")?,
+        )
+    };
     let poll = {
         let (wake, stop) = (wake.clone(), stop.clone());
         std::thread::Builder::new()
@@ -327,6 +354,9 @@ pub fn run(
     stop.store(true, Ordering::Relaxed);
     wake.wake();
     let joined = poll.join();
+    if let Some(r) = relay {
+        let _ = r.join();
+    }
     let _ = std::fs::remove_file(&control);
     served?;
     joined.map_err(|_| anyhow!("the poll thread panicked"))?;

@@ -36,7 +36,7 @@ use foldhash::fast::RandomState;
 use crate::batch::Batch;
 use crate::env::Env;
 use crate::offload::Offload;
-use crate::packet::{Mac, NetId, Next, Packet};
+use crate::packet::{Mac, NetId, Next, Packet, PortId};
 use crate::stage::Stage;
 use crate::wire::dns::{self, DnsError, MAX_NAME, Query, Response, rcode};
 use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
@@ -73,7 +73,37 @@ crate::drop_table! {
         /// The IPv4 source is not the sending port's endpoint's address: answering would
         /// reflect to someone else.
         SrcNotEndpoint => "drop_dns_src_not_endpoint",
+        /// Not a loss: a name the switch does not serve, handed to the node's upstream relay
+        /// (`--dns-upstream`); the answer comes back to the container as a new frame.
+        ToUpstream => "dns_to_upstream",
     }
+}
+
+/// The largest query handed to the upstream relay (queries are far smaller: one name of at
+/// most 255 bytes and an OPT record).
+pub const FORWARD_MAX: usize = 512;
+
+/// A query handed to the node's upstream resolvers: what the relay needs to send it on and to
+/// bring the answer back to the container. Fixed size, moved through a bounded channel whose
+/// slots exist from the start: no allocation per query.
+#[derive(Clone, Copy, Debug)]
+pub struct Forward {
+    /// The port it came in on (the answer goes back out of it).
+    pub port: PortId,
+    /// The container's MAC, address and UDP port.
+    pub client_mac: Mac,
+    /// The container's address.
+    pub client_ip: Ipv4Addr,
+    /// The container's UDP port.
+    pub client_port: u16,
+    /// The resolver's MAC and address (the answer comes from them).
+    pub resolver_mac: Mac,
+    /// The resolver's address.
+    pub resolver_ip: Ipv4Addr,
+    /// The query's length in `query`.
+    pub len: u16,
+    /// The query, as the container sent it.
+    pub query: [u8; FORWARD_MAX],
 }
 
 impl From<DnsError> for DnsDrop {
@@ -190,6 +220,13 @@ pub struct Dns {
     pub refused: u64,
     /// Answers cut short with TC set.
     pub truncated: u64,
+    /// Where queries for names the switch does not serve go (`--dns-upstream`); `None`: they
+    /// are answered REFUSED.
+    upstream: Option<std::sync::mpsc::SyncSender<Forward>>,
+    /// Queries handed to the upstream relay.
+    pub forwarded: u64,
+    /// Queries answered REFUSED because the relay's queue was full.
+    pub upstream_busy: u64,
 }
 
 impl Dns {
@@ -222,6 +259,12 @@ impl Dns {
     /// The endpoint addresses of the ports, by port id.
     pub fn ports(&self) -> &[Option<Ipv4Addr>] {
         &self.ports
+    }
+
+    /// Hand queries for names the switch does not serve to `relay` (a bounded channel: when it
+    /// is full the query is answered REFUSED and counted).
+    pub fn set_upstream(&mut self, relay: std::sync::mpsc::SyncSender<Forward>) {
+        self.upstream = Some(relay);
     }
 
     /// Decide on one frame; on a query to a resolver, answer it in place or drop it.
@@ -288,6 +331,29 @@ impl Dns {
                 (_, None) => Found::Unknown,
             }
         };
+        // A name the switch does not serve goes to the upstream relay, if there is one.
+        if matches!(found, Found::Unknown)
+            && let Some(up) = &self.upstream
+            && msg.len() <= FORWARD_MAX
+        {
+            let mut f = Forward {
+                port: p.meta.in_port,
+                client_mac: ethernet::Packet::new_unchecked(p.data()).src_addr(),
+                client_ip: client,
+                client_port,
+                resolver_mac: table.mac,
+                resolver_ip: table.resolver,
+                len: msg.len() as u16,
+                query: [0; FORWARD_MAX],
+            };
+            f.query[..msg.len()].copy_from_slice(msg);
+            if up.try_send(f).is_ok() {
+                self.forwarded += 1;
+                p.meta.next = Next::Drop(DnsDrop::ToUpstream.into());
+                return;
+            }
+            self.upstream_busy += 1;
+        }
         // The answer fits what the client takes (its EDNS0 size, else 512) and the network's
         // MTU (no fragments); the question alone always goes back, whatever the limits.
         let path = usize::from(mtu).saturating_sub(IP_UDP_LEN);
@@ -420,6 +486,8 @@ impl Stage for Dns {
             ("dns_nodata", self.nodata),
             ("dns_refused", self.refused),
             ("dns_truncated", self.truncated),
+            ("dns_forwarded", self.forwarded),
+            ("dns_upstream_busy", self.upstream_busy),
         ]
     }
 }

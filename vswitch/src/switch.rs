@@ -420,6 +420,24 @@ impl Switch {
         Some(port)
     }
 
+    /// Send `frame` out of `port` now (the control plane, between polls: a frame the node made,
+    /// such as a relayed DNS answer). False if the port is closed or the underlay, or the frame
+    /// does not fit a buffer.
+    pub fn inject(&mut self, port: PortId, frame: &[u8]) -> bool {
+        let Some(slot) = self.ports.get(usize::from(port.0)) else {
+            return false;
+        };
+        if slot.name.is_empty() || slot.role == PortRole::Underlay {
+            return false;
+        }
+        if slot.tx.is_full() {
+            self.flush(port);
+        }
+        let pushed = self.ports[usize::from(port.0)].tx.push_frame(frame).is_ok();
+        self.flush(port);
+        pushed
+    }
+
     /// Changes whenever a port is added or removed (the poll loop then re-reads
     /// [`Switch::poll_fds`]).
     #[inline]
