@@ -5,7 +5,8 @@
 //! Checked, in order: pings across the nodes and round robin through the VIP; an endpoint added
 //! with `endpoint add` (a container the test makes) answers from the other node; a weight-0
 //! `service update` drains on the nodes; SIGKILL of n2 → `node ls` says down and n1's `lb show`
-//! loses n2's backends while requests through the VIP keep succeeding, and n2 back → ready with
+//! loses n2's backends (and `tasks.web` its containers) while requests through the VIP keep
+//! succeeding, and n2 back → ready with
 //! its backends; one etcd member killed → changes still propagate; all of etcd stopped → traffic
 //! goes on and the nodes count the disconnection, etcd back → a new change propagates; eight concurrent `endpoint add`s all land; `export` → `run
 //! --config` gives the same static FDB and services on n1.
@@ -228,6 +229,24 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
         !s.contains("10.0.9.21:80") && !s.contains("10.0.9.22:80")
     });
     let t_down = killed.elapsed();
+    // Names follow the liveness too: tasks.web answers only what is up (dig, from dnsutils).
+    let tasks = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns(&run, "c11"),
+            "dig",
+            "+short",
+            "+time=2",
+        ])
+        .args(["@10.0.9.1", "tasks.web", "A"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !tasks.is_empty() || Command::new("dig").arg("-v").output().is_ok() {
+        let got: BTreeSet<&str> = tasks.split_whitespace().collect();
+        assert_eq!(got, BTreeSet::from(["10.0.9.12"]), "tasks.web with n2 down");
+    }
     for _ in 0..4 {
         let b =
             http_get(&ns(&run, "c11"), vip).unwrap_or_else(|e| panic!("VIP with n2 down: {e:#}"));
