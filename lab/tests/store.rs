@@ -199,11 +199,13 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
         "--backend",
         "c22",
     ]);
-    until("c12 drained on n1", || {
-        lb(&run, "n1")
+    // Whether n1's `lb show` has `backend` at `weight`.
+    let weighs = |run: &Running, backend: &str, weight: &str| {
+        lb(run, "n1")
             .lines()
-            .any(|l| l.contains("10.0.9.12:80") && l.split_whitespace().nth(3) == Some("0"))
-    });
+            .any(|l| l.contains(backend) && l.split_whitespace().nth(3) == Some(weight))
+    };
+    until("c12 drained on n1", || weighs(&run, "10.0.9.12:80", "0"));
     admin_ok(&[
         "service",
         "update",
@@ -219,11 +221,13 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
     // n2 crashes: down, its backends leave n1's services, the VIP still answers (c12).
     run.kill_node("n2").unwrap();
     let killed = Instant::now();
-    until("n2 down in node ls", || {
+    // Whether `node ls` shows `node` with `status`.
+    let shows = |node: &str, status: &str| {
         admin_ok(&["node", "ls"])
             .lines()
-            .any(|l| l.starts_with("n2 ") && l.contains("down"))
-    });
+            .any(|l| l.starts_with(&format!("{node} ")) && l.contains(status))
+    };
+    until("n2 down in node ls", || shows("n2", "down"));
     until("n2's backends gone from n1", || {
         let s = lb(&run, "n1");
         !s.contains("10.0.9.21:80") && !s.contains("10.0.9.22:80")
@@ -253,11 +257,7 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
         assert_eq!(b, "served by c12");
     }
     run.start_node("n2").unwrap_or_else(|e| panic!("{e:#}"));
-    until("n2 ready", || {
-        admin_ok(&["node", "ls"])
-            .lines()
-            .any(|l| l.starts_with("n2 ") && l.contains("ready"))
-    });
+    until("n2 ready", || shows("n2", "ready"));
     until("n2's backends back on n1", || {
         lb(&run, "n1").contains("10.0.9.21:80")
     });
@@ -276,9 +276,7 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
         "c22=2",
     ]);
     let t_member = until("a change with one member down reaches n1", || {
-        lb(&run, "n1")
-            .lines()
-            .any(|l| l.contains("10.0.9.22:80") && l.split_whitespace().nth(3) == Some("2"))
+        weighs(&run, "10.0.9.22:80", "2")
     });
     etcd.run(0).unwrap();
 

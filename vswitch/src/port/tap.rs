@@ -260,7 +260,8 @@ impl TapPort {
         })?
     }
 
-    /// Attach to the existing TAP `cfg.name` without configuring it (to unset persistence).
+    /// Open `/dev/net/tun` and attach it to the TAP `cfg.name` (made if it does not exist, taken
+    /// over if it persists), configuring nothing else.
     fn attach_only(cfg: &TapConfig) -> Result<OwnedFd, TapError> {
         let tun = OpenOptions::new()
             .read(true)
@@ -292,30 +293,7 @@ impl TapPort {
     /// Create and configure the TAP in the calling thread's current namespace.
     fn create_here(cfg: &TapConfig) -> Result<TapPort, TapError> {
         let name = &cfg.name;
-        let tun = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(TUN_DEVICE)
-            .map_err(TapError::Open)?;
-        let fd = OwnedFd::from(tun);
-        let mut req = iface::ifreq(name);
-        let vnet = if cfg.offloads { libc::IFF_VNET_HDR } else { 0 };
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
-        // SAFETY: TUNSETIFF reads and writes the ifreq, valid and exclusively borrowed here.
-        if unsafe {
-            libc::ioctl(
-                fd.as_raw_fd(),
-                libc::TUNSETIFF,
-                &mut req as *mut libc::ifreq,
-            )
-        } < 0
-        {
-            return Err(TapError::Create {
-                name: name.clone(),
-                source: io::Error::last_os_error(),
-            });
-        }
+        let fd = Self::attach_only(cfg)?;
         if cfg.persist && !set_persist(&fd, true) {
             return Err(TapError::Configure {
                 what: "persistence (TUNSETPERSIST)",
