@@ -389,6 +389,42 @@ impl Cluster {
         r.map_err(|e| e.to_string())
     }
 
+    /// One endpoint item given as JSON, taken on its own: its keys and types, its MAC (given or
+    /// Docker's default from the IP), its `attach`, `netns` and aliases as the file's checks
+    /// take them. The checks across items (known node and network, subnet, unique address, MAC
+    /// and interface, DNS names) are not made here: an incremental caller makes them against
+    /// its indexes, and falls back to [`Cluster::from_json`] when any of them fails.
+    pub fn endpoint_item(item: &serde_json::Value) -> Result<Endpoint, String> {
+        use serde::Deserialize;
+        let e = RawEndpoint::deserialize(item).map_err(|e| e.to_string())?;
+        let mac = match &e.mac {
+            Some(m) => m.parse::<Mac>().map_err(|x| x.to_string())?,
+            None => Mac::docker_default(e.ip),
+        };
+        if !mac.is_unicast() {
+            return Err(format!("mac {mac} is not a unicast address"));
+        }
+        let attach = e.attach.as_deref().map(Attach::parse).transpose()?;
+        if let Some(ns) = &e.netns
+            && (ns.is_empty() || ns.contains(['/', ' ']))
+        {
+            return Err(format!("netns {ns:?} is not a namespace name"));
+        }
+        if let Some(a) = e.aliases.iter().find(|a| !is_dns_label(a)) {
+            return Err(format!("alias {a:?} is not a DNS label"));
+        }
+        Ok(Endpoint {
+            name: e.name,
+            node: e.node,
+            network: e.network,
+            ip: e.ip,
+            mac,
+            attach,
+            netns: e.netns,
+            aliases: e.aliases,
+        })
+    }
+
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)

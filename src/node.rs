@@ -34,11 +34,13 @@ use crate::config::Cluster;
 
 mod apply;
 mod change;
+mod delta;
 mod plan;
 mod ports;
 
 pub use apply::{Commit, STEP_ENTRIES};
 pub use change::{Change, Leftovers};
+pub use delta::PlanDiff;
 pub use plan::{
     BackendPlan, DestPlan, DnsPlan, INGRESS_MTU, INGRESS_VNI, NetPlan, Plan, PortKind, PortPlan,
     ServicePlan,

@@ -388,9 +388,14 @@ async fn serve(
             watch::keep_alive(client2, o2, &lease2, &ka).await;
         });
         local.spawn_local(async move {
-            let mut apply = |cluster: Cluster| -> std::pin::Pin<
+            let mut apply = |view: &crate::store::view::View,
+                             _: Option<&crate::store::view::Delta>|
+             -> std::pin::Pin<
                 Box<dyn std::future::Future<Output = Result<String, String>> + '_>,
             > {
+                // The node plans the whole cluster (its own ports and tables); the checks
+                // before were incremental where they could be.
+                let cluster: Cluster = view.cluster();
                 let h = h.clone();
                 Box::pin(async move {
                     match change_to(&h, cluster).await {
@@ -399,7 +404,15 @@ async fn serve(
                     }
                 })
             };
-            watch::follow(session.client, session.state, o, &st, &mut apply).await;
+            watch::follow(
+                session.client,
+                session.state,
+                session.view,
+                o,
+                &st,
+                &mut apply,
+            )
+            .await;
         });
     }
     let r = local

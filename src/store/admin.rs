@@ -294,7 +294,7 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
                 let mut v = st
                     .objects
                     .get(&(Kind::Service, name.clone()))
-                    .cloned()
+                    .map(|v| (**v).clone())
                     .ok_or_else(|| format!("service {name:?}: no such service"))?;
                 v["backends"] = json!(backends);
                 Ok(vec![(Key::Object(Kind::Service, name.clone()), Some(v))])
@@ -597,7 +597,7 @@ async fn list(client: &mut Client, kind: Kind, json: bool) -> Result<String, Fai
         .objects
         .iter()
         .filter(|((k, _), _)| *k == kind)
-        .map(|(_, v)| v)
+        .map(|(_, v)| &**v)
         .collect();
     if json {
         return Ok(format!(

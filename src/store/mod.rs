@@ -11,4 +11,5 @@ pub mod admin;
 pub mod etcd;
 pub mod layout;
 pub mod state;
+pub mod view;
 pub mod watch;

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::layout::{Key, Kind, key_of};
 use crate::config::{Cluster, ConfigError};
@@ -28,8 +29,9 @@ pub enum Status {
 /// Everything under the prefix, as last read or watched.
 #[derive(Clone, Debug, Default)]
 pub struct State {
-    /// The cluster objects, by kind and name.
-    pub objects: BTreeMap<(Kind, String), serde_json::Value>,
+    /// The cluster objects, by kind and name (a persistent map: cloning the state for a
+    /// change is O(1), and a clone shares what it does not change).
+    pub objects: imbl::OrdMap<(Kind, String), Arc<serde_json::Value>>,
     /// Nodes whose liveness key exists.
     pub alive: BTreeSet<String>,
     /// Nodes that run vxmesh.
@@ -95,7 +97,7 @@ impl State {
                                 .insert(key.into(), format!("not a valid {}: {e}", kind.table()));
                         }
                         Ok(()) => {
-                            self.objects.insert((kind, name), v);
+                            self.objects.insert((kind, name), Arc::new(v));
                         }
                     },
                 }
@@ -181,7 +183,7 @@ impl State {
                 !(left_out || excluded.contains(&(*k, (*name).clone())))
             })
             .map(move |((_, name), v)| {
-                let mut v = v.clone();
+                let mut v = (**v).clone();
                 if kind == Kind::Service {
                     drop_backends(&mut v, gone);
                 }

@@ -24,6 +24,7 @@ use etcd_client::{Client, EventType, PutOptions, WatchOptions};
 use super::etcd::{connect, read_all};
 use super::layout::{Key, PREFIX};
 use super::state::{Skipped, State};
+use super::view::{Delta, View};
 use crate::config::Cluster;
 
 /// How a node follows the store.
@@ -104,6 +105,8 @@ pub struct Session {
     pub lease: i64,
     /// The state read at start.
     pub state: State,
+    /// The node's view of it (the checked cluster, indexed).
+    pub view: View,
 }
 
 /// The liveness key of `node`.
@@ -141,15 +144,17 @@ pub async fn start(o: &StoreOpts, stats: &StoreStats) -> anyhow::Result<(Session
         .context("marking the node as one that runs vxmesh")?;
     let lease = go_live(&mut client, o).await?;
     let state = read_all(&mut client).await?;
-    let (cluster, skipped) = state.cluster(&o.url, Some(&o.node))?;
-    note_skipped(stats, &[], &skipped);
+    let view = View::full(&state, &o.url, Some(&o.node))?;
+    note_skipped(stats, &[], &view.skipped);
     stats.revision.store(state.revision, Ordering::Relaxed);
     stats.connected.store(true, Ordering::Relaxed);
+    let cluster = view.cluster();
     Ok((
         Session {
             client,
             lease,
             state,
+            view,
         },
         cluster,
     ))
@@ -213,31 +218,55 @@ pub async fn keep_alive(mut client: Client, o: StoreOpts, lease: &AtomicI64, sta
     }
 }
 
-/// What the follower hands each new cluster to: the node's change path. Returns an error
-/// message if the node refused it.
-pub type Apply<'a> =
-    dyn FnMut(Cluster) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + 'a>> + 'a;
+/// What the follower hands each new view to: the node's change path, with the [`Delta`] that
+/// led to it from the last view handed over when the change was incremental (`None`: take the
+/// view whole). Returns an error message if the node refused it.
+pub type Apply<'a> = dyn FnMut(
+        &View,
+        Option<&Delta>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + 'a>>
+    + 'a;
 
-/// Follow the store from `state` forever: watch, fold events in, apply.
+/// What the follower keeps between changes: the state, the view of it the node was handed,
+/// and the keys changed since.
+struct Followed {
+    state: State,
+    view: View,
+    touched: Vec<Key>,
+    /// The next change is checked whole (the last one was refused, or the state was read
+    /// again): the view no longer follows from the keys touched.
+    whole: bool,
+}
+
+/// Follow the store from `state` (and `view`, the node's view of it) forever: watch, fold
+/// events in, apply.
 pub async fn follow(
     mut client: Client,
-    mut state: State,
+    state: State,
+    view: View,
     o: StoreOpts,
     stats: &StoreStats,
     apply: &mut Apply<'_>,
 ) {
     let mut backoff = FIRST_BACKOFF;
-    let mut skipped: Vec<Skipped> = Vec::new();
+    let mut skipped: Vec<Skipped> = view.skipped.clone();
+    let mut f = Followed {
+        state,
+        view,
+        touched: Vec::new(),
+        whole: false,
+    };
     let mut resync = false;
     let (mut failing, mut retry) = (false, FIRST_BACKOFF);
     loop {
         if resync {
             match read_all(&mut client).await {
                 Ok(s) => {
-                    state = s;
+                    f.state = s;
+                    f.whole = true;
                     stats.resyncs.fetch_add(1, Ordering::Relaxed);
                     resync = false;
-                    failing = !apply_state(&state, &o, stats, &mut skipped, apply).await;
+                    failing = !apply_state(&mut f, &o, stats, &mut skipped, apply).await;
                 }
                 Err(e) => {
                     stats.error(format!("{e:#}"));
@@ -259,7 +288,7 @@ pub async fn follow(
         }
         let opts = WatchOptions::new()
             .with_prefix()
-            .with_start_revision(state.revision + 1);
+            .with_start_revision(f.state.revision + 1);
         // The watcher is the request half of the watch: kept while the stream is read (some
         // servers end a watch whose request stream closed).
         let (_watcher, mut stream) = match client.watch(PREFIX, Some(opts)).await {
@@ -292,32 +321,34 @@ pub async fn follow(
                         let Some(kv) = ev.kv() else { continue };
                         let key = String::from_utf8_lossy(kv.key());
                         match ev.event_type() {
-                            EventType::Put => state.put(&key, kv.value(), kv.mod_revision()),
-                            EventType::Delete => state.delete(&key),
+                            EventType::Put => f.state.put(&key, kv.value(), kv.mod_revision()),
+                            EventType::Delete => f.state.delete(&key),
                         }
-                        state.revision = state.revision.max(kv.mod_revision());
+                        // A key outside the layout is only listed as skipped: no check sees it.
+                        f.touched.extend(Key::parse(&key));
+                        f.state.revision = f.state.revision.max(kv.mod_revision());
                         dirty = true;
                     }
                     // Only the events move the revision a watch resumes from: a catch-up batch's
                     // header may already carry a later revision whose events are still coming.
-                    stats.revision.store(state.revision, Ordering::Relaxed);
+                    stats.revision.store(f.state.revision, Ordering::Relaxed);
                     backoff = FIRST_BACKOFF;
                 }
                 _ = tokio::time::sleep(COALESCE), if dirty => {
                     dirty = false;
-                    failing = !apply_state(&state, &o, stats, &mut skipped, apply).await;
+                    failing = !apply_state(&mut f, &o, stats, &mut skipped, apply).await;
                     retry = FIRST_BACKOFF;
                 }
                 // A change the node refused (an interface not there yet, a bind refused) is
                 // tried again, with backoff, until it applies or the store changes.
                 _ = tokio::time::sleep(retry), if failing && !dirty => {
-                    failing = !apply_state(&state, &o, stats, &mut skipped, apply).await;
+                    failing = !apply_state(&mut f, &o, stats, &mut skipped, apply).await;
                     retry = (retry * 2).min(MAX_BACKOFF);
                 }
             }
         }
         if dirty {
-            failing = !apply_state(&state, &o, stats, &mut skipped, apply).await;
+            failing = !apply_state(&mut f, &o, stats, &mut skipped, apply).await;
         }
         if !resync {
             lost(stats, &mut backoff).await;
@@ -335,32 +366,48 @@ async fn lost(stats: &StoreStats, backoff: &mut Duration) {
     *backoff = (*backoff * 2).min(MAX_BACKOFF);
 }
 
-/// Turn the state into this node's cluster and hand it to the node; whether it applied.
+/// Move the node's view forward by the keys touched (incrementally when it can: see
+/// `store::view`, else the whole state checked off this task) and hand it to the node;
+/// whether it applied.
 async fn apply_state(
-    state: &State,
+    f: &mut Followed,
     o: &StoreOpts,
     stats: &StoreStats,
     skipped: &mut Vec<Skipped>,
     apply: &mut Apply<'_>,
 ) -> bool {
-    let (snapshot, url, me) = (state.clone(), o.url.clone(), o.node.clone());
-    let planned = tokio::task::spawn_blocking(move || snapshot.cluster(&url, Some(&me))).await;
-    let (cluster, now) = match planned {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            stats.changes_refused.fetch_add(1, Ordering::Relaxed);
-            stats.error(format!("the store's state is refused: {e}"));
-            return false;
-        }
-        Err(e) => {
-            stats.error(format!("planning: {e}"));
-            return false;
-        }
+    let touched = std::mem::take(&mut f.touched);
+    let delta = match f.whole {
+        true => None,
+        false => f.view.apply(&f.state, &touched),
     };
-    note_skipped(stats, skipped, &now);
-    *skipped = now;
-    match apply(cluster).await {
+    if delta.is_none() {
+        // O(1): the state's maps are persistent.
+        let (snapshot, url, me) = (f.state.clone(), o.url.clone(), o.node.clone());
+        let checked =
+            tokio::task::spawn_blocking(move || View::full(&snapshot, &url, Some(&me))).await;
+        match checked {
+            Ok(Ok(v)) => f.view = v,
+            Ok(Err(e)) => {
+                f.whole = true;
+                stats.changes_refused.fetch_add(1, Ordering::Relaxed);
+                stats.error(format!("the store's state is refused: {e}"));
+                return false;
+            }
+            Err(e) => {
+                f.whole = true;
+                stats.error(format!("planning: {e}"));
+                return false;
+            }
+        }
+    }
+    note_skipped(stats, skipped, &f.view.skipped);
+    *skipped = f.view.skipped.clone();
+    // A refused change leaves the node behind the view: the next one goes whole.
+    f.whole = true;
+    match apply(&f.view, delta.as_ref()).await {
         Ok(_) => {
+            f.whole = false;
             stats.changes_applied.fetch_add(1, Ordering::Relaxed);
             true
         }
