@@ -60,6 +60,11 @@ impl Etcd {
         format!("etcd://{}", m.join(","))
     }
 
+    /// The PIDs of the members running.
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().flatten().map(|c| c.id()).collect()
+    }
+
     /// Start member `k` (again).
     pub fn run(&mut self, k: usize) -> anyhow::Result<()> {
         if self.members[k].is_some() {

@@ -158,6 +158,10 @@ impl View {
                 }
             }
         }
+        // And the backends the state derives (an endpoint whose alias names a service).
+        for s in &cluster.services {
+            listed.extend(s.backends.iter().map(|(b, _)| b.clone()));
+        }
         idx.listed = Arc::new(listed);
         let incremental = skipped.iter().all(|s| state.bad.contains_key(&s.key));
         View {
@@ -198,6 +202,16 @@ impl View {
             .get(&(network.to_string(), node.to_string()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// This view as node `me` sees it, if the nodes that are down are the same for it (the
+    /// other nodes' view of a cluster differs only there): O(1). The convergence harness
+    /// gives each simulated node its view so; `None`: check the state whole for it.
+    pub fn seen_by(&self, state: &State, me: &str) -> Option<View> {
+        (others_down(state, Some(me)) == self.down).then(|| View {
+            me: Some(me.into()),
+            ..self.clone()
+        })
     }
 
     /// The node looking.
