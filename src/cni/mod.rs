@@ -42,12 +42,14 @@ mod desired;
 mod netns;
 mod serve;
 mod state;
+mod store;
 mod types;
 
 pub use alloc::allocate;
 pub use desired::merge;
 pub use serve::{Apply, Served, handle};
 pub use state::{Attachment, HOST_IF_PREFIX, Local, host_if_name, state_file};
+pub use store::StoreLink;
 pub use types::{CniCall, CniError, Op, SUPPORTED_VERSIONS, code, result};
 
 /// What the tests of the submodules share: the fixture cluster and an attachment in it.
@@ -79,6 +81,7 @@ mod testing {
             netns: format!("/run/netns/{name}"),
             aliases: vec![format!("{name}-alias")],
             services: vec!["web".into()],
+            store_rev: 0,
         }
     }
 }
