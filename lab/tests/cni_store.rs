@@ -31,13 +31,17 @@ fn is_root() -> bool {
 const ETCD_IP: &str = "198.18.0.250";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Namespaces this test makes besides the lab's, deleted by name when dropped.
-struct ExtraNetns(Vec<String>);
+/// Namespaces this test makes besides the lab's, deleted by name when dropped, and the nodes'
+/// CNI state files (left when a check fails with attachments in place).
+struct ExtraNetns(Vec<String>, Vec<PathBuf>);
 
 impl Drop for ExtraNetns {
     fn drop(&mut self) {
         for ns in &self.0 {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        for f in &self.1 {
+            let _ = std::fs::remove_file(f);
         }
     }
 }
@@ -148,7 +152,13 @@ fn attachments_go_through_the_store_to_every_node() {
     run.start_node("n1").unwrap_or_else(|e| panic!("{e:#}"));
     run.start_node("n2").unwrap_or_else(|e| panic!("{e:#}"));
 
-    let extra = ExtraNetns(vec![format!("{prefix}q1"), format!("{prefix}q2")]);
+    let extra = ExtraNetns(
+        vec![format!("{prefix}q1"), format!("{prefix}q2")],
+        ["n1", "n2"]
+            .iter()
+            .map(|n| run.control(n).with_extension("cni.json"))
+            .collect(),
+    );
     for n in &extra.0 {
         ip(&["netns", "add", n]);
         ip(&["-n", n, "link", "set", "lo", "up"]);

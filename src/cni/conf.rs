@@ -15,6 +15,8 @@ pub(super) struct Conf {
     pub(super) network: String,
     pub(super) tap: bool,
     pub(super) aliases: Vec<String>,
+    /// The config has an `ipam` section (the plugin ran that IPAM plugin).
+    pub(super) ipam: bool,
 }
 
 /// The config's `cniVersion`, if the plugin speaks it.
@@ -53,13 +55,6 @@ pub(super) fn parse_conf(v: &Value) -> Result<Conf, CniError> {
             ));
         }
     };
-    if v.get("ipam").is_some() {
-        return Err(with_version(
-            &version,
-            code::UNSUPPORTED_FIELD,
-            "\"ipam\" is not supported yet: vxmesh allocates the address itself (leave \"ipam\" out)",
-        ));
-    }
     let tap = match v.get("attach").and_then(Value::as_str) {
         None | Some("afxdp") => false,
         Some("tap") => true,
@@ -98,6 +93,7 @@ pub(super) fn parse_conf(v: &Value) -> Result<Conf, CniError> {
         network,
         tap,
         aliases,
+        ipam: v.get("ipam").is_some_and(|i| !i.is_null()),
     })
 }
 
@@ -160,10 +156,6 @@ mod tests {
             (
                 json!({"cniVersion": "1.0.0", "network": "n", "attach": "x"}),
                 code::INVALID_CONFIG,
-            ),
-            (
-                json!({"cniVersion": "1.0.0", "network": "n", "ipam": {}}),
-                code::UNSUPPORTED_FIELD,
             ),
         ] {
             assert_eq!(parse_conf(&bad).err().map(|e| e.code), Some(code), "{bad}");

@@ -154,8 +154,30 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
     };
     // With the store: an address of one of this node's blocks (a block claimed if they are
     // full); else one of the node's share of the subnet.
-    let (ip, picked) = match local.store.as_mut() {
-        Some(st) => {
+    let (ip, picked) = match (call.ipam_ip, local.store.as_mut()) {
+        // From the IPAM plugin: it must be a host address of the network's subnet (the
+        // plugin releases it with an IPAM DEL when the ADD fails).
+        (Some(ip), _) => {
+            if !net.subnet.contains_host(ip) {
+                return Err(with_version(
+                    &v,
+                    code::INVALID_CONFIG,
+                    format!(
+                        "the ipam plugin gave {ip}, which is not a host address of network {:?}'s subnet {}: its range must be inside the subnet",
+                        net.name, net.subnet
+                    ),
+                ));
+            }
+            (ip, None)
+        }
+        (None, _) if conf.ipam => {
+            return Err(with_version(
+                &v,
+                code::UNSUPPORTED_FIELD,
+                "the config has an \"ipam\" section but the call carries no address from it (an older vxmesh-cni?)",
+            ));
+        }
+        (None, Some(st)) => {
             let p = st
                 .pick(&local.node, &net, &local.source, &local.atts)
                 .await
@@ -163,7 +185,7 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
                 .ok_or_else(no_address)?;
             (p.ip, Some(p))
         }
-        None => (
+        (None, None) => (
             allocate(&local.source, &local.node, &local.atts, &net).ok_or_else(no_address)?,
             None,
         ),
@@ -237,8 +259,8 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
         return Err(failed(&v, "the node refused the attachment").details(e));
     }
     // With the store: the endpoint written there, one key, so every node learns it.
-    if let (Some(p), Some(st)) = (&picked, local.store.as_mut()) {
-        match st.write_endpoint(&local.node, &att, p).await {
+    if let Some(st) = local.store.as_mut() {
+        match st.write_endpoint(&local.node, &att, picked.as_ref()).await {
             Ok(rev) => {
                 if let Some(a) = local.atts.last_mut() {
                     a.store_rev = rev;

@@ -209,25 +209,26 @@ impl StoreLink {
     }
 
     /// Write attachment `a` of node `node` as endpoint `/vxmesh/v1/endpoint/NAME`, if its block
-    /// is still this node's and the name is free; the revision it was written at.
+    /// (`picked`'s) is still this node's and the name is free; the revision it was written at.
     pub(super) async fn write_endpoint(
         &mut self,
         node: &str,
         a: &Attachment,
-        picked: &Picked,
+        picked: Option<&Picked>,
     ) -> Result<i64, String> {
         let key = Key::Object(Kind::Endpoint, a.name.clone()).text();
-        let block = Key::Block(a.network.clone(), picked.block.name.clone()).text();
-        let t = Txn::new()
-            .when([
-                Compare::mod_revision(block.as_str(), CompareOp::Equal, picked.block.rev),
-                Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
-            ])
-            .and_then([TxnOp::put(
-                key.as_str(),
-                endpoint_json(node, a).to_string(),
-                None,
-            )]);
+        // The endpoint's name must be free; an address of a block, that the block is still
+        // this node's (an address from an IPAM plugin has no block).
+        let mut when = vec![Compare::create_revision(key.as_str(), CompareOp::Equal, 0)];
+        if let Some(p) = picked {
+            let block = Key::Block(a.network.clone(), p.block.name.clone()).text();
+            when.push(Compare::mod_revision(block, CompareOp::Equal, p.block.rev));
+        }
+        let t = Txn::new().when(when).and_then([TxnOp::put(
+            key.as_str(),
+            endpoint_json(node, a).to_string(),
+            None,
+        )]);
         let r = self.txn(t).await?;
         if r.succeeded() {
             return Ok(r.header().map_or(0, |h| h.revision()));
@@ -235,8 +236,8 @@ impl StoreLink {
         // The next ADD reads the blocks again.
         self.nets.remove(&a.network);
         Err(format!(
-            "the store refused endpoint {:?}: the name is taken there, or address block {} of network {:?} is no longer this node's",
-            a.name, picked.block.name, a.network
+            "the store refused endpoint {:?}: the name is taken there, or the address block of {} in network {:?} is no longer this node's",
+            a.name, a.ip, a.network
         ))
     }
 
