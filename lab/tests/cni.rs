@@ -134,6 +134,28 @@ fn cni_veths(ns: &str) -> Vec<String> {
         .collect()
 }
 
+/// A folder removed when dropped.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The addresses host-local holds in its data folder of one network (a file per address).
+fn ipam_addresses(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+        .collect();
+    v.sort();
+    v
+}
+
 fn ping(ns: &str, to: &str) -> bool {
     Command::new("ip")
         .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "2", to])
@@ -356,13 +378,34 @@ fn the_plugin_attaches_checks_and_detaches_containers_as_a_runtime_drives_it() {
     );
     assert!(m.contains("0.3.1"), "{m}");
     plugin.fails("ADD", &path("p1"), "cid-p1", "eth0", &conf(json!({})), 103);
+    // An IPAM plugin (host-local) whose range is outside the subnet: refused, and the address
+    // given back to it (its data folder holds no address).
+    let ipam_dir = std::env::temp_dir().join(format!("{prefix}ipam"));
+    let _ipam_dir = RemoveDir(ipam_dir.clone());
+    let host_local = |subnet: &str, start: &str, end: &str| {
+        json!({"type": "host-local", "subnet": subnet, "rangeStart": start, "rangeEnd": end,
+            "dataDir": ipam_dir})
+    };
+    let m = plugin.fails(
+        "ADD",
+        &p3,
+        "cid-x",
+        "eth0",
+        &conf(json!({"ipam": host_local("10.0.55.0/24", "10.0.55.5", "10.0.55.6")})),
+        7,
+    );
+    assert!(m.contains("10.0.55.5") && m.contains("subnet"), "{m}");
+    assert_eq!(
+        ipam_addresses(&ipam_dir.join("appnet")),
+        Vec::<String>::new()
+    );
     plugin.fails(
         "ADD",
         &p3,
         "cid-x",
         "eth0",
-        &conf(json!({"ipam": {"type": "host-local"}})),
-        2,
+        &conf(json!({"ipam": {"type": "no-such-ipam"}})),
+        7,
     );
     // A name that is an endpoint's already: refused before anything is made.
     let (code, v) = plugin.call(
@@ -390,6 +433,19 @@ fn the_plugin_attaches_checks_and_detaches_containers_as_a_runtime_drives_it() {
     let m = plugin.fails("ADD", &path("t3"), "cid-t3", "eth0", &tiny, 102);
     assert!(m.contains("no free address"), "{m}");
     assert!(!ip(&["-n", &ns("t3"), "-o", "link"]).contains("eth0"));
+    assert_eq!(cni_veths(&n1).len(), 3);
+    // With an IPAM plugin the address is host-local's (its range: .4 of the /29); DEL gives
+    // it back.
+    let tiny_ipam = conf(json!({"network": "tiny", "name": "tiny",
+        "ipam": host_local("10.0.77.0/29", "10.0.77.4", "10.0.77.4")}));
+    let r = plugin.ok("ADD", &path("t3"), "cid-t3", "", &tiny_ipam);
+    assert_eq!(r["ips"][0]["address"], "10.0.77.4/29", "{r}");
+    assert!(ip(&["-n", &ns("t3"), "-o", "addr"]).contains("10.0.77.4/29"));
+    assert_eq!(ipam_addresses(&ipam_dir.join("tiny")), ["10.0.77.4"]);
+    ping_ok(&ns("t3"), "10.0.77.2");
+    plugin.ok("CHECK", &path("t3"), "cid-t3", "", &tiny_ipam);
+    plugin.ok("DEL", &path("t3"), "cid-t3", "", &tiny_ipam);
+    assert_eq!(ipam_addresses(&ipam_dir.join("tiny")), Vec::<String>::new());
     assert_eq!(cni_veths(&n1).len(), 3);
 
     // The node restarts: the attachments come back.

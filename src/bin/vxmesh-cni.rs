@@ -8,6 +8,12 @@
 //! socket (default `/run/vxmesh/vxmesh.sock`), one JSON request line as `vxmesh` sends. It
 //! prints the node's answer (the ADD result, or a CNI error object with `code`, `msg` and
 //! `details`) and exits with 0 or 1. STATUS fails with code 50 when the node does not answer.
+//!
+//! A config with an `ipam` section delegates the address to that IPAM plugin, as the reference
+//! plugins do: the plugin named by `ipam.type` is found in `CNI_PATH` and run with the same
+//! environment and the config on its standard input; ADD passes its address to the node (and runs
+//! the IPAM plugin's DEL if the node refuses it), DEL runs it after the node's DEL, CHECK before
+//! the node's CHECK.
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -72,13 +78,28 @@ fn run() -> Result<String, CniError> {
             ),
         ));
     }
-    let call = CniCall {
+    let mut call = CniCall {
         container_id: env("CNI_CONTAINERID"),
         netns: env("CNI_NETNS"),
         ifname: env("CNI_IFNAME"),
         args: env("CNI_ARGS"),
         config: config.clone(),
+        ipam_ip: None,
     };
+    let ipam = config
+        .get("ipam")
+        .filter(|i| !i.is_null())
+        .map(|i| ipam_plugin(i).map_err(|m| with(code::INVALID_CONFIG, m)))
+        .transpose()?;
+    if let Some(ipam) = &ipam {
+        match command.as_str() {
+            "ADD" => call.ipam_ip = Some(ipam_add(ipam, &input)?),
+            "CHECK" => {
+                delegate(ipam, "CHECK", &input)?;
+            }
+            _ => {}
+        }
+    }
     let req = match command.as_str() {
         "ADD" => Request::CniAdd(call),
         "DEL" => Request::CniDel(call),
@@ -113,19 +134,103 @@ fn run() -> Result<String, CniError> {
             "{e} (is `vxmesh run` running with this control socket? set \"control\" in the config)"
         ))
     };
-    let (out, exit) = ask(&control, &req).map_err(unreachable)?;
-    if exit == 0 {
+    let answer = ask(&control, &req)
+        .map_err(unreachable)
+        .and_then(|(out, exit)| {
+            if exit == 0 {
+                return Ok(out);
+            }
+            // The node sends a CNI error object; anything else is wrapped in one.
+            match serde_json::from_str::<CniError>(out.trim()) {
+                Ok(e) => Err(e),
+                Err(_) => Err(with(
+                    code::FAILED,
+                    format!("the node failed the call (exit {exit})"),
+                )
+                .details(out.trim().to_string())),
+            }
+        });
+    if let Some(ipam) = &ipam {
+        match command.as_str() {
+            // The address goes back to the IPAM plugin: nothing left behind.
+            "ADD" if answer.is_err() => {
+                let _ = delegate(ipam, "DEL", &input);
+            }
+            "DEL" => {
+                answer.as_ref().map_err(Clone::clone)?;
+                delegate(ipam, "DEL", &input)?;
+            }
+            _ => {}
+        }
+    }
+    answer
+}
+
+/// The IPAM plugin of the config's `ipam` section: its `type` found in `CNI_PATH`.
+fn ipam_plugin(ipam: &Value) -> Result<PathBuf, String> {
+    let ty = ipam
+        .get("type")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty() && !t.contains('/'))
+        .ok_or("\"ipam\" needs a \"type\": the IPAM plugin's name (e.g. host-local)")?;
+    let path = env("CNI_PATH");
+    std::env::split_paths(&path)
+        .map(|d| d.join(ty))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("IPAM plugin {ty:?} is not in CNI_PATH ({path})"))
+}
+
+/// Run the IPAM plugin with `CNI_COMMAND=command`, the caller's environment otherwise, and the
+/// config on its standard input; its output, or its error object.
+fn delegate(plugin: &std::path::Path, command: &str, config: &str) -> Result<String, CniError> {
+    let mut child = std::process::Command::new(plugin)
+        .env("CNI_COMMAND", command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| CniError::new(code::FAILED, format!("running {}: {e}", plugin.display())))?;
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(config.as_bytes());
+    }
+    let o = child
+        .wait_with_output()
+        .map_err(|e| CniError::new(code::FAILED, format!("running {}: {e}", plugin.display())))?;
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    if o.status.success() {
         return Ok(out);
     }
-    // The node sends a CNI error object; anything else is wrapped in one.
-    match serde_json::from_str::<CniError>(out.trim()) {
-        Ok(e) => Err(e),
-        Err(_) => Err(with(
+    Err(
+        serde_json::from_str::<CniError>(out.trim()).unwrap_or_else(|_| {
+            CniError::new(
+                code::FAILED,
+                format!("IPAM plugin {} failed {command}", plugin.display()),
+            )
+            .details(out.trim().to_string())
+        }),
+    )
+}
+
+/// ADD through the IPAM plugin: the IPv4 address of its result.
+fn ipam_add(plugin: &std::path::Path, config: &str) -> Result<std::net::Ipv4Addr, CniError> {
+    let out = delegate(plugin, "ADD", config)?;
+    let ip = serde_json::from_str::<Value>(&out).ok().and_then(|r| {
+        r.get("ips")?.as_array()?.iter().find_map(|i| {
+            i.get("address")?
+                .as_str()?
+                .split('/')
+                .next()?
+                .parse::<std::net::Ipv4Addr>()
+                .ok()
+        })
+    });
+    ip.ok_or_else(|| {
+        let _ = delegate(plugin, "DEL", config);
+        CniError::new(
             code::FAILED,
-            format!("the node failed the call (exit {exit})"),
+            format!("IPAM plugin {} gave no IPv4 address", plugin.display()),
         )
-        .details(out.trim().to_string())),
-    }
+        .details(out.trim().to_string())
+    })
 }
 
 /// How long the node may take to answer a call.

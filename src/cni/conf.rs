@@ -15,6 +15,8 @@ pub(super) struct Conf {
     pub(super) network: String,
     pub(super) tap: bool,
     pub(super) aliases: Vec<String>,
+    /// The config has an `ipam` section (the plugin ran that IPAM plugin).
+    pub(super) ipam: bool,
 }
 
 /// The config's `cniVersion`, if the plugin speaks it.
@@ -53,13 +55,6 @@ pub(super) fn parse_conf(v: &Value) -> Result<Conf, CniError> {
             ));
         }
     };
-    if v.get("ipam").is_some() {
-        return Err(with_version(
-            &version,
-            code::UNSUPPORTED_FIELD,
-            "\"ipam\" is not supported yet: vxmesh allocates the address itself (leave \"ipam\" out)",
-        ));
-    }
     let tap = match v.get("attach").and_then(Value::as_str) {
         None | Some("afxdp") => false,
         Some("tap") => true,
@@ -98,16 +93,37 @@ pub(super) fn parse_conf(v: &Value) -> Result<Conf, CniError> {
         network,
         tap,
         aliases,
+        ipam: v.get("ipam").is_some_and(|i| !i.is_null()),
     })
 }
 
-/// `K8S_POD_NAME` from `CNI_ARGS` (`K=V;K=V`).
-pub(super) fn pod_name(args: &str) -> Option<String> {
+/// `key` from `CNI_ARGS` (`K=V;K=V`), if not empty.
+fn cni_arg(args: &str, key: &str) -> Option<String> {
     args.split(';')
         .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "K8S_POD_NAME")
+        .find(|(k, _)| *k == key)
         .map(|(_, v)| v.to_string())
         .filter(|v| !v.is_empty())
+}
+
+/// `K8S_POD_NAME` from `CNI_ARGS`.
+pub(super) fn pod_name(args: &str) -> Option<String> {
+    cni_arg(args, "K8S_POD_NAME")
+}
+
+/// The endpoint's name, which is a DNS name too: `NAMESPACE-NAME` with `K8S_POD_NAMESPACE` and
+/// `K8S_POD_NAME` in `CNI_ARGS` (Kubernetes: pods of the same name in two namespaces stay
+/// apart), `K8S_POD_NAME` alone without a namespace (podman passes the container's name), when
+/// that is a DNS label; else the container ID's first 12 characters (Docker's short ID; a full
+/// ID is longer than a label).
+pub(super) fn endpoint_name(args: &str, container_id: &str) -> String {
+    let name = match (cni_arg(args, "K8S_POD_NAMESPACE"), pod_name(args)) {
+        (Some(ns), Some(pod)) => Some(format!("{ns}-{pod}")),
+        (None, pod) => pod,
+        (Some(_), None) => None,
+    };
+    name.filter(|n| crate::config::is_dns_label(n))
+        .unwrap_or_else(|| container_id.chars().take(12).collect())
 }
 
 #[cfg(test)]
@@ -141,10 +157,6 @@ mod tests {
                 json!({"cniVersion": "1.0.0", "network": "n", "attach": "x"}),
                 code::INVALID_CONFIG,
             ),
-            (
-                json!({"cniVersion": "1.0.0", "network": "n", "ipam": {}}),
-                code::UNSUPPORTED_FIELD,
-            ),
         ] {
             assert_eq!(parse_conf(&bad).err().map(|e| e.code), Some(code), "{bad}");
         }
@@ -153,5 +165,16 @@ mod tests {
             Some("busy1")
         );
         assert_eq!(pod_name("IgnoreUnknown=1"), None);
+        let id = "0123456789abcdef0123";
+        assert_eq!(endpoint_name("K8S_POD_NAME=web1", id), "web1");
+        assert_eq!(
+            endpoint_name("K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web1", id),
+            "prod-web1"
+        );
+        // Not a DNS label (a dot, too long): the short ID.
+        assert_eq!(endpoint_name("K8S_POD_NAME=a.b", id), "0123456789ab");
+        let long = format!("K8S_POD_NAMESPACE={};K8S_POD_NAME=x", "n".repeat(63));
+        assert_eq!(endpoint_name(&long, id), "0123456789ab");
+        assert_eq!(endpoint_name("", id), "0123456789ab");
     }
 }

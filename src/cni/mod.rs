@@ -15,12 +15,15 @@
 //! ```
 //!
 //! The desired state is the source's [`Cluster`](crate::config::Cluster) plus the node's local attachments
-//! ([`merge`]). Attachments are local to the node: other nodes do not learn them (their
-//! traffic to a local attachment is flooded as unknown unicast, and services on other nodes
-//! do not balance to it). Addresses come from the network's subnet, never one of an endpoint,
-//! VIP, load-balancer or resolver address of the cluster; each node allocates only in its own
-//! block of the subnet (the host addresses split evenly in the cluster's node order), so two
-//! nodes never hand out the same address without talking to each other.
+//! ([`merge`]). With a cluster file, attachments are local to the node: other nodes do not learn
+//! them (their traffic to a local attachment is flooded as unknown unicast, and services on
+//! other nodes do not balance to it), and each node allocates only in its own share of the
+//! subnet (the host addresses split evenly in the cluster's node order). With the store, an
+//! attachment is also written there as an endpoint (every node learns it through its watch) and
+//! its address comes from an address block the node claimed there by compare-and-swap
+//! ([`StoreLink`]). Addresses are never one of an endpoint, VIP, load-balancer or resolver
+//! address of the cluster. An `ipam` section in the config delegates the address to that IPAM
+//! plugin, which the plugin binary runs.
 //!
 //! Attachments are keyed by (network, container ID, interface name) and kept in a state file
 //! beside the control socket (`/run/vxmesh/NODE.cni.json`), so they come back when the node
@@ -32,7 +35,8 @@
 //! - `conf`: reading a call's network config;
 //! - `state`: [`Attachment`], [`Local`] and the state file;
 //! - `desired`: [`merge`], the source's cluster plus the attachments;
-//! - `alloc`: [`allocate`], an address in the node's block;
+//! - `alloc`: [`allocate`], an address in the node's share of the subnet (cluster file);
+//! - `store`: [`StoreLink`], the node's address blocks and endpoint writes in the store;
 //! - `netns`: the veth and the namespace, the system side;
 //! - `serve`: [`handle`], the handlers of ADD, DEL, CHECK, STATUS and GC.
 
@@ -42,12 +46,14 @@ mod desired;
 mod netns;
 mod serve;
 mod state;
+mod store;
 mod types;
 
 pub use alloc::allocate;
 pub use desired::merge;
 pub use serve::{Apply, Served, handle};
 pub use state::{Attachment, HOST_IF_PREFIX, Local, host_if_name, state_file};
+pub use store::StoreLink;
 pub use types::{CniCall, CniError, Op, SUPPORTED_VERSIONS, code, result};
 
 /// What the tests of the submodules share: the fixture cluster and an attachment in it.
@@ -79,6 +85,7 @@ mod testing {
             netns: format!("/run/netns/{name}"),
             aliases: vec![format!("{name}-alias")],
             services: vec!["web".into()],
+            store_rev: 0,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The system side of a CNI attachment, in the container's namespace (`CNI_NETNS`): checking
-//! that a path is a network namespace, running a closure inside one, creating and deleting the
+//! that a path is a network namespace and keeping it open ([`Netns`]: one descriptor checked and
+//! entered, no race on the path), running a closure inside one, creating and deleting the
 //! veth whose node side the AF_XDP port opens (a TAP is opened by the port itself), and the name
 //! of a namespace under `/run/netns`. Control plane, off the packet path: blocking calls, run on
 //! the handlers' blocking threads.
@@ -17,39 +18,61 @@ pub(super) fn named_netns(path: &str) -> Option<String> {
     vswitch::port::netns::valid_name(rest).then(|| rest.to_string())
 }
 
-/// Run `f` on a thread of its own that has entered the network namespace at `path`; the thread
-/// ends with `f`, so it never has to come back.
-pub(super) fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = std::fs::File::open(path)?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a descriptor we own; it moves only this thread, which ends here.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| io::Error::other("the namespace thread panicked"))?
-    })
+/// A network namespace, open: every step of a call uses this descriptor, so the file checked is
+/// the file entered (no check-then-use race on the path).
+pub(super) struct Netns {
+    file: std::fs::File,
 }
 
-/// Whether `path` is a network namespace (a file of nsfs of type CLONE_NEWNET).
-pub(super) fn is_netns(path: &str) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    /// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
-    const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
-    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor's namespace.
-    let t = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };
-    if t < 0 {
-        return Err(format!("{path} is not a namespace"));
+impl Netns {
+    /// Open `path` and check, through the descriptor, that it is a network namespace (a file of
+    /// nsfs of type CLONE_NEWNET).
+    pub(super) fn open(path: &str) -> Result<Netns, String> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+        /// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
+        const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
+        // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor's namespace.
+        let t = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+        if t < 0 {
+            return Err(format!("{path} is not a namespace"));
+        }
+        if t != libc::CLONE_NEWNET {
+            return Err(format!("{path} is a namespace but not a network namespace"));
+        }
+        Ok(Netns { file })
     }
-    if t != libc::CLONE_NEWNET {
-        return Err(format!("{path} is a namespace but not a network namespace"));
+
+    /// A path another process (`ip ... netns PATH`) opens to reach the same namespace: this
+    /// process's descriptor under /proc.
+    fn proc_path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/{}/fd/{}", std::process::id(), self.file.as_raw_fd())
     }
-    Ok(())
+
+    /// Run `f` on a thread of its own that has entered the namespace; the thread ends with
+    /// `f`, so it never has to come back.
+    pub(super) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+        use std::os::fd::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on a descriptor this Netns owns (open for the call); it moves
+                // only this thread, which ends here.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| io::Error::other("the namespace thread panicked"))?
+        })
+    }
+}
+
+/// Run `f` in the network namespace at `path` (opened and checked first).
+pub(super) fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    Netns::open(path).map_err(io::Error::other)?.run(f)
 }
 
 /// Run `ip ARGS` in the calling thread's namespace.
@@ -72,16 +95,17 @@ fn ip(args: &[&str]) -> Result<(), String> {
 /// `a.netns`) and configure it: MAC, MTU, address, up, TX checksum offload, TSO and GSO off on
 /// the container side (AF_XDP gets frames as the container built them). Removes what it made if
 /// any step fails.
-pub(super) fn create_veth(a: &Attachment, mtu: u16, prefix: u8) -> Result<(), String> {
+pub(super) fn create_veth(a: &Attachment, ns: &Netns, mtu: u16, prefix: u8) -> Result<(), String> {
     let mtu = mtu.to_string();
     let mac = a.mac().to_string();
+    let target = ns.proc_path();
     ip(&[
         "link", "add", &a.host_if, "mtu", &mtu, "type", "veth", "peer", "name", &a.ifname, "mtu",
-        &mtu, "address", &mac, "netns", &a.netns,
+        &mtu, "address", &mac, "netns", &target,
     ])?;
     let configured = ip(&["link", "set", &a.host_if, "up"]).and_then(|()| {
         let addr = format!("{}/{prefix}", a.ip);
-        in_netns(&a.netns, || {
+        ns.run(|| {
             ip(&["addr", "add", &addr, "dev", &a.ifname])?;
             ip(&["link", "set", &a.ifname, "up"])?;
             vswitch::port::ethtool::disable_offloads(None, &a.ifname)
@@ -102,9 +126,9 @@ pub(super) fn delete_veth(host_if: &str) {
     }
 }
 
-/// Whether interface `ifname` exists in the namespace at `netns`.
-pub(super) fn exists_in(netns: &str, ifname: &str) -> io::Result<bool> {
-    in_netns(netns, || vswitch::port::iface::index_of(ifname).is_some())
+/// Whether interface `ifname` exists in namespace `ns`.
+pub(super) fn exists_in(ns: &Netns, ifname: &str) -> io::Result<bool> {
+    ns.run(|| vswitch::port::iface::index_of(ifname).is_some())
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::conf::{conf_version, parse_conf, pod_name};
-use super::netns::{create_veth, delete_veth, exists_in, in_netns, is_netns, named_netns};
+use super::conf::{conf_version, endpoint_name, parse_conf};
+use super::netns::{Netns, create_veth, delete_veth, exists_in, in_netns, named_netns};
 use super::types::{failed, with_version};
 use super::{Attachment, CniCall, CniError, Local, Op, allocate, code, host_if_name, result};
 use crate::config::{Cluster, is_dns_label};
@@ -100,10 +100,13 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
     if call.netns.is_empty() {
         return Err(with_version(&v, code::INVALID_ENV, "CNI_NETNS is not set"));
     }
-    let ns = call.netns.clone();
-    blocking(move || is_netns(&ns))
-        .await
-        .map_err(|e| with_version(&v, code::INVALID_ENV, format!("CNI_NETNS: {e}")))?;
+    // Opened once: every step below uses this descriptor (checked, then entered).
+    let path = call.netns.clone();
+    let netns = std::sync::Arc::new(
+        blocking(move || Netns::open(&path))
+            .await
+            .map_err(|e| with_version(&v, code::INVALID_ENV, format!("CNI_NETNS: {e}")))?,
+    );
     if conf.tap && named_netns(&call.netns).is_none() {
         return Err(with_version(
             &v,
@@ -127,7 +130,7 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
             ),
         ));
     }
-    let (ns, ifn) = (call.netns.clone(), call.ifname.clone());
+    let (ns, ifn) = (netns.clone(), call.ifname.clone());
     match blocking(move || exists_in(&ns, &ifn)).await {
         Ok(false) => {}
         Ok(true) => {
@@ -139,7 +142,7 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
         }
         Err(e) => return Err(failed(&v, format!("entering {}: {e}", call.netns))),
     }
-    let ip = allocate(&local.source, &local.node, &local.atts, &net).ok_or_else(|| {
+    let no_address = || {
         with_version(
             &v,
             code::NO_ADDRESS,
@@ -148,12 +151,46 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
                 net.name, net.subnet, local.node
             ),
         )
-    })?;
-    // The endpoint's name is a DNS name too: the pod's name if it is a DNS label, else the
-    // container ID's first 12 characters (Docker's short ID; a full ID is longer than a label).
-    let name = pod_name(&call.args)
-        .filter(|n| is_dns_label(n))
-        .unwrap_or_else(|| call.container_id.chars().take(12).collect());
+    };
+    // With the store: an address of one of this node's blocks (a block claimed if they are
+    // full); else one of the node's share of the subnet.
+    let (ip, picked) = match (call.ipam_ip, local.store.as_mut()) {
+        // From the IPAM plugin: it must be a host address of the network's subnet (the
+        // plugin releases it with an IPAM DEL when the ADD fails).
+        (Some(ip), _) => {
+            if !net.subnet.contains_host(ip) {
+                return Err(with_version(
+                    &v,
+                    code::INVALID_CONFIG,
+                    format!(
+                        "the ipam plugin gave {ip}, which is not a host address of network {:?}'s subnet {}: its range must be inside the subnet",
+                        net.name, net.subnet
+                    ),
+                ));
+            }
+            (ip, None)
+        }
+        (None, _) if conf.ipam => {
+            return Err(with_version(
+                &v,
+                code::UNSUPPORTED_FIELD,
+                "the config has an \"ipam\" section but the call carries no address from it (an older vxmesh-cni?)",
+            ));
+        }
+        (None, Some(st)) => {
+            let p = st
+                .pick(&local.node, &net, &local.source, &local.atts)
+                .await
+                .map_err(|e| failed(&v, format!("allocating an address: {e}")))?
+                .ok_or_else(no_address)?;
+            (p.ip, Some(p))
+        }
+        (None, None) => (
+            allocate(&local.source, &local.node, &local.atts, &net).ok_or_else(no_address)?,
+            None,
+        ),
+    };
+    let name = endpoint_name(&call.args, &call.container_id);
     let services: Vec<&str> = local
         .source
         .services
@@ -190,6 +227,7 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
         netns: call.netns.clone(),
         aliases,
         services: backend_of,
+        store_rev: 0,
     };
     local.atts.push(att.clone());
     let desired = match local.desired(&local.source) {
@@ -200,8 +238,8 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
         }
     };
     if !att.tap {
-        let (a, mtu, prefix) = (att.clone(), net.mtu, net.subnet.prefix);
-        if let Err(e) = blocking(move || create_veth(&a, mtu, prefix)).await {
+        let (a, mtu, prefix, ns) = (att.clone(), net.mtu, net.subnet.prefix, netns.clone());
+        if let Err(e) = blocking(move || create_veth(&a, &ns, mtu, prefix)).await {
             local.atts.pop();
             return Err(failed(&v, format!("creating the veth: {e}")));
         }
@@ -219,6 +257,25 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
         local.atts.pop();
         undo_veth(&att).await;
         return Err(failed(&v, "the node refused the attachment").details(e));
+    }
+    // With the store: the endpoint written there, one key, so every node learns it.
+    if let Some(st) = local.store.as_mut() {
+        match st.write_endpoint(&local.node, &att, picked.as_ref()).await {
+            Ok(rev) => {
+                if let Some(a) = local.atts.last_mut() {
+                    a.store_rev = rev;
+                }
+                local.deleted.retain(|d| d != &att.name);
+            }
+            Err(e) => {
+                local.atts.pop();
+                if let Ok(back) = local.desired(&local.source) {
+                    let _ = apply(back).await;
+                }
+                undo_veth(&att).await;
+                return Err(failed(&v, e));
+            }
+        }
     }
     if let Err(e) = local.save() {
         local.atts.pop();
@@ -238,6 +295,14 @@ async fn add(call: CniCall, local: &mut Local, apply: &mut Apply<'_>) -> Result<
 /// Take attachment `i` out of the node: the desired state without it applied, its veth deleted
 /// (a TAP goes with its port), the state file written.
 async fn detach(i: usize, local: &mut Local, apply: &mut Apply<'_>) -> Result<(), String> {
+    // With the store: its endpoint leaves the store first (every node forgets it through the
+    // watch); left out of this node's source until the watch brings the delete.
+    if local.atts[i].store_rev > 0
+        && let Some(st) = local.store.as_mut()
+    {
+        st.delete_endpoint(&local.atts[i]).await?;
+        local.deleted.push(local.atts[i].name.clone());
+    }
     let att = local.atts.remove(i);
     let desired = match local.desired(&local.source) {
         Ok(d) => d,

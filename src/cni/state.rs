@@ -42,6 +42,9 @@ pub struct Attachment {
     pub aliases: Vec<String>,
     /// Services it is a backend of (aliases that name a service of its network).
     pub services: Vec<String>,
+    /// With the store: the revision its endpoint was written at (0: not in the store).
+    #[serde(default)]
+    pub store_rev: i64,
 }
 
 impl Attachment {
@@ -83,6 +86,14 @@ pub struct Local {
     pub atts: Vec<Attachment>,
     /// Where they are kept.
     pub state_file: PathBuf,
+    /// With the store: the link that claims blocks and writes endpoints.
+    pub store: Option<super::StoreLink>,
+    /// Attachments dropped when the node started (their interface gone): their endpoints leave
+    /// the store once the node is linked to it ([`Local::forget_stale`]).
+    pub stale: Vec<Attachment>,
+    /// Endpoints this node deleted from the store whose delete the watch has not brought yet:
+    /// left out of the source meanwhile.
+    pub deleted: Vec<String>,
 }
 
 /// The state file of the node whose control socket is `control`: beside it, `NAME.cni.json`.
@@ -118,6 +129,9 @@ impl Local {
             source,
             atts: Vec::new(),
             state_file,
+            store: None,
+            stale: Vec::new(),
+            deleted: Vec::new(),
         };
         for a in atts {
             let present = if a.tap {
@@ -130,12 +144,14 @@ impl Local {
                     "CNI attachment {} (container {}, {}): its interface is gone; dropped",
                     a.name, a.container_id, a.ifname
                 ));
+                local.stale.push(a);
                 continue;
             }
             local.atts.push(a);
-            if let Err(e) = merge(&local.source, &local.node, &local.atts) {
+            if let Err(e) = local.desired(&local.source) {
                 let a = local.atts.pop().expect("just pushed");
                 notes.push(format!("CNI attachment {}: {e}; dropped", a.name));
+                local.stale.push(a);
             }
         }
         if !notes.is_empty() {
@@ -146,7 +162,66 @@ impl Local {
 
     /// The desired state with `source` as the file's or store's part.
     pub fn desired(&self, source: &Cluster) -> Result<Cluster, String> {
-        merge(source, &self.node, &self.atts)
+        merge(&self.base(source), &self.node, &self.atts)
+    }
+
+    /// `source` without this node's endpoints that are its own attachments written to the store
+    /// (merged back from the attachments, so the desired state is the same before and after
+    /// the watch brings them) and without those it deleted there.
+    fn base<'a>(&self, source: &'a Cluster) -> std::borrow::Cow<'a, Cluster> {
+        let mine = |name: &str| {
+            self.deleted.iter().any(|d| d == name)
+                || self.atts.iter().any(|a| a.store_rev > 0 && a.name == name)
+        };
+        if !source
+            .endpoints
+            .iter()
+            .any(|e| e.node == self.node && mine(&e.name))
+        {
+            return std::borrow::Cow::Borrowed(source);
+        }
+        let mut c = source.clone();
+        let gone: Vec<String> = c
+            .endpoints
+            .iter()
+            .filter(|e| e.node == self.node && mine(&e.name))
+            .map(|e| e.name.clone())
+            .collect();
+        c.endpoints.retain(|e| !gone.contains(&e.name));
+        for s in &mut c.services {
+            s.backends.retain(|(n, _)| !gone.contains(n));
+        }
+        std::borrow::Cow::Owned(c)
+    }
+
+    /// Take the endpoints of the attachments dropped at start out of the store (those this node
+    /// wrote); what could not be done, as messages.
+    pub async fn forget_stale(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let Some(st) = self.store.as_mut() else {
+            return notes;
+        };
+        for a in std::mem::take(&mut self.stale) {
+            if a.store_rev > 0 {
+                // Left out of this node's source meanwhile (its interface is gone).
+                self.deleted.push(a.name.clone());
+                if let Err(e) = st.delete_endpoint(&a).await {
+                    notes.push(format!("CNI attachment {}: {e}", a.name));
+                }
+            }
+        }
+        notes
+    }
+
+    /// `source` is applied now: forget the deletes it shows done.
+    pub fn applied(&mut self, source: &Cluster) {
+        let node = self.node.clone();
+        self.deleted.retain(|d| {
+            source
+                .endpoints
+                .iter()
+                .any(|e| &e.name == d && e.node == node)
+        });
     }
 
     /// [`Local::desired`] where the source wins (a store that changed under the node's
@@ -155,14 +230,15 @@ impl Local {
     pub fn desired_lenient(&self, source: &Cluster) -> (Cluster, Vec<String>) {
         let mut fit: Vec<Attachment> = Vec::new();
         let mut left_out = Vec::new();
+        let base = self.base(source);
         for a in &self.atts {
             fit.push(a.clone());
-            if let Err(e) = merge(source, &self.node, &fit) {
+            if let Err(e) = merge(&base, &self.node, &fit) {
                 fit.pop();
                 left_out.push(e);
             }
         }
-        let c = merge(source, &self.node, &fit).unwrap_or_else(|_| source.clone());
+        let c = merge(&base, &self.node, &fit).unwrap_or_else(|_| source.clone());
         (c, left_out)
     }
 

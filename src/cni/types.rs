@@ -16,7 +16,7 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0", "1.1.0"];
 pub mod code {
     /// The config's `cniVersion` is not one the plugin speaks.
     pub const INCOMPATIBLE_VERSION: u32 = 1;
-    /// The config has a field the plugin does not support (`ipam`).
+    /// The config has a field the plugin does not support (an `ipam` section without an address).
     pub const UNSUPPORTED_FIELD: u32 = 2;
     /// CHECK for a container that is not attached.
     pub const UNKNOWN_CONTAINER: u32 = 3;
@@ -95,6 +95,10 @@ pub struct CniCall {
     pub args: String,
     /// The network config from the plugin's standard input.
     pub config: Value,
+    /// ADD with an `ipam` section: the address the IPAM plugin gave (the plugin runs it, as the
+    /// reference plugins do, and passes its address on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// A CNI command the node serves (VERSION is answered by the plugin itself).

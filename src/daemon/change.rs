@@ -33,6 +33,7 @@ pub(super) async fn change_to(
     };
     let r = apply(h, desired).await?;
     if r.is_ok() {
+        local.applied(&cluster);
         local.source = cluster;
     }
     Ok(r)

@@ -274,9 +274,16 @@ pub fn run(
     };
     // The desired state: the file's or store's cluster and the CNI attachments kept from an
     // earlier run (those whose interface is gone are dropped).
-    let (local, notes) = cni::Local::load(node_name, cluster, cni::state_file(&control));
+    let (mut local, notes) = cni::Local::load(node_name, cluster, cni::state_file(&control));
     for n in notes {
         eprintln!("vxmesh: {n}");
+    }
+    // With the store: attachments are written there (their addresses from this node's blocks).
+    if let Some((o, s)) = &session {
+        local.store = Some(cni::StoreLink::new(s.client.clone(), o.url.clone()));
+        for e in rt.block_on(local.forget_stale()) {
+            eprintln!("vxmesh: {e}");
+        }
     }
     let built = local
         .desired(&local.source)

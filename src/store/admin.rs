@@ -491,6 +491,9 @@ fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
             .map(|(_, sk)| sk.into_iter().map(|s| s.key).collect())
             .map_err(|e| Failure::Usage(e.to_string()))
     };
+    if let Some(why) = in_a_block(st, ops) {
+        return Err(Failure::Usage(format!("{url}: {why}; nothing was written")));
+    }
     let before = skipped(st).unwrap_or_default();
     let mut after = st.clone();
     for (k, v) in ops {
@@ -509,6 +512,44 @@ fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// Why `ops` may not be written because of the CNI address blocks (docs/store.md, "Address
+/// blocks"): an endpoint's address inside a block another node claimed, or a VIP or
+/// load-balancer address inside any block (that node hands its addresses out without asking).
+fn in_a_block(st: &State, ops: &Ops) -> Option<String> {
+    use super::layout::block_contains;
+    if st.blocks.is_empty() {
+        return None;
+    }
+    let ip = |v: &Value, k: &str| v.get(k)?.as_str()?.split('/').next()?.parse().ok();
+    let owner = |net: &str, a: std::net::Ipv4Addr| {
+        st.blocks
+            .iter()
+            .find(|((n, b), _)| n == net && block_contains(b, a))
+            .map(|((_, b), node)| (b.clone(), node.clone()))
+    };
+    for (k, v) in ops {
+        let (Key::Object(kind, name), Some(v)) = (k, v) else {
+            continue;
+        };
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
+        let (what, net, a, node) = match kind {
+            Kind::Endpoint => ("address", s("network"), ip(v, "ip"), Some(s("node"))),
+            Kind::Service => ("VIP", s("network"), ip(v, "vip"), None),
+            _ => continue,
+        };
+        if let Some(a) = a
+            && let Some((b, owner)) = owner(net, a)
+            && node != Some(owner.as_str())
+        {
+            return Some(format!(
+                "{} {name:?}: {what} {a} is in address block {b} of network {net:?}, which node {owner:?} hands out to its containers (pick an address outside the claimed blocks: `vxmesh --store URL export` does not list them; etcdctl get --prefix /vxmesh/v1/block/ does)",
+                kind.table()
+            ));
+        }
+    }
+    None
 }
 
 /// Make sure node `name` is in the store with VTEP `vtep` (a node registering itself): added

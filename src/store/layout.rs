@@ -9,6 +9,7 @@
 //! /vxmesh/v1/ingress/NODE/IFNAME    {"node","attach","ip"}                [[ingress]]
 //! /vxmesh/v1/alive/NAME             {"vtep"}   under the node's lease: the node is up
 //! /vxmesh/v1/managed/NAME           ""         the node runs vxmesh (liveness applies to it)
+//! /vxmesh/v1/block/NET/A.B.C.D-P    {"node"}   an address block of NET claimed by a node (CNI)
 //! /vxmesh/v1/gen                    a counter every admin write bumps (compare-and-swap)
 //! ```
 //!
@@ -71,6 +72,9 @@ pub enum Key {
     Managed(String),
     /// The write counter.
     Gen,
+    /// An address block of a network claimed by a node for its CNI attachments: the network
+    /// and the block's name (`A.B.C.D-P`, see [`block_range`]).
+    Block(String, String),
 }
 
 impl Key {
@@ -90,6 +94,11 @@ impl Key {
         match table {
             "alive" if valid(name) => Some(Key::Alive(name.into())),
             "managed" if valid(name) => Some(Key::Managed(name.into())),
+            "block" => {
+                let (net, block) = name.split_once('/')?;
+                (valid(net) && block_range(block).is_some())
+                    .then(|| Key::Block(net.into(), block.into()))
+            }
             "ingress" => {
                 let (node, ifname) = name.split_once('/')?;
                 (valid(node) && valid(ifname)).then(|| Key::Object(Kind::Ingress, name.into()))
@@ -108,8 +117,27 @@ impl Key {
             Key::Alive(n) => format!("{PREFIX}alive/{n}"),
             Key::Managed(n) => format!("{PREFIX}managed/{n}"),
             Key::Gen => GEN_KEY.into(),
+            Key::Block(net, b) => format!("{PREFIX}block/{net}/{b}"),
         }
     }
+}
+
+/// The addresses of block `A.B.C.D-P` (a block key's last part): its first address and prefix
+/// length; `None` unless the address is the first of a /P.
+pub fn block_range(name: &str) -> Option<(std::net::Ipv4Addr, u8)> {
+    let (a, p) = name.split_once('-')?;
+    let addr: std::net::Ipv4Addr = a.parse().ok()?;
+    let p: u8 = p.parse().ok().filter(|p| (1..=32).contains(p))?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+    (u32::from(addr) & !mask == 0).then_some((addr, p))
+}
+
+/// Whether `ip` is in block `name`.
+pub fn block_contains(name: &str, ip: std::net::Ipv4Addr) -> bool {
+    block_range(name).is_some_and(|(a, p)| {
+        let mask = u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+        u32::from(ip) & mask == u32::from(a)
+    })
 }
 
 /// The key of an object given as JSON: its kind's key by `name` (`node/ifname` of its `attach`
@@ -139,6 +167,7 @@ mod tests {
             Key::Alive("n1".into()),
             Key::Managed("n2".into()),
             Key::Gen,
+            Key::Block("appnet".into(), "10.0.9.64-26".into()),
         ] {
             assert_eq!(Key::parse(&k.text()), Some(k.clone()), "{}", k.text());
         }
@@ -149,10 +178,24 @@ mod tests {
             "/vxmesh/v1/node/a b",
             "/vxmesh/v1/ingress/n1",
             "/vxmesh/v1/endpoint/../x",
+            "/vxmesh/v1/block/appnet/10.0.9.65-26",
+            "/vxmesh/v1/block/appnet/10.0.9.64",
             "/other",
         ] {
             assert_eq!(Key::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn blocks_hold_their_addresses() {
+        use std::net::Ipv4Addr;
+        assert!(block_contains("10.0.9.64-26", Ipv4Addr::new(10, 0, 9, 127)));
+        assert!(!block_contains(
+            "10.0.9.64-26",
+            Ipv4Addr::new(10, 0, 9, 128)
+        ));
+        assert!(!block_contains("10.0.9.64-26", Ipv4Addr::new(10, 0, 9, 63)));
+        assert_eq!(block_range("10.0.9.64-33"), None);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct State {
     pub gen_revision: i64,
     /// The write counter's value: the nonce of the last admin write.
     pub gen_value: Option<String>,
+    /// The address blocks claimed for CNI attachments: (network, block) → node.
+    pub blocks: BTreeMap<(String, String), String>,
 }
 
 /// An object left out of the cluster, with why.
@@ -74,6 +76,21 @@ impl State {
             }
             Key::Managed(n) => {
                 self.managed.insert(n);
+            }
+            Key::Block(net, b) => {
+                self.blocks.remove(&(net.clone(), b.clone()));
+                match serde_json::from_slice::<serde_json::Value>(value)
+                    .ok()
+                    .and_then(|v| Some(v.get("node")?.as_str()?.to_string()))
+                {
+                    Some(node) => {
+                        self.blocks.insert((net, b), node);
+                    }
+                    None => {
+                        self.bad
+                            .insert(key.into(), "not a block: {\"node\": NAME}".into());
+                    }
+                }
             }
             Key::Object(kind, name) => {
                 self.objects.remove(&(kind, name.clone()));
@@ -117,6 +134,9 @@ impl State {
             }
             Some(Key::Object(kind, name)) => {
                 self.objects.remove(&(kind, name));
+            }
+            Some(Key::Block(net, b)) => {
+                self.blocks.remove(&(net, b));
             }
             Some(Key::Gen) | None => {}
         }
@@ -211,6 +231,7 @@ impl State {
             }
             doc.insert(kind.table().into(), serde_json::Value::Array(list));
         }
+        fold_service_aliases(&mut doc);
         (serde_json::Value::Object(doc), ingresses)
     }
 
@@ -289,6 +310,67 @@ impl State {
             })
             .collect();
         Ok(self.file(&excluded))
+    }
+}
+
+/// An endpoint alias that names a service of its network makes the endpoint a backend of that
+/// service (weight 1), as a task of a Docker service (how a CNI attachment's `--network-alias`
+/// reaches every node): the alias leaves the endpoint's list and the name joins the backends.
+fn fold_service_aliases(doc: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::Value;
+    let services: BTreeMap<(String, String), usize> = doc
+        .get("service")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let net = s.get("network")?.as_str()?.to_string();
+            Some(((net, s.get("name")?.as_str()?.to_ascii_lowercase()), i))
+        })
+        .collect();
+    if services.is_empty() {
+        return;
+    }
+    let mut joins = Vec::new();
+    for e in doc
+        .get_mut("endpoint")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let net = e.get("network").and_then(Value::as_str).unwrap_or_default();
+        let name = e.get("name").and_then(Value::as_str).unwrap_or_default();
+        let (net, name) = (net.to_string(), name.to_string());
+        if let Some(aliases) = e.get_mut("aliases").and_then(Value::as_array_mut) {
+            aliases.retain(|a| {
+                let key = (
+                    net.clone(),
+                    a.as_str().unwrap_or_default().to_ascii_lowercase(),
+                );
+                match services.get(&key) {
+                    Some(&i) => {
+                        joins.push((i, name.clone()));
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+    }
+    let Some(list) = doc.get_mut("service").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for (i, name) in joins {
+        if let Some(b) = list[i].get_mut("backends").and_then(Value::as_array_mut) {
+            let there = b.iter().any(|x| {
+                x.as_str()
+                    .is_some_and(|s| s.split('=').next() == Some(name.as_str()))
+            });
+            if !there {
+                b.push(Value::String(name));
+            }
+        }
     }
 }
 
@@ -402,6 +484,30 @@ mod tests {
         assert!(x7.reason.contains("not a host address"), "{x7:?}");
         assert!(c.endpoint("x8").is_some(), "the good one applies");
         assert!(c.endpoint("c11").is_some());
+    }
+
+    #[test]
+    fn an_alias_naming_a_service_makes_a_backend_and_blocks_are_kept_or_skipped() {
+        let mut s = fixture();
+        s.put(
+            "/vxmesh/v1/endpoint/p1",
+            br#"{"name": "p1", "node": "n1", "network": "appnet", "ip": "10.0.9.2", "aliases": ["WEB", "p1a"]}"#,
+            2,
+        );
+        s.put(
+            "/vxmesh/v1/block/appnet/10.0.9.0-26",
+            br#"{"node": "n1"}"#,
+            2,
+        );
+        s.put("/vxmesh/v1/block/appnet/10.0.9.64-26", b"[]", 2);
+        let (c, skipped) = s.cluster("etcd://test", Some("n1")).unwrap();
+        assert_eq!(c.endpoint("p1").unwrap().aliases, ["p1a"]);
+        assert!(c.services[0].backends.contains(&("p1".to_string(), 1)));
+        assert_eq!(s.blocks.len(), 1);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].key.ends_with("10.0.9.64-26"));
+        s.delete("/vxmesh/v1/block/appnet/10.0.9.0-26");
+        assert!(s.blocks.is_empty());
     }
 
     #[test]
