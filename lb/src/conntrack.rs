@@ -87,6 +87,11 @@ pub const F_LIVE: u8 = 0x01;
 pub const F_INACTIVE: u8 = 0x02;
 /// Entry flag: the source was rewritten to the node's load-balancer address (routing mesh).
 pub const F_SNAT: u8 = 0x04;
+/// Entry flag: the client is its own backend, source-NATed to the VIP (hairpin); set with
+/// [`F_SNAT`].
+pub const F_HAIRPIN: u8 = 0x08;
+/// Every flag an entry may carry.
+pub const F_ALL: u8 = F_LIVE | F_INACTIVE | F_SNAT | F_HAIRPIN;
 
 /// Direction of a packet relative to its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

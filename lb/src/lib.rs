@@ -28,5 +28,5 @@ pub use sched::SchedulerKind;
 pub use stage::LbStage;
 pub use state::Timeouts;
 pub use types::{
-    BackendConfig, BalancerConfig, Protocol, Rates, ServiceConfig, ServiceKey, Snat, Stats,
+    BackendConfig, BalancerConfig, Protocol, Rates, Rx, ServiceConfig, ServiceKey, Snat, Stats,
 };
