@@ -738,8 +738,9 @@ mod tests {
     fn torn_corrupt_and_foreign_files_are_discarded_whole() {
         let path = TempPath::new("bad");
         let now = Time::from_secs(10);
-        let good = |p: &Path| std::mem::forget(with_conns(p, 3, now));
-        let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        let good = move |p: &Path| std::mem::forget(with_conns(p, 3, now));
+        type Make = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Make, &str)> = vec![
             (
                 "garbage",
                 Box::new(|p: &Path| std::fs::write(p, vec![0x5a; 9000]).unwrap()),
