@@ -275,6 +275,7 @@ impl Drop for Running {
             if let Some(c) = child.as_mut() {
                 let _ = stop_child(c);
             }
+            let _ = std::fs::remove_file(vxmesh::daemon::conntrack_file(control));
             let _ = std::fs::remove_file(control);
         }
         let _ = self.lab.down();

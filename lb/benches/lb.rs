@@ -1,5 +1,6 @@
 //! Load balancer benches: established-flow NAT at burst 32 (per packet, and through the `lb-nat`
-//! stage with 4K and with 1M connections), new connections (schedule + insert), conntrack
+//! stage with 4K and with 1M connections, with the entries on the heap and in a file-backed
+//! mapping), new connections (schedule + insert), conntrack
 //! lookups at 1K / 100K / 1M entries with bytes per connection, and the memory floor (DRAM
 //! latency, random cache lines per burst) that the 1M numbers run into.
 
@@ -123,14 +124,26 @@ fn established(c: &mut Criterion) {
 fn stage_established(c: &mut Criterion) {
     let mut g = c.benchmark_group("lb");
     g.throughput(Throughput::Elements(BURST as u64));
-    for (conns, active) in [(4096u32, 4096u32), (1_000_000, 65536)] {
+    let cases = [(4096u32, 4096u32, false), (1_000_000, 65536, false)];
+    // The same with the table's entries in a file-backed mapping (lb::persist), as a node has
+    // them: on tmpfs (/dev/shm here, /run/vxmesh in a node).
+    let mapped = [(4096u32, 4096u32, true), (1_000_000, 65536, true)];
+    let file =
+        std::path::Path::new("/dev/shm").join(format!("lb-bench-{}.conntrack", std::process::id()));
+    for (conns, active, in_file) in cases.into_iter().chain(mapped) {
         let (mut lb, _) = balancer(1 << 20);
         let now = Time::from_secs(1);
+        if in_file {
+            lb.persist_conntrack(&file, "bench", now)
+                .expect("mapping the table");
+            assert!(lb.conntrack_persisted());
+        }
         for i in 0..conns {
             let (a, p) = client(i);
             lb.process(&mut frame(a, p, tcp::FLAG_SYN), 14, NetId(0), now);
             lb.process(&mut frame(a, p, tcp::FLAG_ACK), 14, NetId(0), now);
         }
+        assert_eq!(lb.conn_table().len(), conns as usize, "every SYN was taken");
         let pristine: Vec<Vec<u8>> = shuffled(conns as usize, false)
             .iter()
             .take(active as usize)
@@ -144,11 +157,14 @@ fn stage_established(c: &mut Criterion) {
         env.now = now;
         let mut batch = Batch::new(BURST);
         let mut next = 0usize;
-        let name = if conns == 4096 {
+        let mut name = if conns == 4096 {
             "stage_established_burst32".to_string()
         } else {
             format!("stage_established_burst32_{}k_active_of_1M", active / 1024)
         };
+        if in_file {
+            name.push_str("_mapped");
+        }
         g.bench_function(name, |b| {
             b.iter(|| {
                 batch.clear();
@@ -163,6 +179,7 @@ fn stage_established(c: &mut Criterion) {
             })
         });
     }
+    let _ = std::fs::remove_file(&file);
     g.finish();
 }
 

@@ -61,6 +61,7 @@
 use std::hash::BuildHasher;
 
 use crate::packet::Tuple;
+use crate::persist::Slab;
 
 /// Key slots per bucket: three 16-byte keys and their 4-byte values fill a 64-byte line.
 const SLOTS: usize = 3;
@@ -87,6 +88,11 @@ pub const F_LIVE: u8 = 0x01;
 pub const F_INACTIVE: u8 = 0x02;
 /// Entry flag: the source was rewritten to the node's load-balancer address (routing mesh).
 pub const F_SNAT: u8 = 0x04;
+/// Entry flag: the client is its own backend, source-NATed to the VIP (hairpin); set with
+/// [`F_SNAT`].
+pub const F_HAIRPIN: u8 = 0x08;
+/// Every flag an entry may carry.
+pub const F_ALL: u8 = F_LIVE | F_INACTIVE | F_SNAT | F_HAIRPIN;
 
 /// Direction of a packet relative to its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,7 +277,8 @@ fn prefetch_line<T>(p: *const T) {
 
 /// The connection table: a slab of [`Conn`] found through cache-line buckets of full keys.
 pub struct ConnTable {
-    conns: Box<[Conn]>,
+    /// The entries: on the heap, or in a mapped file ([`crate::persist`]).
+    conns: Slab,
     /// Entries from here on have never been used: they are handed out in order, with no
     /// load from the (cold) slab on the insert path.
     fresh: u32,
@@ -280,6 +287,7 @@ pub struct ConnTable {
     free: u32,
     buckets: Box<[Bucket]>,
     hasher: foldhash::fast::FixedState,
+    seed: u64,
     len: usize,
     /// Bumped by every insert and remove.
     generation: u64,
@@ -289,20 +297,40 @@ impl ConnTable {
     /// A table for at most `capacity` connections (>= 1), hashing with `seed`.
     pub fn new(capacity: usize, seed: u64) -> ConnTable {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
+        ConnTable::with_slab(
+            Slab::heap(vswitch::table::alloc_table(capacity, Conn::default())),
+            seed,
+        )
+    }
+
+    /// A table over `conns` (all free: flags 0), hashing with `seed`.
+    pub(crate) fn with_slab(conns: Slab, seed: u64) -> ConnTable {
+        let capacity = conns.len().clamp(1, MAX_CAPACITY);
         let keys = capacity * KEYS_PER_CONN;
         // At least one slot more than keys, so an insert always finds a free one.
         let nb = (keys * 100)
             .div_ceil(SLOTS * MAX_LOAD_PCT)
             .max(keys / SLOTS + 1);
         ConnTable {
-            conns: vswitch::table::alloc_table(capacity, Conn::default()),
+            conns,
             fresh: 0,
             free: NIL,
             buckets: vswitch::table::alloc_table(nb, Bucket::EMPTY),
             hasher: foldhash::fast::FixedState::with_seed(seed),
+            seed,
             len: 0,
             generation: 0,
         }
+    }
+
+    /// The hash seed.
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Whether the entries are in a file.
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.conns.is_mapped()
     }
 
     /// Maximum connections.
@@ -492,7 +520,15 @@ impl ConnTable {
         };
         // Copy first, then flag the copy: flagging the argument in place would make the copy
         // reload a line just partly stored to (a store-forwarding stall).
-        self.conns[idx as usize] = conn;
+        // The entry may be in a file that outlives the process (crate::persist): all its
+        // fields are stored before F_LIVE says it is in use, so a process killed in between
+        // leaves a free entry, never a torn live one. The fence orders the compiler only (x86
+        // keeps stores in order, and a killed process's stores are all in the page cache).
+        self.conns[idx as usize] = Conn {
+            flags: conn.flags & !F_LIVE,
+            ..conn
+        };
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Release);
         self.conns[idx as usize].flags |= F_LIVE;
         debug_assert!(
             [Dir::Orig, Dir::Reply]

@@ -16,11 +16,11 @@ use std::net::Ipv4Addr;
 use vswitch::{MAX_BATCH, NetId, Time};
 
 use crate::balancer::{Balancer, Dests, Service, secs};
-use crate::conntrack::{Conn, Dir, F_INACTIVE, F_SNAT, Key};
+use crate::conntrack::{Conn, Dir, F_HAIRPIN, F_INACTIVE, F_SNAT, Key};
 use crate::packet::{self, Flow, IcmpError, Tuple};
 use crate::state::TcpState;
-use crate::types::{LbDrop, Protocol, SNAT_MAX_TRIES, ServiceKey, Verdict};
-use vswitch::wire::{ipv4, tcp};
+use crate::types::{LbDrop, Protocol, Rx, SNAT_MAX_TRIES, SNAT_PORT_MIN, ServiceKey, Verdict};
+use vswitch::wire::{checksum, ipv4, tcp, udp};
 
 /// Ethernet header: destination MAC, source MAC, EtherType.
 const ETH_DST: core::ops::Range<usize> = 0..6;
@@ -120,13 +120,28 @@ impl Balancer {
     /// when `l3 >= 14`. Translates in place and says what became of it.
     #[inline]
     pub fn process(&mut self, frame: &mut [u8], l3: usize, net: NetId, now: Time) -> Verdict {
-        self.process_prepared(frame, l3, net, now, None)
+        self.process_prepared(frame, l3, net, now, Rx::default(), None)
+    }
+
+    /// As [`Balancer::process`] for a frame that came as `rx` says (from the underlay, with a
+    /// partial checksum).
+    #[inline]
+    pub fn process_rx(
+        &mut self,
+        frame: &mut [u8],
+        l3: usize,
+        net: NetId,
+        now: Time,
+        rx: Rx,
+    ) -> Verdict {
+        self.process_prepared(frame, l3, net, now, rx, None)
     }
 
     /// As [`Balancer::process`], with what this balancer's earlier passes learned about this
     /// same, unmodified frame: its parse and hash are reused, and its lookup too unless a
     /// connection was added or removed since (by an earlier packet of the batch). A `prep`
-    /// whose IPv4 offset, frame length or network differ from the call's is ignored.
+    /// whose IPv4 offset, frame length or network differ from the call's is ignored. `rx` says
+    /// where the frame came from (what a new connection must pass: see [`Balancer::admit`]).
     #[inline]
     pub fn process_prepared(
         &mut self,
@@ -134,6 +149,7 @@ impl Balancer {
         l3: usize,
         net: NetId,
         now: Time,
+        rx: Rx,
         prep: Option<&Prepared>,
     ) -> Verdict {
         match prep {
@@ -144,9 +160,9 @@ impl Balancer {
                     && p.key.net == net.0 =>
             {
                 let (l4, flags) = (usize::from(p.l4), p.tcp_flags);
-                self.transport(frame, l3, l4, net, p.key.tuple, flags, now, prep)
+                self.transport(frame, l3, l4, net, p.key.tuple, flags, now, rx, prep)
             }
-            _ => self.process_inner(frame, l3, net, now, prep),
+            _ => self.process_inner(frame, l3, net, now, rx, prep),
         }
     }
 
@@ -157,6 +173,7 @@ impl Balancer {
         l3: usize,
         net: NetId,
         now: Time,
+        rx: Rx,
         prep: Option<&Prepared>,
     ) -> Verdict {
         let Some(ip) = frame.get(l3..) else {
@@ -176,7 +193,7 @@ impl Balancer {
                 tuple,
                 l4,
                 tcp_flags,
-            }) => self.transport(frame, l3, l4, net, tuple, tcp_flags, now, prep),
+            }) => self.transport(frame, l3, l4, net, tuple, tcp_flags, now, rx, prep),
             Ok(Flow::Icmp(e)) => self.icmp(frame, l3, net, &e, now),
         }
     }
@@ -248,15 +265,25 @@ impl Balancer {
                 Self::rewrite_macs(frame, l3, &b.cfg.mac.0, snat_mac.as_ref());
                 self.account(idx, dir, len);
                 self.counters.to_backend += 1;
-                Verdict::ToBackend { net: NetId(c.rnet) }
+                Self::towards(&c, Verdict::ToBackend { net: NetId(c.rnet) })
             }
             Dir::Reply => {
                 packet::rewrite_transport(ip, l4, c.proto, (c.vaddr, c.vport), (c.caddr, c.cport));
                 Self::rewrite_macs(frame, l3, &c.cmac, Some(&c.vmac));
                 self.account(idx, dir, len);
                 self.counters.to_client += 1;
-                Verdict::ToClient { net: NetId(c.fnet) }
+                Self::towards(&c, Verdict::ToClient { net: NetId(c.fnet) })
             }
+        }
+    }
+
+    /// `v`, or [`Verdict::Hairpin`] for a connection whose client is its backend.
+    #[inline]
+    fn towards(c: &Conn, v: Verdict) -> Verdict {
+        if c.flags & F_HAIRPIN != 0 {
+            Verdict::Hairpin
+        } else {
+            v
         }
     }
 
@@ -264,6 +291,10 @@ impl Balancer {
     fn snat_mac(&self, c: &Conn) -> Option<[u8; 6]> {
         if c.flags & F_SNAT == 0 {
             return None;
+        }
+        if c.flags & F_HAIRPIN != 0 {
+            // From the VIP, as the backend's ARP entry for it says.
+            return Some(c.vmac);
         }
         self.services[usize::from(c.service)]
             .cfg
@@ -285,6 +316,7 @@ impl Balancer {
         tuple: Tuple,
         flags: u8,
         now: Time,
+        rx: Rx,
         prep: Option<&Prepared>,
     ) -> Verdict {
         let key = Key { net: net.0, tuple };
@@ -316,7 +348,7 @@ impl Balancer {
                 return Verdict::Pass;
             }
         }
-        self.new_conn(frame, l3, l4, net, tuple, flags, now)
+        self.new_conn(frame, l3, l4, net, tuple, flags, now, rx)
     }
 
     #[inline]
@@ -344,6 +376,7 @@ impl Balancer {
         t: Tuple,
         flags: u8,
         now: Time,
+        rx: Rx,
     ) -> Verdict {
         let Some(s) = self.find_service(net, &t) else {
             return Verdict::Pass;
@@ -351,6 +384,9 @@ impl Balancer {
         if t.proto == ipv4::PROTO_TCP && (flags & tcp::FLAG_SYN == 0 || flags & tcp::FLAG_RST != 0)
         {
             return Verdict::Drop(LbDrop::TcpNotSyn);
+        }
+        if let Err(d) = self.admit(&frame[l3..], l4, net, &t, rx) {
+            return Verdict::Drop(d);
         }
         let pos = {
             let Service { sched, dests, .. } = &mut self.services[s];
@@ -372,6 +408,25 @@ impl Balancer {
         let dport = if b.port == 0 { t.dport } else { b.port };
         let rnet = svc.backend_net.0;
         let (laddr, lport, flags_snat) = match svc.snat {
+            // Hairpin: the client is the backend chosen. Unchanged, the backend would get a
+            // packet from its own address (which its kernel drops as a martian) by the port it
+            // sent it from; source-NATed to the VIP, its reply goes back to the switch, as the
+            // VIP's own ARP entry says (Docker's load balancer SNATs the same way).
+            None if u32::from(b.addr) == t.src && rnet == net.0 => {
+                match self.snat_port(
+                    rnet,
+                    t.proto,
+                    t.src,
+                    dport,
+                    t.dst,
+                    t.sport,
+                    SNAT_PORT_MIN,
+                    &t,
+                ) {
+                    Some(p) => (t.dst, p, F_SNAT | F_HAIRPIN),
+                    None => return Verdict::Drop(LbDrop::SnatPortsExhausted),
+                }
+            }
             None => (t.src, t.sport, 0),
             Some(sn) => {
                 let laddr = u32::from(sn.addr);
@@ -429,11 +484,56 @@ impl Balancer {
         self.services[s].stats.conns += 1;
         self.services[s].conns += 1;
         self.counters.new_conns += 1;
+        self.counters.hairpin_conns += u64::from(flags_snat & F_HAIRPIN != 0);
         self.touch(idx, Dir::Orig, flags, now);
         self.translate(frame, l3, l4, idx, Dir::Orig)
     }
 
-    /// Pick a source port for a routing-mesh connection whose reply tuple is free: the client's
+    /// Whether a new connection's first packet (`ip`: its IPv4 packet, transport header at
+    /// `l4`, tuple `t`, seen in `net`, received as `rx`) may create an entry: not from the
+    /// underlay, from a plausible source, with a whole TCP header and right checksums (a
+    /// partial L4 checksum is the sender's kernel's offload, not checkable). Only new
+    /// connections pay for this, established ones never.
+    pub(crate) fn admit(
+        &self,
+        ip: &[u8],
+        l4: usize,
+        net: NetId,
+        t: &Tuple,
+        rx: Rx,
+    ) -> Result<(), LbDrop> {
+        if rx.underlay {
+            return Err(LbDrop::ServiceFromUnderlay);
+        }
+        if martian(t.src) || self.vips.contains(&(net, t.src)) {
+            return Err(LbDrop::MartianSource);
+        }
+        // `parse` checked the header length and that the total length fits the buffer.
+        let h = ipv4::Packet::new_unchecked(ip);
+        let end = usize::from(h.total_len()).min(ip.len());
+        let ip = &ip[..end];
+        if t.proto == ipv4::PROTO_TCP {
+            let doff = tcp::Packet::new_unchecked(&ip[l4..]).header_len();
+            if doff < tcp::HEADER_LEN || l4 + doff > end {
+                return Err(LbDrop::BadTcpHeader);
+            }
+        }
+        if !h.verify_checksum() {
+            return Err(LbDrop::BadIpChecksum);
+        }
+        let seg = &ip[l4..];
+        let unchecked = rx.csum_partial
+            || (t.proto == ipv4::PROTO_UDP && udp::Packet::new_unchecked(seg).checksum() == 0);
+        if !unchecked {
+            let pseudo = checksum::pseudo_sum(h.addrs(), t.proto, seg.len());
+            if checksum::add(pseudo, checksum::sum(seg)) != 0xffff {
+                return Err(LbDrop::BadL4Checksum);
+            }
+        }
+        Ok(())
+    }
+
+    /// Pick a source port for a routing-mesh or hairpin connection whose reply tuple is free: the client's
     /// own port first, then a hash-spread sequence (as Linux NAT's unique-tuple search).
     #[allow(
         clippy::too_many_arguments,
@@ -463,7 +563,9 @@ impl Balancer {
                     dport: p,
                 },
             };
-            self.ct.lookup(&k).is_none()
+            // A hairpin connection's reply tuple must differ from its own original one, or
+            // a packet could not say which way it goes.
+            k.tuple != *t && self.ct.lookup(&k).is_none()
         };
         if cport >= min && free(cport) {
             return Some(cport);
@@ -511,7 +613,7 @@ impl Balancer {
                     (c.vaddr, c.vport),
                 );
                 Self::rewrite_macs(frame, l3, &c.cmac, Some(&c.vmac));
-                Verdict::ToClient { net: NetId(c.fnet) }
+                Self::towards(&c, Verdict::ToClient { net: NetId(c.fnet) })
             }
             // ICMP travelling to the backend about a backend -> client reply.
             Dir::Orig => {
@@ -531,7 +633,7 @@ impl Balancer {
                 let bmac = self.backends[usize::from(c.backend)].cfg.mac.0;
                 let smac = self.snat_mac(&c);
                 Self::rewrite_macs(frame, l3, &bmac, smac.as_ref());
-                Verdict::ToBackend { net: NetId(c.rnet) }
+                Self::towards(&c, Verdict::ToBackend { net: NetId(c.rnet) })
             }
         };
         self.account(idx, dir, len);
@@ -542,6 +644,15 @@ impl Balancer {
         self.counters.icmp_translated += 1;
         v
     }
+}
+
+/// A source address no client can have: "this network" 0.0.0.0/8, loopback 127.0.0.0/8,
+/// multicast 224.0.0.0/4, and 240.0.0.0/4 (reserved, with the limited broadcast) — Linux's
+/// martian sources.
+#[inline]
+fn martian(src: u32) -> bool {
+    let first = src >> 24;
+    first == 0 || first == 127 || first >= 224
 }
 
 #[cfg(test)]
@@ -556,8 +667,8 @@ mod tests {
     use crate::packet::{self, Flow, Tuple};
     use crate::sched::SchedulerKind;
     use crate::types::{
-        BackendConfig, BalancerConfig, LbDrop, Protocol, SNAT_PORT_MIN, ServiceConfig, ServiceKey,
-        Snat, Verdict,
+        BackendConfig, BalancerConfig, LbDrop, Protocol, Rx, SNAT_PORT_MIN, ServiceConfig,
+        ServiceKey, Snat, Verdict,
     };
     use vswitch::wire::{icmp, ipv4, tcp};
 
@@ -982,6 +1093,261 @@ mod tests {
             lb.process(&mut f, ETH, NET, Time::default()),
             Verdict::Drop(LbDrop::Fragment)
         );
+    }
+
+    /// Offset of the TCP header in a [`client_pkt`] frame.
+    const TCP: usize = ETH + 20;
+
+    #[test]
+    fn only_well_formed_checksum_valid_syns_from_plausible_sources_are_tracked() {
+        let mut lb = lb_with(2, SchedulerKind::Rr, 64);
+        let now = Time::from_secs(1);
+        let syn = |src: Ipv4Addr| {
+            frame(
+                (src, 4000),
+                (VIP, 80),
+                ipv4::PROTO_TCP,
+                tcp::FLAG_SYN,
+                CMAC,
+                VMAC,
+            )
+        };
+        let mut bad_ip = client_pkt(1, tcp::FLAG_SYN);
+        bad_ip[ETH + 10] ^= 0x40;
+        let mut bad_tcp = client_pkt(2, tcp::FLAG_SYN);
+        bad_tcp[TCP + 16] ^= 0x01;
+        let mut short_tcp = client_pkt(3, tcp::FLAG_SYN);
+        short_tcp[TCP + 12] = 0x20; // data offset 2
+        let mut long_tcp = client_pkt(4, tcp::FLAG_SYN);
+        long_tcp[TCP + 12] = 0xf0; // 60 bytes of header in a 27-byte segment
+        let cases: Vec<(&str, Vec<u8>, Rx, LbDrop)> = vec![
+            (
+                "bad IP checksum",
+                bad_ip,
+                Rx::default(),
+                LbDrop::BadIpChecksum,
+            ),
+            (
+                "bad TCP checksum",
+                bad_tcp,
+                Rx::default(),
+                LbDrop::BadL4Checksum,
+            ),
+            (
+                "data offset 2",
+                short_tcp,
+                Rx::default(),
+                LbDrop::BadTcpHeader,
+            ),
+            (
+                "data offset 15",
+                long_tcp,
+                Rx::default(),
+                LbDrop::BadTcpHeader,
+            ),
+            (
+                "0.0.0.0",
+                syn(Ipv4Addr::UNSPECIFIED),
+                Rx::default(),
+                LbDrop::MartianSource,
+            ),
+            (
+                "0.1.2.3",
+                syn(Ipv4Addr::new(0, 1, 2, 3)),
+                Rx::default(),
+                LbDrop::MartianSource,
+            ),
+            (
+                "loopback",
+                syn(Ipv4Addr::LOCALHOST),
+                Rx::default(),
+                LbDrop::MartianSource,
+            ),
+            (
+                "multicast",
+                syn(Ipv4Addr::new(224, 0, 0, 5)),
+                Rx::default(),
+                LbDrop::MartianSource,
+            ),
+            (
+                "broadcast",
+                syn(Ipv4Addr::BROADCAST),
+                Rx::default(),
+                LbDrop::MartianSource,
+            ),
+            (
+                "class E",
+                syn(Ipv4Addr::new(240, 0, 0, 1)),
+                Rx::default(),
+                LbDrop::MartianSource,
+            ),
+            (
+                "the VIP itself",
+                syn(VIP),
+                Rx::default(),
+                LbDrop::MartianSource,
+            ),
+            (
+                "from the underlay",
+                client_pkt(5, tcp::FLAG_SYN),
+                Rx {
+                    underlay: true,
+                    csum_partial: false,
+                },
+                LbDrop::ServiceFromUnderlay,
+            ),
+        ];
+        for (what, mut f, rx, want) in cases {
+            assert_eq!(
+                lb.process_rx(&mut f, ETH, NET, now, rx),
+                Verdict::Drop(want),
+                "{what}"
+            );
+            assert!(lb.conns(now).is_empty(), "{what} made an entry");
+        }
+        assert_eq!(lb.counters().new_conns, 0);
+        // A partial checksum (a TAP's NEEDS_CSUM) is not checked; the IP header still is.
+        let mut partial = client_pkt(6, tcp::FLAG_SYN);
+        partial[TCP + 16] ^= 0x01;
+        let rx = Rx {
+            underlay: false,
+            csum_partial: true,
+        };
+        assert!(matches!(
+            lb.process_rx(&mut partial, ETH, NET, now, rx),
+            Verdict::ToBackend { .. }
+        ));
+        let mut partial = client_pkt(7, tcp::FLAG_SYN);
+        partial[ETH + 10] ^= 0x40;
+        assert_eq!(
+            lb.process_rx(&mut partial, ETH, NET, now, rx),
+            Verdict::Drop(LbDrop::BadIpChecksum)
+        );
+        // The good SYN; its established packets from then on are not checked again (a reply
+        // that arrives over VXLAN from a remote backend is the normal case).
+        let mut ok = client_pkt(8, tcp::FLAG_SYN);
+        assert!(matches!(
+            lb.process(&mut ok, ETH, NET, now),
+            Verdict::ToBackend { .. }
+        ));
+        let b = Ipv4Addr::from(tuple_of(&ok).dst);
+        let bmac = Mac([2, 0x42, 10, 0, 9, b.octets()[3]]);
+        let mut reply = frame(
+            (b, 8080),
+            (CLIENT, 8),
+            ipv4::PROTO_TCP,
+            tcp::FLAG_SYN | tcp::FLAG_ACK,
+            bmac,
+            CMAC,
+        );
+        let rx = Rx {
+            underlay: true,
+            csum_partial: false,
+        };
+        assert_eq!(
+            lb.process_rx(&mut reply, ETH, NET, now, rx),
+            Verdict::ToClient { net: NET }
+        );
+        assert_eq!(lb.conns(now).len(), 2);
+    }
+
+    #[test]
+    fn udp_without_checksum_is_taken_and_a_wrong_one_is_not() {
+        let mut lb = lb_with(0, SchedulerKind::Rr, 64);
+        let k = ServiceKey {
+            proto: Protocol::Udp,
+            ..key()
+        };
+        lb.add_service(ServiceConfig {
+            key: k,
+            scheduler: SchedulerKind::Rr,
+            backend_net: NET,
+            snat: None,
+        })
+        .unwrap();
+        lb.add_backend(&k, backend(0, 1)).unwrap();
+        let now = Time::from_secs(1);
+        let udp = |sport| frame((CLIENT, sport), (VIP, 80), ipv4::PROTO_UDP, 0, CMAC, VMAC);
+        let mut wrong = udp(1);
+        wrong[TCP + 6] ^= 0x01;
+        assert_eq!(
+            lb.process(&mut wrong, ETH, NET, now),
+            Verdict::Drop(LbDrop::BadL4Checksum)
+        );
+        let mut none = udp(2);
+        none[TCP + 6..TCP + 8].copy_from_slice(&[0, 0]);
+        assert!(matches!(
+            lb.process(&mut none, ETH, NET, now),
+            Verdict::ToBackend { .. }
+        ));
+    }
+
+    #[test]
+    fn hairpin_is_source_natted_to_the_vip_and_goes_back_out() {
+        // One backend, which is also the client; on the service's own port, so that a client
+        // port 80 would make the reply tuple the original one.
+        let mut lb = lb_with(0, SchedulerKind::Rr, 64);
+        let b = BackendConfig {
+            port: 80,
+            ..backend(0, 1)
+        };
+        lb.add_backend(&key(), b).unwrap();
+        let now = Time::from_secs(1);
+        for cport in [40000u16, 80] {
+            let mut f = frame(
+                (b.addr, cport),
+                (VIP, 80),
+                ipv4::PROTO_TCP,
+                tcp::FLAG_SYN,
+                b.mac,
+                VMAC,
+            );
+            let orig = tuple_of(&f);
+            assert_eq!(lb.process(&mut f, ETH, NET, now), Verdict::Hairpin);
+            assert!(verify(&f[ETH..]));
+            let t = tuple_of(&f);
+            assert_eq!(
+                (Ipv4Addr::from(t.src), Ipv4Addr::from(t.dst), t.dport),
+                (VIP, b.addr, 80)
+            );
+            assert_ne!(
+                t.reversed(),
+                orig,
+                "the reply tuple is never the original one"
+            );
+            assert_eq!((&f[0..6], &f[6..12]), (&b.mac.0[..], &VMAC.0[..]));
+            // The backend answers the VIP; the client (itself) gets it from VIP:80.
+            let mut r = frame(
+                (b.addr, 80),
+                (VIP, t.sport),
+                ipv4::PROTO_TCP,
+                tcp::FLAG_SYN | tcp::FLAG_ACK,
+                b.mac,
+                VMAC,
+            );
+            assert_eq!(lb.process(&mut r, ETH, NET, now), Verdict::Hairpin);
+            assert!(verify(&r[ETH..]));
+            let rt = tuple_of(&r);
+            assert_eq!(
+                (
+                    Ipv4Addr::from(rt.src),
+                    rt.sport,
+                    Ipv4Addr::from(rt.dst),
+                    rt.dport
+                ),
+                (VIP, 80, b.addr, cport)
+            );
+            assert_eq!((&r[0..6], &r[6..12]), (&b.mac.0[..], &VMAC.0[..]));
+        }
+        assert_eq!(lb.counters().hairpin_conns, 2);
+        assert!(lb.conns(now).iter().all(|c| c.snat.is_some()));
+        // Another client is not source-NATed.
+        let mut f = client_pkt(1234, tcp::FLAG_SYN);
+        assert_eq!(
+            lb.process(&mut f, ETH, NET, now),
+            Verdict::ToBackend { net: NET }
+        );
+        assert_eq!(Ipv4Addr::from(tuple_of(&f).src), CLIENT);
     }
 
     proptest::proptest! {

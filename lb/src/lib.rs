@@ -9,7 +9,8 @@
 //! virtual service and given a backend by a scheduler ([`sched`]), then rewritten in place with
 //! incremental checksums ([`vswitch::wire::checksum`]); TCP states and timeouts follow IPVS ([`state`]).
 //! [`types`] holds the vocabulary both sides share; [`listing`] takes the `ipvsadm -Ln` /
-//! `-Lnc` snapshots and renders them for the CLI.
+//! `-Lnc` snapshots and renders them for the CLI; [`persist`] keeps the connection entries in a
+//! file under `/run/vxmesh/` so a restarted node takes them over.
 
 pub mod balancer;
 pub mod conntrack;
@@ -17,6 +18,7 @@ pub mod control;
 pub mod data;
 pub mod listing;
 pub mod packet;
+pub mod persist;
 pub mod sched;
 pub mod stage;
 pub mod state;
@@ -28,5 +30,5 @@ pub use sched::SchedulerKind;
 pub use stage::LbStage;
 pub use state::Timeouts;
 pub use types::{
-    BackendConfig, BalancerConfig, Protocol, Rates, ServiceConfig, ServiceKey, Snat, Stats,
+    BackendConfig, BalancerConfig, Protocol, Rates, Rx, ServiceConfig, ServiceKey, Snat, Stats,
 };

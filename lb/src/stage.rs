@@ -25,7 +25,7 @@ use crate::conntrack::{Dir, Key};
 use crate::data::Prepared;
 use crate::packet::{self, Flow};
 use crate::state::TcpState;
-use crate::types::{LbDrop, Verdict};
+use crate::types::{LbDrop, Rx, Verdict};
 
 /// Stage name in the graph.
 pub const STAGE_NAME: &str = "lb-nat";
@@ -105,13 +105,22 @@ impl Stage for LbStage {
             if let Some(o) = &partial {
                 offload::nat_prepare(p.data_mut(), o);
             }
-            let verdict = self.lb.process_prepared(p.data_mut(), l3, net, now, prep);
+            let rx = Rx {
+                underlay: p.meta.from_vtep.is_some(),
+                csum_partial: partial.is_some(),
+            };
+            let verdict = self
+                .lb
+                .process_prepared(p.data_mut(), l3, net, now, rx, prep);
             if let Some(o) = &partial {
                 offload::nat_finish(p.data_mut(), o);
             }
             match verdict {
                 Verdict::Pass => {}
                 Verdict::ToBackend { net } | Verdict::ToClient { net } => p.meta.net = net,
+                // Client and backend are one endpoint: back out of its own port (l2-fwd would
+                // refuse to send a frame back where it came from).
+                Verdict::Hairpin => p.meta.next = Next::Output(p.meta.in_port),
                 Verdict::Drop(r) => p.meta.next = Next::Drop(r.into()),
             }
         }
@@ -196,6 +205,10 @@ impl Stage for LbStage {
             ("new_conns", c.new_conns),
             ("icmp_translated", c.icmp_translated),
             ("conns_expired", c.expired),
+            ("hairpin_conns", c.hairpin_conns),
+            ("conntrack_restored", c.conntrack_restored),
+            ("conntrack_entries_discarded", c.conntrack_entries_discarded),
+            ("conntrack_files_discarded", c.conntrack_files_discarded),
             ("conns", self.lb.conn_table().len() as u64),
         ]
     }
@@ -430,6 +443,7 @@ mod tests {
                     match one.process(&mut f, 14, net, env.now) {
                         Verdict::Pass => {}
                         Verdict::ToBackend { net } | Verdict::ToClient { net } => want_net = net,
+                        Verdict::Hairpin => want_next = Next::Output(p.meta.in_port),
                         Verdict::Drop(r) => want_next = Next::Drop(r.into()),
                     }
                     proptest::prop_assert_eq!(p.data(), &f[..]);

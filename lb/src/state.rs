@@ -158,6 +158,11 @@ impl Timeouts {
         }
     }
 
+    /// The longest timeout of any state (how long an entry may wait for its next packet).
+    pub fn longest(&self) -> u32 {
+        self.tcp.iter().copied().fold(self.udp, u32::max)
+    }
+
     /// Timeout of one TCP state.
     #[inline]
     pub fn tcp_state(&self, s: TcpState) -> u32 {

@@ -179,7 +179,32 @@ vswitch::drop_table! {
         TableFull => "drop_table_full",
         /// No free routing-mesh source port for this backend.
         SnatPortsExhausted => "drop_snat_ports_exhausted",
+        /// A new connection's IPv4 header checksum is wrong.
+        BadIpChecksum => "drop_bad_ip_checksum",
+        /// A new connection's TCP or UDP checksum is wrong (a partial one from a TAP with
+        /// offloads is not checked: the sender's kernel left it to the switch).
+        BadL4Checksum => "drop_bad_l4_checksum",
+        /// A new connection's TCP header is shorter than 20 bytes (data offset below 5) or
+        /// longer than the packet.
+        BadTcpHeader => "drop_bad_tcp_header",
+        /// A new connection from a source that cannot be a client: 0.0.0.0/8, 127.0.0.0/8,
+        /// multicast, 240.0.0.0/4 and broadcast, or a VIP of the network.
+        MartianSource => "drop_martian_src",
+        /// A new connection to a service that arrived over VXLAN: every node schedules its own
+        /// clients, so an underlay host (a spoofed VTEP) could only fill the table with it.
+        ServiceFromUnderlay => "drop_vip_from_underlay",
     }
+}
+
+/// Where a frame came from, as far as the load balancer cares (the stage reads it from the
+/// packet's metadata).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rx {
+    /// Decapsulated from the underlay (VXLAN), not sent by a local port.
+    pub underlay: bool,
+    /// Its TCP/UDP checksum is partial (a TAP's `VIRTIO_NET_HDR_F_NEEDS_CSUM`): only the
+    /// pseudo-header sum, not checkable.
+    pub csum_partial: bool,
 }
 
 /// The outcome of one packet.
@@ -197,6 +222,9 @@ pub enum Verdict {
         /// The client's network.
         net: NetId,
     },
+    /// Translated, either way, for a connection whose client is its own backend (hairpin,
+    /// source-NATed to the VIP): it leaves by the port it came in on.
+    Hairpin,
     /// Dropped.
     Drop(LbDrop),
 }
@@ -216,6 +244,14 @@ pub struct LbCounters {
     pub icmp_translated: u64,
     /// Connections expired or released.
     pub expired: u64,
+    /// Connections a backend made to its own service and got itself (source-NATed to the VIP).
+    pub hairpin_conns: u64,
+    /// Connections taken over from the previous process's table file.
+    pub conntrack_restored: u64,
+    /// Entries of that file left out (expired, invalid, or no longer matching a service).
+    pub conntrack_entries_discarded: u64,
+    /// Table files discarded whole (torn, corrupt, foreign, or unreadable).
+    pub conntrack_files_discarded: u64,
 }
 
 /// Balancer settings.

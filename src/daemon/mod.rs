@@ -72,6 +72,13 @@ pub fn default_control(name: &str) -> PathBuf {
     Path::new(CONTROL_DIR).join(format!("{name}.sock"))
 }
 
+/// The connection table file of the node whose control socket is `control`
+/// (`/run/vxmesh/NODE.conntrack` by default): it outlives the process, so a restarted node
+/// takes its connections over (`lb::persist`).
+pub fn conntrack_file(control: &Path) -> PathBuf {
+    control.with_extension("conntrack")
+}
+
 type Job = Box<dyn FnOnce(&mut Node) + Send>;
 
 /// The control side's handle on the poll thread.
@@ -307,6 +314,30 @@ pub fn run(
     let wake = Arc::new(Waker::new().context("eventfd")?);
     let stop = Arc::new(AtomicBool::new(false));
     let mut node = node;
+    // Before the first packet: the connection table moves into its file, taking over what a
+    // previous process of this node left there.
+    let ct_file = conntrack_file(&control);
+    match node
+        .lb()
+        .persist_conntrack(&ct_file, node_name, Time::monotonic())
+    {
+        Ok(r) => {
+            if let Some(why) = r.file_discarded {
+                eprintln!("vxmesh: {}: discarded: {why}", ct_file.display());
+            }
+            if r.restored + r.discarded > 0 {
+                eprintln!(
+                    "vxmesh: {}: {} connection(s) taken over, {} left out",
+                    ct_file.display(),
+                    r.restored,
+                    r.discarded
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("vxmesh: connection table kept in memory only (no restart survives it): {e}")
+        }
+    }
     let relay = if opts.dns_upstream.is_empty() {
         None
     } else {

@@ -1,0 +1,310 @@
+//! Connections that survive the process (issue 17): two `vxmesh run` nodes in a namespace lab,
+//! nginx in the three backends, and keep-alive HTTP/1.1 connections that stay open across a
+//! restart of the node that tracks them:
+//!
+//! 1. c11 -> VIP (n1's `lb-nat` holds the entry): a request every 10 ms on one connection;
+//!    n1 is killed with SIGKILL and started again; the same connection answers again, from the
+//!    same backend, with no reset and no failed request (`conntrack_restored` on n1).
+//! 2. The same with SIGTERM.
+//! 3. x-n1 -> n1's ingress 192.0.2.1:8080 (the routing mesh: DNAT and SNAT), SIGKILL.
+//! 4. A corrupt table file (garbage written over it while n1 is stopped) is discarded with a
+//!    message and `conntrack_files_discarded`, and the node serves new connections.
+//!
+//! For each restart the test prints the gap (not asserted: the machine's load decides it): how
+//! long the node was away, how long the connection went without an answer, how long after the
+//! node was back the first answer came, and the connection's TCP retransmissions (`ss -ti`).
+//! `cargo test -p vxmesh-lab --test restart -- --nocapture` shows them (docs/performance.md).
+//!
+//! Privileged: without root (or without nginx) the test says so and passes. Namespaces carry a
+//! per-run prefix (`vxr{pid}-`) and are removed by name when `Running` drops, with the nodes'
+//! table files, also when a check panics; the nginx processes are killed by their PIDs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::labrun::{Running, in_netns, nginx_conf, vxmesh_exe};
+
+/// Time between two requests of the steady client.
+const EVERY: Duration = Duration::from_millis(10);
+/// How long one request may wait for its answer (TCP retransmits across the restart).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Processes and files of this run: killed (by PID) and removed on drop.
+struct Cleanup(Vec<Child>, PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn sh(ns: &str, args: &[&str]) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .expect("ip netns exec");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Wait (bounded) until something listens on TCP `port` in `ns`.
+fn wait_listening(ns: &str, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pat = format!(":{port} ");
+    while Instant::now() < deadline {
+        if sh(ns, &["ss", "-Htln"]).contains(&pat) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port} in {ns}");
+}
+
+/// An `lb-nat` counter of `node` from `vxmesh stats --json`.
+fn lb_counter(run: &Running, node: &str, name: &str) -> u64 {
+    let out = run.ctl_ok(node, &["stats", "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json parses");
+    let st = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "lb-nat")
+        .unwrap_or_else(|| panic!("no lb-nat stage: {out}"));
+    st["drops"][name]
+        .as_u64()
+        .or_else(|| st["events"][name].as_u64())
+        .unwrap_or_else(|| panic!("no counter {name} in lb-nat: {out}"))
+}
+
+/// One keep-alive HTTP/1.1 connection, opened from inside a namespace.
+struct KeepAlive {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    fn open(ns: &str, to: SocketAddr) -> KeepAlive {
+        let s = in_netns(ns, move || {
+            TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        })
+        .unwrap()
+        .join()
+        .expect("connect thread")
+        .unwrap_or_else(|e| panic!("connect to {to} from {ns}: {e}"));
+        s.set_read_timeout(Some(ANSWER_TIMEOUT)).unwrap();
+        s.set_nodelay(true).unwrap();
+        KeepAlive {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    /// One request; the body of its answer.
+    fn get(&mut self) -> std::io::Result<String> {
+        self.w
+            .write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: keep-alive\r\n\r\n")?;
+        let mut len = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.r.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse::<usize>().ok();
+            }
+        }
+        let mut body = vec![0u8; len.ok_or(std::io::ErrorKind::InvalidData)?];
+        self.r.read_exact(&mut body)?;
+        Ok(String::from_utf8_lossy(&body).trim().to_string())
+    }
+}
+
+/// How a node goes away.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Kill,
+    Term,
+}
+
+/// Keep `conn` busy (a request every [`EVERY`]) while `node` is stopped as `how` says and
+/// started again; every answer must come from `backend`. Prints the gap; returns the
+/// connection.
+fn across_restart(
+    run: &mut Running,
+    node: &str,
+    how: Stop,
+    mut conn: KeepAlive,
+    backend: &str,
+    what: &str,
+    ss: (&str, &str),
+) -> KeepAlive {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let client = std::thread::spawn(move || {
+        let mut answers: Vec<(Instant, String)> = Vec::new();
+        let mut error = None;
+        while !stop2.load(Ordering::Relaxed) {
+            match conn.get() {
+                Ok(b) => answers.push((Instant::now(), b)),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+            std::thread::sleep(EVERY);
+        }
+        (conn, answers, error)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t_stop = Instant::now();
+    match how {
+        Stop::Kill => run.kill_node(node).unwrap(),
+        Stop::Term => {
+            let st = run.stop_node(node).unwrap();
+            assert!(st.success(), "{node} after SIGTERM: {st}");
+        }
+    }
+    let t_down = Instant::now();
+    run.start_node(node).unwrap_or_else(|e| panic!("{e:#}"));
+    let t_up = Instant::now();
+    // Let the connection answer a few times after the restart (bounded by the answer timeout).
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (conn, answers, error) = client.join().expect("client thread");
+    assert!(
+        error.is_none(),
+        "{what}: the connection failed across the {how:?} restart: {error:?}\n{}",
+        run.log_tail()
+    );
+    assert!(
+        answers.iter().all(|(_, b)| b == backend),
+        "{what}: answered by another backend than {backend}"
+    );
+    let before = answers.iter().rev().find(|(t, _)| *t < t_stop).map(|a| a.0);
+    let after = answers.iter().find(|(t, _)| *t > t_stop).map(|a| a.0);
+    let (Some(before), Some(after)) = (before, after) else {
+        panic!(
+            "{what}: no answers on both sides of the restart ({} in all)",
+            answers.len()
+        );
+    };
+    assert!(after > t_up, "{what}: answered while the node was down?");
+    let retrans = sh(ss.0, &["ss", "-tinH", "dst", ss.1]);
+    let retrans = retrans
+        .split_whitespace()
+        .find(|w| w.starts_with("retrans:"))
+        .unwrap_or("retrans:0/0");
+    eprintln!(
+        "restart gap, {what}, {how:?}: node away {:.0} ms (stopped in {:.0} ms), connection silent {:.0} ms, first answer {:.0} ms after the node was back; {} answers, {retrans}",
+        (t_up - t_stop).as_secs_f64() * 1e3,
+        (t_down - t_stop).as_secs_f64() * 1e3,
+        (after - before).as_secs_f64() * 1e3,
+        (after - t_up).as_secs_f64() * 1e3,
+        answers.len(),
+    );
+    assert!(lb_counter(run, node, "conntrack_restored") >= 1);
+    conn
+}
+
+#[test]
+fn established_connections_survive_a_restart_of_the_node() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces, AF_XDP, TAP)");
+        return;
+    }
+    if Command::new("sh")
+        .args(["-c", "command -v nginx"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        eprintln!("skipped: no nginx (scripts/test.sh installs it)");
+        return;
+    }
+    let prefix = format!("vxr{}-", std::process::id());
+    let exe = vxmesh_exe().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut run = Running::start(&exe, &prefix, &Fixture::new(&prefix).text(), &["n1", "n2"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let dir = std::env::temp_dir().join(format!("{prefix}nginx"));
+    let mut clean = Cleanup(Vec::new(), dir.clone());
+    for b in ["c12", "c21", "c22"] {
+        let conf = nginx_conf(&dir, b).unwrap();
+        clean.0.push(
+            Command::new("ip")
+                .args(["netns", "exec", &run.lab.endpoint_netns(b), "nginx", "-c"])
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start nginx"),
+        );
+        wait_listening(&run.lab.endpoint_netns(b), 80);
+    }
+    let c11 = run.lab.endpoint_netns("c11");
+    let vip: SocketAddr = "10.0.9.100:80".parse().unwrap();
+
+    // 1-2. Through the VIP, across SIGKILL and SIGTERM.
+    let mut conn = KeepAlive::open(&c11, vip);
+    let backend = conn.get().unwrap();
+    for how in [Stop::Kill, Stop::Term] {
+        conn = across_restart(
+            &mut run,
+            "n1",
+            how,
+            conn,
+            &backend,
+            "c11 -> VIP",
+            (&c11, "10.0.9.100"),
+        );
+    }
+    assert_eq!(conn.get().unwrap(), backend);
+
+    // 3. Through n1's published port (routing mesh), across SIGKILL.
+    let x = run.lab.client_netns("n1");
+    let mut mesh = KeepAlive::open(&x, "192.0.2.1:8080".parse().unwrap());
+    let mesh_backend = mesh.get().unwrap();
+    let mut mesh = across_restart(
+        &mut run,
+        "n1",
+        Stop::Kill,
+        mesh,
+        &mesh_backend,
+        "x-n1 -> 192.0.2.1:8080",
+        (&x, "192.0.2.1"),
+    );
+    assert_eq!(mesh.get().unwrap(), mesh_backend);
+    drop(mesh);
+    drop(conn);
+
+    // 4. A corrupt file: discarded with a message and a count; the node works on.
+    run.stop_node("n1").unwrap();
+    let file = vxmesh::daemon::conntrack_file(&run.control("n1"));
+    assert!(file.exists(), "{} after a clean stop", file.display());
+    std::fs::write(&file, vec![0xa5u8; 1 << 16]).unwrap();
+    run.start_node("n1").unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(lb_counter(&run, "n1", "conntrack_files_discarded"), 1);
+    assert_eq!(lb_counter(&run, "n1", "conntrack_restored"), 0);
+    assert!(run.log_tail().contains("discarded"), "{}", run.log_tail());
+    let mut fresh = KeepAlive::open(&c11, vip);
+    fresh.get().unwrap();
+}
