@@ -1,9 +1,9 @@
-//! What one node pays per store change (issue 14's convergence at scale): the watcher folds an
-//! event into its state, then turns the state into its cluster (the cluster file's checks over
-//! every object) and plans the change against its plan in force. Today that work is proportional
-//! to the whole state, not to the change: these benches measure it at 10, 100 and 1,000 nodes
-//! with 50 endpoints each, so the convergence of N nodes on a small machine can be read off
-//! them (N nodes on C cores need about N x this / C per change).
+//! What one node pays per store change (issue 14's convergence at scale), at 10, 100 and 1,000
+//! nodes with 50 endpoints each, all in one network (the worst case: every node plans every
+//! endpoint): the incremental path (`View::apply` checks the endpoint against the indexes,
+//! `Plan::apply_delta` moves the plan) against the whole path (the state checked as a cluster
+//! file, then `Plan::next`), which is what every change cost before and what a change of
+//! another kind (a network, a service, a node going down) still costs.
 //!
 //! `cargo bench --bench store`; figures in docs/store.md.
 
@@ -75,6 +75,25 @@ fn per_change(c: &mut Criterion) {
                     );
                     let (cluster, _) = s.cluster(url, Some("n0")).unwrap();
                     black_box(Plan::next(&cluster, "n0", Some(&plan)).unwrap())
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        // The incremental path: the same change through the view and the plan's delta.
+        let view = vxmesh::store::view::View::full(&base, url, Some("n0")).unwrap();
+        g.bench_function(format!("{nodes}_nodes_x50_endpoints/incremental"), |b| {
+            b.iter_batched(
+                || (base.clone(), view.clone(), plan.clone()),
+                |(mut s, mut v, mut p)| {
+                    let key = "/vxmesh/v1/endpoint/probe";
+                    s.put(
+                        key,
+                        br#"{"name":"probe","node":"n1","network":"appnet","ip":"10.250.0.1","attach":"afxdp:probe"}"#,
+                        2,
+                    );
+                    let touched = [vxmesh::store::layout::Key::parse(key).unwrap()];
+                    let delta = v.apply(&s, &touched).expect("incremental");
+                    black_box(p.apply_delta(&v, &delta).expect("incremental"))
                 },
                 BatchSize::LargeInput,
             )

@@ -307,7 +307,14 @@ pub async fn follow(
                 msg = stream.message() => {
                     let resp = match msg {
                         Ok(Some(r)) => r,
-                        Ok(None) | Err(_) => break,
+                        Ok(None) => {
+                            stats.error("the watch ended");
+                            break;
+                        }
+                        Err(e) => {
+                            stats.error(format!("the watch broke: {e}"));
+                            break;
+                        }
                     };
                     if resp.compact_revision() > 0 {
                         // Behind the compaction: only a full read catches up.
@@ -315,6 +322,7 @@ pub async fn follow(
                         break;
                     }
                     if resp.canceled() {
+                        stats.error(format!("the watch was cancelled: {}", resp.cancel_reason()));
                         break;
                     }
                     for ev in resp.events() {

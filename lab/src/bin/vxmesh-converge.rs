@@ -87,6 +87,10 @@ fn net_base(k: usize) -> u32 {
 
 /// The cluster's objects: (key, JSON value).
 fn objects(nodes: usize, per_node: usize, one_network: bool) -> Vec<(String, String)> {
+    let vip = match one_network {
+        true => Ipv4Addr::new(10, 200, 0, 1),
+        false => Ipv4Addr::from(net_base(0) + 600),
+    };
     let nets = if one_network {
         1
     } else {
@@ -132,7 +136,7 @@ fn objects(nodes: usize, per_node: usize, one_network: bool) -> Vec<(String, Str
     put(
         "/vxmesh/v1/service/web".into(),
         serde_json::json!({"name": "web", "network": "net0",
-                           "vip": Ipv4Addr::from(net_base(0) + 600).to_string(),
+                           "vip": vip.to_string(),
                            "backends": ["e0-0", "e0-1", "e0-2"],
                            "ports": [{"protocol": "tcp", "port": 80}]}),
     );
@@ -152,10 +156,10 @@ async fn populate(client: &mut Client, objs: &[(String, String)]) -> anyhow::Res
 }
 
 /// The probe endpoint of write `k`: on node n0 (a peer of net0 already), in net0, above the
-/// endpoints.
-fn probe(k: usize) -> (String, String) {
+/// `used` endpoints net0 has.
+fn probe(k: usize, used: usize) -> (String, String) {
     let name = format!("probe-{k}");
-    let ip = Ipv4Addr::from(net_base(0) + 520 + k as u32);
+    let ip = Ipv4Addr::from(net_base(0) + 2 + (used + k) as u32);
     let v = serde_json::json!({"name": name, "node": "n0", "network": "net0",
                                "ip": ip.to_string(), "attach": format!("afxdp:p{k}")});
     (format!("/vxmesh/v1/endpoint/{name}"), v.to_string())
@@ -331,8 +335,20 @@ async fn run_size(args: &Args, n: usize, etcd_pid: &str) -> anyhow::Result<Row> 
             };
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async move {
-                for i in ids {
-                    if let Err(e) = watcher(i, &shared, &board, &url).await {
+                // Every plan first (the CPU-bound part), then the clients and watches: a watch
+                // already up is never starved of its keep-alives by the set-up of the others.
+                let mut plans = Vec::new();
+                for &i in &ids {
+                    match Plan::of(&shared.2, &format!("n{i}")) {
+                        Ok(p) => plans.push(p),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("node n{i}: {e:#}")));
+                            return;
+                        }
+                    }
+                }
+                for (i, plan) in ids.into_iter().zip(plans) {
+                    if let Err(e) = watcher(i, plan, &shared, &board, &url).await {
                         let _ = ready_tx.send(Err(format!("node n{i}: {e:#}")));
                         return;
                     }
@@ -351,7 +367,12 @@ async fn run_size(args: &Args, n: usize, etcd_pid: &str) -> anyhow::Result<Row> 
     }
     let rss_all = rss_mb(&me) - rss0;
     // Warm-up: write 0 reaches every node (every watch is up).
-    let (k0, v0) = probe(0);
+    let used = if args.one_network {
+        n * args.endpoints
+    } else {
+        PER_NETWORK
+    };
+    let (k0, v0) = probe(0, used);
     writer.put(k0, v0, None).await?;
     wait(&board, 0, n, Duration::from_secs(120)).await?;
     let setup_s = setup.elapsed().as_secs_f64();
@@ -362,7 +383,7 @@ async fn run_size(args: &Args, n: usize, etcd_pid: &str) -> anyhow::Result<Row> 
     let mut all = Vec::new();
     let mut per_node = Vec::new();
     for k in 1..=args.writes {
-        let (key, v) = probe(k);
+        let (key, v) = probe(k, used);
         let t = board.t0.elapsed().as_nanos() as u64;
         writer.put(key, v, None).await?;
         wait(&board, k, n, WRITE_TIMEOUT).await?;
@@ -412,16 +433,16 @@ async fn run_size(args: &Args, n: usize, etcd_pid: &str) -> anyhow::Result<Row> 
 /// view and plan, following the store with the node's follower.
 async fn watcher(
     i: usize,
+    mut plan: Plan,
     shared: &Arc<(State, View, vxmesh::config::Cluster)>,
     board: &Arc<Board>,
     url: &str,
 ) -> anyhow::Result<()> {
-    let (state, base, cluster) = &**shared;
+    let (state, base, _) = &**shared;
     let me = format!("n{i}");
     let view = base
         .seen_by(state, &me)
         .context("a simulated node sees other nodes down")?;
-    let mut plan = Plan::of(cluster, &me)?;
     let client = vxmesh::store::etcd::connect(url).await?;
     let state = state.clone();
     let board = board.clone();
@@ -524,10 +545,36 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let rows = rt.block_on(async {
+        // Interrupted: the namespace and etcd go as on any other end.
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut int, mut term) = (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        );
+        tokio::select! {
+            r = run_all(&args, &pid) => r,
+            _ = int.recv() => bail!("interrupted"),
+            _ = term.recv() => bail!("terminated"),
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    drop(etcd);
+    let rows = rows?;
+    report(&args, &rows)?;
+    drop(ns);
+    Ok(())
+}
+
+/// Every size, in turn.
+async fn run_all(args: &Args, pid: &str) -> anyhow::Result<Vec<Row>> {
+    {
         // etcd up?
         let mut ok = false;
         for _ in 0..100 {
-            if vxmesh::store::etcd::connect("etcd://127.0.0.1:2379").await.is_ok() {
+            if vxmesh::store::etcd::connect("etcd://127.0.0.1:2379")
+                .await
+                .is_ok()
+            {
                 ok = true;
                 break;
             }
@@ -538,20 +585,28 @@ fn main() -> anyhow::Result<()> {
         }
         let mut rows = Vec::new();
         for &n in &args.nodes {
-            eprintln!("vxmesh-converge: {n} nodes x {} endpoints ...", args.endpoints);
-            let row = run_size(&args, n, &pid).await?;
+            eprintln!(
+                "vxmesh-converge: {n} nodes x {} endpoints ...",
+                args.endpoints
+            );
+            let row = run_size(args, n, pid).await?;
             eprintln!(
                 "  all nodes: p50 {:.1} ms p99 {:.1} ms max {:.1} ms; per node p50 {:.1} ms; watches lost {} in set-up, {} while measuring",
-                row.all_p50_ms, row.all_p99_ms, row.all_max_ms, row.node_p50_ms,
-                row.setup_disconnects, row.disconnects
+                row.all_p50_ms,
+                row.all_p99_ms,
+                row.all_max_ms,
+                row.node_p50_ms,
+                row.setup_disconnects,
+                row.disconnects
             );
             rows.push(row);
         }
         Ok::<_, anyhow::Error>(rows)
-    });
-    rt.shutdown_timeout(Duration::from_secs(2));
-    drop(etcd);
-    let rows = rows?;
+    }
+}
+
+/// Write results.md and results.json, and print the table.
+fn report(args: &Args, rows: &[Row]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let json: Vec<serde_json::Value> = rows.iter().map(Row::json).collect();
     std::fs::write(
@@ -561,7 +616,7 @@ fn main() -> anyhow::Result<()> {
     let mut md = String::from(
         "| nodes | endpoints | networks | write → all nodes p50 / p99 / max | per node p50 / p99 | watchers' CPU per change | plan per node and change | whole plans | etcd CPU per change | etcd RSS | harness RSS (one node's state) | watch bytes per node and change |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for r in &rows {
+    for r in rows {
         md.push_str(&format!(
             "| {} | {} | {} | {:.1} / {:.1} / {:.1} ms | {:.1} / {:.1} ms | {:.1} ms | {:.1} µs | {} | {:.1} ms | {:.0} MB | {:.0} MB ({:.0} MB) | {:.0} B |\n",
             r.nodes, r.endpoints, r.networks, r.all_p50_ms, r.all_p99_ms, r.all_max_ms,
@@ -572,6 +627,5 @@ fn main() -> anyhow::Result<()> {
     }
     std::fs::write(args.out.join("results.md"), &md)?;
     print!("{md}");
-    drop(ns);
     Ok(())
 }
