@@ -2,8 +2,8 @@
 //! MACs of local ports into the FDB) and `l2-fwd` (destination MAC -> port, VTEP or flood).
 //!
 //! ```text
-//! local port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [lb] ─► l2-fwd ─► output / flood / remote
-//! underlay ─► vxlan-decap ─► l2-parse ─► l2-learn (skips) ─► [lb] ─► l2-fwd ─► local output
+//! local port ─► l2-parse ─► port-sec ─► l2-learn ─► arp-proxy ─► [lb] ─► l2-fwd ─► output / flood / remote
+//! underlay ─► vxlan-decap ─► l2-parse ─► port-sec ─► l2-learn (skips) ─► [lb] ─► l2-fwd ─► local output
 //! ```
 //!
 //! Semantics are the Linux bridge's: frames with a group or all-zero source MAC are invalid and

@@ -25,11 +25,12 @@ use std::marker::PhantomData;
 
 use crate::arp::ArpProxy;
 use crate::batch::{BATCH_SIZE, Batch};
-use crate::env::{Env, Network};
+use crate::env::{Env, Network, PortGuard};
 use crate::fdb::FdbStats;
 use crate::l2::{L2Fwd, L2Learn, L2Parse};
 use crate::packet::{DEFAULT_BUF_SIZE, NetId, Next, PortId};
 use crate::port::Port;
+use crate::port_sec::PortSec;
 use crate::stage::{Stage, StageStats, mask_of, run_stage};
 use crate::trace::{Summary, TraceRecord};
 
@@ -156,6 +157,8 @@ impl SwitchStats {
 pub struct L2Stages {
     /// `l2-parse`.
     pub parse: StageHandle<L2Parse>,
+    /// `port-sec`.
+    pub sec: StageHandle<PortSec>,
     /// `l2-learn`.
     pub learn: StageHandle<L2Learn>,
     /// `arp-proxy`.
@@ -167,7 +170,12 @@ pub struct L2Stages {
 impl L2Stages {
     /// The path of a local port, with `extra` stages (the load balancer) before `l2-fwd`.
     pub fn local_path(&self, extra: &[StageIdx]) -> Vec<StageIdx> {
-        let mut p = vec![self.parse.idx(), self.learn.idx(), self.arp.idx()];
+        let mut p = vec![
+            self.parse.idx(),
+            self.sec.idx(),
+            self.learn.idx(),
+            self.arp.idx(),
+        ];
         p.extend_from_slice(extra);
         p.push(self.fwd.idx());
         p
@@ -257,10 +265,11 @@ impl Switch {
         (sw, l2)
     }
 
-    /// Register `l2-parse`, `l2-learn`, `arp-proxy` and `l2-fwd`.
+    /// Register `l2-parse`, `port-sec`, `l2-learn`, `arp-proxy` and `l2-fwd`.
     pub fn add_l2_stages(&mut self) -> L2Stages {
         L2Stages {
             parse: self.add_stage(L2Parse),
+            sec: self.add_stage(PortSec),
             learn: self.add_stage(L2Learn::default()),
             arp: self.add_stage(ArpProxy::default()),
             fwd: self.add_stage(L2Fwd::default()),
@@ -361,6 +370,11 @@ impl Switch {
             _ => {}
         }
         self.ports_generation += 1;
+        let i = usize::from(id.0);
+        if self.env.guards.len() <= i {
+            self.env.guards.resize(i + 1, PortGuard::Open);
+        }
+        self.env.guards[i] = PortGuard::Open;
         if let Some(i) = reuse {
             let slot = &mut self.ports[i];
             slot.name.clone_from(&name);
@@ -410,6 +424,7 @@ impl Switch {
         slot.stats = PortStats::default();
         let port = std::mem::replace(&mut slot.port, Box::new(ClosedPort));
         self.env.port_names[usize::from(id.0)].clear();
+        self.env.guards[usize::from(id.0)] = PortGuard::Open;
         if let Some(n) = self.env.nets.get_mut(usize::from(net.0)) {
             n.ports.retain(|&p| p != id);
         }
@@ -418,6 +433,15 @@ impl Switch {
         }
         self.ports_generation += 1;
         Some(port)
+    }
+
+    /// Set what local port `id` may send as (`port-sec`): a container's port gets its
+    /// endpoint's MAC and address. A port starts [`PortGuard::Open`] and is open again once
+    /// removed. Control plane, between polls.
+    pub fn set_port_guard(&mut self, id: PortId, guard: PortGuard) {
+        if let Some(g) = self.env.guards.get_mut(usize::from(id.0)) {
+            *g = guard;
+        }
     }
 
     /// Send `frame` out of `port` now (the control plane, between polls: a frame the node made,
