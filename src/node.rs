@@ -9,9 +9,11 @@
 //! with the UDP underlay and takes the plan as its first change (the ports opened: AF_XDP, TAP):
 //!
 //! ```text
-//! container port: l2-parse ─► port-sec ─► l2-learn ─► arp-proxy ─► dns ─► lb-nat ─► own-addr ─► l2-fwd
-//! underlay:       vxlan-decap ─► l2-parse ─► port-sec ─► l2-learn ─► lb-nat ─► own-addr ─► l2-fwd
-//! ingress:        l2-parse ─► port-sec ─► l2-learn ─► arp-proxy ─► dns ─► lb-nat ─► own-addr ─► l2-fwd
+//! container port: l2-parse ─► l2-learn ─► arp-proxy ─► dns ─► lb-nat ─► own-addr ─► l2-fwd
+//! underlay:       vxlan-decap ─► l2-parse ─► l2-learn ─► lb-nat ─► own-addr ─► l2-fwd
+//! ingress:        l2-parse ─► l2-learn ─► arp-proxy ─► dns ─► lb-nat ─► own-addr ─► l2-fwd
+//!
+//! (`l2-parse` includes port security: each endpoint port's guard is set when it attaches.)
 //! ```
 //!
 //! Each overlay network's resolver address is in its ARP table and the switch's own MACs, and
@@ -133,7 +135,6 @@ impl Node {
             vec![
                 decap.idx(),
                 l2.parse.idx(),
-                l2.sec.idx(),
                 l2.learn.idx(),
                 lb_stage.idx(),
                 own.idx(),

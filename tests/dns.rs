@@ -346,7 +346,7 @@ fn every_bad_query_is_dropped_under_its_own_name_and_answered_to_no_one() {
         assert!(lab.send("c11", &frame).is_empty(), "from {src}");
     }
     let st = lab.node.sw.stats();
-    let sec = st.stage("port-sec").unwrap();
+    let sec = st.stage("l2-parse").unwrap();
     assert_eq!(sec.drop_count("drop_src_ip_spoofed"), 3);
     // Nothing was ever answered.
     let st = lab.node.sw.stats();

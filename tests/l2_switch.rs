@@ -278,10 +278,10 @@ fn proxy_arp_answers_for_local_and_remote_endpoints_and_never_floods_them() {
     let mut bad = frames::arp_request(mac(11), ip(11), ip(12));
     bad[14 + 5] = 16; // protocol address length 16: not IPv4 ARP
     assert_eq!(lab.send("p1", &bad), vec![]);
-    assert_eq!(lab.drops("port-sec", "drop_arp_malformed"), 1);
+    assert_eq!(lab.drops("l2-parse", "drop_arp_malformed"), 1);
     let truncated = &frames::arp_request(mac(11), ip(11), ip(12))[..30];
     assert_eq!(lab.send("p1", truncated), vec![]);
-    assert_eq!(lab.drops("port-sec", "drop_arp_malformed"), 2);
+    assert_eq!(lab.drops("l2-parse", "drop_arp_malformed"), 2);
     // the table the proxy answers from is unchanged by anything a container sent
     assert_eq!(lab.sw.env.nets[0].arp.get(&ip(12)), Some(&mac(12)));
     assert_eq!(lab.sw.env.nets[0].arp.len(), 5);
@@ -444,7 +444,6 @@ fn trace_records_every_stage_for_marked_packets_only() {
         vec![
             "rx",
             "l2-parse",
-            "port-sec",
             "l2-learn",
             "arp-proxy",
             "l2-fwd",
@@ -452,7 +451,7 @@ fn trace_records_every_stage_for_marked_packets_only() {
         ]
     );
     assert!(recs.iter().all(|r| r.id == recs[0].id));
-    assert!(recs[5].detail.contains("vtep 198.18.0.2"), "{:?}", recs[5]);
+    assert!(recs[4].detail.contains("vtep 198.18.0.2"), "{:?}", recs[4]);
 }
 
 mod props {

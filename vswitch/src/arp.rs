@@ -7,8 +7,8 @@
 //! "Port security"): a request for a known address is answered and never flooded. A gratuitous
 //! ARP (sender IP = target IP) or a probe (RFC 5227) from the owner of a known address is not
 //! answered (an answer would look like a conflict to a prober) and goes nowhere either: every
-//! table that could use it is the switch's own (`drop_arp_announce`). `port-sec`, before this
-//! stage, has already refused ARP that claims another owner's address. A request for an unknown
+//! table that could use it is the switch's own (`drop_arp_announce`). port security (in `l2-parse`),
+//! before this stage, has already refused ARP that claims another owner's address. A request for an unknown
 //! address is flooded. A frame with the ARP EtherType that is not Ethernet/IPv4 ARP of the right
 //! size is dropped as malformed. The packet format is [`crate::wire::arp`].
 

@@ -2,7 +2,7 @@
 //!
 //! `Env` is what a stage sees besides its batch: the clock, the bridge domains (networks) with
 //! their local ports, VNI, MTU, remote VTEPs and known endpoint addresses, the FDB, the tracer,
-//! and what port security checks (`port-sec`): each local port's [`PortGuard`] and the switch's
+//! and what port security checks (in `l2-parse`): each local port's [`PortGuard`] and the switch's
 //! own MACs.
 //! Stages with tables of their own (the load balancer's conntrack, say) keep them inside the
 //! stage; what several stages share lives here. The control plane changes it only between
@@ -124,7 +124,7 @@ impl Vtep {
     }
 }
 
-/// What a local port may send as (`port-sec`, SPEC.md "Port security"): the rule of its
+/// What a local port may send as (port security in `l2-parse`, SPEC.md "Port security"): the rule of its
 /// endpoint, or none for a port whose senders are many (a routing-mesh ingress: external
 /// clients; ports of tests). Kept per port in [`Env::guards`], set by the control plane.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

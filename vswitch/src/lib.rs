@@ -4,7 +4,7 @@
 //! with headroom ([`Packet`]), batches ([`Batch`]), the [`Port`] contract and in-memory ports, the
 //! [`Stage`] trait with its conservation-by-construction counters, tracing, the bounded flat
 //! hash table ([`table::FlatTable`]), the forwarding database ([`Fdb`]), the L2 stages
-//! (`l2-parse`, `port-sec`, `l2-learn`, `arp-proxy`, `own-addr`, `l2-fwd`), the networks' resolvers
+//! (`l2-parse` with port security, `l2-learn`, `arp-proxy`, `own-addr`, `l2-fwd`), the networks' resolvers
 //! (`dns`, answering service discovery queries in place), and the [`Switch`] that ties ports and
 //! stages together. The `vxlan` and `lb` crates add stages on top; the root crate assembles them.
 //!
@@ -15,8 +15,8 @@
 //! only the core is compiled.
 //!
 //! ```text
-//! port ─► l2-parse ─► port-sec ─► l2-learn ─► arp-proxy ─► [dns] ─► [lb-nat] ─► own-addr ─► l2-fwd ─► output ─┬─► local port
-//!                                                                                                             └─► underlay tx path: [vxlan-encap] ─► underlay
+//! port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [dns] ─► [lb-nat] ─► own-addr ─► l2-fwd ─► output ─┬─► local port
+//!                                                                                                 └─► underlay tx path: [vxlan-encap] ─► underlay
 //! ```
 
 pub mod arp;
@@ -45,7 +45,6 @@ pub use fdb::{Fdb, FdbConfig, FdbDest};
 pub use own_addr::{OwnAddr, OwnAddrDrop};
 pub use packet::{DropReason, HEADROOM, Mac, Meta, NetId, Next, Packet, PortId, VtepId};
 pub use port::{GenPort, MemHandle, MemPort, Port, SinkPort};
-pub use port_sec::{PortSec, PortSecDrop};
 pub use stage::{Stage, StageStats};
 pub use switch::{
     CapturedFrame, L2Stages, OutputDrop, PortRole, PortSnapshot, PortStats, StageHandle, StageIdx,

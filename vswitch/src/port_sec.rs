@@ -1,10 +1,13 @@
-//! `port-sec`: port security (SPEC.md, "Port security, and state that survives the process"),
-//! what OVN calls port security and Docker's bridge does not have. Sits right after `l2-parse`
-//! on every path, before anything learns or answers:
+//! Port security (SPEC.md, "Port security, and state that survives the process"), what OVN
+//! calls port security and Docker's bridge does not have: the second half of `l2-parse`, run in
+//! the same pass over the batch right after the Ethernet header checks, on every path, before
+//! anything learns or answers. Its refusals are `l2-parse`'s drops (`L2ParseDrop`), explained
+//! in `vxmesh trace`. (A stage of its own would cost about a tenth of the L2 pipeline's rate;
+//! folded in, the checks cost a few per cent: docs/performance.md.)
 //!
 //! ```text
-//! local port ─► l2-parse ─► port-sec ─► l2-learn ─► arp-proxy ─► [dns] ─► [lb] ─► own-addr ─► l2-fwd
-//! underlay ─► vxlan-decap ─► l2-parse ─► port-sec ─► l2-learn (skips) ─► [lb] ─► own-addr ─► l2-fwd
+//! local port ─► l2-parse [+ port security] ─► l2-learn ─► arp-proxy ─► [dns] ─► [lb] ─► own-addr ─► l2-fwd
+//! underlay ─► vxlan-decap ─► l2-parse [+ port security] ─► l2-learn (skips) ─► [lb] ─► own-addr ─► l2-fwd
 //! ```
 //!
 //! Every port, every frame:
@@ -17,8 +20,7 @@
 //!   address the switch knows ([`Network::arp`](crate::Network)) comes from that address's owner,
 //!   or it is dropped (`drop_arp_spoofed`): for a local port the owner's MAC must be the sender
 //!   hardware address and live nowhere else than behind that port; from the underlay it must be
-//!   a static entry
-//!   behind the sending VTEP (another node's endpoint or load-balancer address). VIPs, resolvers
+//!   a static entry behind the sending VTEP (another node's endpoint or load-balancer address). VIPs, resolvers
 //!   and this node's own addresses have no such owner: nobody may claim them.
 //!
 //! A container's port ([`PortGuard::Endpoint`]) sends only as its endpoint: source MAC the
@@ -38,54 +40,15 @@
 
 use std::net::Ipv4Addr;
 
-use crate::batch::Batch;
 use crate::env::{Env, PortGuard};
 use crate::fdb::FdbDest;
-use crate::packet::{DropReason, Mac, Next, Packet};
-use crate::stage::Stage;
+use crate::l2::L2ParseDrop as PortSecDrop;
+use crate::packet::{Mac, Packet};
 use crate::wire::arp;
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
-/// Stage name in the graph.
-pub const STAGE_NAME: &str = "port-sec";
-
 /// Smallest IPv4 header.
 const IPV4_MIN: usize = 20;
-
-crate::drop_table! {
-    /// Why `port-sec` drops a frame.
-    pub enum PortSecDrop {
-        /// To an 802.1D reserved group address (01:80:c2:00:00:00–0f: STP, PAUSE, LLDP).
-        ReservedMulticast => "drop_reserved_multicast",
-        /// 802.1Q tagged, from a container or the underlay (the overlay is untagged).
-        VlanTagged => "drop_vlan_tagged",
-        /// From a container's port with a source MAC that is not the endpoint's.
-        SrcMacSpoofed => "drop_src_mac_spoofed",
-        /// The source MAC is one of the switch's own (a VIP's, a resolver's, a load-balancer or
-        /// ingress address's): never learned from a port.
-        OwnMac => "drop_own_mac_learn",
-        /// From a container's port with an IPv4 source that is not the endpoint's.
-        SrcIpSpoofed => "drop_src_ip_spoofed",
-        /// ARP claiming an address of another owner (or, from a container, not its own).
-        ArpSpoofed => "drop_arp_spoofed",
-        /// ARP EtherType but not a whole Ethernet/IPv4 ARP packet.
-        ArpMalformed => "drop_arp_malformed",
-        /// Shorter than an IPv4 header (20 bytes, or its IHL).
-        Ipv4Truncated => "drop_ipv4_truncated",
-        /// IPv4 EtherType but version is not 4 or IHL < 5.
-        Ipv4BadHeader => "drop_ipv4_bad_header",
-        /// IPv4 total length shorter than the header or beyond the frame.
-        Ipv4BadLength => "drop_ipv4_bad_length",
-        /// IPv6, from a container or the underlay (the overlay is IPv4).
-        Ipv6 => "drop_ipv6",
-        /// Neither IPv4 nor ARP, from a container or the underlay.
-        Ethertype => "drop_ethertype",
-    }
-}
-
-/// The `port-sec` stage.
-#[derive(Debug, Default)]
-pub struct PortSec;
 
 /// Whether `dst` is an 802.1D reserved group address (01:80:c2:00:00:00–0f), which a bridge
 /// never forwards.
@@ -116,152 +79,123 @@ fn check_ipv4(ip: &[u8], gso: bool) -> Result<Ipv4Addr, PortSecDrop> {
     Ok(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]))
 }
 
-impl PortSec {
-    /// Decide on one frame (`l2-parse` accepted it: a whole Ethernet header, `l3_offset` and
-    /// `ethertype` set).
-    #[inline]
-    pub fn check(p: &Packet, env: &Env) -> Result<(), PortSecDrop> {
-        let frame = p.data();
-        if is_reserved_group(&frame[..6]) {
-            return Err(PortSecDrop::ReservedMulticast);
-        }
-        let l3 = usize::from(p.meta.l3_offset);
-        let tagged = l3 != ethernet::HEADER_LEN;
-        let src = Mac::from_slice(&frame[6..12]);
-        let guard = if p.meta.from_vtep.is_some() {
-            None
-        } else {
-            Some(env.guard(p.meta.in_port))
-        };
-        match guard {
-            Some(PortGuard::Endpoint { mac, .. }) if src != mac => {
-                return Err(if env.is_own_mac(p.meta.net, src) {
-                    PortSecDrop::OwnMac
-                } else {
-                    PortSecDrop::SrcMacSpoofed
-                });
-            }
-            Some(PortGuard::Open) if env.is_own_mac(p.meta.net, src) => {
-                return Err(PortSecDrop::OwnMac);
-            }
-            Some(PortGuard::Open) => {}
-            // An endpoint or the underlay: untagged only.
-            _ if tagged => return Err(PortSecDrop::VlanTagged),
-            _ => {}
-        }
-        match p.meta.ethertype {
-            ETHERTYPE_IPV4 => {
-                let sip = check_ipv4(&frame[l3..], p.meta.offload.is_gso())?;
-                match guard {
-                    Some(PortGuard::Endpoint { ip, .. }) if sip != ip => {
-                        Err(PortSecDrop::SrcIpSpoofed)
-                    }
-                    _ => Ok(()),
-                }
-            }
-            ETHERTYPE_ARP => Self::check_arp(p, &frame[l3..], src, guard, env),
-            _ if matches!(guard, Some(PortGuard::Open)) => Ok(()),
-            ETHERTYPE_IPV6 => Err(PortSecDrop::Ipv6),
-            _ => Err(PortSecDrop::Ethertype),
-        }
+/// Decide on one frame (`l2-parse` accepted its Ethernet header: a whole header, `l3_offset`
+/// and `ethertype` set).
+#[inline]
+pub fn check(p: &Packet, env: &Env) -> Result<(), PortSecDrop> {
+    let frame = p.data();
+    if is_reserved_group(&frame[..6]) {
+        return Err(PortSecDrop::ReservedMulticast);
     }
-
-    /// The ARP checks: whole, and no claim on another owner's address.
-    #[cold]
-    fn check_arp(
-        p: &Packet,
-        a: &[u8],
-        src: Mac,
-        guard: Option<PortGuard>,
-        env: &Env,
-    ) -> Result<(), PortSecDrop> {
-        let a = arp::Repr::parse(a).map_err(|_| PortSecDrop::ArpMalformed)?;
-        if let Some(PortGuard::Endpoint { mac, ip }) = guard {
-            let probe = a.spa.is_unspecified() && a.op == arp::OP_REQUEST;
-            return if a.sha == mac && (a.spa == ip || probe) {
-                Ok(())
+    let l3 = usize::from(p.meta.l3_offset);
+    let tagged = l3 != ethernet::HEADER_LEN;
+    let src = Mac::from_slice(&frame[6..12]);
+    let guard = if p.meta.from_vtep.is_some() {
+        None
+    } else {
+        Some(env.guard(p.meta.in_port))
+    };
+    match guard {
+        Some(PortGuard::Endpoint { mac, .. }) if src != mac => {
+            return Err(if env.is_own_mac(p.meta.net, src) {
+                PortSecDrop::OwnMac
             } else {
-                Err(PortSecDrop::ArpSpoofed)
-            };
+                PortSecDrop::SrcMacSpoofed
+            });
         }
-        let net = p.meta.net;
-        let Some(&owner) = env.nets[usize::from(net.0)].arp.get(&a.spa) else {
-            return Ok(());
-        };
-        let entry = env.fdb.entry(net, owner);
-        let here = match p.meta.from_vtep {
-            Some(v) => entry.is_some_and(|e| e.is_static() && e.dest() == FdbDest::Remote(v)),
-            // An open port: the owner is not the switch (its source MAC was checked) and lives
-            // nowhere else (not yet learned, or learned here).
-            None => entry.is_none_or(|e| e.dest() == FdbDest::Local(p.meta.in_port)),
-        };
-        if a.sha == owner && src == owner && here {
-            Ok(())
-        } else {
-            Err(PortSecDrop::ArpSpoofed)
+        Some(PortGuard::Open) if env.is_own_mac(p.meta.net, src) => {
+            return Err(PortSecDrop::OwnMac);
         }
+        Some(PortGuard::Open) => {}
+        // An endpoint or the underlay: untagged only.
+        _ if tagged => return Err(PortSecDrop::VlanTagged),
+        _ => {}
     }
-
-    /// The refusal in words, for traces.
-    fn explain(p: &Packet, env: &Env, r: PortSecDrop) -> String {
-        let frame = p.data();
-        let src = Mac::from_slice(&frame[6..12]);
-        let l3 = &frame[usize::from(p.meta.l3_offset)..];
-        let who = match (p.meta.from_vtep, env.guard(p.meta.in_port)) {
-            (Some(_), _) => "from the underlay".to_string(),
-            (None, PortGuard::Endpoint { mac, ip }) => format!("endpoint {mac} {ip}"),
-            (None, PortGuard::Open) => "open port".to_string(),
-        };
-        let what = match r {
-            PortSecDrop::ReservedMulticast => format!(
-                "to {}: an 802.1D reserved group address",
-                Mac::from_slice(&frame[..6])
-            ),
-            PortSecDrop::SrcMacSpoofed => format!("source MAC {src} is not the endpoint's"),
-            PortSecDrop::OwnMac => format!("source MAC {src} is the switch's own"),
-            PortSecDrop::SrcIpSpoofed if l3.len() >= IPV4_MIN => format!(
-                "IPv4 source {} is not the endpoint's",
-                Ipv4Addr::new(l3[12], l3[13], l3[14], l3[15])
-            ),
-            PortSecDrop::ArpSpoofed => match arp::Repr::parse(l3) {
-                Ok(a) => match env.nets[usize::from(p.meta.net.0)].arp.get(&a.spa) {
-                    Some(owner) => format!("{} is-at {}: the address is {owner}'s", a.spa, a.sha),
-                    None => format!("{} is-at {}: not the endpoint's address", a.spa, a.sha),
-                },
-                Err(e) => e.to_string(),
-            },
-            other => other.name().trim_start_matches("drop_").replace('_', " "),
-        };
-        format!("{who}: {what}")
+    match p.meta.ethertype {
+        ETHERTYPE_IPV4 => {
+            let sip = check_ipv4(&frame[l3..], p.meta.offload.is_gso())?;
+            match guard {
+                Some(PortGuard::Endpoint { ip, .. }) if sip != ip => Err(PortSecDrop::SrcIpSpoofed),
+                _ => Ok(()),
+            }
+        }
+        ETHERTYPE_ARP => check_arp(p, &frame[l3..], src, guard, env),
+        _ if matches!(guard, Some(PortGuard::Open)) => Ok(()),
+        ETHERTYPE_IPV6 => Err(PortSecDrop::Ipv6),
+        _ => Err(PortSecDrop::Ethertype),
     }
 }
 
-impl Stage for PortSec {
-    fn name(&self) -> &'static str {
-        STAGE_NAME
+/// The ARP checks: whole, and no claim on another owner's address.
+#[cold]
+fn check_arp(
+    p: &Packet,
+    a: &[u8],
+    src: Mac,
+    guard: Option<PortGuard>,
+    env: &Env,
+) -> Result<(), PortSecDrop> {
+    let a = arp::Repr::parse(a).map_err(|_| PortSecDrop::ArpMalformed)?;
+    if let Some(PortGuard::Endpoint { mac, ip }) = guard {
+        let probe = a.spa.is_unspecified() && a.op == arp::OP_REQUEST;
+        return if a.sha == mac && (a.spa == ip || probe) {
+            Ok(())
+        } else {
+            Err(PortSecDrop::ArpSpoofed)
+        };
     }
-    fn drop_names(&self) -> &'static [&'static str] {
-        PortSecDrop::NAMES
+    let net = p.meta.net;
+    let Some(&owner) = env.nets[usize::from(net.0)].arp.get(&a.spa) else {
+        return Ok(());
+    };
+    let entry = env.fdb.entry(net, owner);
+    let here = match p.meta.from_vtep {
+        Some(v) => entry.is_some_and(|e| e.is_static() && e.dest() == FdbDest::Remote(v)),
+        // An open port: the owner is not the switch (its source MAC was checked) and lives
+        // nowhere else (not yet learned, or learned here).
+        None => entry.is_none_or(|e| e.dest() == FdbDest::Local(p.meta.in_port)),
+    };
+    if a.sha == owner && src == owner && here {
+        Ok(())
+    } else {
+        Err(PortSecDrop::ArpSpoofed)
     }
-    fn process(&mut self, batch: &mut Batch, env: &mut Env) {
-        for (_, p) in batch.active_mut() {
-            if let Err(r) = Self::check(p, env) {
-                p.meta.next = Next::Drop(DropReason::from(r));
-            }
-        }
-    }
-    fn describe(&self, pkt: &Packet, env: &Env) -> String {
-        match Self::check(pkt, env) {
-            Ok(()) => match (pkt.meta.from_vtep, env.guard(pkt.meta.in_port)) {
-                (Some(_), _) => "from the underlay: allowed".into(),
-                (None, PortGuard::Endpoint { mac, ip }) => {
-                    format!("sent as its endpoint ({mac} {ip})")
-                }
-                (None, PortGuard::Open) => "open port: allowed".into(),
+}
+
+/// Why [`check`] refuses `p`, in words (for traces of `l2-parse`).
+pub fn explain(p: &Packet, env: &Env) -> String {
+    let Err(r) = check(p, env) else {
+        return "port security: allowed".into();
+    };
+    let frame = p.data();
+    let src = Mac::from_slice(&frame[6..12]);
+    let l3 = &frame[usize::from(p.meta.l3_offset)..];
+    let who = match (p.meta.from_vtep, env.guard(p.meta.in_port)) {
+        (Some(_), _) => "from the underlay".to_string(),
+        (None, PortGuard::Endpoint { mac, ip }) => format!("endpoint {mac} {ip}"),
+        (None, PortGuard::Open) => "open port".to_string(),
+    };
+    let what = match r {
+        PortSecDrop::ReservedMulticast => format!(
+            "to {}: an 802.1D reserved group address",
+            Mac::from_slice(&frame[..6])
+        ),
+        PortSecDrop::SrcMacSpoofed => format!("source MAC {src} is not the endpoint's"),
+        PortSecDrop::OwnMac => format!("source MAC {src} is the switch's own"),
+        PortSecDrop::SrcIpSpoofed if l3.len() >= IPV4_MIN => format!(
+            "IPv4 source {} is not the endpoint's",
+            Ipv4Addr::new(l3[12], l3[13], l3[14], l3[15])
+        ),
+        PortSecDrop::ArpSpoofed => match arp::Repr::parse(l3) {
+            Ok(a) => match env.nets[usize::from(p.meta.net.0)].arp.get(&a.spa) {
+                Some(owner) => format!("{} is-at {}: the address is {owner}'s", a.spa, a.sha),
+                None => format!("{} is-at {}: not the endpoint's address", a.spa, a.sha),
             },
-            Err(r) => Self::explain(pkt, env, r),
-        }
-    }
+            Err(e) => e.to_string(),
+        },
+        other => other.name().trim_start_matches("drop_").replace('_', " "),
+    };
+    format!("{who}: {what}")
 }
 
 #[cfg(test)]
@@ -314,7 +248,7 @@ mod tests {
         env
     }
 
-    /// What `port-sec` says of `frame` from `port` (`l2-parse` run first, as on the path).
+    /// What port security says of `frame` from `port` (`l2-parse` run first, as on the path).
     fn check(env: &Env, port: PortId, frame: &[u8]) -> Result<(), PortSecDrop> {
         let mut p = Packet::with_capacity(2048);
         p.set_frame(frame).unwrap();
@@ -326,7 +260,7 @@ mod tests {
         if port == UL {
             p.meta.from_vtep = Some(N2);
         }
-        PortSec::check(&p, env)
+        super::check(&p, env)
     }
 
     fn arp_frame(sha: Mac, spa: Ipv4Addr, tpa: Ipv4Addr, op: u16) -> Vec<u8> {
@@ -507,15 +441,19 @@ mod tests {
     }
 
     #[test]
-    fn the_stage_counts_and_traces_its_refusals() {
+    fn refusals_are_explained_for_traces() {
         let e = env();
         let mut p = Packet::with_capacity(2048);
         let f = frames::udp(mac(11), mac(12), ip(22), ip(12), 1, 2, b"x");
         p.set_frame(&f).unwrap();
         p.meta.l3_offset = 14;
         p.meta.ethertype = ETHERTYPE_IPV4;
-        let d = PortSec.describe(&p, &e);
+        let d = explain(&p, &e);
         assert!(d.contains("10.0.9.22 is not the endpoint's"), "{d}");
-        assert_eq!(PortSecDrop::NAMES.len(), 12);
+        assert_eq!(
+            PortSecDrop::SrcIpSpoofed.name(),
+            "drop_src_ip_spoofed",
+            "SPEC.md's name"
+        );
     }
 }

@@ -30,7 +30,6 @@ use crate::fdb::FdbStats;
 use crate::l2::{L2Fwd, L2Learn, L2Parse};
 use crate::packet::{DEFAULT_BUF_SIZE, NetId, Next, PortId};
 use crate::port::Port;
-use crate::port_sec::PortSec;
 use crate::stage::{Stage, StageStats, mask_of, run_stage};
 use crate::trace::{Summary, TraceRecord};
 
@@ -157,8 +156,6 @@ impl SwitchStats {
 pub struct L2Stages {
     /// `l2-parse`.
     pub parse: StageHandle<L2Parse>,
-    /// `port-sec`.
-    pub sec: StageHandle<PortSec>,
     /// `l2-learn`.
     pub learn: StageHandle<L2Learn>,
     /// `arp-proxy`.
@@ -170,12 +167,7 @@ pub struct L2Stages {
 impl L2Stages {
     /// The path of a local port, with `extra` stages (the load balancer) before `l2-fwd`.
     pub fn local_path(&self, extra: &[StageIdx]) -> Vec<StageIdx> {
-        let mut p = vec![
-            self.parse.idx(),
-            self.sec.idx(),
-            self.learn.idx(),
-            self.arp.idx(),
-        ];
+        let mut p = vec![self.parse.idx(), self.learn.idx(), self.arp.idx()];
         p.extend_from_slice(extra);
         p.push(self.fwd.idx());
         p
@@ -265,11 +257,10 @@ impl Switch {
         (sw, l2)
     }
 
-    /// Register `l2-parse`, `port-sec`, `l2-learn`, `arp-proxy` and `l2-fwd`.
+    /// Register `l2-parse`, `l2-learn`, `arp-proxy` and `l2-fwd`.
     pub fn add_l2_stages(&mut self) -> L2Stages {
         L2Stages {
             parse: self.add_stage(L2Parse),
-            sec: self.add_stage(PortSec),
             learn: self.add_stage(L2Learn::default()),
             arp: self.add_stage(ArpProxy::default()),
             fwd: self.add_stage(L2Fwd::default()),
@@ -435,7 +426,7 @@ impl Switch {
         Some(port)
     }
 
-    /// Set what local port `id` may send as (`port-sec`): a container's port gets its
+    /// Set what local port `id` may send as (port security, in `l2-parse`): a container's port gets its
     /// endpoint's MAC and address. A port starts [`PortGuard::Open`] and is open again once
     /// removed. Control plane, between polls.
     pub fn set_port_guard(&mut self, id: PortId, guard: PortGuard) {

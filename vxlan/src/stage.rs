@@ -3,7 +3,7 @@
 //! VTEP, remote flood copies included).
 //!
 //! ```text
-//! underlay (UdpPort) ─► vxlan-decap ─► l2-parse ─► port-sec ─► l2-learn (skips) ─► [lb] ─► l2-fwd ─► local port
+//! underlay (UdpPort) ─► vxlan-decap ─► l2-parse ─► l2-learn (skips) ─► [lb] ─► l2-fwd ─► local port
 //! local port ─► l2-parse ─► ... ─► l2-fwd ─► Remote(v) / Flood ─► output
 //!     ─► underlay tx batch (meta.to_vtep = v) ─► vxlan-encap ─► underlay (UdpPort) ─► meta.peer
 //! ```
@@ -31,7 +31,7 @@
 //! ([`VxlanDecap::learning`]) and off by default: Docker runs its VTEP with `nolearning` and
 //! programs remote MACs statically; even on, the switch's own MACs are never learned. What the
 //! decapsulated frame may carry (no reserved group address, untagged IPv4 and ARP only, no ARP
-//! claim on an address owned elsewhere) is `port-sec`'s, right after `l2-parse`.
+//! claim on an address owned elsewhere) is port security's, in `l2-parse`.
 //!
 //! `vxlan-encap` takes every frame of the underlay's transmit batch toward `meta.to_vtep`: it
 //! checks the inner frame against the network's MTU, writes the VXLAN header with the network's
