@@ -114,7 +114,7 @@ impl Stage for L2Parse {
                 Ok((l3, et)) => {
                     p.meta.l3_offset = l3;
                     p.meta.ethertype = et;
-                    // Port security, in the same pass (a stage of its own would cost a tenth
+                    // Port security, in the same pass (a stage of its own costs about 15%
                     // of the L2 pipeline's rate: docs/performance.md).
                     if let Err(r) = crate::port_sec::check(p, env) {
                         p.meta.next = Next::Drop(r.into());
