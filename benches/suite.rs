@@ -1,14 +1,14 @@
 //! The criterion suite of the node's packet path, at bursts 1, 8 and 32 (packets per second and,
 //! from criterion's time per iteration, ns per packet):
 //!
-//! - `stage/*`: each stage alone over a batch (`l2-parse`, `l2-learn`, `arp-proxy`, `l2-fwd`,
+//! - `stage/*`: each stage alone over a batch (`l2-parse` with port security, `l2-learn`, `arp-proxy`, `l2-fwd`,
 //!   `vxlan-decap`, `vxlan-encap`, `lb-nat` on established flows, `dns` on frames that are not
 //!   queries and on queries it answers). Each iteration refills the batch
 //!   from template frames first (stages rewrite packets); `stage/refill` measures that refill
 //!   alone, so a stage's own cost is its time minus refill's.
 //! - `node/*`: the whole pipeline of a node built by `Node::build` from a cluster file, with
 //!   in-memory ports instead of AF_XDP/TAP/UDP: a container to the VIP with its backends on the
-//!   other node (parse, learn, ARP, DNAT, own-addr, forward, VXLAN encap), VXLAN from the other
+//!   other node (parse, port security, learn, ARP, DNAT, own-addr, forward, VXLAN encap), VXLAN from the other
 //!   node to a container (decap, learn, un-NAT, forward), plain L2 between two containers, and
 //!   DNS queries from a container answered by the switch (the per-query cost).
 //!

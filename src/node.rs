@@ -12,6 +12,8 @@
 //! container port: l2-parse ─► l2-learn ─► arp-proxy ─► dns ─► lb-nat ─► own-addr ─► l2-fwd
 //! underlay:       vxlan-decap ─► l2-parse ─► l2-learn ─► lb-nat ─► own-addr ─► l2-fwd
 //! ingress:        l2-parse ─► l2-learn ─► arp-proxy ─► dns ─► lb-nat ─► own-addr ─► l2-fwd
+//!
+//! (`l2-parse` includes port security: each endpoint port's guard is set when it attaches.)
 //! ```
 //!
 //! Each overlay network's resolver address is in its ARP table and the switch's own MACs, and
@@ -122,7 +124,6 @@ impl Node {
         })));
         // Its MACs and ingress ports come with the first change, as with every later one.
         let own = sw.add_stage(OwnAddr {
-            macs: Vec::new(),
             ingress: Vec::new(),
         });
         // Its tables come with the first change too.
@@ -339,7 +340,7 @@ mod tests {
             "{lb}"
         );
         let new_mac = Mac::docker_default(Ipv4Addr::new(10, 0, 9, 240));
-        let own = &node.sw.stage_mut(node.own).macs;
+        let own = &node.sw.env.own_macs();
         assert!(own.contains(&(NetId(0), new_mac)), "{own:?}");
         let arp = &node.sw.env.nets[0].arp;
         assert_eq!(arp.get(&Ipv4Addr::new(10, 0, 9, 240)), Some(&new_mac));
@@ -678,7 +679,7 @@ ip = "10.0.10.31"
         for fail_at in 1..500 {
             let mut node = Node::build(cluster(&file), "n1", &mut MemPorts).unwrap();
             let (before, plan, ports) = (views(&mut node), node.plan.clone(), port_names(&node));
-            let own = node.sw.stage(node.own).macs.clone();
+            let own = node.sw.env.own_macs().to_vec();
             let change =
                 Change::prepare(target.clone(), node.plan.clone(), &mut MemPorts, 2048).unwrap();
             let mut c = node.begin(change);
@@ -706,7 +707,7 @@ ip = "10.0.10.31"
             assert_eq!(views(&mut node), before, "failure after step {fail_at}");
             assert_eq!(node.plan, plan);
             assert_eq!(port_names(&node), ports);
-            assert_eq!(node.sw.stage(node.own).macs, own);
+            assert_eq!(node.sw.env.own_macs(), own);
             assert_eq!(node.sw.env.net_by_name("db"), None);
             assert_eq!(node.sw.env.vtep_by_addr(Ipv4Addr::new(198, 18, 0, 3)), None);
             let ext0 = node.sw.port_id("ext0").unwrap();

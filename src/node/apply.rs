@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use vswitch::dns::DnsTable;
-use vswitch::{FdbDest, Mac, NetId, Network, Port, PortId, PortRole, Vtep, VtepId};
+use vswitch::{FdbDest, Mac, NetId, Network, Port, PortGuard, PortId, PortRole, Vtep, VtepId};
 
 use super::change::Opened;
 use super::{Change, DestPlan, Leftovers, Node, Plan, PortKind, ServicePlan};
@@ -442,6 +442,11 @@ impl Node {
                 // The port took a closed slot, which has a batch: this one is dropped later.
                 garbage.push(Box::new(spare));
             }
+            // Port security: a container's port sends only as its endpoint (an ingress is open).
+            if let PortKind::Endpoint { mac, addr, .. } = &p.kind {
+                let (mac, ip) = (*mac, addr.0);
+                self.sw.set_port_guard(id, PortGuard::Endpoint { mac, ip });
+            }
             undo.push(Undo::PortAdded(id))?;
             let what = match p.kind {
                 PortKind::Endpoint { .. } => "endpoint",
@@ -521,9 +526,8 @@ impl Node {
             .iter()
             .map(|&(n, m)| (NetId(n as u16), m))
             .collect();
-        let own = &mut self.sw.stage_mut(self.own).macs;
-        if *own != macs {
-            undo.push(Undo::OwnMacs(std::mem::replace(own, macs)))?;
+        if let Some(was) = self.sw.env.replace_own_macs(macs) {
+            undo.push(Undo::OwnMacs(was))?;
         }
         let ingress: Vec<(PortId, NetId)> = new
             .ports

@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vswitch::fdb::FdbKey;
 use vswitch::frames;
-use vswitch::{Env, Fdb, FdbConfig, Mac, NetId, Network, PortId, PortRole, SinkPort, Switch, Time};
+use vswitch::{
+    Env, Fdb, FdbConfig, Mac, NetId, Network, PortGuard, PortId, PortRole, SinkPort, Switch, Time,
+};
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 const LOOKUP_BATCH: usize = 32;
@@ -142,12 +144,14 @@ fn l2_switch(burst: usize, flood: bool) -> Switch {
         .collect();
     assert_eq!(frames[0].len(), 60);
     let path = l2.local_path(&[]);
-    sw.add_port(
+    let gen_port = sw.add_port(
         "gen",
         Box::new(vswitch::GenPort::new(frames, burst)),
         PortRole::Local(net),
         path.clone(),
     );
+    // A container's port, as the node sets it up: port security checks every frame.
+    sw.set_port_guard(gen_port, PortGuard::Endpoint { mac: a, ip: ip(11) });
     let sink1 = sw.add_port(
         "sink1",
         Box::new(SinkPort::default()),

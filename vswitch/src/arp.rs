@@ -3,11 +3,14 @@
 //! never leaves the node. Sits after `l2-learn` on the path of local ports.
 //!
 //! The table it answers from (`Network::arp`) is written only by the control plane, from the
-//! cluster file: nothing a container sends changes it. A gratuitous ARP (sender IP = target IP)
-//! and an ARP probe from the owner of the address (RFC 5227) are not answered but switched as
-//! usual; a request for an unknown address is flooded. A frame with the ARP EtherType that is not
-//! Ethernet/IPv4 ARP of the right size is dropped as malformed. The packet format is
-//! [`crate::wire::arp`].
+//! cluster file: nothing a container sends changes it. The switch is authoritative (SPEC.md,
+//! "Port security"): a request for a known address is answered and never flooded. A gratuitous
+//! ARP (sender IP = target IP) or a probe (RFC 5227) from the owner of a known address is not
+//! answered (an answer would look like a conflict to a prober) and goes nowhere either: every
+//! table that could use it is the switch's own (`drop_arp_announce`). port security (in `l2-parse`),
+//! before this stage, has already refused ARP that claims another owner's address. A request for an unknown
+//! address is flooded. A frame with the ARP EtherType that is not Ethernet/IPv4 ARP of the right
+//! size is dropped as malformed. The packet format is [`crate::wire::arp`].
 
 use crate::batch::Batch;
 use crate::env::Env;
@@ -21,7 +24,7 @@ use crate::wire::ethernet::{self, ETHERTYPE_ARP};
 pub struct ArpProxy {
     /// Requests answered.
     pub replies: u64,
-    /// Gratuitous ARPs and probes switched as usual.
+    /// Gratuitous ARPs and probes: for a known address absorbed, else switched as usual.
     pub gratuitous: u64,
 }
 
@@ -30,6 +33,9 @@ crate::drop_table! {
     pub enum ArpDrop {
         /// ARP EtherType but not a whole Ethernet/IPv4 ARP packet.
         Malformed => "drop_arp_malformed",
+        /// A probe or gratuitous ARP from the owner of a known address: absorbed (the switch
+        /// answers for that address; nobody needs the announcement).
+        Announce => "drop_arp_announce",
     }
 }
 
@@ -50,18 +56,19 @@ impl ArpProxy {
         if req.op != OP_REQUEST {
             return;
         }
-        if req.spa == req.tpa {
+        let known = env.nets[p.meta.net.0 as usize].arp.get(&req.tpa).copied();
+        if req.spa == req.tpa || known == Some(req.sha) {
+            // A gratuitous ARP or the owner probing its own address: never answered; for a
+            // known address never flooded either.
             self.gratuitous += 1;
+            if known.is_some() {
+                p.meta.next = Next::Drop(ArpDrop::Announce.into());
+            }
             return;
         }
-        let Some(&answer) = env.nets[p.meta.net.0 as usize].arp.get(&req.tpa) else {
+        let Some(answer) = known else {
             return;
         };
-        if answer == req.sha {
-            // The owner asking about its own address (a probe): let the network see it.
-            self.gratuitous += 1;
-            return;
-        }
         let reply = arp::Repr {
             op: OP_REPLY,
             sha: answer,

@@ -1,7 +1,9 @@
 //! The switch's shared state: the tables every stage may read, owned by the worker thread.
 //!
 //! `Env` is what a stage sees besides its batch: the clock, the bridge domains (networks) with
-//! their local ports, VNI, MTU, remote VTEPs and known endpoint addresses, the FDB, and the tracer.
+//! their local ports, VNI, MTU, remote VTEPs and known endpoint addresses, the FDB, the tracer,
+//! and what port security checks (in `l2-parse`): each local port's [`PortGuard`] and the switch's
+//! own MACs.
 //! Stages with tables of their own (the load balancer's conntrack, say) keep them inside the
 //! stage; what several stages share lives here. The control plane changes it only between
 //! batches, so the packet path reads it without locks.
@@ -122,6 +124,24 @@ impl Vtep {
     }
 }
 
+/// What a local port may send as (port security in `l2-parse`, SPEC.md "Port security"): the rule of its
+/// endpoint, or none for a port whose senders are many (a routing-mesh ingress: external
+/// clients; ports of tests). Kept per port in [`Env::guards`], set by the control plane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PortGuard {
+    /// No source rule: only what holds for every port (no reserved group address, no switch
+    /// MAC as source, no ARP claim on another owner's address).
+    #[default]
+    Open,
+    /// A container's port: frames only from its MAC, IPv4 and ARP only from its address.
+    Endpoint {
+        /// The endpoint's MAC.
+        mac: Mac,
+        /// The endpoint's address.
+        ip: Ipv4Addr,
+    },
+}
+
 /// The state the stages share.
 pub struct Env {
     /// The current time, set by the worker before each batch.
@@ -138,6 +158,12 @@ pub struct Env {
     pub tracer: Tracer,
     /// Port names, indexed by [`PortId`] (kept by the switch, for traces).
     pub port_names: Vec<String>,
+    /// Port security rules, indexed by [`PortId`] (kept by the switch:
+    /// [`Switch::set_port_guard`](crate::Switch::set_port_guard)).
+    pub guards: Vec<PortGuard>,
+    /// MACs the switch owns (VIPs, resolvers, load-balancer and ingress addresses), per
+    /// network, sorted: [`Env::replace_own_macs`].
+    own_macs: Vec<(NetId, Mac)>,
 }
 
 impl Env {
@@ -151,7 +177,41 @@ impl Env {
             fdb: Fdb::new(fdb),
             tracer: Tracer::default(),
             port_names: Vec::new(),
+            guards: Vec::new(),
+            own_macs: Vec::new(),
         }
+    }
+
+    /// The port security rule of `port` ([`PortGuard::Open`] for an unknown id).
+    #[inline]
+    pub fn guard(&self, port: PortId) -> PortGuard {
+        self.guards
+            .get(usize::from(port.0))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether `mac` is one of the switch's own MACs in `net` (a binary search of a short
+    /// sorted table: no allocation, no hashing).
+    #[inline]
+    pub fn is_own_mac(&self, net: NetId, mac: Mac) -> bool {
+        self.own_macs.binary_search(&(net, mac)).is_ok()
+    }
+
+    /// The switch's own MACs per network, sorted.
+    pub fn own_macs(&self) -> &[(NetId, Mac)] {
+        &self.own_macs
+    }
+
+    /// Replace the switch's own MACs (sorted and deduplicated here): the table before, or
+    /// `None` if it is the same (control plane, between batches).
+    pub fn replace_own_macs(&mut self, mut macs: Vec<(NetId, Mac)>) -> Option<Vec<(NetId, Mac)>> {
+        macs.sort_unstable();
+        macs.dedup();
+        if macs == self.own_macs {
+            return None;
+        }
+        Some(std::mem::replace(&mut self.own_macs, macs))
     }
 
     /// An FDB destination in words, for traces: `port c11`, `vtep 198.18.0.2 (n2)`.

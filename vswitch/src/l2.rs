@@ -1,4 +1,5 @@
-//! The L2 stages of every path: `l2-parse` (validate the Ethernet header), `l2-learn` (source
+//! The L2 stages of every path: `l2-parse` (validate the Ethernet header, then port security:
+//! `port_sec.rs`), `l2-learn` (source
 //! MACs of local ports into the FDB) and `l2-fwd` (destination MAC -> port, VTEP or flood).
 //!
 //! ```text
@@ -48,6 +49,32 @@ crate::drop_table! {
         Oversize => "drop_oversize",
         /// Group or all-zero source MAC.
         InvalidSrcMac => "drop_invalid_src_mac",
+        // Port security (`port_sec.rs`): the frame is whole, but the port may not send it.
+        /// To an 802.1D reserved group address (01:80:c2:00:00:00–0f: STP, PAUSE, LLDP).
+        ReservedMulticast => "drop_reserved_multicast",
+        /// 802.1Q tagged, from a container or the underlay (the overlay is untagged).
+        VlanTagged => "drop_vlan_tagged",
+        /// From a container's port with a source MAC that is not the endpoint's.
+        SrcMacSpoofed => "drop_src_mac_spoofed",
+        /// The source MAC is one of the switch's own (a VIP's, a resolver's, a load-balancer or
+        /// ingress address's): never learned from a port.
+        OwnMac => "drop_own_mac_learn",
+        /// From a container's port with an IPv4 source that is not the endpoint's.
+        SrcIpSpoofed => "drop_src_ip_spoofed",
+        /// ARP claiming an address of another owner (or, from a container, not its own).
+        ArpSpoofed => "drop_arp_spoofed",
+        /// ARP EtherType but not a whole Ethernet/IPv4 ARP packet.
+        ArpMalformed => "drop_arp_malformed",
+        /// Shorter than an IPv4 header (20 bytes, or its IHL).
+        Ipv4Truncated => "drop_ipv4_truncated",
+        /// IPv4 EtherType but version is not 4 or IHL < 5.
+        Ipv4BadHeader => "drop_ipv4_bad_header",
+        /// IPv4 total length shorter than the header or beyond the frame.
+        Ipv4BadLength => "drop_ipv4_bad_length",
+        /// IPv6, from a container or the underlay (the overlay is IPv4).
+        Ipv6 => "drop_ipv6",
+        /// Neither IPv4 nor ARP, from a container or the underlay.
+        Ethertype => "drop_ethertype",
     }
 }
 
@@ -87,17 +114,28 @@ impl Stage for L2Parse {
                 Ok((l3, et)) => {
                     p.meta.l3_offset = l3;
                     p.meta.ethertype = et;
+                    // Port security, in the same pass (a stage of its own costs about 15%
+                    // of the L2 pipeline's rate: docs/performance.md).
+                    if let Err(r) = crate::port_sec::check(p, env) {
+                        p.meta.next = Next::Drop(r.into());
+                    }
                 }
                 Err(r) => p.meta.next = Next::Drop(r),
             }
         }
     }
-    fn describe(&self, pkt: &Packet, _env: &Env) -> String {
-        format!(
+    fn describe(&self, pkt: &Packet, env: &Env) -> String {
+        let what = format!(
             "{}, {} bytes",
             crate::trace::Summary::of(pkt.data()),
             pkt.len()
-        )
+        );
+        match pkt.meta.next {
+            Next::Drop(r) if usize::from(r.0) >= L2ParseDrop::ReservedMulticast as usize => {
+                format!("{what}: {}", crate::port_sec::explain(pkt, env))
+            }
+            _ => what,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! with headroom ([`Packet`]), batches ([`Batch`]), the [`Port`] contract and in-memory ports, the
 //! [`Stage`] trait with its conservation-by-construction counters, tracing, the bounded flat
 //! hash table ([`table::FlatTable`]), the forwarding database ([`Fdb`]), the L2 stages
-//! (`l2-parse`, `l2-learn`, `arp-proxy`, `own-addr`, `l2-fwd`), the networks' resolvers
+//! (`l2-parse` with port security, `l2-learn`, `arp-proxy`, `own-addr`, `l2-fwd`), the networks' resolvers
 //! (`dns`, answering service discovery queries in place), and the [`Switch`] that ties ports and
 //! stages together. The `vxlan` and `lb` crates add stages on top; the root crate assembles them.
 //!
@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! port ─► l2-parse ─► l2-learn ─► arp-proxy ─► [dns] ─► [lb-nat] ─► own-addr ─► l2-fwd ─► output ─┬─► local port
-//!                                                                                              └─► underlay tx path: [vxlan-encap] ─► underlay
+//!                                                                                                 └─► underlay tx path: [vxlan-encap] ─► underlay
 //! ```
 
 pub mod arp;
@@ -31,6 +31,7 @@ pub mod offload;
 pub mod own_addr;
 pub mod packet;
 pub mod port;
+pub mod port_sec;
 pub mod stage;
 pub mod switch;
 pub mod table;
@@ -39,7 +40,7 @@ pub mod wire;
 pub mod worker;
 
 pub use batch::{BATCH_SIZE, Batch, MAX_BATCH};
-pub use env::{Env, Network, Time, Vtep};
+pub use env::{Env, Network, PortGuard, Time, Vtep};
 pub use fdb::{Fdb, FdbConfig, FdbDest};
 pub use own_addr::{OwnAddr, OwnAddrDrop};
 pub use packet::{DropReason, HEADROOM, Mac, Meta, NetId, Next, Packet, PortId, VtepId};

@@ -17,7 +17,7 @@
 
 use crate::batch::Batch;
 use crate::env::Env;
-use crate::packet::{Mac, NetId, Next, Packet, PortId};
+use crate::packet::{NetId, Next, Packet, PortId};
 use crate::stage::Stage;
 use crate::wire::ethernet;
 
@@ -33,11 +33,10 @@ crate::drop_table! {
     }
 }
 
-/// The `own-addr` stage.
+/// The `own-addr` stage. The MACs the switch owns are [`Env::own_macs`] (port security
+/// reads them too).
 #[derive(Debug, Default, Clone)]
 pub struct OwnAddr {
-    /// MACs the switch owns, per network.
-    pub macs: Vec<(NetId, Mac)>,
     /// Routing-mesh ingress ports and their ingress networks.
     pub ingress: Vec<(PortId, NetId)>,
 }
@@ -51,15 +50,16 @@ impl Stage for OwnAddr {
         OwnAddrDrop::NAMES
     }
 
-    fn process(&mut self, batch: &mut Batch, _env: &mut Env) {
+    fn process(&mut self, batch: &mut Batch, env: &mut Env) {
+        let any_own = !env.own_macs().is_empty();
         for (_, p) in batch.active_mut() {
             let net = p.meta.net;
             if self.ingress.contains(&(p.meta.in_port, net)) {
                 p.meta.next = Next::Drop(OwnAddrDrop::IngressNotPublished.into());
-            } else if !self.macs.is_empty() {
+            } else if any_own {
                 // l2-parse checked the Ethernet header.
                 let dst = ethernet::Packet::new_unchecked(p.data()).dst_addr();
-                if self.macs.iter().any(|&(n, m)| n == net && m == dst) {
+                if env.is_own_mac(net, dst) {
                     p.meta.next = Next::Drop(OwnAddrDrop::ToSwitchAddr.into());
                 }
             }
@@ -82,6 +82,7 @@ impl Stage for OwnAddr {
 mod tests {
     use super::*;
     use crate::frames;
+    use crate::packet::Mac;
     use std::net::Ipv4Addr;
 
     fn batch_of(frames: &[(PortId, NetId, Vec<u8>)]) -> Batch {
@@ -103,7 +104,6 @@ mod tests {
         let c = Mac::docker_default(ip(11));
         let d = Mac::docker_default(ip(12));
         let mut st = OwnAddr {
-            macs: vec![(NetId(0), vip_mac)],
             ingress: vec![(PortId(2), NetId(1))],
         };
         let (p0, p2) = (PortId(0), PortId(2));
@@ -122,6 +122,7 @@ mod tests {
             (p0, NetId(1), frames::icmp_echo(c, d, ip(11), ip(12), 1, 1)),
         ]);
         let mut env = Env::new(crate::FdbConfig::default());
+        assert!(env.replace_own_macs(vec![(NetId(0), vip_mac)]).is_some());
         st.process(&mut b, &mut env);
         assert_eq!(b[0].meta.next, Next::Drop(OwnAddrDrop::ToSwitchAddr.into()));
         assert_eq!(b[1].meta.next, Next::Continue);

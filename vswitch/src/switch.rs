@@ -25,7 +25,7 @@ use std::marker::PhantomData;
 
 use crate::arp::ArpProxy;
 use crate::batch::{BATCH_SIZE, Batch};
-use crate::env::{Env, Network};
+use crate::env::{Env, Network, PortGuard};
 use crate::fdb::FdbStats;
 use crate::l2::{L2Fwd, L2Learn, L2Parse};
 use crate::packet::{DEFAULT_BUF_SIZE, NetId, Next, PortId};
@@ -361,6 +361,11 @@ impl Switch {
             _ => {}
         }
         self.ports_generation += 1;
+        let i = usize::from(id.0);
+        if self.env.guards.len() <= i {
+            self.env.guards.resize(i + 1, PortGuard::Open);
+        }
+        self.env.guards[i] = PortGuard::Open;
         if let Some(i) = reuse {
             let slot = &mut self.ports[i];
             slot.name.clone_from(&name);
@@ -410,6 +415,7 @@ impl Switch {
         slot.stats = PortStats::default();
         let port = std::mem::replace(&mut slot.port, Box::new(ClosedPort));
         self.env.port_names[usize::from(id.0)].clear();
+        self.env.guards[usize::from(id.0)] = PortGuard::Open;
         if let Some(n) = self.env.nets.get_mut(usize::from(net.0)) {
             n.ports.retain(|&p| p != id);
         }
@@ -418,6 +424,15 @@ impl Switch {
         }
         self.ports_generation += 1;
         Some(port)
+    }
+
+    /// Set what local port `id` may send as (port security, in `l2-parse`): a container's port gets its
+    /// endpoint's MAC and address. A port starts [`PortGuard::Open`] and is open again once
+    /// removed. Control plane, between polls.
+    pub fn set_port_guard(&mut self, id: PortId, guard: PortGuard) {
+        if let Some(g) = self.env.guards.get_mut(usize::from(id.0)) {
+            *g = guard;
+        }
     }
 
     /// Send `frame` out of `port` now (the control plane, between polls: a frame the node made,

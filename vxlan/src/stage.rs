@@ -29,7 +29,9 @@
 //! Then the VXLAN header is stripped (one `pull_front`, no copy) and `meta.net` and
 //! `meta.from_vtep` are set. Learning inner source MACs toward the sending VTEP is optional
 //! ([`VxlanDecap::learning`]) and off by default: Docker runs its VTEP with `nolearning` and
-//! programs remote MACs statically.
+//! programs remote MACs statically; even on, the switch's own MACs are never learned. What the
+//! decapsulated frame may carry (no reserved group address, untagged IPv4 and ARP only, no ARP
+//! claim on an address owned elsewhere) is port security's, in `l2-parse`.
 //!
 //! `vxlan-encap` takes every frame of the underlay's transmit batch toward `meta.to_vtep`: it
 //! checks the inner frame against the network's MTU, writes the VXLAN header with the network's
@@ -196,7 +198,10 @@ impl Stage for VxlanDecap {
                     if self.learning {
                         // classify checked the inner Ethernet header.
                         let src = ethernet::Packet::new_unchecked(p.data()).src_addr();
-                        if env.fdb.learn_remote(net, src, vtep, env.now) == Learned::New {
+                        // The switch's own MACs are never learned from a port (port security).
+                        if !env.is_own_mac(net, src)
+                            && env.fdb.learn_remote(net, src, vtep, env.now) == Learned::New
+                        {
                             self.learned += 1;
                         }
                     }

@@ -184,7 +184,7 @@ impl Node {
                     .err()
                     .map(|e| e.to_string()),
                 Undo::OwnMacs(macs) => {
-                    self.sw.stage_mut(self.own).macs = macs;
+                    self.sw.env.replace_own_macs(macs);
                     None
                 }
             };

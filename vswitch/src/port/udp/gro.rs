@@ -135,6 +135,11 @@ impl UdpUnderlay {
         while g.at.0 < g.filled {
             let (i, off) = g.at;
             let (len, seg, cut) = g.lens[i];
+            if len == 0 && !cut {
+                // An empty datagram: handed over once, for the port to count.
+                g.at = (i + 1, 0);
+                return Some((&[], from_sockaddr(&g.names[i]), false));
+            }
             if cut || off >= len {
                 g.at = (i + 1, 0);
                 if cut {

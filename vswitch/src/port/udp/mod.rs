@@ -54,6 +54,8 @@ const CAPTURE_TTL: u8 = ipv4::DEFAULT_TTL;
 pub struct UdpPortStats {
     /// Datagrams larger than a packet buffer, dropped.
     pub rx_truncated: u64,
+    /// Zero-length datagrams (no VXLAN header at all), dropped.
+    pub rx_empty: u64,
     /// `recvmmsg` failures other than "nothing to read".
     pub rx_errors: u64,
     /// Datagrams the kernel refused to send (`EMSGSIZE` above the path MTU, no route, ...).
@@ -138,6 +140,10 @@ impl UdpPort {
                 self.stats.rx_truncated += 1;
                 continue;
             }
+            if d.is_empty() {
+                self.stats.rx_empty += 1;
+                continue;
+            }
             area[..d.len()].copy_from_slice(d);
             let p = &mut spare[n];
             p.set_len(d.len());
@@ -170,6 +176,10 @@ impl Port for UdpPort {
             let (len, cut, src) = self.ul.received(i);
             if cut {
                 self.stats.rx_truncated += 1;
+                continue;
+            }
+            if len == 0 {
+                self.stats.rx_empty += 1;
                 continue;
             }
             let p = &mut spare[i];
@@ -266,6 +276,7 @@ impl Port for UdpPort {
         let s = self.stats;
         vec![
             ("rx_truncated", s.rx_truncated),
+            ("rx_empty", s.rx_empty),
             ("rx_errors", s.rx_errors),
             ("tx_errors", s.tx_errors),
             ("tx_would_block", s.tx_would_block),
@@ -419,6 +430,28 @@ mod tests {
         assert_eq!(got, vec![vec![2u8; 50], vec![4u8; 256]]);
         assert_eq!(b.stats.rx_truncated, 2);
         assert!(b.counters().contains(&("rx_truncated", 2)));
+    }
+
+    #[test]
+    fn empty_datagrams_are_counted_with_and_without_gro() {
+        let plain = UdpPort::new(UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap());
+        for mut port in [UdpPort::bind(LOOPBACK_ANY_PORT).unwrap(), plain] {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for body in [&[][..], &[5u8; 20], &[]] {
+                s.send_to(body, port.local_addr()).unwrap();
+            }
+            let got = rx_all(&mut port, 1);
+            let start = Instant::now();
+            while port.stats.rx_empty < 2 && start.elapsed() < DEADLINE {
+                rx_all(&mut port, 0);
+                let mut batch = Batch::new(BATCH);
+                port.rx_burst(&mut batch);
+            }
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].1, vec![5u8; 20]);
+            assert_eq!(port.stats.rx_empty, 2);
+            assert!(port.counters().contains(&("rx_empty", 2)));
+        }
     }
 
     #[test]
