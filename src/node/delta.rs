@@ -118,22 +118,7 @@ mod tests {
     use crate::store::state::State;
 
     fn state() -> State {
-        let text = crate::node::tests::file();
-        let doc: toml::Table = toml::from_str(&text).unwrap();
-        let mut s = State::default();
-        for kind in Kind::ALL {
-            for item in doc
-                .get(kind.table())
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-            {
-                let json = serde_json::to_value(item).unwrap();
-                let key = crate::store::layout::key_of(kind, &json).unwrap().text();
-                s.put(&key, &serde_json::to_vec(&json).unwrap(), 1);
-            }
-        }
-        s
+        State::of_file(&crate::node::tests::file())
     }
 
     fn put(s: &mut State, name: &str, node: &str, ip: &str) -> Key {

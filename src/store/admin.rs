@@ -16,7 +16,7 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde_json::{Value, json};
 
 use super::etcd::{connect, read_all};
-use super::layout::{GEN_KEY, Key, Kind, key_of};
+use super::layout::{GEN_KEY, Key, Kind, file_objects, key_of};
 use super::state::{State, Status};
 use crate::config::Cluster;
 
@@ -198,17 +198,10 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
             let doc: toml::Table = toml::from_str(&text)
                 .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
             let mut ops = Ops::new();
-            for kind in Kind::ALL {
-                for item in doc
-                    .get(kind.table())
-                    .and_then(|v| v.as_array())
-                    .into_iter()
-                    .flatten()
-                {
-                    let v = serde_json::to_value(item)
-                        .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
-                    ops.push(obj(kind, v)?);
-                }
+            let objects = file_objects(&doc)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+            for (kind, v) in objects {
+                ops.push(obj(kind, v)?);
             }
             let n = ops.len();
             write(&mut client, url, |_| Ok(ops.clone())).await?;

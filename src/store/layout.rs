@@ -140,6 +140,23 @@ pub fn block_contains(name: &str, ip: std::net::Ipv4Addr) -> bool {
     })
 }
 
+/// The objects of a cluster file's tables (parsed TOML), in the file's order, as the store holds
+/// them (JSON with the file's keys).
+pub fn file_objects(doc: &toml::Table) -> Result<Vec<(Kind, serde_json::Value)>, String> {
+    let mut out = Vec::new();
+    for kind in Kind::ALL {
+        for item in doc
+            .get(kind.table())
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            out.push((kind, serde_json::to_value(item).map_err(|e| e.to_string())?));
+        }
+    }
+    Ok(out)
+}
+
 /// The key of an object given as JSON: its kind's key by `name` (`node/ifname` of its `attach`
 /// for an ingress); `None` if the object lacks what names it.
 pub fn key_of(kind: Kind, obj: &serde_json::Value) -> Option<Key> {

@@ -142,6 +142,18 @@ impl State {
         }
     }
 
+    /// The state holding a cluster file's objects (tests: the store as `import` leaves it).
+    #[cfg(test)]
+    pub(crate) fn of_file(text: &str) -> State {
+        let doc: toml::Table = toml::from_str(text).expect("a cluster file");
+        let mut s = State::default();
+        for (kind, v) in super::layout::file_objects(&doc).expect("JSON values") {
+            let key = key_of(kind, &v).expect("named objects").text();
+            s.put(&key, v.to_string().as_bytes(), 1);
+        }
+        s
+    }
+
     /// A node's status.
     pub fn status(&self, node: &str) -> Status {
         if self.managed.contains(node) && !self.alive.contains(node) {
@@ -406,22 +418,7 @@ mod tests {
     use super::*;
 
     fn fixture() -> State {
-        let text = include_str!("../../tests/fixtures/cluster.toml").replace("{P}", "");
-        let doc: toml::Table = toml::from_str(&text).unwrap();
-        let mut s = State::default();
-        for kind in Kind::ALL {
-            for item in doc
-                .get(kind.table())
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-            {
-                let json = serde_json::to_value(item).unwrap();
-                let key = key_of(kind, &json).unwrap().text();
-                s.put(&key, &serde_json::to_vec(&json).unwrap(), 1);
-            }
-        }
-        s
+        State::of_file(&include_str!("../../tests/fixtures/cluster.toml").replace("{P}", ""))
     }
 
     #[test]

@@ -4,28 +4,12 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::store::layout::key_of;
 
 const SOURCE: &str = "etcd://test";
 
 /// The shared fixture, in a state.
 fn fixture() -> State {
-    let text = include_str!("../../../tests/fixtures/cluster.toml").replace("{P}", "");
-    let doc: toml::Table = toml::from_str(&text).unwrap();
-    let mut s = State::default();
-    for kind in Kind::ALL {
-        for item in doc
-            .get(kind.table())
-            .and_then(|v| v.as_array())
-            .into_iter()
-            .flatten()
-        {
-            let json = serde_json::to_value(item).unwrap();
-            let key = key_of(kind, &json).unwrap().text();
-            s.put(&key, &serde_json::to_vec(&json).unwrap(), 1);
-        }
-    }
-    s
+    State::of_file(&include_str!("../../../tests/fixtures/cluster.toml").replace("{P}", ""))
 }
 
 /// One change to the store.
