@@ -233,6 +233,8 @@ struct Followed {
     state: State,
     view: View,
     touched: Vec<Key>,
+    /// The objects left out as last logged (a new one is logged once).
+    noted: Vec<Skipped>,
     /// The next change is checked whole (the last one was refused, or the state was read
     /// again): the view no longer follows from the keys touched.
     whole: bool,
@@ -249,9 +251,9 @@ pub async fn follow(
     apply: &mut Apply<'_>,
 ) {
     let mut backoff = FIRST_BACKOFF;
-    let mut skipped: Vec<Skipped> = view.skipped.clone();
     let mut f = Followed {
         state,
+        noted: view.skipped.clone(),
         view,
         touched: Vec::new(),
         whole: false,
@@ -266,7 +268,7 @@ pub async fn follow(
                     f.whole = true;
                     stats.resyncs.fetch_add(1, Ordering::Relaxed);
                     resync = false;
-                    failing = !apply_state(&mut f, &o, stats, &mut skipped, apply).await;
+                    failing = !apply_state(&mut f, &o, stats, apply).await;
                 }
                 Err(e) => {
                     stats.error(format!("{e:#}"));
@@ -344,19 +346,19 @@ pub async fn follow(
                 }
                 _ = tokio::time::sleep(COALESCE), if dirty => {
                     dirty = false;
-                    failing = !apply_state(&mut f, &o, stats, &mut skipped, apply).await;
+                    failing = !apply_state(&mut f, &o, stats, apply).await;
                     retry = FIRST_BACKOFF;
                 }
                 // A change the node refused (an interface not there yet, a bind refused) is
                 // tried again, with backoff, until it applies or the store changes.
                 _ = tokio::time::sleep(retry), if failing && !dirty => {
-                    failing = !apply_state(&mut f, &o, stats, &mut skipped, apply).await;
+                    failing = !apply_state(&mut f, &o, stats, apply).await;
                     retry = (retry * 2).min(MAX_BACKOFF);
                 }
             }
         }
         if dirty {
-            failing = !apply_state(&mut f, &o, stats, &mut skipped, apply).await;
+            failing = !apply_state(&mut f, &o, stats, apply).await;
         }
         if !resync {
             lost(stats, &mut backoff).await;
@@ -381,7 +383,6 @@ async fn apply_state(
     f: &mut Followed,
     o: &StoreOpts,
     stats: &StoreStats,
-    skipped: &mut Vec<Skipped>,
     apply: &mut Apply<'_>,
 ) -> bool {
     let touched = std::mem::take(&mut f.touched);
@@ -409,8 +410,8 @@ async fn apply_state(
             }
         }
     }
-    note_skipped(stats, skipped, &f.view.skipped);
-    *skipped = f.view.skipped.clone();
+    note_skipped(stats, &f.noted, &f.view.skipped);
+    f.noted.clone_from(&f.view.skipped);
     // A refused change leaves the node behind the view: the next one goes whole.
     f.whole = true;
     match apply(&f.view, delta.as_ref()).await {

@@ -477,13 +477,28 @@ async fn watcher(
                 .plan_ns
                 .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
             let now = board.t0.elapsed().as_nanos() as u64;
-            // Note every probe this change brought.
-            for (k, row) in board.applied.iter().enumerate() {
-                if row[i].load(Ordering::Relaxed) == 0
-                    && view.endpoints.contains_key(&format!("probe-{k}"))
-                {
-                    row[i].store(now.max(1), Ordering::Relaxed);
+            // Note the probes this change brought: an incremental change names them; after a
+            // whole one, the probes not noted yet are looked up.
+            let mut note = |k: usize| {
+                if let Some(row) = board.applied.get(k) {
+                    let _ = row[i].compare_exchange(
+                        0,
+                        now.max(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                 }
+            };
+            match delta {
+                Some(d) => d
+                    .added
+                    .iter()
+                    .filter_map(|e| e.name.strip_prefix("probe-")?.parse().ok())
+                    .for_each(&mut note),
+                None => (0..board.applied.len())
+                    .filter(|k| board.applied[*k][i].load(Ordering::Relaxed) == 0)
+                    .filter(|k| view.endpoints.contains_key(&format!("probe-{k}")))
+                    .for_each(&mut note),
             }
             let r = planned.map(|_| String::new()).map_err(|e| format!("{e:#}"));
             Box::pin(async move { r })
