@@ -61,8 +61,6 @@ struct Index {
 pub struct View {
     /// The store's URL (what messages name).
     source: String,
-    /// The node looking (the other nodes that are down lose their endpoints).
-    me: Option<String>,
     /// Nodes, in store order.
     pub nodes: Arc<Vec<Node>>,
     /// Networks.
@@ -166,7 +164,6 @@ impl View {
         let incremental = skipped.iter().all(|s| state.bad.contains_key(&s.key));
         View {
             source: source.into(),
-            me: me.map(String::from),
             nodes: Arc::new(cluster.nodes),
             networks: Arc::new(cluster.networks),
             services: Arc::new(cluster.services),
@@ -208,22 +205,16 @@ impl View {
     /// other nodes' view of a cluster differs only there): O(1). The convergence harness
     /// gives each simulated node its view so; `None`: check the state whole for it.
     pub fn seen_by(&self, state: &State, me: &str) -> Option<View> {
-        (others_down(state, Some(me)) == self.down).then(|| View {
-            me: Some(me.into()),
-            ..self.clone()
-        })
-    }
-
-    /// The node looking.
-    pub fn me(&self) -> Option<&str> {
-        self.me.as_deref()
+        (others_down(state, Some(me)) == self.down).then(|| self.clone())
     }
 
     /// Move the view forward by the keys `touched` (already folded into `state`), if that can
     /// be done incrementally (see the module's documentation); `None` leaves the view as it was
     /// and means: check the whole state.
     pub fn apply(&mut self, state: &State, touched: &[Key]) -> Option<Delta> {
-        if !self.incremental || others_down(state, self.me.as_deref()) != self.down {
+        // The nodes that are down change only with liveness keys, which go the whole way
+        // below: `self.down` stays true on this path without being computed again.
+        if !self.incremental {
             return None;
         }
         let mut names = BTreeSet::new();
@@ -233,6 +224,7 @@ impl View {
                 Key::Object(Kind::Endpoint, n) => {
                     names.insert(n.as_str());
                 }
+                // Other objects, liveness (`alive`, `managed`), address blocks.
                 _ => return None,
             }
         }
