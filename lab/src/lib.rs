@@ -5,6 +5,7 @@
 //! `vxmesh demo` and `vxmesh lab` run the `vxmesh-lab` program (external subcommands, as git and
 //! cargo have them).
 
+pub mod cnirun;
 pub mod demo;
 pub mod etcd;
 pub mod fixture;

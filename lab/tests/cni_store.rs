@@ -15,10 +15,11 @@
 //! their guard, etcd killed by its PID), also when a check panics.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
+use vxmesh_lab::cnirun::Plugin;
 use vxmesh_lab::etcd::{self, Etcd};
 use vxmesh_lab::fixture::Fixture;
 use vxmesh_lab::labrun::{Running, vxmesh_exe};
@@ -83,34 +84,6 @@ fn dig(ns: &str, server: &str, name: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-/// Run the plugin with `CNI_COMMAND=cmd`: exit code and output as JSON.
-fn cni(exe: &PathBuf, cmd: &str, netns: &str, cid: &str, args: &str, conf: &Value) -> (i32, Value) {
-    let mut child = Command::new(exe)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", cid)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_ARGS", args)
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vxmesh-cni");
-    use std::io::Write;
-    let _ = child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes());
-    let o = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    let v = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (o.status.code().unwrap_or(-1), v)
-}
-
 #[test]
 fn attachments_go_through_the_store_to_every_node() {
     if !is_root() || !etcd::installed() {
@@ -119,7 +92,9 @@ fn attachments_go_through_the_store_to_every_node() {
     }
     let prefix = format!("vxq{}-", std::process::id());
     let exe = vxmesh_exe().unwrap_or_else(|e| panic!("{e:#}"));
-    let plugin = exe.with_file_name("vxmesh-cni");
+    let plugin = Plugin {
+        exe: exe.with_file_name("vxmesh-cni"),
+    };
     let mut run = Running::start(&exe, &prefix, &Fixture::new(&prefix).text(), &[])
         .unwrap_or_else(|e| panic!("{e:#}"));
     let ul = run.lab.underlay_netns();
@@ -171,14 +146,7 @@ fn attachments_go_through_the_store_to_every_node() {
     let path = |n: &str| format!("/run/netns/{prefix}{n}");
 
     // ADD on n1: a block claimed, the endpoint in the store, learnt by n2.
-    let (code, r) = cni(
-        &plugin,
-        "ADD",
-        &path("q1"),
-        "cid-q1",
-        "K8S_POD_NAME=q1",
-        &conf("n1"),
-    );
+    let (code, r) = plugin.call_eth0("ADD", &path("q1"), "cid-q1", "K8S_POD_NAME=q1", &conf("n1"));
     assert_eq!(code, 0, "ADD q1: {r}\n{}", run.log_tail());
     let ip1 = r["ips"][0]["address"]
         .as_str()
@@ -204,14 +172,7 @@ fn attachments_go_through_the_store_to_every_node() {
     });
 
     // ADD on n2: an address of another block.
-    let (code, r) = cni(
-        &plugin,
-        "ADD",
-        &path("q2"),
-        "cid-q2",
-        "K8S_POD_NAME=q2",
-        &conf("n2"),
-    );
+    let (code, r) = plugin.call_eth0("ADD", &path("q2"), "cid-q2", "K8S_POD_NAME=q2", &conf("n2"));
     assert_eq!(code, 0, "ADD q2: {r}\n{}", run.log_tail());
     let ip2 = r["ips"][0]["address"]
         .as_str()
@@ -252,16 +213,16 @@ fn attachments_go_through_the_store_to_every_node() {
     );
 
     // DEL: out of the store, n2 forgets the name; a second DEL succeeds.
-    let (code, r) = cni(&plugin, "DEL", &path("q1"), "cid-q1", "", &conf("n1"));
+    let (code, r) = plugin.call_eth0("DEL", &path("q1"), "cid-q1", "", &conf("n1"));
     assert_eq!(code, 0, "DEL q1: {r}");
     let ls = String::from_utf8_lossy(&admin(&["endpoint", "ls", "--json"]).stdout).into_owned();
     assert!(!ls.contains("\"q1\""), "endpoint ls after DEL: {ls}");
     let t_gone = until("q1's name gone on n2", || {
         dig(&c21, "10.0.9.1", "q1").is_empty()
     });
-    let (code, _) = cni(&plugin, "DEL", &path("q1"), "cid-q1", "", &conf("n1"));
+    let (code, _) = plugin.call_eth0("DEL", &path("q1"), "cid-q1", "", &conf("n1"));
     assert_eq!(code, 0, "second DEL");
-    let (code, r) = cni(&plugin, "DEL", &path("q2"), "cid-q2", "", &conf("n2"));
+    let (code, r) = plugin.call_eth0("DEL", &path("q2"), "cid-q2", "", &conf("n2"));
     assert_eq!(code, 0, "DEL q2: {r}");
     eprintln!(
         "cni + store: q1 at {ip1} (n1), q2 at {ip2} (n2); ping from n2 after {t_ping:?}, DNS after {t_dns:?}, backend after {t_lb:?}; name gone after DEL in {t_gone:?}"
