@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde_json::{Value, json};
 
 use super::Attachment;
@@ -103,27 +103,18 @@ impl StoreLink {
             reserved: used_in_state(&st, &self.url, node),
             ..NetBlocks::default()
         };
+        // The revision each claim was read at, with the state: a block deleted or claimed by
+        // another node since then is not this node's (a write into it is refused).
         for ((n, b), owner) in &st.blocks {
-            if n == net && owner == node {
-                let key = Key::Block(n.clone(), b.clone()).text();
-                let rev = self.block_rev(&key).await?;
+            if n == net && owner.node == node {
                 nb.owned.push(Owned {
                     name: b.clone(),
-                    rev,
+                    rev: owner.revision,
                 });
             }
         }
         self.nets.insert(net.to_string(), nb);
         Ok(st)
-    }
-
-    async fn block_rev(&mut self, key: &str) -> Result<i64, String> {
-        let r = self
-            .client
-            .get(key, Some(GetOptions::new()))
-            .await
-            .map_err(|e| format!("{}: {e}", self.url))?;
-        Ok(r.kvs().first().map_or(0, |kv| kv.mod_revision()))
     }
 
     /// A free address for node `node` in `net`: in one of its blocks (a new block claimed if
@@ -344,8 +335,13 @@ mod tests {
             free_block(&net, &st, &none, &none).as_deref(),
             Some("10.0.9.0-26")
         );
-        st.blocks
-            .insert(("appnet".into(), "10.0.9.0-26".into()), "n1".into());
+        st.blocks.insert(
+            ("appnet".into(), "10.0.9.0-26".into()),
+            crate::store::state::Block {
+                node: "n1".into(),
+                revision: 1,
+            },
+        );
         assert_eq!(
             free_block(&net, &st, &none, &none).as_deref(),
             Some("10.0.9.64-26")

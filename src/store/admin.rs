@@ -484,9 +484,6 @@ fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
             .map(|(_, sk)| sk.into_iter().map(|s| s.key).collect())
             .map_err(|e| Failure::Usage(e.to_string()))
     };
-    if let Some(why) = in_a_block(st, ops) {
-        return Err(Failure::Usage(format!("{url}: {why}; nothing was written")));
-    }
     let before = skipped(st).unwrap_or_default();
     let mut after = st.clone();
     for (k, v) in ops {
@@ -495,9 +492,12 @@ fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
             None => after.delete(&k.text()),
         }
     }
-    let (_, sk) = after
+    let (cluster, sk) = after
         .cluster(url, None)
         .map_err(|e| Failure::Usage(format!("{e}; nothing was written")))?;
+    if let Some(why) = in_a_block(st, ops, &cluster) {
+        return Err(Failure::Usage(format!("{url}: {why}; nothing was written")));
+    }
     if let Some(s) = sk.iter().find(|s| !before.contains(&s.key)) {
         return Err(Failure::Usage(format!(
             "{url}: {}; nothing was written",
@@ -508,38 +508,60 @@ fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
 }
 
 /// Why `ops` may not be written because of the CNI address blocks (docs/store.md, "Address
-/// blocks"): an endpoint's address inside a block another node claimed, or a VIP or
-/// load-balancer address inside any block (that node hands its addresses out without asking).
-fn in_a_block(st: &State, ops: &Ops) -> Option<String> {
+/// blocks"): an endpoint's address or a VIP inside a claimed block, or, when nodes or networks
+/// change, a node's load-balancer address (given or the default, in `after`, the cluster the
+/// write leaves) inside one. The node that holds a block hands its addresses out without
+/// asking, so nothing else may take one, its own admin-written endpoints included.
+fn in_a_block(st: &State, ops: &Ops, after: &crate::config::Cluster) -> Option<String> {
     use super::layout::block_contains;
     if st.blocks.is_empty() {
         return None;
     }
-    let ip = |v: &Value, k: &str| v.get(k)?.as_str()?.split('/').next()?.parse().ok();
     let owner = |net: &str, a: std::net::Ipv4Addr| {
         st.blocks
             .iter()
             .find(|((n, b), _)| n == net && block_contains(b, a))
-            .map(|((_, b), node)| (b.clone(), node.clone()))
+            .map(|((_, b), o)| (b.clone(), o.node.clone()))
     };
+    let refusal = |what: String, net: &str, a: std::net::Ipv4Addr| {
+        let (b, owner) = owner(net, a)?;
+        Some(format!(
+            "{what} {a} is in address block {b} of network {net:?}, which node {owner:?} hands out to its containers (pick an address outside the claimed blocks: `vxmesh --store URL export` does not list them; etcdctl get --prefix /vxmesh/v1/block/ does)"
+        ))
+    };
+    let ip = |v: &Value, k: &str| v.get(k)?.as_str()?.split('/').next()?.parse().ok();
+    let mut nodes_change = false;
     for (k, v) in ops {
         let (Key::Object(kind, name), Some(v)) = (k, v) else {
             continue;
         };
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
-        let (what, net, a, node) = match kind {
-            Kind::Endpoint => ("address", s("network"), ip(v, "ip"), Some(s("node"))),
-            Kind::Service => ("VIP", s("network"), ip(v, "vip"), None),
-            _ => continue,
+        let net = v.get("network").and_then(Value::as_str).unwrap_or_default();
+        let found = match kind {
+            Kind::Endpoint => {
+                ip(v, "ip").and_then(|a| refusal(format!("endpoint {name:?}: address"), net, a))
+            }
+            Kind::Service => {
+                ip(v, "vip").and_then(|a| refusal(format!("service {name:?}: VIP"), net, a))
+            }
+            Kind::Node | Kind::Network => {
+                nodes_change = true;
+                None
+            }
+            Kind::Ingress => None,
         };
-        if let Some(a) = a
-            && let Some((b, owner)) = owner(net, a)
-            && node != Some(owner.as_str())
-        {
-            return Some(format!(
-                "{} {name:?}: {what} {a} is in address block {b} of network {net:?}, which node {owner:?} hands out to its containers (pick an address outside the claimed blocks: `vxmesh --store URL export` does not list them; etcdctl get --prefix /vxmesh/v1/block/ does)",
-                kind.table()
-            ));
+        if found.is_some() {
+            return found;
+        }
+    }
+    if nodes_change {
+        for n in &after.nodes {
+            for (net, a) in &n.lb {
+                if let Some(why) =
+                    refusal(format!("node {:?}: load-balancer address", n.name), net, *a)
+                {
+                    return Some(why);
+                }
+            }
         }
     }
     None

@@ -44,8 +44,18 @@ pub struct State {
     pub gen_revision: i64,
     /// The write counter's value: the nonce of the last admin write.
     pub gen_value: Option<String>,
-    /// The address blocks claimed for CNI attachments: (network, block) → node.
-    pub blocks: BTreeMap<(String, String), String>,
+    /// The address blocks claimed for CNI attachments: (network, block) → its owner.
+    pub blocks: BTreeMap<(String, String), Block>,
+}
+
+/// An address block's owner, and the revision of the claim (what a write into it compares, so
+/// that a block deleted or claimed again since is never written into).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// The node that hands its addresses out.
+    pub node: String,
+    /// The block key's modification revision.
+    pub revision: i64,
 }
 
 /// An object left out of the cluster, with why.
@@ -84,7 +94,8 @@ impl State {
                     .and_then(|v| Some(v.get("node")?.as_str()?.to_string()))
                 {
                     Some(node) => {
-                        self.blocks.insert((net, b), node);
+                        let revision = mod_revision;
+                        self.blocks.insert((net, b), Block { node, revision });
                     }
                     None => {
                         self.bad
