@@ -592,6 +592,10 @@ impl ConnTable {
         }
         let c = &mut self.conns[idx as usize];
         c.flags = 0;
+        // The entry is dead before `expires` becomes a free-list link: a process killed between
+        // the two leaves a free entry in a file-backed table, never a live one with a link for
+        // its expiry (the compiler may not swap the stores; x86 keeps their order).
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::Release);
         c.expires = self.free;
         self.free = idx;
         self.len -= 1;

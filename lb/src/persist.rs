@@ -504,6 +504,13 @@ impl Balancer {
                 err: io::Error::other("table full"),
             })?;
         }
+        // The file takes the table's name before the table moves into it: on an error the
+        // table stays in memory as it was.
+        std::fs::rename(&building, path).map_err(|err| PersistError::Io {
+            path: path.to_path_buf(),
+            what: "renaming the new table over the old one",
+            err,
+        })?;
         self.ct = table;
         if let Some(old) = old {
             // Seconds to add to an old expiry to put it on this process's clock.
@@ -516,11 +523,6 @@ impl Balancer {
                 }
             }
         }
-        std::fs::rename(&building, path).map_err(|err| PersistError::Io {
-            path: path.to_path_buf(),
-            what: "renaming the new table over the old one",
-            err,
-        })?;
         self.counters.conntrack_restored += report.restored;
         self.counters.conntrack_entries_discarded += report.discarded;
         Ok(report)
