@@ -2,8 +2,9 @@
 //! calls port security and Docker's bridge does not have: the second half of `l2-parse`, run in
 //! the same pass over the batch right after the Ethernet header checks, on every path, before
 //! anything learns or answers. Its refusals are `l2-parse`'s drops (`L2ParseDrop`), explained
-//! in `vxmesh trace`. (A stage of its own cost about 15% of the L2 pipeline's rate at burst 32;
-//! folded in, with the fast path of [`check`], 2.7%: docs/performance.md.)
+//! in `vxmesh trace`. (A stage of its own cost 14% of the L2 pipeline's rate at burst
+//! 32; folded in, with the fast path of [`check`], 2.8% on a container's frames:
+//! docs/performance.md.)
 //!
 //! ```text
 //! local port ─► l2-parse [+ port security] ─► l2-learn ─► arp-proxy ─► [dns] ─► [lb] ─► own-addr ─► l2-fwd
@@ -44,39 +45,30 @@ use crate::env::{Env, PortGuard};
 use crate::fdb::FdbDest;
 use crate::l2::L2ParseDrop as PortSecDrop;
 use crate::packet::{Mac, Packet};
-use crate::wire::arp;
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-
-/// Smallest IPv4 header.
-const IPV4_MIN: usize = 20;
-
-/// Whether `dst` is an 802.1D reserved group address (01:80:c2:00:00:00–0f), which a bridge
-/// never forwards.
-#[inline]
-pub fn is_reserved_group(dst: &[u8]) -> bool {
-    dst[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && dst[5] & 0xf0 == 0
-}
+use crate::wire::{arp, ipv4};
 
 /// The IPv4 header checks of every port; the source address if the header is sane.
 #[inline]
 fn check_ipv4(ip: &[u8], gso: bool) -> Result<Ipv4Addr, PortSecDrop> {
-    if ip.len() < IPV4_MIN {
+    if ip.len() < ipv4::HEADER_LEN {
         return Err(PortSecDrop::Ipv4Truncated);
     }
-    let (version, ihl) = (ip[0] >> 4, usize::from(ip[0] & 0x0f) * 4);
-    if version != 4 || ihl < IPV4_MIN {
+    let h = ipv4::Packet::new_unchecked(ip);
+    let ihl = h.header_len();
+    if h.version() != ipv4::VERSION || ihl < ipv4::HEADER_LEN {
         return Err(PortSecDrop::Ipv4BadHeader);
     }
     if ip.len() < ihl {
         return Err(PortSecDrop::Ipv4Truncated);
     }
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let total = usize::from(h.total_len());
     // A TAP's TCP super-frame carries what the kernel put there; its port checked the
     // segmentation.
     if total < ihl || (total > ip.len() && !gso) {
         return Err(PortSecDrop::Ipv4BadLength);
     }
-    Ok(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]))
+    Ok(h.src_addr())
 }
 
 /// Decide on one frame (`l2-parse` accepted its Ethernet header: a whole header, `l3_offset`
@@ -87,19 +79,23 @@ fn check_ipv4(ip: &[u8], gso: bool) -> Result<Ipv4Addr, PortSecDrop> {
 #[inline]
 pub fn check(p: &Packet, env: &Env) -> Result<(), PortSecDrop> {
     let frame = p.data();
+    let eth = ethernet::Packet::new_unchecked(frame);
     if p.meta.from_vtep.is_none()
         && p.meta.ethertype == ETHERTYPE_IPV4
         && p.meta.l3_offset == ethernet::HEADER_LEN as u16
-        && frame[0] & 1 == 0
+        && !eth.dst_addr().is_multicast()
         && let Some(&PortGuard::Endpoint { mac, ip }) =
             env.guards.get(usize::from(p.meta.in_port.0))
-        && let Some(h) = frame.get(ethernet::HEADER_LEN..ethernet::HEADER_LEN + IPV4_MIN)
-        && h[0] == 0x45
-        && frame[6..12] == mac.0
-        && h[12..16] == ip.octets()
+        && let Some(h) = frame.get(ethernet::HEADER_LEN..)
+        && h.len() >= ipv4::HEADER_LEN
+        && let h = ipv4::Packet::new_unchecked(h)
+        && h.version() == ipv4::VERSION
+        && h.header_len() == ipv4::HEADER_LEN
+        && eth.src_addr() == mac
+        && h.src_addr() == ip
     {
-        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        if total >= IPV4_MIN
+        let total = usize::from(h.total_len());
+        if total >= ipv4::HEADER_LEN
             && (total <= frame.len() - ethernet::HEADER_LEN || p.meta.offload.is_gso())
         {
             return Ok(());
@@ -112,12 +108,13 @@ pub fn check(p: &Packet, env: &Env) -> Result<(), PortSecDrop> {
 #[inline(never)]
 fn check_all(p: &Packet, env: &Env) -> Result<(), PortSecDrop> {
     let frame = p.data();
-    if is_reserved_group(&frame[..6]) {
+    let eth = ethernet::Packet::new_unchecked(frame);
+    if eth.dst_addr().is_reserved_group() {
         return Err(PortSecDrop::ReservedMulticast);
     }
     let l3 = usize::from(p.meta.l3_offset);
     let tagged = l3 != ethernet::HEADER_LEN;
-    let src = Mac::from_slice(&frame[6..12]);
+    let src = eth.src_addr();
     let guard = if p.meta.from_vtep.is_some() {
         None
     } else {
@@ -196,7 +193,8 @@ pub fn explain(p: &Packet, env: &Env) -> String {
         return "port security: allowed".into();
     };
     let frame = p.data();
-    let src = Mac::from_slice(&frame[6..12]);
+    let eth = ethernet::Packet::new_unchecked(frame);
+    let src = eth.src_addr();
     let l3 = &frame[usize::from(p.meta.l3_offset)..];
     let who = match (p.meta.from_vtep, env.guard(p.meta.in_port)) {
         (Some(_), _) => "from the underlay".to_string(),
@@ -204,15 +202,14 @@ pub fn explain(p: &Packet, env: &Env) -> String {
         (None, PortGuard::Open) => "open port".to_string(),
     };
     let what = match r {
-        PortSecDrop::ReservedMulticast => format!(
-            "to {}: an 802.1D reserved group address",
-            Mac::from_slice(&frame[..6])
-        ),
+        PortSecDrop::ReservedMulticast => {
+            format!("to {}: an 802.1D reserved group address", eth.dst_addr())
+        }
         PortSecDrop::SrcMacSpoofed => format!("source MAC {src} is not the endpoint's"),
         PortSecDrop::OwnMac => format!("source MAC {src} is the switch's own"),
-        PortSecDrop::SrcIpSpoofed if l3.len() >= IPV4_MIN => format!(
+        PortSecDrop::SrcIpSpoofed if l3.len() >= ipv4::HEADER_LEN => format!(
             "IPv4 source {} is not the endpoint's",
-            Ipv4Addr::new(l3[12], l3[13], l3[14], l3[15])
+            ipv4::Packet::new_unchecked(l3).src_addr()
         ),
         PortSecDrop::ArpSpoofed => match arp::Repr::parse(l3) {
             Ok(a) => match env.nets[usize::from(p.meta.net.0)].arp.get(&a.spa) {

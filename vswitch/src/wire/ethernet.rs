@@ -84,6 +84,13 @@ impl Mac {
         self.0[0] & 1 == 1
     }
 
+    /// An 802.1D reserved group address, 01:80:c2:00:00:00–0f (STP BPDUs, PAUSE, LLDP, 802.1X),
+    /// which a bridge never forwards.
+    #[inline]
+    pub fn is_reserved_group(self) -> bool {
+        self.0[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && self.0[5] & 0xf0 == 0
+    }
+
     /// ff:ff:ff:ff:ff:ff.
     #[inline]
     pub fn is_broadcast(self) -> bool {
