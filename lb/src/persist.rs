@@ -69,16 +69,24 @@ const BOOT_ID_LEN: usize = 40;
 /// Where the kernel says which boot this is.
 const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 
-/// FNV-1a over 64-bit words, usable in a constant.
+/// FNV-1a's prime.
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// FNV-1a of `b`, continuing from `h`; usable in a constant.
+const fn fnv_bytes(mut h: u64, b: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < b.len() {
+        h = (h ^ b[i] as u64).wrapping_mul(FNV_PRIME);
+        i += 1;
+    }
+    h
+}
+
+/// FNV-1a over 64-bit words (each in little-endian byte order), usable in a constant.
 const fn fnv(mut h: u64, words: &[u64]) -> u64 {
     let mut i = 0;
     while i < words.len() {
-        let mut b = 0;
-        while b < 8 {
-            h ^= (words[i] >> (b * 8)) & 0xff;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-            b += 1;
-        }
+        h = fnv_bytes(h, &words[i].to_le_bytes());
         i += 1;
     }
     h
@@ -204,9 +212,7 @@ impl Header {
 
 /// FNV-1a of some bytes.
 fn hash_bytes(b: &[u8]) -> u64 {
-    b.iter().fold(FNV_BASIS, |h, &c| {
-        (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3)
-    })
+    fnv_bytes(FNV_BASIS, b)
 }
 
 /// This boot's id, or zeros where the kernel does not say.
