@@ -407,40 +407,25 @@ impl Balancer {
         let svc = &self.services[s].cfg;
         let dport = if b.port == 0 { t.dport } else { b.port };
         let rnet = svc.backend_net.0;
-        let (laddr, lport, flags_snat) = match svc.snat {
+        // The source the backend sees: the client's own, or a source NAT to (address, lowest
+        // port, flags).
+        let snat = match svc.snat {
             // Hairpin: the client is the backend chosen. Unchanged, the backend would get a
             // packet from its own address (which its kernel drops as a martian) by the port it
             // sent it from; source-NATed to the VIP, its reply goes back to the switch, as the
             // VIP's own ARP entry says (Docker's load balancer SNATs the same way).
             None if u32::from(b.addr) == t.src && rnet == net.0 => {
-                match self.snat_port(
-                    rnet,
-                    t.proto,
-                    t.src,
-                    dport,
-                    t.dst,
-                    t.sport,
-                    SNAT_PORT_MIN,
-                    &t,
-                ) {
-                    Some(p) => (t.dst, p, F_SNAT | F_HAIRPIN),
-                    None => return Verdict::Drop(LbDrop::SnatPortsExhausted),
-                }
+                Some((t.dst, SNAT_PORT_MIN, F_SNAT | F_HAIRPIN))
             }
+            None => None,
+            Some(sn) => Some((u32::from(sn.addr), sn.port_min, F_SNAT)),
+        };
+        let (laddr, lport, flags_snat) = match snat {
             None => (t.src, t.sport, 0),
-            Some(sn) => {
-                let laddr = u32::from(sn.addr);
-                match self.snat_port(
-                    rnet,
-                    t.proto,
-                    u32::from(b.addr),
-                    dport,
-                    laddr,
-                    t.sport,
-                    sn.port_min,
-                    &t,
-                ) {
-                    Some(p) => (laddr, p, F_SNAT),
+            Some((laddr, port_min, flags)) => {
+                let baddr = u32::from(b.addr);
+                match self.snat_port(rnet, t.proto, baddr, dport, laddr, t.sport, port_min, &t) {
+                    Some(p) => (laddr, p, flags),
                     None => return Verdict::Drop(LbDrop::SnatPortsExhausted),
                 }
             }
@@ -1120,83 +1105,34 @@ mod tests {
         short_tcp[TCP + 12] = 0x20; // data offset 2
         let mut long_tcp = client_pkt(4, tcp::FLAG_SYN);
         long_tcp[TCP + 12] = 0xf0; // 60 bytes of header in a 27-byte segment
-        let cases: Vec<(&str, Vec<u8>, Rx, LbDrop)> = vec![
-            (
-                "bad IP checksum",
-                bad_ip,
-                Rx::default(),
-                LbDrop::BadIpChecksum,
-            ),
-            (
-                "bad TCP checksum",
-                bad_tcp,
-                Rx::default(),
-                LbDrop::BadL4Checksum,
-            ),
-            (
-                "data offset 2",
-                short_tcp,
-                Rx::default(),
-                LbDrop::BadTcpHeader,
-            ),
-            (
-                "data offset 15",
-                long_tcp,
-                Rx::default(),
-                LbDrop::BadTcpHeader,
-            ),
-            (
-                "0.0.0.0",
-                syn(Ipv4Addr::UNSPECIFIED),
-                Rx::default(),
-                LbDrop::MartianSource,
-            ),
-            (
-                "0.1.2.3",
-                syn(Ipv4Addr::new(0, 1, 2, 3)),
-                Rx::default(),
-                LbDrop::MartianSource,
-            ),
-            (
-                "loopback",
-                syn(Ipv4Addr::LOCALHOST),
-                Rx::default(),
-                LbDrop::MartianSource,
-            ),
-            (
-                "multicast",
-                syn(Ipv4Addr::new(224, 0, 0, 5)),
-                Rx::default(),
-                LbDrop::MartianSource,
-            ),
-            (
-                "broadcast",
-                syn(Ipv4Addr::BROADCAST),
-                Rx::default(),
-                LbDrop::MartianSource,
-            ),
-            (
-                "class E",
-                syn(Ipv4Addr::new(240, 0, 0, 1)),
-                Rx::default(),
-                LbDrop::MartianSource,
-            ),
-            (
-                "the VIP itself",
-                syn(VIP),
-                Rx::default(),
-                LbDrop::MartianSource,
-            ),
-            (
-                "from the underlay",
-                client_pkt(5, tcp::FLAG_SYN),
-                Rx {
-                    underlay: true,
-                    csum_partial: false,
-                },
-                LbDrop::ServiceFromUnderlay,
-            ),
+        let local = Rx::default();
+        let mut cases: Vec<(&str, Vec<u8>, Rx, LbDrop)> = vec![
+            ("bad IP checksum", bad_ip, local, LbDrop::BadIpChecksum),
+            ("bad TCP checksum", bad_tcp, local, LbDrop::BadL4Checksum),
+            ("data offset 2", short_tcp, local, LbDrop::BadTcpHeader),
+            ("data offset 15", long_tcp, local, LbDrop::BadTcpHeader),
         ];
+        for (what, src) in [
+            ("0.0.0.0", Ipv4Addr::UNSPECIFIED),
+            ("0.1.2.3", Ipv4Addr::new(0, 1, 2, 3)),
+            ("loopback", Ipv4Addr::LOCALHOST),
+            ("multicast", Ipv4Addr::new(224, 0, 0, 5)),
+            ("broadcast", Ipv4Addr::BROADCAST),
+            ("class E", Ipv4Addr::new(240, 0, 0, 1)),
+            ("the VIP itself", VIP),
+        ] {
+            cases.push((what, syn(src), local, LbDrop::MartianSource));
+        }
+        let underlay = Rx {
+            underlay: true,
+            csum_partial: false,
+        };
+        cases.push((
+            "from the underlay",
+            client_pkt(5, tcp::FLAG_SYN),
+            underlay,
+            LbDrop::ServiceFromUnderlay,
+        ));
         for (what, mut f, rx, want) in cases {
             assert_eq!(
                 lb.process_rx(&mut f, ETH, NET, now, rx),
