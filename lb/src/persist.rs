@@ -581,8 +581,12 @@ impl Balancer {
                 && c.caddr == c.daddr
                 && c.laddr == c.vaddr
                 && c.fnet == c.rnet
+                && c.lport >= crate::types::SNAT_PORT_MIN
         } else if c.flags & F_SNAT != 0 {
-            svc.cfg.snat.is_some_and(|sn| u32::from(sn.addr) == c.laddr)
+            // In the range this process hands out, so that its port search never meets it.
+            svc.cfg
+                .snat
+                .is_some_and(|sn| u32::from(sn.addr) == c.laddr && c.lport >= sn.port_min)
         } else {
             svc.cfg.snat.is_none() && c.laddr == c.caddr && c.lport == c.cport
         };
