@@ -8,6 +8,8 @@
 use std::io;
 use std::process::Command;
 
+use vswitch::port::iface::CtlSocket;
+
 use super::Attachment;
 
 /// The name of a namespace given as `/run/netns/NAME`.
@@ -103,11 +105,18 @@ pub(super) fn create_veth(a: &Attachment, ns: &Netns, mtu: u16, prefix: u8) -> R
         "link", "add", &a.host_if, "mtu", &mtu, "type", "veth", "peer", "name", &a.ifname, "mtu",
         &mtu, "address", &mac, "netns", &target,
     ])?;
-    let configured = ip(&["link", "set", &a.host_if, "up"]).and_then(|()| {
-        let addr = format!("{}/{prefix}", a.ip);
+    // The rest by interface ioctls (what the TAP port does to its device), not more `ip`
+    // processes: each costs a fork and an exec, a good part of an ADD.
+    let up = |name: &str| -> Result<(), String> {
+        let sock = CtlSocket::open().map_err(|e| format!("a control socket: {e}"))?;
+        sock.set_up(name).map_err(|e| e.to_string())
+    };
+    let configured = up(&a.host_if).and_then(|()| {
         ns.run(|| {
-            ip(&["addr", "add", &addr, "dev", &a.ifname])?;
-            ip(&["link", "set", &a.ifname, "up"])?;
+            let sock = CtlSocket::open().map_err(|e| format!("a control socket: {e}"))?;
+            sock.set_ipv4(&a.ifname, a.ip, prefix)
+                .and_then(|()| sock.set_up(&a.ifname))
+                .map_err(|e| e.to_string())?;
             vswitch::port::ethtool::disable_offloads(None, &a.ifname)
                 .map_err(|e| format!("turning offloads off on {}: {e}", a.ifname))
         })

@@ -4,10 +4,52 @@
 //! the TAP port sets its device's MAC, MTU, address and link state, and [`ethtool`](super::ethtool)
 //! switches offloads: all by ioctls that take an `ifreq` naming the interface, issued on any
 //! socket of the namespace the interface is in. One name check, one `ifreq` builder and one
-//! control socket serve them all.
+//! control socket serve them all. The CNI plugin's node side configures the veths it makes with
+//! the same calls ([`CtlSocket::set_mac`], [`CtlSocket::set_mtu`], [`CtlSocket::set_ipv4`],
+//! [`CtlSocket::set_up`]).
 
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::packet::Mac;
+
+/// Longest IPv4 prefix.
+pub const MAX_PREFIX_LEN: u8 = 32;
+/// ARPHRD_ETHER: the hardware address family of an Ethernet MAC.
+const ARPHRD_ETHER: libc::sa_family_t = 1;
+
+/// A `sockaddr` holding an IPv4 address (as SIOCSIFADDR and SIOCSIFNETMASK take it).
+fn sockaddr_v4(ip: Ipv4Addr) -> libc::sockaddr {
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+    let mut sin: libc::sockaddr_in = unsafe { core::mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+    // SAFETY: sockaddr_in and sockaddr are both 16 bytes, and any bytes are a valid sockaddr.
+    unsafe { core::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// The netmask of a prefix length (at most 32).
+pub fn netmask(prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(u32::from(MAX_PREFIX_LEN.saturating_sub(prefix)))
+            .unwrap_or(0),
+    )
+}
+
+/// An interface setting that failed: which, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("setting the {what} of {name}: {source}")]
+pub struct SetError {
+    /// The setting ("MAC", "MTU", ...).
+    pub what: &'static str,
+    /// The interface.
+    pub name: String,
+    /// The ioctl's error.
+    #[source]
+    pub source: io::Error,
+}
 
 /// Longest interface name (IFNAMSIZ less the NUL).
 pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
@@ -82,6 +124,61 @@ impl CtlSocket {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Issue `SIOC[GS]IF*` request `req` with `ifr`; `what` names the setting in the error.
+    fn set(
+        &self,
+        req: libc::Ioctl,
+        ifr: &mut libc::ifreq,
+        what: &'static str,
+        name: &str,
+    ) -> Result<(), SetError> {
+        // SAFETY: every caller passes a SIOC[GS]IF* request, which reads or writes only `ifr`.
+        unsafe { self.ioctl(req, ifr) }.map_err(|source| SetError {
+            what,
+            name: name.to_string(),
+            source,
+        })
+    }
+
+    /// Set interface `name`'s MAC (`SIOCSIFHWADDR`).
+    pub fn set_mac(&self, name: &str, mac: Mac) -> Result<(), SetError> {
+        let mut r = ifreq(name);
+        // SAFETY: writing plain data into the union's hwaddr member.
+        unsafe {
+            r.ifr_ifru.ifru_hwaddr.sa_family = ARPHRD_ETHER;
+            for (d, s) in r.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac.0) {
+                *d = s as libc::c_char;
+            }
+        }
+        self.set(libc::SIOCSIFHWADDR, &mut r, "MAC", name)
+    }
+
+    /// Set interface `name`'s MTU (`SIOCSIFMTU`).
+    pub fn set_mtu(&self, name: &str, mtu: u16) -> Result<(), SetError> {
+        let mut r = ifreq(name);
+        r.ifr_ifru.ifru_mtu = libc::c_int::from(mtu);
+        self.set(libc::SIOCSIFMTU, &mut r, "MTU", name)
+    }
+
+    /// Give interface `name` IPv4 address `ip`/`prefix` (`SIOCSIFADDR`, `SIOCSIFNETMASK`).
+    pub fn set_ipv4(&self, name: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), SetError> {
+        let mut r = ifreq(name);
+        r.ifr_ifru.ifru_addr = sockaddr_v4(ip);
+        self.set(libc::SIOCSIFADDR, &mut r, "IPv4 address", name)?;
+        let mut r = ifreq(name);
+        r.ifr_ifru.ifru_netmask = sockaddr_v4(netmask(prefix));
+        self.set(libc::SIOCSIFNETMASK, &mut r, "netmask", name)
+    }
+
+    /// Bring interface `name` up (`SIOCGIFFLAGS`, then `SIOCSIFFLAGS` with `IFF_UP`).
+    pub fn set_up(&self, name: &str) -> Result<(), SetError> {
+        let mut r = ifreq(name);
+        self.set(libc::SIOCGIFFLAGS, &mut r, "flags (read)", name)?;
+        // SAFETY: SIOCGIFFLAGS just filled the flags member.
+        unsafe { r.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        self.set(libc::SIOCSIFFLAGS, &mut r, "up", name)
     }
 
     /// The MTU of interface `name` (`SIOCGIFMTU`).

@@ -36,13 +36,12 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::mem::zeroed;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::Port;
-use super::iface::{self, CtlSocket, IFNAME_RULE};
+use super::iface::{self, CtlSocket, IFNAME_RULE, MAX_PREFIX_LEN};
 use super::netns::{self, NetnsError};
 use crate::batch::Batch;
 use crate::offload;
@@ -53,10 +52,6 @@ use crate::wire::vnet::HEADER_LEN as VNET_HDR_LEN;
 
 /// The TUN/TAP clone device.
 pub const TUN_DEVICE: &str = "/dev/net/tun";
-/// Longest IPv4 prefix.
-const MAX_PREFIX_LEN: u8 = 32;
-/// ARPHRD_ETHER: the hardware address family of an Ethernet MAC.
-const ARPHRD_ETHER: libc::sa_family_t = 1;
 
 /// How to make a container's TAP.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,41 +133,6 @@ impl From<NetnsError> for TapError {
             NetnsError::Leave(source) => TapError::LeaveNetns(source),
         }
     }
-}
-
-/// A `sockaddr` holding an IPv4 address (as SIOCSIFADDR and SIOCSIFNETMASK take it).
-fn sockaddr_v4(ip: Ipv4Addr) -> libc::sockaddr {
-    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
-    let mut sin: libc::sockaddr_in = unsafe { zeroed() };
-    sin.sin_family = libc::AF_INET as libc::sa_family_t;
-    sin.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
-    // SAFETY: sockaddr_in and sockaddr are both 16 bytes, and any bytes are a valid sockaddr.
-    unsafe { core::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-/// The netmask of a prefix length (at most 32).
-fn netmask(prefix: u8) -> Ipv4Addr {
-    Ipv4Addr::from(
-        u32::MAX
-            .checked_shl(u32::from(MAX_PREFIX_LEN - prefix))
-            .unwrap_or(0),
-    )
-}
-
-/// Issue `SIOC[GS]IF*` request `req` on `sock`; `what` names the setting in the error.
-fn if_ioctl(
-    sock: &CtlSocket,
-    req: libc::Ioctl,
-    ifr: &mut libc::ifreq,
-    what: &'static str,
-    name: &str,
-) -> Result<(), TapError> {
-    // SAFETY: every caller passes a SIOC[GS]IF* request, which reads or writes only `ifr`.
-    unsafe { sock.ioctl(req, ifr) }.map_err(|source| TapError::Configure {
-        what,
-        name: name.to_string(),
-        source,
-    })
 }
 
 /// Counters of a [`TapPort`].
@@ -321,34 +281,17 @@ impl TapPort {
             source,
         })?;
 
-        let mut r = iface::ifreq(name);
-        // SAFETY: writing plain data into the union's hwaddr member.
-        unsafe {
-            r.ifr_ifru.ifru_hwaddr.sa_family = ARPHRD_ETHER;
-            for (d, s) in r.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(cfg.mac.0) {
-                *d = s as libc::c_char;
-            }
-        }
-        if_ioctl(&sock, libc::SIOCSIFHWADDR, &mut r, "MAC", name)?;
-
-        let mut r = iface::ifreq(name);
-        r.ifr_ifru.ifru_mtu = libc::c_int::from(cfg.mtu);
-        if_ioctl(&sock, libc::SIOCSIFMTU, &mut r, "MTU", name)?;
-
+        let set = |e: iface::SetError| TapError::Configure {
+            what: e.what,
+            name: e.name,
+            source: e.source,
+        };
+        sock.set_mac(name, cfg.mac).map_err(set)?;
+        sock.set_mtu(name, cfg.mtu).map_err(set)?;
         if let Some((ip, prefix)) = cfg.addr {
-            let mut r = iface::ifreq(name);
-            r.ifr_ifru.ifru_addr = sockaddr_v4(ip);
-            if_ioctl(&sock, libc::SIOCSIFADDR, &mut r, "IPv4 address", name)?;
-            let mut r = iface::ifreq(name);
-            r.ifr_ifru.ifru_netmask = sockaddr_v4(netmask(prefix));
-            if_ioctl(&sock, libc::SIOCSIFNETMASK, &mut r, "netmask", name)?;
+            sock.set_ipv4(name, ip, prefix).map_err(set)?;
         }
-
-        let mut r = iface::ifreq(name);
-        if_ioctl(&sock, libc::SIOCGIFFLAGS, &mut r, "flags (read)", name)?;
-        // SAFETY: SIOCGIFFLAGS just filled the flags member.
-        unsafe { r.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-        if_ioctl(&sock, libc::SIOCSIFFLAGS, &mut r, "up", name)?;
+        sock.set_up(name).map_err(set)?;
 
         Ok(TapPort {
             fd,
@@ -586,6 +529,7 @@ mod tests {
 
     #[test]
     fn netmasks() {
+        use super::iface::netmask;
         assert_eq!(netmask(24), Ipv4Addr::new(255, 255, 255, 0));
         assert_eq!(netmask(32), Ipv4Addr::BROADCAST);
         assert_eq!(netmask(0), Ipv4Addr::UNSPECIFIED);
