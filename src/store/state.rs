@@ -260,16 +260,19 @@ impl State {
 
     /// The objects as a cluster file's text, tables in the file's order (nodes first).
     fn file(&self, excluded: &BTreeSet<(Kind, String)>) -> String {
-        let gone = self.gone(None, excluded);
+        // The tables the checks see (aliases naming a service already folded into its
+        // backends), so that the file reads back as the same cluster.
+        let (doc, _) = self.tables(None, excluded);
         let mut text = String::new();
         for kind in Kind::ALL {
-            let mut list = Vec::new();
-            for (_, v) in self.items(kind, excluded, &gone) {
+            let list: Vec<toml::Value> = doc
+                .get(kind.table())
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
                 // Every item passed check_item: its values are all TOML can hold.
-                if let Ok(t) = toml::Value::try_from(&v) {
-                    list.push(t);
-                }
-            }
+                .filter_map(|v| toml::Value::try_from(v).ok())
+                .collect();
             if list.is_empty() {
                 continue;
             }
@@ -511,6 +514,13 @@ mod tests {
         let (c, skipped) = s.cluster("etcd://test", Some("n1")).unwrap();
         assert_eq!(c.endpoint("p1").unwrap().aliases, ["p1a"]);
         assert!(c.services[0].backends.contains(&("p1".to_string(), 1)));
+        // Exported, it reads back as a file to the same cluster (the alias folded in).
+        let text = s.export("etcd://test").unwrap();
+        let (all, _) = s.cluster("etcd://test", None).unwrap();
+        assert_eq!(
+            Cluster::parse(Path::new("etcd://test"), &text).unwrap(),
+            all
+        );
         assert_eq!(s.blocks.len(), 1);
         assert_eq!(skipped.len(), 1, "{skipped:?}");
         assert!(skipped[0].key.ends_with("10.0.9.64-26"));
