@@ -7,6 +7,7 @@ pub mod cni;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod fuzzing;
 pub mod node;
 pub mod pcap;
 pub mod show;
