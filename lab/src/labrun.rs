@@ -222,6 +222,20 @@ impl Running {
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     }
 
+    /// Counter `name` (a drop or an event) of stage `stage` on `node`, from `stats --json`.
+    pub fn stage_counter(&self, node: &str, stage: &str, name: &str) -> Result<u64> {
+        let out = self.ctl_ok(node, &["stats", "--json"])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("stats --json")?;
+        let st = v["stages"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == stage))
+            .with_context(|| format!("no stage {stage} on {node}: {out}"))?;
+        st["drops"][name]
+            .as_u64()
+            .or_else(|| st["events"][name].as_u64())
+            .with_context(|| format!("no counter {name} in {stage} on {node}: {out}"))
+    }
+
     /// Stop `node` with SIGTERM; its exit status (killed after [`NODE_STOP_TIMEOUT`]).
     pub fn stop_node(&mut self, node: &str) -> Result<std::process::ExitStatus> {
         let Some(entry) = self.nodes.iter_mut().find(|n| n.0 == node && n.2.is_some()) else {
@@ -493,4 +507,65 @@ http {{
     )
     .with_context(|| format!("writing {}", conf.display()))?;
     Ok(conf)
+}
+
+/// nginx backends, one per endpoint, each in its endpoint's namespace answering with its name
+/// ([`nginx_conf`]); killed by PID and their folder removed when dropped.
+pub struct Nginx {
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// Start one nginx per endpoint of `backends` (configurations under `dir`), each waited
+    /// for until it listens on port 80.
+    pub fn start(run: &Running, backends: &[&str], dir: &Path) -> Result<Nginx> {
+        let mut n = Nginx {
+            children: Vec::new(),
+            dir: dir.to_path_buf(),
+        };
+        for b in backends {
+            let conf = nginx_conf(dir, b)?;
+            let ns = run.lab.endpoint_netns(b);
+            n.children.push(
+                Command::new("ip")
+                    .args(["netns", "exec", &ns, "nginx", "-c"])
+                    .arg(&conf)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .context("starting nginx (Debian package nginx-light)")?,
+            );
+            wait_listening(&ns, 80)?;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Wait (bounded, 10 s) until something listens on TCP `port` in namespace `ns`.
+pub fn wait_listening(ns: &str, port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pat = format!(":{port} ");
+    while Instant::now() < deadline {
+        let o = Command::new("ip")
+            .args(["netns", "exec", ns, "ss", "-Htln"])
+            .output()
+            .context("ss")?;
+        if String::from_utf8_lossy(&o.stdout).contains(&pat) {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on port {port} in {ns}")
 }

@@ -127,22 +127,6 @@ fn counts(bodies: &[String]) -> std::collections::BTreeMap<String, usize> {
     m
 }
 
-/// A counter from `vxmesh stats --json`: stage `stage`, drop or event `name`.
-fn stage_counter(run: &Running, node: &str, stage: &str, name: &str) -> u64 {
-    let out = run.ctl_ok(node, &["stats", "--json"]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json parses");
-    let st = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == stage)
-        .unwrap_or_else(|| panic!("no stage {stage}: {out}"));
-    st["drops"][name]
-        .as_u64()
-        .or_else(|| st["events"][name].as_u64())
-        .unwrap_or_else(|| panic!("no counter {name} in {stage}: {out}"))
-}
-
 /// A port's own counter from `vxmesh stats --json`.
 fn port_counter(run: &Running, node: &str, port: &str, name: &str) -> u64 {
     let out = run.ctl_ok(node, &["stats", "--json"]).unwrap();
@@ -279,17 +263,23 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
         "n2 (second node) SNATs to its LB address 10.0.9.253: {ct}"
     );
     // The ingress drops what is not a published port, under a name.
-    let before = stage_counter(&run, "n1", "own-addr", "drop_ingress_not_published");
+    let before = run
+        .stage_counter("n1", "own-addr", "drop_ingress_not_published")
+        .unwrap();
     let o = sh(
         &run.lab.client_netns("n1"),
         &["curl", "-sS", "--max-time", "1", "http://192.0.2.1:9999/"],
     );
     assert!(!o.status.success());
-    assert!(stage_counter(&run, "n1", "own-addr", "drop_ingress_not_published") > before);
+    assert!(
+        run.stage_counter("n1", "own-addr", "drop_ingress_not_published")
+            .unwrap()
+            > before
+    );
 
     // 5. iperf3 TCP across nodes: AF_XDP -> AF_XDP and TAP -> TAP. The TAPs have offloads: c22's
     // super-frames are cut by n2 (output `gso_frames`) and merged again by n1 for c12.
-    let gso_before = stage_counter(&run, "n2", "output", "gso_frames");
+    let gso_before = run.stage_counter("n2", "output", "gso_frames").unwrap();
     let gro_before = port_counter(&run, "n1", "c12", "tx_gro_frames");
     for (server, client, ip) in [("c21", "c11", "10.0.9.21"), ("c12", "c22", "10.0.9.12")] {
         let mut srv = Command::new("ip")
@@ -322,7 +312,7 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
         );
         assert!(bytes > 1_000_000, "iperf3 moved only {bytes} bytes");
     }
-    assert!(stage_counter(&run, "n2", "output", "gso_frames") > gso_before);
+    assert!(run.stage_counter("n2", "output", "gso_frames").unwrap() > gso_before);
     assert!(port_counter(&run, "n1", "c12", "tx_gro_frames") > gro_before);
 
     // 6. A long-lived connection keeps its backend while reload drains it; new ones avoid it.
@@ -475,7 +465,9 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
     // 9. Spoofed VXLAN from an address that is no VTEP: counted, dropped.
     let ul = run.lab.underlay_netns();
     sh_ok(&ul, &["ip", "addr", "add", "198.18.0.99/24", "dev", "br0"]);
-    let before = stage_counter(&run, "n1", "vxlan-decap", "drop_unknown_vtep");
+    let before = run
+        .stage_counter("n1", "vxlan-decap", "drop_unknown_vtep")
+        .unwrap();
     let sent = in_netns(&ul, || {
         let s = UdpSocket::bind("198.18.0.99:0").unwrap();
         let mut pkt = vec![0x08, 0, 0, 0, 0x00, 0x10, 0x01, 0];
@@ -495,7 +487,10 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got = 0;
     while Instant::now() < deadline {
-        got = stage_counter(&run, "n1", "vxlan-decap", "drop_unknown_vtep") - before;
+        got = run
+            .stage_counter("n1", "vxlan-decap", "drop_unknown_vtep")
+            .unwrap()
+            - before;
         if got >= sent {
             break;
         }

@@ -21,14 +21,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use vxmesh_lab::fixture::Fixture;
-use vxmesh_lab::labrun::{Running, in_netns, nginx_conf, vxmesh_exe};
+use vxmesh_lab::labrun::{Nginx, Running, in_netns, vxmesh_exe};
 
 /// Time between two requests of the steady client.
 const EVERY: Duration = Duration::from_millis(10);
@@ -40,18 +39,6 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Processes and files of this run: killed (by PID) and removed on drop.
-struct Cleanup(Vec<Child>, PathBuf);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
 fn sh(ns: &str, args: &[&str]) -> String {
     let o = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -59,35 +46,6 @@ fn sh(ns: &str, args: &[&str]) -> String {
         .output()
         .expect("ip netns exec");
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Wait (bounded) until something listens on TCP `port` in `ns`.
-fn wait_listening(ns: &str, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let pat = format!(":{port} ");
-    while Instant::now() < deadline {
-        if sh(ns, &["ss", "-Htln"]).contains(&pat) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port} in {ns}");
-}
-
-/// An `lb-nat` counter of `node` from `vxmesh stats --json`.
-fn lb_counter(run: &Running, node: &str, name: &str) -> u64 {
-    let out = run.ctl_ok(node, &["stats", "--json"]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json parses");
-    let st = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "lb-nat")
-        .unwrap_or_else(|| panic!("no lb-nat stage: {out}"));
-    st["drops"][name]
-        .as_u64()
-        .or_else(|| st["events"][name].as_u64())
-        .unwrap_or_else(|| panic!("no counter {name} in lb-nat: {out}"))
 }
 
 /// One keep-alive HTTP/1.1 connection, opened from inside a namespace.
@@ -226,7 +184,11 @@ fn across_restart(
         (after - t_up).as_secs_f64() * 1e3,
         answers.len(),
     );
-    assert!(lb_counter(run, node, "conntrack_restored") >= 1);
+    assert!(
+        run.stage_counter(node, "lb-nat", "conntrack_restored")
+            .unwrap()
+            >= 1
+    );
     conn
 }
 
@@ -250,21 +212,8 @@ fn established_connections_survive_a_restart_of_the_node() {
     let mut run = Running::start(&exe, &prefix, &Fixture::new(&prefix).text(), &["n1", "n2"])
         .unwrap_or_else(|e| panic!("{e:#}"));
     let dir = std::env::temp_dir().join(format!("{prefix}nginx"));
-    let mut clean = Cleanup(Vec::new(), dir.clone());
-    for b in ["c12", "c21", "c22"] {
-        let conf = nginx_conf(&dir, b).unwrap();
-        clean.0.push(
-            Command::new("ip")
-                .args(["netns", "exec", &run.lab.endpoint_netns(b), "nginx", "-c"])
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start nginx"),
-        );
-        wait_listening(&run.lab.endpoint_netns(b), 80);
-    }
+    let _nginx =
+        Nginx::start(&run, &["c12", "c21", "c22"], &dir).unwrap_or_else(|e| panic!("{e:#}"));
     let c11 = run.lab.endpoint_netns("c11");
     let vip: SocketAddr = "10.0.9.100:80".parse().unwrap();
 
@@ -307,8 +256,16 @@ fn established_connections_survive_a_restart_of_the_node() {
     assert!(file.exists(), "{} after a clean stop", file.display());
     std::fs::write(&file, vec![0xa5u8; 1 << 16]).unwrap();
     run.start_node("n1").unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!(lb_counter(&run, "n1", "conntrack_files_discarded"), 1);
-    assert_eq!(lb_counter(&run, "n1", "conntrack_restored"), 0);
+    assert_eq!(
+        run.stage_counter("n1", "lb-nat", "conntrack_files_discarded")
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        run.stage_counter("n1", "lb-nat", "conntrack_restored")
+            .unwrap(),
+        0
+    );
     assert!(run.log_tail().contains("discarded"), "{}", run.log_tail());
     let mut fresh = KeepAlive::open(&c11, vip);
     fresh.get().unwrap();
