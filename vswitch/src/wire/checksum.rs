@@ -29,10 +29,25 @@ pub fn sum(data: &[u8]) -> u16 {
         let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(w));
         acc = s + u64::from(carry);
     }
+    // The tail (0-7 bytes) as fixed-width reads, not a copy of variable length (a call to
+    // memcpy): the fold below adds the four 16-bit lanes, so where a piece lands does not
+    // matter, only that each byte keeps its place in its 16-bit word.
     let rem = chunks.remainder();
-    let mut w = [0u8; 8];
-    w[..rem.len()].copy_from_slice(rem);
-    let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(w));
+    let mut tail: u64 = 0;
+    let mut rest = rem;
+    if let Some((w, r)) = rest.split_first_chunk::<4>() {
+        tail += u64::from(u32::from_ne_bytes(*w));
+        rest = r;
+    }
+    if let Some((w, r)) = rest.split_first_chunk::<2>() {
+        tail += u64::from(u16::from_ne_bytes(*w));
+        rest = r;
+    }
+    if let [b] = rest {
+        // An odd last byte is the first byte of a word padded with zero.
+        tail += u64::from(u16::from_ne_bytes([*b, 0]));
+    }
+    let (s, carry) = acc.overflowing_add(tail);
     acc = s + u64::from(carry);
     let mut s = (acc & 0xffff_ffff) + (acc >> 32);
     s = (s & 0xffff_ffff) + (s >> 32);
