@@ -64,6 +64,9 @@ pub struct Network {
     pub vni: u32,
     /// Containers' IP MTU: frames up to `mtu + 14` bytes (18 with a VLAN tag) are switched.
     pub mtu: u16,
+    /// Its traffic between nodes goes only inside ESP (`encrypted = true`): the output step
+    /// sends it by the encrypted underlay and `vxlan-decap` drops it in plain VXLAN.
+    pub encrypted: bool,
     /// Local ports attached to it (flood targets).
     pub ports: Vec<PortId>,
     /// Remote VTEPs of the network: VXLAN is accepted only from them, and broadcast or unknown
@@ -80,6 +83,7 @@ impl Network {
             name: name.into(),
             vni,
             mtu,
+            encrypted: false,
             ports: Vec::new(),
             peers: Vec::new(),
             arp: HashMap::new(),
