@@ -87,6 +87,16 @@ pub enum PortRole {
     Local(NetId),
     /// The underlay: frames arrive encapsulated; the path's decap stage sets the network.
     Underlay,
+    /// The encrypted underlay (ESP): the same, for networks with `encrypted` set, which the
+    /// output step never sends by the plain one.
+    EspUnderlay,
+}
+
+impl PortRole {
+    /// Either underlay.
+    pub fn is_underlay(self) -> bool {
+        matches!(self, PortRole::Underlay | PortRole::EspUnderlay)
+    }
 }
 
 /// Per-port counters.
@@ -184,12 +194,19 @@ pub struct Switch {
     /// Where `Next::Remote` and remote flood copies go: the first port added as
     /// [`PortRole::Underlay`].
     underlay: Option<PortId>,
+    /// Where they go for a network with [`Network::encrypted`](crate::Network) set: the first
+    /// port added as [`PortRole::EspUnderlay`] (none: such frames are dropped, never sent in
+    /// clear).
+    esp_underlay: Option<PortId>,
     output: StageStats,
     flood_copies: u64,
     flood_remote_copies: u64,
     /// Flood copies that did not fit the output's buffers (the flood itself is one outcome of
     /// the output; a copy that could not be made is an event of it, not a second outcome).
     flood_copy_too_big: u64,
+    /// Remote flood copies not made: the network's underlay port (ESP for an encrypted one) is
+    /// missing.
+    flood_no_underlay: u64,
     /// Super-frames cut in software for an output without offloads, and the segments made.
     gso_frames: u64,
     gso_segments: u64,
@@ -235,10 +252,12 @@ impl Switch {
             stages: Vec::new(),
             stage_stats: Vec::new(),
             underlay: None,
+            esp_underlay: None,
             output,
             flood_copies: 0,
             flood_remote_copies: 0,
             flood_copy_too_big: 0,
+            flood_no_underlay: 0,
             gso_frames: 0,
             gso_segments: 0,
             csum_finished: 0,
@@ -358,6 +377,7 @@ impl Switch {
         match role {
             PortRole::Local(net) => self.env.nets[net.0 as usize].ports.push(id),
             PortRole::Underlay if self.underlay.is_none() => self.underlay = Some(id),
+            PortRole::EspUnderlay if self.esp_underlay.is_none() => self.esp_underlay = Some(id),
             _ => {}
         }
         self.ports_generation += 1;
@@ -442,7 +462,7 @@ impl Switch {
         let Some(slot) = self.ports.get(usize::from(port.0)) else {
             return false;
         };
-        if slot.name.is_empty() || slot.role == PortRole::Underlay {
+        if slot.name.is_empty() || slot.role.is_underlay() {
             return false;
         }
         if slot.tx.is_full() {
@@ -521,7 +541,7 @@ impl Switch {
         let slot = &mut self.ports[in_port.0 as usize];
         let net = match slot.role {
             PortRole::Local(n) => n,
-            PortRole::Underlay => NetId(0),
+            PortRole::Underlay | PortRole::EspUnderlay => NetId(0),
         };
         for p in self.rx.pkts_mut() {
             slot.stats.rx_bytes += p.len() as u64;
@@ -656,6 +676,7 @@ impl Switch {
             ("flood_copies", self.flood_copies),
             ("flood_remote_copies", self.flood_remote_copies),
             ("flood_copy_too_big", self.flood_copy_too_big),
+            ("flood_no_underlay", self.flood_no_underlay),
             ("gso_frames", self.gso_frames),
             ("gso_segments", self.gso_segments),
             ("csum_finished", self.csum_finished),

@@ -19,7 +19,9 @@
 //!    `drop_vxlan_no_i_flag`, `drop_vxlan_reserved_flags`, `drop_vxlan_reserved_bits`);
 //! 3. the sender is a VTEP of [`Env::vteps`] (`drop_unknown_vtep`), the VNI is a network's
 //!    (`drop_unknown_vni`), and the sender is a peer of that network (`drop_unknown_vtep` again:
-//!    Docker's unencrypted overlay accepts VXLAN from anyone, GHSA-vwm3-crmr-xfxw);
+//!    Docker's unencrypted overlay accepts VXLAN from anyone, GHSA-vwm3-crmr-xfxw); an
+//!    encrypted network's VNI only from the ESP underlay port, after `esp-decrypt`
+//!    (`drop_plain_on_encrypted`);
 //! 4. the inner frame is a whole Ethernet header (`drop_inner_runt`) and no larger than the
 //!    network's MTU + 14, + 4 more when 802.1Q tagged, as `l2-parse` allows
 //!    (`drop_inner_oversize`);
@@ -72,6 +74,9 @@ pub struct VxlanDecap {
     pub learning: bool,
     /// Inner source MACs learned (when `learning` is on).
     pub learned: u64,
+    /// The node's encrypted underlay port (`esp-decrypt` runs before this stage on its path):
+    /// an encrypted network's VNI is accepted only from it.
+    pub esp_port: Option<vswitch::PortId>,
 }
 
 /// The sender/VNI pair last accepted in the current batch.
@@ -100,6 +105,9 @@ vswitch::drop_table! {
         UnknownVtep => "drop_unknown_vtep",
         /// No network has this VNI.
         UnknownVni => "drop_unknown_vni",
+        /// Plain VXLAN for an encrypted network's VNI (it is accepted only inside ESP):
+        /// Docker's CVE-2023-28840 failed open here.
+        PlainOnEncrypted => "drop_plain_on_encrypted",
         /// The inner frame is shorter than an Ethernet header.
         InnerRunt => "drop_inner_runt",
         /// The inner frame is larger than the network's MTU allows.
@@ -132,6 +140,7 @@ impl VxlanDecap {
     fn classify(
         vx: &[u8],
         peer: Option<SocketAddrV4>,
+        via_esp: bool,
         env: &Env,
         last: &mut Option<Accepted>,
     ) -> Result<(VtepId, NetId), DropReason> {
@@ -156,6 +165,9 @@ impl VxlanDecap {
                 (vtep, net)
             }
         };
+        if env.net(net).encrypted && !via_esp {
+            return Err(DecapDrop::PlainOnEncrypted.into());
+        }
         let inner = &vx[HEADER_LEN..];
         let eth =
             ethernet::Packet::new_checked(inner).map_err(|_| DecapDrop::InnerRunt.reason())?;
@@ -188,7 +200,8 @@ impl Stage for VxlanDecap {
         // Valid for this batch only: the control plane changes `env` between batches.
         let mut last = None;
         for (_, p) in batch.active_mut() {
-            match Self::classify(p.data(), p.meta.peer, env, &mut last) {
+            let via_esp = Some(p.meta.in_port) == self.esp_port;
+            match Self::classify(p.data(), p.meta.peer, via_esp, env, &mut last) {
                 Ok((vtep, net)) => {
                     // classify checked the frame holds ENCAP_LEN + an Ethernet header.
                     p.pull_front(ENCAP_LEN);
@@ -637,6 +650,37 @@ mod tests {
         // learned remote entries age like any other
         let later = Time::from_secs(1 + 300);
         assert_eq!(env.fdb.lookup(NetId(0), mac(77), later), None);
+    }
+
+    #[test]
+    fn an_encrypted_networks_vni_is_taken_only_from_the_esp_port() {
+        let mut env = lab_env();
+        env.nets[0].encrypted = true;
+        let dgram = datagram(N2, VNI, &udp(21, 11, 10));
+        // In plain VXLAN (from the UDP underlay, port 0): dropped, counted.
+        let (out, stats) = decap(&mut env, std::slice::from_ref(&dgram));
+        assert_eq!(
+            out[0].meta.next,
+            Next::Drop(DecapDrop::PlainOnEncrypted.into())
+        );
+        assert_eq!(stats.drop_count("drop_plain_on_encrypted"), 1);
+        // The same datagram as esp-decrypt leaves it, on the ESP port: accepted.
+        let mut stage = VxlanDecap {
+            esp_port: Some(vswitch::PortId(3)),
+            ..VxlanDecap::default()
+        };
+        let mut stats = StageStats::for_stage(&stage);
+        let mut batch = Batch::new(2);
+        let p = batch.push_frame(&dgram.1).unwrap();
+        p.meta.peer = dgram.0;
+        p.meta.in_port = vswitch::PortId(3);
+        run_stage(&mut stage, &mut stats, &mut batch, &mut env, mask_of(1));
+        assert_eq!(batch.pkts()[0].meta.next, Next::Continue);
+        assert_eq!(stats.cont, 1);
+        // A plain network beside it still takes plain VXLAN.
+        env.nets[0].encrypted = false;
+        let (out, _) = decap(&mut env, std::slice::from_ref(&dgram));
+        assert_eq!(out[0].meta.next, Next::Continue);
     }
 
     #[test]

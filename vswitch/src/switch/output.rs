@@ -5,7 +5,8 @@
 //! ```text
 //! Output(p)  ─► p's transmit batch (buffer swapped, no copy)
 //! Remote(v)  ─► the underlay port's transmit batch, meta.to_vtep = v (its transmit path
-//!               encapsulates)
+//!               encapsulates); for an encrypted network the ESP underlay's, never the plain
+//!               one's (none: dropped, `drop_no_esp_underlay`)
 //! Flood      ─► a copy to each other local port of the network, and, for frames from local
 //!               ports, a copy per remote VTEP (head-end replication)
 //! offload work left ─► kept for a port that takes offloads, else the checksum finished or the
@@ -25,6 +26,9 @@ crate::drop_table! {
         Undecided => "drop_undecided",
         /// To a remote VTEP, but the switch has no underlay port.
         NoUnderlay => "drop_no_underlay",
+        /// To a remote VTEP in an encrypted network, but the switch has no ESP underlay port:
+        /// never sent in clear.
+        NoEspUnderlay => "drop_no_esp_underlay",
         /// A TCP super-frame to flood (an unknown destination): not cut into copies for every
         /// port.
         GsoFlood => "drop_gso_flood",
@@ -36,6 +40,23 @@ crate::drop_table! {
 }
 
 impl Switch {
+    /// The underlay port that carries network `net`'s frames to remote VTEPs: the ESP one for
+    /// an encrypted network (fail closed: there is no fallback to plain VXLAN), else the UDP
+    /// one; or why there is none.
+    #[inline]
+    fn underlay_for(&self, net: crate::packet::NetId) -> Result<PortId, OutputDrop> {
+        let encrypted = self
+            .env
+            .nets
+            .get(usize::from(net.0))
+            .is_some_and(|n| n.encrypted);
+        if encrypted {
+            self.esp_underlay.ok_or(OutputDrop::NoEspUnderlay)
+        } else {
+            self.underlay.ok_or(OutputDrop::NoUnderlay)
+        }
+    }
+
     /// Make room in `port`'s transmit batch, flushing it if full.
     #[inline]
     pub(super) fn room(&mut self, port: PortId) {
@@ -74,9 +95,12 @@ impl Switch {
                 }
                 Next::Output(_) => self.output.count_drop(OutputDrop::Undecided),
                 Next::Remote(v) => {
-                    let Some(tp) = self.underlay else {
-                        self.output.count_drop(OutputDrop::NoUnderlay);
-                        continue;
+                    let tp = match self.underlay_for(self.rx[i].meta.net) {
+                        Ok(tp) => tp,
+                        Err(d) => {
+                            self.output.count_drop(d);
+                            continue;
+                        }
                     };
                     self.output.remote += 1;
                     self.send_remote(i, tp, v, true);
@@ -132,10 +156,10 @@ impl Switch {
         };
         let out = match next {
             Next::Output(p) if (p.0 as usize) < self.ports.len() => p,
-            Next::Remote(_) => match self.underlay {
-                Some(tp) => tp,
-                None => {
-                    self.output.count_drop(OutputDrop::NoUnderlay);
+            Next::Remote(_) => match self.underlay_for(self.rx[i].meta.net) {
+                Ok(tp) => tp,
+                Err(d) => {
+                    self.output.count_drop(d);
                     return;
                 }
             },
@@ -233,7 +257,11 @@ impl Switch {
         // Head-end replication, only for frames that came from local ports (split horizon).
         let from_local = meta.from_vtep.is_none()
             && matches!(self.ports[meta.in_port.0 as usize].role, PortRole::Local(_));
-        if from_local && let Some(tp) = self.underlay {
+        let underlay = self.underlay_for(meta.net);
+        if from_local && underlay.is_err() {
+            self.flood_no_underlay += n_remote as u64;
+        }
+        if from_local && let Ok(tp) = underlay {
             for k in 0..n_remote {
                 let v = self.env.nets[meta.net.0 as usize].peers[k];
                 if self.send_remote(i, tp, v, false) {

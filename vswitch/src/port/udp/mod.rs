@@ -41,9 +41,11 @@ use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
 use crate::wire::ipv4::{self, PROTO_UDP};
 use crate::wire::udp;
 
+pub mod esp;
 pub mod gro;
 pub mod socket;
 
+pub use esp::EspPort;
 pub use socket::{SendReport, UdpUnderlay, UnderlayError};
 
 /// TTL shown on captured underlay packets.

@@ -274,6 +274,33 @@ impl UdpUnderlay {
     /// Binds a non-blocking UDP socket to `addr` (the VTEP, port [`VXLAN_PORT`](crate::wire::vxlan::VXLAN_PORT)) with
     /// `SO_REUSEADDR` and DF on, ready for batches of up to `batch` datagrams.
     pub fn bind(addr: SocketAddrV4, batch: usize) -> Result<UdpUnderlay, UnderlayError> {
+        Self::bind_socket(addr, batch, libc::SOCK_DGRAM, libc::IPPROTO_UDP)
+    }
+
+    /// Binds a non-blocking raw IPv4 socket of IP protocol `protocol` (50: ESP) to `addr`'s
+    /// address, for batches of up to `batch` packets: what it receives starts with the IPv4
+    /// header, what it sends is the payload the kernel puts an IPv4 header (DF set) in front
+    /// of. No GSO or GRO; the port of `addr` and of every peer is ignored (0 when received).
+    /// Needs `CAP_NET_RAW`.
+    pub fn bind_raw(
+        addr: Ipv4Addr,
+        protocol: u8,
+        batch: usize,
+    ) -> Result<UdpUnderlay, UnderlayError> {
+        Self::bind_socket(
+            SocketAddrV4::new(addr, 0),
+            batch,
+            libc::SOCK_RAW,
+            libc::c_int::from(protocol),
+        )
+    }
+
+    fn bind_socket(
+        addr: SocketAddrV4,
+        batch: usize,
+        kind: libc::c_int,
+        protocol: libc::c_int,
+    ) -> Result<UdpUnderlay, UnderlayError> {
         if batch == 0 || batch > MAX_BATCH {
             return Err(UnderlayError::BadSize {
                 what: "batch",
@@ -284,8 +311,8 @@ impl UdpUnderlay {
         let raw = unsafe {
             libc::socket(
                 libc::AF_INET,
-                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_UDP,
+                kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                protocol,
             )
         };
         if raw < 0 {
@@ -313,7 +340,8 @@ impl UdpUnderlay {
             }
         }
         // UDP GSO is there when the kernel knows the option (4.18+).
-        let gso = set_int_option(raw, SOL_UDP, UDP_SEGMENT, 0, "UDP_SEGMENT").is_ok();
+        let gso = kind == libc::SOCK_DGRAM
+            && set_int_option(raw, SOL_UDP, UDP_SEGMENT, 0, "UDP_SEGMENT").is_ok();
         let sa = to_sockaddr(addr);
         // SAFETY: `sa` is a valid sockaddr_in and the length passed is its size.
         let rc = unsafe {
