@@ -36,6 +36,13 @@ const VXLAN_OVERHEAD: u16 =
     (ethernet::HEADER_LEN + vxlan::HEADER_LEN + udp::HEADER_LEN + ipv4::HEADER_LEN) as u16;
 /// Largest inner MTU: a jumbo underlay minus the VXLAN overhead.
 pub const MAX_MTU: u16 = JUMBO_MTU - VXLAN_OVERHEAD;
+/// What ESP adds around the VXLAN datagram, at most: ESP header, IV, padding (up to 3 bytes,
+/// none when the payload is already a multiple of 4), pad length, next header and ICV.
+pub const ESP_OVERHEAD: u16 = 8 + 8 + 2 + 16;
+/// An encrypted network's default MTU: 1500 minus VXLAN's 50 and ESP's 34 bytes (with that
+/// MTU an inner packet's ESP payload is a multiple of 4 and needs no padding: every packet
+/// fits a 1500-byte underlay).
+pub const DEFAULT_ENCRYPTED_MTU: u16 = 1500 - VXLAN_OVERHEAD - ESP_OVERHEAD;
 
 /// A cluster file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,6 +178,9 @@ pub struct NetworkCfg {
     /// Its resolver's address (`dns`, default: the subnet's first host address): the switch
     /// answers ARP and DNS queries for it.
     pub dns: Ipv4Addr,
+    /// Its traffic between nodes goes inside ESP only (`encrypted = true`, Docker's `--opt
+    /// encrypted`; SPEC.md, "Encrypted networks").
+    pub encrypted: bool,
 }
 
 /// A container attached to a network on a node.
@@ -252,6 +262,9 @@ pub struct Cluster {
     pub services: Vec<Service>,
     /// Ingress interfaces.
     pub ingresses: Vec<Ingress>,
+    /// The keys of the encrypted networks (`[encryption] keys`): the first one sends, every
+    /// one is accepted. Their `Debug` shows key ids only.
+    pub keys: Vec<esp::Key>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +280,13 @@ struct RawCluster {
     service: Vec<RawService>,
     #[serde(default)]
     ingress: Vec<RawIngress>,
+    encryption: Option<RawEncryption>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncryption {
+    keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +306,8 @@ struct RawNetwork {
     subnet: String,
     mtu: Option<u16>,
     dns: Option<Ipv4Addr>,
+    #[serde(default)]
+    encrypted: bool,
 }
 
 #[derive(Deserialize)]
@@ -387,6 +409,13 @@ impl Cluster {
             "endpoint" => RawEndpoint::deserialize(item).map(drop),
             "service" => RawService::deserialize(item).map(drop),
             "ingress" => RawIngress::deserialize(item).map(drop),
+            "encryption" => RawEncryption::deserialize(item).and_then(|r| {
+                // The keys' form here, so a bad one is refused at the store's key.
+                match r.keys.iter().find_map(|k| esp::Key::parse(k).err()) {
+                    Some(e) => Err(serde::de::Error::custom(e)),
+                    None => Ok(()),
+                }
+            }),
             t => return Err(format!("no table {t:?} in a cluster file")),
         };
         r.map_err(|e| e.to_string())

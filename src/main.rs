@@ -101,12 +101,23 @@ enum Cmd {
         /// create: the VNI (default: the lowest free from 4096 up).
         #[arg(long)]
         vni: Option<u32>,
-        /// create: the containers' IP MTU (default 1450).
+        /// create: the containers' IP MTU (default 1450; 1416 for an encrypted network).
         #[arg(long)]
         mtu: Option<u16>,
-        /// create: an encrypted network (not available yet).
+        /// create: an encrypted network (ESP between nodes; the store's `encryption` keys).
         #[arg(long)]
         encrypted: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// With --store: `encryption set KEY...` (replace the keys: the first sends, every one is
+    /// accepted; base64 of 16 key and 4 salt bytes) and `encryption ls` (their ids).
+    Encryption {
+        /// set | ls.
+        action: String,
+        /// set: the keys, in order.
+        keys: Vec<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -360,12 +371,24 @@ fn main() -> ExitCode {
                     ("ls", None, _) => Admin::NetworkLs { json: *json },
                     _ => {
                         return usage(format!(
-                            "network {action}: the commands are `network inspect NET`, and with --store `network create NAME --subnet CIDR [--vni N] [--mtu M]`, `network rm NAME`, `network ls`"
+                            "network {action}: the commands are `network inspect NET`, and with --store `network create NAME --subnet CIDR [--vni N] [--mtu M] [--encrypted]`, `network rm NAME`, `network ls`"
                         ));
                     }
                 };
                 return admin(&cli.store, cmd);
             }
+        }
+        Cmd::Encryption { action, keys, json } => {
+            let cmd = match action.as_str() {
+                "set" => Admin::EncryptionSet(keys.clone()),
+                "ls" if keys.is_empty() => Admin::EncryptionLs { json: *json },
+                _ => {
+                    return usage(format!(
+                        "encryption {action}: the commands are `encryption set KEY...` and `encryption ls` (with --store)"
+                    ));
+                }
+            };
+            return admin(&cli.store, cmd);
         }
         Cmd::Import { file } => return admin(&cli.store, Admin::Import(file.clone())),
         Cmd::Export => return admin(&cli.store, Admin::Export),

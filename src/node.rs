@@ -51,6 +51,8 @@ pub use ports::{MemPorts, PortOpener, SystemPorts};
 
 /// Name of the underlay port.
 pub const UNDERLAY_PORT: &str = "underlay";
+/// Name of the encrypted underlay port (ESP).
+pub const ESP_PORT: &str = "underlay-esp";
 
 /// A node's running dataplane: the switch and the plan in force.
 pub struct Node {
@@ -69,6 +71,36 @@ pub struct Node {
     dns: StageHandle<vswitch::dns::Dns>,
     /// The receive path of a local port (endpoints and ingresses alike).
     local_path: Vec<StageIdx>,
+    /// The ESP stages, their security associations following the plan's keys and peers.
+    esp: EspStages,
+}
+
+/// The encrypted underlay's stages and port.
+struct EspStages {
+    decrypt: StageHandle<esp::EspDecrypt>,
+    encrypt: StageHandle<esp::EspEncrypt>,
+    /// The ESP port, if the node could open one (root: a raw socket); a change that serves an
+    /// encrypted network without it is refused.
+    port: Option<vswitch::PortId>,
+    /// Why there is no port.
+    missing: String,
+    /// The epoch new outbound security associations start at (`esp` crate: with the sequence
+    /// number it makes each packet's IV; never used twice for one key and peer): unix seconds
+    /// at start, or past the last one a previous process of this node reserved
+    /// ([`Node::reserve_esp_epochs`]), one more for every change that makes new ones.
+    epoch: u32,
+    /// The last epoch reserved in the state file (`None`: none kept, the node's first).
+    reserved: Option<(std::path::PathBuf, u32)>,
+}
+
+/// Epochs an ESP state file reserves at a time ([`Node::reserve_esp_epochs`]).
+const ESP_EPOCH_RESERVE: u32 = 4096;
+
+/// Seconds since the Unix epoch, as an ESP epoch.
+fn unix_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
 /// Default connection-table size of a node (`vxmesh run --max-conns`): about 30 MB. IPVS keeps
@@ -130,20 +162,39 @@ impl Node {
         let dns = sw.add_stage(vswitch::dns::Dns::new());
         let local_path = l2.local_path(&[dns.idx(), lb_stage.idx(), own.idx()]);
         let ul = ports.underlay(plan.vtep)?;
-        let ul = sw.add_port(
-            UNDERLAY_PORT,
-            ul,
-            PortRole::Underlay,
-            vec![
-                decap.idx(),
-                l2.parse.idx(),
-                l2.learn.idx(),
-                lb_stage.idx(),
-                own.idx(),
-                l2.fwd.idx(),
-            ],
-        );
+        let ul_path = vec![
+            decap.idx(),
+            l2.parse.idx(),
+            l2.learn.idx(),
+            lb_stage.idx(),
+            own.idx(),
+            l2.fwd.idx(),
+        ];
+        let ul = sw.add_port(UNDERLAY_PORT, ul, PortRole::Underlay, ul_path.clone());
         sw.set_tx_path(ul, vec![encap.idx()]);
+        // The encrypted underlay: esp-decrypt before the plain path, esp-encrypt after
+        // vxlan-encap. Opened whenever it can be, so a network may turn encrypted later; a
+        // node that serves one now cannot start without it.
+        let decrypt = sw.add_stage(esp::EspDecrypt::new(plan.vtep));
+        let encrypt = sw.add_stage(esp::EspEncrypt::new(plan.vtep));
+        let mut esp = EspStages {
+            decrypt,
+            encrypt,
+            port: None,
+            missing: String::new(),
+            epoch: unix_secs(),
+            reserved: None,
+        };
+        match ports.esp_underlay(plan.vtep) {
+            Ok(p) => {
+                let path = [vec![decrypt.idx()], ul_path].concat();
+                let id = sw.add_port(ESP_PORT, p, PortRole::EspUnderlay, path);
+                sw.set_tx_path(id, vec![encap.idx(), encrypt.idx()]);
+                sw.stage_mut(decap).esp_port = Some(id);
+                esp.port = Some(id);
+            }
+            Err(e) => esp.missing = format!("{e:#}"),
+        }
         let base = Arc::new(Plan::empty(node, plan.vtep));
         let change = Change::planned(cluster.clone(), plan, base.clone(), ports, sw.buf_size())?;
         let mut node = Node {
@@ -154,11 +205,68 @@ impl Node {
             plan: base,
             cluster,
             local_path,
+            esp,
         };
         let (r, left) = node.commit(change);
         drop(left);
         r?;
         Ok(node)
+    }
+
+    /// Keep the ESP epochs in `file` (`/run/vxmesh/NODE.esp`, beside the connection table): a
+    /// restarted process of this node starts past every epoch an earlier one may have used,
+    /// so no IV repeats under a key even when restarts come within a second. Call before the
+    /// first packet. Returns the epoch new security associations start at.
+    pub fn reserve_esp_epochs(&mut self, file: &std::path::Path) -> anyhow::Result<u32> {
+        let last = match std::fs::read_to_string(file) {
+            Ok(t) => t
+                .trim()
+                .parse::<u32>()
+                .with_context(|| format!("{}: not an epoch", file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        };
+        let start = unix_secs().max(last.saturating_add(1));
+        self.esp.epoch = start;
+        self.esp.reserved = None;
+        self.reserve_epochs(file.to_path_buf())?;
+        // The security associations of the first change started at the provisional epoch
+        // and have sent nothing: made again from the reserved one.
+        self.sw.stage_mut(self.esp.encrypt).clear();
+        self.sw.stage_mut(self.esp.decrypt).clear();
+        self.set_sas(&self.plan.clone());
+        Ok(start)
+    }
+
+    /// Write the reservation: epochs up to `epoch + ESP_EPOCH_RESERVE` are this process's.
+    fn reserve_epochs(&mut self, file: std::path::PathBuf) -> anyhow::Result<()> {
+        let until = self.esp.epoch.saturating_add(ESP_EPOCH_RESERVE);
+        let tmp = file.with_extension("esp.tmp");
+        std::fs::write(&tmp, format!("{until}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &file))
+            .with_context(|| format!("writing {}", file.display()))?;
+        self.esp.reserved = Some((file, until));
+        Ok(())
+    }
+
+    /// Point the ESP stages' security associations at `plan`'s keys and ESP peers (those
+    /// still wanted keep their counters and windows; new ones start at a fresh epoch).
+    fn set_sas(&mut self, plan: &Plan) {
+        let peers = plan.esp_peers();
+        self.esp.epoch = self.esp.epoch.saturating_add(1);
+        if let Some((file, until)) = self.esp.reserved.clone()
+            && self.esp.epoch >= until
+        {
+            // Control plane, between batches: a small tmpfs write every 4096 changes.
+            let _ = self.reserve_epochs(file);
+        }
+        let epoch = self.esp.epoch;
+        self.sw
+            .stage_mut(self.esp.encrypt)
+            .set(&plan.keys, &peers, epoch);
+        self.sw
+            .stage_mut(self.esp.decrypt)
+            .set(&plan.keys, &peers, epoch);
     }
 
     /// Hand the queries for names no network's resolver serves to the upstream relay

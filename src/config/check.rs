@@ -17,6 +17,33 @@ pub(super) struct Checker {
 }
 
 impl Checker {
+    /// `[encryption] keys`: each a key (base64 of 16 key and 4 salt bytes), none twice, and at
+    /// least one when a network is encrypted (its traffic is never sent in clear).
+    fn keys(
+        &self,
+        raw: Option<RawEncryption>,
+        networks: &[NetworkCfg],
+    ) -> Result<Vec<esp::Key>, ConfigError> {
+        let mut keys: Vec<esp::Key> = Vec::new();
+        for (i, k) in raw.map(|r| r.keys).unwrap_or_default().iter().enumerate() {
+            let item = format!("encryption key {}", i + 1);
+            let key = esp::Key::parse(k).map_err(|e| self.err(&item, e.to_string()))?;
+            if keys.iter().any(|o| o.id() == key.id()) {
+                return Err(self.err(item, format!("key {} is listed twice", key.id())));
+            }
+            keys.push(key);
+        }
+        if keys.is_empty()
+            && let Some(n) = networks.iter().find(|n| n.encrypted)
+        {
+            return Err(self.err(
+                format!("network {:?}", n.name),
+                "encrypted, but [encryption] keys lists no key (its traffic is never sent in clear)",
+            ));
+        }
+        Ok(keys)
+    }
+
     fn err(&self, item: impl Into<String>, problem: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
@@ -64,11 +91,17 @@ impl Checker {
                     format!("subnet {subnet} is too small for endpoints (at most /30)"),
                 ));
             }
-            let mtu = n.mtu.unwrap_or(DEFAULT_MTU);
-            if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            let (default, max) = if n.encrypted {
+                (DEFAULT_ENCRYPTED_MTU, MAX_MTU - ESP_OVERHEAD)
+            } else {
+                (DEFAULT_MTU, MAX_MTU)
+            };
+            let mtu = n.mtu.unwrap_or(default);
+            if !(MIN_MTU..=max).contains(&mtu) {
+                let what = if n.encrypted { "an encrypted network's " } else { "" };
                 return Err(self.err(
                     item,
-                    format!("mtu {mtu} is out of range {MIN_MTU}..={MAX_MTU}"),
+                    format!("mtu {mtu} is out of range {MIN_MTU}..={max} for {what}VXLAN"),
                 ));
             }
             // Default: the first host address (Docker's gateway address, which vxmesh's
@@ -88,6 +121,7 @@ impl Checker {
                 subnet,
                 mtu,
                 dns,
+                encrypted: n.encrypted,
             });
         }
         for (a, b) in networks
@@ -390,7 +424,9 @@ impl Checker {
             });
         }
         self.check_dns(&networks, &endpoints, &services, &ips)?;
+        let keys = self.keys(raw.encryption, &networks)?;
         Ok(Cluster {
+            keys,
             path: path.to_path_buf(),
             nodes,
             networks,

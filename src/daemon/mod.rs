@@ -79,6 +79,13 @@ pub fn conntrack_file(control: &Path) -> PathBuf {
     control.with_extension("conntrack")
 }
 
+/// The ESP epoch file of the node whose control socket is `control`
+/// (`/run/vxmesh/NODE.esp` by default): the last epoch this node's processes reserved, so a
+/// restarted one never repeats an IV under a key ([`Node::reserve_esp_epochs`]).
+pub fn esp_epoch_file(control: &Path) -> PathBuf {
+    control.with_extension("esp")
+}
+
 type Job = Box<dyn FnOnce(&mut Node) + Send>;
 
 /// The control side's handle on the poll thread.
@@ -316,6 +323,12 @@ pub fn run(
     let mut node = node;
     // Before the first packet: the connection table moves into its file, taking over what a
     // previous process of this node left there.
+    let epoch_file = esp_epoch_file(&control);
+    if let Err(e) = node.reserve_esp_epochs(&epoch_file) {
+        // Fail closed: without the file a restart within the second could repeat an IV.
+        let _ = std::fs::remove_file(&control);
+        return Err(e.context("the ESP epoch file"));
+    }
     let ct_file = conntrack_file(&control);
     match node
         .lb()

@@ -268,10 +268,39 @@ impl Node {
                     let _ = writeln!(c.log, "network {}: peers updated", n.name);
                 }
             }
+            self.esp_step(&new, &mut c.undo, &mut c.log)?;
             Ok(())
         })();
         c.plan = Some(new);
         r
+    }
+
+    /// The encrypted networks' security associations: refused if the node serves one without
+    /// an ESP port (never in clear); otherwise the stages follow the new keys and ESP peers.
+    fn esp_step(&mut self, new: &Plan, undo: &mut UndoLog, log: &mut String) -> anyhow::Result<()> {
+        if self.esp.port.is_none()
+            && let Some((_, n)) = new.live_nets().find(|(_, n)| n.encrypted)
+        {
+            anyhow::bail!(
+                "network {} is encrypted, but this node has no ESP socket ({}): it would never send its traffic in clear, so it does not serve it",
+                n.name,
+                self.esp.missing
+            );
+        }
+        let old = self.plan.clone();
+        if old.keys == new.keys && old.esp_peers() == new.esp_peers() {
+            return Ok(());
+        }
+        undo.push(Undo::Esp(old))?;
+        self.set_sas(new);
+        let ids: Vec<String> = new.keys.iter().map(|k| k.id().to_string()).collect();
+        let _ = writeln!(
+            log,
+            "encryption: keys [{}], {} peer(s)",
+            ids.join(", "),
+            new.esp_peers().len()
+        );
+        Ok(())
     }
 
     /// Remove up to `budget` static FDB entries that leave (first, so a full table has room
@@ -371,20 +400,33 @@ impl Node {
             match old.nets.get(i).and_then(|o| o.as_ref()) {
                 None => {
                     let id = NetId(i as u16);
-                    self.sw
-                        .env
-                        .set_network(id, Network::new(n.name.clone(), n.vni, n.mtu));
+                    let mut net = Network::new(n.name.clone(), n.vni, n.mtu);
+                    net.encrypted = n.encrypted;
+                    self.sw.env.set_network(id, net);
                     undo.push(Undo::NetAdded(i))?;
-                    let _ = writeln!(log, "network {}: added (VNI {})", n.name, vni_str(n.vni));
-                }
-                Some(o) if (o.vni, o.mtu) != (n.vni, n.mtu) => {
-                    let net = &mut self.sw.env.nets[i];
-                    undo.push(Undo::NetChanged(i, net.vni, net.mtu))?;
-                    (net.vni, net.mtu) = (n.vni, n.mtu);
+                    let enc = if n.encrypted { ", encrypted" } else { "" };
                     let _ = writeln!(
                         log,
-                        "network {}: VNI {} MTU {} -> VNI {} MTU {}",
-                        n.name, o.vni, o.mtu, n.vni, n.mtu
+                        "network {}: added (VNI {}{enc})",
+                        n.name,
+                        vni_str(n.vni)
+                    );
+                }
+                Some(o) if (o.vni, o.mtu, o.encrypted) != (n.vni, n.mtu, n.encrypted) => {
+                    let net = &mut self.sw.env.nets[i];
+                    undo.push(Undo::NetChanged(i, net.vni, net.mtu, net.encrypted))?;
+                    (net.vni, net.mtu, net.encrypted) = (n.vni, n.mtu, n.encrypted);
+                    let enc = |e: bool| if e { " encrypted" } else { "" };
+                    let _ = writeln!(
+                        log,
+                        "network {}: VNI {} MTU {}{} -> VNI {} MTU {}{}",
+                        n.name,
+                        o.vni,
+                        o.mtu,
+                        enc(o.encrypted),
+                        n.vni,
+                        n.mtu,
+                        enc(n.encrypted)
                     );
                 }
                 Some(_) => {}

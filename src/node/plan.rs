@@ -38,6 +38,8 @@ pub struct NetPlan {
     pub ingress: bool,
     /// What its resolver answers (`None`: no resolver, as on an ingress network).
     pub dns: Option<DnsPlan>,
+    /// Its traffic between nodes goes inside ESP only.
+    pub encrypted: bool,
 }
 
 /// What a network's resolver answers (SPEC.md, "Service discovery (DNS)"); names in lower
@@ -162,6 +164,9 @@ pub struct Plan {
     pub services: Vec<ServicePlan>,
     /// MACs the switch owns, per network (VIPs, the node's LB address, ingress addresses).
     pub own_macs: Vec<(usize, Mac)>,
+    /// The encryption keys (the first sends), for the encrypted networks' security
+    /// associations with [`Plan::esp_peers`].
+    pub keys: Vec<esp::Key>,
 }
 
 /// Ids for the items of a new plan, keyed by name: an item of the previous plan keeps its id;
@@ -205,7 +210,27 @@ impl Plan {
             fdb: BTreeMap::new(),
             services: Vec::new(),
             own_macs: Vec::new(),
+            keys: Vec::new(),
         }
+    }
+
+    /// Whether a network the node serves is encrypted.
+    pub fn has_encrypted(&self) -> bool {
+        self.live_nets().any(|(_, n)| n.encrypted)
+    }
+
+    /// The VTEP addresses this node exchanges ESP with: the peers of its encrypted networks,
+    /// in address order, each once.
+    pub fn esp_peers(&self) -> Vec<Ipv4Addr> {
+        let mut peers: Vec<Ipv4Addr> = self
+            .live_nets()
+            .filter(|(_, n)| n.encrypted)
+            .flat_map(|(_, n)| n.peers.iter())
+            .filter_map(|&v| self.vteps.get(v).and_then(|v| v.as_ref()).map(|v| v.1))
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        peers
     }
 
     /// This node's plan, its ids given from scratch.
@@ -279,6 +304,7 @@ impl Plan {
         let mut plan = Plan {
             vteps,
             nets,
+            keys: cluster.keys.clone(),
             ..Plan::empty(node, me.vtep)
         };
         for (net, &id) in served.iter().zip(&net_ids) {
@@ -324,6 +350,7 @@ impl Plan {
                 peers: peer_ids,
                 ingress: false,
                 dns: Some(dns_plan(cluster, net)),
+                encrypted: net.encrypted,
             });
             for e in cluster
                 .endpoints
@@ -406,6 +433,7 @@ impl Plan {
                 peers: Vec::new(),
                 ingress: true,
                 dns: None,
+                encrypted: false,
             });
             plan.own_macs.push((id, mac));
             plan.ports.push(PortPlan {

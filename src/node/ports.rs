@@ -20,6 +20,10 @@ pub trait PortOpener {
     fn open(&mut self, plan: &PortPlan, offloads: bool) -> anyhow::Result<Box<dyn Port>>;
     /// Open the UDP underlay at `vtep`.
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>>;
+    /// Open the encrypted underlay (ESP) at `vtep`; an opener without one says why.
+    fn esp_underlay(&mut self, _vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        anyhow::bail!("this port opener has no ESP underlay")
+    }
 }
 
 /// In-memory ports for every port of a plan, their other ends dropped: a node that needs no
@@ -31,6 +35,9 @@ impl PortOpener for MemPorts {
         Ok(Box::new(vswitch::MemPort::new().0))
     }
     fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        Ok(Box::new(vswitch::MemPort::new().0))
+    }
+    fn esp_underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
         Ok(Box::new(vswitch::MemPort::new().0))
     }
 }
@@ -91,6 +98,13 @@ impl PortOpener for SystemPorts {
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
         let port = vswitch::port::udp::UdpPort::bind(SocketAddrV4::new(vtep, vxlan::VXLAN_PORT))
             .with_context(|| format!("underlay: binding UDP {vtep}:{}", vxlan::VXLAN_PORT))?;
+        Ok(Box::new(port))
+    }
+
+    fn esp_underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        let port = vswitch::port::udp::EspPort::bind(vtep).with_context(|| {
+            format!("encrypted underlay: a raw socket for ESP (IP protocol 50) on {vtep} (needs CAP_NET_RAW)")
+        })?;
         Ok(Box::new(port))
     }
 }

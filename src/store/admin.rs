@@ -50,7 +50,7 @@ pub enum Admin {
         vni: Option<u32>,
         /// IP MTU.
         mtu: Option<u16>,
-        /// `--encrypted` (not available yet).
+        /// `--encrypted`: ESP between nodes (needs the store's `encryption` keys).
         encrypted: bool,
     },
     /// Remove a network.
@@ -108,6 +108,13 @@ pub enum Admin {
     },
     /// Remove an endpoint.
     EndpointRm(String),
+    /// Replace the encryption keys (the first sends).
+    EncryptionSet(Vec<String>),
+    /// List the encryption keys' ids.
+    EncryptionLs {
+        /// JSON output.
+        json: bool,
+    },
     /// List the endpoints.
     EndpointLs {
         /// JSON output.
@@ -203,6 +210,11 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
             for (kind, v) in objects {
                 ops.push(obj(kind, v)?);
             }
+            if let Some(e) = doc.get("encryption") {
+                let v = serde_json::to_value(e)
+                    .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+                ops.push((Key::Encryption, Some(v)));
+            }
             let n = ops.len();
             write(&mut client, url, |_| Ok(ops.clone())).await?;
             Ok(format!(
@@ -230,11 +242,6 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
             mtu,
             encrypted,
         } => {
-            if encrypted {
-                return Err(Failure::Usage(
-                    "network create --encrypted: encrypted networks are not available yet (issue 18); nothing was written".into(),
-                ));
-            }
             write(&mut client, url, |st| {
                 let vni = match vni {
                     Some(v) => v,
@@ -244,6 +251,9 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
                 if let Some(m) = mtu {
                     v["mtu"] = json!(m);
                 }
+                if encrypted {
+                    v["encrypted"] = json!(true);
+                }
                 if st.objects.contains_key(&(Kind::Network, name.clone())) {
                     return Err(format!("network {name:?}: exists already"));
                 }
@@ -251,6 +261,42 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
             })
             .await?;
             Ok(String::new())
+        }
+        Admin::EncryptionSet(keys) => {
+            // The keys' form first (no store needed); whether the state needs them, in `write`.
+            for (i, k) in keys.iter().enumerate() {
+                esp::Key::parse(k)
+                    .map_err(|e| Failure::Usage(format!("encryption key {}: {e}", i + 1)))?;
+            }
+            let op = if keys.is_empty() {
+                (Key::Encryption, None)
+            } else {
+                (Key::Encryption, Some(json!({ "keys": keys })))
+            };
+            write(&mut client, url, |_| Ok(vec![op.clone()])).await?;
+            Ok(String::new())
+        }
+        Admin::EncryptionLs { json } => {
+            let st = read_all(&mut client).await?;
+            let ids: Vec<String> = st
+                .encryption
+                .as_ref()
+                .and_then(|v| v.get("keys")?.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|k| esp::Key::parse(k.as_str()?).ok())
+                .map(|k| k.id().to_string())
+                .collect();
+            if json {
+                Ok(format!("{}\n", json!({ "keys": ids })))
+            } else {
+                let mut out = String::from("KEY ID    ROLE\n");
+                for (i, id) in ids.iter().enumerate() {
+                    let role = if i == 0 { "sends" } else { "accepted" };
+                    let _ = writeln!(out, "{id:<9} {role}");
+                }
+                Ok(out)
+            }
         }
         Admin::NetworkRm(name) => remove(&mut client, url, Kind::Network, &name).await,
         Admin::ServiceCreate {

@@ -10,6 +10,7 @@
 //! /vxmesh/v1/alive/NAME             {"vtep"}   under the node's lease: the node is up
 //! /vxmesh/v1/managed/NAME           ""         the node runs vxmesh (liveness applies to it)
 //! /vxmesh/v1/block/NET/A.B.C.D-P    {"node"}   an address block of NET claimed by a node (CNI)
+//! /vxmesh/v1/encryption             {"keys": [...]}                       [encryption]
 //! /vxmesh/v1/gen                    a counter every admin write bumps (compare-and-swap)
 //! ```
 //!
@@ -19,6 +20,8 @@
 pub const PREFIX: &str = "/vxmesh/v1/";
 /// The key every admin write compares and bumps, so two writers never lose an update.
 pub const GEN_KEY: &str = "/vxmesh/v1/gen";
+/// The encryption keys (the file's `[encryption]` table), one key for the cluster.
+pub const ENCRYPTION_KEY: &str = "/vxmesh/v1/encryption";
 
 /// The kinds of object the store holds, as the cluster file names its tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,6 +75,8 @@ pub enum Key {
     Managed(String),
     /// The write counter.
     Gen,
+    /// The encryption keys.
+    Encryption,
     /// An address block of a network claimed by a node for its CNI attachments: the network
     /// and the block's name (`A.B.C.D-P`, see [`block_range`]).
     Block(String, String),
@@ -82,6 +87,9 @@ impl Key {
     pub fn parse(key: &str) -> Option<Key> {
         if key == GEN_KEY {
             return Some(Key::Gen);
+        }
+        if key == ENCRYPTION_KEY {
+            return Some(Key::Encryption);
         }
         let rest = key.strip_prefix(PREFIX)?;
         let (table, name) = rest.split_once('/')?;
@@ -117,6 +125,7 @@ impl Key {
             Key::Alive(n) => format!("{PREFIX}alive/{n}"),
             Key::Managed(n) => format!("{PREFIX}managed/{n}"),
             Key::Gen => GEN_KEY.into(),
+            Key::Encryption => ENCRYPTION_KEY.into(),
             Key::Block(net, b) => format!("{PREFIX}block/{net}/{b}"),
         }
     }
@@ -184,6 +193,7 @@ mod tests {
             Key::Alive("n1".into()),
             Key::Managed("n2".into()),
             Key::Gen,
+            Key::Encryption,
             Key::Block("appnet".into(), "10.0.9.64-26".into()),
         ] {
             assert_eq!(Key::parse(&k.text()), Some(k.clone()), "{}", k.text());

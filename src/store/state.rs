@@ -46,6 +46,8 @@ pub struct State {
     pub gen_value: Option<String>,
     /// The address blocks claimed for CNI attachments: (network, block) → its owner.
     pub blocks: BTreeMap<(String, String), Block>,
+    /// The encryption keys' object (`{"keys": [...]}`, the file's `[encryption]`).
+    pub encryption: Option<Arc<serde_json::Value>>,
 }
 
 /// An address block's owner, and the revision of the claim (what a write into it compares, so
@@ -77,6 +79,22 @@ impl State {
             return;
         };
         match k {
+            Key::Encryption => {
+                self.encryption = None;
+                match serde_json::from_slice::<serde_json::Value>(value) {
+                    Ok(v) if Cluster::check_item("encryption", &v).is_ok() => {
+                        self.encryption = Some(Arc::new(v));
+                    }
+                    Ok(v) => {
+                        let why = Cluster::check_item("encryption", &v).err().unwrap_or_default();
+                        self.bad
+                            .insert(key.into(), format!("not valid [encryption]: {why}"));
+                    }
+                    Err(e) => {
+                        self.bad.insert(key.into(), format!("not JSON: {e}"));
+                    }
+                }
+            }
             Key::Gen => {
                 self.gen_revision = mod_revision;
                 self.gen_value = Some(String::from_utf8_lossy(value).into_owned());
@@ -149,6 +167,7 @@ impl State {
             Some(Key::Block(net, b)) => {
                 self.blocks.remove(&(net, b));
             }
+            Some(Key::Encryption) => self.encryption = None,
             Some(Key::Gen) | None => {}
         }
     }
@@ -255,6 +274,9 @@ impl State {
             doc.insert(kind.table().into(), serde_json::Value::Array(list));
         }
         fold_service_aliases(&mut doc);
+        if let Some(e) = &self.encryption {
+            doc.insert("encryption".into(), (**e).clone());
+        }
         (serde_json::Value::Object(doc), ingresses)
     }
 
@@ -282,6 +304,14 @@ impl State {
                 text.push('\n');
             }
             text.push_str(&toml::to_string(&doc).expect("a TOML table serializes"));
+        }
+        if let Some(e) = doc.get("encryption").and_then(|v| toml::Value::try_from(v).ok()) {
+            let mut t = toml::Table::new();
+            t.insert("encryption".into(), e);
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&toml::to_string(&t).expect("a TOML table serializes"));
         }
         text
     }

@@ -69,6 +69,8 @@ pub struct View {
     pub services: Arc<Vec<Service>>,
     /// Ingresses.
     pub ingresses: Arc<Vec<Ingress>>,
+    /// The encryption keys.
+    pub keys: Arc<Vec<esp::Key>>,
     /// Endpoints by name.
     pub endpoints: imbl::OrdMap<String, Arc<Endpoint>>,
     /// What is left out, with why.
@@ -168,6 +170,7 @@ impl View {
             networks: Arc::new(cluster.networks),
             services: Arc::new(cluster.services),
             ingresses: Arc::new(cluster.ingresses),
+            keys: Arc::new(cluster.keys),
             endpoints: cluster
                 .endpoints
                 .into_iter()
@@ -189,6 +192,7 @@ impl View {
             endpoints: self.endpoints.values().map(|e| (**e).clone()).collect(),
             services: (*self.services).clone(),
             ingresses: (*self.ingresses).clone(),
+            keys: (*self.keys).clone(),
         }
     }
 

@@ -20,7 +20,7 @@ pub(in crate::node) enum Undo {
     /// A network was set up at this id.
     NetAdded(usize),
     /// A network's VNI and MTU changed from these.
-    NetChanged(usize, u32, u16),
+    NetChanged(usize, u32, u16, bool),
     /// A VTEP was set up at this id.
     VtepAdded(usize),
     /// A VTEP's address changed from this one.
@@ -51,6 +51,8 @@ pub(in crate::node) enum Undo {
     Weight(ServiceKey, Ipv4Addr, u16, u32),
     /// The switch's own MACs (own-addr) were replaced.
     OwnMacs(Vec<(NetId, Mac)>),
+    /// The ESP security associations followed a new plan: back to this one's keys and peers.
+    Esp(std::sync::Arc<crate::node::Plan>),
 }
 
 /// The steps a commit took, to take back on failure. Tests can make the push that reaches a
@@ -105,9 +107,9 @@ impl Node {
                     c.departed.nets.push(NetId(i as u16));
                     None
                 }
-                Undo::NetChanged(i, vni, mtu) => {
+                Undo::NetChanged(i, vni, mtu, encrypted) => {
                     let net = &mut self.sw.env.nets[i];
-                    (net.vni, net.mtu) = (vni, mtu);
+                    (net.vni, net.mtu, net.encrypted) = (vni, mtu, encrypted);
                     None
                 }
                 Undo::VtepAdded(i) => {
@@ -185,6 +187,10 @@ impl Node {
                     .map(|e| e.to_string()),
                 Undo::OwnMacs(macs) => {
                     self.sw.env.replace_own_macs(macs);
+                    None
+                }
+                Undo::Esp(plan) => {
+                    self.set_sas(&plan);
                     None
                 }
             };
