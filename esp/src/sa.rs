@@ -113,18 +113,24 @@ pub fn derive(key: &Key, sender: Ipv4Addr, receiver: Ipv4Addr) -> SaMaterial {
         .and_then(|o| o.fill(&mut okm))
         // 24 bytes is far below HKDF-SHA256's limit of 255 * 32.
         .expect("HKDF-SHA256 expands to 24 bytes");
-    let mut spi = u32::from_be_bytes([okm[20], okm[21], okm[22], okm[23]]);
-    if spi <= SPI_RESERVED_MAX {
-        spi |= 0x100;
-    }
     let mut m = SaMaterial {
-        spi,
+        spi: spi_of([okm[20], okm[21], okm[22], okm[23]]),
         key: [0; KEY_LEN],
         salt: [0; SALT_LEN],
     };
     m.key.copy_from_slice(&okm[..KEY_LEN]);
     m.salt.copy_from_slice(&okm[KEY_LEN..KEY_LEN + SALT_LEN]);
     m
+}
+
+/// The SPI of the derivation's last 4 bytes: big-endian, moved out of the reserved 0..=255.
+const fn spi_of(bytes: [u8; 4]) -> u32 {
+    let spi = u32::from_be_bytes(bytes);
+    if spi <= SPI_RESERVED_MAX {
+        spi | 0x100
+    } else {
+        spi
+    }
 }
 
 /// AES-128-GCM with an RFC 4106 salt: the building block under the ESP framing.
@@ -720,5 +726,43 @@ impl EspSas {
     /// The two halves, for the two stages.
     pub fn into_halves(self) -> (OutboundSas, InboundSas) {
         (self.outbound, self.inbound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_spis_are_moved_out_of_0_to_255() {
+        assert_eq!(spi_of([0, 0, 0, 0]), 0x100);
+        assert_eq!(spi_of([0, 0, 0, 0xff]), 0x1ff);
+        assert_eq!(spi_of([0, 0, 1, 0]), 0x100);
+        assert_eq!(spi_of([0, 0, 1, 0x2a]), 0x12a);
+        assert_eq!(spi_of([0xde, 0xad, 0xbe, 0xef]), 0xdead_beef);
+    }
+
+    #[test]
+    fn an_outbound_sa_wraps_its_seq_into_the_next_epoch_and_stops_at_the_end() {
+        let key = Key::from_bytes([7; 20]);
+        let (a, b) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2));
+        let mut out = OutboundSa::new(&key, a, b, 41);
+        let mut inb = InboundSa::new(&key, a, b);
+        out.seq = u32::MAX - 1;
+        let mut buf = vec![0u8; esp::packet_len_for(3)];
+        for want in [(41, u32::MAX), (42, 1), (42, 2)] {
+            assert_eq!(out.seal(&mut buf, 3, 17), Ok(want));
+            let opened = inb.open(&mut buf).unwrap();
+            assert_eq!((opened.epoch, opened.seq), want);
+            buf.fill(0);
+        }
+        out.epoch = u32::MAX;
+        out.seq = u32::MAX - 1;
+        assert!(!out.exhausted());
+        assert_eq!(out.seal(&mut buf, 3, 17), Ok((u32::MAX, u32::MAX)));
+        assert!(out.exhausted());
+        assert_eq!(out.seal(&mut buf, 3, 17), Err(SealError::Exhausted));
+        assert_eq!(out.position(), (u32::MAX, u32::MAX));
+        assert_eq!(out.seal(&mut buf[1..], 3, 17), Err(SealError::Length));
     }
 }
