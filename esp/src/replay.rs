@@ -151,7 +151,10 @@ mod tests {
         }
         assert_eq!(w.position(), Some((7, 2000)));
         assert_eq!(offer(&mut w, 7, 2000), Err(ReplayError::Replay));
-        assert_eq!(offer(&mut w, 7, 2000 - WINDOW + 1), Err(ReplayError::Replay));
+        assert_eq!(
+            offer(&mut w, 7, 2000 - WINDOW + 1),
+            Err(ReplayError::Replay)
+        );
         assert_eq!(offer(&mut w, 7, 2000 - WINDOW), Err(ReplayError::TooOld));
         assert_eq!(offer(&mut w, 7, 1), Err(ReplayError::TooOld));
         assert_eq!(offer(&mut w, 6, 5000), Err(ReplayError::TooOld));

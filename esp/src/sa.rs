@@ -418,10 +418,7 @@ impl OutboundSa {
             return Err(SealError::Length);
         }
         let (epoch, seq) = if self.seq == u32::MAX {
-            (
-                self.epoch.checked_add(1).ok_or(SealError::Exhausted)?,
-                1,
-            )
+            (self.epoch.checked_add(1).ok_or(SealError::Exhausted)?, 1)
         } else {
             (self.epoch, self.seq + 1)
         };

@@ -228,10 +228,7 @@ impl EspDecrypt {
                 seq: p.seq_number(),
             });
         }
-        let sa = self
-            .sas
-            .find_mut(src, spi)
-            .ok_or(DecryptDrop::UnknownSpi)?;
+        let sa = self.sas.find_mut(src, spi).ok_or(DecryptDrop::UnknownSpi)?;
         let opened = sa.open(esp)?;
         if opened.next_header != PROTO_UDP {
             return Err(DecryptDrop::NextHeader);
@@ -331,10 +328,7 @@ impl EspEncrypt {
     #[inline]
     fn encrypt(&mut self, pkt: &mut Packet) -> Result<(), EncryptDrop> {
         let peer = pkt.meta.peer.ok_or(EncryptDrop::NoSa)?;
-        let sa = self
-            .sas
-            .find_mut(*peer.ip())
-            .ok_or(EncryptDrop::NoSa)?;
+        let sa = self.sas.find_mut(*peer.ip()).ok_or(EncryptDrop::NoSa)?;
         if sa.exhausted() {
             return Err(EncryptDrop::SeqExhausted);
         }

@@ -26,10 +26,7 @@ fn send(from: &mut EspSas, to: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
 /// Open a packet that `from` sent at `at`; the payload.
 fn receive(at: &mut EspSas, from: Ipv4Addr, mut pkt: Vec<u8>) -> Result<Vec<u8>, OpenError> {
     let spi = u32::from_be_bytes(pkt[..4].try_into().unwrap());
-    let sa = at
-        .inbound
-        .find_mut(from, spi)
-        .ok_or(OpenError::BadIcv)?;
+    let sa = at.inbound.find_mut(from, spi).ok_or(OpenError::BadIcv)?;
     let o = sa.open(&mut pkt)?;
     Ok(pkt[FRONT_LEN..FRONT_LEN + o.payload_len].to_vec())
 }
