@@ -317,7 +317,10 @@ mod tests {
         for (payload, pad) in want.iter().enumerate() {
             assert_eq!(pad_len_for(payload), *pad, "{payload}");
             assert_eq!((payload + pad + TRAILER_LEN) % ALIGN, 0);
-            assert_eq!(packet_len_for(payload), FRONT_LEN + payload + pad + 2 + ICV_LEN);
+            assert_eq!(
+                packet_len_for(payload),
+                FRONT_LEN + payload + pad + 2 + ICV_LEN
+            );
         }
         assert_eq!(packet_len_for(0), 36);
         let mut pad = [0u8; 5];
