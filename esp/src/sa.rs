@@ -48,6 +48,11 @@
 //! start at `max(epoch, 1 + the highest epoch this table ever used)`, so an SA dropped and
 //! created again in one process never reuses a nonce even if the caller passes the same epoch.
 //! Key material is never shown: listings ([`SaInfo`]) carry the key's id.
+//!
+//! `set` derives every SA (an HKDF and an AES key schedule each, a few microseconds). A node
+//! with many peers can do that part off the poll thread: [`SaPlan::new`] derives, and
+//! `apply` (on [`EspSas`], [`OutboundSas`], [`InboundSas`] or the stages) only moves SAs
+//! between batches, keeping the live ones' state as `set` does.
 
 use core::fmt;
 use std::net::Ipv4Addr;
@@ -533,6 +538,44 @@ pub struct SaInfo {
     pub seq: u32,
 }
 
+/// SAs derived ahead, for the tables' `apply`: a fresh SA for every wanted (peer, key), every
+/// HKDF and AES key schedule done here, so this can run off the poll thread and `apply` only
+/// moves SAs (no crypto, no syscall) between batches.
+#[derive(Debug)]
+pub struct SaPlan {
+    /// One per peer from `keys[0]`, sorted by peer.
+    pub outbound: Vec<OutboundSa>,
+    /// One per (peer, key), sorted by (peer, SPI).
+    pub inbound: Vec<InboundSa>,
+}
+
+impl SaPlan {
+    /// The SAs the node whose VTEP is `local` wants for `keys` and `peers` (`local` among the
+    /// peers is skipped, duplicates count once; no keys, no SAs). New outbound SAs number from
+    /// (`epoch`, 1), or above: see [`OutboundSas::apply`].
+    pub fn new(local: Ipv4Addr, keys: &[Key], peers: &[Ipv4Addr], epoch: u32) -> SaPlan {
+        let mut peers: Vec<Ipv4Addr> = peers.iter().copied().filter(|&p| p != local).collect();
+        peers.sort_unstable();
+        peers.dedup();
+        let outbound = match keys.first() {
+            Some(key) => peers
+                .iter()
+                .map(|&peer| OutboundSa::new(key, local, peer, epoch))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut inbound: Vec<InboundSa> = peers
+            .iter()
+            .flat_map(|&peer| keys.iter().map(move |key| InboundSa::new(key, peer, local)))
+            .collect();
+        // Stable: of two keys deriving the same SPI for a peer (a 2^-32 chance), the first
+        // listed stays.
+        inbound.sort_by_key(|sa| (u32::from(sa.peer), sa.spi));
+        inbound.dedup_by_key(|sa| (sa.peer, sa.spi));
+        SaPlan { outbound, inbound }
+    }
+}
+
 /// The outbound SAs of a node: one per peer, sorted by peer.
 #[derive(Debug)]
 pub struct OutboundSas {
@@ -552,30 +595,39 @@ impl OutboundSas {
         }
     }
 
-    /// Wants one SA per peer from `keys[0]` (none without keys); keeps the state of the SAs
-    /// still wanted, starts new ones at `max(epoch, 1 + the highest epoch used)`.
+    /// Wants one SA per peer from `keys[0]` (none without keys): [`SaPlan::new`] then
+    /// [`OutboundSas::apply`].
     pub fn set(&mut self, keys: &[Key], peers: &[Ipv4Addr], epoch: u32) {
+        self.apply(SaPlan::new(self.local, keys, peers, epoch).outbound);
+    }
+
+    /// Replaces the table with `planned` (an [`SaPlan`]'s outbound SAs), keeping the SA in
+    /// place (its sequence counter) wherever one for the same peer and key exists; fresh SAs
+    /// start at their planned epoch or at 1 + the highest epoch this table ever used, whichever
+    /// is greater (so no nonce is used twice, whatever epoch the caller passed). No crypto.
+    pub fn apply(&mut self, planned: Vec<OutboundSa>) {
         if let Some(used) = self.sas.iter().map(|sa| sa.epoch).max() {
             self.floor = self.floor.max(used.saturating_add(1));
         }
-        let start = epoch.max(self.floor);
-        let mut old = std::mem::take(&mut self.sas);
-        if let Some(key) = keys.first() {
-            for &peer in peers {
-                if peer == self.local || self.sas.iter().any(|sa| sa.peer == peer) {
-                    continue;
+        let live_peers: Vec<u32> = self.sas.iter().map(|sa| u32::from(sa.peer)).collect();
+        let mut live: Vec<Option<OutboundSa>> = self.sas.drain(..).map(Some).collect();
+        let mut next = Vec::with_capacity(planned.len());
+        for mut sa in planned {
+            let same = live_peers
+                .binary_search(&u32::from(sa.peer))
+                .ok()
+                .and_then(|i| live[i].take_if(|l| l.key_id == sa.key_id && l.spi == sa.spi));
+            next.push(match same {
+                Some(kept) => kept,
+                None => {
+                    sa.epoch = sa.epoch.max(self.floor);
+                    sa
                 }
-                let spi = derive(key, self.local, peer).spi;
-                let kept = old
-                    .iter()
-                    .position(|sa| sa.peer == peer && sa.key_id == key.id() && sa.spi == spi);
-                self.sas.push(match kept {
-                    Some(i) => old.swap_remove(i),
-                    None => OutboundSa::new(key, self.local, peer, start),
-                });
-            }
+            });
         }
-        self.sas.sort_unstable_by_key(|sa| u32::from(sa.peer));
+        next.sort_unstable_by_key(|sa| u32::from(sa.peer));
+        next.dedup_by_key(|sa| sa.peer);
+        self.sas = next;
     }
 
     /// The SA toward `peer`.
@@ -626,30 +678,34 @@ impl InboundSas {
         }
     }
 
-    /// Wants one SA per (peer, key); keeps the replay windows of the SAs still wanted. (Two
-    /// keys deriving the same SPI for one peer, a 2^-32 chance, keep the first key's SA.)
+    /// Wants one SA per (peer, key): [`SaPlan::new`] then [`InboundSas::apply`].
     pub fn set(&mut self, keys: &[Key], peers: &[Ipv4Addr]) {
-        let mut old = std::mem::take(&mut self.sas);
-        for &peer in peers {
-            if peer == self.local {
-                continue;
-            }
-            for key in keys {
-                let spi = derive(key, peer, self.local).spi;
-                if self.sas.iter().any(|sa| sa.peer == peer && sa.spi == spi) {
-                    continue;
-                }
-                let kept = old
-                    .iter()
-                    .position(|sa| sa.peer == peer && sa.key_id == key.id() && sa.spi == spi);
-                self.sas.push(match kept {
-                    Some(i) => old.swap_remove(i),
-                    None => InboundSa::new(key, peer, self.local),
-                });
-            }
-        }
-        self.sas
-            .sort_unstable_by_key(|sa| (u32::from(sa.peer), sa.spi));
+        self.apply(SaPlan::new(self.local, keys, peers, 0).inbound);
+    }
+
+    /// Replaces the table with `planned` (an [`SaPlan`]'s inbound SAs), keeping the SA in
+    /// place (its replay window) wherever one for the same peer, SPI and key exists. No
+    /// crypto.
+    pub fn apply(&mut self, planned: Vec<InboundSa>) {
+        let live_keys: Vec<(u32, u32)> = self
+            .sas
+            .iter()
+            .map(|sa| (u32::from(sa.peer), sa.spi))
+            .collect();
+        let mut live: Vec<Option<InboundSa>> = self.sas.drain(..).map(Some).collect();
+        let mut next: Vec<InboundSa> = planned
+            .into_iter()
+            .map(|sa| {
+                live_keys
+                    .binary_search(&(u32::from(sa.peer), sa.spi))
+                    .ok()
+                    .and_then(|i| live[i].take_if(|l| l.key_id == sa.key_id))
+                    .unwrap_or(sa)
+            })
+            .collect();
+        next.sort_by_key(|sa| (u32::from(sa.peer), sa.spi));
+        next.dedup_by_key(|sa| (sa.peer, sa.spi));
+        self.sas = next;
     }
 
     /// The SA of packets from `src` with `spi`.
@@ -707,10 +763,17 @@ impl EspSas {
     }
 
     /// Outbound SA per peer from `keys[0]`, inbound SAs for every (peer, key); keeps the
-    /// state of every SA still wanted (the reload path). See the module docs.
+    /// state of every SA still wanted (the reload path). See the module docs. The same as
+    /// [`SaPlan::new`] then [`EspSas::apply`].
     pub fn set(&mut self, keys: &[Key], peers: &[Ipv4Addr], epoch: u32) {
         self.outbound.set(keys, peers, epoch);
         self.inbound.set(keys, peers);
+    }
+
+    /// Applies a plan to both halves (see [`OutboundSas::apply`], [`InboundSas::apply`]).
+    pub fn apply(&mut self, plan: SaPlan) {
+        self.outbound.apply(plan.outbound);
+        self.inbound.apply(plan.inbound);
     }
 
     /// Every SA, outbound first: what `network inspect` shows.

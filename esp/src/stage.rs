@@ -33,10 +33,11 @@
 //! `drop_esp_no_sa`, never a packet in clear; no headroom or tailroom is `drop_esp_no_room`; an
 //! SA that used up every (epoch, seq) is `drop_esp_seq_exhausted`.
 //!
-//! Each stage holds its half of the node's [`EspSas`](crate::EspSas): [`EspEncrypt`] the
+//! Each stage holds its half of the node's [`EspSas`]: [`EspEncrypt`] the
 //! outbound SAs, [`EspDecrypt`] the inbound ones. The control plane builds both from one
-//! [`EspSas`](crate::EspSas) ([`stages`]), and on reload calls `set` on each stage with the
-//! same keys and peers (the one it does not need ignores what is not its half).
+//! [`EspSas`] ([`stages`]), and on reload calls `set` on each stage with the
+//! same keys and peers (the one it does not need ignores what is not its half), or derives an
+//! [`SaPlan`](crate::SaPlan) off the poll thread and hands each stage its half with `apply`.
 //!
 //! Per packet: one binary search for the SA, AES-GCM in place, a few header writes; no
 //! allocation, syscall or lock. Traced packets (`meta.trace != 0`) get
@@ -52,7 +53,7 @@ use vswitch::wire::vxlan::VXLAN_PORT;
 use vswitch::{Batch, DropReason, Env, Next, Packet, Stage};
 
 use crate::key::Key;
-use crate::sa::{EspSas, InboundSas, OpenError, OutboundSas, SaInfo};
+use crate::sa::{EspSas, InboundSa, InboundSas, OpenError, OutboundSa, OutboundSas, SaInfo};
 
 /// Bytes `esp-encrypt` pushes in front of the VXLAN header: ESP header, IV, inner UDP header.
 pub const PUSH_LEN: usize = FRONT_LEN + udp::HEADER_LEN;
@@ -193,6 +194,12 @@ impl EspDecrypt {
         self.sas.set(keys, peers);
     }
 
+    /// Reload with SAs derived ahead (an [`SaPlan`](crate::SaPlan)'s `inbound`): see
+    /// [`InboundSas::apply`].
+    pub fn apply(&mut self, planned: Vec<InboundSa>) {
+        self.sas.apply(planned);
+    }
+
     /// The inbound SAs.
     pub fn sas(&self) -> &InboundSas {
         &self.sas
@@ -312,6 +319,12 @@ impl EspEncrypt {
     /// wanted; new ones start at `epoch` or above (see [`crate::sa`]).
     pub fn set(&mut self, keys: &[Key], peers: &[Ipv4Addr], epoch: u32) {
         self.sas.set(keys, peers, epoch);
+    }
+
+    /// Reload with SAs derived ahead (an [`SaPlan`](crate::SaPlan)'s `outbound`): see
+    /// [`OutboundSas::apply`].
+    pub fn apply(&mut self, planned: Vec<OutboundSa>) {
+        self.sas.apply(planned);
     }
 
     /// The outbound SAs.

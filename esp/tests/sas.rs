@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use esp::wire::{FRONT_LEN, packet_len_for};
-use esp::{Direction, EspSas, Key, OpenError, derive};
+use esp::{Direction, EspSas, Key, OpenError, SaPlan, derive};
 
 const N1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const N2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -139,4 +139,33 @@ fn key_rotation_loses_no_packet() {
     let spi = derive(&new, N1, N2).spi;
     let w = b.inbound.find_mut(N1, spi).unwrap().window().position();
     assert_eq!(w, Some((50, 12)));
+}
+
+#[test]
+fn a_plan_derived_ahead_applies_like_set() {
+    let keys = [key(1), key(2)];
+    let mut a = node(N1, &keys, 10);
+    let mut b = node(N2, &keys, 20);
+    let p1 = send(&mut a, N2, b"one");
+    assert_eq!(receive(&mut b, N1, p1.clone()).unwrap(), b"one");
+    // derived elsewhere (another thread), with duplicate and local peers in the list
+    let plan = std::thread::spawn(move || SaPlan::new(N2, &keys, &[N3, N1, N2, N1], 30))
+        .join()
+        .unwrap();
+    assert_eq!(plan.outbound.len(), 2);
+    assert_eq!(plan.inbound.len(), 4);
+    b.apply(plan);
+    assert_eq!(
+        receive(&mut b, N1, p1),
+        Err(OpenError::Replay),
+        "window kept"
+    );
+    assert_eq!(b.outbound.find_mut(N1).unwrap().position(), (20, 0), "kept");
+    assert_eq!(b.list().len(), 6);
+    // the stages take their halves the same way
+    let (mut enc, mut dec) = esp::stages(EspSas::new(N2));
+    let plan = SaPlan::new(N2, &[key(1)], &[N1], 40);
+    enc.apply(plan.outbound);
+    dec.apply(plan.inbound);
+    assert_eq!(enc.list().len() + dec.list().len(), 2);
 }
