@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # etcd client's gRPC code is generated with at build time); podman, runc, containernetworking-plugins
 # and busybox-static (the CNI plugin's test runs real containers from a busybox root filesystem).
 . scripts/packages.sh
-need_packages iproute2 iputils-ping tshark procps nginx-light curl iperf3 nftables dnsutils dnsmasq-base \
+need_packages iproute2 iputils-ping tshark procps nginx-light curl iperf3 nftables dnsutils dnsmasq-base python3-scapy \
   etcd-server etcd-client protobuf-compiler libprotobuf-dev \
   podman runc containernetworking-plugins busybox-static
 for c in rustfmt clippy; do

@@ -17,6 +17,7 @@
 //!                      └─ ipv4 ─┬─ tcp
 //!                               ├─ udp ─┬─ vxlan ── ethernet ...
 //!                               │       └─ dns (queries to a network's resolver)
+//!                               ├─ esp ── udp ── vxlan ... (encrypted networks, ESP underlay)
 //!                               └─ icmp (errors quoting ipv4 + tcp/udp)
 //! vnet: the virtio-net header in front of a TAP's frames; checksum: RFC 1071 / RFC 1624
 //! ```
@@ -116,6 +117,7 @@ macro_rules! port_accessors {
 pub mod arp;
 pub mod checksum;
 pub mod dns;
+pub mod esp;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
