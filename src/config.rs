@@ -708,6 +708,48 @@ mod tests {
     }
 
     #[test]
+    fn encrypted_networks_need_keys_and_get_room_for_esp() {
+        let k1 = "AAECAwQFBgcICQoLDA0ODxAREhM=";
+        let enc = |extra: &str| example().replacen("mtu = 1450", "encrypted = true", 1) + extra;
+        let c = parse(&enc(&format!("\n[encryption]\nkeys = [{k1:?}]\n"))).unwrap();
+        let n = c.network("appnet").unwrap();
+        assert!(n.encrypted);
+        assert_eq!(n.mtu, DEFAULT_ENCRYPTED_MTU);
+        assert_eq!(DEFAULT_ENCRYPTED_MTU, 1416);
+        assert_eq!(c.keys.len(), 1);
+        // The key's debug form names its id only.
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(k1), "{shown}");
+        for (extra, want) in [
+            (
+                "",
+                "network \"appnet\": encrypted, but [encryption] keys lists no key",
+            ),
+            ("\n[encryption]\nkeys = []\n", "lists no key"),
+            (
+                "\n[encryption]\nkeys = [\"not base64!\"]\n",
+                "encryption key 1:",
+            ),
+            ("\n[encryption]\nkeys = [\"AAEC\"]\n", "encryption key 1:"),
+            (
+                &format!("\n[encryption]\nkeys = [{k1:?}, {k1:?}]\n"),
+                "listed twice",
+            ),
+            (
+                "\n[encryption]\nkeys = []\ncipher = \"des\"\n",
+                "unknown field `cipher`",
+            ),
+        ] {
+            let e = parse(&enc(extra)).unwrap_err().to_string();
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+        let big = example().replacen("mtu = 1450", "encrypted = true\nmtu = 8917", 1)
+            + &format!("\n[encryption]\nkeys = [{k1:?}]\n");
+        let e = parse(&big).unwrap_err().to_string();
+        assert!(e.contains("for an encrypted network's VXLAN"), "{e}");
+    }
+
+    #[test]
     fn resolvers_default_to_the_first_host_address_and_aliases_are_per_network() {
         let c = parse(&example()).unwrap();
         assert_eq!(c.network("appnet").unwrap().dns, Ipv4Addr::new(10, 0, 9, 1));

@@ -253,6 +253,10 @@ enum Cmd {
         /// Packets to capture.
         #[arg(long)]
         count: Option<u64>,
+        /// With `--port underlay-esp`: the encrypted networks' traffic decrypted, as plain
+        /// VXLAN datagrams (for debugging; docs/encryption.md).
+        #[arg(long)]
+        decrypted: bool,
     },
     /// Re-read the cluster file and apply the difference.
     Reload,
@@ -523,7 +527,12 @@ fn main() -> ExitCode {
             filter: filter.clone(),
             json: *json,
         },
-        Cmd::Capture { port, file, count } => {
+        Cmd::Capture {
+            port,
+            file,
+            count,
+            decrypted,
+        } => {
             let file = match std::path::absolute(file) {
                 Ok(f) => f,
                 Err(e) => return usage(format!("capture: {}: {e}", file.display())),
@@ -532,6 +541,7 @@ fn main() -> ExitCode {
                 port: port.clone(),
                 file,
                 count: *count,
+                decrypted: *decrypted,
             }
         }
         Cmd::Reload => Request::Reload,

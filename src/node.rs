@@ -29,6 +29,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use lb::{Balancer, BalancerConfig, LbStage};
 use vswitch::{Env, FdbConfig, OwnAddr, PortRole, StageHandle, StageIdx, Switch};
 
@@ -91,6 +93,8 @@ struct EspStages {
     epoch: u32,
     /// The last epoch reserved in the state file (`None`: none kept, the node's first).
     reserved: Option<(std::path::PathBuf, u32)>,
+    /// Frames the decrypted capture still takes.
+    capture_left: u64,
 }
 
 /// Epochs an ESP state file reserves at a time ([`Node::reserve_esp_epochs`]).
@@ -184,6 +188,7 @@ impl Node {
             missing: String::new(),
             epoch: unix_secs(),
             reserved: None,
+            capture_left: 0,
         };
         match ports.esp_underlay(plan.vtep) {
             Ok(p) => {
@@ -213,6 +218,60 @@ impl Node {
         Ok(node)
     }
 
+    /// The ESP security associations, outbound then inbound (key ids, never key bytes).
+    pub fn esp_sas(&self) -> Vec<esp::SaInfo> {
+        let mut v = self.sw.stage(self.esp.encrypt).list();
+        v.extend(self.sw.stage(self.esp.decrypt).list());
+        v
+    }
+
+    /// Start the decrypted capture of the ESP port (`capture --decrypted`): `count` frames in
+    /// all, received after `esp-decrypt` and sent before `esp-encrypt`, replacing any running.
+    pub fn start_esp_capture(&mut self, count: u64) {
+        self.esp.capture_left = count;
+        self.sw.stage_mut(self.esp.decrypt).tap = Some(esp::tap::Tap::new(count));
+        self.sw.stage_mut(self.esp.encrypt).tap = Some(esp::tap::Tap::new(count));
+    }
+
+    /// The decrypted capture's frames since the last call, in time order, the frames missed,
+    /// and whether it still runs; it ends once `count` frames were taken, either way.
+    pub fn take_esp_capture(&mut self) -> (Vec<vswitch::CapturedFrame>, u64, bool) {
+        let mut out = Vec::new();
+        let mut missed = 0;
+        for tx in [false, true] {
+            let tap = if tx {
+                self.sw.stage_mut(self.esp.encrypt).tap.as_mut()
+            } else {
+                self.sw.stage_mut(self.esp.decrypt).tap.as_mut()
+            };
+            if let Some(t) = tap {
+                let (frames, m) = t.take();
+                missed += m;
+                out.extend(
+                    frames
+                        .into_iter()
+                        .map(|(time_ns, data)| vswitch::CapturedFrame { time_ns, tx, data }),
+                );
+            }
+        }
+        out.sort_by_key(|f| f.time_ns);
+        // Each direction's tap may have taken up to the whole count: keep the count in all.
+        out.truncate(usize::try_from(self.esp.capture_left).unwrap_or(usize::MAX));
+        self.esp.capture_left -= out.len() as u64;
+        let running = self.esp.capture_left > 0;
+        if !running {
+            self.stop_esp_capture();
+        }
+        (out, missed, running)
+    }
+
+    /// Stop the decrypted capture.
+    pub fn stop_esp_capture(&mut self) {
+        self.esp.capture_left = 0;
+        self.sw.stage_mut(self.esp.decrypt).tap = None;
+        self.sw.stage_mut(self.esp.encrypt).tap = None;
+    }
+
     /// Keep the ESP epochs in `file` (`/run/vxmesh/NODE.esp`, beside the connection table): a
     /// restarted process of this node starts past every epoch an earlier one may have used,
     /// so no IV repeats under a key even when restarts come within a second. Call before the
@@ -232,8 +291,9 @@ impl Node {
         self.reserve_epochs(file.to_path_buf())?;
         // The security associations of the first change started at the provisional epoch
         // and have sent nothing: made again from the reserved one.
-        self.sw.stage_mut(self.esp.encrypt).clear();
-        self.sw.stage_mut(self.esp.decrypt).clear();
+        let vtep = self.plan.vtep;
+        *self.sw.stage_mut(self.esp.encrypt) = esp::EspEncrypt::new(vtep);
+        *self.sw.stage_mut(self.esp.decrypt) = esp::EspDecrypt::new(vtep);
         self.set_sas(&self.plan.clone());
         Ok(start)
     }
@@ -318,6 +378,9 @@ fn seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::process::id())
 }
+
+#[cfg(test)]
+mod esp_tests;
 
 #[cfg(test)]
 mod tests {
@@ -510,7 +573,10 @@ ip = "10.0.10.31"
         let mut node = Node::build(cluster(&file), "n1", &mut MemPorts).unwrap();
         let before = views(&mut node);
         let ports_before = port_names(&node);
-        assert_eq!(ports_before, ["underlay", "c11", "c12", "ext0"]);
+        assert_eq!(
+            ports_before,
+            ["underlay", "underlay-esp", "c11", "c12", "ext0"]
+        );
         let log = node.reload(cluster(&changed()), &mut MemPorts).unwrap();
         for line in [
             "network db: added (VNI 4098)",
@@ -526,7 +592,10 @@ ip = "10.0.10.31"
             assert!(log.contains(line), "{line:?} missing from:\n{log}");
         }
         // c12's slot went to c13, then ext0's to c14.
-        assert_eq!(port_names(&node), ["underlay", "c11", "c13", "c14"]);
+        assert_eq!(
+            port_names(&node),
+            ["underlay", "underlay-esp", "c11", "c13", "c14"]
+        );
         let env = &node.sw.env;
         let db = env.net_by_name("db").unwrap();
         assert_eq!(

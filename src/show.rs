@@ -311,12 +311,37 @@ pub fn network(node: &Node, name: &str, as_json: bool) -> Result<String, String>
             })
         })
         .collect();
+    // Key ids and security associations only: never key bytes (docs/encryption.md).
+    let sas: Vec<esp::SaInfo> = if net.encrypted {
+        let peers: Vec<std::net::Ipv4Addr> = c.peers(name).iter().map(|n| n.vtep).collect();
+        node.esp_sas()
+            .into_iter()
+            .filter(|s| peers.contains(&s.peer))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let encryption = net.encrypted.then(|| {
+        json!({
+            "keys": c.keys.iter().map(|k| k.id().to_string()).collect::<Vec<_>>(),
+            "security_associations": sas.iter().map(|s| json!({
+                "direction": s.direction.to_string(),
+                "peer": s.peer.to_string(),
+                "key_id": s.key_id.to_string(),
+                "spi": format!("{:#010x}", s.spi),
+                "epoch": s.epoch,
+                "seq": s.seq,
+            })).collect::<Vec<_>>(),
+        })
+    });
     let v = json!({
         "name": net.name,
         "vni": net.vni,
         "subnet": net.subnet.to_string(),
         "mtu": net.mtu,
         "dns": net.dns.to_string(),
+        "encrypted": net.encrypted,
+        "encryption": encryption,
         "served_by_this_node": served,
         "peers": peers,
         "endpoints": endpoints,
@@ -328,18 +353,31 @@ pub fn network(node: &Node, name: &str, as_json: bool) -> Result<String, String>
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "network {}  vni {}  subnet {}  mtu {}  dns {}{}",
+        "network {}  vni {}  subnet {}  mtu {}  dns {}{}{}",
         net.name,
         net.vni,
         net.subnet,
         net.mtu,
         net.dns,
+        if net.encrypted { "  encrypted" } else { "" },
         if served {
             ""
         } else {
             "  (not served by this node)"
         }
     );
+    if net.encrypted {
+        let ids: Vec<String> = c.keys.iter().map(|k| k.id().to_string()).collect();
+        let _ = writeln!(o, "encryption: keys {} (the first sends)", ids.join(", "));
+        let _ = writeln!(o, "  DIR PEER            KEY ID    SPI         EPOCH:SEQ");
+        for s in &sas {
+            let _ = writeln!(
+                o,
+                "  {:<3} {:<15} {}  {:#010x}  {}:{}",
+                s.direction, s.peer, s.key_id, s.spi, s.epoch, s.seq
+            );
+        }
+    }
     let _ = writeln!(o, "peers (VTEPs):");
     for p in c.peers(name) {
         let _ = writeln!(

@@ -10,6 +10,7 @@
 //! - [`replay`]: the receiver's anti-replay window over 64-bit (epoch, seq) numbers.
 //! - [`stage`]: `esp-decrypt` and `esp-encrypt`, the ESP underlay port's first receive stage
 //!   and last transmit stage.
+//! - [`tap`]: the decrypted capture those two stages feed while one runs.
 //! - The wire format is `vswitch::wire::esp` (re-exported as [`wire`]).
 //!
 //! ```text
@@ -66,6 +67,7 @@ pub mod key;
 pub mod replay;
 pub mod sa;
 pub mod stage;
+pub mod tap;
 
 pub use vswitch::wire::esp as wire;
 

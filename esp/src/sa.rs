@@ -630,6 +630,12 @@ impl OutboundSas {
         self.sas = next;
     }
 
+    /// This node's VTEP.
+    #[inline]
+    pub fn local(&self) -> Ipv4Addr {
+        self.local
+    }
+
     /// The SA toward `peer`.
     #[inline]
     pub fn find_mut(&mut self, peer: Ipv4Addr) -> Option<&mut OutboundSa> {
@@ -706,6 +712,12 @@ impl InboundSas {
         next.sort_by_key(|sa| (u32::from(sa.peer), sa.spi));
         next.dedup_by_key(|sa| (sa.peer, sa.spi));
         self.sas = next;
+    }
+
+    /// This node's VTEP.
+    #[inline]
+    pub fn local(&self) -> Ipv4Addr {
+        self.local
     }
 
     /// The SA of packets from `src` with `spi`.

@@ -54,6 +54,7 @@ use vswitch::{Batch, DropReason, Env, Next, Packet, Stage};
 
 use crate::key::Key;
 use crate::sa::{EspSas, InboundSa, InboundSas, OpenError, OutboundSa, OutboundSas, SaInfo};
+use crate::tap::Tap;
 
 /// Bytes `esp-encrypt` pushes in front of the VXLAN header: ESP header, IV, inner UDP header.
 pub const PUSH_LEN: usize = FRONT_LEN + udp::HEADER_LEN;
@@ -171,6 +172,8 @@ pub struct EspDecrypt {
     /// Packets decrypted and handed on.
     pub decrypted: u64,
     notes: TraceNotes,
+    /// The decrypted capture, while one runs.
+    pub tap: Option<Tap>,
 }
 
 impl EspDecrypt {
@@ -185,6 +188,7 @@ impl EspDecrypt {
             sas,
             decrypted: 0,
             notes: TraceNotes::default(),
+            tap: None,
         }
     }
 
@@ -261,11 +265,17 @@ impl Stage for EspDecrypt {
     fn drop_names(&self) -> &'static [&'static str] {
         DecryptDrop::NAMES
     }
-    fn process(&mut self, batch: &mut Batch, _env: &mut Env) {
+    fn process(&mut self, batch: &mut Batch, env: &mut Env) {
         self.notes.len = 0;
+        let local = self.sas.local();
         for (_, p) in batch.active_mut() {
             match self.decrypt(p) {
-                Ok(()) => self.decrypted += 1,
+                Ok(()) => {
+                    self.decrypted += 1;
+                    if let (Some(t), Some(src)) = (&mut self.tap, p.meta.peer) {
+                        t.record(p, *src.ip(), local, env.now.0);
+                    }
+                }
                 Err(r) => p.meta.next = Next::Drop(DropReason::from(r)),
             }
         }
@@ -297,6 +307,8 @@ pub struct EspEncrypt {
     /// Packets encrypted and handed on.
     pub encrypted: u64,
     notes: TraceNotes,
+    /// The decrypted capture, while one runs.
+    pub tap: Option<Tap>,
 }
 
 impl EspEncrypt {
@@ -312,6 +324,7 @@ impl EspEncrypt {
             sas,
             encrypted: 0,
             notes: TraceNotes::default(),
+            tap: None,
         }
     }
 
@@ -384,9 +397,14 @@ impl Stage for EspEncrypt {
     fn drop_names(&self) -> &'static [&'static str] {
         EncryptDrop::NAMES
     }
-    fn process(&mut self, batch: &mut Batch, _env: &mut Env) {
+    fn process(&mut self, batch: &mut Batch, env: &mut Env) {
         self.notes.len = 0;
+        let local = self.sas.local();
         for (_, p) in batch.active_mut() {
+            if let (Some(t), Some(dst)) = (&mut self.tap, p.meta.peer) {
+                // Before sealing: what the decrypted capture shows.
+                t.record(p, local, *dst.ip(), env.now.0);
+            }
             // Encrypted packets stay undecided: the burst to the port takes them.
             match self.encrypt(p) {
                 Ok(()) => self.encrypted += 1,

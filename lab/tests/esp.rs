@@ -3,7 +3,7 @@
 //! one, `secnet` (VNI 4098: an AF_XDP container on n1, a TAP container on n2, a service), and
 //! an independent ESP implementation, scapy's `SecurityAssociation`, on the underlay:
 //!
-//! 1. Both networks carry traffic; tshark on the underlay bridge sees `secnet` only as ESP and
+//! 1. Both networks carry traffic; tshark on the underlay (n1's bridge port) sees `secnet` only as ESP and
 //!    `appnet` as VXLAN (VNI 4097).
 //! 2. scapy decrypts what n1 sent (the SA key derived from the configured key as the `esp`
 //!    crate documents) and finds VXLAN VNI 4098 around s11's ping inside.
@@ -74,6 +74,27 @@ impl Drop for Reaped {
     }
 }
 
+/// tshark in `ns`, returned once it captures (it says so on stderr; its start takes a while).
+fn tshark_in(ns: &str, args: &[&str]) -> Reaped {
+    use std::io::{BufRead, BufReader};
+    let mut r = spawn_in(ns, &[&["tshark"][..], args].concat());
+    let err = r.0.as_mut().and_then(|c| c.stderr.take()).expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("Capturing on")
+                && let Some(t) = tx.take()
+            {
+                let _ = t.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("tshark in {ns} did not start capturing"));
+    r
+}
+
 fn spawn_in(ns: &str, args: &[&str]) -> Reaped {
     Reaped(Some(
         Command::new("ip")
@@ -107,9 +128,18 @@ def sa(key_b64, src, dst):
                                     crypt_key=okm[:16] + okm[16:20], auth_algo="NULL")
 "#;
 
+/// Debian's python3 (with python3-scapy), not a user's python3 earlier on PATH (pyenv).
+fn python3() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
 fn python(ns: &str, body: &str, args: &[&str]) -> String {
     let script = format!("{PY_COMMON}\n{body}");
-    let mut a = vec!["python3", "-c", script.as_str()];
+    let mut a = vec![python3(), "-c", script.as_str()];
     a.extend_from_slice(args);
     ok_in(ns, &a)
 }
@@ -122,7 +152,10 @@ fn counter(run: &Running, node: &str, stage: &str, name: &str) -> u64 {
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(10), "waited for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "waited for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -167,11 +200,7 @@ backends = ["s21"]
 ports = [{ protocol = "tcp", port = 80 }]"#,
     );
     let keys: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
-    format!(
-        "{}\n[encryption]\nkeys = [{}]\n",
-        f.text(),
-        keys.join(", ")
-    )
+    format!("{}\n[encryption]\nkeys = [{}]\n", f.text(), keys.join(", "))
 }
 
 /// Write the cluster with `keys` and reload both nodes.
@@ -220,21 +249,69 @@ fn encrypted_network_end_to_end() {
     ok_in(&ns("c11"), &["ping", "-c", "2", "-W", "2", "10.0.9.21"]);
     let pcap = dir.join("underlay.pcap");
     let pcap_s = pcap.to_str().unwrap().to_string();
-    let cap = spawn_in(
+    let cap = tshark_in(
         &run.lab.underlay_netns(),
-        &["tshark", "-q", "-i", "br0", "-a", "duration:4", "-w", &pcap_s],
+        &["-i", "n0", "-a", "duration:4", "-w", &pcap_s],
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    ok_in(&ns("s11"), &["ping", "-c", "3", "-i", "0.2", "10.0.10.21"]);
-    ok_in(&ns("c11"), &["ping", "-c", "3", "-i", "0.2", "10.0.9.21"]);
+    // Five each: tshark may still miss the first packets after saying it captures.
+    ok_in(&ns("s11"), &["ping", "-c", "5", "-i", "0.2", "10.0.10.21"]);
+    ok_in(&ns("c11"), &["ping", "-c", "5", "-i", "0.2", "10.0.9.21"]);
     let o = cap.wait();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(tshark_count(&pcap, "vxlan.vni == 4098"), 0, "secnet in clear");
-    assert!(tshark_count(&pcap, "esp") >= 6, "secnet's pings as ESP");
+    assert_eq!(
+        tshark_count(&pcap, "vxlan.vni == 4098"),
+        0,
+        "secnet in clear"
+    );
+    let esp = tshark_count(&pcap, "esp");
+    assert!(
+        esp >= 6,
+        "secnet's pings as ESP: {esp} of {} packets; {}",
+        tshark_count(&pcap, "frame"),
+        String::from_utf8_lossy(
+            &Command::new("tshark")
+                .arg("-r")
+                .arg(&pcap)
+                .output()
+                .unwrap()
+                .stdout
+        )
+    );
     assert!(
         tshark_count(&pcap, "vxlan.vni == 4097 && icmp") >= 6,
         "appnet's pings as VXLAN"
     );
+
+    // The node's own captures: ESP on the wire, and the same decrypted (plain VXLAN).
+    for (decrypted, want_esp) in [(false, true), (true, false)] {
+        let file = dir.join(format!("node-{decrypted}.pcap"));
+        let mut args = vec!["capture", "--port", "underlay-esp", "--count", "4", "-w"];
+        args.push(file.to_str().unwrap());
+        if decrypted {
+            args.push("--decrypted");
+        }
+        let (exe2, ctl) = (exe.clone(), run.control("n1"));
+        let argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let cap = std::thread::spawn(move || {
+            Command::new(exe2)
+                .arg("--control")
+                .arg(ctl)
+                .args(argv)
+                .output()
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        ok_in(&ns("s11"), &["ping", "-c", "3", "-i", "0.2", "10.0.10.21"]);
+        let o = cap.join().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let esp = tshark_count(&file, "esp");
+        let plain = tshark_count(&file, "vxlan.vni == 4098 && icmp");
+        assert_eq!(
+            (esp >= 4, plain >= 4),
+            (want_esp, !want_esp),
+            "{esp} {plain}"
+        );
+    }
 
     // 2. scapy decrypts what n1 sent to n2.
     let out = python(
@@ -268,15 +345,21 @@ print("decrypted", n)
     python(
         &ns("n2"),
         r#"
-send(IP(src="198.18.0.2", dst="198.18.0.1") / UDP(sport=4789, dport=4789) / VXLAN(vni=4098)
+send(IP(src="198.18.0.2", dst="198.18.0.1") / UDP(sport=4789, dport=4789) / VXLAN(flags=0x08, vni=4098)
      / Ether(src="02:42:0a:00:0a:15", dst="02:42:0a:00:0a:0b")
      / IP(src="10.0.10.21", dst="10.0.10.11") / ICMP(id=0x5555), count=3)
 "#,
         &[],
     );
-    wait_for("drop_plain_on_encrypted", || {
-        counter(&run, "n1", "vxlan-decap", "drop_plain_on_encrypted") >= plain + 3
-    });
+    let start = Instant::now();
+    while counter(&run, "n1", "vxlan-decap", "drop_plain_on_encrypted") < plain + 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "drop_plain_on_encrypted: {}",
+            run.ctl_ok("n1", &["stats"]).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let replay = counter(&run, "n1", "esp-decrypt", "drop_esp_replay");
     python(
         &ns("n2"),
@@ -345,10 +428,9 @@ assert sent == 2
 
     // 6. scapy encrypts with the key in force; n1 takes it and s11 answers.
     let decrypted = counter(&run, "n1", "esp-decrypt", "decrypted");
-    let sniff = spawn_in(
+    let sniff = tshark_in(
         &ns("s11"),
         &[
-            "tshark",
             "-i",
             "eth0",
             "-a",
@@ -363,12 +445,11 @@ assert sent == 2
             "icmp.type",
         ],
     );
-    std::thread::sleep(Duration::from_millis(1500));
     python(
         &ns("n2"),
         r#"
 spi, s = sa(sys.argv[1], "198.18.0.2", "198.18.0.1")
-inner = (IP(src="198.18.0.2", dst="198.18.0.1") / UDP(sport=4789, dport=4789) / VXLAN(vni=4098)
+inner = (IP(src="198.18.0.2", dst="198.18.0.1") / UDP(sport=4789, dport=4789) / VXLAN(flags=0x08, vni=4098)
          / Ether(src="02:42:0a:00:0a:15", dst="02:42:0a:00:0a:0b")
          / IP(src="10.0.10.21", dst="10.0.10.11") / ICMP(id=0x7777, seq=1))
 # A later epoch than n2's own: n1's window moves to it (a restarted sender, to n1).

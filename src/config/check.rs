@@ -98,7 +98,11 @@ impl Checker {
             };
             let mtu = n.mtu.unwrap_or(default);
             if !(MIN_MTU..=max).contains(&mtu) {
-                let what = if n.encrypted { "an encrypted network's " } else { "" };
+                let what = if n.encrypted {
+                    "an encrypted network's "
+                } else {
+                    ""
+                };
                 return Err(self.err(
                     item,
                     format!("mtu {mtu} is out of range {MIN_MTU}..={max} for {what}VXLAN"),

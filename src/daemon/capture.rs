@@ -15,11 +15,12 @@ use super::{COLLECT_EVERY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Handle, Reply};
 use crate::{control, pcap};
 
 /// Serve a `capture` request: frames of `port` into `file` (as the client `peer`), `count` at
-/// most.
+/// most; `decrypted`: the ESP port's traffic as the ESP stages see it in clear.
 pub(super) async fn capture(
     port: String,
     file: PathBuf,
     count: Option<u64>,
+    decrypted: bool,
     peer: &control::Peer,
     h: &Handle,
     rep: &mut Replies,
@@ -49,6 +50,14 @@ pub(super) async fn capture(
                 );
             }
             match n.sw.port_id(&port) {
+                Some(_) if decrypted && port != crate::node::ESP_PORT => Err(format!(
+                    "capture --decrypted: only the ESP port {:?} carries encrypted traffic",
+                    crate::node::ESP_PORT
+                )),
+                Some(_) if decrypted => {
+                    n.start_esp_capture(want);
+                    Ok((Time::monotonic(), SystemTime::now()))
+                }
                 Some(p) => {
                     n.sw.start_capture(p, want);
                     Ok((Time::monotonic(), SystemTime::now()))
@@ -83,7 +92,15 @@ pub(super) async fn capture(
     let collected: anyhow::Result<()> = async {
         loop {
             tokio::time::sleep(COLLECT_EVERY).await;
-            let (frames, m, running) = h.call(|n| n.sw.take_capture()).await?;
+            let (frames, m, running) = h
+                .call(move |n| {
+                    if decrypted {
+                        n.take_esp_capture()
+                    } else {
+                        n.sw.take_capture()
+                    }
+                })
+                .await?;
             missed += m;
             for f in frames {
                 let t = wall0 + f.time_ns.saturating_sub(mono0.0);
@@ -100,7 +117,14 @@ pub(super) async fn capture(
         }
     }
     .await;
-    h.call(|n| n.sw.stop_capture()).await?;
+    h.call(move |n| {
+        if decrypted {
+            n.stop_esp_capture()
+        } else {
+            n.sw.stop_capture()
+        }
+    })
+    .await?;
     collected?;
     let written = tokio::task::spawn_blocking(move || sink.finish())
         .await

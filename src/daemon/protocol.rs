@@ -70,6 +70,9 @@ pub enum Request {
         file: PathBuf,
         /// Frames to capture (until the client goes away if none).
         count: Option<u64>,
+        /// The ESP port's traffic decrypted (`--decrypted`).
+        #[serde(default)]
+        decrypted: bool,
     },
     /// `reload`.
     Reload,

@@ -155,8 +155,13 @@ async fn handle_request(
             filter,
             json,
         } => return trace(count, filter, json, h, rep).await,
-        Request::Capture { port, file, count } => {
-            return capture(port, file, count, peer, h, rep).await;
+        Request::Capture {
+            port,
+            file,
+            count,
+            decrypted,
+        } => {
+            return capture(port, file, count, decrypted, peer, h, rep).await;
         }
         Request::CniAdd(c) => return serve_cni(cni::Op::Add, c, h, rep).await,
         Request::CniDel(c) => return serve_cni(cni::Op::Del, c, h, rep).await,

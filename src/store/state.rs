@@ -86,7 +86,9 @@ impl State {
                         self.encryption = Some(Arc::new(v));
                     }
                     Ok(v) => {
-                        let why = Cluster::check_item("encryption", &v).err().unwrap_or_default();
+                        let why = Cluster::check_item("encryption", &v)
+                            .err()
+                            .unwrap_or_default();
                         self.bad
                             .insert(key.into(), format!("not valid [encryption]: {why}"));
                     }
@@ -305,7 +307,10 @@ impl State {
             }
             text.push_str(&toml::to_string(&doc).expect("a TOML table serializes"));
         }
-        if let Some(e) = doc.get("encryption").and_then(|v| toml::Value::try_from(v).ok()) {
+        if let Some(e) = doc
+            .get("encryption")
+            .and_then(|v| toml::Value::try_from(v).ok())
+        {
             let mut t = toml::Table::new();
             t.insert("encryption".into(), e);
             if !text.is_empty() {

@@ -787,6 +787,50 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_network_goes_only_by_the_esp_underlay_and_never_falls_back_to_plain() {
+        let mut env = Env::new(FdbConfig::default());
+        let mut secnet = Network::new("secnet", 4098, 1416);
+        secnet.encrypted = true;
+        let net = env.add_network(secnet);
+        let v = env.add_vtep(Ipv4Addr::new(198, 18, 0, 2), "n2");
+        env.nets[net.0 as usize].peers.push(v);
+        let remote = Mac::docker_default(ip(21));
+        env.fdb.add_static(net, remote, FdbDest::Remote(v)).unwrap();
+        let (mut sw, l2) = Switch::with_l2(env);
+        let (p, ph) = MemPort::new();
+        sw.add_port("p1", Box::new(p), PortRole::Local(net), l2.local_path(&[]));
+        let (u, uh) = MemPort::new();
+        sw.add_port("ul", Box::new(u), PortRole::Underlay, vec![]);
+        let src = Mac::docker_default(ip(11));
+        let unicast = frames::udp(src, remote, ip(11), ip(21), 1, 2, &[0; 20]);
+        let flood = frames::udp(src, Mac::BROADCAST, ip(11), ip(21), 1, 2, &[0; 20]);
+        // No ESP port: dropped and counted, nothing on the plain underlay.
+        ph.inject(&unicast);
+        ph.inject(&flood);
+        sw.poll(crate::env::Time::from_secs(1));
+        assert!(uh.take_tx().is_empty(), "never in clear");
+        let st = sw.stats();
+        let out = st.stage("output").unwrap();
+        assert_eq!(out.drop_count(OutputDrop::NoEspUnderlay.name()), 1);
+        assert_eq!(out.rx, out.outcomes());
+        assert!(
+            out.events
+                .iter()
+                .any(|(k, v)| *k == "flood_no_underlay" && *v == 1),
+            "{:?}",
+            out.events
+        );
+        // With one, both go there.
+        let (e, eh) = MemPort::new();
+        sw.add_port("esp", Box::new(e), PortRole::EspUnderlay, vec![]);
+        ph.inject(&unicast);
+        ph.inject(&flood);
+        sw.poll(crate::env::Time::from_secs(2));
+        assert!(uh.take_tx().is_empty(), "never in clear");
+        assert_eq!(eh.take_tx(), vec![unicast.clone(), flood.clone()]);
+    }
+
+    #[test]
     fn a_removed_port_leaves_the_flood_set_and_the_fdb_and_its_slot_is_reused() {
         let mut env = Env::new(FdbConfig::default());
         let net = env.add_network(Network::new("appnet", 4097, 1450));
