@@ -10,8 +10,7 @@ fn repo() -> &'static Path {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    o
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
 fn text(o: &Output) -> String {
@@ -71,9 +70,9 @@ fn the_unit_verifies() {
         .output();
     let o = match o {
         Ok(o) => o,
-        Err(e) => panic!(
-            "systemd-analyze: {e} (Debian package systemd; ./scripts/test.sh installs it)"
-        ),
+        Err(e) => {
+            panic!("systemd-analyze: {e} (Debian package systemd; ./scripts/test.sh installs it)")
+        }
     };
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(text(&o).trim(), "", "systemd-analyze verify complained");
@@ -137,7 +136,7 @@ fn the_package_installs_runs_and_removes_cleanly() {
     let installed = Installed;
     let o = run(Command::new("dpkg").arg("-i").arg(&deb));
     assert!(o.status.success(), "dpkg -i: {}", text(&o));
-    let o = run(&mut Command::new("/usr/bin/vxmesh").arg("--version"));
+    let o = run(Command::new("/usr/bin/vxmesh").arg("--version"));
     let v = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
