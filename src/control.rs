@@ -233,10 +233,7 @@ impl Gate {
                 Ok((s, _)) => s,
                 Err(e) => {
                     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                        eprintln!(
-                            "vxmesh: control socket: {e}; not accepting for {} ms",
-                            ACCEPT_BACKOFF.as_millis()
-                        );
+                        tracing::warn!(error = %e, pause_ms = ACCEPT_BACKOFF.as_millis() as u64, "control socket: out of descriptors; not accepting for a while");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
                     continue;

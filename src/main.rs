@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use vxmesh::config::ConfigError;
 use vxmesh::daemon::{self, Request};
 use vxmesh::store::admin::Admin;
@@ -15,7 +15,7 @@ const EXIT_USAGE: u8 = 2;
 #[derive(Parser)]
 #[command(
     name = "vxmesh",
-    version,
+    version = version_text(),
     about = "Docker Swarm's overlay dataplane (L2 switch, VXLAN, IPVS-style load balancer), in userspace"
 )]
 struct Cli {
@@ -71,6 +71,25 @@ enum Cmd {
         /// scheduler slice. 0 (the default) keeps ordinary scheduling.
         #[arg(long, value_name = "PRIO", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=99))]
         poll_priority: u8,
+        /// Log events of this level and above (error, warn, info, debug, trace). RUST_LOG,
+        /// when set, overrides it (an EnvFilter directive, e.g. `vxmesh=debug`).
+        #[arg(long, value_name = "LEVEL", default_value = "info",
+              value_parser = clap::builder::PossibleValuesParser::new(vxmesh::log::LEVELS))]
+        log_level: String,
+        /// Log lines as text (under systemd: with journald priority prefixes) or one JSON
+        /// object an event.
+        #[arg(long, value_name = "FORMAT", default_value = "text",
+              value_parser = clap::builder::PossibleValuesParser::new(["text", "json"]))]
+        log_format: String,
+    },
+    /// For packaging: `generate man DIR` writes the man pages (vxmesh.1, vxmesh-run.1, ...)
+    /// into DIR; `generate bash|zsh|fish` prints that shell's completions.
+    #[command(hide = true)]
+    Generate {
+        /// man | bash | zsh | fish.
+        what: String,
+        /// man: the directory to write the pages into.
+        dir: Option<PathBuf>,
     },
     /// The one-command tour (root: a real lab of two nodes in network namespaces; `--memory`:
     /// the switch in memory). Runs the `vxmesh-lab` program.
@@ -280,6 +299,7 @@ fn main() -> ExitCode {
     };
     let req = match &cli.cmd {
         Cmd::Demo { args } => return external("demo", args),
+        Cmd::Generate { what, dir } => return generate(what, dir.as_deref()),
         Cmd::Lab { args } => return external("lab", args),
         Cmd::Run {
             config,
@@ -290,7 +310,13 @@ fn main() -> ExitCode {
             control_group,
             dns_upstream,
             poll_priority,
+            log_level,
+            log_format,
         } => {
+            let format = log_format.parse().unwrap_or_default();
+            if let Err(e) = vxmesh::log::init(log_level, format) {
+                return usage(format!("run: {e}"));
+            }
             let dns_upstream = match dns_upstream
                 .as_deref()
                 .map(daemon::dns_relay::parse_upstreams)
@@ -336,7 +362,14 @@ fn main() -> ExitCode {
             ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("vxmesh: {e:#}");
+                    // The command's result, on stderr as every command's; under journald with
+                    // the error priority, so `journalctl -p err` shows why the node stopped.
+                    let prio = if vxmesh::log::journald_stderr() {
+                        "<3>"
+                    } else {
+                        ""
+                    };
+                    eprintln!("{prio}vxmesh: {e:#}");
                     if e.downcast_ref::<ConfigError>().is_some() {
                         ExitCode::from(EXIT_USAGE)
                     } else {
@@ -551,6 +584,41 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     ExitCode::from(daemon::client(&path, &req))
+}
+
+/// `vxmesh --version`: the version, the git revision and the parts compiled in.
+fn version_text() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(vxmesh::version::long);
+    TEXT.as_str()
+}
+
+/// `vxmesh generate`: the man pages into a directory, or a shell's completions on stdout.
+fn generate(what: &str, dir: Option<&std::path::Path>) -> ExitCode {
+    let mut cmd = Cli::command();
+    let shell = match what {
+        "man" => {
+            let Some(dir) = dir else {
+                eprintln!("vxmesh generate man: the directory to write into is missing");
+                return ExitCode::from(EXIT_USAGE);
+            };
+            return match clap_mangen::generate_to(cmd, dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vxmesh generate man: {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        "fish" => clap_complete::Shell::Fish,
+        _ => {
+            eprintln!("vxmesh generate {what}: expected man, bash, zsh or fish");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    clap_complete::generate(shell, &mut cmd, "vxmesh", &mut std::io::stdout());
+    ExitCode::SUCCESS
 }
 
 /// Run a store command: needs `--store URL`.

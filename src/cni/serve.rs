@@ -37,7 +37,17 @@ pub async fn handle(
     local: &mut Local,
     apply: &mut Apply<'_>,
 ) -> Result<Served, CniError> {
-    match op {
+    // One event per call that changes the node (ADD, DEL, GC) or fails: what, for whom, why.
+    let who = (
+        call.container_id.clone(),
+        call.ifname.clone(),
+        call.config
+            .get("network")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    );
+    let r = match op {
         Op::Status => {
             conf_version(&call.config)?;
             Ok(Served::Out(String::new()))
@@ -50,7 +60,19 @@ pub async fn handle(
         Op::Gc => gc(call, local, apply)
             .await
             .map(|()| Served::Out(String::new())),
+    };
+    let (container, ifname, network) = who;
+    match &r {
+        Ok(_) if matches!(op, Op::Add | Op::Del | Op::Gc) => tracing::info!(
+            op = ?op, container, ifname, network, "cni: {op:?} done"
+        ),
+        Ok(_) => tracing::debug!(op = ?op, container, ifname, network, "cni: {op:?} done"),
+        Err(e) => tracing::warn!(
+            op = ?op, container, ifname, network, code = e.code, reason = %e.msg,
+            details = %e.details, "cni: {op:?} refused"
+        ),
     }
+    r
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

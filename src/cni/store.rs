@@ -161,10 +161,7 @@ impl StoreLink {
             let r = self.txn(t).await?;
             if r.succeeded() {
                 let rev = r.header().map_or(0, |h| h.revision());
-                eprintln!(
-                    "vxmesh: cni: node {node} claimed address block {block} of network {}",
-                    net.name
-                );
+                tracing::info!(node, block = %block, network = %net.name, "cni: address block claimed");
                 if let Some(nb) = self.nets.get_mut(&net.name) {
                     nb.owned.push(Owned { name: block, rev });
                 }

@@ -25,13 +25,27 @@ pub(super) async fn change_to(
         Err(_) if h.store.is_some() => {
             let (d, left_out) = local.desired_lenient(&cluster);
             for why in left_out {
-                eprintln!("vxmesh: store: left out: {why}");
+                tracing::warn!(reason = %why, "store: attachment left out");
             }
             d
         }
-        Err(e) => return Ok(Err(format!("{}: refused: {e}", cluster.path.display()))),
+        Err(e) => {
+            let e = format!("{}: refused: {e}", cluster.path.display());
+            tracing::warn!(reason = %e, "change refused");
+            return Ok(Err(e));
+        }
     };
+    let source = cluster.path.display().to_string();
     let r = apply(h, desired).await?;
+    // One event per line of what changed (ports opened and closed among them), or the refusal.
+    match &r {
+        Ok(text) => {
+            for line in text.lines() {
+                tracing::info!(source, change = line, "change applied");
+            }
+        }
+        Err(e) => tracing::warn!(source, reason = %e, "change refused"),
+    }
     if r.is_ok() {
         local.applied(&cluster);
         local.source = cluster;

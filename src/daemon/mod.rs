@@ -15,14 +15,22 @@
 //! ([`Reply`]), the last of which is the exit code the client exits with (SPEC.md: 0 success,
 //! 1 runtime failure, 2 usage or configuration error).
 //!
+//! Under systemd (`packaging/vxmesh@.service`, `Type=notify`) the node says `READY=1` once its
+//! ports are open and its control socket listens, keeps the service's watchdog fed from the
+//! poll thread's housekeeping (a dataplane that stops polling is restarted), and says
+//! `STOPPING=1` when it stops ([`notify`]). Its log is `tracing` events ([`crate::log`]).
+//!
 //! The module, one concern a file: here the process (`run`, its options, the poll thread, the
 //! accept loop); `protocol` the request and reply lines; `client` the client side; `session` one
-//! control connection; `change` the change path; `trace` and `capture` those two commands.
+//! control connection; `change` the change path; `trace` and `capture` those two commands;
+//! `monitor` the rate-limited drop warnings and store events; `notify` sd_notify.
 
 mod capture;
 mod change;
 mod client;
 pub mod dns_relay;
+pub mod monitor;
+pub mod notify;
 mod protocol;
 mod session;
 mod trace;
@@ -123,6 +131,8 @@ struct NodeWork {
     node: Node,
     jobs: mpsc::Receiver<Job>,
     next_estimate: Time,
+    /// systemd's watchdog, fed from housekeeping (a compare per tick, a send per half period).
+    watchdog: Option<notify::Watchdog>,
 }
 
 impl Work for NodeWork {
@@ -152,6 +162,9 @@ impl Work for NodeWork {
             self.next_estimate = Time(now.0 + ESTIMATE_EVERY.as_nanos() as u64);
             lb.estimate(now);
         }
+        if let Some(w) = &mut self.watchdog {
+            w.tick(now);
+        }
     }
 }
 
@@ -167,6 +180,7 @@ fn poll_loop(
         node,
         jobs,
         next_estimate: Time::monotonic(),
+        watchdog: notify::Watchdog::from_env(),
     };
     if opts.poll_priority > 0 {
         // Checked by run() before this thread is started (see realtime_allowed).
@@ -290,13 +304,13 @@ pub fn run(
     // earlier run (those whose interface is gone are dropped).
     let (mut local, notes) = cni::Local::load(node_name, cluster, cni::state_file(&control));
     for n in notes {
-        eprintln!("vxmesh: {n}");
+        tracing::warn!(node = node_name, note = %n, "cni: attachments of the last run");
     }
     // With the store: attachments are written there (their addresses from this node's blocks).
     if let Some((o, s)) = &session {
         local.store = Some(cni::StoreLink::new(s.client.clone(), o.url.clone()));
         for e in rt.block_on(local.forget_stale()) {
-            eprintln!("vxmesh: {e}");
+            tracing::warn!(node = node_name, note = %e, "cni: forgetting stale attachments");
         }
     }
     let built = local
@@ -336,20 +350,28 @@ pub fn run(
     {
         Ok(r) => {
             if let Some(why) = r.file_discarded {
-                eprintln!("vxmesh: {}: discarded: {why}", ct_file.display());
+                tracing::warn!(
+                    node = node_name,
+                    file = %ct_file.display(),
+                    reason = %why,
+                    "connection table file discarded"
+                );
             }
             if r.restored + r.discarded > 0 {
-                eprintln!(
-                    "vxmesh: {}: {} connection(s) taken over, {} left out",
-                    ct_file.display(),
-                    r.restored,
-                    r.discarded
+                tracing::info!(
+                    node = node_name,
+                    file = %ct_file.display(),
+                    restored = r.restored,
+                    left_out = r.discarded,
+                    "connections taken over from the last run"
                 );
             }
         }
-        Err(e) => {
-            eprintln!("vxmesh: connection table kept in memory only (no restart survives it): {e}")
-        }
+        Err(e) => tracing::warn!(
+            node = node_name,
+            error = %e,
+            "connection table kept in memory only (no restart survives it)"
+        ),
     }
     let relay = if opts.dns_upstream.is_empty() {
         None
@@ -379,15 +401,26 @@ pub fn run(
             .spawn(move || poll_loop(node, jobs_rx, wake, stop, opts))
             .context("starting the poll thread")?
     };
-    eprintln!(
-        "vxmesh: node {node_name} running: ports {}; control socket {}{}",
-        ports.join(", "),
-        control.display(),
-        match &source {
-            Source::File(p) => format!("; cluster file {}", p.display()),
-            Source::Store(o) => format!("; following the store {}", o.url),
-        }
+    for p in &ports {
+        tracing::info!(node = node_name, port = %p, "port opened");
+    }
+    let from = match &source {
+        Source::File(p) => format!("cluster file {}", p.display()),
+        Source::Store(o) => format!("store {}", o.url),
+    };
+    tracing::info!(
+        node = node_name,
+        ports = %ports.join(","),
+        control = %control.display(),
+        source = %from,
+        version = env!("CARGO_PKG_VERSION"),
+        git = crate::version::GIT_REV,
+        "node running"
     );
+    notify::notify(&format!(
+        "READY=1\nSTATUS=node {node_name} running: {} ports, {from}",
+        ports.len()
+    ));
     let handle = Handle {
         jobs: jobs_tx,
         wake: wake.clone(),
@@ -401,7 +434,10 @@ pub fn run(
         handle,
         session,
         stats,
+        node_name,
     ));
+    notify::notify("STOPPING=1");
+    tracing::info!(node = node_name, "node stopping");
     stop.store(true, Ordering::Relaxed);
     wake.wake();
     let joined = poll.join();
@@ -411,7 +447,7 @@ pub fn run(
     let _ = std::fs::remove_file(&control);
     served?;
     joined.map_err(|_| anyhow!("the poll thread panicked"))?;
-    eprintln!("vxmesh: node {node_name} stopped");
+    tracing::info!(node = node_name, "node stopped");
     Ok(())
 }
 
@@ -422,6 +458,7 @@ async fn serve(
     handle: Handle,
     store: Option<(StoreOpts, crate::store::watch::Session)>,
     stats: Arc<StoreStats>,
+    node: &str,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -429,6 +466,11 @@ async fn serve(
     let local = tokio::task::LocalSet::new();
     let lease = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let mut leaving = None;
+    local.spawn_local(monitor::run(
+        handle.clone(),
+        node.to_string(),
+        store.as_ref().map(|_| stats.clone()),
+    ));
     if let Some((o, session)) = store {
         use crate::store::watch;
         lease.store(session.lease, Ordering::Relaxed);

@@ -635,7 +635,7 @@ impl Node {
             let key = old.key();
             let Some(s) = new.services.iter().find(|s| s.key() == key) else {
                 if let Err(e) = self.lb().remove_service(&key) {
-                    eprintln!("vxmesh: service {}: {e}", old.service);
+                    tracing::warn!(service = %old.service, error = %e, "removing a service");
                 }
                 let _ = writeln!(
                     log,
@@ -653,7 +653,7 @@ impl Node {
                     continue;
                 }
                 if let Err(e) = self.lb().remove_backend(&key, addr, port) {
-                    eprintln!("vxmesh: service {}: {e}", old.service);
+                    tracing::warn!(service = %old.service, error = %e, "removing a backend");
                 }
                 let _ = writeln!(
                     log,

@@ -73,7 +73,7 @@ pub struct StoreStats {
 impl StoreStats {
     fn error(&self, e: impl Into<String>) {
         let e = e.into();
-        eprintln!("vxmesh: store: {e}");
+        tracing::warn!(error = %e, "store: error");
         if let Ok(mut l) = self.last_error.lock() {
             *l = e;
         }
@@ -163,7 +163,7 @@ pub async fn start(o: &StoreOpts, stats: &StoreStats) -> anyhow::Result<(Session
 /// Log the objects newly left out; count them all.
 fn note_skipped(stats: &StoreStats, before: &[Skipped], now: &[Skipped]) {
     for s in now.iter().filter(|s| !before.contains(s)) {
-        eprintln!("vxmesh: store: skipped {}: {}", s.key, s.reason);
+        tracing::warn!(key = %s.key, reason = %s.reason, "store: skipped");
     }
     stats.skipped.store(now.len() as u64, Ordering::Relaxed);
 }
@@ -209,7 +209,7 @@ pub async fn keep_alive(mut client: Client, o: StoreOpts, lease: &AtomicI64, sta
             match go_live(&mut client, &o).await {
                 Ok(l) => {
                     lease.store(l, Ordering::Relaxed);
-                    eprintln!("vxmesh: store: node {} registered again", o.node);
+                    tracing::info!(node = %o.node, "store: node registered again");
                     break;
                 }
                 Err(e) => stats.error(format!("keeping the node alive: {e:#}")),
@@ -327,6 +327,7 @@ pub async fn follow(
                         stats.error(format!("the watch was cancelled: {}", resp.cancel_reason()));
                         break;
                     }
+                    let down_before = f.state.down();
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
                         let key = String::from_utf8_lossy(kv.key());
@@ -338,6 +339,14 @@ pub async fn follow(
                         f.touched.extend(Key::parse(&key));
                         f.state.revision = f.state.revision.max(kv.mod_revision());
                         dirty = true;
+                    }
+                    // Other nodes going down or coming back (their lease), one event each.
+                    let down_after = f.state.down();
+                    for n in down_after.difference(&down_before).filter(|n| **n != o.node) {
+                        tracing::warn!(node = %n, "store: node down (its lease expired)");
+                    }
+                    for n in down_before.difference(&down_after).filter(|n| **n != o.node) {
+                        tracing::info!(node = %n, "store: node up again");
                     }
                     // Only the events move the revision a watch resumes from: a catch-up batch's
                     // header may already carry a later revision whose events are still coming.
@@ -370,7 +379,7 @@ pub async fn follow(
 async fn lost(stats: &StoreStats, backoff: &mut Duration) {
     if stats.connected.swap(false, Ordering::Relaxed) {
         stats.disconnects.fetch_add(1, Ordering::Relaxed);
-        eprintln!("vxmesh: store: connection lost; forwarding with the last state, retrying");
+        tracing::warn!("store: connection lost; forwarding with the last state, retrying");
     }
     tokio::time::sleep(*backoff).await;
     *backoff = (*backoff * 2).min(MAX_BACKOFF);

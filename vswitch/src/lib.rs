@@ -39,6 +39,13 @@ pub mod trace;
 pub mod wire;
 pub mod worker;
 
+/// The port drivers compiled in, as (cargo feature, enabled): what `vxmesh --version` lists.
+pub const FEATURES: [(&str, bool); 3] = [
+    ("afxdp", cfg!(feature = "afxdp")),
+    ("tap", cfg!(feature = "tap")),
+    ("udp", cfg!(feature = "udp")),
+];
+
 pub use batch::{BATCH_SIZE, Batch, MAX_BATCH};
 pub use env::{Env, Network, PortGuard, Time, Vtep};
 pub use fdb::{Fdb, FdbConfig, FdbDest};

@@ -195,7 +195,7 @@ impl Node {
                 }
             };
             if let Some(why) = failed {
-                eprintln!("vxmesh: rolling a failed change back: {why}");
+                tracing::warn!(reason = %why, "rolling a failed change back");
             }
         }
         Phase::RollBack
