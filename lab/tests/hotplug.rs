@@ -308,8 +308,8 @@ fn a_hundred_containers_attach_and_detach_while_a_ping_and_a_keep_alive_connecti
     let v: serde_json::Value = serde_json::from_str(&attached).unwrap();
     assert_eq!(
         v["ports"].as_array().unwrap().len(),
-        4 + PER_RELOAD * ROUNDS + 2,
-        "underlay, c11, c12, ext0, the bulk containers, c13, c14"
+        5 + PER_RELOAD * ROUNDS + 2,
+        "underlay, underlay-esp, c11, c12, ext0, the bulk containers, c13, c14"
     );
     for r in 0..ROUNDS {
         let mut names = Vec::new();
