@@ -17,15 +17,22 @@ fn main() {
     let rev = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=VXMESH_GIT_REV={rev}");
     // Built again when HEAD moves: HEAD itself (a branch switch) and the branch it points at.
+    // Only files that exist: cargo takes a missing one (no packed-refs in a fresh clone) as
+    // changed, and would build the crate again every time.
+    let watch = |p: String| {
+        if std::path::Path::new(&p).exists() {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    };
     for what in ["HEAD", "packed-refs"] {
         if let Some(p) = git(&["rev-parse", "--git-path", what]) {
-            println!("cargo:rerun-if-changed={p}");
+            watch(p);
         }
     }
     if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
         && let Some(p) = git(&["rev-parse", "--git-path", &r])
     {
-        println!("cargo:rerun-if-changed={p}");
+        watch(p);
     }
     println!("cargo:rerun-if-changed=build.rs");
 }

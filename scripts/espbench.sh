@@ -4,17 +4,18 @@
 # on both; iperf3 TCP on each, alternating, RUNS times; the nodes' CPU (utime + stime from
 # /proc/PID/stat) over each run. Prints throughput and CPU seconds per gigabit for both, and the
 # ratios; writes them to target/espbench/<timestamp>.md. Root. Usage:
-#   scripts/espbench.sh [--runs N (3)] [--seconds S (10)]
+#   scripts/espbench.sh [--runs N (3)] [--seconds S (10)] [--only plain|encrypted]
 # Everything lives in namespaces with the prefix `eb$$-`, removed (and the processes it started
 # killed by PID) on exit, also on error or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=3 secs=10
+runs=3 secs=10 sides="plain encrypted"
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N] [--seconds S]" >&2; exit 2 ;;
+    --only) sides=$2; shift 2 ;;
+    *) echo "usage: $0 [--runs N] [--seconds S] [--only plain|encrypted]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "espbench.sh needs root (namespaces, AF_XDP, raw sockets)" >&2; exit 2; }
@@ -88,7 +89,7 @@ ticks() { # utime + stime of the two nodes, in clock ticks
 hz=$(getconf CLK_TCK)
 declare -A gbps cpu
 for r in $(seq "$runs"); do
-  for side in plain encrypted; do
+  for side in $sides; do
     if [ $side = plain ]; then ns=c11 dst=10.0.9.21; else ns=s11 dst=10.0.10.21; fi
     t0=$(ticks)
     bps=$(ip netns exec "${P}$ns" iperf3 -c "$dst" -p 5201 -t "$secs" -J | \
@@ -100,6 +101,7 @@ for r in $(seq "$runs"); do
     echo "run $r $side: $g Gbit/s, $c CPU s per Gbit (both nodes)"
   done
 done
+[ "$sides" = "plain encrypted" ] || exit 0
 out="${CARGO_TARGET_DIR:-target}/espbench"; mkdir -p "$out"
 report="$out/$(date +%Y%m%d-%H%M%S).md"
 python3 - "$runs" "$secs" "${gbps[plain]}" "${gbps[encrypted]}" "${cpu[plain]}" "${cpu[encrypted]}" > "$report" <<'EOF'
