@@ -5,16 +5,18 @@
 # /proc/PID/stat) over each run. Prints throughput and CPU seconds per gigabit for both, and the
 # ratios; writes them to target/espbench/<timestamp>.md. Root. Usage:
 #   scripts/espbench.sh [--runs N (3)] [--seconds S (10)] [--only plain|encrypted]
+#                       [--transport esp|udp (esp: IP protocol 50; udp: ESP in UDP 4500)]
 # Everything lives in namespaces with the prefix `eb$$-`, removed (and the processes it started
 # killed by PID) on exit, also on error or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=3 secs=10 sides="plain encrypted"
+runs=3 secs=10 sides="plain encrypted" transport=esp
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
     --seconds) secs=$2; shift 2 ;;
     --only) sides=$2; shift 2 ;;
+    --transport) transport=$2; shift 2 ;;
     *) echo "usage: $0 [--runs N] [--seconds S] [--only plain|encrypted]" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +55,7 @@ netns = "${P}s21"
 
 [encryption]
 keys = ["$(head -c 20 /dev/urandom | base64)"]
+transport = "$transport"
 EOF
 } > "$cfg"
 pids=()
@@ -104,12 +107,12 @@ done
 [ "$sides" = "plain encrypted" ] || exit 0
 out="${CARGO_TARGET_DIR:-target}/espbench"; mkdir -p "$out"
 report="$out/$(date +%Y%m%d-%H%M%S).md"
-python3 - "$runs" "$secs" "${gbps[plain]}" "${gbps[encrypted]}" "${cpu[plain]}" "${cpu[encrypted]}" > "$report" <<'EOF'
+python3 - "$runs" "$secs" "${gbps[plain]}" "${gbps[encrypted]}" "${cpu[plain]}" "${cpu[encrypted]}" "$transport" > "$report" <<'EOF'
 import statistics, sys
 runs, secs = sys.argv[1], sys.argv[2]
 gp, ge, cp, ce = ([float(x) for x in a.split()] for a in sys.argv[3:7])
 m = statistics.median
-print(f"# Encrypted against plain: TCP, AF_XDP containers, {runs} runs of {secs} s, alternating\n")
+print(f"# Encrypted (transport {sys.argv[7]}) against plain: TCP, AF_XDP containers, {runs} runs of {secs} s, alternating\n")
 print("| | plain | encrypted | encrypted / plain |\n|---|---|---|---|")
 print(f"| TCP throughput, Gbit/s (median; runs) | {m(gp):.2f} ({', '.join(f'{x:.2f}' for x in gp)}) | {m(ge):.2f} ({', '.join(f'{x:.2f}' for x in ge)}) | {m(ge)/m(gp):.2f} |")
 print(f"| CPU s per Gbit, both nodes (median) | {m(cp):.3f} | {m(ce):.3f} | {m(ce)/m(cp):.2f} |")

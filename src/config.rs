@@ -265,7 +265,33 @@ pub struct Cluster {
     /// The keys of the encrypted networks (`[encryption] keys`): the first one sends, every
     /// one is accepted. Their `Debug` shows key ids only.
     pub keys: Vec<esp::Key>,
+    /// How ESP travels between nodes (`[encryption] transport`).
+    pub esp_transport: EspTransport,
 }
+
+/// How the encrypted networks' ESP packets travel between nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EspTransport {
+    /// IP protocol 50 (`"esp"`, the default; Docker's `--opt encrypted`).
+    #[default]
+    Esp,
+    /// ESP in UDP on port 4500 (`"udp"`, RFC 3948): the same ESP packets as UDP datagrams,
+    /// which the kernel sends and receives in batches (UDP GSO/GRO) and NATs pass.
+    Udp,
+}
+
+impl EspTransport {
+    /// Its name in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            EspTransport::Esp => "esp",
+            EspTransport::Udp => "udp",
+        }
+    }
+}
+
+/// The UDP port of ESP in UDP (RFC 3948).
+pub const ESP_UDP_PORT: u16 = 4500;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,6 +313,7 @@ struct RawCluster {
 #[serde(deny_unknown_fields)]
 struct RawEncryption {
     keys: Vec<String>,
+    transport: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -411,9 +438,14 @@ impl Cluster {
             "ingress" => RawIngress::deserialize(item).map(drop),
             "encryption" => RawEncryption::deserialize(item).and_then(|r| {
                 // The keys' form here, so a bad one is refused at the store's key.
-                match r.keys.iter().find_map(|k| esp::Key::parse(k).err()) {
-                    Some(e) => Err(serde::de::Error::custom(e)),
-                    None => Ok(()),
+                if let Some(e) = r.keys.iter().find_map(|k| esp::Key::parse(k).err()) {
+                    return Err(serde::de::Error::custom(e));
+                }
+                match r.transport.as_deref() {
+                    None | Some("esp" | "udp") => Ok(()),
+                    Some(t) => Err(serde::de::Error::custom(format!(
+                        "transport {t:?}: \"esp\" (IP protocol 50) or \"udp\" (ESP in UDP 4500)"
+                    ))),
                 }
             }),
             t => return Err(format!("no table {t:?} in a cluster file")),

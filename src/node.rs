@@ -55,6 +55,8 @@ pub use ports::{MemPorts, PortOpener, SystemPorts};
 pub const UNDERLAY_PORT: &str = "underlay";
 /// Name of the encrypted underlay port (ESP).
 pub const ESP_PORT: &str = "underlay-esp";
+/// Name of the encrypted underlay port of ESP in UDP (RFC 3948, port 4500).
+pub const ESP_UDP_PORT: &str = "underlay-esp-udp";
 
 /// A node's running dataplane: the switch and the plan in force.
 pub struct Node {
@@ -82,9 +84,11 @@ struct EspStages {
     decrypt: StageHandle<esp::EspDecrypt>,
     encrypt: StageHandle<esp::EspEncrypt>,
     /// The ESP port, if the node could open one (root: a raw socket); a change that serves an
-    /// encrypted network without it is refused.
+    /// encrypted network without the transport's port is refused.
     port: Option<vswitch::PortId>,
-    /// Why there is no port.
+    /// The ESP-in-UDP port (4500), if the node could open one.
+    udp_port: Option<vswitch::PortId>,
+    /// Why a port is missing.
     missing: String,
     /// The epoch new outbound security associations start at (`esp` crate: with the sequence
     /// number it makes each packet's IV; never used twice for one key and peer): unix seconds
@@ -185,21 +189,36 @@ impl Node {
             decrypt,
             encrypt,
             port: None,
+            udp_port: None,
             missing: String::new(),
             epoch: unix_secs(),
             reserved: None,
             capture_left: 0,
         };
+        let path = [vec![decrypt.idx()], ul_path].concat();
+        // Both transports are open, so a change of transport loses nothing: the output step
+        // sends by the plan's, and either is received.
         match ports.esp_underlay(plan.vtep) {
             Ok(p) => {
-                let path = [vec![decrypt.idx()], ul_path].concat();
-                let id = sw.add_port(ESP_PORT, p, PortRole::EspUnderlay, path);
+                let id = sw.add_port(ESP_PORT, p, PortRole::EspUnderlay, path.clone());
                 sw.set_tx_path(id, vec![encap.idx(), encrypt.idx()]);
-                sw.stage_mut(decap).esp_port = Some(id);
                 esp.port = Some(id);
             }
             Err(e) => esp.missing = format!("{e:#}"),
         }
+        match ports.esp_udp_underlay(plan.vtep) {
+            Ok(p) => {
+                let id = sw.add_port(ESP_UDP_PORT, p, PortRole::EspUnderlay, path);
+                sw.set_tx_path(id, vec![encap.idx(), encrypt.idx()]);
+                sw.stage_mut(decrypt).udp_port = Some(id);
+                esp.udp_port = Some(id);
+            }
+            Err(e) => {
+                esp.missing += &format!("{}{e:#}", if esp.missing.is_empty() { "" } else { "; " });
+            }
+        }
+        sw.stage_mut(decap).esp_ports = [esp.port, esp.udp_port];
+        sw.set_esp_underlay(None);
         let base = Arc::new(Plan::empty(node, plan.vtep));
         let change = Change::planned(cluster.clone(), plan, base.clone(), ports, sw.buf_size())?;
         let mut node = Node {
@@ -293,7 +312,10 @@ impl Node {
         // and have sent nothing: made again from the reserved one.
         let vtep = self.plan.vtep;
         *self.sw.stage_mut(self.esp.encrypt) = esp::EspEncrypt::new(vtep);
-        *self.sw.stage_mut(self.esp.decrypt) = esp::EspDecrypt::new(vtep);
+        let decrypt = self.sw.stage_mut(self.esp.decrypt);
+        let udp_port = decrypt.udp_port;
+        *decrypt = esp::EspDecrypt::new(vtep);
+        decrypt.udp_port = udp_port;
         self.set_sas(&self.plan.clone());
         Ok(start)
     }
@@ -575,7 +597,14 @@ ip = "10.0.10.31"
         let ports_before = port_names(&node);
         assert_eq!(
             ports_before,
-            ["underlay", "underlay-esp", "c11", "c12", "ext0"]
+            [
+                "underlay",
+                "underlay-esp",
+                "underlay-esp-udp",
+                "c11",
+                "c12",
+                "ext0"
+            ]
         );
         let log = node.reload(cluster(&changed()), &mut MemPorts).unwrap();
         for line in [
@@ -594,7 +623,14 @@ ip = "10.0.10.31"
         // c12's slot went to c13, then ext0's to c14.
         assert_eq!(
             port_names(&node),
-            ["underlay", "underlay-esp", "c11", "c13", "c14"]
+            [
+                "underlay",
+                "underlay-esp",
+                "underlay-esp-udp",
+                "c11",
+                "c13",
+                "c14"
+            ]
         );
         let env = &node.sw.env;
         let db = env.net_by_name("db").unwrap();

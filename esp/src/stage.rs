@@ -174,6 +174,9 @@ pub struct EspDecrypt {
     notes: TraceNotes,
     /// The decrypted capture, while one runs.
     pub tap: Option<Tap>,
+    /// The port that carries ESP in UDP (RFC 3948, port 4500): its packets are the UDP
+    /// payload (SPI first, the sender in `meta.peer`), with no outer IPv4 header.
+    pub udp_port: Option<vswitch::PortId>,
 }
 
 impl EspDecrypt {
@@ -189,6 +192,7 @@ impl EspDecrypt {
             decrypted: 0,
             notes: TraceNotes::default(),
             tap: None,
+            udp_port: None,
         }
     }
 
@@ -218,12 +222,20 @@ impl EspDecrypt {
     #[inline]
     fn decrypt(&mut self, pkt: &mut Packet) -> Result<(), DecryptDrop> {
         let trace = pkt.meta.trace;
+        let in_udp = Some(pkt.meta.in_port) == self.udp_port;
+        let peer = pkt.meta.peer;
         let frame = pkt.data_mut();
-        let ip = ipv4::Packet::new_checked(&*frame).map_err(|_| DecryptDrop::BadIp)?;
-        if ip.version() != ipv4::VERSION || ip.protocol() != PROTO_ESP || ip.is_fragment() {
-            return Err(DecryptDrop::BadIp);
-        }
-        let (ihl, total, src) = (ip.header_len(), usize::from(ip.total_len()), ip.src_addr());
+        let (ihl, total, src) = if in_udp {
+            // ESP in UDP: the datagram is the ESP packet, from `meta.peer`.
+            let src = peer.ok_or(DecryptDrop::BadIp)?;
+            (0, frame.len(), *src.ip())
+        } else {
+            let ip = ipv4::Packet::new_checked(&*frame).map_err(|_| DecryptDrop::BadIp)?;
+            if ip.version() != ipv4::VERSION || ip.protocol() != PROTO_ESP || ip.is_fragment() {
+                return Err(DecryptDrop::BadIp);
+            }
+            (ip.header_len(), usize::from(ip.total_len()), ip.src_addr())
+        };
         let esp = &mut frame[ihl..total];
         if esp.len() < MIN_LEN {
             return Err(DecryptDrop::Truncated);

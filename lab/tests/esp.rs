@@ -12,6 +12,7 @@
 //! 4. iperf3 and the service's VIP work over the encrypted network.
 //! 5. Key rotation under a continuous ping (add the new key second, reload both; move it first,
 //!    reload both; remove the old one, reload both): no ping lost, no ICV or SPI failure.
+//!    Then the transport moves to ESP in UDP (RFC 3948, port 4500) the same way, under a ping.
 //! 6. scapy encrypts an echo request with the new key; n1 decrypts it and s11 answers.
 //! 7. No key appears in `stats`, `network inspect` (which shows key ids) or the nodes' logs.
 //!
@@ -161,6 +162,11 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn cluster(prefix: &str, keys: &[&str]) -> String {
+    cluster_over(prefix, keys, "esp")
+}
+
+/// [`cluster`] with ESP over `transport` ("esp": IP protocol 50; "udp": ESP in UDP 4500).
+fn cluster_over(prefix: &str, keys: &[&str], transport: &str) -> String {
     let mut f = Fixture::new(prefix);
     f.push(
         "network",
@@ -200,7 +206,11 @@ backends = ["s21"]
 ports = [{ protocol = "tcp", port = 80 }]"#,
     );
     let keys: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
-    format!("{}\n[encryption]\nkeys = [{}]\n", f.text(), keys.join(", "))
+    format!(
+        "{}\n[encryption]\nkeys = [{}]\ntransport = {transport:?}\n",
+        f.text(),
+        keys.join(", ")
+    )
 }
 
 /// Write the cluster with `keys` and reload both nodes.
@@ -425,6 +435,39 @@ assert sent == 2
         }
         assert_eq!(counter(&run, n, "esp-encrypt", "drop_esp_no_sa"), 0, "{n}");
     }
+
+    // 5b. The transport moves to ESP in UDP (port 4500) under a ping: nothing lost, and the
+    // wire then carries secnet only as UDP 4500 (still never as plain VXLAN).
+    let pinger = spawn_in(
+        &ns("s11"),
+        &["ping", "-i", "0.01", "-c", "300", "-W", "1", "10.0.10.21"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&run.config, cluster_over(&prefix, &[K2], "udp")).unwrap();
+    for n in ["n1", "n2"] {
+        let out = run.ctl_ok(n, &["reload"]).unwrap();
+        assert!(out.contains("transport udp"), "{n}: {out}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pcap_udp = dir.join("udp.pcap");
+    let cap = tshark_in(
+        &run.lab.underlay_netns(),
+        &[
+            "-i",
+            "n0",
+            "-a",
+            "duration:1",
+            "-w",
+            pcap_udp.to_str().unwrap(),
+        ],
+    );
+    drop(cap.wait());
+    let o = pinger.wait();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("300 received"), "{text}");
+    assert!(tshark_count(&pcap_udp, "udp.port == 4500 && esp") >= 20);
+    assert_eq!(tshark_count(&pcap_udp, "ip.proto == 50"), 0);
+    assert_eq!(tshark_count(&pcap_udp, "vxlan.vni == 4098"), 0);
 
     // 6. scapy encrypts with the key in force; n1 takes it and s11 answers.
     let decrypted = counter(&run, "n1", "esp-decrypt", "decrypted");

@@ -308,8 +308,8 @@ fn a_hundred_containers_attach_and_detach_while_a_ping_and_a_keep_alive_connecti
     let v: serde_json::Value = serde_json::from_str(&attached).unwrap();
     assert_eq!(
         v["ports"].as_array().unwrap().len(),
-        5 + PER_RELOAD * ROUNDS + 2,
-        "underlay, underlay-esp, c11, c12, ext0, the bulk containers, c13, c14"
+        6 + PER_RELOAD * ROUNDS + 2,
+        "underlay, underlay-esp, underlay-esp-udp, c11, c12, ext0, the bulk containers, c13, c14"
     );
     for r in 0..ROUNDS {
         let mut names = Vec::new();
@@ -358,7 +358,17 @@ fn a_hundred_containers_attach_and_detach_while_a_ping_and_a_keep_alive_connecti
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(ports, ["underlay", "underlay-esp", "c11", "c12", "ext0"]);
+    assert_eq!(
+        ports,
+        [
+            "underlay",
+            "underlay-esp",
+            "underlay-esp-udp",
+            "c11",
+            "c12",
+            "ext0"
+        ]
+    );
 
     // A change that fails halfway (its second new port cannot open: the interface is missing,
     // the TAP's namespace is, or the kernel refuses the TAP) is refused whole: exit 2, the item named, and `fdb show`,

@@ -428,9 +428,22 @@ impl Checker {
             });
         }
         self.check_dns(&networks, &endpoints, &services, &ips)?;
+        let esp_transport = match raw.encryption.as_ref().and_then(|e| e.transport.as_deref()) {
+            None | Some("esp") => EspTransport::Esp,
+            Some("udp") => EspTransport::Udp,
+            Some(t) => {
+                return Err(self.err(
+                    "encryption",
+                    format!(
+                        "transport {t:?}: \"esp\" (IP protocol 50) or \"udp\" (ESP in UDP 4500)"
+                    ),
+                ));
+            }
+        };
         let keys = self.keys(raw.encryption, &networks)?;
         Ok(Cluster {
             keys,
+            esp_transport,
             path: path.to_path_buf(),
             nodes,
             networks,

@@ -24,7 +24,7 @@ use vswitch::{FdbDest, Mac, NetId, Network, Port, PortGuard, PortId, PortRole, V
 
 use super::change::Opened;
 use super::{Change, DestPlan, Leftovers, Node, Plan, PortKind, ServicePlan};
-use crate::config::Cluster;
+use crate::config::{Cluster, EspTransport};
 
 mod undo;
 
@@ -278,16 +278,28 @@ impl Node {
     /// The encrypted networks' security associations: refused if the node serves one without
     /// an ESP port (never in clear); otherwise the stages follow the new keys and ESP peers.
     fn esp_step(&mut self, new: &Plan, undo: &mut UndoLog, log: &mut String) -> anyhow::Result<()> {
-        if self.esp.port.is_none()
+        let port = match new.esp_transport {
+            EspTransport::Esp => self.esp.port,
+            EspTransport::Udp => self.esp.udp_port,
+        };
+        if port.is_none()
             && let Some((_, n)) = new.live_nets().find(|(_, n)| n.encrypted)
         {
             anyhow::bail!(
-                "network {} is encrypted, but this node has no ESP socket ({}): it would never send its traffic in clear, so it does not serve it",
+                "network {} is encrypted, but this node has no ESP socket for transport {:?} ({}): it would never send its traffic in clear, so it does not serve it",
                 n.name,
+                new.esp_transport.name(),
                 self.esp.missing
             );
         }
         let old = self.plan.clone();
+        if self.sw.esp_underlay() != port {
+            undo.push(Undo::EspPort(self.sw.esp_underlay()))?;
+            self.sw.set_esp_underlay(port);
+            if old.esp_transport != new.esp_transport {
+                let _ = writeln!(log, "encryption: transport {}", new.esp_transport.name());
+            }
+        }
         if old.keys == new.keys && old.esp_peers() == new.esp_peers() {
             return Ok(());
         }

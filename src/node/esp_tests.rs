@@ -131,3 +131,20 @@ fn a_change_that_fails_after_any_step_takes_the_security_associations_back() {
     }
     panic!("the change never completed");
 }
+
+#[test]
+fn the_transport_picks_the_port_and_a_node_without_it_refuses() {
+    let udp = encrypted(&[K1]).replace("keys = [", "transport = \"udp\"\nkeys = [");
+    let mut node = Node::build(cluster(&encrypted(&[K1])), "n1", &mut MemPorts).unwrap();
+    assert_eq!(node.sw.esp_underlay(), node.sw.port_id(ESP_PORT));
+    let log = node.reload(cluster(&udp), &mut MemPorts).unwrap();
+    assert!(log.contains("encryption: transport udp"), "{log}");
+    assert_eq!(node.sw.esp_underlay(), node.sw.port_id(ESP_UDP_PORT));
+    // The SAs do not change with the transport.
+    assert_eq!(sas(&node), want(&[("out", K1), ("in", K1)]));
+    // NoEsp opens neither: refused, whatever the transport.
+    let e = Node::build(cluster(&udp), "n1", &mut NoEsp)
+        .err()
+        .expect("refused");
+    assert!(format!("{e:#}").contains("transport \"udp\""), "{e:#}");
+}

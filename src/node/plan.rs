@@ -167,6 +167,8 @@ pub struct Plan {
     /// The encryption keys (the first sends), for the encrypted networks' security
     /// associations with [`Plan::esp_peers`].
     pub keys: Vec<esp::Key>,
+    /// How ESP travels to the peers.
+    pub esp_transport: crate::config::EspTransport,
 }
 
 /// Ids for the items of a new plan, keyed by name: an item of the previous plan keeps its id;
@@ -211,6 +213,7 @@ impl Plan {
             services: Vec::new(),
             own_macs: Vec::new(),
             keys: Vec::new(),
+            esp_transport: crate::config::EspTransport::Esp,
         }
     }
 
@@ -305,6 +308,7 @@ impl Plan {
             vteps,
             nets,
             keys: cluster.keys.clone(),
+            esp_transport: cluster.esp_transport,
             ..Plan::empty(node, me.vtep)
         };
         for (net, &id) in served.iter().zip(&net_ids) {

@@ -24,6 +24,10 @@ pub trait PortOpener {
     fn esp_underlay(&mut self, _vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
         anyhow::bail!("this port opener has no ESP underlay")
     }
+    /// Open the encrypted underlay of ESP in UDP (port 4500) at `vtep`.
+    fn esp_udp_underlay(&mut self, _vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        anyhow::bail!("this port opener has no ESP-in-UDP underlay")
+    }
 }
 
 /// In-memory ports for every port of a plan, their other ends dropped: a node that needs no
@@ -38,6 +42,9 @@ impl PortOpener for MemPorts {
         Ok(Box::new(vswitch::MemPort::new().0))
     }
     fn esp_underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        Ok(Box::new(vswitch::MemPort::new().0))
+    }
+    fn esp_udp_underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
         Ok(Box::new(vswitch::MemPort::new().0))
     }
 }
@@ -106,5 +113,13 @@ impl PortOpener for SystemPorts {
             format!("encrypted underlay: a raw socket for ESP (IP protocol 50) on {vtep} (needs CAP_NET_RAW)")
         })?;
         Ok(Box::new(port))
+    }
+
+    fn esp_udp_underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        let port = crate::config::ESP_UDP_PORT;
+        let p = vswitch::port::udp::UdpPort::bind(SocketAddrV4::new(vtep, port))
+            .with_context(|| format!("encrypted underlay: binding UDP {vtep}:{port} (ESP in UDP)"))?
+            .with_peer_port(port);
+        Ok(Box::new(p))
     }
 }

@@ -71,6 +71,8 @@ pub struct View {
     pub ingresses: Arc<Vec<Ingress>>,
     /// The encryption keys.
     pub keys: Arc<Vec<esp::Key>>,
+    /// How ESP travels.
+    pub esp_transport: crate::config::EspTransport,
     /// Endpoints by name.
     pub endpoints: imbl::OrdMap<String, Arc<Endpoint>>,
     /// What is left out, with why.
@@ -171,6 +173,7 @@ impl View {
             services: Arc::new(cluster.services),
             ingresses: Arc::new(cluster.ingresses),
             keys: Arc::new(cluster.keys),
+            esp_transport: cluster.esp_transport,
             endpoints: cluster
                 .endpoints
                 .into_iter()
@@ -193,6 +196,7 @@ impl View {
             services: (*self.services).clone(),
             ingresses: (*self.ingresses).clone(),
             keys: (*self.keys).clone(),
+            esp_transport: self.esp_transport,
         }
     }
 

@@ -348,6 +348,18 @@ impl Switch {
         self.add_port_with(name, port, role, path, tx).0
     }
 
+    /// Which [`PortRole::EspUnderlay`] port carries the encrypted networks' frames from now on
+    /// (the node has one per ESP transport: IP protocol 50, or ESP in UDP); `None`: none, they
+    /// are dropped. By default the first one added.
+    pub fn set_esp_underlay(&mut self, port: Option<PortId>) {
+        self.esp_underlay = port;
+    }
+
+    /// The port [`Switch::set_esp_underlay`] chose.
+    pub fn esp_underlay(&self) -> Option<PortId> {
+        self.esp_underlay
+    }
+
     /// A transmit batch for a port of this switch, ([`Switch::add_port_with`]): build it off
     /// the packet thread with [`Batch::with_buf_size`]`(`[`Switch::batch_size`]`,
     /// `[`Switch::buf_size`]`)` and [`Batch::prefault`].

@@ -74,9 +74,10 @@ pub struct VxlanDecap {
     pub learning: bool,
     /// Inner source MACs learned (when `learning` is on).
     pub learned: u64,
-    /// The node's encrypted underlay port (`esp-decrypt` runs before this stage on its path):
-    /// an encrypted network's VNI is accepted only from it.
-    pub esp_port: Option<vswitch::PortId>,
+    /// The node's encrypted underlay ports (IP protocol 50, ESP in UDP; `esp-decrypt` runs
+    /// before this stage on their paths): an encrypted network's VNI is accepted only from
+    /// them.
+    pub esp_ports: [Option<vswitch::PortId>; 2],
 }
 
 /// The sender/VNI pair last accepted in the current batch.
@@ -200,7 +201,7 @@ impl Stage for VxlanDecap {
         // Valid for this batch only: the control plane changes `env` between batches.
         let mut last = None;
         for (_, p) in batch.active_mut() {
-            let via_esp = Some(p.meta.in_port) == self.esp_port;
+            let via_esp = self.esp_ports.contains(&Some(p.meta.in_port));
             match Self::classify(p.data(), p.meta.peer, via_esp, env, &mut last) {
                 Ok((vtep, net)) => {
                     // classify checked the frame holds ENCAP_LEN + an Ethernet header.
@@ -666,7 +667,7 @@ mod tests {
         assert_eq!(stats.drop_count("drop_plain_on_encrypted"), 1);
         // The same datagram as esp-decrypt leaves it, on the ESP port: accepted.
         let mut stage = VxlanDecap {
-            esp_port: Some(vswitch::PortId(3)),
+            esp_ports: [Some(vswitch::PortId(3)), None],
             ..VxlanDecap::default()
         };
         let mut stats = StageStats::for_stage(&stage);

@@ -53,6 +53,8 @@ pub(in crate::node) enum Undo {
     OwnMacs(Vec<(NetId, Mac)>),
     /// The ESP security associations followed a new plan: back to this one's keys and peers.
     Esp(std::sync::Arc<crate::node::Plan>),
+    /// The encrypted networks' port (the ESP transport) was this one.
+    EspPort(Option<PortId>),
 }
 
 /// The steps a commit took, to take back on failure. Tests can make the push that reaches a
@@ -191,6 +193,10 @@ impl Node {
                 }
                 Undo::Esp(plan) => {
                     self.set_sas(&plan);
+                    None
+                }
+                Undo::EspPort(port) => {
+                    self.sw.set_esp_underlay(port);
                     None
                 }
             };

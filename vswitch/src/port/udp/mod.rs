@@ -81,6 +81,9 @@ pub struct UdpPortStats {
 #[derive(Debug)]
 pub struct UdpPort {
     ul: UdpUnderlay,
+    /// Sends to this UDP port of each peer instead of `meta.peer`'s (ESP in UDP, RFC 3948: the
+    /// stages address the peer's VTEP, the port is the transport's).
+    peer_port: Option<u16>,
     /// Its counters.
     pub stats: UdpPortStats,
 }
@@ -98,8 +101,15 @@ impl UdpPort {
     pub fn new(ul: UdpUnderlay) -> UdpPort {
         UdpPort {
             ul,
+            peer_port: None,
             stats: UdpPortStats::default(),
         }
+    }
+
+    /// Send every datagram to `port` of its peer (see [`UdpPort`]'s `peer_port`).
+    pub fn with_peer_port(mut self, port: u16) -> UdpPort {
+        self.peer_port = Some(port);
+        self
     }
 
     /// The bound address.
@@ -200,10 +210,14 @@ impl Port for UdpPort {
 
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
         let no_peer = &mut self.stats.tx_no_peer;
+        let peer_port = self.peer_port;
         let report = self
             .ul
             .send_slices(batch.pkts().iter().filter_map(|p| match p.meta.peer {
-                Some(dst) => Some((dst, p.data())),
+                Some(dst) => Some((
+                    SocketAddrV4::new(*dst.ip(), peer_port.unwrap_or(dst.port())),
+                    p.data(),
+                )),
                 None => {
                     *no_peer += 1;
                     None
@@ -232,6 +246,10 @@ impl Port for UdpPort {
             return out.extend_from_slice(payload);
         };
         let me = self.local_addr();
+        let peer = match (tx, self.peer_port) {
+            (true, Some(port)) => SocketAddrV4::new(*peer.ip(), port),
+            _ => peer,
+        };
         let (src, dst) = if tx { (me, peer) } else { (peer, me) };
         let udp_len = udp::HEADER_LEN + payload.len();
         let ip_len = ipv4::HEADER_LEN + udp_len;
