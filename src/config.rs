@@ -39,10 +39,11 @@ pub const MAX_MTU: u16 = JUMBO_MTU - VXLAN_OVERHEAD;
 /// What ESP adds around the VXLAN datagram, at most: ESP header, IV, padding (up to 3 bytes,
 /// none when the payload is already a multiple of 4), pad length, next header and ICV.
 pub const ESP_OVERHEAD: u16 = 8 + 8 + 2 + 16;
-/// An encrypted network's default MTU: 1500 minus VXLAN's 50 and ESP's 34 bytes (with that
-/// MTU an inner packet's ESP payload is a multiple of 4 and needs no padding: every packet
-/// fits a 1500-byte underlay).
-pub const DEFAULT_ENCRYPTED_MTU: u16 = 1500 - VXLAN_OVERHEAD - ESP_OVERHEAD;
+/// An encrypted network's default MTU: 1500 minus VXLAN's 50, ESP's 34 and the 8 of the UDP
+/// header that ESP in UDP adds (`transport = "udp"`): with it an inner packet's ESP payload is a
+/// multiple of 4 (no padding), so every packet fits a 1500-byte underlay with either transport,
+/// and a change of transport leaves the network's MTU (and its ports) as they are.
+pub const DEFAULT_ENCRYPTED_MTU: u16 = 1500 - VXLAN_OVERHEAD - ESP_OVERHEAD - 8;
 
 /// A cluster file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -747,7 +748,7 @@ mod tests {
         let n = c.network("appnet").unwrap();
         assert!(n.encrypted);
         assert_eq!(n.mtu, DEFAULT_ENCRYPTED_MTU);
-        assert_eq!(DEFAULT_ENCRYPTED_MTU, 1416);
+        assert_eq!(DEFAULT_ENCRYPTED_MTU, 1408);
         assert_eq!(c.keys.len(), 1);
         // The key's debug form names its id only.
         let shown = format!("{c:?}");

@@ -120,7 +120,7 @@ enum Cmd {
         /// create: the VNI (default: the lowest free from 4096 up).
         #[arg(long)]
         vni: Option<u32>,
-        /// create: the containers' IP MTU (default 1450; 1416 for an encrypted network).
+        /// create: the containers' IP MTU (default 1450; 1408 for an encrypted network).
         #[arg(long)]
         mtu: Option<u16>,
         /// create: an encrypted network (ESP between nodes; the store's `encryption` keys).

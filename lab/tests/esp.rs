@@ -118,15 +118,19 @@ from scapy.layers.ipsec import SecurityAssociation, ESP
 from scapy.layers.vxlan import VXLAN
 conf.verb = 0
 
-def sa(key_b64, src, dst):
+def material(key_b64, src, dst):
     ks = base64.b64decode(key_b64)
     okm = HKDF(algorithm=hashes.SHA256(), length=24, salt=b"vxmesh-esp-v1",
                info=socket.inet_aton(src) + socket.inet_aton(dst)).derive(ks)
     spi = int.from_bytes(okm[20:24], "big")
     if spi < 256:
         spi |= 0x100
-    return spi, SecurityAssociation(ESP, spi=spi, crypt_algo="AES-GCM",
-                                    crypt_key=okm[:16] + okm[16:20], auth_algo="NULL")
+    return spi, okm[:16] + okm[16:20]
+
+def sa(key_b64, src, dst, **kw):
+    spi, key = material(key_b64, src, dst)
+    return spi, SecurityAssociation(ESP, spi=spi, crypt_algo="AES-GCM", crypt_key=key,
+                                    auth_algo="NULL", **kw)
 "#;
 
 /// Debian's python3 (with python3-scapy), not a user's python3 earlier on PATH (pyenv).
@@ -468,6 +472,29 @@ assert sent == 2
     assert!(tshark_count(&pcap_udp, "udp.port == 4500 && esp") >= 20);
     assert_eq!(tshark_count(&pcap_udp, "ip.proto == 50"), 0);
     assert_eq!(tshark_count(&pcap_udp, "vxlan.vni == 4098"), 0);
+    // scapy's ESP in UDP (RFC 3948) decrypts them too.
+    let out = python(
+        &ns("n1"),
+        r#"
+spi, s = sa(sys.argv[1], "198.18.0.1", "198.18.0.2", nat_t_header=UDP(sport=4500, dport=4500))
+n = 0
+for p in rdpcap(sys.argv[2]):
+    if UDP in p and p[IP].src == "198.18.0.1" and p[UDP].dport == 4500:
+        inner = s.decrypt(p[IP])
+        vx = VXLAN(raw(UDP(raw(inner[IP].payload)).payload))
+        assert vx.vni == 4098, vx.vni
+        n += 1
+print("decrypted", n)
+"#,
+        &[K2, pcap_udp.to_str().unwrap()],
+    );
+    assert!(
+        out.trim()
+            .strip_prefix("decrypted ")
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n >= 10),
+        "{out}"
+    );
 
     // 6. scapy encrypts with the key in force; n1 takes it and s11 answers.
     let decrypted = counter(&run, "n1", "esp-decrypt", "decrypted");

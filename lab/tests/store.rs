@@ -382,8 +382,42 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
             })
             .collect()
     };
+    // Encryption through the store: an encrypted network needs keys; with them the nodes
+    // follow (key ids only, never key bytes), and export writes them back as [encryption].
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhM=";
+    let create = [
+        "network",
+        "create",
+        "secnet",
+        "--subnet",
+        "10.0.31.0/24",
+        "--encrypted",
+    ];
+    let o = admin(&create);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("lists no key"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = admin(&["encryption", "set", "not-a-key"]);
+    assert_eq!(o.status.code(), Some(2));
+    admin_ok(&["encryption", "set", KEY]);
+    admin_ok(&create);
+    let ls = admin_ok(&["encryption", "ls"]);
+    assert!(ls.contains("sends") && !ls.contains(KEY), "{ls}");
+    until("n1 follows the encrypted network and its key", || {
+        run.ctl("n1", &["network", "inspect", "secnet"])
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .is_some_and(|t| t.contains("encrypted") && t.contains("encryption: keys"))
+    });
     let (fdb_store, lb_store) = (statics(&run), services(&run));
     let exported = admin_ok(&["export"]);
+    assert!(
+        exported.contains("[encryption]") && exported.contains(KEY),
+        "{exported}"
+    );
     std::fs::write(&run.config, &exported).unwrap();
     run.stop_node("n1").unwrap();
     run.store = None;

@@ -268,12 +268,18 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
                 esp::Key::parse(k)
                     .map_err(|e| Failure::Usage(format!("encryption key {}: {e}", i + 1)))?;
             }
-            let op = if keys.is_empty() {
-                (Key::Encryption, None)
-            } else {
-                (Key::Encryption, Some(json!({ "keys": keys })))
-            };
-            write(&mut client, url, |_| Ok(vec![op.clone()])).await?;
+            write(&mut client, url, |st| {
+                if keys.is_empty() {
+                    return Ok(vec![(Key::Encryption, None)]);
+                }
+                // The transport stays as the store has it.
+                let mut v = json!({ "keys": keys });
+                if let Some(t) = st.encryption.as_ref().and_then(|e| e.get("transport")) {
+                    v["transport"] = t.clone();
+                }
+                Ok(vec![(Key::Encryption, Some(v))])
+            })
+            .await?;
             Ok(String::new())
         }
         Admin::EncryptionLs { json } => {

@@ -801,7 +801,7 @@ mod tests {
     #[test]
     fn an_encrypted_network_goes_only_by_the_esp_underlay_and_never_falls_back_to_plain() {
         let mut env = Env::new(FdbConfig::default());
-        let mut secnet = Network::new("secnet", 4098, 1416);
+        let mut secnet = Network::new("secnet", 4098, 1408);
         secnet.encrypted = true;
         let net = env.add_network(secnet);
         let v = env.add_vtep(Ipv4Addr::new(198, 18, 0, 2), "n2");
