@@ -284,6 +284,11 @@ impl Node {
         (out, missed, running)
     }
 
+    /// Whether a decrypted capture runs.
+    pub fn esp_capturing(&self) -> bool {
+        self.esp.capture_left > 0
+    }
+
     /// Stop the decrypted capture.
     pub fn stop_esp_capture(&mut self) {
         self.esp.capture_left = 0;

@@ -44,16 +44,23 @@ pub(super) async fn capture(
     let want = count.unwrap_or(u64::MAX);
     let started = h
         .call(move |n| {
-            if n.sw.capturing() {
+            if n.sw.capturing() || n.esp_capturing() {
                 return Err(
                     "capture: another capture is running on this node; one at a time".into(),
                 );
             }
             match n.sw.port_id(&port) {
-                Some(_) if decrypted && port != crate::node::ESP_PORT => Err(format!(
-                    "capture --decrypted: only the ESP port {:?} carries encrypted traffic",
-                    crate::node::ESP_PORT
-                )),
+                Some(_)
+                    if decrypted
+                        && port != crate::node::ESP_PORT
+                        && port != crate::node::ESP_UDP_PORT =>
+                {
+                    Err(format!(
+                        "capture --decrypted: only the ESP ports {:?} and {:?} carry encrypted traffic",
+                        crate::node::ESP_PORT,
+                        crate::node::ESP_UDP_PORT
+                    ))
+                }
                 Some(_) if decrypted => {
                     n.start_esp_capture(want);
                     Ok((Time::monotonic(), SystemTime::now()))
