@@ -275,7 +275,7 @@ pub fn render(node: &str, s: &Snapshot) -> String {
         }
     }
     w.family(
-        "vxmesh_port_counter_total",
+        "vxmesh_port_driver_events_total",
         Kind::Counter,
         "The port driver's own counters (ring and socket errors, say), by name.",
     );
