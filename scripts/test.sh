@@ -12,9 +12,10 @@ cd "$(dirname "$0")/.."
 # cluster store's tests start a real etcd); protobuf-compiler and libprotobuf-dev (protoc, which the
 # etcd client's gRPC code is generated with at build time); podman, runc, containernetworking-plugins
 # and busybox-static (the CNI plugin's test runs real containers from a busybox root filesystem);
-# systemd (systemd-analyze verify checks the unit) and man-db (the package test's `man -w`).
+# systemd (systemd-analyze verify checks the unit), man-db (the package test's `man -w`) and prometheus
+# (promtool and a real server check and scrape `vxmesh run --metrics`).
 . scripts/packages.sh
-need_packages iproute2 iputils-ping tshark procps nginx-light curl iperf3 nftables dnsutils dnsmasq-base python3-scapy \
+need_packages iproute2 iputils-ping tshark procps nginx-light curl iperf3 nftables dnsutils dnsmasq-base python3-scapy prometheus \
   etcd-server etcd-client protobuf-compiler libprotobuf-dev \
   podman runc containernetworking-plugins busybox-static systemd man-db
 for c in rustfmt clippy; do

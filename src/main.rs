@@ -71,6 +71,10 @@ enum Cmd {
         /// scheduler slice. 0 (the default) keeps ordinary scheduling.
         #[arg(long, value_name = "PRIO", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=99))]
         poll_priority: u8,
+        /// Serve the node's counters to Prometheus: `GET http://ADDR:PORT/metrics` answers in
+        /// the text exposition format (docs/observability.md). Off unless given.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
         /// Log events of this level and above (error, warn, info, debug, trace). RUST_LOG,
         /// when set, overrides it (an EnvFilter directive, e.g. `vxmesh=debug`).
         #[arg(long, value_name = "LEVEL", default_value = "info",
@@ -310,6 +314,7 @@ fn main() -> ExitCode {
             control_group,
             dns_upstream,
             poll_priority,
+            metrics,
             log_level,
             log_format,
         } => {
@@ -358,6 +363,7 @@ fn main() -> ExitCode {
                     control_group: control_group.clone(),
                     poll_priority: *poll_priority,
                     dns_upstream,
+                    metrics: *metrics,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -61,6 +61,7 @@ fn usage_errors_exit_2() {
         ("--busy-poll-us", "3600000001", "microseconds"),
         ("--max-conns", "10", "1024 to 16777216"),
         ("--max-conns", "99999999999", "1024 to 16777216"),
+        ("--metrics", "9417", "--metrics <ADDR:PORT>"),
     ] {
         let (code, _, err) = vxmesh(&["run", "--config", "x.toml", "--node", "n1", flag, bad]);
         assert_eq!(code, 2, "{flag} {bad}: {err}");

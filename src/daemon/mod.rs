@@ -23,12 +23,14 @@
 //! The module, one concern a file: here the process (`run`, its options, the poll thread, the
 //! accept loop); `protocol` the request and reply lines; `client` the client side; `session` one
 //! control connection; `change` the change path; `trace` and `capture` those two commands;
-//! `monitor` the rate-limited drop warnings and store events; `notify` sd_notify.
+//! `monitor` the rate-limited drop warnings and store events; `notify` sd_notify; `metrics` the
+//! Prometheus scrape target (`--metrics`).
 
 mod capture;
 mod change;
 mod client;
 pub mod dns_relay;
+pub mod metrics;
 pub mod monitor;
 pub mod notify;
 mod protocol;
@@ -237,6 +239,8 @@ pub struct RunOptions {
     /// `--dns-upstream`: where queries for names no resolver of the node serves go (none:
     /// they are answered REFUSED).
     pub dns_upstream: Vec<std::net::SocketAddrV4>,
+    /// `--metrics`: serve `GET /metrics` (Prometheus text format) on this address (none: off).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for RunOptions {
@@ -247,6 +251,7 @@ impl Default for RunOptions {
             control_group: None,
             poll_priority: 0,
             dns_upstream: Vec::new(),
+            metrics: None,
         }
     }
 }
@@ -283,6 +288,24 @@ pub fn run(
     let listener = {
         let _rt = rt.enter();
         control::bind(&control, &access)?
+    };
+    let metrics = match opts.metrics {
+        None => None,
+        Some(addr) => {
+            let bound = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(|l| {
+                    let _rt = rt.enter();
+                    tokio::net::TcpListener::from_std(l)
+                });
+            match bound {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&control);
+                    return Err(anyhow!("--metrics {addr}: {e}"));
+                }
+            }
+        }
     };
     let stats = Arc::new(StoreStats::default());
     let started = match &source {
@@ -434,6 +457,7 @@ pub fn run(
         handle,
         session,
         stats,
+        metrics,
         node_name,
     ));
     notify::notify("STOPPING=1");
@@ -458,6 +482,7 @@ async fn serve(
     handle: Handle,
     store: Option<(StoreOpts, crate::store::watch::Session)>,
     stats: Arc<StoreStats>,
+    metrics_listener: Option<tokio::net::TcpListener>,
     node: &str,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -471,6 +496,12 @@ async fn serve(
         node.to_string(),
         store.as_ref().map(|_| stats.clone()),
     ));
+    if let Some(l) = metrics_listener {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!(node, addr = %a, "metrics: serving GET /metrics");
+        }
+        local.spawn_local(metrics::serve(l, handle.clone(), node.to_string()));
+    }
     if let Some((o, session)) = store {
         use crate::store::watch;
         lease.store(session.lease, Ordering::Relaxed);
