@@ -17,7 +17,7 @@
 //! the UDP underlay without GSO/GRO. Needs `CAP_NET_RAW`.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 use crate::batch::{Batch, MAX_BATCH};
 use crate::packet::{Mac, Packet};
@@ -25,17 +25,17 @@ use crate::port::Port;
 use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
 use crate::wire::ipv4;
 
-use super::{UdpPortStats, UdpUnderlay, UnderlayError};
+use super::{UdpPort, UdpPortStats, UdpUnderlay, UnderlayError};
 
 /// IP protocol number of ESP (RFC 4303).
 pub const PROTO_ESP: u8 = 50;
 
-/// The encrypted underlay: a raw ESP socket as a switch port.
+/// The encrypted underlay: a raw ESP socket as a switch port. Receive and transmit are the UDP
+/// underlay port's own (a raw socket takes the same `recvmmsg`/`sendmmsg`, without GSO or GRO);
+/// only the capture differs, since the kernel hands the outer IPv4 header with each packet.
 #[derive(Debug)]
 pub struct EspPort {
-    ul: UdpUnderlay,
-    /// Its counters (the UDP underlay's, GSO/GRO ones always 0).
-    pub stats: UdpPortStats,
+    port: UdpPort,
 }
 
 impl EspPort {
@@ -43,75 +43,32 @@ impl EspPort {
     /// thread's network namespace.
     pub fn bind(addr: Ipv4Addr) -> Result<EspPort, UnderlayError> {
         Ok(EspPort {
-            ul: UdpUnderlay::bind_raw(addr, PROTO_ESP, MAX_BATCH)?,
-            stats: UdpPortStats::default(),
+            port: UdpPort::new(UdpUnderlay::bind_raw(addr, PROTO_ESP, MAX_BATCH)?),
         })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> Ipv4Addr {
-        *self.ul.local_addr().ip()
+        *self.port.local_addr().ip()
+    }
+
+    /// Its counters (the UDP underlay's; the GSO/GRO ones stay 0).
+    pub fn stats(&self) -> UdpPortStats {
+        self.port.stats
     }
 }
 
 impl Port for EspPort {
     fn rx_burst(&mut self, batch: &mut Batch) -> usize {
-        let spare = batch.spare_mut();
-        let got = match self.ul.recv_slots(spare.iter_mut().map(|p| p.rx_area())) {
-            Ok(n) => n,
-            Err(e) => {
-                self.stats.rx_errors += 1;
-                if let UnderlayError::Recv(io) = e {
-                    self.stats.last_errno = io.raw_os_error().unwrap_or(0);
-                }
-                return 0;
-            }
-        };
-        let mut kept = 0;
-        for i in 0..got {
-            let (len, cut, src) = self.ul.received(i);
-            if cut {
-                self.stats.rx_truncated += 1;
-                continue;
-            }
-            if len == 0 {
-                self.stats.rx_empty += 1;
-                continue;
-            }
-            let p = &mut spare[i];
-            // rx_area put the packet at the standard headroom and reset the metadata.
-            p.set_len(len);
-            p.meta.peer = Some(src);
-            if i != kept {
-                spare.swap(i, kept);
-            }
-            kept += 1;
-        }
-        batch.grow(kept);
-        kept
+        self.port.rx_burst(batch)
     }
 
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
-        let no_peer = &mut self.stats.tx_no_peer;
-        let report = self
-            .ul
-            .send_slices(batch.pkts().iter().filter_map(|p| match p.meta.peer {
-                Some(dst) => Some((dst, p.data())),
-                None => {
-                    *no_peer += 1;
-                    None
-                }
-            }));
-        self.stats.tx_errors += report.failed as u64;
-        self.stats.tx_would_block += report.unsent as u64;
-        if let Some(errno) = report.last_errno {
-            self.stats.last_errno = errno;
-        }
-        report.sent
+        self.port.tx_burst(batch)
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
-        Some(self.ul.as_raw_fd())
+        self.port.poll_fd()
     }
 
     /// The packet as it was on the wire: received, the kernel handed the outer IPv4 header
@@ -155,15 +112,7 @@ impl Port for EspPort {
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        let s = self.stats;
-        vec![
-            ("rx_truncated", s.rx_truncated),
-            ("rx_empty", s.rx_empty),
-            ("rx_errors", s.rx_errors),
-            ("tx_errors", s.tx_errors),
-            ("tx_would_block", s.tx_would_block),
-            ("tx_no_peer", s.tx_no_peer),
-        ]
+        self.port.counters()
     }
 }
 
