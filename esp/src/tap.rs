@@ -9,10 +9,9 @@
 //! missed. For debugging by whoever may use the control socket (root, or `--control-group`),
 //! who may read the traffic anyway; key bytes are never in it.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
-use vswitch::wire::{ethernet, ipv4, udp};
-use vswitch::{Mac, Packet};
+use vswitch::Packet;
 
 /// Most frames a tap holds between two takes.
 pub const TAP_BACKLOG: usize = 4096;
@@ -64,47 +63,23 @@ impl Tap {
     }
 }
 
-/// `vxlan` (VXLAN header + inner frame) as an Ethernet frame of a UDP datagram 4789 → 4789.
+/// `vxlan` (VXLAN header + inner frame) as an Ethernet frame of a UDP datagram 4789 → 4789,
+/// as the plain UDP underlay's capture shows it (`vswitch::port::capture`).
 pub fn plain_vxlan(vxlan: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     const PORT: u16 = vswitch::wire::vxlan::VXLAN_PORT;
-    let udp_len = udp::HEADER_LEN + vxlan.len();
-    let ip_len = ipv4::HEADER_LEN + udp_len;
-    let mut out = vec![0u8; ethernet::HEADER_LEN + ip_len];
-    ethernet::Repr {
-        src_addr: Mac::ZERO,
-        dst_addr: Mac::ZERO,
-        ethertype: ethernet::ETHERTYPE_IPV4,
+    let mut out = Vec::with_capacity(vxlan.len() + 64);
+    let (s, d) = (SocketAddrV4::new(src, PORT), SocketAddrV4::new(dst, PORT));
+    if !vswitch::port::capture::capture_udp(&mut out, s, d, vxlan) {
+        // Larger than a datagram can be (not a VXLAN datagram): the bytes as they are.
+        out.extend_from_slice(vxlan);
     }
-    .emit(&mut ethernet::Packet::new_unchecked(&mut out[..]));
-    let ip = &mut out[ethernet::HEADER_LEN..];
-    ipv4::Repr {
-        src_addr: src,
-        dst_addr: dst,
-        protocol: ipv4::PROTO_UDP,
-        payload_len: udp_len,
-        ttl: ipv4::DEFAULT_TTL,
-        tos: 0,
-        ident: 0,
-        dont_frag: true,
-    }
-    .emit(&mut ipv4::Packet::new_unchecked(&mut ip[..]));
-    let dgram = &mut ip[ipv4::HEADER_LEN..];
-    dgram[udp::HEADER_LEN..].copy_from_slice(vxlan);
-    udp::Repr {
-        src_port: PORT,
-        dst_port: PORT,
-    }
-    .emit(
-        &mut udp::Packet::new_unchecked(dgram),
-        vxlan.len(),
-        Some((src, dst)),
-    );
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vswitch::wire::{ethernet, ipv4, udp};
 
     #[test]
     fn a_tap_takes_its_count_and_shows_plain_vxlan() {

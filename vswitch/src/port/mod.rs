@@ -14,7 +14,8 @@
 //! sockets on an existing interface; cargo feature `afxdp`), `tap` (a TAP device in a
 //! container's namespace; feature `tap`), and the OS helpers they share, `netns`, `ethtool`
 //! and `iface` (built with either feature), and `udp` (the UDP underlay, VXLAN's transport:
-//! `recvmmsg`/`sendmmsg` with UDP GSO/GRO; feature `udp`).
+//! `recvmmsg`/`sendmmsg` with UDP GSO/GRO, and the ESP ports; feature `udp`). [`capture`]
+//! rebuilds the headers the kernel adds, for the captures of the ports without Ethernet.
 //! A crate that needs only the pipeline core depends on vswitch with `default-features = false`
 //! and compiles none of the drivers.
 //!
@@ -71,6 +72,7 @@ use crate::packet::Packet;
 
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
+pub mod capture;
 #[cfg(any(feature = "afxdp", feature = "tap"))]
 pub mod ethtool;
 #[cfg(any(feature = "afxdp", feature = "tap"))]

@@ -16,16 +16,16 @@
 //! set. One `recvmmsg`/`sendmmsg` per batch, straight into and out of the packet buffers, as
 //! the UDP underlay without GSO/GRO. Needs `CAP_NET_RAW`.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
 use crate::batch::{Batch, MAX_BATCH};
 use crate::packet::{Mac, Packet};
 use crate::port::Port;
 use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
-use crate::wire::ipv4;
 
 use super::{UdpPort, UdpPortStats, UdpUnderlay, UnderlayError};
+use crate::port::capture::capture_ipv4;
 
 /// IP protocol number of ESP (RFC 4303).
 pub const PROTO_ESP: u8 = 50;
@@ -76,39 +76,27 @@ impl Port for EspPort {
     /// the kernel adds is rebuilt around the ESP packet, toward `meta.peer`.
     fn capture_frame(&self, pkt: &Packet, tx: bool, out: &mut Vec<u8>) {
         let data = pkt.data();
-        let start = out.len();
-        let ip_len = ipv4::HEADER_LEN + data.len();
-        let rebuild = tx && pkt.meta.peer.is_some() && ip_len <= usize::from(u16::MAX);
-        let len = ethernet::HEADER_LEN + if rebuild { ip_len } else { data.len() };
-        out.resize(start + len, 0);
-        let buf = &mut out[start..];
-        ethernet::Repr {
-            src_addr: Mac::ZERO,
-            dst_addr: Mac::ZERO,
-            ethertype: ETHERTYPE_IPV4,
+        let room = match (tx, pkt.meta.peer) {
+            (true, Some(peer)) => {
+                capture_ipv4(out, self.local_addr(), *peer.ip(), PROTO_ESP, data.len())
+            }
+            _ => None,
+        };
+        match room {
+            Some(room) => room.copy_from_slice(data),
+            None => {
+                // Received: the kernel handed the outer IPv4 header with the packet.
+                let start = out.len();
+                out.resize(start + ethernet::HEADER_LEN, 0);
+                ethernet::Repr {
+                    src_addr: Mac::ZERO,
+                    dst_addr: Mac::ZERO,
+                    ethertype: ETHERTYPE_IPV4,
+                }
+                .emit(&mut ethernet::Packet::new_unchecked(&mut out[start..]));
+                out.extend_from_slice(data);
+            }
         }
-        .emit(&mut ethernet::Packet::new_unchecked(&mut buf[..]));
-        let ip = &mut buf[ethernet::HEADER_LEN..];
-        if !rebuild {
-            ip.copy_from_slice(data);
-            return;
-        }
-        let peer = pkt
-            .meta
-            .peer
-            .map_or(Ipv4Addr::UNSPECIFIED, |p: SocketAddrV4| *p.ip());
-        ipv4::Repr {
-            src_addr: self.local_addr(),
-            dst_addr: peer,
-            protocol: PROTO_ESP,
-            payload_len: data.len(),
-            ttl: ipv4::DEFAULT_TTL,
-            tos: 0,
-            ident: 0,
-            dont_frag: true,
-        }
-        .emit(&mut ipv4::Packet::new_unchecked(&mut ip[..]));
-        ip[ipv4::HEADER_LEN..].copy_from_slice(data);
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -119,6 +107,8 @@ impl Port for EspPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ipv4;
+    use std::net::SocketAddrV4;
     use std::time::{Duration, Instant};
 
     #[test]

@@ -35,11 +35,9 @@ use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, RawFd};
 
 use crate::batch::{Batch, MAX_BATCH};
-use crate::packet::{Mac, Packet};
+use crate::packet::Packet;
 use crate::port::Port;
-use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
-use crate::wire::ipv4::{self, PROTO_UDP};
-use crate::wire::udp;
+use crate::port::capture::capture_udp;
 
 pub mod esp;
 pub mod gro;
@@ -47,9 +45,6 @@ pub mod socket;
 
 pub use esp::EspPort;
 pub use socket::{SendReport, UdpUnderlay, UnderlayError};
-
-/// TTL shown on captured underlay packets.
-const CAPTURE_TTL: u8 = ipv4::DEFAULT_TTL;
 
 /// Counters of a [`UdpPort`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -251,45 +246,10 @@ impl Port for UdpPort {
             _ => peer,
         };
         let (src, dst) = if tx { (me, peer) } else { (peer, me) };
-        let udp_len = udp::HEADER_LEN + payload.len();
-        let ip_len = ipv4::HEADER_LEN + udp_len;
-        if ip_len > usize::from(u16::MAX) {
+        if !capture_udp(out, src, dst, payload) {
             // Cannot have been one datagram: show the bytes as they are.
-            return out.extend_from_slice(payload);
+            out.extend_from_slice(payload);
         }
-        let start = out.len();
-        out.resize(start + ethernet::HEADER_LEN + ip_len, 0);
-        let buf = &mut out[start..];
-        ethernet::Repr {
-            src_addr: Mac::ZERO,
-            dst_addr: Mac::ZERO,
-            ethertype: ETHERTYPE_IPV4,
-        }
-        .emit(&mut ethernet::Packet::new_unchecked(&mut buf[..]));
-        let ip = &mut buf[ethernet::HEADER_LEN..];
-        // What the kernel's UDP socket sends: DF (IP_PMTUDISC_DO), ID 0, TOS 0.
-        ipv4::Repr {
-            src_addr: *src.ip(),
-            dst_addr: *dst.ip(),
-            protocol: PROTO_UDP,
-            payload_len: udp_len,
-            ttl: CAPTURE_TTL,
-            tos: 0,
-            ident: 0,
-            dont_frag: true,
-        }
-        .emit(&mut ipv4::Packet::new_unchecked(&mut ip[..]));
-        let dgram = &mut ip[ipv4::HEADER_LEN..];
-        dgram[udp::HEADER_LEN..].copy_from_slice(payload);
-        udp::Repr {
-            src_port: src.port(),
-            dst_port: dst.port(),
-        }
-        .emit(
-            &mut udp::Packet::new_unchecked(dgram),
-            payload.len(),
-            Some((*src.ip(), *dst.ip())),
-        );
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
