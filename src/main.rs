@@ -283,6 +283,34 @@ enum Cmd {
     },
     /// Re-read the cluster file and apply the difference.
     Reload,
+    /// Simulate the whole cluster in this process (no root): every node of the file with its
+    /// real pipeline, in-memory ports, a virtual underlay and a clock driven by the inputs'
+    /// timestamps. Writes DIR/NODE-PORT.pcap (what each port sent) and DIR/NODE.json (every
+    /// counter, the FDB, the connections); the same inputs and seed give the same bytes.
+    Sim {
+        /// The cluster file.
+        #[arg(long)]
+        config: PathBuf,
+        /// A capture (pcap or pcapng, Ethernet) whose frames enter port PORT of node NODE at
+        /// their timestamps; repeat for more (e.g. --input c11.pcap@n1/c11).
+        #[arg(long = "input", value_name = "PCAP@NODE/PORT", required = true)]
+        inputs: Vec<vxmesh::sim::io::InputSpec>,
+        /// The output directory (created if missing; its files are replaced).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The seed of every random choice (hash seeds, the ESP epoch).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Stop before each packet that matches (the trace filter language, e.g. "tcp port
+        /// 80") and read commands on stdin: step, next, continue, show
+        /// packet|fdb|conntrack|lb|stats, quit.
+        #[arg(long = "break", value_name = "FILTER")]
+        break_on: Option<String>,
+        /// Also write DIR/stages.pcapng: the packets (all, or those of --break) after every
+        /// stage, one interface per NODE/STAGE, the decision in each packet's comment.
+        #[arg(long)]
+        pcapng: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -305,6 +333,45 @@ fn main() -> ExitCode {
         Cmd::Demo { args } => return external("demo", args),
         Cmd::Generate { what, dir } => return generate(what, dir.as_deref()),
         Cmd::Lab { args } => return external("lab", args),
+        Cmd::Sim {
+            config,
+            inputs,
+            out,
+            seed,
+            break_on,
+            pcapng,
+        } => {
+            let opts = vxmesh::sim::cli::SimOptions {
+                config: config.clone(),
+                inputs: inputs.clone(),
+                out: out.clone(),
+                seed: *seed,
+                break_on: break_on.clone(),
+                pcapng: *pcapng,
+            };
+            return match vxmesh::sim::cli::run(&opts) {
+                Ok(s) => {
+                    let stages = match s.stage_packets {
+                        Some(n) => {
+                            format!(", {n} stage records in {}", vxmesh::sim::cli::STAGES_FILE)
+                        }
+                        None => String::new(),
+                    };
+                    let quit = if s.quit { " (quit before the end)" } else { "" };
+                    eprintln!(
+                        "sim: {} input frames run{quit}, {} frames sent by the ports{stages}; outputs in {}",
+                        s.frames,
+                        s.sent,
+                        out.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vxmesh sim: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Cmd::Run {
             config,
             vtep,

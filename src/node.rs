@@ -77,6 +77,8 @@ pub struct Node {
     local_path: Vec<StageIdx>,
     /// The ESP stages, their security associations following the plan's keys and peers.
     esp: EspStages,
+    /// When the load balancer's rates are next estimated ([`Node::housekeeping`]).
+    next_estimate: vswitch::Time,
 }
 
 /// The encrypted underlay's stages and port.
@@ -111,6 +113,17 @@ fn unix_secs() -> u32 {
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
+/// Housekeeping period: FDB aging, connection expiry, rate estimation ([`Node::housekeeping`]).
+/// It is also the longest sleep of an idle poll thread
+/// (`vswitch::worker::PollConfig::housekeeping`), so housekeeping runs on an idle node too.
+pub const HOUSEKEEPING: std::time::Duration = std::time::Duration::from_millis(100);
+/// Rate estimator period (IPVS estimates every 2 s).
+pub const ESTIMATE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// FDB entries examined per housekeeping tick.
+pub const FDB_AGE_BUDGET: usize = 4096;
+/// Connection-table slots examined per housekeeping tick.
+pub const CONN_EXPIRE_BUDGET: usize = 4096;
+
 /// Default connection-table size of a node (`vxmesh run --max-conns`): about 30 MB. IPVS keeps
 /// TIME_WAIT entries 120 s, so this holds about 2,200 new connections per second sustained.
 pub const MAX_CONNS: usize = 1 << 18;
@@ -142,8 +155,42 @@ impl Node {
         max_conns: usize,
         fdb: FdbConfig,
     ) -> anyhow::Result<Node> {
+        Node::build_inner(cluster, node, ports, max_conns, fdb, None)
+    }
+
+    /// [`Node::build`] with every source of randomness and wall-clock time fixed by `seed`:
+    /// the connection table's and the FDB's hash seeds, and the ESP epoch. Two nodes built
+    /// alike from the same seed forward alike, slot for slot (the simulator, `vxmesh sim`).
+    pub fn build_seeded(
+        cluster: Cluster,
+        node: &str,
+        ports: &mut dyn PortOpener,
+        max_conns: usize,
+        seed: u64,
+    ) -> anyhow::Result<Node> {
+        Node::build_inner(
+            cluster,
+            node,
+            ports,
+            max_conns,
+            FdbConfig::default(),
+            Some(seed),
+        )
+    }
+
+    fn build_inner(
+        cluster: Cluster,
+        node: &str,
+        ports: &mut dyn PortOpener,
+        max_conns: usize,
+        fdb: FdbConfig,
+        fixed: Option<u64>,
+    ) -> anyhow::Result<Node> {
         let plan = Plan::of(&cluster, node)?;
         let mut env = Env::new(fdb);
+        if let Some(s) = fixed {
+            env.fdb.reseed(s ^ 0xfdb);
+        }
         env.local_vtep = Some(plan.vtep);
         // TAPs with offloads hand over 64 KB TCP super-frames: every buffer must hold one
         // (buffers move between batches). Nodes without TAP endpoints keep 2 KB buffers; a TAP
@@ -159,7 +206,7 @@ impl Node {
         let encap = sw.add_stage(vxlan::VxlanEncap::new());
         let lb_stage = sw.add_stage(LbStage::new(Balancer::new(BalancerConfig {
             max_conns,
-            seed: seed(),
+            seed: fixed.unwrap_or_else(seed),
             ..BalancerConfig::default()
         })));
         // Its MACs and ingress ports come with the first change, as with every later one.
@@ -191,7 +238,8 @@ impl Node {
             port: None,
             udp_port: None,
             missing: String::new(),
-            epoch: unix_secs(),
+            // A fixed start for a seeded node: its packets are the same in every run.
+            epoch: if fixed.is_some() { 1 } else { unix_secs() },
             reserved: None,
             capture_left: 0,
         };
@@ -230,6 +278,7 @@ impl Node {
             cluster,
             local_path,
             esp,
+            next_estimate: vswitch::Time(0),
         };
         let (r, left) = node.commit(change);
         drop(left);
@@ -378,6 +427,28 @@ impl Node {
             .get(usize::from(port.0))
             .copied();
         ours == Some(Some(client)) && self.sw.inject(port, frame)
+    }
+
+    /// Housekeeping, once per [`HOUSEKEEPING`] period of `now`'s clock (the poll loop's, or the
+    /// simulator's virtual one): FDB aging, connection expiry, each a bounded slice of its
+    /// table, and the load balancer's rates every [`ESTIMATE_EVERY`].
+    pub fn housekeeping(&mut self, now: vswitch::Time) {
+        self.sw.env.fdb.age(now, FDB_AGE_BUDGET);
+        let next = &mut self.next_estimate;
+        let estimate = now >= *next;
+        if estimate {
+            *next = vswitch::Time(now.0 + ESTIMATE_EVERY.as_nanos() as u64);
+        }
+        let lb = self.lb();
+        lb.expire(now, CONN_EXPIRE_BUDGET);
+        if estimate {
+            lb.estimate(now);
+        }
+    }
+
+    /// The `lb-nat` stage's handle (the simulator's debugger reads its tables).
+    pub fn lb_stage(&self) -> StageHandle<LbStage> {
+        self.lb
     }
 
     /// The load balancer of the `lb-nat` stage.

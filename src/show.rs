@@ -114,7 +114,8 @@ pub fn trace(sw: &Switch, recs: &[TraceRecord]) -> String {
     o
 }
 
-fn decision(sw: &Switch, r: &TraceRecord) -> String {
+/// A record's decision as `trace` prints it (`output c21`, `DROP drop_...`).
+pub fn decision(sw: &Switch, r: &TraceRecord) -> String {
     match (r.next, r.drop) {
         (_, Some(d)) => format!("DROP {d}"),
         (Next::Continue, _) => "continue".to_string(),

@@ -274,6 +274,9 @@ impl Stage for EspDecrypt {
     fn name(&self) -> &'static str {
         "esp-decrypt"
     }
+    fn layer_after(&self) -> Option<vswitch::trace::Layer> {
+        Some(vswitch::trace::Layer::Vxlan)
+    }
     fn drop_names(&self) -> &'static [&'static str] {
         DecryptDrop::NAMES
     }
@@ -405,6 +408,9 @@ impl EspEncrypt {
 impl Stage for EspEncrypt {
     fn name(&self) -> &'static str {
         "esp-encrypt"
+    }
+    fn layer_after(&self) -> Option<vswitch::trace::Layer> {
+        Some(vswitch::trace::Layer::Esp)
     }
     fn drop_names(&self) -> &'static [&'static str] {
         EncryptDrop::NAMES

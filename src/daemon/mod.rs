@@ -4,8 +4,8 @@
 //! to completion, batch after batch, in `vswitch::worker`'s poll loop: it busy-polls while
 //! traffic flows and, after [`BUSY_POLL`] without a frame (`vxmesh run --busy-poll-us`), sleeps
 //! in `poll(2)` on every port's descriptor plus an eventfd, so an idle node costs no CPU; an empty
-//! round while busy-polling yields the CPU. Every [`HOUSEKEEPING`] it ages the FDB, expires
-//! connections and (every [`ESTIMATE_EVERY`]) estimates rates. The control side is a
+//! round while busy-polling yields the CPU. Every [`HOUSEKEEPING`](crate::node::HOUSEKEEPING) it ages the FDB, expires
+//! connections and (every [`ESTIMATE_EVERY`](crate::node::ESTIMATE_EVERY)) estimates rates. The control side is a
 //! single-threaded tokio runtime serving the control socket (`/run/vxmesh/NODE.sock`): each
 //! command becomes a closure sent to the poll thread over a channel (plus a wake-up on the
 //! eventfd) and runs there between two batches, so the tables have one owner, need no lock, and
@@ -64,16 +64,6 @@ pub const CONTROL_DIR: &str = "/run/vxmesh";
 /// Default busy-poll window: keep polling without sleeping for this long after the last frame
 /// (`vxmesh run --busy-poll-us`).
 pub const BUSY_POLL: Duration = Duration::from_micros(200);
-/// Housekeeping period: FDB aging, connection expiry, rate estimation. It is also the longest
-/// sleep of an idle poll thread (`vswitch::worker::PollConfig::housekeeping`), so housekeeping
-/// runs on an idle node too.
-pub const HOUSEKEEPING: Duration = Duration::from_millis(100);
-/// Rate estimator period (IPVS estimates every 2 s).
-pub const ESTIMATE_EVERY: Duration = Duration::from_secs(2);
-/// FDB entries examined per housekeeping tick.
-pub const FDB_AGE_BUDGET: usize = 4096;
-/// Connection-table slots examined per housekeeping tick.
-pub const CONN_EXPIRE_BUDGET: usize = 4096;
 /// How often a running trace or capture collects what the switch recorded.
 pub const COLLECT_EVERY: Duration = Duration::from_millis(50);
 
@@ -132,7 +122,6 @@ impl Handle {
 struct NodeWork {
     node: Node,
     jobs: mpsc::Receiver<Job>,
-    next_estimate: Time,
     /// systemd's watchdog, fed from housekeeping (a compare per tick, a send per half period).
     watchdog: Option<notify::Watchdog>,
 }
@@ -157,13 +146,7 @@ impl Work for NodeWork {
     }
 
     fn housekeeping(&mut self, now: Time) {
-        self.node.sw.env.fdb.age(now, FDB_AGE_BUDGET);
-        let lb = self.node.lb();
-        lb.expire(now, CONN_EXPIRE_BUDGET);
-        if now >= self.next_estimate {
-            self.next_estimate = Time(now.0 + ESTIMATE_EVERY.as_nanos() as u64);
-            lb.estimate(now);
-        }
+        self.node.housekeeping(now);
         if let Some(w) = &mut self.watchdog {
             w.tick(now);
         }
@@ -181,7 +164,6 @@ fn poll_loop(
     let mut work = NodeWork {
         node,
         jobs,
-        next_estimate: Time::monotonic(),
         watchdog: notify::Watchdog::from_env(),
     };
     if opts.poll_priority > 0 {
@@ -190,7 +172,7 @@ fn poll_loop(
     }
     let cfg = PollConfig {
         busy_poll: opts.busy_poll,
-        housekeeping: HOUSEKEEPING,
+        housekeeping: crate::node::HOUSEKEEPING,
     };
     worker::run(&mut work, Some(&wake), &stop, cfg);
 }

@@ -204,6 +204,13 @@ impl Fdb {
         }
     }
 
+    /// Hash with `seed` from now on, the entries placed again and the aging sweep started over:
+    /// the same table in every run (the simulator's `--seed`). Between batches.
+    pub fn reseed(&mut self, seed: u64) {
+        self.table.reseed(seed);
+        self.sweep_cursor = 0;
+    }
+
     /// The configuration.
     pub fn config(&self) -> FdbConfig {
         self.cfg

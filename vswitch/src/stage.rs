@@ -105,6 +105,11 @@ pub trait Stage: Any + Send {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// What a packet it leaves undecided is afterwards, if the stage changes its layer
+    /// (encapsulates, decapsulates, encrypts, decrypts); only the trace's snapshots read it.
+    fn layer_after(&self) -> Option<crate::trace::Layer> {
+        None
+    }
 }
 
 /// Outcome counts of one stage.
@@ -239,12 +244,18 @@ fn record_trace(stage: &dyn Stage, batch: &Batch, env: &mut Env, live: u64) {
             _ => None,
         };
         let detail = stage.describe(pkt, env);
+        let becomes = match next {
+            Next::Drop(_) => None,
+            _ => stage.layer_after(),
+        };
+        let data = env.tracer.snapshot(pkt, becomes, env.local_vtep);
         env.tracer.record(TraceRecord {
             id: pkt.meta.trace,
             stage: stage.name(),
             next,
             drop,
             detail,
+            data,
         });
     }
 }

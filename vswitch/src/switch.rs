@@ -31,14 +31,16 @@ use crate::l2::{L2Fwd, L2Learn, L2Parse};
 use crate::packet::{DEFAULT_BUF_SIZE, NetId, Next, PortId};
 use crate::port::Port;
 use crate::stage::{Stage, StageStats, mask_of, run_stage};
-use crate::trace::{Summary, TraceRecord};
+use crate::trace::{Layer, Summary, TraceRecord};
 
 mod capture;
 mod output;
+mod step;
 
 use capture::Capture;
 pub use capture::{CAPTURE_BACKLOG, CapturedFrame};
 pub use output::OutputDrop;
+pub use step::StepHook;
 
 /// Index of a stage in the switch.
 pub type StageIdx = usize;
@@ -216,6 +218,8 @@ pub struct Switch {
     batch_size: usize,
     buf_size: usize,
     capture: Option<Capture>,
+    /// Called after every step of a traced packet ([`Switch::set_step_hook`]).
+    step_hook: Option<step::StepHook>,
     /// Bumped whenever a port is added or removed: the poll loop re-reads the ports'
     /// descriptors when it changes ([`Switch::ports_generation`]).
     ports_generation: u64,
@@ -265,6 +269,7 @@ impl Switch {
             batch_size,
             buf_size,
             capture: None,
+            step_hook: None,
             ports_generation: 0,
         }
     }
@@ -576,29 +581,62 @@ impl Switch {
                 &mut self.env,
                 live,
             );
+            if self.rx.traced && self.step_hook.is_some() {
+                self.call_step_hook();
+            }
         }
+        let traced = self.rx.traced;
         self.output_batch();
+        if traced && self.step_hook.is_some() {
+            self.call_step_hook();
+        }
     }
 
+    /// Mark the received packets the armed trace wants. A datagram of the UDP underlay is
+    /// matched (and shown) by its inner frame, after the VXLAN header; an ESP packet cannot be
+    /// matched before it is decrypted.
     #[cold]
     fn mark_for_trace(&mut self, in_port: PortId) {
-        let name = &self.ports[in_port.0 as usize].name;
+        let slot = &self.ports[in_port.0 as usize];
+        let (name, role) = (&slot.name, slot.role);
+        let (layer, skip) = match role {
+            PortRole::Local(_) => (Layer::Ethernet, 0),
+            PortRole::Underlay => (Layer::Vxlan, crate::wire::vxlan::HEADER_LEN),
+            PortRole::EspUnderlay => (Layer::Esp, usize::MAX),
+        };
         let mut any = false;
         for p in self.rx.pkts_mut() {
-            if let Some(id) = self.env.tracer.try_mark(p.data()) {
+            let Some(frame) = p.data().get(skip..) else {
+                continue;
+            };
+            if let Some(id) = self.env.tracer.try_mark(frame) {
+                let what = match role {
+                    PortRole::Underlay => "VXLAN datagram, inner ",
+                    _ => "",
+                };
+                let detail = format!(
+                    "port {name}: {what}{}, {} bytes",
+                    Summary::of(frame),
+                    p.len()
+                );
                 p.meta.trace = id;
                 any = true;
-                let detail = format!("port {name}: {}, {} bytes", Summary::of(p.data()), p.len());
+                self.env.tracer.begin(id, layer);
+                let data = self.env.tracer.snapshot(p, None, self.env.local_vtep);
                 self.env.tracer.record(TraceRecord {
                     id,
                     stage: "rx",
                     next: Next::Continue,
                     drop: None,
                     detail,
+                    data,
                 });
             }
         }
         self.rx.traced |= any;
+        if any && self.step_hook.is_some() {
+            self.call_step_hook();
+        }
     }
 
     /// Transmit `port`'s queued batch now, through its transmit path first.
@@ -641,9 +679,11 @@ impl Switch {
             traced |= p.meta.trace != 0;
         }
         slot.tx.traced = traced;
+        self.env.tracer.tx = traced;
         let all = mask_of(slot.tx.len());
         let mut live = all;
-        for k in 0..slot.tx_path.len() {
+        for k in 0..self.ports[port.0 as usize].tx_path.len() {
+            let slot = &mut self.ports[port.0 as usize];
             let s = slot.tx_path[k];
             live = run_stage(
                 &mut *self.stages[s],
@@ -652,10 +692,16 @@ impl Switch {
                 &mut self.env,
                 live,
             );
+            if traced && self.step_hook.is_some() {
+                self.call_step_hook();
+            }
         }
+        self.env.tracer.tx = false;
         // Nothing decided (the usual case): nothing dropped, no compaction.
         if live != all {
-            slot.tx.retain(|p| p.meta.next == Next::Continue);
+            self.ports[port.0 as usize]
+                .tx
+                .retain(|p| p.meta.next == Next::Continue);
         }
     }
 

@@ -14,7 +14,7 @@
 
 use core::hash::{BuildHasher, Hash};
 
-use foldhash::fast::RandomState;
+use foldhash::fast::{FixedState, RandomState};
 
 /// Tables at least this large ask for transparent huge pages.
 pub const HUGE_PAGE_THRESHOLD: usize = 2 << 20;
@@ -65,7 +65,7 @@ pub struct FlatTable<K, V> {
     mask: usize,
     len: usize,
     capacity: usize,
-    hasher: RandomState,
+    hasher: FixedState,
 }
 
 impl<K: TableKey, V: Copy + Default> FlatTable<K, V> {
@@ -78,7 +78,8 @@ impl<K: TableKey, V: Copy + Default> FlatTable<K, V> {
             mask: slots - 1,
             len: 0,
             capacity,
-            hasher: RandomState::default(),
+            // A seed of its own per table: remote senders cannot aim at a probe chain.
+            hasher: FixedState::with_seed(RandomState::default().hash_one(0u64)),
         }
     }
 
@@ -284,6 +285,18 @@ impl<K: TableKey, V: Copy + Default> FlatTable<K, V> {
             .iter()
             .filter(|(k, _)| *k != K::EMPTY)
             .map(|(k, v)| (k, v))
+    }
+
+    /// Hash with `seed` from now on, every entry placed again: the same slots, probe chains and
+    /// aging order in every run (the simulator's `--seed`). Control plane: it touches every slot.
+    pub fn reseed(&mut self, seed: u64) {
+        let entries: Vec<(K, V)> = self.iter().map(|(k, v)| (*k, *v)).collect();
+        self.clear();
+        self.hasher = FixedState::with_seed(seed);
+        for (k, v) in entries {
+            // Re-placing what fitted before: the capacity is unchanged.
+            let _ = self.insert(k, v);
+        }
     }
 
     /// Remove everything.

@@ -6,11 +6,16 @@
 //! packet beyond one branch, while no trace is armed; stages run as always, and the records are
 //! written after a stage only for a batch holding a marked packet. Records go into a bounded ring: tracing can
 //! allocate (strings), but only for marked packets.
+//!
+//! With snapshots on ([`Tracer::set_snapshots`]: `vxmesh capture --stages`, the simulator) each
+//! record also carries the packet's bytes after its step, as they would be on a wire: an
+//! Ethernet frame, or the VXLAN datagram or ESP packet in the IPv4 (and UDP) headers the kernel
+//! would add ([`Layer`]: the stages that change a packet's layer say so).
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
-use crate::packet::{Mac, Next};
+use crate::packet::{Mac, Next, Packet};
 use crate::wire::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use crate::wire::ipv4::{
     self, PROTO_ICMP as IPPROTO_ICMP, PROTO_TCP as IPPROTO_TCP, PROTO_UDP as IPPROTO_UDP,
@@ -33,7 +38,23 @@ pub struct TraceRecord {
     pub drop: Option<&'static str>,
     /// What the stage looked at: the table entry it used, the header it read.
     pub detail: String,
+    /// With snapshots on: the packet after this step, as a frame on a wire ([`Layer`]).
+    pub data: Option<Box<[u8]>>,
 }
+
+/// What a traced packet's bytes are at a point of the pipeline: what a snapshot wraps them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// An Ethernet frame (a container's, or the inner one of a tunnel).
+    Ethernet,
+    /// A VXLAN header and its inner frame: the payload of a UDP datagram between VTEPs.
+    Vxlan,
+    /// An ESP packet: the payload of IPv4 protocol 50 between VTEPs.
+    Esp,
+}
+
+/// Traced packets whose layer a tracer remembers (the most recent ones).
+const LAYERS_KEPT: usize = 256;
 
 /// Which packets to mark: every term must match (an empty filter matches everything).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -141,6 +162,14 @@ impl TraceFilter {
     }
 }
 
+/// Whether `data` is a whole IPv4 packet of protocol 50 with a valid header (what a raw ESP
+/// socket hands over), rather than an ESP packet alone.
+fn is_esp_ipv4(data: &[u8]) -> bool {
+    ipv4::Packet::new_checked(data).is_ok_and(|ip| {
+        ip.protocol() == 50 && usize::from(ip.total_len()) == data.len() && ip.verify_checksum()
+    })
+}
+
 /// What a trace shows of a frame's headers (best effort, never panics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -236,6 +265,12 @@ pub struct Tracer {
     filter: TraceFilter,
     next_id: u32,
     records: VecDeque<TraceRecord>,
+    /// Whether records carry the packet's bytes.
+    snapshots: bool,
+    /// The layer of each recently traced packet, for its snapshots.
+    layers: VecDeque<(u32, Layer)>,
+    /// Set while a transmit path runs: a tunnel packet then goes from this VTEP to its peer.
+    pub(crate) tx: bool,
 }
 
 impl Tracer {
@@ -269,6 +304,103 @@ impl Tracer {
         self.remaining -= 1;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         Some(self.next_id)
+    }
+
+    /// Make records carry the packet's bytes after each step (or stop).
+    pub fn set_snapshots(&mut self, on: bool) {
+        self.snapshots = on;
+        self.layers.clear();
+    }
+
+    /// Whether records carry the packet's bytes.
+    pub fn snapshots(&self) -> bool {
+        self.snapshots
+    }
+
+    /// Traced packet `id` starts out as `layer` (its receive port's).
+    pub fn begin(&mut self, id: u32, layer: Layer) {
+        if self.snapshots {
+            if self.layers.len() == LAYERS_KEPT {
+                self.layers.pop_front();
+            }
+            self.layers.push_back((id, layer));
+        }
+    }
+
+    /// With snapshots on, traced `pkt`'s bytes as a frame on a wire, after a step that made it
+    /// `becomes` (if it changed its layer); `local` is this switch's VTEP, the tunnel's end
+    /// here (with the sender in `meta.peer` on receive, the receiver on transmit).
+    pub fn snapshot(
+        &mut self,
+        pkt: &Packet,
+        becomes: Option<Layer>,
+        local: Option<Ipv4Addr>,
+    ) -> Option<Box<[u8]>> {
+        if !self.snapshots {
+            return None;
+        }
+        let id = pkt.meta.trace;
+        let pos = self.layers.iter().rposition(|&(i, _)| i == id);
+        let layer = match (becomes, pos) {
+            (Some(l), Some(k)) => {
+                self.layers[k].1 = l;
+                l
+            }
+            (Some(l), None) => {
+                self.begin(id, l);
+                l
+            }
+            (None, Some(k)) => self.layers[k].1,
+            (None, None) => Layer::Ethernet,
+        };
+        let data = pkt.data();
+        let me = local.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let peer = pkt
+            .meta
+            .peer
+            .unwrap_or(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+        let mut out = Vec::with_capacity(data.len() + 64);
+        let wrapped = match layer {
+            Layer::Ethernet => false,
+            Layer::Vxlan => {
+                let me = std::net::SocketAddrV4::new(me, peer.port());
+                let (src, dst) = if self.tx { (me, peer) } else { (peer, me) };
+                crate::port::capture::capture_udp(&mut out, src, dst, data)
+            }
+            // A raw ESP socket receives the IPv4 header with the packet: only Ethernet is
+            // missing then.
+            Layer::Esp if !self.tx && is_esp_ipv4(data) => {
+                let start = out.len();
+                out.resize(start + ethernet::HEADER_LEN, 0);
+                ethernet::Repr {
+                    src_addr: Mac::ZERO,
+                    dst_addr: Mac::ZERO,
+                    ethertype: ETHERTYPE_IPV4,
+                }
+                .emit(&mut ethernet::Packet::new_unchecked(&mut out[start..]));
+                out.extend_from_slice(data);
+                true
+            }
+            Layer::Esp => {
+                let (src, dst) = if self.tx {
+                    (me, *peer.ip())
+                } else {
+                    (*peer.ip(), me)
+                };
+                match crate::port::capture::capture_ipv4(&mut out, src, dst, 50, data.len()) {
+                    Some(room) => {
+                        room.copy_from_slice(data);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        };
+        if !wrapped {
+            out.clear();
+            out.extend_from_slice(data);
+        }
+        Some(out.into_boxed_slice())
     }
 
     /// Append a record, dropping the oldest beyond [`TRACE_RING`].

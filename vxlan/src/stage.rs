@@ -194,6 +194,9 @@ impl Stage for VxlanDecap {
     fn name(&self) -> &'static str {
         "vxlan-decap"
     }
+    fn layer_after(&self) -> Option<vswitch::trace::Layer> {
+        Some(vswitch::trace::Layer::Ethernet)
+    }
     fn drop_names(&self) -> &'static [&'static str] {
         DecapDrop::NAMES
     }
@@ -316,6 +319,9 @@ impl VxlanEncap {
 impl Stage for VxlanEncap {
     fn name(&self) -> &'static str {
         "vxlan-encap"
+    }
+    fn layer_after(&self) -> Option<vswitch::trace::Layer> {
+        Some(vswitch::trace::Layer::Vxlan)
     }
     fn drop_names(&self) -> &'static [&'static str] {
         EncapDrop::NAMES

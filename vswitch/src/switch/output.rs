@@ -82,12 +82,17 @@ impl Switch {
                     if traced {
                         let id = self.rx[i].meta.trace;
                         let detail = format!("to port {}", self.ports[p.0 as usize].name);
+                        let data = self
+                            .env
+                            .tracer
+                            .snapshot(&self.rx[i], None, self.env.local_vtep);
                         self.env.tracer.record(TraceRecord {
                             id,
                             stage: "output",
                             next,
                             drop: None,
                             detail,
+                            data,
                         });
                     }
                     self.room(p);
@@ -103,6 +108,9 @@ impl Switch {
                         }
                     };
                     self.output.remote += 1;
+                    if traced {
+                        self.trace_remote(i, tp, v);
+                    }
                     self.send_remote(i, tp, v, true);
                 }
                 Next::Flood => {
@@ -186,12 +194,17 @@ impl Switch {
                 g.segment_len(0),
                 self.ports[out.0 as usize].name
             );
+            let data = self
+                .env
+                .tracer
+                .snapshot(&self.rx[i], None, self.env.local_vtep);
             self.env.tracer.record(TraceRecord {
                 id: meta.trace,
                 stage: "output",
                 next,
                 drop: None,
                 detail,
+                data,
             });
         }
         for k in 0..n {
@@ -210,6 +223,28 @@ impl Switch {
                 _ => self.output.output += 1,
             }
         }
+    }
+
+    /// Record where traced rx packet `i` goes: VTEP `v` by port `tp`.
+    #[cold]
+    fn trace_remote(&mut self, i: usize, tp: PortId, v: VtepId) {
+        let to = match self.env.vteps.get(usize::from(v.0)) {
+            Some(vt) => format!("{} ({})", vt.addr, vt.node),
+            None => format!("#{}", v.0),
+        };
+        let detail = format!("to VTEP {to} by port {}", self.ports[tp.0 as usize].name);
+        let data = self
+            .env
+            .tracer
+            .snapshot(&self.rx[i], None, self.env.local_vtep);
+        self.env.tracer.record(TraceRecord {
+            id: self.rx[i].meta.trace,
+            stage: "output",
+            next: Next::Remote(v),
+            drop: None,
+            detail,
+            data,
+        });
     }
 
     /// Queue rx packet `i` toward `vtep` on the underlay port `tp`, moved (`swap`) or copied;
@@ -280,12 +315,17 @@ impl Switch {
                     String::new()
                 }
             );
+            let data = self
+                .env
+                .tracer
+                .snapshot(&self.rx[i], None, self.env.local_vtep);
             self.env.tracer.record(TraceRecord {
                 id: meta.trace,
                 stage: "output",
                 next: Next::Flood,
                 drop: None,
                 detail,
+                data,
             });
         }
     }
