@@ -265,20 +265,28 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Capture a port to a pcap file.
+    /// Capture a port to a pcap file; with --stages, every step of traced packets to pcapng.
     Capture {
-        /// The port.
-        #[arg(long)]
-        port: String,
-        /// The pcap file.
+        /// The port (not with --stages).
+        #[arg(long, required_unless_present = "stages", conflicts_with = "stages")]
+        port: Option<String>,
+        /// The pcap file (with --stages: pcapng).
         #[arg(short = 'w')]
         file: PathBuf,
-        /// Packets to capture.
+        /// Packets to capture (with --stages: packets to follow, 100 if not given).
         #[arg(long)]
         count: Option<u64>,
+        /// Follow packets through the pipeline instead: their bytes after every stage, one
+        /// pcapng interface per stage (before and after NAT, encapsulation, encryption), the
+        /// stage's decision in each packet's comment.
+        #[arg(long)]
+        stages: bool,
+        /// With --stages: which packets (the trace filter language, e.g. "tcp port 80").
+        #[arg(long, requires = "stages")]
+        filter: Option<String>,
         /// With `--port underlay-esp`: the encrypted networks' traffic decrypted, as plain
         /// VXLAN datagrams (for debugging; docs/encryption.md).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "stages")]
         decrypted: bool,
     },
     /// Re-read the cluster file and apply the difference.
@@ -638,16 +646,20 @@ fn main() -> ExitCode {
             file,
             count,
             decrypted,
+            stages,
+            filter,
         } => {
             let file = match std::path::absolute(file) {
                 Ok(f) => f,
                 Err(e) => return usage(format!("capture: {}: {e}", file.display())),
             };
             Request::Capture {
-                port: port.clone(),
+                port: port.clone().unwrap_or_default(),
                 file,
                 count: *count,
                 decrypted: *decrypted,
+                stages: *stages,
+                filter: filter.clone(),
             }
         }
         Cmd::Reload => Request::Reload,

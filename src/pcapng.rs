@@ -116,6 +116,7 @@ mod tests {
             drop: None,
             detail: format!("{stage} detail"),
             data: data.map(Box::from),
+            time_ns: 0,
         };
         let mut w = StageWriter::new(Vec::new()).unwrap();
         w.record("rx", 1_000_000_001, &rec("rx", Some(b"abc")), "continue")

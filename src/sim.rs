@@ -35,6 +35,7 @@ use crate::node::{self, HOUSEKEEPING, Node, PortOpener, PortPlan};
 pub mod cli;
 pub mod debug;
 pub mod io;
+pub mod workload;
 
 /// Most housekeeping ticks run across one gap between two inputs.
 pub const MAX_TICKS_PER_GAP: u64 = 64;

@@ -35,6 +35,7 @@ pub mod monitor;
 pub mod notify;
 mod protocol;
 mod session;
+mod stages;
 mod trace;
 
 pub use client::client;

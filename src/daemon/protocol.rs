@@ -73,6 +73,12 @@ pub enum Request {
         /// The ESP port's traffic decrypted (`--decrypted`).
         #[serde(default)]
         decrypted: bool,
+        /// Every step of traced packets into a pcapng file (`--stages`; `port` is empty).
+        #[serde(default)]
+        stages: bool,
+        /// With `stages`: which packets (the trace filter language).
+        #[serde(default)]
+        filter: Option<String>,
     },
     /// `reload`.
     Reload,

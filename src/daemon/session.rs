@@ -156,10 +156,20 @@ async fn handle_request(
             json,
         } => return trace(count, filter, json, h, rep).await,
         Request::Capture {
+            file,
+            count,
+            stages: true,
+            filter,
+            ..
+        } => {
+            return super::stages::capture_stages(file, count, filter, peer, h, rep).await;
+        }
+        Request::Capture {
             port,
             file,
             count,
             decrypted,
+            ..
         } => {
             return capture(port, file, count, decrypted, peer, h, rep).await;
         }

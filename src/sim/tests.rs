@@ -305,3 +305,30 @@ fn stepping_stops_at_each_stage_and_quit_ends_the_run() {
     let stages = read_capture(&o.out.join(STAGES_FILE)).unwrap();
     assert!(stages.len() >= 9, "{}", stages.len());
 }
+
+/// `examples/sim/c11.pcap` is `workload::demo_c11` (`VXMESH_UPDATE_EXAMPLES=1` writes it), and
+/// `examples/sim/cluster.toml` the shared fixture: the example's input never drifts from them.
+#[test]
+fn the_shipped_example_input_is_the_workload() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sim");
+    let frames: Vec<(u64, Vec<u8>)> = super::workload::demo_c11()
+        .into_iter()
+        .map(|(t, _, f)| (t, f))
+        .collect();
+    let d = Dir::new("shipped");
+    let made = d.0.join("c11.pcap");
+    write_pcap(&made, &frames);
+    let made = std::fs::read(&made).unwrap();
+    if std::env::var_os("VXMESH_UPDATE_EXAMPLES").is_some() {
+        std::fs::write(dir.join("c11.pcap"), &made).unwrap();
+    }
+    assert!(
+        std::fs::read(dir.join("c11.pcap")).unwrap() == made,
+        "examples/sim/c11.pcap is not the workload: VXMESH_UPDATE_EXAMPLES=1 cargo test -p vxmesh --lib shipped"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cluster.toml")).unwrap(),
+        fixture(),
+        "examples/sim/cluster.toml is tests/fixtures/cluster.toml without {{P}}"
+    );
+}

@@ -256,6 +256,7 @@ fn record_trace(stage: &dyn Stage, batch: &Batch, env: &mut Env, live: u64) {
             drop,
             detail,
             data,
+            time_ns: 0,
         });
     }
 }

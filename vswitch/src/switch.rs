@@ -536,6 +536,7 @@ impl Switch {
     /// then flush every transmit batch. Returns the frames received.
     pub fn poll(&mut self, now: crate::env::Time) -> usize {
         self.env.now = now;
+        self.env.tracer.now = now.0;
         let mut total = 0;
         for i in 0..self.ports.len() {
             self.rx.clear();
@@ -630,6 +631,7 @@ impl Switch {
                     drop: None,
                     detail,
                     data,
+                    time_ns: 0,
                 });
             }
         }

@@ -40,6 +40,8 @@ pub struct TraceRecord {
     pub detail: String,
     /// With snapshots on: the packet after this step, as a frame on a wire ([`Layer`]).
     pub data: Option<Box<[u8]>>,
+    /// When (the switch's clock, [`Time`](crate::Time) nanoseconds): set by [`Tracer::record`].
+    pub time_ns: u64,
 }
 
 /// What a traced packet's bytes are at a point of the pipeline: what a snapshot wraps them in.
@@ -271,6 +273,8 @@ pub struct Tracer {
     layers: VecDeque<(u32, Layer)>,
     /// Set while a transmit path runs: a tunnel packet then goes from this VTEP to its peer.
     pub(crate) tx: bool,
+    /// The time of the switch's current round (set by its poll): the records' time.
+    pub(crate) now: u64,
 }
 
 impl Tracer {
@@ -404,7 +408,8 @@ impl Tracer {
     }
 
     /// Append a record, dropping the oldest beyond [`TRACE_RING`].
-    pub fn record(&mut self, rec: TraceRecord) {
+    pub fn record(&mut self, mut rec: TraceRecord) {
+        rec.time_ns = self.now;
         if self.records.len() == TRACE_RING {
             self.records.pop_front();
         }

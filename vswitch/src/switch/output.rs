@@ -93,6 +93,7 @@ impl Switch {
                             drop: None,
                             detail,
                             data,
+                            time_ns: 0,
                         });
                     }
                     self.room(p);
@@ -205,6 +206,7 @@ impl Switch {
                 drop: None,
                 detail,
                 data,
+                time_ns: 0,
             });
         }
         for k in 0..n {
@@ -244,6 +246,7 @@ impl Switch {
             drop: None,
             detail,
             data,
+            time_ns: 0,
         });
     }
 
@@ -326,6 +329,7 @@ impl Switch {
                 drop: None,
                 detail,
                 data,
+                time_ns: 0,
             });
         }
     }
