@@ -12,3 +12,4 @@ pub mod fixture;
 pub mod lab;
 pub mod labrun;
 pub mod podman;
+pub mod rawsock;

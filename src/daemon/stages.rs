@@ -34,6 +34,7 @@ pub(super) async fn capture_stages(
     h: &Handle,
     rep: &mut Replies,
 ) -> anyhow::Result<u8> {
+    let filter_text = filter.clone();
     let filter = match TraceFilter::parse(filter.as_deref().unwrap_or("")) {
         Ok(f) => f,
         Err(e) => {
@@ -77,6 +78,16 @@ pub(super) async fn capture_stages(
         .await?;
         return Ok(EXIT_USAGE);
     };
+    // Like tcpdump's "listening on": the tracer is armed from here on.
+    rep.send(&Reply::Err(format!(
+        "capture: following {count} packet(s){} through every stage into {}",
+        filter_text
+            .as_deref()
+            .map(|f| format!(" matching {f:?}"))
+            .unwrap_or_default(),
+        file.display()
+    )))
+    .await?;
     let wall0 = wall0
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -9,13 +9,13 @@
 //! their entries.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use vswitch::Mac;
 use vswitch::frames::{TcpFlags, tcp};
 use vxmesh_lab::labrun::{Running, in_netns};
+use vxmesh_lab::rawsock::PacketSocket;
 
 use crate::scenario::NODE;
 use crate::{Plan, check, log, nap};
@@ -31,8 +31,6 @@ pub const FIRST_PORT: u16 = 10_000;
 const ROUNDS: usize = 3;
 /// Frames written between two looks at the clock.
 const BURST: u32 = 32;
-/// How often a full queue (ENOBUFS/EAGAIN) is waited out for one frame before giving up.
-const FULL_RETRIES: u32 = 2000;
 
 /// A container the connections come from.
 pub struct Source {
@@ -141,64 +139,4 @@ pub fn count(run: &Running, node: &str) -> Result<(usize, usize)> {
     let conns = v.as_array().context("conntrack show --json: not a list")?;
     let est = conns.iter().filter(|c| c["state"] == "ESTABLISHED").count();
     Ok((conns.len(), est))
-}
-
-/// An AF_PACKET raw socket bound to one interface, for writing whole frames (it receives
-/// nothing: protocol 0).
-struct PacketSocket {
-    fd: OwnedFd,
-}
-
-impl PacketSocket {
-    fn open(ifname: &str) -> Result<PacketSocket> {
-        let name = std::ffi::CString::new(ifname)?;
-        // SAFETY: if_nametoindex reads a NUL-terminated string we own.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if index == 0 {
-            bail!("no interface {ifname}: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: plain socket(2); the descriptor is owned right after.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: all-zero is a valid sockaddr_ll; the fields that matter are set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = index as i32;
-        // SAFETY: bind(2) with a sockaddr_ll of the size given.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const sll).cast::<libc::sockaddr>(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            bail!("binding to {ifname}: {}", std::io::Error::last_os_error());
-        }
-        Ok(PacketSocket { fd })
-    }
-
-    /// Write one frame, waiting out a full queue (bounded).
-    fn send(&self, frame: &[u8]) -> Result<()> {
-        for _ in 0..FULL_RETRIES {
-            // SAFETY: send(2) of a buffer we own, with its length.
-            let n =
-                unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-            if n >= 0 {
-                return Ok(());
-            }
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ENOBUFS | libc::EAGAIN) => {
-                    std::thread::sleep(Duration::from_micros(500))
-                }
-                _ => bail!("sending a frame: {e}"),
-            }
-        }
-        bail!("the interface's queue stayed full for {FULL_RETRIES} tries")
-    }
 }
