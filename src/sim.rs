@@ -27,14 +27,16 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use vswitch::{MemHandle, MemPort, Port, Time};
+use vswitch::{Port, Time};
 
 use crate::config::{Cluster, ESP_UDP_PORT};
 use crate::node::{self, HOUSEKEEPING, Node, PortOpener, PortPlan};
+use port::SimPort;
 
 pub mod cli;
 pub mod debug;
 pub mod io;
+pub mod port;
 pub mod workload;
 
 /// Most housekeeping ticks run across one gap between two inputs.
@@ -70,13 +72,14 @@ impl SimPortKind {
     }
 }
 
-/// One port of a simulated node: its name, what it is, the simulator's end of it.
-pub struct SimPort {
+/// One port of a simulated node: its name, what it is, where the switch has it.
+pub struct PortInfo {
     /// The port's name (the endpoint's, the ingress's interface, `underlay`, ...).
     pub name: String,
     /// What it is.
     pub kind: SimPortKind,
-    handle: MemHandle,
+    /// The switch's id of it.
+    pub id: vswitch::PortId,
 }
 
 /// One simulated node.
@@ -88,9 +91,13 @@ pub struct SimNode {
     /// The node itself: the real pipeline and tables.
     pub node: Node,
     /// Its ports, in the order they were opened.
-    pub ports: Vec<SimPort>,
-    /// Frames given to its ports and not yet received by its switch.
-    pending: usize,
+    pub ports: Vec<PortInfo>,
+    /// Per port, frames given to it and not yet polled for.
+    pending: Vec<usize>,
+    /// Whether a port has frames to receive.
+    busy: bool,
+    /// Which ports transmitted.
+    sent: port::SentMask,
 }
 
 /// Where a frame a simulated port sent goes (the writers of `sim/io.rs`, a bench's counter).
@@ -98,6 +105,11 @@ pub trait Sink {
     /// Port `port` of node `node` sent `frame` (an Ethernet frame, the underlay's as on the
     /// wire) at `now`.
     fn frame(&mut self, node: usize, port: usize, now: Time, frame: &[u8]);
+    /// Whether it wants the underlay's packets as on the wire (else as the port sent them:
+    /// the wire's headers are built only for a sink that records them).
+    fn wire(&self) -> bool {
+        true
+    }
 }
 
 /// A sink that only counts.
@@ -107,6 +119,9 @@ pub struct CountSink(pub u64);
 impl Sink for CountSink {
     fn frame(&mut self, _: usize, _: usize, _: Time, _: &[u8]) {
         self.0 += 1;
+    }
+    fn wire(&self) -> bool {
+        false
     }
 }
 
@@ -123,21 +138,17 @@ pub struct SimStats {
     pub underlay_bad_input: u64,
 }
 
-/// Opens in-memory ports and keeps their other ends.
+/// Opens the ports of a simulated node and remembers what each is.
 #[derive(Default)]
 struct SimPorts {
-    ports: Vec<SimPort>,
+    ports: Vec<(String, SimPortKind)>,
+    sent: port::SentMask,
 }
 
 impl SimPorts {
     fn open(&mut self, name: &str, kind: SimPortKind) -> Box<dyn Port> {
-        let (port, handle) = MemPort::new();
-        self.ports.push(SimPort {
-            name: name.to_string(),
-            kind,
-            handle,
-        });
-        Box::new(port)
+        self.ports.push((name.to_string(), kind));
+        Box::new(SimPort::new(self.ports.len() - 1, self.sent.clone()))
     }
 }
 
@@ -174,7 +185,9 @@ pub struct Sim {
     pub now: Time,
     /// When housekeeping next runs (`None`: before the first input).
     next_tick: Option<Time>,
-    /// Scratch for a port's transmitted frames.
+    /// A node's transmitted frames while they are handed on (swapped with its mailbox's).
+    sent: port::Frames,
+    /// Scratch for a frame as on the wire.
     scratch: Vec<u8>,
 }
 
@@ -205,12 +218,24 @@ impl Sim {
                 node_seed(seed, &n.name),
             )
             .with_context(|| format!("node {}", n.name))?;
+            let infos = ports
+                .ports
+                .into_iter()
+                .map(|(name, kind)| {
+                    let id = node.sw.port_id(&name).with_context(|| {
+                        format!("node {}: port {name} is not in its switch", n.name)
+                    })?;
+                    Ok(PortInfo { name, kind, id })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             nodes.push(SimNode {
                 name: n.name.clone(),
                 vtep: n.vtep,
                 node,
-                ports: ports.ports,
-                pending: 0,
+                pending: vec![0; infos.len()],
+                ports: infos,
+                busy: false,
+                sent: ports.sent,
             });
         }
         let stats = vec![SimStats::default(); nodes.len()];
@@ -219,6 +244,7 @@ impl Sim {
             stats,
             now: Time(0),
             next_tick: None,
+            sent: port::Frames::default(),
             scratch: Vec::new(),
         })
     }
@@ -281,36 +307,44 @@ impl Sim {
     ) -> anyhow::Result<()> {
         self.advance(t);
         let n = &mut self.nodes[node];
-        let p = &n.ports[port];
         self.stats[node].frames_in += 1;
-        match p.kind {
-            SimPortKind::Local => p.handle.inject(frame),
+        let (id, kind) = (n.ports[port].id, n.ports[port].kind);
+        let (peer, data) = match kind {
+            SimPortKind::Local => (None, frame),
             kind => match io::underlay_payload(frame, n.vtep, kind) {
-                Some((payload, from)) => p.handle.inject_from(payload, from),
+                Some((payload, from)) => (Some(from), payload),
                 None => {
                     self.stats[node].underlay_bad_input += 1;
                     return Ok(());
                 }
             },
-        }
-        n.pending += 1;
+        };
+        SimPort::of(&mut n.node.sw, id).inject(peer, data);
+        n.pending[port] += 1;
+        n.busy = true;
         self.settle(sink);
         Ok(())
     }
 
-    /// Run every node with frames waiting, deliver what they sent on the underlay, and again,
-    /// until nothing moves (at most [`MAX_ROUNDS`] rounds).
+    /// Run every port with frames waiting, deliver what the nodes sent on the underlay, and
+    /// again, until nothing moves (at most [`MAX_ROUNDS`] rounds).
     pub fn settle(&mut self, sink: &mut dyn Sink) {
         let now = self.now;
         for _ in 0..MAX_ROUNDS {
             let mut moved = false;
             for i in 0..self.nodes.len() {
-                if self.nodes[i].pending == 0 {
+                if !std::mem::take(&mut self.nodes[i].busy) {
                     continue;
                 }
-                let got = self.nodes[i].node.sw.poll(now);
-                // A frame too big for the switch's buffers is counted by its port and gone.
-                self.nodes[i].pending = self.nodes[i].pending.saturating_sub(got.max(1));
+                let n = &mut self.nodes[i];
+                for k in 0..n.ports.len() {
+                    while n.pending[k] > 0 {
+                        let got = n.node.sw.poll_port(now, n.ports[k].id);
+                        // A frame too big for the switch's buffers is counted by its port and
+                        // gone: never poll for it again.
+                        n.pending[k] = n.pending[k].saturating_sub(got.max(1));
+                    }
+                }
                 moved = true;
                 self.collect(i, sink);
             }
@@ -322,52 +356,66 @@ impl Sim {
 
     /// Take what node `i`'s ports sent: to the sink, and the underlay's to its peers.
     fn collect(&mut self, i: usize, sink: &mut dyn Sink) {
-        let now = self.now;
+        let sent = self.nodes[i].sent.take();
         for k in 0..self.nodes[i].ports.len() {
-            let sent = self.nodes[i].ports[k].handle.take_tx_to();
-            let kind = self.nodes[i].ports[k].kind;
-            for (peer, data) in sent {
-                self.stats[i].frames_out += 1;
-                if kind == SimPortKind::Local {
-                    sink.frame(i, k, now, &data);
-                    continue;
-                }
-                let me = self.nodes[i].vtep;
-                let Some(peer) = peer else {
-                    self.stats[i].underlay_no_node += 1;
-                    continue;
-                };
-                let dst_port = kind.udp_port().unwrap_or(0);
-                let (src, dst) = (
-                    SocketAddrV4::new(me, kind.udp_port().unwrap_or(0)),
-                    SocketAddrV4::new(*peer.ip(), dst_port),
-                );
-                self.scratch.clear();
-                io::wire_frame(&mut self.scratch, kind, src, dst, &data);
-                sink.frame(i, k, now, &self.scratch);
-                let to = self.nodes.iter().position(|n| n.vtep == *peer.ip());
-                let port = to.and_then(|j| {
-                    self.nodes[j]
-                        .ports
-                        .iter()
-                        .position(|p| p.kind == kind)
-                        .map(|k| (j, k))
-                });
-                match port {
-                    Some((j, q)) if kind == SimPortKind::Esp => {
-                        // A raw socket hands over the IPv4 header with the ESP packet.
-                        let ip = &self.scratch[vswitch::wire::ethernet::HEADER_LEN..];
-                        self.nodes[j].ports[q].handle.inject_from(ip, src);
-                        self.nodes[j].pending += 1;
-                    }
-                    Some((j, q)) => {
-                        self.nodes[j].ports[q].handle.inject_from(&data, src);
-                        self.nodes[j].pending += 1;
-                    }
-                    None => self.stats[i].underlay_no_node += 1,
-                }
+            if sent & port::SentMask::bit(k) == 0 {
+                continue;
             }
+            let id = self.nodes[i].ports[k].id;
+            let port = SimPort::of(&mut self.nodes[i].node.sw, id);
+            if port.tx.is_empty() {
+                continue;
+            }
+            std::mem::swap(&mut self.sent, &mut port.tx);
+            for f in 0..self.sent.len() {
+                self.hand_on(i, k, f, sink);
+            }
+            self.sent.clear();
         }
+    }
+
+    /// Frame `f` of `self.sent`, sent by port `k` of node `i`: to the sink, and over the
+    /// virtual wire if it is the underlay's.
+    fn hand_on(&mut self, i: usize, k: usize, f: usize, sink: &mut dyn Sink) {
+        let now = self.now;
+        let (peer, data) = self.sent.get(f);
+        self.stats[i].frames_out += 1;
+        let kind = self.nodes[i].ports[k].kind;
+        if kind == SimPortKind::Local {
+            sink.frame(i, k, now, data);
+            return;
+        }
+        let Some(peer) = peer else {
+            self.stats[i].underlay_no_node += 1;
+            return;
+        };
+        let udp = kind.udp_port().unwrap_or(0);
+        let src = SocketAddrV4::new(self.nodes[i].vtep, udp);
+        let dst = SocketAddrV4::new(*peer.ip(), udp);
+        // ESP needs its IPv4 header for the receiver as well (below).
+        if sink.wire() || kind == SimPortKind::Esp {
+            self.scratch.clear();
+            io::wire_frame(&mut self.scratch, kind, src, dst, data);
+        }
+        sink.frame(i, k, now, if sink.wire() { &self.scratch } else { data });
+        let to = self.nodes.iter().position(|n| n.vtep == *peer.ip());
+        let Some((j, q)) = to.and_then(|j| {
+            let q = self.nodes[j].ports.iter().position(|p| p.kind == kind)?;
+            Some((j, q))
+        }) else {
+            self.stats[i].underlay_no_node += 1;
+            return;
+        };
+        // A raw ESP socket hands over the IPv4 header with the ESP packet.
+        let got: &[u8] = match kind {
+            SimPortKind::Esp => &self.scratch[vswitch::wire::ethernet::HEADER_LEN..],
+            _ => data,
+        };
+        let to = &mut self.nodes[j];
+        let id = to.ports[q].id;
+        SimPort::of(&mut to.node.sw, id).inject(Some(src), got);
+        to.pending[q] += 1;
+        to.busy = true;
     }
 }
 

@@ -527,6 +527,14 @@ impl Switch {
             .map(|i| PortId(i as u16))
     }
 
+    /// Port `id` itself (`None`: no such port), for the driver that made it
+    /// ([`Port::as_any_mut`]). Between polls.
+    pub fn port_mut(&mut self, id: PortId) -> Option<&mut dyn Port> {
+        self.ports
+            .get_mut(usize::from(id.0))
+            .map(|s| &mut *s.port as &mut dyn Port)
+    }
+
     /// The name of a port.
     pub fn port_name(&self, id: PortId) -> &str {
         self.ports.get(id.0 as usize).map_or("?", |p| &p.name)
@@ -552,6 +560,28 @@ impl Switch {
         }
         self.flush_all();
         total
+    }
+
+    /// One round on `port` alone: receive a batch from it, run it through its path, output
+    /// it, flush every transmit batch. Returns the frames received. For a driver of the switch
+    /// that knows where frames wait (the simulator): the other ports are not asked.
+    pub fn poll_port(&mut self, now: crate::env::Time, port: PortId) -> usize {
+        self.env.now = now;
+        self.env.tracer.now = now.0;
+        let i = usize::from(port.0);
+        if i >= self.ports.len() {
+            return 0;
+        }
+        self.rx.clear();
+        let n = self.ports[i].port.rx_burst(&mut self.rx);
+        if n > 0 {
+            if self.capture.is_some() {
+                self.capture_batch(port, false);
+            }
+            self.process_rx(port);
+        }
+        self.flush_all();
+        n
     }
 
     /// Run the batch in `self.rx` (received on `in_port`) through its path and output it.

@@ -119,4 +119,10 @@ pub trait Port: Send {
     /// made that would otherwise outlive it (a persistent TAP is deleted when the port is then
     /// dropped). Called by the control plane off the packet thread, before the drop.
     fn retire(&mut self) {}
+    /// The port as its own type, for a driver of the switch that made it and reaches it
+    /// through [`Switch::port_mut`](crate::Switch::port_mut) (the simulator fills and empties
+    /// its in-memory ports so, without sharing them); `None` for the others.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
