@@ -98,7 +98,7 @@ impl Sink for MemPcap {
     fn frame(&mut self, _: usize, _: usize, now: Time, frame: &[u8]) {
         let _ = self.0.frame(now.0, frame);
         self.1 += 1;
-        if self.1 % 4096 == 0 {
+        if self.1.is_multiple_of(4096) {
             self.0 = vxmesh::pcap::PcapWriter::new(Vec::with_capacity(1 << 20)).expect("memory");
         }
     }
