@@ -374,6 +374,7 @@ fn main() -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
+                Err(e) if e.is::<vxmesh::sim::cli::UsageError>() => usage(format!("sim: {e:#}")),
                 Err(e) => {
                     eprintln!("vxmesh sim: {e:#}");
                     ExitCode::FAILURE

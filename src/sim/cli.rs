@@ -48,6 +48,12 @@ pub struct SimSummary {
     pub end_ns: u64,
 }
 
+/// A mistake in what `vxmesh sim` was given (the cluster file, an input, the filter): the
+/// command exits 2 for it, as for any usage or configuration error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Run `opts`; the debugger (with `--break`) reads stdin and writes stdout.
 pub fn run(opts: &SimOptions) -> anyhow::Result<SimSummary> {
     let stdin = std::io::stdin();
@@ -62,15 +68,17 @@ pub fn run(opts: &SimOptions) -> anyhow::Result<SimSummary> {
 
 /// Run `opts` with the debugger's commands and output on `console`.
 pub fn run_with(opts: &SimOptions, console: Console) -> anyhow::Result<SimSummary> {
-    let cluster = Cluster::load(&opts.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let usage = |e: anyhow::Error| anyhow::Error::new(UsageError(format!("{e:#}")));
+    let cluster = Cluster::load(&opts.config).map_err(|e| usage(e.into()))?;
     let filter = opts
         .break_on
         .as_deref()
         .map(TraceFilter::parse)
         .transpose()
-        .context("--break")?;
+        .context("--break")
+        .map_err(usage)?;
     let mut sim = Sim::new(&cluster, opts.seed)?;
-    let inputs = io::read_inputs(&sim, &opts.inputs)?;
+    let inputs = io::read_inputs(&sim, &opts.inputs).map_err(usage)?;
     let mut sink = PcapSink::create(&opts.out, &sim)?;
     let stages = if opts.pcapng {
         let path = opts.out.join(STAGES_FILE);

@@ -93,7 +93,9 @@ pub fn read_capture(path: &Path) -> anyhow::Result<Vec<(Time, Vec<u8>)>> {
             out.push((Time(units.saturating_mul(scale)), p.data.into_owned()));
         }
     } else {
-        let mut r = pcap_file::pcap::PcapReader::new(whole).map_err(what)?;
+        let mut r = pcap_file::pcap::PcapReader::new(whole).map_err(|e| {
+            anyhow::anyhow!("{}: not a pcap or pcapng capture ({e})", path.display())
+        })?;
         let link = r.header().datalink;
         if link != DataLink::ETHERNET {
             bail!(

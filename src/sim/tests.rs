@@ -200,8 +200,35 @@ fn an_encrypted_network_crosses_the_virtual_underlay_as_esp_only() {
         fixture().replace("mtu = 1450", "mtu = 1408\nencrypted = true")
     );
     let cfg = cluster_file(&d.0, &text);
-    let o = opts(&d.0, cfg, &input, "out");
+    let mut o = opts(&d.0, cfg, &input, "out");
+    o.pcapng = true;
     run_with(&o, quiet()).unwrap();
+    // The per-stage capture shows the packet as ESP after esp-encrypt (IPv4 protocol 50
+    // between the VTEPs) and as VXLAN again after esp-decrypt.
+    let mut r =
+        pcap_file::pcapng::PcapNgReader::new(std::fs::File::open(o.out.join(STAGES_FILE)).unwrap())
+            .unwrap();
+    let (mut encrypted, mut decrypted) = (0, 0);
+    while let Some(b) = r.next_block() {
+        let pcap_file::pcapng::Block::EnhancedPacket(p) = b.unwrap() else {
+            continue;
+        };
+        let p = p.into_owned();
+        let name = format!("{:?}", r.packet_interface(&p).unwrap().options[0]);
+        let d = &p.data;
+        if name.contains("n1/esp-encrypt") {
+            assert_eq!(
+                (d[14 + 9], &d[26..34]),
+                (50, &[198, 18, 0, 1, 198, 18, 0, 2][..])
+            );
+            encrypted += 1;
+        }
+        if name.contains("n2/esp-decrypt") {
+            assert_eq!((d[14 + 9], &d[36..38]), (17, &4789u16.to_be_bytes()[..]));
+            decrypted += 1;
+        }
+    }
+    assert_eq!((encrypted, decrypted), (3, 3));
     assert!(
         frames_of(&o.out.join("n1-underlay.pcap")).is_empty(),
         "no plain VXLAN"

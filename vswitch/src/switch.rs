@@ -625,7 +625,7 @@ impl Switch {
 
     /// Mark the received packets the armed trace wants. A datagram of the UDP underlay is
     /// matched (and shown) by its inner frame, after the VXLAN header; an ESP packet cannot be
-    /// matched before it is decrypted.
+    /// matched before it is decrypted (only a filter without terms takes it).
     #[cold]
     fn mark_for_trace(&mut self, in_port: PortId) {
         let slot = &self.ports[in_port.0 as usize];
@@ -633,6 +633,8 @@ impl Switch {
         let (layer, skip) = match role {
             PortRole::Local(_) => (Layer::Ethernet, 0),
             PortRole::Underlay => (Layer::Vxlan, crate::wire::vxlan::HEADER_LEN),
+            // Only a filter that matches everything can take an ESP packet before decryption.
+            PortRole::EspUnderlay if self.env.tracer.filter().is_empty() => (Layer::Esp, 0),
             PortRole::EspUnderlay => (Layer::Esp, usize::MAX),
         };
         let mut any = false;

@@ -148,6 +148,11 @@ impl TraceFilter {
         Ok(TraceFilter { terms })
     }
 
+    /// Whether the filter has no terms (it matches every packet).
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
     /// Whether the Ethernet frame matches.
     pub fn matches(&self, frame: &[u8]) -> bool {
         let f = Summary::of(frame);
@@ -282,6 +287,11 @@ impl Tracer {
     pub fn arm(&mut self, count: u32, filter: TraceFilter) {
         self.remaining = count;
         self.filter = filter;
+    }
+
+    /// The filter packets are marked by.
+    pub fn filter(&self) -> &TraceFilter {
+        &self.filter
     }
 
     /// Stop marking.
