@@ -643,15 +643,17 @@ impl Switch {
                 continue;
             };
             if let Some(id) = self.env.tracer.try_mark(frame) {
-                let what = match role {
-                    PortRole::Underlay => "VXLAN datagram, inner ",
-                    _ => "",
+                let detail = match role {
+                    PortRole::Underlay => format!(
+                        "port {name}: VXLAN datagram, inner {}, {} bytes",
+                        Summary::of(frame),
+                        p.len()
+                    ),
+                    PortRole::EspUnderlay => format!("port {name}: ESP, {} bytes", p.len()),
+                    PortRole::Local(_) => {
+                        format!("port {name}: {}, {} bytes", Summary::of(frame), p.len())
+                    }
                 };
-                let detail = format!(
-                    "port {name}: {what}{}, {} bytes",
-                    Summary::of(frame),
-                    p.len()
-                );
                 p.meta.trace = id;
                 any = true;
                 self.env.tracer.begin(id, layer);
