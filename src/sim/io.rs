@@ -197,16 +197,10 @@ pub fn wire_frame(
     dst: SocketAddrV4,
     data: &[u8],
 ) {
-    use vswitch::port::capture::{capture_ipv4, capture_udp};
+    use vswitch::port::capture::{capture_ip_payload, capture_udp};
     let ok = match kind {
         SimPortKind::Underlay | SimPortKind::EspUdp => capture_udp(out, src, dst, data),
-        SimPortKind::Esp => match capture_ipv4(out, *src.ip(), *dst.ip(), 50, data.len()) {
-            Some(room) => {
-                room.copy_from_slice(data);
-                true
-            }
-            None => false,
-        },
+        SimPortKind::Esp => capture_ip_payload(out, *src.ip(), *dst.ip(), 50, data),
         SimPortKind::Local => false,
     };
     if !ok {

@@ -384,15 +384,7 @@ impl Tracer {
             // A raw ESP socket receives the IPv4 header with the packet: only Ethernet is
             // missing then.
             Layer::Esp if !self.tx && is_esp_ipv4(data) => {
-                let start = out.len();
-                out.resize(start + ethernet::HEADER_LEN, 0);
-                ethernet::Repr {
-                    src_addr: Mac::ZERO,
-                    dst_addr: Mac::ZERO,
-                    ethertype: ETHERTYPE_IPV4,
-                }
-                .emit(&mut ethernet::Packet::new_unchecked(&mut out[start..]));
-                out.extend_from_slice(data);
+                crate::port::capture::capture_ipv4_packet(&mut out, data);
                 true
             }
             Layer::Esp => {
@@ -401,13 +393,7 @@ impl Tracer {
                 } else {
                     (*peer.ip(), me)
                 };
-                match crate::port::capture::capture_ipv4(&mut out, src, dst, 50, data.len()) {
-                    Some(room) => {
-                        room.copy_from_slice(data);
-                        true
-                    }
-                    None => false,
-                }
+                crate::port::capture::capture_ip_payload(&mut out, src, dst, 50, data)
             }
         };
         if !wrapped {

@@ -78,3 +78,35 @@ pub fn capture_udp(
     );
     true
 }
+
+/// [`capture_ipv4`] of IP protocol `protocol` carrying `payload`; false (nothing appended) when
+/// the packet would exceed 64 KiB.
+pub fn capture_ip_payload(
+    out: &mut Vec<u8>,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    payload: &[u8],
+) -> bool {
+    match capture_ipv4(out, src, dst, protocol, payload.len()) {
+        Some(room) => {
+            room.copy_from_slice(payload);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Appends to `out` an Ethernet frame (zero MACs) around the whole IPv4 packet `ip`, as a raw
+/// socket receives it (header included).
+pub fn capture_ipv4_packet(out: &mut Vec<u8>, ip: &[u8]) {
+    let start = out.len();
+    out.resize(start + ethernet::HEADER_LEN, 0);
+    ethernet::Repr {
+        src_addr: Mac::ZERO,
+        dst_addr: Mac::ZERO,
+        ethertype: ETHERTYPE_IPV4,
+    }
+    .emit(&mut ethernet::Packet::new_unchecked(&mut out[start..]));
+    out.extend_from_slice(ip);
+}

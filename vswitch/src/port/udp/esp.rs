@@ -20,12 +20,11 @@ use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
 use crate::batch::{Batch, MAX_BATCH};
-use crate::packet::{Mac, Packet};
+use crate::packet::Packet;
 use crate::port::Port;
-use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
 
 use super::{UdpPort, UdpPortStats, UdpUnderlay, UnderlayError};
-use crate::port::capture::capture_ipv4;
+use crate::port::capture::{capture_ipv4, capture_ipv4_packet};
 
 /// IP protocol number of ESP (RFC 4303).
 pub const PROTO_ESP: u8 = 50;
@@ -84,18 +83,8 @@ impl Port for EspPort {
         };
         match room {
             Some(room) => room.copy_from_slice(data),
-            None => {
-                // Received: the kernel handed the outer IPv4 header with the packet.
-                let start = out.len();
-                out.resize(start + ethernet::HEADER_LEN, 0);
-                ethernet::Repr {
-                    src_addr: Mac::ZERO,
-                    dst_addr: Mac::ZERO,
-                    ethertype: ETHERTYPE_IPV4,
-                }
-                .emit(&mut ethernet::Packet::new_unchecked(&mut out[start..]));
-                out.extend_from_slice(data);
-            }
+            // Received: the kernel handed the outer IPv4 header with the packet.
+            None => capture_ipv4_packet(out, data),
         }
     }
 
@@ -107,7 +96,7 @@ impl Port for EspPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::ipv4;
+    use crate::wire::{ethernet, ipv4};
     use std::net::SocketAddrV4;
     use std::time::{Duration, Instant};
 
