@@ -25,21 +25,8 @@ pub(super) async fn capture(
     h: &Handle,
     rep: &mut Replies,
 ) -> anyhow::Result<u8> {
-    // The file first, with the client's identity and off this runtime (a hung file system must
-    // not stall the control side), then the capture.
-    let (path, who) = (file.clone(), *peer);
-    let opened = tokio::task::spawn_blocking(move || {
-        control::create_capture_file(&path, &who).and_then(pcap::Sink::spawn)
-    })
-    .await
-    .context("opening the capture file")?;
-    let sink = match opened {
-        Ok(s) => s,
-        Err(e) => {
-            rep.send(&Reply::Err(format!("capture: {}: {e}", file.display())))
-                .await?;
-            return Ok(EXIT_FAILURE);
-        }
+    let Some(sink) = create_file(&file, peer, rep, pcap::Sink::spawn).await? else {
+        return Ok(EXIT_FAILURE);
     };
     let want = count.unwrap_or(u64::MAX);
     let started = h
@@ -151,6 +138,31 @@ pub(super) async fn capture(
             let msg = format!("capture: writing {}: {e}{missed}", file.display());
             let _ = rep.send(&Reply::Err(msg)).await;
             Ok(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Create a capture's new file `file` as the client `peer` and hand it to `then` (its writer),
+/// off this runtime: a hung file system must not stall the control side. `None` when that
+/// failed, the client told why.
+pub(super) async fn create_file<T: Send + 'static>(
+    file: &std::path::Path,
+    peer: &control::Peer,
+    rep: &mut Replies,
+    then: impl FnOnce(std::fs::File) -> std::io::Result<T> + Send + 'static,
+) -> anyhow::Result<Option<T>> {
+    let (path, who) = (file.to_path_buf(), *peer);
+    let opened = tokio::task::spawn_blocking(move || {
+        control::create_capture_file(&path, &who).and_then(then)
+    })
+    .await
+    .context("opening the capture file")?;
+    match opened {
+        Ok(t) => Ok(Some(t)),
+        Err(e) => {
+            rep.send(&Reply::Err(format!("capture: {}: {e}", file.display())))
+                .await?;
+            Ok(None)
         }
     }
 }

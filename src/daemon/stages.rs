@@ -46,17 +46,8 @@ pub(super) async fn capture_stages(
     let count = count.map_or(DEFAULT_STAGE_PACKETS, |c| {
         u32::try_from(c).unwrap_or(u32::MAX)
     });
-    let (path, who) = (file.clone(), *peer);
-    let opened = tokio::task::spawn_blocking(move || control::create_capture_file(&path, &who))
-        .await
-        .context("opening the capture file")?;
-    let f = match opened {
-        Ok(f) => f,
-        Err(e) => {
-            rep.send(&Reply::Err(format!("capture: {}: {e}", file.display())))
-                .await?;
-            return Ok(EXIT_FAILURE);
-        }
+    let Some(f) = super::capture::create_file(&file, peer, rep, Ok).await? else {
+        return Ok(EXIT_FAILURE);
     };
     let armed = h
         .call(move |n| {
