@@ -39,6 +39,7 @@ fn main() {
         seed: 0,
         break_on: None,
         pcapng: true,
+        max_conns: vxmesh::node::MAX_CONNS,
     };
     let quiet = Console {
         input: Box::new(std::io::empty()),

@@ -318,6 +318,9 @@ enum Cmd {
         /// stage, one interface per NODE/STAGE, the decision in each packet's comment.
         #[arg(long)]
         pcapng: bool,
+        /// Connection-table entries of each node, as `vxmesh run --max-conns`.
+        #[arg(long, default_value_t = vxmesh::node::MAX_CONNS, value_parser = parse_max_conns)]
+        max_conns: usize,
     },
 }
 
@@ -348,6 +351,7 @@ fn main() -> ExitCode {
             seed,
             break_on,
             pcapng,
+            max_conns,
         } => {
             let opts = vxmesh::sim::cli::SimOptions {
                 config: config.clone(),
@@ -356,6 +360,7 @@ fn main() -> ExitCode {
                 seed: *seed,
                 break_on: break_on.clone(),
                 pcapng: *pcapng,
+                max_conns: *max_conns,
             };
             return match vxmesh::sim::cli::run(&opts) {
                 Ok(s) => {

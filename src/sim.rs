@@ -20,8 +20,8 @@
 //! - **Randomness** (hash seeds, the ESP epoch) comes from `--seed`; the schedulers and the
 //!   rest of the pipeline are deterministic already. Nodes run in the file's order.
 //!
-//! The inputs and outputs are in `sim/io.rs`, the stepping debugger in `sim/debug.rs`, the
-//! command in `sim/cli.rs`.
+//! The ports are in `sim/port.rs`, the inputs and outputs in `sim/io.rs`, the stepping
+//! debugger in `sim/debug.rs`, the command in `sim/cli.rs`.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
@@ -44,9 +44,6 @@ pub const MAX_TICKS_PER_GAP: u64 = 64;
 /// Most rounds of the virtual wire per input (a round delivers what every node sent in the
 /// last one); split horizon keeps a packet from going round, so this is only a bound.
 pub const MAX_ROUNDS: usize = 16;
-/// Connection-table entries of each simulated node: smaller than a live node's (the simulator
-/// holds every node in one process).
-pub const SIM_MAX_CONNS: usize = 1 << 14;
 
 /// What a port of a simulated node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,7 +182,7 @@ pub struct Sim {
     pub now: Time,
     /// When housekeeping next runs (`None`: before the first input).
     next_tick: Option<Time>,
-    /// A node's transmitted frames while they are handed on (swapped with its mailbox's).
+    /// A port's transmitted frames while they are handed on (swapped with the port's).
     sent: port::Frames,
     /// Scratch for a frame as on the wire.
     scratch: Vec<u8>,
@@ -205,8 +202,15 @@ fn node_seed(seed: u64, name: &str) -> u64 {
 }
 
 impl Sim {
-    /// Every node of `cluster`, built with in-memory ports and `seed`.
+    /// Every node of `cluster`, built with in-memory ports and `seed`, each with a connection
+    /// table of a live node's default size ([`node::MAX_CONNS`]).
     pub fn new(cluster: &Cluster, seed: u64) -> anyhow::Result<Sim> {
+        Sim::with_max_conns(cluster, seed, node::MAX_CONNS)
+    }
+
+    /// [`Sim::new`] with connection tables of `max_conns` entries (`vxmesh sim --max-conns`,
+    /// as `vxmesh run --max-conns`).
+    pub fn with_max_conns(cluster: &Cluster, seed: u64, max_conns: usize) -> anyhow::Result<Sim> {
         let mut nodes = Vec::new();
         for n in &cluster.nodes {
             let mut ports = SimPorts::default();
@@ -214,7 +218,7 @@ impl Sim {
                 cluster.clone(),
                 &n.name,
                 &mut ports,
-                SIM_MAX_CONNS,
+                max_conns,
                 node_seed(seed, &n.name),
             )
             .with_context(|| format!("node {}", n.name))?;

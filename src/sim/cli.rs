@@ -31,6 +31,8 @@ pub struct SimOptions {
     pub break_on: Option<String>,
     /// Write the per-stage capture `DIR/stages.pcapng`.
     pub pcapng: bool,
+    /// Connection-table entries of each node (as `vxmesh run --max-conns`).
+    pub max_conns: usize,
 }
 
 /// What a run did.
@@ -77,7 +79,7 @@ pub fn run_with(opts: &SimOptions, console: Console) -> anyhow::Result<SimSummar
         .transpose()
         .context("--break")
         .map_err(usage)?;
-    let mut sim = Sim::new(&cluster, opts.seed)?;
+    let mut sim = Sim::with_max_conns(&cluster, opts.seed, opts.max_conns)?;
     let inputs = io::read_inputs(&sim, &opts.inputs).map_err(usage)?;
     let mut sink = PcapSink::create(&opts.out, &sim)?;
     let stages = if opts.pcapng {

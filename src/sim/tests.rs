@@ -104,6 +104,7 @@ fn opts(dir: &Path, config: PathBuf, input: &Path, out: &str) -> SimOptions {
         seed: 7,
         break_on: None,
         pcapng: false,
+        max_conns: crate::node::MAX_CONNS,
     }
 }
 
