@@ -46,11 +46,17 @@ enum Cmd {
         /// that the other nodes take its endpoints and backends out.
         #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
         node_ttl: u64,
-        /// Busy-poll window in microseconds: keep polling this long after the last frame before
-        /// sleeping in poll(2). Longer lowers latency at low packet rates and costs CPU; "max"
-        /// never sleeps (a core per node, as VPP and DPDK do).
+        /// Shortest busy-poll window in microseconds: keep polling at least this long after the
+        /// last frame before sleeping in poll(2). Longer lowers latency at low packet rates and
+        /// costs CPU; "max" never sleeps (a core per node, as VPP and DPDK do).
         #[arg(long, value_name = "MICROS", default_value = "200", value_parser = parse_busy_poll)]
         busy_poll_us: std::time::Duration,
+        /// Longest busy-poll window in microseconds: while frames keep coming within it of each
+        /// other, the window grows to twice their gap and the node polls through the gaps
+        /// instead of sleeping and paying a wake-up per frame; when they stop it sleeps again.
+        /// Equal to --busy-poll-us (the default, 200) or below: a fixed window.
+        #[arg(long, value_name = "MICROS", default_value = "200", value_parser = parse_busy_poll)]
+        busy_poll_max_us: std::time::Duration,
         /// Connection-table entries (about 121 bytes each). IPVS holds TIME_WAIT 120 s, so a
         /// node sustaining N new connections per second needs about 120 x N; when the table is
         /// full, new connections are dropped and counted (drop_table_full).
@@ -391,6 +397,7 @@ fn main() -> ExitCode {
             vtep,
             node_ttl,
             busy_poll_us,
+            busy_poll_max_us,
             max_conns,
             control_group,
             dns_upstream,
@@ -440,6 +447,7 @@ fn main() -> ExitCode {
                 cli.control.clone(),
                 daemon::RunOptions {
                     busy_poll: *busy_poll_us,
+                    busy_poll_max: *busy_poll_max_us,
                     max_conns: *max_conns,
                     control_group: control_group.clone(),
                     poll_priority: *poll_priority,

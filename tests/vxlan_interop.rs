@@ -58,6 +58,7 @@ const STATS_EVERY: Duration = Duration::from_millis(20);
 /// housekeeping period: publishing counters, the lifetime check).
 const POLL: PollConfig = PollConfig {
     busy_poll: Duration::ZERO,
+    busy_poll_max: Duration::ZERO,
     housekeeping: Duration::from_millis(5),
 };
 /// ICMP echoes per ping check.

@@ -2,9 +2,11 @@
 //!
 //! Two threads. The poll thread owns the [`Node`] (the switch, its ports and tables) and runs it
 //! to completion, batch after batch, in `vswitch::worker`'s poll loop: it busy-polls while
-//! traffic flows and, after [`BUSY_POLL`] without a frame (`vxmesh run --busy-poll-us`), sleeps
-//! in `poll(2)` on every port's descriptor plus an eventfd, so an idle node costs no CPU; an empty
-//! round while busy-polling yields the CPU. Every [`HOUSEKEEPING`](crate::node::HOUSEKEEPING) it ages the FDB, expires
+//! traffic flows and, after a window without a frame, sleeps in `poll(2)` on every port's
+//! descriptor plus an eventfd, so an idle node costs no CPU; an empty round while busy-polling
+//! yields the CPU. The window adapts between [`BUSY_POLL`] and [`BUSY_POLL_MAX`]
+//! (`vxmesh run --busy-poll-us`, `--busy-poll-max-us`): a steady flow whose frames come within
+//! the longest window of each other is polled through, instead of paying a wake-up per frame. Every [`HOUSEKEEPING`](crate::node::HOUSEKEEPING) it ages the FDB, expires
 //! connections and (every [`ESTIMATE_EVERY`](crate::node::ESTIMATE_EVERY)) estimates rates. The control side is a
 //! single-threaded tokio runtime serving the control socket (`/run/vxmesh/NODE.sock`): each
 //! command becomes a closure sent to the poll thread over a channel (plus a wake-up on the
@@ -65,6 +67,11 @@ pub const CONTROL_DIR: &str = "/run/vxmesh";
 /// Default busy-poll window: keep polling without sleeping for this long after the last frame
 /// (`vxmesh run --busy-poll-us`).
 pub const BUSY_POLL: Duration = Duration::from_micros(200);
+/// Default longest busy-poll window (`vxmesh run --busy-poll-max-us`): the shortest one, a
+/// fixed window. On the 2-vCPU test machine an adaptive window (up to 5 ms) lowered the latency
+/// of 200 to 500 pings per second but raised it above that, with two spinning nodes taking
+/// both cores from the containers and the kernel (`scripts/latency.sh`, docs/performance.md).
+pub const BUSY_POLL_MAX: Duration = BUSY_POLL;
 /// How often a running trace or capture collects what the switch recorded.
 pub const COLLECT_EVERY: Duration = Duration::from_millis(50);
 
@@ -173,6 +180,7 @@ fn poll_loop(
     }
     let cfg = PollConfig {
         busy_poll: opts.busy_poll,
+        busy_poll_max: opts.busy_poll_max,
         housekeeping: crate::node::HOUSEKEEPING,
     };
     worker::run(&mut work, Some(&wake), &stop, cfg);
@@ -211,6 +219,10 @@ pub struct RunOptions {
     /// (tens to hundreds of µs on a VM) on the next frame. `Duration::MAX` never sleeps (VPP and
     /// DPDK's polling mode).
     pub busy_poll: Duration,
+    /// Longest busy-poll window: while frames keep coming back within it, the poll thread
+    /// polls through the gaps between them (twice the recent gap) instead of paying a wake-up
+    /// per frame (`vswitch::worker`). Equal to `busy_poll`: a fixed window.
+    pub busy_poll_max: Duration,
     /// Connection-table entries (IPVS-style conntrack); a full table drops new connections
     /// (`drop_table_full`), never evicts.
     pub max_conns: usize,
@@ -230,6 +242,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             busy_poll: BUSY_POLL,
+            busy_poll_max: BUSY_POLL_MAX,
             max_conns: crate::node::MAX_CONNS,
             control_group: None,
             poll_priority: 0,

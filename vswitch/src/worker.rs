@@ -3,10 +3,14 @@
 //! round calls [`Work::poll`] (every port's receive, the stages, the transmits), then the hooks
 //! that must run between two batches, never inside one.
 //!
-//! - Busy-poll while traffic flows: for [`PollConfig::busy_poll`] after the last received frame
-//!   the loop does not sleep. An empty round in that window yields the CPU (`sched_yield`): on a
-//!   small machine the containers' own processes share the cores with the poll thread, and a
-//!   spinning thread must not hold them off for a whole scheduler slice.
+//! - Busy-poll while traffic flows: for a window after the last received frame the loop does
+//!   not sleep. The window adapts to the traffic between [`PollConfig::busy_poll`] and
+//!   [`PollConfig::busy_poll_max`] (`worker/window.rs`): twice the recent gap between arrivals
+//!   when that fits, so a steady low-rate flow (a ping every 2 ms) is polled through instead of
+//!   paying a wake-up per frame, and the shortest window when frames stop or come further
+//!   apart. An empty round in that window yields the CPU (`sched_yield`): on a small machine
+//!   the containers' own processes share the cores with the poll thread, and a spinning thread
+//!   must not hold them off for a whole scheduler slice.
 //! - Then sleep in `poll(2)` on the ports' descriptors plus a [`Waker`] (an eventfd the control
 //!   plane writes to), so an idle switch costs no CPU. The sleep lasts at most one housekeeping
 //!   period, so housekeeping runs on an idle switch too.
@@ -24,6 +28,9 @@ use std::time::Duration;
 
 use crate::env::Time;
 use crate::switch::Switch;
+
+mod window;
+pub use window::Window;
 
 /// What the poll loop drives.
 pub trait Work {
@@ -62,10 +69,14 @@ impl Work for Switch {
 /// How the poll loop runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PollConfig {
-    /// Busy-poll window: after the last received frame, keep polling (no sleep) this long before
-    /// sleeping in `poll(2)`. Zero sleeps at the first empty round; `Duration::MAX` never sleeps
-    /// (VPP and DPDK's polling mode).
+    /// Shortest busy-poll window: after the last received frame, keep polling (no sleep) at
+    /// least this long before sleeping in `poll(2)`. Zero sleeps at the first empty round;
+    /// `Duration::MAX` never sleeps (VPP and DPDK's polling mode).
     pub busy_poll: Duration,
+    /// Longest busy-poll window: while frames keep arriving within it, the window grows to
+    /// twice their recent gap (at most this), so they are polled through. Equal to (or below)
+    /// `busy_poll`: a fixed window.
+    pub busy_poll_max: Duration,
     /// Housekeeping period; also the longest sleep when idle, so that housekeeping still runs.
     pub housekeeping: Duration,
 }
@@ -86,7 +97,9 @@ pub fn run<W: Work + ?Sized>(
     };
     let mut poller = fds_of(work);
     let mut generation = work.fds_generation();
-    let busy_ns = u64::try_from(cfg.busy_poll.as_nanos()).unwrap_or(u64::MAX);
+    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let mut window = Window::new(ns(cfg.busy_poll), ns(cfg.busy_poll_max));
+    let mut was_empty = true;
     let housekeeping_ns = u64::try_from(cfg.housekeeping.as_nanos()).unwrap_or(u64::MAX);
     let idle_sleep_ms = i32::try_from(cfg.housekeeping.as_millis()).unwrap_or(i32::MAX);
     let mut last_rx = Time::monotonic();
@@ -95,8 +108,12 @@ pub fn run<W: Work + ?Sized>(
         let now = Time::monotonic();
         let got = work.poll(now);
         if got > 0 {
+            if was_empty {
+                window.arrival(now.0.saturating_sub(last_rx.0));
+            }
             last_rx = now;
         }
+        was_empty = got == 0;
         work.between_batches();
         if work.fds_generation() != generation {
             generation = work.fds_generation();
@@ -106,7 +123,7 @@ pub fn run<W: Work + ?Sized>(
             next_housekeeping = Time(now.0.saturating_add(housekeeping_ns));
             work.housekeeping(now);
         }
-        if now.0.saturating_sub(last_rx.0) > busy_ns {
+        if now.0.saturating_sub(last_rx.0) > window.get() {
             poller.wait(idle_sleep_ms);
             if let Some(w) = wake {
                 w.drain();
@@ -345,6 +362,7 @@ mod tests {
             };
             let cfg = PollConfig {
                 busy_poll: Duration::ZERO,
+                busy_poll_max: Duration::ZERO,
                 housekeeping: Duration::from_secs(20),
             };
             let stop = w.stop.clone();
@@ -374,6 +392,7 @@ mod tests {
         };
         let cfg = PollConfig {
             busy_poll: Duration::MAX,
+            busy_poll_max: Duration::MAX,
             housekeeping: Duration::from_secs(3600),
         };
         run(&mut w, None, &stop, cfg);
@@ -393,6 +412,7 @@ mod tests {
             let mut sw = Switch::new(crate::Env::new(crate::FdbConfig::default()));
             let cfg = PollConfig {
                 busy_poll: Duration::ZERO,
+                busy_poll_max: Duration::ZERO,
                 housekeeping: Duration::from_secs(3600),
             };
             let start = Instant::now();

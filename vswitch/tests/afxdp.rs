@@ -56,6 +56,7 @@ const STATS_EVERY: Duration = Duration::from_millis(20);
 /// housekeeping period: publishing counters, the lifetime check).
 const POLL: PollConfig = PollConfig {
     busy_poll: Duration::ZERO,
+    busy_poll_max: Duration::ZERO,
     housekeeping: Duration::from_millis(5),
 };
 /// Rounds the stopped switch polls at most, until [`QUIET_ROUNDS`] of them receive nothing.
