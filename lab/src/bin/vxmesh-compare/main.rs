@@ -256,7 +256,7 @@ fn run_order(sides: &[Side], run: usize) -> Vec<Side> {
     let mut order: Vec<Side> = (0..sides.len())
         .map(|i| sides[(i + (run - 1) / 2) % n])
         .collect();
-    if run % 2 == 0 {
+    if run.is_multiple_of(2) {
         order.reverse();
     }
     order
