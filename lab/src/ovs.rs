@@ -74,6 +74,10 @@ pub struct OvsOptions {
     /// Pin the node's PMD thread to this CPU (`other_config:pmd-cpu-mask`); None: OVS's
     /// default (one PMD on the NUMA node's first core, so two nodes on one machine share it).
     pub pmd_core: Option<usize>,
+    /// Let PMD threads sleep up to this many microseconds under low load
+    /// (`other_config:pmd-maxsleep`, experimental in OVS 3.1); None: OVS's default, polling
+    /// all the time.
+    pub pmd_maxsleep_us: Option<u32>,
 }
 
 /// What `ovs-vsctl` and `ovs-ofctl` are given for one node (pure: see [`ovs_config`]).
@@ -121,6 +125,10 @@ pub fn ovs_config(cluster: &Cluster, node: &str, opts: &OvsOptions) -> Result<Ov
     if let Some(core) = opts.pmd_core {
         let mask = format!("other_config:pmd-cpu-mask=0x{:x}", 1u128 << core.min(127));
         cmd(&["set", "Open_vSwitch", ".", &mask]);
+    }
+    if let Some(us) = opts.pmd_maxsleep_us {
+        let sleep = format!("other_config:pmd-maxsleep={us}");
+        cmd(&["set", "Open_vSwitch", ".", &sleep]);
     }
     let mut interfaces = Vec::new();
     cmd(&["add-br", BR_PHY]);
@@ -484,6 +492,7 @@ mod tests {
         let opts = OvsOptions {
             port_type: PortType::Afxdp,
             pmd_core: Some(1),
+            pmd_maxsleep_us: None,
         };
         let cfg = ovs_config(&c, "n1", &opts).unwrap();
         let line = cfg.vsctl.join(" ");
@@ -520,10 +529,17 @@ mod tests {
         let opts = OvsOptions {
             port_type: PortType::System,
             pmd_core: None,
+            pmd_maxsleep_us: None,
         };
         let cfg = ovs_config(&c, "n2", &opts).unwrap();
         let line = cfg.vsctl.join(" ");
         assert!(line.starts_with("add-br br-phy"));
+        let sleepy = OvsOptions {
+            pmd_maxsleep_us: Some(500),
+            ..opts.clone()
+        };
+        let line2 = ovs_config(&c, "n2", &sleepy).unwrap().vsctl.join(" ");
+        assert!(line2.starts_with("set Open_vSwitch . other_config:pmd-maxsleep=500 -- add-br"));
         assert!(line.contains("set interface ul0 type=system"));
         assert!(line.contains("set interface vc21 type=system ofport_request=1"));
         assert!(line.contains("options:remote_ip=198.18.0.1 options:local_ip=198.18.0.2"));

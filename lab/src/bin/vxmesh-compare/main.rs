@@ -75,6 +75,10 @@ struct Args {
     /// Passed to each `vxmesh run` (microseconds, or "max"; default: vxmesh's own default).
     #[arg(long, value_name = "MICROS")]
     busy_poll_us: Option<String>,
+    /// OVS side: let its PMD threads sleep up to this long under low load
+    /// (`other_config:pmd-maxsleep`, experimental in OVS 3.1; default: OVS's, always polling).
+    #[arg(long, value_name = "MICROS")]
+    ovs_pmd_maxsleep: Option<u32>,
 }
 
 /// Durations and counts.
@@ -142,6 +146,8 @@ struct Ctx {
     ping_interval: OnceCell<&'static str>,
     /// Extra `vxmesh run` arguments.
     run_args: Vec<String>,
+    /// OVS's `pmd-maxsleep` (None: always polling).
+    ovs_pmd_maxsleep: Option<u32>,
 }
 
 impl Ctx {
@@ -304,6 +310,7 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
         prefix: prefix.to_string(),
         started: Instant::now(),
         ping_interval: OnceCell::new(),
+        ovs_pmd_maxsleep: args.ovs_pmd_maxsleep,
         run_args: match &args.busy_poll_us {
             Some(v) => vec!["--busy-poll-us".into(), v.clone()],
             None => Vec::new(),

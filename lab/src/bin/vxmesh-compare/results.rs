@@ -189,6 +189,12 @@ pub fn write_results(
             ""
         }
     );
+    if let Some(us) = ctx.ovs_pmd_maxsleep {
+        let _ = writeln!(
+            md,
+            "OVS side with `other_config:pmd-maxsleep={us}` (PMDs sleep under low load; not OVS's default).\n"
+        );
+    }
     md += &report::table(&head_rows);
     if n_disturbed > 0 {
         let _ = writeln!(
@@ -250,6 +256,7 @@ pub fn write_results(
             "wrk_secs": ctx.plan.wrk_secs, "wrk": "wrk -t1 -c32 --latency [-H 'Connection: close'] http://10.0.9.100/",
             "quiet_pct": ctx.plan.quiet_pct, "other_max_pct_of_a_core": ctx.plan.other_max_pct,
             "max_attempts": ctx.plan.max_attempts,
+            "ovs_pmd_maxsleep_us": ctx.ovs_pmd_maxsleep,
             "quiet_max_wait_s": ctx.plan.quiet_max_wait.as_secs(),
             "quiet_max_wait_redo_s": ctx.plan.quiet_max_wait_redo.as_secs(),
         },

@@ -152,9 +152,10 @@ pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
             Ok(out)
         }
         Side::Ovs => {
-            let o = OvsLab::start(&prefix)?;
+            let o = OvsLab::start(&prefix, ctx.ovs_pmd_maxsleep)?;
             let res = (|| {
-                let env = env_for(side, run, &o.lab, &ctx.raw);
+                let mut env = env_for(side, run, &o.lab, &ctx.raw);
+                env.spinning = ctx.ovs_pmd_maxsleep.is_none();
                 let ns = |e: &str| o.lab.endpoint_netns(e);
                 let mut out = start_out(&env)?;
                 out.notes.insert("ovs_ports".into(), json!(o.port_types()));
@@ -293,7 +294,7 @@ pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
             with_servers(&env)
         }
         Side::Ovs => {
-            let o = OvsLab::start(&prefix)?;
+            let o = OvsLab::start(&prefix, ctx.ovs_pmd_maxsleep)?;
             let mut env = env_for(side, run, &o.lab, &ctx.raw);
             env.raw = format!("{}/perf-{}-", ctx.raw.display(), side.name());
             topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;

@@ -176,7 +176,7 @@ impl OvsLab {
     /// pinned to its own core (n1: CPU 0, n2: CPU 1; OVS's default would put both nodes' PMDs
     /// on the first core). Container offloads stay off, as the lab leaves them: OVS's AF_XDP
     /// ports carry raw frames, as vxmesh's do.
-    pub fn start(prefix: &str) -> Result<OvsLab> {
+    pub fn start(prefix: &str, pmd_maxsleep_us: Option<u32>) -> Result<OvsLab> {
         let (config, cluster) =
             vxmesh_lab::labrun::write_cluster(prefix, &cluster_text(Side::Ovs, prefix))?;
         let mut o = OvsLab {
@@ -191,6 +191,7 @@ impl OvsLab {
             let opts = OvsOptions {
                 port_type: PortType::Afxdp,
                 pmd_core: Some(i % ncpu),
+                pmd_maxsleep_us,
             };
             let n = build_ovs_node(&o.lab, &cluster, node, &dir, &opts)
                 .with_context(|| format!("OVS on {node}"))?;
