@@ -5,7 +5,8 @@
 # table of vxmesh / kernel and vxmesh / OVS ratios, results.json + results.md + ratios.svg +
 # ratios-ovs.svg in target/compare/<timestamp>/.
 # Method: docs/compare.md. Root. Arguments go to the program:
-#   --runs N (5) | --quick (short, 1 run) | --out DIR | --only vxmesh|kernel|ovs | --vxmesh PATH | --perf
+#   --runs N (5) | --quick (short, 1 run) | --out DIR | --only vxmesh|kernel|ovs | --vxmesh PATH | --perf |
+#   --ovs-pmd-maxsleep MICROS (OVS's PMDs sleep under low load)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
