@@ -713,7 +713,7 @@ fn client_addr_for(ing: &Ingress, all: &[Ingress]) -> Option<Ipv4Addr> {
 }
 
 /// `name` cut to the longest interface name Linux accepts (on a character boundary).
-fn truncate_ifname(name: &str) -> String {
+pub(crate) fn truncate_ifname(name: &str) -> String {
     let mut end = name.len().min(IFNAME_MAX);
     while !name.is_char_boundary(end) {
         end -= 1;

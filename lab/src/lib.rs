@@ -1,6 +1,7 @@
 //! vxmesh on one machine, apart from the node: the network-namespace lab a cluster file
 //! describes ([`lab`]), real `vxmesh run` nodes started in it ([`labrun`]), the one-command
-//! tour ([`demo`]) and the cluster file the tests, benches and the demo share ([`fixture`]).
+//! tour ([`demo`]), the cluster file the tests, benches and the demo share ([`fixture`]), and Open
+//! vSwitch's userspace datapath as a lab node for the comparison ([`ovs`]).
 //! Nothing here is on the packet path; the product (`vxmesh`) does not depend on this crate:
 //! `vxmesh demo` and `vxmesh lab` run the `vxmesh-lab` program (external subcommands, as git and
 //! cargo have them).
@@ -11,5 +12,6 @@ pub mod etcd;
 pub mod fixture;
 pub mod lab;
 pub mod labrun;
+pub mod ovs;
 pub mod podman;
 pub mod rawsock;

@@ -1,16 +1,20 @@
 //! `vxmesh-compare`: one command that measures vxmesh against the Linux kernel's own overlay
-//! parts, on the same namespace topology (docs/compare.md).
+//! parts and against Open vSwitch's userspace datapath, on the same namespace topology
+//! (docs/compare.md).
 //!
 //! Two nodes, two containers each, an underlay between the nodes (`vxmesh_lab::lab::Lab`). Side
 //! "vxmesh": a `vxmesh run` per node (c11/c21 on AF_XDP, c12/c22 on TAPs; its load balancer for
 //! the VIP). Side "kernel": the same file without `attach`, switched by a bridge + VXLAN device
 //! per node (nolearning, static FDB, as Docker's overlay driver), the VIP by a kube-proxy-style
 //! nftables `numgen inc` DNAT in c11's own namespace (Docker's per-sandbox LB; this kernel has
-//! no IPVS). Runs alternate between the sides, each on a freshly built lab, never both carrying
-//! traffic at once. Per run: ping RTT, iperf3 TCP, iperf3 UDP 64 B with the machine's CPU use,
+//! no IPVS). Side "ovs": the same file, switched by an `ovsdb-server` + `ovs-vswitchd` of its
+//! own per node inside the node's namespace (`datapath_type=netdev`, AF_XDP ports on the
+//! containers' veths and on the underlay, a VXLAN port per peer, static OpenFlow rules), the VIP
+//! by the kernel side's nftables DNAT in c11. Runs alternate the order of the sides, each on a
+//! freshly built lab, never two carrying traffic at once. Per run: ping RTT, iperf3 TCP, iperf3 UDP 64 B with the machine's CPU use,
 //! and wrk through the VIP with keep-alive and with a new connection per request. Medians,
-//! spreads and vxmesh/kernel ratios go to the terminal, `results.json`, `results.md` and
-//! `ratios.svg` in the results directory.
+//! spreads and vxmesh/kernel and vxmesh/OVS ratios go to the terminal, `results.json`,
+//! `results.md`, `ratios.svg` and `ratios-ovs.svg` in the results directory.
 //!
 //! Safety (SPEC.md): everything runs in namespaces named `vxc{pid}-...`, removed by name when
 //! each side's run ends, on failure and on Ctrl-C (the handler only sets a flag; guards do the
@@ -46,7 +50,7 @@ const WORKSPACE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 #[derive(Parser)]
 #[command(
     name = "vxmesh-compare",
-    about = "Compare vxmesh with the kernel's bridge + VXLAN + nftables LB on the same namespace topology (root)"
+    about = "Compare vxmesh with the kernel's bridge + VXLAN + nftables LB and with Open vSwitch's userspace datapath on the same namespace topology (root)"
 )]
 struct Args {
     /// Runs per side (default 5; 1 with --quick).
@@ -71,6 +75,10 @@ struct Args {
     /// Passed to each `vxmesh run` (microseconds, or "max"; default: vxmesh's own default).
     #[arg(long, value_name = "MICROS")]
     busy_poll_us: Option<String>,
+    /// OVS side: let its PMD threads sleep up to this long under low load
+    /// (`other_config:pmd-maxsleep`, experimental in OVS 3.1; default: OVS's, always polling).
+    #[arg(long, value_name = "MICROS")]
+    ovs_pmd_maxsleep: Option<u32>,
 }
 
 /// Durations and counts.
@@ -138,6 +146,8 @@ struct Ctx {
     ping_interval: OnceCell<&'static str>,
     /// Extra `vxmesh run` arguments.
     run_args: Vec<String>,
+    /// OVS's `pmd-maxsleep` (None: always polling).
+    ovs_pmd_maxsleep: Option<u32>,
 }
 
 impl Ctx {
@@ -244,6 +254,20 @@ fn tools_missing() -> Vec<&'static str> {
     .collect()
 }
 
+/// The order of the sides in run `run` (from 1): rotated by one place per run, and reversed on
+/// even runs, so that with three sides each goes first, in the middle and last equally often
+/// over six runs, and each pair meets in both orders (two sides: alternating).
+fn run_order(sides: &[Side], run: usize) -> Vec<Side> {
+    let n = sides.len().max(1);
+    let mut order: Vec<Side> = (0..sides.len())
+        .map(|i| sides[(i + (run - 1) / 2) % n])
+        .collect();
+    if run.is_multiple_of(2) {
+        order.reverse();
+    }
+    order
+}
+
 /// Ok(true): every side's run succeeded.
 fn real_main(args: &Args, prefix: &str) -> Result<bool> {
     let missing = tools_missing();
@@ -262,7 +286,7 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
                 .map(|me| me.with_file_name("vxmesh"))
         })?,
     };
-    if args.only != Some(Side::Kernel) && !exe.is_file() {
+    if matches!(args.only, None | Some(Side::Vxmesh)) && !exe.is_file() {
         bail!(
             "no vxmesh executable at {} (build it with `cargo build --release --workspace`, or pass --vxmesh PATH)",
             exe.display()
@@ -286,15 +310,25 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
         prefix: prefix.to_string(),
         started: Instant::now(),
         ping_interval: OnceCell::new(),
+        ovs_pmd_maxsleep: args.ovs_pmd_maxsleep,
         run_args: match &args.busy_poll_us {
             Some(v) => vec!["--busy-poll-us".into(), v.clone()],
             None => Vec::new(),
         },
     };
-    let sides: Vec<Side> = match args.only {
+    let mut sides: Vec<Side> = match args.only {
         Some(s) => vec![s],
-        None => vec![Side::Vxmesh, Side::Kernel],
+        None => vec![Side::Vxmesh, Side::Kernel, Side::Ovs],
     };
+    if sides.contains(&Side::Ovs) && !measure::have("ovs-vswitchd") {
+        let why = "no ovs-vswitchd on the PATH for the OVS side (scripts/compare.sh installs it: apt-get install openvswitch-switch)";
+        if sides.len() == 1 {
+            bail!("{why}");
+        }
+        // The other two sides still run; the OVS columns stay empty.
+        log(&format!("{why}; measuring without it"));
+        sides.retain(|s| *s != Side::Ovs);
+    }
     log(&format!(
         "vxmesh-compare: {} run(s) of {}; results in {}",
         ctx.plan.runs,
@@ -310,11 +344,8 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
     let mut failures: Vec<Value> = Vec::new();
     let mut interrupted = false;
     'runs: for run in 1..=ctx.plan.runs {
-        // Alternate which side goes first, so a drift in the machine's load spreads evenly.
-        let mut order = sides.clone();
-        if run % 2 == 0 {
-            order.reverse();
-        }
+        // Alternate the order, so a drift in the machine's load spreads evenly over the sides.
+        let order = run_order(&sides, run);
         for side in order {
             if measure::interrupted() {
                 interrupted = true;
@@ -354,4 +385,28 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
         bail!("interrupted; partial results in {}", out.display());
     }
     Ok(failures.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_order_alternates_and_rotates() {
+        use Side::{Kernel as K, Ovs as O, Vxmesh as V};
+        let two = [V, K];
+        assert_eq!(run_order(&two, 1), [V, K]);
+        assert_eq!(run_order(&two, 2), [K, V]);
+        assert_eq!(run_order(&two, 3), [K, V]);
+        assert_eq!(run_order(&two, 4), [V, K]);
+        let three = [V, K, O];
+        let runs: Vec<Vec<Side>> = (1..=6).map(|r| run_order(&three, r)).collect();
+        for side in three {
+            for place in 0..3 {
+                let n = runs.iter().filter(|o| o[place] == side).count();
+                assert_eq!(n, 2, "{side:?} at {place}");
+            }
+        }
+        assert_eq!(run_order(&[O], 2), [O]);
+    }
 }

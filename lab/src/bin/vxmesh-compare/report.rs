@@ -19,8 +19,8 @@ pub struct Metric {
     pub higher_better: bool,
     /// In the main table and the chart (else: supporting figures).
     pub headline: bool,
-    /// The kernel figure to compare with, when the kernel has no figure of its own under `key`
-    /// (a vxmesh-only mode compared with the kernel's only one).
+    /// The kernel's and OVS's figure to compare with, when they have no figure of their own
+    /// under `key` (a vxmesh-only mode compared with their only one).
     pub kernel_key: Option<&'static str>,
 }
 
@@ -88,13 +88,13 @@ pub const METRICS: &[Metric] = &[
     m("ping_p99_us", "ping RTT p99 c11 -> c21", "us", false, true),
     vs(
         "ping_poll_p50_us",
-        "ping RTT p50, vxmesh always polling (--busy-poll-us max; kernel: as above)",
+        "ping RTT p50, vxmesh always polling (--busy-poll-us max; kernel, OVS: as above)",
         "us",
         "ping_p50_us",
     ),
     vs(
         "ping_poll_p99_us",
-        "ping RTT p99, vxmesh always polling (--busy-poll-us max; kernel: as above)",
+        "ping RTT p99, vxmesh always polling (--busy-poll-us max; kernel, OVS: as above)",
         "us",
         "ping_p99_us",
     ),
@@ -240,30 +240,44 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
+/// One side's values of a metric and their (median, min, max).
+pub type Vals = (Vec<f64>, Option<(f64, f64, f64)>);
+
 /// One metric compared.
 pub struct Row<'a> {
     /// The metric.
     pub metric: &'a Metric,
     /// vxmesh: values, (median, min, max).
-    pub vx: (Vec<f64>, Option<(f64, f64, f64)>),
+    pub vx: Vals,
     /// kernel.
-    pub k: (Vec<f64>, Option<(f64, f64, f64)>),
+    pub k: Vals,
+    /// OVS userspace.
+    pub ovs: Vals,
 }
 
 impl Row<'_> {
-    /// vxmesh median / kernel median, and its spread (vx min / k max, vx max / k min).
-    pub fn ratio(&self) -> Option<(f64, f64, f64)> {
+    /// The values of side `s`.
+    pub fn of(&self, s: Side) -> &Vals {
+        match s {
+            Side::Vxmesh => &self.vx,
+            Side::Kernel => &self.k,
+            Side::Ovs => &self.ovs,
+        }
+    }
+
+    /// vxmesh median / `base`'s median, and its spread (vx min / base max, vx max / base min).
+    pub fn ratio(&self, base: Side) -> Option<(f64, f64, f64)> {
         let (vm, vlo, vhi) = self.vx.1?;
-        let (km, klo, khi) = self.k.1?;
+        let (km, klo, khi) = self.of(base).1?;
         if km == 0.0 || klo == 0.0 || khi == 0.0 {
             return None;
         }
         Some((vm / km, vlo / khi, vhi / klo))
     }
 
-    /// "better"/"worse"/"same" for vxmesh, and by what factor (>= 1).
-    pub fn verdict(&self) -> Option<(&'static str, f64)> {
-        let (r, ..) = self.ratio()?;
+    /// "better"/"worse"/"same" for vxmesh against `base`, and by what factor (>= 1).
+    pub fn verdict(&self, base: Side) -> Option<(&'static str, f64)> {
+        let (r, ..) = self.ratio(base)?;
         if r <= 0.0 || !r.is_finite() {
             return None;
         }
@@ -296,12 +310,15 @@ pub fn rows<'a>(samples: &[(Side, BTreeMap<String, f64>)], metrics: &[&'a Metric
                     .collect()
             };
             let v = vals(Side::Vxmesh, metric.key);
-            let k = vals(Side::Kernel, metric.kernel_key.unwrap_or(metric.key));
-            let (sv, sk) = (stats(&v), stats(&k));
+            let base = metric.kernel_key.unwrap_or(metric.key);
+            let k = vals(Side::Kernel, base);
+            let o = vals(Side::Ovs, base);
+            let (sv, sk, so) = (stats(&v), stats(&k), stats(&o));
             Row {
                 metric,
                 vx: (v, sv),
                 k: (k, sk),
+                ovs: (o, so),
             }
         })
         .collect()
@@ -317,27 +334,32 @@ fn cell(s: Option<(f64, f64, f64)>, n: usize) -> String {
     }
 }
 
-/// The markdown table of `rows` (headline or supporting).
+/// The "vxmesh / base" cell: the ratio, its spread (with more than one run) and the verdict.
+fn ratio_cell(r: &Row, base: Side) -> String {
+    let ratio = match r.ratio(base) {
+        Some((m, lo, hi)) if r.vx.0.len() > 1 || r.of(base).0.len() > 1 => {
+            format!("{:.2} ({:.2}–{:.2})", m, lo, hi)
+        }
+        Some((m, ..)) => format!("{m:.2}"),
+        None => return "—".into(),
+    };
+    match r.verdict(base) {
+        Some(("same", _)) => format!("{ratio}: the same"),
+        Some((w, f)) => format!("{ratio}: {f:.2}× {w}"),
+        None => ratio,
+    }
+}
+
+/// The markdown table of `rows` (headline or supporting): the three sides' medians (min–max)
+/// and vxmesh's ratio to the kernel and to OVS, with the verdict ("vxmesh is N× better/worse").
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::new();
-    s += "| metric | unit | better | vxmesh median (min–max) | kernel median (min–max) | vxmesh / kernel (spread) | vxmesh is |\n";
-    s += "|---|---|---|---|---|---|---|\n";
+    s += "| metric | unit | better | vxmesh median (min–max) | kernel median (min–max) | OVS userspace median (min–max) | vxmesh / kernel: vxmesh is | vxmesh / OVS: vxmesh is |\n";
+    s += "|---|---|---|---|---|---|---|---|\n";
     for r in rows {
-        let ratio = match r.ratio() {
-            Some((m, lo, hi)) if r.vx.0.len() > 1 || r.k.0.len() > 1 => {
-                format!("{:.2} ({:.2}–{:.2})", m, lo, hi)
-            }
-            Some((m, ..)) => format!("{m:.2}"),
-            None => "—".into(),
-        };
-        let verdict = match r.verdict() {
-            Some(("same", _)) => "the same".to_string(),
-            Some((w, f)) => format!("{f:.2}× {w}"),
-            None => "—".into(),
-        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.metric.label,
             r.metric.unit,
             if r.metric.higher_better {
@@ -347,14 +369,17 @@ pub fn table(rows: &[Row]) -> String {
             },
             cell(r.vx.1, r.vx.0.len()),
             cell(r.k.1, r.k.0.len()),
-            ratio,
-            verdict
+            cell(r.ovs.1, r.ovs.0.len()),
+            ratio_cell(r, Side::Kernel),
+            ratio_cell(r, Side::Ovs),
         );
     }
     s
 }
 
-/// The figures of `rows` for the JSON.
+/// The figures of `rows` for the JSON: the keys of the two-sided version (`kernel`,
+/// `ratio_vxmesh_over_kernel`, `ratio_min`/`ratio_max`, `vxmesh_is`, `factor`: against the
+/// kernel) plus the same against OVS (`ovs`, `ratio_vxmesh_over_ovs`, ..., `factor_vs_ovs`).
 pub fn rows_json(rows: &[Row]) -> Value {
     let side = |v: &(Vec<f64>, Option<(f64, f64, f64)>)| match v.1 {
         Some((med, lo, hi)) => json!({"median": med, "min": lo, "max": hi, "values": v.0}),
@@ -363,14 +388,20 @@ pub fn rows_json(rows: &[Row]) -> Value {
     Value::Array(
         rows.iter()
             .map(|r| {
-                let (ratio, rlo, rhi) = r
-                    .ratio()
-                    .map_or((Value::Null, Value::Null, Value::Null), |(a, b, c)| {
-                        (json!(a), json!(b), json!(c))
-                    });
-                let (verdict, factor) = r
-                    .verdict()
-                    .map_or((Value::Null, Value::Null), |(v, f)| (json!(v), json!(f)));
+                let ratio3 = |base| {
+                    r.ratio(base)
+                        .map_or((Value::Null, Value::Null, Value::Null), |(a, b, c)| {
+                            (json!(a), json!(b), json!(c))
+                        })
+                };
+                let verdict = |base| {
+                    r.verdict(base)
+                        .map_or((Value::Null, Value::Null), |(v, f)| (json!(v), json!(f)))
+                };
+                let (ratio, rlo, rhi) = ratio3(Side::Kernel);
+                let (verdict_k, factor) = verdict(Side::Kernel);
+                let (ratio_o, rlo_o, rhi_o) = ratio3(Side::Ovs);
+                let (verdict_o, factor_o) = verdict(Side::Ovs);
                 json!({
                     "key": r.metric.key,
                     "label": r.metric.label,
@@ -379,11 +410,17 @@ pub fn rows_json(rows: &[Row]) -> Value {
                     "headline": r.metric.headline,
                     "vxmesh": side(&r.vx),
                     "kernel": side(&r.k),
+                    "ovs": side(&r.ovs),
                     "ratio_vxmesh_over_kernel": ratio,
                     "ratio_min": rlo,
                     "ratio_max": rhi,
-                    "vxmesh_is": verdict,
+                    "vxmesh_is": verdict_k,
                     "factor": factor,
+                    "ratio_vxmesh_over_ovs": ratio_o,
+                    "ratio_ovs_min": rlo_o,
+                    "ratio_ovs_max": rhi_o,
+                    "vxmesh_is_vs_ovs": verdict_o,
+                    "factor_vs_ovs": factor_o,
                 })
             })
             .collect(),
@@ -397,15 +434,16 @@ fn xml(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A horizontal bar chart of the vxmesh / kernel ratios on a log2 axis centred on 1: green
-/// where vxmesh is better, red where it is worse, whiskers for the spread (vxmesh min / kernel
-/// max .. vxmesh max / kernel min). Written by hand: no plotting dependency.
-pub fn svg(rows: &[Row], title: &str, subtitle: &str) -> String {
-    let rows: Vec<&Row> = rows.iter().filter(|r| r.ratio().is_some()).collect();
+/// A horizontal bar chart of the vxmesh / `base` ratios on a log2 axis centred on 1: green
+/// where vxmesh is better, red where it is worse, whiskers for the spread (vxmesh min / base
+/// max .. vxmesh max / base min). Written by hand: no plotting dependency.
+pub fn svg(rows: &[Row], base: Side, title: &str, subtitle: &str) -> String {
+    let bn = base.name();
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.ratio(base).is_some()).collect();
     // Axis: 2^-k .. 2^k, k the smallest that holds every ratio and whisker (2..=7).
     let mut k = 2i32;
     for r in &rows {
-        let (a, b, c) = r.ratio().expect("filtered");
+        let (a, b, c) = r.ratio(base).expect("filtered");
         for x in [a, b, c] {
             if x > 0.0 && x.is_finite() {
                 k = k.max(x.log2().abs().ceil() as i32);
@@ -443,7 +481,7 @@ pub fn svg(rows: &[Row], title: &str, subtitle: &str) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="12" y="62" fill="#555555">bar: vxmesh median / kernel median (log scale); whisker: vxmesh min / kernel max .. vxmesh max / kernel min</text>"##
+        r##"<text x="12" y="62" fill="#555555">bar: vxmesh median / {bn} median (log scale); whisker: vxmesh min / {bn} max .. vxmesh max / {bn} min</text>"##
     );
     let y_axis_bottom = top + row_h * rows.len() as f64;
     // Grid lines and tick labels at powers of two.
@@ -472,15 +510,15 @@ pub fn svg(rows: &[Row], title: &str, subtitle: &str) -> String {
     }
     let _ = writeln!(
         s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">vxmesh / kernel</text>"#,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">vxmesh / {bn}</text>"#,
         label_w + chart_w / 2.0,
         y_axis_bottom + 34.0
     );
     for (i, r) in rows.iter().enumerate() {
-        let (ratio, lo, hi) = r.ratio().expect("filtered");
+        let (ratio, lo, hi) = r.ratio(base).expect("filtered");
         let y = top + row_h * i as f64;
         let mid = y + row_h / 2.0;
-        let (verdict, factor) = r.verdict().unwrap_or(("same", 1.0));
+        let (verdict, factor) = r.verdict(base).unwrap_or(("same", 1.0));
         let color = match verdict {
             "better" => "#2e8b57",
             "worse" => "#c0392b",
@@ -580,9 +618,12 @@ mod tests {
             .iter()
             .find(|r| r.metric.key == "ping_poll_p50_us")
             .unwrap();
-        assert_eq!(poll.ratio().unwrap().0, 9.0 / 5.0);
+        assert_eq!(poll.ratio(Side::Kernel).unwrap().0, 9.0 / 5.0);
         let plain = rs.iter().find(|r| r.metric.key == "ping_p50_us").unwrap();
-        assert_eq!(plain.ratio().unwrap().0, 4.0);
+        assert_eq!(plain.ratio(Side::Kernel).unwrap().0, 4.0);
+        // No OVS runs: no OVS ratio, and the table says so with a dash.
+        assert_eq!(plain.ratio(Side::Ovs), None);
+        assert!(table(&rs).lines().nth(2).unwrap().ends_with("| — |"));
     }
 
     #[test]
@@ -593,15 +634,28 @@ mod tests {
         let mut b = BTreeMap::new();
         b.insert("tcp_gbps".to_string(), 4.0);
         b.insert("ping_p50_us".to_string(), 10.0);
-        let samples = vec![(Side::Vxmesh, a), (Side::Kernel, b)];
+        let mut o = BTreeMap::new();
+        o.insert("tcp_gbps".to_string(), 1.0);
+        o.insert("ping_p50_us".to_string(), 40.0);
+        let samples = vec![(Side::Vxmesh, a), (Side::Kernel, b), (Side::Ovs, o)];
         let all: Vec<&Metric> = METRICS.iter().collect();
         let rs = rows(&samples, &all);
         let tcp = rs.iter().find(|r| r.metric.key == "tcp_gbps").unwrap();
-        assert_eq!(tcp.verdict(), Some(("worse", 2.0)));
+        assert_eq!(tcp.verdict(Side::Kernel), Some(("worse", 2.0)));
+        assert_eq!(tcp.verdict(Side::Ovs), Some(("better", 2.0)));
         let ping = rs.iter().find(|r| r.metric.key == "ping_p50_us").unwrap();
-        assert_eq!(ping.ratio().unwrap().0, 2.0);
-        assert_eq!(ping.verdict(), Some(("worse", 2.0)));
-        let svg = svg(&rs, "t", "s");
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(ping.ratio(Side::Kernel).unwrap().0, 2.0);
+        assert_eq!(ping.verdict(Side::Kernel), Some(("worse", 2.0)));
+        assert_eq!(ping.verdict(Side::Ovs), Some(("better", 2.0)));
+        let t = table(&rs);
+        assert!(t.contains("| 2.00 | 4.00 | 1.00 | 0.50: 2.00× worse | 2.00: 2.00× better |"));
+        let j = rows_json(&rs);
+        assert_eq!(j[0]["ratio_vxmesh_over_kernel"], json!(0.5));
+        assert_eq!(j[0]["ratio_vxmesh_over_ovs"], json!(2.0));
+        assert_eq!(j[0]["vxmesh_is_vs_ovs"], json!("better"));
+        for base in [Side::Kernel, Side::Ovs] {
+            let svg = svg(&rs, base, "t", "s");
+            assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        }
     }
 }

@@ -92,12 +92,13 @@ fn git_rev() -> String {
 }
 
 const NOTES: &[&str] = &[
-    "Same topology on both sides (vxmesh_lab::lab::Lab from one cluster file; the kernel side's file has no `attach`): 2 node namespaces joined through an underlay bridge namespace, 2 container namespaces per node, MTU 1450 in the overlay, 1500 underlay.",
+    "Same topology on all sides (vxmesh_lab::lab::Lab from one cluster file; the kernel and OVS sides' file has no `attach`): 2 node namespaces joined through an underlay bridge namespace, 2 container namespaces per node, MTU 1450 in the overlay, 1500 underlay.",
     "vxmesh side: c11 and c21 on AF_XDP (veth), c12 and c22 on TAPs with offloads (vnet_hdr, TX checksum and TSO: 64 KB TCP super-frames in, GRO-merged super-frames out); the VIP by vxmesh's load balancer (rr, conntrack). Kernel side: bridge + VXLAN device per node (nolearning, static FDB), VIP by a kube-proxy-style nftables ruleset with `numgen inc mod 3` DNAT + conntrack in c11's own namespace (Docker's per-sandbox LB; no IPVS in this kernel), installed just before the HTTP tests, as the reference did.",
     "Offloads differ, on purpose: the kernel side leaves the containers' TX checksum/TSO/GSO at the veth defaults (on, as Docker does); vxmesh needs them off on its AF_XDP containers (AF_XDP carries raw frames: no partial checksums, no 64 KB super-frames), so c11 -> c21 moves 1450-byte frames through vxmesh while the kernel moves 64 KB GSO super-packets through its bridge and VXLAN device. vxmesh's TAPs (c12, c22) take offloads: a super-frame crosses the pipeline once, is cut into segments in software at the underlay, which sends them as one UDP GSO message; the receiving node gets them with UDP GRO and merges them back into a super-frame for the TAP.",
     "Both vxmesh nodes' poll threads busy-poll while traffic flows, yielding the CPU on empty rounds (they sleep in poll(2) after the busy-poll window, 200 µs unless --busy-poll-us says otherwise), so under load vxmesh spends up to two cores of this machine on polling, next to iperf3/nginx/wrk; the CPU-per-packet figure includes them. Idle, it sleeps: the ping RTT includes the wake-up (a sleeping node wakes twice per round trip: n1 for the request, n2 when it arrives; both are still polling for the reply). The \"always polling\" ping rows come from the same run, after its other tests, with both nodes restarted with --busy-poll-us max: no wake-ups, at the cost of two cores spinning whether or not traffic flows.",
     "CPU per million packets: /proc/stat user+nice+system+irq+softirq over all CPUs, in a steady window (0.5 s after iperf3 starts to 0.5 s before its end), divided by the frames that entered c21's eth0 in that window. It is system-wide: the vxmesh poll threads, iperf3 client and server, softirq, and anything else the machine ran (the 'other sessions' column of the contention record; a variant with it subtracted is in the supporting table).",
     "iperf3 UDP 64 B is sender-limited on the kernel side (one iperf3 thread), as the reference notes; the figure is the overlay's delivered rate for that sender.",
+    "OVS side: Open vSwitch's userspace datapath (Debian's openvswitch-switch), an ovsdb-server and ovs-vswitchd --disable-system of its own per node inside the node's namespace. br-int (datapath_type=netdev, fail_mode=secure): every container veth's node side as an AF_XDP port (type=afxdp; a port OVS cannot open so falls back to type=system, recorded per run as ovs_ports), one VXLAN port per peer (key 4097, remote_ip/local_ip the VTEPs), static OpenFlow rules like Docker's static FDB (one per known MAC, broadcast to local ports and peers, nothing learned). br-phy (netdev, NORMAL): ul0 as an AF_XDP port, the node's VTEP address moved to br-phy's internal port (OVS's native tunnelling routes and ARPs through it). One PMD thread per node, pinned (pmd-cpu-mask: n1 CPU 0, n2 CPU 1); PMDs poll all the time, so the OVS side keeps both cores busy and its measurements do not wait for a quiet machine (other sessions' CPU is still checked). Container offloads off (OVS's AF_XDP ports carry raw frames). The VIP: the kernel side's nftables DNAT in c11 (independent of the switch).",
 ];
 
 pub fn write_results(
@@ -145,15 +146,19 @@ pub fn write_results(
     let cmdline: Vec<String> = std::env::args().collect();
     let n_vx = samples.iter().filter(|s| s.0 == Side::Vxmesh).count();
     let n_k = samples.iter().filter(|s| s.0 == Side::Kernel).count();
+    let n_o = samples.iter().filter(|s| s.0 == Side::Ovs).count();
     let subtitle = format!(
-        "{iso} · {} × {} · kernel {} · {n_vx} vxmesh / {n_k} kernel runs",
+        "{iso} · {} × {} · kernel {} · {n_vx} vxmesh / {n_k} kernel / {n_o} OVS runs",
         machine["cpus"],
         machine["cpu"].as_str().unwrap_or("?"),
         machine["kernel"].as_str().unwrap_or("?")
     );
 
     let mut md = String::new();
-    let _ = writeln!(md, "# vxmesh vs the kernel's overlay dataplane\n");
+    let _ = writeln!(
+        md,
+        "# vxmesh vs the kernel's overlay dataplane and Open vSwitch's userspace datapath\n"
+    );
     let _ = writeln!(md, "Command: `{}`  ", cmdline.join(" "));
     let _ = writeln!(md, "Date: {iso}  ");
     let _ = writeln!(
@@ -172,7 +177,7 @@ pub fn write_results(
     let _ = writeln!(md, "vxmesh: {}  ", git_rev());
     let _ = writeln!(
         md,
-        "Runs: {n_vx} vxmesh, {n_k} kernel (alternating); iperf3 TCP {} s, UDP {} s; ping {} at -i {}; wrk {} s{}\n",
+        "Runs: {n_vx} vxmesh, {n_k} kernel, {n_o} OVS userspace (order alternating); iperf3 TCP {} s, UDP {} s; ping {} at -i {}; wrk {} s{}\n",
         ctx.plan.tcp_secs,
         ctx.plan.udp_secs,
         ctx.plan.ping_count,
@@ -184,6 +189,12 @@ pub fn write_results(
             ""
         }
     );
+    if let Some(us) = ctx.ovs_pmd_maxsleep {
+        let _ = writeln!(
+            md,
+            "OVS side with `other_config:pmd-maxsleep={us}` (PMDs sleep under low load; not OVS's default).\n"
+        );
+    }
     md += &report::table(&head_rows);
     if n_disturbed > 0 {
         let _ = writeln!(
@@ -245,6 +256,7 @@ pub fn write_results(
             "wrk_secs": ctx.plan.wrk_secs, "wrk": "wrk -t1 -c32 --latency [-H 'Connection: close'] http://10.0.9.100/",
             "quiet_pct": ctx.plan.quiet_pct, "other_max_pct_of_a_core": ctx.plan.other_max_pct,
             "max_attempts": ctx.plan.max_attempts,
+            "ovs_pmd_maxsleep_us": ctx.ovs_pmd_maxsleep,
             "quiet_max_wait_s": ctx.plan.quiet_max_wait.as_secs(),
             "quiet_max_wait_redo_s": ctx.plan.quiet_max_wait_redo.as_secs(),
         },
@@ -263,19 +275,31 @@ pub fn write_results(
         out.join("ratios.svg"),
         report::svg(
             &head_rows,
+            Side::Kernel,
             "vxmesh / kernel (same namespace topology)",
+            &subtitle,
+        ),
+    )?;
+    std::fs::write(
+        out.join("ratios-ovs.svg"),
+        report::svg(
+            &head_rows,
+            Side::Ovs,
+            "vxmesh / OVS userspace datapath (same namespace topology)",
             &subtitle,
         ),
     )?;
 
     // PNG too, when an SVG renderer is at hand (optional: apt-get install librsvg2-bin).
     if measure::have("rsvg-convert") {
-        let _ = measure::host(&[
-            "rsvg-convert",
-            "-o",
-            &out.join("ratios.png").display().to_string(),
-            &out.join("ratios.svg").display().to_string(),
-        ]);
+        for name in ["ratios", "ratios-ovs"] {
+            let _ = measure::host(&[
+                "rsvg-convert",
+                "-o",
+                &out.join(format!("{name}.png")).display().to_string(),
+                &out.join(format!("{name}.svg")).display().to_string(),
+            ]);
+        }
     }
     println!();
     println!("{}", report::table(&head_rows));
@@ -287,10 +311,10 @@ pub fn write_results(
     }
     println!("Supporting figures:\n\n{}", report::table(&rest_rows));
     println!(
-        "Note: container offloads differ (kernel: TSO/GSO/TX checksum on, as Docker; vxmesh: off on AF_XDP containers, on for TAPs); see results.md."
+        "Note: container offloads differ (kernel: TSO/GSO/TX checksum on, as Docker; vxmesh: off on AF_XDP containers, on for TAPs; OVS: off, AF_XDP everywhere); see results.md."
     );
     println!(
-        "Results: {}/results.json, results.md, ratios.svg (ratios.png), raw/",
+        "Results: {}/results.json, results.md, ratios.svg, ratios-ovs.svg (.png), raw/",
         out.display()
     );
     Ok(())

@@ -1,5 +1,5 @@
-//! One side's run: build the side's lab (vxmesh's nodes, or the kernel's bridge + VXLAN +
-//! nftables), hand it to the measurements ([`crate::suite`]) with the hooks that differ between
+//! One side's run: build the side's lab (vxmesh's nodes, the kernel's bridge + VXLAN +
+//! nftables, or OVS's userspace datapath + nftables), hand it to the measurements ([`crate::suite`]) with the hooks that differ between
 //! the sides, and remove it again; plus the optional `perf` pass per side.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,7 +11,7 @@ use vxmesh_lab::labrun::Running;
 
 use crate::measure::{self, Load, Ours, Servers, check};
 use crate::suite::{measure_side, ping_test, udp64_load};
-use crate::topo::{self, KernelLab, Side, ip_of};
+use crate::topo::{self, KernelLab, OvsLab, Side, ip_of};
 use crate::{Ctx, log};
 
 /// One side's lab, as the measurements see it.
@@ -30,6 +30,10 @@ pub struct Env {
     pub ours: Ours,
     /// raw/r{run}-{side}-
     pub raw: String,
+    /// The side's switches keep cores busy whether or not traffic flows (OVS's PMD threads):
+    /// the machine is never quiet, so measurements do not wait for it (other sessions' CPU is
+    /// still checked during each).
+    pub spinning: bool,
 }
 
 /// What differs between the sides inside a run's measurements.
@@ -147,6 +151,27 @@ pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
             measure_side(ctx, &env, &files.0, &mut out, &hooks)?;
             Ok(out)
         }
+        Side::Ovs => {
+            let o = OvsLab::start(&prefix, ctx.ovs_pmd_maxsleep)?;
+            let res = (|| {
+                let mut env = env_for(side, run, &o.lab, &ctx.raw);
+                env.spinning = ctx.ovs_pmd_maxsleep.is_none();
+                let ns = |e: &str| o.lab.endpoint_netns(e);
+                let mut out = start_out(&env)?;
+                out.notes.insert("ovs_ports".into(), json!(o.port_types()));
+                let hooks = Hooks {
+                    ns: &ns,
+                    lb_up: &|| o.lb_up(),
+                    before_wrk: &|| o.flush_conntrack(),
+                    dp_stats: &|| None,
+                };
+                measure_side(ctx, &env, &files.0, &mut out, &hooks)?;
+                Ok(out)
+            })();
+            o.save_logs(&format!("{}/r{run}-ovs-", ctx.raw.display()));
+            drop(o);
+            res
+        }
     }
 }
 
@@ -163,6 +188,7 @@ fn env_for(side: Side, run: usize, lab: &vxmesh_lab::lab::Lab, raw: &Path) -> En
         ],
         ours: Ours::new(&lab.namespaces()),
         raw: format!("{}/r{run}-{}-", raw.display(), side.name()),
+        spinning: side == Side::Ovs,
     }
 }
 
@@ -217,7 +243,7 @@ pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
         // calls and kernel paths it goes to) for the poll threads, or iperf3 on the kernel side.
         let busy = match side {
             Side::Vxmesh => "vxmesh-poll",
-            Side::Kernel => "iperf3",
+            Side::Kernel | Side::Ovs => "iperf3",
         };
         let reports: [&[&str]; 4] = [
             &["--no-children", "--sort", "comm"],
@@ -263,6 +289,13 @@ pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
         Side::Kernel => {
             let k = KernelLab::start(&prefix)?;
             let mut env = env_for(side, run, &k.lab, &ctx.raw);
+            env.raw = format!("{}/perf-{}-", ctx.raw.display(), side.name());
+            topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
+            with_servers(&env)
+        }
+        Side::Ovs => {
+            let o = OvsLab::start(&prefix, ctx.ovs_pmd_maxsleep)?;
+            let mut env = env_for(side, run, &o.lab, &ctx.raw);
             env.raw = format!("{}/perf-{}-", ctx.raw.display(), side.name());
             topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
             with_servers(&env)

@@ -49,7 +49,7 @@ fn gated<T>(
     out: &mut SideOut,
     f: impl FnMut() -> Result<T>,
 ) -> Result<T> {
-    gated_with(ctx, env, what, out, true, f)
+    gated_with(ctx, env, what, out, !env.spinning, f)
 }
 
 /// [`gated`], optionally without waiting for a quiet machine first: when the measured side
@@ -297,7 +297,7 @@ pub fn ping_test(
     let count = ctx.plan.ping_count.to_string();
     let ping_secs =
         (f64::from(ctx.plan.ping_count) * ivl.parse::<f64>().unwrap_or(0.01)).ceil() as u64 + 15;
-    let (p50, p99, n) = gated_with(ctx, env, key, out, wait_quiet, || {
+    let (p50, p99, n) = gated_with(ctx, env, key, out, wait_quiet && !env.spinning, || {
         let f = format!("{}{key}.txt", env.raw);
         let st = Load::start(
             &env.c11,

@@ -1,12 +1,14 @@
-//! The two sides' topology: the same nodes, containers, addresses and MACs, built by
-//! `vxmesh_lab::lab::Lab` from a cluster file, switched either by `vxmesh run` (with `attach`) or by
-//! the kernel's bridge + VXLAN device as Docker's overlay driver programs them (without).
+//! The three sides' topology: the same nodes, containers, addresses and MACs, built by
+//! `vxmesh_lab::lab::Lab` from a cluster file, switched by `vxmesh run` (with `attach`), by the
+//! kernel's bridge + VXLAN device as Docker's overlay driver programs them (without), or by Open
+//! vSwitch's userspace datapath (without; `vxmesh_lab::ovs`).
 //!
 //! ```text
 //!   [P-ul] br0: the underlay switch      198.18.0.0/24
 //!   [P-n1] ul0 198.18.0.1                [P-n2] ul0 198.18.0.2
 //!     c11 10.0.9.11 (afxdp:vc11 | vc11 on br0)   c21 10.0.9.21 (afxdp:vc21 | vc21 on br0)
 //!     c12 10.0.9.12 (tap:eth0   | vc12 on br0)   c22 10.0.9.22 (tap:eth0   | vc22 on br0)
+//!   (OVS: every container veth an AF_XDP port of br-int; VXLAN ports; ul0 AF_XDP on br-phy)
 //!   service web 10.0.9.100:80 -> c12, c21, c22 (rr): vxmesh's LB | nft numgen DNAT in c11
 //! ```
 
@@ -17,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use vxmesh::config::Cluster;
 use vxmesh_lab::fixture::Fixture;
 use vxmesh_lab::lab::Lab;
+use vxmesh_lab::ovs::{OvsNode, OvsOptions, PortType, build_ovs_node};
 
 use crate::measure::{nap, sh};
 
@@ -27,6 +30,9 @@ pub enum Side {
     Vxmesh,
     /// The kernel's bridge + VXLAN device, nftables DNAT for the VIP.
     Kernel,
+    /// Open vSwitch's userspace datapath (`datapath_type=netdev`, AF_XDP ports, VXLAN ports),
+    /// nftables DNAT for the VIP as on the kernel side.
+    Ovs,
 }
 
 impl Side {
@@ -35,6 +41,7 @@ impl Side {
         match self {
             Side::Vxmesh => "vxmesh",
             Side::Kernel => "kernel",
+            Side::Ovs => "ovs",
         }
     }
 }
@@ -73,7 +80,7 @@ pub fn cluster_text(side: Side, prefix: &str) -> String {
         .expect("a port table");
     f.remove_all("ingress")
         .set("service", "web", "ports", vec![port]);
-    if side == Side::Kernel {
+    if side != Side::Vxmesh {
         f.unset_all("endpoint", "attach");
     }
     f.text()
@@ -121,39 +128,14 @@ impl KernelLab {
         Ok(k)
     }
 
-    /// The service VIP the way the reference's bench_lb.sh "client" mode does it: a
-    /// kube-proxy-style nftables ruleset in c11's own namespace (Docker swarm's per-sandbox
-    /// LB), `numgen inc mod 3` DNAT with conntrack.
+    /// The service VIP: [`nft_lb_up`].
     pub fn lb_up(&self) -> Result<()> {
-        let ns = self.lab.endpoint_netns("c11");
-        let rules = nft_ruleset();
-        let mut child = crate::measure::ns_command(&ns, &["nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .context("running nft")?;
-        {
-            use std::io::Write as _;
-            let mut stdin = child.stdin.take().context("nft stdin")?;
-            stdin.write_all(rules.as_bytes())?;
-        }
-        let o = child.wait_with_output()?;
-        if !o.status.success() {
-            bail!(
-                "nft -f in {ns} failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-        }
-        Ok(())
+        nft_lb_up(&self.lab)
     }
 
-    /// Flush c11's conntrack table (before each wrk run, as the reference does), if the
-    /// `conntrack` tool is there.
+    /// Flush c11's conntrack table: [`flush_conntrack`].
     pub fn flush_conntrack(&self) {
-        if crate::measure::have("conntrack") {
-            let _ = sh(&self.lab.endpoint_netns("c11"), &["conntrack", "-F"]);
-        }
+        flush_conntrack(&self.lab);
     }
 
     /// The bridge-netfilter setting in the node namespaces (None if br_netfilter is absent).
@@ -173,6 +155,136 @@ impl Drop for KernelLab {
             eprintln!("vxmesh-compare: removing the kernel lab: {e:#}");
         }
         let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// The OVS side: the lab (no vxmesh anywhere) plus, per node, an `ovsdb-server` and an
+/// `ovs-vswitchd` of their own inside the node's namespace, with
+/// `vxmesh_lab::ovs::build_ovs_node`; the VIP as on the kernel side (nftables in c11, which
+/// does not depend on the switch). Dropping it stops the daemons by PID, removes their folders,
+/// then the lab (by name).
+pub struct OvsLab {
+    /// The lab.
+    pub lab: Lab,
+    /// The nodes (dropped before the lab).
+    pub nodes: Vec<OvsNode>,
+    config: PathBuf,
+}
+
+impl OvsLab {
+    /// Write the file, build the lab, make each node an OVS userspace node whose PMD thread is
+    /// pinned to its own core (n1: CPU 0, n2: CPU 1; OVS's default would put both nodes' PMDs
+    /// on the first core). Container offloads stay off, as the lab leaves them: OVS's AF_XDP
+    /// ports carry raw frames, as vxmesh's do.
+    pub fn start(prefix: &str, pmd_maxsleep_us: Option<u32>) -> Result<OvsLab> {
+        let (config, cluster) =
+            vxmesh_lab::labrun::write_cluster(prefix, &cluster_text(Side::Ovs, prefix))?;
+        let mut o = OvsLab {
+            lab: Lab::new(&cluster, prefix),
+            nodes: Vec::new(),
+            config,
+        };
+        o.lab.up()?;
+        let ncpu = crate::measure::ncpu().max(1);
+        for (i, (node, _)) in NODES.iter().enumerate() {
+            let dir = std::env::temp_dir().join(format!("{prefix}ovs-{node}"));
+            let opts = OvsOptions {
+                port_type: PortType::Afxdp,
+                pmd_core: Some(i % ncpu),
+                pmd_maxsleep_us,
+            };
+            let n = build_ovs_node(&o.lab, &cluster, node, &dir, &opts)
+                .with_context(|| format!("OVS on {node}"))?;
+            o.nodes.push(n);
+        }
+        Ok(o)
+    }
+
+    /// The service VIP: [`nft_lb_up`].
+    pub fn lb_up(&self) -> Result<()> {
+        nft_lb_up(&self.lab)
+    }
+
+    /// Flush c11's conntrack table: [`flush_conntrack`].
+    pub fn flush_conntrack(&self) {
+        flush_conntrack(&self.lab);
+    }
+
+    /// "name:type" of every interface OVS opened, per node (and why one fell back to `system`).
+    pub fn port_types(&self) -> String {
+        let mut words = Vec::new();
+        for n in &self.nodes {
+            for (name, ty, err) in &n.ports {
+                let ns = n.netns.rsplit('-').next().unwrap_or("");
+                if err.is_empty() {
+                    words.push(format!("{ns}/{name}:{ty}"));
+                } else {
+                    words.push(format!("{ns}/{name}:{ty} (afxdp: {err})"));
+                }
+            }
+        }
+        words.join(" ")
+    }
+
+    /// Save each node's OVS logs, `br-int`'s rules with their counters and the PMD statistics
+    /// under `raw` (a prefix of file names).
+    pub fn save_logs(&self, raw: &str) {
+        for (n, (node, _)) in self.nodes.iter().zip(NODES) {
+            for f in ["ovs-vswitchd.log", "ovsdb-server.log"] {
+                let _ = std::fs::copy(n.dir.join(f), format!("{raw}{node}-{f}"));
+            }
+            let mut text = n.dump_flows().unwrap_or_else(|e| format!("{e:#}\n"));
+            text += &n
+                .appctl(&["dpif-netdev/pmd-stats-show"])
+                .unwrap_or_else(|e| format!("{e:#}\n"));
+            let _ = std::fs::write(format!("{raw}{node}-ovs-stats.txt"), text);
+        }
+    }
+}
+
+impl Drop for OvsLab {
+    fn drop(&mut self) {
+        // The daemons first (by PID), while their namespaces and ports still exist.
+        self.nodes.clear();
+        if let Err(e) = self.lab.down() {
+            eprintln!("vxmesh-compare: removing the OVS lab: {e:#}");
+        }
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// The service VIP the way the reference's bench_lb.sh "client" mode does it: a
+/// kube-proxy-style nftables ruleset in c11's own namespace (Docker swarm's per-sandbox LB),
+/// `numgen inc mod 3` DNAT with conntrack. The kernel and OVS sides both use it.
+pub fn nft_lb_up(lab: &Lab) -> Result<()> {
+    let ns = lab.endpoint_netns("c11");
+    let rules = nft_ruleset();
+    let mut child = crate::measure::ns_command(&ns, &["nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running nft")?;
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().context("nft stdin")?;
+        stdin.write_all(rules.as_bytes())?;
+    }
+    let o = child.wait_with_output()?;
+    if !o.status.success() {
+        bail!(
+            "nft -f in {ns} failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Flush c11's conntrack table (before each wrk run, as the reference does), if the
+/// `conntrack` tool is there.
+pub fn flush_conntrack(lab: &Lab) {
+    if crate::measure::have("conntrack") {
+        let _ = sh(&lab.endpoint_netns("c11"), &["conntrack", "-F"]);
     }
 }
 
@@ -272,6 +384,11 @@ mod tests {
             e.attach = None;
         }
         assert_eq!(stripped, kernel);
+        // OVS switches the same file as the kernel does.
+        assert_eq!(
+            cluster_text(Side::Ovs, "t-"),
+            cluster_text(Side::Kernel, "t-")
+        );
         // No routing mesh on either side; the tool's tables say what the file holds.
         assert!(vx.ingresses.is_empty());
         assert_eq!(vx.services[0].ports[0].published, None);
