@@ -58,7 +58,27 @@ pub enum SimPortKind {
     EspUdp,
 }
 
+impl SimNode {
+    /// Port `k` has one more frame to receive.
+    fn give(&mut self, k: usize) {
+        if self.pending[k] == 0 {
+            self.ready.push(k);
+        }
+        self.pending[k] += 1;
+    }
+}
+
 impl SimPortKind {
+    /// Its place in a node's underlay ports (`None`: not an underlay).
+    fn underlay_slot(self) -> Option<usize> {
+        match self {
+            SimPortKind::Local => None,
+            SimPortKind::Underlay => Some(0),
+            SimPortKind::Esp => Some(1),
+            SimPortKind::EspUdp => Some(2),
+        }
+    }
+
     /// The UDP port the underlay's datagrams go between (none: not UDP).
     fn udp_port(self) -> Option<u16> {
         match self {
@@ -91,8 +111,10 @@ pub struct SimNode {
     pub ports: Vec<PortInfo>,
     /// Per port, frames given to it and not yet polled for.
     pending: Vec<usize>,
-    /// Whether a port has frames to receive.
-    busy: bool,
+    /// The ports with frames to receive, in the order they got them (each once).
+    ready: Vec<usize>,
+    /// The port of each underlay kind (plain, ESP, ESP in UDP), if the node has it.
+    underlay: [Option<usize>; 3],
     /// Which ports transmitted.
     sent: port::SentMask,
 }
@@ -237,8 +259,10 @@ impl Sim {
                 vtep: n.vtep,
                 node,
                 pending: vec![0; infos.len()],
+                ready: Vec::with_capacity(infos.len()),
+                underlay: [SimPortKind::Underlay, SimPortKind::Esp, SimPortKind::EspUdp]
+                    .map(|k| infos.iter().position(|p| p.kind == k)),
                 ports: infos,
-                busy: false,
                 sent: ports.sent,
             });
         }
@@ -324,8 +348,7 @@ impl Sim {
             },
         };
         SimPort::of(&mut n.node.sw, id).inject(peer, data);
-        n.pending[port] += 1;
-        n.busy = true;
+        n.give(port);
         self.settle(sink);
         Ok(())
     }
@@ -337,11 +360,12 @@ impl Sim {
         for _ in 0..MAX_ROUNDS {
             let mut moved = false;
             for i in 0..self.nodes.len() {
-                if !std::mem::take(&mut self.nodes[i].busy) {
+                if self.nodes[i].ready.is_empty() {
                     continue;
                 }
                 let n = &mut self.nodes[i];
-                for k in 0..n.ports.len() {
+                for r in 0..n.ready.len() {
+                    let k = n.ready[r];
                     while n.pending[k] > 0 {
                         let got = n.node.sw.poll_port(now, n.ports[k].id);
                         // A frame too big for the switch's buffers is counted by its port and
@@ -349,6 +373,7 @@ impl Sim {
                         n.pending[k] = n.pending[k].saturating_sub(got.max(1));
                     }
                 }
+                n.ready.clear();
                 moved = true;
                 self.collect(i, sink);
             }
@@ -403,10 +428,9 @@ impl Sim {
         }
         sink.frame(i, k, now, if sink.wire() { &self.scratch } else { data });
         let to = self.nodes.iter().position(|n| n.vtep == *peer.ip());
-        let Some((j, q)) = to.and_then(|j| {
-            let q = self.nodes[j].ports.iter().position(|p| p.kind == kind)?;
-            Some((j, q))
-        }) else {
+        let Some((j, q)) =
+            to.and_then(|j| Some((j, self.nodes[j].underlay[kind.underlay_slot()?]?)))
+        else {
             self.stats[i].underlay_no_node += 1;
             return;
         };
@@ -418,8 +442,7 @@ impl Sim {
         let to = &mut self.nodes[j];
         let id = to.ports[q].id;
         SimPort::of(&mut to.node.sw, id).inject(Some(src), got);
-        to.pending[q] += 1;
-        to.busy = true;
+        to.give(q);
     }
 }
 
