@@ -5,8 +5,9 @@
 #   - idle: no traffic for 10 s, CPU of both node processes (% of one core, summed);
 #   - for each ping interval (10, 5, 2, 1, 0.5 ms): ping c11 -> c21 (AF_XDP containers on the two
 #     nodes), p50 and p99 of the RTTs, and the nodes' CPU during the ping.
-# Policies: fixed (the old default: --busy-poll-max-us equal to --busy-poll-us, 200 µs), adaptive
-# (the defaults), polling (--busy-poll-us max: never sleeps). Repeated --runs times, alternating the
+# Policies: fixed (--busy-poll-max-us 200: a 200 µs window, the old default), adaptive (the
+# default, --busy-poll-max-us 5000: the window follows the gaps between frames up to 5 ms),
+# polling (--busy-poll-us max: never sleeps). Repeated --runs times, alternating the
 # order; medians in target/latency/<UTC timestamp>/results.md (raw numbers in raw.tsv).
 # Root. Usage: scripts/latency.sh [--runs N] [--count N] [--vxmesh PATH]
 set -euo pipefail
@@ -122,7 +123,7 @@ for r in $(seq "$runs"); do
   for policy in $order; do
     case "$policy" in
       fixed) measure fixed "$r" --busy-poll-us 200 --busy-poll-max-us 200 ;;
-      adaptive) measure adaptive "$r" ;;
+      adaptive) measure adaptive "$r" --busy-poll-max-us 5000 ;;
       polling) measure polling "$r" --busy-poll-us max ;;
     esac
     echo "run $r: $policy done" >&2

@@ -54,8 +54,8 @@ enum Cmd {
         /// Longest busy-poll window in microseconds: while frames keep coming within it of each
         /// other, the window grows to twice their gap and the node polls through the gaps
         /// instead of sleeping and paying a wake-up per frame; when they stop it sleeps again.
-        /// Equal to --busy-poll-us (the default, 200) or below: a fixed window.
-        #[arg(long, value_name = "MICROS", default_value = "200", value_parser = parse_busy_poll)]
+        /// Equal to --busy-poll-us (or below): a fixed window.
+        #[arg(long, value_name = "MICROS", default_value = "5000", value_parser = parse_busy_poll)]
         busy_poll_max_us: std::time::Duration,
         /// Connection-table entries (about 121 bytes each). IPVS holds TIME_WAIT 120 s, so a
         /// node sustaining N new connections per second needs about 120 x N; when the table is
