@@ -105,6 +105,7 @@ fn main() {
         "arp-proxy",
         "lb-nat",
         "l2-fwd",
+        "output",
         "vxlan-encap",
     ];
     assert_eq!(

@@ -118,7 +118,7 @@ fn main() {
     println!("\nc11 pings c21 (ICMP echo request, id 7, seq 1):");
     let req = vswitch::frames::icmp_echo(m11, m21, C11, C21, 7, 1);
     n1.container.inject(&req);
-    assert!(step("n1", &mut n1).ends_with(&["l2-fwd", "vxlan-encap"]));
+    assert!(step("n1", &mut n1).ends_with(&["l2-fwd", "output", "vxlan-encap"]));
     wire(&n1, &n2, &req);
     assert!(step("n2", &mut n2).starts_with(&["rx", "vxlan-decap"]));
     let got = n2.container.take_tx();
@@ -130,7 +130,7 @@ fn main() {
     let (b, mut reply) = (b.icmpv4_echo_reply(echo.id, echo.seq), Vec::new());
     b.write(&mut reply, &payload).expect("an echo reply"); // from C21 to C11, id 7, seq 1
     n2.container.inject(&reply);
-    assert!(step("n2", &mut n2).ends_with(&["l2-fwd", "vxlan-encap"]));
+    assert!(step("n2", &mut n2).ends_with(&["l2-fwd", "output", "vxlan-encap"]));
     wire(&n2, &n1, &reply);
     assert!(step("n1", &mut n1).starts_with(&["rx", "vxlan-decap"]));
     assert_eq!(n1.container.take_tx(), [reply], "c11 gets it byte for byte");

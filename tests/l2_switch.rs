@@ -447,11 +447,17 @@ fn trace_records_every_stage_for_marked_packets_only() {
             "l2-learn",
             "arp-proxy",
             "l2-fwd",
+            "output",
             "mark-encap"
         ]
     );
     assert!(recs.iter().all(|r| r.id == recs[0].id));
     assert!(recs[4].detail.contains("vtep 198.18.0.2"), "{:?}", recs[4]);
+    assert!(
+        recs[5].detail.contains("to VTEP 198.18.0.2"),
+        "the output step says where: {:?}",
+        recs[5]
+    );
 }
 
 mod props {
