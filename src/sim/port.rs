@@ -66,7 +66,19 @@ impl SentMask {
 
     /// Take the ports that transmitted (the mask starts over).
     pub fn take(&self) -> u64 {
-        self.0.swap(0, Ordering::Relaxed)
+        // One thread runs the simulation (ports and simulator alike): a load and a store, no
+        // locked read-modify-write.
+        let v = self.0.load(Ordering::Relaxed);
+        self.0.store(0, Ordering::Relaxed);
+        v
+    }
+
+    /// Set bit `bit`.
+    fn set(&self, bit: u64) {
+        let v = self.0.load(Ordering::Relaxed);
+        if v & bit == 0 {
+            self.0.store(v | bit, Ordering::Relaxed);
+        }
     }
 }
 
@@ -137,7 +149,7 @@ impl Port for SimPort {
         for p in batch.pkts() {
             self.tx.push(p.meta.peer, p.data());
         }
-        self.sent.0.fetch_or(self.bit, Ordering::Relaxed);
+        self.sent.set(self.bit);
         batch.len()
     }
 
