@@ -386,6 +386,7 @@ impl Sim {
     /// Take what node `i`'s ports sent: to the sink, and the underlay's to its peers.
     fn collect(&mut self, i: usize, sink: &mut dyn Sink) {
         let sent = self.nodes[i].sent.take();
+        let wire = sink.wire();
         for k in 0..self.nodes[i].ports.len() {
             if sent & port::SentMask::bit(k) == 0 {
                 continue;
@@ -397,15 +398,15 @@ impl Sim {
             }
             std::mem::swap(&mut self.sent, &mut port.tx);
             for f in 0..self.sent.len() {
-                self.hand_on(i, k, f, sink);
+                self.hand_on(i, k, f, sink, wire);
             }
             self.sent.clear();
         }
     }
 
-    /// Frame `f` of `self.sent`, sent by port `k` of node `i`: to the sink, and over the
-    /// virtual wire if it is the underlay's.
-    fn hand_on(&mut self, i: usize, k: usize, f: usize, sink: &mut dyn Sink) {
+    /// Frame `f` of `self.sent`, sent by port `k` of node `i`: to the sink (`wire`: the
+    /// underlay's as on the wire), and over the virtual wire if it is the underlay's.
+    fn hand_on(&mut self, i: usize, k: usize, f: usize, sink: &mut dyn Sink, wire: bool) {
         let now = self.now;
         let (peer, data) = self.sent.get(f);
         self.stats[i].frames_out += 1;
@@ -420,13 +421,13 @@ impl Sim {
         };
         let udp = kind.udp_port().unwrap_or(0);
         let src = SocketAddrV4::new(self.nodes[i].vtep, udp);
-        let dst = SocketAddrV4::new(*peer.ip(), udp);
         // ESP needs its IPv4 header for the receiver as well (below).
-        if sink.wire() || kind == SimPortKind::Esp {
+        if wire || kind == SimPortKind::Esp {
+            let dst = SocketAddrV4::new(*peer.ip(), udp);
             self.scratch.clear();
             io::wire_frame(&mut self.scratch, kind, src, dst, data);
         }
-        sink.frame(i, k, now, if sink.wire() { &self.scratch } else { data });
+        sink.frame(i, k, now, if wire { &self.scratch } else { data });
         let to = self.nodes.iter().position(|n| n.vtep == *peer.ip());
         let Some((j, q)) =
             to.and_then(|j| Some((j, self.nodes[j].underlay[kind.underlay_slot()?]?)))
