@@ -385,23 +385,35 @@ impl Sim {
 
     /// Take what node `i`'s ports sent: to the sink, and the underlay's to its peers.
     fn collect(&mut self, i: usize, sink: &mut dyn Sink) {
-        let sent = self.nodes[i].sent.take();
+        let mut sent = self.nodes[i].sent.take();
         let wire = sink.wire();
-        for k in 0..self.nodes[i].ports.len() {
-            if sent & port::SentMask::bit(k) == 0 {
-                continue;
+        while sent != 0 {
+            let bit = sent.trailing_zeros() as usize;
+            sent &= sent - 1;
+            // Bit 63 stands for every port from 63 up.
+            let ports = if bit < 63 {
+                bit..bit + 1
+            } else {
+                63..self.nodes[i].ports.len()
+            };
+            for k in ports {
+                self.collect_port(i, k, sink, wire);
             }
-            let id = self.nodes[i].ports[k].id;
-            let port = SimPort::of(&mut self.nodes[i].node.sw, id);
-            if port.tx.is_empty() {
-                continue;
-            }
-            std::mem::swap(&mut self.sent, &mut port.tx);
-            for f in 0..self.sent.len() {
-                self.hand_on(i, k, f, sink, wire);
-            }
-            self.sent.clear();
         }
+    }
+
+    /// Take what port `k` of node `i` sent.
+    fn collect_port(&mut self, i: usize, k: usize, sink: &mut dyn Sink, wire: bool) {
+        let id = self.nodes[i].ports[k].id;
+        let port = SimPort::of(&mut self.nodes[i].node.sw, id);
+        if port.tx.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut self.sent, &mut port.tx);
+        for f in 0..self.sent.len() {
+            self.hand_on(i, k, f, sink, wire);
+        }
+        self.sent.clear();
     }
 
     /// Frame `f` of `self.sent`, sent by port `k` of node `i`: to the sink (`wire`: the
