@@ -18,80 +18,18 @@
 //! packet) and at 32. `cargo bench --bench sim`; `scripts/bench.sh` runs it with the rest.
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use vswitch::frames;
-use vswitch::{GenPort, Mac, Port, SinkPort, Time};
-use vxmesh::config::Cluster;
-use vxmesh::node::{Node, PortOpener, PortPlan};
+use vswitch::Time;
+use vxmesh::node::Node;
 use vxmesh::sim::{CountSink, Sim, Sink};
 
-const FLOWS: u16 = 64;
+#[path = "common/sim.rs"]
+mod common;
+use common::{Ports, as_vxlan, c11_to_c21, cluster};
+
 const BURSTS: [usize; 2] = [1, 32];
-
-fn ip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 0, 9, last)
-}
-
-fn mac(last: u8) -> Mac {
-    Mac::docker_default(ip(last))
-}
-
-fn cluster() -> Cluster {
-    let text = include_str!("../tests/fixtures/cluster.toml").replace("{P}", "");
-    Cluster::parse(Path::new("bench.toml"), &text).expect("the fixture")
-}
-
-/// c11 to c21, one frame per flow: 64-byte UDP.
-fn c11_to_c21() -> Vec<Vec<u8>> {
-    (0..FLOWS)
-        .map(|i| frames::udp(mac(11), mac(21), ip(11), ip(21), 40000 + i, 7, &[0; 18]))
-        .collect()
-}
-
-/// The same frames as n1 sends them to n2: a VXLAN header (VNI 4097) before each.
-fn as_vxlan(inner: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    inner
-        .iter()
-        .map(|f| {
-            let mut d = vec![0x08, 0, 0, 0, 0, 0x10, 0x01, 0];
-            d.extend_from_slice(f);
-            d
-        })
-        .collect()
-}
-
-/// Every port a sink, but `name` (or the underlay) a replay of `frames`.
-struct Ports {
-    name: &'static str,
-    frames: Option<(Vec<Vec<u8>>, usize)>,
-}
-
-impl Ports {
-    fn take(&mut self, name: &str) -> Box<dyn Port> {
-        match self.frames.take_if(|_| name == self.name) {
-            Some((frames, burst)) => {
-                let mut g = GenPort::new(frames, burst);
-                if name == vxmesh::node::UNDERLAY_PORT {
-                    g.peer = Some(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 4789));
-                }
-                Box::new(g)
-            }
-            None => Box::new(SinkPort::default()),
-        }
-    }
-}
-
-impl PortOpener for Ports {
-    fn open(&mut self, p: &PortPlan, _: bool) -> anyhow::Result<Box<dyn Port>> {
-        Ok(self.take(&p.name))
-    }
-    fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
-        Ok(self.take(vxmesh::node::UNDERLAY_PORT))
-    }
-}
 
 /// Writes every frame as a pcap record into memory (emptied now and then).
 struct MemPcap(vxmesh::pcap::PcapWriter<Vec<u8>>, u64);

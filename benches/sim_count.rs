@@ -14,59 +14,17 @@
 //! arguments (as `cargo bench` runs it) it does a short run of each.
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::Path;
 
-use vswitch::{GenPort, Mac, Port, SinkPort, Time, frames};
-use vxmesh::config::Cluster;
-use vxmesh::node::{Node, PortOpener, PortPlan};
+use vswitch::Time;
+use vxmesh::node::Node;
 use vxmesh::sim::{CountSink, Sim};
 
-fn ip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 0, 9, last)
-}
-
-fn cluster() -> Cluster {
-    let text = include_str!("../tests/fixtures/cluster.toml").replace("{P}", "");
-    Cluster::parse(Path::new("bench.toml"), &text).expect("the fixture")
-}
-
-fn frames() -> Vec<Vec<u8>> {
-    let m = |l| Mac::docker_default(ip(l));
-    (0..64u16)
-        .map(|i| frames::udp(m(11), m(21), ip(11), ip(21), 40000 + i, 7, &[0; 18]))
-        .collect()
-}
-
-/// Every port a sink, but `name` a replay of `frames` (the underlay's from n1).
-struct Ports(&'static str, Option<Vec<Vec<u8>>>);
-
-impl Ports {
-    fn take(&mut self, name: &str) -> Box<dyn Port> {
-        match self.1.take_if(|_| name == self.0) {
-            Some(f) => {
-                let mut g = GenPort::new(f, 1);
-                if name == vxmesh::node::UNDERLAY_PORT {
-                    g.peer = Some(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 4789));
-                }
-                Box::new(g)
-            }
-            None => Box::new(SinkPort::default()),
-        }
-    }
-}
-
-impl PortOpener for Ports {
-    fn open(&mut self, p: &PortPlan, _: bool) -> anyhow::Result<Box<dyn Port>> {
-        Ok(self.take(&p.name))
-    }
-    fn underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
-        Ok(self.take(vxmesh::node::UNDERLAY_PORT))
-    }
-}
+#[path = "common/sim.rs"]
+mod common;
+use common::{Ports, as_vxlan, c11_to_c21, cluster};
 
 fn sim(n: u64) {
-    let f = frames();
+    let f = c11_to_c21();
     let mut sim = Sim::new(&cluster(), 0).expect("the simulated cluster");
     let (n1, c11) = sim.port("n1", "c11").expect("c11");
     let mut sink = CountSink::default();
@@ -83,13 +41,14 @@ fn sim(n: u64) {
 }
 
 fn live(n: u64) {
-    let f = frames();
-    let vx: Vec<Vec<u8>> = f
-        .iter()
-        .map(|f| [&[0x08, 0, 0, 0, 0, 0x10, 0x01, 0][..], f].concat())
-        .collect();
-    let mut n1 = Node::build(cluster(), "n1", &mut Ports("c11", Some(f))).expect("n1");
-    let mut n2 = Node::build(cluster(), "n2", &mut Ports("underlay", Some(vx))).expect("n2");
+    let f = c11_to_c21();
+    let vx = as_vxlan(&f);
+    let ports = |name, frames| Ports {
+        name,
+        frames: Some((frames, 1)),
+    };
+    let mut n1 = Node::build(cluster(), "n1", &mut ports("c11", f)).expect("n1");
+    let mut n2 = Node::build(cluster(), "n2", &mut ports("underlay", vx)).expect("n2");
     for _ in 0..n {
         black_box(n1.sw.poll(Time::from_secs(2)));
         black_box(n2.sw.poll(Time::from_secs(2)));

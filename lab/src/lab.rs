@@ -603,13 +603,17 @@ impl Lab {
 }
 
 /// The highest host address of `ing`'s subnet that is no ingress's address.
-/// Make `node` of a built lab a Linux-kernel overlay node, as Docker's overlay driver programs
-/// one: bridge `br0` with the node's endpoints' veths (`v{name}`, the lab's name for endpoints
-/// without `attach`), VXLAN device `vxlan0` (the network's VNI, dstport 4789, `nolearning`, the
-/// network's MTU) on `ul0`, a flood entry `00:00:00:00:00:00` per peer VTEP and a static entry per
-/// remote endpoint. The kernel peer of the end-to-end test and the kernel side of `vxmesh-compare`.
-pub fn build_kernel_node(lab: &Lab, cluster: &Cluster, node: &str) -> Result<()> {
-    let ns = lab.node_netns(node);
+/// `node` of `cluster`, its endpoints and their one network: what a node built from kernel or
+/// OVS parts in the lab switches (`what` names it in the errors).
+pub(crate) fn single_network_node<'a>(
+    cluster: &'a Cluster,
+    node: &str,
+    what: &str,
+) -> Result<(
+    &'a vxmesh::config::Node,
+    Vec<&'a vxmesh::config::Endpoint>,
+    &'a vxmesh::config::NetworkCfg,
+)> {
     let me = cluster
         .node(node)
         .with_context(|| format!("no node {node:?} in the cluster"))?;
@@ -619,14 +623,25 @@ pub fn build_kernel_node(lab: &Lab, cluster: &Cluster, node: &str) -> Result<()>
         .filter(|e| e.node == node)
         .collect();
     let Some(first) = mine.first() else {
-        bail!("node {node} has no endpoints to bridge");
+        bail!("node {node} has no endpoints to switch");
     };
     if mine.iter().any(|e| e.network != first.network) {
-        bail!("node {node}: a kernel node in the lab bridges one network only");
+        bail!("node {node}: {what} in the lab switches one network only");
     }
     let net = cluster
         .network(&first.network)
         .with_context(|| format!("no network {:?}", first.network))?;
+    Ok((me, mine, net))
+}
+
+/// Make `node` of a built lab a Linux-kernel overlay node, as Docker's overlay driver programs
+/// one: bridge `br0` with the node's endpoints' veths (`v{name}`, the lab's name for endpoints
+/// without `attach`), VXLAN device `vxlan0` (the network's VNI, dstport 4789, `nolearning`, the
+/// network's MTU) on `ul0`, a flood entry `00:00:00:00:00:00` per peer VTEP and a static entry per
+/// remote endpoint. The kernel peer of the end-to-end test and the kernel side of `vxmesh-compare`.
+pub fn build_kernel_node(lab: &Lab, cluster: &Cluster, node: &str) -> Result<()> {
+    let ns = lab.node_netns(node);
+    let (me, mine, net) = single_network_node(cluster, node, "a kernel node")?;
     let (vni, mtu, vtep) = (
         net.vni.to_string(),
         net.mtu.to_string(),

@@ -97,23 +97,7 @@ pub struct OvsConfig {
 /// endpoint ports `v{name}` (the lab's name for endpoints without `attach`) at OpenFlow ports
 /// 1.., one VXLAN port per peer node at 100.., and `br-int`'s static rules.
 pub fn ovs_config(cluster: &Cluster, node: &str, opts: &OvsOptions) -> Result<OvsConfig> {
-    let me = cluster
-        .node(node)
-        .with_context(|| format!("no node {node:?} in the cluster"))?;
-    let mine: Vec<_> = cluster
-        .endpoints
-        .iter()
-        .filter(|e| e.node == node)
-        .collect();
-    let Some(first) = mine.first() else {
-        bail!("node {node} has no endpoints to switch");
-    };
-    if mine.iter().any(|e| e.network != first.network) {
-        bail!("node {node}: an OVS node in the lab switches one network only");
-    }
-    let net = cluster
-        .network(&first.network)
-        .with_context(|| format!("no network {:?}", first.network))?;
+    let (me, mine, net) = crate::lab::single_network_node(cluster, node, "an OVS node")?;
     let ty = opts.port_type.name();
     let mut v: Vec<String> = Vec::new();
     let mut cmd = |words: &[&str]| {
