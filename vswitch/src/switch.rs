@@ -547,19 +547,24 @@ impl Switch {
         self.env.tracer.now = now.0;
         let mut total = 0;
         for i in 0..self.ports.len() {
-            self.rx.clear();
-            let n = self.ports[i].port.rx_burst(&mut self.rx);
-            if n == 0 {
-                continue;
-            }
-            total += n;
+            total += self.receive(i);
+        }
+        self.flush_all();
+        total
+    }
+
+    /// Receive a batch from port `i` and run it through its path and the output step.
+    #[inline]
+    fn receive(&mut self, i: usize) -> usize {
+        self.rx.clear();
+        let n = self.ports[i].port.rx_burst(&mut self.rx);
+        if n > 0 {
             if self.capture.is_some() {
                 self.capture_batch(PortId(i as u16), false);
             }
             self.process_rx(PortId(i as u16));
         }
-        self.flush_all();
-        total
+        n
     }
 
     /// One round on `port` alone: receive a batch from it, run it through its path, output
@@ -572,14 +577,7 @@ impl Switch {
         if i >= self.ports.len() {
             return 0;
         }
-        self.rx.clear();
-        let n = self.ports[i].port.rx_burst(&mut self.rx);
-        if n > 0 {
-            if self.capture.is_some() {
-                self.capture_batch(port, false);
-            }
-            self.process_rx(port);
-        }
+        let n = self.receive(i);
         self.flush_all();
         n
     }
