@@ -741,7 +741,7 @@ fn netns_exists(ns: &str) -> bool {
 }
 
 /// Run a command; an error names the command line and carries its stderr.
-fn run(argv: &[&str]) -> Result<String> {
+pub(crate) fn run(argv: &[&str]) -> Result<String> {
     let line = argv.join(" ");
     let out = Command::new(argv[0])
         .args(&argv[1..])

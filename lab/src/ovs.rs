@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use vxmesh::config::Cluster;
 
-use crate::lab::{Lab, truncate_ifname};
+use crate::lab::{Lab, run, truncate_ifname};
 
 /// OVS's database schema as Debian's `openvswitch-common` installs it.
 pub const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
@@ -439,23 +439,6 @@ fn vsctl(dir: &Path, args: &[&str]) -> Result<String> {
     let mut argv = vec!["ovs-vsctl", &db];
     argv.extend_from_slice(args);
     run(&argv)
-}
-
-/// Run a command; an error names the command line and carries its stderr.
-fn run(argv: &[&str]) -> Result<String> {
-    let line = argv.join(" ");
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .with_context(|| format!("`{line}`: cannot run {}", argv[0]))?;
-    if !out.status.success() {
-        bail!(
-            "`{line}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

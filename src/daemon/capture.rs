@@ -123,23 +123,36 @@ pub(super) async fn capture(
     let written = tokio::task::spawn_blocking(move || sink.finish())
         .await
         .context("the capture's writer")?;
+    let written = written.map_err(|e| e.to_string());
+    Ok(report(rep, &file, written, "frames", missed).await)
+}
+
+/// Tell the client how a capture ended: `n` `what` written to `file`, or the writer's error,
+/// and the records `missed` because the backlog was full. The exit code.
+pub(super) async fn report(
+    rep: &mut Replies,
+    file: &std::path::Path,
+    written: Result<u64, String>,
+    what: &str,
+    missed: u64,
+) -> u8 {
     let missed = if missed > 0 {
         format!(" ({missed} missed: the backlog was full)")
     } else {
         String::new()
     };
-    match written {
-        Ok(n) => {
-            let msg = format!("capture: {n} frames written to {}{missed}", file.display());
-            let _ = rep.send(&Reply::Err(msg)).await;
-            Ok(EXIT_OK)
-        }
-        Err(e) => {
-            let msg = format!("capture: writing {}: {e}{missed}", file.display());
-            let _ = rep.send(&Reply::Err(msg)).await;
-            Ok(EXIT_FAILURE)
-        }
-    }
+    let (msg, code) = match written {
+        Ok(n) => (
+            format!("capture: {n} {what} written to {}{missed}", file.display()),
+            EXIT_OK,
+        ),
+        Err(e) => (
+            format!("capture: writing {}: {e}{missed}", file.display()),
+            EXIT_FAILURE,
+        ),
+    };
+    let _ = rep.send(&Reply::Err(msg)).await;
+    code
 }
 
 /// Create a capture's new file `file` as the client `peer` and hand it to `then` (its writer),

@@ -13,7 +13,7 @@ use vswitch::Time;
 use vswitch::trace::{TraceFilter, TraceRecord};
 
 use super::session::Replies;
-use super::{COLLECT_EVERY, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Handle, Reply};
+use super::{COLLECT_EVERY, EXIT_FAILURE, EXIT_USAGE, Handle, Reply};
 use crate::pcapng::StageWriter;
 use crate::{control, show};
 
@@ -140,24 +140,6 @@ pub(super) async fn capture_stages(
         .await
         .context("the capture's writer")?
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the capture's writer panicked")));
-    let missed = if missed > 0 {
-        format!(" ({missed} missed: the backlog was full)")
-    } else {
-        String::new()
-    };
-    match written {
-        Ok(n) => {
-            let msg = format!(
-                "capture: {n} stage records written to {}{missed}",
-                file.display()
-            );
-            let _ = rep.send(&Reply::Err(msg)).await;
-            Ok(EXIT_OK)
-        }
-        Err(e) => {
-            let msg = format!("capture: writing {}: {e:#}{missed}", file.display());
-            let _ = rep.send(&Reply::Err(msg)).await;
-            Ok(EXIT_FAILURE)
-        }
-    }
+    let written = written.map_err(|e| format!("{e:#}"));
+    Ok(super::capture::report(rep, &file, written, "stage records", missed).await)
 }

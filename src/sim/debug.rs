@@ -145,11 +145,6 @@ impl Debugger {
             .unwrap_or(true)
     }
 
-    /// Stops made so far.
-    pub fn stops(&self) -> u64 {
-        self.state.lock().map(|s| s.stops).unwrap_or(0)
-    }
-
     /// Finish the per-stage capture, if any: packets written, or the first error.
     pub fn finish(&self) -> anyhow::Result<Option<u64>> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());

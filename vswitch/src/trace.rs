@@ -326,11 +326,6 @@ impl Tracer {
         self.layers.clear();
     }
 
-    /// Whether records carry the packet's bytes.
-    pub fn snapshots(&self) -> bool {
-        self.snapshots
-    }
-
     /// Traced packet `id` starts out as `layer` (its receive port's).
     pub fn begin(&mut self, id: u32, layer: Layer) {
         if self.snapshots {
