@@ -41,6 +41,7 @@ mod change;
 mod delta;
 mod plan;
 mod ports;
+pub mod workers;
 
 pub use apply::{Commit, STEP_ENTRIES};
 pub use change::{Change, Leftovers};
@@ -124,6 +125,17 @@ pub const FDB_AGE_BUDGET: usize = 4096;
 /// Connection-table slots examined per housekeeping tick.
 pub const CONN_EXPIRE_BUDGET: usize = 4096;
 
+/// The packet buffer size of a node serving `plan`: TAPs with offloads hand over 64 KB TCP
+/// super-frames, so every buffer of a node with TAP endpoints holds one (buffers move between
+/// batches); the others keep 2 KB buffers, and a TAP added to one later runs without offloads.
+pub fn buf_size_for(plan: &Plan) -> usize {
+    if plan.has_tap_endpoints() {
+        vswitch::offload::GSO_BUF_SIZE
+    } else {
+        vswitch::packet::DEFAULT_BUF_SIZE
+    }
+}
+
 /// Default connection-table size of a node (`vxmesh run --max-conns`): about 30 MB. IPVS keeps
 /// TIME_WAIT entries 120 s, so this holds about 2,200 new connections per second sustained.
 pub const MAX_CONNS: usize = 1 << 18;
@@ -192,14 +204,7 @@ impl Node {
             env.fdb.reseed(s ^ 0xfdb);
         }
         env.local_vtep = Some(plan.vtep);
-        // TAPs with offloads hand over 64 KB TCP super-frames: every buffer must hold one
-        // (buffers move between batches). Nodes without TAP endpoints keep 2 KB buffers; a TAP
-        // added to one later runs without offloads.
-        let buf_size = if plan.has_tap_endpoints() {
-            vswitch::offload::GSO_BUF_SIZE
-        } else {
-            vswitch::packet::DEFAULT_BUF_SIZE
-        };
+        let buf_size = buf_size_for(&plan);
         let mut sw = Switch::with_batch(env, vswitch::BATCH_SIZE, buf_size);
         let l2 = sw.add_l2_stages();
         let decap = sw.add_stage(vxlan::VxlanDecap::new());

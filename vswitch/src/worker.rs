@@ -49,6 +49,12 @@ pub trait Work {
     /// The descriptors to sleep on when idle (the ports', [`Switch::poll_fds`]).
     fn poll_fds(&self) -> Vec<RawFd>;
 
+    /// Called when the loop is about to sleep: false to poll again instead (work was queued for
+    /// this thread by another one that will not wake it: `port::handoff::Mesh::may_sleep`).
+    fn may_sleep(&mut self) -> bool {
+        true
+    }
+
     /// Changes whenever [`Work::poll_fds`] would change (a port added or removed between
     /// batches): read once per round, so it must be cheap.
     fn fds_generation(&self) -> u64;
@@ -123,7 +129,7 @@ pub fn run<W: Work + ?Sized>(
             next_housekeeping = Time(now.0.saturating_add(housekeeping_ns));
             work.housekeeping(now);
         }
-        if now.0.saturating_sub(last_rx.0) > window.get() {
+        if now.0.saturating_sub(last_rx.0) > window.get() && work.may_sleep() {
             poller.wait(idle_sleep_ms);
             if let Some(w) = wake {
                 w.drain();

@@ -75,6 +75,7 @@ pub mod afxdp;
 pub mod capture;
 #[cfg(any(feature = "afxdp", feature = "tap"))]
 pub mod ethtool;
+pub mod handoff;
 #[cfg(any(feature = "afxdp", feature = "tap"))]
 pub mod iface;
 pub mod mem;
