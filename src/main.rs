@@ -81,6 +81,16 @@ enum Cmd {
         /// the text exposition format (docs/observability.md). Off unless given.
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<std::net::SocketAddr>,
+        /// Poll threads: each runs a whole switch (its own tables and connections, no lock
+        /// between them) with a share of the ports, a port's frames handed between them as
+        /// their destinations need (docs/performance.md). 1 runs the node on one thread, as
+        /// before. Encrypted networks need 1.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
+        /// Pin the poll threads: worker K runs on the K-th CPU of the list (wrapping), e.g.
+        /// "0,1" or "2-3". Without it the scheduler places them.
+        #[arg(long, value_name = "LIST")]
+        cpus: Option<String>,
         /// Log events of this level and above (error, warn, info, debug, trace). RUST_LOG,
         /// when set, overrides it (an EnvFilter directive, e.g. `vxmesh=debug`).
         #[arg(long, value_name = "LEVEL", default_value = "info",
@@ -403,6 +413,8 @@ fn main() -> ExitCode {
             dns_upstream,
             poll_priority,
             metrics,
+            workers,
+            cpus,
             log_level,
             log_format,
         } => {
@@ -420,6 +432,10 @@ fn main() -> ExitCode {
             };
             let Some(node) = cli.node.as_deref() else {
                 return usage("run: --node NAME is required".into());
+            };
+            let cpus = match cpus.as_deref().map(daemon::parse_cpus).transpose() {
+                Ok(c) => c.unwrap_or_default(),
+                Err(e) => return usage(format!("run: {e}")),
             };
             let source = match (config, &cli.store, vtep) {
                 (Some(c), None, _) => daemon::Source::File(c.clone()),
@@ -453,6 +469,8 @@ fn main() -> ExitCode {
                     poll_priority: *poll_priority,
                     dns_upstream,
                     metrics: *metrics,
+                    workers: usize::from(*workers),
+                    cpus,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,11 @@ use crate::node::Node;
 
 /// `vxmesh stats`: per-port counters, then per-stage outcomes, drops by name, and events.
 pub fn stats(sw: &Switch) -> String {
-    let st = sw.stats();
+    stats_text(&sw.stats())
+}
+
+/// [`stats`] of a snapshot (a node's workers' counters added up: `SwitchStats::add`).
+pub fn stats_text(st: &vswitch::SwitchStats) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -72,7 +76,20 @@ pub fn stats(sw: &Switch) -> String {
 
 /// `vxmesh fdb show`: one line per entry, as `bridge fdb show` prints them.
 pub fn fdb(sw: &Switch, network: Option<&str>) -> String {
-    let mut o = String::new();
+    fdb_render(fdb_rows(sw, network), false)
+}
+
+/// One entry of `fdb show`, keyed by MAC and network, in both renderings.
+#[derive(Clone, Debug)]
+pub struct FdbRow {
+    key: (vswitch::Mac, String),
+    text: String,
+    json: Value,
+}
+
+/// The entries of `sw`'s FDB (of `network` only, if given).
+pub fn fdb_rows(sw: &Switch, network: Option<&str>) -> Vec<FdbRow> {
+    let mut rows = Vec::new();
     for e in sw.env.fdb.entries(sw.env.now) {
         let net = &sw.env.nets[e.net.0 as usize];
         if network.is_some_and(|n| n != net.name) {
@@ -90,13 +107,47 @@ pub fn fdb(sw: &Switch, network: Option<&str>) -> String {
         } else {
             format!("learned, age {}s", e.age_secs)
         };
-        let _ = writeln!(
-            o,
-            "{} {dest} network {} vni {} {kind}",
-            e.mac, net.name, net.vni
-        );
+        rows.push(FdbRow {
+            key: (e.mac, net.name.clone()),
+            text: format!(
+                "{} {dest} network {} vni {} {kind}\n",
+                e.mac, net.name, net.vni
+            ),
+            json: json!({
+                "mac": e.mac.to_string(),
+                "network": net.name,
+                "vni": net.vni,
+                "dest": dest_json(sw, e.dest),
+                "static": e.is_static,
+                "age_secs": e.age_secs,
+            }),
+        });
     }
-    o
+    rows
+}
+
+/// The FDB rows of a node's workers as one listing: worker 0's, then the entries only another
+/// worker has (each learns on its own; the static entries are the same on all).
+pub fn fdb_merge(all: Vec<Vec<FdbRow>>) -> Vec<FdbRow> {
+    let mut out: Vec<FdbRow> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for rows in all {
+        for r in rows {
+            if seen.insert(r.key.clone()) {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// `fdb show` of `rows`, as text or JSON.
+pub fn fdb_render(rows: Vec<FdbRow>, as_json: bool) -> String {
+    if as_json {
+        pretty(&Value::Array(rows.into_iter().map(|r| r.json).collect()))
+    } else {
+        rows.into_iter().map(|r| r.text).collect()
+    }
 }
 
 /// `vxmesh trace`: records grouped by packet, one line per stage.
@@ -172,27 +223,7 @@ fn dest_json(sw: &Switch, d: FdbDest) -> Value {
 
 /// `vxmesh fdb show --json`.
 pub fn fdb_json(sw: &Switch, network: Option<&str>) -> String {
-    let v: Vec<Value> = sw
-        .env
-        .fdb
-        .entries(sw.env.now)
-        .into_iter()
-        .filter_map(|e| {
-            let net = &sw.env.nets[e.net.0 as usize];
-            if network.is_some_and(|n| n != net.name) {
-                return None;
-            }
-            Some(json!({
-                "mac": e.mac.to_string(),
-                "network": net.name,
-                "vni": net.vni,
-                "dest": dest_json(sw, e.dest),
-                "static": e.is_static,
-                "age_secs": e.age_secs,
-            }))
-        })
-        .collect();
-    pretty(&Value::Array(v))
+    fdb_render(fdb_rows(sw, network), true)
 }
 
 fn counters_json(c: &[(&'static str, u64)]) -> Value {
@@ -201,7 +232,11 @@ fn counters_json(c: &[(&'static str, u64)]) -> Value {
 
 /// `vxmesh stats --json`.
 pub fn stats_json(sw: &Switch) -> String {
-    let st = sw.stats();
+    stats_json_of(&sw.stats())
+}
+
+/// [`stats_json`] of a snapshot.
+pub fn stats_json_of(st: &vswitch::SwitchStats) -> String {
     let ports: Vec<Value> = st
         .ports
         .iter()
@@ -474,6 +509,18 @@ fn key_json(n: &Node, k: &ServiceKey) -> Value {
 /// `vxmesh lb show [--stats|--rate] [--json]`.
 pub fn lb(node: &mut Node, stats: bool, rate: bool, as_json: bool) -> String {
     let services = node.lb().services();
+    lb_of(node, &services, stats, rate, as_json)
+}
+
+/// [`lb`] of a listing (a node's workers' services added up: `lb::listing::merge_services`);
+/// `node` names the networks.
+pub fn lb_of(
+    node: &Node,
+    services: &[lb::listing::ServiceInfo],
+    stats: bool,
+    rate: bool,
+    as_json: bool,
+) -> String {
     if !as_json {
         let mode = if rate {
             ListMode::Rate
@@ -482,7 +529,7 @@ pub fn lb(node: &mut Node, stats: bool, rate: bool, as_json: bool) -> String {
         } else {
             ListMode::Plain
         };
-        return lb::listing::format_services(&services, mode);
+        return lb::listing::format_services(services, mode);
     }
     let v: Vec<Value> = services
         .iter()

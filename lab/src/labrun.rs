@@ -191,6 +191,17 @@ impl Running {
         }
     }
 
+    /// The process id of `node`'s running `vxmesh run` (`ip netns exec` runs it in its own
+    /// place, so it is the child's).
+    pub fn node_pid(&self, node: &str) -> Option<u32> {
+        self.nodes
+            .iter()
+            .rev()
+            .find(|n| n.0 == node)
+            .and_then(|n| n.2.as_ref())
+            .map(Child::id)
+    }
+
     /// The last lines the nodes wrote.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.logs).unwrap_or_default();

@@ -53,6 +53,43 @@ pub struct ServiceInfo {
     pub rates: Rates,
 }
 
+impl ServiceInfo {
+    /// Add the counters of the same service on another balancer: a node's workers each run
+    /// their own with the same services, and are listed as one. Backends are matched by
+    /// address and port; one `o` has that this one lacks is left out.
+    pub fn add(&mut self, o: &ServiceInfo) {
+        self.stats.add(&o.stats);
+        self.rates.add(&o.rates);
+        for b in &mut self.backends {
+            if let Some(ob) = o
+                .backends
+                .iter()
+                .find(|x| x.addr == b.addr && x.port == b.port)
+            {
+                b.active_conns += ob.active_conns;
+                b.inact_conns += ob.inact_conns;
+                b.stats.add(&ob.stats);
+                b.rates.add(&ob.rates);
+            }
+        }
+    }
+}
+
+/// The services of several balancers with the same services (a node's workers), as one
+/// listing: the first's, with every other's counters added to the service of the same key.
+pub fn merge_services(all: Vec<Vec<ServiceInfo>>) -> Vec<ServiceInfo> {
+    let mut it = all.into_iter();
+    let mut out = it.next().unwrap_or_default();
+    for other in it {
+        for s in &mut out {
+            if let Some(o) = other.iter().find(|o| o.key == s.key) {
+                s.add(o);
+            }
+        }
+    }
+    out
+}
+
 /// One connection in a listing (`ipvsadm -Lnc`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnInfo {

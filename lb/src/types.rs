@@ -129,6 +129,28 @@ pub struct Stats {
     pub outbytes: u64,
 }
 
+impl Stats {
+    /// Add `o`'s counters (a node's workers, each with its own balancer, listed as one).
+    pub fn add(&mut self, o: &Stats) {
+        self.conns += o.conns;
+        self.inpkts += o.inpkts;
+        self.outpkts += o.outpkts;
+        self.inbytes += o.inbytes;
+        self.outbytes += o.outbytes;
+    }
+}
+
+impl Rates {
+    /// Add `o`'s rates (a node's workers, listed as one).
+    pub fn add(&mut self, o: &Rates) {
+        self.cps += o.cps;
+        self.inpps += o.inpps;
+        self.outpps += o.outpps;
+        self.inbps += o.inbps;
+        self.outbps += o.outbps;
+    }
+}
+
 /// Smoothed rates per second (`ipvsadm --rate`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rates {

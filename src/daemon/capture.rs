@@ -2,7 +2,10 @@
 //! start the switch's capture on one port (one capture at a time), move the frames it copied to
 //! the file's writer every [`COLLECT_EVERY`], and stop it when the count is reached or the client
 //! goes away. The copying happens in the packet path (the switch's capture); this is its control
-//! side.
+//! side. With several workers (`vxmesh run --workers`) the port is captured on every worker and
+//! the frames merged in time order: a port's frames are received on its owner or handed to
+//! the worker of their destination, and sent by whichever worker forwarded them, so no one
+//! worker sees them all.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,9 +32,12 @@ pub(super) async fn capture(
         return Ok(EXIT_FAILURE);
     };
     let want = count.unwrap_or(u64::MAX);
+    let busy = h
+        .call_all(|n| n.sw.capturing() || n.esp_capturing())
+        .await?;
     let started = h
-        .call(move |n| {
-            if n.sw.capturing() || n.esp_capturing() {
+        .call_all(move |n| {
+            if busy.contains(&true) {
                 return Err(
                     "capture: another capture is running on this node; one at a time".into(),
                 );
@@ -67,8 +73,10 @@ pub(super) async fn capture(
             }
         })
         .await?;
+    let started: Result<Vec<_>, String> = started.into_iter().collect();
     let (mono0, wall0) = match started {
-        Ok(t) => t,
+        // Every worker has the same ports: it started on all of them or on none.
+        Ok(t) => t[0],
         Err(e) => {
             let _ = tokio::task::spawn_blocking(move || sink.finish()).await;
             let _ = std::fs::remove_file(&file);
@@ -81,13 +89,14 @@ pub(super) async fn capture(
         .unwrap_or_default()
         .as_nanos() as u64;
     let mut missed = 0u64;
+    let mut offered = 0u64;
     // Every way out of the loop goes through the stop below: a capture never outlives its
     // session (the switch would keep copying frames for nobody).
     let collected: anyhow::Result<()> = async {
         loop {
             tokio::time::sleep(COLLECT_EVERY).await;
-            let (frames, m, running) = h
-                .call(move |n| {
+            let all = h
+                .call_all(move |n| {
                     if decrypted {
                         n.take_esp_capture()
                     } else {
@@ -95,7 +104,18 @@ pub(super) async fn capture(
                     }
                 })
                 .await?;
-            missed += m;
+            let mut frames = Vec::new();
+            let mut running = false;
+            for (f, m, r) in all {
+                frames.extend(f);
+                missed += m;
+                running |= r;
+            }
+            // The workers' frames in time order; at most `want` in all.
+            frames.sort_by_key(|f| f.time_ns);
+            frames.truncate(usize::try_from(want - offered).unwrap_or(usize::MAX));
+            offered += frames.len() as u64;
+            running &= offered < want;
             for f in frames {
                 let t = wall0 + f.time_ns.saturating_sub(mono0.0);
                 match sink.offer(t, f.data) {
@@ -111,7 +131,18 @@ pub(super) async fn capture(
         }
     }
     .await;
-    h.call(move |n| {
+    stop_all(h, decrypted).await?;
+    collected?;
+    let written = tokio::task::spawn_blocking(move || sink.finish())
+        .await
+        .context("the capture's writer")?;
+    let written = written.map_err(|e| e.to_string());
+    Ok(report(rep, &file, written, "frames", missed).await)
+}
+
+/// Stop the capture on every worker.
+async fn stop_all(h: &Handle, decrypted: bool) -> anyhow::Result<()> {
+    h.call_all(move |n| {
         if decrypted {
             n.stop_esp_capture()
         } else {
@@ -119,12 +150,7 @@ pub(super) async fn capture(
         }
     })
     .await?;
-    collected?;
-    let written = tokio::task::spawn_blocking(move || sink.finish())
-        .await
-        .context("the capture's writer")?;
-    let written = written.map_err(|e| e.to_string());
-    Ok(report(rep, &file, written, "frames", missed).await)
+    Ok(())
 }
 
 /// Tell the client how a capture ended: `n` `what` written to `file`, or the writer's error,

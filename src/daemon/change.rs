@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use super::Handle;
 use crate::config::Cluster;
+use crate::node::workers::{WorkerPorts, set_steer, steer_map};
 use crate::node::{Change, STEP_ENTRIES, SystemPorts};
 
 /// Make `cluster` (a cluster file's or the store's) the node's desired state, with the node's
@@ -59,20 +60,92 @@ pub(super) async fn change_to(
 /// it took out closed off the poll thread.
 pub(super) async fn apply(h: &Handle, cluster: Cluster) -> anyhow::Result<Result<String, String>> {
     let (base, buf_size) = h.call(|n| (n.plan.clone(), n.sw.buf_size())).await?;
-    let prepared = tokio::task::spawn_blocking(move || {
-        Change::prepare(cluster, base, &mut SystemPorts, buf_size).map_err(|e| format!("{e:#}"))
+    let workers = h.workers.len();
+    let mesh = h.mesh.clone();
+    let old_ports: Vec<String> = base.ports.iter().map(|p| p.name.clone()).collect();
+    // One change per worker, each opening the ports that worker owns (a stand-in elsewhere);
+    // if any cannot be prepared, none is applied (the prepared ones close their ports).
+    let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<Change>, String> {
+        (0..workers)
+            .map(|me| {
+                let c = match &mesh {
+                    None => {
+                        Change::prepare(cluster.clone(), base.clone(), &mut SystemPorts, buf_size)
+                    }
+                    Some(m) => Change::prepare(
+                        cluster.clone(),
+                        base.clone(),
+                        &mut WorkerPorts {
+                            inner: &mut SystemPorts,
+                            mesh: m.clone(),
+                            me,
+                        },
+                        buf_size,
+                    ),
+                };
+                c.map_err(|e| format!("{e:#}"))
+            })
+            .collect()
     })
     .await
     .context("preparing the change")?;
-    let change = match prepared {
+    let changes = match prepared {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
-    let mut c = h.call(move |n| n.begin(change)).await?;
+    // Worker 0 first. The workers hold the same tables, so a change worker 0 takes every
+    // worker takes; one it refuses (whole, nothing applied) is refused on none of the others.
+    let mut first: Option<Result<String, String>> = None;
+    let (mut unused, mut lefts) = (Vec::new(), Vec::new());
+    for (k, change) in changes.into_iter().enumerate() {
+        if matches!(first, Some(Err(_))) {
+            unused.push(change);
+            continue;
+        }
+        let (r, left) = commit_on(h, k, change).await?;
+        lefts.push(left);
+        match (&first, r) {
+            (None, r) => first = Some(r),
+            (Some(Ok(_)), Err(e)) => {
+                // Not expected (same tables); said loudly, since the workers now differ.
+                tracing::error!(worker = k, reason = %e, "a change worker 0 applied was refused on another worker");
+                first = Some(Err(format!("worker {k}: {e}")));
+            }
+            _ => {}
+        }
+    }
+    let r = first.unwrap_or_else(|| Ok(String::new()));
+    if let (Some(m), Ok(_)) = (&h.mesh, &r) {
+        // The rings of the ports every worker has dropped.
+        let now: Vec<String> = h
+            .call(|n| n.plan.ports.iter().map(|p| p.name.clone()).collect())
+            .await?;
+        for gone in old_ports.iter().filter(|p| !now.contains(p)) {
+            m.forget(gone);
+        }
+    }
+    // Ports close (XDP detached, TAPs removed) off the poll thread.
+    let _ = tokio::task::spawn_blocking(move || drop((unused, lefts))).await;
+    Ok(r)
+}
+
+/// Commit `change` on worker `k`, a bounded step per job; with more than one worker the
+/// steering map follows the new plan in the job of the last step.
+async fn commit_on(
+    h: &Handle,
+    k: usize,
+    change: Change,
+) -> anyhow::Result<(Result<String, String>, crate::node::Leftovers)> {
+    let workers = h.workers.len();
+    let mut c = h.call_on(k, move |n| n.begin(change)).await?;
     loop {
         let (back, done) = h
-            .call(move |n| {
+            .call_on(k, move |n| {
                 let done = n.step(&mut c, STEP_ENTRIES);
+                if done && workers > 1 {
+                    let map = std::sync::Arc::new(steer_map(&n.plan, workers));
+                    set_steer(n, &map);
+                }
                 (c, done)
             })
             .await?;
@@ -82,7 +155,5 @@ pub(super) async fn apply(h: &Handle, cluster: Cluster) -> anyhow::Result<Result
         }
     }
     let (r, left) = c.finish();
-    // Ports close (XDP detached, TAPs removed) off the poll thread.
-    let _ = tokio::task::spawn_blocking(move || drop(left)).await;
-    Ok(r.map_err(|e| format!("{e:#}")))
+    Ok((r.map_err(|e| format!("{e:#}")), left))
 }

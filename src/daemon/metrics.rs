@@ -99,6 +99,19 @@ impl Snapshot {
             store: None,
         }
     }
+
+    /// Add another worker's snapshot: counters and connections summed, table capacities too
+    /// (each worker has its own table), FDB capacity the same on every worker.
+    pub fn add(&mut self, o: &Snapshot) {
+        self.sw.add(&o.sw);
+        self.conntrack.0 += o.conntrack.0;
+        self.conntrack.1 += o.conntrack.1;
+        for s in &mut self.services {
+            if let Some(os) = o.services.iter().find(|x| x.info.key == s.info.key) {
+                s.info.add(&os.info);
+            }
+        }
+    }
 }
 
 /// Metric types of the format.
@@ -570,7 +583,15 @@ async fn connection(mut s: TcpStream, h: &Handle, node: &str) -> std::io::Result
         _ => return Ok(()),
     };
     let (status, ctype, body) = if wants_metrics(&head) {
-        match h.call(Snapshot::take).await {
+        let taken = h.call_all(Snapshot::take).await.map(|all| {
+            let mut it = all.into_iter();
+            let mut snap = it.next().unwrap_or_default();
+            for o in it {
+                snap.add(&o);
+            }
+            snap
+        });
+        match taken {
             Ok(mut snap) => {
                 snap.store = h.store.as_ref().map(|(_, st)| st.counters());
                 ("200 OK", CONTENT_TYPE, render(node, &snap))

@@ -51,6 +51,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use vswitch::Time;
+use vswitch::port::handoff::Mesh;
 use vswitch::worker::{self, PollConfig, Waker, Work};
 
 use change::change_to;
@@ -59,6 +60,7 @@ use session::{refuse, session};
 use crate::cni;
 use crate::config::Cluster;
 use crate::control;
+use crate::node::workers::Workers;
 use crate::node::{Node, SystemPorts};
 use crate::store::watch::{StoreOpts, StoreStats};
 
@@ -97,11 +99,20 @@ pub fn esp_epoch_file(control: &Path) -> PathBuf {
 
 type Job = Box<dyn FnOnce(&mut Node) + Send>;
 
-/// The control side's handle on the poll thread.
+/// The control side's way to one poll thread: its jobs and its eventfd.
 #[derive(Clone)]
-struct Handle {
+struct WorkerLink {
     jobs: mpsc::Sender<Job>,
     wake: Arc<Waker>,
+}
+
+/// The control side's handle on the poll threads (one per worker, `--workers`).
+#[derive(Clone)]
+struct Handle {
+    /// Worker 0 first.
+    workers: Arc<[WorkerLink]>,
+    /// The rings between the workers, when there is more than one.
+    mesh: Option<Arc<Mesh>>,
     /// Held while a change is prepared and committed: one at a time. It guards the desired
     /// state's parts: the file's or store's cluster and the CNI attachments.
     changes: Arc<tokio::sync::Mutex<cni::Local>>,
@@ -110,19 +121,69 @@ struct Handle {
 }
 
 impl Handle {
-    /// Run `f` on the poll thread between two batches and return its result.
+    /// Run `f` on worker 0's poll thread between two batches and return its result: for what
+    /// every worker holds alike (the plan, the cluster, the ports' names and ids).
     async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Node) -> R + Send + 'static,
     ) -> anyhow::Result<R> {
+        self.call_on(0, f).await
+    }
+
+    /// Run `f` on worker `k`'s poll thread between two batches and return its result.
+    async fn call_on<R: Send + 'static>(
+        &self,
+        k: usize,
+        f: impl FnOnce(&mut Node) -> R + Send + 'static,
+    ) -> anyhow::Result<R> {
+        let w = &self.workers[k];
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
+        w.jobs
             .send(Box::new(move |n: &mut Node| {
                 let _ = tx.send(f(n));
             }))
             .map_err(|_| anyhow!("the poll thread has stopped"))?;
-        self.wake.wake();
+        w.wake.wake();
         rx.await.map_err(|_| anyhow!("the poll thread has stopped"))
+    }
+
+    /// Run `f` on every worker (each between two of its batches, all at once) and return
+    /// the results, worker 0 first: for what each holds of its own (counters, connections).
+    async fn call_all<R: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Node) -> R + Clone + Send + 'static,
+    ) -> anyhow::Result<Vec<R>> {
+        let mut waiting = Vec::with_capacity(self.workers.len());
+        for w in self.workers.iter() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let f = f.clone();
+            w.jobs
+                .send(Box::new(move |n: &mut Node| {
+                    let _ = tx.send(f(n));
+                }))
+                .map_err(|_| anyhow!("the poll thread has stopped"))?;
+            w.wake.wake();
+            waiting.push(rx);
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(
+                rx.await
+                    .map_err(|_| anyhow!("the poll thread has stopped"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The switch's counters, every worker's added up.
+    async fn stats(&self) -> anyhow::Result<vswitch::SwitchStats> {
+        let all = self.call_all(|n| n.sw.stats()).await?;
+        let mut it = all.into_iter();
+        let mut st = it.next().unwrap_or_default();
+        for o in it {
+            st.add(&o);
+        }
+        Ok(st)
     }
 }
 
@@ -131,12 +192,18 @@ impl Handle {
 struct NodeWork {
     node: Node,
     jobs: mpsc::Receiver<Job>,
-    /// systemd's watchdog, fed from housekeeping (a compare per tick, a send per half period).
+    /// systemd's watchdog, fed from housekeeping (a compare per tick, a send per half period);
+    /// worker 0's.
     watchdog: Option<notify::Watchdog>,
+    /// With more than one worker: the rings and which worker this is.
+    mesh: Option<(Arc<Mesh>, usize)>,
 }
 
 impl Work for NodeWork {
     fn poll(&mut self, now: Time) -> usize {
+        if let Some((m, me)) = &self.mesh {
+            m.awake(*me);
+        }
         self.node.sw.poll(now)
     }
 
@@ -144,6 +211,10 @@ impl Work for NodeWork {
         while let Ok(job) = self.jobs.try_recv() {
             job(&mut self.node);
         }
+    }
+
+    fn may_sleep(&mut self) -> bool {
+        self.mesh.as_ref().is_none_or(|(m, me)| m.may_sleep(*me))
     }
 
     fn poll_fds(&self) -> Vec<std::os::fd::RawFd> {
@@ -162,19 +233,10 @@ impl Work for NodeWork {
     }
 }
 
-/// The poll thread: run the switch until `stop`, applying control jobs between batches.
-fn poll_loop(
-    node: Node,
-    jobs: mpsc::Receiver<Job>,
-    wake: Arc<Waker>,
-    stop: Arc<AtomicBool>,
-    opts: RunOptions,
-) {
-    let mut work = NodeWork {
-        node,
-        jobs,
-        watchdog: notify::Watchdog::from_env(),
-    };
+/// One worker's poll thread: run its switch until `stop`, applying control jobs between
+/// batches.
+fn poll_loop(work: NodeWork, wake: Arc<Waker>, stop: Arc<AtomicBool>, opts: RunOptions) {
+    let mut work = work;
     if opts.poll_priority > 0 {
         // Checked by run() before this thread is started (see realtime_allowed).
         let _ = set_fifo(opts.poll_priority);
@@ -185,6 +247,49 @@ fn poll_loop(
         housekeeping: crate::node::HOUSEKEEPING,
     };
     worker::run(&mut work, Some(&wake), &stop, cfg);
+}
+
+/// Pin the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it (cpu is checked
+    // against its size first), and sched_setaffinity reads it for the calling thread (0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Parse `--cpus`: CPU numbers and ranges, comma-separated ("0,2", "0-3", "1,4-5").
+pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        let num = |x: &str| {
+            x.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("--cpus {s:?}: {x:?} is not a CPU number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b || b - a >= 1024 {
+                    return Err(format!("--cpus {s:?}: bad range {part:?}"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("--cpus {s:?}: no CPU"));
+    }
+    Ok(out)
 }
 
 /// Put the calling thread under SCHED_FIFO at `priority`.
@@ -237,6 +342,11 @@ pub struct RunOptions {
     pub dns_upstream: Vec<std::net::SocketAddrV4>,
     /// `--metrics`: serve `GET /metrics` (Prometheus text format) on this address (none: off).
     pub metrics: Option<std::net::SocketAddr>,
+    /// `--workers`: poll threads, each a whole switch with a share of the ports
+    /// (`node::workers`). 1 runs the node as it always ran.
+    pub workers: usize,
+    /// `--cpus`: pin worker `k` to the `k`-th CPU of the list (wrapping); empty: no pinning.
+    pub cpus: Vec<usize>,
 }
 
 impl Default for RunOptions {
@@ -249,6 +359,8 @@ impl Default for RunOptions {
             poll_priority: 0,
             dns_upstream: Vec::new(),
             metrics: None,
+            workers: 1,
+            cpus: Vec::new(),
         }
     }
 }
@@ -336,91 +448,121 @@ pub fn run(
     let built = local
         .desired(&local.source)
         .map_err(|e| anyhow!("{e}"))
-        .and_then(|d| Node::build_with(d, node_name, &mut SystemPorts, opts.max_conns));
-    let node = match built {
+        .and_then(|d| build_workers(d, node_name, &opts));
+    let (mut nodes, mesh) = match built {
         Ok(n) => n,
         Err(e) => {
             let _ = std::fs::remove_file(&control);
             return Err(e);
         }
     };
-    let ports: Vec<String> = node
+    let ports: Vec<String> = nodes[0]
         .sw
         .stats()
         .ports
         .iter()
         .map(|p| p.name.clone())
         .collect();
-    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
-    let wake = Arc::new(Waker::new().context("eventfd")?);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut node = node;
     // Before the first packet: the connection table moves into its file, taking over what a
     // previous process of this node left there.
     let epoch_file = esp_epoch_file(&control);
-    if let Err(e) = node.reserve_esp_epochs(&epoch_file) {
+    if let Err(e) = nodes[0].reserve_esp_epochs(&epoch_file) {
         // Fail closed: without the file a restart within the second could repeat an IV.
         let _ = std::fs::remove_file(&control);
         return Err(e.context("the ESP epoch file"));
     }
-    let ct_file = conntrack_file(&control);
-    match node
-        .lb()
-        .persist_conntrack(&ct_file, node_name, Time::monotonic())
-    {
-        Ok(r) => {
-            if let Some(why) = r.file_discarded {
-                tracing::warn!(
-                    node = node_name,
-                    file = %ct_file.display(),
-                    reason = %why,
-                    "connection table file discarded"
-                );
-            }
-            if r.restored + r.discarded > 0 {
-                tracing::info!(
-                    node = node_name,
-                    file = %ct_file.display(),
-                    restored = r.restored,
-                    left_out = r.discarded,
-                    "connections taken over from the last run"
-                );
-            }
-        }
-        Err(e) => tracing::warn!(
-            node = node_name,
-            error = %e,
-            "connection table kept in memory only (no restart survives it)"
-        ),
+    for (k, node) in nodes.iter_mut().enumerate() {
+        persist_conntrack(node, &conntrack_file_of(&control, k), node_name);
     }
+    let links: Vec<(WorkerLink, mpsc::Receiver<Job>)> = (0..nodes.len())
+        .map(|k| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let wake = match &mesh {
+                Some(m) => Ok(m.waker(k).clone()),
+                None => Waker::new().map(Arc::new),
+            };
+            wake.map(|wake| (WorkerLink { jobs: tx, wake }, rx))
+        })
+        .collect::<std::io::Result<_>>()
+        .context("eventfd")?;
     let relay = if opts.dns_upstream.is_empty() {
         None
     } else {
         let (tx, rx) = mpsc::sync_channel(dns_relay::QUEUE);
-        node.set_dns_upstream(tx);
-        let (jobs, wake, stop) = (jobs_tx.clone(), wake.clone(), stop.clone());
+        for n in &mut nodes {
+            n.set_dns_upstream(tx.clone());
+        }
+        // Answers go out through worker 0: a port it does not own hands them to its owner.
+        let w0 = links[0].0.clone();
+        let stop = stop.clone();
         let upstreams = opts.dns_upstream.clone();
         Some(
             std::thread::Builder::new()
                 .name("vxmesh-dns-relay".into())
                 .spawn(move || {
                     dns_relay::run(upstreams, rx, stop, move |port, client, frame| {
-                        let _ = jobs.send(Box::new(move |n: &mut Node| {
+                        let _ = w0.jobs.send(Box::new(move |n: &mut Node| {
                             n.relay_dns(port, client, &frame);
                         }));
-                        wake.wake();
+                        w0.wake.wake();
                     })
                 })
                 .context("starting the DNS relay")?,
         )
     };
-    let poll = {
-        let (wake, stop) = (wake.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("vxmesh-poll".into())
-            .spawn(move || poll_loop(node, jobs_rx, wake, stop, opts))
-            .context("starting the poll thread")?
-    };
+    let workers: Arc<[WorkerLink]> = links.iter().map(|(l, _)| l.clone()).collect();
+    let mut polls = Vec::with_capacity(nodes.len());
+    for (k, (node, (link, jobs))) in nodes.into_iter().zip(links).enumerate() {
+        let work = NodeWork {
+            node,
+            jobs,
+            watchdog: if k == 0 {
+                notify::Watchdog::from_env()
+            } else {
+                None
+            },
+            mesh: mesh.as_ref().map(|m| (m.clone(), k)),
+        };
+        let (wake, stopper, opts) = (link.wake.clone(), stop.clone(), opts.clone());
+        let cpu = (!opts.cpus.is_empty()).then(|| opts.cpus[k % opts.cpus.len()]);
+        // Worker 0 keeps the name the poll thread always had (scripts look for it).
+        let name = if k == 0 {
+            "vxmesh-poll".to_string()
+        } else {
+            format!("vxmesh-poll-{k}")
+        };
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            if let Some(c) = cpu
+                && let Err(e) = pin_to(c)
+            {
+                tracing::warn!(worker = k, cpu = c, error = %e, "--cpus: not pinned");
+            }
+            poll_loop(work, wake, stopper, opts)
+        });
+        match spawned {
+            Ok(t) => polls.push(t),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                for w in workers.iter() {
+                    w.wake.wake();
+                }
+                for t in polls {
+                    let _ = t.join();
+                }
+                let _ = std::fs::remove_file(&control);
+                return Err(anyhow!("starting poll thread {k}: {e}"));
+            }
+        }
+    }
+    if let Some(m) = &mesh {
+        tracing::info!(
+            node = node_name,
+            workers = m.workers(),
+            cpus = ?opts.cpus,
+            "poll threads started"
+        );
+    }
     for p in &ports {
         tracing::info!(node = node_name, port = %p, "port opened");
     }
@@ -442,8 +584,8 @@ pub fn run(
         ports.len()
     ));
     let handle = Handle {
-        jobs: jobs_tx,
-        wake: wake.clone(),
+        workers: workers.clone(),
+        mesh,
         changes: Arc::new(tokio::sync::Mutex::new(local)),
         store: session
             .as_ref()
@@ -460,16 +602,85 @@ pub fn run(
     notify::notify("STOPPING=1");
     tracing::info!(node = node_name, "node stopping");
     stop.store(true, Ordering::Relaxed);
-    wake.wake();
-    let joined = poll.join();
+    for w in workers.iter() {
+        w.wake.wake();
+    }
+    let joined: Vec<_> = polls.into_iter().map(|t| t.join()).collect();
     if let Some(r) = relay {
         let _ = r.join();
     }
     let _ = std::fs::remove_file(&control);
     served?;
-    joined.map_err(|_| anyhow!("the poll thread panicked"))?;
+    if joined.iter().any(Result::is_err) {
+        return Err(anyhow!("a poll thread panicked"));
+    }
     tracing::info!(node = node_name, "node stopped");
     Ok(())
+}
+
+/// Build the node on `opts.workers` workers (one: as it always ran, no steering ports).
+fn build_workers(
+    cluster: Cluster,
+    node: &str,
+    opts: &RunOptions,
+) -> anyhow::Result<(Vec<Node>, Option<Arc<Mesh>>)> {
+    if opts.workers <= 1 {
+        let n = Node::build_with(cluster, node, &mut SystemPorts, opts.max_conns)?;
+        return Ok((vec![n], None));
+    }
+    let w = Workers::build(
+        cluster,
+        node,
+        opts.workers,
+        &mut SystemPorts,
+        opts.max_conns,
+    )?;
+    Ok((w.nodes, Some(w.mesh)))
+}
+
+/// Worker `k`'s connection table file: [`conntrack_file`] for worker 0,
+/// `NODE.wK.conntrack` beside it for the others. A restart with the same `--workers` gives each
+/// worker its own connections back (the ports keep their workers).
+pub fn conntrack_file_of(control: &Path, k: usize) -> PathBuf {
+    if k == 0 {
+        conntrack_file(control)
+    } else {
+        control.with_extension(format!("w{k}.conntrack"))
+    }
+}
+
+/// Move `node`'s connection table into `file`, taking over what a previous process left
+/// there, and say what happened.
+fn persist_conntrack(node: &mut Node, file: &Path, node_name: &str) {
+    match node
+        .lb()
+        .persist_conntrack(file, node_name, Time::monotonic())
+    {
+        Ok(r) => {
+            if let Some(why) = r.file_discarded {
+                tracing::warn!(
+                    node = node_name,
+                    file = %file.display(),
+                    reason = %why,
+                    "connection table file discarded"
+                );
+            }
+            if r.restored + r.discarded > 0 {
+                tracing::info!(
+                    node = node_name,
+                    file = %file.display(),
+                    restored = r.restored,
+                    left_out = r.discarded,
+                    "connections taken over from the last run"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            node = node_name,
+            error = %e,
+            "connection table kept in memory only (no restart survives it)"
+        ),
+    }
 }
 
 /// The control side: accept connections (each a session), follow the store if the node does,

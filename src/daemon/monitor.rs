@@ -87,10 +87,9 @@ impl DropWatch {
     }
 }
 
-/// The node's drop counters (every stage's named drops, unnamed drops, ports' transmit drops):
-/// run on the poll thread between two batches.
-fn drop_counters(n: &mut crate::node::Node) -> Vec<(DropKey, u64)> {
-    let s = n.sw.stats();
+/// The node's drop counters (every stage's named drops, unnamed drops, ports' transmit drops),
+/// from its counters (every worker's added up).
+fn drop_counters(s: &vswitch::SwitchStats) -> Vec<(DropKey, u64)> {
     let mut out = Vec::new();
     for st in &s.stages {
         for (reason, v) in &st.drops {
@@ -147,7 +146,7 @@ pub(super) async fn run(h: Handle, node: String, store: Option<Arc<StoreStats>>)
         if i % per_drops != 0 {
             continue;
         }
-        let Ok(counters) = h.call(drop_counters).await else {
+        let Ok(counters) = h.stats().await.map(|s| drop_counters(&s)) else {
             return;
         };
         for a in drops.observe(Instant::now(), counters) {

@@ -91,20 +91,21 @@ async fn handle_request(
             }
         }
         Request::FdbShow { network, json } => {
-            let s = h
-                .call(move |n| {
+            // Every worker's table (each learns on its own), as one.
+            let all = h
+                .call_all(move |n| {
                     if let Some(net) = &network
                         && n.sw.env.net_by_name(net).is_none()
                     {
                         return Err(format!("no network {net:?} on this node"));
                     }
-                    Ok(if json {
-                        show::fdb_json(&n.sw, network.as_deref())
-                    } else {
-                        show::fdb(&n.sw, network.as_deref())
-                    })
+                    Ok(show::fdb_rows(&n.sw, network.as_deref()))
                 })
                 .await?;
+            let s = all
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map(|rows| show::fdb_render(show::fdb_merge(rows), json));
             match s {
                 Ok(s) => rep.out(s).await?,
                 Err(e) => {
@@ -114,37 +115,44 @@ async fn handle_request(
             }
         }
         Request::LbShow { stats, rate, json } => {
-            let s = h.call(move |n| show::lb(n, stats, rate, json)).await?;
+            // Every worker balances its own connections: their counters are added up.
+            let all = h.call_all(|n| n.lb().services()).await?;
+            let services = lb::listing::merge_services(all);
+            let s = h
+                .call(move |n| show::lb_of(n, &services, stats, rate, json))
+                .await?;
             rep.out(s).await?;
         }
         Request::ConntrackShow { json } => {
             // A slice of the table per job, so the poll thread forwards between slices; the
             // listing is rendered here, off the poll thread. Like `ipvsadm -Lnc` reading /proc,
             // it is not one atomic snapshot of a table that changes while it is read.
+            // Every worker's table, worker 0's first.
             let now = h.call(|n| n.sw.env.now).await?;
-            let (mut conns, mut from) = (Vec::new(), Some(0));
-            while let Some(start) = from {
-                let (slice, next) = h
-                    .call(move |n| {
-                        n.lb()
-                            .conns_slice(now, start, lb::listing::CONNS_SLICE_SLOTS)
-                    })
-                    .await?;
-                conns.extend(slice);
-                from = next;
+            let mut conns = Vec::new();
+            for k in 0..h.workers.len() {
+                let mut from = Some(0);
+                while let Some(start) = from {
+                    let (slice, next) = h
+                        .call_on(k, move |n| {
+                            n.lb()
+                                .conns_slice(now, start, lb::listing::CONNS_SLICE_SLOTS)
+                        })
+                        .await?;
+                    conns.extend(slice);
+                    from = next;
+                }
             }
             rep.out(show::conntrack_of(&conns, json)).await?;
         }
         Request::Stats { json } => {
-            let mut s = h
-                .call(move |n| {
-                    if json {
-                        show::stats_json(&n.sw)
-                    } else {
-                        show::stats(&n.sw)
-                    }
-                })
-                .await?;
+            // Every worker's counters added up (one worker: its own).
+            let st = h.stats().await?;
+            let mut s = if json {
+                show::stats_json_of(&st)
+            } else {
+                show::stats_text(&st)
+            };
             if let Some((url, st)) = &h.store {
                 s = show::with_store(s, json, url, st);
             }

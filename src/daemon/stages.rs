@@ -49,17 +49,21 @@ pub(super) async fn capture_stages(
     let Some(f) = super::capture::create_file(&file, peer, rep, Ok).await? else {
         return Ok(EXIT_FAILURE);
     };
-    let armed = h
-        .call(move |n| {
-            if n.sw.env.tracer.armed() {
-                return None;
-            }
+    // Every worker's tracer (`vxmesh run --workers`): a packet is followed on whichever
+    // worker processes it, its records in time order.
+    let busy = h.call_all(|n| n.sw.env.tracer.armed()).await?;
+    let armed = if busy.contains(&true) {
+        None
+    } else {
+        let t = (Time::monotonic(), SystemTime::now());
+        h.call_all(move |n| {
             n.sw.env.tracer.drain();
             n.sw.env.tracer.set_snapshots(true);
-            n.sw.env.tracer.arm(count, filter);
-            Some((Time::monotonic(), SystemTime::now()))
+            n.sw.env.tracer.arm(count, filter.clone());
         })
         .await?;
+        Some(t)
+    };
     let Some((mono0, wall0)) = armed else {
         let _ = std::fs::remove_file(&file);
         rep.send(&Reply::Err(
@@ -101,8 +105,8 @@ pub(super) async fn capture_stages(
     let collected: anyhow::Result<()> = async {
         loop {
             tokio::time::sleep(COLLECT_EVERY).await;
-            let (recs, remaining) = h
-                .call(|n| {
+            let all = h
+                .call_all(|n| {
                     let recs: Vec<Rec> =
                         n.sw.env
                             .tracer
@@ -113,6 +117,13 @@ pub(super) async fn capture_stages(
                     (recs, n.sw.env.tracer.remaining())
                 })
                 .await?;
+            let mut recs = Vec::new();
+            let mut remaining = 0;
+            for (r, left) in all {
+                recs.extend(r);
+                remaining += left;
+            }
+            recs.sort_by_key(|(_, r)| r.time_ns);
             let done = remaining == 0 && recs.is_empty();
             for r in recs {
                 match tx.try_send(r) {
@@ -128,7 +139,7 @@ pub(super) async fn capture_stages(
         }
     }
     .await;
-    h.call(|n| {
+    h.call_all(|n| {
         n.sw.env.tracer.disarm();
         n.sw.env.tracer.set_snapshots(false);
         n.sw.env.tracer.drain();

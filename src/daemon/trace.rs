@@ -1,7 +1,9 @@
 //! `vxmesh trace` on the node's side: arm the switch's tracer (one trace at a time), collect
 //! what it recorded every [`COLLECT_EVERY`] until the packets are seen or [`TRACE_WAIT`] passes,
 //! and stream the rendering to the client. The recording happens in the packet path (the tracer
-//! in `vswitch`); this is its control side.
+//! in `vswitch`); this is its control side. With several workers (`vxmesh run --workers`) every
+//! worker's tracer is armed and collected, so a packet is traced on whichever worker
+//! processes it; the trace ends when `count` packets were seen in all.
 
 use std::time::Duration;
 
@@ -29,17 +31,14 @@ pub(super) async fn trace(
             return Ok(EXIT_USAGE);
         }
     };
-    let armed = h
-        .call(move |n| {
-            if n.sw.env.tracer.armed() {
-                return false;
-            }
+    let busy = h.call_all(|n| n.sw.env.tracer.armed()).await?;
+    if !busy.contains(&true) {
+        h.call_all(move |n| {
             n.sw.env.tracer.drain();
-            n.sw.env.tracer.arm(count, filter);
-            true
+            n.sw.env.tracer.arm(count, filter.clone());
         })
         .await?;
-    if !armed {
+    } else {
         rep.send(&Reply::Err(
             "trace: another trace is running on this node; one at a time".into(),
         ))
@@ -51,8 +50,8 @@ pub(super) async fn trace(
     let mut ids = std::collections::HashSet::new();
     loop {
         tokio::time::sleep(COLLECT_EVERY).await;
-        let (text, n_ids, remaining) = h
-            .call(move |n| {
+        let all = h
+            .call_all(move |n| {
                 let recs = n.sw.env.tracer.drain();
                 let ids: Vec<u32> = recs.iter().map(|r| r.id).collect();
                 let text = if recs.is_empty() {
@@ -65,16 +64,22 @@ pub(super) async fn trace(
                 (text, ids, n.sw.env.tracer.remaining())
             })
             .await?;
-        ids.extend(n_ids);
+        let mut text = String::new();
+        let mut remaining = 0;
+        for (k, (t, n_ids, left)) in all.into_iter().enumerate() {
+            ids.extend(n_ids.into_iter().map(|id| (k, id)));
+            text += &t;
+            remaining += left;
+        }
         seen = seen.max(ids.len() as u32);
         if !text.is_empty() && rep.out(text).await.is_err() {
             break; // the client went away
         }
-        if remaining == 0 || tokio::time::Instant::now() >= deadline {
+        if remaining == 0 || seen >= count || tokio::time::Instant::now() >= deadline {
             break;
         }
     }
-    h.call(|n| n.sw.env.tracer.disarm()).await?;
+    h.call_all(|n| n.sw.env.tracer.disarm()).await?;
     if seen < count && !json {
         let _ = rep
             .send(&Reply::Err(format!(

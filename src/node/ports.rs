@@ -20,6 +20,11 @@ pub trait PortOpener {
     fn open(&mut self, plan: &PortPlan, offloads: bool) -> anyhow::Result<Box<dyn Port>>;
     /// Open the UDP underlay at `vtep`.
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>>;
+    /// Open one of several UDP underlay sockets at `vtep`, one per worker of a node on more
+    /// than one poll thread (`SO_REUSEPORT` for a real socket).
+    fn shared_underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        self.underlay(vtep)
+    }
     /// Open the encrypted underlay (ESP) at `vtep`; an opener without one says why.
     fn esp_underlay(&mut self, _vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
         anyhow::bail!("this port opener has no ESP underlay")
@@ -105,6 +110,14 @@ impl PortOpener for SystemPorts {
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
         let port = vswitch::port::udp::UdpPort::bind(SocketAddrV4::new(vtep, vxlan::VXLAN_PORT))
             .with_context(|| format!("underlay: binding UDP {vtep}:{}", vxlan::VXLAN_PORT))?;
+        Ok(Box::new(port))
+    }
+
+    fn shared_underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
+        let addr = SocketAddrV4::new(vtep, vxlan::VXLAN_PORT);
+        let port = vswitch::port::udp::UdpPort::bind_shared(addr).with_context(|| {
+            format!("underlay: binding UDP {addr} with SO_REUSEPORT (one socket per worker)")
+        })?;
         Ok(Box::new(port))
     }
 

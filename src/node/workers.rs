@@ -65,7 +65,11 @@ impl PortOpener for WorkerPorts<'_> {
     }
 
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
-        let p = self.inner.underlay(vtep)?;
+        let p = if self.mesh.workers() > 1 {
+            self.inner.shared_underlay(vtep)?
+        } else {
+            self.inner.underlay(vtep)?
+        };
         let o = p.offloads();
         Ok(Box::new(self.mesh.port(
             self.me,

@@ -153,6 +153,45 @@ pub struct SwitchStats {
 }
 
 impl SwitchStats {
+    /// Add `o`'s counters, matched by name: a node's workers, each a switch with the same
+    /// ports and stages, shown as one. FDB sizes are the larger of the two (the static entries
+    /// are the same on every worker; each learns on its own).
+    pub fn add(&mut self, o: &SwitchStats) {
+        for op in &o.ports {
+            let Some(p) = self.ports.iter_mut().find(|p| p.name == op.name) else {
+                self.ports.push(op.clone());
+                continue;
+            };
+            let (a, b) = (&mut p.stats, &op.stats);
+            a.rx_packets += b.rx_packets;
+            a.rx_bytes += b.rx_bytes;
+            a.tx_packets += b.tx_packets;
+            a.tx_bytes += b.tx_bytes;
+            a.tx_dropped += b.tx_dropped;
+            add_named(&mut p.port, &op.port);
+        }
+        for os in &o.stages {
+            let Some(s) = self.stages.iter_mut().find(|s| s.name == os.name) else {
+                self.stages.push(os.clone());
+                continue;
+            };
+            s.rx += os.rx;
+            s.cont += os.cont;
+            s.output += os.output;
+            s.flood += os.flood;
+            s.remote += os.remote;
+            s.drop_unnamed += os.drop_unnamed;
+            add_named(&mut s.drops, &os.drops);
+            add_named(&mut s.events, &os.events);
+        }
+        self.fdb.learned += o.fdb.learned;
+        self.fdb.moves += o.fdb.moves;
+        self.fdb.full += o.fdb.full;
+        self.fdb.aged += o.fdb.aged;
+        self.fdb_entries.0 = self.fdb_entries.0.max(o.fdb_entries.0);
+        self.fdb_entries.1 = self.fdb_entries.1.max(o.fdb_entries.1);
+    }
+
     /// A stage's counters by name.
     pub fn stage(&self, name: &str) -> Option<&StageStats> {
         self.stages.iter().find(|s| s.name == name)
@@ -160,6 +199,16 @@ impl SwitchStats {
     /// A port's counters by name.
     pub fn port(&self, name: &str) -> Option<&PortStats> {
         self.ports.iter().find(|p| p.name == name).map(|p| &p.stats)
+    }
+}
+
+/// Add the named counters of `o` to those of `to` (a name `to` lacks is appended).
+fn add_named(to: &mut Vec<(&'static str, u64)>, o: &[(&'static str, u64)]) {
+    for &(name, v) in o {
+        match to.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, x)) => *x += v,
+            None => to.push((name, v)),
+        }
     }
 }
 

@@ -146,7 +146,7 @@ pub struct Mesh {
     buf_size: usize,
     pool: ArrayQueue<Packet>,
     doors: Box<[Door]>,
-    wakers: Box<[Waker]>,
+    wakers: Box<[Arc<Waker>]>,
     /// Every port's rings by name (control plane only: taken when a port is made).
     links: Mutex<HashMap<String, Arc<Links>>>,
 }
@@ -161,7 +161,7 @@ impl Mesh {
             let _ = pool.push(Packet::with_capacity(buf_size));
         }
         let wakers = (0..workers)
-            .map(|_| Waker::new())
+            .map(|_| Waker::new().map(Arc::new))
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Arc::new(Mesh {
             workers,
@@ -180,7 +180,7 @@ impl Mesh {
 
     /// Worker `me`'s eventfd: its poll loop sleeps on it (`vswitch::worker::run`'s waker), so
     /// frames handed to it, and control jobs, wake it.
-    pub fn waker(&self, me: usize) -> &Waker {
+    pub fn waker(&self, me: usize) -> &Arc<Waker> {
         &self.wakers[me]
     }
 
@@ -245,10 +245,25 @@ impl Mesh {
         }
     }
 
-    /// The port called `name` left every worker: forget its rings (frames still in them are
-    /// dropped with them).
+    /// The port called `name` left every worker (its steering ports are dropped): forget its
+    /// rings. Frames still in them are dropped, their buffers back in the pool.
     pub fn forget(&self, name: &str) {
-        self.links.lock().expect("mesh links").remove(name);
+        let Some(links) = self.links.lock().expect("mesh links").remove(name) else {
+            return;
+        };
+        let drain = |k: usize, ring: &ArrayQueue<Packet>| {
+            while let Some(mut p) = ring.pop() {
+                p.set_len(0);
+                let _ = self.pool.push(p);
+                self.doors[k].queued.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        for (k, ring) in links.rx.iter().enumerate() {
+            drain(k, ring);
+        }
+        if let Some(owner) = links.owner {
+            drain(owner, &links.tx);
+        }
     }
 
     /// Move `pkt` (its buffer and metadata) onto `ring`, for worker `to`; `pkt`'s slot keeps an

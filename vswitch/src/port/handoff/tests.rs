@@ -209,8 +209,14 @@ fn full_ring_drops_and_counts() {
     let c: HashMap<_, _> = stand.counters().into_iter().collect();
     assert_eq!(c["handoff_ring_full"], 2 * BATCH_SIZE as u64);
     assert_eq!(pool_len(&mesh), full - RING);
-    mesh.forget("c12");
     drop(stand);
+    mesh.forget("c12");
+    assert_eq!(
+        pool_len(&mesh),
+        full,
+        "the dropped frames' buffers are back"
+    );
+    assert!(mesh.may_sleep(0), "nothing waits for the owner any more");
 }
 
 /// With an empty pool the frame is dropped and counted; the sender's batch keeps its buffer.

@@ -92,6 +92,14 @@ impl UdpPort {
         Ok(UdpPort::new(ul))
     }
 
+    /// [`UdpPort::bind`] as one of a group of sockets on `addr` (`SO_REUSEPORT`), one per poll
+    /// thread ([`UdpUnderlay::bind_shared`]).
+    pub fn bind_shared(addr: SocketAddrV4) -> Result<UdpPort, UnderlayError> {
+        let mut ul = UdpUnderlay::bind_shared(addr, MAX_BATCH)?;
+        ul.enable_gro();
+        Ok(UdpPort::new(ul))
+    }
+
     /// A port on an already bound underlay (whose batch should cover the switch's batches).
     pub fn new(ul: UdpUnderlay) -> UdpPort {
         UdpPort {

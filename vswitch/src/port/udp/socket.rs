@@ -274,7 +274,14 @@ impl UdpUnderlay {
     /// Binds a non-blocking UDP socket to `addr` (the VTEP, port [`VXLAN_PORT`](crate::wire::vxlan::VXLAN_PORT)) with
     /// `SO_REUSEADDR` and DF on, ready for batches of up to `batch` datagrams.
     pub fn bind(addr: SocketAddrV4, batch: usize) -> Result<UdpUnderlay, UnderlayError> {
-        Self::bind_socket(addr, batch, libc::SOCK_DGRAM, libc::IPPROTO_UDP)
+        Self::bind_socket(addr, batch, libc::SOCK_DGRAM, libc::IPPROTO_UDP, false)
+    }
+
+    /// [`UdpUnderlay::bind`] with `SO_REUSEPORT`: one of several sockets on the same address,
+    /// one per poll thread of a node (`vxmesh run --workers`), among which the kernel spreads
+    /// the datagrams by their addresses and ports. Every socket of the group must be bound so.
+    pub fn bind_shared(addr: SocketAddrV4, batch: usize) -> Result<UdpUnderlay, UnderlayError> {
+        Self::bind_socket(addr, batch, libc::SOCK_DGRAM, libc::IPPROTO_UDP, true)
     }
 
     /// Binds a non-blocking raw IPv4 socket of IP protocol `protocol` (50: ESP) to `addr`'s
@@ -292,6 +299,7 @@ impl UdpUnderlay {
             batch,
             libc::SOCK_RAW,
             libc::c_int::from(protocol),
+            false,
         )
     }
 
@@ -300,6 +308,7 @@ impl UdpUnderlay {
         batch: usize,
         kind: libc::c_int,
         protocol: libc::c_int,
+        reuse_port: bool,
     ) -> Result<UdpUnderlay, UnderlayError> {
         if batch == 0 || batch > MAX_BATCH {
             return Err(UnderlayError::BadSize {
@@ -321,6 +330,9 @@ impl UdpUnderlay {
         // SAFETY: `raw` is a fresh descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
+        if reuse_port {
+            set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
+        }
         set_int_option(
             raw,
             libc::IPPROTO_IP,
