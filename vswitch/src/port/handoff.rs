@@ -29,11 +29,16 @@
 //! destination to worker is a [`SteerMap`], built by the control plane from the plan. Frames to
 //! anything else (a VIP, a remote container, broadcast) are processed where they arrive.
 //!
-//! **No copy, no lock, no allocation per packet.** A handed packet moves whole (buffer and
-//! metadata) through a bounded lock-free queue (`crossbeam_queue::ArrayQueue`); the slot it
-//! leaves in the sender's batch takes an empty packet from the mesh's pool, and the receiver
-//! returns the empty packet its batch gives up. Full ring or empty pool: the frame is dropped
-//! and counted (`handoff_ring_full`, `handoff_no_buffer`), never waited for.
+//! **No copy, no lock, no allocation per packet, one queue operation per burst.** Frames move
+//! between workers a burst at a time: a burst is a [`Batch`] from the mesh's pool, the frames
+//! swapped into it whole (buffer and metadata, as the switch moves packets between its own
+//! batches), the burst moved through a bounded lock-free queue (`crossbeam_queue::ArrayQueue`)
+//! and its frames swapped out on the other side, the empty burst back in the pool. The
+//! receiving side is held back when a ring is full: a port whose frames would go to a worker
+//! with no room is not read that round (`handoff_rx_deferred`), so the frames wait in the
+//! device's ring instead of being paid for and dropped. A burst that finds no room on the
+//! transmit side (the pipeline has already run) or no burst in the pool is dropped and counted
+//! (`handoff_ring_full`, `handoff_no_buffer`), never waited for.
 //!
 //! **A sleeping worker is woken.** A worker about to sleep sets its flag and checks for
 //! queued frames ([`Mesh::may_sleep`]); a sender that queued frames for a sleeping worker
@@ -51,11 +56,12 @@ use crate::batch::{BATCH_SIZE, Batch};
 use crate::packet::{Mac, Packet};
 use crate::worker::Waker;
 
-/// Frames one ring holds (per port, per receiving worker; and per port for its owner's
-/// transmits).
-pub const RING: usize = 4 * BATCH_SIZE;
-/// Empty packets in a mesh's pool, per worker: bounds the frames in flight between workers.
-pub const POOL_PER_WORKER: usize = 8 * BATCH_SIZE;
+/// Bursts one ring holds (per port, per receiving worker; and per port for its owner's
+/// transmits), each up to a batch of frames.
+pub const RING: usize = 4;
+/// Bursts in a mesh's pool, per worker: bounds the frames in flight between workers (with
+/// 64 KB buffers, a node with TAP endpoints, 16 MB per worker).
+pub const POOL_PER_WORKER: usize = 8;
 
 /// Which worker of `workers` owns the port called `name`: a stable hash of the name (FNV-1a,
 /// its bits mixed by a multiply, since FNV's low bits follow the bytes' low bits), so a port
@@ -126,13 +132,13 @@ pub enum SteerAt {
 struct Links {
     /// The worker that owns the port's driver; `None`: every worker has its own.
     owner: Option<usize>,
-    /// `rx[k]`: frames worker `k` is to receive as if on this port.
-    rx: Box<[ArrayQueue<Packet>]>,
-    /// Frames the owner is to transmit on this port.
-    tx: ArrayQueue<Packet>,
+    /// `rx[k]`: bursts worker `k` is to receive as if on this port.
+    rx: Box<[ArrayQueue<Batch>]>,
+    /// Bursts the owner is to transmit on this port.
+    tx: ArrayQueue<Batch>,
 }
 
-/// A worker's doorbell: whether it sleeps, how many frames wait for it.
+/// A worker's doorbell: whether it sleeps, how many bursts wait for it.
 #[repr(align(64))]
 #[derive(Default)]
 struct Door {
@@ -140,11 +146,10 @@ struct Door {
     queued: AtomicU64,
 }
 
-/// The workers of one node: the pool of empty packets, every port's rings, the doorbells.
+/// The workers of one node: the pool of empty bursts, every port's rings, the doorbells.
 pub struct Mesh {
     workers: usize,
-    buf_size: usize,
-    pool: ArrayQueue<Packet>,
+    pool: ArrayQueue<Batch>,
     doors: Box<[Door]>,
     wakers: Box<[Arc<Waker>]>,
     /// Every port's rings by name (control plane only: taken when a port is made).
@@ -158,14 +163,13 @@ impl Mesh {
         let workers = workers.max(1);
         let pool = ArrayQueue::new(POOL_PER_WORKER * workers);
         for _ in 0..pool.capacity() {
-            let _ = pool.push(Packet::with_capacity(buf_size));
+            let _ = pool.push(Batch::with_buf_size(BATCH_SIZE, buf_size));
         }
         let wakers = (0..workers)
             .map(|_| Waker::new().map(Arc::new))
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Arc::new(Mesh {
             workers,
-            buf_size,
             pool,
             doors: (0..workers).map(|_| Door::default()).collect(),
             wakers: wakers.into_boxed_slice(),
@@ -184,8 +188,8 @@ impl Mesh {
         &self.wakers[me]
     }
 
-    /// Worker `me` is about to sleep: false if frames wait for it (it must poll again).
-    /// Whoever queues a frame for it afterwards sees the flag and wakes it.
+    /// Worker `me` is about to sleep: false if bursts wait for it (it must poll again).
+    /// Whoever queues a burst for it afterwards sees the flag and wakes it.
     pub fn may_sleep(&self, me: usize) -> bool {
         let d = &self.doors[me];
         d.asleep.store(true, Ordering::SeqCst);
@@ -239,22 +243,21 @@ impl Mesh {
             steer: Arc::new(SteerMap::default()),
             at,
             offloads,
-            txb: Batch::with_buf_size(BATCH_SIZE, self.buf_size),
+            out: (0..self.workers).map(|_| None).collect(),
+            partial: None,
             stats: HandoffStats::default(),
-            handed_to: 0,
         }
     }
 
     /// The port called `name` left every worker (its steering ports are dropped): forget its
-    /// rings. Frames still in them are dropped, their buffers back in the pool.
+    /// rings. Frames still in them are dropped, their bursts back in the pool.
     pub fn forget(&self, name: &str) {
         let Some(links) = self.links.lock().expect("mesh links").remove(name) else {
             return;
         };
-        let drain = |k: usize, ring: &ArrayQueue<Packet>| {
-            while let Some(mut p) = ring.pop() {
-                p.set_len(0);
-                let _ = self.pool.push(p);
+        let drain = |k: usize, ring: &ArrayQueue<Batch>| {
+            while let Some(b) = ring.pop() {
+                self.recycle(b);
                 self.doors[k].queued.fetch_sub(1, Ordering::SeqCst);
             }
         };
@@ -266,57 +269,48 @@ impl Mesh {
         }
     }
 
-    /// Move `pkt` (its buffer and metadata) onto `ring`, for worker `to`; `pkt`'s slot keeps an
-    /// empty packet from the pool, or the frame when there is none.
+    /// An empty burst from the pool.
     #[inline]
-    fn hand(&self, to: usize, ring: &ArrayQueue<Packet>, pkt: &mut Packet) -> Result<(), Lost> {
-        let Some(mut spare) = self.pool.pop() else {
-            return Err(Lost::NoBuffer);
-        };
-        core::mem::swap(&mut spare, pkt);
-        match ring.push(spare) {
-            Ok(()) => {
-                self.doors[to].queued.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }
-            Err(mut frame) => {
-                // Dropped: the frame's buffer goes back to the pool, the slot keeps the empty
-                // packet it was given.
-                frame.set_len(0);
-                let _ = self.pool.push(frame);
-                Err(Lost::RingFull)
-            }
-        }
+    fn burst(&self) -> Option<Batch> {
+        self.pool.pop()
     }
 
-    /// Take one frame off `ring` for worker `me` into `slot`; the slot's empty packet goes to
-    /// the pool.
+    /// A burst back to the pool, emptied.
     #[inline]
-    fn take(&self, me: usize, ring: &ArrayQueue<Packet>, slot: &mut Packet) -> bool {
-        let Some(mut frame) = ring.pop() else {
+    fn recycle(&self, mut b: Batch) {
+        b.clear();
+        // The pool has room for every burst there is.
+        let _ = self.pool.push(b);
+    }
+
+    /// Queue burst `b` on `ring`, for worker `to` (woken if it sleeps); a full ring drops it
+    /// (false), the burst back in the pool.
+    #[inline]
+    fn send(&self, to: usize, ring: &ArrayQueue<Batch>, b: Batch) -> bool {
+        if let Err(b) = ring.push(b) {
+            self.recycle(b);
             return false;
-        };
-        core::mem::swap(&mut frame, slot);
-        frame.set_len(0);
-        // The pool has room for every packet in circulation.
-        let _ = self.pool.push(frame);
-        self.doors[me].queued.fetch_sub(1, Ordering::SeqCst);
-        true
-    }
-
-    /// Wake worker `to` if it sleeps (after frames were queued for it).
-    #[inline]
-    fn nudge(&self, to: usize) {
+        }
+        self.doors[to].queued.fetch_add(1, Ordering::SeqCst);
         if self.doors[to].asleep.load(Ordering::SeqCst) {
             self.wakers[to].wake();
         }
+        true
     }
-}
 
-/// Why a frame handed to another worker was lost.
-enum Lost {
-    RingFull,
-    NoBuffer,
+    /// The next burst on `ring`; [`Mesh::done`] when it has been taken in whole.
+    #[inline]
+    fn receive(&self, ring: &ArrayQueue<Batch>) -> Option<Batch> {
+        ring.pop()
+    }
+
+    /// Worker `me` has taken in burst `b` (transmitted, or moved into its batches): no longer
+    /// waiting, back to the pool.
+    #[inline]
+    fn done(&self, me: usize, b: Batch) {
+        self.recycle(b);
+        self.doors[me].queued.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A steering port's own counters.
@@ -328,6 +322,7 @@ struct HandoffStats {
     tx_in: u64,
     ring_full: u64,
     no_buffer: u64,
+    deferred: u64,
 }
 
 /// A port as one worker sees it: the driver (owned, or this worker's own) or a stand-in for
@@ -340,11 +335,12 @@ pub struct Steered {
     steer: Arc<SteerMap>,
     at: SteerAt,
     offloads: bool,
-    /// The owner's transmit batch for frames other workers handed over.
-    txb: Batch,
+    /// The burst being filled for each worker during a receive.
+    out: Box<[Option<Batch>]>,
+    /// A burst handed to this worker that did not fit the last receive batch, and how much of
+    /// it was taken.
+    partial: Option<(Batch, usize)>,
     stats: HandoffStats,
-    /// Workers frames were handed to in this burst (bit per worker), to wake after it.
-    handed_to: u64,
 }
 
 impl Steered {
@@ -367,39 +363,38 @@ impl Steered {
         self.links.owner == Some(self.me)
     }
 
-    /// The owner: transmit on the driver what other workers handed over, a batch at a time.
+    /// The owner: transmit on the driver what other workers handed over, a burst at a time
+    /// (at most a ring's worth per round).
     fn transmit_handed(&mut self) {
-        if !self.owns() || self.links.tx.is_empty() {
+        if !self.owns() {
             return;
         }
         let Some(inner) = self.inner.as_deref_mut() else {
             return;
         };
-        loop {
-            self.txb.clear();
-            while !self.txb.is_full() {
-                if !self
-                    .mesh
-                    .take(self.me, &self.links.tx, &mut self.txb.spare_mut()[0])
-                {
-                    break;
-                }
-                self.txb.grow(1);
-            }
-            if self.txb.is_empty() {
+        for _ in 0..RING {
+            let Some(mut b) = self.mesh.receive(&self.links.tx) else {
                 return;
-            }
-            self.stats.tx_in += self.txb.len() as u64;
-            let full = self.txb.is_full();
-            inner.tx_burst(&mut self.txb);
-            self.txb.clear();
-            if !full {
-                return;
-            }
+            };
+            self.stats.tx_in += b.len() as u64;
+            inner.tx_burst(&mut b);
+            self.mesh.done(self.me, b);
         }
     }
 
-    /// Hand the frames of `batch` that belong to other workers to them.
+    /// Whether every other worker's ring of this port has room for a burst: if not, the
+    /// driver is not read this round (back-pressure: frames wait in the device's ring, and
+    /// the kernel drops there if it fills, rather than this worker paying for frames the
+    /// other cannot take).
+    fn room_to_steer(&self) -> bool {
+        self.links
+            .rx
+            .iter()
+            .enumerate()
+            .all(|(k, r)| k == self.me || !r.is_full())
+    }
+
+    /// Hand the frames of `batch` that belong to other workers to them, a burst per worker.
     fn steer_out(&mut self, batch: &mut Batch) {
         let skip = match self.at {
             SteerAt::Ethernet => 0,
@@ -411,35 +406,64 @@ impl Steered {
                 Some(w) if w != self.me && w < self.mesh.workers => w,
                 _ => continue,
             };
-            match self.mesh.hand(to, &self.links.rx[to], p) {
-                Ok(()) => {
-                    self.stats.rx_out += 1;
-                    self.handed_to |= 1 << (to % 64);
-                    moved = true;
-                }
-                Err(Lost::RingFull) => {
-                    self.stats.ring_full += 1;
-                    moved = true;
-                }
-                Err(Lost::NoBuffer) => {
-                    self.stats.no_buffer += 1;
-                    p.set_len(0);
-                    moved = true;
-                }
+            if self.out[to].as_ref().is_some_and(Batch::is_full) {
+                self.send_out(to);
             }
+            if self.out[to].is_none() {
+                self.out[to] = self.mesh.burst();
+            }
+            match &mut self.out[to] {
+                Some(b) => {
+                    b.push_swap(p);
+                    self.stats.rx_out += 1;
+                }
+                None => self.stats.no_buffer += 1,
+            }
+            // The slot now holds the burst's spare packet (or the dropped frame): emptied.
+            p.set_len(0);
+            moved = true;
         }
-        if moved {
-            // The slots handed on now hold empty packets.
-            batch.retain(|p| !p.is_empty());
+        if !moved {
+            return;
+        }
+        batch.retain(|p| !p.is_empty());
+        for to in 0..self.out.len() {
+            self.send_out(to);
         }
     }
 
-    /// Wake the workers frames were handed to in this burst.
-    fn nudge_handed(&mut self) {
-        while self.handed_to != 0 {
-            let w = self.handed_to.trailing_zeros() as usize;
-            self.handed_to &= self.handed_to - 1;
-            self.mesh.nudge(w);
+    /// Queue the burst filled for worker `to`, if any.
+    fn send_out(&mut self, to: usize) {
+        if let Some(b) = self.out[to].take() {
+            let n = b.len() as u64;
+            if !self.mesh.send(to, &self.links.rx[to], b) {
+                self.stats.rx_out -= n;
+                self.stats.ring_full += n;
+            }
+        }
+    }
+
+    /// Take frames handed to this worker into `batch`'s free slots.
+    fn take_handed(&mut self, batch: &mut Batch) {
+        while !batch.is_full() {
+            let (mut b, mut at) = match self.partial.take() {
+                Some(p) => p,
+                None => match self.mesh.receive(&self.links.rx[self.me]) {
+                    Some(b) => (b, 0),
+                    None => return,
+                },
+            };
+            while at < b.len() && !batch.is_full() {
+                core::mem::swap(&mut batch.spare_mut()[0], &mut b.pkts_mut()[at]);
+                batch.grow(1);
+                at += 1;
+                self.stats.rx_in += 1;
+            }
+            if at < b.len() {
+                self.partial = Some((b, at));
+                return;
+            }
+            self.mesh.done(self.me, b);
         }
     }
 }
@@ -448,18 +472,16 @@ impl Port for Steered {
     fn rx_burst(&mut self, batch: &mut Batch) -> usize {
         let before = batch.len();
         self.transmit_handed();
-        if let Some(inner) = self.inner.as_deref_mut() {
+        let steering = !self.steer.is_empty();
+        if steering && !self.room_to_steer() {
+            self.stats.deferred += 1;
+        } else if let Some(inner) = self.inner.as_deref_mut() {
             let n = inner.rx_burst(batch);
-            if n > 0 && !self.steer.is_empty() {
+            if n > 0 && steering {
                 self.steer_out(batch);
-                self.nudge_handed();
             }
         }
-        let ring = &self.links.rx[self.me];
-        while !batch.is_full() && self.mesh.take(self.me, ring, &mut batch.spare_mut()[0]) {
-            batch.grow(1);
-            self.stats.rx_in += 1;
-        }
+        self.take_handed(batch);
         batch.len() - before
     }
 
@@ -467,19 +489,26 @@ impl Port for Steered {
         match (&mut self.inner, self.links.owner) {
             (Some(inner), _) => inner.tx_burst(batch),
             (None, Some(owner)) => {
-                let mut sent = 0;
+                let Some(mut b) = self.mesh.burst() else {
+                    self.stats.no_buffer += batch.len() as u64;
+                    return 0;
+                };
+                // A burst holds a switch's batch (BATCH_SIZE); a longer one is cut there, the
+                // rest counted as dropped.
                 for p in batch.pkts_mut() {
-                    match self.mesh.hand(owner, &self.links.tx, p) {
-                        Ok(()) => sent += 1,
-                        Err(Lost::RingFull) => self.stats.ring_full += 1,
-                        Err(Lost::NoBuffer) => self.stats.no_buffer += 1,
+                    if !b.push_swap(p) {
+                        break;
                     }
                 }
-                self.stats.tx_out += sent as u64;
-                if sent > 0 {
-                    self.mesh.nudge(owner);
+                let n = b.len();
+                self.stats.ring_full += (batch.len() - n) as u64;
+                if self.mesh.send(owner, &self.links.tx, b) {
+                    self.stats.tx_out += n as u64;
+                    n
+                } else {
+                    self.stats.ring_full += n as u64;
+                    0
                 }
-                sent
             }
             (None, None) => 0,
         }
@@ -502,6 +531,7 @@ impl Port for Steered {
             ("handoff_tx_in", s.tx_in),
             ("handoff_ring_full", s.ring_full),
             ("handoff_no_buffer", s.no_buffer),
+            ("handoff_rx_deferred", s.deferred),
         ];
         if let Some(p) = &self.inner {
             c.extend(p.counters());
@@ -524,6 +554,15 @@ impl Port for Steered {
 
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         Some(self)
+    }
+}
+
+impl Drop for Steered {
+    fn drop(&mut self) {
+        // Bursts held here go back to the pool.
+        if let Some((b, _)) = self.partial.take() {
+            self.mesh.done(self.me, b);
+        }
     }
 }
 

@@ -98,9 +98,9 @@ fn stand_in_transmits_through_the_owner() {
             .unwrap();
     }
     assert_eq!(stand.tx_burst(&mut b), 3);
-    // The batch keeps buffers (empty ones from the pool) and the frames wait in the ring.
-    assert!(b.pkts().iter().all(|p| p.is_empty()));
-    assert_eq!(pool_len(&mesh), full - 3);
+    // The frames wait in the ring, in one burst from the pool; the batch kept buffers.
+    assert_eq!(b.len(), 3);
+    assert_eq!(pool_len(&mesh), full - 1);
     assert!(!mesh.may_sleep(0), "frames wait for worker 0");
     mesh.awake(0);
     assert!(h.take_tx().is_empty());
@@ -197,7 +197,7 @@ fn full_ring_drops_and_counts() {
     let mut stand = mesh.port(1, "c12", Some(0), None, false, SteerAt::Ethernet);
     let mut b = Batch::with_buf_size(BATCH_SIZE, BUF);
     let mut accepted = 0;
-    for _ in 0..(RING / BATCH_SIZE + 2) {
+    for _ in 0..(RING + 2) {
         b.clear();
         while !b.is_full() {
             b.push_frame(&frame(mac(12), mac(11), Ipv4Addr::LOCALHOST, 0))
@@ -205,7 +205,7 @@ fn full_ring_drops_and_counts() {
         }
         accepted += stand.tx_burst(&mut b);
     }
-    assert_eq!(accepted, RING);
+    assert_eq!(accepted, RING * BATCH_SIZE);
     let c: HashMap<_, _> = stand.counters().into_iter().collect();
     assert_eq!(c["handoff_ring_full"], 2 * BATCH_SIZE as u64);
     assert_eq!(pool_len(&mesh), full - RING);
@@ -235,4 +235,49 @@ fn empty_pool_drops_and_counts() {
     );
     let c: HashMap<_, _> = stand.counters().into_iter().collect();
     assert_eq!(c["handoff_no_buffer"], 1);
+}
+
+/// A worker whose ring for this port has no room for a whole batch holds the port's driver
+/// back: frames wait in the device (`rx_pending`), none is read and dropped here.
+#[test]
+fn a_full_ring_holds_the_driver_back() {
+    let mesh = Mesh::new(2, BUF).unwrap();
+    let (drv, h) = MemPort::new();
+    let mut own = mesh.port(
+        0,
+        "c11",
+        Some(0),
+        Some(Box::new(drv)),
+        false,
+        SteerAt::Ethernet,
+    );
+    let mut stand = mesh.port(1, "c11", Some(0), None, false, SteerAt::Ethernet);
+    let map = steer(&[(mac(13), 1)]);
+    own.set_steer(map.clone());
+    stand.set_steer(map);
+    let to13 = frame(mac(13), mac(11), Ipv4Addr::LOCALHOST, 0);
+    for _ in 0..(RING + 2) * BATCH_SIZE {
+        h.inject(&to13);
+    }
+    let mut b = Batch::with_buf_size(BATCH_SIZE, BUF);
+    let mut rounds = 0;
+    while h.rx_pending() > 0 && rounds < 100 {
+        b.clear();
+        assert_eq!(own.rx_burst(&mut b), 0, "every frame is worker 1's");
+        rounds += 1;
+    }
+    // The ring filled (RING bursts), then the driver was left alone.
+    assert_eq!(h.rx_pending(), 2 * BATCH_SIZE);
+    let c: HashMap<_, _> = own.counters().into_iter().collect();
+    assert_eq!(
+        (c["handoff_rx_out"], c["handoff_ring_full"]),
+        ((RING * BATCH_SIZE) as u64, 0)
+    );
+    assert!(c["handoff_rx_deferred"] > 0);
+    // Worker 1 drains its ring; the driver is read again.
+    let mut b1 = Batch::with_buf_size(BATCH_SIZE, BUF);
+    assert_eq!(stand.rx_burst(&mut b1), BATCH_SIZE);
+    b.clear();
+    own.rx_burst(&mut b);
+    assert_eq!(h.rx_pending(), BATCH_SIZE);
 }
