@@ -25,7 +25,8 @@
 //! and [`Node::begin`]/[`Node::step`] commit it between batches, in bounded steps, whole or not
 //! at all (`node/change.rs`, `node/apply.rs`). Only this node's own VTEP address needs a restart.
 //!
-//! Here the [`Node`] itself; the plan in `node/plan.rs`, the ports in `node/ports.rs`.
+//! Here the [`Node`] itself; the plan in `node/plan.rs`, the ports in `node/ports.rs`, and a node
+//! on several poll threads (`vxmesh run --workers`, one `Node` per worker) in `node/workers.rs`.
 
 use std::sync::Arc;
 

@@ -9,8 +9,11 @@
 //! - c21 -> VIP from n2, backend on n1 (underlay both ways, 20 requests);
 //! - an external client -> the published port on n1's ingress (routing mesh, 20 requests);
 //! - ping c11 -> c21 across the underlay;
-//! - `stats`, `conntrack show`, `trace` and `capture` see every worker; each poll thread runs
-//!   on the CPU `--cpus` gave it.
+//! - `stats`, `conntrack show` and `trace` see every worker; each poll thread runs on the CPU
+//!   `--cpus` gave it;
+//! - the change path on every worker: a reload detaches the backend (the service moves to c21
+//!   on n2) and a second attaches it again, each applied on both workers (the port gone from
+//!   both, then back with its steering), the VIP served by the right backend after each.
 //!
 //! Privileged: without root (or nginx and curl) the test says so and passes. Namespaces carry a
 //! per-run prefix (`vxw{pid}-`) and are removed by name when `Running` drops, also when a check
@@ -116,7 +119,7 @@ fn two_workers_serve_every_connection_whichever_worker_sees_its_reply() {
     let run = Running::start_with(&exe, &prefix, &fx.text(), &["n1", "n2"], &args)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let dir = std::env::temp_dir().join(format!("{prefix}nginx"));
-    let _nginx = Nginx::start(&run, &[&backend], &dir).unwrap_or_else(|e| panic!("{e:#}"));
+    let _nginx = Nginx::start(&run, &[&backend, "c21"], &dir).unwrap_or_else(|e| panic!("{e:#}"));
 
     let ns = |e: &str| run.lab.endpoint_netns(e);
     let ing = run.lab.client_netns("n1");
@@ -192,6 +195,43 @@ fn two_workers_serve_every_connection_whichever_worker_sees_its_reply() {
         "{text}\n{}",
         String::from_utf8_lossy(&t.stderr)
     );
+
+    // Reloads go through every worker: detach the backend, then attach it again.
+    let reload = |f: &Fixture, what: &str| {
+        std::fs::write(&run.config, f.text()).expect("writing the cluster file");
+        let o = run.ctl("n1", &["reload"]).expect("vxmesh reload");
+        assert!(
+            o.status.success(),
+            "{what}: {}{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            run.log_tail()
+        );
+    };
+    let attached = fx.clone();
+    fx.remove("endpoint", &backend);
+    fx.set(
+        "service",
+        "web",
+        "backends",
+        toml::Value::Array(vec![toml::Value::String("c21".into())]),
+    );
+    reload(&fx, "detach");
+    let st = run.ctl_ok("n1", &["stats", "--json"]).unwrap();
+    assert!(
+        !st.contains(&format!("\"{backend}\"")),
+        "{backend} still a port: {st}"
+    );
+    assert_eq!(curl(&ns("c11"), "http://10.0.9.100/").as_deref(), Ok("c21"));
+    reload(&attached, "attach again");
+    for _ in 0..5 {
+        assert_eq!(
+            curl(&ns("c11"), "http://10.0.9.100/").as_deref(),
+            Ok(backend.as_str()),
+            "{}",
+            run.log_tail()
+        );
+    }
 
     // Each poll thread on its CPU.
     if cpus >= 2 {

@@ -359,6 +359,25 @@ mod tests {
         }
     }
 
+    /// Two workers' listings of the same service: counters and connections added up per
+    /// service and per backend; a service only the second lists is left out.
+    #[test]
+    fn merged_services_add_up() {
+        let mut other = svc();
+        other.backends[0].active_conns = 1;
+        let mut only_there = svc();
+        only_there.key.port = 81;
+        let merged = merge_services(vec![vec![svc()], vec![other, only_there]]);
+        assert_eq!(merged.len(), 1);
+        let (s, b) = (&merged[0], &merged[0].backends[0]);
+        assert_eq!(
+            (s.stats.conns, s.stats.inbytes, s.rates.outbps),
+            (10, 10_000, 10)
+        );
+        assert_eq!((b.active_conns, b.inact_conns, b.stats.outpkts), (3, 6, 80));
+        assert_eq!(merge_services(Vec::new()), Vec::new());
+    }
+
     #[test]
     fn plain_listing_matches_ipvsadm_layout() {
         let text = format_services(&[svc()], ListMode::Plain);

@@ -59,22 +59,22 @@ pub(super) async fn change_to(
 /// round of batches between two steps, so a change of any size never pauses it long), and what
 /// it took out closed off the poll thread.
 pub(super) async fn apply(h: &Handle, cluster: Cluster) -> anyhow::Result<Result<String, String>> {
-    let (base, buf_size) = h.call(|n| (n.plan.clone(), n.sw.buf_size())).await?;
-    let workers = h.workers.len();
+    // Each worker's plan in force (equal, but each change is checked against its own).
+    let bases = h.call_all(|n| (n.plan.clone(), n.sw.buf_size())).await?;
     let mesh = h.mesh.clone();
-    let old_ports: Vec<String> = base.ports.iter().map(|p| p.name.clone()).collect();
+    let old_ports: Vec<String> = bases[0].0.ports.iter().map(|p| p.name.clone()).collect();
     // One change per worker, each opening the ports that worker owns (a stand-in elsewhere);
     // if any cannot be prepared, none is applied (the prepared ones close their ports).
     let prepared = tokio::task::spawn_blocking(move || -> Result<Vec<Change>, String> {
-        (0..workers)
-            .map(|me| {
+        bases
+            .into_iter()
+            .enumerate()
+            .map(|(me, (base, buf_size))| {
                 let c = match &mesh {
-                    None => {
-                        Change::prepare(cluster.clone(), base.clone(), &mut SystemPorts, buf_size)
-                    }
+                    None => Change::prepare(cluster.clone(), base, &mut SystemPorts, buf_size),
                     Some(m) => Change::prepare(
                         cluster.clone(),
-                        base.clone(),
+                        base,
                         &mut WorkerPorts {
                             inner: &mut SystemPorts,
                             mesh: m.clone(),

@@ -13,6 +13,13 @@
 //! eventfd) and runs there between two batches, so the tables have one owner, need no lock, and
 //! traffic never stops for a command.
 //!
+//! With `--workers N` there are N poll threads (`vxmesh-poll`, `vxmesh-poll-1`, ...), each
+//! owning a whole [`Node`] with a share of the ports (`node::workers`), pinned by `--cpus`. The
+//! control side then sends a command to worker 0 when it reads what every worker holds alike
+//! (the plan, the cluster) and to every worker when each holds its own (counters, connections,
+//! the tracer), adding up or merging the answers; a change is prepared per worker and committed
+//! on each (`change`).
+//!
 //! The protocol is one JSON request line ([`Request`]) and a stream of JSON reply lines
 //! ([`Reply`]), the last of which is the exit code the client exits with (SPEC.md: 0 success,
 //! 1 runtime failure, 2 usage or configuration error).

@@ -86,7 +86,7 @@ impl PortOpener for WorkerPorts<'_> {
     }
 
     fn esp_udp_underlay(&mut self, _: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
-        anyhow::bail!("encrypted networks need a node with one worker (--workers 1)")
+        anyhow::bail!("ESP in UDP as well")
     }
 }
 

@@ -885,6 +885,51 @@ mod tests {
         Ipv4Addr::new(10, 0, 9, last)
     }
 
+    /// A node's workers' counters as one: by name, named counters summed (a name only one has
+    /// appended), FDB sizes the larger.
+    #[test]
+    fn stats_add_up_by_name() {
+        let port = |name: &str, rx: u64, c: Vec<(&'static str, u64)>| PortSnapshot {
+            name: name.into(),
+            stats: PortStats {
+                rx_packets: rx,
+                ..PortStats::default()
+            },
+            port: c,
+        };
+        let stage = |rx: u64, drops: Vec<(&'static str, u64)>| StageStats {
+            name: "l2-parse",
+            rx,
+            drops,
+            ..StageStats::default()
+        };
+        let mut a = SwitchStats {
+            ports: vec![port("c11", 5, vec![("handoff_rx_out", 1)])],
+            stages: vec![stage(5, vec![("drop_runt", 1)])],
+            fdb_entries: (3, 7),
+            ..SwitchStats::default()
+        };
+        let b = SwitchStats {
+            ports: vec![
+                port("c11", 2, vec![("handoff_rx_out", 2), ("handoff_rx_in", 4)]),
+                port("c12", 9, vec![]),
+            ],
+            stages: vec![stage(2, vec![("drop_runt", 2)])],
+            fdb_entries: (5, 7),
+            ..SwitchStats::default()
+        };
+        a.add(&b);
+        assert_eq!(a.port("c11").map(|p| p.rx_packets), Some(7));
+        assert_eq!(a.port("c12").map(|p| p.rx_packets), Some(9));
+        assert_eq!(
+            a.ports[0].port,
+            [("handoff_rx_out", 3), ("handoff_rx_in", 4)]
+        );
+        let s = a.stage("l2-parse").unwrap();
+        assert_eq!((s.rx, s.drops.clone()), (7, vec![("drop_runt", 3)]));
+        assert_eq!(a.fdb_entries, (5, 7));
+    }
+
     #[test]
     fn the_transmit_path_runs_before_the_burst_and_its_drops_leave_the_batch() {
         let mut env = Env::new(FdbConfig::default());

@@ -320,3 +320,16 @@ fn a_published_port_reply_returns_to_the_ingress_worker() {
         )]
     );
 }
+
+/// An encrypted network cannot run on two workers (one security association's sequence
+/// numbers come from one thread): the node says so and how to run it.
+#[test]
+fn an_encrypted_network_needs_one_worker() {
+    let text = file(r#"["c13"]"#).replace("mtu = 1450", "mtu = 1450\nencrypted = true");
+    let text = format!("{text}\n[encryption]\nkeys = [\"AAECAwQFBgcICQoLDA0ODxAREhM=\"]\n");
+    let err = Workers::build(cluster(&text), "n1", 2, &mut Handles::default(), 1024)
+        .err()
+        .expect("refused");
+    let err = format!("{err:#}");
+    assert!(err.contains("--workers 1"), "{err}");
+}

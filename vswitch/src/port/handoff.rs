@@ -472,13 +472,15 @@ impl Port for Steered {
     fn rx_burst(&mut self, batch: &mut Batch) -> usize {
         let before = batch.len();
         self.transmit_handed();
-        let steering = !self.steer.is_empty();
-        if steering && !self.room_to_steer() {
-            self.stats.deferred += 1;
-        } else if let Some(inner) = self.inner.as_deref_mut() {
-            let n = inner.rx_burst(batch);
-            if n > 0 && steering {
-                self.steer_out(batch);
+        if self.inner.is_some() {
+            let steering = !self.steer.is_empty();
+            if steering && !self.room_to_steer() {
+                self.stats.deferred += 1;
+            } else if let Some(inner) = self.inner.as_deref_mut() {
+                let n = inner.rx_burst(batch);
+                if n > 0 && steering {
+                    self.steer_out(batch);
+                }
             }
         }
         self.take_handed(batch);

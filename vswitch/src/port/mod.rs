@@ -16,6 +16,8 @@
 //! and `iface` (built with either feature), and `udp` (the UDP underlay, VXLAN's transport:
 //! `recvmmsg`/`sendmmsg` with UDP GSO/GRO, and the ESP ports; feature `udp`). [`capture`]
 //! rebuilds the headers the kernel adds, for the captures of the ports without Ethernet.
+//! [`handoff`] wraps any driver for a switch on several poll threads: the ports shared out
+//! among the workers, frames handed between them through lock-free rings.
 //! A crate that needs only the pipeline core depends on vswitch with `default-features = false`
 //! and compiles none of the drivers.
 //!

@@ -75,6 +75,9 @@ struct Args {
     /// Passed to each `vxmesh run` (microseconds, or "max"; default: vxmesh's own default).
     #[arg(long, value_name = "MICROS")]
     busy_poll_us: Option<String>,
+    /// Passed to each `vxmesh run`: poll threads per node (default: vxmesh's own, 1).
+    #[arg(long, value_name = "N")]
+    workers: Option<u16>,
     /// OVS side: let its PMD threads sleep up to this long under low load
     /// (`other_config:pmd-maxsleep`, experimental in OVS 3.1; default: OVS's, always polling).
     #[arg(long, value_name = "MICROS")]
@@ -311,10 +314,16 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
         started: Instant::now(),
         ping_interval: OnceCell::new(),
         ovs_pmd_maxsleep: args.ovs_pmd_maxsleep,
-        run_args: match &args.busy_poll_us {
-            Some(v) => vec!["--busy-poll-us".into(), v.clone()],
-            None => Vec::new(),
-        },
+        run_args: args
+            .busy_poll_us
+            .iter()
+            .flat_map(|v| ["--busy-poll-us".to_string(), v.clone()])
+            .chain(
+                args.workers
+                    .iter()
+                    .flat_map(|w| ["--workers".to_string(), w.to_string()]),
+            )
+            .collect(),
     };
     let mut sides: Vec<Side> = match args.only {
         Some(s) => vec![s],

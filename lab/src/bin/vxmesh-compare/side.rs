@@ -117,7 +117,18 @@ pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
                 for n in ["n1", "n2"] {
                     running.stop_node(n)?;
                 }
-                running.run_args = vec!["--busy-poll-us".into(), "max".into()];
+                // The run's other arguments stay (--workers); the window is replaced.
+                let mut args: Vec<String> = Vec::new();
+                let mut given = ctx.run_args.iter();
+                while let Some(a) = given.next() {
+                    if a == "--busy-poll-us" {
+                        given.next();
+                    } else {
+                        args.push(a.clone());
+                    }
+                }
+                args.extend(["--busy-poll-us".into(), "max".into()]);
+                running.run_args = args;
                 for n in ["n1", "n2"] {
                     running.start_node(n)?;
                 }
