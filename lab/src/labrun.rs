@@ -219,6 +219,23 @@ impl Running {
             .with_context(|| format!("vxmesh {}", args.join(" ")))
     }
 
+    /// Write `cluster_text` over the cluster file and `vxmesh reload` `node`; what it printed,
+    /// or why it failed (its output and the nodes' last log lines).
+    pub fn reload(&self, node: &str, cluster_text: &str) -> Result<String> {
+        std::fs::write(&self.config, cluster_text)
+            .with_context(|| format!("writing {}", self.config.display()))?;
+        let o = self.ctl(node, &["reload"])?;
+        if !o.status.success() {
+            bail!(
+                "reload of {node} failed: {}{}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+                self.log_tail()
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
     /// `ctl`, requiring success; its standard output.
     pub fn ctl_ok(&self, node: &str, args: &[&str]) -> Result<String> {
         let o = self.ctl(node, args)?;

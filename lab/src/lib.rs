@@ -15,3 +15,21 @@ pub mod labrun;
 pub mod ovs;
 pub mod podman;
 pub mod rawsock;
+
+/// Whether this process runs as root (the namespace tests need it; without it they say so and
+/// pass).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether the program `prog` is on the PATH (an executable file in one of its directories).
+pub fn have(prog: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            std::fs::metadata(d.join(prog))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}

@@ -17,6 +17,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
+use crate::have;
 use crate::labrun::Running;
 
 /// The programs podman needs here (Debian packages podman, runc, busybox-static,
@@ -26,13 +27,6 @@ pub const NEEDED: [&str; 4] = ["podman", "runc", "busybox", "nsenter"];
 /// The programs of [`NEEDED`] that are missing.
 pub fn missing() -> Vec<&'static str> {
     NEEDED.into_iter().filter(|p| !have(p)).collect()
-}
-
-fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// The containers.conf of shared/reference/podman-cni, plus the folder the plugin is in.

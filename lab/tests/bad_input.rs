@@ -24,12 +24,8 @@ use vswitch::Mac;
 use vswitch::frames::{self, TcpFlags};
 use vswitch::wire::arp::{OP_REPLY, OP_REQUEST, Repr as Arp};
 use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::{Running, in_netns, vxmesh_exe};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn ip(l: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 9, l)

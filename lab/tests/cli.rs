@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::vxmesh_exe;
 
 /// `PROGRAM ARGS`, run as `uid`:`uid` with no groups when `uid` is given (with setpriv);
@@ -33,11 +34,6 @@ fn vxmesh(args: &[&str]) -> (i32, String, String) {
         args,
         None,
     )
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[test]

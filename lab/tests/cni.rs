@@ -23,12 +23,8 @@ use std::process::Command;
 use serde_json::{Value, json};
 use vxmesh_lab::cnirun::Plugin;
 use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::{HttpServer, Running, http_get, vxmesh_exe};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Namespaces this test makes besides the lab's, deleted by name when dropped.
 struct ExtraNetns(Vec<String>);

@@ -22,12 +22,8 @@ use serde_json::json;
 use vxmesh_lab::cnirun::Plugin;
 use vxmesh_lab::etcd::{self, Etcd};
 use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::{Running, vxmesh_exe};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 const ETCD_IP: &str = "198.18.0.250";
 const WAIT: Duration = Duration::from_secs(20);

@@ -13,12 +13,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use vxmesh::control::{MAX_CONNECTIONS, MAX_REQUEST_LINE};
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::{Running, vxmesh_exe};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 const CLUSTER: &str = r#"
 [[node]]

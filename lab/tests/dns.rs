@@ -12,12 +12,8 @@
 use std::process::Command;
 
 use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::{HttpServer, Running, vxmesh_exe};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Run `argv` in namespace `ns`; its standard output (and the whole story if it failed).
 fn in_ns(ns: &str, argv: &[&str]) -> String {

@@ -16,21 +16,10 @@ use std::time::{Duration, Instant};
 
 use vxmesh_lab::fixture::Fixture;
 use vxmesh_lab::labrun::{Running, vxmesh_exe};
+use vxmesh_lab::{have, is_root};
 
 /// The upstream's address, on the lab's underlay bridge.
 const UPSTREAM: &str = "198.18.0.253";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// A child killed by its PID when dropped.
 struct Killed(Child);

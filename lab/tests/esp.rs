@@ -26,16 +26,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::{HttpServer, Running, http_get, vxmesh_exe};
 
 /// Two keys (base64 of 16 key and 4 salt bytes each): fixed, so a failure can be replayed.
 const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhM=";
 const K2: &str = "FBUWFxgZGhscHR4fICEiIyQlJic=";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn run_in(ns: &str, args: &[&str]) -> Output {
     Command::new("ip")

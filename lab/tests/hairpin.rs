@@ -13,14 +13,10 @@ use std::process::Command;
 
 use vxmesh_lab::fixture::Fixture;
 use vxmesh_lab::labrun::{Nginx, Running, vxmesh_exe};
+use vxmesh_lab::{have, is_root};
 
 /// Calls from each backend.
 const CALLS: usize = 100;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Processes and files of this run: killed (by PID) and removed on drop.
 #[test]
@@ -30,12 +26,7 @@ fn a_backend_calling_its_own_vip_is_served_every_time() {
         return;
     }
     for tool in ["nginx", "curl"] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
+        if !have(tool) {
             eprintln!("skipped: no {tool} (scripts/test.sh installs it)");
             return;
         }

@@ -29,12 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::{HttpServer, Running, http_get, in_netns, vxmesh_exe};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Containers attached per reload, and reloads that attach (as many detach again).
 const PER_RELOAD: usize = 10;
@@ -238,16 +234,8 @@ fn a_hundred_containers_attach_and_detach_while_a_ping_and_a_keep_alive_connecti
     let mut ping = Killed(ping);
 
     let reload = |f: &Fixture, what: &str| -> String {
-        std::fs::write(&run.config, f.text()).expect("writing the cluster file");
-        let o = run.ctl("n1", &["reload"]).expect("vxmesh reload");
-        assert!(
-            o.status.success(),
-            "{what}: reload failed: {}{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            run.log_tail()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        run.reload("n1", &f.text())
+            .unwrap_or_else(|e| panic!("{what}: {e:#}"))
     };
 
     let started = Instant::now();

@@ -12,12 +12,8 @@ use std::time::{Duration, Instant};
 
 use vxmesh::config::Cluster;
 use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::is_root;
 use vxmesh_lab::lab::Lab;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// The shared fixture as this file's tests build it: c22 without `attach` (a node that does not
 /// run vxmesh: the lab leaves its veth for whoever runs the node), and only n1's ingress.

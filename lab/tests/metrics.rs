@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use vxmesh_lab::fixture::Fixture;
 use vxmesh_lab::labrun::{Running, in_netns, vxmesh_exe, wait_listening};
+use vxmesh_lab::{have, is_root};
 
 /// The node's metrics port, in its namespace.
 const METRICS_PORT: u16 = 9417;
@@ -25,18 +26,6 @@ const METRICS_PORT: u16 = 9417;
 const PROM_PORT: u16 = 9090;
 /// How long prometheus may take to start and scrape.
 const PROM_WAIT: Duration = Duration::from_secs(60);
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// One HTTP/1.0 GET (no chunked answers) of `path` at 127.0.0.1:`port` from namespace `ns`: the status line, the
 /// head and the body.

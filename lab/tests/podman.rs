@@ -21,13 +21,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::{HttpServer, Running, http_get, vxmesh_exe};
 use vxmesh_lab::podman::{self, PodmanLab};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 #[test]
 fn podman_containers_on_two_nodes_talk_join_a_service_and_free_their_address() {

@@ -28,16 +28,12 @@ use std::time::{Duration, Instant};
 
 use vxmesh_lab::fixture::Fixture;
 use vxmesh_lab::labrun::{Nginx, Running, in_netns, vxmesh_exe};
+use vxmesh_lab::{have, is_root};
 
 /// Time between two requests of the steady client.
 const EVERY: Duration = Duration::from_millis(10);
 /// How long one request may wait for its answer (TCP retransmits across the restart).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn sh(ns: &str, args: &[&str]) -> String {
     let o = Command::new("ip")
@@ -198,12 +194,7 @@ fn established_connections_survive_a_restart_of_the_node() {
         eprintln!("skipped: needs root (network namespaces, AF_XDP, TAP)");
         return;
     }
-    if Command::new("sh")
-        .args(["-c", "command -v nginx"])
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
+    if !have("nginx") {
         eprintln!("skipped: no nginx (scripts/test.sh installs it)");
         return;
     }

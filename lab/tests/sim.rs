@@ -30,6 +30,7 @@ use vswitch::trace::Summary;
 use vxmesh_lab::fixture::Fixture;
 use vxmesh_lab::labrun::{Running, in_netns, vxmesh_exe};
 use vxmesh_lab::rawsock::PacketSocket;
+use vxmesh_lab::{have, is_root};
 
 /// The containers that may receive the workload's frames, with their nodes.
 const PORTS: [(&str, &str); 4] = [("c11", "n1"), ("c12", "n1"), ("c21", "n2"), ("c22", "n2")];
@@ -37,11 +38,6 @@ const PORTS: [(&str, &str); 4] = [("c11", "n1"), ("c12", "n1"), ("c21", "n2"), (
 const GAP: Duration = Duration::from_millis(50);
 /// Longest any wait of the test lasts.
 const WAIT: Duration = Duration::from_secs(20);
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// A directory removed on drop.
 struct Dir(PathBuf);
@@ -247,11 +243,7 @@ fn the_simulator_forwards_the_workload_as_the_live_nodes_do() {
 
 /// tshark's view of the per-stage capture of the three connections to the VIP.
 fn check_stages(file: &Path) {
-    let have_tshark = Command::new("sh")
-        .args(["-c", "command -v tshark"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_tshark {
+    if !have("tshark") {
         eprintln!("tshark not installed: the per-stage capture is not read back");
         return;
     }

@@ -23,12 +23,8 @@ use std::time::{Duration, Instant};
 
 use vxmesh_lab::etcd::Etcd;
 use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::{HttpServer, Running, http_get, vxmesh_exe};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// The etcd members' client addresses, on the lab's underlay bridge.
 const ETCD_IPS: [&str; 3] = ["198.18.0.250", "198.18.0.251", "198.18.0.252"];

@@ -9,12 +9,8 @@
 use std::process::Command;
 
 use vxmesh_lab::fixture::Fixture;
+use vxmesh_lab::is_root;
 use vxmesh_lab::labrun::{Running, vxmesh_exe};
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// `ip -o link show eth0` in `ns`: the line, if the interface exists.
 fn eth0_in(ns: &str) -> Option<String> {

@@ -24,20 +24,9 @@ use std::process::Command;
 use vswitch::port::handoff::owner_of;
 use vxmesh_lab::fixture::Fixture;
 use vxmesh_lab::labrun::{Nginx, Running, vxmesh_exe};
+use vxmesh_lab::{have, is_root};
 
 const REQUESTS: usize = 20;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 fn curl(ns: &str, url: &str) -> Result<String, String> {
     let o = Command::new("ip")
@@ -198,15 +187,8 @@ fn two_workers_serve_every_connection_whichever_worker_sees_its_reply() {
 
     // Reloads go through every worker: detach the backend, then attach it again.
     let reload = |f: &Fixture, what: &str| {
-        std::fs::write(&run.config, f.text()).expect("writing the cluster file");
-        let o = run.ctl("n1", &["reload"]).expect("vxmesh reload");
-        assert!(
-            o.status.success(),
-            "{what}: {}{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            run.log_tail()
-        );
+        run.reload("n1", &f.text())
+            .unwrap_or_else(|e| panic!("{what}: {e:#}"));
     };
     let attached = fx.clone();
     fx.remove("endpoint", &backend);

@@ -108,6 +108,38 @@ fn tcp_ends(frames: &[Vec<u8>]) -> Vec<(SocketAddrV4, SocketAddrV4)> {
         .collect()
 }
 
+/// A SYN from c11's port `sport` to the VIP's port 80.
+fn syn_to_vip(sport: u16) -> Vec<u8> {
+    frames::tcp(
+        mac(11),
+        mac(VIP),
+        ip(11),
+        ip(VIP),
+        sport,
+        80,
+        TcpFlags::SYN,
+        1,
+        0,
+        b"",
+    )
+}
+
+/// The SYN-ACK of backend 10.0.9.`backend` (port 80) to c11's port `dport`.
+fn syn_ack_to_c11(backend: u8, dport: u16) -> Vec<u8> {
+    frames::tcp(
+        mac(backend),
+        mac(11),
+        ip(backend),
+        ip(11),
+        80,
+        dport,
+        TcpFlags::SYN_ACK,
+        9,
+        2,
+        b"",
+    )
+}
+
 fn sa(last: u8, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(ip(last), port)
 }
@@ -121,18 +153,7 @@ fn a_connection_to_a_backend_on_the_other_worker_is_translated_both_ways() {
     assert_ne!(owner("c11"), owner("c13"), "the test needs them apart");
     let mut t = Two::new(r#"["c13"]"#);
     let (client, backend) = (owner("c11"), owner("c13"));
-    let syn = frames::tcp(
-        mac(11),
-        mac(VIP),
-        ip(11),
-        ip(VIP),
-        40000,
-        80,
-        TcpFlags::SYN,
-        1,
-        0,
-        b"",
-    );
+    let syn = syn_to_vip(40000);
     t.h.ports["c11"].inject(&syn);
     t.run();
     // The client's worker chose the backend and handed the frame to the backend's owner.
@@ -142,18 +163,7 @@ fn a_connection_to_a_backend_on_the_other_worker_is_translated_both_ways() {
     );
     assert_eq!((t.conns(client), t.conns(backend)), (1, 0));
 
-    let syn_ack = frames::tcp(
-        mac(12),
-        mac(11),
-        ip(12),
-        ip(11),
-        80,
-        40000,
-        TcpFlags::SYN_ACK,
-        9,
-        2,
-        b"",
-    );
+    let syn_ack = syn_ack_to_c11(12, 40000);
     t.h.ports["c13"].inject(&syn_ack);
     t.run();
     // The reply arrived on the backend's worker and was steered to the entry's: un-NATed.
@@ -175,33 +185,11 @@ fn without_steering_the_reply_misses_its_entry() {
     for n in &mut t.w.nodes {
         set_steer(n, &Arc::new(SteerMap::default()));
     }
-    let syn = frames::tcp(
-        mac(11),
-        mac(VIP),
-        ip(11),
-        ip(VIP),
-        40000,
-        80,
-        TcpFlags::SYN,
-        1,
-        0,
-        b"",
-    );
+    let syn = syn_to_vip(40000);
     t.h.ports["c11"].inject(&syn);
     t.run();
     assert_eq!(t.h.ports["c13"].take_tx().len(), 1);
-    let syn_ack = frames::tcp(
-        mac(12),
-        mac(11),
-        ip(12),
-        ip(11),
-        80,
-        40000,
-        TcpFlags::SYN_ACK,
-        9,
-        2,
-        b"",
-    );
+    let syn_ack = syn_ack_to_c11(12, 40000);
     t.h.ports["c13"].inject(&syn_ack);
     t.run();
     assert_eq!(
@@ -216,18 +204,7 @@ fn without_steering_the_reply_misses_its_entry() {
 fn a_reply_from_the_underlay_reaches_the_entry_on_any_worker() {
     let mut t = Two::new(r#"["c21"]"#);
     let client = owner("c11");
-    let syn = frames::tcp(
-        mac(11),
-        mac(VIP),
-        ip(11),
-        ip(VIP),
-        40001,
-        80,
-        TcpFlags::SYN,
-        1,
-        0,
-        b"",
-    );
+    let syn = syn_to_vip(40001);
     t.h.ports["c11"].inject(&syn);
     t.run();
     let out = t.h.underlays[client].take_tx_to();
@@ -242,18 +219,7 @@ fn a_reply_from_the_underlay_reaches_the_entry_on_any_worker() {
         [(sa(11, 40001), sa(21, 80))]
     );
 
-    let syn_ack = frames::tcp(
-        mac(21),
-        mac(11),
-        ip(21),
-        ip(11),
-        80,
-        40001,
-        TcpFlags::SYN_ACK,
-        9,
-        2,
-        b"",
-    );
+    let syn_ack = syn_ack_to_c11(21, 40001);
     let mut vx = vec![0x08, 0, 0, 0, 0x00, 0x10, 0x01, 0];
     vx.extend_from_slice(&syn_ack);
     t.h.underlays[1 - client].inject_from(&vx, N2);

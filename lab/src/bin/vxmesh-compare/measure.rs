@@ -105,14 +105,7 @@ pub fn host(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-/// Whether `prog` is on the PATH.
-pub fn have(prog: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| {
-            std::fs::metadata(d.join(prog)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-        })
-    })
-}
+pub use vxmesh_lab::have;
 
 /// A load started in `ns` as `timeout -k 5 SECS ARGS...`, standard output into `out` and
 /// standard error into `out` + `.err`.
