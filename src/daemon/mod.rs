@@ -26,7 +26,8 @@
 //!
 //! Under systemd (`packaging/vxmesh@.service`, `Type=notify`) the node says `READY=1` once its
 //! ports are open and its control socket listens, keeps the service's watchdog fed from the
-//! poll thread's housekeeping (a dataplane that stops polling is restarted), and says
+//! poll thread's housekeeping (a dataplane that stops polling is restarted; with several
+//! workers, only while every worker's housekeeping is recent: [`notify::Heartbeats`]), and says
 //! `STOPPING=1` when it stops ([`notify`]). Its log is `tracing` events ([`crate::log`]).
 //!
 //! The module, one concern a file: here the process (`run`, its options, the poll thread, the
@@ -204,6 +205,8 @@ struct NodeWork {
     watchdog: Option<notify::Watchdog>,
     /// With more than one worker: the rings and which worker this is.
     mesh: Option<(Arc<Mesh>, usize)>,
+    /// Every worker's last housekeeping: worker 0 feeds the watchdog only while all are recent.
+    beats: Arc<notify::Heartbeats>,
 }
 
 impl Work for NodeWork {
@@ -234,7 +237,11 @@ impl Work for NodeWork {
 
     fn housekeeping(&mut self, now: Time) {
         self.node.housekeeping(now);
-        if let Some(w) = &mut self.watchdog {
+        let me = self.mesh.as_ref().map_or(0, |(_, me)| *me);
+        self.beats.beat(me, now);
+        if let Some(w) = &mut self.watchdog
+            && self.beats.all_alive(now)
+        {
             w.tick(now);
         }
     }
@@ -519,6 +526,7 @@ pub fn run(
         )
     };
     let workers: Arc<[WorkerLink]> = links.iter().map(|(l, _)| l.clone()).collect();
+    let beats = Arc::new(notify::Heartbeats::new(nodes.len(), Time::monotonic()));
     let mut polls = Vec::with_capacity(nodes.len());
     for (k, (node, (link, jobs))) in nodes.into_iter().zip(links).enumerate() {
         let work = NodeWork {
@@ -530,6 +538,7 @@ pub fn run(
                 None
             },
             mesh: mesh.as_ref().map(|m| (m.clone(), k)),
+            beats: beats.clone(),
         };
         let (wake, stopper, opts) = (link.wake.clone(), stop.clone(), opts.clone());
         let cpu = (!opts.cpus.is_empty()).then(|| opts.cpus[k % opts.cpus.len()]);

@@ -93,9 +93,64 @@ impl Watchdog {
     }
 }
 
+/// The poll threads' heartbeats (`vxmesh run --workers`): each worker records when it last ran
+/// its housekeeping, and worker 0 feeds the watchdog only while every worker's is recent, so
+/// systemd restarts a node any of whose workers stopped polling, not only worker 0.
+#[derive(Debug)]
+pub struct Heartbeats(Box<[std::sync::atomic::AtomicU64]>);
+
+/// A worker whose housekeeping is older than this is taken for stopped (ten periods).
+pub const HEARTBEAT_STALE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Heartbeats {
+    /// Heartbeats of `workers` workers, all at `now`.
+    pub fn new(workers: usize, now: Time) -> Heartbeats {
+        Heartbeats(
+            (0..workers.max(1))
+                .map(|_| std::sync::atomic::AtomicU64::new(now.0))
+                .collect(),
+        )
+    }
+
+    /// Worker `me` ran its housekeeping at `now`.
+    #[inline]
+    pub fn beat(&self, me: usize, now: Time) {
+        if let Some(b) = self.0.get(me) {
+            b.store(now.0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Whether every worker beat within [`HEARTBEAT_STALE`] before `now`.
+    #[inline]
+    pub fn all_alive(&self, now: Time) -> bool {
+        let stale = u64::try_from(HEARTBEAT_STALE.as_nanos()).unwrap_or(u64::MAX);
+        self.0.iter().all(|b| {
+            now.0
+                .saturating_sub(b.load(std::sync::atomic::Ordering::Relaxed))
+                <= stale
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_worker_stops_the_heartbeat() {
+        let s = |x: u64| Time(x * 1_000_000_000);
+        let h = Heartbeats::new(2, s(10));
+        assert!(h.all_alive(s(10)));
+        h.beat(0, s(11));
+        h.beat(1, s(11));
+        assert!(h.all_alive(s(12)));
+        h.beat(0, s(13));
+        // Worker 1 last beat at 11: two seconds ago.
+        assert!(!h.all_alive(s(13)));
+        h.beat(1, s(13));
+        assert!(h.all_alive(s(13)));
+        h.beat(7, s(13)); // no such worker: ignored
+    }
 
     fn listener(name: &str) -> (UnixDatagram, String) {
         let name = format!("vxmesh-notify-test-{}-{name}", std::process::id());
