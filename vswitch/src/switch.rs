@@ -35,6 +35,7 @@ use crate::trace::{Layer, Summary, TraceRecord};
 
 mod capture;
 mod output;
+mod ready;
 mod step;
 
 use capture::Capture;
@@ -272,6 +273,8 @@ pub struct Switch {
     /// Bumped whenever a port is added or removed: the poll loop re-reads the ports'
     /// descriptors when it changes ([`Switch::ports_generation`]).
     ports_generation: u64,
+    /// Which idle socket ports a round may skip (`switch/ready.rs`).
+    gate: ready::Gate,
 }
 
 /// What a closed port slot holds until a new port takes it: nothing arrives, nothing leaves.
@@ -320,6 +323,7 @@ impl Switch {
             capture: None,
             step_hook: None,
             ports_generation: 0,
+            gate: ready::Gate::new(),
         }
     }
 
@@ -595,11 +599,27 @@ impl Switch {
         self.env.now = now;
         self.env.tracer.now = now.0;
         let mut total = 0;
+        let ports = &self.ports;
+        self.gate.sync(
+            self.ports_generation,
+            ports.iter().map(|p| p.port.poll_fd()),
+        );
+        let gated = self.gate.check(|i| ports[i].port.rx_wants_readiness());
         for i in 0..self.ports.len() {
-            total += self.receive(i);
+            if gated && self.gate.skip(i, self.ports[i].port.rx_wants_readiness()) {
+                continue;
+            }
+            let n = self.receive(i);
+            self.gate.received(i, n);
+            total += n;
         }
         self.flush_all();
         total
+    }
+
+    /// Readiness checks made and receive calls they saved (`switch/ready.rs`), since the start.
+    pub fn rx_gate_stats(&self) -> (u64, u64) {
+        (self.gate.checks, self.gate.skipped)
     }
 
     /// Receive a batch from port `i` and run it through its path and the output step.

@@ -524,6 +524,15 @@ impl Port for Steered {
         self.inner.as_ref().and_then(|p| p.poll_fd())
     }
 
+    /// As the driver's, while nothing waits in this port's rings (their frames do not make
+    /// the driver's descriptor readable).
+    fn rx_wants_readiness(&self) -> bool {
+        self.inner.as_ref().is_some_and(|p| p.rx_wants_readiness())
+            && self.partial.is_none()
+            && self.links.rx[self.me].is_empty()
+            && (!self.owns() || self.links.tx.is_empty())
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let s = self.stats;
         let mut c = vec![

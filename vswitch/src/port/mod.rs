@@ -56,7 +56,8 @@
 //! **Capabilities** are methods with defaults, asked by the switch: [`Port::offloads`] (the
 //! port takes frames with checksum or segmentation work left, else the switch finishes that
 //! work first), [`Port::poll_fd`] (a descriptor to sleep on when every port is idle, else the
-//! port is polled), [`Port::capture_frame`] (the frame as it is on the wire, for pcap, from the
+//! port is polled), [`Port::rx_wants_readiness`] (an empty receive is a system call: the
+//! switch may skip it while the descriptor is not readable), [`Port::capture_frame`] (the frame as it is on the wire, for pcap, from the
 //! packet's bytes and metadata: the UDP underlay rebuilds the outer headers from `meta.peer`).
 //!
 //! **Threading: one owner, non-blocking.** A port is `Send` but not shared: the one thread
@@ -106,6 +107,14 @@ pub trait Port: Send {
     /// A file descriptor to wait on for receive readiness when idle, if the port has one.
     fn poll_fd(&self) -> Option<RawFd> {
         None
+    }
+    /// Whether an empty receive costs a system call and the port holds no received frames back
+    /// between calls, so the switch may skip calling it in a round where its descriptor
+    /// ([`Port::poll_fd`]) is not readable: one readiness check for all such ports instead of
+    /// a call on each (`switch/ready.rs`). Ports that receive without a system call (AF_XDP
+    /// rings, memory) keep the default: called every round.
+    fn rx_wants_readiness(&self) -> bool {
+        false
     }
     /// Port-specific counters, as (name, value).
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -367,6 +367,11 @@ impl Port for TapPort {
         }
     }
 
+    /// A `readv` per call, nothing kept back between calls.
+    fn rx_wants_readiness(&self) -> bool {
+        true
+    }
+
     fn rx_burst(&mut self, batch: &mut Batch) -> usize {
         let spare = batch.spare_mut();
         let mut n = 0;

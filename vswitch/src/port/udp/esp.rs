@@ -70,6 +70,10 @@ impl Port for EspPort {
         self.port.poll_fd()
     }
 
+    fn rx_wants_readiness(&self) -> bool {
+        self.port.rx_wants_readiness()
+    }
+
     /// The packet as it was on the wire: received, the kernel handed the outer IPv4 header
     /// with it (an Ethernet header with zero MACs is put in front); sent, the outer IPv4 header
     /// the kernel adds is rebuilt around the ESP packet, toward `meta.peer`.

@@ -128,6 +128,11 @@ impl UdpUnderlay {
         Ok(n)
     }
 
+    /// Whether datagrams of the last coalesced receive wait to be taken ([`Self::next_datagram`]).
+    pub fn has_buffered(&self) -> bool {
+        self.gro.as_deref().is_some_and(|g| g.at.0 < g.filled)
+    }
+
     /// With coalescing on: the next datagram of the last [`UdpUnderlay::recv_coalesced`], its
     /// sender, and whether it was cut (a message larger than the buffer: drop and count it).
     pub fn next_datagram(&mut self) -> Option<(&[u8], SocketAddrV4, bool)> {

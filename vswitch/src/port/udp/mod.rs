@@ -171,6 +171,12 @@ impl UdpPort {
 }
 
 impl Port for UdpPort {
+    /// A `recvmmsg` per call; with GRO, datagrams of a coalesced buffer wait between calls,
+    /// and then the port must be called.
+    fn rx_wants_readiness(&self) -> bool {
+        !self.ul.has_buffered()
+    }
+
     fn rx_burst(&mut self, batch: &mut Batch) -> usize {
         if self.ul.gro() {
             return self.rx_coalesced(batch);
