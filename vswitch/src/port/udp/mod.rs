@@ -278,6 +278,8 @@ impl Port for UdpPort {
             ("rx_gro_messages", s.rx_gro_messages),
             ("tx_gso_messages", s.tx_gso_messages),
             ("tx_gso_datagrams", s.tx_gso_datagrams),
+            // Dropped by the kernel before the node read them (a full receive buffer).
+            ("rx_socket_drops", self.ul.socket_drops().unwrap_or(0)),
         ]
     }
 }

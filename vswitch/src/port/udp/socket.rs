@@ -597,6 +597,35 @@ impl UdpUnderlay {
     }
 }
 
+/// `SO_MEMINFO` (asm-generic/socket.h; not in the libc crate): the socket's memory and drop
+/// counters, `SK_MEMINFO_VARS` of them.
+const SO_MEMINFO: libc::c_int = 55;
+const SK_MEMINFO_VARS: usize = 9;
+
+impl UdpUnderlay {
+    /// Datagrams the kernel dropped at this socket since it was opened: its receive buffer was
+    /// full (the node did not read fast enough) or a checksum failed (`SO_MEMINFO`'s
+    /// `SK_MEMINFO_DROPS`, what `ss -m` shows as `d`). One `getsockopt`: for a snapshot of the
+    /// counters, never on the packet path. `None` where the kernel has no `SO_MEMINFO` (before
+    /// 4.12).
+    pub fn socket_drops(&self) -> Option<u64> {
+        let mut info = [0u32; SK_MEMINFO_VARS];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: `info` is a live array of `len` bytes, and `len` a live socklen_t.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let drops = libc::SK_MEMINFO_DROPS as usize;
+        (rc == 0 && len as usize > drops * 4).then(|| u64::from(info[drops]))
+    }
+}
+
 impl AsRawFd for UdpUnderlay {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -857,6 +886,32 @@ mod tests {
             }
         }
         got
+    }
+
+    /// A receiver that does not read, with a small buffer: what the kernel drops at its socket
+    /// is counted (`socket_drops`).
+    #[test]
+    fn drops_at_a_full_socket_are_counted() {
+        let rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        assert_eq!(rx.socket_drops(), Some(0));
+        let small: libc::c_int = 4096;
+        // SAFETY: a live c_int of the option's size on our own socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                rx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let tx = std::net::UdpSocket::bind(LOOPBACK_ANY_PORT).unwrap();
+        for _ in 0..64 {
+            tx.send_to(&[0u8; 1000], rx.local_addr()).unwrap();
+        }
+        let drops = rx.socket_drops().unwrap();
+        assert!(drops > 0 && drops <= 64, "{drops}");
     }
 
     #[test]
