@@ -606,7 +606,7 @@ impl Switch {
         );
         let gated = self.gate.check(|i| ports[i].port.rx_wants_readiness());
         for i in 0..self.ports.len() {
-            if gated && self.gate.skip(i, self.ports[i].port.rx_wants_readiness()) {
+            if gated && self.gate.skip(i) {
                 continue;
             }
             let n = self.receive(i);

@@ -31,6 +31,8 @@ pub(super) struct Gate {
     ready: Vec<bool>,
     /// Per port: received frames in the last round.
     hot: Vec<bool>,
+    /// Per port: wanted readiness at this round's check (asked once a round).
+    wants: Vec<bool>,
     events: Box<[libc::epoll_event]>,
     /// Rounds that checked, and receive calls skipped (for `stats`).
     pub(super) checks: u64,
@@ -45,6 +47,7 @@ impl Gate {
             registered: Vec::new(),
             ready: Vec::new(),
             hot: Vec::new(),
+            wants: Vec::new(),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS].into_boxed_slice(),
             checks: 0,
             skipped: 0,
@@ -63,6 +66,7 @@ impl Gate {
         let fds: Vec<Option<RawFd>> = fds.collect();
         self.ready = vec![false; fds.len()];
         self.hot = vec![false; fds.len()];
+        self.wants = vec![false; fds.len()];
         self.registered = vec![false; fds.len()];
         if fds.iter().flatten().count() < 2 {
             return; // one socket port or none: nothing to gain
@@ -95,9 +99,11 @@ impl Gate {
         let Some(ep) = &self.ep else {
             return false;
         };
-        let cold = (0..self.registered.len())
-            .filter(|&i| self.registered[i] && !self.hot[i] && wants(i))
-            .count();
+        let mut cold = 0;
+        for i in 0..self.registered.len() {
+            self.wants[i] = self.registered[i] && !self.hot[i] && wants(i);
+            cold += usize::from(self.wants[i]);
+        }
         if cold < 2 {
             return false;
         }
@@ -117,14 +123,11 @@ impl Gate {
         true
     }
 
-    /// Whether port `i` can be skipped in a checked round: registered, cold, wanting
-    /// readiness, and not readable.
+    /// Whether port `i` can be skipped in a checked round: registered, cold, wanting readiness
+    /// at the check, and not readable.
     #[inline]
-    pub(super) fn skip(&mut self, i: usize, wants: bool) -> bool {
-        let s = wants
-            && self.registered.get(i).copied().unwrap_or(false)
-            && !self.hot[i]
-            && !self.ready[i];
+    pub(super) fn skip(&mut self, i: usize) -> bool {
+        let s = self.wants.get(i).copied().unwrap_or(false) && !self.ready[i];
         self.skipped += u64::from(s);
         s
     }
