@@ -72,6 +72,10 @@ struct Args {
     /// reports in raw/perf-*.txt (not part of the figures).
     #[arg(long)]
     perf: bool,
+    /// Which test `--perf` profiles: `udp64` (the 64-byte UDP flood c11 -> c21, the default),
+    /// `tcp` (iperf3 c11 -> c21, AF_XDP containers) or `tcp-tap` (iperf3 c12 -> c22, TAPs).
+    #[arg(long, value_enum, default_value = "udp64")]
+    perf_test: PerfTest,
     /// Passed to each `vxmesh run` (microseconds, or "max"; default: vxmesh's own default).
     #[arg(long, value_name = "MICROS")]
     busy_poll_us: Option<String>,
@@ -139,8 +143,21 @@ impl Plan {
     }
 }
 
+/// The test a `--perf` pass profiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PerfTest {
+    /// The 64-byte UDP flood, c11 -> c21.
+    Udp64,
+    /// iperf3 TCP c11 -> c21 (AF_XDP containers).
+    Tcp,
+    /// iperf3 TCP c12 -> c22 (TAP containers with offloads).
+    TcpTap,
+}
+
 struct Ctx {
     plan: Plan,
+    /// What `--perf` profiles.
+    perf_test: PerfTest,
     exe: PathBuf,
     raw: PathBuf,
     /// `vxc{pid}-`: every namespace of this program starts with it.
@@ -308,6 +325,7 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
     std::fs::create_dir_all(&raw).with_context(|| format!("creating {}", raw.display()))?;
     let ctx = Ctx {
         plan,
+        perf_test: args.perf_test,
         exe,
         raw,
         prefix: prefix.to_string(),

@@ -12,7 +12,7 @@ use vxmesh_lab::labrun::Running;
 use crate::measure::{self, Load, Ours, Servers, check};
 use crate::suite::{measure_side, ping_test, udp64_load};
 use crate::topo::{self, KernelLab, OvsLab, Side, ip_of};
-use crate::{Ctx, log};
+use crate::{Ctx, PerfTest, log};
 
 /// One side's lab, as the measurements see it.
 pub struct Env {
@@ -212,22 +212,36 @@ impl Drop for TempDir {
     }
 }
 
-/// One more UDP test per side with `perf record -a -g` (cpu-clock: this VM has no PMU), for the
-/// report's "where the time goes"; not part of the figures.
+/// The `--perf` pass: one more run of the chosen test (`--perf-test`) per side under
+/// `perf record -a -g`, reports in raw/perf-{side}[-{test}].txt.
 pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
-    log(&format!("perf pass: {}", side.name()));
+    let test = ctx.perf_test;
+    log(&format!("perf pass: {} ({test:?})", side.name()));
     let run = 0;
     let prefix = format!("{}{}p-", ctx.prefix, &side.name()[..1]);
-    let data = ctx.raw.join(format!("perf-{}.data", side.name()));
-    let report_path = ctx.raw.join(format!("perf-{}.txt", side.name()));
-    let secs = ctx.plan.udp_secs.to_string();
-    let record = |env: &Env| -> Result<()> {
+    let stem = match test {
+        PerfTest::Udp64 => format!("perf-{}", side.name()),
+        PerfTest::Tcp => format!("perf-{}-tcp", side.name()),
+        PerfTest::TcpTap => format!("perf-{}-tcp-tap", side.name()),
+    };
+    let data = ctx.raw.join(format!("{stem}.data"));
+    let report_path = ctx.raw.join(format!("{stem}.txt"));
+    let secs = match test {
+        PerfTest::Udp64 => ctx.plan.udp_secs,
+        PerfTest::Tcp | PerfTest::TcpTap => ctx.plan.tcp_secs,
+    };
+    // (client, server) of the test.
+    let (client, server) = match test {
+        PerfTest::Udp64 | PerfTest::Tcp => ("c11", "c21"),
+        PerfTest::TcpTap => ("c12", "c22"),
+    };
+    let record = |env: &Env, client_ns: &str| -> Result<()> {
         let data_s = data.display().to_string();
-        let rec_secs = (ctx.plan.udp_secs.saturating_sub(1)).max(1).to_string();
+        let rec_secs = (secs.saturating_sub(1)).max(1).to_string();
         // perf runs in c21's namespace so that it is not mistaken for another session's work.
         let perf = Load::start(
             &env.c21,
-            ctx.plan.udp_secs + 30,
+            secs + 30,
             &[
                 "perf",
                 "record",
@@ -243,10 +257,20 @@ pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
                 "sleep",
                 &rec_secs,
             ],
-            &ctx.raw.join(format!("perf-{}.record.log", side.name())),
+            &ctx.raw.join(format!("{stem}.record.log")),
         )?;
-        let f = format!("{}iperf3-udp64.json", env.raw);
-        let load = udp64_load(ctx, env, &secs, &f)?;
+        let s = secs.to_string();
+        let load = match test {
+            PerfTest::Udp64 => {
+                let f = format!("{}iperf3-udp64.json", env.raw);
+                udp64_load(ctx, env, &s, &f)?
+            }
+            PerfTest::Tcp | PerfTest::TcpTap => {
+                let f = format!("{}iperf3-{client}-{server}.json", env.raw);
+                let args = ["iperf3", "-c", ip_of(server), "-t", &s, "-J"];
+                Load::start(client_ns, secs + 20, &args, Path::new(&f))?
+            }
+        };
         load.wait()?;
         perf.wait()?;
         let mut text = Vec::new();
@@ -279,11 +303,15 @@ pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
     };
     let files = TempDir(std::env::temp_dir().join(format!("{prefix}files")));
     std::fs::create_dir_all(&files.0)?;
-    let with_servers = |env: &Env| -> Result<()> {
+    let with_servers = |lab: &vxmesh_lab::lab::Lab| -> Result<()> {
+        let mut env = env_for(side, run, lab, &ctx.raw);
+        env.raw = format!("{}/{stem}-", ctx.raw.display());
+        let (client_ns, server_ns) = (lab.endpoint_netns(client), lab.endpoint_netns(server));
+        topo::wait_connectivity(&client_ns, &[ip_of(server)])?;
         let mut servers = Servers::default();
-        servers.start_iperf3(&env.c21, Path::new(&format!("{}iperf3-s.log", env.raw)))?;
-        measure::wait_listening(&env.c21, 5201)?;
-        record(env)?;
+        servers.start_iperf3(&server_ns, Path::new(&format!("{}iperf3-s.log", env.raw)))?;
+        measure::wait_listening(&server_ns, 5201)?;
+        record(&env, &client_ns)?;
         drop(servers);
         Ok(())
     };
@@ -292,24 +320,9 @@ pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
             let text = topo::cluster_text(Side::Vxmesh, &prefix);
             let running =
                 Running::start_with(&ctx.exe, &prefix, &text, &["n1", "n2"], &ctx.run_args)?;
-            let mut env = env_for(side, run, &running.lab, &ctx.raw);
-            env.raw = format!("{}/perf-{}-", ctx.raw.display(), side.name());
-            topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
-            with_servers(&env)
+            with_servers(&running.lab)
         }
-        Side::Kernel => {
-            let k = KernelLab::start(&prefix)?;
-            let mut env = env_for(side, run, &k.lab, &ctx.raw);
-            env.raw = format!("{}/perf-{}-", ctx.raw.display(), side.name());
-            topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
-            with_servers(&env)
-        }
-        Side::Ovs => {
-            let o = OvsLab::start(&prefix, ctx.ovs_pmd_maxsleep)?;
-            let mut env = env_for(side, run, &o.lab, &ctx.raw);
-            env.raw = format!("{}/perf-{}-", ctx.raw.display(), side.name());
-            topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
-            with_servers(&env)
-        }
+        Side::Kernel => with_servers(&KernelLab::start(&prefix)?.lab),
+        Side::Ovs => with_servers(&OvsLab::start(&prefix, ctx.ovs_pmd_maxsleep)?.lab),
     }
 }
