@@ -279,17 +279,35 @@ impl Tcp4Gso {
         self.hdr_len + self.mss.min(self.payload - k * self.mss)
     }
 
+    /// Where segment `k`'s payload lies in the super-frame.
+    #[inline]
+    pub fn payload_range(&self, k: usize) -> core::ops::Range<usize> {
+        let off = self.hdr_len + k * self.mss;
+        off..off + self.mss.min(self.payload - k * self.mss)
+    }
+
     /// Write segment `k` of `frame` into `out` (at least [`Tcp4Gso::segment_len`] bytes): the
     /// headers with the IPv4 length, ID and checksum, the TCP sequence number, flags (FIN and
     /// PSH on the last segment only, CWR on the first only) and a full TCP checksum, then its
     /// slice of the payload. Returns the segment's length.
     pub fn write(&self, frame: &[u8], k: usize, out: &mut [u8]) -> usize {
-        let off = k * self.mss;
-        let chunk = self.mss.min(self.payload - off);
-        let len = self.hdr_len + chunk;
-        let out = &mut out[..len];
-        out[..self.hdr_len].copy_from_slice(&frame[..self.hdr_len]);
-        out[self.hdr_len..].copy_from_slice(&frame[self.hdr_len + off..self.hdr_len + off + chunk]);
+        let payload = &frame[self.payload_range(k)];
+        let len = self.hdr_len + payload.len();
+        out[self.hdr_len..len].copy_from_slice(payload);
+        self.write_header(frame, k, &mut out[..self.hdr_len]);
+        len
+    }
+
+    /// Write only segment `k`'s headers into `out` ([`Tcp4Gso::hdr_len`] bytes), as
+    /// [`Tcp4Gso::write`] does, its TCP checksum covering the payload where it lies in `frame`
+    /// ([`Tcp4Gso::payload_range`]): for a scatter-gather send of the headers and the
+    /// super-frame's own bytes, with no copy of the payload.
+    pub fn write_header(&self, frame: &[u8], k: usize, out: &mut [u8]) {
+        let range = self.payload_range(k);
+        let off = range.start - self.hdr_len;
+        let len = self.hdr_len + range.len();
+        let out = &mut out[..self.hdr_len];
+        out.copy_from_slice(&frame[..self.hdr_len]);
         let (l3, l4) = (self.l3, self.l4);
         let orig_ip = ipv4::Packet::new_unchecked(&frame[l3..l4]);
         let orig_tcp = tcp::Packet::new_unchecked(&frame[l4..self.hdr_len]);
@@ -299,7 +317,9 @@ impl Tcp4Gso {
         ip.set_total_len((len - l3) as u16);
         ip.set_ident(orig_ip.ident().wrapping_add(k as u16));
         ip.fill_checksum();
-        // TCP: sequence number, flags, checksum over the pseudo-header and the segment.
+        // TCP: sequence number, flags, checksum over the pseudo-header, the header and the
+        // payload. The TCP header is a whole number of 32-bit words, so the payload's sum,
+        // taken from its own start, adds to the header's as it is.
         let mut flags = orig_tcp.flags();
         if k + 1 != self.segments() {
             flags &= !(FLAG_FIN | FLAG_PSH);
@@ -312,11 +332,13 @@ impl Tcp4Gso {
         t.set_flags(flags);
         t.set_checksum(0);
         let c = !checksum::add(
-            checksum::pseudo_sum(orig_ip.addrs(), PROTO_TCP, len - l4),
-            checksum::sum(&out[l4..]),
+            checksum::add(
+                checksum::pseudo_sum(orig_ip.addrs(), PROTO_TCP, len - l4),
+                checksum::sum(&out[l4..]),
+            ),
+            checksum::sum(&frame[range]),
         );
         tcp::Packet::new_unchecked(&mut out[l4..]).set_checksum(c);
-        len
     }
 }
 
@@ -457,11 +479,13 @@ pub fn gro_run(pkts: &[crate::Packet]) -> usize {
         .unwrap_or(n)
 }
 
-/// Write the super-frame of a run found by [`gro_run`] into `out` (at least 64 KB + headers):
-/// the first segment's headers with the total IPv4 length and checksum, the last one's TCP
-/// flags and a partial TCP checksum (the pseudo-header sum), then every payload in order.
-/// Returns its length and the offload record to hand it over with.
-pub fn gro_merge(pkts: &[crate::Packet], out: &mut [u8]) -> (usize, Offload) {
+/// The headers of the super-frame of a run found by [`gro_run`], into `out` (at least
+/// [`GRO_MAX_HEADER`] bytes): the first segment's headers with the total IPv4 length and
+/// checksum, the last one's TCP flags and a partial TCP checksum (the pseudo-header sum).
+/// Every segment's payload follows them in order ([`gro_payload`]). Returns the headers'
+/// length, the super-frame's length and the offload record to hand it over with: what a TAP
+/// writes with one `writev` of the headers and the segments' payloads where they lie, no copy.
+pub fn gro_header(pkts: &[crate::Packet], out: &mut [u8]) -> (usize, usize, Offload) {
     let h = pkts[0].data();
     let hdr_len = GRO_L4 + tcp::Packet::new_unchecked(&h[GRO_L4..]).header_len();
     out[..hdr_len].copy_from_slice(&h[..hdr_len]);
@@ -469,23 +493,21 @@ pub fn gro_merge(pkts: &[crate::Packet], out: &mut [u8]) -> (usize, Offload) {
     let mut mss = 0;
     let mut flags = FLAG_ACK;
     for p in pkts {
-        let f = p.data();
-        let end = GRO_L3 + usize::from(ipv4::Packet::new_unchecked(&f[GRO_L3..]).total_len());
-        let chunk = &f[hdr_len..end];
+        let chunk = gro_payload(p.data(), hdr_len);
         mss = mss.max(chunk.len());
-        out[len..len + chunk.len()].copy_from_slice(chunk);
         len += chunk.len();
-        flags = tcp::Packet::new_unchecked(&f[GRO_L4..]).flags();
+        flags = tcp::Packet::new_unchecked(&p.data()[GRO_L4..]).flags();
     }
     let mut ip = ipv4::Packet::new_unchecked(&mut out[GRO_L3..GRO_L4]);
     // gro_run kept the run within 64 KB.
     ip.set_total_len((len - GRO_L3) as u16);
     ip.fill_checksum();
     let p = checksum::pseudo_sum(ip.addrs(), PROTO_TCP, len - GRO_L4);
-    let mut t = tcp::Packet::new_unchecked(&mut out[GRO_L4..]);
+    let mut t = tcp::Packet::new_unchecked(&mut out[GRO_L4..hdr_len]);
     t.set_flags(flags);
     t.set_checksum(p);
     (
+        hdr_len,
         len,
         Offload {
             needs_csum: true,
@@ -497,8 +519,34 @@ pub fn gro_merge(pkts: &[crate::Packet], out: &mut [u8]) -> (usize, Offload) {
     )
 }
 
+/// The most header bytes [`gro_header`] writes: Ethernet, IPv4 without options, TCP with
+/// the most options.
+pub const GRO_MAX_HEADER: usize = GRO_L4 + 60;
+
+/// A segment's payload, after its `hdr_len` header bytes, within its IPv4 length (a segment of
+/// a run found by [`gro_run`]).
+#[inline]
+pub fn gro_payload(f: &[u8], hdr_len: usize) -> &[u8] {
+    let end = GRO_L3 + usize::from(ipv4::Packet::new_unchecked(&f[GRO_L3..]).total_len());
+    &f[hdr_len..end]
+}
+
+/// Write the super-frame of a run found by [`gro_run`] into `out` (at least 64 KB + headers):
+/// [`gro_header`]'s headers, then every payload in order. Returns its length and the offload
+/// record to hand it over with.
+pub fn gro_merge(pkts: &[crate::Packet], out: &mut [u8]) -> (usize, Offload) {
+    let (hdr_len, len, o) = gro_header(pkts, out);
+    let mut at = hdr_len;
+    for p in pkts {
+        let chunk = gro_payload(p.data(), hdr_len);
+        out[at..at + chunk.len()].copy_from_slice(chunk);
+        at += chunk.len();
+    }
+    (len, o)
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket};
@@ -530,7 +578,7 @@ mod tests {
     }
 
     /// A TCP/IPv4 frame as a TSO-capable stack hands it over: checksum field = pseudo sum.
-    fn tso_frame(payload: usize, flags: u8, opts: usize) -> (Vec<u8>, Offload) {
+    pub(crate) fn tso_frame(payload: usize, flags: u8, opts: usize) -> (Vec<u8>, Offload) {
         let doff = 20 + opts;
         let total = 20 + doff + payload;
         let mut f = vec![0u8; ETH_HDR + total];
@@ -575,7 +623,7 @@ mod tests {
         (f, o)
     }
 
-    fn tcp_ok(frame: &[u8]) -> bool {
+    pub(crate) fn tcp_ok(frame: &[u8]) -> bool {
         let eth = EthernetFrame::new_checked(frame).unwrap();
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
         let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
@@ -805,6 +853,24 @@ mod tests {
     }
 
     #[test]
+    fn gro_header_with_the_payloads_in_place_is_the_merged_frame() {
+        let (_, segs) = cut(9_000, 1001, 0x18); // an odd MSS, ACK|PSH on the last
+        let pkts = packets(&segs);
+        let run = gro_run(&pkts);
+        assert_eq!(run, segs.len());
+        let mut merged = vec![0u8; GSO_MAX_FRAME];
+        let (n, o) = gro_merge(&pkts[..run], &mut merged);
+        let mut hdr = [0u8; GRO_MAX_HEADER];
+        let (hl, len, o2) = gro_header(&pkts[..run], &mut hdr);
+        let mut gathered = hdr[..hl].to_vec();
+        for p in &pkts[..run] {
+            gathered.extend_from_slice(gro_payload(p.data(), hl));
+        }
+        assert_eq!((len, o2), (n, o));
+        assert_eq!(&gathered[..], &merged[..n]);
+    }
+
+    #[test]
     fn gro_stops_at_gaps_other_flows_bad_checksums_and_flags() {
         let (_, segs) = cut(8 * 1000, 1000, 0x10);
         let run = |frames: &[Vec<u8>]| gro_run(&packets(frames));
@@ -854,6 +920,26 @@ mod tests {
                 got.extend_from_slice(&out[g.hdr_len..n]);
             }
             prop_assert_eq!(&got[..], &f[g.hdr_len..]);
+        }
+
+        /// The scatter-gather form (headers written apart, the payload left where it lies)
+        /// gives the same segments, whatever the MSS's parity.
+        #[test]
+        fn headers_apart_match_whole_segments(payload in 1usize..9000, mss in 536usize..1460,
+                                              opts in 0usize..11) {
+            let (f, mut o) = tso_frame(payload, 0x19, opts * 4);
+            o.gso_size = mss as u16;
+            let g = Tcp4Gso::new(&f, &o).unwrap();
+            let mut whole = vec![0u8; 1600];
+            let mut hdr = vec![0u8; g.hdr_len];
+            for k in 0..g.segments() {
+                let n = g.write(&f, k, &mut whole);
+                g.write_header(&f, k, &mut hdr);
+                let mut apart = hdr.clone();
+                apart.extend_from_slice(&f[g.payload_range(k)]);
+                prop_assert_eq!(&apart[..], &whole[..n]);
+                prop_assert!(tcp_ok(&apart));
+            }
         }
 
         #[test]

@@ -25,7 +25,8 @@
 //! container's stack hands over TCP super-frames of up to 64 KB with partial checksums (one
 //! read instead of 45), recorded in [`Meta::offload`](crate::Meta) for the switch to pass on or
 //! finish ([`crate::offload`]); and on the way out, in-order segments of one TCP flow in a batch
-//! are merged back into one super-frame ([`offload::gro_run`], what the kernel's GRO does), so
+//! are merged back into one super-frame ([`offload::gro_run`], what the kernel's GRO does) and
+//! written with one `writev` of the merged headers and each segment's payload where it lies, so
 //! the container's stack takes one frame instead of each segment. Without offloads the kernel
 //! hands over and expects plain frames with full checksums.
 //!
@@ -43,9 +44,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use super::Port;
 use super::iface::{self, CtlSocket, IFNAME_RULE, MAX_PREFIX_LEN};
 use super::netns::{self, NetnsError};
-use crate::batch::Batch;
+use crate::batch::{Batch, MAX_BATCH};
 use crate::offload;
-use crate::packet::Mac;
+use crate::packet::{Mac, Packet};
 use crate::wire::ethernet;
 use crate::wire::ipv4::MIN_MTU;
 use crate::wire::vnet::HEADER_LEN as VNET_HDR_LEN;
@@ -168,8 +169,6 @@ pub struct TapPort {
     vnet: bool,
     /// Largest frame a segment of a super-frame may be (MTU + Ethernet + VLAN tag).
     max_segment: usize,
-    /// Where merged super-frames are built (64 KB with offloads, else empty).
-    scratch: Box<[u8]>,
     /// Its counters.
     pub stats: TapStats,
     /// Whether the device outlives the port.
@@ -299,15 +298,6 @@ impl TapPort {
             netns: cfg.netns.clone(),
             vnet: cfg.offloads,
             max_segment: usize::from(cfg.mtu) + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN,
-            scratch: vec![
-                0u8;
-                if cfg.offloads {
-                    offload::GSO_MAX_FRAME
-                } else {
-                    0
-                }
-            ]
-            .into_boxed_slice(),
             stats: TapStats::default(),
             persist: cfg.persist,
         })
@@ -320,19 +310,39 @@ impl TapPort {
         } else {
             [0; VNET_HDR_LEN]
         };
-        let iov = [
-            libc::iovec {
-                iov_base: vh.as_ptr().cast_mut().cast(),
-                iov_len: if self.vnet { VNET_HDR_LEN } else { 0 },
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr().cast_mut().cast(),
-                iov_len: frame.len(),
-            },
-        ];
+        self.writev(&[
+            iovec(&vh[..if self.vnet { VNET_HDR_LEN } else { 0 }]),
+            iovec(frame),
+        ])
+    }
+
+    /// One `writev` of the super-frame a GRO run of `pkts` makes ([`offload::gro_run`]): its
+    /// virtio-net header and merged headers, then each segment's payload where it lies in its
+    /// packet. The kernel's one copy into its buffer is the only one.
+    fn write_merged(&self, pkts: &[Packet]) -> io::Result<()> {
+        let mut hdr = [0u8; offload::GRO_MAX_HEADER];
+        let (hl, _, o) = offload::gro_header(pkts, &mut hdr);
+        // to_vnet reads the headers only (up to the TCP header's end).
+        let vh = offload::to_vnet(&o, &hdr[..hl]);
+        let mut iov = [iovec(&[]); MAX_BATCH + 2];
+        iov[0] = iovec(&vh);
+        iov[1] = iovec(&hdr[..hl]);
+        // tx_burst's runs are at most MAX_BATCH packets.
+        let n = pkts.len().min(MAX_BATCH);
+        for (slot, p) in iov[2..].iter_mut().zip(&pkts[..n]) {
+            *slot = iovec(offload::gro_payload(p.data(), hl));
+        }
+        self.writev(&iov[..n + 2])
+    }
+
+    /// `writev`, again when interrupted.
+    fn writev(&self, iov: &[libc::iovec]) -> io::Result<()> {
         loop {
-            // SAFETY: both iovecs describe valid buffers of their lengths; writev only reads.
-            let rc = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+            // SAFETY: every iovec describes a valid buffer of its length, borrowed by the
+            // caller for this call; writev only reads. At most MAX_BATCH + 2 < IOV_MAX entries.
+            let rc = unsafe {
+                libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int)
+            };
             if rc >= 0 {
                 return Ok(());
             }
@@ -351,6 +361,15 @@ impl TapPort {
     /// The namespace the TAP lives in (`None`: the creating thread's).
     pub fn netns(&self) -> Option<&str> {
         self.netns.as_deref()
+    }
+}
+
+/// An iovec for a buffer the kernel only reads (`writev`).
+#[inline]
+fn iovec(b: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: b.as_ptr().cast_mut().cast(),
+        iov_len: b.len(),
     }
 }
 
@@ -449,13 +468,13 @@ impl Port for TapPort {
             // With offloads, in-order segments of one TCP flow go over as one super-frame:
             // one write, and one pass through the container's stack, instead of one each.
             let run = if self.vnet {
-                offload::gro_run(&pkts[i..])
+                // At most MAX_BATCH segments: write_merged's iovecs.
+                offload::gro_run(&pkts[i..pkts.len().min(i + MAX_BATCH)])
             } else {
                 0
             };
             let (rc, frames) = if run >= 2 {
-                let (len, o) = offload::gro_merge(&pkts[i..i + run], &mut self.scratch);
-                let rc = self.write_frame(&self.scratch[..len], &o);
+                let rc = self.write_merged(&pkts[i..i + run]);
                 if rc.is_ok() {
                     self.stats.tx_gro_frames += 1;
                     self.stats.tx_gro_segments += run as u64;
