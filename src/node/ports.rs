@@ -110,7 +110,7 @@ impl PortOpener for SystemPorts {
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
         let port = vswitch::port::udp::UdpPort::bind(SocketAddrV4::new(vtep, vxlan::VXLAN_PORT))
             .with_context(|| format!("underlay: binding UDP {vtep}:{}", vxlan::VXLAN_PORT))?;
-        Ok(Box::new(port))
+        Ok(Box::new(port.with_offloads()))
     }
 
     fn shared_underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
@@ -118,7 +118,7 @@ impl PortOpener for SystemPorts {
         let port = vswitch::port::udp::UdpPort::bind_shared(addr).with_context(|| {
             format!("underlay: binding UDP {addr} with SO_REUSEPORT (one socket per worker)")
         })?;
-        Ok(Box::new(port))
+        Ok(Box::new(port.with_offloads()))
     }
 
     fn esp_underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {

@@ -64,6 +64,19 @@ fn max_inner(frame: &[u8], net: &Network) -> usize {
     net.max_frame() + tag
 }
 
+/// The longest inner frame `pkt` puts on the wire: itself, or for a TCP super-frame the
+/// underlay will cut (a port that takes offloads), its first segment. A super-frame whose
+/// headers do not parse counts whole, so it is refused as too large.
+fn wire_len(pkt: &Packet) -> usize {
+    let o = &pkt.meta.offload;
+    if o.is_gso()
+        && let Ok(g) = vswitch::offload::Tcp4Gso::new(pkt.data(), o)
+    {
+        return g.segment_len(0);
+    }
+    pkt.len()
+}
+
 /// `vxlan-decap`: validates and strips the VXLAN encapsulation of frames from the underlay.
 #[derive(Debug, Default)]
 pub struct VxlanDecap {
@@ -300,7 +313,7 @@ impl VxlanEncap {
             .nets
             .get(pkt.meta.net.0 as usize)
             .ok_or(EncapDrop::BadNetwork)?;
-        if pkt.len() > max_inner(pkt.data(), net) {
+        if wire_len(pkt) > max_inner(pkt.data(), net) {
             return Err(EncapDrop::MtuExceeded.into());
         }
         let vni = Vni::new(net.vni).map_err(|_| EncapDrop::BadNetwork)?;
@@ -781,6 +794,48 @@ mod tests {
         assert_eq!(pkts[1].data(), &big[..], "a refused frame is untouched");
         assert_eq!(pkts[1].meta.peer, None);
         assert_eq!((st.cont, st.dropped()), (1, 4));
+    }
+
+    #[test]
+    fn a_super_frame_is_held_to_the_mtu_by_its_segments() {
+        use vswitch::offload::{GSO_BUF_SIZE, Offload};
+        let mut env = lab_env();
+        let mut enc = VxlanEncap::with_dst_port(14789);
+        let flags = vswitch::frames::TcpFlags {
+            ack: true,
+            ..Default::default()
+        };
+        let f = vswitch::frames::tcp(
+            mac(11),
+            mac(21),
+            ip(11),
+            ip(21),
+            40000,
+            5201,
+            flags,
+            1,
+            1,
+            &[7u8; 20_000],
+        );
+        let super_frame = |mss: u16| {
+            let mut p = Packet::with_capacity(GSO_BUF_SIZE);
+            p.set_frame(&f).unwrap();
+            p.meta.to_vtep = Some(VtepId(0));
+            p.meta.offload = Offload {
+                needs_csum: true,
+                csum_start: 34,
+                csum_offset: 16,
+                gso_size: mss,
+            };
+            p
+        };
+        // Segments of 1410 payload bytes make 1450-byte IPv4 packets: the MTU. 1411 is one over.
+        let mut pkts = [super_frame(1410), super_frame(1411)];
+        let st = encap(&mut env, &mut enc, &mut pkts);
+        assert_eq!(pkts[0].meta.next, Next::Continue);
+        assert_eq!(pkts[0].len(), f.len() + ENCAP_LEN);
+        assert!(matches!(pkts[1].meta.next, Next::Drop(_)));
+        assert_eq!((st.cont, st.dropped()), (1, 1));
     }
 
     mod props {

@@ -9,8 +9,9 @@
 //!               one's (none: dropped, `drop_no_esp_underlay`)
 //! Flood      ─► a copy to each other local port of the network, and, for frames from local
 //!               ports, a copy per remote VTEP (head-end replication)
-//! offload work left ─► kept for a port that takes offloads, else the checksum finished or the
-//!               TCP super-frame cut into segments here (GSO output)
+//! offload work left ─► kept for a port that takes offloads (a TAP with offloads; the UDP
+//!               underlay, which cuts super-frames as it sends), else the checksum finished or
+//!               the TCP super-frame cut into segments here (GSO output)
 //! ```
 //! Counted like a stage (`output`): packets in = output + remote + flood + dropped.
 
@@ -134,6 +135,15 @@ impl Switch {
             Next::Output(p)
                 if (p.0 as usize) < self.ports.len()
                     && self.ports[p.0 as usize].port.offloads() =>
+            {
+                true
+            }
+            // The underlay that carries it takes offloads (the UDP port cuts super-frames
+            // into datagrams from their own bytes): left to it, after vxlan-encap.
+            Next::Remote(_)
+                if self
+                    .underlay_for(self.rx[i].meta.net)
+                    .is_ok_and(|tp| self.ports[tp.0 as usize].port.offloads()) =>
             {
                 true
             }

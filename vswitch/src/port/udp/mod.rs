@@ -18,6 +18,12 @@
 //!   peer go as one UDP GSO message (`UDP_SEGMENT`, at most 64 datagrams and 65507 bytes: 44
 //!   full 1472-byte datagrams at MTU 1450), so a TCP super-frame cut into segments costs one
 //!   `sendmmsg` and crosses the underlay in one or two buffers.
+//! - **Super-frames** (the node's underlay, [`UdpPort::with_offloads`]): a TAP container's
+//!   64 KB TCP super-frame reaches the port whole, after `vxlan-encap`; each segment goes out as
+//!   two pieces gathered by the kernel, its headers (built here, checksum included) and its
+//!   slice of the super-frame's payload where it lies. The payload is never copied in user
+//!   space, only read once for the checksum (the segments go to peers that may be the kernel's
+//!   VXLAN device, which checks them).
 //! - **Receive, with UDP GRO** (what [`UdpPort::bind`] turns on where the kernel has it): one
 //!   `recvmmsg` into 64 KB coalescing buffers; `rx_burst` splits each run into the batch's
 //!   packets, one copy per datagram, for a fraction of the kernel's per-datagram cost.
@@ -68,6 +74,11 @@ pub struct UdpPortStats {
     pub tx_gso_messages: u64,
     /// Datagrams sent inside those.
     pub tx_gso_datagrams: u64,
+    /// TCP super-frames cut into datagrams here, from the super-frame's own bytes
+    /// ([`UdpPort::with_offloads`]).
+    pub tx_gso_frames: u64,
+    /// Super-frames whose headers no longer describe them (a stage changed them): dropped.
+    pub tx_gso_bad: u64,
     /// The errno of the last socket error, 0 if none.
     pub last_errno: i32,
 }
@@ -79,9 +90,16 @@ pub struct UdpPort {
     /// Sends to this UDP port of each peer instead of `meta.peer`'s (ESP in UDP, RFC 3948: the
     /// stages address the peer's VTEP, the port is the transport's).
     peer_port: Option<u16>,
+    /// Takes frames with offload work left ([`UdpPort::with_offloads`]): the segments'
+    /// headers are built here, [`SEG_HDR`] bytes for each datagram of a send.
+    seg_hdrs: Option<Box<[u8]>>,
     /// Its counters.
     pub stats: UdpPortStats,
 }
+
+/// Room for one segment's headers: the VXLAN header, Ethernet with a VLAN tag, IPv4 and TCP
+/// with the most options (8 + 18 + 60 + 60 = 146), rounded up.
+const SEG_HDR: usize = 160;
 
 impl UdpPort {
     /// A port on a UDP socket bound to `addr` (the VTEP address, port 4789), created in the
@@ -105,8 +123,21 @@ impl UdpPort {
         UdpPort {
             ul,
             peer_port: None,
+            seg_hdrs: None,
             stats: UdpPortStats::default(),
         }
+    }
+
+    /// Take frames with offload work left (the [`Port::offloads`] contract), from a TAP's
+    /// container: a partial checksum is finished here, after the transmit path, and a TCP
+    /// super-frame is cut into segments here too, each datagram sent as its own headers (built
+    /// in the port) plus its slice of the super-frame's payload where it lies, gathered by
+    /// `sendmmsg`: no copy in user space, and one UDP GSO message for the run. Only for a port
+    /// whose transmit path does not read the payload (`vxlan-encap` alone; ESP encrypts, so the
+    /// ESP transports never take offloads).
+    pub fn with_offloads(mut self) -> UdpPort {
+        self.seg_hdrs = Some(vec![0u8; self.ul.batch() * SEG_HDR].into_boxed_slice());
+        self
     }
 
     /// Send every datagram to `port` of its peer (see [`UdpPort`]'s `peer_port`).
@@ -170,6 +201,131 @@ impl UdpPort {
     }
 }
 
+impl UdpPort {
+    fn count_send(&mut self, report: &SendReport) {
+        self.stats.tx_errors += report.failed as u64;
+        self.stats.tx_would_block += report.unsent as u64;
+        self.stats.tx_gso_messages += report.gso_messages as u64;
+        self.stats.tx_gso_datagrams += report.gso_datagrams as u64;
+        if let Some(errno) = report.last_errno {
+            self.stats.last_errno = errno;
+        }
+    }
+
+    /// The transmit burst of a port that takes offloads ([`UdpPort::with_offloads`]), for a
+    /// batch with offload work in it: partial checksums finished in place, super-frames cut
+    /// into datagrams of their own headers and payload slices, sent [`UdpUnderlay::batch`]
+    /// datagrams at a time. Returns the frames all of whose datagrams went (less one for each
+    /// datagram the kernel refused).
+    fn tx_offloaded(&mut self, batch: &mut Batch) -> usize {
+        use crate::offload::{Tcp4Gso, finish_checksum};
+        use crate::wire::vxlan::HEADER_LEN as ENCAP;
+        // Frames and what to cut them at: a super-frame's plan, or None for one datagram.
+        let mut plans: [Option<Tcp4Gso>; MAX_BATCH] = [None; MAX_BATCH];
+        let n = batch.len().min(MAX_BATCH);
+        for (p, plan) in batch.pkts_mut()[..n].iter_mut().zip(&mut plans) {
+            let mut o = p.meta.offload;
+            if !o.pending() || p.len() < ENCAP {
+                continue;
+            }
+            // vxlan-encap put the VXLAN header in front; the offsets are the inner frame's.
+            if !o.is_gso() {
+                finish_checksum(&mut p.data_mut()[ENCAP..], &mut o);
+                p.meta.offload = o;
+                continue;
+            }
+            match Tcp4Gso::new(&p.data()[ENCAP..], &o) {
+                Ok(g) => *plan = Some(g),
+                Err(_) => {
+                    self.stats.tx_gso_bad += 1;
+                    p.meta.peer = None; // not sent, and not counted as no_peer below
+                    p.meta.offload = Default::default();
+                    p.set_len(0);
+                }
+            }
+        }
+        let cap = self.ul.batch();
+        let peer_port = self.peer_port;
+        let pkts = &batch.pkts()[..n];
+        let mut hdrs = self.seg_hdrs.take().unwrap_or_default();
+        // Frames all of whose datagrams went; datagrams refused or not sent for want of a
+        // peer, each taking one frame off that.
+        let mut went = 0usize;
+        let mut lost = 0usize;
+        // The next datagram to build: frame i, segment k.
+        let (mut i, mut k) = (0usize, 0usize);
+        // (frame, segment) of each datagram of the chunk being built.
+        let mut units = [(0usize, 0usize); MAX_BATCH];
+        while i < n {
+            // Headers first (written into `hdrs`), then the datagrams that borrow them.
+            let mut m = 0;
+            while m < cap && i < n {
+                let p = &pkts[i];
+                if p.meta.peer.is_none() {
+                    // A super-frame refused above has no length: counted as tx_gso_bad.
+                    if !p.is_empty() {
+                        self.stats.tx_no_peer += 1;
+                    }
+                    lost += 1;
+                    i += 1;
+                    continue;
+                }
+                match plans[i] {
+                    Some(g) => {
+                        let slot = &mut hdrs[m * SEG_HDR..(m + 1) * SEG_HDR];
+                        slot[..ENCAP].copy_from_slice(&p.data()[..ENCAP]);
+                        g.write_header(&p.data()[ENCAP..], k, &mut slot[ENCAP..ENCAP + g.hdr_len]);
+                        units[m] = (i, k);
+                        k += 1;
+                        if k == g.segments() {
+                            (i, k) = (i + 1, 0);
+                            self.stats.tx_gso_frames += 1;
+                        }
+                    }
+                    None => {
+                        units[m] = (i, 0);
+                        i += 1;
+                    }
+                }
+                m += 1;
+            }
+            let hdrs = &hdrs;
+            let report = self
+                .ul
+                .send_parts(units[..m].iter().enumerate().map(|(j, &(f, seg))| {
+                    let p = &pkts[f];
+                    // Units are only built for frames with a peer.
+                    let dst = p.meta.peer.unwrap_or(SocketAddrV4::new(0.into(), 0));
+                    let dst = SocketAddrV4::new(*dst.ip(), peer_port.unwrap_or(dst.port()));
+                    match plans[f] {
+                        Some(g) => (
+                            dst,
+                            &hdrs[j * SEG_HDR..j * SEG_HDR + ENCAP + g.hdr_len],
+                            &p.data()[ENCAP..][g.payload_range(seg)],
+                        ),
+                        None => (dst, p.data(), &[][..]),
+                    }
+                }));
+            lost += report.failed;
+            self.count_send(&report);
+            if report.unsent > 0 {
+                // The socket is full: count what was never offered as well, and stop.
+                let first_unsent = m - report.unsent;
+                let later: usize = (i..n)
+                    .map(|f| plans[f].map_or(1, |g| g.segments()))
+                    .sum::<usize>()
+                    .saturating_sub(k);
+                self.stats.tx_would_block += later as u64;
+                went = units[first_unsent].0;
+                break;
+            }
+            went = i;
+        }
+        self.seg_hdrs = Some(hdrs);
+        went.saturating_sub(lost)
+    }
+}
+
 impl Port for UdpPort {
     /// A `recvmmsg` per call; with GRO, datagrams of a coalesced buffer wait between calls,
     /// and then the port must be called.
@@ -218,6 +374,9 @@ impl Port for UdpPort {
     }
 
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
+        if self.seg_hdrs.is_some() && batch.pkts().iter().any(|p| p.meta.offload.pending()) {
+            return self.tx_offloaded(batch);
+        }
         let no_peer = &mut self.stats.tx_no_peer;
         let peer_port = self.peer_port;
         let report = self
@@ -232,14 +391,12 @@ impl Port for UdpPort {
                     None
                 }
             }));
-        self.stats.tx_errors += report.failed as u64;
-        self.stats.tx_would_block += report.unsent as u64;
-        self.stats.tx_gso_messages += report.gso_messages as u64;
-        self.stats.tx_gso_datagrams += report.gso_datagrams as u64;
-        if let Some(errno) = report.last_errno {
-            self.stats.last_errno = errno;
-        }
+        self.count_send(&report);
         report.sent
+    }
+
+    fn offloads(&self) -> bool {
+        self.seg_hdrs.is_some()
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
@@ -278,6 +435,8 @@ impl Port for UdpPort {
             ("rx_gro_messages", s.rx_gro_messages),
             ("tx_gso_messages", s.tx_gso_messages),
             ("tx_gso_datagrams", s.tx_gso_datagrams),
+            ("tx_gso_frames", s.tx_gso_frames),
+            ("tx_gso_bad", s.tx_gso_bad),
             // Dropped by the kernel before the node read them (a full receive buffer).
             ("rx_socket_drops", self.ul.socket_drops().unwrap_or(0)),
         ]
@@ -381,6 +540,72 @@ mod tests {
             assert_eq!(&g.1[..], &body[..]);
         }
         assert!(b.poll_fd().is_some());
+    }
+
+    #[test]
+    fn super_frames_go_out_as_segments_gathered_from_their_own_bytes() {
+        use crate::offload::Tcp4Gso;
+        use crate::offload::tests::{tcp_ok, tso_frame};
+        let mut a = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap().with_offloads();
+        assert!(a.offloads());
+        let mut b = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let vxlan = [0x08, 0, 0, 0, 0, 0x10, 0x01, 0];
+        let with_vxlan = |f: &[u8]| [&vxlan[..], f].concat();
+        let mut tx = Batch::with_buf_size(4, crate::offload::GSO_BUF_SIZE);
+        // A super-frame of 9000 payload bytes at an odd MSS, a frame with a partial checksum,
+        // and a plain one.
+        let (sf, mut so) = tso_frame(9000, 0x18, 12);
+        so.gso_size = 1001;
+        let (pf, po) = tso_frame(333, 0x18, 0);
+        for (f, o) in [(&sf, so), (&pf, po), (&pf, Default::default())] {
+            let p = tx.push_frame(&with_vxlan(f)).unwrap();
+            p.meta.peer = Some(b.local_addr());
+            p.meta.offload = o;
+        }
+        assert_eq!(a.tx_burst(&mut tx), 3);
+        let g = Tcp4Gso::new(&sf, &so).unwrap();
+        let want = g.segments() + 2;
+        let got = rx_all(&mut b, want);
+        assert_eq!(got.len(), want);
+        assert_eq!(a.stats.tx_gso_frames, 1);
+        let mut seg = vec![0u8; 2000];
+        for (k, d) in got[..g.segments()].iter().enumerate() {
+            let n = g.write(&sf, k, &mut seg);
+            assert_eq!(&d.1[..8], &vxlan[..], "segment {k}");
+            assert_eq!(&d.1[8..], &seg[..n], "segment {k}");
+            assert!(tcp_ok(&d.1[8..]));
+        }
+        // The partial checksum was finished; the plain frame went as it was.
+        let partial = &got[g.segments()].1;
+        assert!(tcp_ok(&partial[8..]));
+        assert_eq!(&partial[8..partial.len()], {
+            let mut f = pf.clone();
+            let mut o = po;
+            crate::offload::finish_checksum(&mut f, &mut o);
+            f
+        });
+        assert_eq!(got[g.segments() + 1].1, with_vxlan(&pf));
+        // Without offloads taken, a port is as before.
+        assert!(!b.offloads());
+    }
+
+    #[test]
+    fn a_super_frame_whose_headers_were_changed_is_dropped_and_counted() {
+        use crate::offload::tests::tso_frame;
+        let mut a = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap().with_offloads();
+        let b = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let mut tx = Batch::with_buf_size(2, crate::offload::GSO_BUF_SIZE);
+        let (mut sf, mut so) = tso_frame(5000, 0x10, 0);
+        so.gso_size = 1400;
+        sf[14 + 9] = 17; // no longer TCP
+        let p = tx
+            .push_frame(&[&[0x08, 0, 0, 0, 0, 0, 1, 0][..], &sf[..]].concat())
+            .unwrap();
+        p.meta.peer = Some(b.local_addr());
+        p.meta.offload = so;
+        assert_eq!(a.tx_burst(&mut tx), 0);
+        assert_eq!(a.stats.tx_gso_bad, 1);
+        assert_eq!(a.stats.tx_no_peer, 0);
     }
 
     #[test]

@@ -146,6 +146,8 @@ pub struct UdpUnderlay {
     local: SocketAddrV4,
     msgs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
+    /// Send side: two per datagram (its head and its tail, [`UdpUnderlay::send_parts`]).
+    send_iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_in]>,
     groups: Box<[Group]>,
     cmsgs: Box<[GsoCmsg]>,
@@ -386,6 +388,8 @@ impl UdpUnderlay {
             // SAFETY: as above.
             iovs: (0..batch).map(|_| unsafe { zeroed() }).collect(),
             // SAFETY: as above.
+            send_iovs: (0..2 * batch).map(|_| unsafe { zeroed() }).collect(),
+            // SAFETY: as above.
             names: (0..batch).map(|_| unsafe { zeroed() }).collect(),
             groups: vec![Group::default(); batch].into_boxed_slice(),
             // SAFETY: as above (a cmsghdr of zeros is overwritten before use).
@@ -475,6 +479,16 @@ impl UdpUnderlay {
     where
         I: IntoIterator<Item = (SocketAddrV4, &'a [u8])>,
     {
+        self.send_chunk(datagrams.into_iter().map(|(dst, d)| (dst, d, &[][..])))
+    }
+
+    /// As [`UdpUnderlay::send_slices`], each datagram in two pieces gathered by the kernel (a
+    /// head and a tail, which may be empty): headers built apart and a payload left where it
+    /// lies, with no copy to join them.
+    pub fn send_parts<'a, I>(&mut self, datagrams: I) -> SendReport
+    where
+        I: IntoIterator<Item = (SocketAddrV4, &'a [u8], &'a [u8])>,
+    {
         self.send_chunk(datagrams.into_iter())
     }
 
@@ -485,16 +499,18 @@ impl UdpUnderlay {
     /// into datagrams as late as it can (in the receiver, when that socket does UDP GRO).
     fn send_chunk<'a>(
         &mut self,
-        items: impl Iterator<Item = (SocketAddrV4, &'a [u8])>,
+        items: impl Iterator<Item = (SocketAddrV4, &'a [u8], &'a [u8])>,
     ) -> SendReport {
         let mut m = 0;
-        for (k, (dst, payload)) in items.take(self.batch()).enumerate() {
-            let len = payload.len();
-            self.iovs[k] = libc::iovec {
-                // sendmmsg only reads through this pointer.
-                iov_base: payload.as_ptr().cast_mut().cast(),
-                iov_len: len,
-            };
+        for (k, (dst, head, tail)) in items.take(self.batch()).enumerate() {
+            let len = head.len() + tail.len();
+            for (j, part) in [head, tail].into_iter().enumerate() {
+                self.send_iovs[2 * k + j] = libc::iovec {
+                    // sendmmsg only reads through this pointer.
+                    iov_base: part.as_ptr().cast_mut().cast(),
+                    iov_len: part.len(),
+                };
+            }
             let sa = to_sockaddr(dst);
             let joins = self.gso && m > 0 && {
                 let g = &self.groups[m - 1];
@@ -529,8 +545,8 @@ impl UdpUnderlay {
             let hdr = &mut self.msgs[k].msg_hdr;
             hdr.msg_name = ptr::from_mut(&mut self.names[k]).cast();
             hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            hdr.msg_iov = ptr::from_mut(&mut self.iovs[g.first]);
-            hdr.msg_iovlen = g.count;
+            hdr.msg_iov = ptr::from_mut(&mut self.send_iovs[2 * g.first]);
+            hdr.msg_iovlen = 2 * g.count;
             hdr.msg_flags = 0;
             if g.count > 1 {
                 let c = &mut self.cmsgs[k];
@@ -837,7 +853,9 @@ mod tests {
             let mut next = 0;
             while next < bufs.len() {
                 let chunk = self.batch().min(bufs.len() - next);
-                let items = (next..next + chunk).filter_map(|i| bufs.get(i));
+                let items = (next..next + chunk)
+                    .filter_map(|i| bufs.get(i))
+                    .map(|(a, d)| (a, d, &[][..]));
                 let part = self.send_chunk(items);
                 next += chunk;
                 report.sent += part.sent;
