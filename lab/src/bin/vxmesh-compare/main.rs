@@ -72,6 +72,11 @@ struct Args {
     /// reports in raw/perf-*.txt (not part of the figures).
     #[arg(long)]
     perf: bool,
+    /// Run only these tests (comma-separated; default all): `ping` (both pings), `tcp`
+    /// (c11 -> c21, AF_XDP), `tcp-tap` (c12 -> c22, TAPs), `udp64`, `http` (both wrk tests and
+    /// the round-robin check). The others show as "—" in the tables.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    tests: Vec<Test>,
     /// Which test `--perf` profiles: `udp64` (the 64-byte UDP flood c11 -> c21, the default),
     /// `tcp` (iperf3 c11 -> c21, AF_XDP containers) or `tcp-tap` (iperf3 c12 -> c22, TAPs).
     #[arg(long, value_enum, default_value = "udp64")]
@@ -143,6 +148,21 @@ impl Plan {
     }
 }
 
+/// A test of the suite (`--tests`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Test {
+    /// The ping RTT, default window and always polling.
+    Ping,
+    /// iperf3 TCP c11 -> c21 (AF_XDP containers).
+    Tcp,
+    /// iperf3 TCP c12 -> c22 (TAP containers).
+    TcpTap,
+    /// The 64-byte UDP flood and its CPU.
+    Udp64,
+    /// HTTP through the VIP.
+    Http,
+}
+
 /// The test a `--perf` pass profiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PerfTest {
@@ -156,6 +176,8 @@ pub enum PerfTest {
 
 struct Ctx {
     plan: Plan,
+    /// The tests to run (`--tests`; empty: all).
+    tests: Vec<Test>,
     /// What `--perf` profiles.
     perf_test: PerfTest,
     exe: PathBuf,
@@ -171,6 +193,11 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Whether `--tests` asks for `t` (all do without it).
+    fn runs(&self, t: Test) -> bool {
+        self.tests.is_empty() || self.tests.contains(&t)
+    }
+
     fn past_budget(&self) -> bool {
         self.started.elapsed() > self.plan.budget
     }
@@ -325,6 +352,7 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
     std::fs::create_dir_all(&raw).with_context(|| format!("creating {}", raw.display()))?;
     let ctx = Ctx {
         plan,
+        tests: args.tests.clone(),
         perf_test: args.perf_test,
         exe,
         raw,

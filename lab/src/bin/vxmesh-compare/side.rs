@@ -12,7 +12,7 @@ use vxmesh_lab::labrun::Running;
 use crate::measure::{self, Load, Ours, Servers, check};
 use crate::suite::{measure_side, ping_test, udp64_load};
 use crate::topo::{self, KernelLab, OvsLab, Side, ip_of};
-use crate::{Ctx, PerfTest, log};
+use crate::{Ctx, PerfTest, Test, log};
 
 /// One side's lab, as the measurements see it.
 pub struct Env {
@@ -110,6 +110,9 @@ pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
                     if let Ok(s) = running.ctl_ok(n, &["stats", "--json"]) {
                         let _ = std::fs::write(format!("{}stats-{n}.json", env.raw), s);
                     }
+                }
+                if !ctx.runs(Test::Ping) {
+                    return Ok(out);
                 }
                 // The ping again with both nodes polling all the time (`--busy-poll-us max`,
                 // VPP's polling mode): the difference is what the default window's wake-ups

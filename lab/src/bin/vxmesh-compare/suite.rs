@@ -13,7 +13,7 @@ use vxmesh_lab::labrun::http_get;
 use crate::measure::{self, Load, Servers, Snap, check, nap, sh};
 use crate::side::{Env, Hooks, SideOut};
 use crate::topo::{BACKENDS, VIP, ip_of};
-use crate::{Ctx, log, report};
+use crate::{Ctx, Test, log, report};
 
 /// Wait (bounded) for the machine to be quiet; the busy % seen last.
 fn quiet_gate(ctx: &Ctx, redo: bool) -> Result<f64> {
@@ -136,13 +136,18 @@ pub fn measure_side(
     let tag = format!("r{} {}", env.run, env.side.name());
 
     // 1. ping RTT (first, while everything is idle).
-    ping_test(ctx, env, out, "ping", true)?;
+    if ctx.runs(Test::Ping) {
+        ping_test(ctx, env, out, "ping", true)?;
+    }
 
     // 2. TCP throughput: AF_XDP c11 -> c21, then TAPs with offloads (on vxmesh) c12 -> c22.
-    for (client, server, key, name) in [
-        ("c11", "c21", "tcp", "tcp"),
-        ("c12", "c22", "tcp_tap", "tcp-c12-c22"),
+    for (client, server, key, name, test) in [
+        ("c11", "c21", "tcp", "tcp", Test::Tcp),
+        ("c12", "c22", "tcp_tap", "tcp-c12-c22", Test::TcpTap),
     ] {
+        if !ctx.runs(test) {
+            continue;
+        }
         let gbps = gated(ctx, env, key, out, || {
             let f = format!("{}iperf3-{name}.json", env.raw);
             let secs = p.tcp_secs.to_string();
@@ -157,7 +162,21 @@ pub fn measure_side(
     }
 
     // 3. UDP 64 B packets per second, and the CPU they cost.
-    let usecs = p.udp_secs.to_string();
+    if ctx.runs(Test::Udp64) {
+        udp_part(ctx, env, out, hooks, &tag)?;
+    }
+
+    // 4. HTTP through the VIP.
+    if ctx.runs(Test::Http) {
+        http_part(ctx, env, out, hooks, &tag)?;
+    }
+    drop(servers);
+    Ok(())
+}
+
+/// The UDP test of [`measure_side`], its counters and notes.
+fn udp_part(ctx: &Ctx, env: &Env, out: &mut SideOut, hooks: &Hooks, tag: &str) -> Result<()> {
+    let usecs = ctx.plan.udp_secs.to_string();
     let UdpOut {
         values: udp_vals,
         deltas,
@@ -217,8 +236,12 @@ pub fn measure_side(
         udp_vals["udp64_cpu_cores"],
     ));
     out.values.extend(udp_vals);
+    Ok(())
+}
 
-    // 4. HTTP through the VIP.
+/// The HTTP tests of [`measure_side`] and the round-robin check.
+fn http_part(ctx: &Ctx, env: &Env, out: &mut SideOut, hooks: &Hooks, tag: &str) -> Result<()> {
+    let p = &ctx.plan;
     (hooks.lb_up)()?;
     let dist = rr_check(&env.c11)?;
     let even = dist.values().all(|&n| n == 10) && dist.len() == 3;
@@ -267,7 +290,6 @@ pub fn measure_side(
             }
         ));
     }
-    drop(servers);
     Ok(())
 }
 
