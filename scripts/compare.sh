@@ -6,7 +6,7 @@
 # ratios-ovs.svg in target/compare/<timestamp>/.
 # Method: docs/compare.md. Root. Arguments go to the program:
 #   --runs N (5) | --quick (short, 1 run) | --out DIR | --only vxmesh|kernel|ovs | --vxmesh PATH | --perf |
-#   --perf-test udp64|tcp|tcp-tap (what --perf profiles) |
+#   --perf-test udp64|tcp|tcp-tap (what --perf profiles) | --tests ping,tcp,tcp-tap,udp64,http (only these) |
 #   --ovs-pmd-maxsleep MICROS (OVS's PMDs sleep under low load) | --workers N (poll threads per vxmesh node)
 set -euo pipefail
 cd "$(dirname "$0")/.."

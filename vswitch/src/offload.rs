@@ -8,7 +8,9 @@
 //! (`gso_size`). The TAP's receive path records that in [`Meta::offload`](crate::Meta); the
 //! stages carry it along (`lb-nat` keeps a partial sum right through NAT with
 //! [`nat_prepare`]/[`nat_finish`]); and at the output the switch either hands the frame on as
-//! it is, to a port that takes offloads (another such TAP, which writes the header back), or
+//! it is, to a port that takes offloads (another such TAP, which writes the header back; the
+//! node's UDP underlay, which cuts a super-frame as it sends it, each segment's headers written
+//! apart by [`Tcp4Gso::write_header`] and its payload gathered from where it lies), or
 //! finishes the job here: [`finish_checksum`] for one frame, [`Tcp4Gso`] to cut a super-frame
 //! into MSS-sized segments with their own IPv4 and TCP headers and checksums. That is what the
 //! kernel's `validate_xmit_skb`/`skb_gso_segment` do for a device without the features; a
