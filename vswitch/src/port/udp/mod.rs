@@ -590,6 +590,37 @@ mod tests {
     }
 
     #[test]
+    fn super_frames_longer_than_one_send_straddle_sends_in_order() {
+        use crate::offload::Tcp4Gso;
+        use crate::offload::tests::{tcp_ok, tso_frame};
+        let mut a = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap().with_offloads();
+        let mut b = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap();
+        let vxlan = [0x08, 0, 0, 0, 0, 0x10, 0x01, 0];
+        // Three super-frames of 30 segments: 90 datagrams, more than one sendmmsg takes (64),
+        // so the second one's segments go in two sends.
+        let (sf, mut so) = tso_frame(30 * 600, 0x10, 0);
+        so.gso_size = 600;
+        let g = Tcp4Gso::new(&sf, &so).unwrap();
+        assert_eq!(g.segments(), 30);
+        let mut tx = Batch::with_buf_size(3, crate::offload::GSO_BUF_SIZE);
+        for _ in 0..3 {
+            let p = tx.push_frame(&[&vxlan[..], &sf[..]].concat()).unwrap();
+            p.meta.peer = Some(b.local_addr());
+            p.meta.offload = so;
+        }
+        assert_eq!(a.tx_burst(&mut tx), 3);
+        assert_eq!(a.stats.tx_gso_frames, 3);
+        let got = rx_all(&mut b, 90);
+        assert_eq!(got.len(), 90);
+        let mut seg = vec![0u8; 2000];
+        for (i, d) in got.iter().enumerate() {
+            let n = g.write(&sf, i % 30, &mut seg);
+            assert_eq!(&d.1[8..], &seg[..n], "datagram {i}");
+            assert!(tcp_ok(&d.1[8..]));
+        }
+    }
+
+    #[test]
     fn a_super_frame_whose_headers_were_changed_is_dropped_and_counted() {
         use crate::offload::tests::tso_frame;
         let mut a = UdpPort::bind(LOOPBACK_ANY_PORT).unwrap().with_offloads();
