@@ -394,7 +394,18 @@ impl Node {
     /// Point the ESP stages' security associations at `plan`'s keys and ESP peers (those
     /// still wanted keep their counters and windows; new ones start at a fresh epoch).
     fn set_sas(&mut self, plan: &Plan) {
-        let peers = plan.esp_peers();
+        self.apply_sas(esp::SaPlan::new(
+            plan.vtep,
+            &plan.keys,
+            &plan.esp_peers(),
+            0,
+        ));
+    }
+
+    /// Swap in security associations derived ahead ([`esp::SaPlan`], by [`Change::prepare`]
+    /// off the poll thread): new outbound ones number from the next epoch, those still wanted
+    /// keep their state. No crypto.
+    fn apply_sas(&mut self, mut sas: esp::SaPlan) {
         self.esp.epoch = self.esp.epoch.saturating_add(1);
         if let Some((file, until)) = self.esp.reserved.clone()
             && self.esp.epoch >= until
@@ -402,13 +413,9 @@ impl Node {
             // Control plane, between batches: a small tmpfs write every 4096 changes.
             let _ = self.reserve_epochs(file);
         }
-        let epoch = self.esp.epoch;
-        self.sw
-            .stage_mut(self.esp.encrypt)
-            .set(&plan.keys, &peers, epoch);
-        self.sw
-            .stage_mut(self.esp.decrypt)
-            .set(&plan.keys, &peers, epoch);
+        sas.renumber(self.esp.epoch);
+        self.sw.stage_mut(self.esp.encrypt).apply(sas.outbound);
+        self.sw.stage_mut(self.esp.decrypt).apply(sas.inbound);
     }
 
     /// Hand the queries for names no network's resolver serves to the upstream relay

@@ -1,13 +1,15 @@
 //! Criterion benches for ESP: sealing and opening one packet (64 B and 1450 B payloads:
 //! AES-128-GCM with the ESP framing, in place), and the two stages over a burst of 32 VXLAN
-//! datagrams with 64-byte inner frames. Run: `cargo bench -p esp`.
+//! datagrams with 64-byte inner frames; and what a key change costs for 100 peers and two keys:
+//! deriving the SAs (done when a change is prepared, off the poll thread) against swapping the
+//! derived ones in (what the poll thread does). Run: `cargo bench -p esp`.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use esp::wire::packet_len_for;
-use esp::{EspSas, Gcm, Key, OutboundSa, derive, open_packet, stages};
+use esp::{EspSas, Gcm, Key, OutboundSa, SaPlan, derive, open_packet, stages};
 use vswitch::stage::{StageStats, mask_of, run_stage};
 use vswitch::wire::ipv4;
 use vswitch::{Batch, Env, FdbConfig};
@@ -122,5 +124,27 @@ fn stage_burst(c: &mut Criterion) {
     assert_eq!(st.dropped(), 0, "{:?}", st.drops);
 }
 
-criterion_group!(benches, seal_open, stage_burst);
+fn key_change(c: &mut Criterion) {
+    let mut g = c.benchmark_group("esp-key-change-100-peers-2-keys");
+    let keys = [key(), Key::from_bytes([0x33; 20])];
+    let peers: Vec<Ipv4Addr> = (2..102).map(|i| Ipv4Addr::new(198, 18, 0, i)).collect();
+    g.bench_function("derive (change prepared, control thread)", |b| {
+        b.iter(|| black_box(SaPlan::new(N1, black_box(&keys), &peers, 0)))
+    });
+    let (mut out, mut inb) = EspSas::new(N1).into_halves();
+    g.bench_function("swap in (commit, poll thread)", |b| {
+        b.iter_batched(
+            || SaPlan::new(N1, &keys, &peers, 0),
+            |mut plan| {
+                plan.renumber(7);
+                out.apply(plan.outbound);
+                inb.apply(plan.inbound);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, seal_open, stage_burst, key_change);
 criterion_main!(benches);

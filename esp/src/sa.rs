@@ -574,6 +574,14 @@ impl SaPlan {
         inbound.dedup_by_key(|sa| (sa.peer, sa.spi));
         SaPlan { outbound, inbound }
     }
+
+    /// Number the new outbound SAs from (`epoch`, 1) instead (no crypto): a plan derived ahead,
+    /// off the packet thread, takes the epoch in force when it is applied.
+    pub fn renumber(&mut self, epoch: u32) {
+        for sa in &mut self.outbound {
+            sa.epoch = epoch;
+        }
+    }
 }
 
 /// The outbound SAs of a node: one per peer, sorted by peer.
@@ -812,6 +820,19 @@ mod tests {
         assert_eq!(spi_of([0, 0, 1, 0]), 0x100);
         assert_eq!(spi_of([0, 0, 1, 0x2a]), 0x12a);
         assert_eq!(spi_of([0xde, 0xad, 0xbe, 0xef]), 0xdead_beef);
+    }
+
+    #[test]
+    fn a_plan_derived_ahead_takes_the_epoch_it_is_applied_at() {
+        let key = Key::from_bytes([7; 20]);
+        let local = Ipv4Addr::new(198, 18, 0, 1);
+        let peers = [Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3)];
+        let mut plan = SaPlan::new(local, &[key], &peers, 0);
+        plan.renumber(77);
+        assert!(plan.outbound.iter().all(|sa| sa.epoch == 77 && sa.seq == 0));
+        let mut table = OutboundSas::new(local);
+        table.apply(plan.outbound);
+        assert!(table.list().iter().all(|sa| sa.epoch == 77));
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct Commit {
     fdb_counts: std::collections::BTreeMap<usize, (usize, usize)>,
     error: Option<anyhow::Error>,
     left: Leftovers,
+    /// The security associations derived with the change, swapped in by the ESP step.
+    sas: Option<esp::SaPlan>,
 }
 
 impl Commit {
@@ -170,6 +172,7 @@ impl Node {
             fdb_removed,
             fdb_added,
             undo,
+            sas,
         } = change;
         let stale = !Arc::ptr_eq(&base, &self.plan);
         let mut c = Commit {
@@ -187,6 +190,7 @@ impl Node {
             fdb_counts: Default::default(),
             error: None,
             left: Leftovers::default(),
+            sas,
         };
         c.left.garbage.push(Box::new(base));
         if stale {
@@ -268,7 +272,7 @@ impl Node {
                     let _ = writeln!(c.log, "network {}: peers updated", n.name);
                 }
             }
-            self.esp_step(&new, &mut c.undo, &mut c.log)?;
+            self.esp_step(&new, c.sas.take(), &mut c.undo, &mut c.log)?;
             Ok(())
         })();
         c.plan = Some(new);
@@ -277,7 +281,13 @@ impl Node {
 
     /// The encrypted networks' security associations: refused if the node serves one without
     /// an ESP port (never in clear); otherwise the stages follow the new keys and ESP peers.
-    fn esp_step(&mut self, new: &Plan, undo: &mut UndoLog, log: &mut String) -> anyhow::Result<()> {
+    fn esp_step(
+        &mut self,
+        new: &Plan,
+        sas: Option<esp::SaPlan>,
+        undo: &mut UndoLog,
+        log: &mut String,
+    ) -> anyhow::Result<()> {
         let port = match new.esp_transport {
             EspTransport::Esp => self.esp.port,
             EspTransport::Udp => self.esp.udp_port,
@@ -304,7 +314,11 @@ impl Node {
             return Ok(());
         }
         undo.push(Undo::Esp(old))?;
-        self.set_sas(new);
+        match sas {
+            // Derived when the change was prepared: swapped in, no crypto here.
+            Some(sas) => self.apply_sas(sas),
+            None => self.set_sas(new),
+        }
         let ids: Vec<String> = new.keys.iter().map(|k| k.id().to_string()).collect();
         let _ = writeln!(
             log,

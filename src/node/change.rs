@@ -5,7 +5,8 @@
 //! new state against the plan in force (ids kept, [`Plan::next`]), refuses what cannot apply
 //! live (the node's own VTEP address; a port whose settings changed while attached), and opens
 //! every port the new state adds (AF_XDP sockets bound, TAPs created: the slow, fallible part).
-//! The tables the switch swaps in (ARP maps, the resolvers' names) are built here too.
+//! The tables the switch swaps in (ARP maps, the resolvers' names) are built here too, and so
+//! are the security associations of new keys or ESP peers (their key derivation).
 //! Only then does [`Node::commit`](super::Node::commit) swap it in between two batches; what it
 //! takes out (closed ports, the old plan and file) comes back as [`Leftovers`], for the caller to
 //! drop off the packet thread too.
@@ -49,6 +50,10 @@ pub struct Change {
     pub(super) fdb_added: Vec<(usize, Mac, DestPlan)>,
     /// The commit's undo log, with room for every step it can take.
     pub(super) undo: super::apply::UndoLog,
+    /// The security associations of the new keys and ESP peers, derived here (HKDF and the
+    /// AES key schedule, per peer and key: the one piece of crypto a change costs), when
+    /// either changed; the commit only swaps them in.
+    pub(super) sas: Option<esp::SaPlan>,
 }
 
 /// A port opened for a change, and its transmit batch (if it still has one).
@@ -172,6 +177,10 @@ impl Change {
             .filter(|(k, d)| base.fdb.get(k) != Some(d))
             .map(|(&(n, m), d)| (n, m, d.clone()))
             .collect();
+        // The security associations, derived here rather than on the poll thread.
+        let peers = plan.esp_peers();
+        let sas = (plan.keys != base.keys || peers != base.esp_peers())
+            .then(|| esp::SaPlan::new(plan.vtep, &plan.keys, &peers, 0));
         // Every step records at most one entry, but a service records one per backend.
         let steps = fdb_removed.len()
             + fdb_added.len()
@@ -196,6 +205,7 @@ impl Change {
             fdb_removed,
             fdb_added,
             undo: super::apply::UndoLog::with_capacity(steps),
+            sas,
         })
     }
 

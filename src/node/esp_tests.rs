@@ -108,6 +108,37 @@ fn security_associations_follow_the_keys_and_keep_their_counters() {
 }
 
 #[test]
+fn a_change_derives_its_security_associations_before_the_commit() {
+    let mut node = Node::build(cluster(&encrypted(&[K1])), "n1", &mut MemPorts).unwrap();
+    let prepare = |node: &Node, text: &str| {
+        Change::prepare(
+            cluster(text),
+            node.plan.clone(),
+            &mut MemPorts,
+            node.sw.buf_size(),
+        )
+        .unwrap()
+    };
+    // Same keys and peers: nothing to derive.
+    assert!(prepare(&node, &encrypted(&[K1])).sas.is_none());
+    // A key added: the SAs come derived with the change (off the poll thread), one outbound
+    // toward n2 from the first key and one inbound per key.
+    let change = prepare(&node, &encrypted(&[K1, K2]));
+    let planned = change.sas.as_ref().expect("derived when prepared");
+    assert_eq!((planned.outbound.len(), planned.inbound.len()), (1, 2));
+    let spi_out = planned.outbound[0].spi();
+    let (r, _left) = node.commit(change);
+    r.unwrap();
+    assert_eq!(sas(&node), want(&[("out", K1), ("in", K1), ("in", K2)]));
+    assert_eq!(node.esp_sas()[0].spi, spi_out);
+    // The network turned plain: an empty plan, swapped in the same way.
+    let change = prepare(&node, &file());
+    assert!(change.sas.as_ref().is_some_and(|p| p.outbound.is_empty()));
+    node.commit(change).0.unwrap();
+    assert!(node.esp_sas().is_empty());
+}
+
+#[test]
 fn a_change_that_fails_after_any_step_takes_the_security_associations_back() {
     // The keys rotate and a port attaches in the same change; a failure is injected after each
     // of its steps in turn: the SAs are as before every time, until the change goes through.
