@@ -150,13 +150,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// With --store: `encryption set KEY...` (replace the keys: the first sends, every one is
-    /// accepted; base64 of 16 key and 4 salt bytes) and `encryption ls` (their ids).
+    /// With --store: `encryption set KEY... [--transport esp|udp]` (replace the keys: the first
+    /// sends, every one is accepted; base64 of 16 key and 4 salt bytes) and `encryption ls`
+    /// (their ids and the transport).
     Encryption {
         /// set | ls.
         action: String,
         /// set: the keys, in order.
         keys: Vec<String>,
+        /// set: how ESP travels between nodes, `esp` (IP protocol 50) or `udp` (ESP in UDP
+        /// 4500); without it the store's stays.
+        #[arg(long, value_parser = ["esp", "udp"])]
+        transport: Option<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -528,13 +533,23 @@ fn main() -> ExitCode {
                 return admin(&cli.store, cmd);
             }
         }
-        Cmd::Encryption { action, keys, json } => {
+        Cmd::Encryption {
+            action,
+            keys,
+            transport,
+            json,
+        } => {
             let cmd = match action.as_str() {
-                "set" => Admin::EncryptionSet(keys.clone()),
-                "ls" if keys.is_empty() => Admin::EncryptionLs { json: *json },
+                "set" => Admin::EncryptionSet {
+                    keys: keys.clone(),
+                    transport: transport.clone(),
+                },
+                "ls" if keys.is_empty() && transport.is_none() => {
+                    Admin::EncryptionLs { json: *json }
+                }
                 _ => {
                     return usage(format!(
-                        "encryption {action}: the commands are `encryption set KEY...` and `encryption ls` (with --store)"
+                        "encryption {action}: the commands are `encryption set KEY... [--transport esp|udp]` and `encryption ls` (with --store)"
                     ));
                 }
             };

@@ -402,6 +402,25 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
     admin_ok(&create);
     let ls = admin_ok(&["encryption", "ls"]);
     assert!(ls.contains("sends") && !ls.contains(KEY), "{ls}");
+    assert!(ls.contains("transport: esp"), "{ls}");
+    // The transport is set with the keys, and kept by a later set without it.
+    admin_ok(&["encryption", "set", KEY, "--transport", "udp"]);
+    admin_ok(&["encryption", "set", KEY]);
+    let ls = admin_ok(&["encryption", "ls", "--json"]);
+    assert!(ls.contains(r#""transport":"udp""#), "{ls}");
+    let o = admin(&["encryption", "set", "--transport", "udp"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "--transport without keys is a usage error"
+    );
+    let o = admin(&["encryption", "set", KEY, "--transport", "gre"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown transport is a usage error"
+    );
+    admin_ok(&["encryption", "set", KEY, "--transport", "esp"]);
     until("n1 follows the encrypted network and its key", || {
         run.ctl("n1", &["network", "inspect", "secnet"])
             .ok()

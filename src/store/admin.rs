@@ -108,8 +108,13 @@ pub enum Admin {
     },
     /// Remove an endpoint.
     EndpointRm(String),
-    /// Replace the encryption keys (the first sends).
-    EncryptionSet(Vec<String>),
+    /// Replace the encryption keys (the first sends), and the transport if given.
+    EncryptionSet {
+        /// The keys, in order.
+        keys: Vec<String>,
+        /// `esp` or `udp`; `None`: the store's stays.
+        transport: Option<String>,
+    },
     /// List the encryption keys' ids.
     EncryptionLs {
         /// JSON output.
@@ -262,7 +267,12 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
             .await?;
             Ok(String::new())
         }
-        Admin::EncryptionSet(keys) => {
+        Admin::EncryptionSet { keys, transport } => {
+            if keys.is_empty() && transport.is_some() {
+                return Err(Failure::Usage(
+                    "encryption set: --transport goes with the keys (`encryption set` with no key removes them)".into(),
+                ));
+            }
             // The keys' form first (no store needed); whether the state needs them, in `write`.
             for (i, k) in keys.iter().enumerate() {
                 esp::Key::parse(k)
@@ -272,9 +282,11 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
                 if keys.is_empty() {
                     return Ok(vec![(Key::Encryption, None)]);
                 }
-                // The transport stays as the store has it.
+                // The transport given, or as the store has it.
                 let mut v = json!({ "keys": keys });
-                if let Some(t) = st.encryption.as_ref().and_then(|e| e.get("transport")) {
+                if let Some(t) = &transport {
+                    v["transport"] = json!(t);
+                } else if let Some(t) = st.encryption.as_ref().and_then(|e| e.get("transport")) {
                     v["transport"] = t.clone();
                 }
                 Ok(vec![(Key::Encryption, Some(v))])
@@ -293,14 +305,24 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
                 .filter_map(|k| esp::Key::parse(k.as_str()?).ok())
                 .map(|k| k.id().to_string())
                 .collect();
+            let transport = st
+                .encryption
+                .as_ref()
+                .and_then(|v| v.get("transport")?.as_str())
+                .unwrap_or("esp")
+                .to_string();
             if json {
-                Ok(format!("{}\n", json!({ "keys": ids })))
+                Ok(format!(
+                    "{}\n",
+                    json!({ "keys": ids, "transport": transport })
+                ))
             } else {
                 let mut out = String::from("KEY ID    ROLE\n");
                 for (i, id) in ids.iter().enumerate() {
                     let role = if i == 0 { "sends" } else { "accepted" };
                     let _ = writeln!(out, "{id:<9} {role}");
                 }
+                let _ = writeln!(out, "transport: {transport}");
                 Ok(out)
             }
         }
