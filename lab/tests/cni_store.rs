@@ -8,7 +8,8 @@
 //! name through n2's resolver; its `--network-alias web` makes it a backend of service web on
 //! n2 (`lb show`); an ADD on n2 gets an address of another block; an admin `endpoint add` with an
 //! address in n1's block is refused; DEL removes the endpoint from the store and n2 forgets the
-//! name. Every wait is bounded; times are printed, never asserted.
+//! name; n1 keeps its only block when its last attachment leaves, and gives back one that is
+//! empty while it holds another. Every wait is bounded; times are printed, never asserted.
 //!
 //! Privileged: without root or etcd the test says so and passes. Everything carries a per-run
 //! prefix and is removed by name (the lab when `Running` drops, the containers' namespaces by
@@ -224,6 +225,58 @@ fn attachments_go_through_the_store_to_every_node() {
     });
     let (code, _) = plugin.call_eth0("DEL", &path("q1"), "cid-q1", "", &conf("n1"));
     assert_eq!(code, 0, "second DEL");
+
+    // Blocks: n1's only block of appnet stays with it when its last attachment leaves (a node
+    // keeps one per network); a surplus one is given back.
+    let endpoints = url.trim_start_matches("etcd://");
+    let etcdctl = |args: &[&str]| -> String {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &n1, "etcdctl", "--endpoints", endpoints])
+            .args(args)
+            .output()
+            .expect("etcdctl");
+        assert!(o.status.success(), "etcdctl {args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let key_of = |b: u32| {
+        format!(
+            "/vxmesh/v1/block/appnet/{}-26",
+            std::net::Ipv4Addr::from(b << 6)
+        )
+    };
+    let blocks = || etcdctl(&["get", "--prefix", "/vxmesh/v1/block/appnet/", "--keys-only"]);
+    let a = key_of(block(&ip1));
+    assert!(
+        blocks().contains(&a),
+        "n1's only block released: {}",
+        blocks()
+    );
+    // A second block for n1 (one neither node holds), then q1 back in the first and out again:
+    // the first, empty now, goes back to the store; the second stays.
+    let base = block(&ip1) & !3;
+    let spare = (0..4)
+        .map(|k| base + k)
+        .find(|&b| b != block(&ip1) && b != block(&ip2))
+        .unwrap();
+    let b = key_of(spare);
+    etcdctl(&["put", &b, r#"{"node":"n1"}"#]);
+    let (code, r) = plugin.call_eth0("ADD", &path("q1"), "cid-q1", "K8S_POD_NAME=q1", &conf("n1"));
+    assert_eq!(code, 0, "ADD q1 again: {r}\n{}", run.log_tail());
+    let again = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(key_of(block(&again)), a, "q1 again from n1's first block");
+    let (code, r) = plugin.call_eth0("DEL", &path("q1"), "cid-q1", "", &conf("n1"));
+    assert_eq!(code, 0, "DEL q1 again: {r}");
+    let left = blocks();
+    assert!(
+        !left.contains(&a) && left.contains(&b),
+        "blocks after the DEL: {left}"
+    );
     let (code, r) = plugin.call_eth0("DEL", &path("q2"), "cid-q2", "", &conf("n2"));
     assert_eq!(code, 0, "DEL q2: {r}");
     eprintln!(

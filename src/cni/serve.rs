@@ -337,6 +337,16 @@ async fn detach(i: usize, local: &mut Local, apply: &mut Apply<'_>) -> Result<()
         local.atts.insert(i, att);
         return Err(e);
     }
+    // Its address block, if no attachment of this node uses it any more and the node holds
+    // another one of the network: given back (best effort: a block kept is only unused).
+    if att.store_rev > 0
+        && let Some(st) = local.store.as_mut()
+        && let Err(e) = st
+            .release_surplus_block(&local.node, &att, &local.atts)
+            .await
+    {
+        tracing::warn!(error = %e, network = %att.network, "cni: releasing an address block");
+    }
     if !att.tap {
         let host = att.host_if.clone();
         blocking(move || delete_veth(&host)).await;

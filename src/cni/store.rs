@@ -11,6 +11,8 @@
 //! transaction that compares the block is still the one this node claimed and the endpoint's key
 //! does not exist. Admin writes refuse an address inside another node's block
 //! (`admin::in_a_block`), and a block skips every address the state used when it was read.
+//! A block the node no longer uses is given back when its last attachment leaves, as long as
+//! the node holds another block of the network ([`StoreLink::release_surplus_block`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -22,6 +24,13 @@ use super::Attachment;
 use crate::config::{Cluster, NetworkCfg};
 use crate::store::etcd::{connect, read_all};
 use crate::store::layout::{GEN_KEY, Key, Kind, block_contains, block_range};
+
+/// Whether two addresses fall in one block of [`BLOCK_PREFIX`] (a block of a subnet smaller than
+/// that is the subnet, inside it). A quick test before reading which blocks are the node's.
+fn same_block(a: Ipv4Addr, b: Ipv4Addr) -> bool {
+    let mask = u32::MAX << (32 - u32::from(BLOCK_PREFIX));
+    u32::from(a) & mask == u32::from(b) & mask
+}
 
 /// Prefix length of a claimed block (Calico's default, 64 addresses), or the subnet's if longer.
 pub const BLOCK_PREFIX: u8 = 26;
@@ -227,6 +236,69 @@ impl StoreLink {
             "the store refused endpoint {:?}: the name is taken there, or the address block of {} in network {:?} is no longer this node's",
             a.name, a.ip, a.network
         ))
+    }
+
+    /// After attachment `a` left (its endpoint deleted): give back the block its address came
+    /// from if none of this node's attachments `left` has an address in it any more and the
+    /// node holds another block of the network, which keeps one block per network so a
+    /// container coming and going does not claim and release one each time. The delete
+    /// compares the block is still the claim this node read (its modification revision); only
+    /// this node writes endpoints into it, under the change lock, so nothing lands in it
+    /// meanwhile. Returns the block released, if any.
+    pub(super) async fn release_surplus_block(
+        &mut self,
+        node: &str,
+        a: &Attachment,
+        left: &[Attachment],
+    ) -> Result<Option<String>, String> {
+        if left
+            .iter()
+            .any(|b| b.network == a.network && same_block(a.ip, b.ip))
+        {
+            return Ok(None);
+        }
+        // The blocks as this node last read them; read again when that shows a single one (or
+        // none: a node started since), the one case where the answer rests on it.
+        let owned = |s: &Self| s.nets.get(&a.network).map_or(0, |nb| nb.owned.len());
+        if owned(self) < 2 {
+            self.refresh(node, &a.network).await?;
+        }
+        let Some(nb) = self.nets.get(&a.network) else {
+            return Ok(None);
+        };
+        let Some(block) = nb
+            .owned
+            .iter()
+            .find(|o| block_contains(&o.name, a.ip))
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let in_use = left
+            .iter()
+            .any(|b| b.network == a.network && block_contains(&block.name, b.ip));
+        if in_use || nb.owned.len() < 2 {
+            return Ok(None);
+        }
+        let key = Key::Block(a.network.clone(), block.name.clone()).text();
+        let t = Txn::new()
+            .when([Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                block.rev,
+            )])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        let r = self.txn(t).await?;
+        if !r.succeeded() {
+            // Not the claim read: read the blocks again next time.
+            self.nets.remove(&a.network);
+            return Ok(None);
+        }
+        if let Some(nb) = self.nets.get_mut(&a.network) {
+            nb.owned.retain(|o| o.name != block.name);
+        }
+        tracing::info!(node, block = %block.name, network = %a.network, "cni: address block released");
+        Ok(Some(block.name))
     }
 
     /// Delete the endpoint of attachment `a` if it is still the one this node wrote.
