@@ -81,6 +81,12 @@ fn dig(ns: &str, server: &str, name: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// The address (without its prefix length) of a CNI ADD result's first IP.
+fn address_of(r: &serde_json::Value) -> String {
+    let a = r["ips"][0]["address"].as_str().unwrap_or_default();
+    a.split('/').next().unwrap_or_default().to_string()
+}
+
 #[test]
 fn attachments_go_through_the_store_to_every_node() {
     if !is_root() || !etcd::installed() {
@@ -145,13 +151,7 @@ fn attachments_go_through_the_store_to_every_node() {
     // ADD on n1: a block claimed, the endpoint in the store, learnt by n2.
     let (code, r) = plugin.call_eth0("ADD", &path("q1"), "cid-q1", "K8S_POD_NAME=q1", &conf("n1"));
     assert_eq!(code, 0, "ADD q1: {r}\n{}", run.log_tail());
-    let ip1 = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip1 = address_of(&r);
     let ls = String::from_utf8_lossy(&admin(&["endpoint", "ls", "--json"]).stdout).into_owned();
     assert!(
         ls.contains("\"q1\"") && ls.contains(&ip1),
@@ -171,13 +171,7 @@ fn attachments_go_through_the_store_to_every_node() {
     // ADD on n2: an address of another block.
     let (code, r) = plugin.call_eth0("ADD", &path("q2"), "cid-q2", "K8S_POD_NAME=q2", &conf("n2"));
     assert_eq!(code, 0, "ADD q2: {r}\n{}", run.log_tail());
-    let ip2 = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip2 = address_of(&r);
     let block = |a: &str| {
         a.parse::<std::net::Ipv4Addr>()
             .map(|a| u32::from(a) >> 6)
@@ -262,13 +256,7 @@ fn attachments_go_through_the_store_to_every_node() {
     etcdctl(&["put", &b, r#"{"node":"n1"}"#]);
     let (code, r) = plugin.call_eth0("ADD", &path("q1"), "cid-q1", "K8S_POD_NAME=q1", &conf("n1"));
     assert_eq!(code, 0, "ADD q1 again: {r}\n{}", run.log_tail());
-    let again = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let again = address_of(&r);
     assert_eq!(key_of(block(&again)), a, "q1 again from n1's first block");
     let (code, r) = plugin.call_eth0("DEL", &path("q1"), "cid-q1", "", &conf("n1"));
     assert_eq!(code, 0, "DEL q1 again: {r}");
