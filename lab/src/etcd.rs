@@ -33,6 +33,25 @@ pub fn installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Run `etcdctl` (Debian's `etcd-client`) from namespace `netns` against the store at `url`
+/// (`etcd://IP:PORT,...`, as [`Etcd::url`] gives it): what tests use to look at, or write
+/// around, what vxmesh keeps there. Its standard output.
+pub fn etcdctl(netns: &str, url: &str, args: &[&str]) -> anyhow::Result<String> {
+    let endpoints = url.trim_start_matches("etcd://");
+    let o = Command::new("ip")
+        .args(["netns", "exec", netns, "etcdctl", "--endpoints", endpoints])
+        .args(args)
+        .output()
+        .context("running etcdctl (Debian package etcd-client)")?;
+    if !o.status.success() {
+        bail!(
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
 impl Etcd {
     /// Start one member per address of `ips` in namespace `ns` (the addresses must be there),
     /// data under `dir`.

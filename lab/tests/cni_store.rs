@@ -222,15 +222,8 @@ fn attachments_go_through_the_store_to_every_node() {
 
     // Blocks: n1's only block of appnet stays with it when its last attachment leaves (a node
     // keeps one per network); a surplus one is given back.
-    let endpoints = url.trim_start_matches("etcd://");
-    let etcdctl = |args: &[&str]| -> String {
-        let o = Command::new("ip")
-            .args(["netns", "exec", &n1, "etcdctl", "--endpoints", endpoints])
-            .args(args)
-            .output()
-            .expect("etcdctl");
-        assert!(o.status.success(), "etcdctl {args:?}: {o:?}");
-        String::from_utf8_lossy(&o.stdout).into_owned()
+    let etcdctl = |args: &[&str]| {
+        vxmesh_lab::etcd::etcdctl(&n1, &url, args).unwrap_or_else(|e| panic!("{e:#}"))
     };
     let key_of = |b: u32| {
         format!(

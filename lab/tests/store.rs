@@ -427,6 +427,28 @@ fn nodes_follow_the_store_through_changes_node_failures_and_an_etcd_outage() {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .is_some_and(|t| t.contains("encrypted") && t.contains("encryption: keys"))
     });
+    // A network's CNI address blocks go with it (here one written by hand for n1).
+    admin_ok(&["network", "create", "tmpnet", "--subnet", "10.0.32.0/24"]);
+    let etcdctl = |args: &[&str]| {
+        vxmesh_lab::etcd::etcdctl(&n1, &url, args).unwrap_or_else(|e| panic!("{e:#}"))
+    };
+    let tmp_blocks = "/vxmesh/v1/block/tmpnet/";
+    etcdctl(&[
+        "put",
+        &format!("{tmp_blocks}10.0.32.0-26"),
+        r#"{"node":"n1"}"#,
+    ]);
+    assert!(
+        !etcdctl(&["get", "--prefix", tmp_blocks, "--keys-only"])
+            .trim()
+            .is_empty()
+    );
+    admin_ok(&["network", "rm", "tmpnet"]);
+    let left = etcdctl(&["get", "--prefix", tmp_blocks, "--keys-only"]);
+    assert!(
+        left.trim().is_empty(),
+        "blocks left after network rm: {left}"
+    );
     let (fdb_store, lb_store) = (statics(&run), services(&run));
     let exported = admin_ok(&["export"]);
     assert!(

@@ -419,7 +419,19 @@ async fn remove(client: &mut Client, url: &str, kind: Kind, name: &str) -> Resul
                 kind.table()
             ));
         }
-        Ok(vec![(Key::Object(kind, name.to_string()), None)])
+        let mut ops = vec![(Key::Object(kind, name.to_string()), None)];
+        // A network's CNI address blocks go with it: nothing is attached in them any more
+        // (the state check refuses removing a network an endpoint is in), and a network of the
+        // same name created later must not find another subnet's blocks.
+        if kind == Kind::Network {
+            ops.extend(
+                st.blocks
+                    .keys()
+                    .filter(|(n, _)| n == name)
+                    .map(|(n, b)| (Key::Block(n.clone(), b.clone()), None)),
+            );
+        }
+        Ok(ops)
     })
     .await?;
     Ok(String::new())
