@@ -393,119 +393,123 @@ pub fn render(node: &str, s: &Snapshot) -> String {
     let with = |base: &[(&'static str, String)], more: &[(&'static str, String)]| {
         base.iter().chain(more).cloned().collect::<Vec<_>>()
     };
-    w.family(
+    // A sample's extra label (name, value) beside the service's or backend's own, if any.
+    type Extra = Option<(&'static str, &'static str)>;
+    let dir = |d: &'static str| Some(("direction", d));
+    let state = |st: &'static str| Some(("state", st));
+    let sample = |w: &mut Writer, base: &[(&'static str, String)], extra: Extra, v: u64| match extra
+    {
+        Some((k, val)) => w.sample(&refs(&with(base, &[(k, val.to_string())])), v),
+        None => w.sample(&refs(base), v),
+    };
+    // One family over every service, `samples` giving each service's samples.
+    let per_service = |w: &mut Writer,
+                       name: &str,
+                       kind: Kind,
+                       help: &str,
+                       samples: &dyn Fn(&Service) -> Vec<(Extra, u64)>| {
+        w.family(name, kind, help);
+        for sv in &s.services {
+            let l = svc_labels(sv);
+            for (extra, v) in samples(sv) {
+                sample(w, &l, extra, v);
+            }
+        }
+    };
+    per_service(
+        &mut w,
         "vxmesh_service_connections_total",
         Kind::Counter,
         "Connections the load balancer scheduled for a service.",
+        &|sv| vec![(None, sv.info.stats.conns)],
     );
-    for sv in &s.services {
-        w.sample(&refs(&svc_labels(sv)), sv.info.stats.conns);
-    }
-    w.family(
+    per_service(
+        &mut w,
         "vxmesh_service_packets_total",
         Kind::Counter,
         "Packets of a service's connections: direction in (client to backend) or out.",
+        &|sv| {
+            vec![
+                (dir("in"), sv.info.stats.inpkts),
+                (dir("out"), sv.info.stats.outpkts),
+            ]
+        },
     );
-    for sv in &s.services {
-        let b = svc_labels(sv);
-        let st = sv.info.stats;
-        w.sample(&refs(&with(&b, &[("direction", "in".into())])), st.inpkts);
-        w.sample(&refs(&with(&b, &[("direction", "out".into())])), st.outpkts);
-    }
-    w.family(
+    per_service(
+        &mut w,
         "vxmesh_service_bytes_total",
         Kind::Counter,
         "Bytes of a service's connections: direction in (client to backend) or out.",
+        &|sv| {
+            vec![
+                (dir("in"), sv.info.stats.inbytes),
+                (dir("out"), sv.info.stats.outbytes),
+            ]
+        },
     );
-    for sv in &s.services {
-        let b = svc_labels(sv);
-        let st = sv.info.stats;
-        w.sample(&refs(&with(&b, &[("direction", "in".into())])), st.inbytes);
-        w.sample(
-            &refs(&with(&b, &[("direction", "out".into())])),
-            st.outbytes,
-        );
-    }
     let backend = |sv: &Service, b: &lb::listing::BackendInfo| {
         with(
             &svc_labels(sv),
             &[("backend", format!("{}:{}", b.addr, b.port))],
         )
     };
-    w.family(
+    // One family over every backend of every service, `samples` giving each backend's samples.
+    let per_backend =
+        |w: &mut Writer,
+         name: &str,
+         kind: Kind,
+         help: &str,
+         samples: &dyn Fn(&lb::listing::BackendInfo) -> Vec<(Extra, u64)>| {
+            w.family(name, kind, help);
+            for sv in &s.services {
+                for b in &sv.info.backends {
+                    let l = backend(sv, b);
+                    for (extra, v) in samples(b) {
+                        sample(w, &l, extra, v);
+                    }
+                }
+            }
+        };
+    per_backend(
+        &mut w,
         "vxmesh_backend_connections",
         Kind::Gauge,
         "A backend's connections now, as ipvsadm lists them: state active (established) or inactive.",
+        &|b| {
+            vec![
+                (state("active"), u64::from(b.active_conns)),
+                (state("inactive"), u64::from(b.inact_conns)),
+            ]
+        },
     );
-    for sv in &s.services {
-        for b in &sv.info.backends {
-            let l = backend(sv, b);
-            w.sample(
-                &refs(&with(&l, &[("state", "active".into())])),
-                b.active_conns,
-            );
-            w.sample(
-                &refs(&with(&l, &[("state", "inactive".into())])),
-                b.inact_conns,
-            );
-        }
-    }
-    w.family(
+    per_backend(
+        &mut w,
         "vxmesh_backend_weight",
         Kind::Gauge,
         "A backend's scheduling weight (0 drains it).",
+        &|b| vec![(None, u64::from(b.weight))],
     );
-    for sv in &s.services {
-        for b in &sv.info.backends {
-            w.sample(&refs(&backend(sv, b)), b.weight);
-        }
-    }
-    w.family(
+    per_backend(
+        &mut w,
         "vxmesh_backend_connections_total",
         Kind::Counter,
         "Connections the load balancer scheduled to a backend.",
+        &|b| vec![(None, b.stats.conns)],
     );
-    for sv in &s.services {
-        for b in &sv.info.backends {
-            w.sample(&refs(&backend(sv, b)), b.stats.conns);
-        }
-    }
-    w.family(
+    per_backend(
+        &mut w,
         "vxmesh_backend_packets_total",
         Kind::Counter,
         "Packets of a backend's connections: direction in (client to backend) or out.",
+        &|b| vec![(dir("in"), b.stats.inpkts), (dir("out"), b.stats.outpkts)],
     );
-    for sv in &s.services {
-        for b in &sv.info.backends {
-            let l = backend(sv, b);
-            w.sample(
-                &refs(&with(&l, &[("direction", "in".into())])),
-                b.stats.inpkts,
-            );
-            w.sample(
-                &refs(&with(&l, &[("direction", "out".into())])),
-                b.stats.outpkts,
-            );
-        }
-    }
-    w.family(
+    per_backend(
+        &mut w,
         "vxmesh_backend_bytes_total",
         Kind::Counter,
         "Bytes of a backend's connections: direction in (client to backend) or out.",
+        &|b| vec![(dir("in"), b.stats.inbytes), (dir("out"), b.stats.outbytes)],
     );
-    for sv in &s.services {
-        for b in &sv.info.backends {
-            let l = backend(sv, b);
-            w.sample(
-                &refs(&with(&l, &[("direction", "in".into())])),
-                b.stats.inbytes,
-            );
-            w.sample(
-                &refs(&with(&l, &[("direction", "out".into())])),
-                b.stats.outbytes,
-            );
-        }
-    }
     // The store.
     if let Some(store) = &s.store {
         for (name, v) in store {
