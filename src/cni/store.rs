@@ -251,6 +251,8 @@ impl StoreLink {
         a: &Attachment,
         left: &[Attachment],
     ) -> Result<Option<String>, String> {
+        // Still in use (checked before any read of the store: blocks are aligned and at most
+        // /26, and a subnet smaller than that is one block).
         if left
             .iter()
             .any(|b| b.network == a.network && same_block(a.ip, b.ip))
@@ -259,8 +261,7 @@ impl StoreLink {
         }
         // The blocks as this node last read them; read again when that shows a single one (or
         // none: a node started since), the one case where the answer rests on it.
-        let owned = |s: &Self| s.nets.get(&a.network).map_or(0, |nb| nb.owned.len());
-        if owned(self) < 2 {
+        if self.nets.get(&a.network).map_or(0, |nb| nb.owned.len()) < 2 {
             self.refresh(node, &a.network).await?;
         }
         let Some(nb) = self.nets.get(&a.network) else {
@@ -274,10 +275,7 @@ impl StoreLink {
         else {
             return Ok(None);
         };
-        let in_use = left
-            .iter()
-            .any(|b| b.network == a.network && block_contains(&block.name, b.ip));
-        if in_use || nb.owned.len() < 2 {
+        if nb.owned.len() < 2 {
             return Ok(None);
         }
         let key = Key::Block(a.network.clone(), block.name.clone()).text();

@@ -28,8 +28,8 @@ pub fn sum(data: &[u8]) -> u16 {
     // Long runs (a segment's payload, a super-frame) 32 bytes at a time into eight independent
     // 64-bit lanes of 32-bit words: no carry to chain from one add to the next, so the compiler
     // turns the loop into vector adds. A lane overflows only after 2^32 blocks (128 GiB).
-    let mut blocks = data.chunks_exact(32);
-    if data.len() >= 128 {
+    let rest = if data.len() >= 128 {
+        let mut blocks = data.chunks_exact(32);
         let mut lanes = [0u64; 8];
         for b in &mut blocks {
             for (j, lane) in lanes.iter_mut().enumerate() {
@@ -42,8 +42,6 @@ pub fn sum(data: &[u8]) -> u16 {
             let (s, carry) = acc.overflowing_add(lane);
             acc = s + u64::from(carry);
         }
-    }
-    let rest = if data.len() >= 128 {
         blocks.remainder()
     } else {
         data
