@@ -26,6 +26,7 @@ pub mod env;
 pub mod fdb;
 #[cfg(any(test, feature = "test-frames"))]
 pub mod frames;
+pub mod gate;
 pub mod l2;
 pub mod offload;
 pub mod own_addr;

@@ -22,11 +22,13 @@
 use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use crate::arp::ArpProxy;
 use crate::batch::{BATCH_SIZE, Batch};
 use crate::env::{Env, Network, PortGuard};
 use crate::fdb::FdbStats;
+use crate::gate::ReceiverGate;
 use crate::l2::{L2Fwd, L2Learn, L2Parse};
 use crate::packet::{DEFAULT_BUF_SIZE, NetId, Next, PortId};
 use crate::port::Port;
@@ -127,6 +129,9 @@ struct PortSlot {
     tx_path: Vec<StageIdx>,
     tx: Batch,
     stats: PortStats,
+    /// The receiver gate of a container's port ([`crate::gate`]): UDP to a full socket in the
+    /// container is dropped at the output step.
+    gate: Option<Arc<ReceiverGate>>,
 }
 
 /// One port's counters in a [`SwitchStats`].
@@ -169,7 +174,15 @@ impl SwitchStats {
             a.tx_packets += b.tx_packets;
             a.tx_bytes += b.tx_bytes;
             a.tx_dropped += b.tx_dropped;
-            add_named(&mut p.port, &op.port);
+            for &(name, v) in &op.port {
+                match p.port.iter_mut().find(|(n, _)| *n == name) {
+                    // The receiver gate is one for all workers: its counters are the same on
+                    // each, taken once.
+                    Some((_, x)) if crate::gate::GATE_COUNTERS.contains(&name) => *x = (*x).max(v),
+                    Some((_, x)) => *x += v,
+                    None => p.port.push((name, v)),
+                }
+            }
         }
         for os in &o.stages {
             let Some(s) = self.stages.iter_mut().find(|s| s.name == os.name) else {
@@ -465,6 +478,7 @@ impl Switch {
             slot.tx_path.clear();
             slot.tx.clear();
             slot.stats = PortStats::default();
+            slot.gate = None;
             self.env.port_names[i] = name;
             return (id, Some(tx));
         }
@@ -477,6 +491,7 @@ impl Switch {
             tx_path: Vec::new(),
             tx,
             stats: PortStats::default(),
+            gate: None,
         });
         (id, None)
     }
@@ -503,6 +518,7 @@ impl Switch {
         slot.tx_path.clear();
         slot.tx.clear();
         slot.stats = PortStats::default();
+        slot.gate = None;
         let port = std::mem::replace(&mut slot.port, Box::new(ClosedPort));
         self.env.port_names[usize::from(id.0)].clear();
         self.env.guards[usize::from(id.0)] = PortGuard::Open;
@@ -522,6 +538,17 @@ impl Switch {
     pub fn set_port_guard(&mut self, id: PortId, guard: PortGuard) {
         if let Some(g) = self.env.guards.get_mut(usize::from(id.0)) {
             *g = guard;
+        }
+    }
+
+    /// Give local port `id` a receiver gate ([`crate::gate`]; `None`: none): UDP datagrams to
+    /// the ports it holds are dropped at the output step (`drop_receiver_full`). Control plane,
+    /// between polls; a removed port loses its gate.
+    pub fn set_receiver_gate(&mut self, id: PortId, gate: Option<Arc<ReceiverGate>>) {
+        if let Some(slot) = self.ports.get_mut(usize::from(id.0))
+            && !slot.name.is_empty()
+        {
+            slot.gate = gate;
         }
     }
 
@@ -851,7 +878,13 @@ impl Switch {
                 .map(|p| PortSnapshot {
                     name: p.name.clone(),
                     stats: p.stats,
-                    port: p.port.counters(),
+                    port: {
+                        let mut c = p.port.counters();
+                        if let Some(g) = &p.gate {
+                            c.extend(g.counters());
+                        }
+                        c
+                    },
                 })
                 .collect(),
             stages,
@@ -990,6 +1023,70 @@ mod tests {
         let (cap, _, _) = sw.take_capture();
         let cap: Vec<Vec<u8>> = cap.into_iter().map(|c| c.data).collect();
         assert_eq!(cap, want, "captured as sent: after the transmit path");
+    }
+
+    #[test]
+    fn a_gated_port_loses_udp_to_its_full_ports_only_and_counts_it() {
+        let mut env = Env::new(FdbConfig::default());
+        let net = env.add_network(Network::new("appnet", 4097, 1450));
+        let (dst_mac, src_mac) = (Mac::docker_default(ip(21)), Mac::docker_default(ip(11)));
+        let (mut sw, l2) = Switch::with_l2(env);
+        let (a, ah) = MemPort::new();
+        sw.add_port("c11", Box::new(a), PortRole::Local(net), l2.local_path(&[]));
+        let (b, bh) = MemPort::new();
+        let pb = sw.add_port("c21", Box::new(b), PortRole::Local(net), l2.local_path(&[]));
+        sw.env
+            .fdb
+            .add_static(net, dst_mac, FdbDest::Local(pb))
+            .unwrap();
+        let gate = Arc::new(ReceiverGate::new());
+        sw.set_receiver_gate(pb, Some(gate.clone()));
+        gate.set(&[5201]);
+        let to = |port| frames::udp(src_mac, dst_mac, ip(11), ip(21), 40000, port, &[0; 18]);
+        let tcp = frames::tcp(
+            src_mac,
+            dst_mac,
+            ip(11),
+            ip(21),
+            40000,
+            5201,
+            frames::TcpFlags::SYN,
+            1,
+            0,
+            &[],
+        );
+        for f in [to(5201), to(5201), to(5202), tcp.clone()] {
+            ah.inject(&f);
+        }
+        sw.poll(crate::env::Time::from_secs(1));
+        assert_eq!(
+            bh.take_tx(),
+            vec![to(5202), tcp],
+            "the gated port's datagrams only"
+        );
+        let st = sw.stats();
+        let out = st.stage("output").unwrap();
+        assert_eq!(out.drop_count(OutputDrop::ReceiverFull.name()), 2);
+        assert_eq!(out.rx, out.outcomes());
+        assert!(gate.take_touched());
+        // Opened again: they pass.
+        gate.set(&[]);
+        ah.inject(&to(5201));
+        sw.poll(crate::env::Time::from_secs(2));
+        assert_eq!(bh.take_tx(), vec![to(5201)]);
+        // A removed port loses its gate; the slot's next port starts without one.
+        let _ = sw.remove_port(pb);
+        gate.set(&[5201]);
+        let (c, ch) = MemPort::new();
+        let pc = sw.add_port("c22", Box::new(c), PortRole::Local(net), l2.local_path(&[]));
+        assert_eq!(pc, pb, "the closed slot is taken again");
+        sw.env
+            .fdb
+            .add_static(net, dst_mac, FdbDest::Local(pc))
+            .unwrap_or_default();
+        ah.inject(&to(5201));
+        sw.poll(crate::env::Time::from_secs(3));
+        assert_eq!(ch.take_tx(), vec![to(5201)]);
     }
 
     #[test]

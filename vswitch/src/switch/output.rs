@@ -7,6 +7,7 @@
 //! Remote(v)  ─► the underlay port's transmit batch, meta.to_vtep = v (its transmit path
 //!               encapsulates); for an encrypted network the ESP underlay's, never the plain
 //!               one's (none: dropped, `drop_no_esp_underlay`)
+//!               (UDP to a port whose receiver gate holds it: `drop_receiver_full`, `crate::gate`)
 //! Flood      ─► a copy to each other local port of the network, and, for frames from local
 //!               ports, a copy per remote VTEP (head-end replication)
 //! offload work left ─► kept for a port that takes offloads (a TAP with offloads; the UDP
@@ -37,6 +38,10 @@ crate::drop_table! {
         GsoBad => "drop_gso_bad",
         /// A segment larger than the output's buffers.
         GsoSegmentTooBig => "drop_gso_segment_too_big",
+        /// A UDP datagram to a container whose socket for it is full (its receiver cannot keep
+        /// up): dropped here, before the transmit and the container's own receive path, rather
+        /// than by the container's kernel ([`crate::gate`]).
+        ReceiverFull => "drop_receiver_full",
     }
 }
 
@@ -79,6 +84,15 @@ impl Switch {
             }
             match next {
                 Next::Output(p) if (p.0 as usize) < self.ports.len() => {
+                    if let Some(g) = &self.ports[p.0 as usize].gate
+                        && g.blocks(self.rx[i].data())
+                    {
+                        self.output.count_drop(OutputDrop::ReceiverFull);
+                        if traced {
+                            self.trace_receiver_full(i, p);
+                        }
+                        continue;
+                    }
                     self.output.output += 1;
                     if traced {
                         let id = self.rx[i].meta.trace;
@@ -239,6 +253,31 @@ impl Switch {
 
     /// Record where traced rx packet `i` goes: VTEP `v` by port `tp`.
     #[cold]
+    fn trace_receiver_full(&mut self, i: usize, p: PortId) {
+        let detail = format!(
+            "to port {}: its receiver is full (UDP ports gated: {:?})",
+            self.ports[p.0 as usize].name,
+            self.ports[p.0 as usize]
+                .gate
+                .as_ref()
+                .map(|g| g.ports())
+                .unwrap_or_default()
+        );
+        let data = self
+            .env
+            .tracer
+            .snapshot(&self.rx[i], None, self.env.local_vtep);
+        self.env.tracer.record(TraceRecord {
+            id: self.rx[i].meta.trace,
+            stage: "output",
+            next: Next::Drop(OutputDrop::ReceiverFull.into()),
+            drop: Some(OutputDrop::ReceiverFull.name()),
+            detail,
+            data,
+            time_ns: 0,
+        });
+    }
+
     fn trace_remote(&mut self, i: usize, tp: PortId, v: VtepId) {
         let to = match self.env.vteps.get(usize::from(v.0)) {
             Some(vt) => format!("{} ({})", vt.addr, vt.node),

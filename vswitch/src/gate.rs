@@ -1,0 +1,226 @@
+//! The receiver gate: early drop for a container that cannot keep up (issue 20, part 3).
+//!
+//! Where it sits: in the output step, between the stages' decision and a local port's transmit
+//! batch. When a container's UDP socket is full, the kernel drops every further datagram at
+//! that socket, after the whole path has been paid for: this node's receive, the stages, the
+//! transmit into the container, and the container kernel's IP and UDP receive. A gate holds the
+//! UDP ports whose sockets in the container are full, as a watcher outside the packet path saw
+//! them (`vxmesh::node::receivers`: `sock_diag` in the container's namespace, every
+//! millisecond while datagrams flow to it); the output step drops datagrams to those ports
+//! before they are queued (`drop_receiver_full`, one counted drop instead of a silent one in
+//! the container), and the socket drains while its receiver catches up.
+//!
+//! ```text
+//! ... ─► l2-fwd ─► output ─┬─ UDP to a gated port of p ─► drop_receiver_full
+//!                          └─ anything else ────────────► p's transmit batch
+//! watcher thread: sock_diag(container netns) ─► gate.set(full ports)   (off the packet path)
+//! ```
+//!
+//! Lock-free: the watcher writes a handful of atomics; the output step reads one when the gate
+//! is empty (the common case) and at most [`GATE_PORTS`] more when it is not. A datagram that
+//! meets the gate while the watcher rewrites it may be dropped or let through wrongly: the
+//! gate is a rate decision, not a filter, and the next sample puts it right.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use crate::wire::{ethernet, ipv4, udp};
+
+/// How many full ports a gate holds; a container with more full sockets than this gets the
+/// first ones gated and the others dropped by its kernel, as without a gate.
+pub const GATE_PORTS: usize = 8;
+
+/// The UDP ports of one container port whose receivers are full (see the module doc).
+#[derive(Debug, Default)]
+pub struct ReceiverGate {
+    /// How many of `ports` hold a port (0: the gate is open).
+    len: AtomicU32,
+    /// The gated UDP destination ports.
+    ports: [AtomicU32; GATE_PORTS],
+    /// Set by the output step when a UDP datagram went toward this port since the watcher last
+    /// looked: the watcher samples only the containers that are being sent to.
+    touched: AtomicBool,
+    /// The watcher's counters of this port ([`ReceiverGate::counters`]).
+    samples: AtomicU64,
+    closed: AtomicU64,
+    socket_drops: AtomicU64,
+}
+
+/// The names of a gate's counters, among its port's own counters in the switch's stats. Every
+/// worker of a node holds the same gate, so adding workers' stats takes these once, not once
+/// per worker (`SwitchStats::add`).
+pub const GATE_COUNTERS: [&str; 3] = [
+    "receiver_samples",
+    "receiver_gate_closed",
+    "receiver_socket_drops",
+];
+
+impl ReceiverGate {
+    /// An open gate.
+    pub fn new() -> ReceiverGate {
+        ReceiverGate::default()
+    }
+
+    /// Whether `frame` (Ethernet) is a UDP datagram to a gated port. Marks the gate touched for
+    /// any unfragmented (or first-fragment) IPv4 UDP datagram. Called per frame by the output
+    /// step: a few loads, no allocation.
+    #[inline]
+    pub fn blocks(&self, frame: &[u8]) -> bool {
+        let Some(dport) = udp_dst_port(frame) else {
+            return false;
+        };
+        if !self.touched.load(Ordering::Relaxed) {
+            self.touched.store(true, Ordering::Relaxed);
+        }
+        let n = self.len.load(Ordering::Acquire) as usize;
+        self.ports[..n.min(GATE_PORTS)]
+            .iter()
+            .any(|p| p.load(Ordering::Relaxed) == u32::from(dport))
+    }
+
+    /// Gate exactly `ports` (the first [`GATE_PORTS`] of them): the watcher's side.
+    pub fn set(&self, ports: &[u16]) {
+        let n = ports.len().min(GATE_PORTS);
+        // Shrink first, so a reader never sees a slot being rewritten inside its length.
+        self.len.store(0, Ordering::Release);
+        for (slot, p) in self.ports.iter().zip(&ports[..n]) {
+            slot.store(u32::from(*p), Ordering::Relaxed);
+        }
+        self.len.store(n as u32, Ordering::Release);
+    }
+
+    /// The gated ports.
+    pub fn ports(&self) -> Vec<u16> {
+        let n = (self.len.load(Ordering::Acquire) as usize).min(GATE_PORTS);
+        self.ports[..n]
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed) as u16)
+            .collect()
+    }
+
+    /// Whether any port is gated.
+    pub fn is_closed(&self) -> bool {
+        self.len.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether a UDP datagram went toward the port since the last call; clears the mark.
+    pub fn take_touched(&self) -> bool {
+        self.touched.swap(false, Ordering::Relaxed)
+    }
+
+    /// Count one sample of the container's sockets that found `socket_drops` new drops at
+    /// them (the loss the gate did not prevent), and whether it closed the gate.
+    pub fn count_sample(&self, socket_drops: u64, closed: bool) {
+        self.samples.fetch_add(1, Ordering::Relaxed);
+        self.socket_drops.fetch_add(socket_drops, Ordering::Relaxed);
+        if closed {
+            self.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counters, named as [`GATE_COUNTERS`]: samples taken, times the gate closed, and
+    /// datagrams the container's kernel dropped at full sockets as the samples saw them.
+    pub fn counters(&self) -> [(&'static str, u64); 3] {
+        [
+            (GATE_COUNTERS[0], self.samples.load(Ordering::Relaxed)),
+            (GATE_COUNTERS[1], self.closed.load(Ordering::Relaxed)),
+            (GATE_COUNTERS[2], self.socket_drops.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
+/// The UDP destination port of an untagged Ethernet/IPv4 frame whose payload starts with the
+/// UDP header (not a later fragment); `None` for anything else or anything truncated.
+#[inline]
+pub fn udp_dst_port(frame: &[u8]) -> Option<u16> {
+    let eth = ethernet::Packet::new_checked(frame).ok()?;
+    if eth.ethertype() != ethernet::ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ip = ipv4::Packet::new_checked(eth.payload()).ok()?;
+    if ip.protocol() != ipv4::PROTO_UDP || ip.frag_offset() != 0 {
+        return None;
+    }
+    let u = udp::Packet::new_checked(ip.payload()).ok()?;
+    Some(u.dst_port())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::frames;
+    use crate::packet::Mac;
+
+    fn datagram(dport: u16) -> Vec<u8> {
+        frames::udp(
+            Mac([2, 0, 0, 0, 0, 1]),
+            Mac([2, 0, 0, 0, 0, 2]),
+            Ipv4Addr::new(10, 0, 9, 11),
+            Ipv4Addr::new(10, 0, 9, 21),
+            40000,
+            dport,
+            b"x",
+        )
+    }
+
+    #[test]
+    fn an_open_gate_blocks_nothing_and_marks_udp_only() {
+        let g = ReceiverGate::new();
+        assert!(!g.blocks(&datagram(5201)));
+        assert!(g.take_touched());
+        assert!(!g.take_touched());
+        let tcp = frames::tcp(
+            Mac([2, 0, 0, 0, 0, 1]),
+            Mac([2, 0, 0, 0, 0, 2]),
+            Ipv4Addr::new(10, 0, 9, 11),
+            Ipv4Addr::new(10, 0, 9, 21),
+            40000,
+            5201,
+            frames::TcpFlags::SYN,
+            1,
+            0,
+            &[],
+        );
+        assert!(!g.blocks(&tcp));
+        assert!(!g.take_touched(), "TCP does not mark the gate");
+    }
+
+    #[test]
+    fn a_gate_blocks_its_ports_only_until_reset() {
+        let g = ReceiverGate::new();
+        g.set(&[5201, 53]);
+        assert!(g.is_closed());
+        assert_eq!(g.ports(), vec![5201, 53]);
+        assert!(g.blocks(&datagram(5201)));
+        assert!(g.blocks(&datagram(53)));
+        assert!(!g.blocks(&datagram(5202)));
+        g.set(&[]);
+        assert!(!g.is_closed());
+        assert!(!g.blocks(&datagram(5201)));
+    }
+
+    #[test]
+    fn a_gate_holds_at_most_gate_ports() {
+        let g = ReceiverGate::new();
+        let many: Vec<u16> = (1..=20).collect();
+        g.set(&many);
+        assert_eq!(g.ports().len(), GATE_PORTS);
+        assert!(g.blocks(&datagram(GATE_PORTS as u16)));
+        assert!(!g.blocks(&datagram(GATE_PORTS as u16 + 1)));
+    }
+
+    #[test]
+    fn later_fragments_and_truncated_frames_are_not_udp() {
+        let mut f = datagram(5201);
+        assert_eq!(udp_dst_port(&f), Some(5201));
+        assert_eq!(udp_dst_port(&f[..14 + 20 + 4]), None, "UDP header cut");
+        assert_eq!(udp_dst_port(&f[..10]), None);
+        // Fragment offset 1 (8 bytes in): the payload is not a UDP header.
+        f[14 + 7] = 1;
+        assert_eq!(udp_dst_port(&f), None);
+        let mut arp = datagram(5201);
+        arp[12..14].copy_from_slice(&ethernet::ETHERTYPE_ARP.to_be_bytes());
+        assert_eq!(udp_dst_port(&arp), None);
+    }
+}
