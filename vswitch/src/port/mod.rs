@@ -84,6 +84,8 @@ pub mod iface;
 pub mod mem;
 #[cfg(any(feature = "afxdp", feature = "tap"))]
 pub mod netns;
+#[cfg(any(feature = "afxdp", feature = "tap"))]
+pub mod sockdiag;
 #[cfg(feature = "tap")]
 pub mod tap;
 #[cfg(feature = "udp")]
