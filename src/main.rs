@@ -87,6 +87,13 @@ enum Cmd {
         /// before. Encrypted networks need 1.
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         workers: u16,
+        /// Early drop for containers that cannot keep up: while datagrams flow to a container,
+        /// sample its UDP sockets (sock_diag in its namespace) every this many microseconds,
+        /// and drop datagrams to a full socket at the switch (drop_receiver_full) instead of
+        /// paying their whole path for the container's kernel to drop them. 0 turns it off.
+        /// Containers without a named namespace (netns) are not watched.
+        #[arg(long, value_name = "MICROS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+        receiver_watch_us: u64,
         /// Pin the poll threads: worker K runs on the K-th CPU of the list (wrapping), e.g.
         /// "0,1" or "2-3". Without it the scheduler places them.
         #[arg(long, value_name = "LIST")]
@@ -417,6 +424,7 @@ fn main() -> ExitCode {
             control_group,
             dns_upstream,
             poll_priority,
+            receiver_watch_us,
             metrics,
             workers,
             cpus,
@@ -476,6 +484,7 @@ fn main() -> ExitCode {
                     metrics: *metrics,
                     workers: usize::from(*workers),
                     cpus,
+                    receiver_watch: std::time::Duration::from_micros(*receiver_watch_us),
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,7 @@ mod change;
 mod delta;
 mod plan;
 mod ports;
+pub mod receivers;
 pub mod workers;
 
 pub use apply::{Commit, STEP_ENTRIES};

@@ -361,6 +361,9 @@ pub struct RunOptions {
     pub workers: usize,
     /// `--cpus`: pin worker `k` to the `k`-th CPU of the list (wrapping); empty: no pinning.
     pub cpus: Vec<usize>,
+    /// `--receiver-watch-us`: the receiver watcher's sampling period while datagrams flow to
+    /// a container (`node::receivers`); zero: no watcher, every gate stays open.
+    pub receiver_watch: Duration,
 }
 
 impl Default for RunOptions {
@@ -375,6 +378,7 @@ impl Default for RunOptions {
             metrics: None,
             workers: 1,
             cpus: Vec::new(),
+            receiver_watch: crate::node::receivers::WATCH_PERIOD,
         }
     }
 }
@@ -525,6 +529,19 @@ pub fn run(
                 .context("starting the DNS relay")?,
         )
     };
+    let receivers = if opts.receiver_watch.is_zero() {
+        None
+    } else {
+        let (stop, period) = (stop.clone(), opts.receiver_watch);
+        Some(
+            std::thread::Builder::new()
+                .name("vxmesh-receivers".into())
+                .spawn(move || {
+                    crate::node::receivers::run(crate::node::receivers::gates(), &stop, period);
+                })
+                .context("starting the receiver watcher")?,
+        )
+    };
     let workers: Arc<[WorkerLink]> = links.iter().map(|(l, _)| l.clone()).collect();
     let beats = Arc::new(notify::Heartbeats::new(nodes.len(), Time::monotonic()));
     let mut polls = Vec::with_capacity(nodes.len());
@@ -623,6 +640,9 @@ pub fn run(
     }
     let joined: Vec<_> = polls.into_iter().map(|t| t.join()).collect();
     if let Some(r) = relay {
+        let _ = r.join();
+    }
+    if let Some(r) = receivers {
         let _ = r.join();
     }
     let _ = std::fs::remove_file(&control);

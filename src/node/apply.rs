@@ -511,9 +511,15 @@ impl Node {
                 garbage.push(Box::new(spare));
             }
             // Port security: a container's port sends only as its endpoint (an ingress is open).
-            if let PortKind::Endpoint { mac, addr, .. } = &p.kind {
+            if let PortKind::Endpoint { mac, addr, netns } = &p.kind {
                 let (mac, ip) = (*mac, addr.0);
                 self.sw.set_port_guard(id, PortGuard::Endpoint { mac, ip });
+                // Early drop for a receiver that cannot keep up (`receivers`): a container
+                // whose namespace the node knows gets a gate the watcher closes.
+                if let Some(ns) = netns {
+                    let gate = super::receivers::gates().gate(&p.name, ns);
+                    self.sw.set_receiver_gate(id, Some(gate));
+                }
             }
             undo.push(Undo::PortAdded(id))?;
             let what = match p.kind {
