@@ -87,6 +87,10 @@ struct Args {
     /// Passed to each `vxmesh run`: poll threads per node (default: vxmesh's own, 1).
     #[arg(long, value_name = "N")]
     workers: Option<u16>,
+    /// Passed to each `vxmesh run`: the receiver watcher's period (0: off; default: vxmesh's
+    /// own, 1000).
+    #[arg(long, value_name = "MICROS")]
+    receiver_watch_us: Option<u64>,
     /// OVS side: let its PMD threads sleep up to this long under low load
     /// (`other_config:pmd-maxsleep`, experimental in OVS 3.1; default: OVS's, always polling).
     #[arg(long, value_name = "MICROS")]
@@ -368,6 +372,11 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
                 args.workers
                     .iter()
                     .flat_map(|w| ["--workers".to_string(), w.to_string()]),
+            )
+            .chain(
+                args.receiver_watch_us
+                    .iter()
+                    .flat_map(|w| ["--receiver-watch-us".to_string(), w.to_string()]),
             )
             .collect(),
     };
