@@ -1069,6 +1069,16 @@ mod tests {
         assert_eq!(out.drop_count(OutputDrop::ReceiverFull.name()), 2);
         assert_eq!(out.rx, out.outcomes());
         assert!(gate.take_touched());
+        // A traced datagram says where it ended and why.
+        sw.env.tracer.arm(1, crate::trace::TraceFilter::default());
+        ah.inject(&to(5201));
+        sw.poll(crate::env::Time::from_secs(1));
+        let last = sw.env.tracer.records().last().cloned().expect("a trace");
+        assert_eq!(
+            (last.stage, last.drop),
+            ("output", Some(OutputDrop::ReceiverFull.name()))
+        );
+        assert!(last.detail.contains("[5201]"), "{}", last.detail);
         // Opened again: they pass.
         gate.set(&[]);
         ah.inject(&to(5201));

@@ -95,21 +95,8 @@ impl Switch {
                     }
                     self.output.output += 1;
                     if traced {
-                        let id = self.rx[i].meta.trace;
                         let detail = format!("to port {}", self.ports[p.0 as usize].name);
-                        let data = self
-                            .env
-                            .tracer
-                            .snapshot(&self.rx[i], None, self.env.local_vtep);
-                        self.env.tracer.record(TraceRecord {
-                            id,
-                            stage: "output",
-                            next,
-                            drop: None,
-                            detail,
-                            data,
-                            time_ns: 0,
-                        });
+                        self.trace_output(i, next, None, detail);
                     }
                     self.room(p);
                     self.ports[p.0 as usize].tx.push_swap(&mut self.rx[i]);
@@ -219,19 +206,7 @@ impl Switch {
                 g.segment_len(0),
                 self.ports[out.0 as usize].name
             );
-            let data = self
-                .env
-                .tracer
-                .snapshot(&self.rx[i], None, self.env.local_vtep);
-            self.env.tracer.record(TraceRecord {
-                id: meta.trace,
-                stage: "output",
-                next,
-                drop: None,
-                detail,
-                data,
-                time_ns: 0,
-            });
+            self.trace_output(i, next, None, detail);
         }
         for k in 0..n {
             self.room(out);
@@ -251,39 +226,35 @@ impl Switch {
         }
     }
 
-    /// Record where traced rx packet `i` goes: VTEP `v` by port `tp`.
-    #[cold]
+    /// Record that traced rx packet `i` was dropped for port `p`, whose receiver is full.
     fn trace_receiver_full(&mut self, i: usize, p: PortId) {
+        let gated = self.ports[p.0 as usize]
+            .gate
+            .as_ref()
+            .map(|g| g.ports())
+            .unwrap_or_default();
         let detail = format!(
-            "to port {}: its receiver is full (UDP ports gated: {:?})",
-            self.ports[p.0 as usize].name,
-            self.ports[p.0 as usize]
-                .gate
-                .as_ref()
-                .map(|g| g.ports())
-                .unwrap_or_default()
+            "to port {}: its receiver is full (UDP ports gated: {gated:?})",
+            self.ports[p.0 as usize].name
         );
-        let data = self
-            .env
-            .tracer
-            .snapshot(&self.rx[i], None, self.env.local_vtep);
-        self.env.tracer.record(TraceRecord {
-            id: self.rx[i].meta.trace,
-            stage: "output",
-            next: Next::Drop(OutputDrop::ReceiverFull.into()),
-            drop: Some(OutputDrop::ReceiverFull.name()),
-            detail,
-            data,
-            time_ns: 0,
-        });
+        let d = OutputDrop::ReceiverFull;
+        self.trace_output(i, Next::Drop(d.into()), Some(d.name()), detail);
     }
 
+    /// Record where traced rx packet `i` goes: VTEP `v` by port `tp`.
     fn trace_remote(&mut self, i: usize, tp: PortId, v: VtepId) {
         let to = match self.env.vteps.get(usize::from(v.0)) {
             Some(vt) => format!("{} ({})", vt.addr, vt.node),
             None => format!("#{}", v.0),
         };
         let detail = format!("to VTEP {to} by port {}", self.ports[tp.0 as usize].name);
+        self.trace_output(i, Next::Remote(v), None, detail);
+    }
+
+    /// Record what the output step did with traced rx packet `i`: `next`, with `drop`'s name
+    /// when it dropped it. Only traced packets come here.
+    #[cold]
+    fn trace_output(&mut self, i: usize, next: Next, drop: Option<&'static str>, detail: String) {
         let data = self
             .env
             .tracer
@@ -291,8 +262,8 @@ impl Switch {
         self.env.tracer.record(TraceRecord {
             id: self.rx[i].meta.trace,
             stage: "output",
-            next: Next::Remote(v),
-            drop: None,
+            next,
+            drop,
             detail,
             data,
             time_ns: 0,
@@ -367,19 +338,7 @@ impl Switch {
                     String::new()
                 }
             );
-            let data = self
-                .env
-                .tracer
-                .snapshot(&self.rx[i], None, self.env.local_vtep);
-            self.env.tracer.record(TraceRecord {
-                id: meta.trace,
-                stage: "output",
-                next: Next::Flood,
-                drop: None,
-                detail,
-                data,
-                time_ns: 0,
-            });
+            self.trace_output(i, Next::Flood, None, detail);
         }
     }
 }
