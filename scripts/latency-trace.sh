@@ -37,30 +37,8 @@ fi
 P="vxt$$-"
 out="target/latency-trace/$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
-cfg="$out/cluster.toml"
-sed "s/{P}/$P/g" tests/fixtures/cluster.toml > "$cfg"
-pids=()
-cleanup() {
-  for p in "${pids[@]:-}"; do
-    [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
-  done
-  "$vxmesh" lab down --config "$cfg" --prefix "$P" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT INT TERM
-
-"$vxmesh" lab up --config "$cfg" --prefix "$P" >/dev/null
-for n in n1 n2; do
-  ip netns exec "${P}$n" "$vxmesh" run --config "$cfg" --node "$n" \
-    --control "/run/vxmesh/${P}$n.sock" >>"$out/nodes.log" 2>&1 &
-  pids+=("$!")
-done
-for n in n1 n2; do
-  for _ in $(seq 100); do
-    [ -S "/run/vxmesh/${P}$n.sock" ] && break
-    sleep 0.1
-  done
-done
-ip netns exec "${P}c11" ping -c 3 -i 0.2 -W 1 10.0.9.21 >/dev/null
+. scripts/lab-nodes.sh
+start_nodes
 
 secs=$(awk -v c="$count" 'BEGIN { printf "%.1f", c * 0.002 * 0.7 }')
 ip netns exec "${P}c11" ping -c "$count" -i 0.002 -W 1 10.0.9.21 > "$out/ping.txt" &

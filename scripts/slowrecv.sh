@@ -41,25 +41,11 @@ fi
 P="vxs$$-"
 out="target/slowrecv/$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
-cfg="$out/cluster.toml"
-sed "s/{P}/$P/g" tests/fixtures/cluster.toml > "$cfg"
-pids=()
 recv_pid=""
-
-stop_nodes() {
-  for p in "${pids[@]:-}"; do
-    [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
-  done
-  pids=()
-}
-cleanup() {
+lab_extra_cleanup() {
   [ -n "$recv_pid" ] && kill "$recv_pid" 2>/dev/null || true
-  stop_nodes
-  "$vxmesh" lab down --config "$cfg" --prefix "$P" >/dev/null 2>&1 || true
 }
-trap cleanup EXIT INT TERM
-
-"$vxmesh" lab up --config "$cfg" --prefix "$P" >/dev/null
+. scripts/lab-nodes.sh
 
 cat > "$out/recv.py" <<'EOF'
 import socket, sys, time
@@ -86,21 +72,6 @@ while time.time() < end:
     n += 100
 print(n)
 EOF
-
-start_nodes() { # ARGS...
-  for n in n1 n2; do
-    ip netns exec "${P}$n" "$vxmesh" run --config "$cfg" --node "$n" \
-      --control "/run/vxmesh/${P}$n.sock" "$@" >>"$out/nodes.log" 2>&1 &
-    pids+=("$!")
-  done
-  for n in n1 n2; do
-    for _ in $(seq 100); do
-      [ -S "/run/vxmesh/${P}$n.sock" ] && break
-      sleep 0.1
-    done
-  done
-  ip netns exec "${P}c11" ping -c 3 -i 0.2 -W 1 10.0.9.21 >/dev/null
-}
 
 rcvbuf_errors() { ip netns exec "${P}c21" awk '/^Udp:/ { v = $6 } END { print v }' /proc/net/snmp; }
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
