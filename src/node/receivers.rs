@@ -41,9 +41,10 @@ use vswitch::port::sockdiag::{UdpDiag, UdpSock};
 /// a couple of milliseconds of a busy receiver, so it is sampled twice in that time.
 pub const WATCH_PERIOD: Duration = Duration::from_millis(1);
 /// How often the watcher looks for containers being sent to when none is: a flood to a full
-/// socket is gated within this plus two samples. Each look is a timer wake-up: an idle node's
-/// watcher costs about 0.15% of a core at 20 ms (0.03% at 100 ms, where a slow receiver's
-/// flood left 78% of its loss to the switch instead of 88%: `scripts/slowrecv.sh`).
+/// socket is gated within this plus two samples. Each look is a timer wake-up: an idle pair of
+/// nodes used 0.5-0.6% of a core with it against 0.2-0.3% before (`scripts/latency.sh`). At
+/// 100 ms a slow receiver's flood left 78% of its loss to the switch instead of 88%
+/// (`scripts/slowrecv.sh` on each build).
 pub const IDLE_PERIOD: Duration = Duration::from_millis(20);
 /// Samples in a row that must find a socket full before its port is gated.
 pub const CLOSE_AFTER: u8 = 2;
