@@ -109,6 +109,8 @@ pub struct Commit {
     left: Leftovers,
     /// The security associations derived with the change, swapped in by the ESP step.
     sas: Option<esp::SaPlan>,
+    /// The receiver gates of the ports the change adds, by port name.
+    gates: HashMap<String, Arc<vswitch::gate::ReceiverGate>>,
 }
 
 impl Commit {
@@ -134,6 +136,7 @@ impl Commit {
         }
         // The undo log holds the replaced tables (ARP maps): freed with the leftovers too.
         self.left.garbage.push(Box::new(self.undo.steps));
+        self.left.garbage.push(Box::new(self.gates));
         self.left.garbage.push(Box::new(self.arp));
         self.left.garbage.push(Box::new(self.dns));
         match self.error {
@@ -173,6 +176,7 @@ impl Node {
             fdb_added,
             undo,
             sas,
+            gates,
         } = change;
         let stale = !Arc::ptr_eq(&base, &self.plan);
         let mut c = Commit {
@@ -191,6 +195,7 @@ impl Node {
             error: None,
             left: Leftovers::default(),
             sas,
+            gates,
         };
         c.left.garbage.push(Box::new(base));
         if stale {
@@ -245,6 +250,7 @@ impl Node {
             self.add_ports(
                 &new,
                 &mut c.opened,
+                &mut c.gates,
                 &mut c.undo,
                 &mut c.log,
                 &mut c.left.garbage,
@@ -488,6 +494,7 @@ impl Node {
         &mut self,
         new: &Plan,
         opened: &mut HashMap<String, Opened>,
+        gates: &mut HashMap<String, Arc<vswitch::gate::ReceiverGate>>,
         undo: &mut UndoLog,
         log: &mut String,
         garbage: &mut Vec<Box<dyn std::any::Any + Send>>,
@@ -511,15 +518,14 @@ impl Node {
                 garbage.push(Box::new(spare));
             }
             // Port security: a container's port sends only as its endpoint (an ingress is open).
-            if let PortKind::Endpoint { mac, addr, netns } = &p.kind {
+            if let PortKind::Endpoint { mac, addr, .. } = &p.kind {
                 let (mac, ip) = (*mac, addr.0);
                 self.sw.set_port_guard(id, PortGuard::Endpoint { mac, ip });
-                // Early drop for a receiver that cannot keep up (`receivers`): a container
-                // whose namespace the node knows gets a gate the watcher closes.
-                if let Some(ns) = netns {
-                    let gate = super::receivers::gates().gate(&p.name, ns);
-                    self.sw.set_receiver_gate(id, Some(gate));
-                }
+            }
+            // Early drop for a receiver that cannot keep up (`receivers`): a container whose
+            // namespace the node knows has a gate the watcher closes (taken when prepared).
+            if let Some(gate) = gates.remove(&p.name) {
+                self.sw.set_receiver_gate(id, Some(gate));
             }
             undo.push(Undo::PortAdded(id))?;
             let what = match p.kind {

@@ -54,6 +54,10 @@ pub struct Change {
     /// AES key schedule, per peer and key: the one piece of crypto a change costs), when
     /// either changed; the commit only swaps them in.
     pub(super) sas: Option<esp::SaPlan>,
+    /// The receiver gates of the container ports the change adds (those with a named
+    /// namespace), by port name: taken from the process's gates here (a lock, and an
+    /// allocation for a new one), so the commit only hands them to the switch.
+    pub(super) gates: HashMap<String, Arc<vswitch::gate::ReceiverGate>>,
 }
 
 /// A port opened for a change, and its transmit batch (if it still has one).
@@ -144,6 +148,17 @@ impl Change {
             tx.prefault();
             opened.push((p.name.clone(), (port, Some(tx))));
         }
+        let gates = plan
+            .ports
+            .iter()
+            .filter(|p| !base.ports.iter().any(|o| o.name == p.name))
+            .filter_map(|p| match &p.kind {
+                PortKind::Endpoint {
+                    netns: Some(ns), ..
+                } => Some((p.name.clone(), super::receivers::gates().gate(&p.name, ns))),
+                _ => None,
+            })
+            .collect();
         // The difference of the tables, computed here rather than between batches.
         let arp: Vec<(usize, HashMap<Ipv4Addr, Mac>)> = plan
             .live_nets()
@@ -206,6 +221,7 @@ impl Change {
             fdb_added,
             undo: super::apply::UndoLog::with_capacity(steps),
             sas,
+            gates,
         })
     }
 

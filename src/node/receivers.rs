@@ -57,7 +57,8 @@ pub struct Gates {
     map: Mutex<HashMap<(String, String), Arc<ReceiverGate>>>,
 }
 
-/// The process's gates: the node's `add_ports` takes them, the watcher reads them.
+/// The process's gates: a change takes those of the ports it adds when it is prepared
+/// (`Change::planned`, off the poll thread), the watcher reads them.
 pub fn gates() -> &'static Gates {
     static GATES: LazyLock<Gates> = LazyLock::new(Gates::default);
     &GATES
