@@ -131,9 +131,16 @@ impl Change {
         }
         let offloads = buf_size >= vswitch::offload::GSO_BUF_SIZE;
         let mut opened = Vec::new();
+        let mut gates = HashMap::new();
         for p in &plan.ports {
             if base.ports.iter().any(|o| o.name == p.name) {
                 continue;
+            }
+            if let PortKind::Endpoint {
+                netns: Some(ns), ..
+            } = &p.kind
+            {
+                gates.insert(p.name.clone(), super::receivers::gates().gate(&p.name, ns));
             }
             // On an error the ports opened so far close as `opened` drops: nothing stays.
             let port = ports.open(p, offloads).with_context(|| {
@@ -148,17 +155,6 @@ impl Change {
             tx.prefault();
             opened.push((p.name.clone(), (port, Some(tx))));
         }
-        let gates = plan
-            .ports
-            .iter()
-            .filter(|p| !base.ports.iter().any(|o| o.name == p.name))
-            .filter_map(|p| match &p.kind {
-                PortKind::Endpoint {
-                    netns: Some(ns), ..
-                } => Some((p.name.clone(), super::receivers::gates().gate(&p.name, ns))),
-                _ => None,
-            })
-            .collect();
         // The difference of the tables, computed here rather than between batches.
         let arp: Vec<(usize, HashMap<Ipv4Addr, Mac>)> = plan
             .live_nets()

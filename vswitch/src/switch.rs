@@ -174,15 +174,9 @@ impl SwitchStats {
             a.tx_packets += b.tx_packets;
             a.tx_bytes += b.tx_bytes;
             a.tx_dropped += b.tx_dropped;
-            for &(name, v) in &op.port {
-                match p.port.iter_mut().find(|(n, _)| *n == name) {
-                    // The receiver gate is one for all workers: its counters are the same on
-                    // each, taken once.
-                    Some((_, x)) if crate::gate::GATE_COUNTERS.contains(&name) => *x = (*x).max(v),
-                    Some((_, x)) => *x += v,
-                    None => p.port.push((name, v)),
-                }
-            }
+            // The receiver gate is one for all workers: its counters, the same on each, are
+            // taken once.
+            add_named(&mut p.port, &op.port, &crate::gate::GATE_COUNTERS);
         }
         for os in &o.stages {
             let Some(s) = self.stages.iter_mut().find(|s| s.name == os.name) else {
@@ -195,8 +189,8 @@ impl SwitchStats {
             s.flood += os.flood;
             s.remote += os.remote;
             s.drop_unnamed += os.drop_unnamed;
-            add_named(&mut s.drops, &os.drops);
-            add_named(&mut s.events, &os.events);
+            add_named(&mut s.drops, &os.drops, &[]);
+            add_named(&mut s.events, &os.events, &[]);
         }
         self.fdb.learned += o.fdb.learned;
         self.fdb.moves += o.fdb.moves;
@@ -216,10 +210,13 @@ impl SwitchStats {
     }
 }
 
-/// Add the named counters of `o` to those of `to` (a name `to` lacks is appended).
-fn add_named(to: &mut Vec<(&'static str, u64)>, o: &[(&'static str, u64)]) {
+/// Add the named counters of `o` to those of `to` (a name `to` lacks is appended); those named
+/// in `shared` are taken once (the larger of the two).
+fn add_named(to: &mut Vec<(&'static str, u64)>, o: &[(&'static str, u64)], shared: &[&str]) {
     for &(name, v) in o {
         match to.iter_mut().find(|(n, _)| *n == name) {
+            // A counter both sides read from one place: the larger, not the sum.
+            Some((_, x)) if shared.contains(&name) => *x = (*x).max(v),
             Some((_, x)) => *x += v,
             None => to.push((name, v)),
         }
@@ -957,14 +954,26 @@ mod tests {
             ..StageStats::default()
         };
         let mut a = SwitchStats {
-            ports: vec![port("c11", 5, vec![("handoff_rx_out", 1)])],
+            ports: vec![port(
+                "c11",
+                5,
+                vec![("handoff_rx_out", 1), ("receiver_samples", 6)],
+            )],
             stages: vec![stage(5, vec![("drop_runt", 1)])],
             fdb_entries: (3, 7),
             ..SwitchStats::default()
         };
         let b = SwitchStats {
             ports: vec![
-                port("c11", 2, vec![("handoff_rx_out", 2), ("handoff_rx_in", 4)]),
+                port(
+                    "c11",
+                    2,
+                    vec![
+                        ("handoff_rx_out", 2),
+                        ("handoff_rx_in", 4),
+                        ("receiver_samples", 6),
+                    ],
+                ),
                 port("c12", 9, vec![]),
             ],
             stages: vec![stage(2, vec![("drop_runt", 2)])],
@@ -974,9 +983,14 @@ mod tests {
         a.add(&b);
         assert_eq!(a.port("c11").map(|p| p.rx_packets), Some(7));
         assert_eq!(a.port("c12").map(|p| p.rx_packets), Some(9));
+        // The gate's counters come from the one gate every worker holds: taken once.
         assert_eq!(
             a.ports[0].port,
-            [("handoff_rx_out", 3), ("handoff_rx_in", 4)]
+            [
+                ("handoff_rx_out", 3),
+                ("receiver_samples", 6),
+                ("handoff_rx_in", 4)
+            ]
         );
         let s = a.stage("l2-parse").unwrap();
         assert_eq!((s.rx, s.drops.clone()), (7, vec![("drop_runt", 3)]));
