@@ -272,6 +272,8 @@ fn exercise(lab: &mut Lab, node: &str, c11: &str, c12: &str, mode: XdpMode) {
             "tx_oversize",
             "tx_ring_full",
             "tx_kick_errors",
+            "tx_packet_errors",
+            "tx_packet_would_block",
             "rx_invalid_descs_kernel",
             "tx_invalid_descs_kernel",
             "umem_foreign_addrs",
@@ -280,6 +282,9 @@ fn exercise(lab: &mut Lab, node: &str, c11: &str, c12: &str, mode: XdpMode) {
         }
         // Copy mode kicks every transmit batch.
         assert!(counter(&st, port, "tx_kicks") > 0);
+        // 4 MiB of TCP: in-order segments of the stream met in a batch and went to the
+        // container merged, through the packet socket (afxdp_super.rs checks what arrives).
+        assert!(counter(&st, port, "tx_gro_frames") > 0, "{port} ({mode:?})");
         // Every frame is back: the fill rings full again, nothing left lent for transmit.
         let queues = if port == "c11" {
             VC11_QUEUES

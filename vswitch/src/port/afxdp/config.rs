@@ -75,6 +75,12 @@ pub struct AfxdpConfig {
     pub queues: Option<u32>,
     /// `bind` attempts while the kernel still holds the queue (`EBUSY`).
     pub bind_retries: u32,
+    /// Open a packet socket beside the rings for what a TX ring cannot carry: in-order TCP
+    /// segments of one flow merged into one super-frame (as the kernel's GRO would), and TCP
+    /// super-frames sent whole. The port then takes offloads
+    /// ([`Port::offloads`](crate::port::Port::offloads)). Off: every frame goes through a TX
+    /// ring, one `sk_buff` each, and the switch finishes offload work first.
+    pub super_frames: bool,
 }
 
 impl Default for AfxdpConfig {
@@ -89,6 +95,7 @@ impl Default for AfxdpConfig {
             completion_ring: DEFAULT_TX_RING,
             queues: None,
             bind_retries: DEFAULT_BIND_RETRIES,
+            super_frames: true,
         }
     }
 }

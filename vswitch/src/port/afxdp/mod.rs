@@ -8,6 +8,8 @@
 //! ```text
 //! container eth0 ══veth══► host end ─► XDP (attach.rs): xsks[rx queue] ─► RX ring ─► rx_burst ─► l2-parse ─► ...
 //! container eth0 ◄══veth══ host end ◄─ sendto kick ◄─ TX ring ◄─ tx_burst ◄─ output ◄─────────────────────┘
+//!                              ▲                                  │ GRO runs, super-frames
+//!                              └── packet socket: sendmsg ◄───────┘
 //! ```
 //!
 //! Design choices, and why:
@@ -58,12 +60,22 @@
 //! - **Bind retries.** Right after a previous socket on the queue closed (a restarted node), the
 //!   kernel may still hold the queue for ~100 ms and `bind` returns `EBUSY`: retried, bounded.
 //!
+//! - **Super-frames through a packet socket** (`packet_tx`, on by default,
+//!   [`AfxdpConfig::super_frames`]). A TX descriptor is one frame, so a TCP stream would reach
+//!   the container one 1450-byte `sk_buff` at a time. In-order segments of one flow are merged
+//!   (the kernel's GRO rule, as the TAP port does) and sent through an `AF_PACKET` socket with
+//!   a virtio-net header, one `sendmsg` gathered from where the payloads lie; so are
+//!   super-frames from a TAP container, whole, and the port takes offloads (it finishes a
+//!   partial checksum itself). Everything else takes the TX ring; the ring is drained before a
+//!   packet-socket send so a flow keeps its order.
+//!
 //! Frames longer than the room of a [`Packet`](crate::Packet) (receive) or than the UMEM frame
 //! or the device's MTU allows (transmit) are dropped and counted (`rx_oversize`, `tx_oversize`).
 //!
 //! The parts, one concern each: `config` (settings and their limits), `umem` (the mapped
 //! frames and their accounting), `queue` (one socket's four rings: receive, transmit, refill,
 //! reap, kick), `port` ([`AfxdpPort`]: opening and the [`Port`](crate::port::Port) methods),
+//! `packet_tx` (the packet socket for super-frames),
 //! `attach` (the XDP program, its XSKMAP and `bpf_link`) and `epoll` (one wait descriptor over
 //! several queues).
 
@@ -74,6 +86,7 @@ use crate::port::ethtool::EthtoolError;
 mod attach;
 mod config;
 mod epoll;
+mod packet_tx;
 mod port;
 mod queue;
 mod umem;

@@ -1,6 +1,7 @@
 //! [`AfxdpPort`]: an interface's receive queues as one switch port. Opening checks the
 //! settings and the MTU, attaches the XDP program, binds one socket per queue and puts each in
-//! the XSKMAP; the [`Port`] methods spread receive over the queues and transmit through them.
+//! the XSKMAP; the [`Port`] methods spread receive over the queues and transmit through them,
+//! and through the packet socket for super-frames ([`super::packet_tx`]).
 //!
 //! Where it sits: a local port at both ends of a container's path (see [`super`]).
 
@@ -12,10 +13,13 @@ use xdpilone::SocketConfig;
 use super::attach::{XdpLink, XdpProgram, XskMap, attach};
 use super::config::{AfxdpConfig, MAX_QUEUES, XDP_PACKET_HEADROOM, XdpMode};
 use super::epoll::epoll_over;
+use super::packet_tx::PacketTx;
 use super::queue::{Queue, is_zero_copy, open_queue};
 use super::umem::FrameUse;
 use super::{AfxdpError, Ctx};
-use crate::batch::Batch;
+use crate::batch::{Batch, MAX_BATCH};
+use crate::offload;
+use crate::packet::Packet;
 use crate::port::Port;
 use crate::port::ethtool;
 use crate::port::iface::CtlSocket;
@@ -32,9 +36,10 @@ pub struct AfxdpStats {
     pub rx_oversize: u64,
     /// RX descriptors pointing outside the UMEM (a kernel bug; never seen), dropped.
     pub rx_invalid_desc: u64,
-    /// Frames queued on a TX ring.
+    /// Frames sent: queued on a TX ring, or through the packet socket (a merged run counts its
+    /// segments).
     pub tx_packets: u64,
-    /// Bytes queued on a TX ring.
+    /// Bytes of those frames.
     pub tx_bytes: u64,
     /// Frames longer than a UMEM frame or the device's MTU allows, dropped.
     pub tx_oversize: u64,
@@ -49,7 +54,21 @@ pub struct AfxdpStats {
     /// `bind` attempts refused with `EBUSY` while opening (the queue's previous socket was
     /// still being released).
     pub bind_busy_retries: u64,
-    /// The errno of the last failed kick, 0 if none.
+    /// Super-frames sent through the packet socket, merged from in-order segments of one flow.
+    pub tx_gro_frames: u64,
+    /// Segments merged into those.
+    pub tx_gro_segments: u64,
+    /// TCP super-frames (from a container that hands them over, a TAP with offloads) sent
+    /// whole through the packet socket, with their MSS in the virtio-net header.
+    pub tx_gso_frames: u64,
+    /// Partial checksums finished by the port before the TX ring.
+    pub tx_csum_finished: u64,
+    /// Frames (segments, for a merged run) the packet socket refused for want of buffer room,
+    /// dropped.
+    pub tx_packet_would_block: u64,
+    /// Frames (segments, for a merged run) the packet socket refused otherwise, dropped.
+    pub tx_packet_errors: u64,
+    /// The errno of the last failed kick or packet-socket send, 0 if none.
     pub last_errno: i32,
 }
 
@@ -75,6 +94,7 @@ pub struct AfxdpPort {
     _prog: XdpProgram,
     map: XskMap,
     queues: Vec<Queue>,
+    packet_tx: Option<PacketTx>,
     epoll: Option<OwnedFd>,
     ifname: String,
     ifindex: u32,
@@ -93,6 +113,7 @@ impl fmt::Debug for AfxdpPort {
             .field("mode", &self.mode)
             .field("zero_copy", &self.zero_copy)
             .field("queues", &self.queues.len())
+            .field("super_frames", &self.packet_tx.is_some())
             .field("xskmap_slots", &self.map.entries())
             .field("link_fd", &self.link.as_raw_fd())
             .field("stats", &self.stats)
@@ -175,6 +196,11 @@ impl AfxdpPort {
             queues.push(queue);
         }
         let zero_copy = queues.iter().all(|q| is_zero_copy(q.fd));
+        let packet_tx = if cfg.super_frames {
+            Some(PacketTx::open(&cx, ifindex)?)
+        } else {
+            None
+        };
         let epoll = if queues.len() > 1 {
             Some(epoll_over(queues.iter().map(|q| q.fd)).map_err(|e| cx.os("epoll", e))?)
         } else {
@@ -185,6 +211,7 @@ impl AfxdpPort {
             _prog: prog,
             map,
             queues,
+            packet_tx,
             epoll,
             ifname: ifname.to_string(),
             ifindex,
@@ -219,6 +246,12 @@ impl AfxdpPort {
     /// Receive queues bound.
     pub fn queue_count(&self) -> usize {
         self.queues.len()
+    }
+
+    /// Whether TCP super-frames (merged runs, or handed over whole) go to the device through the
+    /// packet socket ([`AfxdpConfig::super_frames`]).
+    pub fn super_frames(&self) -> bool {
+        self.packet_tx.is_some()
     }
 
     /// Largest frame transmitted; longer ones are dropped as `tx_oversize`.
@@ -297,27 +330,84 @@ impl Port for AfxdpPort {
     }
 
     fn tx_burst(&mut self, batch: &mut Batch) -> usize {
-        let pkts = batch.pkts();
-        let (mut seen, mut queued) = (0, 0);
-        // Any queue's TX ring reaches the same wire: the first one, then the next when full.
-        for q in &mut self.queues {
-            if seen == pkts.len() {
-                break;
-            }
-            q.reap_completions();
-            let (put, looked) = q.transmit(&pkts[seen..], self.max_tx_len, &mut self.stats);
-            seen += looked;
-            queued += put;
-            if put > 0 {
-                if q.tx.needs_wakeup() {
-                    q.kick(&mut self.stats);
-                }
-                // Copy mode completes inside the kick: take the frames back at once.
-                q.reap_completions();
+        let Some(ptx) = &self.packet_tx else {
+            return ring_tx(
+                &mut self.queues,
+                batch.pkts(),
+                self.max_tx_len,
+                &mut self.stats,
+            );
+        };
+        let st = &mut self.stats;
+        // A partial checksum alone is finished here, in place (a sum over at most one MTU):
+        // the frame then takes the ring with its batch instead of a system call of its own.
+        for p in batch.pkts_mut() {
+            let mut o = p.meta.offload;
+            if o.pending() && !o.is_gso() {
+                offload::finish_checksum(p.data_mut(), &mut o);
+                p.meta.offload = o;
+                st.tx_csum_finished += 1;
             }
         }
-        self.stats.tx_ring_full += (pkts.len() - seen) as u64;
-        queued
+        let pkts = batch.pkts();
+        let mut sent = 0;
+        // Frames from `start` to `i` go on the TX ring, as one run of descriptors, before the
+        // next frame that takes the packet socket: a flow's frames keep their order.
+        let (mut start, mut i) = (0, 0);
+        while i < pkts.len() {
+            let gso = pkts[i].meta.offload.is_gso();
+            let run = if gso {
+                1
+            } else {
+                // At most MAX_BATCH segments: send_run's iovecs.
+                offload::gro_run(&pkts[i..pkts.len().min(i + MAX_BATCH)])
+            };
+            if !gso && run < 2 {
+                i += 1;
+                continue;
+            }
+            if start < i {
+                sent += ring_tx(&mut self.queues, &pkts[start..i], self.max_tx_len, st);
+                drain_rings(&mut self.queues, st);
+            }
+            let rc = if gso {
+                ptx.send_one(&pkts[i])
+            } else {
+                ptx.send_run(&pkts[i..i + run])
+            };
+            match rc {
+                Ok(()) => {
+                    sent += run;
+                    if gso {
+                        st.tx_gso_frames += 1;
+                    } else {
+                        st.tx_gro_frames += 1;
+                        st.tx_gro_segments += run as u64;
+                    }
+                    st.tx_packets += run as u64;
+                    st.tx_bytes += pkts[i..i + run].iter().map(|p| p.len() as u64).sum::<u64>();
+                }
+                Err(err) => {
+                    st.last_errno = err.raw_os_error().unwrap_or(0);
+                    if err.kind() == std::io::ErrorKind::WouldBlock {
+                        st.tx_packet_would_block += run as u64;
+                    } else {
+                        st.tx_packet_errors += run as u64;
+                    }
+                }
+            }
+            i += run;
+            start = i;
+        }
+        if start < pkts.len() {
+            sent += ring_tx(&mut self.queues, &pkts[start..], self.max_tx_len, st);
+        }
+        sent
+    }
+
+    /// With the packet socket: super-frames are sent whole, partial checksums finished here.
+    fn offloads(&self) -> bool {
+        self.packet_tx.is_some()
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
@@ -345,6 +435,12 @@ impl Port for AfxdpPort {
             ("tx_kick_errors", s.tx_kick_errors),
             ("fill_wakeups", s.fill_wakeups),
             ("bind_busy_retries", s.bind_busy_retries),
+            ("tx_gro_frames", s.tx_gro_frames),
+            ("tx_gro_segments", s.tx_gro_segments),
+            ("tx_gso_frames", s.tx_gso_frames),
+            ("tx_csum_finished", s.tx_csum_finished),
+            ("tx_packet_would_block", s.tx_packet_would_block),
+            ("tx_packet_errors", s.tx_packet_errors),
             ("rx_dropped_kernel", k.rx_dropped),
             ("rx_ring_full_kernel", k.rx_ring_full),
             ("fill_ring_empty", k.fill_ring_empty),
@@ -355,6 +451,48 @@ impl Port for AfxdpPort {
             ("umem_frames_tx", u64::from(f.tx)),
             ("umem_foreign_addrs", foreign),
         ]
+    }
+}
+
+/// Queue `pkts` on the TX rings: the first queue's, then the next when full (any queue's ring
+/// reaches the same wire), kicking each that took frames. Returns how many were queued; the
+/// rest are counted as `tx_ring_full` (or `tx_oversize`).
+fn ring_tx(queues: &mut [Queue], pkts: &[Packet], max_len: usize, st: &mut AfxdpStats) -> usize {
+    let (mut seen, mut queued) = (0, 0);
+    for q in queues {
+        if seen == pkts.len() {
+            break;
+        }
+        q.reap_completions();
+        let (put, looked) = q.transmit(&pkts[seen..], max_len, st);
+        seen += looked;
+        queued += put;
+        if put > 0 {
+            if q.tx.needs_wakeup() {
+                q.kick(st);
+            }
+            // Copy mode completes inside the kick: take the frames back at once.
+            q.reap_completions();
+        }
+    }
+    st.tx_ring_full += (pkts.len() - seen) as u64;
+    queued
+}
+
+/// Kick until the kernel has taken every queued descriptor (a copy-mode kick sends at most 32),
+/// so that a frame sent next through the packet socket goes out after them. Bounded: a kick
+/// that makes no progress (the device is busy) leaves the rest to the next receive call.
+fn drain_rings(queues: &mut [Queue], st: &mut AfxdpStats) {
+    /// A batch's MAX_BATCH frames are two kicks of 32.
+    const MAX_KICKS: usize = MAX_BATCH / 32 + 2;
+    for q in queues {
+        for _ in 0..MAX_KICKS {
+            if !q.tx_needs_kick() {
+                break;
+            }
+            q.kick(st);
+        }
+        q.reap_completions();
     }
 }
 
