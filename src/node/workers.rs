@@ -47,7 +47,9 @@ impl PortOpener for WorkerPorts<'_> {
             (Some(p), o)
         } else {
             // What the owner's driver will take: a TAP endpoint's offloads when the switch's
-            // buffers hold super-frames (`SystemPorts`), nothing for the others.
+            // buffers hold super-frames (`SystemPorts`), nothing for the others. An AF_XDP
+            // port's owner takes super-frames too (its packet socket), but frames handed to it
+            // from here arrive finished, and it merges runs of segments itself.
             let tap = matches!(
                 (&plan.attach, &plan.kind),
                 (Attach::Tap(_), PortKind::Endpoint { .. })
