@@ -87,6 +87,10 @@ struct Args {
     /// Passed to each `vxmesh run`: poll threads per node (default: vxmesh's own, 1).
     #[arg(long, value_name = "N")]
     workers: Option<u16>,
+    /// Passed to each `vxmesh run`: the CPUs its poll threads are pinned to (both nodes get
+    /// the same list; default: not pinned).
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
     /// Passed to each `vxmesh run`: the receiver watcher's period (0: off; default: vxmesh's
     /// own, 1000).
     #[arg(long, value_name = "MICROS")]
@@ -372,6 +376,11 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
                 args.workers
                     .iter()
                     .flat_map(|w| ["--workers".to_string(), w.to_string()]),
+            )
+            .chain(
+                args.cpus
+                    .iter()
+                    .flat_map(|c| ["--cpus".to_string(), c.clone()]),
             )
             .chain(
                 args.receiver_watch_us

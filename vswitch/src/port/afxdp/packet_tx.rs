@@ -61,7 +61,10 @@ impl PacketTx {
             )
         };
         if raw < 0 {
-            return Err(cx.os(step, io::Error::last_os_error()));
+            return Err(cx.os(
+                format!("{step} (needs CAP_NET_RAW)"),
+                io::Error::last_os_error(),
+            ));
         }
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
