@@ -1,5 +1,5 @@
 # Sourced by the scripts that measure two `vxmesh run` nodes in a namespace lab (latency.sh,
-# latency-trace.sh, slowrecv.sh). The caller sets `vxmesh` (the executable), `P` (the
+# latency-trace.sh, slowrecv.sh, tcp-pairs.sh). The caller sets `vxmesh` (the executable), `P` (the
 # namespaces' prefix) and `out` (its results directory). This makes the lab from the shared
 # fixture (`$cfg`), and removes it on exit: the caller's `lab_extra_cleanup` first if it defines
 # one, then the nodes, then the namespaces. `start_nodes ARGS...` starts both nodes with ARGS
