@@ -275,10 +275,17 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
 
     // 5. iperf3 TCP across nodes: AF_XDP -> AF_XDP and TAP -> TAP. The TAPs have offloads: c22's
     // super-frames reach n2's underlay whole and are cut as it sends them (`tx_gso_frames`),
-    // and merged again by n1 for c12.
+    // and merged again by n1 for c12. n2 merges c11's segments for c21 too (its AF_XDP port's
+    // packet socket). And on one node, TAP -> AF_XDP: c12's super-frames go to c11 whole.
     let gso_before = port_counter(&run, "n2", "underlay", "tx_gso_frames");
     let gro_before = port_counter(&run, "n1", "c12", "tx_gro_frames");
-    for (server, client, ip) in [("c21", "c11", "10.0.9.21"), ("c12", "c22", "10.0.9.12")] {
+    let afxdp_gro_before = port_counter(&run, "n2", "c21", "tx_gro_frames");
+    let afxdp_whole_before = port_counter(&run, "n1", "c11", "tx_gso_frames");
+    for (server, client, ip) in [
+        ("c21", "c11", "10.0.9.21"),
+        ("c12", "c22", "10.0.9.12"),
+        ("c11", "c12", "10.0.9.11"),
+    ] {
         let mut srv = Command::new("ip")
             .args(["netns", "exec", &ns(server), "iperf3", "-s", "-1"])
             .stdout(Stdio::null())
@@ -311,6 +318,8 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
     }
     assert!(port_counter(&run, "n2", "underlay", "tx_gso_frames") > gso_before);
     assert!(port_counter(&run, "n1", "c12", "tx_gro_frames") > gro_before);
+    assert!(port_counter(&run, "n2", "c21", "tx_gro_frames") > afxdp_gro_before);
+    assert!(port_counter(&run, "n1", "c11", "tx_gso_frames") > afxdp_whole_before);
 
     // 6. A long-lived connection keeps its backend while reload drains it; new ones avoid it.
     let vip = SocketAddr::from(([10, 0, 9, 100], 80));
