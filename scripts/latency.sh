@@ -8,7 +8,8 @@
 # Policies: fixed (--busy-poll-max-us 200: a 200 µs window, the old default), adaptive (the
 # default, --busy-poll-max-us 5000: the window follows the gaps between frames up to 5 ms),
 # polling (--busy-poll-us max: never sleeps). Repeated --runs times, alternating the
-# order; medians in target/latency/<UTC timestamp>/results.md (raw numbers in raw.tsv).
+# order; medians in target/latency/<UTC timestamp>/results.md (raw numbers in raw.tsv), and as
+# curves in curves.svg (scripts/plot-latency.py).
 # Root. Usage: scripts/latency.sh [--runs N] [--count N] [--vxmesh PATH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -123,4 +124,6 @@ done
   done
 } > "$out/results.md"
 cat "$out/results.md"
-echo "results in $out" >&2
+# The same medians as curves (latency and CPU against the rate).
+python3 scripts/plot-latency.py "$out/results.md" "$out/curves.svg"
+echo "results in $out (curves.svg: the curves)" >&2
