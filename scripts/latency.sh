@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
 done
 
 . scripts/packages.sh
-need_packages iproute2 iputils-ping protobuf-compiler libprotobuf-dev
+need_packages iproute2 iputils-ping python3 protobuf-compiler libprotobuf-dev
 
 if [ -z "$vxmesh" ]; then
   cargo build --release --quiet -p vxmesh --bin vxmesh -p vxmesh-lab --bin vxmesh-lab
