@@ -78,6 +78,8 @@ pub mod afxdp;
 pub mod capture;
 #[cfg(any(feature = "afxdp", feature = "tap"))]
 pub mod ethtool;
+#[cfg(any(feature = "afxdp", feature = "tap"))]
+mod gather;
 pub mod handoff;
 #[cfg(any(feature = "afxdp", feature = "tap"))]
 pub mod iface;

@@ -42,6 +42,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::Port;
+use super::gather::{self, iovec};
 use super::iface::{self, CtlSocket, IFNAME_RULE, MAX_PREFIX_LEN};
 use super::netns::{self, NetnsError};
 use crate::batch::{Batch, MAX_BATCH};
@@ -318,21 +319,9 @@ impl TapPort {
 
     /// One `writev` of the super-frame a GRO run of `pkts` makes ([`offload::gro_run`]): its
     /// virtio-net header and merged headers, then each segment's payload where it lies in its
-    /// packet. The kernel's one copy into its buffer is the only one.
+    /// packet ([`gather::merged_run`]). The kernel's one copy into its buffer is the only one.
     fn write_merged(&self, pkts: &[Packet]) -> io::Result<()> {
-        let mut hdr = [0u8; offload::GRO_MAX_HEADER];
-        let (hl, _, o) = offload::gro_header(pkts, &mut hdr);
-        // to_vnet reads the headers only (up to the TCP header's end).
-        let vh = offload::to_vnet(&o, &hdr[..hl]);
-        let mut iov = [iovec(&[]); MAX_BATCH + 2];
-        iov[0] = iovec(&vh);
-        iov[1] = iovec(&hdr[..hl]);
-        // tx_burst's runs are at most MAX_BATCH packets.
-        let n = pkts.len().min(MAX_BATCH);
-        for (slot, p) in iov[2..].iter_mut().zip(&pkts[..n]) {
-            *slot = iovec(offload::gro_payload(p.data(), hl));
-        }
-        self.writev(&iov[..n + 2])
+        gather::merged_run(pkts, |iov| self.writev(iov))
     }
 
     /// `writev`, again when interrupted.
@@ -361,15 +350,6 @@ impl TapPort {
     /// The namespace the TAP lives in (`None`: the creating thread's).
     pub fn netns(&self) -> Option<&str> {
         self.netns.as_deref()
-    }
-}
-
-/// An iovec for a buffer the kernel only reads (`writev`).
-#[inline]
-fn iovec(b: &[u8]) -> libc::iovec {
-    libc::iovec {
-        iov_base: b.as_ptr().cast_mut().cast(),
-        iov_len: b.len(),
     }
 }
 

@@ -32,9 +32,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{AfxdpError, Ctx};
-use crate::batch::MAX_BATCH;
 use crate::offload;
 use crate::packet::Packet;
+use crate::port::gather::{self, iovec};
 use crate::wire::vnet;
 
 /// `SOL_PACKET` options (linux/if_packet.h).
@@ -118,21 +118,10 @@ impl PacketTx {
         self.sendmsg(&[iovec(&vh), iovec(pkt.data())])
     }
 
-    /// The super-frame of a run found by [`offload::gro_run`] (at most [`MAX_BATCH`] packets):
+    /// The super-frame of a run found by [`offload::gro_run`] (at most `MAX_BATCH` packets):
     /// its virtio-net header and merged headers, then each segment's payload where it lies.
     pub(super) fn send_run(&self, pkts: &[Packet]) -> io::Result<()> {
-        let mut hdr = [0u8; offload::GRO_MAX_HEADER];
-        let (hl, _, o) = offload::gro_header(pkts, &mut hdr);
-        // to_vnet reads the headers only.
-        let vh = offload::to_vnet(&o, &hdr[..hl]);
-        let mut iov = [iovec(&[]); MAX_BATCH + 2];
-        iov[0] = iovec(&vh);
-        iov[1] = iovec(&hdr[..hl]);
-        let n = pkts.len().min(MAX_BATCH);
-        for (slot, p) in iov[2..].iter_mut().zip(&pkts[..n]) {
-            *slot = iovec(offload::gro_payload(p.data(), hl));
-        }
-        self.sendmsg(&iov[..n + 2])
+        gather::merged_run(pkts, |iov| self.sendmsg(iov))
     }
 
     /// `sendmsg` of `iov` (the first is the virtio-net header), again when interrupted.
@@ -144,7 +133,7 @@ impl PacketTx {
         msg.msg_iovlen = iov.len() as _;
         loop {
             // SAFETY: every iovec describes a buffer of its length the caller borrows for this
-            // call; the kernel only reads them. At most MAX_BATCH + 2 < IOV_MAX entries.
+            // call; the kernel only reads them. At most MAX_BATCH + 2 < IOV_MAX entries (gather::merged_run).
             let rc = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
             if rc >= 0 {
                 return Ok(());
@@ -154,14 +143,5 @@ impl PacketTx {
                 return Err(err);
             }
         }
-    }
-}
-
-/// An iovec for a buffer the kernel only reads.
-#[inline]
-fn iovec(b: &[u8]) -> libc::iovec {
-    libc::iovec {
-        iov_base: b.as_ptr().cast_mut().cast(),
-        iov_len: b.len(),
     }
 }
