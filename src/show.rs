@@ -512,7 +512,7 @@ pub fn lb(node: &mut Node, stats: bool, rate: bool, as_json: bool) -> String {
     lb_of(node, &services, stats, rate, as_json)
 }
 
-/// [`lb`] of a listing (a node's workers' services added up: `lb::listing::merge_services`);
+/// [`lb()`] of a listing (a node's workers' services added up: `lb::listing::merge_services`);
 /// `node` names the networks.
 pub fn lb_of(
     node: &Node,

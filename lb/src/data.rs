@@ -141,7 +141,7 @@ impl Balancer {
     /// same, unmodified frame: its parse and hash are reused, and its lookup too unless a
     /// connection was added or removed since (by an earlier packet of the batch). A `prep`
     /// whose IPv4 offset, frame length or network differ from the call's is ignored. `rx` says
-    /// where the frame came from (what a new connection must pass: see [`Balancer::admit`]).
+    /// where the frame came from (what a new connection must pass: see `Balancer::admit`).
     #[inline]
     pub fn process_prepared(
         &mut self,

@@ -75,7 +75,7 @@ fn check_ipv4(ip: &[u8], gso: bool) -> Result<Ipv4Addr, PortSecDrop> {
 /// and `ethertype` set).
 ///
 /// The common case first, in a handful of compares: an endpoint's untagged unicast IPv4 with a
-/// 20-byte header, from its MAC and address. Everything else takes [`check_all`].
+/// 20-byte header, from its MAC and address. Everything else takes `check_all`.
 #[inline]
 pub fn check(p: &Packet, env: &Env) -> Result<(), PortSecDrop> {
     let frame = p.data();

@@ -26,7 +26,7 @@
 //! Written down as Open vSwitch's `lib/netdev-provider.h` does for its netdev providers.
 //!
 //! **Buffers belong to the batch, never to the port.** A [`Batch`] owns a fixed set of
-//! [`Packet`](crate::Packet) buffers, allocated once. On receive the port writes frames into
+//! [`Packet`] buffers, allocated once. On receive the port writes frames into
 //! the batch's free slots ([`Batch::spare_mut`]), in order from the first, through
 //! [`Packet::rx_area`](crate::Packet::rx_area) (which resets the metadata) and
 //! [`Packet::set_len`](crate::Packet::set_len), then calls [`Batch::grow`] with how many it

@@ -1,7 +1,7 @@
 //! The encrypted underlay as a switch port: [`EspPort`], a raw IPv4 socket of protocol 50 (ESP)
 //! on the node's VTEP address, for networks with `encrypted = true`.
 //!
-//! Where it sits: beside the plain [`UdpPort`](super::UdpPort), with the same role (the
+//! Where it sits: beside the plain [`UdpPort`], with the same role (the
 //! underlay). What it receives goes to `esp-decrypt` and then, as a VXLAN datagram from
 //! `meta.peer`, to `vxlan-decap`; what the output step queues on it for an encrypted network
 //! goes through `vxlan-encap` and `esp-encrypt` before it is sent.
