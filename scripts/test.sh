@@ -24,6 +24,8 @@ done
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The module docs say where each piece sits; their links must resolve.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 cargo test --workspace
 
 # Every example runs and exits 0 (each asserts what it prints; see examples/README.md).
