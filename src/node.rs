@@ -127,11 +127,12 @@ pub const FDB_AGE_BUDGET: usize = 4096;
 /// Connection-table slots examined per housekeeping tick.
 pub const CONN_EXPIRE_BUDGET: usize = 4096;
 
-/// The packet buffer size of a node serving `plan`: TAPs with offloads hand over 64 KB TCP
-/// super-frames, so every buffer of a node with TAP endpoints holds one (buffers move between
-/// batches); the others keep 2 KB buffers, and a TAP added to one later runs without offloads.
+/// The packet buffer size of a node serving `plan`: TAPs with offloads, and AF_XDP containers
+/// in named namespaces, hand over 64 KB TCP super-frames, so every buffer of a node with such
+/// endpoints holds one (buffers move between batches); the others keep 2 KB buffers, and such
+/// an endpoint added to one later runs without offloads.
 pub fn buf_size_for(plan: &Plan) -> usize {
-    if plan.has_tap_endpoints() {
+    if plan.has_super_frame_endpoints() {
         vswitch::offload::GSO_BUF_SIZE
     } else {
         vswitch::packet::DEFAULT_BUF_SIZE

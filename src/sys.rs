@@ -25,6 +25,16 @@ pub fn veth_peer_name(host_if: &str, netns: &str) -> anyhow::Result<String> {
     name.with_context(|| format!("{host_if}: its peer (ifindex {iflink}) is not in netns {netns}"))
 }
 
+/// Turn TX checksum offload, TSO and GSO on, and every segmentation offload but TCP/IPv4's off,
+/// on the container side of `host_if` (a veth whose peer is in `netns`): the AF_XDP port
+/// receives the container's TCP super-frames beside its rings and finishes its checksums.
+pub fn enable_peer_tcp4_offloads(host_if: &str, netns: &str) -> anyhow::Result<()> {
+    let peer = veth_peer_name(host_if, netns)?;
+    vswitch::port::ethtool::enable_tcp4_offloads(Some(netns), &peer)
+        .with_context(|| format!("{peer} in netns {netns}"))?;
+    Ok(())
+}
+
 /// Turn TX checksum offload, TSO and GSO off on the container side of `host_if` (a veth whose
 /// peer is in `netns`): frames reach AF_XDP as the container built them, so partial checksums
 /// and 64 KiB segments must not be left for a NIC that is not there.

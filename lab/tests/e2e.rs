@@ -277,6 +277,9 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
     // super-frames reach n2's underlay whole and are cut as it sends them (`tx_gso_frames`),
     // and merged again by n1 for c12. n2 merges c11's segments for c21 too (its AF_XDP port's
     // packet socket). And on one node, TAP -> AF_XDP: c12's super-frames go to c11 whole.
+    // c11 keeps its TCP offloads: its super-frames reach n1's port whole (`rx_gso_frames`),
+    // through the packet socket beside the ring.
+    let afxdp_rx_before = port_counter(&run, "n1", "c11", "rx_gso_frames");
     let gso_before = port_counter(&run, "n2", "underlay", "tx_gso_frames");
     let gro_before = port_counter(&run, "n1", "c12", "tx_gro_frames");
     let afxdp_gro_before = port_counter(&run, "n2", "c21", "tx_gro_frames");
@@ -320,6 +323,8 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
     assert!(port_counter(&run, "n1", "c12", "tx_gro_frames") > gro_before);
     assert!(port_counter(&run, "n2", "c21", "tx_gro_frames") > afxdp_gro_before);
     assert!(port_counter(&run, "n1", "c11", "tx_gso_frames") > afxdp_whole_before);
+    assert!(port_counter(&run, "n1", "c11", "rx_gso_frames") > afxdp_rx_before);
+    assert_eq!(port_counter(&run, "n1", "c11", "rx_bad_vnet_hdr"), 0);
 
     // 6. A long-lived connection keeps its backend while reload drains it; new ones avoid it.
     let vip = SocketAddr::from(([10, 0, 9, 100], 80));

@@ -498,12 +498,14 @@ impl Plan {
             .map_or("?", |n| n.name.as_str())
     }
 
-    /// Whether any port is a TAP endpoint (they hand over 64 KB super-frames with offloads).
-    pub fn has_tap_endpoints(&self) -> bool {
+    /// Whether any port hands over 64 KB super-frames: a TAP endpoint, or an AF_XDP endpoint
+    /// in a named namespace (the node turns the container's TCP offloads on).
+    pub fn has_super_frame_endpoints(&self) -> bool {
         self.ports.iter().any(|p| {
             matches!(
                 (&p.attach, &p.kind),
                 (Attach::Tap(_), PortKind::Endpoint { .. })
+                    | (Attach::Afxdp(_), PortKind::Endpoint { netns: Some(_), .. })
             )
         })
     }

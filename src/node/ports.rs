@@ -88,17 +88,31 @@ impl PortOpener for SystemPorts {
                 Ok(Box::new(tap))
             }
             (Attach::Afxdp(ifname), kind) => {
+                // With buffers for super-frames, the container keeps its TCP/IPv4 offloads and
+                // the port takes its super-frames; else they must be off (raw frames only).
+                let mut rx_super = false;
                 if let PortKind::Endpoint {
                     netns: Some(ns), ..
                 } = kind
                 {
-                    crate::sys::disable_peer_offloads(ifname, ns).with_context(|| {
-                        format!("endpoint {}: turning offloads off in netns {ns}", p.name)
-                    })?;
+                    rx_super = offloads;
+                    if rx_super {
+                        crate::sys::enable_peer_tcp4_offloads(ifname, ns).with_context(|| {
+                            format!(
+                                "endpoint {}: turning TCP/IPv4 offloads on in netns {ns}",
+                                p.name
+                            )
+                        })?;
+                    } else {
+                        crate::sys::disable_peer_offloads(ifname, ns).with_context(|| {
+                            format!("endpoint {}: turning offloads off in netns {ns}", p.name)
+                        })?;
+                    }
                 }
                 let port =
                     vswitch::port::afxdp::AfxdpPort::open(&vswitch::port::afxdp::AfxdpConfig {
                         ifname: ifname.clone(),
+                        rx_super_frames: rx_super,
                         ..Default::default()
                     })
                     .with_context(|| format!("port {}", p.name))?;

@@ -19,8 +19,8 @@
 
 use core::fmt;
 
-use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
-use crate::wire::ipv4::{self, PROTO_TCP};
+use crate::wire::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::ipv4::{self, PROTO_TCP, PROTO_UDP};
 use crate::wire::tcp::{self, FLAG_ACK, FLAG_CWR, FLAG_FIN, FLAG_PSH};
 use crate::wire::{be16, checksum, set_be16, udp, vnet};
 
@@ -163,6 +163,80 @@ pub fn finish_checksum(frame: &mut [u8], o: &mut Offload) {
     set_be16(&mut frame[field..], c);
     o.needs_csum = false;
 }
+
+/// A frame from a device that offloads TX checksums but hands over no checksum state (an
+/// AF_XDP ring from a container whose offloads are on): its TCP/UDP checksum may be partial
+/// (the field holds the pseudo-header sum) or complete, and nothing says which. The field is
+/// rewritten to the partial form from the headers alone, the pseudo-header sum the sender's
+/// kernel would have left there, and the returned offload says so; the switch then finishes
+/// it where the output needs it (or hands it on partial to a port that takes offloads). The
+/// same as a TAP's `NEEDS_CSUM` frame, at the cost of one pseudo-header sum.
+///
+/// IPv4 (not a fragment) and IPv6 (TCP or UDP right after the fixed header) only; anything
+/// else is left as it is (no offload). A frame longer than its IP packet (padding) gets its
+/// checksum computed here over the packet's own length, since a finish sums to the frame's end.
+pub fn partial_from_unknown(frame: &mut [u8]) -> Offload {
+    const ETH: usize = ethernet::HEADER_LEN;
+    let Some(&[t0, t1]) = frame.get(12..14) else {
+        return Offload::default();
+    };
+    let (l4, l4_len, proto, pseudo) = match u16::from_be_bytes([t0, t1]) {
+        ETHERTYPE_IPV4 => {
+            let Some(ip) = frame.get(ETH..ETH + ipv4::HEADER_LEN) else {
+                return Offload::default();
+            };
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(be16(&ip[2..]));
+            let frag = be16(&ip[6..]) & 0x3fff;
+            let proto = ip[9];
+            if ip[0] >> 4 != 4 || ihl < ipv4::HEADER_LEN || total < ihl || frag != 0 {
+                return Offload::default();
+            }
+            let mut addrs = [0u8; 8];
+            addrs.copy_from_slice(&ip[12..20]);
+            let pseudo = checksum::pseudo_sum(&addrs, proto, total - ihl);
+            (ETH + ihl, total - ihl, proto, pseudo)
+        }
+        ETHERTYPE_IPV6 => {
+            let Some(ip) = frame.get(ETH..ETH + IPV6_HEADER_LEN) else {
+                return Offload::default();
+            };
+            if ip[0] >> 4 != 6 {
+                return Offload::default();
+            }
+            let len = usize::from(be16(&ip[4..]));
+            // Both addresses, the upper-layer length and the next header (RFC 8200 8.1).
+            let l = (len as u32).to_be_bytes();
+            let tail = [l[0], l[1], l[2], l[3], 0, 0, 0, ip[6]];
+            let pseudo = checksum::add(checksum::sum(&ip[8..40]), checksum::sum(&tail));
+            (ETH + IPV6_HEADER_LEN, len, ip[6], pseudo)
+        }
+        _ => return Offload::default(),
+    };
+    let (field, min) = match proto {
+        PROTO_TCP => (TCP_CSUM, tcp::HEADER_LEN),
+        PROTO_UDP => (UDP_CSUM, udp::HEADER_LEN),
+        _ => return Offload::default(),
+    };
+    if l4_len < min || l4 + l4_len > frame.len() {
+        return Offload::default();
+    }
+    set_be16(&mut frame[l4 + field..], pseudo);
+    let mut o = Offload {
+        needs_csum: true,
+        csum_start: l4 as u16,
+        csum_offset: field as u16,
+        gso_size: 0,
+    };
+    if l4 + l4_len < frame.len() {
+        // Padded: finish it over the packet's own bytes now.
+        finish_checksum(&mut frame[..l4 + l4_len], &mut o);
+    }
+    o
+}
+
+/// The IPv6 fixed header's length.
+const IPV6_HEADER_LEN: usize = 40;
 
 /// Before a NAT that updates the L4 checksum incrementally as if it were complete: turn the
 /// partial field (pseudo-header sum `P`, ports not in it) into `!(P + sport + dport)`, which
@@ -989,5 +1063,82 @@ pub(crate) mod tests {
                 let _ = gro_merge(&pkts[..n], &mut out);
             }
         }
+    }
+
+    /// A UDP/IPv4 frame with a complete checksum, built by smoltcp-independent code.
+    fn udp4_complete(payload: &[u8]) -> Vec<u8> {
+        let mac: crate::Mac = "02:00:00:00:00:01".parse().unwrap();
+        crate::frames::udp(mac, mac, SRC.into(), DST.into(), 5000, 5001, payload)
+    }
+
+    fn l4_sum_ok(f: &[u8], l4: usize, src: &[u8], dst: &[u8], proto: u8) -> bool {
+        let mut p = src.to_vec();
+        p.extend_from_slice(dst);
+        let len = (f.len() - l4) as u32;
+        p.extend_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, proto]);
+        checksum::add(slow_sum(&p), slow_sum(&f[l4..])) == 0xffff
+    }
+
+    #[test]
+    fn unknown_checksums_become_partial_and_finish_right() {
+        // Complete, then partial: both end up right after a finish.
+        let mut f = udp4_complete(b"complete checksum");
+        let before = f.clone();
+        let mut o = partial_from_unknown(&mut f);
+        assert!(o.needs_csum);
+        assert_eq!((o.csum_start, o.csum_offset), (34, 6));
+        finish_checksum(&mut f, &mut o);
+        assert_eq!(f, before, "a complete checksum comes back the same");
+        let (mut t, _) = tso_frame(300, FLAG_ACK, 12);
+        let mut o = partial_from_unknown(&mut t);
+        assert_eq!((o.csum_start, o.csum_offset), (34, 16));
+        finish_checksum(&mut t, &mut o);
+        assert!(l4_sum_ok(&t, 34, &SRC, &DST, 6));
+        // Garbage in the field is overwritten: only the headers count.
+        let mut t2 = t.clone();
+        wr16(&mut t2, 50, 0x1234);
+        let mut o = partial_from_unknown(&mut t2);
+        finish_checksum(&mut t2, &mut o);
+        assert_eq!(t2, t);
+    }
+
+    #[test]
+    fn unknown_checksums_of_ipv6_padded_and_other_frames() {
+        // UDP/IPv6: 40-byte header, next header 17.
+        let mut f = vec![0u8; ETH_HDR + 40 + 8 + 5];
+        f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        f[14] = 0x60;
+        wr16(&mut f, 18, 13);
+        f[20] = 17;
+        f[22..38].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f[38..54].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        wr16(&mut f, 58, 13);
+        f[62..].copy_from_slice(b"hello");
+        let mut o = partial_from_unknown(&mut f);
+        assert_eq!((o.csum_start, o.csum_offset), (54, 6));
+        finish_checksum(&mut f, &mut o);
+        let (s6, d6) = (f[22..38].to_vec(), f[38..54].to_vec());
+        assert!(l4_sum_ok(&f, 54, &s6, &d6, 17));
+        // Padded past the IP packet: finished here, over the packet's bytes only.
+        let mut p = udp4_complete(b"x");
+        let want = p.clone();
+        p.extend_from_slice(&[0xee; 9]);
+        let o = partial_from_unknown(&mut p);
+        assert!(!o.needs_csum);
+        assert_eq!(p[..want.len()], want[..]);
+        // A fragment, ICMP, ARP, a short frame: left alone.
+        let mut frag = udp4_complete(b"frag");
+        wr16(&mut frag, 20, 0x2000);
+        let keep = frag.clone();
+        assert!(!partial_from_unknown(&mut frag).needs_csum);
+        assert_eq!(frag, keep);
+        let mut icmp = udp4_complete(b"icmp");
+        icmp[23] = 1;
+        assert!(!partial_from_unknown(&mut icmp).needs_csum);
+        assert!(!partial_from_unknown(&mut [0u8; 13]).needs_csum);
+        let mut arp = udp4_complete(b"arp");
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert!(!partial_from_unknown(&mut arp).needs_csum);
     }
 }

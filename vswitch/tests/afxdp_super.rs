@@ -2,7 +2,9 @@
 //! the container as one `sk_buff` (what the container's kernel sees, read by a packet socket
 //! with a virtio-net header on its `eth0`), a super-frame handed to the port arrives whole, a
 //! partial checksum is finished, and the rest goes, in order, through the TX ring. With
-//! `super_frames` off, the run arrives one frame per segment.
+//! `super_frames` off, the run arrives one frame per segment. With `rx_super_frames`, a
+//! super-frame the container sends reaches the port whole, and the ring's frames come with
+//! their checksums in partial form.
 //!
 //! ```text
 //!  node (netns)                                   c1 (netns)
@@ -278,6 +280,123 @@ fn send(node: &str, c1: &str, super_frames: bool) -> (Vec<Seen>, Vec<(&'static s
     (seen, port.counters())
 }
 
+/// Send `frame` from the container's `eth0` behind virtio-net header `h`, as its kernel's TCP
+/// would hand a super-frame (or a frame with a partial checksum) to the veth.
+fn send_from_container(fd: &OwnedFd, h: vnet::Repr, frame: &[u8]) {
+    let mut buf = h.to_bytes().to_vec();
+    buf.extend_from_slice(frame);
+    // SAFETY: `buf` is valid for reads of its length; the socket is bound to eth0.
+    let rc = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
+    assert_eq!(
+        rc,
+        buf.len() as isize,
+        "send: {}",
+        io::Error::last_os_error()
+    );
+}
+
+/// The container keeps its offloads: a TCP super-frame reaches the port whole with its MSS,
+/// through the packet socket beside the ring, and the ring's frames come with their checksums
+/// in partial form, whether the container left them partial or complete.
+fn receive_super_frames(node: &str, c1: &str) {
+    let sock = in_netns(c1, sniffer).join().unwrap().unwrap();
+    let cfg = AfxdpConfig {
+        rx_super_frames: true,
+        ..AfxdpConfig::new(HOST_IF, XdpMode::Auto)
+    };
+    let mut port = in_netns(node, move || AfxdpPort::open(&cfg))
+        .join()
+        .unwrap()
+        .unwrap()
+        .expect("opening the port");
+    assert_eq!(
+        port.mode(),
+        XdpMode::Skb,
+        "generic XDP leaves the peer's TSO on"
+    );
+    let (src, dst) = (mac("02:42:0a:00:09:0c"), mac("02:42:0a:00:09:0b"));
+    // The super-frame: three segments' worth, its checksum partial.
+    let body: Vec<u8> = (0..3 * MSS).map(|i| (i % 251) as u8).collect();
+    let mut sf = frames::tcp(
+        src,
+        dst,
+        SRC_IP,
+        DST_IP,
+        40002,
+        8080,
+        TcpFlags::ACK,
+        SEQ,
+        1,
+        &body,
+    );
+    let p = checksum::pseudo_sum_addrs(SRC_IP, DST_IP, 6, sf.len() - 34);
+    sf[50..52].copy_from_slice(&p.to_be_bytes());
+    send_from_container(
+        &sock,
+        vnet::Repr {
+            flags: vnet::F_NEEDS_CSUM,
+            gso_type: vnet::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: MSS as u16,
+            csum_start: 34,
+            csum_offset: 16,
+        },
+        &sf,
+    );
+    // A UDP frame with its checksum left partial, and one with it complete.
+    let mut partial = frames::udp(src, dst, SRC_IP, DST_IP, 5000, 5003, b"left partial");
+    let p = checksum::pseudo_sum_addrs(SRC_IP, DST_IP, 17, partial.len() - 34);
+    partial[40..42].copy_from_slice(&p.to_be_bytes());
+    send_from_container(
+        &sock,
+        vnet::Repr {
+            flags: vnet::F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..vnet::Repr::default()
+        },
+        &partial,
+    );
+    let complete = frames::udp(src, dst, SRC_IP, DST_IP, 5000, 5004, b"complete");
+    send_from_container(&sock, vnet::Repr::default(), &complete);
+
+    let mut got: Vec<(Vec<u8>, Offload)> = Vec::new();
+    let start = Instant::now();
+    while got.len() < 3 && start.elapsed() < WAIT {
+        let mut b = Batch::with_buf_size(64, vswitch::offload::GSO_BUF_SIZE);
+        port.rx_burst(&mut b);
+        for p in b.pkts() {
+            // Only our frames (the kernel may send its own, IPv6 router solicitations).
+            if p.len() >= 34 && p.data()[26..30] == SRC_IP.octets() {
+                got.push((p.data().to_vec(), p.meta.offload));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let c = port.counters();
+    assert_eq!(got.len(), 3, "frames at the port: {c:?}");
+    let (whole, o) = got
+        .iter()
+        .find(|(f, _)| f.len() > 1500)
+        .expect("the super-frame, whole");
+    assert_eq!(whole.len(), sf.len());
+    assert_eq!(whole[54..], body[..], "its payload");
+    assert_eq!(usize::from(o.gso_size), MSS);
+    assert!(o.needs_csum);
+    for (f, o) in got.iter().filter(|(f, _)| f.len() < 1500) {
+        let (mut f, mut o) = (f.clone(), *o);
+        assert!(o.needs_csum, "the ring's frame is in partial form");
+        vswitch::offload::finish_checksum(&mut f, &mut o);
+        let udp = &f[34..];
+        let p = checksum::pseudo_sum_addrs(SRC_IP, DST_IP, 17, udp.len());
+        assert_eq!(checksum::add(p, checksum::sum(udp)), 0xffff, "UDP checksum");
+    }
+    assert_eq!(counter(&c, "rx_gso_frames"), 1, "{c:?}");
+    assert!(counter(&c, "rx_csum_partial") >= 2, "{c:?}");
+    assert_eq!(counter(&c, "rx_super_lost"), 0);
+    assert_eq!(counter(&c, "rx_bad_vnet_hdr"), 0);
+}
+
 fn counter(c: &[(&'static str, u64)], name: &str) -> u64 {
     c.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap()
 }
@@ -312,4 +431,6 @@ fn a_run_of_segments_reaches_the_container_as_one_super_frame() {
     assert_eq!(counter(&c, "tx_gro_frames"), 0);
     assert_eq!(counter(&c, "tx_csum_finished"), 0);
     assert_eq!(counter(&c, "tx_packets"), SEGMENTS as u64 + 2);
+
+    receive_super_frames(&node, &c1);
 }

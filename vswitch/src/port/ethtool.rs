@@ -38,6 +38,16 @@ const ETHTOOL_STSO: u32 = 0x1f;
 const ETHTOOL_GGSO: u32 = 0x23;
 /// `ETHTOOL_SGSO`: set generic segmentation offload.
 const ETHTOOL_SGSO: u32 = 0x24;
+/// `ETHTOOL_GSTRINGS`: read a string set.
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+/// `ETHTOOL_GSSET_INFO`: read string set sizes.
+const ETHTOOL_GSSET_INFO: u32 = 0x37;
+/// `ETHTOOL_SFEATURES`: set features by their bit in the `ETH_SS_FEATURES` string set.
+const ETHTOOL_SFEATURES: u32 = 0x3b;
+/// `ETH_SS_FEATURES`: the string set naming the feature bits.
+const ETH_SS_FEATURES: u32 = 4;
+/// `ETH_GSTRING_LEN`.
+const GSTRING_LEN: usize = 32;
 /// `ETHTOOL_GCHANNELS`: read the queue (channel) counts.
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 
@@ -241,6 +251,50 @@ impl Ctl {
         })
     }
 
+    /// `SIOCETHTOOL` with a variable-length command struct laid out in `buf` (its `cmd` first).
+    fn ioctl_buf(&self, buf: &mut [u32], cmd: &'static str) -> Result<(), EthtoolError> {
+        // The struct the kernel reads and writes is the whole buffer, which outlives the call.
+        self.ioctl(&mut buf[0], cmd)
+    }
+
+    /// The names of the feature bits (`ethtool -k` names), in bit order.
+    fn feature_names(&self) -> Result<Vec<String>, EthtoolError> {
+        // struct ethtool_sset_info { cmd, reserved, sset_mask (u64), data[1] }
+        let mut info = [ETHTOOL_GSSET_INFO, 0, 0, 0, 0];
+        let mask = 1u64 << ETH_SS_FEATURES;
+        info[2..4].copy_from_slice(&[mask as u32, (mask >> 32) as u32]);
+        self.ioctl_buf(&mut info, "ETHTOOL_GSSET_INFO")?;
+        let count = info[4] as usize;
+        // struct ethtool_gstrings { cmd, string_set, len, data[len * 32] }
+        let mut buf = vec![0u32; 3 + count * GSTRING_LEN / 4];
+        buf[..3].copy_from_slice(&[ETHTOOL_GSTRINGS, ETH_SS_FEATURES, count as u32]);
+        self.ioctl_buf(&mut buf, "ETHTOOL_GSTRINGS")?;
+        let bytes: Vec<u8> = buf[3..].iter().flat_map(|w| w.to_ne_bytes()).collect();
+        Ok(bytes
+            .chunks(GSTRING_LEN)
+            .map(|c| {
+                let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+                String::from_utf8_lossy(&c[..end]).into_owned()
+            })
+            .collect())
+    }
+
+    /// Turn off every feature `off` picks by name (`ETHTOOL_SFEATURES`).
+    fn features_off(&self, off: impl Fn(&str) -> bool) -> Result<(), EthtoolError> {
+        let names = self.feature_names()?;
+        let words = names.len().div_ceil(32);
+        // struct ethtool_sfeatures { cmd, size, features[size] { valid, requested } }
+        let mut buf = vec![0u32; 2 + 2 * words];
+        buf[..2].copy_from_slice(&[ETHTOOL_SFEATURES, words as u32]);
+        for (bit, name) in names.iter().enumerate() {
+            if off(name) {
+                // valid: change this bit; requested: to 0.
+                buf[2 + 2 * (bit / 32)] |= 1 << (bit % 32);
+            }
+        }
+        self.ioctl_buf(&mut buf, "ETHTOOL_SFEATURES")
+    }
+
     fn get(&self, o: Offload) -> Result<bool, EthtoolError> {
         let (cmd, name) = o.get_cmd();
         let mut v = EthtoolValue { cmd, data: 0 };
@@ -314,6 +368,26 @@ pub fn disable_offloads(netns: Option<&str>, ifname: &str) -> Result<(), Ethtool
             applied(c, o, false)?;
         }
         Ok(())
+    })
+}
+
+/// `ethtool -K IF tx on tso on gso on`, then every segmentation offload but TCP/IPv4's off
+/// (`tx-tcp6-segmentation`, `tx-tcp-ecn-segmentation`, `tx-udp-segmentation`, the tunnel
+/// ones...): what an AF_XDP endpoint's container side needs when the port receives its TCP
+/// super-frames (the switch cuts TCP/IPv4 only; the kernel cuts the rest before the veth).
+pub fn enable_tcp4_offloads(netns: Option<&str>, ifname: &str) -> Result<(), EthtoolError> {
+    with_ctl(netns, ifname, |c| {
+        for o in Offload::ALL {
+            c.set(o, true)?;
+        }
+        for o in Offload::ALL {
+            applied(c, o, true)?;
+        }
+        c.features_off(|name| {
+            name.starts_with("tx-")
+                && name.ends_with("-segmentation")
+                && name != "tx-tcp-segmentation"
+        })
     })
 }
 

@@ -48,6 +48,13 @@ const BPF_XDP: u32 = 37;
 const BPF_ANY: u64 = 0;
 /// `BPF_PSEUDO_MAP_FD`: the `ld_imm64` source register marking the immediate as a map fd.
 const BPF_PSEUDO_MAP_FD: u8 = 1;
+/// `BPF_PSEUDO_MAP_VALUE`: the `ld_imm64` source register marking the immediate as a map fd
+/// whose value's address (plus the second slot's offset) is loaded.
+const BPF_PSEUDO_MAP_VALUE: u8 = 2;
+/// `BPF_MAP_TYPE_ARRAY`.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_F_MMAPABLE`: an array map user space can `mmap`.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// `XDP_FLAGS_SKB_MODE`: generic XDP, run on the skb after the driver.
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 /// `XDP_FLAGS_DRV_MODE`: native XDP, run by the driver before an skb exists.
@@ -82,6 +89,20 @@ const OP_MOV64_IMM: u8 = 0xb7;
 const OP_CALL: u8 = 0x85;
 /// `BPF_JMP | BPF_EXIT`: return `r0`.
 const OP_EXIT: u8 = 0x95;
+/// `BPF_ALU64 | BPF_MOV | BPF_X`: `dst = src`.
+const OP_MOV64_REG: u8 = 0xbf;
+/// `BPF_ALU64 | BPF_ADD | BPF_K`: `dst += imm`.
+const OP_ADD64_IMM: u8 = 0x07;
+/// `BPF_JMP | BPF_JLE | BPF_X`: `if dst <= src goto pc + off`.
+const OP_JLE_REG: u8 = 0xbd;
+/// `BPF_STX | BPF_ATOMIC | BPF_DW` with `imm = BPF_ADD`: `lock *(u64 *)(dst + off) += src`.
+const OP_ATOMIC_DW: u8 = 0xdb;
+/// `offsetof(struct xdp_md, data)`.
+const XDP_MD_DATA: i16 = 0;
+/// `offsetof(struct xdp_md, data_end)`.
+const XDP_MD_DATA_END: i16 = 4;
+/// Name of the counter map of passed super-frames.
+const PASSED_MAP_NAME: &str = "vxmesh_passed";
 
 /// A failed `bpf(2)` step.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +168,43 @@ fn xsk_redirect_insns(map_fd: RawFd) -> [Insn; 6] {
         insn(OP_MOV64_IMM, 3, 0, 0, XDP_PASS),
         // r0 = bpf_redirect_map(r1, r2, r3)
         insn(OP_CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),
+        insn(OP_EXIT, 0, 0, 0, 0),
+    ]
+}
+
+/// With super-frames received beside the rings: a frame longer than `max_len` (a TCP
+/// super-frame the container's TSO built; generic XDP sees it whole) is counted in the
+/// `passed` map's one value and passed to the kernel stack, where the port's packet socket
+/// takes it with its segmentation size; every other frame goes as [`xsk_redirect_insns`].
+///
+/// ```text
+/// if (ctx->data + max_len + 1 <= ctx->data_end) { __sync_fetch_and_add(&passed[0], 1); return XDP_PASS; }
+/// return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+/// ```
+fn xsk_redirect_small_insns(map_fd: RawFd, passed_fd: RawFd, max_len: u16) -> [Insn; 17] {
+    [
+        // r6 = ctx
+        insn(OP_MOV64_REG, 6, 1, 0, 0),
+        // r2 = ctx->data, r3 = ctx->data_end
+        insn(OP_LDX_W, 2, 1, XDP_MD_DATA, 0),
+        insn(OP_LDX_W, 3, 1, XDP_MD_DATA_END, 0),
+        // r2 += max_len + 1; if r2 <= r3 (longer than max_len) goto pass
+        insn(OP_ADD64_IMM, 2, 0, 0, i32::from(max_len) + 1),
+        insn(OP_JLE_REG, 2, 3, 6, 0),
+        // the redirect, as xsk_redirect_insns
+        insn(OP_LDX_W, 2, 6, XDP_MD_RX_QUEUE_INDEX, 0),
+        insn(OP_LD_IMM64, 1, BPF_PSEUDO_MAP_FD, 0, map_fd),
+        insn(0, 0, 0, 0, 0),
+        insn(OP_MOV64_IMM, 3, 0, 0, XDP_PASS),
+        insn(OP_CALL, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),
+        insn(OP_EXIT, 0, 0, 0, 0),
+        // pass: r1 = &passed[0] (offset 0 in the second slot)
+        insn(OP_LD_IMM64, 1, BPF_PSEUDO_MAP_VALUE, 0, passed_fd),
+        insn(0, 0, 0, 0, 0),
+        // lock *(u64 *)r1 += 1
+        insn(OP_MOV64_IMM, 2, 0, 0, 1),
+        insn(OP_ATOMIC_DW, 1, 2, 0, 0),
+        insn(OP_MOV64_IMM, 0, 0, 0, XDP_PASS),
         insn(OP_EXIT, 0, 0, 0, 0),
     ]
 }
@@ -233,6 +291,72 @@ impl XskMap {
     }
 }
 
+/// A one-slot array map the XDP program counts passed super-frames in, mapped into this
+/// process: the port reads the count with a load, no system call, and reads its packet socket
+/// only when it moved.
+#[derive(Debug)]
+pub(super) struct PassedCount {
+    fd: OwnedFd,
+    value: *const u64,
+}
+
+// SAFETY: the mapping is owned by this value and only read (with volatile loads) through it.
+unsafe impl Send for PassedCount {}
+
+impl PassedCount {
+    /// Create the map and map its value.
+    pub(super) fn create() -> Result<PassedCount, BpfError> {
+        let mut a = Attr::new();
+        a.u32(0, BPF_MAP_TYPE_ARRAY)
+            .u32(4, size_of::<u32>() as u32) // key_size
+            .u32(8, size_of::<u64>() as u32) // value_size
+            .u32(12, 1) // max_entries
+            .u32(16, BPF_F_MMAPABLE) // map_flags
+            .name(28, PASSED_MAP_NAME);
+        let fd = sys_bpf_fd(BPF_MAP_CREATE, &mut a, "BPF_MAP_CREATE (passed count)")?;
+        // SAFETY: maps one page of the map's values, shared with the kernel, read-only; the
+        // address is checked before use and unmapped on drop.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(BpfError::Sys {
+                op: "mmap (passed count)",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(PassedCount {
+            fd,
+            value: p.cast(),
+        })
+    }
+
+    /// Super-frames passed so far.
+    #[inline]
+    pub(super) fn get(&self) -> u64 {
+        // SAFETY: `value` points at the mapped, 8-byte aligned value for as long as self lives;
+        // the kernel updates it atomically, a volatile load sees each update whole.
+        unsafe { core::ptr::read_volatile(self.value) }
+    }
+}
+
+impl Drop for PassedCount {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the page mapped in `create`.
+        unsafe { libc::munmap(self.value as *mut libc::c_void, PAGE) };
+    }
+}
+
+/// The page mapped for [`PassedCount`] (an array map's values start its mapping).
+const PAGE: usize = 4096;
+
 /// A loaded XDP program: redirect to the socket of the frame's receive queue, else pass.
 #[derive(Debug)]
 pub(super) struct XdpProgram {
@@ -242,13 +366,30 @@ pub(super) struct XdpProgram {
 impl XdpProgram {
     /// Load `return bpf_redirect_map(&map, ctx->rx_queue_index, XDP_PASS)`.
     pub(super) fn xsk_redirect(map: &XskMap) -> Result<XdpProgram, BpfError> {
-        let insns = xsk_redirect_insns(map.fd.as_raw_fd());
-        match Self::load(&insns, None) {
+        Self::load_explained(&xsk_redirect_insns(map.fd.as_raw_fd()))
+    }
+
+    /// Load [`xsk_redirect_small_insns`]: frames longer than `max_len` counted in `passed` and
+    /// passed to the stack, the rest redirected.
+    pub(super) fn xsk_redirect_small(
+        map: &XskMap,
+        passed: &PassedCount,
+        max_len: u16,
+    ) -> Result<XdpProgram, BpfError> {
+        Self::load_explained(&xsk_redirect_small_insns(
+            map.fd.as_raw_fd(),
+            passed.fd.as_raw_fd(),
+            max_len,
+        ))
+    }
+
+    fn load_explained(insns: &[Insn]) -> Result<XdpProgram, BpfError> {
+        match Self::load(insns, None) {
             Ok(fd) => Ok(XdpProgram { fd }),
             Err(first) => {
                 // Load again with the verifier log on, only to say why.
                 let mut log = vec![0u8; VERIFIER_LOG_LEN];
-                match Self::load(&insns, Some(&mut log)) {
+                match Self::load(insns, Some(&mut log)) {
                     Ok(fd) => Ok(XdpProgram { fd }),
                     Err(_) => {
                         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
@@ -400,5 +541,20 @@ mod tests {
         // no interface has index 0: the link is refused, and nothing was attached anywhere
         let e = XdpLink::attach(&prog, 0, XDP_FLAGS_SKB_MODE).unwrap_err();
         assert!(e.to_string().starts_with("BPF_LINK_CREATE"), "{e}");
+    }
+
+    /// Needs root: the kernel accepts the super-frame variant, its counter map and mapping.
+    #[test]
+    fn the_verifier_accepts_the_super_frame_program() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: loading an XDP program needs root");
+            return;
+        }
+        let map = XskMap::create(1).expect("XSKMAP");
+        let passed = PassedCount::create().expect("an mmapable array map");
+        assert_eq!(passed.get(), 0);
+        XdpProgram::xsk_redirect_small(&map, &passed, 1518)
+            .expect("the verifier accepts the program");
     }
 }

@@ -81,6 +81,13 @@ pub struct AfxdpConfig {
     /// ([`Port::offloads`](crate::port::Port::offloads)). Off: every frame goes through a TX
     /// ring, one `sk_buff` each, and the switch finishes offload work first.
     pub super_frames: bool,
+    /// Receive TCP super-frames too: the container keeps its segmentation and checksum
+    /// offloads, the XDP program runs in generic mode (native XDP on a veth turns the peer's
+    /// offloads off) and passes frames longer than the MTU to a packet socket beside the rings
+    /// (`packet_rx`), and the ring's frames get their TCP/UDP checksums put in partial form.
+    /// Needs [`AfxdpConfig::super_frames`] and a mode other than [`XdpMode::Drv`]; the caller
+    /// turns the container's offloads on. Off: the container's offloads must be off.
+    pub rx_super_frames: bool,
 }
 
 impl Default for AfxdpConfig {
@@ -96,6 +103,7 @@ impl Default for AfxdpConfig {
             queues: None,
             bind_retries: DEFAULT_BIND_RETRIES,
             super_frames: true,
+            rx_super_frames: false,
         }
     }
 }
@@ -146,6 +154,15 @@ impl AfxdpConfig {
         {
             return Err(format!("queue count {q} is not from 1 to {MAX_QUEUES}"));
         }
+        if self.rx_super_frames && !self.super_frames {
+            return Err("receiving super-frames needs sending them (super_frames)".into());
+        }
+        if self.rx_super_frames && self.mode == XdpMode::Drv {
+            return Err(
+                "receiving super-frames needs generic (skb) XDP: native XDP on a veth turns the peer's segmentation offload off"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
@@ -189,6 +206,16 @@ mod tests {
             },
             AfxdpConfig {
                 queues: Some(0),
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                rx_super_frames: true,
+                super_frames: false,
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                rx_super_frames: true,
+                mode: XdpMode::Drv,
                 ..ok.clone()
             },
         ];

@@ -86,9 +86,11 @@ use crate::port::ethtool::EthtoolError;
 mod attach;
 mod config;
 mod epoll;
+mod packet_rx;
 mod packet_tx;
 mod port;
 mod queue;
+mod sysctl;
 mod umem;
 
 pub use attach::BpfError;

@@ -10,9 +10,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use xdpilone::SocketConfig;
 
-use super::attach::{XdpLink, XdpProgram, XskMap, attach};
+use super::attach::{PassedCount, XdpLink, XdpProgram, XskMap, attach};
 use super::config::{AfxdpConfig, MAX_QUEUES, XDP_PACKET_HEADROOM, XdpMode};
 use super::epoll::epoll_over;
+use super::packet_rx::{PacketRx, Read};
 use super::packet_tx::PacketTx;
 use super::queue::{Queue, is_zero_copy, open_queue};
 use super::umem::FrameUse;
@@ -68,6 +69,21 @@ pub struct AfxdpStats {
     pub tx_packet_would_block: u64,
     /// Frames (segments, for a merged run) the packet socket refused otherwise, dropped.
     pub tx_packet_errors: u64,
+    /// TCP super-frames received through the packet socket (the container's TSO).
+    pub rx_gso_frames: u64,
+    /// Frames from the ring whose TCP/UDP checksum was put in partial form (the container's
+    /// checksum offload is on; the ring says nothing of the state).
+    pub rx_csum_partial: u64,
+    /// Frames the packet socket handed over with a virtio-net header the switch does not take
+    /// (a segmentation type other than TCP/IPv4, offsets outside the frame), dropped.
+    pub rx_bad_vnet_hdr: u64,
+    /// Super-frames larger than a packet buffer, dropped.
+    pub rx_super_truncated: u64,
+    /// Super-frames the XDP program passed that never reached the packet socket (its buffer
+    /// was full), counted when the socket is found empty while the count says otherwise.
+    pub rx_super_lost: u64,
+    /// Packet-socket receive errors.
+    pub rx_packet_errors: u64,
     /// The errno of the last failed kick or packet-socket send, 0 if none.
     pub last_errno: i32,
 }
@@ -95,6 +111,7 @@ pub struct AfxdpPort {
     map: XskMap,
     queues: Vec<Queue>,
     packet_tx: Option<PacketTx>,
+    packet_rx: Option<SuperRx>,
     epoll: Option<OwnedFd>,
     ifname: String,
     ifindex: u32,
@@ -114,6 +131,7 @@ impl fmt::Debug for AfxdpPort {
             .field("zero_copy", &self.zero_copy)
             .field("queues", &self.queues.len())
             .field("super_frames", &self.packet_tx.is_some())
+            .field("rx_super_frames", &self.packet_rx.is_some())
             .field("xskmap_slots", &self.map.entries())
             .field("link_fd", &self.link.as_raw_fd())
             .field("stats", &self.stats)
@@ -178,8 +196,25 @@ impl AfxdpPort {
         // The program first, with an empty map: until a queue's socket is in the map its frames
         // still go to the kernel stack, and the attach mode decides the bind flags.
         let map = XskMap::create(nq).map_err(|e| cx.bpf("create XSKMAP", e))?;
-        let prog = XdpProgram::xsk_redirect(&map).map_err(|e| cx.bpf("load XDP program", e))?;
-        let (link, mode) = attach(&cx, &prog, ifindex, cfg.mode)?;
+        let passed = if cfg.rx_super_frames {
+            Some(PassedCount::create().map_err(|e| cx.bpf("create the passed-frames count", e))?)
+        } else {
+            None
+        };
+        let prog = match &passed {
+            // max_tx_len is at most a UMEM frame (checked above).
+            Some(c) => XdpProgram::xsk_redirect_small(&map, c, max_tx_len as u16),
+            None => XdpProgram::xsk_redirect(&map),
+        }
+        .map_err(|e| cx.bpf("load XDP program", e))?;
+        // Generic mode leaves the peer's segmentation offload on (native XDP on a veth turns
+        // it off); cfg.check refused Drv with rx_super_frames.
+        let want = if cfg.rx_super_frames {
+            XdpMode::Skb
+        } else {
+            cfg.mode
+        };
+        let (link, mode) = attach(&cx, &prog, ifindex, want)?;
 
         let mut bind_flags = SocketConfig::XDP_BIND_NEED_WAKEUP;
         if mode == XdpMode::Skb {
@@ -201,6 +236,20 @@ impl AfxdpPort {
         } else {
             None
         };
+        let packet_rx = match passed {
+            Some(passed) => {
+                super::sysctl::no_forwarding(ifname).map_err(|e| {
+                    cx.os("turning IP forwarding off (the stack's copy of a super-frame must be dropped)", e)
+                })?;
+                Some(SuperRx {
+                    sock: PacketRx::open(&cx, ifindex)?,
+                    passed,
+                    taken: 0,
+                    empty_reads: 0,
+                })
+            }
+            None => None,
+        };
         let epoll = if queues.len() > 1 {
             Some(epoll_over(queues.iter().map(|q| q.fd)).map_err(|e| cx.os("epoll", e))?)
         } else {
@@ -212,6 +261,7 @@ impl AfxdpPort {
             map,
             queues,
             packet_tx,
+            packet_rx,
             epoll,
             ifname: ifname.to_string(),
             ifindex,
@@ -297,6 +347,10 @@ impl Port for AfxdpPort {
         let spare = batch.spare_mut();
         let nq = self.queues.len();
         let mut n = 0;
+        if let Some(rx) = &mut self.packet_rx {
+            n = rx.receive(spare, self.max_tx_len, &mut self.stats);
+        }
+        let from_ring = n;
         let mut kicked = false;
         // Start at a different queue each call, so a busy queue cannot starve the others.
         for k in 0..nq {
@@ -325,6 +379,14 @@ impl Port for AfxdpPort {
         } else {
             self.next_rx + 1
         };
+        if self.packet_rx.is_some() {
+            // The container's checksum offload is on: the ring's frames may hold partial sums.
+            for p in &mut spare[from_ring..n] {
+                let o = offload::partial_from_unknown(p.data_mut());
+                self.stats.rx_csum_partial += u64::from(o.needs_csum);
+                p.meta.offload = o;
+            }
+        }
         batch.grow(n);
         n
     }
@@ -441,6 +503,12 @@ impl Port for AfxdpPort {
             ("tx_csum_finished", s.tx_csum_finished),
             ("tx_packet_would_block", s.tx_packet_would_block),
             ("tx_packet_errors", s.tx_packet_errors),
+            ("rx_gso_frames", s.rx_gso_frames),
+            ("rx_csum_partial", s.rx_csum_partial),
+            ("rx_bad_vnet_hdr", s.rx_bad_vnet_hdr),
+            ("rx_super_truncated", s.rx_super_truncated),
+            ("rx_super_lost", s.rx_super_lost),
+            ("rx_packet_errors", s.rx_packet_errors),
             ("rx_dropped_kernel", k.rx_dropped),
             ("rx_ring_full_kernel", k.rx_ring_full),
             ("fill_ring_empty", k.fill_ring_empty),
@@ -451,6 +519,78 @@ impl Port for AfxdpPort {
             ("umem_frames_tx", u64::from(f.tx)),
             ("umem_foreign_addrs", foreign),
         ]
+    }
+}
+
+/// The receive side of super-frames: the packet socket and the count of frames the XDP
+/// program passed to it.
+struct SuperRx {
+    sock: PacketRx,
+    passed: PassedCount,
+    /// Passed frames taken from the socket (or given up as lost).
+    taken: u64,
+    /// Reads in a row that found the socket empty while the count said a frame was due.
+    empty_reads: u32,
+}
+
+impl SuperRx {
+    /// Reads in a row that find the socket empty before the missing frames are counted lost
+    /// (the count moves a moment before the frame is queued on the socket).
+    const LOST_AFTER: u32 = 64;
+
+    /// Take the passed super-frames into `spare` while the count says some are due; no system
+    /// call when none are. Returns how many packets were filled.
+    fn receive(&mut self, spare: &mut [Packet], max_len: usize, st: &mut AfxdpStats) -> usize {
+        let count = self.passed.get();
+        if count == self.taken {
+            return 0;
+        }
+        let mut vh = [0u8; crate::wire::vnet::HEADER_LEN];
+        let mut n = 0;
+        while n < spare.len() && self.taken != count {
+            let area = spare[n].rx_area();
+            let room = area.len();
+            match self.sock.read(&mut vh, area) {
+                Read::Frame(len) => {
+                    self.empty_reads = 0;
+                    if len > max_len {
+                        self.taken += 1;
+                    }
+                    if len >= room {
+                        st.rx_super_truncated += 1;
+                        continue;
+                    }
+                    let p = &mut spare[n];
+                    p.set_len(len);
+                    match offload::from_vnet(&vh, p.data(), max_len) {
+                        Ok(o) => {
+                            st.rx_gso_frames += u64::from(o.is_gso());
+                            st.rx_packets += 1;
+                            st.rx_bytes += len as u64;
+                            p.meta.offload = o;
+                            n += 1;
+                        }
+                        Err(_) => st.rx_bad_vnet_hdr += 1,
+                    }
+                }
+                Read::Short => st.rx_bad_vnet_hdr += 1,
+                Read::Empty => {
+                    self.empty_reads += 1;
+                    if self.empty_reads >= Self::LOST_AFTER {
+                        st.rx_super_lost += count - self.taken;
+                        self.taken = count;
+                        self.empty_reads = 0;
+                    }
+                    break;
+                }
+                Read::Error(errno) => {
+                    st.rx_packet_errors += 1;
+                    st.last_errno = errno;
+                    break;
+                }
+            }
+        }
+        n
     }
 }
 
