@@ -94,6 +94,14 @@ enum Cmd {
         /// Containers without a named namespace (netns) are not watched.
         #[arg(long, value_name = "MICROS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
         receiver_watch_us: u64,
+        /// Let AF_XDP containers keep their TCP offloads: for an endpoint with a named
+        /// namespace (netns), the node turns TX checksum and TSO on in the container (every
+        /// other segmentation offload off) instead of TX checksum, TSO and GSO off; the port
+        /// attaches its XDP program in generic mode and takes the container's 64 KB TCP
+        /// super-frames through a packet socket beside the ring (rx_gso_frames). Faster TCP
+        /// from such containers (docs/performance.md); off by default, as the spec says.
+        #[arg(long)]
+        afxdp_offloads: bool,
         /// Pin the poll threads: worker K runs on the K-th CPU of the list (wrapping), e.g.
         /// "0,1" or "2-3". Without it the scheduler places them.
         #[arg(long, value_name = "LIST")]
@@ -425,6 +433,7 @@ fn main() -> ExitCode {
             dns_upstream,
             poll_priority,
             receiver_watch_us,
+            afxdp_offloads,
             metrics,
             workers,
             cpus,
@@ -485,6 +494,7 @@ fn main() -> ExitCode {
                     workers: usize::from(*workers),
                     cpus,
                     receiver_watch: std::time::Duration::from_micros(*receiver_watch_us),
+                    afxdp_offloads: *afxdp_offloads,
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -131,8 +131,8 @@ pub const CONN_EXPIRE_BUDGET: usize = 4096;
 /// in named namespaces, hand over 64 KB TCP super-frames, so every buffer of a node with such
 /// endpoints holds one (buffers move between batches); the others keep 2 KB buffers, and such
 /// an endpoint added to one later runs without offloads.
-pub fn buf_size_for(plan: &Plan) -> usize {
-    if plan.has_super_frame_endpoints() {
+pub fn buf_size_for(plan: &Plan, afxdp_offloads: bool) -> usize {
+    if plan.has_super_frame_endpoints(afxdp_offloads) {
         vswitch::offload::GSO_BUF_SIZE
     } else {
         vswitch::packet::DEFAULT_BUF_SIZE
@@ -207,7 +207,7 @@ impl Node {
             env.fdb.reseed(s ^ 0xfdb);
         }
         env.local_vtep = Some(plan.vtep);
-        let buf_size = buf_size_for(&plan);
+        let buf_size = buf_size_for(&plan, ports.afxdp_offloads());
         let mut sw = Switch::with_batch(env, vswitch::BATCH_SIZE, buf_size);
         let l2 = sw.add_l2_stages();
         let decap = sw.add_stage(vxlan::VxlanDecap::new());

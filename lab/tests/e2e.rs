@@ -151,8 +151,14 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
     }
     let prefix = format!("vxe{}-", std::process::id());
     let exe = vxmesh_exe().unwrap_or_else(|e| panic!("{e:#}"));
-    let mut run = Running::start(&exe, &prefix, &cluster(&prefix).text(), &["n1", "n2"])
+    let mut run = Running::start(&exe, &prefix, &cluster(&prefix).text(), &[])
         .unwrap_or_else(|e| panic!("{e:#}"));
+    // n1 lets its AF_XDP container keep its TCP offloads (c11's super-frames come in whole
+    // beside the ring); n2 runs the default (its AF_XDP container's offloads off).
+    run.run_args = vec!["--afxdp-offloads".into()];
+    run.start_node("n1").unwrap_or_else(|e| panic!("{e:#}"));
+    run.run_args.clear();
+    run.start_node("n2").unwrap_or_else(|e| panic!("{e:#}"));
     let dir = std::env::temp_dir().join(format!("{prefix}files"));
     std::fs::create_dir_all(&dir).unwrap();
     let _files = Files(vec![dir.clone()]);
@@ -277,8 +283,9 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
     // super-frames reach n2's underlay whole and are cut as it sends them (`tx_gso_frames`),
     // and merged again by n1 for c12. n2 merges c11's segments for c21 too (its AF_XDP port's
     // packet socket). And on one node, TAP -> AF_XDP: c12's super-frames go to c11 whole.
-    // c11 keeps its TCP offloads: its super-frames reach n1's port whole (`rx_gso_frames`),
-    // through the packet socket beside the ring.
+    // c11 keeps its TCP offloads (n1 runs with --afxdp-offloads): its super-frames reach n1's
+    // port whole (`rx_gso_frames`), through the packet socket beside the ring; c21's do not
+    // (n2's default).
     let afxdp_rx_before = port_counter(&run, "n1", "c11", "rx_gso_frames");
     let gso_before = port_counter(&run, "n2", "underlay", "tx_gso_frames");
     let gro_before = port_counter(&run, "n1", "c12", "tx_gro_frames");
@@ -325,6 +332,7 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
     assert!(port_counter(&run, "n1", "c11", "tx_gso_frames") > afxdp_whole_before);
     assert!(port_counter(&run, "n1", "c11", "rx_gso_frames") > afxdp_rx_before);
     assert_eq!(port_counter(&run, "n1", "c11", "rx_bad_vnet_hdr"), 0);
+    assert_eq!(port_counter(&run, "n2", "c21", "rx_gso_frames"), 0);
 
     // 6. A long-lived connection keeps its backend while reload drains it; new ones avoid it.
     let vip = SocketAddr::from(([10, 0, 9, 100], 80));

@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::Handle;
 use crate::config::Cluster;
 use crate::node::workers::{WorkerPorts, set_steer, steer_map};
-use crate::node::{Change, STEP_ENTRIES, SystemPorts};
+use crate::node::{Change, STEP_ENTRIES};
 
 /// Make `cluster` (a cluster file's or the store's) the node's desired state, with the node's
 /// CNI attachments added ([`crate::cni::Local::desired`]). One change at a time. Returns what changed,
@@ -62,6 +62,7 @@ pub(super) async fn apply(h: &Handle, cluster: Cluster) -> anyhow::Result<Result
     // Each worker's plan in force (equal, but each change is checked against its own).
     let bases = h.call_all(|n| (n.plan.clone(), n.sw.buf_size())).await?;
     let mesh = h.mesh.clone();
+    let mut system = h.ports;
     let old_ports: Vec<String> = bases[0].0.ports.iter().map(|p| p.name.clone()).collect();
     // One change per worker, each opening the ports that worker owns (a stand-in elsewhere);
     // if any cannot be prepared, none is applied (the prepared ones close their ports).
@@ -71,12 +72,12 @@ pub(super) async fn apply(h: &Handle, cluster: Cluster) -> anyhow::Result<Result
             .enumerate()
             .map(|(me, (base, buf_size))| {
                 let c = match &mesh {
-                    None => Change::prepare(cluster.clone(), base, &mut SystemPorts, buf_size),
+                    None => Change::prepare(cluster.clone(), base, &mut system, buf_size),
                     Some(m) => Change::prepare(
                         cluster.clone(),
                         base,
                         &mut WorkerPorts {
-                            inner: &mut SystemPorts,
+                            inner: &mut system,
                             mesh: m.clone(),
                             me,
                         },

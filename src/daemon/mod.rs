@@ -126,6 +126,8 @@ struct Handle {
     changes: Arc<tokio::sync::Mutex<cni::Local>>,
     /// The store the node follows (its URL and counters), if it does.
     store: Option<(String, Arc<StoreStats>)>,
+    /// How ports attached later are opened (`--afxdp-offloads`).
+    ports: SystemPorts,
 }
 
 impl Handle {
@@ -364,6 +366,9 @@ pub struct RunOptions {
     /// `--receiver-watch-us`: the receiver watcher's sampling period while datagrams flow to
     /// a container (`node::receivers`); zero: no watcher, every gate stays open.
     pub receiver_watch: Duration,
+    /// `--afxdp-offloads`: AF_XDP containers in named namespaces keep their TCP offloads
+    /// ([`SystemPorts::afxdp_offloads`]).
+    pub afxdp_offloads: bool,
 }
 
 impl Default for RunOptions {
@@ -379,6 +384,7 @@ impl Default for RunOptions {
             workers: 1,
             cpus: Vec::new(),
             receiver_watch: crate::node::receivers::WATCH_PERIOD,
+            afxdp_offloads: false,
         }
     }
 }
@@ -623,6 +629,9 @@ pub fn run(
         store: session
             .as_ref()
             .map(|(o, _)| (o.url.clone(), stats.clone())),
+        ports: SystemPorts {
+            afxdp_offloads: opts.afxdp_offloads,
+        },
     };
     let served = rt.block_on(serve(
         control::Gate::new(listener, access),
@@ -661,14 +670,19 @@ fn build_workers(
     opts: &RunOptions,
 ) -> anyhow::Result<(Vec<Node>, Option<Arc<Mesh>>)> {
     if opts.workers <= 1 {
-        let n = Node::build_with(cluster, node, &mut SystemPorts, opts.max_conns)?;
+        let mut ports = SystemPorts {
+            afxdp_offloads: opts.afxdp_offloads,
+        };
+        let n = Node::build_with(cluster, node, &mut ports, opts.max_conns)?;
         return Ok((vec![n], None));
     }
     let w = Workers::build(
         cluster,
         node,
         opts.workers,
-        &mut SystemPorts,
+        &mut SystemPorts {
+            afxdp_offloads: opts.afxdp_offloads,
+        },
         opts.max_conns,
     )?;
     Ok((w.nodes, Some(w.mesh)))

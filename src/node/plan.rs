@@ -498,15 +498,14 @@ impl Plan {
             .map_or("?", |n| n.name.as_str())
     }
 
-    /// Whether any port hands over 64 KB super-frames: a TAP endpoint, or an AF_XDP endpoint
-    /// in a named namespace (the node turns the container's TCP offloads on).
-    pub fn has_super_frame_endpoints(&self) -> bool {
-        self.ports.iter().any(|p| {
-            matches!(
-                (&p.attach, &p.kind),
-                (Attach::Tap(_), PortKind::Endpoint { .. })
-                    | (Attach::Afxdp(_), PortKind::Endpoint { netns: Some(_), .. })
-            )
+    /// Whether any port hands over 64 KB super-frames: a TAP endpoint, or (`afxdp_offloads`,
+    /// `vxmesh run --afxdp-offloads`) an AF_XDP endpoint in a named namespace, whose container
+    /// the node lets keep its TCP offloads.
+    pub fn has_super_frame_endpoints(&self, afxdp_offloads: bool) -> bool {
+        self.ports.iter().any(|p| match (&p.attach, &p.kind) {
+            (Attach::Tap(_), PortKind::Endpoint { .. }) => true,
+            (Attach::Afxdp(_), PortKind::Endpoint { netns: Some(_), .. }) => afxdp_offloads,
+            _ => false,
         })
     }
 }

@@ -18,6 +18,12 @@ pub trait PortOpener {
     /// Open the port of `plan`. `offloads`: whether a TAP may hand over 64 KB super-frames
     /// (the switch's buffers hold them).
     fn open(&mut self, plan: &PortPlan, offloads: bool) -> anyhow::Result<Box<dyn Port>>;
+    /// Whether AF_XDP endpoints in named namespaces keep their containers' TCP offloads and
+    /// hand over super-frames (`vxmesh run --afxdp-offloads`); the node then sizes its
+    /// buffers for them.
+    fn afxdp_offloads(&self) -> bool {
+        false
+    }
     /// Open the UDP underlay at `vtep`.
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>>;
     /// Open one of several UDP underlay sockets at `vtep`, one per worker of a node on more
@@ -55,9 +61,19 @@ impl PortOpener for MemPorts {
 }
 
 /// The real ports: AF_XDP on veths, TAPs in the containers' namespaces, a UDP socket on 4789.
-pub struct SystemPorts;
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemPorts {
+    /// `vxmesh run --afxdp-offloads`: an AF_XDP endpoint in a named namespace keeps its
+    /// container's TCP/IPv4 offloads and its port receives super-frames beside the ring;
+    /// without it the node turns the container's TX checksum, TSO and GSO off (raw frames).
+    pub afxdp_offloads: bool,
+}
 
 impl PortOpener for SystemPorts {
+    fn afxdp_offloads(&self) -> bool {
+        self.afxdp_offloads
+    }
+
     fn open(&mut self, p: &PortPlan, offloads: bool) -> anyhow::Result<Box<dyn Port>> {
         match (&p.attach, &p.kind) {
             (Attach::Tap(ifname), PortKind::Endpoint { mac, addr, netns }) => {
@@ -95,7 +111,7 @@ impl PortOpener for SystemPorts {
                     netns: Some(ns), ..
                 } = kind
                 {
-                    rx_super = offloads;
+                    rx_super = offloads && self.afxdp_offloads;
                     if rx_super {
                         crate::sys::enable_peer_tcp4_offloads(ifname, ns).with_context(|| {
                             format!(

@@ -39,6 +39,9 @@ pub struct WorkerPorts<'a> {
 }
 
 impl PortOpener for WorkerPorts<'_> {
+    fn afxdp_offloads(&self) -> bool {
+        self.inner.afxdp_offloads()
+    }
     fn open(&mut self, plan: &PortPlan, offloads: bool) -> anyhow::Result<Box<dyn Port>> {
         let owner = handoff::owner_of(&plan.name, self.mesh.workers());
         let (inner, offl) = if owner == self.me {
@@ -153,7 +156,7 @@ impl Workers {
     ) -> anyhow::Result<Workers> {
         let workers = workers.max(1);
         let plan = Plan::of(&cluster, node)?;
-        let mesh = Mesh::new(workers, super::buf_size_for(&plan))?;
+        let mesh = Mesh::new(workers, super::buf_size_for(&plan, ports.afxdp_offloads()))?;
         let map = Arc::new(steer_map(&plan, workers));
         let mut nodes = Vec::with_capacity(workers);
         for me in 0..workers {

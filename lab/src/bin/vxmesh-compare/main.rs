@@ -95,6 +95,11 @@ struct Args {
     /// own, 1000).
     #[arg(long, value_name = "MICROS")]
     receiver_watch_us: Option<u64>,
+    /// Whether each `vxmesh run` gets `--afxdp-offloads`: the AF_XDP containers (c11, c21)
+    /// keep their TCP offloads, as the kernel side's containers keep theirs (default on; off
+    /// for a binary from before the option).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    afxdp_offloads: String,
     /// OVS side: let its PMD threads sleep up to this long under low load
     /// (`other_config:pmd-maxsleep`, experimental in OVS 3.1; default: OVS's, always polling).
     #[arg(long, value_name = "MICROS")]
@@ -387,6 +392,7 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
                     .iter()
                     .flat_map(|w| ["--receiver-watch-us".to_string(), w.to_string()]),
             )
+            .chain((args.afxdp_offloads == "on").then(|| "--afxdp-offloads".to_string()))
             .collect(),
     };
     let mut sides: Vec<Side> = match args.only {
