@@ -8,7 +8,8 @@
 #   --runs N (5) | --quick (short, 1 run) | --out DIR | --only vxmesh|kernel|ovs | --vxmesh PATH | --perf |
 #   --perf-test udp64|tcp|tcp-tap (what --perf profiles) | --tests ping,tcp,tcp-tap,udp64,http (only these) |
 #   --ovs-pmd-maxsleep MICROS (OVS's PMDs sleep under low load) | --workers N (poll threads per vxmesh node) |
-#   --receiver-watch-us MICROS (vxmesh's receiver watcher; 0: off)
+#   --receiver-watch-us MICROS (vxmesh's receiver watcher; 0: off) |
+#   --afxdp-offloads on|off (vxmesh run --afxdp-offloads for every test; default off: its own rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

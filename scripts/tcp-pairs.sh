@@ -5,8 +5,11 @@
 # the nodes are started afresh; each pair runs iperf3 for --secs seconds. With --before PATH,
 # the two binaries alternate (after, before, before, after, ...) for an A/B on one machine.
 # Reported: the median Gbit/s of each pair and binary, and the AF_XDP ports' super-frame
-# counters (tx_gro_frames, tx_gso_frames). Root. Results: target/tcp-pairs/<UTC timestamp>/.
+# counters (tx_gro_frames, tx_gso_frames, rx_gso_frames). --args/--before-args give each binary's
+# nodes extra `vxmesh run` arguments (e.g. --args --afxdp-offloads with --before the same binary,
+# for an A/B of an option). Root. Results: target/tcp-pairs/<UTC timestamp>/.
 # Usage: scripts/tcp-pairs.sh [--runs N] [--secs S] [--vxmesh PATH] [--before PATH]
+#   [--args "ARGS"] [--before-args "ARGS"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,13 +22,17 @@ runs=3
 secs=3
 vxmesh=""
 before=""
+after_args=""
+before_args=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --secs) secs="$2"; shift 2 ;;
     --vxmesh) vxmesh="$2"; shift 2 ;;
     --before) before="$2"; shift 2 ;;
-    *) echo "tcp-pairs.sh: unknown argument $1 (--runs N, --secs S, --vxmesh PATH, --before PATH)" >&2; exit 2 ;;
+    --args) after_args="$2"; shift 2 ;;
+    --before-args) before_args="$2"; shift 2 ;;
+    *) echo "tcp-pairs.sh: unknown argument $1 (--runs N, --secs S, --vxmesh PATH, --before PATH, --args ARGS, --before-args ARGS)" >&2; exit 2 ;;
   esac
 done
 
@@ -52,6 +59,7 @@ pairs=(
   "c12 c11 10.0.9.11"
   "c11 c12 10.0.9.12"
   "c11 c21 10.0.9.21"
+  "c11 c22 10.0.9.22"
   "c12 c21 10.0.9.21"
   "c12 c22 10.0.9.22"
 )
@@ -60,8 +68,9 @@ order=(after)
 echo "binary,run,from,to,gbps" > "$out/runs.csv"
 for ((r = 1; r <= runs; r++)); do
   for which in "${order[@]}"; do
-    if [ "$which" = after ]; then vxmesh="$after"; else vxmesh="$before"; fi
-    start_nodes
+    if [ "$which" = after ]; then vxmesh="$after"; args="$after_args"; else vxmesh="$before"; args="$before_args"; fi
+    # shellcheck disable=SC2086 # the arguments are words
+    start_nodes $args
     for pair in "${pairs[@]}"; do
       read -r from to ip <<<"$pair"
       ip netns exec "${P}$to" iperf3 -s -1 -p 5301 >/dev/null 2>&1 &
@@ -107,7 +116,7 @@ for b in binaries:
     tot = {}
     for path in glob.glob(f"{out}/{b}-r*-stats-*.json"):
         for p in json.load(open(path))["ports"]:
-            for k in ("tx_gro_frames", "tx_gro_segments", "tx_gso_frames"):
+            for k in ("tx_gro_frames", "tx_gro_segments", "tx_gso_frames", "rx_gso_frames"):
                 if k in p.get("counters", {}) and p["name"] in ("c11", "c21"):
                     tot[k] = tot.get(k, 0) + p["counters"][k]
     print(f"\n{b}: AF_XDP ports' super-frame counters over its runs: {tot or 'none (no such counters)'}")

@@ -95,10 +95,11 @@ struct Args {
     /// own, 1000).
     #[arg(long, value_name = "MICROS")]
     receiver_watch_us: Option<u64>,
-    /// Whether each `vxmesh run` gets `--afxdp-offloads`: the AF_XDP containers (c11, c21)
-    /// keep their TCP offloads, as the kernel side's containers keep theirs (default on; off
-    /// for a binary from before the option).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    /// Whether each `vxmesh run` gets `--afxdp-offloads` for the whole run (the AF_XDP
+    /// containers c11 and c21 keep their TCP offloads, as the kernel side's keep theirs). Off
+    /// (vxmesh's default): the run measures the option apart, in the rows "vxmesh
+    /// --afxdp-offloads" (TCP c11 -> c21 and ping, after the other tests, nodes restarted).
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
     afxdp_offloads: String,
     /// OVS side: let its PMD threads sleep up to this long under low load
     /// (`other_config:pmd-maxsleep`, experimental in OVS 3.1; default: OVS's, always polling).

@@ -41,7 +41,7 @@ const fn m(
     }
 }
 
-/// A vxmesh-only figure compared with the kernel's `kernel_key`.
+/// A vxmesh-only figure compared with the kernel's `kernel_key` (lower is better).
 const fn vs(
     key: &'static str,
     label: &'static str,
@@ -54,6 +54,19 @@ const fn vs(
     }
 }
 
+/// As [`vs`], for a figure where higher is better.
+const fn vs_higher(
+    key: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    kernel_key: &'static str,
+) -> Metric {
+    Metric {
+        kernel_key: Some(kernel_key),
+        ..m(key, label, unit, true, true)
+    }
+}
+
 /// Every figure, in table order.
 pub const METRICS: &[Metric] = &[
     m(
@@ -62,6 +75,12 @@ pub const METRICS: &[Metric] = &[
         "Gbit/s",
         true,
         true,
+    ),
+    vs_higher(
+        "tcp_offl_gbps",
+        "TCP throughput c11 -> c21, vxmesh --afxdp-offloads (kernel, OVS: as above)",
+        "Gbit/s",
+        "tcp_gbps",
     ),
     m(
         "tcp_tap_gbps",
@@ -95,6 +114,18 @@ pub const METRICS: &[Metric] = &[
     vs(
         "ping_poll_p99_us",
         "ping RTT p99, vxmesh always polling (--busy-poll-us max; kernel, OVS: as above)",
+        "us",
+        "ping_p99_us",
+    ),
+    vs(
+        "ping_offl_p50_us",
+        "ping RTT p50, vxmesh --afxdp-offloads (kernel, OVS: as above)",
+        "us",
+        "ping_p50_us",
+    ),
+    vs(
+        "ping_offl_p99_us",
+        "ping RTT p99, vxmesh --afxdp-offloads (kernel, OVS: as above)",
         "us",
         "ping_p99_us",
     ),

@@ -20,8 +20,10 @@ fn measurement_of(key: &str) -> &'static str {
     // Longer names first where one is a prefix of another.
     [
         "ping_poll",
+        "ping_offl",
         "ping",
         "tcp_tap",
+        "tcp_offl",
         "tcp",
         "udp64",
         "http_ka",
@@ -94,7 +96,7 @@ fn git_rev() -> String {
 const NOTES: &[&str] = &[
     "Same topology on all sides (vxmesh_lab::lab::Lab from one cluster file; the kernel and OVS sides' file has no `attach`): 2 node namespaces joined through an underlay bridge namespace, 2 container namespaces per node, MTU 1450 in the overlay, 1500 underlay.",
     "vxmesh side: c11 and c21 on AF_XDP (veth), c12 and c22 on TAPs with offloads (vnet_hdr, TX checksum and TSO: 64 KB TCP super-frames in, GRO-merged super-frames out); the VIP by vxmesh's load balancer (rr, conntrack). Kernel side: bridge + VXLAN device per node (nolearning, static FDB), VIP by a kube-proxy-style nftables ruleset with `numgen inc mod 3` DNAT + conntrack in c11's own namespace (Docker's per-sandbox LB; no IPVS in this kernel), installed just before the HTTP tests, as the reference did.",
-    "Offloads: the kernel side leaves the containers' TX checksum/TSO/GSO at the veth defaults (on, as Docker does). vxmesh runs with --afxdp-offloads (unless this comparison was given --afxdp-offloads off): its AF_XDP containers keep TX checksum and TSO for TCP/IPv4 (other segmentation offloads off), the port's XDP program runs in generic mode and passes c11's 64 KB TCP super-frames to a packet socket beside the ring, and toward c21 n2 merges in-order segments back into super-frames and sends them through a packet socket beside the AF_XDP TX ring. Without the option (vxmesh's default, as the spec says) the AF_XDP containers' offloads are off and c11 hands vxmesh 1450-byte frames. vxmesh's TAPs (c12, c22) take offloads: a super-frame crosses the pipeline once, is cut into segments in software at the underlay, which sends them as one UDP GSO message; the receiving node gets them with UDP GRO and merges them back into a super-frame for the TAP.",
+    "Offloads: the kernel side leaves the containers' TX checksum/TSO/GSO at the veth defaults (on, as Docker does). vxmesh at its default (as the spec says) turns its AF_XDP containers' offloads off, so c11 hands vxmesh 1450-byte frames while the kernel moves 64 KB GSO super-packets through its bridge and VXLAN device; toward c21, n2 merges in-order segments back into super-frames and sends them through a packet socket beside the AF_XDP TX ring. The rows 'vxmesh --afxdp-offloads' (after the other tests, both nodes restarted with the option; or every row, when the comparison was given --afxdp-offloads on) let the AF_XDP containers keep TX checksum and TSO for TCP/IPv4: the port's XDP program runs in generic mode and passes c11's 64 KB TCP super-frames to a packet socket beside the ring, and each flow is steered to one CPU's backlog (RPS) to stay in order. vxmesh's TAPs (c12, c22) take offloads: a super-frame crosses the pipeline once, is cut into segments in software at the underlay, which sends them as one UDP GSO message; the receiving node gets them with UDP GRO and merges them back into a super-frame for the TAP.",
     "Both vxmesh nodes' poll threads busy-poll while traffic flows, yielding the CPU on empty rounds (they sleep in poll(2) after the busy-poll window: by default twice the recent gap between frames when frames come within 5 ms of each other, so a ping every 2 ms is polled through, else 200 µs; --busy-poll-us and --busy-poll-max-us set it), so under load vxmesh spends up to two cores of this machine on polling, next to iperf3/nginx/wrk; the CPU-per-packet figure includes them. Idle, it sleeps after 200 µs. The \"always polling\" ping rows come from the same run, after its other tests, with both nodes restarted with --busy-poll-us max: no wake-ups, at the cost of two cores spinning whether or not traffic flows.",
     "CPU per million packets: /proc/stat user+nice+system+irq+softirq over all CPUs, in a steady window (0.5 s after iperf3 starts to 0.5 s before its end), divided by the frames that entered c21's eth0 in that window. It is system-wide: the vxmesh poll threads, iperf3 client and server, softirq, and anything else the machine ran (the 'other sessions' column of the contention record; a variant with it subtracted is in the supporting table).",
     "iperf3 UDP 64 B is sender-limited on the kernel side (one iperf3 thread), as the reference notes; the figure is the overlay's delivered rate for that sender.",
@@ -311,7 +313,7 @@ pub fn write_results(
     }
     println!("Supporting figures:\n\n{}", report::table(&rest_rows));
     println!(
-        "Note: container offloads (kernel: TSO/GSO/TX checksum on, as Docker; vxmesh: on for TAPs, TCP/IPv4 ones on AF_XDP containers with --afxdp-offloads; OVS: off, AF_XDP everywhere); see results.md."
+        "Note: container offloads (kernel: TSO/GSO/TX checksum on, as Docker; vxmesh: on for TAPs, off on AF_XDP containers but in the --afxdp-offloads rows; OVS: off, AF_XDP everywhere); see results.md."
     );
     println!(
         "Results: {}/results.json, results.md, ratios.svg, ratios-ovs.svg (.png), raw/",

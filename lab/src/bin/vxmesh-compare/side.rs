@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use vxmesh_lab::labrun::Running;
 
 use crate::measure::{self, Load, Ours, Servers, check};
-use crate::suite::{measure_side, ping_test, udp64_load};
+use crate::suite::{measure_side, ping_test, tcp_test, udp64_load};
 use crate::topo::{self, KernelLab, OvsLab, Side, ip_of};
 use crate::{Ctx, PerfTest, Test, log};
 
@@ -109,6 +109,46 @@ pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
                 for n in ["n1", "n2"] {
                     if let Ok(s) = running.ctl_ok(n, &["stats", "--json"]) {
                         let _ = std::fs::write(format!("{}stats-{n}.json", env.raw), s);
+                    }
+                }
+                // The AF_XDP containers' TCP and ping again with --afxdp-offloads (unless the
+                // whole run has it): the containers keep their TCP offloads, at the cost of
+                // steering each flow to one CPU (docs/performance.md).
+                let offl = "--afxdp-offloads".to_string();
+                if !ctx.run_args.contains(&offl) && (ctx.runs(Test::Tcp) || ctx.runs(Test::Ping)) {
+                    for n in ["n1", "n2"] {
+                        running.stop_node(n)?;
+                    }
+                    running.run_args = ctx.run_args.clone();
+                    running.run_args.push(offl);
+                    for n in ["n1", "n2"] {
+                        running.start_node(n)?;
+                    }
+                    topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
+                    if ctx.runs(Test::Ping) {
+                        ping_test(ctx, &env, &mut out, "ping_offl", true)?;
+                    }
+                    if ctx.runs(Test::Tcp) {
+                        let mut servers = Servers::default();
+                        servers.start_iperf3(
+                            &env.c21,
+                            Path::new(&format!("{}iperf3-s-offl.log", env.raw)),
+                        )?;
+                        measure::wait_listening(&env.c21, 5201)?;
+                        tcp_test(
+                            ctx,
+                            &env,
+                            &mut out,
+                            (&env.c11, "c11"),
+                            "c21",
+                            "tcp_offl",
+                            "tcp-offl",
+                        )?;
+                    }
+                    for n in ["n1", "n2"] {
+                        if let Ok(s) = running.ctl_ok(n, &["stats", "--json"]) {
+                            let _ = std::fs::write(format!("{}stats-offl-{n}.json", env.raw), s);
+                        }
                     }
                 }
                 if !ctx.runs(Test::Ping) {

@@ -110,7 +110,6 @@ pub fn measure_side(
     out: &mut SideOut,
     hooks: &Hooks,
 ) -> Result<()> {
-    let p = &ctx.plan;
     let ns = hooks.ns;
     let mut servers = Servers::default();
     // Servers: iperf3 in c21, nginx in each backend.
@@ -145,20 +144,9 @@ pub fn measure_side(
         ("c11", "c21", "tcp", "tcp", Test::Tcp),
         ("c12", "c22", "tcp_tap", "tcp-c12-c22", Test::TcpTap),
     ] {
-        if !ctx.runs(test) {
-            continue;
+        if ctx.runs(test) {
+            tcp_test(ctx, env, out, (&ns(client), client), server, key, name)?;
         }
-        let gbps = gated(ctx, env, key, out, || {
-            let f = format!("{}iperf3-{name}.json", env.raw);
-            let secs = p.tcp_secs.to_string();
-            let args = ["iperf3", "-c", ip_of(server), "-t", &secs, "-J"];
-            Load::start(&ns(client), p.tcp_secs + 20, &args, Path::new(&f))?.wait()?;
-            measure::parse_iperf_tcp(&std::fs::read_to_string(&f)?)
-        })?;
-        out.values.insert(format!("{key}_gbps"), gbps);
-        log(&format!(
-            "  {tag}: TCP {client} -> {server} {gbps:.2} Gbit/s"
-        ));
     }
 
     // 3. UDP 64 B packets per second, and the CPU they cost.
@@ -171,6 +159,34 @@ pub fn measure_side(
         http_part(ctx, env, out, hooks, &tag)?;
     }
     drop(servers);
+    Ok(())
+}
+
+/// One iperf3 TCP test from `client` (its namespace and name) to `server` (whose iperf3 server
+/// listens), as `key` (`KEY_gbps`), iperf3's JSON into `iperf3-NAME.json`.
+pub fn tcp_test(
+    ctx: &Ctx,
+    env: &Env,
+    out: &mut SideOut,
+    (client_ns, client): (&str, &str),
+    server: &str,
+    key: &str,
+    name: &str,
+) -> Result<()> {
+    let p = &ctx.plan;
+    let gbps = gated(ctx, env, key, out, || {
+        let f = format!("{}iperf3-{name}.json", env.raw);
+        let secs = p.tcp_secs.to_string();
+        let args = ["iperf3", "-c", ip_of(server), "-t", &secs, "-J"];
+        Load::start(client_ns, p.tcp_secs + 20, &args, Path::new(&f))?.wait()?;
+        measure::parse_iperf_tcp(&std::fs::read_to_string(&f)?)
+    })?;
+    out.values.insert(format!("{key}_gbps"), gbps);
+    log(&format!(
+        "  r{} {}: TCP {client} -> {server} {gbps:.2} Gbit/s ({key})",
+        env.run,
+        env.side.name()
+    ));
     Ok(())
 }
 

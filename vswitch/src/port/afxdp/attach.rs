@@ -18,6 +18,12 @@
 //! nothing is left on the interface after a crash. A link also refuses to replace an XDP program
 //! someone else attached (`EBUSY`) instead of silently taking over the interface.
 //!
+//! For a port that receives the container's TCP super-frames (`rx_super_frames`), a variant
+//! ([`xsk_redirect_small_insns`], 15 instructions) first checks the frame's length: one longer
+//! than the MTU allows is counted in a one-slot array map (`BPF_F_MMAPABLE`, mapped by the
+//! port: [`PassedCount`]) with an atomic add and passed to the stack, where the port's packet
+//! socket takes it; the rest are redirected as above.
+//!
 //! [`attach`] picks the mode: the one asked for, or with [`XdpMode::Auto`] driver mode and then
 //! generic (skb) mode if the driver refuses.
 //!

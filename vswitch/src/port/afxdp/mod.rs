@@ -10,6 +10,9 @@
 //! container eth0 ◄══veth══ host end ◄─ sendto kick ◄─ TX ring ◄─ tx_burst ◄─ output ◄─────────────────────┘
 //!                              ▲                                  │ GRO runs, super-frames
 //!                              └── packet socket: sendmsg ◄───────┘
+//!
+//! with rx_super_frames (the container keeps its TCP offloads; generic XDP):
+//! container TSO ══veth══► host end ─► XDP: longer than the MTU? ─ yes: count, pass ─► packet tap ─► readv ─► rx_burst
 //! ```
 //!
 //! Design choices, and why:
@@ -69,13 +72,28 @@
 //!   partial checksum itself). Everything else takes the TX ring; the ring is drained before a
 //!   packet-socket send so a flow keeps its order.
 //!
+//! - **Super-frames from the container** (`packet_rx`, [`AfxdpConfig::rx_super_frames`], off
+//!   by default; the node turns it on with `vxmesh run --afxdp-offloads`). Native XDP on a
+//!   veth turns the peer's TSO off, so a container's TCP stream came in one 1450-byte frame at
+//!   a time. With it, the container keeps TX checksum and TSO for TCP/IPv4 (the caller sets
+//!   that up), the program runs in generic mode, and a frame longer than the MTU allows is
+//!   counted in an mmapped array map and passed to the stack, where a packet socket with a
+//!   virtio-net header takes it with its MSS and partial checksum (and IP drops its own copy:
+//!   the port turns forwarding off on the interface, `stack`, and steers each flow to one
+//!   CPU's backlog so that it stays in order). The socket is read only when
+//!   the count moved. The ring's frames may now hold partial checksums and nothing says
+//!   which: their TCP/UDP checksums are put in partial form from the headers
+//!   ([`offload::partial_from_unknown`](crate::offload::partial_from_unknown)), finished
+//!   where the output needs it.
+//!
 //! Frames longer than the room of a [`Packet`](crate::Packet) (receive) or than the UMEM frame
 //! or the device's MTU allows (transmit) are dropped and counted (`rx_oversize`, `tx_oversize`).
 //!
 //! The parts, one concern each: `config` (settings and their limits), `umem` (the mapped
 //! frames and their accounting), `queue` (one socket's four rings: receive, transmit, refill,
 //! reap, kick), `port` ([`AfxdpPort`]: opening and the [`Port`](crate::port::Port) methods),
-//! `packet_tx` (the packet socket for super-frames),
+//! `packet_tx` (the packet socket for super-frames), `packet_rx` (the one for received
+//! super-frames), `stack` (forwarding off and flow steering on the interface for those),
 //! `attach` (the XDP program, its XSKMAP and `bpf_link`) and `epoll` (one wait descriptor over
 //! several queues).
 
@@ -86,11 +104,12 @@ use crate::port::ethtool::EthtoolError;
 mod attach;
 mod config;
 mod epoll;
+mod order;
 mod packet_rx;
 mod packet_tx;
 mod port;
 mod queue;
-mod sysctl;
+mod stack;
 mod umem;
 
 pub use attach::BpfError;

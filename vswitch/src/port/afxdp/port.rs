@@ -13,6 +13,7 @@ use xdpilone::SocketConfig;
 use super::attach::{PassedCount, XdpLink, XdpProgram, XskMap, attach};
 use super::config::{AfxdpConfig, MAX_QUEUES, XDP_PACKET_HEADROOM, XdpMode};
 use super::epoll::epoll_over;
+use super::order;
 use super::packet_rx::{PacketRx, Read};
 use super::packet_tx::PacketTx;
 use super::queue::{Queue, is_zero_copy, open_queue};
@@ -84,6 +85,9 @@ pub struct AfxdpStats {
     pub rx_super_lost: u64,
     /// Packet-socket receive errors.
     pub rx_packet_errors: u64,
+    /// Super-frames moved behind ring frames of their flow that came before them (by TCP
+    /// sequence number): the two receive paths meet in one batch.
+    pub rx_reordered: u64,
     /// The errno of the last failed kick or packet-socket send, 0 if none.
     pub last_errno: i32,
 }
@@ -238,8 +242,14 @@ impl AfxdpPort {
         };
         let packet_rx = match passed {
             Some(passed) => {
-                super::sysctl::no_forwarding(ifname).map_err(|e| {
+                super::stack::no_forwarding(ifname).map_err(|e| {
                     cx.os("turning IP forwarding off (the stack's copy of a super-frame must be dropped)", e)
+                })?;
+                super::stack::steer_flows(ifname, nq).map_err(|e| {
+                    cx.os(
+                        "steering flows to one CPU each (RPS: a flow must stay in order)",
+                        e,
+                    )
                 })?;
                 Some(SuperRx {
                     sock: PacketRx::open(&cx, ifindex)?,
@@ -345,47 +355,42 @@ impl AfxdpPort {
 impl Port for AfxdpPort {
     fn rx_burst(&mut self, batch: &mut Batch) -> usize {
         let spare = batch.spare_mut();
-        let nq = self.queues.len();
-        let mut n = 0;
-        if let Some(rx) = &mut self.packet_rx {
-            n = rx.receive(spare, self.max_tx_len, &mut self.stats);
-        }
-        let from_ring = n;
-        let mut kicked = false;
-        // Start at a different queue each call, so a busy queue cannot starve the others.
-        for k in 0..nq {
-            let q = &mut self.queues[(self.next_rx + k) % nq];
-            q.reap_completions();
-            if n < spare.len() {
-                n += q.receive(&mut spare[n..], &mut self.stats);
-            }
-            q.refill();
-            if kicked {
-                continue;
-            }
-            if q.dev.needs_wakeup() {
-                // Only a zero-copy driver asks: copy mode takes fill frames as frames arrive.
-                self.stats.fill_wakeups += 1;
-                q.dev.wake();
-                kicked = true;
-            } else if q.tx_needs_kick() {
-                // Descriptors left on the TX ring by the last kick (it sends 32 at most).
-                q.kick(&mut self.stats);
-                kicked = true;
-            }
-        }
-        self.next_rx = if self.next_rx + 1 >= nq {
-            0
-        } else {
-            self.next_rx + 1
+        let Some(rx) = &mut self.packet_rx else {
+            let n = rx_rings(&mut self.queues, &mut self.next_rx, spare, &mut self.stats);
+            batch.grow(n);
+            return n;
         };
-        if self.packet_rx.is_some() {
-            // The container's checksum offload is on: the ring's frames may hold partial sums.
-            for p in &mut spare[from_ring..n] {
-                let o = offload::partial_from_unknown(p.data_mut());
-                self.stats.rx_csum_partial += u64::from(o.needs_csum);
-                p.meta.offload = o;
+        // Room kept for super-frames: one that waits for the next round while ring frames
+        // that came after it go now would reach the container's peer out of order.
+        let ring_room = spare.len() - (spare.len() / 4).min(SUPER_ROOM);
+        // Read the ring until the count of passed super-frames holds still around a read
+        // (bounded): then every frame that came before a counted super-frame is in hand.
+        let mut counted = rx.passed.get();
+        let mut n = 0;
+        for _ in 0..STABLE_READS {
+            n += rx_rings(
+                &mut self.queues,
+                &mut self.next_rx,
+                &mut spare[n..ring_room],
+                &mut self.stats,
+            );
+            let now = rx.passed.get();
+            if now == counted {
+                break;
             }
+            counted = now;
+        }
+        // The container's checksum offload is on: the ring's frames may hold partial sums.
+        for p in &mut spare[..n] {
+            let o = offload::partial_from_unknown(p.data_mut());
+            self.stats.rx_csum_partial += u64::from(o.needs_csum);
+            p.meta.offload = o;
+        }
+        let ring = n;
+        n += rx.receive(&mut spare[n..], counted, self.max_tx_len, &mut self.stats);
+        // Each super-frame after the frames of its flow that it followed, by sequence number.
+        for s in ring..n {
+            self.stats.rx_reordered += u64::from(order::place(&mut spare[..=s]));
         }
         batch.grow(n);
         n
@@ -509,6 +514,7 @@ impl Port for AfxdpPort {
             ("rx_super_truncated", s.rx_super_truncated),
             ("rx_super_lost", s.rx_super_lost),
             ("rx_packet_errors", s.rx_packet_errors),
+            ("rx_reordered", s.rx_reordered),
             ("rx_dropped_kernel", k.rx_dropped),
             ("rx_ring_full_kernel", k.rx_ring_full),
             ("fill_ring_empty", k.fill_ring_empty),
@@ -520,6 +526,47 @@ impl Port for AfxdpPort {
             ("umem_foreign_addrs", foreign),
         ]
     }
+}
+
+/// Slots of a receive batch kept for super-frames (at most a quarter of it).
+const SUPER_ROOM: usize = 16;
+/// Ring reads in one receive call while super-frames keep being counted.
+const STABLE_READS: usize = 4;
+
+/// Receive from the queues' RX rings into `spare`, starting at a different queue each call (so
+/// a busy queue cannot starve the others); reap, refill and kick as a receive call does.
+fn rx_rings(
+    queues: &mut [Queue],
+    next_rx: &mut usize,
+    spare: &mut [Packet],
+    st: &mut AfxdpStats,
+) -> usize {
+    let nq = queues.len();
+    let mut n = 0;
+    let mut kicked = false;
+    for k in 0..nq {
+        let q = &mut queues[(*next_rx + k) % nq];
+        q.reap_completions();
+        if n < spare.len() {
+            n += q.receive(&mut spare[n..], st);
+        }
+        q.refill();
+        if kicked {
+            continue;
+        }
+        if q.dev.needs_wakeup() {
+            // Only a zero-copy driver asks: copy mode takes fill frames as frames arrive.
+            st.fill_wakeups += 1;
+            q.dev.wake();
+            kicked = true;
+        } else if q.tx_needs_kick() {
+            // Descriptors left on the TX ring by the last kick (it sends 32 at most).
+            q.kick(st);
+            kicked = true;
+        }
+    }
+    *next_rx = if *next_rx + 1 >= nq { 0 } else { *next_rx + 1 };
+    n
 }
 
 /// The receive side of super-frames: the packet socket and the count of frames the XDP
@@ -536,12 +583,19 @@ struct SuperRx {
 impl SuperRx {
     /// Reads in a row that find the socket empty before the missing frames are counted lost
     /// (the count moves a moment before the frame is queued on the socket).
-    const LOST_AFTER: u32 = 64;
+    const LOST_AFTER: u32 = 256;
+    /// Reads of an empty socket in one call before waiting for the next round.
+    const RETRIES_NOW: u32 = 8;
 
-    /// Take the passed super-frames into `spare` while the count says some are due; no system
-    /// call when none are. Returns how many packets were filled.
-    fn receive(&mut self, spare: &mut [Packet], max_len: usize, st: &mut AfxdpStats) -> usize {
-        let count = self.passed.get();
+    /// Take the passed super-frames into `spare` up to `count` passed in all; no system call
+    /// when none are due. Returns how many packets were filled.
+    fn receive(
+        &mut self,
+        spare: &mut [Packet],
+        count: u64,
+        max_len: usize,
+        st: &mut AfxdpStats,
+    ) -> usize {
         if count == self.taken {
             return 0;
         }
@@ -575,13 +629,18 @@ impl SuperRx {
                 }
                 Read::Short => st.rx_bad_vnet_hdr += 1,
                 Read::Empty => {
+                    // Counted a moment before it is queued on the socket: try again, a few
+                    // times now (it is on its way), then in later rounds, then count it lost.
                     self.empty_reads += 1;
                     if self.empty_reads >= Self::LOST_AFTER {
                         st.rx_super_lost += count - self.taken;
                         self.taken = count;
                         self.empty_reads = 0;
+                        break;
                     }
-                    break;
+                    if self.empty_reads.is_multiple_of(Self::RETRIES_NOW) {
+                        break;
+                    }
                 }
                 Read::Error(errno) => {
                     st.rx_packet_errors += 1;
