@@ -95,13 +95,13 @@ enum Cmd {
         #[arg(long, value_name = "MICROS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
         receiver_watch_us: u64,
         /// Let AF_XDP containers keep their TCP offloads: for an endpoint with a named
-        /// namespace (netns), the node turns TX checksum and TSO on in the container (every
+        /// namespace (netns in the cluster file or store), the node turns TX checksum and TSO on in the container (every
         /// other segmentation offload off) instead of TX checksum, TSO and GSO off; the port
         /// attaches its XDP program in generic mode, takes the container's 64 KB TCP
         /// super-frames through a packet socket beside the ring (rx_gso_frames), and steers
-        /// each flow to one CPU (RPS on the veth) so that it stays in order. TCP from such
-        /// containers about 1.6x faster, a ping about 20 us slower (docs/performance.md). Off
-        /// by default, as the spec says.
+        /// each flow to one CPU (RPS on the veth) so that it stays in order. TCP sent by such
+        /// a container about 1.4x faster; received, 0.75-0.86x; a ping 15-25 us slower
+        /// (docs/performance.md). Off by default, as the spec says.
         #[arg(long)]
         afxdp_offloads: bool,
         /// Pin the poll threads: worker K runs on the K-th CPU of the list (wrapping), e.g.
