@@ -314,6 +314,17 @@ fn receive_super_frames(node: &str, c1: &str) {
         XdpMode::Skb,
         "generic XDP leaves the peer's TSO on"
     );
+    // Each flow steered to one CPU, on the node's own interface (read through its own sysfs).
+    let rps = std::process::Command::new("ip")
+        .args(["netns", "exec", node, "cat"])
+        .arg(format!("/sys/class/net/{HOST_IF}/queues/rx-0/rps_cpus"))
+        .output()
+        .unwrap();
+    let mask = String::from_utf8_lossy(&rps.stdout).replace(',', "");
+    assert!(
+        u64::from_str_radix(mask.trim(), 16).is_ok_and(|m| m != 0),
+        "rps_cpus: {mask:?}"
+    );
     let (src, dst) = (mac("02:42:0a:00:09:0c"), mac("02:42:0a:00:09:0b"));
     // The super-frame: three segments' worth, its checksum partial.
     let body: Vec<u8> = (0..3 * MSS).map(|i| (i % 251) as u8).collect();

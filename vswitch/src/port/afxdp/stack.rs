@@ -14,7 +14,8 @@
 //!   the container, on the poll thread's CPU). Two backlogs drained apart reorder the flow, and
 //!   the peer takes the reordering for loss (a same-node stream fell to a fifth). Receive
 //!   packet steering on the interface's queues (`queues/rx-N/rps_cpus`, every CPU) puts each
-//!   flow on one CPU's backlog by its hash, as native XDP's single ring did. The price: a
+//!   flow on one CPU's backlog by its hash, as native XDP's single ring did (written through a
+//!   sysfs of the port's own namespace, see [`steer_flows`]). The price: a
 //!   frame whose flow hashes to the other CPU waits for that CPU (an inter-processor
 //!   interrupt), about 20 µs more on a ping here (docs/performance.md).
 
@@ -34,19 +35,73 @@ pub(super) fn no_forwarding(ifname: &str) -> io::Result<()> {
     }
 }
 
-/// Steer every receive queue of `ifname` (`queues` of them) over all CPUs by flow hash (`/sys`
-/// shows the namespace that mounted it: the node's, where the port opens).
+/// Steer every receive queue of `ifname` (`queues` of them, in the calling thread's network
+/// namespace) over all CPUs by flow hash.
+///
+/// `/sys/class/net` shows the devices of the network namespace that mounted it, not the
+/// caller's (a thread that entered the node's namespace would see another namespace's devices,
+/// maybe one of the same name). So the write is done by a helper thread of the caller's
+/// namespace in a mount namespace of its own (private, nothing propagates out), where it
+/// mounts a fresh sysfs over `/sys`, as `ip netns exec` does; the mount ends with the thread.
 pub(super) fn steer_flows(ifname: &str, queues: u32) -> io::Result<()> {
     // SAFETY: sysconf has no preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize;
     let mask = cpu_mask(cpus);
-    for q in 0..queues {
-        set(
-            &format!("/sys/class/net/{ifname}/queues/rx-{q}/rps_cpus"),
-            &mask,
+    let ifname = ifname.to_string();
+    std::thread::Builder::new()
+        .name("vxmesh-rps".into())
+        .spawn(move || -> io::Result<()> {
+            own_sysfs()?;
+            for q in 0..queues {
+                set(
+                    &format!("/sys/class/net/{ifname}/queues/rx-{q}/rps_cpus"),
+                    &mask,
+                )?;
+            }
+            Ok(())
+        })?
+        .join()
+        .map_err(|_| io::Error::other("the RPS helper thread panicked"))?
+}
+
+/// In the calling thread: a private mount namespace of its own with the sysfs of the thread's
+/// network namespace on `/sys`.
+fn own_sysfs() -> io::Result<()> {
+    let check = |rc: libc::c_int, what: &str| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            let e = io::Error::last_os_error();
+            Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+        }
+    };
+    // SAFETY: plain system calls on constant, NUL-terminated strings; they change only this
+    // thread's mount namespace, which it has to itself after the unshare.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS), "unshare(CLONE_NEWNS)")?;
+        check(
+            libc::mount(
+                core::ptr::null(),
+                c"/".as_ptr(),
+                core::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                core::ptr::null(),
+            ),
+            "making the mounts private",
         )?;
+        // Nothing mounted there is fine: the sysfs goes on the directory.
+        libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH);
+        check(
+            libc::mount(
+                c"sysfs".as_ptr(),
+                c"/sys".as_ptr(),
+                c"sysfs".as_ptr(),
+                0,
+                core::ptr::null(),
+            ),
+            "mounting sysfs",
+        )
     }
-    Ok(())
 }
 
 /// The kernel's bitmap format for CPUs `0..cpus`: hex, in comma-separated 32-bit groups.
