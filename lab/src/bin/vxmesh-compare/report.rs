@@ -62,8 +62,8 @@ const fn vs_higher(
     kernel_key: &'static str,
 ) -> Metric {
     Metric {
-        kernel_key: Some(kernel_key),
-        ..m(key, label, unit, true, true)
+        higher_better: true,
+        ..vs(key, label, unit, kernel_key)
     }
 }
 

@@ -93,7 +93,7 @@
 //! frames and their accounting), `queue` (one socket's four rings: receive, transmit, refill,
 //! reap, kick), `port` ([`AfxdpPort`]: opening and the [`Port`](crate::port::Port) methods),
 //! `packet_tx` (the packet socket for super-frames), `packet_rx` (the one for received
-//! super-frames), `stack` (forwarding off and flow steering on the interface for those),
+//! super-frames), `packet_sock` (what the two share), `stack` (forwarding off and flow steering on the interface for those),
 //! `attach` (the XDP program, its XSKMAP and `bpf_link`) and `epoll` (one wait descriptor over
 //! several queues).
 
@@ -106,6 +106,7 @@ mod config;
 mod epoll;
 mod order;
 mod packet_rx;
+mod packet_sock;
 mod packet_tx;
 mod port;
 mod queue;

@@ -26,14 +26,11 @@
 //! transmits would come back otherwise.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::packet_sock::{self, PACKET_IGNORE_OUTGOING};
 use super::{AfxdpError, Ctx};
 use crate::wire::vnet;
-
-/// `SOL_PACKET` options (linux/if_packet.h).
-const PACKET_VNET_HDR: libc::c_int = 15;
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// `ETH_P_ALL`, in network byte order as `socket` and `bind` want it.
 const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
 /// The receive buffer asked for: a few dozen 64 KB super-frames.
@@ -59,64 +56,14 @@ pub(super) enum Read {
 impl PacketRx {
     /// Open the socket on `ifindex` (in the calling thread's namespace).
     pub(super) fn open(cx: &Ctx, ifindex: u32) -> Result<PacketRx, AfxdpError> {
-        let step = "packet socket for received super-frames";
-        // SAFETY: plain socket(2); the descriptor is owned at once.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::c_int::from(ETH_P_ALL_BE),
-            )
-        };
-        if raw < 0 {
-            return Err(cx.os(
-                format!("{step} (needs CAP_NET_RAW)"),
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let set = |level, opt, v: libc::c_int| {
-            // SAFETY: an int option, passed by pointer with its size.
-            let rc = unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    level,
-                    opt,
-                    (&v as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
-        set(libc::SOL_PACKET, PACKET_VNET_HDR, 1)
-            .map_err(|e| cx.os(format!("{step}: PACKET_VNET_HDR"), e))?;
-        set(libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            .map_err(|e| cx.os(format!("{step}: PACKET_IGNORE_OUTGOING"), e))?;
-        // Beyond net.core.rmem_max with CAP_NET_ADMIN; the default buffer otherwise.
-        if set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
-            let _ = set(libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF);
-        }
-        // SAFETY: all-zero is a valid sockaddr_ll; the fields that matter are set below.
-        let mut sll: libc::sockaddr_ll = unsafe { core::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ALL_BE;
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll of the size given.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(cx.os(format!("{step}: bind"), io::Error::last_os_error()));
-        }
+        let fd = packet_sock::open(
+            cx,
+            "packet socket for received super-frames",
+            ifindex,
+            ETH_P_ALL_BE,
+            &[(PACKET_IGNORE_OUTGOING, "PACKET_IGNORE_OUTGOING")],
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RCVBUF),
+        )?;
         Ok(PacketRx { fd })
     }
 

@@ -29,17 +29,15 @@
 //! buffer drops the run and counts it, as the TX ring does when full.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::packet_sock::{self, PACKET_QDISC_BYPASS};
 use super::{AfxdpError, Ctx};
 use crate::offload;
 use crate::packet::Packet;
 use crate::port::gather::{self, iovec};
 use crate::wire::vnet;
 
-/// `SOL_PACKET` options (linux/if_packet.h).
-const PACKET_VNET_HDR: libc::c_int = 15;
-const PACKET_QDISC_BYPASS: libc::c_int = 20;
 /// The socket buffer asked for: room for a batch of 64 KB super-frames in flight.
 const SNDBUF: libc::c_int = 4 << 20;
 
@@ -51,64 +49,14 @@ pub(super) struct PacketTx {
 impl PacketTx {
     /// Open the socket on `ifindex` (in the calling thread's namespace).
     pub(super) fn open(cx: &Ctx, ifindex: u32) -> Result<PacketTx, AfxdpError> {
-        let step = "packet socket for super-frames";
-        // SAFETY: plain socket(2); the descriptor is owned at once.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        };
-        if raw < 0 {
-            return Err(cx.os(
-                format!("{step} (needs CAP_NET_RAW)"),
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let set = |level, opt, v: libc::c_int| {
-            // SAFETY: an int option, passed by pointer with its size.
-            let rc = unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    level,
-                    opt,
-                    (&v as *const libc::c_int).cast(),
-                    size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
-        set(libc::SOL_PACKET, PACKET_VNET_HDR, 1)
-            .map_err(|e| cx.os(format!("{step}: PACKET_VNET_HDR"), e))?;
-        set(libc::SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-            .map_err(|e| cx.os(format!("{step}: PACKET_QDISC_BYPASS"), e))?;
-        // Beyond net.core.wmem_max with CAP_NET_ADMIN; the default buffer otherwise.
-        if set(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SNDBUF).is_err() {
-            let _ = set(libc::SOL_SOCKET, libc::SO_SNDBUF, SNDBUF);
-        }
-        // SAFETY: all-zero is a valid sockaddr_ll; the fields that matter are set below.
-        let mut sll: libc::sockaddr_ll = unsafe { core::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = 0;
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll of the size given.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(cx.os(format!("{step}: bind"), io::Error::last_os_error()));
-        }
+        let fd = packet_sock::open(
+            cx,
+            "packet socket for super-frames",
+            ifindex,
+            0,
+            &[(PACKET_QDISC_BYPASS, "PACKET_QDISC_BYPASS")],
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SNDBUF),
+        )?;
         Ok(PacketTx { fd })
     }
 
