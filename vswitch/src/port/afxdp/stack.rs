@@ -12,7 +12,9 @@
 //!   the sender's CPU, and a container's TCP sends from two places: its application's CPU, and
 //!   wherever the ACKs that open its window are delivered (inside the node's own transmit into
 //!   the container, on the poll thread's CPU). Two backlogs drained apart reorder the flow, and
-//!   the peer takes the reordering for loss (a same-node stream fell to a fifth). Receive
+//!   the peer takes the reordering for loss (a same-node stream fell to a fifth). And the
+//!   transmits made in the poll thread's transmit leave their generic-XDP work (a copy of each
+//!   64 KB super-frame) to that thread's CPU's backlog, inside its own system call. Receive
 //!   packet steering on the interface's queues (`queues/rx-N/rps_cpus`, every CPU) puts each
 //!   flow on one CPU's backlog by its hash, as native XDP's single ring did (written through a
 //!   sysfs of the port's own namespace, see [`steer_flows`]). The price: a
