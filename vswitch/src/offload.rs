@@ -176,29 +176,24 @@ pub fn finish_checksum(frame: &mut [u8], o: &mut Offload) {
 /// else is left as it is (no offload). A frame longer than its IP packet (padding) gets its
 /// checksum computed here over the packet's own length, since a finish sums to the frame's end.
 pub fn partial_from_unknown(frame: &mut [u8]) -> Offload {
-    const ETH: usize = ethernet::HEADER_LEN;
-    let Some(&[t0, t1]) = frame.get(12..14) else {
+    let Ok((l3, ethertype)) = ethernet::Packet::new_checked(&*frame).and_then(|e| e.l3()) else {
         return Offload::default();
     };
-    let (l4, l4_len, proto, pseudo) = match u16::from_be_bytes([t0, t1]) {
+    let (l4, l4_len, proto, pseudo) = match ethertype {
         ETHERTYPE_IPV4 => {
-            let Some(ip) = frame.get(ETH..ETH + ipv4::HEADER_LEN) else {
+            let Ok(ip) = ipv4::Packet::new_checked(&frame[l3..]) else {
                 return Offload::default();
             };
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let total = usize::from(be16(&ip[2..]));
-            let frag = be16(&ip[6..]) & 0x3fff;
-            let proto = ip[9];
-            if ip[0] >> 4 != 4 || ihl < ipv4::HEADER_LEN || total < ihl || frag != 0 {
+            if ip.version() != ipv4::VERSION || ip.is_fragment() {
                 return Offload::default();
             }
-            let mut addrs = [0u8; 8];
-            addrs.copy_from_slice(&ip[12..20]);
-            let pseudo = checksum::pseudo_sum(&addrs, proto, total - ihl);
-            (ETH + ihl, total - ihl, proto, pseudo)
+            let len = ip.payload().len();
+            let pseudo = checksum::pseudo_sum(ip.addrs(), ip.protocol(), len);
+            (l3 + ip.header_len(), len, ip.protocol(), pseudo)
         }
         ETHERTYPE_IPV6 => {
-            let Some(ip) = frame.get(ETH..ETH + IPV6_HEADER_LEN) else {
+            // No IPv6 wrapper in the wire layer (the overlay carries IPv4): the fixed header.
+            let Some(ip) = frame.get(l3..l3 + IPV6_HEADER_LEN) else {
                 return Offload::default();
             };
             if ip[0] >> 4 != 6 {
@@ -209,7 +204,7 @@ pub fn partial_from_unknown(frame: &mut [u8]) -> Offload {
             let l = (len as u32).to_be_bytes();
             let tail = [l[0], l[1], l[2], l[3], 0, 0, 0, ip[6]];
             let pseudo = checksum::add(checksum::sum(&ip[8..40]), checksum::sum(&tail));
-            (ETH + IPV6_HEADER_LEN, len, ip[6], pseudo)
+            (l3 + IPV6_HEADER_LEN, len, ip[6], pseudo)
         }
         _ => return Offload::default(),
     };

@@ -1,9 +1,10 @@
 //! Gathered writes of a merged TCP run: the iovecs that hand a container one super-frame made
-//! of a run of segments ([`offload::gro_run`]) without copying a payload byte in userspace.
+//! of a run of segments ([`offload::gro_run`]) without copying a payload byte in userspace;
+//! and the scattered read of a frame behind its virtio-net header.
 //!
-//! Where it sits: at the end of the path toward a container, in the transmit of the two ports
-//! that take super-frames: the TAP port's `writev` and the AF_XDP port's packet socket
-//! (`sendmsg`). Both speak the same virtio-net header in front of the frame.
+//! Where it sits: at both ends of the path of a container whose kernel hands over or takes
+//! super-frames: the TAP port's `readv`/`writev` and the AF_XDP port's packet sockets
+//! (`readv`, `sendmsg`). Both speak the same virtio-net header in front of the frame.
 
 use crate::batch::MAX_BATCH;
 use crate::offload;
@@ -35,4 +36,51 @@ pub(crate) fn merged_run<R>(pkts: &[Packet], write: impl FnOnce(&[libc::iovec]) 
         *slot = iovec(offload::gro_payload(p.data(), hl));
     }
     write(&iov[..n + 2])
+}
+
+/// One [`read_frame`].
+pub(crate) enum Read {
+    /// A frame of this many bytes after the header.
+    Frame(usize),
+    /// Shorter than the header: nothing usable.
+    Short,
+    /// Nothing queued (`EAGAIN`, or a read of nothing).
+    Empty,
+    /// Another error (errno).
+    Error(i32),
+}
+
+/// One `readv` from `fd`: `hdr.len()` bytes of header (a virtio-net header, or none), then the
+/// frame into `area`; again when interrupted.
+pub(crate) fn read_frame(fd: libc::c_int, hdr: &mut [u8], area: &mut [u8]) -> Read {
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_mut_ptr().cast(),
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: area.as_mut_ptr().cast(),
+            iov_len: area.len(),
+        },
+    ];
+    loop {
+        // SAFETY: both iovecs describe live buffers of their lengths, borrowed mutably (the
+        // first may be empty).
+        let rc = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
+        if rc >= 0 {
+            // rc >= 0 was just checked.
+            let got = rc as usize;
+            return match got.checked_sub(hdr.len()) {
+                _ if got == 0 => Read::Empty,
+                Some(len) => Read::Frame(len),
+                None => Read::Short,
+            };
+        }
+        let err = std::io::Error::last_os_error();
+        match err.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock => return Read::Empty,
+            _ => return Read::Error(err.raw_os_error().unwrap_or(0)),
+        }
+    }
 }

@@ -42,7 +42,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::Port;
-use super::gather::{self, iovec};
+use super::gather::{self, Read, iovec};
 use super::iface::{self, CtlSocket, IFNAME_RULE, MAX_PREFIX_LEN};
 use super::netns::{self, NetnsError};
 use crate::batch::{Batch, MAX_BATCH};
@@ -378,49 +378,27 @@ impl Port for TapPort {
         let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
         while n < spare.len() {
             let area = spare[n].rx_area();
-            let iov = [
-                libc::iovec {
-                    iov_base: vh.as_mut_ptr().cast(),
-                    iov_len: hdr_len,
-                },
-                libc::iovec {
-                    iov_base: area.as_mut_ptr().cast(),
-                    iov_len: area.len(),
-                },
-            ];
             let room = area.len();
-            // SAFETY: both iovecs describe valid, exclusively borrowed buffers of their lengths
-            // (the first is empty without offloads).
-            let rc = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
-            if rc < 0 {
-                let err = io::Error::last_os_error();
-                match err.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => {}
-                    _ => {
-                        self.stats.rx_errors += 1;
-                        self.stats.last_errno = err.raw_os_error().unwrap_or(0);
-                    }
+            let len = match gather::read_frame(self.fd.as_raw_fd(), &mut vh[..hdr_len], area) {
+                Read::Frame(len) => len,
+                Read::Short => {
+                    self.stats.rx_bad_vnet_hdr += 1;
+                    continue;
                 }
-                break;
-            }
-            // rc >= 0 was just checked.
-            let got = rc as usize;
-            if got == 0 {
-                break;
-            }
-            if got < hdr_len {
-                self.stats.rx_bad_vnet_hdr += 1;
-                continue;
-            }
-            let len = got - hdr_len;
+                Read::Empty => break,
+                Read::Error(errno) => {
+                    self.stats.rx_errors += 1;
+                    self.stats.last_errno = errno;
+                    break;
+                }
+            };
             if len >= room {
                 // A frame as large as the buffer may have been cut: never pass on a partial one.
                 self.stats.rx_truncated += 1;
                 continue;
             }
             let p = &mut spare[n];
-            // rx_area reset the metadata when the iovecs were built.
+            // rx_area reset the metadata before the read.
             p.set_len(len);
             if self.vnet {
                 match offload::from_vnet(&vh, p.data(), self.max_segment) {

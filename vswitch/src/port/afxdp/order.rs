@@ -12,25 +12,25 @@
 
 use crate::packet::Packet;
 use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
-use crate::wire::{be16, ipv4};
+use crate::wire::{ipv4, tcp};
 
 /// A TCP/IPv4 frame's flow (addresses and ports, as they sit in the headers) and sequence
 /// number; `None` for anything else (and for fragments).
 fn flow_seq(f: &[u8]) -> Option<([u8; 12], u32)> {
-    const ETH: usize = ethernet::HEADER_LEN;
-    if f.get(12..14)? != ETHERTYPE_IPV4.to_be_bytes() {
+    let (l3, ethertype) = ethernet::Packet::new_checked(f).ok()?.l3().ok()?;
+    if ethertype != ETHERTYPE_IPV4 {
         return None;
     }
-    let ip = f.get(ETH..ETH + ipv4::HEADER_LEN)?;
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ip[9] != ipv4::PROTO_TCP || be16(&ip[6..]) & 0x3fff != 0 || ihl < ipv4::HEADER_LEN {
+    let ip = ipv4::Packet::new_checked(f.get(l3..)?).ok()?;
+    if ip.protocol() != ipv4::PROTO_TCP || ip.is_fragment() {
         return None;
     }
-    let tcp = f.get(ETH + ihl..ETH + ihl + 8)?;
+    let tcp = tcp::Packet::new_checked(ip.payload()).ok()?;
     let mut key = [0u8; 12];
-    key[..8].copy_from_slice(&ip[12..20]);
-    key[8..].copy_from_slice(&tcp[..4]);
-    Some((key, u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]])))
+    key[..8].copy_from_slice(ip.addrs());
+    key[8..10].copy_from_slice(&tcp.src_port().to_be_bytes());
+    key[10..].copy_from_slice(&tcp.dst_port().to_be_bytes());
+    Some((key, tcp.seq_number()))
 }
 
 /// Whether sequence number `a` comes after `b` (RFC 1982 arithmetic).

@@ -25,11 +25,12 @@
 //! The socket skips the interface's outgoing frames (`PACKET_IGNORE_OUTGOING`): the port's own
 //! transmits would come back otherwise.
 
-use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::packet_sock::{self, PACKET_IGNORE_OUTGOING};
 use super::{AfxdpError, Ctx};
+use crate::port::gather;
+pub(super) use crate::port::gather::Read;
 use crate::wire::vnet;
 /// `ETH_P_ALL`, in network byte order as `socket` and `bind` want it.
 const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
@@ -39,18 +40,6 @@ const RCVBUF: libc::c_int = 8 << 20;
 /// An `AF_PACKET` socket receiving the frames the XDP program passed, behind a virtio-net header.
 pub(super) struct PacketRx {
     fd: OwnedFd,
-}
-
-/// One read from a [`PacketRx`].
-pub(super) enum Read {
-    /// A frame of this many bytes after the header.
-    Frame(usize),
-    /// Shorter than a virtio-net header: nothing usable.
-    Short,
-    /// Nothing queued.
-    Empty,
-    /// A socket error (errno).
-    Error(i32),
 }
 
 impl PacketRx {
@@ -69,33 +58,6 @@ impl PacketRx {
 
     /// Read one frame: its virtio-net header into `vh`, the frame into `area`.
     pub(super) fn read(&self, vh: &mut [u8; vnet::HEADER_LEN], area: &mut [u8]) -> Read {
-        let iov = [
-            libc::iovec {
-                iov_base: vh.as_mut_ptr().cast(),
-                iov_len: vh.len(),
-            },
-            libc::iovec {
-                iov_base: area.as_mut_ptr().cast(),
-                iov_len: area.len(),
-            },
-        ];
-        loop {
-            // SAFETY: both iovecs describe live buffers of their lengths, borrowed mutably.
-            let rc = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
-            if rc >= 0 {
-                let got = rc as usize;
-                return if got < vnet::HEADER_LEN {
-                    Read::Short
-                } else {
-                    Read::Frame(got - vnet::HEADER_LEN)
-                };
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Read::Empty,
-                _ => return Read::Error(err.raw_os_error().unwrap_or(0)),
-            }
-        }
+        gather::read_frame(self.fd.as_raw_fd(), vh, area)
     }
 }
