@@ -168,6 +168,34 @@ fn attachments_go_through_the_store_to_every_node() {
             .is_ok_and(|s| s.contains(&ip1))
     });
 
+    // The endpoint names q1's namespace (it is under /run/netns), so n1 watches q1's UDP
+    // sockets for early drop, as for an endpoint of the file: a datagram to q1 gets them
+    // sampled.
+    let eps: serde_json::Value =
+        serde_json::from_slice(&admin(&["endpoint", "ls", "--json"]).stdout)
+            .expect("endpoint ls --json");
+    let q1 = eps
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == "q1"))
+        .unwrap_or_else(|| panic!("no q1: {eps}"));
+    assert_eq!(q1["netns"], json!(format!("{prefix}q1")), "{q1}");
+    let samples = || -> u64 {
+        let out = run
+            .ctl_ok("n1", &["stats", "--json"])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json");
+        v["ports"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == "q1"))
+            .and_then(|p| p["counters"]["receiver_samples"].as_u64())
+            .unwrap_or_else(|| panic!("no receiver_samples on port q1: {out}"))
+    };
+    until("q1's UDP sockets sampled on n1", || {
+        // A DNS query to q1 (nobody answers): UDP the switch delivers to q1's port.
+        let _ = dig(&c21, &ip1, "q1");
+        samples() > 0
+    });
+
     // ADD on n2: an address of another block.
     let (code, r) = plugin.call_eth0("ADD", &path("q2"), "cid-q2", "K8S_POD_NAME=q2", &conf("n2"));
     assert_eq!(code, 0, "ADD q2: {r}\n{}", run.log_tail());

@@ -72,7 +72,9 @@ pub fn merge(source: &Cluster, node: &str, atts: &[Attachment]) -> Result<Cluste
             if !ifs.insert(a.host_if.clone()) {
                 return Err(format!("{what}: interface {} is already used", a.host_if));
             }
-            (Attach::Afxdp(a.host_if.clone()), None)
+            // The container's namespace by name where it has one under /run/netns (podman's
+            // do): the node then watches its UDP sockets (early drop) and sets its offloads.
+            (Attach::Afxdp(a.host_if.clone()), named_netns(&a.netns))
         };
         for n in std::iter::once(&a.name).chain(&a.aliases) {
             let key = (a.network.clone(), n.to_ascii_lowercase());
@@ -141,6 +143,16 @@ mod tests {
         assert_eq!(e.mac.to_string(), "02:42:0a:00:09:02");
         assert!(
             matches!(&e.attach, Some(Attach::Afxdp(h)) if h.starts_with("vx") && h.len() == 14)
+        );
+        // Its namespace by name (under /run/netns), as a TAP attachment's.
+        assert_eq!(e.netns.as_deref(), Some("p1"));
+        let mut elsewhere = att("p9", [10, 0, 9, 9]);
+        elsewhere.netns = "/proc/4242/ns/net".into();
+        let m2 = merge(&c, "n1", &[elsewhere]).unwrap();
+        assert_eq!(
+            m2.endpoint("p9").unwrap().netns,
+            None,
+            "no name: not watched"
         );
         let web = m.services.iter().find(|s| s.name == "web").unwrap();
         assert!(web.backends.contains(&("p1".to_string(), 1)));

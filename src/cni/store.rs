@@ -318,13 +318,15 @@ impl StoreLink {
 /// `state::fold_service_aliases`).
 pub(super) fn endpoint_json(node: &str, a: &Attachment) -> Value {
     let mut v = json!({"name": a.name, "node": node, "network": a.network, "ip": a.ip.to_string()});
-    if a.tap {
-        v["attach"] = json!(format!("tap:{}", a.ifname));
-        if let Some(ns) = super::netns::named_netns(&a.netns) {
-            v["netns"] = json!(ns);
-        }
+    v["attach"] = if a.tap {
+        json!(format!("tap:{}", a.ifname))
     } else {
-        v["attach"] = json!(format!("afxdp:{}", a.host_if));
+        json!(format!("afxdp:{}", a.host_if))
+    };
+    // The namespace by name, for both kinds: a TAP is opened in it; an AF_XDP container's UDP
+    // sockets are watched in it (early drop) and its offloads set.
+    if let Some(ns) = super::netns::named_netns(&a.netns) {
+        v["netns"] = json!(ns);
     }
     let aliases: Vec<&String> = a.aliases.iter().chain(&a.services).collect();
     if !aliases.is_empty() {
@@ -422,6 +424,7 @@ mod tests {
         let v = endpoint_json("n1", &att("p1", [10, 0, 9, 2]));
         assert_eq!(v["attach"].as_str().unwrap().len(), "afxdp:".len() + 14);
         assert_eq!(v["aliases"], json!(["p1-alias", "web"]));
+        assert_eq!(v["netns"], json!("p1"));
         Cluster::check_item("endpoint", &v).unwrap();
     }
 }
