@@ -10,7 +10,8 @@
 //! no IPVS). Side "ovs": the same file, switched by an `ovsdb-server` + `ovs-vswitchd` of its
 //! own per node inside the node's namespace (`datapath_type=netdev`, AF_XDP ports on the
 //! containers' veths and on the underlay, a VXLAN port per peer, static OpenFlow rules), the VIP
-//! by the kernel side's nftables DNAT in c11. Runs alternate the order of the sides, each on a
+//! by the kernel side's nftables DNAT in c11. Side "wire", the floor: c11 and c21 on one veth
+//! pair, nothing between their stacks (only the tests between those two). Runs alternate the order of the sides, each on a
 //! freshly built lab, never two carrying traffic at once. Per run: ping RTT, iperf3 TCP, iperf3 UDP 64 B with the machine's CPU use,
 //! and wrk through the VIP with keep-alive and with a new connection per request. Medians,
 //! spreads and vxmesh/kernel and vxmesh/OVS ratios go to the terminal, `results.json`,
@@ -62,9 +63,13 @@ struct Args {
     /// Results directory (default: `target/compare/<UTC timestamp>/` in the workspace).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Measure only one side.
+    /// Measure only one side (`wire`: only the floor).
     #[arg(long, value_enum)]
     only: Option<Side>,
+    /// Leave out the wire (c11 and c21 on one veth pair, no switch: the floor every side's
+    /// ping, TCP c11 -> c21 and UDP figures sit above), measured in each run by default.
+    #[arg(long)]
+    no_wire: bool,
     /// The vxmesh executable (default: `vxmesh` next to this program).
     #[arg(long)]
     vxmesh: Option<PathBuf>,
@@ -398,7 +403,8 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
     };
     let mut sides: Vec<Side> = match args.only {
         Some(s) => vec![s],
-        None => vec![Side::Vxmesh, Side::Kernel, Side::Ovs],
+        None if args.no_wire => vec![Side::Vxmesh, Side::Kernel, Side::Ovs],
+        None => vec![Side::Vxmesh, Side::Kernel, Side::Ovs, Side::Wire],
     };
     if sides.contains(&Side::Ovs) && !measure::have("ovs-vswitchd") {
         let why = "no ovs-vswitchd on the PATH for the OVS side (scripts/compare.sh installs it: apt-get install openvswitch-switch)";
@@ -447,7 +453,7 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
         }
     }
     if args.perf && !interrupted && measure::have("perf") {
-        for side in &sides {
+        for side in sides.iter().filter(|s| **s != Side::Wire) {
             if let Err(e) = perf_pass(&ctx, *side) {
                 if measure::interrupted() {
                     interrupted = true;

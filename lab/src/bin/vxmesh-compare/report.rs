@@ -284,6 +284,8 @@ pub struct Row<'a> {
     pub k: Vals,
     /// OVS userspace.
     pub ovs: Vals,
+    /// The wire (the floor; only the pair tests).
+    pub wire: Vals,
 }
 
 impl Row<'_> {
@@ -293,12 +295,19 @@ impl Row<'_> {
             Side::Vxmesh => &self.vx,
             Side::Kernel => &self.k,
             Side::Ovs => &self.ovs,
+            Side::Wire => &self.wire,
         }
     }
 
     /// vxmesh median / `base`'s median, and its spread (vx min / base max, vx max / base min).
     pub fn ratio(&self, base: Side) -> Option<(f64, f64, f64)> {
-        let (vm, vlo, vhi) = self.vx.1?;
+        self.ratio_of(Side::Vxmesh, base)
+    }
+
+    /// `side`'s median / `base`'s median, and its spread (side min / base max, side max /
+    /// base min).
+    pub fn ratio_of(&self, side: Side, base: Side) -> Option<(f64, f64, f64)> {
+        let (vm, vlo, vhi) = self.of(side).1?;
         let (km, klo, khi) = self.of(base).1?;
         if km == 0.0 || klo == 0.0 || khi == 0.0 {
             return None;
@@ -344,12 +353,18 @@ pub fn rows<'a>(samples: &[(Side, BTreeMap<String, f64>)], metrics: &[&'a Metric
             let base = metric.kernel_key.unwrap_or(metric.key);
             let k = vals(Side::Kernel, base);
             let o = vals(Side::Ovs, base);
-            let (sv, sk, so) = (stats(&v), stats(&k), stats(&o));
+            // The wire only for figures of its own (not for vxmesh's extra modes).
+            let w = match metric.kernel_key {
+                None => vals(Side::Wire, metric.key),
+                Some(_) => Vec::new(),
+            };
+            let (sv, sk, so, sw) = (stats(&v), stats(&k), stats(&o), stats(&w));
             Row {
                 metric,
                 vx: (v, sv),
                 k: (k, sk),
                 ovs: (o, so),
+                wire: (w, sw),
             }
         })
         .collect()
@@ -408,6 +423,38 @@ pub fn table(rows: &[Row]) -> String {
     s
 }
 
+/// The floor's table: for each of `rows` the wire measured, the wire's median (min–max) and
+/// each side's median over it ("N× the wire": what the dataplane adds, in the direction where
+/// more is worse: a time or CPU over the wire's, the wire's throughput over the side's).
+pub fn wire_table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    s += "| metric | unit | wire median (min–max) | kernel: × the wire | vxmesh: × the wire | OVS userspace: × the wire |\n";
+    s += "|---|---|---|---|---|---|\n";
+    for r in rows
+        .iter()
+        .filter(|r| r.wire.1.is_some() && r.metric.unit != "count")
+    {
+        let times = |side: Side| match r.ratio_of(side, Side::Wire) {
+            Some((m, ..)) if m > 0.0 && m.is_finite() => {
+                let f = if r.metric.higher_better { 1.0 / m } else { m };
+                format!("{f:.2}")
+            }
+            _ => "—".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.metric.label,
+            r.metric.unit,
+            cell(r.wire.1, r.wire.0.len()),
+            times(Side::Kernel),
+            times(Side::Vxmesh),
+            times(Side::Ovs),
+        );
+    }
+    s
+}
+
 /// The figures of `rows` for the JSON: the keys of the two-sided version (`kernel`,
 /// `ratio_vxmesh_over_kernel`, `ratio_min`/`ratio_max`, `vxmesh_is`, `factor`: against the
 /// kernel) plus the same against OVS (`ovs`, `ratio_vxmesh_over_ovs`, ..., `factor_vs_ovs`).
@@ -433,6 +480,10 @@ pub fn rows_json(rows: &[Row]) -> Value {
                 let (verdict_k, factor) = verdict(Side::Kernel);
                 let (ratio_o, rlo_o, rhi_o) = ratio3(Side::Ovs);
                 let (verdict_o, factor_o) = verdict(Side::Ovs);
+                let over_wire = |side| {
+                    r.ratio_of(side, Side::Wire)
+                        .map_or(Value::Null, |(m, ..)| json!(m))
+                };
                 json!({
                     "key": r.metric.key,
                     "label": r.metric.label,
@@ -452,6 +503,10 @@ pub fn rows_json(rows: &[Row]) -> Value {
                     "ratio_ovs_max": rhi_o,
                     "vxmesh_is_vs_ovs": verdict_o,
                     "factor_vs_ovs": factor_o,
+                    "wire": side(&r.wire),
+                    "ratio_kernel_over_wire": over_wire(Side::Kernel),
+                    "ratio_vxmesh_over_wire": over_wire(Side::Vxmesh),
+                    "ratio_ovs_over_wire": over_wire(Side::Ovs),
                 })
             })
             .collect(),
@@ -688,5 +743,47 @@ mod tests {
             let svg = svg(&rs, base, "t", "s");
             assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         }
+    }
+
+    #[test]
+    fn the_wire_table_says_how_many_times_the_floor_each_side_costs() {
+        let run = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        let samples = vec![
+            (
+                Side::Vxmesh,
+                run(&[
+                    ("tcp_gbps", 2.0),
+                    ("ping_p50_us", 30.0),
+                    ("ping_poll_p50_us", 20.0),
+                ]),
+            ),
+            (
+                Side::Kernel,
+                run(&[
+                    ("tcp_gbps", 8.0),
+                    ("ping_p50_us", 20.0),
+                    ("tcp_tap_gbps", 7.0),
+                ]),
+            ),
+            (
+                Side::Wire,
+                run(&[("tcp_gbps", 10.0), ("ping_p50_us", 10.0)]),
+            ),
+        ];
+        let all: Vec<&Metric> = METRICS.iter().collect();
+        let rs = rows(&samples, &all);
+        let t = wire_table(&rs);
+        // Throughput: the wire's over the side's; time: the side's over the wire's.
+        assert!(t.contains("| Gbit/s | 10.0 | 1.25 | 5.00 | — |"), "{t}");
+        assert!(t.contains("| us | 10.0 | 2.00 | 3.00 | — |"), "{t}");
+        // Only rows the wire measured, and not vxmesh's extra modes.
+        assert_eq!(t.lines().count(), 4, "{t}");
+        let j = rows_json(&rs);
+        assert_eq!(j[0]["ratio_kernel_over_wire"], json!(0.8));
+        assert_eq!(j[0]["wire"]["median"], json!(10.0));
+        // The wire never enters the vxmesh/kernel ratios.
+        assert_eq!(rs[0].ratio(Side::Kernel).unwrap().0, 0.25);
     }
 }

@@ -101,6 +101,7 @@ const NOTES: &[&str] = &[
     "CPU per million packets: /proc/stat user+nice+system+irq+softirq over all CPUs, in a steady window (0.5 s after iperf3 starts to 0.5 s before its end), divided by the frames that entered c21's eth0 in that window. It is system-wide: the vxmesh poll threads, iperf3 client and server, softirq, and anything else the machine ran (the 'other sessions' column of the contention record; a variant with it subtracted is in the supporting table).",
     "iperf3 UDP 64 B is sender-limited on the kernel side (one iperf3 thread), as the reference notes; the figure is the overlay's delivered rate for that sender.",
     "OVS side: Open vSwitch's userspace datapath (Debian's openvswitch-switch), an ovsdb-server and ovs-vswitchd --disable-system of its own per node inside the node's namespace. br-int (datapath_type=netdev, fail_mode=secure): every container veth's node side as an AF_XDP port (type=afxdp; a port OVS cannot open so falls back to type=system, recorded per run as ovs_ports), one VXLAN port per peer (key 4097, remote_ip/local_ip the VTEPs), static OpenFlow rules like Docker's static FDB (one per known MAC, broadcast to local ports and peers, nothing learned). br-phy (netdev, NORMAL): ul0 as an AF_XDP port, the node's VTEP address moved to br-phy's internal port (OVS's native tunnelling routes and ARPs through it). One PMD thread per node, pinned (pmd-cpu-mask: n1 CPU 0, n2 CPU 1); PMDs poll all the time, so the OVS side keeps both cores busy and its measurements do not wait for a quiet machine (other sessions' CPU is still checked). Container offloads off (OVS's AF_XDP ports carry raw frames). The VIP: the kernel side's nftables DNAT in c11 (independent of the switch).",
+    "The wire (the floor): two namespaces, c11 and c21, joined by one veth pair with the overlay's MTU (1450) and addresses, offloads at the veth defaults (as the kernel side's containers). The same ping, iperf3 TCP and UDP 64 B tests and CPU accounting between the two, in the same rotation as the sides; nothing between the two stacks but the veth, so no overlay dataplane's figure can beat it. `--no-wire` leaves it out.",
 ];
 
 pub fn write_results(
@@ -149,6 +150,12 @@ pub fn write_results(
     let n_vx = samples.iter().filter(|s| s.0 == Side::Vxmesh).count();
     let n_k = samples.iter().filter(|s| s.0 == Side::Kernel).count();
     let n_o = samples.iter().filter(|s| s.0 == Side::Ovs).count();
+    let n_w = samples.iter().filter(|s| s.0 == Side::Wire).count();
+    let all: Vec<&report::Metric> = report::METRICS.iter().collect();
+    let wire_rows: Vec<report::Row> = report::rows(&flat, &all)
+        .into_iter()
+        .filter(|r| r.wire.1.is_some())
+        .collect();
     let subtitle = format!(
         "{iso} · {} × {} · kernel {} · {n_vx} vxmesh / {n_k} kernel / {n_o} OVS runs",
         machine["cpus"],
@@ -179,7 +186,7 @@ pub fn write_results(
     let _ = writeln!(md, "vxmesh: {}  ", git_rev());
     let _ = writeln!(
         md,
-        "Runs: {n_vx} vxmesh, {n_k} kernel, {n_o} OVS userspace (order alternating); iperf3 TCP {} s, UDP {} s; ping {} at -i {}; wrk {} s{}\n",
+        "Runs: {n_vx} vxmesh, {n_k} kernel, {n_o} OVS userspace, {n_w} wire (order alternating); iperf3 TCP {} s, UDP {} s; ping {} at -i {}; wrk {} s{}\n",
         ctx.plan.tcp_secs,
         ctx.plan.udp_secs,
         ctx.plan.ping_count,
@@ -208,6 +215,10 @@ pub fn write_results(
     }
     md += "\nSupporting figures:\n\n";
     md += &report::table(&rest_rows);
+    if n_w > 0 {
+        md += "\nThe floor: c11 and c21 on one veth pair, no switch and no overlay (the wire; only the tests between those two). Each side's figure as a multiple of the wire's, in the direction where more is worse (a time or CPU over the wire's, the wire's throughput over the side's): what the dataplane adds to the two containers' own stacks.\n\n";
+        md += &report::wire_table(&wire_rows);
+    }
     md += "\nNotes:\n\n";
     for n in NOTES {
         let _ = writeln!(md, "- {n}");
@@ -269,6 +280,7 @@ pub fn write_results(
         "metrics_undisturbed": report::rows_json(&clean_rows),
         "disturbed_measurements": n_disturbed,
         "supporting": report::rows_json(&rest_rows),
+        "wire": report::rows_json(&wire_rows),
         "runs": runs,
     });
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&j)?)?;
@@ -312,6 +324,12 @@ pub fn write_results(
         );
     }
     println!("Supporting figures:\n\n{}", report::table(&rest_rows));
+    if n_w > 0 {
+        println!(
+            "The floor (c11 and c21 on one veth pair), each side as a multiple of it:\n\n{}",
+            report::wire_table(&wire_rows)
+        );
+    }
     println!(
         "Note: container offloads (kernel: TSO/GSO/TX checksum on, as Docker; vxmesh: on for TAPs, off on AF_XDP containers but in the --afxdp-offloads rows; OVS: off, AF_XDP everywhere); see results.md."
     );

@@ -1,5 +1,5 @@
 //! One side's run: build the side's lab (vxmesh's nodes, the kernel's bridge + VXLAN +
-//! nftables, or OVS's userspace datapath + nftables), hand it to the measurements ([`crate::suite`]) with the hooks that differ between
+//! nftables, OVS's userspace datapath + nftables, or the wire: one veth pair), hand it to the measurements ([`crate::suite`]) with the hooks that differ between
 //! the sides, and remove it again; plus the optional `perf` pass per side.
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use vxmesh_lab::labrun::Running;
 
 use crate::measure::{self, Load, Ours, Servers, check};
-use crate::suite::{measure_side, ping_test, tcp_test, udp64_load};
-use crate::topo::{self, KernelLab, OvsLab, Side, ip_of};
+use crate::suite::{measure_side, measure_wire, ping_test, tcp_test, udp64_load};
+use crate::topo::{self, KernelLab, OvsLab, Side, WireLab, ip_of};
 use crate::{Ctx, PerfTest, Test, log};
 
 /// One side's lab, as the measurements see it.
@@ -226,6 +226,29 @@ pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
             drop(o);
             res
         }
+        Side::Wire => {
+            let w = WireLab::start(&prefix)?;
+            let env = Env {
+                side,
+                run,
+                c11: w.c11.clone(),
+                c21: w.c21.clone(),
+                udp_ns: vec![("c21", w.c21.clone())],
+                ours: Ours::new(&[w.c11.clone(), w.c21.clone()]),
+                raw: format!("{}/r{run}-{}-", ctx.raw.display(), side.name()),
+                spinning: false,
+            };
+            topo::wait_connectivity(&env.c11, &[ip_of("c21")])?;
+            let mut out = SideOut::default();
+            let hooks = Hooks {
+                ns: &|e: &str| format!("{prefix}{e}"),
+                lb_up: &|| Ok(()),
+                before_wrk: &|| {},
+                dp_stats: &|| None,
+            };
+            measure_wire(ctx, &env, &mut out, &hooks)?;
+            Ok(out)
+        }
     }
 }
 
@@ -321,7 +344,7 @@ pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
         // calls and kernel paths it goes to) for the poll threads, or iperf3 on the kernel side.
         let busy = match side {
             Side::Vxmesh => "vxmesh-poll",
-            Side::Kernel | Side::Ovs => "iperf3",
+            Side::Kernel | Side::Ovs | Side::Wire => "iperf3",
         };
         let reports: [&[&str]; 4] = [
             &["--no-children", "--sort", "comm"],
@@ -367,5 +390,9 @@ pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
         }
         Side::Kernel => with_servers(&KernelLab::start(&prefix)?.lab),
         Side::Ovs => with_servers(&OvsLab::start(&prefix, ctx.ovs_pmd_maxsleep)?.lab),
+        Side::Wire => {
+            log("perf pass: none for the wire (nothing of a dataplane to profile)");
+            Ok(())
+        }
     }
 }

@@ -162,6 +162,26 @@ pub fn measure_side(
     Ok(())
 }
 
+/// The measurements of [`crate::topo::Side::Wire`]: those between c11 and c21 (ping, TCP
+/// c11 -> c21, the UDP flood), as on the other sides; the wire has no c12, c22 or VIP.
+pub fn measure_wire(ctx: &Ctx, env: &Env, out: &mut SideOut, hooks: &Hooks) -> Result<()> {
+    let mut servers = Servers::default();
+    servers.start_iperf3(&env.c21, Path::new(&format!("{}iperf3-s.log", env.raw)))?;
+    measure::wait_listening(&env.c21, 5201)?;
+    let tag = format!("r{} {}", env.run, env.side.name());
+    if ctx.runs(Test::Ping) {
+        ping_test(ctx, env, out, "ping", true)?;
+    }
+    if ctx.runs(Test::Tcp) {
+        tcp_test(ctx, env, out, (&env.c11, "c11"), "c21", "tcp", "tcp")?;
+    }
+    if ctx.runs(Test::Udp64) {
+        udp_part(ctx, env, out, hooks, &tag)?;
+    }
+    drop(servers);
+    Ok(())
+}
+
 /// One iperf3 TCP test from `client` (its namespace and name) to `server` (whose iperf3 server
 /// listens), as `key` (`KEY_gbps`), iperf3's JSON into `iperf3-NAME.json`.
 pub fn tcp_test(

@@ -21,7 +21,7 @@ use vxmesh_lab::fixture::Fixture;
 use vxmesh_lab::lab::Lab;
 use vxmesh_lab::ovs::{OvsNode, OvsOptions, PortType, build_ovs_node};
 
-use crate::measure::{nap, sh};
+use crate::measure::{host, nap, sh};
 
 /// Which dataplane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -33,6 +33,9 @@ pub enum Side {
     /// Open vSwitch's userspace datapath (`datapath_type=netdev`, AF_XDP ports, VXLAN ports),
     /// nftables DNAT for the VIP as on the kernel side.
     Ovs,
+    /// The floor: c11 and c21 joined by one veth pair, no switch and no overlay (only the
+    /// pair tests: ping, TCP c11 -> c21, UDP). Every dataplane's figures sit above it.
+    Wire,
 }
 
 impl Side {
@@ -42,6 +45,7 @@ impl Side {
             Side::Vxmesh => "vxmesh",
             Side::Kernel => "kernel",
             Side::Ovs => "ovs",
+            Side::Wire => "wire",
         }
     }
 }
@@ -341,6 +345,49 @@ fn nft_ruleset() -> String {
 }}
 "#
     )
+}
+
+/// The floor of [`Side::Wire`]: two namespaces, c11 and c21, joined by one veth pair (each
+/// end `eth0`, the overlay's MTU and addresses, offloads at the veth defaults as on the kernel
+/// side). Nothing between the two containers' stacks but the veth. Removed by name on drop.
+pub struct WireLab {
+    /// c11's namespace.
+    pub c11: String,
+    /// c21's namespace.
+    pub c21: String,
+}
+
+impl WireLab {
+    /// Build it (what was made so far is removed again on an error).
+    pub fn start(prefix: &str) -> Result<WireLab> {
+        let w = WireLab {
+            c11: format!("{prefix}c11"),
+            c21: format!("{prefix}c21"),
+        };
+        for ns in [&w.c11, &w.c21] {
+            host(&["ip", "netns", "add", ns])?;
+        }
+        host(&[
+            "ip", "-n", &w.c11, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+            "netns", &w.c21,
+        ])?;
+        for (ns, name) in [(&w.c11, "c11"), (&w.c21, "c21")] {
+            let addr = format!("{}/24", ip_of(name));
+            host(&["ip", "-n", ns, "addr", "add", &addr, "dev", "eth0"])?;
+            host(&["ip", "-n", ns, "link", "set", "eth0", "mtu", "1450", "up"])?;
+            host(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(w)
+    }
+}
+
+impl Drop for WireLab {
+    fn drop(&mut self) {
+        // The servers and loads in them are stopped by their own guards before this.
+        for ns in [&self.c11, &self.c21] {
+            let _ = host(&["ip", "netns", "del", ns]);
+        }
+    }
 }
 
 /// One ping of 1422 payload bytes (a 1450-byte IPv4 packet) with Don't Fragment set.
