@@ -622,10 +622,19 @@ fn in_a_block(st: &State, ops: &Ops, after: &crate::config::Cluster) -> Option<S
             continue;
         };
         let net = v.get("network").and_then(Value::as_str).unwrap_or_default();
+        // An address the object already had is not a new one: a block claimed since skipped
+        // it (a service's backends updated keep their VIP, whatever block now holds it).
+        let kept = |key: &str| {
+            st.objects
+                .get(&(*kind, name.clone()))
+                .is_some_and(|old| old.get(key).is_some() && old.get(key) == v.get(key))
+        };
         let found = match kind {
+            Kind::Endpoint if kept("ip") => None,
             Kind::Endpoint => {
                 ip(v, "ip").and_then(|a| refusal(format!("endpoint {name:?}: address"), net, a))
             }
+            Kind::Service if kept("vip") => None,
             Kind::Service => {
                 ip(v, "vip").and_then(|a| refusal(format!("service {name:?}: VIP"), net, a))
             }
@@ -845,5 +854,35 @@ mod tests {
             1,
         );
         assert_eq!(free_vni(&st), Ok(4097));
+    }
+
+    #[test]
+    fn a_vip_a_block_came_to_hold_stays_writable_and_a_new_one_there_is_refused() {
+        let mut st =
+            State::of_file(&include_str!("../../tests/fixtures/cluster.toml").replace("{P}", ""));
+        // web's VIP 10.0.9.100 is in this block (its claim skipped the address).
+        st.put(
+            "/vxmesh/v1/block/appnet/10.0.9.64-26",
+            br#"{"node":"n1"}"#,
+            2,
+        );
+        let mut web = (**st.objects.get(&(Kind::Service, "web".to_string())).unwrap()).clone();
+        web["backends"] = json!(["c12"]);
+        let key = |n: &str| Key::Object(Kind::Service, n.to_string());
+        assert!(check(&st, &vec![(key("web"), Some(web.clone()))], "etcd://t").is_ok());
+        let mut moved = web.clone();
+        moved["vip"] = json!("10.0.9.101");
+        let mut other = web.clone();
+        other["name"] = json!("web2");
+        other["vip"] = json!("10.0.9.101");
+        for ops in [
+            vec![(key("web"), Some(moved))],
+            vec![(key("web2"), Some(other))],
+        ] {
+            match check(&st, &ops, "etcd://t") {
+                Err(Failure::Usage(e)) => assert!(e.contains("address block"), "{e}"),
+                _ => panic!("a new VIP inside n1's block was accepted"),
+            }
+        }
     }
 }
