@@ -190,11 +190,14 @@ enum Cmd {
     },
     /// With --store: print the store's state as a cluster file.
     Export,
-    /// With --store: `node ls` (NAME VTEP STATUS ENDPOINTS).
+    /// With --store: `node ls` (NAME VTEP STATUS ENDPOINTS); `node rm NAME` removes a node that
+    /// is down, with its endpoints, ingresses and CNI address blocks.
     #[command(name = "node")]
     Nodes {
-        /// ls.
+        /// ls | rm.
         action: String,
+        /// rm: the node.
+        name: Option<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -578,13 +581,17 @@ fn main() -> ExitCode {
         }
         Cmd::Import { file } => return admin(&cli.store, Admin::Import(file.clone())),
         Cmd::Export => return admin(&cli.store, Admin::Export),
-        Cmd::Nodes { action, json } => {
-            if action != "ls" {
-                return usage(format!(
-                    "node {action}: the command is `node ls` (with --store)"
-                ));
-            }
-            return admin(&cli.store, Admin::NodeLs { json: *json });
+        Cmd::Nodes { action, name, json } => {
+            let cmd = match (action.as_str(), name) {
+                ("ls", None) => Admin::NodeLs { json: *json },
+                ("rm", Some(name)) => Admin::NodeRm(name.clone()),
+                _ => {
+                    return usage(format!(
+                        "node {action}: the commands are `node ls` and `node rm NAME` (with --store)"
+                    ));
+                }
+            };
+            return admin(&cli.store, cmd);
         }
         Cmd::Service {
             action,

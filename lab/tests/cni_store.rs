@@ -286,8 +286,44 @@ fn attachments_go_through_the_store_to_every_node() {
         !left.contains(&a) && left.contains(&b),
         "blocks after the DEL: {left}"
     );
-    let (code, r) = plugin.call_eth0("DEL", &path("q2"), "cid-q2", "", &conf("n2"));
-    assert_eq!(code, 0, "DEL q2: {r}");
+    // n2 dies with q2 still attached: `node rm` refuses it while it is ready, then takes it
+    // with its endpoints (the file's c21, c22 and the CNI's q2) and its address block, which
+    // another node can then claim.
+    let o = admin(&["node", "rm", "n2"]);
+    assert!(!o.status.success(), "node rm of a ready node accepted");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("is ready"), "{err}");
+    run.stop_node("n2").unwrap_or_else(|e| panic!("{e:#}"));
+    until("n2 down in node ls", || {
+        String::from_utf8_lossy(&admin(&["node", "ls"]).stdout)
+            .lines()
+            .any(|l| l.starts_with("n2 ") && l.contains("down"))
+    });
+    let o = admin(&["node", "rm", "n2"]);
+    assert!(
+        o.status.success(),
+        "node rm n2: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ls = String::from_utf8_lossy(&admin(&["endpoint", "ls", "--json"]).stdout).into_owned();
+    for gone in ["\"q2\"", "\"c21\"", "\"c22\""] {
+        assert!(!ls.contains(gone), "{gone} left after node rm: {ls}");
+    }
+    let nodes = String::from_utf8_lossy(&admin(&["node", "ls"]).stdout).into_owned();
+    assert!(!nodes.lines().any(|l| l.starts_with("n2 ")), "{nodes}");
+    let left = etcdctl(&["get", "--prefix", "/vxmesh/v1/block/appnet/"]);
+    assert!(!left.contains("\"n2\""), "n2's block left: {left}");
+    let svcs: serde_json::Value =
+        serde_json::from_slice(&admin(&["service", "ls", "--json"]).stdout).expect("service ls");
+    let web = svcs
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "web"))
+        .unwrap_or_else(|| panic!("no web: {svcs}"));
+    assert_eq!(
+        web["backends"],
+        json!(["c12"]),
+        "web keeps its backend on n1"
+    );
     eprintln!(
         "cni + store: q1 at {ip1} (n1), q2 at {ip2} (n2); ping from n2 after {t_ping:?}, DNS after {t_dns:?}, backend after {t_lb:?}; name gone after DEL in {t_gone:?}"
     );

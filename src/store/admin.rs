@@ -40,6 +40,9 @@ pub enum Admin {
         /// JSON output.
         json: bool,
     },
+    /// Remove a node that is down: its object and `managed` marker, its endpoints (out of
+    /// every service's backends), its ingresses and its CNI address blocks.
+    NodeRm(String),
     /// Create a network.
     NetworkCreate {
         /// Name.
@@ -240,6 +243,13 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
             let st = read_all(&mut client).await?;
             Ok(node_ls(&st, json))
         }
+        Admin::NodeRm(name) => {
+            // The node must stay down until the write commits: its liveness key absent.
+            let alive = Key::Alive(name.clone()).text();
+            let guard = Compare::create_revision(alive, CompareOp::Equal, 0);
+            write_when(&mut client, url, &[guard], |st| node_rm(st, &name)).await?;
+            Ok(String::new())
+        }
         Admin::NetworkCreate {
             name,
             subnet,
@@ -437,6 +447,65 @@ async fn remove(client: &mut Client, url: &str, kind: Kind, name: &str) -> Resul
     Ok(String::new())
 }
 
+/// The writes of `node rm NAME`: refused while the node is ready; else its object, its
+/// `managed` marker, its endpoints (taken out of every service's backends), its ingresses and
+/// its CNI address blocks, so that another node can claim them (as Calico's IPAM releases the
+/// blocks of a deleted node).
+fn node_rm(st: &State, name: &str) -> Result<Ops, String> {
+    if st.alive.contains(name) {
+        return Err(format!(
+            "node {name:?} is ready (its liveness key is in the store): stop its `vxmesh run` first, then remove it once `node ls` says down"
+        ));
+    }
+    let on_node = |kind: Kind| -> Vec<String> {
+        st.objects
+            .iter()
+            .filter(|((k, _), v)| *k == kind && v.get("node").and_then(Value::as_str) == Some(name))
+            .map(|((_, n), _)| n.clone())
+            .collect()
+    };
+    let endpoints = on_node(Kind::Endpoint);
+    let ingresses = on_node(Kind::Ingress);
+    let mut ops: Ops = Vec::new();
+    if st.objects.contains_key(&(Kind::Node, name.to_string())) {
+        ops.push((Key::Object(Kind::Node, name.to_string()), None));
+    }
+    if st.managed.contains(name) {
+        ops.push((Key::Managed(name.to_string()), None));
+    }
+    ops.extend(
+        endpoints
+            .iter()
+            .map(|n| (Key::Object(Kind::Endpoint, n.clone()), None)),
+    );
+    ops.extend(
+        ingresses
+            .iter()
+            .map(|n| (Key::Object(Kind::Ingress, n.clone()), None)),
+    );
+    let gone: BTreeSet<String> = endpoints.into_iter().collect();
+    for ((k, svc), v) in &st.objects {
+        if *k != Kind::Service {
+            continue;
+        }
+        let mut v = (**v).clone();
+        if super::state::drop_backends(&mut v, &gone) {
+            ops.push((Key::Object(Kind::Service, svc.clone()), Some(v)));
+        }
+    }
+    ops.extend(
+        st.blocks
+            .iter()
+            .filter(|(_, b)| b.node == name)
+            .map(|((n, b), _)| (Key::Block(n.clone(), b.clone()), None)),
+    );
+    if ops.is_empty() {
+        // Nothing names it: no object, no marker, nothing left on it.
+        return Err(format!("node {name:?}: no such node"));
+    }
+    Ok(ops)
+}
+
 /// The lowest VNI from [`FIRST_VNI`] up that no network has.
 fn free_vni(st: &State) -> Result<u32, String> {
     let used: BTreeSet<u64> = st
@@ -489,6 +558,17 @@ async fn write(
     url: &str,
     ops_of: impl Fn(&State) -> Result<Ops, String>,
 ) -> Result<(), Failure> {
+    write_when(client, url, &[], ops_of).await
+}
+
+/// [`write`], the transaction also comparing `guards` (a refused guard reads again and redoes
+/// the change, as a moved counter does).
+async fn write_when(
+    client: &mut Client,
+    url: &str,
+    guards: &[Compare],
+    ops_of: impl Fn(&State) -> Result<Ops, String>,
+) -> Result<(), Failure> {
     let mut last = String::new();
     // The nonce of a transaction whose reply was lost (it may have committed).
     let mut sent: Option<String> = None;
@@ -527,13 +607,13 @@ async fn write(
             })
             .collect();
         txn_ops.push(TxnOp::put(GEN_KEY, nonce.clone(), None));
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                GEN_KEY,
-                CompareOp::Equal,
-                st.gen_revision,
-            )])
-            .and_then(txn_ops);
+        let mut when = vec![Compare::mod_revision(
+            GEN_KEY,
+            CompareOp::Equal,
+            st.gen_revision,
+        )];
+        when.extend(guards.iter().cloned());
+        let txn = Txn::new().when(when).and_then(txn_ops);
         match client.txn(txn).await {
             Ok(resp) if resp.succeeded() => return Ok(()),
             // Another writer came first: read again and redo the change on what it wrote.
@@ -854,6 +934,55 @@ mod tests {
             1,
         );
         assert_eq!(free_vni(&st), Ok(4097));
+    }
+
+    #[test]
+    fn node_rm_takes_a_down_node_with_everything_on_it_and_refuses_a_ready_one() {
+        let mut st =
+            State::of_file(&include_str!("../../tests/fixtures/cluster.toml").replace("{P}", ""));
+        st.put("/vxmesh/v1/managed/n2", b"", 2);
+        st.put("/vxmesh/v1/alive/n2", br#"{"vtep":"198.18.0.2"}"#, 2);
+        st.put(
+            "/vxmesh/v1/block/appnet/10.0.9.64-26",
+            br#"{"node":"n2"}"#,
+            2,
+        );
+        st.put(
+            "/vxmesh/v1/block/appnet/10.0.9.128-26",
+            br#"{"node":"n1"}"#,
+            2,
+        );
+        let e = node_rm(&st, "n2").unwrap_err();
+        assert!(e.contains("is ready"), "{e}");
+        st.delete("/vxmesh/v1/alive/n2");
+        let ops = node_rm(&st, "n2").unwrap();
+        let text = |k: &Key| k.text();
+        let deleted: BTreeSet<String> = ops
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| text(k))
+            .collect();
+        for k in [
+            "/vxmesh/v1/node/n2",
+            "/vxmesh/v1/managed/n2",
+            "/vxmesh/v1/endpoint/c21",
+            "/vxmesh/v1/endpoint/c22",
+            "/vxmesh/v1/ingress/n2/ext0",
+            "/vxmesh/v1/block/appnet/10.0.9.64-26",
+        ] {
+            assert!(deleted.contains(k), "{k} not removed: {deleted:?}");
+        }
+        assert_eq!(deleted.len(), 6, "only n2's: {deleted:?}");
+        // The service keeps its other backend.
+        let web = ops
+            .iter()
+            .find(|(k, _)| text(k) == "/vxmesh/v1/service/web")
+            .and_then(|(_, v)| v.clone())
+            .expect("web rewritten");
+        assert_eq!(web["backends"], json!(["c12"]));
+        // The state after it passes the file's checks.
+        assert!(check(&st, &ops, "etcd://test").is_ok());
+        assert!(node_rm(&st, "n9").unwrap_err().contains("no such node"));
     }
 
     #[test]

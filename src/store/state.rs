@@ -435,17 +435,20 @@ fn fold_service_aliases(doc: &mut serde_json::Map<String, serde_json::Value>) {
     }
 }
 
-/// Take the endpoints in `gone` out of a service's backend list.
-fn drop_backends(service: &mut serde_json::Value, gone: &BTreeSet<String>) {
+/// Take the endpoints in `gone` out of a service's backend list; whether any was in it.
+pub(super) fn drop_backends(service: &mut serde_json::Value, gone: &BTreeSet<String>) -> bool {
     if gone.is_empty() {
-        return;
+        return false;
     }
-    if let Some(b) = service.get_mut("backends").and_then(|b| b.as_array_mut()) {
-        b.retain(|e| {
-            let name = e.as_str().map(|s| s.split('=').next().unwrap_or(s));
-            !name.is_some_and(|n| gone.contains(n))
-        });
-    }
+    let Some(b) = service.get_mut("backends").and_then(|b| b.as_array_mut()) else {
+        return false;
+    };
+    let before = b.len();
+    b.retain(|e| {
+        let name = e.as_str().map(|s| s.split('=').next().unwrap_or(s));
+        !name.is_some_and(|n| gone.contains(n))
+    });
+    b.len() != before
 }
 
 /// The object a refusal names: `endpoint "c11"`, or `ingress #2 (node "n1")` (the second of
