@@ -11,8 +11,8 @@
 //! own per node inside the node's namespace (`datapath_type=netdev`, AF_XDP ports on the
 //! containers' veths and on the underlay, a VXLAN port per peer, static OpenFlow rules), the VIP
 //! by the kernel side's nftables DNAT in c11. Side "wire", the floor: c11 and c21 on one veth
-//! pair, nothing between their stacks (only the tests between those two). Runs alternate the order of the sides, each on a
-//! freshly built lab, never two carrying traffic at once. Per run: ping RTT, iperf3 TCP, iperf3 UDP 64 B with the machine's CPU use,
+//! pair, nothing between their stacks (only the tests between those two). Runs alternate the
+//! order of the sides, each on a freshly built lab, never two carrying traffic at once. Per run: ping RTT, iperf3 TCP, iperf3 UDP 64 B with the machine's CPU use,
 //! and wrk through the VIP with keep-alive and with a new connection per request. Medians,
 //! spreads and vxmesh/kernel and vxmesh/OVS ratios go to the terminal, `results.json`,
 //! `results.md`, `ratios.svg` and `ratios-ovs.svg` in the results directory.

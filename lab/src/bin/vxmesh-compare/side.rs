@@ -1,6 +1,7 @@
 //! One side's run: build the side's lab (vxmesh's nodes, the kernel's bridge + VXLAN +
-//! nftables, OVS's userspace datapath + nftables, or the wire: one veth pair), hand it to the measurements ([`crate::suite`]) with the hooks that differ between
-//! the sides, and remove it again; plus the optional `perf` pass per side.
+//! nftables, OVS's userspace datapath + nftables, or the wire: one veth pair), hand it to the
+//! measurements ([`crate::suite`]) with the hooks that differ between the sides, and remove it
+//! again; plus the optional `perf` pass per side.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
