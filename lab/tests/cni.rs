@@ -10,7 +10,8 @@
 //! a missing, absent or non-namespace CNI_NETNS, an existing CNI_IFNAME, an exhausted subnet, an
 //! unsupported `cniVersion`, an ADD twice, a name collision) is a CNI error with its code and
 //! leaves no veth, no endpoint and no address behind; the attachments come back after the
-//! node restarts and a DEL then works; DEL is idempotent and frees the address (the next ADD
+//! node restarts (with `--afxdp-offloads`, which gives the AF_XDP container its TSO back) and a
+//! DEL then works; DEL is idempotent and frees the address (the next ADD
 //! gets it); GC removes what `cni.dev/valid-attachments` does not list.
 //!
 //! Privileged: without root the test says so and passes. Every namespace carries a per-run
@@ -373,9 +374,11 @@ fn the_plugin_attaches_checks_and_detaches_containers_as_a_runtime_drives_it() {
     assert_eq!(ipam_addresses(&ipam_dir.join("tiny")), Vec::<String>::new());
     assert_eq!(cni_veths(&n1).len(), 3);
 
-    // The node restarts: the attachments come back.
+    // The node restarts, now with --afxdp-offloads: the attachments come back, and p1 (AF_XDP,
+    // its namespace under /run/netns) gets its TCP offloads back as a file endpoint would.
     run.stop_node("n1").unwrap();
     plugin.fails("STATUS", "", "", "", &conf(json!({})), 50);
+    run.run_args = vec!["--afxdp-offloads".to_string()];
     run.start_node("n1").unwrap();
     plugin.ok("CHECK", &path("p1"), "cid-p1", "", &conf(json!({})));
     plugin.ok(
@@ -387,6 +390,15 @@ fn the_plugin_attaches_checks_and_detaches_containers_as_a_runtime_drives_it() {
     );
     ping_ok(&ns("p1"), "10.0.9.21");
     ping_ok(&ns("p2"), "10.0.9.21");
+    let tso = vxmesh_lab::labrun::in_netns(&ns("p1"), || {
+        vswitch::port::ethtool::offloads(None, "eth0")
+            .map(|o| o.get(vswitch::port::ethtool::Offload::Tso))
+    })
+    .unwrap()
+    .join()
+    .unwrap()
+    .unwrap();
+    assert!(tso, "TSO not turned on in p1 by --afxdp-offloads");
 
     // DEL: idempotent, frees the address.
     plugin.ok("DEL", &path("p1"), "cid-p1", "", &conf(json!({})));
