@@ -304,6 +304,10 @@ fn receive_super_frames(node: &str, c1: &str) {
         rx_super_frames: true,
         ..AfxdpConfig::new(HOST_IF, XdpMode::Auto)
     };
+    // Forwarding on for the interface beforehand (as on a node with ip_forward=1), so that
+    // putting it back is seen.
+    let on = format!("net.ipv4.conf.{HOST_IF}.forwarding=1");
+    ip(&["netns", "exec", node, "sysctl", "-qw", &on]);
     let mut port = in_netns(node, move || AfxdpPort::open(&cfg))
         .join()
         .unwrap()
@@ -314,17 +318,20 @@ fn receive_super_frames(node: &str, c1: &str) {
         XdpMode::Skb,
         "generic XDP leaves the peer's TSO on"
     );
-    // Each flow steered to one CPU, on the node's own interface (read through its own sysfs).
-    let rps = std::process::Command::new("ip")
-        .args(["netns", "exec", node, "cat"])
-        .arg(format!("/sys/class/net/{HOST_IF}/queues/rx-0/rps_cpus"))
-        .output()
-        .unwrap();
-    let mask = String::from_utf8_lossy(&rps.stdout).replace(',', "");
-    assert!(
-        u64::from_str_radix(mask.trim(), 16).is_ok_and(|m| m != 0),
-        "rps_cpus: {mask:?}"
-    );
+    // Each flow steered to one CPU, on the node's own interface (read through its own sysfs),
+    // and IPv4 forwarding off there.
+    let read = |path: &str| {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", node, "cat", path])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().replace(',', "")
+    };
+    let rps_path = format!("/sys/class/net/{HOST_IF}/queues/rx-0/rps_cpus");
+    let fwd_path = format!("/proc/sys/net/ipv4/conf/{HOST_IF}/forwarding");
+    let rps = || u64::from_str_radix(&read(&rps_path), 16).expect("rps_cpus");
+    assert_ne!(rps(), 0, "RPS on");
+    assert_eq!(read(&fwd_path), "0", "forwarding off");
     let (src, dst) = (mac("02:42:0a:00:09:0c"), mac("02:42:0a:00:09:0b"));
     // The super-frame: three segments' worth, its checksum partial.
     let body: Vec<u8> = (0..3 * MSS).map(|i| (i % 251) as u8).collect();
@@ -406,6 +413,10 @@ fn receive_super_frames(node: &str, c1: &str) {
     assert!(counter(&c, "rx_csum_partial") >= 2, "{c:?}");
     assert_eq!(counter(&c, "rx_super_lost"), 0);
     assert_eq!(counter(&c, "rx_bad_vnet_hdr"), 0);
+    // Closed, the port puts the interface back as it found it.
+    in_netns(node, move || drop(port)).join().unwrap().unwrap();
+    assert_eq!(rps(), 0, "RPS put back");
+    assert_eq!(read(&fwd_path), "1", "forwarding put back");
 }
 
 fn counter(c: &[(&'static str, u64)], name: &str) -> u64 {

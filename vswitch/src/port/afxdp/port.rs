@@ -242,12 +242,9 @@ impl AfxdpPort {
         };
         let packet_rx = match passed {
             Some(passed) => {
-                super::stack::no_forwarding(ifname).map_err(|e| {
-                    cx.os("turning IP forwarding off (the stack's copy of a super-frame must be dropped)", e)
-                })?;
-                super::stack::steer_flows(ifname, nq).map_err(|e| {
+                let saved = super::stack::take_over(ifname, ifindex, nq).map_err(|e| {
                     cx.os(
-                        "steering flows to one CPU each (RPS: a flow must stay in order)",
+                        "IP forwarding off (the stack's copy of a super-frame must be dropped) and flows steered to one CPU each (RPS: a flow must stay in order)",
                         e,
                     )
                 })?;
@@ -256,6 +253,7 @@ impl AfxdpPort {
                     passed,
                     taken: 0,
                     empty_reads: 0,
+                    _saved: saved,
                 })
             }
             None => None,
@@ -578,6 +576,9 @@ struct SuperRx {
     taken: u64,
     /// Reads in a row that found the socket empty while the count said a frame was due.
     empty_reads: u32,
+    /// The interface's settings as they were, put back when the port closes (last: after
+    /// the socket).
+    _saved: super::stack::Saved,
 }
 
 impl SuperRx {

@@ -17,15 +17,91 @@
 //!   64 KB super-frame) to that thread's CPU's backlog, inside its own system call. Receive
 //!   packet steering on the interface's queues (`queues/rx-N/rps_cpus`, every CPU) puts each
 //!   flow on one CPU's backlog by its hash, as native XDP's single ring did (written through a
-//!   sysfs of the port's own namespace, see [`steer_flows`]). The price: a
+//!   sysfs of the port's own namespace, see [`set_rps`]). The price: a
 //!   frame whose flow hashes to the other CPU waits for that CPU (an inter-processor
 //!   interrupt), about 20 µs more on a ping here (docs/performance.md).
+//!
+//! What the port set is put back when it closes ([`Saved`]): the same interface with the
+//! option off (a node restarted without `--afxdp-offloads`, an endpoint attached again) must
+//! not keep the steering's price. The interface gone with its container leaves nothing to
+//! put back.
 
 use std::io;
 
+/// The settings the port took over on an interface, as they were; put back on drop.
+#[derive(Debug)]
+pub(super) struct Saved {
+    ifname: String,
+    /// The interface's index when taken: a later interface of the same name is not touched.
+    ifindex: u32,
+    forwarding: Option<String>,
+    disable_ipv6: Option<String>,
+    /// `rps_cpus` of each receive queue.
+    rps: Vec<String>,
+}
+
+/// Take over `ifname` (index `ifindex`, `queues` receive queues) for super-frames:
+/// [`no_forwarding`] and RPS over every CPU ([`set_rps`]), what was there kept in the
+/// returned [`Saved`].
+pub(super) fn take_over(ifname: &str, ifindex: u32, queues: u32) -> io::Result<Saved> {
+    let read = |path: String| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|v| v.trim().to_string())
+    };
+    let mut saved = Saved {
+        ifname: ifname.to_string(),
+        ifindex,
+        forwarding: read(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")),
+        disable_ipv6: read(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")),
+        rps: Vec::new(),
+    };
+    no_forwarding(ifname)?;
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize;
+    saved.rps = set_rps(ifname, ifindex, vec![cpu_mask(cpus); queues as usize])?;
+    Ok(saved)
+}
+
+impl Drop for Saved {
+    fn drop(&mut self) {
+        // The calling thread's namespace is the port's (the node's threads share it); an
+        // interface deleted or renamed since is left alone.
+        if nametoindex(&self.ifname) != Some(self.ifindex) {
+            return;
+        }
+        let ifname = &self.ifname;
+        let put = |path: String, v: &Option<String>| {
+            if let Some(v) = v {
+                let _ = set(&path, v);
+            }
+        };
+        put(
+            format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"),
+            &self.forwarding,
+        );
+        put(
+            format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+            &self.disable_ipv6,
+        );
+        if !self.rps.is_empty() {
+            // Best effort: the interface may go away meanwhile (nothing to put back then).
+            let _ = set_rps(&self.ifname, self.ifindex, std::mem::take(&mut self.rps));
+        }
+    }
+}
+
+/// The index of interface `name` in the calling thread's namespace.
+fn nametoindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated string; the call only reads it.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
 /// Turn IPv4 forwarding and IPv6 off on `ifname`, in the calling thread's namespace
 /// (`/proc/sys/net` shows the network namespace of the thread that opens the file).
-pub(super) fn no_forwarding(ifname: &str) -> io::Result<()> {
+fn no_forwarding(ifname: &str) -> io::Result<()> {
     set(&format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"), "0")?;
     // A kernel without IPv6 has no such file: nothing to turn off.
     match set(
@@ -37,30 +113,36 @@ pub(super) fn no_forwarding(ifname: &str) -> io::Result<()> {
     }
 }
 
-/// Steer every receive queue of `ifname` (`queues` of them, in the calling thread's network
-/// namespace) over all CPUs by flow hash.
+/// Set receive queue `q` of `ifname` (index `ifindex`, in the calling thread's network
+/// namespace) to steer by flow hash over the CPUs in `masks[q]`; what each held before.
 ///
 /// `/sys/class/net` shows the devices of the network namespace that mounted it, not the
 /// caller's (a thread that entered the node's namespace would see another namespace's devices,
 /// maybe one of the same name). So the write is done by a helper thread of the caller's
 /// namespace in a mount namespace of its own (private, nothing propagates out), where it
 /// mounts a fresh sysfs over `/sys`, as `ip netns exec` does; the mount ends with the thread.
-pub(super) fn steer_flows(ifname: &str, queues: u32) -> io::Result<()> {
-    // SAFETY: sysconf has no preconditions.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize;
-    let mask = cpu_mask(cpus);
+fn set_rps(ifname: &str, ifindex: u32, masks: Vec<String>) -> io::Result<Vec<String>> {
     let ifname = ifname.to_string();
     std::thread::Builder::new()
         .name("vxmesh-rps".into())
-        .spawn(move || -> io::Result<()> {
+        .spawn(move || -> io::Result<Vec<String>> {
             own_sysfs()?;
-            for q in 0..queues {
-                set(
-                    &format!("/sys/class/net/{ifname}/queues/rx-{q}/rps_cpus"),
-                    &mask,
-                )?;
+            // The sysfs shows this namespace's devices: check it is the same interface.
+            let at = format!("/sys/class/net/{ifname}");
+            let index = std::fs::read_to_string(format!("{at}/ifindex"))?;
+            if index.trim().parse::<u32>().ok() != Some(ifindex) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{at} is not interface {ifindex}"),
+                ));
             }
-            Ok(())
+            let mut old = Vec::with_capacity(masks.len());
+            for (q, mask) in masks.iter().enumerate() {
+                let path = format!("{at}/queues/rx-{q}/rps_cpus");
+                old.push(std::fs::read_to_string(&path)?.trim().to_string());
+                set(&path, mask)?;
+            }
+            Ok(old)
         })?
         .join()
         .map_err(|_| io::Error::other("the RPS helper thread panicked"))?
