@@ -189,15 +189,17 @@ fn the_plugin_attaches_checks_and_detaches_containers_as_a_runtime_drives_it() {
         "{link}"
     );
     assert!(ip(&["-n", &ns("p1"), "-o", "-4", "addr", "show", "eth0"]).contains("10.0.9.2/24"));
-    let off = vxmesh_lab::labrun::in_netns(&ns("p1"), || {
-        vswitch::port::ethtool::offloads(None, "eth0")
-            .map(|o| o.get(vswitch::port::ethtool::Offload::TxChecksum))
-    })
-    .unwrap()
-    .join()
-    .unwrap()
-    .unwrap();
-    assert!(!off, "TX checksum offload is still on in p1");
+    // An offload of p1's eth0 (read in its namespace).
+    let p1_offload = |o| {
+        vswitch::port::ethtool::offloads(Some(&ns("p1")), "eth0")
+            .unwrap()
+            .get(o)
+    };
+    use vswitch::port::ethtool::Offload;
+    assert!(
+        !p1_offload(Offload::TxChecksum),
+        "TX checksum offload is still on in p1"
+    );
     assert!(
         run.ctl_ok("n1", &["network", "inspect", "appnet"])
             .unwrap()
@@ -390,15 +392,10 @@ fn the_plugin_attaches_checks_and_detaches_containers_as_a_runtime_drives_it() {
     );
     ping_ok(&ns("p1"), "10.0.9.21");
     ping_ok(&ns("p2"), "10.0.9.21");
-    let tso = vxmesh_lab::labrun::in_netns(&ns("p1"), || {
-        vswitch::port::ethtool::offloads(None, "eth0")
-            .map(|o| o.get(vswitch::port::ethtool::Offload::Tso))
-    })
-    .unwrap()
-    .join()
-    .unwrap()
-    .unwrap();
-    assert!(tso, "TSO not turned on in p1 by --afxdp-offloads");
+    assert!(
+        p1_offload(Offload::Tso),
+        "TSO not turned on in p1 by --afxdp-offloads"
+    );
 
     // DEL: idempotent, frees the address.
     plugin.ok("DEL", &path("p1"), "cid-p1", "", &conf(json!({})));

@@ -199,20 +199,7 @@ fn batch(src: Mac, dst: Mac, whole: bool) -> (Batch, Vec<u8>) {
     };
     if whole {
         let body: Vec<u8> = (0..3).flat_map(chunk).collect();
-        let mut f = frames::tcp(
-            src,
-            dst,
-            SRC_IP,
-            DST_IP,
-            40001,
-            8080,
-            TcpFlags::ACK,
-            SEQ,
-            1,
-            &body,
-        );
-        let p = checksum::pseudo_sum_addrs(SRC_IP, DST_IP, 6, f.len() - 34);
-        f[50..52].copy_from_slice(&p.to_be_bytes());
+        let f = partial_tcp(src, dst, 40001, &body);
         b.push_frame(&f).unwrap().meta.offload = Offload {
             needs_csum: true,
             csum_start: 34,
@@ -335,20 +322,7 @@ fn receive_super_frames(node: &str, c1: &str) {
     let (src, dst) = (mac("02:42:0a:00:09:0c"), mac("02:42:0a:00:09:0b"));
     // The super-frame: three segments' worth, its checksum partial.
     let body: Vec<u8> = (0..3 * MSS).map(|i| (i % 251) as u8).collect();
-    let mut sf = frames::tcp(
-        src,
-        dst,
-        SRC_IP,
-        DST_IP,
-        40002,
-        8080,
-        TcpFlags::ACK,
-        SEQ,
-        1,
-        &body,
-    );
-    let p = checksum::pseudo_sum_addrs(SRC_IP, DST_IP, 6, sf.len() - 34);
-    sf[50..52].copy_from_slice(&p.to_be_bytes());
+    let sf = partial_tcp(src, dst, 40002, &body);
     send_from_container(
         &sock,
         vnet::Repr {
@@ -417,6 +391,26 @@ fn receive_super_frames(node: &str, c1: &str) {
     in_netns(node, move || drop(port)).join().unwrap().unwrap();
     assert_eq!(rps(), 0, "RPS put back");
     assert_eq!(read(&fwd_path), "1", "forwarding put back");
+}
+
+/// A TCP frame (SRC_IP -> DST_IP:8080, from `sport`, at SEQ) carrying `body`, its checksum in
+/// partial form: the field holds the pseudo-header sum.
+fn partial_tcp(src: Mac, dst: Mac, sport: u16, body: &[u8]) -> Vec<u8> {
+    let mut f = frames::tcp(
+        src,
+        dst,
+        SRC_IP,
+        DST_IP,
+        sport,
+        8080,
+        TcpFlags::ACK,
+        SEQ,
+        1,
+        body,
+    );
+    let p = checksum::pseudo_sum_addrs(SRC_IP, DST_IP, 6, f.len() - 34);
+    f[50..52].copy_from_slice(&p.to_be_bytes());
+    f
 }
 
 fn counter(c: &[(&'static str, u64)], name: &str) -> u64 {
