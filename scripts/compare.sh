@@ -9,7 +9,8 @@
 #   --perf-test udp64|tcp|tcp-tap (what --perf profiles) | --tests ping,tcp,tcp-tap,udp64,http (only these) |
 #   --ovs-pmd-maxsleep MICROS (OVS's PMDs sleep under low load) | --workers N (poll threads per vxmesh node) |
 #   --receiver-watch-us MICROS (vxmesh's receiver watcher; 0: off) |
-#   --afxdp-offloads on|off (vxmesh run --afxdp-offloads for every test; default off: its own rows)
+#   --afxdp-offloads on|off (vxmesh run --afxdp-offloads for every test; default off: its own rows) |
+#   --afxdp-napi-defer-us MICROS (vxmesh run --afxdp-napi-defer-us for every test but the --afxdp-offloads rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

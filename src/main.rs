@@ -104,6 +104,16 @@ enum Cmd {
         /// (docs/performance.md). Off by default, as the spec says.
         #[arg(long)]
         afxdp_offloads: bool,
+        /// Defer the receive of AF_XDP containers' veths by this many microseconds: the
+        /// kernel's interrupt coalescing for the veth's NAPI (gro_flush_timeout, with
+        /// napi_defer_hard_irqs 2; put back when the port closes). A busy container's sends
+        /// then only queue their frames, and a timer's poll takes them to the ring up to 64 at
+        /// a time. 200 cost about 0.75x the CPU per packet of a 64-byte UDP flood, and made a
+        /// ping about 1.3x slower (docs/performance.md). Needs native XDP (not with
+        /// --afxdp-offloads). 0 (the default): no deferral.
+        #[arg(long, value_name = "MICROS", default_value_t = 0, conflicts_with = "afxdp_offloads",
+              value_parser = clap::value_parser!(u64).range(0..=10_000))]
+        afxdp_napi_defer_us: u64,
         /// Pin the poll threads: worker K runs on the K-th CPU of the list (wrapping), e.g.
         /// "0,1" or "2-3". Without it the scheduler places them.
         #[arg(long, value_name = "LIST")]
@@ -439,6 +449,7 @@ fn main() -> ExitCode {
             poll_priority,
             receiver_watch_us,
             afxdp_offloads,
+            afxdp_napi_defer_us,
             metrics,
             workers,
             cpus,
@@ -500,6 +511,7 @@ fn main() -> ExitCode {
                     cpus,
                     receiver_watch: std::time::Duration::from_micros(*receiver_watch_us),
                     afxdp_offloads: *afxdp_offloads,
+                    afxdp_napi_defer: std::time::Duration::from_micros(*afxdp_napi_defer_us),
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -369,6 +369,19 @@ pub struct RunOptions {
     /// `--afxdp-offloads`: AF_XDP containers in named namespaces keep their TCP offloads
     /// ([`SystemPorts::afxdp_offloads`]).
     pub afxdp_offloads: bool,
+    /// `--afxdp-napi-defer-us`: AF_XDP ports defer their interfaces' receive by this long
+    /// ([`SystemPorts::afxdp_napi_defer`]); zero: not.
+    pub afxdp_napi_defer: Duration,
+}
+
+impl RunOptions {
+    /// The kernel-backed ports these options open.
+    fn system_ports(&self) -> SystemPorts {
+        SystemPorts {
+            afxdp_offloads: self.afxdp_offloads,
+            afxdp_napi_defer: self.afxdp_napi_defer,
+        }
+    }
 }
 
 impl Default for RunOptions {
@@ -385,6 +398,7 @@ impl Default for RunOptions {
             cpus: Vec::new(),
             receiver_watch: crate::node::receivers::WATCH_PERIOD,
             afxdp_offloads: false,
+            afxdp_napi_defer: Duration::ZERO,
         }
     }
 }
@@ -629,9 +643,7 @@ pub fn run(
         store: session
             .as_ref()
             .map(|(o, _)| (o.url.clone(), stats.clone())),
-        ports: SystemPorts {
-            afxdp_offloads: opts.afxdp_offloads,
-        },
+        ports: opts.system_ports(),
     };
     let served = rt.block_on(serve(
         control::Gate::new(listener, access),
@@ -670,9 +682,7 @@ fn build_workers(
     opts: &RunOptions,
 ) -> anyhow::Result<(Vec<Node>, Option<Arc<Mesh>>)> {
     if opts.workers <= 1 {
-        let mut ports = SystemPorts {
-            afxdp_offloads: opts.afxdp_offloads,
-        };
+        let mut ports = opts.system_ports();
         let n = Node::build_with(cluster, node, &mut ports, opts.max_conns)?;
         return Ok((vec![n], None));
     }
@@ -680,9 +690,7 @@ fn build_workers(
         cluster,
         node,
         opts.workers,
-        &mut SystemPorts {
-            afxdp_offloads: opts.afxdp_offloads,
-        },
+        &mut opts.system_ports(),
         opts.max_conns,
     )?;
     Ok((w.nodes, Some(w.mesh)))

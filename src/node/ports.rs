@@ -67,6 +67,10 @@ pub struct SystemPorts {
     /// container's TCP/IPv4 offloads and its port receives super-frames beside the ring;
     /// without it the node turns the container's TX checksum, TSO and GSO off (raw frames).
     pub afxdp_offloads: bool,
+    /// `vxmesh run --afxdp-napi-defer-us`: AF_XDP ports defer their veth's receive by this
+    /// long ([`vswitch::port::afxdp::AfxdpConfig::napi_defer`]; zero: not); not ports taking
+    /// super-frames, which run generic XDP.
+    pub afxdp_napi_defer: std::time::Duration,
 }
 
 impl PortOpener for SystemPorts {
@@ -129,9 +133,21 @@ impl PortOpener for SystemPorts {
                     vswitch::port::afxdp::AfxdpPort::open(&vswitch::port::afxdp::AfxdpConfig {
                         ifname: ifname.clone(),
                         rx_super_frames: rx_super,
+                        napi_defer: if rx_super {
+                            std::time::Duration::ZERO
+                        } else {
+                            self.afxdp_napi_defer
+                        },
                         ..Default::default()
                     })
                     .with_context(|| format!("port {}", p.name))?;
+                if !self.afxdp_napi_defer.is_zero() && !rx_super && !port.napi_deferred() {
+                    tracing::warn!(
+                        port = %p.name,
+                        ifname = %ifname,
+                        "receive not deferred on this port: its XDP program runs in generic mode (no native XDP on the interface)"
+                    );
+                }
                 Ok(Box::new(port))
             }
         }

@@ -10,6 +10,8 @@
 //! ```
 //!
 //! The c12 veth has two queues each way, so its port binds two sockets behind one epoll fd.
+//! A third pass runs native mode with the veths' receive deferred (the kernel's interrupt
+//! coalescing; the ports put the veths' settings back when they close).
 //!
 //! Needs root (CI runs as root); without it the test says why and returns. Needs `ip`
 //! (iproute2) and `ping` (iputils-ping). Every namespace carries a per-run prefix (`vxa<pid>-`),
@@ -25,7 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nslab::{has_tool, in_netns, ip, wait_for};
-use vswitch::port::afxdp::{AfxdpConfig, AfxdpPort, DEFAULT_RX_RING, XdpMode};
+use vswitch::port::afxdp::{AfxdpConfig, AfxdpPort, DEFAULT_RX_RING, NAPI_DEFER_POLLS, XdpMode};
 use vswitch::port::ethtool;
 use vswitch::port::netns::NetnsSwitch;
 use vswitch::worker::{self, PollConfig, Watched};
@@ -62,6 +64,8 @@ const POLL: PollConfig = PollConfig {
 /// Rounds the stopped switch polls at most, until [`QUIET_ROUNDS`] of them receive nothing.
 const DRAIN_ROUNDS: usize = 100;
 const QUIET_ROUNDS: usize = 3;
+/// The receive deferral of the third pass (what `--afxdp-napi-defer-us 200` sets).
+const NAPI_DEFER: Duration = Duration::from_micros(200);
 /// ICMP echoes per ping check.
 const PINGS: u32 = 3;
 /// Largest ICMP payload of an IP packet of exactly the overlay MTU (20 IP + 8 ICMP).
@@ -149,7 +153,7 @@ fn build(lab: &mut Lab) -> (String, String, String) {
 }
 
 /// The vxmesh node: opens both ports in the node namespace in `mode`, switches until stopped.
-fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
+fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode, napi_defer: Duration) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let node = node.to_string();
     let worker = nslab::Worker::spawn(move |stop, snap| -> Result<SwitchStats, String> {
@@ -158,8 +162,12 @@ fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
         let mut inside = None;
         let mut setup = || -> Result<Switch, String> {
             inside = Some(NetnsSwitch::enter(&node).map_err(|e| e.to_string())?);
-            let p11 = AfxdpPort::open(&AfxdpConfig::new(VC11, mode)).map_err(|e| e.to_string())?;
-            let p12 = AfxdpPort::open(&AfxdpConfig::new(VC12, mode)).map_err(|e| e.to_string())?;
+            let cfg = |ifname| AfxdpConfig {
+                napi_defer,
+                ..AfxdpConfig::new(ifname, mode)
+            };
+            let p11 = AfxdpPort::open(&cfg(VC11)).map_err(|e| e.to_string())?;
+            let p12 = AfxdpPort::open(&cfg(VC12)).map_err(|e| e.to_string())?;
             for (p, queues) in [(&p11, VC11_QUEUES), (&p12, VC12_QUEUES)] {
                 // veths refuse zero-copy; drv mode works on them.
                 let expect = if mode == XdpMode::Auto {
@@ -167,7 +175,11 @@ fn start_switch(lab: &mut Lab, node: &str, mode: XdpMode) {
                 } else {
                     mode
                 };
-                if p.mode() != expect || p.zero_copy() || p.queue_count() != queues {
+                if p.mode() != expect
+                    || p.zero_copy()
+                    || p.queue_count() != queues
+                    || p.napi_deferred() == napi_defer.is_zero()
+                {
                     return Err(format!("unexpected port setup: {p:?}"));
                 }
             }
@@ -237,15 +249,44 @@ fn counter(stats: &SwitchStats, port: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("port {port} has no counter {name}: {:?}", p.port))
 }
 
+/// A veth's NAPI deferral in the node namespace: `napi_defer_hard_irqs`, `gro_flush_timeout`.
+fn napi_deferral(node: &str, ifname: &str) -> (String, String) {
+    let read = |file: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", node, "cat"])
+            .arg(format!("/sys/class/net/{ifname}/{file}"))
+            .output()
+            .expect("ip netns exec cat");
+        assert!(out.status.success(), "{ifname} {file}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    (read("napi_defer_hard_irqs"), read("gro_flush_timeout"))
+}
+
 /// One mode end to end: ping both ways (small and MTU-sized), TCP both ways, counters, and no
-/// program left on the veths once the ports are gone.
-fn exercise(lab: &mut Lab, node: &str, c11: &str, c12: &str, mode: XdpMode) {
-    start_switch(lab, node, mode);
+/// program left on the veths once the ports are gone. With `napi_defer`, the veths' receive is
+/// deferred while the ports are open (every ping and segment above waited for the kernel's
+/// timer whenever it held the veth's NAPI) and put back after.
+fn exercise(lab: &mut Lab, node: &str, c11: &str, c12: &str, mode: XdpMode, napi_defer: Duration) {
+    let before: Vec<_> = [VC11, VC12]
+        .iter()
+        .map(|i| napi_deferral(node, i))
+        .collect();
+    start_switch(lab, node, mode, napi_defer);
     for ifname in [VC11, VC12] {
         assert!(
             xdp_attached(node, ifname),
             "{ifname}: no XDP program while open"
         );
+        let want = if napi_defer.is_zero() {
+            ("0".to_string(), "0".to_string())
+        } else {
+            (
+                NAPI_DEFER_POLLS.to_string(),
+                napi_defer.as_nanos().to_string(),
+            )
+        };
+        assert_eq!(napi_deferral(node, ifname), want, "{ifname} ({mode:?})");
     }
     ping(c11, C12_IP, &[]);
     ping(c12, C11_IP, &[]);
@@ -301,7 +342,13 @@ fn exercise(lab: &mut Lab, node: &str, c11: &str, c12: &str, mode: XdpMode) {
     for s in &st.stages {
         assert_eq!(s.drop_unnamed, 0, "{}", s.name);
     }
-    // The switch dropped its ports: the links are closed, no program is left.
+    // The switch dropped its ports: the links are closed, no program is left, and the veths'
+    // receive is the kernel's again.
+    let after: Vec<_> = [VC11, VC12]
+        .iter()
+        .map(|i| napi_deferral(node, i))
+        .collect();
+    assert_eq!(after, before, "NAPI deferral put back ({mode:?})");
     for ifname in [VC11, VC12] {
         assert!(
             !xdp_attached(node, ifname),
@@ -396,8 +443,10 @@ fn two_containers_through_afxdp_ports_in_skb_and_drv_mode() {
     for ifname in [VC11, VC12] {
         assert!(!xdp_attached(&node, ifname));
     }
-    exercise(&mut lab, &node, &c11, &c12, XdpMode::Skb);
-    exercise(&mut lab, &node, &c11, &c12, XdpMode::Drv);
+    let off = Duration::ZERO;
+    exercise(&mut lab, &node, &c11, &c12, XdpMode::Skb, off);
+    exercise(&mut lab, &node, &c11, &c12, XdpMode::Drv, off);
+    exercise(&mut lab, &node, &c11, &c12, XdpMode::Drv, NAPI_DEFER);
     killed_process_leaves_nothing(&mut lab, &node);
     let root_after = ip(&["-o", "link"]);
     let ours: Vec<&str> = root_after
@@ -409,7 +458,7 @@ fn two_containers_through_afxdp_ports_in_skb_and_drv_mode() {
 }
 
 /// Throughput figure, not a check: a 64-byte UDP flood from c11 to c12 through the switch, for
-/// each mode. Run with `cargo test --release -p vswitch --test afxdp -- --ignored --nocapture`.
+/// each mode, and native mode with the receive deferred. Run with `cargo test --release -p vswitch --test afxdp -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement: run on demand"]
 fn udp_flood_packets_per_second() {
@@ -424,8 +473,12 @@ fn udp_flood_packets_per_second() {
     let mut lab = new_lab();
     let (node, c11, c12) = build(&mut lab);
     // Nobody listens in c12: the frames are counted on its eth0 and dropped by its stack.
-    for mode in [XdpMode::Skb, XdpMode::Drv] {
-        start_switch(&mut lab, &node, mode);
+    for (mode, defer) in [
+        (XdpMode::Skb, Duration::ZERO),
+        (XdpMode::Drv, Duration::ZERO),
+        (XdpMode::Drv, NAPI_DEFER),
+    ] {
+        start_switch(&mut lab, &node, mode, defer);
         ping(&c11, C12_IP, &[]);
         let before = lab.stats();
         let rx_before = eth0_rx_packets(&c12);
@@ -455,9 +508,14 @@ fn udp_flood_packets_per_second() {
         let sw_tx = after.port("c12").unwrap().tx_packets - before.port("c12").unwrap().tx_packets;
         let dropped = |name| counter(&after, "c11", name) - counter(&before, "c11", name);
         eprintln!(
-            "afxdp {mode:?}: sent {:.0} pps, switch rx {:.0} pps, switch tx {:.0} pps, \
+            "afxdp {mode:?}{}: sent {:.0} pps, switch rx {:.0} pps, switch tx {:.0} pps, \
              delivered to c12 eth0 {:.0} pps (over {secs:.1} s); c11 kernel drops: \
              rx_dropped {} rx_ring_full {} fill_ring_empty {}",
+            if defer.is_zero() {
+                ""
+            } else {
+                " receive deferred"
+            },
             sent.0 as f64 / secs,
             sw_rx as f64 / secs,
             sw_tx as f64 / secs,

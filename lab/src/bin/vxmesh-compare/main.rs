@@ -106,6 +106,11 @@ struct Args {
     /// --afxdp-offloads" (TCP c11 -> c21 and ping, after the other tests, nodes restarted).
     #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
     afxdp_offloads: String,
+    /// Passed to each `vxmesh run`: the AF_XDP containers' veths' receive deferral (default:
+    /// vxmesh's own, none). The "--afxdp-offloads" rows run without it: the two options
+    /// exclude each other.
+    #[arg(long, value_name = "MICROS")]
+    afxdp_napi_defer_us: Option<u64>,
     /// OVS side: let its PMD threads sleep up to this long under low load
     /// (`other_config:pmd-maxsleep`, experimental in OVS 3.1; default: OVS's, always polling).
     #[arg(long, value_name = "MICROS")]
@@ -399,6 +404,11 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
                     .flat_map(|w| ["--receiver-watch-us".to_string(), w.to_string()]),
             )
             .chain((args.afxdp_offloads == "on").then(|| "--afxdp-offloads".to_string()))
+            .chain(
+                args.afxdp_napi_defer_us
+                    .iter()
+                    .flat_map(|d| ["--afxdp-napi-defer-us".to_string(), d.to_string()]),
+            )
             .collect(),
     };
     let mut sides: Vec<Side> = match args.only {

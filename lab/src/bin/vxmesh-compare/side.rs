@@ -120,7 +120,8 @@ pub fn side_run(ctx: &Ctx, side: Side, run: usize) -> Result<SideOut> {
                     for n in ["n1", "n2"] {
                         running.stop_node(n)?;
                     }
-                    running.run_args = ctx.run_args.clone();
+                    // The receive deferral needs native XDP, the option generic: not both.
+                    running.run_args = without_napi_defer(&ctx.run_args);
                     running.run_args.push(offl);
                     for n in ["n1", "n2"] {
                         running.start_node(n)?;
@@ -395,5 +396,46 @@ pub fn perf_pass(ctx: &Ctx, side: Side) -> Result<()> {
             log("perf pass: none for the wire (nothing of a dataplane to profile)");
             Ok(())
         }
+    }
+}
+
+/// `args` without `--afxdp-napi-defer-us` and its value.
+fn without_napi_defer(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut skip = false;
+    for a in args {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        if a == "--afxdp-napi-defer-us" {
+            skip = true;
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_offloads_restart_leaves_the_receive_deferral_out() {
+        let args: Vec<String> = [
+            "--workers",
+            "1",
+            "--afxdp-napi-defer-us",
+            "200",
+            "--cpus",
+            "0",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            without_napi_defer(&args),
+            ["--workers", "1", "--cpus", "0"].map(String::from).to_vec()
+        );
+        assert_eq!(without_napi_defer(&args[..2]), args[..2].to_vec());
     }
 }

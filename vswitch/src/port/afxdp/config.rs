@@ -20,6 +20,11 @@ pub const DEFAULT_TX_RING: u32 = 512;
 pub const DEFAULT_BIND_RETRIES: u32 = 40;
 /// Wait between `bind` attempts: with the default retries, about 2 s in all.
 pub const BIND_RETRY_WAIT: Duration = Duration::from_millis(50);
+/// Polls that find nothing the kernel defers through before it lets a sender schedule a
+/// deferred interface's NAPI again (`napi_defer_hard_irqs`; [`AfxdpConfig::napi_defer`]).
+pub const NAPI_DEFER_POLLS: u32 = 2;
+/// The longest receive deferral ([`AfxdpConfig::napi_defer`]).
+pub const MAX_NAPI_DEFER: Duration = Duration::from_millis(10);
 /// Bytes the kernel keeps in front of a received frame in its UMEM frame (`XDP_PACKET_HEADROOM`).
 pub const XDP_PACKET_HEADROOM: u32 = 256;
 /// Smallest UMEM frame the kernel accepts (`XDP_UMEM_MIN_CHUNK_SIZE`).
@@ -88,6 +93,18 @@ pub struct AfxdpConfig {
     /// Needs [`AfxdpConfig::super_frames`] and a mode other than [`XdpMode::Drv`]; the caller
     /// turns the container's offloads on. Off: the container's offloads must be off.
     pub rx_super_frames: bool,
+    /// Defer the interface's receive by this long (zero: not at all): the kernel's interrupt
+    /// coalescing for a NAPI device (`gro_flush_timeout`, with `napi_defer_hard_irqs`
+    /// [`NAPI_DEFER_POLLS`]), set when the port opens and put back when it closes
+    /// (`stack.rs`). In native mode a veth's XDP runs in its NAPI, which the sender's
+    /// transmit schedules: one frame per `sendto`, in the sender's softirq. Deferred, a NAPI
+    /// poll that did work keeps the NAPI scheduled and a timer polls it again after this
+    /// long, so a busy sender only queues its frames on the veth and the kernel takes them to
+    /// the ring up to 64 at a time. Cheaper per small packet; a frame that comes while the
+    /// timer holds the NAPI waits for it. Needs native XDP: with [`XdpMode::Auto`] falling
+    /// back to generic, the port opens without it
+    /// ([`AfxdpPort::napi_deferred`](super::AfxdpPort::napi_deferred) says).
+    pub napi_defer: Duration,
 }
 
 impl Default for AfxdpConfig {
@@ -104,6 +121,7 @@ impl Default for AfxdpConfig {
             bind_retries: DEFAULT_BIND_RETRIES,
             super_frames: true,
             rx_super_frames: false,
+            napi_defer: Duration::ZERO,
         }
     }
 }
@@ -163,6 +181,18 @@ impl AfxdpConfig {
                     .into(),
             );
         }
+        if !self.napi_defer.is_zero() && (self.mode == XdpMode::Skb || self.rx_super_frames) {
+            return Err(
+                "deferring the interface's receive needs native XDP: generic XDP runs from the backlog, not the interface's NAPI"
+                    .into(),
+            );
+        }
+        if self.napi_defer > MAX_NAPI_DEFER {
+            return Err(format!(
+                "receive deferral {:?} is over {MAX_NAPI_DEFER:?}",
+                self.napi_defer
+            ));
+        }
         Ok(())
     }
 }
@@ -216,6 +246,20 @@ mod tests {
             AfxdpConfig {
                 rx_super_frames: true,
                 mode: XdpMode::Drv,
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                napi_defer: Duration::from_micros(200),
+                mode: XdpMode::Skb,
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                napi_defer: Duration::from_micros(200),
+                rx_super_frames: true,
+                ..ok.clone()
+            },
+            AfxdpConfig {
+                napi_defer: MAX_NAPI_DEFER + Duration::from_micros(1),
                 ..ok.clone()
             },
         ];

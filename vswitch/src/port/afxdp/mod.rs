@@ -86,6 +86,17 @@
 //!   ([`offload::partial_from_unknown`](crate::offload::partial_from_unknown)), finished
 //!   where the output needs it.
 //!
+//! - **Receive deferral** ([`AfxdpConfig::napi_defer`], off by default; `vxmesh run
+//!   --afxdp-napi-defer-us`). In native mode a veth's XDP runs in its NAPI, which the
+//!   container's transmit schedules: one frame per `sendto`, XDP and the copy into the UMEM in
+//!   the sender's softirq. With the interface's NAPI deferred (`napi_defer_hard_irqs`,
+//!   `gro_flush_timeout`: `stack`), the kernel's interrupt coalescing, a poll that did work
+//!   keeps the NAPI for a timer, the sender only queues its frames, and the timer's poll takes
+//!   them up to 64 at a time. Tried and not kept: busy polling the sockets
+//!   (`SO_PREFER_BUSY_POLL` and a non-blocking `recvfrom` when the ring is empty), which
+//!   brought under 1% of the frames (the timer holds the NAPI) for the same cost per packet
+//!   (docs/performance.md).
+//!
 //! Frames longer than the room of a [`Packet`](crate::Packet) (receive) or than the UMEM frame
 //! or the device's MTU allows (transmit) are dropped and counted (`rx_oversize`, `tx_oversize`).
 //!
@@ -93,7 +104,8 @@
 //! frames and their accounting), `queue` (one socket's four rings: receive, transmit, refill,
 //! reap, kick), `port` ([`AfxdpPort`]: opening and the [`Port`](crate::port::Port) methods),
 //! `packet_tx` (the packet socket for super-frames), `packet_rx` (the one for received
-//! super-frames), `packet_sock` (what the two share), `stack` (forwarding off and flow steering on the interface for those),
+//! super-frames), `packet_sock` (what the two share), `stack` (what the port sets on the interface: forwarding
+//! off and flow steering for those, the receive deferral),
 //! `attach` (the XDP program, its XSKMAP and `bpf_link`) and `epoll` (one wait descriptor over
 //! several queues).
 
@@ -116,8 +128,8 @@ mod umem;
 pub use attach::BpfError;
 pub use config::{
     AfxdpConfig, BIND_RETRY_WAIT, DEFAULT_BIND_RETRIES, DEFAULT_FRAME_SIZE, DEFAULT_RX_RING,
-    DEFAULT_TX_RING, MAX_FRAME_SIZE, MAX_QUEUES, MAX_RING, MIN_FRAME_SIZE, XDP_PACKET_HEADROOM,
-    XdpMode,
+    DEFAULT_TX_RING, MAX_FRAME_SIZE, MAX_NAPI_DEFER, MAX_QUEUES, MAX_RING, MIN_FRAME_SIZE,
+    NAPI_DEFER_POLLS, XDP_PACKET_HEADROOM, XdpMode,
 };
 pub use port::{AfxdpPort, AfxdpStats, KernelStats};
 pub use umem::FrameUse;

@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use xdpilone::SocketConfig;
 
 use super::attach::{PassedCount, XdpLink, XdpProgram, XskMap, attach};
-use super::config::{AfxdpConfig, MAX_QUEUES, XDP_PACKET_HEADROOM, XdpMode};
+use super::config::{AfxdpConfig, MAX_QUEUES, NAPI_DEFER_POLLS, XDP_PACKET_HEADROOM, XdpMode};
 use super::epoll::epoll_over;
 use super::order;
 use super::packet_rx::{PacketRx, Read};
@@ -116,6 +116,8 @@ pub struct AfxdpPort {
     queues: Vec<Queue>,
     packet_tx: Option<PacketTx>,
     packet_rx: Option<SuperRx>,
+    /// The interface's receive deferral as it was, put back on drop (after the sockets).
+    napi_defer: Option<super::stack::Saved>,
     epoll: Option<OwnedFd>,
     ifname: String,
     ifindex: u32,
@@ -136,6 +138,7 @@ impl fmt::Debug for AfxdpPort {
             .field("queues", &self.queues.len())
             .field("super_frames", &self.packet_tx.is_some())
             .field("rx_super_frames", &self.packet_rx.is_some())
+            .field("napi_deferred", &self.napi_defer.is_some())
             .field("xskmap_slots", &self.map.entries())
             .field("link_fd", &self.link.as_raw_fd())
             .field("stats", &self.stats)
@@ -258,6 +261,21 @@ impl AfxdpPort {
             }
             None => None,
         };
+        // Native XDP runs in the interface's NAPI; generic XDP (Auto's fallback) runs from the
+        // backlog, which the deferral does not touch.
+        let napi_defer = if !cfg.napi_defer.is_zero() && mode == XdpMode::Drv {
+            Some(
+                super::stack::defer_napi(ifname, ifindex, NAPI_DEFER_POLLS, cfg.napi_defer)
+                    .map_err(|e| {
+                        cx.os(
+                            "deferring the interface's receive (napi_defer_hard_irqs, gro_flush_timeout)",
+                            e,
+                        )
+                    })?,
+            )
+        } else {
+            None
+        };
         let epoll = if queues.len() > 1 {
             Some(epoll_over(queues.iter().map(|q| q.fd)).map_err(|e| cx.os("epoll", e))?)
         } else {
@@ -270,6 +288,7 @@ impl AfxdpPort {
             queues,
             packet_tx,
             packet_rx,
+            napi_defer,
             epoll,
             ifname: ifname.to_string(),
             ifindex,
@@ -294,6 +313,12 @@ impl AfxdpPort {
     /// The mode the XDP program was attached in ([`XdpMode::Skb`] or [`XdpMode::Drv`]).
     pub fn mode(&self) -> XdpMode {
         self.mode
+    }
+
+    /// Whether the port deferred its interface's receive ([`AfxdpConfig::napi_defer`], in
+    /// native mode).
+    pub fn napi_deferred(&self) -> bool {
+        self.napi_defer.is_some()
     }
 
     /// Whether every socket runs in zero-copy mode (never on veth).

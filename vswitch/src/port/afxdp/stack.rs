@@ -1,5 +1,6 @@
-//! The kernel side of the AF_XDP port's interface, for super-frames received beside the rings
-//! (`packet_rx`): what the port sets there once, when it opens.
+//! The kernel side of the AF_XDP port's interface: what the port sets there once, when it
+//! opens, for super-frames received beside the rings (`packet_rx`, [`take_over`]) or to defer
+//! its receive ([`defer_napi`]).
 //!
 //! Where it sits: outside the packet path.
 //!
@@ -17,9 +18,16 @@
 //!   64 KB super-frame) to that thread's CPU's backlog, inside its own system call. Receive
 //!   packet steering on the interface's queues (`queues/rx-N/rps_cpus`, every CPU) puts each
 //!   flow on one CPU's backlog by its hash, as native XDP's single ring did (written through a
-//!   sysfs of the port's own namespace, see [`set_rps`]). The price: a
+//!   sysfs of the port's own namespace, see [`set_sysfs`]). The price: a
 //!   frame whose flow hashes to the other CPU waits for that CPU (an inter-processor
 //!   interrupt), about 20 µs more on a ping here (docs/performance.md).
+//!
+//! The receive deferral is the kernel's own interrupt coalescing for a NAPI device
+//! (`napi_defer_hard_irqs`, `gro_flush_timeout` in its sysfs directory): a NAPI poll that did
+//! work keeps the NAPI scheduled and arms a timer instead of letting the next transmit by the
+//! peer schedule it, so frames wait in the veth's queue and the timer's poll takes them in a
+//! batch (up to 64); after [`NAPI_DEFER_POLLS`](super::NAPI_DEFER_POLLS) polls that find
+//! nothing, the peer's transmits schedule it again.
 //!
 //! What the port set is put back when it closes ([`Saved`]): the same interface with the
 //! option off (a node restarted without `--afxdp-offloads`, an endpoint attached again) must
@@ -36,12 +44,12 @@ pub(super) struct Saved {
     ifindex: u32,
     forwarding: Option<String>,
     disable_ipv6: Option<String>,
-    /// `rps_cpus` of each receive queue.
-    rps: Vec<String>,
+    /// The sysfs files written under `/sys/class/net/IF/`, with what they held.
+    sysfs: Vec<(String, String)>,
 }
 
 /// Take over `ifname` (index `ifindex`, `queues` receive queues) for super-frames:
-/// [`no_forwarding`] and RPS over every CPU ([`set_rps`]), what was there kept in the
+/// [`no_forwarding`] and RPS over every CPU ([`set_sysfs`]), what was there kept in the
 /// returned [`Saved`].
 pub(super) fn take_over(ifname: &str, ifindex: u32, queues: u32) -> io::Result<Saved> {
     let read = |path: String| {
@@ -54,13 +62,41 @@ pub(super) fn take_over(ifname: &str, ifindex: u32, queues: u32) -> io::Result<S
         ifindex,
         forwarding: read(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")),
         disable_ipv6: read(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")),
-        rps: Vec::new(),
+        sysfs: Vec::new(),
     };
     no_forwarding(ifname)?;
     // SAFETY: sysconf has no preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize;
-    saved.rps = set_rps(ifname, ifindex, vec![cpu_mask(cpus); queues as usize])?;
+    let mask = cpu_mask(cpus);
+    let rps = (0..queues)
+        .map(|q| (format!("queues/rx-{q}/rps_cpus"), mask.clone()))
+        .collect();
+    saved.sysfs = set_sysfs(ifname, ifindex, rps)?;
     Ok(saved)
+}
+
+/// Defer `ifname`'s receive: `napi_defer_hard_irqs` to `polls` and
+/// `gro_flush_timeout` to `timeout`, what was there kept in the returned [`Saved`].
+pub(super) fn defer_napi(
+    ifname: &str,
+    ifindex: u32,
+    polls: u32,
+    timeout: std::time::Duration,
+) -> io::Result<Saved> {
+    let writes = vec![
+        ("napi_defer_hard_irqs".to_string(), polls.to_string()),
+        (
+            "gro_flush_timeout".to_string(),
+            timeout.as_nanos().to_string(),
+        ),
+    ];
+    Ok(Saved {
+        ifname: ifname.to_string(),
+        ifindex,
+        forwarding: None,
+        disable_ipv6: None,
+        sysfs: set_sysfs(ifname, ifindex, writes)?,
+    })
 }
 
 impl Drop for Saved {
@@ -84,9 +120,9 @@ impl Drop for Saved {
             format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
             &self.disable_ipv6,
         );
-        if !self.rps.is_empty() {
+        if !self.sysfs.is_empty() {
             // Best effort: the interface may go away meanwhile (nothing to put back then).
-            let _ = set_rps(&self.ifname, self.ifindex, std::mem::take(&mut self.rps));
+            let _ = set_sysfs(&self.ifname, self.ifindex, std::mem::take(&mut self.sysfs));
         }
     }
 }
@@ -113,19 +149,24 @@ fn no_forwarding(ifname: &str) -> io::Result<()> {
     }
 }
 
-/// Set receive queue `q` of `ifname` (index `ifindex`, in the calling thread's network
-/// namespace) to steer by flow hash over the CPUs in `masks[q]`; what each held before.
+/// Write each `(file, value)` of `writes` under `/sys/class/net/IFNAME/` for `ifname` (index
+/// `ifindex`, in the calling thread's network namespace); returns each file with what it held
+/// before, in the same order (so that writing the result puts everything back).
 ///
 /// `/sys/class/net` shows the devices of the network namespace that mounted it, not the
 /// caller's (a thread that entered the node's namespace would see another namespace's devices,
 /// maybe one of the same name). So the write is done by a helper thread of the caller's
 /// namespace in a mount namespace of its own (private, nothing propagates out), where it
 /// mounts a fresh sysfs over `/sys`, as `ip netns exec` does; the mount ends with the thread.
-fn set_rps(ifname: &str, ifindex: u32, masks: Vec<String>) -> io::Result<Vec<String>> {
+fn set_sysfs(
+    ifname: &str,
+    ifindex: u32,
+    writes: Vec<(String, String)>,
+) -> io::Result<Vec<(String, String)>> {
     let ifname = ifname.to_string();
     std::thread::Builder::new()
-        .name("vxmesh-rps".into())
-        .spawn(move || -> io::Result<Vec<String>> {
+        .name("vxmesh-sysfs".into())
+        .spawn(move || -> io::Result<Vec<(String, String)>> {
             own_sysfs()?;
             // The sysfs shows this namespace's devices: check it is the same interface.
             let at = format!("/sys/class/net/{ifname}");
@@ -136,11 +177,19 @@ fn set_rps(ifname: &str, ifindex: u32, masks: Vec<String>) -> io::Result<Vec<Str
                     format!("{at} is not interface {ifindex}"),
                 ));
             }
-            let mut old = Vec::with_capacity(masks.len());
-            for (q, mask) in masks.iter().enumerate() {
-                let path = format!("{at}/queues/rx-{q}/rps_cpus");
-                old.push(std::fs::read_to_string(&path)?.trim().to_string());
-                set(&path, mask)?;
+            let mut old: Vec<(String, String)> = Vec::with_capacity(writes.len());
+            for (file, value) in writes {
+                let path = format!("{at}/{file}");
+                let was = std::fs::read_to_string(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("reading {path}: {e}")))?;
+                if let Err(e) = set(&path, &value) {
+                    // Put back what this call changed before failing.
+                    for (f, v) in old.iter().rev() {
+                        let _ = set(&format!("{at}/{f}"), v);
+                    }
+                    return Err(e);
+                }
+                old.push((file, was.trim().to_string()));
             }
             Ok(old)
         })?
