@@ -7,7 +7,9 @@
 //! An entry is the base64 (standard alphabet, with or without `=` padding) of 20 bytes: a
 //! 16-byte AES-128 key followed by a 4-byte salt, the `crypt_key` layout of RFC 4106 as Linux
 //! XFRM and scapy take it. A key is never printed: its [`KeyId`] is the only thing shown
-//! (`Debug` and `Display` of a [`Key`] print the id alone):
+//! (`Debug` and `Display` of a [`Key`] print the id alone). Its bytes, and the decoded entry
+//! they came from, are wiped when dropped ([`zeroize`]); what this cannot reach is said in
+//! docs/encryption.md ("Key material in memory"):
 //!
 //! ```text
 //! id = the first 4 bytes of SHA-256("vxmesh-key-id" || key || salt), as 8 lowercase hex digits
@@ -17,6 +19,7 @@ use core::fmt;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use zeroize::{Zeroize, Zeroizing};
 
 /// Length of an AES-128 key.
 pub const KEY_LEN: usize = 16;
@@ -62,10 +65,10 @@ pub enum KeyError {
 impl Key {
     /// Parses a `keys` entry: base64 of 20 bytes (surrounding whitespace ignored).
     pub fn parse(entry: &str) -> Result<Key, KeyError> {
-        let raw = B64.decode(entry.trim()).map_err(|e| {
+        let raw = Zeroizing::new(B64.decode(entry.trim()).map_err(|e| {
             // The error names a position or a length, never the key material.
             KeyError::NotBase64(e.to_string())
-        })?;
+        })?);
         let bytes: [u8; KEY_SALT_LEN] = raw
             .as_slice()
             .try_into()
@@ -101,6 +104,12 @@ impl Key {
     /// keys and for tests. Never logged.
     pub fn to_base64(&self) -> String {
         B64.encode(self.bytes)
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
     }
 }
 
@@ -140,6 +149,16 @@ mod tests {
 
     fn counting() -> [u8; KEY_SALT_LEN] {
         core::array::from_fn(|i| i as u8)
+    }
+
+    #[test]
+    fn dropping_a_key_wipes_its_bytes() {
+        let mut k = core::mem::ManuallyDrop::new(Key::parse(ENTRY).unwrap());
+        assert_eq!(k.bytes, counting());
+        // SAFETY: the key is dropped in place once and never used as a key again; its bytes
+        // (plain u8s in storage this test still owns) are only read.
+        unsafe { core::ptr::drop_in_place(&mut *k) };
+        assert_eq!(k.bytes, [0; KEY_SALT_LEN]);
     }
 
     #[test]

@@ -93,6 +93,13 @@ impl SaMaterial {
     }
 }
 
+impl Drop for SaMaterial {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+        zeroize::Zeroize::zeroize(&mut self.salt);
+    }
+}
+
 impl fmt::Debug for SaMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SaMaterial {{ spi: {:#010x} }}", self.spi)
@@ -113,9 +120,9 @@ pub fn derive(key: &Key, sender: Ipv4Addr, receiver: Ipv4Addr) -> SaMaterial {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(key.key_and_salt());
     let (s, r) = (sender.octets(), receiver.octets());
     let info: [&[u8]; 2] = [&s, &r];
-    let mut okm = [0u8; DERIVED_LEN];
+    let mut okm = zeroize::Zeroizing::new([0u8; DERIVED_LEN]);
     prk.expand(&info, Derived)
-        .and_then(|o| o.fill(&mut okm))
+        .and_then(|o| o.fill(&mut okm[..]))
         // 24 bytes is far below HKDF-SHA256's limit of 255 * 32.
         .expect("HKDF-SHA256 expands to 24 bytes");
     let mut m = SaMaterial {
@@ -812,6 +819,21 @@ impl EspSas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropping_sa_material_wipes_its_key_and_salt() {
+        let key = Key::from_bytes([7; crate::key::KEY_SALT_LEN]);
+        let mut m = core::mem::ManuallyDrop::new(derive(
+            &key,
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+        ));
+        assert_ne!(m.key, [0; KEY_LEN]);
+        // SAFETY: dropped in place once and never used again; its plain byte arrays (in
+        // storage this test still owns) are only read.
+        unsafe { core::ptr::drop_in_place(&mut *m) };
+        assert_eq!((m.key, m.salt), ([0; KEY_LEN], [0; SALT_LEN]));
+    }
 
     #[test]
     fn reserved_spis_are_moved_out_of_0_to_255() {
