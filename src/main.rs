@@ -111,7 +111,7 @@ enum Cmd {
         /// a time. 200 cost about 0.75x the CPU per packet of a 64-byte UDP flood, and made a
         /// ping about 1.3x slower (docs/performance.md). Needs native XDP (not with
         /// --afxdp-offloads). 0 (the default): no deferral.
-        #[arg(long, value_name = "MICROS", default_value_t = 0, conflicts_with = "afxdp_offloads",
+        #[arg(long, value_name = "MICROS", default_value_t = 0,
               value_parser = clap::value_parser!(u64).range(0..=10_000))]
         afxdp_napi_defer_us: u64,
         /// Pin the poll threads: worker K runs on the K-th CPU of the list (wrapping), e.g.
@@ -471,6 +471,11 @@ fn main() -> ExitCode {
             let Some(node) = cli.node.as_deref() else {
                 return usage("run: --node NAME is required".into());
             };
+            if *afxdp_offloads && *afxdp_napi_defer_us > 0 {
+                return usage(
+                    "run: --afxdp-napi-defer-us defers native XDP's receive, and --afxdp-offloads runs generic XDP: give one of them".into(),
+                );
+            }
             let cpus = match cpus.as_deref().map(daemon::parse_cpus).transpose() {
                 Ok(c) => c.unwrap_or_default(),
                 Err(e) => return usage(format!("run: {e}")),

@@ -62,6 +62,7 @@ fn usage_errors_exit_2() {
         ("--max-conns", "10", "1024 to 16777216"),
         ("--max-conns", "99999999999", "1024 to 16777216"),
         ("--metrics", "9417", "--metrics <ADDR:PORT>"),
+        ("--afxdp-napi-defer-us", "10001", "0..=10000"),
     ] {
         let (code, _, err) = vxmesh(&["run", "--config", "x.toml", "--node", "n1", flag, bad]);
         assert_eq!(code, 2, "{flag} {bad}: {err}");
@@ -81,7 +82,17 @@ fn usage_errors_exit_2() {
     assert!(
         err.contains("--dns-upstream") && err.contains("not IP or IP:PORT"),
         "{err}"
-    );
+    ); // Two options that need different XDP modes: refused, whichever order.
+    for pair in [
+        ["--afxdp-offloads", "--afxdp-napi-defer-us", "200"],
+        ["--afxdp-napi-defer-us", "200", "--afxdp-offloads"],
+    ] {
+        let mut args = vec!["run", "--config", "x.toml", "--node", "n1"];
+        args.extend(pair);
+        let (code, _, err) = vxmesh(&args);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("give one of them"), "{err}");
+    }
 }
 
 #[test]
