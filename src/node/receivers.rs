@@ -11,7 +11,8 @@
 //! ```text
 //! output step ── UDP to c21 ──► gate(c21).touched
 //! watcher, every --receiver-watch-us while touched (else every IDLE):
-//!     sock_diag in c21's netns ─► Decider ─► gate(c21).set(full ports)
+//!     sock_diag in c21's netns (a dump, or lookups of the sockets the last dump found)
+//!         ─► Decider ─► gate(c21).set(full ports)
 //! output step ── UDP to a gated port ──► drop_receiver_full (counted; the container's kernel
 //!                                       never sees it)
 //! ```
@@ -21,6 +22,13 @@
 //! receive); gated, the datagram costs only the receive and the stages, the CPU goes to the
 //! receiver instead, and the loss is a counter of the switch (`drop_receiver_full`) that
 //! `vxmesh stats` and `/metrics` show, not an invisible one in the container.
+//!
+//! A dump walks the kernel's whole UDP table (every namespace's sockets, twice), so its cost
+//! grows with the host, not the container. A container with at most [`LOOKUP_MAX`] UDP sockets,
+//! none sharing a port, is sampled by looking each one up instead (`UdpDiag::lookup`, one hash
+//! lookup each), with a dump every [`REDISCOVER`] to find new sockets, and at once when a
+//! socket is gone. So a flood to a socket opened since the last dump is gated within
+//! [`REDISCOVER`] and two samples.
 //!
 //! Limits, on purpose: only IPv4 UDP (TCP has its own flow control); a socket is full by its
 //! own figures (queued memory against its buffer), so a slow receiver is gated only when it
@@ -48,11 +56,18 @@ pub const WATCH_PERIOD: Duration = Duration::from_millis(1);
 pub const IDLE_PERIOD: Duration = Duration::from_millis(20);
 /// Samples in a row that must find a socket full before its port is gated.
 pub const CLOSE_AFTER: u8 = 2;
+/// Sockets a container may have and still be sampled by lookups, not dumps: four lookups cost
+/// 13.5 µs here against 32 µs for a dump, which only grows with the host
+/// (`cargo bench -p vswitch --bench sockdiag`).
+pub const LOOKUP_MAX: usize = 4;
+/// How often a container sampled by lookups is dumped, to find the sockets it opened since.
+pub const REDISCOVER: Duration = Duration::from_millis(100);
 /// After a failed `sock_diag` socket or dump, a container is not tried again for this long.
 const RETRY: Duration = Duration::from_secs(1);
 /// The watcher's share of a core at most, as 1/N: a look at every container being sent to
-/// costs about 27 µs each (two dumps, each a walk of the kernel's UDP table), so with many of
-/// them the period stretches instead of the thread taking a core (5%: one container at the
+/// costs about 30 µs each by dumps (two walks of the kernel's UDP table), 3.4 µs a socket by
+/// lookups (`cargo bench -p vswitch --bench sockdiag`), so with many of them the period
+/// stretches instead of the thread taking a core (5%: one container at the
 /// default period is under 3%, unchanged; ten get a look every 5 ms).
 const CPU_SHARE_DIV: u32 = 20;
 
@@ -161,6 +176,52 @@ struct Watched {
     decider: Decider,
     /// No new socket or dump before this (after a failure).
     retry_at: Option<std::time::Instant>,
+    /// The sockets of the last dump, and when it was made: looked up one by one until
+    /// [`REDISCOVER`] has passed, if [`lookups_will_do`] says they may be.
+    known: Vec<UdpSock>,
+    dumped_at: Option<std::time::Instant>,
+}
+
+/// Whether the sockets of a dump may be sampled by lookups: few, and none sharing a port with
+/// another (the kernel's lookup picks one socket of a `SO_REUSEPORT` group by hash).
+fn lookups_will_do(socks: &[UdpSock]) -> bool {
+    socks.len() <= LOOKUP_MAX
+        && socks
+            .iter()
+            .enumerate()
+            .all(|(i, s)| socks[..i].iter().all(|t| t.port != s.port))
+}
+
+/// Sample a container's sockets into `socks`: by looking up the ones the last dump found while
+/// that is recent and they may be ([`lookups_will_do`]); else, or when one is gone, by a dump.
+/// Returns whether it dumped.
+fn sample(
+    diag: &mut UdpDiag,
+    known: &mut Vec<UdpSock>,
+    dumped_at: &mut Option<std::time::Instant>,
+    socks: &mut Vec<UdpSock>,
+) -> Result<bool, vswitch::port::sockdiag::DiagError> {
+    let fresh = dumped_at.is_some_and(|t| t.elapsed() < REDISCOVER);
+    if fresh && lookups_will_do(known) {
+        socks.clear();
+        let mut all_there = true;
+        for s in known.iter() {
+            match diag.lookup(s)? {
+                Some(now) => socks.push(now),
+                None => {
+                    all_there = false;
+                    break;
+                }
+            }
+        }
+        if all_there {
+            return Ok(false);
+        }
+    }
+    diag.dump(socks)?;
+    known.clone_from(socks);
+    *dumped_at = Some(std::time::Instant::now());
+    Ok(true)
 }
 
 /// Run the watcher until `stop`: sample the containers being sent to every `period`, the others
@@ -182,6 +243,8 @@ pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
                 diag: None,
                 decider: Decider::default(),
                 retry_at: None,
+                known: Vec::new(),
+                dumped_at: None,
             });
             if w.retry_at.is_some_and(|t| std::time::Instant::now() < t) {
                 continue;
@@ -199,13 +262,18 @@ pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
                     }
                 },
             };
-            if let Err(e) = diag.dump(&mut socks) {
-                tracing::warn!(port = %key.0, netns = %key.1, error = %e,
-                    "receiver watch: sampling the container's UDP sockets failed; its gate opens");
-                gate.set(&[]);
-                w.diag = None;
-                w.retry_at = Some(std::time::Instant::now() + RETRY);
-                continue;
+            match sample(diag, &mut w.known, &mut w.dumped_at, &mut socks) {
+                Ok(true) => gate.count_dump(),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(port = %key.0, netns = %key.1, error = %e,
+                        "receiver watch: sampling the container's UDP sockets failed; its gate opens");
+                    gate.set(&[]);
+                    w.diag = None;
+                    w.dumped_at = None;
+                    w.retry_at = Some(std::time::Instant::now() + RETRY);
+                    continue;
+                }
             }
             let (ports, drops) = w.decider.decide(&socks);
             let closing = !gate.is_closed() && !ports.is_empty();
@@ -228,6 +296,7 @@ mod tests {
 
     fn sock(port: u16, inode: u32, rmem: u32, drops: u32) -> UdpSock {
         UdpSock {
+            id: Default::default(),
             port,
             inode,
             rmem,
@@ -295,6 +364,18 @@ mod tests {
         let mut odd = sock(9, 3, 0, 0);
         odd.rcvbuf = 0;
         assert_eq!(d.decide(&[odd]).0, Vec::<u16>::new());
+    }
+
+    #[test]
+    fn lookups_only_for_a_few_sockets_each_alone_on_its_port() {
+        let one = [sock(5201, 1, 0, 0)];
+        assert!(lookups_will_do(&one));
+        let four: Vec<_> = (0..4).map(|i| sock(5000 + i, u32::from(i), 0, 0)).collect();
+        assert!(lookups_will_do(&four));
+        let five: Vec<_> = (0..5).map(|i| sock(5000 + i, u32::from(i), 0, 0)).collect();
+        assert!(!lookups_will_do(&five), "more than LOOKUP_MAX");
+        let group = [sock(53, 1, 0, 0), sock(5201, 2, 0, 0), sock(53, 3, 0, 0)];
+        assert!(!lookups_will_do(&group), "a SO_REUSEPORT group");
     }
 
     #[test]

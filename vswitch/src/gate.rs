@@ -43,15 +43,17 @@ pub struct ReceiverGate {
     samples: AtomicU64,
     closed: AtomicU64,
     socket_drops: AtomicU64,
+    dumps: AtomicU64,
 }
 
 /// The names of a gate's counters, among its port's own counters in the switch's stats. Every
 /// worker of a node holds the same gate, so adding workers' stats takes these once, not once
 /// per worker (`SwitchStats::add`).
-pub const GATE_COUNTERS: [&str; 3] = [
+pub const GATE_COUNTERS: [&str; 4] = [
     "receiver_samples",
     "receiver_gate_closed",
     "receiver_socket_drops",
+    "receiver_dumps",
 ];
 
 impl ReceiverGate {
@@ -117,13 +119,21 @@ impl ReceiverGate {
         }
     }
 
-    /// The counters, named as [`GATE_COUNTERS`]: samples taken, times the gate closed, and
-    /// datagrams the container's kernel dropped at full sockets as the samples saw them.
-    pub fn counters(&self) -> [(&'static str, u64); 3] {
+    /// Count a sample that dumped the namespace's UDP sockets (the others looked up the
+    /// sockets a dump found, one by one).
+    pub fn count_dump(&self) {
+        self.dumps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters, named as [`GATE_COUNTERS`]: samples taken, times the gate closed,
+    /// datagrams the container's kernel dropped at full sockets as the samples saw them, and
+    /// the samples that were dumps.
+    pub fn counters(&self) -> [(&'static str, u64); 4] {
         [
             (GATE_COUNTERS[0], self.samples.load(Ordering::Relaxed)),
             (GATE_COUNTERS[1], self.closed.load(Ordering::Relaxed)),
             (GATE_COUNTERS[2], self.socket_drops.load(Ordering::Relaxed)),
+            (GATE_COUNTERS[3], self.dumps.load(Ordering::Relaxed)),
         ]
     }
 }

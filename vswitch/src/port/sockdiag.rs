@@ -14,6 +14,12 @@
 //! `INET_DIAG_SKMEMINFO` extension; each answer is an `inet_diag_msg` followed by attributes,
 //! of which the socket memory one is read ([`DiagMsg`], bounds-checked: a short or odd message
 //! is an error, never a panic).
+//!
+//! Two kinds of request: a dump ([`UdpDiag::dump`]) walks the kernel's whole UDP hash table
+//! (shared by every namespace unless `udp_child_hash_entries` gives each its own), twice (IPv4,
+//! IPv6), whatever few sockets the namespace has; a lookup ([`UdpDiag::lookup`], the kernel's
+//! `udp_dump_one`) finds one socket known from a dump by its address, port and cookie, as a
+//! datagram's receive would, at the cost of one hash lookup.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -39,10 +45,15 @@ const NLMSG_HDR_LEN: usize = 16;
 const REQ_LEN: usize = 56;
 /// `struct inet_diag_msg`.
 const MSG_LEN: usize = 72;
+/// `struct inet_diag_sockid`, at offset 4 of a message and 8 of a request.
+const SOCKID_LEN: usize = 48;
 
 /// One UDP socket of a namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UdpSock {
+    /// Its address family (AF_INET or AF_INET6) and `inet_diag_sockid` (addresses, ports,
+    /// interface, cookie) as the kernel reported it: what a [`UdpDiag::lookup`] asks for.
+    pub id: SockId,
     /// Its local port.
     pub port: u16,
     /// Its inode (stable while it lives: tells two sockets on one port apart).
@@ -53,6 +64,45 @@ pub struct UdpSock {
     pub rcvbuf: u32,
     /// Datagrams the kernel dropped at this socket so far (a full buffer, mostly).
     pub drops: u32,
+}
+
+/// A socket's address family and `inet_diag_sockid` as a dump reported them, kept whole
+/// (48 bytes: ports, addresses, interface and cookie in the kernel's layout) for a lookup.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SockId {
+    family: u8,
+    raw: [u8; SOCKID_LEN],
+}
+
+impl Default for SockId {
+    fn default() -> Self {
+        SockId {
+            family: libc::AF_INET as u8,
+            raw: [0; SOCKID_LEN],
+        }
+    }
+}
+
+impl core::fmt::Debug for SockId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let cookie = u64::from_ne_bytes(self.raw[40..48].try_into().expect("8 bytes"));
+        write!(f, "SockId(af {}, cookie {cookie:#x})", self.family)
+    }
+}
+
+impl SockId {
+    /// The id a lookup sends: `udp_dump_one` hands the request's source to the kernel's
+    /// receive lookup as the datagram's source (the socket's remote end) and its destination
+    /// as the local end ("src and dst are swapped for historical reasons"), so local and
+    /// remote trade places; interface and cookie stay.
+    fn swapped(&self) -> [u8; SOCKID_LEN] {
+        let mut r = self.raw;
+        r[0..2].copy_from_slice(&self.raw[2..4]);
+        r[2..4].copy_from_slice(&self.raw[0..2]);
+        r[4..20].copy_from_slice(&self.raw[20..36]);
+        r[20..36].copy_from_slice(&self.raw[4..20]);
+        r
+    }
 }
 
 /// Why a dump failed.
@@ -139,6 +189,37 @@ impl UdpDiag {
         self.dump_family(libc::AF_INET6 as u8, out)
     }
 
+    /// The socket `s` (from a dump) now, or `None` if it is gone: closed, or its port now held
+    /// by another socket (the cookie differs). One request and one answer; `s` must not share
+    /// its port with another socket (a `SO_REUSEPORT` group), since the kernel's lookup picks
+    /// one of those by hash.
+    pub fn lookup(&mut self, s: &UdpSock) -> Result<Option<UdpSock>, DiagError> {
+        self.seq = self.seq.wrapping_add(1);
+        let req = lookup_request(&s.id, self.seq);
+        // SAFETY: send(2) of a buffer we own, to the kernel (a netlink socket's default peer).
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        loop {
+            // SAFETY: recv(2) into a buffer we own, of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error().into());
+            }
+            if let Some(found) = parse_one(&self.buf[..n as usize], self.seq)? {
+                return Ok(found);
+            }
+        }
+    }
+
     fn dump_family(&mut self, family: u8, out: &mut Vec<UdpSock>) -> Result<(), DiagError> {
         self.seq = self.seq.wrapping_add(1);
         let req = request(family, self.seq);
@@ -182,6 +263,15 @@ fn request(family: u8, seq: u32) -> [u8; NLMSG_HDR_LEN + REQ_LEN] {
     r
 }
 
+/// The lookup request for the socket `id` names, sequence number `seq`: a dump request
+/// without `NLM_F_DUMP`, with the socket's id (local and remote swapped, [`SockId::swapped`]).
+fn lookup_request(id: &SockId, seq: u32) -> [u8; NLMSG_HDR_LEN + REQ_LEN] {
+    let mut r = request(id.family, seq);
+    r[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    r[NLMSG_HDR_LEN + 8..NLMSG_HDR_LEN + 8 + SOCKID_LEN].copy_from_slice(&id.swapped());
+    r
+}
+
 /// Read one datagram of the dump's answer: its sockets into `out`; true once the dump is done.
 fn parse(mut b: &[u8], seq: u32, out: &mut Vec<UdpSock>) -> Result<bool, DiagError> {
     while b.len() >= NLMSG_HDR_LEN {
@@ -213,6 +303,41 @@ fn parse(mut b: &[u8], seq: u32, out: &mut Vec<UdpSock>) -> Result<bool, DiagErr
         }
     }
     Ok(false)
+}
+
+/// Read one datagram of a lookup's answer: `Some(Some(sock))` for the socket, `Some(None)` if
+/// the kernel has no such socket (`ENOENT`, or `ESTALE`: the cookie names another one), `None`
+/// if the datagram held only answers to earlier requests.
+fn parse_one(mut b: &[u8], seq: u32) -> Result<Option<Option<UdpSock>>, DiagError> {
+    while b.len() >= NLMSG_HDR_LEN {
+        let len = u32::from_ne_bytes(b[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes(b[4..6].try_into().expect("2 bytes"));
+        let mseq = u32::from_ne_bytes(b[8..12].try_into().expect("4 bytes"));
+        if len < NLMSG_HDR_LEN || len > b.len() {
+            return Err(DiagError::Malformed("message length"));
+        }
+        let body = &b[NLMSG_HDR_LEN..len];
+        b = &b[align4(len).min(b.len())..];
+        if mseq != seq {
+            continue; // an answer to an earlier request that timed out
+        }
+        match kind {
+            NLMSG_ERROR => {
+                let errno = body
+                    .get(0..4)
+                    .map(|e| i32::from_ne_bytes(e.try_into().expect("4 bytes")))
+                    .ok_or(DiagError::Malformed("error message"))?;
+                return match -errno {
+                    0 => continue, // an acknowledgement
+                    libc::ENOENT | libc::ESTALE => Ok(Some(None)),
+                    e => Err(DiagError::Refused(io::Error::from_raw_os_error(e))),
+                };
+            }
+            SOCK_DIAG_BY_FAMILY => return Ok(Some(Some(DiagMsg::new_checked(body)?.sock()?))),
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 fn align4(n: usize) -> usize {
@@ -261,6 +386,14 @@ impl<'a> DiagMsg<'a> {
         Ok(None)
     }
 
+    /// The address family and `inet_diag_sockid`.
+    pub fn id(&self) -> SockId {
+        SockId {
+            family: self.b[0],
+            raw: self.b[4..4 + SOCKID_LEN].try_into().expect("48 bytes"),
+        }
+    }
+
     /// The socket, with its memory figures (zero when the answer has none).
     pub fn sock(&self) -> Result<UdpSock, DiagError> {
         let mem = self.meminfo()?.unwrap_or(&[]);
@@ -269,6 +402,7 @@ impl<'a> DiagMsg<'a> {
                 .map_or(0, |v| u32::from_ne_bytes(v.try_into().expect("4 bytes")))
         };
         Ok(UdpSock {
+            id: self.id(),
             port: self.local_port(),
             inode: self.inode(),
             rmem: at(SK_MEMINFO_RMEM_ALLOC),
@@ -323,20 +457,74 @@ mod tests {
         .concat();
         let mut out = Vec::new();
         assert!(parse(&d, 7, &mut out).unwrap());
+        assert_eq!(out.len(), 1);
+        let s = out[0];
         assert_eq!(
-            out,
-            vec![UdpSock {
-                port: 5201,
-                inode: 42,
-                rmem: 4096,
-                rcvbuf: 212992,
-                drops: 7
-            }]
+            (s.port, s.inode, s.rmem, s.rcvbuf, s.drops),
+            (5201, 42, 4096, 212992, 7)
         );
+        assert_eq!(s.id.family, libc::AF_INET as u8);
+        assert_eq!(s.id.raw[0..2], 5201u16.to_be_bytes());
         // Not done without NLMSG_DONE.
         out.clear();
         assert!(!parse(&answer(7, 5201, 42, mem), 7, &mut out).unwrap());
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_lookup_asks_for_the_socket_with_local_and_remote_swapped() {
+        let mut raw = [0u8; SOCKID_LEN];
+        raw[0..2].copy_from_slice(&5201u16.to_be_bytes()); // local port
+        raw[2..4].copy_from_slice(&40000u16.to_be_bytes()); // remote port
+        raw[4..8].copy_from_slice(&[10, 0, 9, 21]); // local address
+        raw[20..24].copy_from_slice(&[10, 0, 9, 11]); // remote address
+        raw[36..40].copy_from_slice(&7u32.to_ne_bytes()); // interface
+        raw[40..48].copy_from_slice(&0xfeed_u64.to_ne_bytes()); // cookie
+        let id = SockId {
+            family: libc::AF_INET as u8,
+            raw,
+        };
+        let r = lookup_request(&id, 9);
+        assert_eq!(
+            u16::from_ne_bytes([r[6], r[7]]),
+            NLM_F_REQUEST,
+            "not a dump"
+        );
+        assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 9);
+        let q = &r[NLMSG_HDR_LEN..];
+        assert_eq!((q[0], q[1]), (libc::AF_INET as u8, libc::IPPROTO_UDP as u8));
+        let sent = &q[8..8 + SOCKID_LEN];
+        assert_eq!(sent[0..2], 40000u16.to_be_bytes());
+        assert_eq!(sent[2..4], 5201u16.to_be_bytes());
+        assert_eq!(sent[4..8], [10, 0, 9, 11]);
+        assert_eq!(sent[20..24], [10, 0, 9, 21]);
+        assert_eq!(
+            sent[36..48],
+            raw[36..48],
+            "interface and cookie as they were"
+        );
+    }
+
+    #[test]
+    fn a_lookup_answer_is_the_socket_or_gone() {
+        let mut mem = [0u32; 9];
+        mem[SK_MEMINFO_RMEM_ALLOC] = 512;
+        let found = parse_one(&answer(3, 53, 9, mem), 3).unwrap();
+        assert_eq!(
+            found.map(|s| s.map(|s| (s.port, s.rmem))),
+            Some(Some((53, 512)))
+        );
+        for gone in [libc::ENOENT, libc::ESTALE] {
+            let e = hdr(NLMSG_ERROR, 3, &(-gone).to_ne_bytes());
+            assert_eq!(parse_one(&e, 3).unwrap(), Some(None), "errno {gone}");
+        }
+        let e = hdr(NLMSG_ERROR, 3, &(-libc::EPERM).to_ne_bytes());
+        assert!(matches!(parse_one(&e, 3), Err(DiagError::Refused(_))));
+        // An answer to an earlier request: nothing yet.
+        assert_eq!(parse_one(&answer(2, 53, 9, mem), 3).unwrap(), None);
+        for cut in 0..answer(3, 53, 9, mem).len() {
+            let _ = parse_one(&answer(3, 53, 9, mem)[..cut], 3);
+        }
     }
 
     #[test]
