@@ -195,26 +195,10 @@ impl UdpDiag {
     /// one of those by hash.
     pub fn lookup(&mut self, s: &UdpSock) -> Result<Option<UdpSock>, DiagError> {
         self.seq = self.seq.wrapping_add(1);
-        let req = lookup_request(&s.id, self.seq);
-        // SAFETY: send(2) of a buffer we own, to the kernel (a netlink socket's default peer).
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+        self.send(&lookup_request(&s.id, self.seq))?;
         loop {
-            // SAFETY: recv(2) into a buffer we own, of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error().into());
-            }
-            if let Some(found) = parse_one(&self.buf[..n as usize], self.seq)? {
+            let n = self.recv()?;
+            if let Some(found) = parse_one(&self.buf[..n], self.seq)? {
                 return Ok(found);
             }
         }
@@ -222,29 +206,40 @@ impl UdpDiag {
 
     fn dump_family(&mut self, family: u8, out: &mut Vec<UdpSock>) -> Result<(), DiagError> {
         self.seq = self.seq.wrapping_add(1);
-        let req = request(family, self.seq);
-        // SAFETY: send(2) of a buffer we own, to the kernel (a netlink socket's default peer).
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+        self.send(&request(family, self.seq))?;
         loop {
-            // SAFETY: recv(2) into a buffer we own, of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error().into());
-            }
-            if parse(&self.buf[..n as usize], self.seq, out)? {
+            let n = self.recv()?;
+            if parse(&self.buf[..n], self.seq, out)? {
                 return Ok(());
             }
         }
+    }
+
+    /// Send one request to the kernel.
+    fn send(&self, req: &[u8]) -> io::Result<()> {
+        // SAFETY: send(2) of a buffer we own, to the kernel (a netlink socket's default peer).
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Receive one datagram of answers into the buffer; its length.
+    fn recv(&mut self) -> io::Result<usize> {
+        // SAFETY: recv(2) into a buffer we own, of its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                self.buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
     }
 }
 
@@ -274,30 +269,13 @@ fn lookup_request(id: &SockId, seq: u32) -> [u8; NLMSG_HDR_LEN + REQ_LEN] {
 
 /// Read one datagram of the dump's answer: its sockets into `out`; true once the dump is done.
 fn parse(mut b: &[u8], seq: u32, out: &mut Vec<UdpSock>) -> Result<bool, DiagError> {
-    while b.len() >= NLMSG_HDR_LEN {
-        let len = u32::from_ne_bytes(b[0..4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes(b[4..6].try_into().expect("2 bytes"));
-        let mseq = u32::from_ne_bytes(b[8..12].try_into().expect("4 bytes"));
-        if len < NLMSG_HDR_LEN || len > b.len() {
-            return Err(DiagError::Malformed("message length"));
-        }
-        let body = &b[NLMSG_HDR_LEN..len];
-        b = &b[align4(len).min(b.len())..];
-        if mseq != seq {
-            continue; // an answer to an earlier request that timed out
-        }
+    while let Some((kind, body)) = next_answer(&mut b, seq)? {
         match kind {
             NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => {
-                let errno = body
-                    .get(0..4)
-                    .map(|e| i32::from_ne_bytes(e.try_into().expect("4 bytes")))
-                    .ok_or(DiagError::Malformed("error message"))?;
-                if errno == 0 {
-                    continue; // an acknowledgement
-                }
-                return Err(DiagError::Refused(io::Error::from_raw_os_error(-errno)));
-            }
+            NLMSG_ERROR => match errno_of(body)? {
+                0 => {} // an acknowledgement
+                e => return Err(DiagError::Refused(io::Error::from_raw_os_error(e))),
+            },
             SOCK_DIAG_BY_FAMILY => out.push(DiagMsg::new_checked(body)?.sock()?),
             _ => {}
         }
@@ -309,6 +287,23 @@ fn parse(mut b: &[u8], seq: u32, out: &mut Vec<UdpSock>) -> Result<bool, DiagErr
 /// the kernel has no such socket (`ENOENT`, or `ESTALE`: the cookie names another one), `None`
 /// if the datagram held only answers to earlier requests.
 fn parse_one(mut b: &[u8], seq: u32) -> Result<Option<Option<UdpSock>>, DiagError> {
+    while let Some((kind, body)) = next_answer(&mut b, seq)? {
+        match kind {
+            NLMSG_ERROR => match errno_of(body)? {
+                0 => {} // an acknowledgement
+                libc::ENOENT | libc::ESTALE => return Ok(Some(None)),
+                e => return Err(DiagError::Refused(io::Error::from_raw_os_error(e))),
+            },
+            SOCK_DIAG_BY_FAMILY => return Ok(Some(Some(DiagMsg::new_checked(body)?.sock()?))),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// The next message in `b` that answers request `seq` (those answering earlier requests, which
+/// timed out, are skipped): its type and body; `b` moves past it. `None` at the end.
+fn next_answer<'a>(b: &mut &'a [u8], seq: u32) -> Result<Option<(u16, &'a [u8])>, DiagError> {
     while b.len() >= NLMSG_HDR_LEN {
         let len = u32::from_ne_bytes(b[0..4].try_into().expect("4 bytes")) as usize;
         let kind = u16::from_ne_bytes(b[4..6].try_into().expect("2 bytes"));
@@ -317,27 +312,19 @@ fn parse_one(mut b: &[u8], seq: u32) -> Result<Option<Option<UdpSock>>, DiagErro
             return Err(DiagError::Malformed("message length"));
         }
         let body = &b[NLMSG_HDR_LEN..len];
-        b = &b[align4(len).min(b.len())..];
-        if mseq != seq {
-            continue; // an answer to an earlier request that timed out
-        }
-        match kind {
-            NLMSG_ERROR => {
-                let errno = body
-                    .get(0..4)
-                    .map(|e| i32::from_ne_bytes(e.try_into().expect("4 bytes")))
-                    .ok_or(DiagError::Malformed("error message"))?;
-                return match -errno {
-                    0 => continue, // an acknowledgement
-                    libc::ENOENT | libc::ESTALE => Ok(Some(None)),
-                    e => Err(DiagError::Refused(io::Error::from_raw_os_error(e))),
-                };
-            }
-            SOCK_DIAG_BY_FAMILY => return Ok(Some(Some(DiagMsg::new_checked(body)?.sock()?))),
-            _ => {}
+        *b = &b[align4(len).min(b.len())..];
+        if mseq == seq {
+            return Ok(Some((kind, body)));
         }
     }
     Ok(None)
+}
+
+/// The (positive) errno of an `NLMSG_ERROR` body; 0 for an acknowledgement.
+fn errno_of(body: &[u8]) -> Result<i32, DiagError> {
+    body.get(0..4)
+        .map(|e| -i32::from_ne_bytes(e.try_into().expect("4 bytes")))
+        .ok_or(DiagError::Malformed("error message"))
 }
 
 fn align4(n: usize) -> usize {
