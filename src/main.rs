@@ -85,7 +85,7 @@ enum Cmd {
         /// between them) with a share of the ports, a port's frames handed between them as
         /// their destinations need (docs/performance.md). 1 runs the node on one thread, as
         /// before. Encrypted networks need 1.
-        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=vxmesh::daemon::MAX_WORKERS as i64))]
         workers: u16,
         /// Early drop for containers that cannot keep up: while datagrams flow to a container,
         /// sample its UDP sockets (sock_diag in its namespace) every this many microseconds,

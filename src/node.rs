@@ -40,6 +40,7 @@ use crate::config::Cluster;
 mod apply;
 mod change;
 mod delta;
+pub mod ifsaved;
 mod plan;
 mod ports;
 pub mod receivers;

@@ -317,7 +317,11 @@ impl Drop for Running {
             if let Some(c) = child.as_mut() {
                 let _ = stop_child(c);
             }
-            let _ = std::fs::remove_file(vxmesh::daemon::conntrack_file(control));
+            // The node's files beside its socket (tables, ESP epochs, CNI attachments,
+            // interface settings), by name: a later run of the same prefix starts clean.
+            for f in vxmesh::daemon::node_files(control) {
+                let _ = std::fs::remove_file(f);
+            }
             let _ = std::fs::remove_file(control);
         }
         let _ = self.lab.down();

@@ -9,6 +9,10 @@
 //! 3. x-n1 -> n1's ingress 192.0.2.1:8080 (the routing mesh: DNAT and SNAT), SIGKILL.
 //! 4. A corrupt table file (garbage written over it while n1 is stopped) is discarded with a
 //!    message and `conntrack_files_discarded`, and the node serves new connections.
+//! 5. What a crash leaves on an interface: n1 runs with `--afxdp-napi-defer-us 200` (c11's veth
+//!    `vc11` deferred, the record in `/run/vxmesh/..ifsaved`), is killed with SIGKILL (the
+//!    veth stays deferred), and starts again without the option: the veth's settings are as
+//!    they were before the first start, and a clean stop leaves no record.
 //!
 //! For each restart the test prints the gap (not asserted: the machine's load decides it): how
 //! long the node was away, how long the connection went without an answer, how long after the
@@ -260,4 +264,37 @@ fn established_connections_survive_a_restart_of_the_node() {
     assert!(run.log_tail().contains("discarded"), "{}", run.log_tail());
     let mut fresh = KeepAlive::open(&c11, vip);
     fresh.get().unwrap();
+    drop(fresh);
+
+    // 5. A crash with the receive deferral on: the next start puts c11's veth back.
+    let n1 = run.lab.node_netns("n1");
+    let deferral = || {
+        let read = |f: &str| sh(&n1, &["cat", &format!("/sys/class/net/vc11/{f}")]);
+        (read("napi_defer_hard_irqs"), read("gro_flush_timeout"))
+    };
+    let before = deferral();
+    assert!(!before.0.is_empty(), "vc11's sysfs in {n1}");
+    let record = vxmesh::node::ifsaved::file_of(&run.control("n1"));
+    run.stop_node("n1").unwrap();
+    run.run_args = vec!["--afxdp-napi-defer-us".into(), "200".into()];
+    run.start_node("n1").unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(deferral(), ("2\n".into(), "200000\n".into()));
+    assert!(
+        record.exists(),
+        "{} while the port is open",
+        record.display()
+    );
+    run.kill_node("n1").unwrap();
+    assert_eq!(
+        deferral(),
+        ("2\n".into(), "200000\n".into()),
+        "a crash leaves the veth deferred"
+    );
+    run.run_args.clear();
+    run.start_node("n1").unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(deferral(), before, "put back at the next start");
+    assert!(run.log_tail().contains("put back"), "{}", run.log_tail());
+    assert!(!record.exists(), "no port of this run changed anything");
+    run.stop_node("n1").unwrap();
+    assert!(!record.exists());
 }

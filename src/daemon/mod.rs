@@ -483,6 +483,11 @@ pub fn run(
             tracing::warn!(node = node_name, note = %e, "cni: forgetting stale attachments");
         }
     }
+    // Before any port opens: what AF_XDP ports of a process of this node that died changed on
+    // their interfaces goes back (crate::node::ifsaved).
+    for n in crate::node::ifsaved::recover(&crate::node::ifsaved::file_of(&control)) {
+        tracing::warn!(node = node_name, note = %n, "interface settings of the last run");
+    }
     let built = local
         .desired(&local.source)
         .map_err(|e| anyhow!("{e}"))
@@ -667,6 +672,8 @@ pub fn run(
         let _ = r.join();
     }
     let _ = std::fs::remove_file(&control);
+    // The ports closed with their poll threads and put their interfaces' settings back.
+    crate::node::ifsaved::clear();
     served?;
     if joined.iter().any(Result::is_err) {
         return Err(anyhow!("a poll thread panicked"));
@@ -694,6 +701,23 @@ fn build_workers(
         opts.max_conns,
     )?;
     Ok((w.nodes, Some(w.mesh)))
+}
+
+/// Most poll threads a node runs (`vxmesh run --workers`).
+pub const MAX_WORKERS: usize = 64;
+
+/// Every file a node keeps beside its control socket `control` and leaves for its next
+/// process: the connection tables (one per worker, up to [`MAX_WORKERS`]), the ESP epochs, the
+/// CNI attachments and the interface settings its ports changed. For tools and tests that
+/// remove a node for good (the lab removes them with its namespaces).
+pub fn node_files(control: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = (0..MAX_WORKERS)
+        .map(|k| conntrack_file_of(control, k))
+        .collect();
+    files.push(esp_epoch_file(control));
+    files.push(crate::cni::state_file(control));
+    files.push(crate::node::ifsaved::file_of(control));
+    files
 }
 
 /// Worker `k`'s connection table file: [`conntrack_file`] for worker 0,

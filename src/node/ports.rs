@@ -141,6 +141,11 @@ impl PortOpener for SystemPorts {
                         ..Default::default()
                     })
                     .with_context(|| format!("port {}", p.name))?;
+                if let Err(e) = super::ifsaved::record(port.changed_settings()) {
+                    // The port works; only a crash would leave its settings behind.
+                    tracing::warn!(port = %p.name, error = %e,
+                        "cannot keep the interface's settings in the node's file: a crash would leave them changed");
+                }
                 if !self.afxdp_napi_defer.is_zero() && !rx_super && !port.napi_deferred() {
                     tracing::warn!(
                         port = %p.name,

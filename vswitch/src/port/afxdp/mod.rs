@@ -132,6 +132,7 @@ pub use config::{
     NAPI_DEFER_POLLS, XDP_PACKET_HEADROOM, XdpMode,
 };
 pub use port::{AfxdpPort, AfxdpStats, KernelStats};
+pub use stack::IfSettings;
 pub use umem::FrameUse;
 
 /// Why an AF_XDP port could not be opened. Every message names the interface and the step.

@@ -17,6 +17,7 @@ use super::order;
 use super::packet_rx::{PacketRx, Read};
 use super::packet_tx::PacketTx;
 use super::queue::{Queue, is_zero_copy, open_queue};
+use super::stack::IfSettings;
 use super::umem::FrameUse;
 use super::{AfxdpError, Ctx};
 use crate::batch::{Batch, MAX_BATCH};
@@ -313,6 +314,15 @@ impl AfxdpPort {
     /// The mode the XDP program was attached in ([`XdpMode::Skb`] or [`XdpMode::Drv`]).
     pub fn mode(&self) -> XdpMode {
         self.mode
+    }
+
+    /// What the port changed on its interface, as it was before (empty if it changed
+    /// nothing): the record to keep outside the process, so that a process that dies with the
+    /// port open can have it put back when it starts again ([`IfSettings::put_back`]).
+    pub fn changed_settings(&self) -> Vec<IfSettings> {
+        let rx = self.packet_rx.as_ref().map(|r| &r._saved.0);
+        let defer = self.napi_defer.as_ref().map(|s| &s.0);
+        rx.into_iter().chain(defer).cloned().collect()
     }
 
     /// Whether the port deferred its interface's receive ([`AfxdpConfig::napi_defer`], in

@@ -32,21 +32,106 @@
 //! What the port set is put back when it closes ([`Saved`]): the same interface with the
 //! option off (a node restarted without `--afxdp-offloads`, an endpoint attached again) must
 //! not keep the steering's price. The interface gone with its container leaves nothing to
-//! put back.
+//! put back. A process that dies with the port open cannot put anything back: the record of
+//! what was there ([`IfSettings`], [`AfxdpPort::changed_settings`](super::AfxdpPort::changed_settings))
+//! is for its owner to keep outside the process and put back when it starts again
+//! ([`IfSettings::put_back`]; the node keeps it in `/run/vxmesh/NODE.ifsaved`).
 
 use std::io;
 
+/// What a port found on an interface before it changed it: the values to put back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfSettings {
+    /// The interface's name.
+    pub ifname: String,
+    /// Its index when taken: an interface of the same name with another index (the container
+    /// and its veth were made again) is not touched.
+    pub ifindex: u32,
+    /// `net.ipv4.conf.IF.forwarding`, if the port changed it.
+    pub forwarding: Option<String>,
+    /// `net.ipv6.conf.IF.disable_ipv6`, if the port changed it.
+    pub disable_ipv6: Option<String>,
+    /// The files written under `/sys/class/net/IF/`, with what they held.
+    pub sysfs: Vec<(String, String)>,
+}
+
+impl IfSettings {
+    /// The record, if every part is one a port writes: a valid interface name, a non-zero
+    /// index, sysfs files among `queues/rx-N/rps_cpus`, `napi_defer_hard_irqs` and
+    /// `gro_flush_timeout`, and short values of hex digits and commas. A record read back from
+    /// a file goes through this before anything is written.
+    pub fn checked(self) -> Result<IfSettings, String> {
+        if !crate::port::iface::valid_ifname(&self.ifname) || self.ifindex == 0 {
+            return Err(format!(
+                "not an interface: {:?} index {}",
+                self.ifname, self.ifindex
+            ));
+        }
+        let value_ok = |v: &str| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b',')
+        };
+        for v in self.forwarding.iter().chain(&self.disable_ipv6) {
+            if !value_ok(v) {
+                return Err(format!("{}: not a sysctl value: {v:?}", self.ifname));
+            }
+        }
+        for (file, v) in &self.sysfs {
+            let queue_rps = file
+                .strip_prefix("queues/rx-")
+                .and_then(|r| r.strip_suffix("/rps_cpus"))
+                .is_some_and(|q| {
+                    !q.is_empty() && q.len() <= 5 && q.bytes().all(|b| b.is_ascii_digit())
+                });
+            let known = queue_rps || file == "napi_defer_hard_irqs" || file == "gro_flush_timeout";
+            if !known || !value_ok(v) {
+                return Err(format!(
+                    "{}: not a setting a port writes: {file} = {v:?}",
+                    self.ifname
+                ));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Write the values back on the interface, in the calling thread's network namespace, if
+    /// it is still the same interface (name and index). Whether it was; an error if a write
+    /// failed (the others are still tried).
+    pub fn put_back(&self) -> io::Result<bool> {
+        if nametoindex(&self.ifname) != Some(self.ifindex) {
+            return Ok(false);
+        }
+        let ifname = &self.ifname;
+        let mut first_err = None;
+        let mut put = |path: String, v: &Option<String>| {
+            if let Some(v) = v
+                && let Err(e) = set(&path, v)
+            {
+                first_err.get_or_insert(e);
+            }
+        };
+        put(
+            format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"),
+            &self.forwarding,
+        );
+        put(
+            format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+            &self.disable_ipv6,
+        );
+        if !self.sysfs.is_empty()
+            && let Err(e) = set_sysfs(&self.ifname, self.ifindex, self.sysfs.clone())
+        {
+            first_err.get_or_insert(e);
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
+    }
+}
+
 /// The settings the port took over on an interface, as they were; put back on drop.
 #[derive(Debug)]
-pub(super) struct Saved {
-    ifname: String,
-    /// The interface's index when taken: a later interface of the same name is not touched.
-    ifindex: u32,
-    forwarding: Option<String>,
-    disable_ipv6: Option<String>,
-    /// The sysfs files written under `/sys/class/net/IF/`, with what they held.
-    sysfs: Vec<(String, String)>,
-}
+pub(super) struct Saved(pub(super) IfSettings);
 
 /// Take over `ifname` (index `ifindex`, `queues` receive queues) for super-frames:
 /// [`no_forwarding`] and RPS over every CPU ([`set_sysfs`]), what was there kept in the
@@ -57,13 +142,13 @@ pub(super) fn take_over(ifname: &str, ifindex: u32, queues: u32) -> io::Result<S
             .ok()
             .map(|v| v.trim().to_string())
     };
-    let mut saved = Saved {
+    let mut saved = Saved(IfSettings {
         ifname: ifname.to_string(),
         ifindex,
         forwarding: read(format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding")),
         disable_ipv6: read(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")),
         sysfs: Vec::new(),
-    };
+    });
     no_forwarding(ifname)?;
     // SAFETY: sysconf has no preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize;
@@ -71,7 +156,7 @@ pub(super) fn take_over(ifname: &str, ifindex: u32, queues: u32) -> io::Result<S
     let rps = (0..queues)
         .map(|q| (format!("queues/rx-{q}/rps_cpus"), mask.clone()))
         .collect();
-    saved.sysfs = set_sysfs(ifname, ifindex, rps)?;
+    saved.0.sysfs = set_sysfs(ifname, ifindex, rps)?;
     Ok(saved)
 }
 
@@ -90,40 +175,21 @@ pub(super) fn defer_napi(
             timeout.as_nanos().to_string(),
         ),
     ];
-    Ok(Saved {
+    Ok(Saved(IfSettings {
         ifname: ifname.to_string(),
         ifindex,
         forwarding: None,
         disable_ipv6: None,
         sysfs: set_sysfs(ifname, ifindex, writes)?,
-    })
+    }))
 }
 
 impl Drop for Saved {
     fn drop(&mut self) {
-        // The calling thread's namespace is the port's (the node's threads share it); an
-        // interface deleted or renamed since is left alone.
-        if nametoindex(&self.ifname) != Some(self.ifindex) {
-            return;
-        }
-        let ifname = &self.ifname;
-        let put = |path: String, v: &Option<String>| {
-            if let Some(v) = v {
-                let _ = set(&path, v);
-            }
-        };
-        put(
-            format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"),
-            &self.forwarding,
-        );
-        put(
-            format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
-            &self.disable_ipv6,
-        );
-        if !self.sysfs.is_empty() {
-            // Best effort: the interface may go away meanwhile (nothing to put back then).
-            let _ = set_sysfs(&self.ifname, self.ifindex, std::mem::take(&mut self.sysfs));
-        }
+        // The calling thread's namespace is the port's (the node's threads share it). Best
+        // effort: an interface deleted or renamed since is left alone, and one that goes away
+        // meanwhile has nothing to put back.
+        let _ = self.0.put_back();
     }
 }
 
@@ -263,6 +329,37 @@ fn set(path: &str, value: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_settings_a_port_writes_pass_the_check() {
+        let ok = IfSettings {
+            ifname: "vc11".into(),
+            ifindex: 7,
+            forwarding: Some("1".into()),
+            disable_ipv6: Some("0".into()),
+            sysfs: vec![
+                ("queues/rx-0/rps_cpus".into(), "0".into()),
+                ("queues/rx-12/rps_cpus".into(), "ff,ffffffff".into()),
+                ("napi_defer_hard_irqs".into(), "0".into()),
+                ("gro_flush_timeout".into(), "200000".into()),
+            ],
+        };
+        assert_eq!(ok.clone().checked(), Ok(ok.clone()));
+        let bad = |f: &dyn Fn(&mut IfSettings)| {
+            let mut s = ok.clone();
+            f(&mut s);
+            assert!(s.clone().checked().is_err(), "{s:?}");
+        };
+        bad(&|s| s.ifname = "../../etc".into());
+        bad(&|s| s.ifindex = 0);
+        bad(&|s| s.forwarding = Some("1\n2".into()));
+        bad(&|s| s.disable_ipv6 = Some(String::new()));
+        bad(&|s| s.sysfs.push(("mtu".into(), "9000".into())));
+        bad(&|s| s.sysfs.push(("queues/rx-0/../../mtu".into(), "1".into())));
+        bad(&|s| s.sysfs.push(("queues/rx-/rps_cpus".into(), "1".into())));
+        bad(&|s| s.sysfs.push(("gro_flush_timeout".into(), "-1".into())));
+        bad(&|s| s.sysfs.push(("gro_flush_timeout".into(), "1".repeat(65))));
+    }
 
     #[test]
     fn cpu_masks_in_the_kernels_bitmap_format() {
