@@ -108,11 +108,13 @@ enum Cmd {
         /// kernel's interrupt coalescing for the veth's NAPI (gro_flush_timeout, with
         /// napi_defer_hard_irqs 2; put back when the port closes). A busy container's sends
         /// then only queue their frames, and a timer's poll takes them to the ring up to 64 at
-        /// a time. 200 cost about 0.75x the CPU per packet of a 64-byte UDP flood, and made a
-        /// ping about 1.3x slower (docs/performance.md). Needs native XDP (not with
+        /// a time. With 200: 0.76-0.81x the CPU per packet of a 64-byte UDP flood, HTTP through
+        /// a VIP 0.7-0.85x, a ping up to 1.5x slower; below 100 every figure is worse
+        /// (scripts/napi-defer.sh, docs/performance.md). Needs native XDP (not with
         /// --afxdp-offloads). 0 (the default): no deferral.
         #[arg(long, value_name = "MICROS", default_value_t = 0,
-              value_parser = clap::value_parser!(u64).range(0..=10_000))]
+              value_parser = clap::value_parser!(u64)
+                  .range(0..=vswitch::port::afxdp::MAX_NAPI_DEFER.as_micros() as u64))]
         afxdp_napi_defer_us: u64,
         /// Pin the poll threads: worker K runs on the K-th CPU of the list (wrapping), e.g.
         /// "0,1" or "2-3". Without it the scheduler places them.
