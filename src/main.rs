@@ -88,9 +88,10 @@ enum Cmd {
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=vxmesh::daemon::MAX_WORKERS as i64))]
         workers: u16,
         /// Early drop for containers that cannot keep up: while datagrams flow to a container,
-        /// sample its UDP sockets (sock_diag in its namespace) every this many microseconds,
-        /// and drop datagrams to a full socket at the switch (drop_receiver_full) instead of
-        /// paying their whole path for the container's kernel to drop them. 0 turns it off.
+        /// sample its UDP sockets (sock_diag in its namespace) every this many microseconds;
+        /// to a port whose receiver is steadily slower than its senders, let through the share
+        /// it takes and drop the rest at the switch (drop_receiver_full) instead of paying
+        /// their whole path for the container's kernel to drop them. 0 turns it off.
         /// Containers without a named namespace (netns) are not watched.
         #[arg(long, value_name = "MICROS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
         receiver_watch_us: u64,

@@ -5,16 +5,18 @@
 //! container port with a named namespace has a [`ReceiverGate`] (`vswitch::gate`), which the
 //! output step checks before queueing a UDP datagram for the container. This thread samples,
 //! with `sock_diag`, the UDP sockets of the containers datagrams were sent to since it last
-//! looked (and of those whose gate is closed), and closes a container's gate for the ports whose
-//! sockets are all full; it opens it again once they have drained to half.
+//! looked (and of those with throttled ports), and throttles a port whose sockets overflow:
+//! the gate lets through the share of its datagrams that its receiver takes, and drops the
+//! rest at the switch ([`Decider`]); once the receiver keeps up again, the port leaves the gate.
 //!
 //! ```text
 //! output step ── UDP to c21 ──► gate(c21).touched
 //! watcher, every --receiver-watch-us while touched (else every IDLE):
 //!     sock_diag in c21's netns (a dump, or lookups of the sockets the last dump found)
-//!         ─► Decider ─► gate(c21).set(full ports)
-//! output step ── UDP to a gated port ──► drop_receiver_full (counted; the container's kernel
-//!                                       never sees it)
+//!     + gate(c21).take_counts() (offered, admitted per throttled port)
+//!         ─► Decider ─► gate(c21).set / set_admit(port, share)
+//! output step ── UDP to a throttled port, beyond its share ──► drop_receiver_full (counted;
+//!                                       the container's kernel never sees it)
 //! ```
 //!
 //! Why: a full socket drops what reaches it after the whole path was paid for (this node's
@@ -41,7 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use vswitch::gate::ReceiverGate;
+use vswitch::gate::{ADMIT_ALL, PortCounts, ReceiverGate};
 use vswitch::port::sockdiag::{UdpDiag, UdpSock};
 
 /// Default sampling period while datagrams flow to a container (`vxmesh run
@@ -54,8 +56,16 @@ pub const WATCH_PERIOD: Duration = Duration::from_millis(1);
 /// 100 ms a slow receiver's flood left 78% of its loss to the switch instead of 88%
 /// (`scripts/slowrecv.sh` on each build).
 pub const IDLE_PERIOD: Duration = Duration::from_millis(20);
-/// Samples in a row that must find a socket full before its port is gated.
+/// Samples in a row that must find a port under pressure before it is throttled: a receiver
+/// that is slower than its senders, not one that drains its socket in bursts between samples.
 pub const CLOSE_AFTER: u8 = 2;
+/// Samples in a row that must find a throttled port admitting everything, without drops and
+/// below half full, before it leaves the gate.
+pub const OPEN_AFTER: u8 = 4;
+/// Samples over which a throttled port's share is the largest its receiver took: a receiver
+/// that reads in bursts (scheduled a few milliseconds at a time on a busy host) takes more
+/// when it runs than its average, and must find its queue full then.
+pub const SHARE_WINDOW: usize = 8;
 /// Sockets a container may have and still be sampled by lookups, not dumps: four lookups cost
 /// 13.5 µs here against 32 µs for a dump, which only grows with the host
 /// (`cargo bench -p vswitch --bench sockdiag`).
@@ -111,62 +121,165 @@ impl Gates {
     }
 }
 
-/// Which of a container's UDP ports to gate, from one sample to the next.
+/// One UDP port's state in a [`Decider`].
+#[derive(Debug, Default, Clone, Copy)]
+struct PortState {
+    /// Samples in a row that found the port under pressure (not yet throttled).
+    pressured: u8,
+    /// Throttled: in the gate with `admit`.
+    throttled: bool,
+    /// Its admit share, in 1/[`ADMIT_ALL`]ths: the largest of `shares`.
+    admit: u32,
+    /// The share its receiver took at each of the last [`SHARE_WINDOW`] samples (oldest
+    /// overwritten first, at `next`).
+    shares: [u32; SHARE_WINDOW],
+    next: usize,
+    /// Samples in a row that found it throttled at [`ADMIT_ALL`], without drops and below half.
+    quiet: u8,
+}
+
+/// What one sample decided for a container.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// The ports to throttle, sorted, each with its admit share.
+    pub ports: Vec<(u16, u32)>,
+    /// The drops the sockets took since the last sample.
+    pub drops: u64,
+    /// Whether a port began to be throttled.
+    pub began: bool,
+}
+
+/// Which of a container's UDP ports to throttle, and how much of each to let through, from one
+/// sample to the next.
 #[derive(Debug, Default)]
 pub struct Decider {
-    /// How many samples in a row found each socket full, by inode (at [`CLOSE_AFTER`] and
-    /// above it is held full).
-    full: HashMap<u32, u8>,
     /// Drops per socket at the last sample, by inode.
     drops: HashMap<u32, u32>,
+    /// By UDP port.
+    ports: HashMap<u16, PortState>,
+}
+
+/// One port's sockets, summed up for a sample.
+#[derive(Debug, Clone, Copy)]
+struct PortSample {
+    /// Every socket on it has a known buffer at least half used.
+    half: bool,
+    /// Every socket on it is within an eighth of its buffer.
+    full: bool,
+    /// Some socket on it is below a quarter of its buffer: its receiver keeps up.
+    low: bool,
+    /// Drops at its sockets since the last sample.
+    drops: u64,
 }
 
 impl Decider {
-    /// Decide from `socks` (every UDP socket of the namespace): the ports all of whose sockets
-    /// are full, sorted; and the drops the sockets took since the last sample.
+    /// Decide from `socks` (every UDP socket of the namespace) and `counts` (what the output
+    /// step did with each throttled port's datagrams since the last sample).
     ///
-    /// A socket looks full when its queued memory is within an eighth of its buffer, or when
-    /// it dropped since the last sample with its buffer at least half used. It is held full
-    /// once it looked full at [`CLOSE_AFTER`] samples in a row (a receiver that is slower
-    /// than its senders, not one that drains its socket in bursts between the samples), and
-    /// stays so until the buffer is at most half used (hysteresis: the gate does not flap on
-    /// every sample). A port is gated only when every socket bound to it is held full
-    /// (`SO_REUSEPORT` groups spread datagrams over their sockets).
-    pub fn decide(&mut self, socks: &[UdpSock]) -> (Vec<u16>, u64) {
-        let mut new_drops = 0u64;
-        let mut full = HashMap::with_capacity(socks.len());
+    /// A port is under pressure when every socket on it is at least half full and either
+    /// dropped since the last sample or is within an eighth of its buffer (`SO_REUSEPORT`
+    /// groups spread datagrams over their sockets, so one slow socket does not make the port).
+    /// After [`CLOSE_AFTER`] samples in a row under pressure it is throttled, first admitting
+    /// everything. Then each sample finds the share its receiver took:
+    ///
+    /// - a socket on it below a quarter of its buffer: everything (its receiver keeps up);
+    /// - nothing offered to it since the last sample: no share (nothing learnt);
+    /// - drops at its sockets: what got into them (admitted less dropped) over what was
+    ///   offered;
+    /// - no drops, within an eighth of full: the share as it was;
+    /// - no drops, below that: the share and a sixteenth and 1/256 more, to follow a receiver
+    ///   that speeds up.
+    ///
+    /// The port admits the largest share of the last [`SHARE_WINDOW`] samples (as BBR takes
+    /// the largest delivery rate of a window): a steady receiver is fed at its own rate and
+    /// the rest is dropped at the switch, counted; one that reads in bursts gets what it takes
+    /// when it runs. After [`OPEN_AFTER`] samples in a row admitting everything, without drops
+    /// and below half full, the port leaves the gate.
+    pub fn decide(&mut self, socks: &[UdpSock], counts: &[PortCounts]) -> Decision {
         let mut drops = HashMap::with_capacity(socks.len());
-        let mut by_port: HashMap<u16, bool> = HashMap::new();
+        let mut by_port: HashMap<u16, PortSample> = HashMap::new();
+        let mut total = 0u64;
         for s in socks {
-            let before = self.drops.get(&s.inode).copied();
-            let dropped = before.is_some_and(|d| s.drops > d);
-            if let Some(d) = before {
-                new_drops += u64::from(s.drops.saturating_sub(d));
-            }
-            let half = s.rcvbuf / 2;
-            let was = self.full.get(&s.inode).copied().unwrap_or(0);
-            let looks_full =
-                s.rcvbuf > 0 && (s.rmem >= s.rcvbuf - s.rcvbuf / 8 || (dropped && s.rmem >= half));
-            let count = if was >= CLOSE_AFTER {
-                if s.rmem > half { CLOSE_AFTER } else { 0 }
-            } else if looks_full {
-                was + 1
-            } else {
-                0
-            };
-            let is_full = count >= CLOSE_AFTER;
-            full.insert(s.inode, count);
+            let new = self
+                .drops
+                .get(&s.inode)
+                .map_or(0, |d| u64::from(s.drops.saturating_sub(*d)));
+            total += new;
             drops.insert(s.inode, s.drops);
-            *by_port.entry(s.port).or_insert(true) &= is_full;
+            let known = s.rcvbuf > 0;
+            let e = by_port.entry(s.port).or_insert(PortSample {
+                half: true,
+                full: true,
+                low: false,
+                drops: 0,
+            });
+            e.half &= known && s.rmem >= s.rcvbuf / 2;
+            e.full &= known && s.rmem >= s.rcvbuf - s.rcvbuf / 8;
+            e.low |= known && s.rmem < s.rcvbuf / 4;
+            e.drops += new;
         }
-        self.full = full;
         self.drops = drops;
-        let mut ports: Vec<u16> = by_port
-            .into_iter()
-            .filter_map(|(p, f)| f.then_some(p))
+        // A port with no socket left is forgotten (its gate slot with it).
+        self.ports.retain(|p, _| by_port.contains_key(p));
+        let mut began = false;
+        for (port, ps) in &by_port {
+            let st = self.ports.entry(*port).or_default();
+            if !st.throttled {
+                let pressured = ps.half && (ps.drops > 0 || ps.full);
+                st.pressured = if pressured { st.pressured + 1 } else { 0 };
+                if st.pressured >= CLOSE_AFTER {
+                    *st = PortState {
+                        throttled: true,
+                        admit: ADMIT_ALL,
+                        shares: [ADMIT_ALL; SHARE_WINDOW],
+                        ..PortState::default()
+                    };
+                    began = true;
+                }
+                continue;
+            }
+            let (offered, admitted) = counts
+                .iter()
+                .find(|c| c.port == *port)
+                .map_or((0, 0), |c| (c.offered, c.admitted));
+            let share = if ps.low {
+                Some(ADMIT_ALL)
+            } else if offered == 0 {
+                None // nothing sent to it since the last sample: nothing learnt
+            } else if ps.drops > 0 {
+                let got_in = admitted.saturating_sub(ps.drops);
+                Some((got_in * u64::from(ADMIT_ALL) / offered) as u32)
+            } else if ps.full {
+                Some(st.admit)
+            } else {
+                Some((st.admit + st.admit / 16 + ADMIT_ALL / 256).min(ADMIT_ALL))
+            };
+            if let Some(share) = share {
+                st.shares[st.next] = share.min(ADMIT_ALL);
+                st.next = (st.next + 1) % SHARE_WINDOW;
+                st.admit = st.shares.iter().copied().max().unwrap_or(ADMIT_ALL);
+            }
+            if st.admit == ADMIT_ALL && ps.drops == 0 && !ps.half {
+                st.quiet += 1;
+                if st.quiet >= OPEN_AFTER {
+                    *st = PortState::default();
+                }
+            } else {
+                st.quiet = 0;
+            }
+        }
+        let mut ports: Vec<(u16, u32)> = self
+            .ports
+            .iter()
+            .filter(|(_, st)| st.throttled)
+            .map(|(p, st)| (*p, st.admit))
             .collect();
         ports.sort_unstable();
-        (ports, new_drops)
+        Decision {
+            ports,
+            drops: total,
+            began,
+        }
     }
 }
 
@@ -275,14 +388,20 @@ pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
                     continue;
                 }
             }
-            let (ports, drops) = w.decider.decide(&socks);
-            let closing = !gate.is_closed() && !ports.is_empty();
-            gate.count_sample(drops, closing);
-            if closing {
-                tracing::debug!(port = %key.0, ?ports, "receiver watch: gate closed");
+            let d = w.decider.decide(&socks, &gate.take_counts());
+            gate.count_sample(d.drops, d.began);
+            if d.began {
+                tracing::debug!(port = %key.0, ports = ?d.ports, "receiver watch: throttling began");
             }
-            if ports != gate.ports() {
-                gate.set(&ports);
+            let now = gate.ports();
+            let same_set =
+                now.len() == d.ports.len() && now.iter().zip(&d.ports).all(|(a, b)| a.0 == b.0);
+            if !same_set {
+                gate.set(&d.ports);
+            } else {
+                for (port, admit) in &d.ports {
+                    gate.set_admit(*port, *admit);
+                }
             }
         }
         watched.retain(|k, _| live.iter().any(|(l, _)| l == k));
@@ -317,53 +436,206 @@ mod tests {
         assert!(spent.as_secs_f64() / (spent + slept).as_secs_f64() <= 0.05 + 1e-9);
     }
 
-    #[test]
-    fn a_socket_full_at_two_samples_in_a_row_is_gated_until_half_drained() {
-        let mut d = Decider::default();
-        assert_eq!(d.decide(&[sock(5201, 1, 6000, 0)]), (vec![], 0));
-        assert_eq!(
-            d.decide(&[sock(5201, 1, 7000, 0)]),
-            (vec![], 0),
-            "once: a burst"
-        );
-        assert_eq!(d.decide(&[sock(5201, 1, 7900, 0)]), (vec![5201], 0));
-        // Draining, still above half: held.
-        assert_eq!(d.decide(&[sock(5201, 1, 4500, 0)]), (vec![5201], 0));
-        assert_eq!(d.decide(&[sock(5201, 1, 4000, 0)]), (vec![], 0));
-        // Full, drained, full: never twice in a row, never gated.
-        for rmem in [7900, 100, 7900, 100] {
-            assert_eq!(d.decide(&[sock(5201, 1, rmem, 0)]).0, Vec::<u16>::new());
+    fn counts(port: u16, offered: u64, admitted: u64) -> PortCounts {
+        PortCounts {
+            port,
+            offered,
+            admitted,
         }
     }
 
     #[test]
-    fn drops_since_the_last_sample_make_a_half_full_socket_look_full_and_are_counted() {
+    fn a_port_under_pressure_twice_is_throttled_to_what_gets_in_and_leaves_once_quiet() {
         let mut d = Decider::default();
-        // First sight: its drops so far are a baseline, not news.
-        assert_eq!(d.decide(&[sock(53, 1, 4100, 100)]), (vec![], 0));
-        assert_eq!(d.decide(&[sock(53, 1, 4100, 130)]), (vec![], 30));
-        assert_eq!(d.decide(&[sock(53, 1, 4100, 150)]), (vec![53], 20));
-        // Drops with a nearly empty buffer (a burst that has passed): not full.
-        let mut e = Decider::default();
-        e.decide(&[sock(53, 1, 100, 0)]);
-        assert_eq!(e.decide(&[sock(53, 1, 100, 9)]), (vec![], 9));
-        assert_eq!(e.decide(&[sock(53, 1, 100, 19)]), (vec![], 10));
+        assert_eq!(d.decide(&[sock(5201, 1, 6000, 0)], &[]).ports, vec![]);
+        let once = d.decide(&[sock(5201, 1, 7500, 0)], &[]);
+        assert_eq!(once.ports, vec![], "once: a burst");
+        let twice = d.decide(&[sock(5201, 1, 7900, 0)], &[]);
+        assert_eq!((twice.ports, twice.began), (vec![(5201, ADMIT_ALL)], true));
+        // 1000 offered, all admitted, 600 dropped at the socket each time: 40% got in, and
+        // once the window holds only such samples, that is the share.
+        let mut drops = 0;
+        for i in 1..=SHARE_WINDOW {
+            drops += 600;
+            let s = d.decide(&[sock(5201, 1, 7900, drops)], &[counts(5201, 1000, 1000)]);
+            assert_eq!(s.drops, 600);
+            assert!(!s.began);
+            let want = if i < SHARE_WINDOW {
+                ADMIT_ALL
+            } else {
+                2 * ADMIT_ALL / 5
+            };
+            assert_eq!(s.ports, vec![(5201, want)], "sample {i}");
+        }
+        let share = 2 * ADMIT_ALL / 5;
+        // Nothing sent to it: nothing learnt, however full it is.
+        for _ in 0..SHARE_WINDOW {
+            let idle = d.decide(&[sock(5201, 1, 7900, drops)], &[]);
+            assert_eq!(idle.ports, vec![(5201, share)]);
+        }
+        // Full without new drops: held.
+        let held = d.decide(&[sock(5201, 1, 7900, drops)], &[counts(5201, 1000, 400)]);
+        assert_eq!(held.ports, vec![(5201, share)]);
+        // Between a quarter and nearly full without drops: it grows a little.
+        let grown = d.decide(&[sock(5201, 1, 5000, drops)], &[counts(5201, 1000, 400)]);
+        let more = share + share / 16 + ADMIT_ALL / 256;
+        assert_eq!(grown.ports, vec![(5201, more)]);
+        // A sample that took less does not lower the share while a larger one is in the window.
+        let less = d.decide(
+            &[sock(5201, 1, 7900, drops + 900)],
+            &[counts(5201, 1000, 1000)],
+        );
+        assert_eq!(less.ports, vec![(5201, more)]);
+        // Drained below a quarter: the receiver keeps up, so everything is admitted again,
+        // and after OPEN_AFTER such samples below half the port leaves the gate.
+        for _ in 1..OPEN_AFTER {
+            let open = d.decide(&[sock(5201, 1, 100, drops + 900)], &[counts(5201, 10, 10)]);
+            assert_eq!(open.ports, vec![(5201, ADMIT_ALL)]);
+        }
+        assert_eq!(
+            d.decide(&[sock(5201, 1, 100, drops + 900)], &[]).ports,
+            vec![]
+        );
     }
 
     #[test]
-    fn a_port_is_gated_only_when_every_socket_on_it_is_full() {
+    fn bursts_and_drops_from_a_nearly_empty_buffer_are_not_pressure() {
+        let mut d = Decider::default();
+        // Full, drained, full, drained: never twice in a row.
+        for rmem in [7900, 100, 7900, 100] {
+            assert_eq!(d.decide(&[sock(5201, 1, rmem, 0)], &[]).ports, vec![]);
+        }
+        // First sight: its drops so far are a baseline, not news; drops with a nearly empty
+        // buffer (a burst that has passed) are counted but are not pressure.
+        let mut e = Decider::default();
+        assert_eq!(e.decide(&[sock(53, 1, 100, 100)], &[]).drops, 0);
+        for n in [109, 119] {
+            let s = e.decide(&[sock(53, 1, 100, n)], &[]);
+            assert_eq!((s.ports, s.drops), (vec![], 10 - u64::from(n == 109)));
+        }
+        // Half full and dropping, twice: pressure.
+        e.decide(&[sock(53, 1, 4100, 130)], &[]);
+        assert_eq!(
+            e.decide(&[sock(53, 1, 4100, 150)], &[]).ports,
+            vec![(53, ADMIT_ALL)]
+        );
+    }
+
+    #[test]
+    fn a_port_is_throttled_only_when_every_socket_on_it_is_under_pressure() {
         let mut d = Decider::default();
         let both = [sock(5201, 1, 7900, 0), sock(5201, 2, 7900, 0)];
         let one = [sock(5201, 1, 7900, 0), sock(5201, 2, 10, 0)];
-        assert_eq!(d.decide(&one).0, Vec::<u16>::new());
-        assert_eq!(d.decide(&both).0, Vec::<u16>::new(), "full once");
-        assert_eq!(d.decide(&one).0, Vec::<u16>::new());
-        assert_eq!(d.decide(&both).0, Vec::<u16>::new());
-        assert_eq!(d.decide(&both).0, vec![5201]);
-        // A socket that closed is forgotten; an unknown buffer size never counts as full.
+        assert_eq!(d.decide(&one, &[]).ports, vec![]);
+        assert_eq!(d.decide(&both, &[]).ports, vec![], "once");
+        assert_eq!(d.decide(&one, &[]).ports, vec![]);
+        assert_eq!(d.decide(&both, &[]).ports, vec![]);
+        assert_eq!(d.decide(&both, &[]).ports, vec![(5201, ADMIT_ALL)]);
+        // A socket nobody reads beside one that keeps up: everything admitted.
+        let nobody = [sock(5201, 1, 7900, 50), sock(5201, 2, 10, 0)];
+        let s = d.decide(&nobody, &[counts(5201, 100, 100)]);
+        assert_eq!(s.ports, vec![(5201, ADMIT_ALL)]);
+        // The port's sockets are gone: forgotten, gate and all. An unknown buffer size is
+        // never pressure.
         let mut odd = sock(9, 3, 0, 0);
         odd.rcvbuf = 0;
-        assert_eq!(d.decide(&[odd]).0, Vec::<u16>::new());
+        for _ in 0..3 {
+            assert_eq!(d.decide(&[odd], &[]).ports, vec![]);
+        }
+    }
+
+    /// A model socket behind a real gate, sampled every millisecond: `offer` datagrams a
+    /// millisecond, of which the gate lets some through into a buffer of 200 datagrams; the
+    /// receiver reads `read(ms)` a millisecond. Returns (read, dropped by the socket, dropped
+    /// by the gate) over the last `ms - warm` milliseconds.
+    fn model(
+        gated: bool,
+        offer: u64,
+        read: impl Fn(u64) -> u64,
+        ms: u64,
+        warm: u64,
+    ) -> (u64, u64, u64) {
+        use std::net::Ipv4Addr;
+        use vswitch::packet::Mac;
+        const TRUESIZE: u32 = 40;
+        let frame = vswitch::frames::udp(
+            Mac([2, 0, 0, 0, 0, 1]),
+            Mac([2, 0, 0, 0, 0, 2]),
+            Ipv4Addr::new(10, 0, 9, 11),
+            Ipv4Addr::new(10, 0, 9, 21),
+            40000,
+            5201,
+            b"x",
+        );
+        let gate = ReceiverGate::new();
+        let mut d = Decider::default();
+        let (mut queued, mut sock_drops) = (0u32, 0u32);
+        let (mut got, mut lost_sock, mut lost_gate) = (0, 0, 0);
+        for t in 0..ms {
+            // Ten steps a millisecond: a tenth of the datagrams, then a tenth of the reads.
+            for step in 0..10 {
+                for _ in 0..(offer * (step + 1) / 10 - offer * step / 10) {
+                    if gate.blocks(&frame) {
+                        lost_gate += u64::from(t >= warm);
+                    } else if (queued + 1) * TRUESIZE > 8000 {
+                        sock_drops += 1;
+                        lost_sock += u64::from(t >= warm);
+                    } else {
+                        queued += 1;
+                    }
+                }
+                let want = read(t) * (step + 1) / 10 - read(t) * step / 10;
+                let r = want.min(u64::from(queued));
+                queued -= r as u32;
+                got += if t >= warm { r } else { 0 };
+            }
+            if !gated {
+                continue;
+            }
+            let s = sock(5201, 1, queued * TRUESIZE, sock_drops);
+            let dec = d.decide(&[s], &gate.take_counts());
+            if gate.ports().len() != dec.ports.len() {
+                gate.set(&dec.ports);
+            } else {
+                for (p, a) in &dec.ports {
+                    gate.set_admit(*p, *a);
+                }
+            }
+        }
+        (got, lost_sock, lost_gate)
+    }
+
+    #[test]
+    fn a_steady_slow_receiver_is_fed_at_its_rate_and_the_switch_takes_the_rest() {
+        // 300 offered, 120 read a millisecond.
+        let (got, sock, gate) = model(true, 300, |_| 120, 2000, 100);
+        assert_eq!(got, 120 * 1900, "the receiver never starves");
+        assert!(
+            gate >= 9 * (sock + gate) / 10,
+            "the switch took {gate} of {} lost",
+            sock + gate
+        );
+    }
+
+    #[test]
+    fn a_socket_nobody_reads_gets_nothing_and_one_that_keeps_up_is_never_throttled() {
+        let (got, sock, gate) = model(true, 300, |_| 0, 500, 50);
+        assert_eq!(got, 0);
+        assert!(sock * 100 <= sock + gate, "{sock} dropped by the socket");
+        let (got, sock, gate) = model(true, 100, |_| 120, 500, 0);
+        assert_eq!((got, sock, gate), (100 * 500, 0, 0));
+    }
+
+    #[test]
+    fn a_receiver_that_reads_in_bursts_gets_as_much_as_without_a_gate() {
+        // On for 4 ms at 400 a millisecond, off for 4 ms.
+        let bursty = |t: u64| if t % 8 < 4 { 400 } else { 0 };
+        let (got, sock, gate) = model(true, 300, bursty, 2000, 0);
+        let (ungated, _, _) = model(false, 300, bursty, 2000, 0);
+        assert!(
+            got * 100 >= ungated * 95,
+            "read {got} against {ungated} without the gate ({sock} and {gate} dropped)"
+        );
     }
 
     #[test]

@@ -4,38 +4,72 @@
 //! batch. When a container's UDP socket is full, the kernel drops every further datagram at
 //! that socket, after the whole path has been paid for: this node's receive, the stages, the
 //! transmit into the container, and the container kernel's IP and UDP receive. A gate holds the
-//! UDP ports whose sockets in the container are full, as a watcher outside the packet path saw
+//! UDP ports whose sockets in the container overflow, as a watcher outside the packet path saw
 //! them (`vxmesh::node::receivers`: `sock_diag` in the container's namespace, every
-//! millisecond while datagrams flow to it); the output step drops datagrams to those ports
-//! before they are queued (`drop_receiver_full`, one counted drop instead of a silent one in
-//! the container), and the socket drains while its receiver catches up.
+//! millisecond while datagrams flow to it), each with the share of its datagrams the receiver
+//! takes (the admit share). The output step lets that share through, spread evenly, and drops
+//! the rest before they are queued (`drop_receiver_full`, one counted drop instead of a silent
+//! one in the container). A share of 0 drops everything to the port: a socket nobody reads.
 //!
 //! ```text
-//! ... ─► l2-fwd ─► output ─┬─ UDP to a gated port of p ─► drop_receiver_full
-//!                          └─ anything else ────────────► p's transmit batch
-//! watcher thread: sock_diag(container netns) ─► gate.set(full ports)   (off the packet path)
+//! ... ─► l2-fwd ─► output ─┬─ UDP to a throttled port of p, beyond its share ─► drop_receiver_full
+//!                          └─ anything else ─────────────────────────────────► p's transmit batch
+//! watcher thread: sock_diag(container netns) + take_counts() ─► set / set_admit   (off the packet path)
 //! ```
 //!
 //! Lock-free: the watcher writes a handful of atomics; the output step reads one when the gate
-//! is empty (the common case) and at most [`GATE_PORTS`] more when it is not. A datagram that
-//! meets the gate while the watcher rewrites it may be dropped or let through wrongly: the
-//! gate is a rate decision, not a filter, and the next sample puts it right.
+//! is empty (the common case), at most [`GATE_PORTS`] more when it is not, and adds to two
+//! counters of a throttled port per datagram to it (the share's running sum and the offered
+//! count, which the watcher takes to see what the receiver got). A datagram that meets the
+//! gate while the watcher rewrites it may be dropped or let through wrongly: the gate is a rate
+//! decision, not a filter, and the next sample puts it right.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::wire::{ethernet, ipv4, udp};
 
-/// How many full ports a gate holds; a container with more full sockets than this gets the
-/// first ones gated and the others dropped by its kernel, as without a gate.
+/// How many throttled ports a gate holds; a container with more overflowing sockets than this
+/// gets the first ones throttled and the others dropped by its kernel, as without a gate.
 pub const GATE_PORTS: usize = 8;
 
-/// The UDP ports of one container port whose receivers are full (see the module doc).
+/// The admit fraction that lets every datagram through, in 1/65536ths.
+pub const ADMIT_ALL: u32 = 1 << 16;
+
+/// One throttled UDP port: its number, the share of its datagrams to let through, and what
+/// the output step did with them since the watcher last took the counts.
+#[derive(Debug, Default)]
+struct Slot {
+    port: AtomicU32,
+    /// The share admitted, in 1/[`ADMIT_ALL`]ths (0: none, [`ADMIT_ALL`]: all).
+    admit: AtomicU32,
+    /// Each datagram adds `admit`; it is let through when the sum crosses a multiple of
+    /// [`ADMIT_ALL`] (so the datagrams let through are spread evenly, not in runs), and the
+    /// crossings are the count of datagrams let through.
+    acc: AtomicU64,
+    /// Datagrams to this port, let through or not.
+    offered: AtomicU64,
+}
+
+/// What the output step did with one throttled port's datagrams since the last
+/// [`ReceiverGate::take_counts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortCounts {
+    /// The UDP destination port.
+    pub port: u16,
+    /// Datagrams to it.
+    pub offered: u64,
+    /// Of those, let through to the container.
+    pub admitted: u64,
+}
+
+/// The UDP ports of one container port whose receivers overflow, each with the share of its
+/// datagrams to let through (see the module doc).
 #[derive(Debug, Default)]
 pub struct ReceiverGate {
-    /// How many of `ports` hold a port (0: the gate is open).
+    /// How many of `slots` hold a port (0: the gate is open).
     len: AtomicU32,
-    /// The gated UDP destination ports.
-    ports: [AtomicU32; GATE_PORTS],
+    /// The throttled UDP destination ports.
+    slots: [Slot; GATE_PORTS],
     /// Set by the output step when a UDP datagram went toward this port since the watcher last
     /// looked: the watcher samples only the containers that are being sent to.
     touched: AtomicBool,
@@ -62,9 +96,10 @@ impl ReceiverGate {
         ReceiverGate::default()
     }
 
-    /// Whether `frame` (Ethernet) is a UDP datagram to a gated port. Marks the gate touched for
-    /// any unfragmented (or first-fragment) IPv4 UDP datagram. Called per frame by the output
-    /// step: a few loads, no allocation.
+    /// Whether to drop `frame` (Ethernet): a UDP datagram to a throttled port that its share
+    /// does not let through. Marks the gate touched for any unfragmented (or first-fragment)
+    /// IPv4 UDP datagram. Called per frame by the output step: a few loads, and two atomic
+    /// adds for a datagram to a throttled port; no allocation.
     #[inline]
     pub fn blocks(&self, frame: &[u8]) -> bool {
         let Some(dport) = udp_dst_port(frame) else {
@@ -73,33 +108,88 @@ impl ReceiverGate {
         if !self.touched.load(Ordering::Relaxed) {
             self.touched.store(true, Ordering::Relaxed);
         }
-        let n = self.len.load(Ordering::Acquire) as usize;
-        self.ports[..n.min(GATE_PORTS)]
+        let n = (self.len.load(Ordering::Acquire) as usize).min(GATE_PORTS);
+        let Some(s) = self.slots[..n]
             .iter()
-            .any(|p| p.load(Ordering::Relaxed) == u32::from(dport))
+            .find(|s| s.port.load(Ordering::Relaxed) == u32::from(dport))
+        else {
+            return false;
+        };
+        s.offered.fetch_add(1, Ordering::Relaxed);
+        let admit = u64::from(s.admit.load(Ordering::Relaxed).min(ADMIT_ALL));
+        let before = s.acc.fetch_add(admit, Ordering::Relaxed);
+        let one = u64::from(ADMIT_ALL);
+        (before + admit) / one == before / one
     }
 
-    /// Gate exactly `ports` (the first [`GATE_PORTS`] of them): the watcher's side.
-    pub fn set(&self, ports: &[u16]) {
+    /// Throttle exactly `ports`, each with its admit share in 1/[`ADMIT_ALL`]ths (the first
+    /// [`GATE_PORTS`] of them), and start their counts afresh: the watcher's side, when the
+    /// set of throttled ports changes. A port's share alone changes with
+    /// [`ReceiverGate::set_admit`].
+    pub fn set(&self, ports: &[(u16, u32)]) {
         let n = ports.len().min(GATE_PORTS);
         // Shrink first, so a reader never sees a slot being rewritten inside its length.
         self.len.store(0, Ordering::Release);
-        for (slot, p) in self.ports.iter().zip(&ports[..n]) {
-            slot.store(u32::from(*p), Ordering::Relaxed);
+        for (slot, (p, admit)) in self.slots.iter().zip(&ports[..n]) {
+            slot.port.store(u32::from(*p), Ordering::Relaxed);
+            slot.admit.store((*admit).min(ADMIT_ALL), Ordering::Relaxed);
+            slot.acc.store(0, Ordering::Relaxed);
+            slot.offered.store(0, Ordering::Relaxed);
         }
         self.len.store(n as u32, Ordering::Release);
     }
 
-    /// The gated ports.
-    pub fn ports(&self) -> Vec<u16> {
+    /// Change throttled port `port`'s admit share; false if it is not throttled.
+    pub fn set_admit(&self, port: u16, admit: u32) -> bool {
         let n = (self.len.load(Ordering::Acquire) as usize).min(GATE_PORTS);
-        self.ports[..n]
+        match self.slots[..n]
             .iter()
-            .map(|p| p.load(Ordering::Relaxed) as u16)
+            .find(|s| s.port.load(Ordering::Relaxed) == u32::from(port))
+        {
+            Some(s) => {
+                s.admit.store(admit.min(ADMIT_ALL), Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The throttled ports and their admit shares.
+    pub fn ports(&self) -> Vec<(u16, u32)> {
+        let n = (self.len.load(Ordering::Acquire) as usize).min(GATE_PORTS);
+        self.slots[..n]
+            .iter()
+            .map(|s| {
+                (
+                    s.port.load(Ordering::Relaxed) as u16,
+                    s.admit.load(Ordering::Relaxed),
+                )
+            })
             .collect()
     }
 
-    /// Whether any port is gated.
+    /// What the output step did with each throttled port's datagrams since the last call (or
+    /// since [`ReceiverGate::set`]); starts the counts afresh.
+    pub fn take_counts(&self) -> Vec<PortCounts> {
+        let n = (self.len.load(Ordering::Acquire) as usize).min(GATE_PORTS);
+        let one = u64::from(ADMIT_ALL);
+        self.slots[..n]
+            .iter()
+            .map(|s| {
+                // Take the whole crossings out of the sum and leave its fraction, so the
+                // spreading goes on across the take; an add that lands in between is kept.
+                let crossings = s.acc.load(Ordering::Relaxed) / one;
+                s.acc.fetch_sub(crossings * one, Ordering::Relaxed);
+                PortCounts {
+                    port: s.port.load(Ordering::Relaxed) as u16,
+                    offered: s.offered.swap(0, Ordering::Relaxed),
+                    admitted: crossings,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether any port is throttled.
     pub fn is_closed(&self) -> bool {
         self.len.load(Ordering::Acquire) > 0
     }
@@ -110,7 +200,7 @@ impl ReceiverGate {
     }
 
     /// Count one sample of the container's sockets that found `socket_drops` new drops at
-    /// them (the loss the gate did not prevent), and whether it closed the gate.
+    /// them (the loss the gate did not prevent), and whether it began throttling a port.
     pub fn count_sample(&self, socket_drops: u64, closed: bool) {
         self.samples.fetch_add(1, Ordering::Relaxed);
         self.socket_drops.fetch_add(socket_drops, Ordering::Relaxed);
@@ -125,9 +215,9 @@ impl ReceiverGate {
         self.dumps.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The counters, named as [`GATE_COUNTERS`]: samples taken, times the gate closed,
-    /// datagrams the container's kernel dropped at full sockets as the samples saw them, and
-    /// the samples that were dumps.
+    /// The counters, named as [`GATE_COUNTERS`]: samples taken, times a port began to be
+    /// throttled, datagrams the container's kernel dropped at full sockets as the samples saw
+    /// them, and the samples that were dumps.
     pub fn counters(&self) -> [(&'static str, u64); 4] {
         [
             (GATE_COUNTERS[0], self.samples.load(Ordering::Relaxed)),
@@ -199,9 +289,9 @@ mod tests {
     #[test]
     fn a_gate_blocks_its_ports_only_until_reset() {
         let g = ReceiverGate::new();
-        g.set(&[5201, 53]);
+        g.set(&[(5201, 0), (53, 0)]);
         assert!(g.is_closed());
-        assert_eq!(g.ports(), vec![5201, 53]);
+        assert_eq!(g.ports(), vec![(5201, 0), (53, 0)]);
         assert!(g.blocks(&datagram(5201)));
         assert!(g.blocks(&datagram(53)));
         assert!(!g.blocks(&datagram(5202)));
@@ -213,11 +303,53 @@ mod tests {
     #[test]
     fn a_gate_holds_at_most_gate_ports() {
         let g = ReceiverGate::new();
-        let many: Vec<u16> = (1..=20).collect();
+        let many: Vec<(u16, u32)> = (1..=20).map(|p| (p, 0)).collect();
         g.set(&many);
         assert_eq!(g.ports().len(), GATE_PORTS);
         assert!(g.blocks(&datagram(GATE_PORTS as u16)));
         assert!(!g.blocks(&datagram(GATE_PORTS as u16 + 1)));
+    }
+
+    #[test]
+    fn a_share_lets_that_share_through_spread_evenly_and_counts_it() {
+        let g = ReceiverGate::new();
+        g.set(&[(5201, ADMIT_ALL / 4), (53, ADMIT_ALL)]);
+        let f = datagram(5201);
+        let passed: Vec<bool> = (0..12).map(|_| !g.blocks(&f)).collect();
+        // One in four, never two in a row.
+        assert_eq!(passed.iter().filter(|p| **p).count(), 3);
+        assert!(passed.windows(2).all(|w| !(w[0] && w[1])), "{passed:?}");
+        // A port admitted whole passes everything, and is counted as such.
+        assert!((0..5).all(|_| !g.blocks(&datagram(53))));
+        assert_eq!(
+            g.take_counts(),
+            vec![
+                PortCounts {
+                    port: 5201,
+                    offered: 12,
+                    admitted: 3
+                },
+                PortCounts {
+                    port: 53,
+                    offered: 5,
+                    admitted: 5
+                },
+            ]
+        );
+        // Counts start afresh; a changed share takes effect at once.
+        assert!(g.set_admit(5201, ADMIT_ALL / 2));
+        assert!(!g.set_admit(5202, 0), "not throttled");
+        let passed = (0..10).filter(|_| !g.blocks(&f)).count();
+        assert_eq!(passed, 5);
+        assert_eq!(
+            g.take_counts()[0],
+            PortCounts {
+                port: 5201,
+                offered: 10,
+                admitted: 5
+            }
+        );
+        assert_eq!(g.ports(), vec![(5201, ADMIT_ALL / 2), (53, ADMIT_ALL)]);
     }
 
     #[test]

@@ -1055,7 +1055,7 @@ mod tests {
             .unwrap();
         let gate = Arc::new(ReceiverGate::new());
         sw.set_receiver_gate(pb, Some(gate.clone()));
-        gate.set(&[5201]);
+        gate.set(&[(5201, 0)]);
         let to = |port| frames::udp(src_mac, dst_mac, ip(11), ip(21), 40000, port, &[0; 18]);
         let tcp = frames::tcp(
             src_mac,
@@ -1092,7 +1092,11 @@ mod tests {
             (last.stage, last.drop),
             ("output", Some(OutputDrop::ReceiverFull.name()))
         );
-        assert!(last.detail.contains("[5201]"), "{}", last.detail);
+        assert!(
+            last.detail.contains("5201 admitting 0.0%"),
+            "{}",
+            last.detail
+        );
         // Opened again: they pass.
         gate.set(&[]);
         ah.inject(&to(5201));
@@ -1100,7 +1104,7 @@ mod tests {
         assert_eq!(bh.take_tx(), vec![to(5201)]);
         // A removed port loses its gate; the slot's next port starts without one.
         let _ = sw.remove_port(pb);
-        gate.set(&[5201]);
+        gate.set(&[(5201, 0)]);
         let (c, ch) = MemPort::new();
         let pc = sw.add_port("c22", Box::new(c), PortRole::Local(net), l2.local_path(&[]));
         assert_eq!(pc, pb, "the closed slot is taken again");

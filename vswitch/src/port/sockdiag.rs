@@ -4,8 +4,8 @@
 //!
 //! Where it sits: outside the packet path, beside the port of a container. The receiver
 //! watcher (`vxmesh::node::receivers`) samples the sockets of the containers the switch is
-//! sending datagrams to and closes their [`ReceiverGate`](crate::gate::ReceiverGate) for a
-//! socket that is full. A netlink socket belongs to the namespace it was created in, so
+//! sending datagrams to and throttles the ports of sockets that overflow in their
+//! [`ReceiverGate`](crate::gate::ReceiverGate). A netlink socket belongs to the namespace it was created in, so
 //! [`UdpDiag::open_in`] creates it inside the container's namespace once (`setns` on the
 //! calling thread and back, as the TAP is created) and every dump after that is two system
 //! calls from anywhere.

@@ -7,7 +7,8 @@
 //! Remote(v)  ─► the underlay port's transmit batch, meta.to_vtep = v (its transmit path
 //!               encapsulates); for an encrypted network the ESP underlay's, never the plain
 //!               one's (none: dropped, `drop_no_esp_underlay`)
-//!               (UDP to a port whose receiver gate holds it: `drop_receiver_full`, `crate::gate`)
+//!               (UDP beyond the share a port's receiver gate admits: `drop_receiver_full`,
+//!               `crate::gate`)
 //! Flood      ─► a copy to each other local port of the network, and, for frames from local
 //!               ports, a copy per remote VTEP (head-end replication)
 //! offload work left ─► kept for a port that takes offloads (a TAP with offloads; the UDP
@@ -228,14 +229,21 @@ impl Switch {
 
     /// Record that traced rx packet `i` was dropped for port `p`, whose receiver is full.
     fn trace_receiver_full(&mut self, i: usize, p: PortId) {
-        let gated = self.ports[p.0 as usize]
+        let gated: Vec<String> = self.ports[p.0 as usize]
             .gate
             .as_ref()
             .map(|g| g.ports())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(port, admit)| {
+                let pct = f64::from(admit) * 100.0 / f64::from(crate::gate::ADMIT_ALL);
+                format!("{port} admitting {pct:.1}%")
+            })
+            .collect();
         let detail = format!(
-            "to port {}: its receiver is full (UDP ports gated: {gated:?})",
-            self.ports[p.0 as usize].name
+            "to port {}: its receiver is full (UDP ports throttled: {})",
+            self.ports[p.0 as usize].name,
+            gated.join(", ")
         );
         let d = OutputDrop::ReceiverFull;
         self.trace_output(i, Next::Drop(d.into()), Some(d.name()), detail);
