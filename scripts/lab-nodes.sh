@@ -18,6 +18,12 @@ lab_cleanup() {
   if declare -F lab_extra_cleanup >/dev/null; then lab_extra_cleanup; fi
   stop_nodes
   "$vxmesh" lab down --config "$cfg" --prefix "$P" >/dev/null 2>&1 || true
+  # What the nodes keep beside their control sockets for a restart (the connection table, one
+  # per worker, the ESP epoch, CNI attachments, interface settings): this lab's nodes only.
+  for n in n1 n2; do
+    rm -f "/run/vxmesh/${P}$n.sock" "/run/vxmesh/${P}$n.conntrack" "/run/vxmesh/${P}$n".w*.conntrack \
+      "/run/vxmesh/${P}$n.esp" "/run/vxmesh/${P}$n.cni.json" "/run/vxmesh/${P}$n.ifsaved"
+  done
 }
 trap lab_cleanup EXIT INT TERM
 
