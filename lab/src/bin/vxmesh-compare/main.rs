@@ -448,6 +448,11 @@ fn real_main(args: &Args, prefix: &str) -> Result<bool> {
                 break 'runs;
             }
             log(&format!("run {run}/{}: {}", ctx.plan.runs, side.name()));
+            if let Some(kb) = measure::flush_dirty().filter(|kb| *kb >= 10_000) {
+                log(&format!(
+                    "  wrote out {kb} kB of dirty page cache first (sync), so that its writeback does not land in a measurement"
+                ));
+            }
             match side_run(&ctx, side, run) {
                 Ok(o) => samples.push((side, run, o)),
                 Err(e) => {
