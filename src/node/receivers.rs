@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use vswitch::gate::{ADMIT_ALL, PortCounts, ReceiverGate};
+use vswitch::gate::{ADMIT_ALL, GATE_PORTS, PortCounts, ReceiverGate};
 use vswitch::port::sockdiag::{UdpDiag, UdpSock};
 
 /// Default sampling period while datagrams flow to a container (`vxmesh run
@@ -136,17 +136,21 @@ struct PortState {
     next: usize,
     /// Samples in a row that found it throttled at [`ADMIT_ALL`], without drops and below half.
     quiet: u8,
+    /// When it began to be throttled, in the [`Decider`]'s count: the gate's slots keep this
+    /// order.
+    since: u64,
 }
 
 /// What one sample decided for a container.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Decision {
-    /// The ports to throttle, sorted, each with its admit share.
+    /// The ports to throttle, each with its admit share, in the order they began (at most
+    /// [`GATE_PORTS`]).
     pub ports: Vec<(u16, u32)>,
     /// The drops the sockets took since the last sample.
     pub drops: u64,
-    /// Whether a port began to be throttled.
-    pub began: bool,
+    /// How many ports began to be throttled at this sample.
+    pub began: u64,
 }
 
 /// Which of a container's UDP ports to throttle, and how much of each to let through, from one
@@ -157,6 +161,8 @@ pub struct Decider {
     drops: HashMap<u32, u32>,
     /// By UDP port.
     ports: HashMap<u16, PortState>,
+    /// Ports that began to be throttled so far (orders them).
+    order: u64,
 }
 
 /// One port's sockets, summed up for a sample.
@@ -183,18 +189,18 @@ impl Decider {
     /// everything. Then each sample finds the share its receiver took:
     ///
     /// - a socket on it below a quarter of its buffer: everything (its receiver keeps up);
-    /// - nothing offered to it since the last sample: no share (nothing learnt);
-    /// - drops at its sockets: what got into them (admitted less dropped) over what was
-    ///   offered;
-    /// - no drops, within an eighth of full: the share as it was;
-    /// - no drops, below that: the share and a sixteenth and 1/256 more, to follow a receiver
-    ///   that speeds up.
+    /// - else, nothing offered to it since the last sample: no share (nothing learnt);
+    /// - else, what got into its sockets (let through, less dropped) over what was offered.
     ///
     /// The port admits the largest share of the last [`SHARE_WINDOW`] samples (as BBR takes
     /// the largest delivery rate of a window): a steady receiver is fed at its own rate and
     /// the rest is dropped at the switch, counted; one that reads in bursts gets what it takes
-    /// when it runs. After [`OPEN_AFTER`] samples in a row admitting everything, without drops
-    /// and below half full, the port leaves the gate.
+    /// when it runs. After a sample without drops, below an eighth of full, it admits a
+    /// sixteenth and 1/256 more than that, to follow a receiver that speeds up (a probe, not
+    /// kept in the window: the next sample shows whether the receiver took it). After
+    /// [`OPEN_AFTER`] samples in a row admitting everything, without drops and below half
+    /// full, the port leaves the gate. At most [`GATE_PORTS`] ports are throttled at once,
+    /// kept in the order they began; another under pressure waits for a slot.
     pub fn decide(&mut self, socks: &[UdpSock], counts: &[PortCounts]) -> Decision {
         let mut drops = HashMap::with_capacity(socks.len());
         let mut by_port: HashMap<u16, PortSample> = HashMap::new();
@@ -221,20 +227,30 @@ impl Decider {
         self.drops = drops;
         // A port with no socket left is forgotten (its gate slot with it).
         self.ports.retain(|p, _| by_port.contains_key(p));
-        let mut began = false;
-        for (port, ps) in &by_port {
+        let mut began = 0;
+        let mut throttled = self.ports.values().filter(|st| st.throttled).count();
+        let mut sampled: Vec<(&u16, &PortSample)> = by_port.iter().collect();
+        sampled.sort_unstable_by_key(|(p, _)| **p);
+        for (port, ps) in sampled {
             let st = self.ports.entry(*port).or_default();
             if !st.throttled {
                 let pressured = ps.half && (ps.drops > 0 || ps.full);
-                st.pressured = if pressured { st.pressured + 1 } else { 0 };
-                if st.pressured >= CLOSE_AFTER {
+                st.pressured = if pressured {
+                    st.pressured.saturating_add(1)
+                } else {
+                    0
+                };
+                if st.pressured >= CLOSE_AFTER && throttled < GATE_PORTS {
+                    self.order += 1;
                     *st = PortState {
                         throttled: true,
                         admit: ADMIT_ALL,
                         shares: [ADMIT_ALL; SHARE_WINDOW],
+                        since: self.order,
                         ..PortState::default()
                     };
-                    began = true;
+                    began += 1;
+                    throttled += 1;
                 }
                 continue;
             }
@@ -242,22 +258,24 @@ impl Decider {
                 .iter()
                 .find(|c| c.port == *port)
                 .map_or((0, 0), |c| (c.offered, c.admitted));
-            let share = if ps.low {
+            // Only what the receiver showed it takes enters the window; the probe above it is
+            // applied on top and is not kept, so guesses neither linger nor compound.
+            // Nothing sent to it since the last sample (a division by zero): nothing learnt.
+            let got_in = admitted.saturating_sub(ps.drops);
+            let taken = if ps.low {
                 Some(ADMIT_ALL)
-            } else if offered == 0 {
-                None // nothing sent to it since the last sample: nothing learnt
-            } else if ps.drops > 0 {
-                let got_in = admitted.saturating_sub(ps.drops);
-                Some((got_in * u64::from(ADMIT_ALL) / offered) as u32)
-            } else if ps.full {
-                Some(st.admit)
             } else {
-                Some((st.admit + st.admit / 16 + ADMIT_ALL / 256).min(ADMIT_ALL))
+                (got_in * u64::from(ADMIT_ALL))
+                    .checked_div(offered)
+                    .map(|share| share.min(u64::from(ADMIT_ALL)) as u32)
             };
-            if let Some(share) = share {
-                st.shares[st.next] = share.min(ADMIT_ALL);
+            if let Some(share) = taken {
+                st.shares[st.next] = share;
                 st.next = (st.next + 1) % SHARE_WINDOW;
-                st.admit = st.shares.iter().copied().max().unwrap_or(ADMIT_ALL);
+            }
+            st.admit = st.shares.iter().copied().max().unwrap_or(ADMIT_ALL);
+            if taken.is_some() && ps.drops == 0 && !ps.full {
+                st.admit = (st.admit + st.admit / 16 + ADMIT_ALL / 256).min(ADMIT_ALL);
             }
             if st.admit == ADMIT_ALL && ps.drops == 0 && !ps.half {
                 st.quiet += 1;
@@ -268,13 +286,14 @@ impl Decider {
                 st.quiet = 0;
             }
         }
-        let mut ports: Vec<(u16, u32)> = self
+        let mut ports: Vec<(u64, u16, u32)> = self
             .ports
             .iter()
             .filter(|(_, st)| st.throttled)
-            .map(|(p, st)| (*p, st.admit))
+            .map(|(p, st)| (st.since, *p, st.admit))
             .collect();
         ports.sort_unstable();
+        let ports = ports.into_iter().map(|(_, p, a)| (p, a)).collect();
         Decision {
             ports,
             drops: total,
@@ -337,22 +356,66 @@ fn sample(
     Ok(true)
 }
 
+/// The counts of every gate of one namespace, added by UDP port: a socket of the container
+/// takes datagrams from each of its ports (a container on two networks has two).
+fn merged_counts(gates: &[&Arc<ReceiverGate>]) -> Vec<PortCounts> {
+    let mut all: Vec<PortCounts> = Vec::new();
+    for g in gates {
+        for c in g.take_counts() {
+            match all.iter_mut().find(|a| a.port == c.port) {
+                Some(a) => {
+                    a.offered += c.offered;
+                    a.admitted += c.admitted;
+                }
+                None => all.push(c),
+            }
+        }
+    }
+    all
+}
+
+/// Give `gate` exactly `ports` (a decision): their shares alone if the same ports are there in
+/// the same order, so that their counts go on; else the whole set, counted afresh.
+fn apply(gate: &ReceiverGate, ports: &[(u16, u32)]) {
+    let now = gate.ports();
+    let same = now.len() == ports.len() && now.iter().zip(ports).all(|(a, b)| a.0 == b.0);
+    if same {
+        for (port, admit) in ports {
+            gate.set_admit(*port, *admit);
+        }
+    } else {
+        gate.set(ports);
+    }
+}
+
 /// Run the watcher until `stop`: sample the containers being sent to every `period`, the others
-/// every [`IDLE_PERIOD`].
+/// every [`IDLE_PERIOD`]. A container is its namespace: every port of it shares one sample and
+/// one decision (its sockets take datagrams from all of them), and each of its ports shows the
+/// samples in its counters.
 pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
-    let mut watched: HashMap<(String, String), Watched> = HashMap::new();
+    let mut watched: HashMap<String, Watched> = HashMap::new();
     let mut socks = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let round = std::time::Instant::now();
         let live = gates.live();
+        let mut by_netns: HashMap<&str, Vec<(&str, &Arc<ReceiverGate>)>> = HashMap::new();
+        for ((port, netns), gate) in &live {
+            by_netns
+                .entry(netns.as_str())
+                .or_default()
+                .push((port.as_str(), gate));
+        }
         let mut active = false;
-        for (key, gate) in &live {
-            let touched = gate.take_touched();
-            if !touched && !gate.is_closed() {
+        for (netns, ports) in &by_netns {
+            // Every gate's mark is taken, so none stays set for the next round.
+            let touched = ports.iter().fold(false, |t, (_, g)| g.take_touched() | t);
+            if !touched && !ports.iter().any(|(_, g)| g.is_closed()) {
                 continue;
             }
             active = true;
-            let w = watched.entry(key.clone()).or_insert_with(|| Watched {
+            let names: Vec<&str> = ports.iter().map(|(n, _)| *n).collect();
+            let gs: Vec<&Arc<ReceiverGate>> = ports.iter().map(|(_, g)| *g).collect();
+            let w = watched.entry(netns.to_string()).or_insert_with(|| Watched {
                 diag: None,
                 decider: Decider::default(),
                 retry_at: None,
@@ -364,47 +427,43 @@ pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
             }
             let diag = match &mut w.diag {
                 Some(d) => d,
-                None => match UdpDiag::open_in(&key.1) {
+                None => match UdpDiag::open_in(netns) {
                     Ok(d) => w.diag.insert(d),
                     Err(e) => {
-                        tracing::warn!(port = %key.0, netns = %key.1, error = %e,
-                            "receiver watch: no sock_diag socket in the container's namespace; its gate stays open");
-                        gate.set(&[]);
+                        tracing::warn!(ports = ?names, netns = %netns, error = %e,
+                            "receiver watch: no sock_diag socket in the container's namespace; its gates stay open");
+                        gs.iter().for_each(|g| g.set(&[]));
+                        w.decider = Decider::default();
                         w.retry_at = Some(std::time::Instant::now() + RETRY);
                         continue;
                     }
                 },
             };
             match sample(diag, &mut w.known, &mut w.dumped_at, &mut socks) {
-                Ok(true) => gate.count_dump(),
+                Ok(true) => gs.iter().for_each(|g| g.count_dump()),
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(port = %key.0, netns = %key.1, error = %e,
-                        "receiver watch: sampling the container's UDP sockets failed; its gate opens");
-                    gate.set(&[]);
+                    tracing::warn!(ports = ?names, netns = %netns, error = %e,
+                        "receiver watch: sampling the container's UDP sockets failed; its gates open");
+                    gs.iter().for_each(|g| g.set(&[]));
                     w.diag = None;
+                    w.decider = Decider::default();
                     w.dumped_at = None;
                     w.retry_at = Some(std::time::Instant::now() + RETRY);
                     continue;
                 }
             }
-            let d = w.decider.decide(&socks, &gate.take_counts());
-            gate.count_sample(d.drops, d.began);
-            if d.began {
-                tracing::debug!(port = %key.0, ports = ?d.ports, "receiver watch: throttling began");
+            let d = w.decider.decide(&socks, &merged_counts(&gs));
+            if d.began > 0 {
+                tracing::debug!(ports = ?names, netns = %netns, udp = ?d.ports,
+                    "receiver watch: throttling began");
             }
-            let now = gate.ports();
-            let same_set =
-                now.len() == d.ports.len() && now.iter().zip(&d.ports).all(|(a, b)| a.0 == b.0);
-            if !same_set {
-                gate.set(&d.ports);
-            } else {
-                for (port, admit) in &d.ports {
-                    gate.set_admit(*port, *admit);
-                }
+            for g in &gs {
+                g.count_sample(d.drops, d.began);
+                apply(g, &d.ports);
             }
         }
-        watched.retain(|k, _| live.iter().any(|(l, _)| l == k));
+        watched.retain(|k, _| by_netns.contains_key(k.as_str()));
         std::thread::sleep(pause(active, period, round.elapsed()));
     }
 }
@@ -451,7 +510,7 @@ mod tests {
         let once = d.decide(&[sock(5201, 1, 7500, 0)], &[]);
         assert_eq!(once.ports, vec![], "once: a burst");
         let twice = d.decide(&[sock(5201, 1, 7900, 0)], &[]);
-        assert_eq!((twice.ports, twice.began), (vec![(5201, ADMIT_ALL)], true));
+        assert_eq!((twice.ports, twice.began), (vec![(5201, ADMIT_ALL)], 1));
         // 1000 offered, all admitted, 600 dropped at the socket each time: 40% got in, and
         // once the window holds only such samples, that is the share.
         let mut drops = 0;
@@ -459,7 +518,7 @@ mod tests {
             drops += 600;
             let s = d.decide(&[sock(5201, 1, 7900, drops)], &[counts(5201, 1000, 1000)]);
             assert_eq!(s.drops, 600);
-            assert!(!s.began);
+            assert_eq!(s.began, 0);
             let want = if i < SHARE_WINDOW {
                 ADMIT_ALL
             } else {
@@ -473,19 +532,27 @@ mod tests {
             let idle = d.decide(&[sock(5201, 1, 7900, drops)], &[]);
             assert_eq!(idle.ports, vec![(5201, share)]);
         }
-        // Full without new drops: held.
+        // Full without new drops, the share taken whole: held.
         let held = d.decide(&[sock(5201, 1, 7900, drops)], &[counts(5201, 1000, 400)]);
         assert_eq!(held.ports, vec![(5201, share)]);
-        // Between a quarter and nearly full without drops: it grows a little.
+        // Between a quarter and nearly full without drops: a probe a little above it.
         let grown = d.decide(&[sock(5201, 1, 5000, drops)], &[counts(5201, 1000, 400)]);
         let more = share + share / 16 + ADMIT_ALL / 256;
         assert_eq!(grown.ports, vec![(5201, more)]);
-        // A sample that took less does not lower the share while a larger one is in the window.
+        // The probe taken whole is a share the receiver showed: kept, and probed above again.
+        let took = d.decide(&[sock(5201, 1, 5000, drops)], &[counts(5201, 1000, 460)]);
+        let took_share = (460 * u64::from(ADMIT_ALL) / 1000) as u32;
+        assert_eq!(
+            took.ports,
+            vec![(5201, took_share + took_share / 16 + ADMIT_ALL / 256)]
+        );
+        // A sample that took less does not lower the share while a larger one is in the
+        // window, and with drops there is no probe.
         let less = d.decide(
             &[sock(5201, 1, 7900, drops + 900)],
             &[counts(5201, 1000, 1000)],
         );
-        assert_eq!(less.ports, vec![(5201, more)]);
+        assert_eq!(less.ports, vec![(5201, took_share)]);
         // Drained below a quarter: the receiver keeps up, so everything is admitted again,
         // and after OPEN_AFTER such samples below half the port leaves the gate.
         for _ in 1..OPEN_AFTER {
@@ -594,13 +661,7 @@ mod tests {
             }
             let s = sock(5201, 1, queued * TRUESIZE, sock_drops);
             let dec = d.decide(&[s], &gate.take_counts());
-            if gate.ports().len() != dec.ports.len() {
-                gate.set(&dec.ports);
-            } else {
-                for (p, a) in &dec.ports {
-                    gate.set_admit(*p, *a);
-                }
-            }
+            apply(&gate, &dec.ports);
         }
         (got, lost_sock, lost_gate)
     }
@@ -636,6 +697,94 @@ mod tests {
             got * 100 >= ungated * 95,
             "read {got} against {ungated} without the gate ({sock} and {gate} dropped)"
         );
+    }
+
+    #[test]
+    fn at_most_gate_ports_are_throttled_in_the_order_they_began() {
+        let mut d = Decider::default();
+        let full = |ports: std::ops::Range<u16>| -> Vec<UdpSock> {
+            ports.map(|p| sock(p, u32::from(p), 7900, 0)).collect()
+        };
+        // Ports 20..29 under pressure first, then 1..4 as well: the first eight are
+        // throttled, the rest wait.
+        d.decide(&full(20..30), &[]);
+        let first = d.decide(&full(20..30), &[]);
+        assert_eq!(first.began, GATE_PORTS as u64);
+        let want: Vec<(u16, u32)> = (20..28).map(|p| (p, ADMIT_ALL)).collect();
+        assert_eq!(first.ports, want);
+        let mut all = full(1..5);
+        all.extend(full(20..30));
+        d.decide(&all, &[]);
+        let later = d.decide(&all, &[]);
+        assert_eq!((later.ports, later.began), (want, 0), "no slot for 1..4");
+        // Port 20's sockets go: a slot frees, and the lowest waiting port takes it, last.
+        let rest: Vec<UdpSock> = all.into_iter().filter(|s| s.port != 20).collect();
+        let next = d.decide(&rest, &[]);
+        assert_eq!(next.began, 1);
+        assert_eq!(next.ports.len(), GATE_PORTS);
+        assert_eq!(next.ports.last(), Some(&(1, ADMIT_ALL)));
+        assert_eq!(next.ports[0], (21, ADMIT_ALL));
+    }
+
+    #[test]
+    fn a_reuseport_group_takes_the_drops_of_all_its_sockets() {
+        let mut d = Decider::default();
+        let group =
+            |rmem: u32, drops: [u32; 2]| [sock(53, 1, rmem, drops[0]), sock(53, 2, rmem, drops[1])];
+        d.decide(&group(7900, [0, 0]), &[]);
+        d.decide(&group(7900, [0, 0]), &[]);
+        let mut drops = [0, 0];
+        let mut last = Decision::default();
+        for _ in 0..SHARE_WINDOW {
+            drops = [drops[0] + 300, drops[1] + 200];
+            last = d.decide(&group(7900, drops), &[counts(53, 1000, 1000)]);
+            assert_eq!(last.drops, 500);
+        }
+        assert_eq!(last.ports, vec![(53, ADMIT_ALL / 2)]);
+    }
+
+    #[test]
+    fn a_container_on_two_networks_is_one_sample_and_one_decision() {
+        let (a, b) = (ReceiverGate::new(), ReceiverGate::new());
+        a.set(&[(53, ADMIT_ALL / 2)]);
+        b.set(&[(53, ADMIT_ALL / 2), (5201, 0)]);
+        let f = vswitch::frames::udp(
+            vswitch::packet::Mac([2, 0, 0, 0, 0, 1]),
+            vswitch::packet::Mac([2, 0, 0, 0, 0, 2]),
+            std::net::Ipv4Addr::new(10, 0, 9, 11),
+            std::net::Ipv4Addr::new(10, 0, 9, 21),
+            40000,
+            53,
+            b"x",
+        );
+        for _ in 0..4 {
+            a.blocks(&f);
+        }
+        for _ in 0..6 {
+            b.blocks(&f);
+        }
+        let merged = merged_counts(&[&Arc::new(a), &Arc::new(b)]);
+        assert_eq!(
+            merged,
+            vec![counts(53, 10, 5), counts(5201, 0, 0)],
+            "offered and admitted added by UDP port"
+        );
+        // A decision goes to every gate: the shares alone when the ports are the same (the
+        // counts go on), the whole set otherwise.
+        let g = ReceiverGate::new();
+        apply(&g, &[(53, ADMIT_ALL)]);
+        for _ in 0..3 {
+            g.blocks(&f);
+        }
+        apply(&g, &[(53, ADMIT_ALL / 4)]);
+        assert_eq!(g.ports(), vec![(53, ADMIT_ALL / 4)]);
+        assert_eq!(
+            g.take_counts(),
+            vec![counts(53, 3, 3)],
+            "kept across a new share"
+        );
+        apply(&g, &[(5201, 0), (53, 0)]);
+        assert_eq!(g.take_counts(), vec![counts(5201, 0, 0), counts(53, 0, 0)]);
     }
 
     #[test]

@@ -28,8 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::wire::{ethernet, ipv4, udp};
 
-/// How many throttled ports a gate holds; a container with more overflowing sockets than this
-/// gets the first ones throttled and the others dropped by its kernel, as without a gate.
+/// How many throttled ports a gate holds; a container with more overflowing UDP ports than this
+/// gets the first ones to overflow throttled, and the others dropped by its kernel as without a
+/// gate until a slot is free.
 pub const GATE_PORTS: usize = 8;
 
 /// The admit fraction that lets every datagram through, in 1/65536ths.
@@ -200,13 +201,11 @@ impl ReceiverGate {
     }
 
     /// Count one sample of the container's sockets that found `socket_drops` new drops at
-    /// them (the loss the gate did not prevent), and whether it began throttling a port.
-    pub fn count_sample(&self, socket_drops: u64, closed: bool) {
+    /// them (the loss the gate did not prevent), and the ports it began to throttle.
+    pub fn count_sample(&self, socket_drops: u64, began: u64) {
         self.samples.fetch_add(1, Ordering::Relaxed);
         self.socket_drops.fetch_add(socket_drops, Ordering::Relaxed);
-        if closed {
-            self.closed.fetch_add(1, Ordering::Relaxed);
-        }
+        self.closed.fetch_add(began, Ordering::Relaxed);
     }
 
     /// Count a sample that dumped the namespace's UDP sockets (the others looked up the
@@ -350,6 +349,48 @@ mod tests {
             }
         );
         assert_eq!(g.ports(), vec![(5201, ADMIT_ALL / 2), (53, ADMIT_ALL)]);
+    }
+
+    #[test]
+    fn a_take_keeps_the_fraction_so_the_spreading_goes_on() {
+        let g = ReceiverGate::new();
+        g.set(&[(5201, 3 * ADMIT_ALL / 8)]);
+        let f = datagram(5201);
+        // 2 × 3/8 = 6/8: none through yet; the 6/8 carries over the take.
+        assert!(g.blocks(&f) && g.blocks(&f));
+        assert_eq!(g.take_counts()[0].admitted, 0);
+        assert!(!g.blocks(&f), "6/8 + 3/8 crosses a whole");
+        assert_eq!(g.take_counts()[0].admitted, 1);
+    }
+
+    #[test]
+    fn counts_stay_exact_with_two_workers_and_the_watcher_taking_them() {
+        let g = std::sync::Arc::new(ReceiverGate::new());
+        g.set(&[(5201, ADMIT_ALL / 2)]);
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    let f = datagram(5201);
+                    (0..20_000).filter(|_| !g.blocks(&f)).count() as u64
+                })
+            })
+            .collect();
+        let (mut offered, mut admitted) = (0, 0);
+        while !workers.iter().all(|w| w.is_finished()) {
+            for c in g.take_counts() {
+                offered += c.offered;
+                admitted += c.admitted;
+            }
+        }
+        let passed: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        for c in g.take_counts() {
+            offered += c.offered;
+            admitted += c.admitted;
+        }
+        assert_eq!(offered, 40_000);
+        assert_eq!(passed, 20_000, "half of them, exactly");
+        assert_eq!(admitted, passed, "the counts say what passed");
     }
 
     #[test]
