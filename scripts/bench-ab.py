@@ -17,6 +17,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -66,6 +67,8 @@ def parse(text):
 
 
 def main():
+    # A TERM unwinds like an exception, so the worktree and its target are removed (`finally`).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base")
     ap.add_argument("--rounds", type=int, default=1)
@@ -122,7 +125,9 @@ def main():
         print(head + text)
     finally:
         if own:
-            run(["git", "worktree", "remove", "--force", base_tree], ROOT)
+            # Not `run`: a failure here must not skip the rest of the clean-up.
+            subprocess.run(["git", "worktree", "remove", "--force", base_tree], cwd=ROOT,
+                           check=False)
             shutil.rmtree(os.path.join(OUT, "target-base"), ignore_errors=True)
 
 

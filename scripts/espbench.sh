@@ -26,8 +26,20 @@ need_packages iperf3 iproute2 protobuf-compiler libprotobuf-dev
 cargo build --release --quiet -p vxmesh --bin vxmesh -p vxmesh-lab --bin vxmesh-lab
 target="${CARGO_TARGET_DIR:-target}/release"
 P="eb$$-"
+. scripts/procs.sh
+pids=()
 dir=$(mktemp -d)
 cfg="$dir/cluster.toml"
+cleanup() {
+  stop_pids "${pids[@]:-}"
+  "$target/vxmesh-lab" lab down --config "$cfg" --prefix "$P" >/dev/null 2>&1 || true
+  rm_node_files "$P" n1 n2
+  rm -rf "$dir"
+}
+# On an interrupt, clean up once and stop (a trap on INT alone would run the cleanup and carry on).
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 {
   sed "s/{P}/$P/g" tests/fixtures/cluster.toml | sed '/^\[\[ingress\]\]/,$d'
   cat <<EOF
@@ -58,14 +70,6 @@ keys = ["$(head -c 20 /dev/urandom | base64)"]
 transport = "$transport"
 EOF
 } > "$cfg"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  "$target/vxmesh-lab" lab down --config "$cfg" --prefix "$P" >/dev/null 2>&1 || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
 "$target/vxmesh-lab" lab up --config "$cfg" --prefix "$P" >/dev/null
 for n in n1 n2; do
   ip netns exec "${P}$n" "$target/vxmesh" run --config "$cfg" --node "$n" \
@@ -95,7 +99,7 @@ for r in $(seq "$runs"); do
   for side in $sides; do
     if [ $side = plain ]; then ns=c11 dst=10.0.9.21; else ns=s11 dst=10.0.10.21; fi
     t0=$(ticks)
-    bps=$(ip netns exec "${P}$ns" iperf3 -c "$dst" -p 5201 -t "$secs" -J | \
+    bps=$(timeout $((secs + 15)) ip netns exec "${P}$ns" iperf3 -c "$dst" -p 5201 -t "$secs" -J | \
       python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])')
     t1=$(ticks)
     g=$(python3 -c "print(f'{$bps/1e9:.3f}')")

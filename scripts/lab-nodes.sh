@@ -7,27 +7,27 @@
 cfg="$out/cluster.toml"
 sed "s/{P}/$P/g" tests/fixtures/cluster.toml > "$cfg"
 pids=()
+# The lab is made and removed by the same program (tcp-pairs.sh switches `vxmesh` between
+# binaries while it measures).
+lab_vxmesh="$vxmesh"
+. scripts/procs.sh
 
 stop_nodes() {
-  for p in "${pids[@]:-}"; do
-    [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
-  done
+  stop_pids "${pids[@]:-}"
   pids=()
 }
 lab_cleanup() {
   if declare -F lab_extra_cleanup >/dev/null; then lab_extra_cleanup; fi
   stop_nodes
-  "$vxmesh" lab down --config "$cfg" --prefix "$P" >/dev/null 2>&1 || true
-  # What the nodes keep beside their control sockets for a restart (the connection table, one
-  # per worker, the ESP epoch, CNI attachments, interface settings): this lab's nodes only.
-  for n in n1 n2; do
-    rm -f "/run/vxmesh/${P}$n.sock" "/run/vxmesh/${P}$n.conntrack" "/run/vxmesh/${P}$n".w*.conntrack \
-      "/run/vxmesh/${P}$n.esp" "/run/vxmesh/${P}$n.cni.json" "/run/vxmesh/${P}$n.ifsaved"
-  done
+  "$lab_vxmesh" lab down --config "$cfg" --prefix "$P" >/dev/null 2>&1 || true
+  rm_node_files "$P" n1 n2
 }
-trap lab_cleanup EXIT INT TERM
+# On an interrupt, clean up once and stop (a trap on INT alone would run the cleanup and carry on).
+trap lab_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-"$vxmesh" lab up --config "$cfg" --prefix "$P" >/dev/null
+"$lab_vxmesh" lab up --config "$cfg" --prefix "$P" >/dev/null
 
 start_nodes() { # ARGS...
   for n in n1 n2; do

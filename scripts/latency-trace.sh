@@ -30,13 +30,17 @@ done
 need_packages iproute2 iputils-ping linux-perf python3 protobuf-compiler libprotobuf-dev
 
 if [ -z "$vxmesh" ]; then
-  cargo build --release --quiet -p vxmesh --bin vxmesh
+  cargo build --release --quiet -p vxmesh --bin vxmesh -p vxmesh-lab --bin vxmesh-lab
   vxmesh="${CARGO_TARGET_DIR:-target}/release/vxmesh"
 fi
 
 P="vxt$$-"
 out="target/latency-trace/$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
+ping_pid=""
+lab_extra_cleanup() {
+  [ -n "$ping_pid" ] && kill "$ping_pid" 2>/dev/null || true
+}
 . scripts/lab-nodes.sh
 start_nodes
 

@@ -17,9 +17,14 @@ need_packages() {
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" >/dev/null || rc=$?
+  # In a subshell whose exit (also by Ctrl-C or TERM) removes the policy file it added: left
+  # behind, it would keep every service on the host from starting.
+  (
+    [ $added = 1 ] && trap 'rm -f "$policy"' EXIT
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+  ) || rc=$?
   [ $added = 1 ] && rm -f "$policy"
   return $rc
 }

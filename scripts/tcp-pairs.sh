@@ -40,7 +40,7 @@ done
 need_packages iproute2 iputils-ping iperf3 python3 protobuf-compiler libprotobuf-dev
 
 if [ -z "$vxmesh" ]; then
-  cargo build --release --quiet -p vxmesh --bin vxmesh
+  cargo build --release --quiet -p vxmesh --bin vxmesh -p vxmesh-lab --bin vxmesh-lab
   vxmesh="${CARGO_TARGET_DIR:-target}/release/vxmesh"
 fi
 after="$vxmesh"
