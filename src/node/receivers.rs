@@ -495,6 +495,19 @@ mod tests {
         assert!(spent.as_secs_f64() / (spent + slept).as_secs_f64() <= 0.05 + 1e-9);
     }
 
+    /// A UDP datagram from c11 to c21's port `dport`, as the output step sees it.
+    fn datagram(dport: u16) -> Vec<u8> {
+        vswitch::frames::udp(
+            vswitch::packet::Mac([2, 0, 0, 0, 0, 1]),
+            vswitch::packet::Mac([2, 0, 0, 0, 0, 2]),
+            std::net::Ipv4Addr::new(10, 0, 9, 11),
+            std::net::Ipv4Addr::new(10, 0, 9, 21),
+            40000,
+            dport,
+            b"x",
+        )
+    }
+
     fn counts(port: u16, offered: u64, admitted: u64) -> PortCounts {
         PortCounts {
             port,
@@ -622,18 +635,8 @@ mod tests {
         ms: u64,
         warm: u64,
     ) -> (u64, u64, u64) {
-        use std::net::Ipv4Addr;
-        use vswitch::packet::Mac;
         const TRUESIZE: u32 = 40;
-        let frame = vswitch::frames::udp(
-            Mac([2, 0, 0, 0, 0, 1]),
-            Mac([2, 0, 0, 0, 0, 2]),
-            Ipv4Addr::new(10, 0, 9, 11),
-            Ipv4Addr::new(10, 0, 9, 21),
-            40000,
-            5201,
-            b"x",
-        );
+        let frame = datagram(5201);
         let gate = ReceiverGate::new();
         let mut d = Decider::default();
         let (mut queued, mut sock_drops) = (0u32, 0u32);
@@ -748,15 +751,7 @@ mod tests {
         let (a, b) = (ReceiverGate::new(), ReceiverGate::new());
         a.set(&[(53, ADMIT_ALL / 2)]);
         b.set(&[(53, ADMIT_ALL / 2), (5201, 0)]);
-        let f = vswitch::frames::udp(
-            vswitch::packet::Mac([2, 0, 0, 0, 0, 1]),
-            vswitch::packet::Mac([2, 0, 0, 0, 0, 2]),
-            std::net::Ipv4Addr::new(10, 0, 9, 11),
-            std::net::Ipv4Addr::new(10, 0, 9, 21),
-            40000,
-            53,
-            b"x",
-        );
+        let f = datagram(53);
         for _ in 0..4 {
             a.blocks(&f);
         }
