@@ -6,7 +6,7 @@
 //! and datagrams to it are delivered.
 //!
 //! Privileged: without root the test says so and passes. Namespaces carry a per-run prefix
-//! (`vxr{pid}-`) and are removed by name when `Running` drops, also when a check panics; the
+//! (`vxr{pid}-`, `vxw{pid}-`) and are removed by name when `Running` drops, also when a check panics; the
 //! sockets are the test's own (made in the containers' namespaces by its threads). Every wait is
 //! bounded; nothing is asserted about time.
 
@@ -147,19 +147,7 @@ fn a_full_socket_is_gated_at_the_switch_and_opens_once_drained() {
     assert_eq!(gated(), at_open, "nothing dropped at the switch once open");
 
     // The watcher's own counters, on c21's port: it sampled, and closed the gate at least once.
-    let counter = |node: &str, port: &str, name: &str| -> u64 {
-        let out = run
-            .ctl_ok(node, &["stats", "--json"])
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json");
-        let p = v["ports"]
-            .as_array()
-            .and_then(|a| a.iter().find(|p| p["name"] == port))
-            .unwrap_or_else(|| panic!("no port {port}: {out}"));
-        p["counters"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no {name} on {port}: {out}"))
-    };
+    let counter = |node: &str, port: &str, name: &str| port_counter(&run, node, port, name);
     let samples = counter("n2", "c21", "receiver_samples");
     assert!(samples > 0);
     assert!(counter("n2", "c21", "receiver_gate_closed") >= 1);
@@ -171,6 +159,104 @@ fn a_full_socket_is_gated_at_the_switch_and_opens_once_drained() {
     );
     // Nobody sent UDP to c11: its port was never sampled.
     assert_eq!(counter("n1", "c11", "receiver_samples"), 0);
+}
+
+/// Port `port`'s driver counter `name` on `node` (`vxmesh stats --json`).
+fn port_counter(run: &Running, node: &str, port: &str, name: &str) -> u64 {
+    let out = run
+        .ctl_ok(node, &["stats", "--json"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json");
+    let p = v["ports"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == port))
+        .unwrap_or_else(|| panic!("no port {port}: {out}"));
+    p["counters"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} on {port}: {out}"))
+}
+
+/// A container on two networks has a port (and a gate) on each, and its sockets take datagrams
+/// from both: the watcher samples the namespace once and gives both gates its decision. So a
+/// socket found full through one network is throttled for datagrams that come through the
+/// other at once, before that port's own traffic could have shown the watcher anything.
+#[test]
+fn a_container_on_two_networks_gets_one_decision_for_both_ports() {
+    if !is_root() {
+        eprintln!("skipped: needs root (network namespaces, AF_XDP, TAP)");
+        return;
+    }
+    // Not the other test's prefix: the two run at once.
+    let prefix = format!("vxw{}-", std::process::id());
+    let mut fx = Fixture::new(&prefix);
+    fx.push(
+        "network",
+        r#"name = "net2"
+vni = 4099
+subnet = "10.0.11.0/24"
+mtu = 1450"#,
+    );
+    for (name, node, ip, ns) in [
+        ("c11b", "n1", "10.0.11.11", "c11"),
+        ("c21b", "n2", "10.0.11.21", "c21"),
+    ] {
+        fx.push(
+            "endpoint",
+            &format!(
+                "name = \"{name}\"\nnode = \"{node}\"\nnetwork = \"net2\"\nip = \"{ip}\"\nattach = \"afxdp:v{name}\"\nnetns = \"{{P}}{ns}\""
+            ),
+        );
+    }
+    let exe = vxmesh_exe().unwrap_or_else(|e| panic!("{e:#}"));
+    let run = Running::start(&exe, &prefix, &fx.text(), &["n1", "n2"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (c11, c21) = (run.lab.endpoint_netns("c11"), run.lab.endpoint_netns("c21"));
+    assert_eq!(
+        run.lab.endpoint_netns("c21b"),
+        c21,
+        "one container, two networks"
+    );
+    let full = bind_in(&c21, FULL_PORT);
+    let tx = in_netns(&c11, || UdpSocket::bind("0.0.0.0:0"))
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .join()
+        .expect("thread")
+        .expect("bind the sender");
+    let gated = || {
+        run.stage_counter("n2", "output", "drop_receiver_full")
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    };
+    // Fill the socket through appnet only, in bursts, until the switch drops for it; bounded.
+    let mut bursts = 0;
+    while gated() == 0 {
+        assert!(
+            bursts < 400,
+            "no drop_receiver_full after {bursts} bursts\n{}",
+            run.log_tail()
+        );
+        for _ in 0..500 {
+            let _ = tx.send_to(&[0u8; 18], (C21, FULL_PORT));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        bursts += 1;
+    }
+    // Through net2 now, one burst: dropped at the switch by c21b's gate, which saw none of
+    // the flood.
+    let before = gated();
+    for _ in 0..200 {
+        let _ = tx.send_to(&[0u8; 18], ("10.0.11.21", FULL_PORT));
+    }
+    wait(
+        || gated() >= before + 150,
+        "datagrams through the second network dropped at the switch",
+    );
+    // Both ports show the namespace's samples, and that throttling began.
+    let counter = |port: &str, name: &str| port_counter(&run, "n2", port, name);
+    for port in ["c21", "c21b"] {
+        assert!(counter(port, "receiver_gate_closed") >= 1, "{port}");
+        assert!(counter(port, "receiver_samples") > 0, "{port}");
+    }
+    drain(&full);
 }
 
 /// Wait until `cond` holds, polling every 20 ms, at most 3 s.
