@@ -439,6 +439,13 @@ pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
                     }
                 },
             };
+            // The counts first, then the sockets: every datagram counted has reached its socket
+            // (or been dropped there) by the time the sockets are read, within microseconds of
+            // the output step. Taken the other way round, a datagram let through between the
+            // two reads counts as got in, its drop comes a sample later, and the share is over
+            // the receiver's; the window keeps the largest share, so that would linger. This
+            // way round an error is under it, which the window's largest share absorbs.
+            let counts = merged_counts(&gs);
             match sample(diag, &mut w.known, &mut w.dumped_at, &mut socks) {
                 Ok(true) => gs.iter().for_each(|g| g.count_dump()),
                 Ok(false) => {}
@@ -453,7 +460,7 @@ pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
                     continue;
                 }
             }
-            let d = w.decider.decide(&socks, &merged_counts(&gs));
+            let d = w.decider.decide(&socks, &counts);
             if d.began > 0 {
                 tracing::debug!(ports = ?names, netns = %netns, udp = ?d.ports,
                     "receiver watch: throttling began");
