@@ -31,6 +31,27 @@ fn bind_in(ns: &str, port: u16) -> UdpSocket {
         .unwrap_or_else(|e| panic!("bind {port}: {e}"))
 }
 
+/// Three pings from namespace `ns` to `dst`, all answered (bounded by ping's own timeouts).
+fn ping_ok(ns: &str, dst: &str) {
+    let ping = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "1", dst,
+        ])
+        .output()
+        .expect("ping");
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+}
+
+/// n2's output-step drops for full receivers (`drop_receiver_full`).
+fn receiver_full_drops(run: &Running) -> u64 {
+    run.stage_counter("n2", "output", "drop_receiver_full")
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 /// Read what `s` holds now; how many datagrams.
 fn drain(s: &UdpSocket) -> usize {
     s.set_nonblocking(true).expect("nonblocking");
@@ -73,15 +94,8 @@ fn a_full_socket_is_gated_at_the_switch_and_opens_once_drained() {
     let (c11, c21) = (run.lab.endpoint_netns("c11"), run.lab.endpoint_netns("c21"));
     let full = bind_in(&c21, FULL_PORT);
     let read = bind_in(&c21, READ_PORT);
-    let tx = in_netns(&c11, || UdpSocket::bind("0.0.0.0:0"))
-        .unwrap_or_else(|e| panic!("{e:#}"))
-        .join()
-        .expect("thread")
-        .expect("bind the sender");
-    let gated = || {
-        run.stage_counter("n2", "output", "drop_receiver_full")
-            .unwrap_or_else(|e| panic!("{e:#}"))
-    };
+    let tx = bind_in(&c11, 0);
+    let gated = || receiver_full_drops(&run);
     assert_eq!(gated(), 0);
 
     // Fill the socket nobody reads, in bursts (the watcher samples between them), until the
@@ -107,17 +121,7 @@ fn a_full_socket_is_gated_at_the_switch_and_opens_once_drained() {
     let before = gated();
     let got = paced(&tx, &read, READ_PORT, 100);
     assert!(got >= 90, "the read socket got {got} of 100");
-    let ping = Command::new("ip")
-        .args([
-            "netns", "exec", &c11, "ping", "-c", "3", "-i", "0.2", "-W", "1", C21,
-        ])
-        .output()
-        .expect("ping");
-    assert!(
-        ping.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ping.stdout)
-    );
+    ping_ok(&c11, C21);
     // Still gated: more datagrams to the full socket are dropped at the switch.
     for _ in 0..200 {
         let _ = tx.send_to(&[0u8; 18], (C21, FULL_PORT));
@@ -217,37 +221,10 @@ mtu = 1450"#,
         "one container, two networks"
     );
     let full = bind_in(&c21, FULL_PORT);
-    let tx = in_netns(&c11, || UdpSocket::bind("0.0.0.0:0"))
-        .unwrap_or_else(|e| panic!("{e:#}"))
-        .join()
-        .expect("thread")
-        .expect("bind the sender");
-    let gated = || {
-        run.stage_counter("n2", "output", "drop_receiver_full")
-            .unwrap_or_else(|e| panic!("{e:#}"))
-    };
+    let tx = bind_in(&c11, 0);
+    let gated = || receiver_full_drops(&run);
     // The second network answers (and c11 has c21b's MAC: no datagram waits for ARP below).
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &c11,
-            "ping",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "10.0.11.21",
-        ])
-        .output()
-        .expect("ping");
-    assert!(
-        ping.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ping.stdout)
-    );
+    ping_ok(&c11, "10.0.11.21");
     // Fill the socket through appnet only, in bursts, until the switch drops nearly a whole
     // burst for it (the share of a socket nobody reads has come down to nothing); bounded.
     let mut bursts = 0;
