@@ -413,7 +413,8 @@ pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
                 continue;
             }
             active = true;
-            let names: Vec<&str> = ports.iter().map(|(n, _)| *n).collect();
+            // The port names, for a log line only (not made every round).
+            let names = || ports.iter().map(|(n, _)| *n).collect::<Vec<_>>();
             let gs: Vec<&Arc<ReceiverGate>> = ports.iter().map(|(_, g)| *g).collect();
             let w = watched.entry(netns.to_string()).or_insert_with(|| Watched {
                 diag: None,
@@ -430,7 +431,7 @@ pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
                 None => match UdpDiag::open_in(netns) {
                     Ok(d) => w.diag.insert(d),
                     Err(e) => {
-                        tracing::warn!(ports = ?names, netns = %netns, error = %e,
+                        tracing::warn!(ports = ?names(), netns = %netns, error = %e,
                             "receiver watch: no sock_diag socket in the container's namespace; its gates stay open");
                         gs.iter().for_each(|g| g.set(&[]));
                         w.decider = Decider::default();
@@ -450,7 +451,7 @@ pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
                 Ok(true) => gs.iter().for_each(|g| g.count_dump()),
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(ports = ?names, netns = %netns, error = %e,
+                    tracing::warn!(ports = ?names(), netns = %netns, error = %e,
                         "receiver watch: sampling the container's UDP sockets failed; its gates open");
                     gs.iter().for_each(|g| g.set(&[]));
                     w.diag = None;
@@ -462,7 +463,7 @@ pub fn run(gates: &Gates, stop: &AtomicBool, period: Duration) {
             }
             let d = w.decider.decide(&socks, &counts);
             if d.began > 0 {
-                tracing::debug!(ports = ?names, netns = %netns, udp = ?d.ports,
+                tracing::debug!(ports = ?names(), netns = %netns, udp = ?d.ports,
                     "receiver watch: throttling began");
             }
             for g in &gs {
