@@ -49,6 +49,36 @@ fn demo_and_lab_without_the_lab_program_say_where_to_get_it_and_exit_2() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A node the cluster file does not have is a configuration error: exit 2, said in one line
+/// with the nodes it has, before anything is opened.
+#[test]
+fn run_for_a_node_not_in_the_file_exits_2() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("n9-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cluster.toml");
+    let fixture = include_str!("fixtures/cluster.toml").replace("{P}", "t");
+    std::fs::write(&file, fixture).unwrap();
+    let sock = dir.join("n9.sock");
+    let (code, out, err) = vxmesh(&[
+        "run",
+        "--config",
+        file.to_str().unwrap(),
+        "--node",
+        "n9",
+        "--control",
+        sock.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("node \"n9\": not in the cluster file (nodes: n1, n2)"),
+        "{err}"
+    );
+    assert!(!sock.exists(), "a control socket for a node that never ran");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let (code, _, err) = vxmesh(&["no-such-command"]);

@@ -244,13 +244,15 @@ impl Plan {
     /// This node's plan after `prev` (the plan in force): networks and nodes that stay keep
     /// their ids; new ones take ids free before the change.
     pub fn next(cluster: &Cluster, node: &str, prev: Option<&Plan>) -> anyhow::Result<Plan> {
-        let me = cluster.node(node).with_context(|| {
+        // A configuration error (exit 2, and a refused reload), as every other problem with
+        // the file is.
+        let me = cluster.node(node).ok_or_else(|| {
             let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
-            format!(
-                "{}: node {node:?} is not in the cluster file (nodes: {})",
-                cluster.path.display(),
-                names.join(", ")
-            )
+            crate::config::ConfigError {
+                file: cluster.path.display().to_string(),
+                item: format!("node {node:?}"),
+                problem: format!("not in the cluster file (nodes: {})", names.join(", ")),
+            }
         })?;
         let others: Vec<(String, Ipv4Addr)> = cluster
             .nodes
@@ -576,6 +578,10 @@ mod tests {
             (NetId(1), 8080, NetId(0))
         );
         assert_eq!(publ.snat.unwrap().addr, Ipv4Addr::new(10, 0, 9, 254));
-        assert!(Plan::of(&cluster(&file()), "n9").is_err());
+        let e = Plan::of(&cluster(&file()), "n9").unwrap_err();
+        // A configuration error: `vxmesh run` exits 2 for it, and a reload is refused.
+        let ce = e.downcast_ref::<crate::config::ConfigError>().unwrap();
+        assert_eq!(ce.item, "node \"n9\"");
+        assert!(ce.problem.contains("nodes: n1, n2"), "{ce}");
     }
 }
