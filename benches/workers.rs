@@ -92,8 +92,17 @@ enum Job {
 
 impl Pool {
     fn start(workers: usize, senders: Vec<(&'static str, Vec<Vec<u8>>)>) -> Pool {
-        let w = Workers::build(cluster(), "n1", workers, &mut Ports(senders), 1 << 12)
-            .expect("bench node");
+        let w = Workers::build(
+            cluster(),
+            "n1",
+            workers,
+            &mut Ports(senders),
+            vxmesh::node::TableOpts {
+                max_conns: 1 << 12,
+                ..Default::default()
+            },
+        )
+        .expect("bench node");
         let (done_tx, done) = mpsc::channel();
         let mut go = Vec::new();
         for (me, node) in w.nodes.into_iter().enumerate() {

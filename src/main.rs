@@ -63,6 +63,16 @@ enum Cmd {
         #[arg(long, value_name = "N", default_value_t = vxmesh::node::MAX_CONNS,
               value_parser = parse_max_conns)]
         max_conns: usize,
+        /// Connection timeouts in seconds, as `ipvsadm --set tcp tcpfin udp`: an established
+        /// TCP connection, one closing (FIN_WAIT), and a UDP flow; 0 keeps that default. The
+        /// defaults are IPVS's: 900,120,300. Every other TCP state keeps IPVS's timeout.
+        #[arg(long, value_name = "TCP,TCPFIN,UDP", value_parser = parse_lb_timeouts)]
+        lb_timeouts: Option<lb::Timeouts>,
+        /// Seconds a learned MAC stays in the FDB without a frame from it, as the Linux
+        /// bridge's ageing_time (1 to 1000000).
+        #[arg(long, value_name = "SECS", default_value_t = vswitch::fdb::DEFAULT_AGING_SECS,
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        fdb_aging: u32,
         /// Let members of this group (a name or a gid) use the control socket: it becomes mode
         /// 0660 with that group. Without it the socket is 0600, for root (the node's user) only.
         #[arg(long, value_name = "GROUP")]
@@ -447,6 +457,8 @@ fn main() -> ExitCode {
             busy_poll_us,
             busy_poll_max_us,
             max_conns,
+            lb_timeouts,
+            fdb_aging,
             control_group,
             dns_upstream,
             poll_priority,
@@ -510,7 +522,11 @@ fn main() -> ExitCode {
                 daemon::RunOptions {
                     busy_poll: *busy_poll_us,
                     busy_poll_max: *busy_poll_max_us,
-                    max_conns: *max_conns,
+                    tables: vxmesh::node::TableOpts {
+                        max_conns: *max_conns,
+                        timeouts: lb_timeouts.unwrap_or_default(),
+                        fdb_aging_secs: *fdb_aging,
+                    },
                     control_group: control_group.clone(),
                     poll_priority: *poll_priority,
                     dns_upstream,
@@ -859,6 +875,29 @@ fn parse_busy_poll(s: &str) -> Result<std::time::Duration, String> {
             "expected microseconds (0 to 3600000000) or \"max\", got {s:?}"
         )),
     }
+}
+
+/// The longest connection timeout `--lb-timeouts` takes: a week.
+const MAX_LB_TIMEOUT: u32 = 7 * 24 * 3600;
+
+/// `--lb-timeouts TCP,TCPFIN,UDP`: three numbers of seconds, 0 keeping IPVS's default.
+fn parse_lb_timeouts(s: &str) -> Result<lb::Timeouts, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let bad = || {
+        format!(
+            "expected TCP,TCPFIN,UDP: three timeouts in seconds (0 to {MAX_LB_TIMEOUT}, 0 keeps the default), got {s:?}"
+        )
+    };
+    let [tcp, fin, udp] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let secs = |v: &str| match v.parse::<u32>() {
+        Ok(n) if n <= MAX_LB_TIMEOUT => Ok(n),
+        _ => Err(bad()),
+    };
+    let mut t = lb::Timeouts::default();
+    t.set(secs(tcp)?, secs(fin)?, secs(udp)?);
+    Ok(t)
 }
 
 /// `--max-conns`: 1024 to 16777216 entries (2 GB of table at the top).

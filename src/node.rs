@@ -144,20 +144,47 @@ pub fn buf_size_for(plan: &Plan, afxdp_offloads: bool) -> usize {
 /// TIME_WAIT entries 120 s, so this holds about 2,200 new connections per second sustained.
 pub const MAX_CONNS: usize = 1 << 18;
 
+/// The sizes and times of a node's tables: `vxmesh run --max-conns`, `--lb-timeouts` and
+/// `--fdb-aging`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableOpts {
+    /// Connection-table entries; a full table drops new connections (`drop_table_full`).
+    pub max_conns: usize,
+    /// The connections' timeouts per TCP state and for UDP (IPVS's, by default).
+    pub timeouts: lb::Timeouts,
+    /// Seconds a learned MAC stays in the FDB without a frame from it (the bridge's
+    /// `ageing_time`, 300 by default).
+    pub fdb_aging_secs: u32,
+}
+
+impl Default for TableOpts {
+    fn default() -> TableOpts {
+        TableOpts {
+            max_conns: MAX_CONNS,
+            timeouts: lb::Timeouts::default(),
+            fdb_aging_secs: vswitch::fdb::DEFAULT_AGING_SECS,
+        }
+    }
+}
+
 impl Node {
     /// Build this node's switch: plan, open every port, assemble the pipeline.
     pub fn build(cluster: Cluster, node: &str, ports: &mut dyn PortOpener) -> anyhow::Result<Node> {
-        Node::build_with(cluster, node, ports, MAX_CONNS)
+        Node::build_with(cluster, node, ports, TableOpts::default())
     }
 
-    /// [`Node::build`] with a connection table of `max_conns` entries.
+    /// [`Node::build`] with the tables `tables` says.
     pub fn build_with(
         cluster: Cluster,
         node: &str,
         ports: &mut dyn PortOpener,
-        max_conns: usize,
+        tables: TableOpts,
     ) -> anyhow::Result<Node> {
-        Node::build_sized(cluster, node, ports, max_conns, FdbConfig::default())
+        let fdb = FdbConfig {
+            aging_secs: tables.fdb_aging_secs,
+            ..FdbConfig::default()
+        };
+        Node::build_inner(cluster, node, ports, tables, fdb, None)
     }
 
     /// [`Node::build_with`] with an FDB of the given sizes (tests fill a small one).
@@ -171,7 +198,11 @@ impl Node {
         max_conns: usize,
         fdb: FdbConfig,
     ) -> anyhow::Result<Node> {
-        Node::build_inner(cluster, node, ports, max_conns, fdb, None)
+        let tables = TableOpts {
+            max_conns,
+            ..TableOpts::default()
+        };
+        Node::build_inner(cluster, node, ports, tables, fdb, None)
     }
 
     /// [`Node::build`] with every source of randomness and wall-clock time fixed by `seed`:
@@ -184,11 +215,15 @@ impl Node {
         max_conns: usize,
         seed: u64,
     ) -> anyhow::Result<Node> {
+        let tables = TableOpts {
+            max_conns,
+            ..TableOpts::default()
+        };
         Node::build_inner(
             cluster,
             node,
             ports,
-            max_conns,
+            tables,
             FdbConfig::default(),
             Some(seed),
         )
@@ -198,7 +233,7 @@ impl Node {
         cluster: Cluster,
         node: &str,
         ports: &mut dyn PortOpener,
-        max_conns: usize,
+        tables: TableOpts,
         fdb: FdbConfig,
         fixed: Option<u64>,
     ) -> anyhow::Result<Node> {
@@ -214,9 +249,9 @@ impl Node {
         let decap = sw.add_stage(vxlan::VxlanDecap::new());
         let encap = sw.add_stage(vxlan::VxlanEncap::new());
         let lb_stage = sw.add_stage(LbStage::new(Balancer::new(BalancerConfig {
-            max_conns,
+            max_conns: tables.max_conns,
             seed: fixed.unwrap_or_else(seed),
-            ..BalancerConfig::default()
+            timeouts: tables.timeouts,
         })));
         // Its MACs and ingress ports come with the first change, as with every later one.
         let own = sw.add_stage(OwnAddr {
@@ -559,6 +594,28 @@ mod tests {
             crate::show::lb(node, false, false, false),
             crate::show::network(node, "appnet", false).unwrap(),
         )
+    }
+
+    #[test]
+    fn the_tables_take_the_timeouts_and_aging_run_was_given() {
+        // `vxmesh run --lb-timeouts 0,60,42 --fdb-aging 7`: the node's balancer and FDB get
+        // them, and what was left at 0 keeps IPVS's default.
+        let mut timeouts = lb::Timeouts::default();
+        timeouts.set(0, 60, 42);
+        let tables = TableOpts {
+            max_conns: 1024,
+            timeouts,
+            fdb_aging_secs: 7,
+        };
+        let mut node = Node::build_with(cluster(&file()), "n1", &mut MemPorts, tables).unwrap();
+        assert_eq!(node.sw.env.fdb.config().aging_secs, 7);
+        let t = *node.lb().timeouts();
+        assert_eq!((t.udp, t.tcp_state(lb::state::TcpState::FinWait)), (42, 60));
+        assert_eq!(t.tcp_state(lb::state::TcpState::Established), 900);
+        // The defaults are IPVS's and the bridge's.
+        let mut node = Node::build(cluster(&file()), "n1", &mut MemPorts).unwrap();
+        assert_eq!(node.sw.env.fdb.config().aging_secs, 300);
+        assert_eq!(*node.lb().timeouts(), lb::Timeouts::default());
     }
 
     #[test]

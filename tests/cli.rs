@@ -93,6 +93,11 @@ fn usage_errors_exit_2() {
         ("--max-conns", "99999999999", "1024 to 16777216"),
         ("--metrics", "9417", "--metrics <ADDR:PORT>"),
         ("--afxdp-napi-defer-us", "10001", "0..=10000"),
+        ("--lb-timeouts", "900,120", "TCP,TCPFIN,UDP"),
+        ("--lb-timeouts", "900,120,300,5", "TCP,TCPFIN,UDP"),
+        ("--lb-timeouts", "900,-1,300", "TCP,TCPFIN,UDP"),
+        ("--lb-timeouts", "604801,0,0", "0 to 604800"),
+        ("--fdb-aging", "0", "1..=1000000"),
     ] {
         let (code, _, err) = vxmesh(&["run", "--config", "x.toml", "--node", "n1", flag, bad]);
         assert_eq!(code, 2, "{flag} {bad}: {err}");

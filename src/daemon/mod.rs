@@ -345,9 +345,9 @@ pub struct RunOptions {
     /// polls through the gaps between them (twice the recent gap) instead of paying a wake-up
     /// per frame (`vswitch::worker`). Equal to `busy_poll`: a fixed window.
     pub busy_poll_max: Duration,
-    /// Connection-table entries (IPVS-style conntrack); a full table drops new connections
-    /// (`drop_table_full`), never evicts.
-    pub max_conns: usize,
+    /// `--max-conns`, `--lb-timeouts`, `--fdb-aging`: the sizes and times of the node's
+    /// tables; a full connection table drops new connections (`drop_table_full`), never evicts.
+    pub tables: crate::node::TableOpts,
     /// `--control-group`: a group (name or gid) whose members may use the control socket.
     pub control_group: Option<String>,
     /// `--poll-priority`: run the poll thread at SCHED_FIFO of this priority (1..=99); 0 keeps
@@ -389,7 +389,7 @@ impl Default for RunOptions {
         RunOptions {
             busy_poll: BUSY_POLL,
             busy_poll_max: BUSY_POLL_MAX,
-            max_conns: crate::node::MAX_CONNS,
+            tables: crate::node::TableOpts::default(),
             control_group: None,
             poll_priority: 0,
             dns_upstream: Vec::new(),
@@ -690,7 +690,7 @@ fn build_workers(
 ) -> anyhow::Result<(Vec<Node>, Option<Arc<Mesh>>)> {
     if opts.workers <= 1 {
         let mut ports = opts.system_ports();
-        let n = Node::build_with(cluster, node, &mut ports, opts.max_conns)?;
+        let n = Node::build_with(cluster, node, &mut ports, opts.tables)?;
         return Ok((vec![n], None));
     }
     let w = Workers::build(
@@ -698,7 +698,7 @@ fn build_workers(
         node,
         opts.workers,
         &mut opts.system_ports(),
-        opts.max_conns,
+        opts.tables,
     )?;
     Ok((w.nodes, Some(w.mesh)))
 }

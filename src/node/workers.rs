@@ -152,7 +152,7 @@ impl Workers {
         node: &str,
         workers: usize,
         ports: &mut dyn PortOpener,
-        max_conns: usize,
+        tables: super::TableOpts,
     ) -> anyhow::Result<Workers> {
         let workers = workers.max(1);
         let plan = Plan::of(&cluster, node)?;
@@ -165,7 +165,7 @@ impl Workers {
                 mesh: mesh.clone(),
                 me,
             };
-            let mut n = Node::build_with(cluster.clone(), node, &mut opener, max_conns)?;
+            let mut n = Node::build_with(cluster.clone(), node, &mut opener, tables)?;
             set_steer(&mut n, &map);
             nodes.push(n);
         }

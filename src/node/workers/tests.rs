@@ -11,6 +11,14 @@ use vswitch::{Mac, MemHandle, MemPort, Port};
 use super::*;
 use crate::node::tests::cluster;
 
+/// A small connection table, the rest as `vxmesh run` has it by default.
+fn tables() -> crate::node::TableOpts {
+    crate::node::TableOpts {
+        max_conns: 1024,
+        ..Default::default()
+    }
+}
+
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 9, last)
 }
@@ -62,7 +70,7 @@ struct Two {
 impl Two {
     fn new(backends: &str) -> Two {
         let mut h = Handles::default();
-        let w = Workers::build(cluster(&file(backends)), "n1", 2, &mut h, 1024).unwrap();
+        let w = Workers::build(cluster(&file(backends)), "n1", 2, &mut h, tables()).unwrap();
         assert_eq!(h.underlays.len(), 2, "an underlay per worker");
         assert_eq!(h.ports.len(), 3, "each port opened once, by its owner");
         Two { w, h }
@@ -293,7 +301,7 @@ fn a_published_port_reply_returns_to_the_ingress_worker() {
 fn an_encrypted_network_needs_one_worker() {
     let text = file(r#"["c13"]"#).replace("mtu = 1450", "mtu = 1450\nencrypted = true");
     let text = format!("{text}\n[encryption]\nkeys = [\"AAECAwQFBgcICQoLDA0ODxAREhM=\"]\n");
-    let err = Workers::build(cluster(&text), "n1", 2, &mut Handles::default(), 1024)
+    let err = Workers::build(cluster(&text), "n1", 2, &mut Handles::default(), tables())
         .err()
         .expect("refused");
     let err = format!("{err:#}");
