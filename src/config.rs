@@ -723,6 +723,16 @@ mod tests {
                 "endpoint \"c11\": alias \"C12\" is already the name of endpoint \"c12\" in network \"appnet\"",
             ),
             (
+                "name = \"c11\"",
+                "name = \"Web\"",
+                "service \"web\": name \"web\" is already the name of endpoint \"Web\" in network \"appnet\" (the network's resolver could answer only one of them",
+            ),
+            (
+                "name = \"c11\"",
+                "name = \"C12\"",
+                "endpoint \"c12\": name \"c12\" is already the name of endpoint \"C12\" in network \"appnet\"",
+            ),
+            (
                 "netns = \"c12\"",
                 "netns = \"c12\"\naliases = [\"api\", \"api\"]",
                 "endpoint \"c12\": alias \"api\" is already the name of endpoint \"c12\" (an alias) in network \"appnet\"",

@@ -481,18 +481,32 @@ impl Checker {
                 ));
             }
         }
+        // One name, one answer: endpoints and services of a network share its resolver's
+        // names, compared without case as DNS compares them.
         let mut names: HashMap<(&str, String), String> = HashMap::new();
-        for e in endpoints {
-            names.insert(
-                (e.network.as_str(), e.name.to_ascii_lowercase()),
-                format!("endpoint {:?}", e.name),
+        let named = endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.network.as_str(),
+                    &e.name,
+                    format!("endpoint {:?}", e.name),
+                )
+            })
+            .chain(
+                services
+                    .iter()
+                    .map(|s| (s.network.as_str(), &s.name, format!("service {:?}", s.name))),
             );
-        }
-        for s in services {
-            names.insert(
-                (s.network.as_str(), s.name.to_ascii_lowercase()),
-                format!("service {:?}", s.name),
-            );
+        for (network, name, item) in named {
+            if let Some(other) = names.insert((network, name.to_ascii_lowercase()), item.clone()) {
+                return Err(self.err(
+                    item,
+                    format!(
+                        "name {name:?} is already the name of {other} in network {network:?} (the network's resolver could answer only one of them; names are compared without case)"
+                    ),
+                ));
+            }
         }
         for e in endpoints {
             for a in &e.aliases {
