@@ -127,6 +127,13 @@ enum Cmd {
               value_parser = clap::value_parser!(u64)
                   .range(0..=vswitch::port::afxdp::MAX_NAPI_DEFER.as_micros() as u64))]
         afxdp_napi_defer_us: u64,
+        /// Send VXLAN from this many source ports, each inner flow from the one its hash
+        /// picks, as the kernel's vxlan device does (the ports are the kernel's picks from
+        /// its ephemeral range), so the underlay's routers (ECMP) and the peers' receive
+        /// queues spread the flows. 0: every datagram from port 4789.
+        #[arg(long, value_name = "N", default_value_t = vxmesh::node::VXLAN_SOURCE_PORTS as u16,
+              value_parser = clap::value_parser!(u16).range(0..=vswitch::port::udp::socket::MAX_FLOW_SOURCES as i64))]
+        vxlan_source_ports: u16,
         /// Pin the poll threads: worker K runs on the K-th CPU of the list (wrapping), e.g.
         /// "0,1" or "2-3". Without it the scheduler places them.
         #[arg(long, value_name = "LIST")]
@@ -465,6 +472,7 @@ fn main() -> ExitCode {
             receiver_watch_us,
             afxdp_offloads,
             afxdp_napi_defer_us,
+            vxlan_source_ports,
             metrics,
             workers,
             cpus,
@@ -536,6 +544,7 @@ fn main() -> ExitCode {
                     receiver_watch: std::time::Duration::from_micros(*receiver_watch_us),
                     afxdp_offloads: *afxdp_offloads,
                     afxdp_napi_defer: std::time::Duration::from_micros(*afxdp_napi_defer_us),
+                    vxlan_source_ports: usize::from(*vxlan_source_ports),
                 },
             ) {
                 Ok(()) => ExitCode::SUCCESS,

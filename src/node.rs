@@ -53,7 +53,7 @@ pub use plan::{
     BackendPlan, DestPlan, DnsPlan, INGRESS_MTU, INGRESS_VNI, NetPlan, Plan, PortKind, PortPlan,
     ServicePlan,
 };
-pub use ports::{MemPorts, PortOpener, SystemPorts};
+pub use ports::{MemPorts, PortOpener, SystemPorts, VXLAN_SOURCE_PORTS};
 
 /// Name of the underlay port.
 pub const UNDERLAY_PORT: &str = "underlay";

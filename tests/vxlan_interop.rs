@@ -71,6 +71,19 @@ const TCP_PORT: u16 = 8080;
 /// Spoofed datagrams sent from the non-peer address.
 const SPOOFS: u64 = 5;
 
+/// The ephemeral port range of namespace `ns` (`net.ipv4.ip_local_port_range`).
+fn ephemeral_range(ns: &str) -> (u16, u16) {
+    let out = ip(&[
+        "netns",
+        "exec",
+        ns,
+        "cat",
+        "/proc/sys/net/ipv4/ip_local_port_range",
+    ]);
+    let mut it = out.split_whitespace().map(|v| v.parse::<u16>().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
 fn mac(s: &str) -> Mac {
     s.parse().unwrap()
 }
@@ -121,8 +134,10 @@ fn start_switch(lab: &mut Lab, n1: &str, c11: &str) {
         // The switch and the descriptors to sleep on when idle (read before the ports are boxed).
         let setup = || -> Result<Switch, String> {
             enter_netns(&n1_path)?;
-            // As the node opens it: taking super-frames, cut as they are sent.
+            // As the node opens it: each inner flow sent from the source port its hash picks,
+            // taking super-frames, cut as they are sent.
             let ul = UdpPort::bind(SocketAddrV4::new(N1_VTEP, VXLAN_PORT))
+                .and_then(|p| p.with_flow_sources(16))
                 .map_err(|e| e.to_string())?
                 .with_offloads();
             let tap = TapPort::create(&TapConfig {
@@ -415,6 +430,16 @@ fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
             "vxlan.vni",
             "-e",
             "ip.proto",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "eth.src",
+            "-e",
+            "eth.dst",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -534,7 +559,7 @@ fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
     let lines: Vec<Vec<&str>> = fields.lines().map(|l| l.split('\t').collect()).collect();
     let seen = |outer_src: Ipv4Addr, inner_proto: &str| {
         lines.iter().any(|f| {
-            f.len() == 4
+            f.len() == 9
                 && f[0].split(',').next() == Some(&outer_src.to_string()[..])
                 && f[2] == VNI.to_string()
                 && f[3].split(',').nth(1) == Some(inner_proto)
@@ -554,9 +579,39 @@ fn vxmesh_and_the_linux_kernel_vxlan_interoperate() {
         );
     }
     assert!(
-        lines.iter().all(|f| f.len() == 4 && !f[2].is_empty()),
+        lines.iter().all(|f| f.len() == 9 && !f[2].is_empty()),
         "every datagram on 4789 decodes as VXLAN"
     );
+    // vxmesh sends each inner flow from one source port, as the kernel's vxlan device does:
+    // not 4789, one of the ports the kernel gave its flow sources (its ephemeral range), the
+    // same for every datagram of the flow (ICMP: by its addresses; TCP: and its ports; ARP:
+    // by its Ethernet addresses).
+    let (lo, hi) = ephemeral_range(&n1);
+    let mut flows: std::collections::HashMap<String, std::collections::HashSet<u16>> =
+        Default::default();
+    for f in lines
+        .iter()
+        .filter(|f| f[0].split(',').next() == Some(&N1_VTEP.to_string()[..]))
+    {
+        let sport: u16 = f[4].parse().unwrap_or(0);
+        assert!(
+            sport != VXLAN_PORT && (lo..=hi).contains(&sport),
+            "outer source port {sport} of {f:?}, not in {lo}..={hi}"
+        );
+        let inner = format!(
+            "{} {} {} {} {} {} {}",
+            f[0], f[1], f[3], f[5], f[6], f[7], f[8]
+        );
+        flows.entry(inner).or_default().insert(sport);
+    }
+    assert!(flows.len() >= 2, "{flows:?}");
+    for (flow, ports) in &flows {
+        assert_eq!(
+            ports.len(),
+            1,
+            "flow {flow} left from several ports: {ports:?}"
+        );
+    }
 
     // Counters: every stage conserves packets, and the VXLAN stages did their work.
     for st in &stats.stages {

@@ -372,6 +372,9 @@ pub struct RunOptions {
     /// `--afxdp-napi-defer-us`: AF_XDP ports defer their interfaces' receive by this long
     /// ([`SystemPorts::afxdp_napi_defer`]); zero: not.
     pub afxdp_napi_defer: Duration,
+    /// `--vxlan-source-ports`: the underlay sends each inner flow from one of this many source
+    /// ports ([`SystemPorts::vxlan_source_ports`]); zero: from 4789.
+    pub vxlan_source_ports: usize,
 }
 
 impl RunOptions {
@@ -380,6 +383,7 @@ impl RunOptions {
         SystemPorts {
             afxdp_offloads: self.afxdp_offloads,
             afxdp_napi_defer: self.afxdp_napi_defer,
+            vxlan_source_ports: self.vxlan_source_ports,
         }
     }
 }
@@ -399,6 +403,7 @@ impl Default for RunOptions {
             receiver_watch: crate::node::receivers::WATCH_PERIOD,
             afxdp_offloads: false,
             afxdp_napi_defer: Duration::ZERO,
+            vxlan_source_ports: crate::node::VXLAN_SOURCE_PORTS,
         }
     }
 }

@@ -60,8 +60,14 @@ impl PortOpener for MemPorts {
     }
 }
 
+/// How many source ports the underlay sends VXLAN from by default (`vxmesh run
+/// --vxlan-source-ports`): each inner flow leaves from the one its hash picks, as from the
+/// kernel's vxlan device, so that the underlay's routers and the peers' receive queues spread
+/// the flows.
+pub const VXLAN_SOURCE_PORTS: usize = 16;
+
 /// The real ports: AF_XDP on veths, TAPs in the containers' namespaces, a UDP socket on 4789.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct SystemPorts {
     /// `vxmesh run --afxdp-offloads`: an AF_XDP endpoint in a named namespace keeps its
     /// container's TCP/IPv4 offloads and its port receives super-frames beside the ring;
@@ -71,6 +77,35 @@ pub struct SystemPorts {
     /// long ([`vswitch::port::afxdp::AfxdpConfig::napi_defer`]; zero: not); not ports taking
     /// super-frames, which run generic XDP.
     pub afxdp_napi_defer: std::time::Duration,
+    /// `vxmesh run --vxlan-source-ports`: the underlay sends each inner flow from one of this
+    /// many source ports, by its hash (0: every datagram from 4789).
+    pub vxlan_source_ports: usize,
+}
+
+impl Default for SystemPorts {
+    fn default() -> SystemPorts {
+        SystemPorts {
+            afxdp_offloads: false,
+            afxdp_napi_defer: std::time::Duration::ZERO,
+            vxlan_source_ports: VXLAN_SOURCE_PORTS,
+        }
+    }
+}
+
+impl SystemPorts {
+    /// The node's underlay port `port` with its flow sources ([`VXLAN_SOURCE_PORTS`]) and
+    /// taking super-frames.
+    fn flow_sources(
+        &self,
+        port: vswitch::port::udp::UdpPort,
+        vtep: Ipv4Addr,
+    ) -> anyhow::Result<Box<dyn Port>> {
+        let n = self.vxlan_source_ports;
+        let port = port.with_flow_sources(n).with_context(|| {
+            format!("underlay: {n} UDP sockets on {vtep} for the flows' source ports")
+        })?;
+        Ok(Box::new(port.with_offloads()))
+    }
 }
 
 impl PortOpener for SystemPorts {
@@ -161,7 +196,7 @@ impl PortOpener for SystemPorts {
     fn underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
         let port = vswitch::port::udp::UdpPort::bind(SocketAddrV4::new(vtep, vxlan::VXLAN_PORT))
             .with_context(|| format!("underlay: binding UDP {vtep}:{}", vxlan::VXLAN_PORT))?;
-        Ok(Box::new(port.with_offloads()))
+        self.flow_sources(port, vtep)
     }
 
     fn shared_underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {
@@ -169,7 +204,7 @@ impl PortOpener for SystemPorts {
         let port = vswitch::port::udp::UdpPort::bind_shared(addr).with_context(|| {
             format!("underlay: binding UDP {addr} with SO_REUSEPORT (one socket per worker)")
         })?;
-        Ok(Box::new(port.with_offloads()))
+        self.flow_sources(port, vtep)
     }
 
     fn esp_underlay(&mut self, vtep: Ipv4Addr) -> anyhow::Result<Box<dyn Port>> {

@@ -46,6 +46,7 @@ use crate::port::Port;
 use crate::port::capture::capture_udp;
 
 pub mod esp;
+pub mod flow;
 pub mod gro;
 pub mod socket;
 
@@ -93,8 +94,18 @@ pub struct UdpPort {
     /// Takes frames with offload work left ([`UdpPort::with_offloads`]): the segments'
     /// headers are built here, [`SEG_HDR`] bytes for each datagram of a send.
     seg_hdrs: Option<Box<[u8]>>,
+    /// Sends each VXLAN datagram from the source port its inner flow's hash picks
+    /// ([`UdpPort::with_flow_sources`]).
+    flows: bool,
     /// Its counters.
     pub stats: UdpPortStats,
+}
+
+/// The flow hash of a VXLAN datagram `d` (its header, then the inner frame), if `flows`.
+#[inline]
+fn flow_of(flows: bool, d: &[u8]) -> Option<u32> {
+    use crate::wire::vxlan::HEADER_LEN;
+    flows.then(|| flow::inner_flow_hash(d.get(HEADER_LEN..).unwrap_or_default()))
 }
 
 /// Room for one segment's headers: the VXLAN header, Ethernet with a VLAN tag, IPv4 and TCP
@@ -124,8 +135,21 @@ impl UdpPort {
             ul,
             peer_port: None,
             seg_hdrs: None,
+            flows: false,
             stats: UdpPortStats::default(),
         }
+    }
+
+    /// Send each VXLAN datagram from one of `n` source ports by the hash of its inner flow, as
+    /// the kernel's vxlan device does (`UdpUnderlay::add_flow_sources`, [`flow`]): `n` more
+    /// sockets on the port's address, on ports the kernel picks. 0 keeps every datagram on
+    /// the bound port (4789).
+    pub fn with_flow_sources(mut self, n: usize) -> Result<UdpPort, UnderlayError> {
+        if n > 0 {
+            self.ul.add_flow_sources(n)?;
+            self.flows = true;
+        }
+        Ok(self)
     }
 
     /// Take frames with offload work left (the [`Port::offloads`] contract), from a TAP's
@@ -246,6 +270,7 @@ impl UdpPort {
         }
         let cap = self.ul.batch();
         let peer_port = self.peer_port;
+        let flows = self.flows;
         let pkts = &batch.pkts()[..n];
         let mut hdrs = self.seg_hdrs.take().unwrap_or_default();
         // Frames all of whose datagrams went; datagrams refused or not sent for want of a
@@ -292,18 +317,21 @@ impl UdpPort {
             let hdrs = &hdrs;
             let report = self
                 .ul
-                .send_parts(units[..m].iter().enumerate().map(|(j, &(f, seg))| {
+                .send_flows(units[..m].iter().enumerate().map(|(j, &(f, seg))| {
                     let p = &pkts[f];
                     // Units are only built for frames with a peer.
                     let dst = p.meta.peer.unwrap_or(SocketAddrV4::new(0.into(), 0));
                     let dst = SocketAddrV4::new(*dst.ip(), peer_port.unwrap_or(dst.port()));
+                    // Every segment of a super-frame is of its flow.
+                    let hash = flow_of(flows, p.data());
                     match plans[f] {
                         Some(g) => (
                             dst,
                             &hdrs[j * SEG_HDR..j * SEG_HDR + ENCAP + g.hdr_len],
                             &p.data()[ENCAP..][g.payload_range(seg)],
+                            hash,
                         ),
-                        None => (dst, p.data(), &[][..]),
+                        None => (dst, p.data(), &[][..], hash),
                     }
                 }));
             lost += report.failed;
@@ -379,12 +407,15 @@ impl Port for UdpPort {
         }
         let no_peer = &mut self.stats.tx_no_peer;
         let peer_port = self.peer_port;
+        let flows = self.flows;
         let report = self
             .ul
-            .send_slices(batch.pkts().iter().filter_map(|p| match p.meta.peer {
+            .send_flows(batch.pkts().iter().filter_map(|p| match p.meta.peer {
                 Some(dst) => Some((
                     SocketAddrV4::new(*dst.ip(), peer_port.unwrap_or(dst.port())),
                     p.data(),
+                    &[][..],
+                    flow_of(flows, p.data()),
                 )),
                 None => {
                     *no_peer += 1;
@@ -411,7 +442,11 @@ impl Port for UdpPort {
         let Some(peer) = pkt.meta.peer else {
             return out.extend_from_slice(payload);
         };
-        let me = self.local_addr();
+        let mut me = self.local_addr();
+        if tx {
+            // The source port it left from (the same hash as at the send).
+            me.set_port(self.ul.source_port(flow_of(self.flows, payload)));
+        }
         let peer = match (tx, self.peer_port) {
             (true, Some(port)) => SocketAddrV4::new(*peer.ip(), port),
             _ => peer,

@@ -21,9 +21,20 @@
 //! call again).
 //!
 //! The socket sets `IP_PMTUDISC_DO`: the outer packet carries DF and is never fragmented (a
-//! datagram above the path MTU fails with `EMSGSIZE` and is counted as failed). With one socket
-//! every outer packet leaves from port 4789, not from a per-flow source port as the kernel's
-//! vxlan device does; receivers (the kernel included) do not care.
+//! datagram above the path MTU fails with `EMSGSIZE` and is counted as failed).
+//!
+//! The source port: a datagram leaves from the socket bound to port 4789 unless the underlay
+//! has flow sources ([`UdpUnderlay::add_flow_sources`], what the node's underlay uses): then
+//! each datagram given a flow hash ([`UdpUnderlay::send_flows`]) leaves from one of N more
+//! sockets on the VTEP address, each on a port the kernel chose from its ephemeral range: the
+//! one its hash picks ([`super::flow`]). That is the kernel vxlan device's per-flow source
+//! port, taken from a set of N. Those sockets never receive: a filter drops whatever reaches
+//! them. A datagram that goes alone (not part of a UDP GSO run) leaves instead through one
+//! send-only raw socket (`IPPROTO_RAW`) behind IPv4 and UDP headers written here with its
+//! source's port, DF set and the UDP checksum 0 (the kernel vxlan device's default), so a
+//! batch of small datagrams from many flows is still one `sendmmsg`: a batch costs one call
+//! per run of consecutive messages from one socket, the raw one or a source's. Without
+//! `CAP_NET_RAW` the lone datagrams go from their sources' sockets.
 //!
 //! The socket is created in the network namespace of the calling thread.
 
@@ -81,7 +92,12 @@ struct Group {
     bytes: usize,
     /// A datagram shorter than `segment` was added: it must be the last.
     closed: bool,
+    /// The socket it leaves from: 0 the bound one, `1 + i` flow source `i`.
+    sock: u8,
 }
+
+/// Most flow sources an underlay takes ([`UdpUnderlay::add_flow_sources`]).
+pub const MAX_FLOW_SOURCES: usize = 64;
 
 /// Why the underlay could not be set up or used.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +169,21 @@ pub struct UdpUnderlay {
     cmsgs: Box<[GsoCmsg]>,
     gso: bool,
     pub(super) gro: Option<Box<GroRx>>,
+    /// The flow sources: sockets on the VTEP address that only send, with their ports.
+    sources: Vec<(OwnedFd, u16)>,
+    /// With flow sources: a raw socket (`IPPROTO_RAW`, send only) for the datagrams that go
+    /// alone, with IPv4 and UDP headers of our own (`raw_hdrs`, three iovecs each in
+    /// `raw_iovs`), so a batch of them from many flows is one `sendmmsg` whatever their
+    /// source ports. None without `CAP_NET_RAW`: they go from their sources' sockets.
+    raw: Option<OwnedFd>,
+    raw_hdrs: Box<[[u8; RAW_HDR]]>,
+    raw_iovs: Box<[libc::iovec]>,
 }
+
+/// The IPv4 and UDP headers a datagram sent on the raw socket carries (no IP options).
+const RAW_HDR: usize = 20 + 8;
+/// [`Group::sock`] of a datagram sent on the raw socket.
+const RAW_SOCK: u8 = u8::MAX;
 
 // SAFETY: the raw pointers inside `msgs`/`iovs` are only written and read within a single
 // `&mut self` call (set up right before the syscall, never dereferenced afterwards), so moving
@@ -272,6 +302,172 @@ pub(super) fn set_int_option(
     Ok(())
 }
 
+/// A non-blocking socket of `kind` and `protocol` bound to `addr`, with `SO_REUSEADDR` (and
+/// `SO_REUSEPORT` if `reuse_port`), DF, 4 MiB buffers and UDP GSO where the kernel has it: the
+/// descriptor, the bound address and whether GSO is on.
+fn open_socket(
+    addr: SocketAddrV4,
+    kind: libc::c_int,
+    protocol: libc::c_int,
+    reuse_port: bool,
+) -> Result<(OwnedFd, SocketAddrV4, bool), UnderlayError> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if raw < 0 {
+        return Err(UnderlayError::Socket(last_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
+    if reuse_port {
+        set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
+    }
+    set_int_option(
+        raw,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_DO,
+        "IP_MTU_DISCOVER",
+    )?;
+    // Bigger buffers than the default 208 KiB absorb bursts from several peers while the
+    // poll thread is busy elsewhere. Best effort: root may exceed rmem_max/wmem_max
+    // (the FORCE variants), anyone else gets what the sysctls allow.
+    for (force, plain, name) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "SO_RCVBUF"),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "SO_SNDBUF"),
+    ] {
+        if set_int_option(raw, libc::SOL_SOCKET, force, SOCKET_BUFFER, name).is_err() {
+            let _ = set_int_option(raw, libc::SOL_SOCKET, plain, SOCKET_BUFFER, name);
+        }
+    }
+    // UDP GSO is there when the kernel knows the option (4.18+).
+    let gso = kind == libc::SOCK_DGRAM
+        && set_int_option(raw, SOL_UDP, UDP_SEGMENT, 0, "UDP_SEGMENT").is_ok();
+    let sa = to_sockaddr(addr);
+    // SAFETY: `sa` is a valid sockaddr_in and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            raw,
+            ptr::from_ref(&sa).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(UnderlayError::Bind {
+            addr,
+            source: last_error(),
+        });
+    }
+    // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+    let mut bound: libc::sockaddr_in = unsafe { zeroed() };
+    let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `bound` and `len` are valid for writes and `len` holds `bound`'s size.
+    let rc = unsafe { libc::getsockname(raw, ptr::from_mut(&mut bound).cast(), &mut len) };
+    if rc < 0 {
+        return Err(UnderlayError::LocalAddr(last_error()));
+    }
+    Ok((fd, from_sockaddr(&bound), gso))
+}
+
+/// A send-only raw IPv4 socket (`IPPROTO_RAW`: the caller writes the IPv4 header, the kernel
+/// fills in its checksum and, when zero, its identification; such a socket receives nothing),
+/// non-blocking, with a 4 MiB send buffer. Needs `CAP_NET_RAW`.
+fn open_raw_sender() -> Result<OwnedFd, UnderlayError> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
+    if raw < 0 {
+        return Err(UnderlayError::Socket(last_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    if set_int_option(
+        raw,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        SOCKET_BUFFER,
+        "",
+    )
+    .is_err()
+    {
+        let _ = set_int_option(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER, "");
+    }
+    Ok(fd)
+}
+
+/// The IPv4 and UDP headers of a datagram of `len` bytes from `src` (its address) and port
+/// `sport` to `dst`, as the kernel's UDP socket would write them: DF set (the outer packet is
+/// never fragmented), TTL 64, the identification left to the kernel; the UDP checksum 0, as
+/// the kernel's vxlan device sends by default.
+fn write_raw_header(
+    h: &mut [u8; RAW_HDR],
+    src: SocketAddrV4,
+    sport: u16,
+    dst: SocketAddrV4,
+    len: usize,
+) {
+    // Datagrams are at most a 64 KB buffer's payload, so the lengths fit; a wrong one is
+    // refused by the kernel and counted, never sent.
+    let total = (RAW_HDR + len).min(usize::from(u16::MAX)) as u16;
+    h[0] = 0x45;
+    h[1] = 0;
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[4..6].copy_from_slice(&[0, 0]);
+    h[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+    h[8] = 64;
+    h[9] = 17;
+    h[10..12].copy_from_slice(&[0, 0]);
+    h[12..16].copy_from_slice(&src.ip().octets());
+    h[16..20].copy_from_slice(&dst.ip().octets());
+    h[20..22].copy_from_slice(&sport.to_be_bytes());
+    h[22..24].copy_from_slice(&dst.port().to_be_bytes());
+    h[24..26].copy_from_slice(&(total - 20).to_be_bytes());
+    h[26..28].copy_from_slice(&[0, 0]);
+}
+
+/// Attach a classic BPF filter that drops every datagram to socket `fd` (a flow source only
+/// sends).
+fn drop_all_received(fd: RawFd) -> Result<(), UnderlayError> {
+    let mut drop_all = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: drop_all.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at a live one-instruction program; the kernel copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            ptr::from_ref(&prog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(UnderlayError::SetOption {
+            option: "SO_ATTACH_FILTER",
+            source: last_error(),
+        });
+    }
+    Ok(())
+}
+
 impl UdpUnderlay {
     /// Binds a non-blocking UDP socket to `addr` (the VTEP, port [`VXLAN_PORT`](crate::wire::vxlan::VXLAN_PORT)) with
     /// `SO_REUSEADDR` and DF on, ready for batches of up to `batch` datagrams.
@@ -318,70 +514,10 @@ impl UdpUnderlay {
                 value: batch,
             });
         }
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_INET,
-                kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                protocol,
-            )
-        };
-        if raw < 0 {
-            return Err(UnderlayError::Socket(last_error()));
-        }
-        // SAFETY: `raw` is a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
-        if reuse_port {
-            set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
-        }
-        set_int_option(
-            raw,
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DO,
-            "IP_MTU_DISCOVER",
-        )?;
-        // Bigger buffers than the default 208 KiB absorb bursts from several peers while the
-        // poll thread is busy elsewhere. Best effort: root may exceed rmem_max/wmem_max
-        // (the FORCE variants), anyone else gets what the sysctls allow.
-        for (force, plain, name) in [
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "SO_RCVBUF"),
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "SO_SNDBUF"),
-        ] {
-            if set_int_option(raw, libc::SOL_SOCKET, force, SOCKET_BUFFER, name).is_err() {
-                let _ = set_int_option(raw, libc::SOL_SOCKET, plain, SOCKET_BUFFER, name);
-            }
-        }
-        // UDP GSO is there when the kernel knows the option (4.18+).
-        let gso = kind == libc::SOCK_DGRAM
-            && set_int_option(raw, SOL_UDP, UDP_SEGMENT, 0, "UDP_SEGMENT").is_ok();
-        let sa = to_sockaddr(addr);
-        // SAFETY: `sa` is a valid sockaddr_in and the length passed is its size.
-        let rc = unsafe {
-            libc::bind(
-                raw,
-                ptr::from_ref(&sa).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(UnderlayError::Bind {
-                addr,
-                source: last_error(),
-            });
-        }
-        // SAFETY: sockaddr_in is plain old data; all-zero is valid.
-        let mut bound: libc::sockaddr_in = unsafe { zeroed() };
-        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: `bound` and `len` are valid for writes and `len` holds `bound`'s size.
-        let rc = unsafe { libc::getsockname(raw, ptr::from_mut(&mut bound).cast(), &mut len) };
-        if rc < 0 {
-            return Err(UnderlayError::LocalAddr(last_error()));
-        }
+        let (fd, local, gso) = open_socket(addr, kind, protocol, reuse_port)?;
         Ok(UdpUnderlay {
             fd,
-            local: from_sockaddr(&bound),
+            local,
             // SAFETY: mmsghdr, iovec and sockaddr_in are plain old data; null pointers and
             // zero lengths are valid values, overwritten before each syscall.
             msgs: (0..batch).map(|_| unsafe { zeroed() }).collect(),
@@ -396,7 +532,85 @@ impl UdpUnderlay {
             cmsgs: (0..batch).map(|_| unsafe { zeroed() }).collect(),
             gso,
             gro: None,
+            sources: Vec::new(),
+            raw: None,
+            raw_hdrs: Box::new([]),
+            raw_iovs: Box::new([]),
         })
+    }
+
+    /// Add `n` flow sources (at most [`MAX_FLOW_SOURCES`] in all): UDP sockets on this
+    /// underlay's address, each on a port the kernel picks from its ephemeral range (as the
+    /// kernel's vxlan device picks its source ports from it), with the same options as this
+    /// one, that only send: a socket filter drops everything that reaches them. From then on
+    /// [`UdpUnderlay::send_flows`] sends each datagram from the one its flow hash picks. Only
+    /// for a UDP underlay.
+    pub fn add_flow_sources(&mut self, n: usize) -> Result<(), UnderlayError> {
+        if n > MAX_FLOW_SOURCES - self.sources.len() {
+            return Err(UnderlayError::BadSize {
+                what: "flow sources",
+                value: self.sources.len() + n,
+            });
+        }
+        let addr = SocketAddrV4::new(*self.local.ip(), 0);
+        for _ in 0..n {
+            let (fd, local, gso) = open_socket(addr, libc::SOCK_DGRAM, libc::IPPROTO_UDP, false)?;
+            drop_all_received(fd.as_raw_fd())?;
+            // Every socket of a send must cut runs alike.
+            self.gso &= gso;
+            self.sources.push((fd, local.port()));
+        }
+        if self.raw.is_none() && !self.sources.is_empty() {
+            // Best effort: without CAP_NET_RAW the lone datagrams go from their sources.
+            self.raw = open_raw_sender().ok();
+            let batch = self.batch();
+            self.raw_hdrs = vec![[0u8; RAW_HDR]; batch].into_boxed_slice();
+            // SAFETY: iovec is plain old data; null pointers and zero lengths are valid.
+            self.raw_iovs = (0..3 * batch).map(|_| unsafe { zeroed() }).collect();
+        }
+        Ok(())
+    }
+
+    /// Whether datagrams that go alone are sent on a raw socket, one `sendmmsg` for all of
+    /// them whatever their source ports ([`UdpUnderlay::add_flow_sources`]).
+    pub fn raw_sender(&self) -> bool {
+        self.raw.is_some()
+    }
+
+    /// The ports of the flow sources, in order ([`UdpUnderlay::add_flow_sources`]).
+    pub fn flow_source_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.sources.iter().map(|(_, p)| *p)
+    }
+
+    /// The source port a datagram of flow hash `hash` leaves from (`None`: no hash, the bound
+    /// port).
+    pub fn source_port(&self, hash: Option<u32>) -> u16 {
+        match self.sock_of(hash) {
+            0 => self.local.port(),
+            i => self.sources[usize::from(i) - 1].1,
+        }
+    }
+
+    /// [`Group::sock`] for a datagram of flow hash `hash`.
+    #[inline]
+    fn sock_of(&self, hash: Option<u32>) -> u8 {
+        match hash {
+            // At most MAX_FLOW_SOURCES (64) sources: 1 + pick < 65 fits u8.
+            Some(h) if !self.sources.is_empty() => {
+                1 + super::flow::pick(h, self.sources.len()) as u8
+            }
+            _ => 0,
+        }
+    }
+
+    /// The descriptor of [`Group::sock`] `sock`.
+    #[inline]
+    fn sock_fd(&self, sock: u8) -> RawFd {
+        match (sock, &self.raw) {
+            (0, _) => self.fd.as_raw_fd(),
+            (RAW_SOCK, Some(raw)) => raw.as_raw_fd(),
+            (i, _) => self.sources[usize::from(i) - 1].0.as_raw_fd(),
+        }
     }
 
     /// Whether sends coalesce runs of same-size datagrams to one peer into one UDP GSO message.
@@ -479,7 +693,11 @@ impl UdpUnderlay {
     where
         I: IntoIterator<Item = (SocketAddrV4, &'a [u8])>,
     {
-        self.send_chunk(datagrams.into_iter().map(|(dst, d)| (dst, d, &[][..])))
+        self.send_chunk(
+            datagrams
+                .into_iter()
+                .map(|(dst, d)| (dst, d, &[][..], None)),
+        )
     }
 
     /// As [`UdpUnderlay::send_slices`], each datagram in two pieces gathered by the kernel (a
@@ -488,6 +706,21 @@ impl UdpUnderlay {
     pub fn send_parts<'a, I>(&mut self, datagrams: I) -> SendReport
     where
         I: IntoIterator<Item = (SocketAddrV4, &'a [u8], &'a [u8])>,
+    {
+        self.send_chunk(
+            datagrams
+                .into_iter()
+                .map(|(dst, head, tail)| (dst, head, tail, None)),
+        )
+    }
+
+    /// As [`UdpUnderlay::send_parts`], each datagram with the hash of its inner flow
+    /// ([`super::flow::inner_flow_hash`]), or `None`: with flow sources
+    /// ([`UdpUnderlay::add_flow_sources`]) a hashed datagram leaves from the source its hash
+    /// picks, one without from the bound socket. Without flow sources, as `send_parts`.
+    pub fn send_flows<'a, I>(&mut self, datagrams: I) -> SendReport
+    where
+        I: IntoIterator<Item = (SocketAddrV4, &'a [u8], &'a [u8], Option<u32>)>,
     {
         self.send_chunk(datagrams.into_iter())
     }
@@ -499,10 +732,11 @@ impl UdpUnderlay {
     /// into datagrams as late as it can (in the receiver, when that socket does UDP GRO).
     fn send_chunk<'a>(
         &mut self,
-        items: impl Iterator<Item = (SocketAddrV4, &'a [u8], &'a [u8])>,
+        items: impl Iterator<Item = (SocketAddrV4, &'a [u8], &'a [u8], Option<u32>)>,
     ) -> SendReport {
         let mut m = 0;
-        for (k, (dst, head, tail)) in items.take(self.batch()).enumerate() {
+        for (k, (dst, head, tail, hash)) in items.take(self.batch()).enumerate() {
+            let sock = self.sock_of(hash);
             let len = head.len() + tail.len();
             for (j, part) in [head, tail].into_iter().enumerate() {
                 self.send_iovs[2 * k + j] = libc::iovec {
@@ -522,6 +756,7 @@ impl UdpUnderlay {
                     && g.bytes + len <= GSO_MAX_BYTES
                     && prev.sin_addr.s_addr == sa.sin_addr.s_addr
                     && prev.sin_port == sa.sin_port
+                    && g.sock == sock
             };
             if joins {
                 let g = &mut self.groups[m - 1];
@@ -536,17 +771,38 @@ impl UdpUnderlay {
                     segment: len,
                     bytes: len,
                     closed: false,
+                    sock,
                 };
                 m += 1;
             }
         }
         for k in 0..m {
-            let g = self.groups[k];
+            let mut g = self.groups[k];
+            if g.count == 1 && g.sock != 0 && self.raw.is_some() {
+                // Alone, from a flow source: on the raw socket, behind headers of our own
+                // with the source's port.
+                let sport = self.sources[usize::from(g.sock) - 1].1;
+                let dst = from_sockaddr(&self.names[k]);
+                write_raw_header(&mut self.raw_hdrs[k], self.local, sport, dst, g.bytes);
+                self.raw_iovs[3 * k] = libc::iovec {
+                    iov_base: self.raw_hdrs[k].as_mut_ptr().cast(),
+                    iov_len: RAW_HDR,
+                };
+                self.raw_iovs[3 * k + 1] = self.send_iovs[2 * g.first];
+                self.raw_iovs[3 * k + 2] = self.send_iovs[2 * g.first + 1];
+                g.sock = RAW_SOCK;
+                self.groups[k].sock = RAW_SOCK;
+            }
             let hdr = &mut self.msgs[k].msg_hdr;
             hdr.msg_name = ptr::from_mut(&mut self.names[k]).cast();
             hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            hdr.msg_iov = ptr::from_mut(&mut self.send_iovs[2 * g.first]);
-            hdr.msg_iovlen = 2 * g.count;
+            if g.sock == RAW_SOCK {
+                hdr.msg_iov = ptr::from_mut(&mut self.raw_iovs[3 * k]);
+                hdr.msg_iovlen = 3;
+            } else {
+                hdr.msg_iov = ptr::from_mut(&mut self.send_iovs[2 * g.first]);
+                hdr.msg_iovlen = 2 * g.count;
+            }
             hdr.msg_flags = 0;
             if g.count > 1 {
                 let c = &mut self.cmsgs[k];
@@ -566,14 +822,21 @@ impl UdpUnderlay {
         let mut report = SendReport::default();
         let mut start = 0;
         while start < m {
-            // SAFETY: mmsghdrs `start..m` point at live iovecs, sockaddr_in and cmsgs in `self`,
-            // and the iovecs at payload slices borrowed for 'a, which outlives this call; the
-            // kernel only reads them. `m - start` <= MAX_BATCH fits c_uint.
+            // One call per run of messages from one socket.
+            let sock = self.groups[start].sock;
+            let end = start
+                + self.groups[start..m]
+                    .iter()
+                    .take_while(|g| g.sock == sock)
+                    .count();
+            // SAFETY: mmsghdrs `start..end` point at live iovecs, sockaddr_in and cmsgs in
+            // `self`, and the iovecs at payload slices borrowed for 'a, which outlives this
+            // call; the kernel only reads them. `end - start` <= MAX_BATCH fits c_uint.
             let rc = unsafe {
                 libc::sendmmsg(
-                    self.fd.as_raw_fd(),
+                    self.sock_fd(sock),
                     self.msgs[start..].as_mut_ptr(),
-                    (m - start) as libc::c_uint,
+                    (end - start) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
             };
@@ -855,7 +1118,7 @@ mod tests {
                 let chunk = self.batch().min(bufs.len() - next);
                 let items = (next..next + chunk)
                     .filter_map(|i| bufs.get(i))
-                    .map(|(a, d)| (a, d, &[][..]));
+                    .map(|(a, d)| (a, d, &[][..], None));
                 let part = self.send_chunk(items);
                 next += chunk;
                 report.sent += part.sent;
@@ -1214,6 +1477,99 @@ mod tests {
             matches!(err, UnderlayError::Bind { addr, .. } if addr == foreign),
             "{err}"
         );
+    }
+
+    #[test]
+    fn flow_sources_send_each_flow_from_the_port_its_hash_picks() {
+        let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
+        assert!(tx.add_flow_sources(MAX_FLOW_SOURCES + 1).is_err());
+        tx.add_flow_sources(4).unwrap();
+        let ports: Vec<u16> = tx.flow_source_ports().collect();
+        let bound = tx.local_addr().port();
+        assert_eq!(ports.len(), 4);
+        assert!(ports.iter().all(|&p| p != 0 && p != bound), "{ports:?}");
+        assert_eq!(
+            ports.iter().collect::<std::collections::HashSet<_>>().len(),
+            4
+        );
+        // Four flows whose hashes pick the four sources in turn, three datagrams each, and one
+        // datagram without a hash (the bound port). Each flow's datagrams are consecutive, so
+        // each flow is one GSO message.
+        let hash = |f: u32| Some(f << 30);
+        let dst = rx.local_addr();
+        let mut plan: Vec<(Option<u32>, Vec<u8>)> = Vec::new();
+        for f in 0..4u32 {
+            for i in 0..3u8 {
+                plan.push((hash(f), vxlan_datagram(1, 10 * f as u8 + i, 100)));
+            }
+        }
+        plan.push((None, vxlan_datagram(1, 99, 100)));
+        // One more datagram of each flow, alone (the flows interleave): as root, these go on
+        // the raw socket, all in one call, each with its flow's source port.
+        for f in 0..4u32 {
+            plan.push((hash(f), vxlan_datagram(1, 10 * f as u8 + 3, 60)));
+        }
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert_eq!(tx.raw_sender(), root);
+        let report = tx.send_flows(plan.iter().map(|(h, d)| (dst, &d[..], &[][..], *h)));
+        assert_eq!(report.sent, plan.len());
+        assert_eq!((report.gso_messages, report.gso_datagrams), (4, 12));
+        let mut bufs = PacketBufs::new(BATCH, DEFAULT_BUF_SIZE).unwrap();
+        let got = recv_all(&mut rx, &mut bufs, plan.len());
+        assert_eq!(got.len(), plan.len());
+        for (h, d) in &plan {
+            let from: Vec<u16> = got
+                .iter()
+                .filter(|(_, g)| g == d)
+                .map(|(a, _)| a.port())
+                .collect();
+            assert_eq!(from, [tx.source_port(*h)], "datagram {}", d[8]);
+        }
+        assert_eq!(tx.source_port(None), bound);
+        assert_eq!(tx.source_port(hash(2)), ports[2]);
+        // Per flow, in the order sent.
+        for f in 0..4u8 {
+            let seqs: Vec<u8> = got
+                .iter()
+                .map(|(_, g)| g[8])
+                .filter(|s| (10 * f..10 * f + 4).contains(s))
+                .collect();
+            assert_eq!(seqs, [10 * f, 10 * f + 1, 10 * f + 2, 10 * f + 3]);
+        }
+    }
+
+    #[test]
+    fn a_flow_source_receives_nothing() {
+        let (fd, addr, _) = open_socket(
+            LOOPBACK_ANY_PORT,
+            libc::SOCK_DGRAM,
+            libc::IPPROTO_UDP,
+            false,
+        )
+        .unwrap();
+        let peer = std::net::UdpSocket::bind(LOOPBACK_ANY_PORT).unwrap();
+        let mut buf = [0u8; 64];
+        let recv = |buf: &mut [u8]| {
+            // SAFETY: `buf` is live and writable for its length.
+            unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) }
+        };
+        // Without the filter it would receive (the socket is non-blocking).
+        peer.send_to(b"before", addr).unwrap();
+        let start = Instant::now();
+        let mut n = recv(&mut buf);
+        while n < 0 && start.elapsed() < DEADLINE {
+            std::thread::sleep(Duration::from_millis(1));
+            n = recv(&mut buf);
+        }
+        assert_eq!(&buf[..n.max(0) as usize], b"before");
+        drop_all_received(fd.as_raw_fd()).unwrap();
+        for _ in 0..10 {
+            peer.send_to(b"after", addr).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(recv(&mut buf) < 0, "a filtered socket received");
     }
 
     #[test]
