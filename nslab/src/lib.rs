@@ -256,6 +256,45 @@ pub fn in_netns<T: Send + 'static>(
     })
 }
 
+/// Move the calling thread into a network namespace of its own, new, with only `lo`, up: for a
+/// unit test whose sockets (on 127.0.0.1) must stay out of the host's namespace (SPEC.md, test
+/// safety). Threads it starts afterwards are in it too; the namespace goes with the last of
+/// them. Needs `CAP_SYS_ADMIN`: the error says so otherwise, and the caller skips.
+pub fn own_netns() -> Result<(), String> {
+    // SAFETY: unshare with CLONE_NEWNET changes only the calling thread's namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "a network namespace of its own (unshare, needs root): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a plain socket(2) call; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("a socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: ifreq is plain old data; all-zero is valid, and the name fits with its NUL.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of `req`; SIOCSIFFLAGS reads
+    // them; `fd` is ours.
+    let up = unsafe {
+        libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) == 0
+        }
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    if !up {
+        return Err(format!("lo up in the new namespace: {err}"));
+    }
+    Ok(())
+}
+
 /// Move the calling thread into the namespace at `path` (`/run/netns/NAME`).
 pub fn enter_netns(path: &str) -> Result<(), String> {
     let f = File::open(path).map_err(|e| format!("{path}: {e}"))?;

@@ -914,6 +914,7 @@ impl AsRawFd for UdpUnderlay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::port::udp::own_netns;
     use crate::wire::vxlan::{self as wire, Repr, VXLAN_PORT, Vni};
     use std::time::{Duration, Instant};
 
@@ -1173,6 +1174,9 @@ mod tests {
     /// is counted (`socket_drops`).
     #[test]
     fn drops_at_a_full_socket_are_counted() {
+        if !own_netns() {
+            return;
+        }
         let rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         assert_eq!(rx.socket_drops(), Some(0));
         let small: libc::c_int = 4096;
@@ -1197,6 +1201,9 @@ mod tests {
 
     #[test]
     fn empty_socket_returns_at_once() {
+        if !own_netns() {
+            return;
+        }
         let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let mut bufs = PacketBufs::new(BATCH, DEFAULT_BUF_SIZE).unwrap();
         let start = Instant::now();
@@ -1209,6 +1216,9 @@ mod tests {
 
     #[test]
     fn batch_round_trip_over_loopback() {
+        if !own_netns() {
+            return;
+        }
         let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let dst = rx.local_addr();
@@ -1236,6 +1246,9 @@ mod tests {
 
     #[test]
     fn send_from_owned_buffers_in_several_batches() {
+        if !own_netns() {
+            return;
+        }
         const SMALL_BATCH: usize = 4;
         const COUNT: usize = 10;
         let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
@@ -1259,6 +1272,9 @@ mod tests {
 
     #[test]
     fn receive_is_capped_by_the_buffer_count() {
+        if !own_netns() {
+            return;
+        }
         const FEW: usize = 3;
         let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
@@ -1278,6 +1294,9 @@ mod tests {
 
     #[test]
     fn oversized_datagram_is_flagged_truncated() {
+        if !own_netns() {
+            return;
+        }
         let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let big = vxlan_datagram(1, 1, SMALL_SLOT + 1);
@@ -1302,6 +1321,9 @@ mod tests {
 
     #[test]
     fn runs_of_same_size_datagrams_go_as_one_gso_message_and_arrive_whole() {
+        if !own_netns() {
+            return;
+        }
         let mut a = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let mut b = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
@@ -1365,6 +1387,9 @@ mod tests {
 
     #[test]
     fn a_coalescing_receiver_gets_gso_runs_whole_and_splits_them_in_order() {
+        if !own_netns() {
+            return;
+        }
         let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         assert!(rx.enable_gro(), "this kernel has UDP GRO (5.0+)");
@@ -1388,6 +1413,9 @@ mod tests {
 
     #[test]
     fn gso_runs_stop_at_the_segment_and_byte_limits() {
+        if !own_netns() {
+            return;
+        }
         let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, MAX_BATCH).unwrap();
         let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, MAX_BATCH).unwrap();
         let dst = rx.local_addr();
@@ -1408,6 +1436,9 @@ mod tests {
 
     #[test]
     fn refused_datagram_is_skipped_and_counted() {
+        if !own_netns() {
+            return;
+        }
         let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let dst = rx.local_addr();
@@ -1455,6 +1486,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_sizes() {
+        if !own_netns() {
+            return;
+        }
         assert!(matches!(
             UdpUnderlay::bind(LOOPBACK_ANY_PORT, 0),
             Err(UnderlayError::BadSize { what: "batch", .. })
@@ -1470,6 +1504,9 @@ mod tests {
 
     #[test]
     fn bind_to_a_foreign_address_fails_cleanly() {
+        if !own_netns() {
+            return;
+        }
         // TEST-NET-3 is on no interface of the test's namespace.
         let foreign = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 0);
         let err = UdpUnderlay::bind(foreign, BATCH).unwrap_err();
@@ -1481,6 +1518,9 @@ mod tests {
 
     #[test]
     fn flow_sources_send_each_flow_from_the_port_its_hash_picks() {
+        if !own_netns() {
+            return;
+        }
         let mut rx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let mut tx = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         assert!(tx.add_flow_sources(MAX_FLOW_SOURCES + 1).is_err());
@@ -1542,6 +1582,9 @@ mod tests {
 
     #[test]
     fn a_flow_source_receives_nothing() {
+        if !own_netns() {
+            return;
+        }
         let (fd, addr, _) = open_socket(
             LOOPBACK_ANY_PORT,
             libc::SOCK_DGRAM,
@@ -1574,6 +1617,9 @@ mod tests {
 
     #[test]
     fn reuseaddr_lets_a_second_socket_share_the_port() {
+        if !own_netns() {
+            return;
+        }
         // Without SO_REUSEADDR on both, the second bind fails with EADDRINUSE.
         let first = UdpUnderlay::bind(LOOPBACK_ANY_PORT, BATCH).unwrap();
         let addr = first.local_addr();
