@@ -123,6 +123,10 @@ fn the_package_installs_runs_and_removes_cleanly() {
     let out = TempDir::new("deb");
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_vxmesh")).parent().unwrap();
     assert!(bin_dir.join("vxmesh-cni").exists());
+    assert!(
+        bin_dir.join("vxmesh-lab").exists(),
+        "no vxmesh-lab beside vxmesh: cargo build --workspace first"
+    );
     let o = run(Command::new(repo().join("scripts/deb.sh"))
         .arg("--bin-dir")
         .arg(bin_dir)
@@ -149,6 +153,13 @@ fn the_package_installs_runs_and_removes_cleanly() {
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("/usr/share/man/man1/vxmesh.1"),
         "{}",
+        text(&o)
+    );
+    // `vxmesh demo` and `vxmesh lab` find the lab program the package put beside vxmesh.
+    let o = run(Command::new("/usr/bin/vxmesh").args(["lab", "--help"]));
+    assert!(
+        o.status.success() && text(&o).contains("Build or remove a network-namespace lab"),
+        "vxmesh lab --help: {}",
         text(&o)
     );
     // The CNI plugin, from both folders runtimes look in, answers VERSION.
