@@ -425,6 +425,29 @@ fn two_vxmesh_nodes_and_a_kernel_node_end_to_end() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("color"));
     assert_eq!(curl(&ns("c11"), "http://10.0.9.21/"), "c21");
 
+    // SIGHUP re-reads the file as `reload` does (`systemctl reload`): the drained backend's
+    // weight comes back on n1, and the node keeps running (without a handler SIGHUP ends it).
+    std::fs::write(&run.config, cluster(&prefix).text()).unwrap();
+    let pid = run.node_pid("n1").expect("n1 runs") as libc::pid_t;
+    // SAFETY: a signal to the node process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let weights = || -> Vec<serde_json::Value> {
+        let lb = run.ctl_ok("n1", &["lb", "show", "--json"]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&lb).unwrap();
+        v[0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["weight"].clone())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while weights().contains(&0.into()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // (Each look asks n1's control socket: a node that SIGHUP ended would fail it.)
+    assert!(!weights().contains(&0.into()), "{:?}", weights());
+
     // 7. Capture of the underlay while c11 pings c21, decoded by tshark as VXLAN.
     let pcap = dir.join("underlay.pcap");
     let (exe2, ctl, pcap2) = (exe.to_path_buf(), run.control("n1"), pcap.clone());

@@ -783,6 +783,9 @@ async fn serve(
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    // SIGHUP re-reads the cluster file, as `reload` does (and as nginx and dockerd take it;
+    // `systemctl reload`). Without a handler it would end the node without a clean stop.
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let local = tokio::task::LocalSet::new();
     let lease = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let mut leaving = None;
@@ -840,6 +843,16 @@ async fn serve(
                 tokio::select! {
                     _ = int.recv() => return Ok(()),
                     _ = term.recv() => return Ok(()),
+                    _ = hup.recv() => {
+                        let h = handle.clone();
+                        tokio::task::spawn_local(async move {
+                            match session::reload(&h).await {
+                                Ok(Ok(log)) => tracing::info!(%log, "SIGHUP: cluster file re-read"),
+                                Ok(Err((_, why))) => tracing::error!(%why, "SIGHUP: reload refused, the running configuration stays"),
+                                Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: reload failed"),
+                            }
+                        });
+                    }
                     admit = gate.next() => match admit {
                         control::Admit::Session(stream, peer, guard) => {
                             let h = handle.clone();

@@ -187,26 +187,7 @@ async fn handle_request(
         Request::CniStatus(c) => return serve_cni(cni::Op::Status, c, h, rep).await,
         Request::CniGc(c) => return serve_cni(cni::Op::Gc, c, h, rep).await,
         Request::Reload => {
-            let r = if let Some((url, _)) = &h.store {
-                Err((
-                    EXIT_USAGE,
-                    format!(
-                        "this node follows the store {url}: changes apply as they are written there (`vxmesh --store {url} ...`); there is no file to re-read"
-                    ),
-                ))
-            } else {
-                let path = h.call(|n| n.cluster.path.clone()).await?;
-                // Reading and checking a large file takes time: on a blocking thread.
-                let loaded = tokio::task::spawn_blocking(move || {
-                    Cluster::load(&path).map_err(|e| e.to_string())
-                })
-                .await
-                .context("reading the cluster file")?;
-                match loaded {
-                    Err(e) => Err((EXIT_USAGE, e)),
-                    Ok(cluster) => change_to(h, cluster).await?.map_err(|e| (EXIT_USAGE, e)),
-                }
-            };
+            let r = reload(h).await?;
             match r {
                 Ok(log) => rep.out(log).await?,
                 Err((code, e)) => {
@@ -217,6 +198,30 @@ async fn handle_request(
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `reload` (and SIGHUP): re-read the cluster file and apply the difference. Its log, or the
+/// exit code and why it was refused (a node that follows the store has no file to re-read); an
+/// error when the node could not be asked.
+pub(super) async fn reload(h: &Handle) -> anyhow::Result<Result<String, (u8, String)>> {
+    if let Some((url, _)) = &h.store {
+        return Ok(Err((
+            EXIT_USAGE,
+            format!(
+                "this node follows the store {url}: changes apply as they are written there (`vxmesh --store {url} ...`); there is no file to re-read"
+            ),
+        )));
+    }
+    let path = h.call(|n| n.cluster.path.clone()).await?;
+    // Reading and checking a large file takes time: on a blocking thread.
+    let loaded =
+        tokio::task::spawn_blocking(move || Cluster::load(&path).map_err(|e| e.to_string()))
+            .await
+            .context("reading the cluster file")?;
+    Ok(match loaded {
+        Err(e) => Err((EXIT_USAGE, e)),
+        Ok(cluster) => change_to(h, cluster).await?.map_err(|e| (EXIT_USAGE, e)),
+    })
 }
 
 /// A CNI call from `vxmesh-cni`: its result (or nothing) on standard output and exit 0, or a
