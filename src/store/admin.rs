@@ -201,6 +201,27 @@ pub fn run(url: &str, cmd: Admin) -> Outcome {
     }
 }
 
+/// A node object of an imported file with its load-balancer address in every network
+/// written out, default ones included: those follow the file's node order, which the store
+/// does not keep (nodes written in one write are one revision), so `import` pins them and
+/// the imported cluster runs as the file did.
+fn pin_lb(node: &mut Value, cluster: &Cluster) {
+    let Some(n) = node
+        .get("name")
+        .and_then(Value::as_str)
+        .and_then(|name| cluster.node(name))
+    else {
+        return;
+    };
+    let lb: serde_json::Map<String, Value> =
+        n.lb.iter()
+            .map(|(net, a)| (net.clone(), Value::String(a.to_string())))
+            .collect();
+    if let Some(o) = node.as_object_mut() {
+        o.insert("lb".into(), Value::Object(lb));
+    }
+}
+
 async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
     // Refusals that need no store come first.
     let obj = |kind: Kind, v: Value| -> Result<(Key, Option<Value>), Failure> {
@@ -219,7 +240,10 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
             let mut ops = Ops::new();
             let objects = file_objects(&doc)
                 .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
-            for (kind, v) in objects {
+            for (kind, mut v) in objects {
+                if kind == Kind::Node {
+                    pin_lb(&mut v, &cluster);
+                }
                 ops.push(obj(kind, v)?);
             }
             if let Some(e) = doc.get("encryption") {
@@ -425,30 +449,44 @@ fn failure_text(f: Failure) -> String {
 
 /// Remove an object (refused if anything still refers to it: the checks say what).
 async fn remove(client: &mut Client, url: &str, kind: Kind, name: &str) -> Result<String, Failure> {
-    write(client, url, |st| {
-        if !st.objects.contains_key(&(kind, name.to_string())) {
-            return Err(format!(
-                "{} {name:?}: no such {}",
-                kind.table(),
-                kind.table()
-            ));
-        }
-        let mut ops = vec![(Key::Object(kind, name.to_string()), None)];
-        // A network's CNI address blocks go with it: nothing is attached in them any more
-        // (the state check refuses removing a network an endpoint is in), and a network of the
-        // same name created later must not find another subnet's blocks.
-        if kind == Kind::Network {
-            ops.extend(
-                st.blocks
-                    .keys()
-                    .filter(|(n, _)| n == name)
-                    .map(|(n, b)| (Key::Block(n.clone(), b.clone()), None)),
-            );
-        }
-        Ok(ops)
-    })
-    .await?;
+    write(client, url, |st| remove_ops(st, kind, name)).await?;
     Ok(String::new())
+}
+
+/// The writes that remove object `name` of `kind` from `st`, with what goes with it.
+fn remove_ops(st: &State, kind: Kind, name: &str) -> Result<Ops, String> {
+    if !st.objects.contains_key(&(kind, name.to_string())) {
+        return Err(format!(
+            "{} {name:?}: no such {}",
+            kind.table(),
+            kind.table()
+        ));
+    }
+    let mut ops = vec![(Key::Object(kind, name.to_string()), None)];
+    // A network's CNI address blocks go with it: nothing is attached in them any more
+    // (the state check refuses removing a network an endpoint is in), and a network of the
+    // same name created later must not find another subnet's blocks.
+    if kind == Kind::Network {
+        ops.extend(
+            st.blocks
+                .keys()
+                .filter(|(n, _)| n == name)
+                .map(|(n, b)| (Key::Block(n.clone(), b.clone()), None)),
+        );
+        // And the nodes' load-balancer addresses in it (`import` writes every one out):
+        // a node may not name a network there is not.
+        for ((k, node), v) in st.objects.iter() {
+            if *k != Kind::Node || v.get("lb").and_then(|lb| lb.get(name)).is_none() {
+                continue;
+            }
+            let mut v = (**v).clone();
+            if let Some(lb) = v.get_mut("lb").and_then(Value::as_object_mut) {
+                lb.remove(name);
+            }
+            ops.push((Key::Object(Kind::Node, node.clone()), Some(v)));
+        }
+    }
+    Ok(ops)
 }
 
 /// The lowest VNI from [`FIRST_VNI`] up that no network has.
@@ -599,7 +637,8 @@ fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
     let mut after = st.clone();
     for (k, v) in ops {
         match v {
-            Some(v) => after.put(&k.text(), v.to_string().as_bytes(), 0),
+            // Keys new with this write are created after every other (etcd's revision).
+            Some(v) => after.put_kv(&k.text(), v.to_string().as_bytes(), 0, i64::MAX),
             None => after.delete(&k.text()),
         }
     }
@@ -819,6 +858,40 @@ mod tests {
         for bad in ["80", "tcp/", "tcp/x", "tcp/80:", "tcp/80->", "tcp/99999"] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn import_pins_the_default_lb_addresses_and_network_rm_takes_them_out() {
+        let text = include_str!("../../tests/fixtures/cluster.toml").replace("{P}", "");
+        let cluster = Cluster::parse(std::path::Path::new("c.toml"), &text).unwrap();
+        // The file's second node: .253 by its place in the file, written out.
+        let mut n2 = json!({"name": "n2", "vtep": "198.18.0.2"});
+        pin_lb(&mut n2, &cluster);
+        assert_eq!(n2["lb"], json!({"appnet": "10.0.9.253"}));
+        let mut st = State::of_file(&text);
+        st.put(
+            "/vxmesh/v1/node/n2",
+            br#"{"name":"n2","vtep":"198.18.0.2","lb":{"appnet":"10.0.9.253","tmp":"10.0.32.9"}}"#,
+            5,
+        );
+        st.put(
+            "/vxmesh/v1/network/tmp",
+            br#"{"name":"tmp","vni":4200,"subnet":"10.0.32.0/24"}"#,
+            5,
+        );
+        let ops = remove_ops(&st, Kind::Network, "tmp").unwrap();
+        let n2_after = ops
+            .iter()
+            .find(|(k, _)| *k == Key::Object(Kind::Node, "n2".into()))
+            .and_then(|(_, v)| v.clone())
+            .expect("n2 rewritten");
+        assert_eq!(n2_after["lb"], json!({"appnet": "10.0.9.253"}));
+        assert!(ops.contains(&(Key::Object(Kind::Network, "tmp".into()), None)));
+        // A node without an address there is left alone.
+        assert!(
+            !ops.iter()
+                .any(|(k, _)| *k == Key::Object(Kind::Node, "n1".into()))
+        );
     }
 
     #[test]

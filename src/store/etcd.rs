@@ -94,7 +94,7 @@ pub async fn read_all(client: &mut Client) -> anyhow::Result<State> {
         }
         for kv in resp.kvs() {
             match kv.key_str() {
-                Ok(k) => state.put(k, kv.value(), kv.mod_revision()),
+                Ok(k) => state.put_kv(k, kv.value(), kv.mod_revision(), kv.create_revision()),
                 Err(_) => {
                     state.bad.insert(
                         String::from_utf8_lossy(kv.key()).into_owned(),

@@ -48,6 +48,10 @@ pub struct State {
     pub blocks: BTreeMap<(String, String), Block>,
     /// The encryption keys' object (`{"keys": [...]}`, the file's `[encryption]`).
     pub encryption: Option<Arc<serde_json::Value>>,
+    /// The store revision that created each node's key: the store's node order, by which a
+    /// node's default load-balancer addresses are given (first node .254, ...), as the file's
+    /// order gives them. A node registering later comes last, so the others' addresses stay.
+    pub node_created: BTreeMap<String, i64>,
 }
 
 /// An address block's owner, and the revision of the claim (what a write into it compares, so
@@ -70,8 +74,15 @@ pub struct Skipped {
 }
 
 impl State {
-    /// Take a put of `key` (at `mod_revision`).
+    /// Take a put of `key` (at `mod_revision`), a key created then or before.
     pub fn put(&mut self, key: &str, value: &[u8], mod_revision: i64) {
+        self.put_kv(key, value, mod_revision, mod_revision);
+    }
+
+    /// Take a put of `key` at `mod_revision`, the key created at `create_revision` (etcd's
+    /// `create_revision`; an update keeps the first one). A write not made yet (an admin
+    /// command's check of the state after it) passes `i64::MAX`: new keys come last.
+    pub fn put_kv(&mut self, key: &str, value: &[u8], mod_revision: i64, create_revision: i64) {
         self.bad.remove(key);
         let Some(k) = Key::parse(key) else {
             self.bad
@@ -145,6 +156,11 @@ impl State {
                                 .insert(key.into(), format!("not a valid {}: {e}", kind.table()));
                         }
                         Ok(()) => {
+                            if kind == Kind::Node {
+                                self.node_created
+                                    .entry(name.clone())
+                                    .or_insert(create_revision);
+                            }
                             self.objects.insert((kind, name), Arc::new(v));
                         }
                     },
@@ -164,6 +180,9 @@ impl State {
                 self.managed.remove(&n);
             }
             Some(Key::Object(kind, name)) => {
+                if kind == Kind::Node {
+                    self.node_created.remove(&name);
+                }
                 self.objects.remove(&(kind, name));
             }
             Some(Key::Block(net, b)) => {
@@ -179,9 +198,14 @@ impl State {
     pub(crate) fn of_file(text: &str) -> State {
         let doc: toml::Table = toml::from_str(text).expect("a cluster file");
         let mut s = State::default();
-        for (kind, v) in super::layout::file_objects(&doc).expect("JSON values") {
+        for (i, (kind, v)) in super::layout::file_objects(&doc)
+            .expect("JSON values")
+            .into_iter()
+            .enumerate()
+        {
             let key = key_of(kind, &v).expect("named objects").text();
-            s.put(&key, v.to_string().as_bytes(), 1);
+            // Created in the file's order, as `import` pins it.
+            s.put_kv(&key, v.to_string().as_bytes(), 1, i as i64);
         }
         s
     }
@@ -266,8 +290,18 @@ impl State {
         let mut doc = serde_json::Map::new();
         let mut ingresses = Vec::new();
         for kind in Kind::ALL {
+            let mut items: Vec<_> = self.items(kind, excluded, &gone).collect();
+            if kind == Kind::Node {
+                // The node order (the default load-balancer addresses follow it): as created.
+                items.sort_by_key(|(name, _)| {
+                    (
+                        self.node_created.get(*name).copied().unwrap_or(i64::MAX),
+                        *name,
+                    )
+                });
+            }
             let mut list = Vec::new();
-            for (name, v) in self.items(kind, excluded, &gone) {
+            for (name, v) in items {
                 if kind == Kind::Ingress {
                     ingresses.push((kind, name.clone()));
                 }
@@ -468,6 +502,7 @@ fn culprit(err: &ConfigError, ingresses: &[(Kind, String)]) -> Option<(Kind, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn fixture() -> State {
         State::of_file(&include_str!("../../tests/fixtures/cluster.toml").replace("{P}", ""))
@@ -490,6 +525,59 @@ mod tests {
             Cluster::parse(Path::new("etcd://test"), &text).unwrap(),
             file
         );
+    }
+
+    #[test]
+    fn nodes_keep_their_default_lb_addresses_in_the_order_they_were_created() {
+        // n1 and n2 from the fixture (created 1 and 2 as `of_file` counts); a node named to
+        // sort first registers later: it comes last, and n1 and n2 keep .254 and .253.
+        let mut s = fixture();
+        let lb = |s: &State| -> Vec<(String, Ipv4Addr)> {
+            let (c, _) = s.cluster("etcd://test", None).unwrap();
+            c.nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.lb["appnet"]))
+                .collect()
+        };
+        let before = lb(&s);
+        assert_eq!(before[0].1, Ipv4Addr::new(10, 0, 9, 254));
+        s.put_kv(
+            "/vxmesh/v1/node/a0",
+            br#"{"name": "a0", "vtep": "198.18.0.9"}"#,
+            40,
+            40,
+        );
+        let after = lb(&s);
+        assert_eq!(after[..before.len()], before[..]);
+        assert_eq!(
+            after.last().unwrap(),
+            &("a0".to_string(), Ipv4Addr::new(10, 0, 9, 252))
+        );
+        // An update keeps its place; a node removed and added again comes last.
+        s.put_kv(
+            "/vxmesh/v1/node/n1",
+            br#"{"name": "n1", "vtep": "198.18.0.1"}"#,
+            41,
+            41,
+        );
+        assert_eq!(lb(&s), after);
+        s.delete("/vxmesh/v1/node/a0");
+        assert_eq!(lb(&s), before);
+        // Created in one write (one revision): by name.
+        s.put_kv(
+            "/vxmesh/v1/node/b0",
+            br#"{"name": "b0", "vtep": "198.18.0.8"}"#,
+            42,
+            42,
+        );
+        s.put_kv(
+            "/vxmesh/v1/node/a0",
+            br#"{"name": "a0", "vtep": "198.18.0.9"}"#,
+            42,
+            42,
+        );
+        let names: Vec<String> = lb(&s).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names[names.len() - 2..], ["a0", "b0"]);
     }
 
     #[test]

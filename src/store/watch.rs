@@ -332,7 +332,10 @@ pub async fn follow(
                         let Some(kv) = ev.kv() else { continue };
                         let key = String::from_utf8_lossy(kv.key());
                         match ev.event_type() {
-                            EventType::Put => f.state.put(&key, kv.value(), kv.mod_revision()),
+                            EventType::Put => {
+                                f.state
+                                    .put_kv(&key, kv.value(), kv.mod_revision(), kv.create_revision())
+                            }
                             EventType::Delete => f.state.delete(&key),
                         }
                         // A key outside the layout is only listed as skipped: no check sees it.
