@@ -90,6 +90,7 @@ pub fn run(
             {
                 let q = p.query;
                 buf[..2].copy_from_slice(&q.query[..2]);
+                let n = fit(&mut buf, n, &q);
                 let frame = vswitch::frames::udp(
                     q.resolver_mac,
                     q.client_mac,
@@ -106,6 +107,21 @@ pub fn run(
         pending.retain(|_, p| p.deadline > now);
     }
     Ok(())
+}
+
+/// An upstream answer of `n` bytes in `buf` cut to what the container takes (`q.limit`: its
+/// EDNS0 size or 512, within the network's MTU), as the switch cuts its own answers: when it
+/// is longer, the header with TC set and no records, and the query's question. Its length.
+fn fit(buf: &mut [u8], n: usize, q: &vswitch::dns::Forward) -> usize {
+    let qend = usize::from(q.question_end);
+    if n <= usize::from(q.limit) || qend < 12 || qend > usize::from(q.len) || qend > buf.len() {
+        return n;
+    }
+    // Flags: TC on (the rest as the upstream answered); one question, no records.
+    buf[2] |= 0x02;
+    buf[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    buf[12..qend].copy_from_slice(&q.query[12..qend]);
+    qend
 }
 
 /// `IP[:PORT][,IP[:PORT]...]` (port 53 unless given).
@@ -178,6 +194,8 @@ mod tests {
             resolver_mac: vswitch::Mac([2, 0x42, 10, 0, 9, 1]),
             resolver_ip: Ipv4Addr::new(10, 0, 9, 1),
             len: 17,
+            question_end: 17,
+            limit: 512,
             query: [0; vswitch::dns::FORWARD_MAX],
         };
         let msg = [0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
@@ -201,5 +219,49 @@ mod tests {
         let dns = &frame[frame.len() - 17..];
         assert_eq!(&dns[..2], &[0xab, 0xcd], "with the container's id");
         assert_eq!(dns[2] & 0x80, 0x80);
+    }
+
+    /// An upstream answer longer than the container takes (its EDNS0 size, else 512, within
+    /// the network's MTU) comes back as the switch's own would: TC set, the question, no
+    /// records. One that fits comes back whole.
+    #[test]
+    fn an_answer_longer_than_the_container_takes_comes_back_truncated() {
+        let mut q = Forward {
+            port: vswitch::PortId(3),
+            client_mac: vswitch::Mac([2, 0x42, 10, 0, 9, 11]),
+            client_ip: Ipv4Addr::new(10, 0, 9, 11),
+            client_port: 40000,
+            resolver_mac: vswitch::Mac([2, 0x42, 10, 0, 9, 1]),
+            resolver_ip: Ipv4Addr::new(10, 0, 9, 1),
+            len: 17,
+            question_end: 17,
+            limit: 512,
+            query: [0; vswitch::dns::FORWARD_MAX],
+        };
+        let msg = [0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        q.query[..17].copy_from_slice(&msg);
+        // An answer of 900 bytes: the header (QR, RD, RA; one question, 30 answers), the
+        // question, then records.
+        let mut buf = vec![0u8; 4096];
+        buf[..17].copy_from_slice(&msg);
+        buf[2..4].copy_from_slice(&[0x81, 0x80]);
+        buf[6..8].copy_from_slice(&30u16.to_be_bytes());
+        for (i, b) in buf[17..900].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        assert_eq!(
+            fit(&mut buf.clone(), 900, &Forward { limit: 1400, ..q }),
+            900
+        );
+        let n = fit(&mut buf, 900, &q);
+        assert_eq!(n, 17);
+        assert_eq!(&buf[..2], &[0xab, 0xcd]);
+        assert_eq!(buf[2..4], [0x83, 0x80], "TC set, the rest as answered");
+        assert_eq!(
+            buf[4..12],
+            [0, 1, 0, 0, 0, 0, 0, 0],
+            "one question, no records"
+        );
+        assert_eq!(buf[12..17], msg[12..17], "the question");
     }
 }

@@ -102,6 +102,11 @@ pub struct Forward {
     pub resolver_ip: Ipv4Addr,
     /// The query's length in `query`.
     pub len: u16,
+    /// Where the query's question ends in `query` (a truncated answer keeps the question).
+    pub question_end: u16,
+    /// The longest answer the container takes: its EDNS0 size (else 512), within the
+    /// network's MTU (no fragments), as the switch's own answers are cut.
+    pub limit: u16,
     /// The query, as the container sent it.
     pub query: [u8; FORWARD_MAX],
 }
@@ -331,6 +336,10 @@ impl Dns {
                 (_, None) => Found::Unknown,
             }
         };
+        // The answer fits what the client takes (its EDNS0 size, else 512) and the network's
+        // MTU (no fragments); the question alone always goes back, whatever the limits.
+        let path = usize::from(mtu).saturating_sub(IP_UDP_LEN);
+        let limit = q.edns.map_or(dns::MIN_UDP_PAYLOAD, usize::from).min(path);
         // A name the switch does not serve goes to the upstream relay, if there is one.
         if matches!(found, Found::Unknown)
             && let Some(up) = &self.upstream
@@ -344,6 +353,9 @@ impl Dns {
                 resolver_mac: table.mac,
                 resolver_ip: table.resolver,
                 len: msg.len() as u16,
+                // Within the query (at most FORWARD_MAX bytes).
+                question_end: q.end as u16,
+                limit: u16::try_from(limit).unwrap_or(u16::MAX),
                 query: [0; FORWARD_MAX],
             };
             f.query[..msg.len()].copy_from_slice(msg);
@@ -354,10 +366,6 @@ impl Dns {
             }
             self.upstream_busy += 1;
         }
-        // The answer fits what the client takes (its EDNS0 size, else 512) and the network's
-        // MTU (no fragments); the question alone always goes back, whatever the limits.
-        let path = usize::from(mtu).saturating_sub(IP_UDP_LEN);
-        let limit = q.edns.map_or(dns::MIN_UDP_PAYLOAD, usize::from).min(path);
         // RFC 6891: an advertised size under 512 is taken as 512.
         let advertise = u16::try_from(path.max(dns::MIN_UDP_PAYLOAD)).unwrap_or(u16::MAX);
         let dns_off = l3 + IP_UDP_LEN;
