@@ -562,6 +562,24 @@ mod tests {
     }
 
     #[test]
+    fn default_lb_addresses_pass_over_the_ones_given() {
+        // n2 names .254 for itself: n1, first, takes the next free one down, .253; a third
+        // node .252. (By place alone n2 would have been .253 too, and refused.)
+        let text = example()
+            .replacen(
+                "name = \"n2\"\nvtep = \"198.18.0.2\"",
+                "name = \"n2\"\nvtep = \"198.18.0.2\"\nlb = { appnet = \"10.0.9.254\" }\n\n[[node]]\nname = \"n3\"\nvtep = \"198.18.0.3\"",
+                1,
+            );
+        assert!(text.contains("n3"));
+        let c = parse(&text).unwrap();
+        let lb = |n: &str| c.node(n).unwrap().lb["appnet"];
+        assert_eq!(lb("n1"), Ipv4Addr::new(10, 0, 9, 253));
+        assert_eq!(lb("n2"), Ipv4Addr::new(10, 0, 9, 254));
+        assert_eq!(lb("n3"), Ipv4Addr::new(10, 0, 9, 252));
+    }
+
+    #[test]
     fn the_spec_example_parses_with_docker_defaults() {
         let c = parse(&example()).unwrap();
         assert_eq!(

@@ -389,8 +389,15 @@ impl Checker {
             });
         }
 
+        // Load-balancer addresses given in the file, per network: a default skips them.
+        let mut given: HashSet<(&str, Ipv4Addr)> = HashSet::new();
+        for n in &raw.node {
+            for (net, a) in &n.lb {
+                given.insert((net.as_str(), *a));
+            }
+        }
         let mut nodes = Vec::new();
-        for (idx, n) in raw.node.iter().enumerate() {
+        for n in &raw.node {
             let item = format!("node {:?}", n.name);
             for k in n.lb.keys() {
                 if net_of(k).is_none() {
@@ -402,9 +409,19 @@ impl Checker {
                 let addr = match n.lb.get(&net.name) {
                     Some(a) => *a,
                     None => {
-                        // Default: the top of the subnet in node order (first node .254 in a /24).
+                        // Default: the top of the subnet in node order (first node .254 in a
+                        // /24, the next .253), passing over addresses other nodes were given
+                        // or took before it; the checks below say if it is not a host address.
                         let top = u32::from(net.subnet.addr) | !Ipv4Net::mask_of(net.subnet.prefix);
-                        Ipv4Addr::from(top.wrapping_sub(1 + idx as u32))
+                        let taken = |a: Ipv4Addr| {
+                            given.contains(&(net.name.as_str(), a))
+                                || nodes.iter().any(|m: &Node| m.lb.get(&net.name) == Some(&a))
+                        };
+                        let mut a = top.wrapping_sub(1);
+                        while taken(Ipv4Addr::from(a)) && a > u32::from(net.subnet.addr) {
+                            a -= 1;
+                        }
+                        Ipv4Addr::from(a)
                     }
                 };
                 if !net.subnet.contains_host(addr) {

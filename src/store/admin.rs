@@ -300,7 +300,9 @@ async fn exec(url: &str, cmd: Admin) -> Result<String, Failure> {
                 if st.objects.contains_key(&(Kind::Network, name.clone())) {
                     return Err(format!("network {name:?}: exists already"));
                 }
-                Ok(vec![obj(Kind::Network, v).map_err(failure_text)?])
+                let mut ops = vec![obj(Kind::Network, v).map_err(failure_text)?];
+                pin_all_lb(st, &mut ops, url);
+                Ok(ops)
             })
             .await?;
             Ok(String::new())
@@ -625,6 +627,50 @@ async fn write_when(
     }))
 }
 
+/// `st` with `ops` applied, as etcd will hold it: keys new with this write are created after
+/// every other (one revision, the write's).
+fn after_ops(st: &State, ops: &Ops) -> State {
+    let mut after = st.clone();
+    for (k, v) in ops {
+        match v {
+            Some(v) => after.put_kv(&k.text(), v.to_string().as_bytes(), 0, i64::MAX),
+            None => after.delete(&k.text()),
+        }
+    }
+    after
+}
+
+/// Add to `ops` the writes that pin every node's load-balancer addresses, as the state after
+/// `ops` gives them (`lb` written out for every network): a node registering or a network
+/// created gets its default once, and no later change of the node list moves it (only its own
+/// removal frees it). Nothing is added when that state does not check (the write's own check
+/// then says why).
+fn pin_all_lb(st: &State, ops: &mut Ops, url: &str) {
+    let after = after_ops(st, ops);
+    let Ok((cluster, _)) = after.cluster(url, None) else {
+        return;
+    };
+    for n in &cluster.nodes {
+        let key = Key::Object(Kind::Node, n.name.clone());
+        let Some(stored) = after.objects.get(&(Kind::Node, n.name.clone())) else {
+            continue;
+        };
+        let pinned = stored
+            .get("lb")
+            .and_then(Value::as_object)
+            .is_some_and(|lb| n.lb.keys().all(|net| lb.contains_key(net)));
+        if pinned {
+            continue;
+        }
+        let mut v = (**stored).clone();
+        pin_lb(&mut v, &cluster);
+        match ops.iter_mut().find(|(k, _)| *k == key) {
+            Some(op) => op.1 = Some(v),
+            None => ops.push((key, Some(v))),
+        }
+    }
+}
+
 /// Refuse `ops` if the state after them is refused, or leaves out an object the state before
 /// did not (the messages are the cluster file's).
 fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
@@ -634,14 +680,7 @@ fn check(st: &State, ops: &Ops, url: &str) -> Result<(), Failure> {
             .map_err(|e| Failure::Usage(e.to_string()))
     };
     let before = skipped(st).unwrap_or_default();
-    let mut after = st.clone();
-    for (k, v) in ops {
-        match v {
-            // Keys new with this write are created after every other (etcd's revision).
-            Some(v) => after.put_kv(&k.text(), v.to_string().as_bytes(), 0, i64::MAX),
-            None => after.delete(&k.text()),
-        }
-    }
+    let after = after_ops(st, ops);
     let (cluster, sk) = after
         .cluster(url, None)
         .map_err(|e| Failure::Usage(format!("{e}; nothing was written")))?;
@@ -744,10 +783,15 @@ pub async fn register_node(
                 "node {name:?} is in the store with VTEP {}, not {vtep} (--vtep); `vxmesh --store URL node ls` lists the nodes",
                 v.get("vtep").map_or("?".into(), |x| x.to_string())
             )),
-            None => Ok(vec![(
-                Key::Object(Kind::Node, name.to_string()),
-                Some(json!({"name": name, "vtep": vtep.to_string()})),
-            )]),
+            None => {
+                let mut ops = vec![(
+                    Key::Object(Kind::Node, name.to_string()),
+                    Some(json!({"name": name, "vtep": vtep.to_string()})),
+                )];
+                // Its default addresses, and every unpinned node's, written out once.
+                pin_all_lb(st, &mut ops, url);
+                Ok(ops)
+            }
         }
     })
     .await;
@@ -892,6 +936,38 @@ mod tests {
             !ops.iter()
                 .any(|(k, _)| *k == Key::Object(Kind::Node, "n1".into()))
         );
+    }
+
+    #[test]
+    fn a_registering_node_pins_every_address_and_a_removal_moves_none() {
+        let text = include_str!("../../tests/fixtures/cluster.toml").replace("{P}", "");
+        let st = State::of_file(&text);
+        // n3 registers (as register_node writes it): its default, and n1's and n2's (never
+        // written out: a store from before pinning), are written out in the same write.
+        let key = |n: &str| Key::Object(Kind::Node, n.into());
+        let mut ops = vec![(key("n3"), Some(json!({"name": "n3", "vtep": "198.18.0.3"})))];
+        pin_all_lb(&st, &mut ops, "etcd://test");
+        let lb = |ops: &Ops, n: &str| {
+            ops.iter()
+                .find(|(k, _)| *k == key(n))
+                .and_then(|(_, v)| v.as_ref())
+                .map(|v| v["lb"]["appnet"].clone())
+        };
+        assert_eq!(ops.len(), 3, "{ops:?}");
+        assert_eq!(lb(&ops, "n1"), Some(json!("10.0.9.254")));
+        assert_eq!(lb(&ops, "n2"), Some(json!("10.0.9.253")));
+        assert_eq!(lb(&ops, "n3"), Some(json!("10.0.9.252")));
+        // n1 goes: nobody moves (by place, n3 would now be .253, n2's).
+        let st = after_ops(&st, &ops);
+        let after = after_ops(&st, &remove_ops(&st, Kind::Node, "n1").unwrap());
+        let (c, _) = after.cluster("etcd://test", None).unwrap();
+        assert_eq!(c.node("n2").unwrap().lb["appnet"].to_string(), "10.0.9.253");
+        assert_eq!(c.node("n3").unwrap().lb["appnet"].to_string(), "10.0.9.252");
+        // A node registering next takes the first address free from the top: n1's.
+        let mut ops = vec![(key("n4"), Some(json!({"name": "n4", "vtep": "198.18.0.4"})))];
+        pin_all_lb(&after, &mut ops, "etcd://test");
+        assert_eq!(ops.len(), 1, "the others are pinned: {ops:?}");
+        assert_eq!(lb(&ops, "n4"), Some(json!("10.0.9.254")));
     }
 
     #[test]

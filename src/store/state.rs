@@ -135,6 +135,13 @@ impl State {
                 }
             }
             Key::Object(kind, name) => {
+                if kind == Kind::Node {
+                    // The key's creation, even when its value is refused: a value written
+                    // later keeps the key's place, as etcd keeps its create_revision.
+                    self.node_created
+                        .entry(name.clone())
+                        .or_insert(create_revision);
+                }
                 self.objects.remove(&(kind, name.clone()));
                 match serde_json::from_slice::<serde_json::Value>(value) {
                     Err(e) => {
@@ -156,11 +163,6 @@ impl State {
                                 .insert(key.into(), format!("not a valid {}: {e}", kind.table()));
                         }
                         Ok(()) => {
-                            if kind == Kind::Node {
-                                self.node_created
-                                    .entry(name.clone())
-                                    .or_insert(create_revision);
-                            }
                             self.objects.insert((kind, name), Arc::new(v));
                         }
                     },
