@@ -302,14 +302,26 @@ pub(super) fn set_int_option(
     Ok(())
 }
 
-/// A non-blocking socket of `kind` and `protocol` bound to `addr`, with `SO_REUSEADDR` (and
-/// `SO_REUSEPORT` if `reuse_port`), DF, 4 MiB buffers and UDP GSO where the kernel has it: the
-/// descriptor, the bound address and whether GSO is on.
+/// What a socket of [`open_socket`] may share its address and port with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Share {
+    /// Nothing (a flow source: a port of its own, which a socket with `SO_REUSEADDR` would
+    /// not get for sure when the kernel picks it).
+    Nothing,
+    /// `SO_REUSEADDR`: the underlay's port, bound again while an old socket lingers.
+    Addr,
+    /// `SO_REUSEADDR` and `SO_REUSEPORT`: one socket per worker on the underlay's port.
+    AddrAndPort,
+}
+
+/// A non-blocking socket of `kind` and `protocol` bound to `addr`, sharing as `share` says,
+/// with DF, 4 MiB buffers and UDP GSO where the kernel has it: the descriptor, the bound
+/// address and whether GSO is on.
 fn open_socket(
     addr: SocketAddrV4,
     kind: libc::c_int,
     protocol: libc::c_int,
-    reuse_port: bool,
+    share: Share,
 ) -> Result<(OwnedFd, SocketAddrV4, bool), UnderlayError> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let raw = unsafe {
@@ -324,8 +336,10 @@ fn open_socket(
     }
     // SAFETY: `raw` is a fresh descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
-    if reuse_port {
+    if share != Share::Nothing {
+        set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1, "SO_REUSEADDR")?;
+    }
+    if share == Share::AddrAndPort {
         set_int_option(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1, "SO_REUSEPORT")?;
     }
     set_int_option(
@@ -514,7 +528,12 @@ impl UdpUnderlay {
                 value: batch,
             });
         }
-        let (fd, local, gso) = open_socket(addr, kind, protocol, reuse_port)?;
+        let share = if reuse_port {
+            Share::AddrAndPort
+        } else {
+            Share::Addr
+        };
+        let (fd, local, gso) = open_socket(addr, kind, protocol, share)?;
         Ok(UdpUnderlay {
             fd,
             local,
@@ -554,7 +573,8 @@ impl UdpUnderlay {
         }
         let addr = SocketAddrV4::new(*self.local.ip(), 0);
         for _ in 0..n {
-            let (fd, local, gso) = open_socket(addr, libc::SOCK_DGRAM, libc::IPPROTO_UDP, false)?;
+            let (fd, local, gso) =
+                open_socket(addr, libc::SOCK_DGRAM, libc::IPPROTO_UDP, Share::Nothing)?;
             drop_all_received(fd.as_raw_fd())?;
             // Every socket of a send must cut runs alike.
             self.gso &= gso;
@@ -1589,7 +1609,7 @@ mod tests {
             LOOPBACK_ANY_PORT,
             libc::SOCK_DGRAM,
             libc::IPPROTO_UDP,
-            false,
+            Share::Nothing,
         )
         .unwrap();
         let peer = std::net::UdpSocket::bind(LOOPBACK_ANY_PORT).unwrap();
