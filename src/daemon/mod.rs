@@ -431,6 +431,13 @@ pub fn run(
         .enable_all()
         .build()
         .context("starting the control runtime")?;
+    // SIGHUP (reload) is caught from here on: its default action would end the node without a
+    // clean stop while it sets up; one that comes now is served once the node runs.
+    let hup = {
+        let _rt = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("SIGHUP handler")?
+    };
     // Bind the control socket first: a second node with the same socket must fail before it
     // touches any port.
     let access = control::Access::new(opts.control_group.as_deref())?;
@@ -662,6 +669,7 @@ pub fn run(
         stats,
         metrics,
         node_name,
+        hup,
     ));
     notify::notify("STOPPING=1");
     tracing::info!(node = node_name, "node stopping");
@@ -779,13 +787,13 @@ async fn serve(
     stats: Arc<StoreStats>,
     metrics_listener: Option<tokio::net::TcpListener>,
     node: &str,
+    // SIGHUP re-reads the cluster file, as `reload` does (and as nginx and dockerd take it;
+    // `systemctl reload`).
+    mut hup: tokio::signal::unix::Signal,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    // SIGHUP re-reads the cluster file, as `reload` does (and as nginx and dockerd take it;
-    // `systemctl reload`). Without a handler it would end the node without a clean stop.
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let local = tokio::task::LocalSet::new();
     let lease = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let mut leaving = None;
