@@ -563,8 +563,8 @@ mod tests {
 
     #[test]
     fn default_lb_addresses_pass_over_the_ones_given() {
-        // n2 names .254 for itself: n1, first, takes the next free one down, .253; a third
-        // node .252. (By place alone n2 would have been .253 too, and refused.)
+        // n2 names .254 for itself: n1, first, would be .254 by place, so it takes the next
+        // free one down, .253 (before: refused as a collision); a third node, .252 by place.
         let text = example()
             .replacen(
                 "name = \"n2\"\nvtep = \"198.18.0.2\"",

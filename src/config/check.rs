@@ -397,7 +397,7 @@ impl Checker {
             }
         }
         let mut nodes = Vec::new();
-        for n in &raw.node {
+        for (idx, n) in raw.node.iter().enumerate() {
             let item = format!("node {:?}", n.name);
             for k in n.lb.keys() {
                 if net_of(k).is_none() {
@@ -410,14 +410,16 @@ impl Checker {
                     Some(a) => *a,
                     None => {
                         // Default: the top of the subnet in node order (first node .254 in a
-                        // /24, the next .253), passing over addresses other nodes were given
-                        // or took before it; the checks below say if it is not a host address.
+                        // /24, the next .253), or the next one down that no other node was
+                        // given or took before it; so a node's default moves only when its
+                        // place does, never because another node's address changed. The checks
+                        // below say if it is not a host address.
                         let top = u32::from(net.subnet.addr) | !Ipv4Net::mask_of(net.subnet.prefix);
                         let taken = |a: Ipv4Addr| {
                             given.contains(&(net.name.as_str(), a))
                                 || nodes.iter().any(|m: &Node| m.lb.get(&net.name) == Some(&a))
                         };
-                        let mut a = top.wrapping_sub(1);
+                        let mut a = top.wrapping_sub(1 + idx as u32);
                         while taken(Ipv4Addr::from(a)) && a > u32::from(net.subnet.addr) {
                             a -= 1;
                         }

@@ -963,11 +963,12 @@ mod tests {
         let (c, _) = after.cluster("etcd://test", None).unwrap();
         assert_eq!(c.node("n2").unwrap().lb["appnet"].to_string(), "10.0.9.253");
         assert_eq!(c.node("n3").unwrap().lb["appnet"].to_string(), "10.0.9.252");
-        // A node registering next takes the first address free from the top: n1's.
+        // A node registering next, third in the list, would be .252 by place: n3 holds it, so
+        // it takes the next one down.
         let mut ops = vec![(key("n4"), Some(json!({"name": "n4", "vtep": "198.18.0.4"})))];
         pin_all_lb(&after, &mut ops, "etcd://test");
         assert_eq!(ops.len(), 1, "the others are pinned: {ops:?}");
-        assert_eq!(lb(&ops, "n4"), Some(json!("10.0.9.254")));
+        assert_eq!(lb(&ops, "n4"), Some(json!("10.0.9.251")));
     }
 
     #[test]
