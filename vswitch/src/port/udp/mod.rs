@@ -48,6 +48,7 @@ use crate::port::capture::capture_udp;
 pub mod esp;
 pub mod flow;
 pub mod gro;
+mod open;
 pub mod socket;
 
 pub use esp::EspPort;
