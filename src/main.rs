@@ -49,24 +49,24 @@ enum Cmd {
         /// Shortest busy-poll window in microseconds: keep polling at least this long after the
         /// last frame before sleeping in poll(2). Longer lowers latency at low packet rates and
         /// costs CPU; "max" never sleeps (a core per node, as VPP and DPDK do).
-        #[arg(long, value_name = "MICROS", default_value = "200", value_parser = parse_busy_poll)]
+        #[arg(long, value_name = "MICROS", default_value = "200", value_parser = daemon::options::parse_busy_poll)]
         busy_poll_us: std::time::Duration,
         /// Longest busy-poll window in microseconds: while frames keep coming within it of each
         /// other, the window grows to twice their gap and the node polls through the gaps
         /// instead of sleeping and paying a wake-up per frame; when they stop it sleeps again.
         /// Equal to --busy-poll-us (or below): a fixed window.
-        #[arg(long, value_name = "MICROS", default_value = "5000", value_parser = parse_busy_poll)]
+        #[arg(long, value_name = "MICROS", default_value = "5000", value_parser = daemon::options::parse_busy_poll)]
         busy_poll_max_us: std::time::Duration,
         /// Connection-table entries (about 121 bytes each). IPVS holds TIME_WAIT 120 s, so a
         /// node sustaining N new connections per second needs about 120 x N; when the table is
         /// full, new connections are dropped and counted (drop_table_full).
         #[arg(long, value_name = "N", default_value_t = vxmesh::node::MAX_CONNS,
-              value_parser = parse_max_conns)]
+              value_parser = daemon::options::parse_max_conns)]
         max_conns: usize,
         /// Connection timeouts in seconds, as `ipvsadm --set tcp tcpfin udp`: an established
         /// TCP connection, one closing (FIN_WAIT), and a UDP flow; 0 keeps that default. The
         /// defaults are IPVS's: 900,120,300. Every other TCP state keeps IPVS's timeout.
-        #[arg(long, value_name = "TCP,TCPFIN,UDP", value_parser = parse_lb_timeouts)]
+        #[arg(long, value_name = "TCP,TCPFIN,UDP", value_parser = daemon::options::parse_lb_timeouts)]
         lb_timeouts: Option<lb::Timeouts>,
         /// Seconds a learned MAC stays in the FDB without a frame from it, as the Linux
         /// bridge's ageing_time (1 to 1000000).
@@ -390,7 +390,7 @@ enum Cmd {
         #[arg(long)]
         pcapng: bool,
         /// Connection-table entries of each node, as `vxmesh run --max-conns`.
-        #[arg(long, default_value_t = vxmesh::node::MAX_CONNS, value_parser = parse_max_conns)]
+        #[arg(long, default_value_t = vxmesh::node::MAX_CONNS, value_parser = daemon::options::parse_max_conns)]
         max_conns: usize,
     },
 }
@@ -871,53 +871,4 @@ fn lab_program() -> Option<PathBuf> {
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
         .map(|dir| dir.join(LAB_PROGRAM));
     beside.into_iter().chain(on_path).find(|p| runnable(p))
-}
-
-/// `--busy-poll-us`: microseconds (at most an hour), or "max" for never sleeping.
-fn parse_busy_poll(s: &str) -> Result<std::time::Duration, String> {
-    if s == "max" {
-        return Ok(std::time::Duration::MAX);
-    }
-    match s.parse::<u64>() {
-        Ok(us) if us <= 3_600_000_000 => Ok(std::time::Duration::from_micros(us)),
-        _ => Err(format!(
-            "expected microseconds (0 to 3600000000) or \"max\", got {s:?}"
-        )),
-    }
-}
-
-/// The longest connection timeout `--lb-timeouts` takes: a week.
-const MAX_LB_TIMEOUT: u32 = 7 * 24 * 3600;
-
-/// `--lb-timeouts TCP,TCPFIN,UDP`: three numbers of seconds, 0 keeping IPVS's default.
-fn parse_lb_timeouts(s: &str) -> Result<lb::Timeouts, String> {
-    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-    let bad = || {
-        format!(
-            "expected TCP,TCPFIN,UDP: three timeouts in seconds (0 to {MAX_LB_TIMEOUT}, 0 keeps the default), got {s:?}"
-        )
-    };
-    let [tcp, fin, udp] = parts.as_slice() else {
-        return Err(bad());
-    };
-    let secs = |v: &str| match v.parse::<u32>() {
-        Ok(n) if n <= MAX_LB_TIMEOUT => Ok(n),
-        _ => Err(bad()),
-    };
-    let mut t = lb::Timeouts::default();
-    t.set(secs(tcp)?, secs(fin)?, secs(udp)?);
-    Ok(t)
-}
-
-/// `--max-conns`: 1024 to 16777216 entries (2 GB of table at the top).
-fn parse_max_conns(s: &str) -> Result<usize, String> {
-    const RANGE: std::ops::RangeInclusive<usize> = 1024..=(1 << 24);
-    match s.parse::<usize>() {
-        Ok(n) if RANGE.contains(&n) => Ok(n),
-        _ => Err(format!(
-            "expected a number of connections from {} to {}, got {s:?}",
-            RANGE.start(),
-            RANGE.end()
-        )),
-    }
 }

@@ -43,6 +43,7 @@ pub mod dns_relay;
 pub mod metrics;
 pub mod monitor;
 pub mod notify;
+pub mod options;
 mod protocol;
 mod session;
 mod stages;
