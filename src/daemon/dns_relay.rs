@@ -140,6 +140,26 @@ pub fn parse_upstreams(s: &str) -> Result<Vec<SocketAddrV4>, String> {
 mod tests {
     use super::*;
 
+    /// A query for the root's A record (17 bytes, id 0xabcd) from c11, without EDNS0 (512
+    /// bytes at most back), and its bytes.
+    fn forward() -> (Forward, [u8; 17]) {
+        let msg = [0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        let mut q = Forward {
+            port: vswitch::PortId(3),
+            client_mac: vswitch::Mac([2, 0x42, 10, 0, 9, 11]),
+            client_ip: Ipv4Addr::new(10, 0, 9, 11),
+            client_port: 40000,
+            resolver_mac: vswitch::Mac([2, 0x42, 10, 0, 9, 1]),
+            resolver_ip: Ipv4Addr::new(10, 0, 9, 1),
+            len: 17,
+            question_end: 17,
+            limit: 512,
+            query: [0; vswitch::dns::FORWARD_MAX],
+        };
+        q.query[..17].copy_from_slice(&msg);
+        (q, msg)
+    }
+
     /// The test's thread in a network namespace of its own, its loopback out of the host's
     /// ([`nslab::own_netns`]); false (the test skips, saying why) without root.
     fn own_netns() -> bool {
@@ -186,20 +206,7 @@ mod tests {
                 })
             })
         };
-        let mut q = Forward {
-            port: vswitch::PortId(3),
-            client_mac: vswitch::Mac([2, 0x42, 10, 0, 9, 11]),
-            client_ip: Ipv4Addr::new(10, 0, 9, 11),
-            client_port: 40000,
-            resolver_mac: vswitch::Mac([2, 0x42, 10, 0, 9, 1]),
-            resolver_ip: Ipv4Addr::new(10, 0, 9, 1),
-            len: 17,
-            question_end: 17,
-            limit: 512,
-            query: [0; vswitch::dns::FORWARD_MAX],
-        };
-        let msg = [0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
-        q.query[..17].copy_from_slice(&msg);
+        let (q, msg) = forward();
         tx.send(q).unwrap();
         let mut buf = [0u8; 512];
         let (n, from) = upstream
@@ -226,20 +233,7 @@ mod tests {
     /// records. One that fits comes back whole.
     #[test]
     fn an_answer_longer_than_the_container_takes_comes_back_truncated() {
-        let mut q = Forward {
-            port: vswitch::PortId(3),
-            client_mac: vswitch::Mac([2, 0x42, 10, 0, 9, 11]),
-            client_ip: Ipv4Addr::new(10, 0, 9, 11),
-            client_port: 40000,
-            resolver_mac: vswitch::Mac([2, 0x42, 10, 0, 9, 1]),
-            resolver_ip: Ipv4Addr::new(10, 0, 9, 1),
-            len: 17,
-            question_end: 17,
-            limit: 512,
-            query: [0; vswitch::dns::FORWARD_MAX],
-        };
-        let msg = [0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
-        q.query[..17].copy_from_slice(&msg);
+        let (q, msg) = forward();
         // An answer of 900 bytes: the header (QR, RD, RA; one question, 30 answers), the
         // question, then records.
         let mut buf = vec![0u8; 4096];
