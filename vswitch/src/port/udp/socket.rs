@@ -5,7 +5,8 @@
 //! the batch's packet buffers; source VTEP and UDP payload = VXLAN header + inner frame), and
 //! `vxlan-encap`'s output goes out through [`UdpUnderlay::send_slices`] (straight from them).
 //! The kernel adds outer IPv4 and UDP, so no kernel vxlan device (and no `CAP_NET_ADMIN`) is
-//! needed. (The tests alone send and receive through `PacketBufs`, slots of their own.) The
+//! needed; the raw sender of lone datagrams ("The source port", below) wants `CAP_NET_RAW`,
+//! and they go from their flows' sockets without it. (The tests alone send and receive through `PacketBufs`, slots of their own.) The
 //! receive coalescing (UDP GRO) half is in [`super::gro`].
 //!
 //! Offloads, where the kernel has them: sends group runs of same-size datagrams to one peer
