@@ -69,6 +69,8 @@ def main():
         b = [] if (base_lacks_offloads and "offl" in key) else base_metric(key)
         a, k, o, w = (med(values(m, s)) for s in ("vxmesh", "kernel", "ovs", "wire"))
         bm = med(b)
+        if all(x is None for x in (bm, a, k, o, w)):
+            continue  # a test not run (--tests)
         rows.append(
             f"| {m['label']} | {m['unit']} | {m['better']} | {fmt(w)} | {fmt(bm)} ({len(b)}) | {fmt(a)} "
             f"| {fmt(k)} | {fmt(o)} | {ratio(bm, k)} | {ratio(a, k)} | {ratio(a, bm)} |"
