@@ -290,8 +290,10 @@ impl UdpPort {
         let mut lost = 0usize;
         // The next datagram to build: frame i, segment k.
         let (mut i, mut k) = (0usize, 0usize);
-        // (frame, segment) of each datagram of the chunk being built.
-        let mut units = [(0usize, 0usize); MAX_BATCH];
+        // (frame, segment, flow hash) of each datagram of the chunk being built; the hash is
+        // the frame's, taken once when its first segment is built (`hash`).
+        let mut units = [(0usize, 0usize, None); MAX_BATCH];
+        let mut hash = None;
         while i < n {
             // Headers first (written into `hdrs`), then the datagrams that borrow them.
             let mut m = 0;
@@ -306,12 +308,16 @@ impl UdpPort {
                     i += 1;
                     continue;
                 }
+                if k == 0 {
+                    // Every segment of a super-frame is of its flow.
+                    hash = flow_of(flows, p.data());
+                }
                 match plans[i] {
                     Some(g) => {
                         let slot = &mut hdrs[m * SEG_HDR..(m + 1) * SEG_HDR];
                         slot[..ENCAP].copy_from_slice(&p.data()[..ENCAP]);
                         g.write_header(&p.data()[ENCAP..], k, &mut slot[ENCAP..ENCAP + g.hdr_len]);
-                        units[m] = (i, k);
+                        units[m] = (i, k, hash);
                         k += 1;
                         if k == g.segments() {
                             (i, k) = (i + 1, 0);
@@ -319,32 +325,30 @@ impl UdpPort {
                         }
                     }
                     None => {
-                        units[m] = (i, 0);
+                        units[m] = (i, 0, hash);
                         i += 1;
                     }
                 }
                 m += 1;
             }
             let hdrs = &hdrs;
-            let report = self
-                .ul
-                .send_flows(units[..m].iter().enumerate().map(|(j, &(f, seg))| {
-                    let p = &pkts[f];
-                    // Units are only built for frames with a peer.
-                    let dst = p.meta.peer.unwrap_or(SocketAddrV4::new(0.into(), 0));
-                    let dst = SocketAddrV4::new(*dst.ip(), peer_port.unwrap_or(dst.port()));
-                    // Every segment of a super-frame is of its flow.
-                    let hash = flow_of(flows, p.data());
-                    match plans[f] {
-                        Some(g) => (
-                            dst,
-                            &hdrs[j * SEG_HDR..j * SEG_HDR + ENCAP + g.hdr_len],
-                            &p.data()[ENCAP..][g.payload_range(seg)],
-                            hash,
-                        ),
-                        None => (dst, p.data(), &[][..], hash),
-                    }
-                }));
+            let report =
+                self.ul
+                    .send_flows(units[..m].iter().enumerate().map(|(j, &(f, seg, hash))| {
+                        let p = &pkts[f];
+                        // Units are only built for frames with a peer.
+                        let dst = p.meta.peer.unwrap_or(SocketAddrV4::new(0.into(), 0));
+                        let dst = SocketAddrV4::new(*dst.ip(), peer_port.unwrap_or(dst.port()));
+                        match plans[f] {
+                            Some(g) => (
+                                dst,
+                                &hdrs[j * SEG_HDR..j * SEG_HDR + ENCAP + g.hdr_len],
+                                &p.data()[ENCAP..][g.payload_range(seg)],
+                                hash,
+                            ),
+                            None => (dst, p.data(), &[][..], hash),
+                        }
+                    }));
             lost += report.failed;
             self.count_send(&report);
             if report.unsent > 0 {
