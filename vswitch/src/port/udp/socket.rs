@@ -164,7 +164,7 @@ pub struct UdpUnderlay {
     local: SocketAddrV4,
     msgs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
-    /// Send side: two per datagram (its head and its tail, [`UdpUnderlay::send_parts`]).
+    /// Send side: two per datagram (its head and its tail, [`UdpUnderlay::send_flows`]).
     send_iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_in]>,
     groups: Box<[Group]>,
@@ -543,23 +543,11 @@ impl UdpUnderlay {
     }
 
     /// As [`UdpUnderlay::send_slices`], each datagram in two pieces gathered by the kernel (a
-    /// head and a tail, which may be empty): headers built apart and a payload left where it
-    /// lies, with no copy to join them.
-    pub fn send_parts<'a, I>(&mut self, datagrams: I) -> SendReport
-    where
-        I: IntoIterator<Item = (SocketAddrV4, &'a [u8], &'a [u8])>,
-    {
-        self.send_chunk(
-            datagrams
-                .into_iter()
-                .map(|(dst, head, tail)| (dst, head, tail, None)),
-        )
-    }
-
-    /// As [`UdpUnderlay::send_parts`], each datagram with the hash of its inner flow
+    /// head and a tail, which may be empty: headers built apart and a payload left where it
+    /// lies, with no copy to join them) and with the hash of its inner flow
     /// ([`super::flow::inner_flow_hash`]), or `None`: with flow sources
     /// ([`UdpUnderlay::add_flow_sources`]) a hashed datagram leaves from the source its hash
-    /// picks, one without from the bound socket. Without flow sources, as `send_parts`.
+    /// picks, one without from the bound socket; without flow sources, all from the bound one.
     pub fn send_flows<'a, I>(&mut self, datagrams: I) -> SendReport
     where
         I: IntoIterator<Item = (SocketAddrV4, &'a [u8], &'a [u8], Option<u32>)>,
